@@ -1,0 +1,43 @@
+//! Layer 1 of 4: framed RocketMQ remoting transport.
+//!
+//! Encodes and decodes RocketMQ `RemotingCommand` frames ([`protocol`], sans-IO, no tokio) and
+//! runs them over TCP ([`transport`]): a client that correlates responses by (connection
+//! generation, opaque), a server that dispatches requests to processors by request code, and a
+//! callback executor that keeps user code off the read loops.
+//!
+//! May depend on: std, bytes, tokio, tokio-util, tracing, thiserror, serde. Must not depend on
+//! any other `mq-*` crate, and knows nothing about topics, queues, producers or brokers.
+//!
+//! # Layout
+//! * [`protocol`]: [`RemotingCommand`], [`LanguageCode`], [`SerializeType`] and the
+//!   [`FrameCodec`] for JSON and ROCKETMQ headers; pure functions over byte buffers.
+//! * [`transport`]: [`RemotingClient`], [`RemotingServer`], the connection driver with its
+//!   pending-request table and coalescing writer, the name-server list, the callback executor.
+//! * [`error`]: [`RemotingError`], [`DecodeError`], [`EncodeError`].
+//!
+//! # Example
+//! ```no_run
+//! use std::time::Duration;
+//! use mq_remoting::{ClientConfig, RemotingClient, RemotingCommand};
+//!
+//! # async fn demo() -> Result<(), mq_remoting::RemotingError> {
+//! let client = RemotingClient::new(ClientConfig::default());
+//! let request = RemotingCommand::request(105).with_ext("topic", "TopicTest");
+//! let response = client
+//!     .invoke("127.0.0.1:9876", request, Duration::from_secs(3))
+//!     .await?;
+//! println!("code {} remark {:?}", response.code, response.remark);
+//! client.shutdown(Duration::from_secs(1)).await;
+//! # Ok(()) }
+//! ```
+
+pub mod error;
+pub mod protocol;
+pub mod transport;
+
+pub use error::{DecodeError, EncodeError, InvokeKind, RemotingError};
+pub use protocol::{ExtFields, FrameCodec, LanguageCode, RemotingCommand, SerializeType, sys_code};
+pub use transport::{
+    CallbackExecutor, ClientConfig, ConnectionHandle, NameServerList, RemotingClient,
+    RemotingServer, RequestContext, RequestProcessor, ServerConfig, ShutdownReport, processor_fn,
+};

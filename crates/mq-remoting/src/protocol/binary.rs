@@ -1,0 +1,144 @@
+//! The ROCKETMQ binary header (serialize type 1, spec §1.4): fixed fields, then a length-prefixed
+//! remark and a length-prefixed block of `(i16 key length, key, i32 value length, value)` entries.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::command::{ExtFields, LanguageCode, RemotingCommand, SerializeType};
+use crate::error::{DecodeError, EncodeError};
+
+/// Appends the binary header of `cmd` to `dst`.
+///
+/// # Errors
+/// [`EncodeError::NotRepresentable`] when the code or version does not fit 16 bits (use JSON),
+/// [`EncodeError::StringTooLong`] when a key exceeds 32767 bytes.
+pub(crate) fn encode_header(cmd: &RemotingCommand, dst: &mut BytesMut) -> Result<(), EncodeError> {
+    let code = i16::try_from(cmd.code).map_err(|_| EncodeError::NotRepresentable {
+        field: "code",
+        value: cmd.code,
+    })?;
+    let version = i16::try_from(cmd.version).map_err(|_| EncodeError::NotRepresentable {
+        field: "version",
+        value: cmd.version,
+    })?;
+    let remark = cmd.remark.as_deref().unwrap_or("");
+    let ext_len: usize = cmd
+        .ext_fields
+        .iter()
+        .map(|(k, v)| 2 + k.len() + 4 + v.len())
+        .sum();
+    dst.reserve(21 + remark.len() + ext_len);
+    dst.put_i16(code);
+    dst.put_u8(cmd.language.to_byte());
+    dst.put_i16(version);
+    dst.put_i32(cmd.opaque);
+    dst.put_i32(cmd.flag);
+    dst.put_i32(len_i32(remark.len())?);
+    dst.put_slice(remark.as_bytes());
+    dst.put_i32(len_i32(ext_len)?);
+    for (k, v) in &cmd.ext_fields {
+        let key_len = i16::try_from(k.len()).map_err(|_| EncodeError::StringTooLong(k.len()))?;
+        dst.put_i16(key_len);
+        dst.put_slice(k.as_bytes());
+        dst.put_i32(len_i32(v.len())?);
+        dst.put_slice(v.as_bytes());
+    }
+    Ok(())
+}
+
+fn len_i32(len: usize) -> Result<i32, EncodeError> {
+    i32::try_from(len).map_err(|_| EncodeError::StringTooLong(len))
+}
+
+/// Parses a binary header. Zero-length remarks decode to `None`; zero-length values to `""`
+/// (4.5.1 behaviour). Every length is checked against what remains, so a lying length can
+/// neither over-read nor make us allocate.
+pub(crate) fn decode_header(src: &[u8]) -> Result<RemotingCommand, DecodeError> {
+    let mut r = Reader { buf: src, pos: 0 };
+    let code = i32::from(r.i16()?);
+    let language = LanguageCode::from_byte(r.u8()?);
+    let version = i32::from(r.i16()?);
+    let opaque = r.i32()?;
+    let flag = r.i32()?;
+    let remark_len = r.len32()?;
+    let remark = if remark_len == 0 {
+        None
+    } else {
+        Some(r.string(remark_len)?)
+    };
+    let ext_len = r.len32()?;
+    let mut ext_fields = ExtFields::new();
+    let ext_end = r.pos + ext_len;
+    while r.pos < ext_end {
+        let key_len = r.i16()?;
+        let key_len =
+            usize::try_from(key_len).map_err(|_| DecodeError::InvalidLength(i32::from(key_len)))?;
+        let key = r.string(key_len)?;
+        let val_len = r.len32()?;
+        let value = r.string(val_len)?;
+        ext_fields.insert(key, value);
+    }
+    if r.pos != ext_end {
+        // The last entry ran past the declared block length.
+        return Err(DecodeError::TruncatedHeader(ext_end));
+    }
+    Ok(RemotingCommand {
+        code,
+        language,
+        version,
+        opaque,
+        flag,
+        remark,
+        ext_fields,
+        body: Bytes::new(),
+        serialize_type: SerializeType::RocketMq,
+    })
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|end| *end <= self.buf.len())
+            .ok_or(DecodeError::TruncatedHeader(self.pos))?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn i16(&mut self) -> Result<i16, DecodeError> {
+        let b = self.take(2)?;
+        Ok(i16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn i32(&mut self) -> Result<i32, DecodeError> {
+        let b = self.take(4)?;
+        Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// An `i32` length that must be non-negative and fit in what remains.
+    fn len32(&mut self) -> Result<usize, DecodeError> {
+        let v = self.i32()?;
+        let len = usize::try_from(v).map_err(|_| DecodeError::InvalidLength(v))?;
+        if len > self.buf.len() - self.pos {
+            return Err(DecodeError::InvalidLength(v));
+        }
+        Ok(len)
+    }
+
+    fn string(&mut self, len: usize) -> Result<String, DecodeError> {
+        let b = self.take(len)?;
+        std::str::from_utf8(b)
+            .map(str::to_owned)
+            .map_err(|_| DecodeError::InvalidUtf8)
+    }
+}

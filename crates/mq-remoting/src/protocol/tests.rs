@@ -1,0 +1,326 @@
+//! Codec tests: the worked frames of spec §1.3 and §1.4 byte for byte, leniency, limits, and
+//! property tests for round trips and stream splitting.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use proptest::prelude::*;
+
+use super::*;
+use crate::error::{DecodeError, EncodeError};
+
+const ROUTE_JSON: &str = r#"{"code":105,"extFields":{"topic":"TopicTest"},"flag":0,"language":"JAVA","opaque":1,"serializeTypeCurrentRPC":"JSON","version":315}"#;
+
+const ROUTE_BINARY: [u8; 49] = [
+    0x00, 0x00, 0x00, 0x2d, // frameLength = 45
+    0x01, 0x00, 0x00, 0x29, // type=1, headerLen=41
+    0x00, 0x69, // code 105
+    0x00, // JAVA
+    0x01, 0x3b, // version 315
+    0x00, 0x00, 0x00, 0x01, // opaque 1
+    0x00, 0x00, 0x00, 0x00, // flag 0
+    0x00, 0x00, 0x00, 0x00, // remarkLen 0
+    0x00, 0x00, 0x00, 0x14, // extLen 20
+    0x00, 0x05, b't', b'o', b'p', b'i', b'c', //
+    0x00, 0x00, 0x00, 0x09, b'T', b'o', b'p', b'i', b'c', b'T', b'e', b's', b't',
+];
+
+fn route_request(ty: SerializeType) -> RemotingCommand {
+    RemotingCommand::request(105)
+        .with_opaque(1)
+        .with_ext("topic", "TopicTest")
+        .with_serialize_type(ty)
+}
+
+fn encode(cmd: &RemotingCommand) -> BytesMut {
+    let mut buf = BytesMut::new();
+    FrameCodec::default().encode(cmd, &mut buf).unwrap();
+    buf
+}
+
+#[test]
+fn json_golden_frame_encodes_byte_for_byte() {
+    assert_eq!(ROUTE_JSON.len(), 131);
+    let buf = encode(&route_request(SerializeType::Json));
+    assert_eq!(&buf[..8], &[0, 0, 0, 0x87, 0, 0, 0, 0x83]);
+    assert_eq!(&buf[8..], ROUTE_JSON.as_bytes());
+    assert_eq!(buf.len(), 139);
+}
+
+#[test]
+fn json_golden_frame_decodes() {
+    let mut buf = BytesMut::new();
+    buf.put_slice(&[0, 0, 0, 0x87, 0, 0, 0, 0x83]);
+    buf.put_slice(ROUTE_JSON.as_bytes());
+    let cmd = FrameCodec::default().decode(&mut buf).unwrap().unwrap();
+    assert!(buf.is_empty());
+    assert_eq!(cmd, route_request(SerializeType::Json));
+}
+
+#[test]
+fn binary_golden_frame_encodes_byte_for_byte() {
+    let buf = encode(&route_request(SerializeType::RocketMq));
+    assert_eq!(&buf[..], &ROUTE_BINARY[..]);
+}
+
+#[test]
+fn binary_golden_frame_decodes() {
+    let mut buf = BytesMut::from(&ROUTE_BINARY[..]);
+    let cmd = FrameCodec::default().decode(&mut buf).unwrap().unwrap();
+    assert!(buf.is_empty());
+    assert_eq!(cmd, route_request(SerializeType::RocketMq));
+}
+
+#[test]
+fn partial_frame_is_not_consumed() {
+    for cut in 0..ROUTE_BINARY.len() {
+        let mut buf = BytesMut::from(&ROUTE_BINARY[..cut]);
+        assert_eq!(
+            FrameCodec::default().decode(&mut buf),
+            Ok(None),
+            "cut at {cut}"
+        );
+        assert_eq!(&buf[..], &ROUTE_BINARY[..cut]);
+    }
+}
+
+#[test]
+fn decode_consumes_exactly_one_frame() {
+    let mut buf = BytesMut::from(&ROUTE_BINARY[..]);
+    buf.put_slice(&ROUTE_BINARY[..10]);
+    let codec = FrameCodec::default();
+    assert!(codec.decode(&mut buf).unwrap().is_some());
+    assert_eq!(&buf[..], &ROUTE_BINARY[..10]);
+}
+
+#[test]
+fn body_is_the_rest_of_the_frame() {
+    let cmd = RemotingCommand::request(310).with_body(&b"hello"[..]);
+    let mut buf = encode(&cmd);
+    let back = FrameCodec::default().decode(&mut buf).unwrap().unwrap();
+    assert_eq!(&back.body[..], b"hello");
+}
+
+#[test]
+fn oversize_length_prefix_is_rejected_before_the_frame_arrives() {
+    let mut buf = BytesMut::from(&[0x00, 0xFF, 0xFF, 0xFD][..]); // 16777213 + 4 > 16 MiB
+    let err = FrameCodec::default().decode(&mut buf).unwrap_err();
+    assert_eq!(
+        err,
+        DecodeError::FrameTooLarge {
+            len: 16_777_217,
+            max: DEFAULT_MAX_FRAME_LEN
+        }
+    );
+    // Nothing was reserved for the announced frame.
+    assert!(buf.capacity() < 1024);
+}
+
+#[test]
+fn largest_legal_length_prefix_is_accepted() {
+    let buf = [0x00, 0xFF, 0xFF, 0xFC]; // 16777212: the largest Java accepts
+    assert_eq!(FrameCodec::default().check(&buf), Ok(None));
+}
+
+#[test]
+fn negative_length_prefix_is_rejected() {
+    let codec = FrameCodec::new(usize::MAX);
+    let err = codec.check(&[0x80, 0, 0, 0]).unwrap_err();
+    assert!(matches!(err, DecodeError::FrameTooLarge { .. }));
+}
+
+#[test]
+fn header_longer_than_frame_is_rejected() {
+    let mut buf = BytesMut::from(&[0, 0, 0, 6, 1, 0, 0, 9, 0, 0][..]);
+    assert_eq!(
+        FrameCodec::default().decode(&mut buf),
+        Err(DecodeError::HeaderLengthExceedsFrame {
+            header: 9,
+            available: 2
+        })
+    );
+}
+
+#[test]
+fn unknown_serialize_type_is_rejected() {
+    let mut buf = BytesMut::from(&[0, 0, 0, 4, 7, 0, 0, 0][..]);
+    assert_eq!(
+        FrameCodec::default().decode(&mut buf),
+        Err(DecodeError::UnknownSerializeType(7))
+    );
+}
+
+#[test]
+fn lying_lengths_inside_a_binary_header_are_errors() {
+    let mut header = ROUTE_BINARY[8..].to_vec();
+    header[20] = 0x7f; // extLen now far larger than the header
+    let mut frame = BytesMut::new();
+    frame.put_u32(4 + header.len() as u32);
+    frame.put_u32((1 << 24) | header.len() as u32);
+    frame.put_slice(&header);
+    assert!(matches!(
+        FrameCodec::default().decode(&mut frame),
+        Err(DecodeError::InvalidLength(_))
+    ));
+}
+
+fn json_frame(json: &str) -> BytesMut {
+    let mut buf = BytesMut::new();
+    buf.put_u32(4 + json.len() as u32);
+    buf.put_u32(json.len() as u32);
+    buf.put_slice(json.as_bytes());
+    buf
+}
+
+#[test]
+fn json_decoding_tolerates_what_other_clients_send() {
+    // No serializeTypeCurrentRPC, numbers and booleans in extFields, unknown fields, no remark.
+    let json = r#"{"code":310,"language":"CPP","version":63,"opaque":7,"flag":0,"extFields":{"a":"pg","e":0,"k":false,"nullish":null},"unknownField":{"x":[1,2]}}"#;
+    let cmd = FrameCodec::default()
+        .decode(&mut json_frame(json))
+        .unwrap()
+        .unwrap();
+    assert_eq!(cmd.code, 310);
+    assert_eq!(cmd.language, LanguageCode::Cpp);
+    assert_eq!(cmd.version, 63);
+    assert_eq!(cmd.opaque, 7);
+    assert_eq!(cmd.remark, None);
+    assert_eq!(cmd.ext("a"), Some("pg"));
+    assert_eq!(cmd.ext("e"), Some("0"));
+    assert_eq!(cmd.ext("k"), Some("false"));
+    assert_eq!(cmd.ext("nullish"), None);
+}
+
+#[test]
+fn json_decoding_accepts_null_ext_fields_and_remark_and_ordinal_language() {
+    let json = r#"{"code":0,"extFields":null,"flag":1,"language":9,"opaque":3,"remark":null,"version":"315"}"#;
+    let cmd = FrameCodec::default()
+        .decode(&mut json_frame(json))
+        .unwrap()
+        .unwrap();
+    assert!(cmd.is_response());
+    assert_eq!(cmd.language, LanguageCode::Go);
+    assert_eq!(cmd.version, 315);
+    assert!(cmd.ext_fields.is_empty());
+}
+
+#[test]
+fn json_escapes_property_separators() {
+    let cmd = RemotingCommand::request(310).with_ext("i", "TAGS\u{1}a\u{2}");
+    let buf = encode(&cmd);
+    let text = std::str::from_utf8(&buf[8..]).unwrap();
+    assert!(text.contains(r#""i":"TAGS\u0001a\u0002""#), "{text}");
+    let mut buf = buf;
+    let back = FrameCodec::default().decode(&mut buf).unwrap().unwrap();
+    assert_eq!(back, cmd);
+}
+
+#[test]
+fn binary_header_rejects_codes_above_16_bits() {
+    let cmd = RemotingCommand::request(200_050).with_serialize_type(SerializeType::RocketMq);
+    let mut buf = BytesMut::from(&b"keep"[..]);
+    let err = FrameCodec::default().encode(&cmd, &mut buf).unwrap_err();
+    assert_eq!(
+        err,
+        EncodeError::NotRepresentable {
+            field: "code",
+            value: 200_050
+        }
+    );
+    assert_eq!(&buf[..], b"keep");
+}
+
+#[test]
+fn encode_rejects_frames_over_the_limit() {
+    let cmd = RemotingCommand::request(10).with_body(vec![0u8; 100]);
+    let mut buf = BytesMut::new();
+    let err = FrameCodec::new(64).encode(&cmd, &mut buf).unwrap_err();
+    assert!(matches!(err, EncodeError::FrameTooLarge { .. }));
+    assert!(buf.is_empty());
+}
+
+#[test]
+fn flags_and_languages() {
+    let mut cmd = RemotingCommand::request(1);
+    assert!(!cmd.is_response() && !cmd.is_oneway());
+    cmd.mark_oneway();
+    assert_eq!(cmd.flag, 2);
+    let resp = RemotingCommand::response_to(&cmd, 0, None);
+    assert_eq!(resp.flag, 1);
+    for b in 0..=13u8 {
+        let l = LanguageCode::from_byte(b);
+        assert_eq!(l.to_byte(), b);
+        assert_eq!(LanguageCode::from_name(l.name()), Some(l));
+    }
+    assert_eq!(LanguageCode::from_byte(12).name(), "RUST");
+    assert_eq!(LanguageCode::from_byte(200), LanguageCode::Unknown(200));
+}
+
+fn arb_command() -> impl Strategy<Value = RemotingCommand> {
+    (
+        any::<i16>(),
+        0u8..14,
+        any::<i16>(),
+        any::<i32>(),
+        0i32..4,
+        proptest::option::of("\\PC{1,20}"),
+        proptest::collection::btree_map("\\PC{0,8}", "\\PC{0,16}", 0..6),
+        proptest::collection::vec(any::<u8>(), 0..64),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(code, lang, version, opaque, flag, remark, ext, body, json)| RemotingCommand {
+                code: i32::from(code),
+                language: LanguageCode::from_byte(lang),
+                version: i32::from(version),
+                opaque,
+                flag,
+                remark,
+                ext_fields: ext,
+                body: Bytes::from(body),
+                serialize_type: if json {
+                    SerializeType::Json
+                } else {
+                    SerializeType::RocketMq
+                },
+            },
+        )
+}
+
+proptest! {
+    #[test]
+    fn decode_inverts_encode(cmd in arb_command()) {
+        let mut buf = encode(&cmd);
+        let back = FrameCodec::default().decode(&mut buf).unwrap().unwrap();
+        prop_assert!(buf.is_empty());
+        prop_assert_eq!(back, cmd);
+    }
+
+    #[test]
+    fn splitting_the_stream_anywhere_yields_the_same_frames(
+        cmds in proptest::collection::vec(arb_command(), 1..4),
+    ) {
+        let mut stream = BytesMut::new();
+        for c in &cmds {
+            FrameCodec::default().encode(c, &mut stream).unwrap();
+        }
+        let stream = stream.freeze();
+        for cut in 0..=stream.len() {
+            let codec = FrameCodec::default();
+            let mut buf = BytesMut::new();
+            let mut out = Vec::new();
+            for part in [&stream[..cut], &stream[cut..]] {
+                buf.extend_from_slice(part);
+                while let Some(c) = codec.decode(&mut buf).unwrap() {
+                    out.push(c);
+                }
+            }
+            prop_assert!(buf.is_empty());
+            prop_assert_eq!(&out, &cmds);
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let mut buf = BytesMut::from(&bytes[..]);
+        let _ = FrameCodec::default().decode(&mut buf);
+    }
+}

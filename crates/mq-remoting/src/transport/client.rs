@@ -1,0 +1,408 @@
+//! The remoting client (spec §2.1–§2.5): one cached connection per address, lazy connect with a
+//! connect timeout, the three invoke styles, and name-server selection.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tracing::{Instrument, debug, instrument};
+
+use super::connection::{Connection, ConnectionHandle, Endpoint, Permits};
+use super::executor::CallbackExecutor;
+use super::namesrv::NameServerList;
+use super::processor::{Dispatcher, RequestProcessor};
+use super::server::ShutdownReport;
+use crate::error::{InvokeKind, RemotingError};
+use crate::protocol::{DEFAULT_MAX_FRAME_LEN, FrameCodec, RemotingCommand, SerializeType};
+
+/// Default connect timeout (Java `connectTimeoutMillis`, 3000 ms).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default permits per invoke style (Java `clientAsyncSemaphoreValue` / `clientOnewaySemaphoreValue`).
+pub const DEFAULT_CLIENT_PERMITS: usize = 65_535;
+
+/// Client settings. Build with [`ClientConfig::default`] and the `with_*` setters.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// Connect timeout. Default [`DEFAULT_CONNECT_TIMEOUT`]. Java: `connectTimeoutMillis`.
+    pub connect_timeout: Duration,
+    /// Permits for awaited requests. Default [`DEFAULT_CLIENT_PERMITS`].
+    pub sync_permits: usize,
+    /// Permits for callback requests. Default [`DEFAULT_CLIENT_PERMITS`].
+    /// Java: `com.rocketmq.remoting.clientAsyncSemaphoreValue`.
+    pub async_permits: usize,
+    /// Permits for oneway requests. Default [`DEFAULT_CLIENT_PERMITS`].
+    /// Java: `com.rocketmq.remoting.clientOnewaySemaphoreValue`.
+    pub oneway_permits: usize,
+    /// Callback executor workers. Default: the number of CPUs.
+    /// Java: `clientCallbackExecutorThreads`.
+    pub callback_workers: usize,
+    /// Largest frame accepted or sent, prefix included. Default 16 MiB.
+    /// Java: `com.rocketmq.remoting.frameMaxLength`.
+    pub max_frame_len: usize,
+    /// Serialisation of responses to server-initiated requests; `None` mirrors the request.
+    pub response_serialize: Option<SerializeType>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            sync_permits: DEFAULT_CLIENT_PERMITS,
+            async_permits: DEFAULT_CLIENT_PERMITS,
+            oneway_permits: DEFAULT_CLIENT_PERMITS,
+            callback_workers: CallbackExecutor::default_workers(),
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            response_serialize: None,
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Sets the connect timeout (default 3 s).
+    #[must_use]
+    pub fn with_connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// Sets the permits of each invoke style (defaults 65535 each).
+    #[must_use]
+    pub fn with_permits(mut self, sync: usize, async_: usize, oneway: usize) -> Self {
+        self.sync_permits = sync;
+        self.async_permits = async_;
+        self.oneway_permits = oneway;
+        self
+    }
+
+    /// Sets the number of callback workers (default: CPUs).
+    #[must_use]
+    pub fn with_callback_workers(mut self, n: usize) -> Self {
+        self.callback_workers = n;
+        self
+    }
+
+    /// Sets the largest frame, prefix included (default 16 MiB).
+    #[must_use]
+    pub fn with_max_frame_len(mut self, n: usize) -> Self {
+        self.max_frame_len = n;
+        self
+    }
+}
+
+/// A RocketMQ remoting client. Cheap to clone; clones share connections and state.
+///
+/// Responses are matched to requests by (connection generation, opaque). Connections are
+/// opened on first use and reopened after they close. Requests the server sends to the client
+/// (spec §2.7) go to processors registered with [`RemotingClient::register_processor`].
+#[derive(Clone, Debug)]
+pub struct RemotingClient {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: ClientConfig,
+    endpoint: Arc<Endpoint>,
+    /// Live connection per address.
+    cache: Mutex<HashMap<String, Arc<Connection>>>,
+    /// One connect attempt at a time per address.
+    connecting: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    name_servers: NameServerList,
+}
+
+impl RemotingClient {
+    /// A client with `config`. Needs no runtime until the first request.
+    pub fn new(config: ClientConfig) -> Self {
+        let endpoint = Endpoint::new(
+            "client",
+            FrameCodec::new(config.max_frame_len),
+            Permits {
+                sync: config.sync_permits,
+                async_: config.async_permits,
+                oneway: config.oneway_permits,
+            },
+            Dispatcher::new(usize::MAX >> 4, config.response_serialize),
+            CallbackExecutor::new(config.callback_workers),
+        );
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                endpoint: Arc::new(endpoint),
+                cache: Mutex::new(HashMap::new()),
+                connecting: Mutex::new(HashMap::new()),
+                name_servers: NameServerList::default(),
+            }),
+        }
+    }
+
+    /// The client's configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// Registers the processor for server-initiated requests with `code`.
+    pub fn register_processor(&self, code: i32, processor: Arc<dyn RequestProcessor>) {
+        self.inner.endpoint.dispatcher.register(code, processor);
+    }
+
+    /// The name-server list used by [`RemotingClient::invoke_name_server`].
+    pub fn name_servers(&self) -> &NameServerList {
+        &self.inner.name_servers
+    }
+
+    /// The executor that runs callbacks.
+    pub fn callback_executor(&self) -> &CallbackExecutor {
+        &self.inner.endpoint.executor
+    }
+
+    /// Number of requests awaiting a response.
+    pub fn pending_requests(&self) -> usize {
+        self.inner.endpoint.pending.len()
+    }
+
+    /// Sends `request` to `addr` and waits for the response. `timeout` covers waiting for a
+    /// permit, connecting, writing and the response.
+    ///
+    /// # Errors
+    /// [`RemotingError::Connect`], [`RemotingError::Timeout`], [`RemotingError::ConnectionClosed`],
+    /// [`RemotingError::TooManyRequests`], [`RemotingError::Encode`], [`RemotingError::Shutdown`].
+    ///
+    /// # Cancel safety
+    /// Dropping the future removes the pending entry; a response arriving later is dropped.
+    #[instrument(level = "debug", skip_all, fields(addr = %addr, code = request.code))]
+    pub async fn invoke(
+        &self,
+        addr: &str,
+        request: RemotingCommand,
+        timeout: Duration,
+    ) -> Result<RemotingCommand, RemotingError> {
+        let deadline = Instant::now() + timeout;
+        let _permit = self
+            .inner
+            .endpoint
+            .acquire(InvokeKind::Sync, timeout)
+            .await?;
+        let conn = self.connection(addr, deadline).await?;
+        conn.request(request, deadline).await
+    }
+
+    /// Sends `request` without expecting a response (the ONEWAY flag is set). Returns once the
+    /// frame is queued for writing; the permit is released when it has been written.
+    ///
+    /// # Errors
+    /// As for [`RemotingClient::invoke`], except that no response is awaited.
+    #[instrument(level = "debug", skip_all, fields(addr = %addr, code = request.code))]
+    pub async fn invoke_oneway(
+        &self,
+        addr: &str,
+        request: RemotingCommand,
+        timeout: Duration,
+    ) -> Result<(), RemotingError> {
+        let deadline = Instant::now() + timeout;
+        let permit = self
+            .inner
+            .endpoint
+            .acquire(InvokeKind::Oneway, timeout)
+            .await?;
+        let conn = self.connection(addr, deadline).await?;
+        conn.send_oneway(request, Some(permit))
+    }
+
+    /// Sends `request` and hands the outcome to `callback` on the callback executor, never on
+    /// the read loop. Returns once the request is written; the callback then runs exactly once,
+    /// with the response, a timeout, or the connection's failure.
+    ///
+    /// # Errors
+    /// Failures before the write (no permit, connect failure, encode error) are returned and the
+    /// callback is not called.
+    #[instrument(level = "debug", skip_all, fields(addr = %addr, code = request.code))]
+    pub async fn invoke_with_callback<F>(
+        &self,
+        addr: &str,
+        request: RemotingCommand,
+        timeout: Duration,
+        callback: F,
+    ) -> Result<(), RemotingError>
+    where
+        F: FnOnce(Result<RemotingCommand, RemotingError>) + Send + 'static,
+    {
+        let deadline = Instant::now() + timeout;
+        let endpoint = &self.inner.endpoint;
+        let permit = endpoint.acquire(InvokeKind::Async, timeout).await?;
+        let conn = self.connection(addr, deadline).await?;
+        let executor = endpoint.executor.clone();
+        endpoint.work_tasks.spawn(
+            async move {
+                let reply = conn.request(request, deadline).await;
+                executor.submit(move || {
+                    callback(reply);
+                    // The permit is released after the callback (Java's `finally`).
+                    drop(permit);
+                });
+            }
+            .in_current_span(),
+        );
+        Ok(())
+    }
+
+    /// Sends `request` to a name server: the one in use if its connection is alive, otherwise
+    /// the next one in rotation that accepts a connection (spec §2.5). A transport failure makes
+    /// the next call rotate.
+    ///
+    /// # Errors
+    /// [`RemotingError::NoNameServer`] when the list is empty; otherwise as for
+    /// [`RemotingClient::invoke`] (the last connect error when none accepts a connection).
+    pub async fn invoke_name_server(
+        &self,
+        request: RemotingCommand,
+        timeout: Duration,
+    ) -> Result<RemotingCommand, RemotingError> {
+        let deadline = Instant::now() + timeout;
+        let addr = self.choose_name_server(deadline).await?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let result = self.invoke(&addr, request, remaining).await;
+        if let Err(e) = &result
+            && e.is_transport()
+        {
+            self.inner.name_servers.forget(&addr);
+        }
+        result
+    }
+
+    async fn choose_name_server(&self, deadline: Instant) -> Result<String, RemotingError> {
+        let list = &self.inner.name_servers;
+        if let Some(addr) = list.chosen()
+            && self.cached(&addr).is_some()
+        {
+            return Ok(addr);
+        }
+        let mut last_error = RemotingError::NoNameServer;
+        for addr in list.rotation() {
+            match self.connection(&addr, deadline).await {
+                Ok(_) => {
+                    list.choose(&addr);
+                    return Ok(addr);
+                }
+                Err(e) => {
+                    debug!(addr = %addr, cause = %e, "name server unreachable; rotating");
+                    last_error = e;
+                }
+            }
+        }
+        Err(last_error)
+    }
+
+    /// The live connection to `addr`, opening one if needed.
+    ///
+    /// # Errors
+    /// [`RemotingError::Connect`] when the connection cannot be made before the connect timeout
+    /// or `deadline`, whichever is first; [`RemotingError::Shutdown`] after shutdown.
+    pub async fn connect(
+        &self,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<ConnectionHandle, RemotingError> {
+        self.connection(addr, Instant::now() + timeout)
+            .await
+            .map(ConnectionHandle)
+    }
+
+    /// Closes the connection to `addr`, if any; its pending requests fail at once.
+    pub fn close_connection(&self, addr: &str) {
+        if let Some(c) = self.inner.cache.lock().remove(addr) {
+            c.close();
+        }
+    }
+
+    fn cached(&self, addr: &str) -> Option<Arc<Connection>> {
+        let mut cache = self.inner.cache.lock();
+        match cache.get(addr) {
+            Some(c) if !c.is_closed() => Some(Arc::clone(c)),
+            Some(_) => {
+                cache.remove(addr);
+                None
+            }
+            None => None,
+        }
+    }
+
+    async fn connection(
+        &self,
+        addr: &str,
+        deadline: Instant,
+    ) -> Result<Arc<Connection>, RemotingError> {
+        if let Some(c) = self.cached(addr) {
+            return Ok(c);
+        }
+        let endpoint = &self.inner.endpoint;
+        if endpoint.token.is_cancelled() {
+            return Err(RemotingError::Shutdown);
+        }
+        let lock = Arc::clone(
+            self.inner
+                .connecting
+                .lock()
+                .entry(addr.to_owned())
+                .or_default(),
+        );
+        let connect_error = |reason: &str| RemotingError::Connect {
+            addr: addr.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let _guard = tokio::time::timeout_at(deadline, lock.lock())
+            .await
+            .map_err(|_| connect_error("timed out waiting for another connect attempt"))?;
+        // Another caller may have connected while we waited.
+        if let Some(c) = self.cached(addr) {
+            return Ok(c);
+        }
+        let connect_deadline = deadline.min(Instant::now() + self.inner.config.connect_timeout);
+        let stream = match tokio::time::timeout_at(connect_deadline, TcpStream::connect(addr)).await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(connect_error(&e.to_string())),
+            Err(_) => return Err(connect_error("connect timed out")),
+        };
+        if endpoint.token.is_cancelled() {
+            return Err(RemotingError::Shutdown);
+        }
+        let conn = endpoint.attach(stream);
+        debug!(addr, id = conn.generation(), "connected");
+        self.inner
+            .cache
+            .lock()
+            .insert(addr.to_owned(), Arc::clone(&conn));
+        Ok(conn)
+    }
+
+    /// Shuts the client down: new calls fail with [`RemotingError::Shutdown`], connections
+    /// close (their pending requests fail with [`RemotingError::ConnectionClosed`], and the
+    /// callbacks of async requests run with that error), queued callbacks run, and background
+    /// tasks are awaited up to `grace`.
+    pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
+        let endpoint = &self.inner.endpoint;
+        let deadline = Instant::now() + grace;
+        endpoint.token.cancel();
+        self.inner.cache.lock().clear();
+        endpoint.io_tasks.close();
+        endpoint.work_tasks.close();
+        let io_done = tokio::time::timeout_at(deadline, endpoint.io_tasks.wait())
+            .await
+            .is_ok();
+        let work_done = tokio::time::timeout_at(deadline, endpoint.work_tasks.wait())
+            .await
+            .is_ok();
+        endpoint.executor.close();
+        let callbacks_done = tokio::time::timeout_at(deadline, endpoint.executor.wait())
+            .await
+            .is_ok();
+        ShutdownReport {
+            unfinished_tasks: endpoint.io_tasks.len() + endpoint.work_tasks.len(),
+            completed: io_done && work_done && callbacks_done,
+        }
+    }
+}

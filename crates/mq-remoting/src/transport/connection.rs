@@ -1,0 +1,555 @@
+//! One TCP connection and the endpoint state it shares with its siblings: a read loop that
+//! decodes frames and routes them (responses to the pending table, requests to processors), and
+//! a writer that coalesces queued frames into as few syscalls as possible.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
+use parking_lot::RwLock;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, trace, warn};
+
+use super::executor::CallbackExecutor;
+use super::pending::{PendingGuard, PendingTable, Reply, RequestKey};
+use super::processor::{Dispatcher, RequestContext};
+use crate::error::{InvokeKind, RemotingError};
+use crate::protocol::{FLAG_ONEWAY, FLAG_RESPONSE, FrameCodec, RemotingCommand, sys_code};
+
+/// Frames at least this large are written straight from their own buffer instead of being
+/// copied into the coalescing buffer.
+const DIRECT_WRITE_THRESHOLD: usize = 32 * 1024;
+/// The writer stops gathering queued frames once its buffer holds this much.
+const COALESCE_LIMIT: usize = 256 * 1024;
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Limits of the three invoke styles (spec §2.1).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Permits {
+    pub(crate) sync: usize,
+    pub(crate) async_: usize,
+    pub(crate) oneway: usize,
+}
+
+/// State shared by every connection of one client or server.
+pub(crate) struct Endpoint {
+    pub(crate) codec: FrameCodec,
+    opaque: AtomicI32,
+    generation: AtomicU64,
+    pub(crate) pending: PendingTable,
+    pub(crate) dispatcher: Dispatcher,
+    sync_permits: Arc<Semaphore>,
+    async_permits: Arc<Semaphore>,
+    oneway_permits: Arc<Semaphore>,
+    permits: Permits,
+    pub(crate) executor: CallbackExecutor,
+    /// Cancelled to stop everything at once (connections close, handlers abort).
+    pub(crate) token: CancellationToken,
+    /// Cancelled to stop reading new requests while in-flight ones drain.
+    pub(crate) drain: CancellationToken,
+    /// Connection read and write loops.
+    pub(crate) io_tasks: TaskTracker,
+    /// Request handlers and async-invoke waiters.
+    pub(crate) work_tasks: TaskTracker,
+    /// Live connections by generation, so that shutdown can close them.
+    pub(crate) connections: RwLock<HashMap<u64, Arc<Connection>>>,
+    pub(crate) role: &'static str,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("role", &self.role)
+            .field("pending", &self.pending.len())
+            .field("connections", &self.connections.read().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Endpoint {
+    pub(crate) fn new(
+        role: &'static str,
+        codec: FrameCodec,
+        permits: Permits,
+        dispatcher: Dispatcher,
+        executor: CallbackExecutor,
+    ) -> Self {
+        Self {
+            codec,
+            opaque: AtomicI32::new(0),
+            generation: AtomicU64::new(1),
+            pending: PendingTable::default(),
+            dispatcher,
+            sync_permits: Arc::new(Semaphore::new(permits.sync)),
+            async_permits: Arc::new(Semaphore::new(permits.async_)),
+            oneway_permits: Arc::new(Semaphore::new(permits.oneway)),
+            permits,
+            executor,
+            token: CancellationToken::new(),
+            drain: CancellationToken::new(),
+            io_tasks: TaskTracker::new(),
+            work_tasks: TaskTracker::new(),
+            connections: RwLock::new(HashMap::new()),
+            role,
+        }
+    }
+
+    fn next_opaque(&self) -> i32 {
+        // Wraps around on overflow, as Java's counter does; negative opaques are legal.
+        self.opaque.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Waits up to `timeout` for a permit of `kind`.
+    pub(crate) async fn acquire(
+        &self,
+        kind: InvokeKind,
+        timeout: Duration,
+    ) -> Result<OwnedSemaphorePermit, RemotingError> {
+        let (sem, size) = match kind {
+            InvokeKind::Sync => (&self.sync_permits, self.permits.sync),
+            InvokeKind::Async => (&self.async_permits, self.permits.async_),
+            InvokeKind::Oneway => (&self.oneway_permits, self.permits.oneway),
+        };
+        let too_many = || RemotingError::TooManyRequests {
+            kind,
+            permits: size,
+        };
+        if let Ok(p) = Arc::clone(sem).try_acquire_owned() {
+            return Ok(p);
+        }
+        match tokio::time::timeout(timeout, Arc::clone(sem).acquire_owned()).await {
+            Ok(Ok(p)) => Ok(p),
+            // Closed semaphore: we never close them, but treat it as exhaustion.
+            Ok(Err(_)) | Err(_) => Err(too_many()),
+        }
+    }
+
+    /// Starts the read and write loops of a freshly connected or accepted stream.
+    pub(crate) fn attach(self: &Arc<Self>, stream: TcpStream) -> Arc<Connection> {
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+        let peer = stream
+            .peer_addr()
+            .map_or_else(|_| "unknown".to_owned(), |a| a.to_string());
+        let peer_socket = stream.peer_addr().ok();
+        // TCP_NODELAY as Java sets it; failure only costs latency.
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let conn = Arc::new(Connection {
+            generation,
+            peer,
+            peer_socket,
+            tx,
+            closed: self.token.child_token(),
+            endpoint: Arc::clone(self),
+        });
+        self.connections
+            .write()
+            .insert(generation, Arc::clone(&conn));
+        let span =
+            tracing::debug_span!("conn", role = self.role, id = generation, addr = %conn.peer);
+        let reader = Arc::clone(&conn);
+        self.io_tasks
+            .spawn(reader.read_loop(read).instrument(span.clone()));
+        let writer = Arc::clone(&conn);
+        self.io_tasks
+            .spawn(writer.write_loop(write, rx).instrument(span));
+        conn
+    }
+}
+
+/// A frame queued for the writer.
+struct Outbound {
+    head: Bytes,
+    body: Bytes,
+    /// Released once the frame is written (oneway permits, spec §2.1).
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// One TCP connection, client side or server side.
+pub(crate) struct Connection {
+    generation: u64,
+    peer: String,
+    peer_socket: Option<SocketAddr>,
+    tx: mpsc::UnboundedSender<Outbound>,
+    closed: CancellationToken,
+    endpoint: Arc<Endpoint>,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("generation", &self.generation)
+            .field("peer", &self.peer)
+            .field("closed", &self.closed.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub(crate) fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    pub(crate) fn peer_socket(&self) -> Option<SocketAddr> {
+        self.peer_socket
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
+    pub(crate) fn close(&self) {
+        self.closed.cancel();
+    }
+
+    pub(crate) async fn closed(&self) {
+        self.closed.cancelled().await;
+    }
+
+    fn closed_error(&self) -> RemotingError {
+        RemotingError::ConnectionClosed {
+            addr: self.peer.clone(),
+        }
+    }
+
+    /// Encodes `cmd` and queues it for the writer.
+    fn send(
+        &self,
+        cmd: &RemotingCommand,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<(), RemotingError> {
+        let mut head = BytesMut::with_capacity(256);
+        self.endpoint.codec.encode_head(cmd, &mut head)?;
+        let out = Outbound {
+            head: head.freeze(),
+            body: cmd.body.clone(),
+            _permit: permit,
+        };
+        self.tx.send(out).map_err(|_| self.closed_error())
+    }
+
+    /// Sends a request and waits for its response until `deadline`. The entry is registered
+    /// before the write and removed on every exit path (response, timeout, cancellation).
+    pub(crate) async fn request(&self, mut cmd: RemotingCommand, deadline: Instant) -> Reply {
+        let started = Instant::now();
+        cmd.flag &= !(FLAG_RESPONSE | FLAG_ONEWAY);
+        let mut opaque = self.endpoint.next_opaque();
+        let key_for = |opaque| RequestKey {
+            generation: self.generation,
+            opaque,
+        };
+        let rx = loop {
+            if let Some(rx) = self.endpoint.pending.register(key_for(opaque)) {
+                break rx;
+            }
+            opaque = self.endpoint.next_opaque();
+        };
+        let key = key_for(opaque);
+        let _guard = PendingGuard::new(&self.endpoint.pending, key);
+        cmd.opaque = opaque;
+        // The read loop marks the connection closed before it fails the table, so either it saw
+        // our entry or we see the mark here.
+        if self.is_closed() {
+            return Err(self.closed_error());
+        }
+        self.send(&cmd, None)?;
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => Err(self.closed_error()),
+            Err(_) => Err(RemotingError::Timeout {
+                opaque,
+                addr: self.peer.clone(),
+                elapsed: started.elapsed(),
+            }),
+        }
+    }
+
+    /// Sends a oneway request; `permit` is released once it is written.
+    pub(crate) fn send_oneway(
+        &self,
+        mut cmd: RemotingCommand,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<(), RemotingError> {
+        cmd.flag = (cmd.flag & !FLAG_RESPONSE) | FLAG_ONEWAY;
+        cmd.opaque = self.endpoint.next_opaque();
+        if self.is_closed() {
+            return Err(self.closed_error());
+        }
+        self.send(&cmd, permit)
+    }
+
+    async fn read_loop(self: Arc<Self>, mut read: OwnedReadHalf) {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let reason = 'outer: loop {
+            loop {
+                match self.endpoint.codec.decode(&mut buf) {
+                    Ok(Some(cmd)) => self.route(cmd),
+                    Ok(None) => break,
+                    Err(e) => {
+                        warn!(cause = %e, "undecodable frame; closing connection");
+                        break 'outer "decode error";
+                    }
+                }
+            }
+            if buf.capacity() - buf.len() < 4096 {
+                buf.reserve(READ_CHUNK);
+            }
+            tokio::select! {
+                biased;
+                () = self.closed.cancelled() => break "closed",
+                () = self.endpoint.drain.cancelled() => break "draining",
+                r = read.read_buf(&mut buf) => match r {
+                    Ok(0) => break "eof",
+                    Ok(_) => {}
+                    Err(e) => {
+                        debug!(cause = %e, "read error");
+                        break "read error";
+                    }
+                },
+            }
+        };
+        debug!(reason, "read loop ended");
+        if reason != "draining" {
+            self.shut();
+        }
+    }
+
+    /// Marks the connection closed and fails everything still waiting on it.
+    fn shut(&self) {
+        self.closed.cancel();
+        let failed = self
+            .endpoint
+            .pending
+            .fail_generation(self.generation, || self.closed_error());
+        if failed > 0 {
+            debug!(failed, "failed pending requests of closed connection");
+        }
+        self.endpoint.connections.write().remove(&self.generation);
+    }
+
+    fn route(self: &Arc<Self>, cmd: RemotingCommand) {
+        if cmd.is_response() {
+            let key = RequestKey {
+                generation: self.generation,
+                opaque: cmd.opaque,
+            };
+            let code = cmd.code;
+            if !self.endpoint.pending.complete(key, cmd) {
+                debug!(
+                    opaque = key.opaque,
+                    code, "late or unknown response dropped"
+                );
+            }
+            return;
+        }
+        let conn = Arc::clone(self);
+        let span = tracing::debug_span!("request", opaque = cmd.opaque, code = cmd.code, addr = %self.peer);
+        let token = self.endpoint.token.clone();
+        self.endpoint.work_tasks.spawn(
+            async move {
+                tokio::select! {
+                    () = token.cancelled() => debug!("handler aborted by shutdown"),
+                    () = conn.handle_request(cmd) => {}
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    async fn handle_request(self: Arc<Self>, request: RemotingCommand) {
+        let oneway = request.is_oneway();
+        let opaque = request.opaque;
+        let request_type = request.serialize_type;
+        let code = request.code;
+        let dispatcher = &self.endpoint.dispatcher;
+        let response = match dispatcher.processor(code) {
+            None => Some(RemotingCommand::response(
+                sys_code::REQUEST_CODE_NOT_SUPPORTED,
+                Some(format!(" request type {code} not supported")),
+            )),
+            Some(p) if p.reject_request() => Some(RemotingCommand::response(
+                sys_code::SYSTEM_BUSY,
+                Some("[REJECTREQUEST]system busy, start flow control for a while".to_owned()),
+            )),
+            Some(p) => match dispatcher.try_admit() {
+                None => Some(RemotingCommand::response(
+                    sys_code::SYSTEM_BUSY,
+                    Some("[OVERLOAD]system busy, start flow control for a while".to_owned()),
+                )),
+                Some(_admitted) => {
+                    let ctx = RequestContext::new(ConnectionHandle(Arc::clone(&self)));
+                    match AssertUnwindSafe(p.process(ctx, request))
+                        .catch_unwind()
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => {
+                            warn!(code, "request processor panicked");
+                            Some(RemotingCommand::response(
+                                sys_code::SYSTEM_ERROR,
+                                Some(format!("processor for request code {code} failed")),
+                            ))
+                        }
+                    }
+                }
+            },
+        };
+        let Some(mut response) = response else {
+            return;
+        };
+        if oneway {
+            trace!("no response to a oneway request");
+            return;
+        }
+        response.opaque = opaque;
+        response.flag = (response.flag | FLAG_RESPONSE) & !FLAG_ONEWAY;
+        response.serialize_type = dispatcher.response_serialize.unwrap_or(request_type);
+        if let Err(e) = self.send(&response, None) {
+            debug!(cause = %e, "response not sent");
+        }
+    }
+
+    async fn write_loop(
+        self: Arc<Self>,
+        mut write: OwnedWriteHalf,
+        mut rx: mpsc::UnboundedReceiver<Outbound>,
+    ) {
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let result: std::io::Result<()> = async {
+            loop {
+                let first = tokio::select! {
+                    biased;
+                    m = rx.recv() => match m {
+                        Some(m) => m,
+                        None => return Ok(()),
+                    },
+                    () = self.closed.cancelled() => {
+                        // Flush what was queued before the close, then stop.
+                        rx.close();
+                        while let Ok(m) = rx.try_recv() {
+                            write_frame(&mut write, &mut buf, m).await?;
+                        }
+                        flush(&mut write, &mut buf).await?;
+                        return Ok(());
+                    }
+                };
+                write_frame(&mut write, &mut buf, first).await?;
+                while buf.len() < COALESCE_LIMIT {
+                    match rx.try_recv() {
+                        Ok(m) => write_frame(&mut write, &mut buf, m).await?,
+                        Err(_) => break,
+                    }
+                }
+                flush(&mut write, &mut buf).await?;
+            }
+        }
+        .await;
+        if let Err(e) = result {
+            debug!(cause = %e, "write error; closing connection");
+        }
+        let _ = write.shutdown().await;
+        self.shut();
+    }
+}
+
+async fn write_frame(
+    write: &mut OwnedWriteHalf,
+    buf: &mut BytesMut,
+    m: Outbound,
+) -> std::io::Result<()> {
+    buf.extend_from_slice(&m.head);
+    if m.body.len() >= DIRECT_WRITE_THRESHOLD {
+        flush(write, buf).await?;
+        write.write_all(&m.body).await?;
+    } else {
+        buf.extend_from_slice(&m.body);
+    }
+    Ok(())
+}
+
+async fn flush(write: &mut OwnedWriteHalf, buf: &mut BytesMut) -> std::io::Result<()> {
+    if !buf.is_empty() {
+        write.write_all(buf).await?;
+        buf.clear();
+    }
+    Ok(())
+}
+
+/// A handle on one live connection, given to processors so that a server can send requests
+/// back to the client that connected (e.g. a broker's CHECK_TRANSACTION_STATE).
+#[derive(Clone, Debug)]
+pub struct ConnectionHandle(pub(crate) Arc<Connection>);
+
+impl ConnectionHandle {
+    /// The peer's `ip:port`.
+    pub fn peer_addr(&self) -> &str {
+        self.0.peer()
+    }
+
+    /// The peer's socket address, when known.
+    pub fn peer_socket_addr(&self) -> Option<SocketAddr> {
+        self.0.peer_socket()
+    }
+
+    /// A number identifying this connection within its endpoint (its generation).
+    pub fn id(&self) -> u64 {
+        self.0.generation()
+    }
+
+    /// Whether the connection has closed.
+    pub fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+
+    /// Closes the connection; pending requests on it fail at once.
+    pub fn close(&self) {
+        self.0.close();
+    }
+
+    /// Completes when the connection has closed.
+    pub async fn closed(&self) {
+        self.0.closed().await;
+    }
+
+    /// Sends a request over this connection and waits up to `timeout` for the response.
+    ///
+    /// # Errors
+    /// [`RemotingError::TooManyRequests`], [`RemotingError::Timeout`],
+    /// [`RemotingError::ConnectionClosed`] or [`RemotingError::Encode`].
+    pub async fn invoke(&self, request: RemotingCommand, timeout: Duration) -> Reply {
+        let deadline = Instant::now() + timeout;
+        let _permit = self.0.endpoint.acquire(InvokeKind::Sync, timeout).await?;
+        self.0.request(request, deadline).await
+    }
+
+    /// Sends a oneway request over this connection.
+    ///
+    /// # Errors
+    /// [`RemotingError::TooManyRequests`] when no oneway permit frees up within `timeout`,
+    /// [`RemotingError::ConnectionClosed`] or [`RemotingError::Encode`].
+    pub async fn invoke_oneway(
+        &self,
+        request: RemotingCommand,
+        timeout: Duration,
+    ) -> Result<(), RemotingError> {
+        let permit = self.0.endpoint.acquire(InvokeKind::Oneway, timeout).await?;
+        self.0.send_oneway(request, Some(permit))
+    }
+}

@@ -1,0 +1,20 @@
+//! Transport half of layer 1: TCP connections driving the [`crate::protocol`] codec.
+//!
+//! A [`RemotingClient`] and a [`RemotingServer`] share one connection driver: a read loop that
+//! routes responses to the pending table and requests to processors, and a writer that drains
+//! its queue into one buffer per write.
+
+mod client;
+mod connection;
+mod executor;
+mod namesrv;
+mod pending;
+mod processor;
+mod server;
+
+pub use client::{ClientConfig, DEFAULT_CLIENT_PERMITS, DEFAULT_CONNECT_TIMEOUT, RemotingClient};
+pub use connection::ConnectionHandle;
+pub use executor::CallbackExecutor;
+pub use namesrv::NameServerList;
+pub use processor::{BoxFuture, RequestContext, RequestProcessor, processor_fn};
+pub use server::{RemotingServer, ServerConfig, ShutdownReport};

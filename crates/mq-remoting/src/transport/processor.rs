@@ -1,0 +1,132 @@
+//! Request processors (spec §2.6): code → processor, a default, and admission control.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::connection::ConnectionHandle;
+use crate::protocol::{RemotingCommand, SerializeType};
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Handles requests of one or more codes.
+///
+/// Returning `None` sends no response (the right answer to oneway requests such as
+/// CHECK_TRANSACTION_STATE). The transport fills in the response's opaque, RESPONSE flag and
+/// serialize type, and never answers a oneway request whatever the processor returns. A panic
+/// inside the future is caught and answered with SYSTEM_ERROR.
+pub trait RequestProcessor: Send + Sync + 'static {
+    /// Processes one request.
+    fn process(
+        &self,
+        ctx: RequestContext,
+        request: RemotingCommand,
+    ) -> BoxFuture<'static, Option<RemotingCommand>>;
+
+    /// Whether to refuse work for now; refused requests get SYSTEM_BUSY (Java `rejectRequest`).
+    fn reject_request(&self) -> bool {
+        false
+    }
+}
+
+/// Builds a [`RequestProcessor`] from an async closure.
+pub fn processor_fn<F, Fut>(f: F) -> Arc<dyn RequestProcessor>
+where
+    F: Fn(RequestContext, RemotingCommand) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Option<RemotingCommand>> + Send + 'static,
+{
+    struct FnProcessor<F>(F);
+    impl<F, Fut> RequestProcessor for FnProcessor<F>
+    where
+        F: Fn(RequestContext, RemotingCommand) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Option<RemotingCommand>> + Send + 'static,
+    {
+        fn process(
+            &self,
+            ctx: RequestContext,
+            request: RemotingCommand,
+        ) -> BoxFuture<'static, Option<RemotingCommand>> {
+            Box::pin((self.0)(ctx, request))
+        }
+    }
+    Arc::new(FnProcessor(f))
+}
+
+/// What a processor knows about the request besides the command itself.
+#[derive(Clone, Debug)]
+pub struct RequestContext {
+    connection: ConnectionHandle,
+}
+
+impl RequestContext {
+    pub(crate) fn new(connection: ConnectionHandle) -> Self {
+        Self { connection }
+    }
+
+    /// The connection the request arrived on; use it to send requests back to the peer.
+    pub fn connection(&self) -> &ConnectionHandle {
+        &self.connection
+    }
+
+    /// The peer's `ip:port`.
+    pub fn peer_addr(&self) -> &str {
+        self.connection.peer_addr()
+    }
+}
+
+/// Routes inbound requests to processors.
+pub(crate) struct Dispatcher {
+    by_code: RwLock<HashMap<i32, Arc<dyn RequestProcessor>>>,
+    default: RwLock<Option<Arc<dyn RequestProcessor>>>,
+    admission: Arc<Semaphore>,
+    pub(crate) response_serialize: Option<SerializeType>,
+}
+
+impl fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut codes: Vec<_> = self.by_code.read().keys().copied().collect();
+        codes.sort_unstable();
+        f.debug_struct("Dispatcher")
+            .field("codes", &codes)
+            .field("has_default", &self.default.read().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dispatcher {
+    pub(crate) fn new(max_concurrent: usize, response_serialize: Option<SerializeType>) -> Self {
+        Self {
+            by_code: RwLock::new(HashMap::new()),
+            default: RwLock::new(None),
+            admission: Arc::new(Semaphore::new(max_concurrent)),
+            response_serialize,
+        }
+    }
+
+    pub(crate) fn register(&self, code: i32, p: Arc<dyn RequestProcessor>) {
+        self.by_code.write().insert(code, p);
+    }
+
+    pub(crate) fn set_default(&self, p: Arc<dyn RequestProcessor>) {
+        *self.default.write() = Some(p);
+    }
+
+    pub(crate) fn processor(&self, code: i32) -> Option<Arc<dyn RequestProcessor>> {
+        self.by_code
+            .read()
+            .get(&code)
+            .cloned()
+            .or_else(|| self.default.read().clone())
+    }
+
+    /// A slot for one more concurrent request; `None` when the endpoint is saturated.
+    pub(crate) fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.admission).try_acquire_owned().ok()
+    }
+}
