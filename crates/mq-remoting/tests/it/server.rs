@@ -1,0 +1,276 @@
+//! Server behaviour against raw sockets: bad input closes only the offending connection,
+//! oneway requests are never answered, shutdown drains.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use mq_remoting::{
+    FrameCodec, RemotingCommand, RemotingServer, SerializeType, ServerConfig, processor_fn,
+    sys_code,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, mpsc};
+
+use super::{ECHO, client, echo_server};
+
+const LONG: Duration = Duration::from_secs(60);
+
+async fn send_frame(stream: &mut TcpStream, cmd: &RemotingCommand) {
+    let mut buf = BytesMut::new();
+    FrameCodec::default().encode(cmd, &mut buf).unwrap();
+    stream.write_all(&buf).await.unwrap();
+}
+
+async fn read_frame(stream: &mut TcpStream, buf: &mut BytesMut) -> Option<RemotingCommand> {
+    loop {
+        if let Some(cmd) = FrameCodec::default().decode(buf).unwrap() {
+            return Some(cmd);
+        }
+        if stream.read_buf(buf).await.unwrap() == 0 {
+            return None;
+        }
+    }
+}
+
+/// Reads until the server closes the connection; returns the bytes it sent first.
+async fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    // A reset instead of an orderly close is also a close.
+    let _ = stream.read_to_end(&mut out).await;
+    out
+}
+
+async fn assert_still_serving(server: &RemotingServer) {
+    let resp = client()
+        .invoke(
+            &server.local_addr().to_string(),
+            RemotingCommand::request(ECHO),
+            LONG,
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.code, sys_code::SUCCESS);
+}
+
+#[tokio::test]
+async fn oversize_length_prefix_closes_only_that_connection() {
+    let server = echo_server().await;
+    let mut healthy = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut bad = TcpStream::connect(server.local_addr()).await.unwrap();
+    // Announces a 2 GiB frame; the server must refuse it from the prefix alone.
+    bad.write_all(&[0x7F, 0xFF, 0xFF, 0xFF]).await.unwrap();
+    assert!(read_to_close(&mut bad).await.is_empty());
+    let mut buf = BytesMut::new();
+    send_frame(&mut healthy, &RemotingCommand::request(ECHO).with_opaque(5)).await;
+    let resp = read_frame(&mut healthy, &mut buf).await.unwrap();
+    assert_eq!((resp.opaque, resp.code), (5, sys_code::SUCCESS));
+    assert_still_serving(&server).await;
+}
+
+#[tokio::test]
+async fn random_garbage_never_takes_the_server_down() {
+    let server = echo_server().await;
+    let mut rng = fastrand_seed();
+    for round in 0..50 {
+        let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+        let len = 1 + (rng() % 512) as usize;
+        let mut garbage: Vec<u8> = (0..len).map(|_| rng() as u8).collect();
+        if round % 2 == 0 {
+            // A plausible length prefix so the garbage reaches the header parsers.
+            let body = (garbage.len() - 4.min(garbage.len())) as u32;
+            if garbage.len() >= 8 {
+                garbage[..4].copy_from_slice(&body.to_be_bytes());
+                garbage[4] = (round / 2 % 2) as u8;
+                garbage[5] = 0;
+            }
+        }
+        s.write_all(&garbage).await.unwrap();
+        // Either the server closes on the garbage, or it waits for more; both are fine as long
+        // as it keeps serving everybody else.
+        drop(s);
+    }
+    assert_still_serving(&server).await;
+}
+
+/// A tiny deterministic generator (xorshift) so failures reproduce.
+fn fastrand_seed() -> impl FnMut() -> u64 {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}
+
+#[tokio::test]
+async fn malformed_header_closes_the_connection() {
+    let server = echo_server().await;
+    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let json = b"{not json";
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&(4 + json.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    frame.extend_from_slice(json);
+    s.write_all(&frame).await.unwrap();
+    assert!(read_to_close(&mut s).await.is_empty());
+    assert_still_serving(&server).await;
+}
+
+#[tokio::test]
+async fn oneway_requests_are_never_answered() {
+    let server = echo_server().await;
+    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut oneway = RemotingCommand::request(ECHO).with_opaque(1);
+    oneway.mark_oneway();
+    send_frame(&mut s, &oneway).await;
+    // Unknown code, oneway: Java 4.5.1 would answer NOT_SUPPORTED; we stay silent.
+    let mut unknown = RemotingCommand::request(4242).with_opaque(2);
+    unknown.mark_oneway();
+    send_frame(&mut s, &unknown).await;
+    send_frame(&mut s, &RemotingCommand::request(ECHO).with_opaque(3)).await;
+    let mut buf = BytesMut::new();
+    let first = read_frame(&mut s, &mut buf).await.unwrap();
+    assert_eq!(
+        first.opaque, 3,
+        "the first frame back answers the normal request"
+    );
+    assert!(buf.is_empty());
+}
+
+#[tokio::test]
+async fn responses_mirror_the_request_serialize_type_unless_configured() {
+    let server = echo_server().await;
+    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut buf = BytesMut::new();
+    for ty in [SerializeType::RocketMq, SerializeType::Json] {
+        send_frame(
+            &mut s,
+            &RemotingCommand::request(ECHO).with_serialize_type(ty),
+        )
+        .await;
+        assert_eq!(
+            read_frame(&mut s, &mut buf).await.unwrap().serialize_type,
+            ty
+        );
+    }
+    let fixed =
+        RemotingServer::bind(ServerConfig::default().with_response_serialize(SerializeType::Json))
+            .await
+            .unwrap();
+    fixed.register_processor(ECHO, super::echo());
+    let mut s = TcpStream::connect(fixed.local_addr()).await.unwrap();
+    send_frame(
+        &mut s,
+        &RemotingCommand::request(ECHO).with_serialize_type(SerializeType::RocketMq),
+    )
+    .await;
+    assert_eq!(
+        read_frame(&mut s, &mut BytesMut::new())
+            .await
+            .unwrap()
+            .serialize_type,
+        SerializeType::Json
+    );
+}
+
+#[tokio::test]
+async fn panicking_processor_is_answered_with_system_error() {
+    let server = echo_server().await;
+    server.register_processor(
+        77,
+        processor_fn(|_ctx, req: RemotingCommand| async move {
+            if req.code == 77 {
+                panic!("processor bug");
+            }
+            None
+        }),
+    );
+    let resp = client()
+        .invoke(
+            &server.local_addr().to_string(),
+            RemotingCommand::request(77),
+            LONG,
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.code, sys_code::SYSTEM_ERROR);
+    assert_still_serving(&server).await;
+}
+
+#[tokio::test]
+async fn saturated_server_answers_system_busy() {
+    let server = RemotingServer::bind(ServerConfig::default().with_max_concurrent_requests(1))
+        .await
+        .unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let release = Arc::new(Notify::new());
+    let r = Arc::clone(&release);
+    server.register_processor(
+        ECHO,
+        processor_fn(move |_ctx, req: RemotingCommand| {
+            let tx = tx.clone();
+            let r = Arc::clone(&r);
+            async move {
+                tx.send(()).unwrap();
+                r.notified().await;
+                Some(RemotingCommand::response_to(&req, 0, None))
+            }
+        }),
+    );
+    let addr = server.local_addr().to_string();
+    let c = client();
+    let (c2, a2) = (c.clone(), addr.clone());
+    let held =
+        tokio::spawn(async move { c2.invoke(&a2, RemotingCommand::request(ECHO), LONG).await });
+    rx.recv().await.unwrap();
+    let busy = c
+        .invoke(&addr, RemotingCommand::request(ECHO), LONG)
+        .await
+        .unwrap();
+    assert_eq!(busy.code, sys_code::SYSTEM_BUSY);
+    assert!(busy.remark.unwrap().starts_with("[OVERLOAD]"));
+    release.notify_one();
+    assert_eq!(held.await.unwrap().unwrap().code, 0);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_in_flight_requests_finish() {
+    let server = RemotingServer::bind(ServerConfig::default()).await.unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let release = Arc::new(Notify::new());
+    let r = Arc::clone(&release);
+    server.register_processor(
+        ECHO,
+        processor_fn(move |_ctx, req: RemotingCommand| {
+            let tx = tx.clone();
+            let r = Arc::clone(&r);
+            async move {
+                tx.send(()).unwrap();
+                r.notified().await;
+                Some(RemotingCommand::response_to(&req, 0, None).with_remark("finished"))
+            }
+        }),
+    );
+    let addr = server.local_addr().to_string();
+    let c = client();
+    let a = addr.clone();
+    let call =
+        tokio::spawn(async move { c.invoke(&a, RemotingCommand::request(ECHO), LONG).await });
+    rx.recv().await.unwrap();
+    let shutdown = async {
+        let report = server.shutdown(LONG).await;
+        assert!(report.completed);
+        assert_eq!(report.unfinished_tasks, 0);
+    };
+    let finish = async {
+        release.notify_one();
+    };
+    tokio::join!(shutdown, finish);
+    let resp = call.await.unwrap().unwrap();
+    assert_eq!(resp.remark.as_deref(), Some("finished"));
+    // No longer accepting.
+    assert!(TcpStream::connect(&addr).await.is_err());
+}
