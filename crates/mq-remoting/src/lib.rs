@@ -32,6 +32,8 @@
 //! ```
 
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz_oracle;
 pub mod protocol;
 pub mod transport;
 

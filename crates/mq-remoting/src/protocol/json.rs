@@ -186,18 +186,27 @@ impl<'de> Deserialize<'de> for LenientLanguage {
                 ))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<LenientLanguage, E> {
-                let b = u8::try_from(v).map_err(E::custom)?;
-                Ok(LenientLanguage(LanguageCode::from_byte(b)))
+                Ok(LenientLanguage(language_from_ordinal(v)))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<LenientLanguage, E> {
-                let b = u8::try_from(v).map_err(E::custom)?;
-                Ok(LenientLanguage(LanguageCode::from_byte(b)))
+                Ok(LenientLanguage(
+                    u64::try_from(v).map_or(LanguageCode::Other, language_from_ordinal),
+                ))
             }
             fn visit_unit<E: de::Error>(self) -> Result<LenientLanguage, E> {
                 Ok(LenientLanguage(LanguageCode::Other))
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+/// An ordinal names a language only if RocketMQ defines it; anything else reads as `OTHER`,
+/// since a JSON header can only carry defined names back out.
+fn language_from_ordinal(v: u64) -> LanguageCode {
+    match u8::try_from(v).map(LanguageCode::from_byte) {
+        Ok(LanguageCode::Unknown(_)) | Err(_) => LanguageCode::Other,
+        Ok(known) => known,
     }
 }
 

@@ -8,6 +8,7 @@
 )]
 
 mod client;
+mod fuzz_corpus;
 mod server;
 
 use std::sync::Arc;
