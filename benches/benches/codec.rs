@@ -23,7 +23,10 @@ fn send_v2(ty: SerializeType, body: usize) -> RemotingCommand {
         ("f", "0"),
         ("g", "1700000000000"),
         ("h", "0"),
-        ("i", "TAGS\u{1}TagA\u{2}WAIT\u{1}true\u{2}UNIQ_KEY\u{1}7F0000010C2A18B4AAC2123456780000\u{2}"),
+        (
+            "i",
+            "TAGS\u{1}TagA\u{2}WAIT\u{1}true\u{2}UNIQ_KEY\u{1}7F0000010C2A18B4AAC2123456780000\u{2}",
+        ),
         ("j", "0"),
         ("k", "false"),
         ("m", "false"),
@@ -36,7 +39,10 @@ fn send_v2(ty: SerializeType, body: usize) -> RemotingCommand {
 fn headers(c: &mut Criterion) {
     let codec = FrameCodec::default();
     let mut g = c.benchmark_group("header");
-    for (name, ty) in [("json", SerializeType::Json), ("rocketmq", SerializeType::RocketMq)] {
+    for (name, ty) in [
+        ("json", SerializeType::Json),
+        ("rocketmq", SerializeType::RocketMq),
+    ] {
         let cmd = send_v2(ty, 0);
         g.bench_function(BenchmarkId::new("encode", name), |b| {
             let mut buf = BytesMut::with_capacity(1024);

@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use mq_benches::{raw_echo_run, raw_echo_server, remoting_client, remoting_echo_server, remoting_run};
+use mq_benches::{
+    raw_echo_run, raw_echo_server, remoting_client, remoting_echo_server, remoting_run,
+};
 
 const DEPTH: usize = 64;
 
@@ -17,7 +19,8 @@ fn roundtrip(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let (echo_addr, server) = rt.block_on(async { (raw_echo_server().await, remoting_echo_server().await) });
+    let (echo_addr, server) =
+        rt.block_on(async { (raw_echo_server().await, remoting_echo_server().await) });
     let addr = server.local_addr().to_string();
     let client = remoting_client();
     let mut g = c.benchmark_group("roundtrip");

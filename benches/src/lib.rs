@@ -35,7 +35,8 @@ pub async fn raw_echo_server() -> std::net::SocketAddr {
                     // Echo every complete frame in the buffer with one write.
                     let mut end = 0;
                     while buf.len() - end >= 4 {
-                        let len = u32::from_be_bytes(buf[end..end + 4].try_into().unwrap()) as usize;
+                        let len =
+                            u32::from_be_bytes(buf[end..end + 4].try_into().unwrap()) as usize;
                         if buf.len() - end < 4 + len {
                             break;
                         }
@@ -56,7 +57,12 @@ pub async fn raw_echo_server() -> std::net::SocketAddr {
 
 /// Sends `count` frames of `size` payload bytes over one connection to a raw echo server,
 /// keeping `depth` in flight, and returns the time taken.
-pub async fn raw_echo_run(addr: std::net::SocketAddr, size: usize, depth: usize, count: u64) -> Duration {
+pub async fn raw_echo_run(
+    addr: std::net::SocketAddr,
+    size: usize,
+    depth: usize,
+    count: u64,
+) -> Duration {
     let stream = TcpStream::connect(addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
     let (mut r, mut w) = stream.into_split();
@@ -114,7 +120,13 @@ pub fn remoting_client() -> RemotingClient {
 
 /// Sends `count` echo requests of `size` body bytes with `depth` in flight over one
 /// connection and returns the time taken.
-pub async fn remoting_run(client: &RemotingClient, addr: &str, size: usize, depth: usize, count: u64) -> Duration {
+pub async fn remoting_run(
+    client: &RemotingClient,
+    addr: &str,
+    size: usize,
+    depth: usize,
+    count: u64,
+) -> Duration {
     let body = bytes::Bytes::from(vec![7u8; size]);
     client.connect(addr, Duration::from_secs(5)).await.unwrap();
     let started = Instant::now();
@@ -129,7 +141,10 @@ pub async fn remoting_run(client: &RemotingClient, addr: &str, size: usize, dept
         tasks.spawn(async move {
             for _ in 0..n {
                 let req = RemotingCommand::request(ECHO_CODE).with_body(body.clone());
-                let resp = client.invoke(&addr, req, Duration::from_secs(30)).await.unwrap();
+                let resp = client
+                    .invoke(&addr, req, Duration::from_secs(30))
+                    .await
+                    .unwrap();
                 assert_eq!(resp.body.len(), body.len());
             }
         });

@@ -217,7 +217,11 @@ fn fuzz_smoke(args: &[String]) -> Result {
         .map_err(|e| e.to_string())?
         .filter_map(|e| {
             let p = e.ok()?.path();
-            if p.extension()? == "rs" { Some(p.file_stem()?.to_string_lossy().into_owned()) } else { None }
+            if p.extension()? == "rs" {
+                Some(p.file_stem()?.to_string_lossy().into_owned())
+            } else {
+                None
+            }
         })
         .collect();
     targets.sort();

@@ -31,12 +31,7 @@ pub fn check_frame_stream(data: &[u8]) {
                             continue;
                         }
                     }
-                    let again = codec
-                        .decode(&mut out)
-                        .ok()
-                        .flatten();
-                    // JSON cannot carry a remark of "" apart from none when the source was
-                    // binary; compare the rest exactly.
+                    let again = codec.decode(&mut out).ok().flatten();
                     assert_eq!(again.as_ref(), Some(&cmd), "decode(encode(cmd)) == cmd");
                     assert!(out.is_empty(), "re-encoded frame decodes completely");
                 }
