@@ -1,0 +1,776 @@
+//! [`ClientApi`]: one async method per RPC the producer, consumer, admin tools and our broker
+//! need, over an `mq-remoting` client. Response codes become typed results or a
+//! [`ClientApiError::Broker`] that keeps the code and remark as data.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use mq_remoting::{LanguageCode, RemotingClient, RemotingCommand, SerializeType};
+
+use crate::body::{
+    self, ClusterInfo, ConsumerListByGroupBody, HeartbeatData, KvTable, LockBatchRequestBody,
+    LockBatchResponseBody, MessageQueue, RegisterBrokerBody, TopicRouteData,
+};
+use crate::code::{PullStatus, RequestCode, ResponseCode, SendStatus};
+use crate::error::ClientApiError;
+use crate::header::{
+    CommandHeader, ConsumerSendMsgBackRequestHeader, CreateTopicRequestHeader,
+    EndTransactionRequestHeader, GetConsumerListByGroupRequestHeader,
+    GetEarliestMsgStoretimeRequestHeader, GetEarliestMsgStoretimeResponseHeader,
+    GetMaxOffsetRequestHeader, GetMaxOffsetResponseHeader, GetMinOffsetRequestHeader,
+    GetMinOffsetResponseHeader, GetRouteInfoRequestHeader, PullMessageRequestHeader,
+    PullMessageResponseHeader, QueryConsumerOffsetRequestHeader, QueryConsumerOffsetResponseHeader,
+    QueryMessageRequestHeader, RegisterBrokerRequestHeader, RegisterBrokerResponseHeader,
+    SearchOffsetRequestHeader, SearchOffsetResponseHeader, SendMessageRequestHeader,
+    SendMessageRequestHeaderV2, SendMessageResponseHeader, UnregisterBrokerRequestHeader,
+    UnregisterClientRequestHeader, UpdateConsumerOffsetRequestHeader, ViewMessageRequestHeader,
+};
+use crate::message::{MessageExt, decode_record, decode_records, property};
+
+/// Settings of a [`ClientApi`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ApiConfig {
+    /// Header serialisation of requests (responses are decoded whatever their type). Default
+    /// JSON, what Java sends unless configured otherwise.
+    pub serialize_type: SerializeType,
+    /// Language announced on heartbeats (other requests say JAVA, as the Java client does).
+    pub language: LanguageCode,
+    /// Send single messages with SEND_MESSAGE_V2 (default) rather than SEND_MESSAGE.
+    pub send_v2: bool,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            serialize_type: SerializeType::Json,
+            language: LanguageCode::Java,
+            send_v2: true,
+        }
+    }
+}
+
+impl ApiConfig {
+    /// Sets the header serialisation.
+    #[must_use]
+    pub fn with_serialize_type(mut self, ty: SerializeType) -> Self {
+        self.serialize_type = ty;
+        self
+    }
+
+    /// Chooses V2 (true) or V1 send headers.
+    #[must_use]
+    pub fn with_send_v2(mut self, v2: bool) -> Self {
+        self.send_v2 = v2;
+        self
+    }
+}
+
+/// A send ready for the wire: header fields, the (possibly compressed or batch-encoded) body,
+/// and the client message id(s) to report.
+#[derive(Clone, Debug)]
+pub struct SendRequest {
+    /// Header fields (V1 names; converted to V2 when configured).
+    pub header: SendMessageRequestHeader,
+    /// Body as sent.
+    pub body: Bytes,
+    /// `UNIQ_KEY` of the message, or of every message joined by `,` for a batch.
+    pub msg_id: String,
+    /// The broker the queue belongs to.
+    pub broker_name: String,
+}
+
+/// What a successful send reports (spec §3.3). Java: `SendResult`.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct SendResult {
+    /// Stored outcome.
+    pub status: SendStatus,
+    /// Client message id (`UNIQ_KEY`), comma-joined for a batch.
+    pub msg_id: String,
+    /// Broker offset id(s).
+    pub offset_msg_id: String,
+    /// The queue the message went to.
+    pub message_queue: MessageQueue,
+    /// Consume-queue offset of the (first) message.
+    pub queue_offset: i64,
+    /// Transaction id.
+    pub transaction_id: Option<String>,
+    /// Broker region (`DefaultRegion` when not sent).
+    pub region_id: String,
+    /// Whether tracing is on.
+    pub trace_on: bool,
+}
+
+/// What a pull returns. Java: `PullResult`.
+#[derive(Clone, Debug)]
+pub struct PullResult {
+    /// Outcome.
+    pub status: PullStatus,
+    /// Offset to pull from next.
+    pub next_begin_offset: i64,
+    /// Queue min offset.
+    pub min_offset: i64,
+    /// Queue max offset.
+    pub max_offset: i64,
+    /// Broker id to pull from next.
+    pub suggest_which_broker_id: i64,
+    /// Messages (bodies decompressed; MIN_OFFSET/MAX_OFFSET set; transaction ids filled).
+    pub messages: Vec<MessageExt>,
+}
+
+/// What a broker registration returns.
+#[derive(Clone, Debug, Default)]
+pub struct RegisterBrokerResult {
+    /// Master HA address (for slaves).
+    pub ha_server_addr: Option<String>,
+    /// Master address (for slaves).
+    pub master_addr: Option<String>,
+    /// Order-topic KV config.
+    pub kv_table: KvTable,
+}
+
+/// Typed RPCs over a [`RemotingClient`]. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ClientApi {
+    remoting: RemotingClient,
+    config: ApiConfig,
+}
+
+impl ClientApi {
+    /// An API over `remoting`.
+    pub fn new(remoting: RemotingClient, config: ApiConfig) -> Self {
+        Self { remoting, config }
+    }
+
+    /// The remoting client underneath.
+    pub fn remoting(&self) -> &RemotingClient {
+        &self.remoting
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ApiConfig {
+        &self.config
+    }
+
+    /// A request with `code` and `header`, in the configured serialisation.
+    pub fn request(&self, code: RequestCode, header: &impl CommandHeader) -> RemotingCommand {
+        RemotingCommand::request(code.0)
+            .with_serialize_type(self.config.serialize_type)
+            .with_ext_fields(header.to_ext_fields())
+    }
+
+    fn bare_request(&self, code: RequestCode) -> RemotingCommand {
+        RemotingCommand::request(code.0).with_serialize_type(self.config.serialize_type)
+    }
+
+    async fn call(
+        &self,
+        addr: &str,
+        request: RemotingCommand,
+        timeout: Duration,
+    ) -> Result<RemotingCommand, ClientApiError> {
+        Ok(self.remoting.invoke(addr, request, timeout).await?)
+    }
+
+    async fn call_ok(
+        &self,
+        addr: &str,
+        request: RemotingCommand,
+        timeout: Duration,
+    ) -> Result<RemotingCommand, ClientApiError> {
+        let response = self.call(addr, request, timeout).await?;
+        expect_success(addr, response)
+    }
+
+    // ----- name server -----
+
+    /// The route of `topic` from the configured name servers.
+    ///
+    /// # Errors
+    /// [`ClientApiError::Broker`] with TOPIC_NOT_EXIST when the name server knows no route;
+    /// [`mq_remoting::RemotingError::NoNameServer`] inside [`ClientApiError::Remoting`] when none
+    /// is configured; transport and body errors.
+    pub async fn topic_route(
+        &self,
+        topic: &str,
+        timeout: Duration,
+    ) -> Result<TopicRouteData, ClientApiError> {
+        let request = self.request(RequestCode::GET_ROUTEINFO_BY_TOPIC, &route_header(topic));
+        let response = self.remoting.invoke_name_server(request, timeout).await?;
+        let addr = self.remoting.name_servers().chosen().unwrap_or_default();
+        parse_route(&addr, expect_success(&addr, response)?)
+    }
+
+    /// The route of `topic` from the name server at `addr`.
+    ///
+    /// # Errors
+    /// As for [`ClientApi::topic_route`].
+    pub async fn topic_route_from(
+        &self,
+        addr: &str,
+        topic: &str,
+        timeout: Duration,
+    ) -> Result<TopicRouteData, ClientApiError> {
+        let request = self.request(RequestCode::GET_ROUTEINFO_BY_TOPIC, &route_header(topic));
+        let response = self.call_ok(addr, request, timeout).await?;
+        parse_route(addr, response)
+    }
+
+    /// Cluster membership from the configured name servers.
+    ///
+    /// # Errors
+    /// Transport, broker and body errors.
+    pub async fn cluster_info(&self, timeout: Duration) -> Result<ClusterInfo, ClientApiError> {
+        let request = self.bare_request(RequestCode::GET_BROKER_CLUSTER_INFO);
+        let response = self.remoting.invoke_name_server(request, timeout).await?;
+        let addr = self.remoting.name_servers().chosen().unwrap_or_default();
+        let response = expect_success(&addr, response)?;
+        parse_body(&addr, "ClusterInfo", &response.body)
+    }
+
+    /// Registers a broker with the name server at `addr`. The body is sent compressed when
+    /// `header.compressed` is set; `bodyCrc32` is filled in.
+    ///
+    /// # Errors
+    /// Transport and broker errors (e.g. SYSTEM_ERROR `crc32 not match`).
+    pub async fn register_broker(
+        &self,
+        addr: &str,
+        mut header: RegisterBrokerRequestHeader,
+        body: &RegisterBrokerBody,
+        timeout: Duration,
+    ) -> Result<RegisterBrokerResult, ClientApiError> {
+        let bytes = if header.compressed {
+            body.encode_compressed()
+        } else {
+            body.encode_json()
+        };
+        header.body_crc32 = body::body_crc32(&bytes);
+        let request = self
+            .request(RequestCode::REGISTER_BROKER, &header)
+            .with_body(bytes);
+        let response = self.call_ok(addr, request, timeout).await?;
+        let h: RegisterBrokerResponseHeader = decode_header(addr, &response)?;
+        let kv_table = if response.body.is_empty() {
+            KvTable::default()
+        } else {
+            parse_body(addr, "KVTable", &response.body)?
+        };
+        Ok(RegisterBrokerResult {
+            ha_server_addr: h.ha_server_addr,
+            master_addr: h.master_addr,
+            kv_table,
+        })
+    }
+
+    /// Unregisters a broker from the name server at `addr`.
+    ///
+    /// # Errors
+    /// Transport and broker errors.
+    pub async fn unregister_broker(
+        &self,
+        addr: &str,
+        header: &UnregisterBrokerRequestHeader,
+        timeout: Duration,
+    ) -> Result<(), ClientApiError> {
+        let request = self.request(RequestCode::UNREGISTER_BROKER, header);
+        self.call_ok(addr, request, timeout).await.map(drop)
+    }
+
+    // ----- send -----
+
+    fn send_command(&self, req: &SendRequest) -> RemotingCommand {
+        let (code, ext) = if req.header.batch {
+            (
+                RequestCode::SEND_BATCH_MESSAGE,
+                SendMessageRequestHeaderV2::from(req.header.clone()).to_ext_fields(),
+            )
+        } else if self.config.send_v2 {
+            (
+                RequestCode::SEND_MESSAGE_V2,
+                SendMessageRequestHeaderV2::from(req.header.clone()).to_ext_fields(),
+            )
+        } else {
+            (RequestCode::SEND_MESSAGE, req.header.to_ext_fields())
+        };
+        RemotingCommand::request(code.0)
+            .with_serialize_type(self.config.serialize_type)
+            .with_ext_fields(ext)
+            .with_body(req.body.clone())
+    }
+
+    /// Sends a message (or batch) and waits for the broker's answer.
+    ///
+    /// # Errors
+    /// [`ClientApiError::Broker`] for codes other than the four "stored" ones; transport and
+    /// header errors.
+    pub async fn send(
+        &self,
+        addr: &str,
+        req: &SendRequest,
+        timeout: Duration,
+    ) -> Result<SendResult, ClientApiError> {
+        let response = self.call(addr, self.send_command(req), timeout).await?;
+        send_result(addr, req, &response)
+    }
+
+    /// Sends a message and hands the result to `callback` on the callback executor.
+    ///
+    /// # Errors
+    /// Failures before the request is written are returned and the callback is not called.
+    pub async fn send_with_callback<F>(
+        &self,
+        addr: &str,
+        req: SendRequest,
+        timeout: Duration,
+        callback: F,
+    ) -> Result<(), ClientApiError>
+    where
+        F: FnOnce(Result<SendResult, ClientApiError>) + Send + 'static,
+    {
+        let command = self.send_command(&req);
+        let owned_addr = addr.to_owned();
+        self.remoting
+            .invoke_with_callback(addr, command, timeout, move |r| {
+                let result = match r {
+                    Ok(response) => send_result(&owned_addr, &req, &response),
+                    Err(e) => Err(e.into()),
+                };
+                callback(result);
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Sends a message without waiting for any answer.
+    ///
+    /// # Errors
+    /// Failures before the request is written.
+    pub async fn send_oneway(
+        &self,
+        addr: &str,
+        req: &SendRequest,
+        timeout: Duration,
+    ) -> Result<(), ClientApiError> {
+        Ok(self
+            .remoting
+            .invoke_oneway(addr, self.send_command(req), timeout)
+            .await?)
+    }
+
+    // ----- client management -----
+
+    /// Sends a heartbeat; returns the broker's version (recorded by Java clients).
+    ///
+    /// # Errors
+    /// Transport and broker errors.
+    pub async fn heartbeat(
+        &self,
+        addr: &str,
+        data: &HeartbeatData,
+        timeout: Duration,
+    ) -> Result<i32, ClientApiError> {
+        let request = self
+            .bare_request(RequestCode::HEART_BEAT)
+            .with_language(self.config.language)
+            .with_body(body::to_json(data));
+        let response = self.call_ok(addr, request, timeout).await?;
+        Ok(response.version)
+    }
+
+    /// Tells a broker a producer or consumer group of this client is leaving.
+    ///
+    /// # Errors
+    /// Transport and broker errors.
+    pub async fn unregister_client(
+        &self,
+        addr: &str,
+        header: &UnregisterClientRequestHeader,
+        timeout: Duration,
+    ) -> Result<(), ClientApiError> {
+        let request = self.request(RequestCode::UNREGISTER_CLIENT, header);
+        self.call_ok(addr, request, timeout).await.map(drop)
+    }
+
+    /// Client ids of a consumer group.
+    ///
+    /// # Errors
+    /// Transport, broker and body errors.
+    pub async fn consumer_list_by_group(
+        &self,
+        addr: &str,
+        group: &str,
+        timeout: Duration,
+    ) -> Result<Vec<String>, ClientApiError> {
+        let header = GetConsumerListByGroupRequestHeader {
+            consumer_group: group.to_owned(),
+        };
+        let request = self.request(RequestCode::GET_CONSUMER_LIST_BY_GROUP, &header);
+        let response = self.call_ok(addr, request, timeout).await?;
+        let body: ConsumerListByGroupBody =
+            parse_body(addr, "GetConsumerListByGroupResponseBody", &response.body)?;
+        Ok(body.consumer_id_list)
+    }
+
+    /// Locks queues for orderly consumption; returns the queues now held.
+    ///
+    /// # Errors
+    /// Transport, broker and body errors.
+    pub async fn lock_batch_mq(
+        &self,
+        addr: &str,
+        body: &LockBatchRequestBody,
+        timeout: Duration,
+    ) -> Result<Vec<MessageQueue>, ClientApiError> {
+        let request = self
+            .bare_request(RequestCode::LOCK_BATCH_MQ)
+            .with_body(body::to_json(body));
+        let response = self.call_ok(addr, request, timeout).await?;
+        let locked: LockBatchResponseBody =
+            parse_body(addr, "LockBatchResponseBody", &response.body)?;
+        Ok(locked.lock_ok_mq_set)
+    }
+
+    /// Unlocks queues.
+    ///
+    /// # Errors
+    /// Transport and broker errors.
+    pub async fn unlock_batch_mq(
+        &self,
+        addr: &str,
+        body: &LockBatchRequestBody,
+        timeout: Duration,
+    ) -> Result<(), ClientApiError> {
+        let request = self
+            .bare_request(RequestCode::UNLOCK_BATCH_MQ)
+            .with_body(body::to_json(body));
+        self.call_ok(addr, request, timeout).await.map(drop)
+    }
+
+    // ----- pull and offsets -----
+
+    /// Pulls messages. `timeout` must exceed the header's suspend timeout when long polling.
+    ///
+    /// # Errors
+    /// [`ClientApiError::Broker`] for codes outside the pull statuses; transport errors.
+    pub async fn pull(
+        &self,
+        addr: &str,
+        header: &PullMessageRequestHeader,
+        timeout: Duration,
+    ) -> Result<PullResult, ClientApiError> {
+        let request = self.request(RequestCode::PULL_MESSAGE, header);
+        let response = self.call(addr, request, timeout).await?;
+        let code = ResponseCode(response.code);
+        let Some(status) = PullStatus::from_response(code) else {
+            return Err(broker_error(addr, response));
+        };
+        let h: PullMessageResponseHeader = decode_header(addr, &response)?;
+        let mut messages = if status == PullStatus::Found {
+            decode_records(&response.body, false, true)
+        } else {
+            Vec::new()
+        };
+        for m in &mut messages {
+            let msg = &mut m.message;
+            msg.set_property(property::MIN_OFFSET, h.min_offset.to_string());
+            msg.set_property(property::MAX_OFFSET, h.max_offset.to_string());
+            if msg.is_transaction_prepared() {
+                msg.transaction_id = msg.uniq_key().map(str::to_owned);
+            }
+        }
+        Ok(PullResult {
+            status,
+            next_begin_offset: h.next_begin_offset,
+            min_offset: h.min_offset,
+            max_offset: h.max_offset,
+            suggest_which_broker_id: h.suggest_which_broker_id,
+            messages,
+        })
+    }
+
+    /// A consumer group's committed offset.
+    ///
+    /// # Errors
+    /// [`ClientApiError::Broker`] with QUERY_NOT_FOUND when none is committed.
+    pub async fn query_consumer_offset(
+        &self,
+        addr: &str,
+        header: &QueryConsumerOffsetRequestHeader,
+        timeout: Duration,
+    ) -> Result<i64, ClientApiError> {
+        let request = self.request(RequestCode::QUERY_CONSUMER_OFFSET, header);
+        let response = self.call_ok(addr, request, timeout).await?;
+        let h: QueryConsumerOffsetResponseHeader = decode_header(addr, &response)?;
+        Ok(h.offset)
+    }
+
+    /// Commits a consumer group's offset and waits for the answer.
+    ///
+    /// # Errors
+    /// Transport and broker errors.
+    pub async fn update_consumer_offset(
+        &self,
+        addr: &str,
+        header: &UpdateConsumerOffsetRequestHeader,
+        timeout: Duration,
+    ) -> Result<(), ClientApiError> {
+        let request = self.request(RequestCode::UPDATE_CONSUMER_OFFSET, header);
+        self.call_ok(addr, request, timeout).await.map(drop)
+    }
+
+    /// Commits an offset oneway (the periodic persist).
+    ///
+    /// # Errors
+    /// Failures before the request is written.
+    pub async fn update_consumer_offset_oneway(
+        &self,
+        addr: &str,
+        header: &UpdateConsumerOffsetRequestHeader,
+        timeout: Duration,
+    ) -> Result<(), ClientApiError> {
+        let request = self.request(RequestCode::UPDATE_CONSUMER_OFFSET, header);
+        Ok(self.remoting.invoke_oneway(addr, request, timeout).await?)
+    }
+
+    /// A queue's max offset.
+    ///
+    /// # Errors
+    /// Transport and broker errors.
+    pub async fn max_offset(
+        &self,
+        addr: &str,
+        mq: &MessageQueue,
+        timeout: Duration,
+    ) -> Result<i64, ClientApiError> {
+        let header = GetMaxOffsetRequestHeader {
+            topic: mq.topic.clone(),
+            queue_id: mq.queue_id,
+        };
+        let request = self.request(RequestCode::GET_MAX_OFFSET, &header);
+        let response = self.call_ok(addr, request, timeout).await?;
+        Ok(decode_header::<GetMaxOffsetResponseHeader>(addr, &response)?.offset)
+    }
+
+    /// A queue's min offset.
+    ///
+    /// # Errors
+    /// Transport and broker errors.
+    pub async fn min_offset(
+        &self,
+        addr: &str,
+        mq: &MessageQueue,
+        timeout: Duration,
+    ) -> Result<i64, ClientApiError> {
+        let header = GetMinOffsetRequestHeader {
+            topic: mq.topic.clone(),
+            queue_id: mq.queue_id,
+        };
+        let request = self.request(RequestCode::GET_MIN_OFFSET, &header);
+        let response = self.call_ok(addr, request, timeout).await?;
+        Ok(decode_header::<GetMinOffsetResponseHeader>(addr, &response)?.offset)
+    }
+
+    /// The offset of the first message stored at or after `timestamp_ms`.
+    ///
+    /// # Errors
+    /// Transport and broker errors.
+    pub async fn search_offset(
+        &self,
+        addr: &str,
+        mq: &MessageQueue,
+        timestamp_ms: i64,
+        timeout: Duration,
+    ) -> Result<i64, ClientApiError> {
+        let header = SearchOffsetRequestHeader {
+            topic: mq.topic.clone(),
+            queue_id: mq.queue_id,
+            timestamp: timestamp_ms,
+        };
+        let request = self.request(RequestCode::SEARCH_OFFSET_BY_TIMESTAMP, &header);
+        let response = self.call_ok(addr, request, timeout).await?;
+        Ok(decode_header::<SearchOffsetResponseHeader>(addr, &response)?.offset)
+    }
+
+    /// Store time (ms since the epoch) of a queue's earliest message.
+    ///
+    /// # Errors
+    /// Transport and broker errors.
+    pub async fn earliest_msg_store_time(
+        &self,
+        addr: &str,
+        mq: &MessageQueue,
+        timeout: Duration,
+    ) -> Result<i64, ClientApiError> {
+        let header = GetEarliestMsgStoretimeRequestHeader {
+            topic: mq.topic.clone(),
+            queue_id: mq.queue_id,
+        };
+        let request = self.request(RequestCode::GET_EARLIEST_MSG_STORETIME, &header);
+        let response = self.call_ok(addr, request, timeout).await?;
+        Ok(decode_header::<GetEarliestMsgStoretimeResponseHeader>(addr, &response)?.timestamp)
+    }
+
+    // ----- messages -----
+
+    /// Returns a consumed message to the broker for redelivery (retry topic or DLQ).
+    ///
+    /// # Errors
+    /// Transport and broker errors.
+    pub async fn consumer_send_back(
+        &self,
+        addr: &str,
+        header: &ConsumerSendMsgBackRequestHeader,
+        timeout: Duration,
+    ) -> Result<(), ClientApiError> {
+        let request = self.request(RequestCode::CONSUMER_SEND_MSG_BACK, header);
+        self.call_ok(addr, request, timeout).await.map(drop)
+    }
+
+    /// Commits, rolls back or leaves undecided a half message (oneway, as Java sends it).
+    ///
+    /// # Errors
+    /// Failures before the request is written.
+    pub async fn end_transaction_oneway(
+        &self,
+        addr: &str,
+        header: &EndTransactionRequestHeader,
+        remark: Option<String>,
+        timeout: Duration,
+    ) -> Result<(), ClientApiError> {
+        let mut request = self.request(RequestCode::END_TRANSACTION, header);
+        request.remark = remark;
+        Ok(self.remoting.invoke_oneway(addr, request, timeout).await?)
+    }
+
+    /// One stored message by commit-log offset.
+    ///
+    /// # Errors
+    /// Transport, broker and record errors.
+    pub async fn view_message(
+        &self,
+        addr: &str,
+        commit_log_offset: i64,
+        timeout: Duration,
+    ) -> Result<MessageExt, ClientApiError> {
+        let header = ViewMessageRequestHeader {
+            offset: commit_log_offset,
+        };
+        let request = self.request(RequestCode::VIEW_MESSAGE_BY_ID, &header);
+        let response = self.call_ok(addr, request, timeout).await?;
+        let mut body = response.body.clone();
+        decode_record(&mut body, true, true).map_err(|source| ClientApiError::Record {
+            addr: addr.to_owned(),
+            source,
+        })
+    }
+
+    /// Messages by key (or by unique id).
+    ///
+    /// # Errors
+    /// [`ClientApiError::Broker`] with QUERY_NOT_FOUND when none match.
+    pub async fn query_message(
+        &self,
+        addr: &str,
+        header: &QueryMessageRequestHeader,
+        timeout: Duration,
+    ) -> Result<Vec<MessageExt>, ClientApiError> {
+        let request = self.request(RequestCode::QUERY_MESSAGE, header);
+        let response = self.call_ok(addr, request, timeout).await?;
+        Ok(decode_records(&response.body, true, true))
+    }
+
+    /// Creates or updates a topic on a broker.
+    ///
+    /// # Errors
+    /// Transport and broker errors.
+    pub async fn create_topic(
+        &self,
+        addr: &str,
+        header: &CreateTopicRequestHeader,
+        timeout: Duration,
+    ) -> Result<(), ClientApiError> {
+        let request = self.request(RequestCode::UPDATE_AND_CREATE_TOPIC, header);
+        self.call_ok(addr, request, timeout).await.map(drop)
+    }
+}
+
+fn route_header(topic: &str) -> GetRouteInfoRequestHeader {
+    GetRouteInfoRequestHeader {
+        topic: topic.to_owned(),
+        accept_standard_json_only: None,
+    }
+}
+
+fn parse_route(addr: &str, response: RemotingCommand) -> Result<TopicRouteData, ClientApiError> {
+    parse_body(addr, "TopicRouteData", &response.body)
+}
+
+/// Turns a non-SUCCESS response into [`ClientApiError::Broker`].
+fn expect_success(
+    addr: &str,
+    response: RemotingCommand,
+) -> Result<RemotingCommand, ClientApiError> {
+    if response.code == ResponseCode::SUCCESS.0 {
+        Ok(response)
+    } else {
+        Err(broker_error(addr, response))
+    }
+}
+
+fn broker_error(addr: &str, response: RemotingCommand) -> ClientApiError {
+    ClientApiError::Broker {
+        code: ResponseCode(response.code),
+        remark: response.remark,
+        addr: addr.to_owned(),
+    }
+}
+
+fn decode_header<H: CommandHeader>(
+    addr: &str,
+    response: &RemotingCommand,
+) -> Result<H, ClientApiError> {
+    H::decode(&response.ext_fields).map_err(|source| ClientApiError::Header {
+        addr: addr.to_owned(),
+        source,
+    })
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(
+    addr: &str,
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<T, ClientApiError> {
+    body::from_json(what, bytes).map_err(|source| ClientApiError::Body {
+        addr: addr.to_owned(),
+        source,
+    })
+}
+
+fn send_result(
+    addr: &str,
+    req: &SendRequest,
+    response: &RemotingCommand,
+) -> Result<SendResult, ClientApiError> {
+    let Some(status) = SendStatus::from_response(ResponseCode(response.code)) else {
+        return Err(broker_error(addr, response.clone()));
+    };
+    let h: SendMessageResponseHeader = decode_header(addr, response)?;
+    Ok(SendResult {
+        status,
+        msg_id: req.msg_id.clone(),
+        offset_msg_id: h.msg_id,
+        message_queue: MessageQueue::new(
+            req.header.topic.clone(),
+            req.broker_name.clone(),
+            h.queue_id,
+        ),
+        queue_offset: h.queue_offset,
+        transaction_id: h.transaction_id,
+        region_id: h
+            .msg_region
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| "DefaultRegion".to_owned()),
+        trace_on: h.trace_on.as_deref() != Some("false"),
+    })
+}

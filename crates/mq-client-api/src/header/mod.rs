@@ -1,0 +1,224 @@
+//! Custom headers (spec §4): typed views of a command's `extFields`, one encode/decode pair per
+//! Java header class.
+//!
+//! Java only logs a missing required field or an unparsable number and carries on; we reject
+//! both with a [`HeaderError`] that names the header and the field.
+
+use mq_remoting::ExtFields;
+
+mod admin;
+mod client;
+mod namesrv;
+mod offset;
+mod pull;
+mod send;
+mod transaction;
+
+pub use admin::{CreateTopicRequestHeader, ViewMessageRequestHeader};
+pub use client::{
+    GetConsumerListByGroupRequestHeader, NotifyConsumerIdsChangedRequestHeader,
+    UnregisterClientRequestHeader,
+};
+pub use namesrv::{
+    GetRouteInfoRequestHeader, RegisterBrokerRequestHeader, RegisterBrokerResponseHeader,
+    UnregisterBrokerRequestHeader,
+};
+pub use offset::{
+    GetEarliestMsgStoretimeRequestHeader, GetEarliestMsgStoretimeResponseHeader,
+    GetMaxOffsetRequestHeader, GetMaxOffsetResponseHeader, GetMinOffsetRequestHeader,
+    GetMinOffsetResponseHeader, QueryConsumerOffsetRequestHeader,
+    QueryConsumerOffsetResponseHeader, QueryMessageRequestHeader, QueryMessageResponseHeader,
+    SearchOffsetRequestHeader, SearchOffsetResponseHeader, UpdateConsumerOffsetRequestHeader,
+};
+pub use pull::{
+    ConsumerSendMsgBackRequestHeader, PullMessageRequestHeader, PullMessageResponseHeader,
+    pull_sys_flag,
+};
+pub use send::{SendMessageRequestHeader, SendMessageRequestHeaderV2, SendMessageResponseHeader};
+pub use transaction::{
+    CheckTransactionStateRequestHeader, EndTransactionRequestHeader, transaction_type,
+};
+
+/// A header's fields could not be read from `extFields`. The peer is at fault.
+#[derive(Clone, Debug, Eq, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeaderError {
+    /// A field Java marks `@CFNotNull` is absent.
+    #[error("{header}: required field `{field}` is missing")]
+    MissingField {
+        /// The Java header class.
+        header: &'static str,
+        /// The ext-field key.
+        field: &'static str,
+    },
+    /// A field's text does not parse as its type, or fails the header's own check.
+    #[error("{header}: field `{field}` has an invalid value {value:?}")]
+    InvalidField {
+        /// The Java header class.
+        header: &'static str,
+        /// The ext-field key.
+        field: &'static str,
+        /// The offending text.
+        value: String,
+    },
+}
+
+/// A typed custom header: encodes into and decodes from `extFields`.
+pub trait CommandHeader: Sized {
+    /// The Java class this header mirrors.
+    const JAVA_CLASS: &'static str;
+
+    /// Writes every present field into `ext` (absent optional fields are left out, as Java
+    /// leaves out null fields).
+    fn encode(&self, ext: &mut ExtFields);
+
+    /// Reads the header from `ext`.
+    ///
+    /// # Errors
+    /// [`HeaderError`] when a required field is missing or a value does not parse.
+    fn decode(ext: &ExtFields) -> Result<Self, HeaderError>;
+
+    /// The header as a fresh ext-field map.
+    fn to_ext_fields(&self) -> ExtFields {
+        let mut ext = ExtFields::new();
+        self.encode(&mut ext);
+        ext
+    }
+}
+
+/// A value that travels as ext-field text.
+pub trait FieldValue: Sized {
+    /// The wire text (Java `toString()`).
+    fn to_field(&self) -> String;
+    /// Parses the wire text; `None` when it does not parse.
+    fn from_field(s: &str) -> Option<Self>;
+}
+
+impl FieldValue for String {
+    fn to_field(&self) -> String {
+        self.clone()
+    }
+    fn from_field(s: &str) -> Option<Self> {
+        Some(s.to_owned())
+    }
+}
+
+impl FieldValue for i32 {
+    fn to_field(&self) -> String {
+        self.to_string()
+    }
+    fn from_field(s: &str) -> Option<Self> {
+        s.trim().parse().ok()
+    }
+}
+
+impl FieldValue for i64 {
+    fn to_field(&self) -> String {
+        self.to_string()
+    }
+    fn from_field(s: &str) -> Option<Self> {
+        s.trim().parse().ok()
+    }
+}
+
+impl FieldValue for bool {
+    fn to_field(&self) -> String {
+        if *self { "true" } else { "false" }.to_owned()
+    }
+    /// Java `Boolean.parseBoolean`: `true` in any case is true, anything else (including the
+    /// `"1"` the C++ client sends) is false.
+    fn from_field(s: &str) -> Option<Self> {
+        Some(s.trim().eq_ignore_ascii_case("true"))
+    }
+}
+
+pub(crate) fn required<T: FieldValue>(
+    ext: &ExtFields,
+    header: &'static str,
+    field: &'static str,
+) -> Result<T, HeaderError> {
+    match ext.get(field) {
+        None => Err(HeaderError::MissingField { header, field }),
+        Some(v) => T::from_field(v).ok_or_else(|| HeaderError::InvalidField {
+            header,
+            field,
+            value: v.clone(),
+        }),
+    }
+}
+
+pub(crate) fn optional<T: FieldValue>(
+    ext: &ExtFields,
+    header: &'static str,
+    field: &'static str,
+) -> Result<Option<T>, HeaderError> {
+    match ext.get(field) {
+        None => Ok(None),
+        Some(v) => T::from_field(v)
+            .map(Some)
+            .ok_or_else(|| HeaderError::InvalidField {
+                header,
+                field,
+                value: v.clone(),
+            }),
+    }
+}
+
+/// Declares a header struct and its [`CommandHeader`] impl. Field kinds: `req` (required,
+/// always sent), `opt` (an `Option`, sent when present), `prim` (a Java primitive: always sent,
+/// defaulted when a peer leaves it out).
+macro_rules! header {
+    (
+        $(#[$meta:meta])*
+        $name:ident($java:literal $(, check = $check:path)?) {
+            $( $(#[$fdoc:meta])* $kind:ident $field:ident: $ty:ty => $key:literal, )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, Default, Eq, PartialEq)]
+        #[doc = concat!("\n\nJava: `", $java, "`.")]
+        pub struct $name {
+            $( $(#[$fdoc])* #[doc = concat!("\n\nKey `", $key, "`.")] pub $field: header!(@ty $kind $ty), )*
+        }
+
+        impl $crate::header::CommandHeader for $name {
+            const JAVA_CLASS: &'static str = $java;
+
+            fn encode(&self, ext: &mut mq_remoting::ExtFields) {
+                $( header!(@enc $kind self.$field, ext, $key); )*
+            }
+
+            fn decode(ext: &mq_remoting::ExtFields) -> Result<Self, $crate::header::HeaderError> {
+                let h = Self {
+                    $( $field: header!(@dec $kind $ty, ext, $java, $key), )*
+                };
+                $( $check(&h)?; )?
+                Ok(h)
+            }
+        }
+    };
+    (@ty req $ty:ty) => { $ty };
+    (@ty prim $ty:ty) => { $ty };
+    (@ty opt $ty:ty) => { Option<$ty> };
+    (@enc req $v:expr, $ext:ident, $key:literal) => {
+        $ext.insert($key.to_owned(), $crate::header::FieldValue::to_field(&$v));
+    };
+    (@enc prim $v:expr, $ext:ident, $key:literal) => {
+        $ext.insert($key.to_owned(), $crate::header::FieldValue::to_field(&$v));
+    };
+    (@dec req $ty:ty, $ext:ident, $java:literal, $key:literal) => {
+        $crate::header::required::<$ty>($ext, $java, $key)?
+    };
+    (@dec opt $ty:ty, $ext:ident, $java:literal, $key:literal) => {
+        $crate::header::optional::<$ty>($ext, $java, $key)?
+    };
+    (@dec prim $ty:ty, $ext:ident, $java:literal, $key:literal) => {
+        $crate::header::optional::<$ty>($ext, $java, $key)?.unwrap_or_default()
+    };
+    (@enc opt $v:expr, $ext:ident, $key:literal) => {
+        if let Some(v) = &$v {
+            $ext.insert($key.to_owned(), $crate::header::FieldValue::to_field(v));
+        }
+    };
+}
+pub(crate) use header;

@@ -1,0 +1,135 @@
+//! Send headers (spec §4.1–§4.3): V1 with field names, V2 with single-letter keys, and the
+//! response.
+
+use super::header;
+
+header! {
+    /// The V1 send request header (SEND_MESSAGE, code 10).
+    SendMessageRequestHeader("SendMessageRequestHeader") {
+        /// Producer group.
+        req producer_group: String => "producerGroup",
+        /// Topic (namespace-wrapped).
+        req topic: String => "topic",
+        /// Topic whose config auto-creation copies (`TBW102`).
+        req default_topic: String => "defaultTopic",
+        /// Queue count of an auto-created topic (4).
+        req default_topic_queue_nums: i32 => "defaultTopicQueueNums",
+        /// Target queue; negative lets the broker choose.
+        req queue_id: i32 => "queueId",
+        /// Message sysFlag bits.
+        req sys_flag: i32 => "sysFlag",
+        /// Client time at header build, ms since the epoch.
+        req born_timestamp: i64 => "bornTimestamp",
+        /// The message's user flag.
+        req flag: i32 => "flag",
+        /// The properties string.
+        opt properties: String => "properties",
+        /// Reconsume count (retry topics).
+        opt reconsume_times: i32 => "reconsumeTimes",
+        /// Unit mode (a Java primitive: always sent).
+        prim unit_mode: bool => "unitMode",
+        /// Whether the body is a batch (a Java primitive: always sent).
+        prim batch: bool => "batch",
+        /// Max reconsume times (retry topics).
+        opt max_reconsume_times: i32 => "maxReconsumeTimes",
+        /// 5.x: the broker name the producer chose.
+        opt broker_name: String => "bname",
+    }
+}
+
+header! {
+    /// The V2 send request header (SEND_MESSAGE_V2 310, SEND_BATCH_MESSAGE 320): the V1 fields
+    /// under single-letter keys.
+    SendMessageRequestHeaderV2("SendMessageRequestHeaderV2") {
+        /// producerGroup.
+        req a: String => "a",
+        /// topic.
+        req b: String => "b",
+        /// defaultTopic.
+        req c: String => "c",
+        /// defaultTopicQueueNums.
+        req d: i32 => "d",
+        /// queueId.
+        req e: i32 => "e",
+        /// sysFlag.
+        req f: i32 => "f",
+        /// bornTimestamp.
+        req g: i64 => "g",
+        /// flag.
+        req h: i32 => "h",
+        /// properties.
+        opt i: String => "i",
+        /// reconsumeTimes.
+        opt j: i32 => "j",
+        /// unitMode.
+        prim k: bool => "k",
+        /// maxReconsumeTimes.
+        opt l: i32 => "l",
+        /// batch.
+        prim m: bool => "m",
+        /// 5.x brokerName.
+        opt n: String => "n",
+    }
+}
+
+impl From<SendMessageRequestHeader> for SendMessageRequestHeaderV2 {
+    fn from(v1: SendMessageRequestHeader) -> Self {
+        Self {
+            a: v1.producer_group,
+            b: v1.topic,
+            c: v1.default_topic,
+            d: v1.default_topic_queue_nums,
+            e: v1.queue_id,
+            f: v1.sys_flag,
+            g: v1.born_timestamp,
+            h: v1.flag,
+            i: v1.properties,
+            j: v1.reconsume_times,
+            k: v1.unit_mode,
+            l: v1.max_reconsume_times,
+            m: v1.batch,
+            n: v1.broker_name,
+        }
+    }
+}
+
+impl From<SendMessageRequestHeaderV2> for SendMessageRequestHeader {
+    fn from(v2: SendMessageRequestHeaderV2) -> Self {
+        Self {
+            producer_group: v2.a,
+            topic: v2.b,
+            default_topic: v2.c,
+            default_topic_queue_nums: v2.d,
+            queue_id: v2.e,
+            sys_flag: v2.f,
+            born_timestamp: v2.g,
+            flag: v2.h,
+            properties: v2.i,
+            reconsume_times: v2.j,
+            unit_mode: v2.k,
+            batch: v2.m,
+            max_reconsume_times: v2.l,
+            broker_name: v2.n,
+        }
+    }
+}
+
+header! {
+    /// The send response header; also carries the broker's `MSG_REGION` and `TRACE_ON`.
+    SendMessageResponseHeader("SendMessageResponseHeader") {
+        /// Offset message id(s): comma-joined for a batch.
+        req msg_id: String => "msgId",
+        /// The queue used.
+        req queue_id: i32 => "queueId",
+        /// Consume-queue offset of the (first) stored message.
+        req queue_offset: i64 => "queueOffset",
+        /// Transaction id.
+        opt transaction_id: String => "transactionId",
+        /// 5.x batch unique id.
+        opt batch_uniq_id: String => "batchUniqId",
+        /// The broker's region (default `DefaultRegion`).
+        opt msg_region: String => "MSG_REGION",
+        /// Whether tracing is on (`false` turns it off).
+        opt trace_on: String => "TRACE_ON",
+    }
+}

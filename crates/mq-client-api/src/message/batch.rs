@@ -1,0 +1,178 @@
+//! Batch body encoding (spec §6.8): one record per message, `TOTALSIZE MAGIC(0) BODYCRC(0) FLAG
+//! BODYLEN BODY PROPSLEN PROPS`, with `MessageBatch.generateFromList`'s rules.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use super::{Message, decode_properties, encode_properties};
+
+/// A batch was refused. The caller is at fault.
+#[derive(Clone, Debug, Eq, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BatchError {
+    /// No messages.
+    #[error("a batch needs at least one message")]
+    Empty,
+    /// A message has a delay level.
+    #[error("TimeDelayLevel is not supported for batching")]
+    DelayNotSupported,
+    /// A retry topic.
+    #[error("retry group topics are not supported for batching")]
+    RetryTopic,
+    /// Topics differ.
+    #[error("the topic of the messages in one batch should be the same")]
+    MixedTopics,
+    /// waitStoreMsgOK differs.
+    #[error("the waitStoreMsgOK of the messages in one batch should be the same")]
+    MixedWaitStore,
+    /// Properties too long for the 2-byte length.
+    #[error("properties of {0} bytes are too long")]
+    PropertiesTooLong(usize),
+    /// A malformed batch body (broker side).
+    #[error("malformed batch body at byte {0}")]
+    Malformed(usize),
+}
+
+/// Checks the batch rules and encodes the body. Each message should already carry its
+/// `UNIQ_KEY`. Bodies are never compressed.
+///
+/// # Errors
+/// [`BatchError`] when a rule is broken.
+pub fn encode_batch(messages: &[Message]) -> Result<Bytes, BatchError> {
+    let first = messages.first().ok_or(BatchError::Empty)?;
+    let mut out = BytesMut::new();
+    for m in messages {
+        if m.delay_level() > 0 {
+            return Err(BatchError::DelayNotSupported);
+        }
+        if m.topic.starts_with("%RETRY%") {
+            return Err(BatchError::RetryTopic);
+        }
+        if m.topic != first.topic {
+            return Err(BatchError::MixedTopics);
+        }
+        if m.wait_store_msg_ok() != first.wait_store_msg_ok() {
+            return Err(BatchError::MixedWaitStore);
+        }
+        let props = encode_properties(&m.properties);
+        if props.len() > i16::MAX as usize {
+            return Err(BatchError::PropertiesTooLong(props.len()));
+        }
+        let total = 4 + 4 + 4 + 4 + 4 + m.body.len() + 2 + props.len();
+        out.reserve(total);
+        out.put_i32(total as i32);
+        out.put_i32(0);
+        out.put_i32(0);
+        out.put_i32(m.flag);
+        out.put_i32(m.body.len() as i32);
+        out.put_slice(&m.body);
+        out.put_i16(props.len() as i16);
+        out.put_slice(props.as_bytes());
+    }
+    Ok(out.freeze())
+}
+
+/// Splits a batch body into messages of `topic` (the broker side of SEND_BATCH_MESSAGE).
+///
+/// # Errors
+/// [`BatchError::Malformed`] when a record's lengths do not add up.
+pub fn decode_batch(topic: &str, body: &Bytes) -> Result<Vec<Message>, BatchError> {
+    let mut src = body.clone();
+    let mut out = Vec::new();
+    while src.has_remaining() {
+        let at = body.len() - src.remaining();
+        let bad = || BatchError::Malformed(at);
+        if src.remaining() < 20 {
+            return Err(bad());
+        }
+        let total = usize::try_from(src.get_i32()).map_err(|_| bad())?;
+        let _magic = src.get_i32();
+        let _crc = src.get_i32();
+        let flag = src.get_i32();
+        let body_len = usize::try_from(src.get_i32()).map_err(|_| bad())?;
+        if src.remaining() < body_len + 2 {
+            return Err(bad());
+        }
+        let msg_body = src.split_to(body_len);
+        let props_len = usize::from(src.get_u16());
+        if src.remaining() < props_len || total != 22 + body_len + props_len {
+            return Err(bad());
+        }
+        let props = std::str::from_utf8(&src.split_to(props_len))
+            .map_err(|_| bad())?
+            .to_owned();
+        out.push(Message {
+            topic: topic.to_owned(),
+            flag,
+            properties: decode_properties(&props),
+            body: msg_body,
+            transaction_id: None,
+        });
+    }
+    if out.is_empty() {
+        return Err(BatchError::Empty);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn rules_are_enforced() {
+        assert_eq!(encode_batch(&[]), Err(BatchError::Empty));
+        let a = Message::new("T", "a");
+        assert_eq!(
+            encode_batch(&[a.clone(), Message::new("U", "b")]),
+            Err(BatchError::MixedTopics)
+        );
+        assert_eq!(
+            encode_batch(&[a.clone().with_delay_level(2)]),
+            Err(BatchError::DelayNotSupported)
+        );
+        assert_eq!(
+            encode_batch(&[Message::new("%RETRY%g", "a")]),
+            Err(BatchError::RetryTopic)
+        );
+        assert_eq!(
+            encode_batch(&[a.clone(), a.with_wait_store_msg_ok(false)]),
+            Err(BatchError::MixedWaitStore)
+        );
+    }
+
+    #[test]
+    fn layout_of_one_record() {
+        let m = Message::new("T", "ab").with_flag(7);
+        let b = encode_batch(std::slice::from_ref(&m)).unwrap();
+        let props = m.properties_string();
+        assert_eq!(b.len(), 22 + 2 + props.len());
+        assert_eq!(&b[0..4], &((22 + 2 + props.len()) as i32).to_be_bytes());
+        assert_eq!(&b[4..12], &[0; 8]);
+        assert_eq!(&b[12..16], &7i32.to_be_bytes());
+        assert_eq!(&b[16..22], &[0, 0, 0, 2, b'a', b'b']);
+    }
+
+    #[test]
+    fn truncated_body_is_malformed() {
+        let b = encode_batch(&[Message::new("T", "abc")]).unwrap();
+        assert!(matches!(
+            decode_batch("T", &b.slice(..b.len() - 1)),
+            Err(BatchError::Malformed(0))
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn batches_round_trip(bodies in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 1..8)) {
+            let msgs: Vec<Message> = bodies
+                .into_iter()
+                .enumerate()
+                .map(|(i, b)| Message::new("T", b).with_tags(format!("t{i}")).with_flag(i as i32))
+                .collect();
+            let body = encode_batch(&msgs).unwrap();
+            prop_assert_eq!(decode_batch("T", &body).unwrap(), msgs);
+        }
+    }
+}

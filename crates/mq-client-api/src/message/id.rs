@@ -1,0 +1,272 @@
+//! Message ids: the broker's offset message id (spec §6.6) and the client unique id (§6.7).
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+/// A message id could not be parsed.
+#[derive(Clone, Debug, Eq, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdError {
+    /// Wrong length for an IPv4 or IPv6 id.
+    #[error("message id {0:?} has the wrong length")]
+    Length(String),
+    /// Not hexadecimal.
+    #[error("message id {0:?} is not hexadecimal")]
+    NotHex(String),
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 0xF)]));
+    }
+    s
+}
+
+fn from_hex(s: &str) -> Result<Vec<u8>, IdError> {
+    if !s.len().is_multiple_of(2) {
+        return Err(IdError::Length(s.to_owned()));
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| {
+            s.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| IdError::NotHex(s.to_owned()))
+        })
+        .collect()
+}
+
+/// `hex(storeIp ++ storePort(i32) ++ commitLogOffset(i64))`: 32 uppercase hex characters for
+/// IPv4, 56 for IPv6.
+pub fn encode_offset_msg_id(store_host: SocketAddr, commit_log_offset: i64) -> String {
+    let mut b = Vec::with_capacity(28);
+    match store_host.ip() {
+        IpAddr::V4(ip) => b.extend_from_slice(&ip.octets()),
+        IpAddr::V6(ip) => b.extend_from_slice(&ip.octets()),
+    }
+    b.extend_from_slice(&i32::from(store_host.port()).to_be_bytes());
+    b.extend_from_slice(&commit_log_offset.to_be_bytes());
+    to_hex(&b)
+}
+
+/// Parses an offset message id into the broker address and commit-log offset.
+///
+/// # Errors
+/// [`IdError`] when it is not 32 or 56 hex characters.
+pub fn decode_offset_msg_id(id: &str) -> Result<(SocketAddr, i64), IdError> {
+    let b = from_hex(id)?;
+    let (ip, rest): (IpAddr, &[u8]) = match b.len() {
+        16 => (IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3])), &b[4..]),
+        28 => {
+            let mut o = [0u8; 16];
+            o.copy_from_slice(&b[..16]);
+            (IpAddr::V6(Ipv6Addr::from(o)), &b[16..])
+        }
+        _ => return Err(IdError::Length(id.to_owned())),
+    };
+    let port = i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+    let mut off = [0u8; 8];
+    off.copy_from_slice(&rest[4..12]);
+    Ok((
+        SocketAddr::new(ip, u16::try_from(port).unwrap_or(0)),
+        i64::from_be_bytes(off),
+    ))
+}
+
+/// The parts of a client unique id.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct UniqueIdParts {
+    /// The 4 or 16 address bytes (informational only).
+    pub ip: Vec<u8>,
+    /// Low 16 bits of the process id.
+    pub pid: u16,
+    /// Per-process random value (Java: class-loader hash).
+    pub random: i32,
+    /// Milliseconds since the start of the month the id was made in.
+    pub millis_in_month: i32,
+    /// Per-process counter.
+    pub counter: u16,
+}
+
+/// Parses a client unique id (32 hex characters for IPv4, 56 for IPv6).
+///
+/// # Errors
+/// [`IdError`] when the length or characters are wrong.
+pub fn parse_unique_id(id: &str) -> Result<UniqueIdParts, IdError> {
+    let b = from_hex(id)?;
+    let ip_len = match b.len() {
+        16 => 4,
+        28 => 16,
+        _ => return Err(IdError::Length(id.to_owned())),
+    };
+    let r = &b[ip_len..];
+    Ok(UniqueIdParts {
+        ip: b[..ip_len].to_vec(),
+        pid: u16::from_be_bytes([r[0], r[1]]),
+        random: i32::from_be_bytes([r[2], r[3], r[4], r[5]]),
+        millis_in_month: i32::from_be_bytes([r[6], r[7], r[8], r[9]]),
+        counter: u16::from_be_bytes([r[10], r[11]]),
+    })
+}
+
+/// Makes client unique ids: `ip(4|16) pid(2) random(4) msSinceMonthStart(4) counter(2)`.
+///
+/// The month is taken in UTC (Java uses the local zone; peers treat the field as opaque).
+#[derive(Debug)]
+pub struct UniqueIdGenerator {
+    prefix: String,
+    counter: AtomicU16,
+    month_start_ms: Mutex<(i64, i64)>,
+}
+
+impl UniqueIdGenerator {
+    /// A generator whose ids carry `ip` (the configured client address). Without one, 4 bytes
+    /// of the current time stand in, as Java does when it finds no address; nothing is probed.
+    pub fn new(ip: Option<IpAddr>) -> Self {
+        let mut prefix_bytes = match ip {
+            Some(IpAddr::V4(v4)) => v4.octets().to_vec(),
+            Some(IpAddr::V6(v6)) => v6.octets().to_vec(),
+            None => (now_ms() as i32).to_be_bytes().to_vec(),
+        };
+        prefix_bytes.extend_from_slice(&((std::process::id() & 0xFFFF) as u16).to_be_bytes());
+        prefix_bytes.extend_from_slice(&fastrand::i32(..).to_be_bytes());
+        Self {
+            prefix: to_hex(&prefix_bytes),
+            counter: AtomicU16::new(fastrand::u16(..)),
+            month_start_ms: Mutex::new((0, 0)),
+        }
+    }
+
+    /// A fresh id.
+    pub fn next_id(&self) -> String {
+        let now = now_ms();
+        let start = {
+            let mut m = self.month_start_ms.lock();
+            if now >= m.1 || now < m.0 {
+                *m = month_bounds(now);
+            }
+            m.0
+        };
+        let diff = (now - start).max(0) as i32;
+        let counter = self.counter.fetch_add(1, Ordering::Relaxed);
+        let mut id = String::with_capacity(self.prefix.len() + 12);
+        id.push_str(&self.prefix);
+        for b in diff
+            .to_be_bytes()
+            .iter()
+            .chain(counter.to_be_bytes().iter())
+        {
+            // Writing to a String cannot fail.
+            let _ = write!(id, "{b:02X}");
+        }
+        id
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Start and end (ms since the epoch, UTC) of the month containing `ms`.
+fn month_bounds(ms: i64) -> (i64, i64) {
+    const DAY: i64 = 86_400_000;
+    let days = ms.div_euclid(DAY);
+    let (y, m, _) = civil_from_days(days);
+    let start = days_from_civil(y, m, 1) * DAY;
+    let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    (start, days_from_civil(ny, nm, 1) * DAY)
+}
+
+// Howard Hinnant's proleptic Gregorian calendar conversions.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn offset_id_is_32_uppercase_hex_for_ipv4() {
+        let id = encode_offset_msg_id("127.0.0.1:10911".parse().unwrap(), 0x1234);
+        assert_eq!(id, "7F00000100002A9F0000000000001234");
+        assert_eq!(
+            decode_offset_msg_id(&id).unwrap(),
+            ("127.0.0.1:10911".parse().unwrap(), 0x1234)
+        );
+        let v6 = encode_offset_msg_id("[::1]:10911".parse().unwrap(), 7);
+        assert_eq!(v6.len(), 56);
+        assert!(decode_offset_msg_id("ABC").is_err());
+        assert!(decode_offset_msg_id("ZZ00000100002A9F0000000000001234").is_err());
+    }
+
+    #[test]
+    fn unique_ids_share_a_prefix_and_differ() {
+        let g = UniqueIdGenerator::new(Some("10.0.0.5".parse().unwrap()));
+        let a = g.next_id();
+        let b = g.next_id();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+        assert_eq!(a[..20], b[..20]);
+        let p = parse_unique_id(&a).unwrap();
+        assert_eq!(p.ip, vec![10, 0, 0, 5]);
+        assert_eq!(p.pid, (std::process::id() & 0xFFFF) as u16);
+        assert_eq!(
+            parse_unique_id(&b).unwrap().counter,
+            p.counter.wrapping_add(1)
+        );
+        assert!(p.millis_in_month >= 0 && i64::from(p.millis_in_month) < 31 * 86_400_000);
+    }
+
+    #[test]
+    fn month_bounds_are_calendar_months() {
+        // 2024-02-15T12:00:00Z: the leap February.
+        let (s, e) = month_bounds(1_707_998_400_000);
+        assert_eq!(s, 1_706_745_600_000); // 2024-02-01
+        assert_eq!(e, 1_709_251_200_000); // 2024-03-01
+    }
+
+    proptest! {
+        #[test]
+        fn offset_ids_round_trip(ip in any::<[u8; 4]>(), port in any::<u16>(), off in any::<i64>()) {
+            let host = SocketAddr::from((ip, port));
+            prop_assert_eq!(decode_offset_msg_id(&encode_offset_msg_id(host, off)).unwrap(), (host, off));
+        }
+
+        #[test]
+        fn calendar_round_trips(days in -100_000i64..100_000) {
+            let (y, m, d) = civil_from_days(days);
+            prop_assert_eq!(days_from_civil(y, m, d), days);
+        }
+    }
+}

@@ -1,0 +1,417 @@
+//! Messages (spec §6): the [`Message`] value with typed accessors for reserved properties, the
+//! properties string codec, sysFlag bits, compression, stored records, message ids and batches.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+mod batch;
+mod compression;
+mod id;
+mod record;
+
+pub use batch::{BatchError, decode_batch, encode_batch};
+pub use compression::{
+    CompressionError, CompressionType, Compressor, DEFAULT_COMPRESS_LEVEL, DEFAULT_COMPRESS_OVER,
+    MAX_DECOMPRESSED, decompress_for,
+};
+pub use id::{
+    IdError, UniqueIdGenerator, UniqueIdParts, decode_offset_msg_id, encode_offset_msg_id,
+    parse_unique_id,
+};
+pub use record::{
+    MAGIC_BLANK, MAGIC_V1, MAGIC_V2, MessageExt, RecordError, body_crc, decode_record,
+    decode_records, encode_record,
+};
+
+/// Reserved property keys (Java `MessageConst`).
+pub mod property {
+    /// Business keys, separated by a single space.
+    pub const KEYS: &str = "KEYS";
+    /// Tag.
+    pub const TAGS: &str = "TAGS";
+    /// Wait for store (`true`/`false`, absent = true).
+    pub const WAIT_STORE_MSG_OK: &str = "WAIT";
+    /// Delay level.
+    pub const DELAY_TIME_LEVEL: &str = "DELAY";
+    /// Original topic of a retried message.
+    pub const RETRY_TOPIC: &str = "RETRY_TOPIC";
+    /// Original topic of delayed and half messages.
+    pub const REAL_TOPIC: &str = "REAL_TOPIC";
+    /// Original queue id.
+    pub const REAL_QUEUE_ID: &str = "REAL_QID";
+    /// `true` for half (prepared transactional) messages.
+    pub const TRANSACTION_PREPARED: &str = "TRAN_MSG";
+    /// Producer group of a transactional message.
+    pub const PRODUCER_GROUP: &str = "PGROUP";
+    /// Queue min offset (set on pulled messages).
+    pub const MIN_OFFSET: &str = "MIN_OFFSET";
+    /// Queue max offset (set on pulled messages).
+    pub const MAX_OFFSET: &str = "MAX_OFFSET";
+    /// Buyer id.
+    pub const BUYER_ID: &str = "BUYER_ID";
+    /// Original message id.
+    pub const ORIGIN_MESSAGE_ID: &str = "ORIGIN_MESSAGE_ID";
+    /// Transfer flag.
+    pub const TRANSFER_FLAG: &str = "TRANSFER_FLAG";
+    /// Correction flag.
+    pub const CORRECTION_FLAG: &str = "CORRECTION_FLAG";
+    /// MQ2 flag.
+    pub const MQ2_FLAG: &str = "MQ2_FLAG";
+    /// Reconsume count.
+    pub const RECONSUME_TIME: &str = "RECONSUME_TIME";
+    /// Broker region.
+    pub const MSG_REGION: &str = "MSG_REGION";
+    /// Trace switch.
+    pub const TRACE_SWITCH: &str = "TRACE_ON";
+    /// Client unique message id.
+    pub const UNIQ_CLIENT_MESSAGE_ID_KEYIDX: &str = "UNIQ_KEY";
+    /// Max reconsume times.
+    pub const MAX_RECONSUME_TIMES: &str = "MAX_RECONSUME_TIMES";
+    /// Consume start time.
+    pub const CONSUME_START_TIMESTAMP: &str = "CONSUME_START_TIME";
+    /// Queue offset of a prepared transaction.
+    pub const TRANSACTION_PREPARED_QUEUE_OFFSET: &str = "TRAN_PREPARED_QUEUE_OFFSET";
+    /// Transaction check count.
+    pub const TRANSACTION_CHECK_TIMES: &str = "TRANSACTION_CHECK_TIMES";
+    /// Seconds before the first transaction check.
+    pub const CHECK_IMMUNITY_TIME_IN_SECONDS: &str = "CHECK_IMMUNITY_TIME_IN_SECONDS";
+    /// Namespace instance id.
+    pub const INSTANCE_ID: &str = "INSTANCE_ID";
+    /// Transaction id set on a message after its half send.
+    pub const TRANSACTION_ID: &str = "__transactionId__";
+    /// Start-deliver time (classifies delay messages for hooks).
+    pub const START_DELIVER_TIME: &str = "__STARTDELIVERTIME";
+
+    /// Names a user property may not take (the 4.5.1 reserved set).
+    pub const RESERVED: [&str; 23] = [
+        TRACE_SWITCH,
+        MSG_REGION,
+        KEYS,
+        TAGS,
+        WAIT_STORE_MSG_OK,
+        DELAY_TIME_LEVEL,
+        RETRY_TOPIC,
+        REAL_TOPIC,
+        REAL_QUEUE_ID,
+        TRANSACTION_PREPARED,
+        PRODUCER_GROUP,
+        MIN_OFFSET,
+        MAX_OFFSET,
+        BUYER_ID,
+        ORIGIN_MESSAGE_ID,
+        TRANSFER_FLAG,
+        CORRECTION_FLAG,
+        MQ2_FLAG,
+        RECONSUME_TIME,
+        UNIQ_CLIENT_MESSAGE_ID_KEYIDX,
+        MAX_RECONSUME_TIMES,
+        CONSUME_START_TIMESTAMP,
+        INSTANCE_ID,
+    ];
+}
+
+/// sysFlag bits (spec §6.3, Java `MessageSysFlag`).
+pub mod sys_flag {
+    /// Body compressed.
+    pub const COMPRESSED: i32 = 0x1;
+    /// Multiple tags (set by the broker).
+    pub const MULTI_TAGS: i32 = 0x2;
+    /// Transaction bits: none.
+    pub const TRANSACTION_NOT_TYPE: i32 = 0;
+    /// Transaction bits: half message.
+    pub const TRANSACTION_PREPARED_TYPE: i32 = 0x4;
+    /// Transaction bits: commit.
+    pub const TRANSACTION_COMMIT_TYPE: i32 = 0x8;
+    /// Transaction bits: rollback.
+    pub const TRANSACTION_ROLLBACK_TYPE: i32 = 0xC;
+    /// Born host is IPv6.
+    pub const BORNHOST_V6: i32 = 0x10;
+    /// Store host is IPv6.
+    pub const STOREHOSTADDRESS_V6: i32 = 0x20;
+    /// Needs unwrapping (5.x).
+    pub const NEED_UNWRAP: i32 = 0x40;
+    /// Inner batch (5.x).
+    pub const INNER_BATCH: i32 = 0x80;
+    /// Compression type mask (5.x); the type is `(flag & mask) >> 8`, 0 meaning zlib.
+    pub const COMPRESSION_TYPE_MASK: i32 = 0x700;
+
+    /// The transaction bits of `flag`.
+    pub const fn transaction_value(flag: i32) -> i32 {
+        flag & TRANSACTION_ROLLBACK_TYPE
+    }
+
+    /// `flag` with its transaction bits replaced.
+    pub const fn with_transaction_value(flag: i32, ty: i32) -> i32 {
+        (flag & !TRANSACTION_ROLLBACK_TYPE) | ty
+    }
+}
+
+/// Message properties: reserved keys plus user properties.
+pub type Properties = BTreeMap<String, String>;
+
+/// A message to send, or the user part of a received one. Java: `Message`.
+#[derive(Clone, Debug, Default, Eq, PartialEq)]
+pub struct Message {
+    /// Topic.
+    pub topic: String,
+    /// User flag (opaque to RocketMQ).
+    pub flag: i32,
+    /// Properties.
+    pub properties: Properties,
+    /// Body.
+    pub body: Bytes,
+    /// Transaction id (not sent; filled on transactional results).
+    pub transaction_id: Option<String>,
+}
+
+impl Message {
+    /// A message with `WAIT=true`, as Java's constructors set it.
+    pub fn new(topic: impl Into<String>, body: impl Into<Bytes>) -> Self {
+        let mut properties = Properties::new();
+        properties.insert(property::WAIT_STORE_MSG_OK.into(), "true".into());
+        Self {
+            topic: topic.into(),
+            flag: 0,
+            properties,
+            body: body.into(),
+            transaction_id: None,
+        }
+    }
+
+    /// Sets the tag.
+    #[must_use]
+    pub fn with_tags(mut self, tags: impl Into<String>) -> Self {
+        self.set_property(property::TAGS, tags);
+        self
+    }
+
+    /// Sets the business keys (joined by a space).
+    #[must_use]
+    pub fn with_keys<I, S>(mut self, keys: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let joined: Vec<String> = keys.into_iter().map(|k| k.as_ref().to_owned()).collect();
+        self.set_property(property::KEYS, joined.join(" "));
+        self
+    }
+
+    /// Sets the delay level (1..=18 with the default broker levels).
+    #[must_use]
+    pub fn with_delay_level(mut self, level: i32) -> Self {
+        self.set_property(property::DELAY_TIME_LEVEL, level.to_string());
+        self
+    }
+
+    /// Sets the user flag.
+    #[must_use]
+    pub fn with_flag(mut self, flag: i32) -> Self {
+        self.flag = flag;
+        self
+    }
+
+    /// Sets whether the broker should answer only after storing (default true).
+    #[must_use]
+    pub fn with_wait_store_msg_ok(mut self, wait: bool) -> Self {
+        self.set_property(
+            property::WAIT_STORE_MSG_OK,
+            if wait { "true" } else { "false" },
+        );
+        self
+    }
+
+    /// Adds a user property.
+    ///
+    /// # Errors
+    /// [`PropertyError`] when the name is reserved or the name or value is blank or contains a
+    /// property-string separator.
+    pub fn put_user_property(
+        &mut self,
+        name: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Result<(), PropertyError> {
+        let (name, value) = (name.into(), value.into());
+        if property::RESERVED.contains(&name.as_str()) {
+            return Err(PropertyError::Reserved(name));
+        }
+        let bad = |s: &str| s.trim().is_empty() || s.contains(['\u{1}', '\u{2}']);
+        if bad(&name) || bad(&value) {
+            return Err(PropertyError::Invalid { name, value });
+        }
+        self.properties.insert(name, value);
+        Ok(())
+    }
+
+    /// Sets any property, reserved or not (no validation).
+    pub fn set_property(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.properties.insert(name.into(), value.into());
+    }
+
+    /// Removes a property.
+    pub fn clear_property(&mut self, name: &str) -> Option<String> {
+        self.properties.remove(name)
+    }
+
+    /// A property's value.
+    pub fn property(&self, name: &str) -> Option<&str> {
+        self.properties.get(name).map(String::as_str)
+    }
+
+    /// The tag.
+    pub fn tags(&self) -> Option<&str> {
+        self.property(property::TAGS)
+    }
+
+    /// The business keys.
+    pub fn keys(&self) -> Vec<&str> {
+        self.property(property::KEYS)
+            .map(|k| k.split(' ').filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The delay level (0 when absent or unparsable).
+    pub fn delay_level(&self) -> i32 {
+        self.property(property::DELAY_TIME_LEVEL)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Whether the broker answers only after storing (absent means true).
+    pub fn wait_store_msg_ok(&self) -> bool {
+        self.property(property::WAIT_STORE_MSG_OK) != Some("false")
+    }
+
+    /// The client unique id (`UNIQ_KEY`), set once at first send.
+    pub fn uniq_key(&self) -> Option<&str> {
+        self.property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX)
+    }
+
+    /// Whether this is a half (prepared transactional) message.
+    pub fn is_transaction_prepared(&self) -> bool {
+        self.property(property::TRANSACTION_PREPARED) == Some("true")
+    }
+
+    /// The reconsume count from `RECONSUME_TIME`.
+    pub fn reconsume_times(&self) -> Option<i32> {
+        self.property(property::RECONSUME_TIME)
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// The properties string of this message.
+    pub fn properties_string(&self) -> String {
+        encode_properties(&self.properties)
+    }
+}
+
+/// A user property was refused.
+#[derive(Clone, Debug, Eq, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PropertyError {
+    /// The name belongs to RocketMQ.
+    #[error("property name {0:?} is reserved")]
+    Reserved(String),
+    /// Blank, or containing `\u{1}`/`\u{2}`.
+    #[error("property {name:?}={value:?} is blank or contains a separator")]
+    Invalid {
+        /// Name.
+        name: String,
+        /// Value.
+        value: String,
+    },
+}
+
+const NAME_VALUE_SEPARATOR: char = '\u{1}';
+const PROPERTY_SEPARATOR: char = '\u{2}';
+
+/// Encodes properties as `name\x01value\x02` per pair (spec §6.1).
+pub fn encode_properties(props: &Properties) -> String {
+    let len = props.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+    let mut s = String::with_capacity(len);
+    for (k, v) in props {
+        s.push_str(k);
+        s.push(NAME_VALUE_SEPARATOR);
+        s.push_str(v);
+        s.push(PROPERTY_SEPARATOR);
+    }
+    s
+}
+
+/// Decodes a properties string the way 5.x does: each `\x02`-separated segment splits at its
+/// first `\x01`, which must be neither the first nor the last character; other segments are
+/// ignored. Values may contain further `\x01`.
+pub fn decode_properties(s: &str) -> Properties {
+    let mut props = Properties::new();
+    for segment in s.split(PROPERTY_SEPARATOR) {
+        if let Some(i) = segment.find(NAME_VALUE_SEPARATOR)
+            && i > 0
+            && i + 1 < segment.len()
+        {
+            props.insert(segment[..i].to_owned(), segment[i + 1..].to_owned());
+        }
+    }
+    props
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn properties_string_layout() {
+        let m = Message::new("T", "b")
+            .with_tags("TagA")
+            .with_keys(["k1", "k2"]);
+        assert_eq!(
+            m.properties_string(),
+            "KEYS\u{1}k1 k2\u{2}TAGS\u{1}TagA\u{2}WAIT\u{1}true\u{2}"
+        );
+        assert_eq!(m.keys(), vec!["k1", "k2"]);
+        assert!(m.wait_store_msg_ok());
+        assert_eq!(encode_properties(&Properties::new()), "");
+    }
+
+    #[test]
+    fn decode_skips_malformed_segments() {
+        let p = decode_properties("a\u{1}1\u{2}\u{1}x\u{2}b\u{1}\u{2}c\u{1}v\u{1}w\u{2}junk");
+        assert_eq!(p.get("a").map(String::as_str), Some("1"));
+        assert_eq!(p.get("c").map(String::as_str), Some("v\u{1}w"));
+        assert_eq!(p.len(), 2);
+    }
+
+    #[test]
+    fn reserved_and_blank_user_properties_are_refused() {
+        let mut m = Message::new("T", "b");
+        assert_eq!(
+            m.put_user_property("TAGS", "x"),
+            Err(PropertyError::Reserved("TAGS".into()))
+        );
+        assert!(m.put_user_property(" ", "x").is_err());
+        assert!(m.put_user_property("a", "x\u{2}").is_err());
+        assert!(m.put_user_property("a", "b").is_ok());
+    }
+
+    #[test]
+    fn transaction_bits() {
+        let f = sys_flag::with_transaction_value(
+            sys_flag::COMPRESSED | 0x4,
+            sys_flag::TRANSACTION_COMMIT_TYPE,
+        );
+        assert_eq!(f, 0x9);
+        assert_eq!(
+            sys_flag::transaction_value(f),
+            sys_flag::TRANSACTION_COMMIT_TYPE
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn properties_round_trip(props in proptest::collection::btree_map(
+            "[^\u{1}\u{2}]{1,12}", "[^\u{1}\u{2}]{1,24}", 0..8)) {
+            prop_assert_eq!(decode_properties(&encode_properties(&props)), props);
+        }
+    }
+}
