@@ -58,6 +58,13 @@ impl ApiConfig {
         self
     }
 
+    /// Sets the language announced on heartbeats (default JAVA).
+    #[must_use]
+    pub fn with_language(mut self, language: LanguageCode) -> Self {
+        self.language = language;
+        self
+    }
+
     /// Chooses V2 (true) or V1 send headers.
     #[must_use]
     pub fn with_send_v2(mut self, v2: bool) -> Self {
