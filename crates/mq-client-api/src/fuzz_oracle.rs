@@ -25,24 +25,18 @@ pub fn check_json_bodies(data: &[u8]) {
     }
 }
 
-/// Decodes `data` as stored records; every record decoded must re-encode to the same bytes.
+/// Decodes `data` as stored records; re-encoding a decoded record and decoding it again must
+/// give the same record (a fixpoint: the first decode may normalise, e.g. drop malformed
+/// property segments or pick the V1 magic for a short topic). BODYCRC is recomputed on
+/// encode, so it is compared only when the input's CRC was right.
 pub fn check_records(data: &[u8]) {
     let mut src = Bytes::copy_from_slice(data);
-    while let Ok(msg) = decode_record(&mut src.clone(), false, false) {
-        let before = src.len();
-        let Ok(_) = decode_record(&mut src, false, false) else {
-            break;
-        };
-        let consumed = before - src.len();
+    while let Ok(msg) = decode_record(&mut src, false, false) {
         let encoded = encode_record(&msg).expect("a decoded record re-encodes");
-        assert_eq!(
-            encoded.len(),
-            consumed,
-            "re-encoded length equals the consumed length"
-        );
-        let again = decode_record(&mut encoded.clone(), false, false).expect("re-decodes");
-        assert_eq!(again.message.body, msg.message.body);
-        assert_eq!(again.message.topic, msg.message.topic);
-        assert_eq!(again.commit_log_offset, msg.commit_log_offset);
+        let mut again = decode_record(&mut encoded.clone(), true, false).expect("re-decodes");
+        if msg.body_crc != again.body_crc {
+            again.body_crc = msg.body_crc;
+        }
+        assert_eq!(again, msg, "decode(encode(decode(x))) == decode(x)");
     }
 }

@@ -82,6 +82,19 @@ enum Ctx {
 /// Rewrites fastjson's non-standard member names (bare numbers, identifiers, objects or arrays
 /// in key position) as JSON strings. Standard JSON passes through unchanged.
 pub fn normalize_fastjson(text: &str) -> String {
+    normalize_at_depth(text, 0)
+}
+
+/// How deep object keys may nest inside object keys (fastjson writes one level, e.g. a
+/// `MessageQueue` key). Deeper keys are left as they are, and serde rejects the text; without
+/// this bound each level would re-escape the rest of the input and memory would grow
+/// exponentially.
+const MAX_KEY_NESTING: usize = 4;
+
+fn normalize_at_depth(text: &str, depth: usize) -> String {
+    if depth > MAX_KEY_NESTING {
+        return text.to_owned();
+    }
     let b = text.as_bytes();
     let mut out = String::with_capacity(text.len() + 16);
     let mut stack: Vec<Ctx> = Vec::new();
@@ -100,7 +113,7 @@ pub fn normalize_fastjson(text: &str) -> String {
             let end = key_end(b, i);
             let raw = &text[i..end];
             let key = if raw.starts_with('{') || raw.starts_with('[') {
-                normalize_fastjson(raw)
+                normalize_at_depth(raw, depth + 1)
             } else {
                 raw.trim().to_owned()
             };
@@ -305,6 +318,13 @@ mod tests {
     fn standard_json_and_strings_with_colons_pass_through() {
         let s = r#"{"a":"x:{1:2}","b":[1,{"c":"d"}],"e":{"0":"f"}}"#;
         assert_eq!(normalize_fastjson(s), s);
+    }
+
+    #[test]
+    fn deeply_nested_keys_stay_bounded() {
+        let text = format!("{{\"a\":{}:1}}", "{".repeat(5000));
+        let out = normalize_fastjson(&text);
+        assert!(out.len() < text.len() * 8, "output grew to {}", out.len());
     }
 
     #[test]
