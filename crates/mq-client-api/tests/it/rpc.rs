@@ -406,7 +406,7 @@ async fn send_outcomes_map_to_status_or_broker_error() {
             .await
             .unwrap();
     }
-    let mut outcomes = vec![rx.recv().await.unwrap(), rx.recv().await.unwrap()];
+    let mut outcomes = [rx.recv().await.unwrap(), rx.recv().await.unwrap()];
     outcomes.sort_by_key(Result::is_err);
     assert_eq!(outcomes[0].as_ref().unwrap().status, SendStatus::SendOk);
     assert_eq!(
