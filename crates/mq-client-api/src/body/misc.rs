@@ -74,3 +74,12 @@ pub struct KvTable {
     #[serde(default)]
     pub table: BTreeMap<String, String>,
 }
+
+/// Topic names (GET_ALL_TOPIC_LIST_FROM_NAMESERVER response). Java: `TopicList`.
+#[derive(Clone, Debug, Default, Deserialize, Eq, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicList {
+    /// Topics.
+    #[serde(default)]
+    pub topic_list: Vec<String>,
+}

@@ -20,7 +20,7 @@ pub use heartbeat::{
 };
 pub use misc::{
     ConsumerListByGroupBody, KvTable, LockBatchRequestBody, LockBatchResponseBody, MessageQueue,
-    UnlockBatchRequestBody,
+    TopicList, UnlockBatchRequestBody,
 };
 pub use register::{
     DataVersion, RegisterBrokerBody, TopicConfig, TopicConfigSerializeWrapper, body_crc32, perm,

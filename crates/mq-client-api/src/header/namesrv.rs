@@ -59,3 +59,33 @@ header! {
         req broker_id: i64 => "brokerId",
     }
 }
+
+header! {
+    /// Store a KV config entry (PUT_KV_CONFIG, 100).
+    PutKvConfigRequestHeader("PutKVConfigRequestHeader") {
+        /// Namespace, e.g. `ORDER_TOPIC_CONFIG`.
+        req namespace: String => "namespace",
+        /// Key.
+        req key: String => "key",
+        /// Value.
+        req value: String => "value",
+    }
+}
+
+header! {
+    /// Read or delete a KV config entry (GET_KV_CONFIG 101, DELETE_KV_CONFIG 102).
+    GetKvConfigRequestHeader("GetKVConfigRequestHeader") {
+        /// Namespace.
+        req namespace: String => "namespace",
+        /// Key.
+        req key: String => "key",
+    }
+}
+
+header! {
+    /// KV config value.
+    GetKvConfigResponseHeader("GetKVConfigResponseHeader") {
+        /// Value.
+        opt value: String => "value",
+    }
+}
