@@ -1,0 +1,223 @@
+//! Broker tables: topic configs and consumer offsets (persisted atomically as JSON), and the
+//! client registry (producer and consumer groups by connection).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use mq_client_api::body::{DataVersion, TopicConfig, TopicConfigSerializeWrapper, perm};
+use mq_remoting::ConnectionHandle;
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+
+use crate::store::now_ms;
+
+/// The auto-create template topic.
+pub const TBW102: &str = "TBW102";
+
+/// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync of the directory.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Topic configs with a data version. Java: `TopicConfigManager`.
+#[derive(Debug)]
+pub struct TopicTable {
+    path: PathBuf,
+    inner: RwLock<TopicConfigSerializeWrapper>,
+}
+
+impl TopicTable {
+    /// Loads `path` (or starts empty), adding TBW102 with `default_queues` queues and perm 7
+    /// when `auto_create` is on.
+    pub(crate) fn load(path: PathBuf, auto_create: bool, default_queues: i32) -> io::Result<Self> {
+        let mut wrapper = match std::fs::read(&path) {
+            Ok(bytes) => {
+                mq_client_api::body::from_json::<TopicConfigSerializeWrapper>("topics", &bytes)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => TopicConfigSerializeWrapper::default(),
+            Err(e) => return Err(e),
+        };
+        if auto_create {
+            let mut tbw = TopicConfig::new(TBW102, default_queues);
+            tbw.perm = perm::INHERIT | perm::READ_WRITE;
+            wrapper.topic_config_table.insert(TBW102.into(), tbw);
+        } else {
+            wrapper.topic_config_table.remove(TBW102);
+        }
+        wrapper.data_version = DataVersion {
+            counter: wrapper.data_version.counter + 1,
+            timestamp: now_ms(),
+        };
+        Ok(Self {
+            path,
+            inner: RwLock::new(wrapper),
+        })
+    }
+
+    /// A topic's config.
+    pub fn get(&self, topic: &str) -> Option<TopicConfig> {
+        self.inner.read().topic_config_table.get(topic).cloned()
+    }
+
+    /// Every config with the version.
+    pub fn snapshot(&self) -> TopicConfigSerializeWrapper {
+        self.inner.read().clone()
+    }
+
+    /// Inserts or replaces a config, bumps the version and persists.
+    pub(crate) fn put(&self, tc: TopicConfig) -> io::Result<()> {
+        let bytes = {
+            let mut w = self.inner.write();
+            w.topic_config_table.insert(tc.topic_name.clone(), tc);
+            w.data_version.counter += 1;
+            w.data_version.timestamp = now_ms();
+            mq_client_api::body::to_json(&*w)
+        };
+        write_atomically(&self.path, &bytes)
+    }
+}
+
+/// Consumer offsets by `topic@group` and queue. Java: `ConsumerOffsetManager`.
+#[derive(Debug)]
+pub struct OffsetTable {
+    path: PathBuf,
+    inner: Mutex<OffsetFile>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OffsetFile {
+    offset_table: BTreeMap<String, BTreeMap<i32, i64>>,
+}
+
+impl OffsetTable {
+    pub(crate) fn load(path: PathBuf) -> io::Result<Self> {
+        let file = match std::fs::read(&path) {
+            Ok(bytes) => mq_client_api::body::from_json("consumerOffset", &bytes)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => OffsetFile::default(),
+            Err(e) => return Err(e),
+        };
+        Ok(Self {
+            path,
+            inner: Mutex::new(file),
+        })
+    }
+
+    /// A committed offset.
+    pub fn get(&self, group: &str, topic: &str, queue_id: i32) -> Option<i64> {
+        self.inner
+            .lock()
+            .offset_table
+            .get(&format!("{topic}@{group}"))
+            .and_then(|q| q.get(&queue_id).copied())
+    }
+
+    /// Commits an offset (in memory; [`OffsetTable::persist`] writes it out).
+    pub fn commit(&self, group: &str, topic: &str, queue_id: i32, offset: i64) {
+        self.inner
+            .lock()
+            .offset_table
+            .entry(format!("{topic}@{group}"))
+            .or_default()
+            .insert(queue_id, offset);
+    }
+
+    /// Writes the table atomically.
+    pub(crate) fn persist(&self) -> io::Result<()> {
+        let bytes = mq_client_api::body::to_json(&*self.inner.lock());
+        write_atomically(&self.path, &bytes)
+    }
+}
+
+/// A connected client of a group.
+#[derive(Clone, Debug)]
+pub(crate) struct Member {
+    pub(crate) client_id: String,
+    pub(crate) connection: ConnectionHandle,
+}
+
+/// Producer and consumer groups. Java: `ProducerManager` / `ConsumerManager`.
+#[derive(Debug, Default)]
+pub(crate) struct ClientRegistry {
+    producers: Mutex<HashMap<String, HashMap<u64, Member>>>,
+    consumers: Mutex<HashMap<String, HashMap<u64, Member>>>,
+}
+
+impl ClientRegistry {
+    pub(crate) fn add_producer(&self, group: &str, member: Member) {
+        self.producers
+            .lock()
+            .entry(group.to_owned())
+            .or_default()
+            .insert(member.connection.id(), member);
+    }
+
+    /// Adds a consumer; returns whether the group's membership changed.
+    pub(crate) fn add_consumer(&self, group: &str, member: Member) -> bool {
+        self.consumers
+            .lock()
+            .entry(group.to_owned())
+            .or_default()
+            .insert(member.connection.id(), member)
+            .is_none()
+    }
+
+    pub(crate) fn remove_producer(&self, group: &str, client_id: &str) {
+        if let Some(g) = self.producers.lock().get_mut(group) {
+            g.retain(|_, m| m.client_id != client_id);
+        }
+    }
+
+    /// Removes a consumer; returns whether it was there.
+    pub(crate) fn remove_consumer(&self, group: &str, client_id: &str) -> bool {
+        self.consumers.lock().get_mut(group).is_some_and(|g| {
+            let before = g.len();
+            g.retain(|_, m| m.client_id != client_id);
+            g.len() != before
+        })
+    }
+
+    /// Drops a closed connection everywhere; returns the consumer groups it left.
+    pub(crate) fn connection_closed(&self, connection_id: u64) -> Vec<String> {
+        for g in self.producers.lock().values_mut() {
+            g.remove(&connection_id);
+        }
+        self.consumers
+            .lock()
+            .iter_mut()
+            .filter_map(|(name, g)| g.remove(&connection_id).map(|_| name.clone()))
+            .collect()
+    }
+
+    pub(crate) fn consumer_ids(&self, group: &str) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .consumers
+            .lock()
+            .get(group)
+            .map(|g| g.values().map(|m| m.client_id.clone()).collect())
+            .unwrap_or_default();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    pub(crate) fn consumers(&self, group: &str) -> Vec<Member> {
+        self.consumers
+            .lock()
+            .get(group)
+            .map(|g| g.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,520 @@
+//! The broker through `ClientApi` over loopback: every processor, error paths, long polling,
+//! and recovery of a torn commit log.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs,
+    unreachable_pub
+)]
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use mq_broker::{Broker, BrokerConfig, FlushMode};
+use mq_client_api::body::{
+    ConsumeFromWhere, ConsumeType, ConsumerData, HeartbeatData, MessageModel, perm,
+};
+use mq_client_api::header::*;
+use mq_client_api::message::{Message, decode_offset_msg_id, encode_batch, property};
+use mq_client_api::{
+    ApiConfig, ClientApi, MessageQueue, PullStatus, RequestCode, ResponseCode, SendRequest,
+    SendStatus,
+};
+use mq_remoting::{ClientConfig, RemotingClient, RemotingCommand, SerializeType, processor_fn};
+use tokio::sync::mpsc;
+
+const T: Duration = Duration::from_secs(20);
+
+fn api() -> ClientApi {
+    ClientApi::new(
+        RemotingClient::new(ClientConfig::default()),
+        ApiConfig::default(),
+    )
+}
+
+async fn broker(
+    dir: &std::path::Path,
+    configure: impl FnOnce(BrokerConfig) -> BrokerConfig,
+) -> Broker {
+    Broker::start(configure(BrokerConfig::new(dir)))
+        .await
+        .unwrap()
+}
+
+fn send_req(topic: &str, queue_id: i32, msg: &Message) -> SendRequest {
+    SendRequest {
+        header: SendMessageRequestHeader {
+            producer_group: "pg".into(),
+            topic: topic.into(),
+            default_topic: "TBW102".into(),
+            default_topic_queue_nums: 4,
+            queue_id,
+            sys_flag: 0,
+            born_timestamp: 1,
+            flag: msg.flag,
+            properties: Some(msg.properties_string()),
+            ..Default::default()
+        },
+        body: msg.body.clone(),
+        msg_id: msg.uniq_key().unwrap_or_default().to_owned(),
+        broker_name: "broker-a".into(),
+    }
+}
+
+fn pull_header(topic: &str, queue_id: i32, offset: i64) -> PullMessageRequestHeader {
+    PullMessageRequestHeader {
+        consumer_group: "cg".into(),
+        topic: topic.into(),
+        queue_id,
+        queue_offset: offset,
+        max_msg_nums: 32,
+        sys_flag: 0,
+        commit_offset: 0,
+        suspend_timeout_millis: 0,
+        subscription: Some("*".into()),
+        sub_version: 0,
+        expression_type: Some("TAG".into()),
+        max_msg_bytes: None,
+    }
+}
+
+fn msg(topic: &str, i: usize) -> Message {
+    let mut m = Message::new(topic, Bytes::from(format!("payload-{i}")))
+        .with_tags(if i.is_multiple_of(2) { "even" } else { "odd" })
+        .with_keys([format!("key-{i}")]);
+    m.set_property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX, format!("U{i:04}"));
+    m
+}
+
+#[tokio::test]
+async fn send_auto_creates_and_pull_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path(), |c| c).await;
+    let addr = b.local_addr().to_string();
+    for ty in [SerializeType::Json, SerializeType::RocketMq] {
+        for v2 in [true, false] {
+            let api = ClientApi::new(
+                RemotingClient::new(ClientConfig::default()),
+                ApiConfig::default()
+                    .with_serialize_type(ty)
+                    .with_send_v2(v2),
+            );
+            let r = api
+                .send(&addr, &send_req("Auto", 1, &msg("Auto", 0)), T)
+                .await
+                .unwrap();
+            assert_eq!(r.status, SendStatus::SendOk);
+            assert_eq!(r.message_queue.queue_id, 1);
+            let (host, _) = decode_offset_msg_id(&r.offset_msg_id).unwrap();
+            assert_eq!(host, b.local_addr());
+        }
+    }
+    let api = api();
+    let r = api
+        .pull(&addr, &pull_header("Auto", 1, 0), T)
+        .await
+        .unwrap();
+    assert_eq!(r.status, PullStatus::Found);
+    assert_eq!(r.messages.len(), 4);
+    assert_eq!(r.next_begin_offset, 4);
+    let m = &r.messages[0];
+    assert_eq!(&m.message.body[..], b"payload-0");
+    assert_eq!(m.message.tags(), Some("even"));
+    assert_eq!(m.msg_id(), "U0000");
+    assert_eq!(m.queue_offset, 0);
+    // Auto-created with min(client 4, TBW102 8) queues.
+    let route_queues = api
+        .max_offset(&addr, &MessageQueue::new("Auto", "broker-a", 3), T)
+        .await
+        .unwrap();
+    assert_eq!(route_queues, 0);
+    let r = api
+        .pull(&addr, &pull_header("Auto", 1, 4), T)
+        .await
+        .unwrap();
+    assert_eq!(r.status, PullStatus::NoNewMsg);
+    let r = api
+        .pull(&addr, &pull_header("Auto", 1, 99), T)
+        .await
+        .unwrap();
+    assert_eq!(r.status, PullStatus::OffsetIllegal);
+    assert_eq!(r.next_begin_offset, 4);
+    let _ = b.shutdown(T).await;
+}
+
+#[tokio::test]
+async fn batches_are_split_and_tags_filter_pulls() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path(), |c| c).await;
+    let addr = b.local_addr().to_string();
+    let api = api();
+    let msgs: Vec<Message> = (0..6).map(|i| msg("Batch", i)).collect();
+    let mut req = send_req("Batch", 0, &msgs[0]);
+    req.header.batch = true;
+    req.header.properties = None;
+    req.body = encode_batch(&msgs).unwrap();
+    let r = api.send(&addr, &req, T).await.unwrap();
+    assert_eq!(r.queue_offset, 0);
+    assert_eq!(r.offset_msg_id.split(',').count(), 6);
+    let mut h = pull_header("Batch", 0, 0);
+    h.subscription = Some("odd".into());
+    let r = api.pull(&addr, &h, T).await.unwrap();
+    let bodies: Vec<&[u8]> = r.messages.iter().map(|m| &m.message.body[..]).collect();
+    assert_eq!(bodies, vec![&b"payload-1"[..], b"payload-3", b"payload-5"]);
+    let _ = b.shutdown(T).await;
+}
+
+#[tokio::test]
+async fn send_error_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path(), |c| c.with_auto_create_topic(false)).await;
+    let addr = b.local_addr().to_string();
+    let api = api();
+    let e = api
+        .send(&addr, &send_req("Unknown", 0, &msg("Unknown", 0)), T)
+        .await
+        .unwrap_err();
+    assert_eq!(e.response_code(), Some(ResponseCode::TOPIC_NOT_EXIST));
+
+    let create = CreateTopicRequestHeader {
+        topic: "Known".into(),
+        default_topic: "TBW102".into(),
+        read_queue_nums: 2,
+        write_queue_nums: 2,
+        perm: perm::READ_WRITE,
+        topic_filter_type: "SINGLE_TAG".into(),
+        topic_sys_flag: None,
+        order: false,
+    };
+    api.create_topic(&addr, &create, T).await.unwrap();
+    let e = api
+        .send(&addr, &send_req("Known", 5, &msg("Known", 0)), T)
+        .await
+        .unwrap_err();
+    assert_eq!(e.response_code(), Some(ResponseCode::SYSTEM_ERROR));
+
+    let mut empty = send_req("Known", 0, &msg("Known", 0));
+    empty.body = Bytes::new();
+    let e = api.send(&addr, &empty, T).await.unwrap_err();
+    assert_eq!(e.response_code(), Some(ResponseCode::MESSAGE_ILLEGAL));
+
+    let mut big = send_req("Known", 0, &msg("Known", 0));
+    big.body = Bytes::from(vec![0u8; mq_broker::MAX_MESSAGE_SIZE + 1]);
+    let e = api.send(&addr, &big, T).await.unwrap_err();
+    assert_eq!(e.response_code(), Some(ResponseCode::MESSAGE_ILLEGAL));
+
+    let e = api
+        .send(&addr, &send_req("TBW102", 0, &msg("TBW102", 0)), T)
+        .await
+        .unwrap_err();
+    assert_eq!(e.response_code(), Some(ResponseCode::SYSTEM_ERROR));
+
+    // A header without its required fields is refused explicitly.
+    let mut ext = SendMessageRequestHeaderV2::from(send_req("Known", 0, &msg("Known", 0)).header)
+        .to_ext_fields();
+    ext.remove("e");
+    let raw = api
+        .remoting()
+        .invoke(
+            &addr,
+            RemotingCommand::request(RequestCode::SEND_MESSAGE_V2.0)
+                .with_ext_fields(ext)
+                .with_body("x"),
+            T,
+        )
+        .await
+        .unwrap();
+    assert_eq!(raw.code, ResponseCode::SYSTEM_ERROR.0);
+    assert!(raw.remark.unwrap().contains("`e`"));
+
+    let e = api
+        .pull(&addr, &pull_header("Nope", 0, 0), T)
+        .await
+        .unwrap_err();
+    assert_eq!(e.response_code(), Some(ResponseCode::TOPIC_NOT_EXIST));
+    let e = api
+        .pull(&addr, &pull_header("Known", 9, 0), T)
+        .await
+        .unwrap_err();
+    assert_eq!(e.response_code(), Some(ResponseCode::SYSTEM_ERROR));
+    let _ = b.shutdown(T).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_pull_returns_as_soon_as_a_message_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path(), |c| c).await;
+    let addr = b.local_addr().to_string();
+    let api = api();
+    api.send(&addr, &send_req("Poll", 0, &msg("Poll", 0)), T)
+        .await
+        .unwrap();
+    let mut h = pull_header("Poll", 0, 1);
+    h.sys_flag = pull_sys_flag::SUSPEND;
+    // Far longer than the test's own bound: only an arrival can end this pull in time.
+    h.suspend_timeout_millis = 600_000;
+    let (a, ad) = (api.clone(), addr.clone());
+    let pull = tokio::spawn(async move { a.pull(&ad, &h, Duration::from_secs(700)).await });
+    // Signal, not sleep: wait until the pull is waiting for appends.
+    tokio::time::timeout(T, async {
+        while b.store().waiting_readers() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap();
+    api.send(&addr, &send_req("Poll", 0, &msg("Poll", 1)), T)
+        .await
+        .unwrap();
+    let r = tokio::time::timeout(T, pull)
+        .await
+        .expect("woken by the send")
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status, PullStatus::Found);
+    assert_eq!(&r.messages[0].message.body[..], b"payload-1");
+    let _ = b.shutdown(T).await;
+}
+
+#[tokio::test]
+async fn offsets_lookups_view_and_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path(), |c| c).await;
+    let addr = b.local_addr().to_string();
+    let api = api();
+    let mut offsets = Vec::new();
+    for i in 0..5 {
+        offsets.push(
+            api.send(&addr, &send_req("Look", 2, &msg("Look", i)), T)
+                .await
+                .unwrap(),
+        );
+    }
+    let mq = MessageQueue::new("Look", "broker-a", 2);
+    assert_eq!(api.max_offset(&addr, &mq, T).await.unwrap(), 5);
+    assert_eq!(api.min_offset(&addr, &mq, T).await.unwrap(), 0);
+    let earliest = api.earliest_msg_store_time(&addr, &mq, T).await.unwrap();
+    assert_eq!(api.search_offset(&addr, &mq, earliest, T).await.unwrap(), 0);
+    assert_eq!(api.search_offset(&addr, &mq, i64::MAX, T).await.unwrap(), 5);
+
+    let (_, phys) = decode_offset_msg_id(&offsets[3].offset_msg_id).unwrap();
+    let viewed = api.view_message(&addr, phys, T).await.unwrap();
+    assert_eq!(&viewed.message.body[..], b"payload-3");
+    let e = api.view_message(&addr, 1 << 40, T).await.unwrap_err();
+    assert_eq!(e.response_code(), Some(ResponseCode::SYSTEM_ERROR));
+
+    let q = |key: &str| QueryMessageRequestHeader {
+        topic: "Look".into(),
+        key: key.into(),
+        max_num: 32,
+        begin_timestamp: 0,
+        end_timestamp: i64::MAX,
+        unique_key_query: None,
+    };
+    let found = api.query_message(&addr, &q("key-2"), T).await.unwrap();
+    assert_eq!(&found[0].message.body[..], b"payload-2");
+    let found = api.query_message(&addr, &q("U0004"), T).await.unwrap();
+    assert_eq!(&found[0].message.body[..], b"payload-4");
+    let e = api
+        .query_message(&addr, &q("missing"), T)
+        .await
+        .unwrap_err();
+    assert_eq!(e.response_code(), Some(ResponseCode::QUERY_NOT_FOUND));
+
+    let update = UpdateConsumerOffsetRequestHeader {
+        consumer_group: "cg".into(),
+        topic: "Look".into(),
+        queue_id: 2,
+        commit_offset: 3,
+    };
+    let query = QueryConsumerOffsetRequestHeader {
+        consumer_group: "cg".into(),
+        topic: "Look".into(),
+        queue_id: 2,
+        set_zero_if_not_found: None,
+    };
+    assert_eq!(
+        api.query_consumer_offset(&addr, &query, T).await.unwrap(),
+        0
+    );
+    api.update_consumer_offset(&addr, &update, T).await.unwrap();
+    assert_eq!(
+        api.query_consumer_offset(&addr, &query, T).await.unwrap(),
+        3
+    );
+    let _ = b.shutdown(T).await;
+
+    // Offsets survive a restart.
+    let b = broker(dir.path(), |c| c).await;
+    let addr = b.local_addr().to_string();
+    let api = self::api();
+    assert_eq!(
+        api.query_consumer_offset(&addr, &query, T).await.unwrap(),
+        3
+    );
+    assert_eq!(api.max_offset(&addr, &mq, T).await.unwrap(), 5);
+    let _ = b.shutdown(T).await;
+}
+
+fn consumer_heartbeat(client_id: &str) -> HeartbeatData {
+    HeartbeatData {
+        client_id: client_id.into(),
+        producer_data_set: vec![],
+        consumer_data_set: vec![ConsumerData {
+            group_name: "cg".into(),
+            consume_type: ConsumeType::Passively,
+            message_model: MessageModel::Clustering,
+            consume_from_where: ConsumeFromWhere::LastOffset,
+            subscription_data_set: vec![],
+            unit_mode: false,
+        }],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_groups_and_change_notifications() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path(), |c| c).await;
+    let addr = b.local_addr().to_string();
+    let first = api();
+    let (tx, mut notified) = mpsc::unbounded_channel();
+    let tx = Arc::new(tx);
+    first.remoting().register_processor(
+        RequestCode::NOTIFY_CONSUMER_IDS_CHANGED.0,
+        processor_fn(move |_ctx, req: RemotingCommand| {
+            let tx = Arc::clone(&tx);
+            async move {
+                tx.send((req.is_oneway(), req.ext("consumerGroup").map(str::to_owned)))
+                    .unwrap();
+                None
+            }
+        }),
+    );
+    first
+        .heartbeat(&addr, &consumer_heartbeat("a@1"), T)
+        .await
+        .unwrap();
+    assert_eq!(notified.recv().await.unwrap(), (true, Some("cg".into())));
+    let e = first
+        .consumer_list_by_group(&addr, "other", T)
+        .await
+        .unwrap_err();
+    assert_eq!(e.response_code(), Some(ResponseCode::SYSTEM_ERROR));
+
+    let second = api();
+    second
+        .heartbeat(&addr, &consumer_heartbeat("b@2"), T)
+        .await
+        .unwrap();
+    assert_eq!(notified.recv().await.unwrap().1.as_deref(), Some("cg"));
+    assert_eq!(
+        first.consumer_list_by_group(&addr, "cg", T).await.unwrap(),
+        vec!["a@1".to_owned(), "b@2".to_owned()]
+    );
+    // The retry topic of the group exists now.
+    assert_eq!(
+        first
+            .max_offset(&addr, &MessageQueue::new("%RETRY%cg", "broker-a", 0), T)
+            .await
+            .unwrap(),
+        0
+    );
+    // Leaving by closing the connection is noticed too.
+    let _ = second.remoting().shutdown(T).await;
+    assert_eq!(notified.recv().await.unwrap().1.as_deref(), Some("cg"));
+    assert_eq!(
+        first.consumer_list_by_group(&addr, "cg", T).await.unwrap(),
+        vec!["a@1".to_owned()]
+    );
+    let un = UnregisterClientRequestHeader {
+        client_id: "a@1".into(),
+        producer_group: None,
+        consumer_group: Some("cg".into()),
+    };
+    first.unregister_client(&addr, &un, T).await.unwrap();
+    assert!(first.consumer_list_by_group(&addr, "cg", T).await.is_err());
+    let _ = b.shutdown(T).await;
+}
+
+#[tokio::test]
+async fn sync_flush_survives_a_torn_tail_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let segment = 4096;
+    let n = 60; // ~100-byte records: several segments
+    {
+        let b = broker(dir.path(), |c| {
+            c.with_flush_mode(FlushMode::Sync)
+                .with_segment_size(segment)
+        })
+        .await;
+        let addr = b.local_addr().to_string();
+        let api = api();
+        for i in 0..n {
+            let r = api
+                .send(&addr, &send_req("Durable", 0, &msg("Durable", i)), T)
+                .await
+                .unwrap();
+            assert_eq!(r.status, SendStatus::SendOk);
+        }
+        // No graceful shutdown of the store's state files matters here: the commit log is the
+        // truth. Simulate a crash mid-append by leaving half a record at the tail.
+        let _ = b.shutdown(T).await;
+    }
+    let log_dir = dir.path().join("commitlog");
+    let mut segments: Vec<_> = std::fs::read_dir(&log_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segments.sort();
+    assert!(segments.len() > 1, "records span several segments");
+    let last = segments.last().unwrap();
+    let len_before = std::fs::metadata(last).unwrap().len();
+    let mut torn = std::fs::read(segments[0].clone()).unwrap();
+    torn.truncate(60); // the first 60 bytes of a valid record
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(last)
+        .unwrap()
+        .write_all(&torn)
+        .unwrap();
+
+    let b = broker(dir.path(), |c| {
+        c.with_flush_mode(FlushMode::Sync)
+            .with_segment_size(segment)
+    })
+    .await;
+    assert_eq!(
+        std::fs::metadata(last).unwrap().len(),
+        len_before,
+        "torn tail truncated"
+    );
+    let addr = b.local_addr().to_string();
+    let api = api();
+    let mut got = Vec::new();
+    let mut offset = 0;
+    loop {
+        let r = api
+            .pull(&addr, &pull_header("Durable", 0, offset), T)
+            .await
+            .unwrap();
+        if r.status != PullStatus::Found {
+            break;
+        }
+        offset = r.next_begin_offset;
+        got.extend(r.messages.into_iter().map(|m| m.message.body));
+    }
+    let expected: Vec<Bytes> = (0..n)
+        .map(|i| Bytes::from(format!("payload-{i}")))
+        .collect();
+    assert_eq!(got, expected);
+    // Appends continue after the recovered tail.
+    let r = api
+        .send(&addr, &send_req("Durable", 0, &msg("Durable", n)), T)
+        .await
+        .unwrap();
+    assert_eq!(r.queue_offset, n as i64);
+    let _ = b.shutdown(T).await;
+}
