@@ -63,6 +63,29 @@ pub struct BrokerConfig {
     pub store: StoreConfig,
     /// How often consumer offsets are persisted. Default 5 s.
     pub persist_interval: Duration,
+    /// Delay of each delay level, level 1 first. Default `1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m
+    /// 8m 9m 10m 20m 30m 1h 2h` (Java `messageDelayLevel`).
+    pub delay_levels: Vec<Duration>,
+    /// Reconsume count after which a returned message goes to the DLQ when the client does
+    /// not say. Default 16.
+    pub max_reconsume_times: i32,
+    /// A half message undecided for this long is checked with its producer. Default 6 s
+    /// (Java `transactionTimeOut`).
+    pub transaction_timeout: Duration,
+    /// How often half messages are checked. Default 1 s (Java: 60 s).
+    pub transaction_check_interval: Duration,
+    /// Checks after which a half message is rolled back. Default 15.
+    pub transaction_max_checks: u32,
+}
+
+/// The default delay levels.
+pub fn default_delay_levels() -> Vec<Duration> {
+    [
+        1u64, 5, 10, 30, 60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 1200, 1800, 3600, 7200,
+    ]
+    .into_iter()
+    .map(Duration::from_secs)
+    .collect()
 }
 
 impl BrokerConfig {
@@ -78,6 +101,11 @@ impl BrokerConfig {
             default_topic_queue_nums: 8,
             store: StoreConfig::new(store_dir),
             persist_interval: Duration::from_secs(5),
+            delay_levels: default_delay_levels(),
+            max_reconsume_times: 16,
+            transaction_timeout: Duration::from_secs(6),
+            transaction_check_interval: Duration::from_secs(1),
+            transaction_max_checks: 15,
         }
     }
 
@@ -116,6 +144,20 @@ impl BrokerConfig {
         self
     }
 
+    /// Sets the delay levels (level 1 first).
+    #[must_use]
+    pub fn with_delay_levels(mut self, levels: Vec<Duration>) -> Self {
+        self.delay_levels = levels;
+        self
+    }
+
+    /// Sets how long a half message may stay undecided before its producer is asked.
+    #[must_use]
+    pub fn with_transaction_timeout(mut self, d: Duration) -> Self {
+        self.transaction_timeout = d;
+        self
+    }
+
     /// Enables or disables topic auto-creation.
     #[must_use]
     pub fn with_auto_create_topic(mut self, on: bool) -> Self {
@@ -124,17 +166,18 @@ impl BrokerConfig {
     }
 }
 
-struct Core {
-    config: BrokerConfig,
-    addr: SocketAddr,
-    store: MessageStore,
-    topics: TopicTable,
-    offsets: OffsetTable,
-    clients: ClientRegistry,
-    api: ClientApi,
+pub(crate) struct Core {
+    pub(crate) config: BrokerConfig,
+    pub(crate) addr: SocketAddr,
+    pub(crate) store: MessageStore,
+    pub(crate) topics: TopicTable,
+    pub(crate) offsets: OffsetTable,
+    pub(crate) clients: ClientRegistry,
+    pub(crate) api: ClientApi,
     watched: parking_lot::Mutex<std::collections::HashSet<u64>>,
-    token: CancellationToken,
-    tasks: TaskTracker,
+    pub(crate) transactions: crate::transaction::TransactionState,
+    pub(crate) token: CancellationToken,
+    pub(crate) tasks: TaskTracker,
 }
 
 /// A running broker.
@@ -144,7 +187,7 @@ pub struct Broker {
     core: Arc<CoreHandle>,
 }
 
-struct CoreHandle(Core);
+pub(crate) struct CoreHandle(pub(crate) Core);
 
 impl std::fmt::Debug for CoreHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -182,6 +225,7 @@ impl Broker {
             clients: ClientRegistry::default(),
             api: ClientApi::new(remoting, ApiConfig::default()),
             watched: parking_lot::Mutex::new(std::collections::HashSet::new()),
+            transactions: crate::transaction::TransactionState::default(),
             token: CancellationToken::new(),
             tasks: TaskTracker::new(),
         }));
@@ -190,8 +234,11 @@ impl Broker {
             let c = Arc::clone(&c);
             async move { c.handle(ctx, req).await }
         }));
+        core.recover_transactions();
         core.register_all().await;
         core.spawn_periodic();
+        core.spawn_scheduler();
+        core.spawn_transaction_checker();
         info!(addr = %core.0.addr, name = %core.0.config.broker_name, "broker started");
         Ok(Self { server, core })
     }
@@ -240,7 +287,7 @@ impl Drop for Broker {
     }
 }
 
-fn resp(
+pub(crate) fn resp(
     req: &RemotingCommand,
     code: ResponseCode,
     remark: impl Into<Option<String>>,
@@ -503,6 +550,8 @@ impl CoreHandle {
                     Err(e) => resp(&req, ResponseCode::SYSTEM_ERROR, Some(e.to_string())),
                 })
             }
+            RequestCode::CONSUMER_SEND_MSG_BACK => Some(self.send_back(&req).await),
+            RequestCode::END_TRANSACTION => self.end_transaction(&req).await,
             other => Some(resp(
                 &req,
                 ResponseCode::REQUEST_CODE_NOT_SUPPORTED,
@@ -666,7 +715,7 @@ impl CoreHandle {
                 reconsume_times: header.reconsume_times.unwrap_or(0),
                 ..MessageExt::default()
             };
-            match self.0.store.put(ext, self.0.addr).await {
+            match self.store_message(ext).await {
                 Ok(r) => {
                     first_offset.get_or_insert(r.queue_offset);
                     flushed &= r.flushed_in_time;

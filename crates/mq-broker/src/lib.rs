@@ -4,7 +4,8 @@
 //! topic and queue, ASYNC or SYNC (group-commit) flushing, and crash recovery that verifies
 //! every CRC and cuts off a torn tail. Processors answer what Java, Go and Node clients send:
 //! sends (V1, V2, batch) with TBW102 auto-creation, pulls with long polling, consumer offsets,
-//! heartbeats and consumer groups, offset lookups, view and query by key, topic creation.
+//! heartbeats and consumer groups, offset lookups, view and query by key, topic creation,
+//! delay levels, retries and the DLQ, and transactional half messages with producer checks.
 //! The broker registers with its name servers on start and every 30 s.
 //!
 //! May depend on: `mq-remoting`, `mq-client-api`. Must not depend on the client instance,
@@ -14,6 +15,8 @@
 //! * [`store`] — [`MessageStore`]: commit log, consume queues, flushing, recovery.
 //! * [`state`] — topic configs and consumer offsets (persisted atomically), client registry.
 //! * [`broker`] — [`Broker`], its configuration and request processors.
+//! * `schedule` — delay levels and consumer send-back (retry topics, DLQ).
+//! * `transaction` — half messages, END_TRANSACTION, CHECK_TRANSACTION_STATE.
 //!
 //! # Example
 //! ```no_run
@@ -31,8 +34,10 @@
 //! ```
 
 pub mod broker;
+mod schedule;
 pub mod state;
 pub mod store;
+mod transaction;
 
-pub use broker::{Broker, BrokerConfig, MAX_MESSAGE_SIZE};
+pub use broker::{Broker, BrokerConfig, MAX_MESSAGE_SIZE, default_delay_levels};
 pub use store::{FlushMode, MessageStore, StoreConfig};

@@ -221,3 +221,13 @@ impl ClientRegistry {
             .unwrap_or_default()
     }
 }
+
+impl ClientRegistry {
+    /// Some live connection of a producer group (for transaction checks).
+    pub(crate) fn any_producer(&self, group: &str) -> Option<Member> {
+        self.producers
+            .lock()
+            .get(group)
+            .and_then(|g| g.values().find(|m| !m.connection.is_closed()).cloned())
+    }
+}

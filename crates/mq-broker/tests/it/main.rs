@@ -26,6 +26,8 @@ use mq_client_api::{
 use mq_remoting::{ClientConfig, RemotingClient, RemotingCommand, SerializeType, processor_fn};
 use tokio::sync::mpsc;
 
+mod advanced;
+
 const T: Duration = Duration::from_secs(20);
 
 fn api() -> ClientApi {
