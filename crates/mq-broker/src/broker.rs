@@ -258,6 +258,11 @@ impl Broker {
         &self.core.0.store
     }
 
+    /// Adds a hook that sees every request before its processor (auditing, fault injection).
+    pub fn add_rpc_hook(&self, hook: Arc<dyn mq_remoting::RpcHook>) {
+        self.server.add_rpc_hook(hook);
+    }
+
     /// Registers with every name server now (also done periodically).
     pub async fn register_now(&self) {
         self.core.register_all().await;

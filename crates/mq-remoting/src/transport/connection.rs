@@ -24,7 +24,7 @@ use tracing::{Instrument, debug, trace, warn};
 
 use super::executor::CallbackExecutor;
 use super::pending::{PendingGuard, PendingTable, Reply, RequestKey};
-use super::processor::{Dispatcher, RequestContext};
+use super::processor::{Dispatcher, HookAction, RequestContext};
 use crate::error::{InvokeKind, RemotingError};
 use crate::protocol::{FLAG_ONEWAY, FLAG_RESPONSE, FrameCodec, RemotingCommand, sys_code};
 
@@ -379,6 +379,21 @@ impl Connection {
         let request_type = request.serialize_type;
         let code = request.code;
         let dispatcher = &self.endpoint.dispatcher;
+        for hook in dispatcher.hooks() {
+            let ctx = RequestContext::new(ConnectionHandle(Arc::clone(&self)));
+            match hook.before_request(&ctx, &request).await {
+                HookAction::Continue => {}
+                HookAction::CloseConnection => {
+                    debug!(code, "hook closed the connection");
+                    self.close();
+                    return;
+                }
+                HookAction::Respond(response) => {
+                    self.answer(response, opaque, oneway, request_type);
+                    return;
+                }
+            }
+        }
         let response = match dispatcher.processor(code) {
             None => Some(RemotingCommand::response(
                 sys_code::REQUEST_CODE_NOT_SUPPORTED,
@@ -411,9 +426,20 @@ impl Connection {
                 }
             },
         };
-        let Some(mut response) = response else {
-            return;
-        };
+        if let Some(response) = response {
+            self.answer(response, opaque, oneway, request_type);
+        }
+    }
+
+    /// Sends `response` to the request `opaque`, unless the request was oneway.
+    fn answer(
+        &self,
+        mut response: RemotingCommand,
+        opaque: i32,
+        oneway: bool,
+        request_type: crate::protocol::SerializeType,
+    ) {
+        let dispatcher = &self.endpoint.dispatcher;
         if oneway {
             trace!("no response to a oneway request");
             return;

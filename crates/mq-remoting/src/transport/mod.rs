@@ -16,5 +16,7 @@ pub use client::{ClientConfig, DEFAULT_CLIENT_PERMITS, DEFAULT_CONNECT_TIMEOUT, 
 pub use connection::ConnectionHandle;
 pub use executor::CallbackExecutor;
 pub use namesrv::NameServerList;
-pub use processor::{BoxFuture, RequestContext, RequestProcessor, processor_fn};
+pub use processor::{
+    BoxFuture, HookAction, RequestContext, RequestProcessor, RpcHook, processor_fn,
+};
 pub use server::{RemotingServer, ServerConfig, ShutdownReport};

@@ -35,6 +35,30 @@ pub trait RequestProcessor: Send + Sync + 'static {
     }
 }
 
+/// What an [`RpcHook`] decides about a request before its processor runs.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum HookAction {
+    /// Go on to the processor.
+    Continue,
+    /// Answer with this response instead (its opaque and flags are filled in).
+    Respond(RemotingCommand),
+    /// Close the connection without answering.
+    CloseConnection,
+}
+
+/// Runs before every request a server (or client) receives, like Java's `RPCHook`
+/// `doBeforeRequest`. A hook may delay the request by not completing at once, answer it
+/// itself, or close the connection. Used for auditing, access control and fault injection.
+pub trait RpcHook: Send + Sync + 'static {
+    /// Inspects one request.
+    fn before_request(
+        &self,
+        ctx: &RequestContext,
+        request: &RemotingCommand,
+    ) -> BoxFuture<'static, HookAction>;
+}
+
 /// Builds a [`RequestProcessor`] from an async closure.
 pub fn processor_fn<F, Fut>(f: F) -> Arc<dyn RequestProcessor>
 where
@@ -85,6 +109,7 @@ pub(crate) struct Dispatcher {
     by_code: RwLock<HashMap<i32, Arc<dyn RequestProcessor>>>,
     default: RwLock<Option<Arc<dyn RequestProcessor>>>,
     admission: Arc<Semaphore>,
+    hooks: RwLock<Vec<Arc<dyn RpcHook>>>,
     pub(crate) response_serialize: Option<SerializeType>,
 }
 
@@ -105,6 +130,7 @@ impl Dispatcher {
             by_code: RwLock::new(HashMap::new()),
             default: RwLock::new(None),
             admission: Arc::new(Semaphore::new(max_concurrent)),
+            hooks: RwLock::new(Vec::new()),
             response_serialize,
         }
     }
@@ -115,6 +141,14 @@ impl Dispatcher {
 
     pub(crate) fn set_default(&self, p: Arc<dyn RequestProcessor>) {
         *self.default.write() = Some(p);
+    }
+
+    pub(crate) fn add_hook(&self, hook: Arc<dyn RpcHook>) {
+        self.hooks.write().push(hook);
+    }
+
+    pub(crate) fn hooks(&self) -> Vec<Arc<dyn RpcHook>> {
+        self.hooks.read().clone()
     }
 
     pub(crate) fn processor(&self, code: i32) -> Option<Arc<dyn RequestProcessor>> {

@@ -146,6 +146,11 @@ impl RemotingServer {
         self.endpoint.dispatcher.set_default(processor);
     }
 
+    /// Adds a hook that sees every request before its processor.
+    pub fn add_rpc_hook(&self, hook: Arc<dyn super::processor::RpcHook>) {
+        self.endpoint.dispatcher.add_hook(hook);
+    }
+
     /// Handles on the live connections.
     pub fn connections(&self) -> Vec<ConnectionHandle> {
         self.endpoint

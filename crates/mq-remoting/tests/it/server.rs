@@ -274,3 +274,50 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
     // No longer accepting.
     assert!(TcpStream::connect(&addr).await.is_err());
 }
+
+struct BusyFor(i32);
+
+impl mq_remoting::RpcHook for BusyFor {
+    fn before_request(
+        &self,
+        _ctx: &mq_remoting::RequestContext,
+        request: &RemotingCommand,
+    ) -> mq_remoting::BoxFuture<'static, mq_remoting::HookAction> {
+        let action = if request.code == self.0 {
+            mq_remoting::HookAction::Respond(RemotingCommand::response(sys_code::SYSTEM_BUSY, None))
+        } else if request.code == self.0 + 1 {
+            mq_remoting::HookAction::CloseConnection
+        } else {
+            mq_remoting::HookAction::Continue
+        };
+        Box::pin(async move { action })
+    }
+}
+
+#[tokio::test]
+async fn rpc_hooks_can_answer_or_close_before_the_processor() {
+    let server = echo_server().await;
+    server.register_processor(ECHO + 1, super::echo());
+    server.add_rpc_hook(Arc::new(BusyFor(ECHO)));
+    let addr = server.local_addr().to_string();
+    let c = client();
+    let resp = c
+        .invoke(&addr, RemotingCommand::request(ECHO), LONG)
+        .await
+        .unwrap();
+    assert_eq!(resp.code, sys_code::SYSTEM_BUSY);
+    let err = c
+        .invoke(&addr, RemotingCommand::request(ECHO + 1), LONG)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, mq_remoting::RemotingError::ConnectionClosed { .. }),
+        "{err:?}"
+    );
+    // Other codes pass through, on a fresh connection.
+    let resp = c
+        .invoke(&addr, RemotingCommand::request(4242), LONG)
+        .await
+        .unwrap();
+    assert_eq!(resp.code, sys_code::REQUEST_CODE_NOT_SUPPORTED);
+}

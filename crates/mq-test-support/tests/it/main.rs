@@ -1,0 +1,126 @@
+//! Cross-crate tests on the in-process cluster: registration and routes, fault injection.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs,
+    unreachable_pub
+)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use mq_client_api::header::SendMessageRequestHeader;
+use mq_client_api::message::Message;
+use mq_client_api::{ClientApiError, RequestCode, ResponseCode, SendRequest, SendStatus};
+use mq_remoting::RemotingError;
+use mq_test_support::{Cluster, Fault};
+
+const T: Duration = Duration::from_secs(20);
+
+fn send_req(topic: &str) -> SendRequest {
+    let m = Message::new(topic, Bytes::from_static(b"hello"));
+    SendRequest {
+        header: SendMessageRequestHeader {
+            producer_group: "pg".into(),
+            topic: topic.into(),
+            default_topic: "TBW102".into(),
+            default_topic_queue_nums: 4,
+            queue_id: 0,
+            born_timestamp: 1,
+            properties: Some(m.properties_string()),
+            ..Default::default()
+        },
+        body: m.body,
+        msg_id: String::new(),
+        broker_name: String::new(),
+    }
+}
+
+async fn eventually(mut cond: impl FnMut() -> bool) {
+    tokio::time::timeout(T, async {
+        while !cond() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("condition never held");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brokers_register_and_auto_created_topics_get_routes() {
+    let cluster = Cluster::builder().brokers(2).start().await.unwrap();
+    let api = cluster.client_api();
+    let route = api.topic_route("TBW102", T).await.unwrap();
+    let mut names: Vec<_> = route
+        .broker_datas
+        .iter()
+        .map(|b| b.broker_name.clone())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["broker-a", "broker-b"]);
+    let r = api
+        .send(&cluster.broker_addr(1), &send_req("Fresh"), T)
+        .await
+        .unwrap();
+    assert_eq!(r.status, SendStatus::SendOk);
+    // The broker re-registers after auto-creating the topic.
+    eventually(|| cluster.namesrv().routes().route("Fresh").is_some()).await;
+    let route = api.topic_route("Fresh", T).await.unwrap();
+    assert_eq!(route.queue_datas[0].broker_name, "broker-b");
+    assert_eq!(route.queue_datas[0].write_queue_nums, 4);
+
+    cluster.stop_broker(1).await;
+    let e = api.topic_route("Fresh", T).await.unwrap_err();
+    assert_eq!(e.response_code(), Some(ResponseCode::TOPIC_NOT_EXIST));
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_faults_reach_the_client() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let api = cluster.client_api();
+    let addr = cluster.broker_addr(0);
+    let faults = cluster.faults(0);
+    let send = RequestCode::SEND_MESSAGE_V2.0;
+
+    faults.inject_times(send, Fault::Respond(ResponseCode::SYSTEM_BUSY.0), 1);
+    let e = api.send(&addr, &send_req("F"), T).await.unwrap_err();
+    assert_eq!(e.response_code(), Some(ResponseCode::SYSTEM_BUSY));
+    assert!(
+        api.send(&addr, &send_req("F"), T).await.is_ok(),
+        "only once"
+    );
+
+    faults.inject_times(send, Fault::Respond(ResponseCode::FLUSH_DISK_TIMEOUT.0), 1);
+    let e = api.send(&addr, &send_req("F"), T).await.unwrap_err();
+    // Injected answers carry no send header, so even a "stored" code is a header error.
+    assert!(matches!(e, ClientApiError::Header { .. }), "{e:?}");
+
+    faults.inject_times(send, Fault::DropConnection, 1);
+    let e = api.send(&addr, &send_req("F"), T).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ClientApiError::Remoting(RemotingError::ConnectionClosed { .. })
+        ),
+        "{e:?}"
+    );
+
+    faults.inject(send, Fault::Stall);
+    let e = api
+        .send(&addr, &send_req("F"), Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ClientApiError::Remoting(RemotingError::Timeout { .. })),
+        "{e:?}"
+    );
+    faults.clear();
+    assert!(api.send(&addr, &send_req("F"), T).await.is_ok());
+
+    faults.inject_times(send, Fault::Delay(Duration::from_millis(1)), 1);
+    assert!(api.send(&addr, &send_req("F"), T).await.is_ok());
+    assert_eq!(faults.hits(send), 5);
+    cluster.shutdown().await;
+}
