@@ -1,4 +1,4 @@
-//! Server (on layers 1–2): an embeddable, durable RocketMQ-compatible broker.
+//! Server on Layers 1–2: an embeddable, durable RocketMQ-compatible broker.
 //!
 //! A commit log of fixed-size segment files holding §6.5 records with CRCs, consume queues per
 //! topic and queue, ASYNC or SYNC (group-commit) flushing, and crash recovery that verifies

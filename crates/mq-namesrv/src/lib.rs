@@ -1,4 +1,4 @@
-//! Server (on layers 1–2): an embeddable RocketMQ-compatible name server.
+//! Server on Layers 1–2: an embeddable RocketMQ-compatible name server.
 //!
 //! Brokers register their topic configs (REGISTER_BROKER, plain or compressed body, CRC
 //! checked); clients ask for routes (GET_ROUTEINFO_BY_TOPIC) and cluster membership

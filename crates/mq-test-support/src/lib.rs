@@ -1,4 +1,4 @@
-//! Test support (outside the layers; may use every crate): an in-process cluster of a real name
+//! Test support, outside the Layers (it may use every crate): an in-process cluster of a real name
 //! server and real brokers on ephemeral loopback ports, per-broker fault injection, and tracing
 //! set-up for tests.
 //!

@@ -1,0 +1,145 @@
+//! The `mq` tool (not a library layer): `mq serve` runs a name server and a broker in one
+//! process. Further commands arrive with the producer and consumer.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use mq_broker::{Broker, BrokerConfig, FlushMode};
+use mq_namesrv::{NameServer, NamesrvConfig};
+
+#[derive(Debug, Parser)]
+#[command(name = "mq", version, about = "A RocketMQ-compatible messaging tool")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a name server and a broker in this process until Ctrl-C.
+    Serve(ServeArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Flush {
+    Async,
+    Sync,
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on and advertise (loopback by default; widen deliberately).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// Name server port (0 = any free port).
+    #[arg(long, default_value_t = 9876)]
+    namesrv_port: u16,
+    /// Broker port (0 = any free port).
+    #[arg(long, default_value_t = 10911)]
+    broker_port: u16,
+    /// Store directory (default: a fresh temporary directory, removed on exit).
+    #[arg(long)]
+    store_dir: Option<PathBuf>,
+    /// When sends are acknowledged relative to the disk.
+    #[arg(long, value_enum, default_value = "async")]
+    flush: Flush,
+    /// Create unknown topics on first send.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    auto_create_topic: bool,
+    /// Broker name.
+    #[arg(long, default_value = "broker-a")]
+    broker_name: String,
+    /// Commit-log segment size in bytes.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    segment_size: i64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mq: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mq: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    let (_temp, dir) = match args.store_dir {
+        Some(d) => (None, d),
+        None => {
+            let t = std::env::temp_dir().join(format!("mq-store-{}", std::process::id()));
+            (Some(TempStore(t.clone())), t)
+        }
+    };
+    let namesrv = NameServer::start(
+        NamesrvConfig::default().with_listen(SocketAddr::new(args.host, args.namesrv_port)),
+    )
+    .await
+    .map_err(|e| {
+        format!(
+            "name server cannot listen on {}:{}: {e}",
+            args.host, args.namesrv_port
+        )
+    })?;
+    let ns_addr = namesrv.local_addr().to_string();
+    println!("name server listening on {ns_addr}");
+    let broker = Broker::start(
+        BrokerConfig::new(&dir)
+            .with_listen(SocketAddr::new(args.host, args.broker_port))
+            .with_broker_name(args.broker_name)
+            .with_name_servers(vec![ns_addr])
+            .with_flush_mode(match args.flush {
+                Flush::Async => FlushMode::Async,
+                Flush::Sync => FlushMode::Sync,
+            })
+            .with_segment_size(args.segment_size)
+            .with_auto_create_topic(args.auto_create_topic),
+    )
+    .await
+    .map_err(|e| format!("broker cannot start (store {}): {e}", dir.display()))?;
+    println!("broker listening on {}", broker.local_addr());
+    println!("store at {}", dir.display());
+    tokio::signal::ctrl_c()
+        .await
+        .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
+    println!("shutting down");
+    let _ = broker.shutdown(Duration::from_secs(5)).await;
+    let _ = namesrv.shutdown(Duration::from_secs(5)).await;
+    Ok(())
+}
+
+/// Removes a temporary store directory on exit.
+struct TempStore(PathBuf);
+
+impl Drop for TempStore {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

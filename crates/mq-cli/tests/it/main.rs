@@ -1,0 +1,155 @@
+//! Tests that run the `mq` binary: `serve` comes up on loopback, survives SIGKILL without
+//! losing SYNC-acknowledged messages, and bad flags give a usage error.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs,
+    unreachable_pub
+)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use mq_client_api::header::{PullMessageRequestHeader, SendMessageRequestHeader};
+use mq_client_api::message::Message;
+use mq_client_api::{ApiConfig, ClientApi, PullStatus, SendRequest, SendStatus};
+use mq_remoting::{ClientConfig, RemotingClient};
+
+const T: Duration = Duration::from_secs(20);
+
+/// Kills the child when dropped, so a failing test leaves no server behind.
+struct Server {
+    child: Child,
+    broker: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(store: &Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mq"))
+        .args([
+            "serve",
+            "--namesrv-port",
+            "0",
+            "--broker-port",
+            "0",
+            "--flush",
+            "sync",
+        ])
+        .args(["--segment-size", "65536", "--store-dir"])
+        .arg(store)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let broker = loop {
+        let line = lines.next().expect("serve printed its addresses").unwrap();
+        if let Some(addr) = line.strip_prefix("broker listening on ") {
+            break addr.to_owned();
+        }
+    };
+    Server { child, broker }
+}
+
+fn send_req(i: usize) -> SendRequest {
+    let m = Message::new("Durable", Bytes::from(format!("m-{i}")));
+    SendRequest {
+        header: SendMessageRequestHeader {
+            producer_group: "pg".into(),
+            topic: "Durable".into(),
+            default_topic: "TBW102".into(),
+            default_topic_queue_nums: 1,
+            queue_id: 0,
+            born_timestamp: 1,
+            properties: Some(m.properties_string()),
+            ..Default::default()
+        },
+        body: m.body,
+        msg_id: String::new(),
+        broker_name: "broker-a".into(),
+    }
+}
+
+fn api() -> ClientApi {
+    ClientApi::new(
+        RemotingClient::new(ClientConfig::default()),
+        ApiConfig::default(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_acknowledged_messages_survive_sigkill() {
+    let store = tempfile::tempdir().unwrap();
+    let n = 300;
+    {
+        let mut server = serve(store.path());
+        let api = api();
+        for i in 0..n {
+            let r = api.send(&server.broker, &send_req(i), T).await.unwrap();
+            assert_eq!(r.status, SendStatus::SendOk);
+        }
+        // SIGKILL: no shutdown path runs.
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
+    }
+    let server = serve(store.path());
+    let api = api();
+    let mut bodies = Vec::new();
+    let mut offset = 0;
+    loop {
+        let h = PullMessageRequestHeader {
+            consumer_group: "cg".into(),
+            topic: "Durable".into(),
+            queue_id: 0,
+            queue_offset: offset,
+            max_msg_nums: 64,
+            subscription: Some("*".into()),
+            ..Default::default()
+        };
+        let r = api.pull(&server.broker, &h, T).await.unwrap();
+        if r.status != PullStatus::Found {
+            break;
+        }
+        offset = r.next_begin_offset;
+        bodies.extend(r.messages.into_iter().map(|m| m.message.body));
+    }
+    let expected: Vec<Bytes> = (0..n).map(|i| Bytes::from(format!("m-{i}"))).collect();
+    assert_eq!(bodies, expected);
+}
+
+#[test]
+fn bad_flags_give_a_usage_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_mq"))
+        .args(["serve", "--flush", "sometimes"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("invalid value 'sometimes'"), "{err}");
+    assert!(!err.contains("panicked"));
+}
+
+#[test]
+fn an_occupied_port_is_one_clear_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_mq"))
+        .args(["serve", "--namesrv-port", &port, "--broker-port", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("mq: name server cannot listen"), "{err}");
+}
