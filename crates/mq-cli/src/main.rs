@@ -1,5 +1,8 @@
-//! The `mq` tool (not a library layer): `mq serve` runs a name server and a broker in one
-//! process. Further commands arrive with the producer and consumer.
+//! The `mq` tool (not a library layer): `mq quickstart` runs the main job on an embedded
+//! cluster; `mq serve` runs a name server and a broker in one process. Further commands arrive
+//! with the producer and consumer.
+
+mod quickstart;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -19,6 +22,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Start an embedded cluster, send in every mode, consume everything back and verify it.
+    Quickstart,
     /// Run a name server and a broker in this process until Ctrl-C.
     Serve(ServeArgs),
 }
@@ -78,6 +83,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Quickstart => quickstart::run().await,
             Command::Serve(args) => serve(args).await,
         }
     });
@@ -109,7 +115,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         )
     })?;
     let ns_addr = namesrv.local_addr().to_string();
-    println!("name server listening on {ns_addr}");
+    say(&format!("name server listening on {ns_addr}"));
     let broker = Broker::start(
         BrokerConfig::new(&dir)
             .with_listen(SocketAddr::new(args.host, args.broker_port))
@@ -124,19 +130,27 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     )
     .await
     .map_err(|e| format!("broker cannot start (store {}): {e}", dir.display()))?;
-    println!("broker listening on {}", broker.local_addr());
-    println!("store at {}", dir.display());
+    say(&format!("broker listening on {}", broker.local_addr()));
+    say(&format!("store at {}", dir.display()));
     tokio::signal::ctrl_c()
         .await
         .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
-    println!("shutting down");
+    say("shutting down");
     let _ = broker.shutdown(Duration::from_secs(5)).await;
     let _ = namesrv.shutdown(Duration::from_secs(5)).await;
     Ok(())
 }
 
+/// Prints a status line; a closed stdout (the reader went away) must not stop the server.
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
 /// Removes a temporary store directory on exit.
-struct TempStore(PathBuf);
+pub(crate) struct TempStore(pub(crate) PathBuf);
 
 impl Drop for TempStore {
     fn drop(&mut self) {

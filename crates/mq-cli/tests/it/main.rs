@@ -59,6 +59,8 @@ fn serve(store: &Path) -> Server {
             break addr.to_owned();
         }
     };
+    // Keep draining stdout so the server never writes into a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
     Server { child, broker }
 }
 
@@ -152,4 +154,28 @@ fn an_occupied_port_is_one_clear_line() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.starts_with("mq: name server cannot listen"), "{err}");
+}
+
+#[test]
+fn quickstart_verifies_every_mode_and_exits_zero() {
+    let out = Command::new(env!("CARGO_BIN_EXE_mq"))
+        .arg("quickstart")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for mode in ["sync", "async", "oneway", "batch"] {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(mode))
+            .unwrap_or_else(|| panic!("no {mode} row in {stdout}"));
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cols[1], "200", "{row}");
+        assert_eq!(cols[3], "200", "{row}");
+    }
+    assert!(stdout.contains("all 800 messages consumed once"));
 }
