@@ -124,7 +124,8 @@ impl OffsetTable {
             .and_then(|q| q.get(&queue_id).copied())
     }
 
-    /// Commits an offset (in memory; [`OffsetTable::persist`] writes it out).
+    /// Commits an offset in memory; the broker persists the table every few seconds and on
+    /// shutdown.
     pub fn commit(&self, group: &str, topic: &str, queue_id: i32, offset: i64) {
         self.inner
             .lock()
