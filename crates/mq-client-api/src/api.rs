@@ -189,6 +189,20 @@ impl ClientApi {
         expect_success(addr, response)
     }
 
+    /// A call whose SUCCESS response carries its answer in a response header.
+    async fn call_for<R: CommandHeader>(
+        &self,
+        addr: &str,
+        code: RequestCode,
+        header: &impl CommandHeader,
+        timeout: Duration,
+    ) -> Result<R, ClientApiError> {
+        let response = self
+            .call_ok(addr, self.request(code, header), timeout)
+            .await?;
+        decode_header(addr, &response)
+    }
+
     // ----- name server -----
 
     /// The route of `topic` from the configured name servers.
@@ -506,9 +520,9 @@ impl ClientApi {
         header: &QueryConsumerOffsetRequestHeader,
         timeout: Duration,
     ) -> Result<i64, ClientApiError> {
-        let request = self.request(RequestCode::QUERY_CONSUMER_OFFSET, header);
-        let response = self.call_ok(addr, request, timeout).await?;
-        let h: QueryConsumerOffsetResponseHeader = decode_header(addr, &response)?;
+        let h: QueryConsumerOffsetResponseHeader = self
+            .call_for(addr, RequestCode::QUERY_CONSUMER_OFFSET, header, timeout)
+            .await?;
         Ok(h.offset)
     }
 
@@ -554,9 +568,10 @@ impl ClientApi {
             topic: mq.topic.clone(),
             queue_id: mq.queue_id,
         };
-        let request = self.request(RequestCode::GET_MAX_OFFSET, &header);
-        let response = self.call_ok(addr, request, timeout).await?;
-        Ok(decode_header::<GetMaxOffsetResponseHeader>(addr, &response)?.offset)
+        let h: GetMaxOffsetResponseHeader = self
+            .call_for(addr, RequestCode::GET_MAX_OFFSET, &header, timeout)
+            .await?;
+        Ok(h.offset)
     }
 
     /// A queue's min offset.
@@ -573,9 +588,10 @@ impl ClientApi {
             topic: mq.topic.clone(),
             queue_id: mq.queue_id,
         };
-        let request = self.request(RequestCode::GET_MIN_OFFSET, &header);
-        let response = self.call_ok(addr, request, timeout).await?;
-        Ok(decode_header::<GetMinOffsetResponseHeader>(addr, &response)?.offset)
+        let h: GetMinOffsetResponseHeader = self
+            .call_for(addr, RequestCode::GET_MIN_OFFSET, &header, timeout)
+            .await?;
+        Ok(h.offset)
     }
 
     /// The offset of the first message stored at or after `timestamp_ms`.
@@ -594,9 +610,15 @@ impl ClientApi {
             queue_id: mq.queue_id,
             timestamp: timestamp_ms,
         };
-        let request = self.request(RequestCode::SEARCH_OFFSET_BY_TIMESTAMP, &header);
-        let response = self.call_ok(addr, request, timeout).await?;
-        Ok(decode_header::<SearchOffsetResponseHeader>(addr, &response)?.offset)
+        let h: SearchOffsetResponseHeader = self
+            .call_for(
+                addr,
+                RequestCode::SEARCH_OFFSET_BY_TIMESTAMP,
+                &header,
+                timeout,
+            )
+            .await?;
+        Ok(h.offset)
     }
 
     /// Store time (ms since the epoch) of a queue's earliest message.
@@ -613,9 +635,15 @@ impl ClientApi {
             topic: mq.topic.clone(),
             queue_id: mq.queue_id,
         };
-        let request = self.request(RequestCode::GET_EARLIEST_MSG_STORETIME, &header);
-        let response = self.call_ok(addr, request, timeout).await?;
-        Ok(decode_header::<GetEarliestMsgStoretimeResponseHeader>(addr, &response)?.timestamp)
+        let h: GetEarliestMsgStoretimeResponseHeader = self
+            .call_for(
+                addr,
+                RequestCode::GET_EARLIEST_MSG_STORETIME,
+                &header,
+                timeout,
+            )
+            .await?;
+        Ok(h.timestamp)
     }
 
     // ----- messages -----
