@@ -7,7 +7,7 @@
 use bytes::Bytes;
 
 use crate::body::{ClusterInfo, HeartbeatData, TopicRouteData, from_json, to_json};
-use crate::message::{decode_record, encode_record};
+use crate::message::{decode_batch, decode_record, encode_batch, encode_record};
 
 /// Parses `data` as each JSON body type; whatever parses must survive emit-then-parse.
 pub fn check_json_bodies(data: &[u8]) {
@@ -38,5 +38,16 @@ pub fn check_records(data: &[u8]) {
             again.body_crc = msg.body_crc;
         }
         assert_eq!(again, msg, "decode(encode(decode(x))) == decode(x)");
+    }
+}
+
+/// Splits `data` as a SEND_BATCH_MESSAGE body (the broker side); whatever splits must re-encode
+/// and split back to the same messages when the batch rules allow re-encoding.
+pub fn check_batch(data: &[u8]) {
+    let body = Bytes::copy_from_slice(data);
+    if let Ok(msgs) = decode_batch("T", &body)
+        && let Ok(encoded) = encode_batch(&msgs)
+    {
+        assert_eq!(decode_batch("T", &encoded).expect("re-splits"), msgs);
     }
 }

@@ -520,3 +520,29 @@ async fn sync_flush_survives_a_torn_tail_across_segments() {
     assert_eq!(r.queue_offset, n as i64);
     let _ = b.shutdown(T).await;
 }
+
+#[tokio::test]
+async fn a_sync_flush_that_misses_its_deadline_answers_flush_disk_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    // A zero deadline: the fsync cannot have happened when the send checks for it. The
+    // message is stored all the same, and the client sees a stored status, not an error.
+    let b = broker(dir.path(), |mut c| {
+        c.store.flush_mode = FlushMode::Sync;
+        c.store.sync_flush_timeout = Duration::ZERO;
+        c
+    })
+    .await;
+    let addr = b.local_addr().to_string();
+    let api = api();
+    let r = api
+        .send(&addr, &send_req("Slow", 0, &msg("Slow", 0)), T)
+        .await
+        .unwrap();
+    assert_eq!(r.status, SendStatus::FlushDiskTimeout);
+    let got = api
+        .pull(&addr, &pull_header("Slow", 0, 0), T)
+        .await
+        .unwrap();
+    assert_eq!(got.messages.len(), 1);
+    let _ = b.shutdown(T).await;
+}

@@ -23,3 +23,8 @@ fn json_body_corpus_holds_its_invariants() {
 fn record_corpus_holds_its_invariants() {
     replay("stored_record", mq_client_api::fuzz_oracle::check_records);
 }
+
+#[test]
+fn batch_corpus_holds_its_invariants() {
+    replay("batch_body", mq_client_api::fuzz_oracle::check_batch);
+}
