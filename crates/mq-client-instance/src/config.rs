@@ -1,0 +1,270 @@
+//! [`ClientConfig`]: what every producer and consumer of one client id shares.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use mq_remoting::{NameServerList, SerializeType};
+
+/// Default route refresh period (Java `pollNameServerInterval`, 30 s).
+pub const DEFAULT_POLL_NAME_SERVER_INTERVAL: Duration = Duration::from_secs(30);
+/// Default heartbeat period (Java `heartbeatBrokerInterval`, 30 s).
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
+/// Default instance name (Java `rocketmq.client.name`); replaced by the process id at start.
+pub const DEFAULT_INSTANCE_NAME: &str = "DEFAULT";
+
+/// Client settings shared by the producers and consumers of one client id.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// Name servers. Java: `namesrvAddr` (`;`-separated).
+    pub name_servers: Vec<String>,
+    /// Instance name; `DEFAULT` becomes the process id. Java: `instanceName`.
+    pub instance_name: String,
+    /// The address this client announces in its id and message ids. Default 127.0.0.1: no
+    /// network interface is probed. Java: `clientIP`.
+    pub client_ip: IpAddr,
+    /// Unit name appended to the client id. Java: `unitName`.
+    pub unit_name: Option<String>,
+    /// Route refresh period. Default 30 s. Java: `pollNameServerInterval`.
+    pub poll_name_server_interval: Duration,
+    /// Heartbeat period. Default 30 s. Java: `heartbeatBrokerInterval`.
+    pub heartbeat_interval: Duration,
+    /// Request header codec. Default JSON. Java: `rocketmq.serialize.type`.
+    pub serialize_type: SerializeType,
+    /// Namespace prefixed to topics and groups (`ns%topic`). Java: `namespace`.
+    pub namespace: Option<String>,
+    /// Send through the broker's VIP port (listen port − 2). Default false. Java:
+    /// `vipChannelEnabled`.
+    pub vip_channel: bool,
+    /// Timeout of route lookups and heartbeats. Default 3 s.
+    pub request_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            name_servers: Vec::new(),
+            instance_name: DEFAULT_INSTANCE_NAME.to_owned(),
+            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            unit_name: None,
+            poll_name_server_interval: DEFAULT_POLL_NAME_SERVER_INTERVAL,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            serialize_type: SerializeType::Json,
+            namespace: None,
+            vip_channel: false,
+            request_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// A configuration value was refused. The caller is at fault.
+#[derive(Clone, Debug, Eq, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A name-server address is not `host:port`.
+    #[error("name server address {0:?} is not host:port")]
+    BadNameServer(String),
+    /// A period or timeout is zero.
+    #[error("{0} must be greater than zero")]
+    ZeroDuration(&'static str),
+    /// The instance or unit name is blank or contains `@`.
+    #[error("{0} must be non-blank and free of '@'")]
+    BadName(&'static str),
+    /// A producer or consumer setting is out of range.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The setting.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ClientConfig {
+    /// A configuration with name servers parsed from `host:port;host:port`.
+    pub fn new(name_servers: &str) -> Self {
+        Self {
+            name_servers: NameServerList::parse(name_servers),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the name servers.
+    #[must_use]
+    pub fn with_name_servers(mut self, addrs: Vec<String>) -> Self {
+        self.name_servers = addrs;
+        self
+    }
+
+    /// Sets the instance name (default `DEFAULT`, which becomes the process id).
+    #[must_use]
+    pub fn with_instance_name(mut self, name: impl Into<String>) -> Self {
+        self.instance_name = name.into();
+        self
+    }
+
+    /// Sets the client address (default 127.0.0.1).
+    #[must_use]
+    pub fn with_client_ip(mut self, ip: IpAddr) -> Self {
+        self.client_ip = ip;
+        self
+    }
+
+    /// Sets the unit name.
+    #[must_use]
+    pub fn with_unit_name(mut self, unit: impl Into<String>) -> Self {
+        self.unit_name = Some(unit.into());
+        self
+    }
+
+    /// Sets the route refresh period (default 30 s).
+    #[must_use]
+    pub fn with_poll_name_server_interval(mut self, d: Duration) -> Self {
+        self.poll_name_server_interval = d;
+        self
+    }
+
+    /// Sets the heartbeat period (default 30 s).
+    #[must_use]
+    pub fn with_heartbeat_interval(mut self, d: Duration) -> Self {
+        self.heartbeat_interval = d;
+        self
+    }
+
+    /// Sets the header codec (default JSON).
+    #[must_use]
+    pub fn with_serialize_type(mut self, ty: SerializeType) -> Self {
+        self.serialize_type = ty;
+        self
+    }
+
+    /// Sets the namespace.
+    #[must_use]
+    pub fn with_namespace(mut self, ns: impl Into<String>) -> Self {
+        self.namespace = Some(ns.into());
+        self
+    }
+
+    /// Enables the VIP channel (broker port − 2).
+    #[must_use]
+    pub fn with_vip_channel(mut self, on: bool) -> Self {
+        self.vip_channel = on;
+        self
+    }
+
+    /// Checks every value.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first bad value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for addr in &self.name_servers {
+            let ok = addr
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !ok {
+                return Err(ConfigError::BadNameServer(addr.clone()));
+            }
+        }
+        let bad_name = |s: &str| s.trim().is_empty() || s.contains('@');
+        if bad_name(&self.instance_name) {
+            return Err(ConfigError::BadName("instance name"));
+        }
+        if self.unit_name.as_deref().is_some_and(bad_name) {
+            return Err(ConfigError::BadName("unit name"));
+        }
+        for (name, d) in [
+            ("poll_name_server_interval", self.poll_name_server_interval),
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("request_timeout", self.request_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::ZeroDuration(name));
+            }
+        }
+        Ok(())
+    }
+
+    /// The instance name after `DEFAULT` is replaced by the process id.
+    pub fn effective_instance_name(&self) -> String {
+        if self.instance_name == DEFAULT_INSTANCE_NAME {
+            std::process::id().to_string()
+        } else {
+            self.instance_name.clone()
+        }
+    }
+
+    /// `ip@instance[@unit]`.
+    pub fn client_id(&self) -> String {
+        let mut id = format!("{}@{}", self.client_ip, self.effective_instance_name());
+        if let Some(unit) = &self.unit_name {
+            id.push('@');
+            id.push_str(unit);
+        }
+        id
+    }
+
+    /// `topic` with the namespace prefix (`ns%topic`), unless it already has it or is a
+    /// retry/DLQ topic that carries it inside.
+    pub fn wrap(&self, name: &str) -> String {
+        match &self.namespace {
+            Some(ns) if !ns.is_empty() && !name.starts_with(&format!("{ns}%")) => {
+                format!("{ns}%{name}")
+            }
+            _ => name.to_owned(),
+        }
+    }
+
+    /// `name` without the namespace prefix.
+    pub fn unwrap_name<'a>(&self, name: &'a str) -> &'a str {
+        match &self.namespace {
+            Some(ns) if !ns.is_empty() => name
+                .strip_prefix(ns.as_str())
+                .and_then(|rest| rest.strip_prefix('%'))
+                .unwrap_or(name),
+            _ => name,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_id_and_validation() {
+        let c = ClientConfig::new("127.0.0.1:9876;10.0.0.1:9876")
+            .with_instance_name("app")
+            .with_unit_name("u1");
+        assert_eq!(c.name_servers.len(), 2);
+        assert_eq!(c.client_id(), "127.0.0.1@app@u1");
+        assert!(c.validate().is_ok());
+        let pid = std::process::id().to_string();
+        assert_eq!(
+            ClientConfig::default().client_id(),
+            format!("127.0.0.1@{pid}")
+        );
+        assert_eq!(
+            ClientConfig::new("nohost").validate(),
+            Err(ConfigError::BadNameServer("nohost".into()))
+        );
+        assert_eq!(
+            ClientConfig::default().with_instance_name("a@b").validate(),
+            Err(ConfigError::BadName("instance name"))
+        );
+        assert_eq!(
+            ClientConfig::default()
+                .with_heartbeat_interval(Duration::ZERO)
+                .validate(),
+            Err(ConfigError::ZeroDuration("heartbeat_interval"))
+        );
+    }
+
+    #[test]
+    fn namespaces_wrap_and_unwrap() {
+        let c = ClientConfig::default().with_namespace("ns");
+        assert_eq!(c.wrap("T"), "ns%T");
+        assert_eq!(c.wrap("ns%T"), "ns%T");
+        assert_eq!(c.unwrap_name("ns%T"), "T");
+        assert_eq!(ClientConfig::default().wrap("T"), "T");
+    }
+}

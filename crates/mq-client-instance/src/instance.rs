@@ -1,0 +1,649 @@
+//! [`ClientInstance`]: the state one client id shares across its producers and consumers, and
+//! the process-wide [`ClientManager`] that hands instances out.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use mq_client_api::body::{ConsumerData, HeartbeatData, MASTER_ID, ProducerData, TopicRouteData};
+use mq_client_api::header::{
+    CheckTransactionStateRequestHeader, CommandHeader, NotifyConsumerIdsChangedRequestHeader,
+    UnregisterClientRequestHeader,
+};
+use mq_client_api::message::{MessageExt, decode_record, property};
+use mq_client_api::{ApiConfig, ClientApi, ClientApiError, RequestCode, ResponseCode};
+use mq_remoting::{ClientConfig as RemotingConfig, RemotingClient, processor_fn};
+use parking_lot::{Mutex, RwLock};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, warn};
+
+use crate::config::{ClientConfig, ConfigError};
+use crate::error::InstanceError;
+use crate::state::{ServiceState, StateMachine};
+
+/// The internal producer group Java clients announce in every heartbeat.
+pub const CLIENT_INNER_PRODUCER: &str = "CLIENT_INNER_PRODUCER";
+
+/// A producer as the instance sees it. The instance knows nothing else of its internals.
+pub trait ProducerMember: Send + Sync + 'static {
+    /// The group (namespace-wrapped).
+    fn group(&self) -> String;
+    /// Topics whose routes this producer publishes to (refreshed periodically).
+    fn topics(&self) -> Vec<String>;
+    /// A route changed.
+    fn route_updated(&self, topic: &str, route: &TopicRouteData);
+    /// A broker asks about a half message (CHECK_TRANSACTION_STATE).
+    fn check_transaction_state(
+        &self,
+        broker_addr: String,
+        message: MessageExt,
+        header: CheckTransactionStateRequestHeader,
+    );
+}
+
+/// A consumer as the instance sees it.
+pub trait ConsumerMember: Send + Sync + 'static {
+    /// The group (namespace-wrapped).
+    fn group(&self) -> String;
+    /// What the heartbeat says about this consumer.
+    fn consumer_data(&self) -> ConsumerData;
+    /// A route changed.
+    fn route_updated(&self, topic: &str, route: &TopicRouteData);
+    /// The broker says the group's membership changed.
+    fn ids_changed(&self);
+}
+
+/// The shared client of one client id. Java: `MQClientInstance`.
+pub struct ClientInstance {
+    config: ClientConfig,
+    client_id: String,
+    api: ClientApi,
+    state: StateMachine,
+    producers: RwLock<HashMap<String, Arc<dyn ProducerMember>>>,
+    consumers: RwLock<HashMap<String, Arc<dyn ConsumerMember>>>,
+    routes: RwLock<HashMap<String, TopicRouteData>>,
+    brokers: RwLock<HashMap<String, BTreeMap<i64, String>>>,
+    route_lock: tokio::sync::Mutex<()>,
+    token: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl fmt::Debug for ClientInstance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientInstance")
+            .field("client_id", &self.client_id)
+            .field("state", &self.state.get())
+            .field(
+                "producers",
+                &self.producers.read().keys().collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientInstance {
+    /// A new instance (state CREATED). Prefer [`ClientManager::get_or_create`], which shares one
+    /// instance per client id.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when the configuration is invalid.
+    pub fn new(config: ClientConfig) -> Result<Arc<Self>, ConfigError> {
+        config.validate()?;
+        let remoting = RemotingClient::new(RemotingConfig::default());
+        remoting.name_servers().update(config.name_servers.clone());
+        let api = ClientApi::new(
+            remoting,
+            ApiConfig::default().with_serialize_type(config.serialize_type),
+        );
+        Ok(Arc::new(Self {
+            client_id: config.client_id(),
+            config,
+            api,
+            state: StateMachine::default(),
+            producers: RwLock::new(HashMap::new()),
+            consumers: RwLock::new(HashMap::new()),
+            routes: RwLock::new(HashMap::new()),
+            brokers: RwLock::new(HashMap::new()),
+            route_lock: tokio::sync::Mutex::new(()),
+            token: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        }))
+    }
+
+    /// The client id `ip@instance[@unit]`.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// The typed RPCs this instance sends with.
+    pub fn api(&self) -> &ClientApi {
+        &self.api
+    }
+
+    /// The lifecycle state.
+    pub fn state(&self) -> ServiceState {
+        self.state.get()
+    }
+
+    /// Starts the instance: server-initiated request processors, then the scheduled tasks
+    /// (route refresh, heartbeat with offline-broker cleanup). Starting a running instance is
+    /// a no-op, as in Java.
+    ///
+    /// # Errors
+    /// [`InstanceError::State`] after a failed start or a shutdown.
+    pub fn start(self: &Arc<Self>) -> Result<(), InstanceError> {
+        match self.state.get() {
+            ServiceState::Running => return Ok(()),
+            ServiceState::Created => {}
+            other => return Err(InstanceError::State(other)),
+        }
+        self.state
+            .transition(ServiceState::Created, ServiceState::StartFailed)?;
+        self.register_processors();
+        self.spawn_tasks();
+        self.state
+            .transition(ServiceState::StartFailed, ServiceState::Running)?;
+        info!(client_id = %self.client_id, "client instance started");
+        Ok(())
+    }
+
+    fn register_processors(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        self.api.remoting().register_processor(
+            RequestCode::CHECK_TRANSACTION_STATE.0,
+            processor_fn(move |ctx, req| {
+                let weak = weak.clone();
+                async move {
+                    let me = weak.upgrade()?;
+                    let header = match CheckTransactionStateRequestHeader::decode(&req.ext_fields) {
+                        Ok(h) => h,
+                        Err(e) => {
+                            warn!(cause = %e, "bad transaction check from broker");
+                            return None;
+                        }
+                    };
+                    let msg = match decode_record(&mut req.body.clone(), true, true) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            warn!(cause = %e, "bad half message in transaction check");
+                            return None;
+                        }
+                    };
+                    let group = msg
+                        .message
+                        .property(property::PRODUCER_GROUP)
+                        .map(str::to_owned);
+                    let producer = group.and_then(|g| me.producers.read().get(&g).cloned());
+                    match producer {
+                        Some(p) => {
+                            p.check_transaction_state(ctx.peer_addr().to_owned(), msg, header)
+                        }
+                        None => debug!("transaction check for a group with no producer here"),
+                    }
+                    // CHECK_TRANSACTION_STATE is oneway: no response.
+                    None
+                }
+            }),
+        );
+        let weak = Arc::downgrade(self);
+        self.api.remoting().register_processor(
+            RequestCode::NOTIFY_CONSUMER_IDS_CHANGED.0,
+            processor_fn(move |_ctx, req| {
+                let weak = weak.clone();
+                async move {
+                    let me = weak.upgrade()?;
+                    if let Ok(h) = NotifyConsumerIdsChangedRequestHeader::decode(&req.ext_fields)
+                        && let Some(c) = me.consumers.read().get(&h.consumer_group).cloned()
+                    {
+                        c.ids_changed();
+                    }
+                    None
+                }
+            }),
+        );
+    }
+
+    fn spawn_tasks(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let token = self.token.clone();
+        let (routes_every, heartbeat_every) = (
+            self.config.poll_name_server_interval,
+            self.config.heartbeat_interval,
+        );
+        self.tasks.spawn(
+            async move {
+                let start = tokio::time::Instant::now();
+                let mut routes =
+                    tokio::time::interval_at(start + Duration::from_millis(10), routes_every);
+                let mut heartbeat =
+                    tokio::time::interval_at(start + Duration::from_secs(1), heartbeat_every);
+                loop {
+                    tokio::select! {
+                        () = token.cancelled() => break,
+                        _ = routes.tick() => {
+                            let Some(me) = weak.upgrade() else { break };
+                            me.refresh_all_routes().await;
+                        }
+                        _ = heartbeat.tick() => {
+                            let Some(me) = weak.upgrade() else { break };
+                            me.clean_offline_brokers();
+                            me.heartbeat_all().await;
+                        }
+                    }
+                }
+            }
+            .instrument(tracing::debug_span!("client_instance_tasks")),
+        );
+    }
+
+    /// Registers a producer group.
+    ///
+    /// # Errors
+    /// [`InstanceError::DuplicateGroup`] when the group is registered already.
+    pub fn register_producer(&self, member: Arc<dyn ProducerMember>) -> Result<(), InstanceError> {
+        let group = member.group();
+        let mut producers = self.producers.write();
+        if producers.contains_key(&group) {
+            return Err(InstanceError::DuplicateGroup(group));
+        }
+        producers.insert(group, member);
+        Ok(())
+    }
+
+    /// Registers a consumer group.
+    ///
+    /// # Errors
+    /// [`InstanceError::DuplicateGroup`] when the group is registered already.
+    pub fn register_consumer(&self, member: Arc<dyn ConsumerMember>) -> Result<(), InstanceError> {
+        let group = member.group();
+        let mut consumers = self.consumers.write();
+        if consumers.contains_key(&group) {
+            return Err(InstanceError::DuplicateGroup(group));
+        }
+        consumers.insert(group, member);
+        Ok(())
+    }
+
+    /// Removes a producer group and tells every known broker (UNREGISTER_CLIENT). When no member
+    /// is left the instance shuts down and leaves the [`ClientManager`].
+    pub async fn unregister_producer(&self, group: &str) {
+        self.producers.write().remove(group);
+        self.unregister_client(Some(group), None).await;
+        self.shutdown_if_unused().await;
+    }
+
+    /// Removes a consumer group, like [`ClientInstance::unregister_producer`].
+    pub async fn unregister_consumer(&self, group: &str) {
+        self.consumers.write().remove(group);
+        self.unregister_client(None, Some(group)).await;
+        self.shutdown_if_unused().await;
+    }
+
+    /// Whether any producer or consumer is registered.
+    pub fn has_members(&self) -> bool {
+        !self.producers.read().is_empty() || !self.consumers.read().is_empty()
+    }
+
+    async fn unregister_client(&self, producer: Option<&str>, consumer: Option<&str>) {
+        let header = UnregisterClientRequestHeader {
+            client_id: self.client_id.clone(),
+            producer_group: producer.map(str::to_owned),
+            consumer_group: consumer.map(str::to_owned),
+        };
+        for addr in self.all_broker_addrs() {
+            if let Err(e) = self
+                .api
+                .unregister_client(&addr, &header, self.config.request_timeout)
+                .await
+            {
+                debug!(broker = %addr, cause = %e, "unregister client failed");
+            }
+        }
+    }
+
+    async fn shutdown_if_unused(&self) {
+        if !self.has_members() {
+            self.shutdown().await;
+            ClientManager::global().remove(&self.client_id);
+        }
+    }
+
+    /// Stops the scheduled tasks and closes every connection. Idempotent.
+    pub async fn shutdown(&self) {
+        if self.state.get() == ServiceState::ShutdownAlready {
+            return;
+        }
+        self.state.force(ServiceState::ShutdownAlready);
+        self.token.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        let _ = self.api.remoting().shutdown(Duration::from_secs(3)).await;
+        info!(client_id = %self.client_id, "client instance shut down");
+    }
+
+    // ----- routes -----
+
+    /// The cached route of `topic`.
+    pub fn route(&self, topic: &str) -> Option<TopicRouteData> {
+        self.routes.read().get(topic).cloned()
+    }
+
+    /// Fetches the route of `topic` from the name servers, caches it and tells the members.
+    ///
+    /// # Errors
+    /// [`InstanceError::NoNameServer`] when none is configured; the API error otherwise (a
+    /// TOPIC_NOT_EXIST broker error when the name server knows no route).
+    pub async fn update_route(&self, topic: &str) -> Result<TopicRouteData, InstanceError> {
+        if self.config.name_servers.is_empty() {
+            return Err(InstanceError::NoNameServer);
+        }
+        let _guard = self.route_lock.lock().await;
+        let route = self
+            .api
+            .topic_route(topic, self.config.request_timeout)
+            .await?;
+        self.store_route(topic, route.clone());
+        Ok(route)
+    }
+
+    /// Builds a route for a topic the name server does not know yet from the route of
+    /// `template` (TBW102), with `min(queue_nums, template read queues)` queues per broker, so
+    /// that the first send makes a broker auto-create the topic.
+    ///
+    /// # Errors
+    /// As for [`ClientInstance::update_route`], for the template.
+    pub async fn update_route_from_template(
+        &self,
+        topic: &str,
+        template: &str,
+        queue_nums: i32,
+    ) -> Result<TopicRouteData, InstanceError> {
+        if self.config.name_servers.is_empty() {
+            return Err(InstanceError::NoNameServer);
+        }
+        let _guard = self.route_lock.lock().await;
+        let mut route = self
+            .api
+            .topic_route(template, self.config.request_timeout)
+            .await?;
+        for q in &mut route.queue_datas {
+            let n = queue_nums.min(q.read_queue_nums);
+            q.read_queue_nums = n;
+            q.write_queue_nums = n;
+        }
+        self.store_route(topic, route.clone());
+        Ok(route)
+    }
+
+    fn store_route(&self, topic: &str, route: TopicRouteData) {
+        {
+            let mut brokers = self.brokers.write();
+            for b in &route.broker_datas {
+                brokers.insert(b.broker_name.clone(), b.broker_addrs.clone());
+            }
+        }
+        let changed = self.routes.read().get(topic) != Some(&route);
+        self.routes.write().insert(topic.to_owned(), route.clone());
+        if changed {
+            debug!(topic, "route changed");
+        }
+        let producers: Vec<_> = self.producers.read().values().cloned().collect();
+        for p in producers {
+            p.route_updated(topic, &route);
+        }
+        let consumers: Vec<_> = self.consumers.read().values().cloned().collect();
+        for c in consumers {
+            c.route_updated(topic, &route);
+        }
+    }
+
+    async fn refresh_all_routes(&self) {
+        let mut topics: Vec<String> = self
+            .producers
+            .read()
+            .values()
+            .flat_map(|p| p.topics())
+            .collect();
+        topics.sort();
+        topics.dedup();
+        for topic in topics {
+            if let Err(e) = self.update_route(&topic).await {
+                debug!(topic, cause = %e, "route refresh failed");
+            }
+        }
+    }
+
+    /// The master address of `broker_name`, with the VIP port when configured.
+    pub fn broker_master(&self, broker_name: &str) -> Option<String> {
+        let addr = self
+            .brokers
+            .read()
+            .get(broker_name)
+            .and_then(|a| a.get(&MASTER_ID).cloned())?;
+        Some(if self.config.vip_channel {
+            vip_addr(&addr)
+        } else {
+            addr
+        })
+    }
+
+    fn all_broker_addrs(&self) -> Vec<String> {
+        let mut addrs: Vec<String> = self
+            .brokers
+            .read()
+            .values()
+            .flat_map(|a| a.values().cloned())
+            .collect();
+        addrs.sort();
+        addrs.dedup();
+        addrs
+    }
+
+    /// Drops brokers that no cached route mentions any more.
+    pub fn clean_offline_brokers(&self) {
+        let routes = self.routes.read();
+        self.brokers.write().retain(|name, addrs| {
+            addrs.retain(|_, addr| {
+                routes.values().any(|r| {
+                    r.broker_datas
+                        .iter()
+                        .any(|b| b.broker_addrs.values().any(|a| a == addr))
+                })
+            });
+            let keep = !addrs.is_empty();
+            if !keep {
+                debug!(broker = %name, "broker offline; removed");
+            }
+            keep
+        });
+    }
+
+    /// The heartbeat body: every producer group (plus the inner producer group Java announces)
+    /// and every consumer.
+    pub fn heartbeat_data(&self) -> HeartbeatData {
+        let mut producer_data_set: Vec<ProducerData> = self
+            .producers
+            .read()
+            .keys()
+            .map(|g| ProducerData {
+                group_name: g.clone(),
+            })
+            .collect();
+        producer_data_set.push(ProducerData {
+            group_name: CLIENT_INNER_PRODUCER.to_owned(),
+        });
+        HeartbeatData {
+            client_id: self.client_id.clone(),
+            producer_data_set,
+            consumer_data_set: self
+                .consumers
+                .read()
+                .values()
+                .map(|c| c.consumer_data())
+                .collect(),
+        }
+    }
+
+    /// Heartbeats every master broker (every broker when consumers exist). Failures are logged.
+    pub async fn heartbeat_all(&self) {
+        let data = self.heartbeat_data();
+        let all = !data.consumer_data_set.is_empty();
+        let targets: Vec<String> = self
+            .brokers
+            .read()
+            .values()
+            .flat_map(|addrs| {
+                addrs
+                    .iter()
+                    .filter(|(id, _)| all || **id == MASTER_ID)
+                    .map(|(_, a)| a.clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for addr in targets {
+            match self
+                .api
+                .heartbeat(&addr, &data, self.config.request_timeout)
+                .await
+            {
+                Ok(_) => debug!(broker = %addr, "heartbeat sent"),
+                Err(e) => warn!(broker = %addr, cause = %e, "heartbeat failed"),
+            }
+        }
+    }
+
+    /// Heartbeats one broker now (used right after a route first names it).
+    ///
+    /// # Errors
+    /// The API error.
+    pub async fn heartbeat_broker(&self, addr: &str) -> Result<(), ClientApiError> {
+        self.api
+            .heartbeat(addr, &self.heartbeat_data(), self.config.request_timeout)
+            .await
+            .map(drop)
+    }
+
+    /// Whether `code` from a broker means the route may be stale.
+    pub fn is_route_error(code: ResponseCode) -> bool {
+        code == ResponseCode::TOPIC_NOT_EXIST
+    }
+}
+
+impl Drop for ClientInstance {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+/// `host:port` with port − 2 (the broker's VIP channel).
+fn vip_addr(addr: &str) -> String {
+    match addr.rsplit_once(':') {
+        Some((host, port)) => match port.parse::<u16>() {
+            Ok(p) if p >= 2 => format!("{host}:{}", p - 2),
+            _ => addr.to_owned(),
+        },
+        None => addr.to_owned(),
+    }
+}
+
+/// Hands out one [`ClientInstance`] per client id. Java: `MQClientManager`.
+#[derive(Debug, Default)]
+pub struct ClientManager {
+    instances: Mutex<HashMap<String, Arc<ClientInstance>>>,
+}
+
+static GLOBAL: LazyLock<ClientManager> = LazyLock::new(ClientManager::default);
+
+impl ClientManager {
+    /// The process-wide manager.
+    pub fn global() -> &'static Self {
+        &GLOBAL
+    }
+
+    /// The live instance for `config`'s client id, or a new one. An instance that was shut
+    /// down is replaced.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when a new instance's configuration is invalid.
+    pub fn get_or_create(&self, config: &ClientConfig) -> Result<Arc<ClientInstance>, ConfigError> {
+        config.validate()?;
+        let id = config.client_id();
+        let mut map = self.instances.lock();
+        if let Some(existing) = map.get(&id)
+            && existing.state() != ServiceState::ShutdownAlready
+        {
+            return Ok(Arc::clone(existing));
+        }
+        let instance = ClientInstance::new(config.clone())?;
+        map.insert(id, Arc::clone(&instance));
+        Ok(instance)
+    }
+
+    /// The instance of `client_id`, if any.
+    pub fn get(&self, client_id: &str) -> Option<Arc<ClientInstance>> {
+        self.instances.lock().get(client_id).cloned()
+    }
+
+    /// Forgets the instance of `client_id`.
+    pub fn remove(&self, client_id: &str) {
+        self.instances.lock().remove(client_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vip_port_is_two_below() {
+        assert_eq!(vip_addr("127.0.0.1:10911"), "127.0.0.1:10909");
+        assert_eq!(vip_addr("bad"), "bad");
+    }
+
+    #[tokio::test]
+    async fn manager_shares_one_instance_per_client_id() {
+        let m = ClientManager::default();
+        let c = ClientConfig::new("127.0.0.1:9876").with_instance_name("shared-test");
+        let a = m.get_or_create(&c).unwrap();
+        let b = m.get_or_create(&c).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        let other = m
+            .get_or_create(&c.clone().with_instance_name("other"))
+            .unwrap();
+        assert!(!Arc::ptr_eq(&a, &other));
+        a.shutdown().await;
+        let c2 = m.get_or_create(&c).unwrap();
+        assert!(!Arc::ptr_eq(&a, &c2), "a shut-down instance is replaced");
+    }
+
+    #[tokio::test]
+    async fn lifecycle_transitions() {
+        let i = ClientInstance::new(ClientConfig::new("127.0.0.1:9876")).unwrap();
+        assert_eq!(i.state(), ServiceState::Created);
+        i.start().unwrap();
+        assert_eq!(i.state(), ServiceState::Running);
+        i.start().unwrap();
+        i.shutdown().await;
+        assert_eq!(i.state(), ServiceState::ShutdownAlready);
+        assert!(matches!(
+            i.start(),
+            Err(InstanceError::State(ServiceState::ShutdownAlready))
+        ));
+    }
+
+    #[tokio::test]
+    async fn no_name_server_is_a_typed_error() {
+        let i = ClientInstance::new(ClientConfig::default()).unwrap();
+        assert!(matches!(
+            i.update_route("T").await,
+            Err(InstanceError::NoNameServer)
+        ));
+    }
+}

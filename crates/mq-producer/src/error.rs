@@ -1,0 +1,123 @@
+//! [`ProducerError`]: the one error of every send mode.
+
+use std::time::Duration;
+
+use mq_client_api::message::BatchError;
+use mq_client_api::validate::ValidationError;
+use mq_client_api::{ClientApiError, ResponseCode};
+use mq_client_instance::{ConfigError, InstanceError, ServiceState};
+
+/// A producer operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProducerError {
+    /// Caller: the producer is not running (send before start, after shutdown), or was
+    /// started twice.
+    #[error("the producer service state not OK, {0}")]
+    State(ServiceState),
+    /// Caller: the configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Caller: the message failed validation; nothing was sent.
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+    /// Caller: the batch broke a batching rule; nothing was sent.
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    /// Caller: a message sent to an explicit queue of another topic.
+    #[error("message's topic {message_topic} not equal mq's topic {queue_topic}")]
+    TopicMismatch {
+        /// The message's topic.
+        message_topic: String,
+        /// The queue's topic.
+        queue_topic: String,
+    },
+    /// Caller: the selector chose no queue.
+    #[error("the queue selector chose no queue for topic {topic}")]
+    NoQueueSelected {
+        /// The topic.
+        topic: String,
+    },
+    /// Caller: no name server address is configured.
+    #[error("no name server address, please set it")]
+    NoNameServer,
+    /// Peer: the name servers know no route for the topic, nor for the auto-create template.
+    #[error(
+        "no route info of this topic {topic} (asked name servers {name_servers:?}, then template {template})"
+    )]
+    NoRoute {
+        /// The topic.
+        topic: String,
+        /// The name servers asked.
+        name_servers: Vec<String>,
+        /// The template topic tried next.
+        template: String,
+    },
+    /// Every attempt failed; `source` is the last attempt's error.
+    #[error(
+        "send to {topic} failed after {attempts} attempt(s) on {brokers:?} in {elapsed:?}: {source}"
+    )]
+    SendFailed {
+        /// The topic.
+        topic: String,
+        /// Attempts made.
+        attempts: u32,
+        /// Brokers tried, in order.
+        brokers: Vec<String>,
+        /// Time since the call.
+        elapsed: Duration,
+        /// The last cause.
+        #[source]
+        source: Box<ClientApiError>,
+    },
+    /// The deadline passed before an attempt could be made (or completed).
+    #[error(
+        "send to {topic} ran out of its deadline after {attempts} attempt(s) on {brokers:?} in {elapsed:?}"
+    )]
+    DeadlineExceeded {
+        /// The topic.
+        topic: String,
+        /// Attempts made.
+        attempts: u32,
+        /// Brokers tried.
+        brokers: Vec<String>,
+        /// Time since the call.
+        elapsed: Duration,
+    },
+    /// The producer shut down before the send finished.
+    #[error("the producer shut down before the send completed")]
+    ShutDown,
+    /// A client-instance failure outside a send attempt.
+    #[error(transparent)]
+    Instance(#[from] InstanceError),
+}
+
+impl ProducerError {
+    /// The broker's response code, when a broker refused the last attempt.
+    pub fn response_code(&self) -> Option<ResponseCode> {
+        match self {
+            Self::SendFailed { source, .. } => source.response_code(),
+            _ => None,
+        }
+    }
+
+    /// Whether the message may have been stored (a retry of your own may duplicate it).
+    pub fn possibly_delivered(&self) -> bool {
+        match self {
+            Self::SendFailed { source, .. } => source.possibly_delivered(),
+            Self::DeadlineExceeded { attempts, .. } => *attempts > 0,
+            Self::ShutDown => true,
+            _ => false,
+        }
+    }
+
+    /// Attempts made before giving up.
+    pub fn attempts(&self) -> u32 {
+        match self {
+            Self::SendFailed { attempts, .. } | Self::DeadlineExceeded { attempts, .. } => {
+                *attempts
+            }
+            _ => 0,
+        }
+    }
+}

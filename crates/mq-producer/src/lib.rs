@@ -1,0 +1,50 @@
+//! Layer 4 of 4: the RocketMQ producer.
+//!
+//! [`Producer`] is the facade (Java `DefaultMQProducer`) over an engine (Java
+//! `DefaultMQProducerImpl`) that every send mode shares: sync ([`Producer::send`]), a plain
+//! future ([`Producer::send_async`], no thread pool: the I/O is the async path), a callback
+//! ([`Producer::send_with_callback`]), oneway, to an explicit queue, through a
+//! [`QueueSelector`], and batches. Each send has one deadline, fixed when the call is made,
+//! that covers the route lookup and every attempt; retries move to another broker (also with
+//! latency fault tolerance on, unlike 4.5.1), async sends retry by the sync rules (broker codes
+//! included), and every failure is one [`ProducerError`] naming the topic, attempts, brokers
+//! tried, time spent and last cause.
+//!
+//! May depend on: `mq-remoting`, `mq-client-api`, `mq-client-instance`. Must not depend on
+//! consumers or servers.
+//!
+//! # Layout
+//! * [`config`] — [`ProducerConfig`].
+//! * [`producer`] — [`Producer`] and its engine.
+//! * [`select`] — publish queues, round-robin, [`LatencyFaultTolerance`], selectors.
+//! * [`hook`] — [`SendHook`] and [`SendContext`].
+//! * [`error`] — [`ProducerError`].
+//!
+//! # Example
+//! ```no_run
+//! # async fn demo() -> Result<(), mq_producer::ProducerError> {
+//! use mq_client_api::Message;
+//! use mq_producer::{Producer, ProducerConfig};
+//!
+//! let producer = Producer::new(ProducerConfig::new("my_group", "127.0.0.1:9876"));
+//! producer.start().await?;
+//! let result = producer.send(Message::new("TopicTest", "hello").with_tags("TagA")).await?;
+//! println!("{} stored at {} offset {}", result.msg_id, result.message_queue, result.queue_offset);
+//! producer.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod error;
+pub mod hook;
+pub mod producer;
+pub mod select;
+
+pub use config::ProducerConfig;
+pub use error::ProducerError;
+pub use hook::{CommunicationMode, SendContext, SendHook};
+pub use producer::Producer;
+pub use select::{
+    HashSelector, LatencyFaultTolerance, MachineRoomSelector, QueueSelector, RandomSelector,
+    SelectArg, TopicPublishInfo,
+};

@@ -1,0 +1,889 @@
+//! [`Producer`] (the facade, Java `DefaultMQProducer`) over its engine (Java
+//! `DefaultMQProducerImpl`): one send path for every mode, one deadline per send.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use mq_client_api::body::TopicRouteData;
+use mq_client_api::header::{
+    CheckTransactionStateRequestHeader, CreateTopicRequestHeader, SendMessageRequestHeader,
+};
+use mq_client_api::message::{
+    MessageExt, UniqueIdGenerator, decode_offset_msg_id, encode_batch, property, sys_flag,
+};
+use mq_client_api::validate::{validate_message, validate_topic};
+use mq_client_api::{
+    ClientApiError, Message, MessageQueue, ResponseCode, SendRequest, SendResult, SendStatus,
+};
+use mq_client_instance::{
+    ClientInstance, ClientManager, InstanceError, ProducerMember, ServiceState, StateMachine,
+};
+use parking_lot::RwLock;
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::config::ProducerConfig;
+use crate::error::ProducerError;
+use crate::hook::{CommunicationMode, SendContext, SendHook};
+use crate::select::{LatencyFaultTolerance, QueueSelector, SelectArg, TopicPublishInfo};
+
+/// A producer. Cheap to clone; clones share the engine.
+///
+/// Every send mode runs the same path: validate, look the route up (falling back to the
+/// TBW102 template for topics the broker will auto-create), choose a queue, attempt, and retry
+/// on another broker where the failure allows, all under one deadline fixed when the call is
+/// made. The async forms are plain futures (the I/O is the async path: no thread pool).
+#[derive(Clone, Debug)]
+pub struct Producer {
+    inner: Arc<Engine>,
+}
+
+/// What to send: one message, or a pre-encoded batch.
+enum Payload {
+    Single(Message),
+    Batch {
+        topic: String,
+        body: Bytes,
+        ids: String,
+        wait: bool,
+    },
+}
+
+impl Payload {
+    fn topic(&self) -> &str {
+        match self {
+            Self::Single(m) => &m.topic,
+            Self::Batch { topic, .. } => topic,
+        }
+    }
+}
+
+enum Target<'a> {
+    Auto,
+    Queue(MessageQueue),
+    Selector(&'a dyn QueueSelector, &'a SelectArg),
+}
+
+/// The engine behind [`Producer`]. Java: `DefaultMQProducerImpl`.
+pub(crate) struct Engine {
+    config: ProducerConfig,
+    state: StateMachine,
+    instance: RwLock<Option<Arc<ClientInstance>>>,
+    publish: RwLock<HashMap<String, Arc<TopicPublishInfo>>>,
+    faults: LatencyFaultTolerance,
+    hooks: RwLock<Vec<Arc<dyn SendHook>>>,
+    ids: UniqueIdGenerator,
+    tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProducerEngine")
+            .field("group", &self.config.group)
+            .field("state", &self.state.get())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Registers the engine with its instance without keeping it alive from there.
+struct Member(Weak<Engine>, String);
+
+impl ProducerMember for Member {
+    fn group(&self) -> String {
+        self.1.clone()
+    }
+
+    fn topics(&self) -> Vec<String> {
+        self.0
+            .upgrade()
+            .map(|e| e.publish.read().keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn route_updated(&self, topic: &str, route: &TopicRouteData) {
+        if let Some(e) = self.0.upgrade()
+            && e.publish.read().contains_key(topic)
+        {
+            e.publish.write().insert(
+                topic.to_owned(),
+                Arc::new(TopicPublishInfo::from_route(topic, route)),
+            );
+        }
+    }
+
+    fn check_transaction_state(
+        &self,
+        broker_addr: String,
+        message: MessageExt,
+        _header: CheckTransactionStateRequestHeader,
+    ) {
+        // A plain producer has no transaction listener; the broker asks again later and rolls
+        // back after its maximum number of checks.
+        debug!(broker = %broker_addr, msg_id = %message.msg_id(), "transaction check for a producer without a listener");
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Producer {
+    /// A producer with `config` (state CREATED). Call [`Producer::start`] before sending.
+    pub fn new(config: ProducerConfig) -> Self {
+        let ids = UniqueIdGenerator::new(Some(config.client.client_ip));
+        Self {
+            inner: Arc::new(Engine {
+                config,
+                state: StateMachine::default(),
+                instance: RwLock::new(None),
+                publish: RwLock::new(HashMap::new()),
+                faults: LatencyFaultTolerance::default(),
+                hooks: RwLock::new(Vec::new()),
+                ids,
+                tasks: TaskTracker::new(),
+            }),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ProducerConfig {
+        &self.inner.config
+    }
+
+    /// The lifecycle state.
+    pub fn state(&self) -> ServiceState {
+        self.inner.state.get()
+    }
+
+    /// The shared client instance (after start).
+    pub fn instance(&self) -> Option<Arc<ClientInstance>> {
+        self.inner.instance.read().clone()
+    }
+
+    /// Adds a send hook.
+    pub fn add_hook(&self, hook: Arc<dyn SendHook>) {
+        self.inner.hooks.write().push(hook);
+    }
+
+    /// Starts: validates the configuration, joins (or creates) the client instance of this
+    /// client id, registers the group, starts the instance, heartbeats.
+    ///
+    /// # Errors
+    /// [`ProducerError::State`] when not CREATED (started twice, or after a failed start or a
+    /// shutdown); [`ProducerError::Config`]; [`ProducerError::Instance`] for a duplicate group.
+    /// A failed start leaves the producer START_FAILED.
+    pub async fn start(&self) -> Result<(), ProducerError> {
+        let e = &self.inner;
+        e.state
+            .transition(ServiceState::Created, ServiceState::StartFailed)
+            .map_err(|s| ProducerError::State(s.found))?;
+        e.config.validate()?;
+        let instance = ClientManager::global().get_or_create(&e.config.client)?;
+        let group = instance.config().wrap(&e.config.group);
+        instance.register_producer(Arc::new(Member(Arc::downgrade(e), group)))?;
+        if let Err(err) = instance.start() {
+            instance.unregister_producer(&e.config.group).await;
+            return Err(err.into());
+        }
+        *e.instance.write() = Some(Arc::clone(&instance));
+        e.state
+            .transition(ServiceState::StartFailed, ServiceState::Running)
+            .map_err(|s| ProducerError::State(s.found))?;
+        instance.heartbeat_all().await;
+        info!(group = %e.config.group, client_id = %instance.client_id(), "producer started");
+        Ok(())
+    }
+
+    /// Shuts down: new sends fail with [`ProducerError::State`], sends in flight finish (or
+    /// fail when their deadline passes), the group is unregistered from the brokers, and the
+    /// client instance stops when no other member uses it.
+    pub async fn shutdown(&self) {
+        let e = &self.inner;
+        if e.state
+            .transition(ServiceState::Running, ServiceState::ShutdownAlready)
+            .is_err()
+        {
+            e.state.force(ServiceState::ShutdownAlready);
+            return;
+        }
+        e.tasks.close();
+        e.tasks.wait().await;
+        let instance = e.instance.write().take();
+        if let Some(instance) = instance {
+            let group = instance.config().wrap(&e.config.group);
+            instance.unregister_producer(&group).await;
+        }
+        info!(group = %e.config.group, "producer shut down");
+    }
+
+    /// Sends and waits for the broker's answer, retrying as configured.
+    ///
+    /// # Errors
+    /// Any [`ProducerError`]; see [`ProducerError::possibly_delivered`] before retrying.
+    pub async fn send(&self, msg: Message) -> Result<SendResult, ProducerError> {
+        self.send_with_timeout(msg, self.inner.config.send_timeout)
+            .await
+    }
+
+    /// [`Producer::send`] with its own deadline.
+    ///
+    /// # Errors
+    /// As for [`Producer::send`].
+    pub async fn send_with_timeout(
+        &self,
+        msg: Message,
+        timeout: Duration,
+    ) -> Result<SendResult, ProducerError> {
+        let deadline = Instant::now() + timeout;
+        self.inner
+            .send_core(
+                Payload::Single(msg),
+                Target::Auto,
+                CommunicationMode::Sync,
+                deadline,
+            )
+            .await
+            .and_then(stored)
+    }
+
+    /// The async send: a future that resolves to the outcome, retried by the same rules as
+    /// sync sends (async retries count against `retries_async`). The deadline starts now, not
+    /// when the future is first polled.
+    pub fn send_async(
+        &self,
+        msg: Message,
+    ) -> impl Future<Output = Result<SendResult, ProducerError>> + Send + 'static {
+        let deadline = Instant::now() + self.inner.config.send_timeout;
+        let engine = Arc::clone(&self.inner);
+        async move {
+            engine
+                .send_core(
+                    Payload::Single(msg),
+                    Target::Auto,
+                    CommunicationMode::Async,
+                    deadline,
+                )
+                .await
+                .and_then(stored)
+        }
+    }
+
+    /// Sends in the background and calls `callback` exactly once with the outcome. The task is
+    /// owned by the producer: [`Producer::shutdown`] waits for it.
+    ///
+    /// # Errors
+    /// [`ProducerError::State`] when the producer is not running (the callback is then not
+    /// called).
+    pub fn send_with_callback<F>(&self, msg: Message, callback: F) -> Result<(), ProducerError>
+    where
+        F: FnOnce(Result<SendResult, ProducerError>) + Send + 'static,
+    {
+        self.inner.ensure_running()?;
+        let fut = self.send_async(msg);
+        self.inner.tasks.spawn(async move { callback(fut.await) });
+        Ok(())
+    }
+
+    /// Sends without waiting for any answer (one attempt).
+    ///
+    /// # Errors
+    /// Failures before the request is written.
+    pub async fn send_oneway(&self, msg: Message) -> Result<(), ProducerError> {
+        let deadline = Instant::now() + self.inner.config.send_timeout;
+        self.inner
+            .send_core(
+                Payload::Single(msg),
+                Target::Auto,
+                CommunicationMode::Oneway,
+                deadline,
+            )
+            .await
+            .map(drop)
+    }
+
+    /// Sends to an explicit queue (one attempt: the queue is the caller's choice).
+    ///
+    /// # Errors
+    /// [`ProducerError::TopicMismatch`] when the queue belongs to another topic; as for
+    /// [`Producer::send`] otherwise.
+    pub async fn send_to_queue(
+        &self,
+        msg: Message,
+        queue: MessageQueue,
+    ) -> Result<SendResult, ProducerError> {
+        if msg.topic != queue.topic {
+            return Err(ProducerError::TopicMismatch {
+                message_topic: msg.topic,
+                queue_topic: queue.topic,
+            });
+        }
+        let deadline = Instant::now() + self.inner.config.send_timeout;
+        self.inner
+            .send_core(
+                Payload::Single(msg),
+                Target::Queue(queue),
+                CommunicationMode::Sync,
+                deadline,
+            )
+            .await
+            .and_then(stored)
+    }
+
+    /// Sends to the queue `selector` picks for `arg` (one attempt: the choice is the
+    /// selector's, e.g. to keep a key's messages in order).
+    ///
+    /// # Errors
+    /// [`ProducerError::NoQueueSelected`]; as for [`Producer::send`] otherwise.
+    pub async fn send_with_selector(
+        &self,
+        msg: Message,
+        selector: &dyn QueueSelector,
+        arg: &SelectArg,
+    ) -> Result<SendResult, ProducerError> {
+        let deadline = Instant::now() + self.inner.config.send_timeout;
+        self.inner
+            .send_core(
+                Payload::Single(msg),
+                Target::Selector(selector, arg),
+                CommunicationMode::Sync,
+                deadline,
+            )
+            .await
+            .and_then(stored)
+    }
+
+    /// Sends messages of one topic as one SEND_BATCH_MESSAGE (never compressed). The result's
+    /// `msg_id` joins every message's id with `,`.
+    ///
+    /// # Errors
+    /// [`ProducerError::Batch`] for an empty or mixed batch, [`ProducerError::Validation`] for
+    /// a bad message or an encoded batch over the size limit; as for [`Producer::send`] otherwise.
+    pub async fn send_batch(&self, msgs: Vec<Message>) -> Result<SendResult, ProducerError> {
+        let deadline = Instant::now() + self.inner.config.send_timeout;
+        let payload = self.inner.batch_payload(msgs)?;
+        self.inner
+            .send_core(payload, Target::Auto, CommunicationMode::Sync, deadline)
+            .await
+            .and_then(stored)
+    }
+
+    // ----- admin -----
+
+    /// Creates `topic` with `queues` queues on every broker that serves `key` (usually TBW102).
+    ///
+    /// # Errors
+    /// Route and broker errors.
+    pub async fn create_topic(
+        &self,
+        key: &str,
+        topic: &str,
+        queues: i32,
+    ) -> Result<(), ProducerError> {
+        validate_topic(topic)?;
+        let instance = self.inner.running_instance()?;
+        let route = instance.update_route(key).await?;
+        let header = CreateTopicRequestHeader {
+            topic: instance.config().wrap(topic),
+            default_topic: key.to_owned(),
+            read_queue_nums: queues,
+            write_queue_nums: queues,
+            perm: mq_client_api::body::perm::READ_WRITE,
+            topic_filter_type: "SINGLE_TAG".into(),
+            topic_sys_flag: Some(0),
+            order: false,
+        };
+        for b in &route.broker_datas {
+            if let Some(addr) = b.master_addr() {
+                instance
+                    .api()
+                    .create_topic(addr, &header, self.inner.config.send_timeout)
+                    .await
+                    .map_err(InstanceError::from)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn queue_broker(
+        &self,
+        mq: &MessageQueue,
+    ) -> Result<(Arc<ClientInstance>, String), ProducerError> {
+        let instance = self.inner.running_instance()?;
+        let topic = instance.config().wrap(&mq.topic);
+        if instance.broker_master(&mq.broker_name).is_none() {
+            instance.update_route(&topic).await?;
+        }
+        let addr =
+            instance
+                .broker_master(&mq.broker_name)
+                .ok_or_else(|| ProducerError::NoRoute {
+                    topic: mq.topic.clone(),
+                    name_servers: instance.config().name_servers.clone(),
+                    template: self.inner.config.create_topic_key.clone(),
+                })?;
+        Ok((instance, addr))
+    }
+
+    /// The max offset of a queue.
+    ///
+    /// # Errors
+    /// Route and broker errors.
+    pub async fn max_offset(&self, mq: &MessageQueue) -> Result<i64, ProducerError> {
+        let (instance, addr) = self.queue_broker(mq).await?;
+        let mq = MessageQueue::new(
+            instance.config().wrap(&mq.topic),
+            &mq.broker_name,
+            mq.queue_id,
+        );
+        Ok(instance
+            .api()
+            .max_offset(&addr, &mq, self.inner.config.send_timeout)
+            .await
+            .map_err(InstanceError::from)?)
+    }
+
+    /// The min offset of a queue.
+    ///
+    /// # Errors
+    /// Route and broker errors.
+    pub async fn min_offset(&self, mq: &MessageQueue) -> Result<i64, ProducerError> {
+        let (instance, addr) = self.queue_broker(mq).await?;
+        let mq = MessageQueue::new(
+            instance.config().wrap(&mq.topic),
+            &mq.broker_name,
+            mq.queue_id,
+        );
+        Ok(instance
+            .api()
+            .min_offset(&addr, &mq, self.inner.config.send_timeout)
+            .await
+            .map_err(InstanceError::from)?)
+    }
+
+    /// The first offset stored at or after `timestamp_ms`.
+    ///
+    /// # Errors
+    /// Route and broker errors.
+    pub async fn search_offset(
+        &self,
+        mq: &MessageQueue,
+        timestamp_ms: i64,
+    ) -> Result<i64, ProducerError> {
+        let (instance, addr) = self.queue_broker(mq).await?;
+        let mq = MessageQueue::new(
+            instance.config().wrap(&mq.topic),
+            &mq.broker_name,
+            mq.queue_id,
+        );
+        Ok(instance
+            .api()
+            .search_offset(&addr, &mq, timestamp_ms, self.inner.config.send_timeout)
+            .await
+            .map_err(InstanceError::from)?)
+    }
+
+    /// Store time of a queue's earliest message, ms since the epoch.
+    ///
+    /// # Errors
+    /// Route and broker errors.
+    pub async fn earliest_msg_store_time(&self, mq: &MessageQueue) -> Result<i64, ProducerError> {
+        let (instance, addr) = self.queue_broker(mq).await?;
+        let mq = MessageQueue::new(
+            instance.config().wrap(&mq.topic),
+            &mq.broker_name,
+            mq.queue_id,
+        );
+        Ok(instance
+            .api()
+            .earliest_msg_store_time(&addr, &mq, self.inner.config.send_timeout)
+            .await
+            .map_err(InstanceError::from)?)
+    }
+
+    /// A stored message by its offset message id (`SendResult::offset_msg_id`).
+    ///
+    /// # Errors
+    /// Broker errors, or a malformed id (as a validation error of the API).
+    pub async fn view_message(&self, offset_msg_id: &str) -> Result<MessageExt, ProducerError> {
+        let instance = self.inner.running_instance()?;
+        let (addr, offset) = decode_offset_msg_id(offset_msg_id).map_err(|e| {
+            ProducerError::Instance(InstanceError::Api(ClientApiError::Broker {
+                code: ResponseCode::SYSTEM_ERROR,
+                remark: Some(e.to_string()),
+                addr: String::new(),
+            }))
+        })?;
+        Ok(instance
+            .api()
+            .view_message(&addr.to_string(), offset, self.inner.config.send_timeout)
+            .await
+            .map_err(InstanceError::from)?)
+    }
+}
+
+/// The result of a send that waits for the broker. `send_core` returns `Ok(None)` only in
+/// oneway mode, which these callers never use; were that ever broken, the caller gets an
+/// error rather than a panic.
+fn stored(r: Option<SendResult>) -> Result<SendResult, ProducerError> {
+    r.ok_or(ProducerError::ShutDown)
+}
+
+impl Engine {
+    fn ensure_running(&self) -> Result<(), ProducerError> {
+        match self.state.get() {
+            ServiceState::Running => Ok(()),
+            other => Err(ProducerError::State(other)),
+        }
+    }
+
+    fn running_instance(&self) -> Result<Arc<ClientInstance>, ProducerError> {
+        self.ensure_running()?;
+        self.instance
+            .read()
+            .clone()
+            .ok_or(ProducerError::State(ServiceState::ShutdownAlready))
+    }
+
+    fn batch_payload(&self, mut msgs: Vec<Message>) -> Result<Payload, ProducerError> {
+        for m in &mut msgs {
+            validate_message(m, self.config.max_message_size)?;
+            if m.uniq_key().is_none() {
+                m.set_property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX, self.ids.next_id());
+            }
+        }
+        let body = encode_batch(&msgs)?;
+        if body.len() > self.config.max_message_size {
+            return Err(mq_client_api::validate::ValidationError::BodyTooLarge {
+                size: body.len(),
+                max: self.config.max_message_size,
+            }
+            .into());
+        }
+        let ids = msgs
+            .iter()
+            .filter_map(Message::uniq_key)
+            .collect::<Vec<_>>()
+            .join(",");
+        // encode_batch refused an empty batch.
+        let first = &msgs[0];
+        Ok(Payload::Batch {
+            topic: first.topic.clone(),
+            body,
+            ids,
+            wait: first.wait_store_msg_ok(),
+        })
+    }
+
+    /// The publish queues of `topic`, fetching the route (or the TBW102 template) when needed.
+    async fn publish_info(
+        &self,
+        instance: &ClientInstance,
+        topic: &str,
+    ) -> Result<Arc<TopicPublishInfo>, ProducerError> {
+        if let Some(info) = self.publish.read().get(topic).filter(|i| i.ok()) {
+            return Ok(Arc::clone(info));
+        }
+        let route = match instance.update_route(topic).await {
+            Ok(r) => Some(r),
+            Err(InstanceError::NoNameServer) => return Err(ProducerError::NoNameServer),
+            Err(InstanceError::Api(e))
+                if e.response_code() == Some(ResponseCode::TOPIC_NOT_EXIST) =>
+            {
+                None
+            }
+            Err(e) => {
+                debug!(topic, cause = %e, "route lookup failed");
+                None
+            }
+        };
+        let route = match route {
+            Some(r) => Some(r),
+            None => instance
+                .update_route_from_template(
+                    topic,
+                    &self.config.create_topic_key,
+                    self.config.default_topic_queue_nums,
+                )
+                .await
+                .ok(),
+        };
+        let info = route
+            .map(|r| Arc::new(TopicPublishInfo::from_route(topic, &r)))
+            .filter(|i| i.ok())
+            .ok_or_else(|| ProducerError::NoRoute {
+                topic: instance.config().unwrap_name(topic).to_owned(),
+                name_servers: instance.config().name_servers.clone(),
+                template: self.config.create_topic_key.clone(),
+            })?;
+        self.publish
+            .write()
+            .insert(topic.to_owned(), Arc::clone(&info));
+        Ok(info)
+    }
+
+    fn build_request(
+        &self,
+        instance: &ClientInstance,
+        payload: &Payload,
+        mq: &MessageQueue,
+    ) -> Result<(SendRequest, Message), ProducerError> {
+        let (mut header, body, msg_id, sent) = match payload {
+            Payload::Single(m) => {
+                let mut m = m.clone();
+                if let Some(ns) = &instance.config().namespace {
+                    m.set_property(property::INSTANCE_ID, ns.clone());
+                }
+                let mut sys = 0;
+                let body = match self.config.compressor.maybe_compress(&m.body, false) {
+                    Some((compressed, bits)) => {
+                        sys |= bits;
+                        Bytes::from(compressed)
+                    }
+                    None => m.body.clone(),
+                };
+                if m.is_transaction_prepared() {
+                    sys |= sys_flag::TRANSACTION_PREPARED_TYPE;
+                }
+                let mut header = SendMessageRequestHeader {
+                    sys_flag: sys,
+                    flag: m.flag,
+                    reconsume_times: Some(0),
+                    ..Default::default()
+                };
+                if mq.topic.starts_with("%RETRY%") {
+                    if let Some(t) = m
+                        .clear_property(property::RECONSUME_TIME)
+                        .and_then(|v| v.parse().ok())
+                    {
+                        header.reconsume_times = Some(t);
+                    }
+                    header.max_reconsume_times = m
+                        .clear_property(property::MAX_RECONSUME_TIMES)
+                        .and_then(|v| v.parse().ok());
+                }
+                header.properties = Some(m.properties_string());
+                let id = m.uniq_key().unwrap_or_default().to_owned();
+                (header, body, id, m)
+            }
+            Payload::Batch {
+                topic,
+                body,
+                ids,
+                wait,
+            } => {
+                let mut m = Message::new(topic.clone(), body.clone()).with_wait_store_msg_ok(*wait);
+                if let Some(ns) = &instance.config().namespace {
+                    m.set_property(property::INSTANCE_ID, ns.clone());
+                }
+                let header = SendMessageRequestHeader {
+                    batch: true,
+                    reconsume_times: Some(0),
+                    properties: Some(m.properties_string()),
+                    ..Default::default()
+                };
+                (header, body.clone(), ids.clone(), m)
+            }
+        };
+        header.producer_group = instance.config().wrap(&self.config.group);
+        header.topic = mq.topic.clone();
+        header.default_topic = self.config.create_topic_key.clone();
+        header.default_topic_queue_nums = self.config.default_topic_queue_nums;
+        header.queue_id = mq.queue_id;
+        header.born_timestamp = now_ms();
+        Ok((
+            SendRequest {
+                header,
+                body,
+                msg_id,
+                broker_name: mq.broker_name.clone(),
+            },
+            sent,
+        ))
+    }
+
+    /// The one send path.
+    async fn send_core(
+        &self,
+        payload: Payload,
+        target: Target<'_>,
+        mode: CommunicationMode,
+        deadline: Instant,
+    ) -> Result<Option<SendResult>, ProducerError> {
+        let started = Instant::now();
+        let instance = self.running_instance()?;
+        let mut payload = payload;
+        if let Payload::Single(m) = &mut payload {
+            validate_message(m, self.config.max_message_size)?;
+            // Set once, kept across retries.
+            if m.uniq_key().is_none() {
+                m.set_property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX, self.ids.next_id());
+            }
+        }
+        let user_topic = payload.topic().to_owned();
+        let topic = instance.config().wrap(&user_topic);
+        let info = self.publish_info(&instance, &topic).await?;
+        let max_attempts = match (&target, mode) {
+            (Target::Auto, CommunicationMode::Sync) => 1 + self.config.retries,
+            (Target::Auto, CommunicationMode::Async) => 1 + self.config.retries_async,
+            _ => 1,
+        };
+        let faults = self.config.latency_fault_tolerance.then_some(&self.faults);
+        let mut attempts = 0u32;
+        let mut brokers: Vec<String> = Vec::new();
+        let mut last_error: Option<ClientApiError> = None;
+        let mut not_stored: Option<SendResult> = None;
+        while attempts < max_attempts {
+            if Instant::now() >= deadline {
+                break;
+            }
+            let mq = match &target {
+                Target::Auto => info.select(brokers.last().map(String::as_str), faults),
+                Target::Queue(q) => {
+                    Some(MessageQueue::new(topic.clone(), &q.broker_name, q.queue_id))
+                }
+                Target::Selector(selector, arg) => {
+                    let probe = Message::new(user_topic.clone(), Bytes::new());
+                    let user_queues: Vec<MessageQueue> = info
+                        .queues
+                        .iter()
+                        .map(|q| MessageQueue::new(user_topic.clone(), &q.broker_name, q.queue_id))
+                        .collect();
+                    let chosen = match &payload {
+                        Payload::Single(m) => selector.select(&user_queues, m, arg),
+                        Payload::Batch { .. } => selector.select(&user_queues, &probe, arg),
+                    };
+                    match chosen {
+                        Some(q) => {
+                            Some(MessageQueue::new(topic.clone(), q.broker_name, q.queue_id))
+                        }
+                        None => return Err(ProducerError::NoQueueSelected { topic: user_topic }),
+                    }
+                }
+            };
+            let Some(mq) = mq else { break };
+            attempts += 1;
+            brokers.push(mq.broker_name.clone());
+            let addr = match instance.broker_master(&mq.broker_name) {
+                Some(a) => a,
+                None => {
+                    let _ = instance.update_route(&topic).await;
+                    match instance.broker_master(&mq.broker_name) {
+                        Some(a) => a,
+                        None => {
+                            last_error = Some(ClientApiError::Broker {
+                                code: ResponseCode::SERVICE_NOT_AVAILABLE,
+                                remark: Some(format!("the broker[{}] not exist", mq.broker_name)),
+                                addr: String::new(),
+                            });
+                            continue;
+                        }
+                    }
+                }
+            };
+            let (request, sent) = self.build_request(&instance, &payload, &mq)?;
+            let user_mq = MessageQueue::new(user_topic.clone(), &mq.broker_name, mq.queue_id);
+            let hooks = self.hooks.read().clone();
+            let base = SendContext {
+                producer_group: &self.config.group,
+                message: &sent,
+                queue: &user_mq,
+                broker_addr: &addr,
+                mode,
+                attempt: attempts,
+                result: None,
+                error: None,
+            };
+            for h in &hooks {
+                h.before(&base);
+            }
+            let attempt_started = Instant::now();
+            let remaining = deadline.saturating_duration_since(attempt_started);
+            let outcome = match mode {
+                CommunicationMode::Oneway => instance
+                    .api()
+                    .send_oneway(&addr, &request, remaining)
+                    .await
+                    .map(|()| None),
+                _ => instance
+                    .api()
+                    .send(&addr, &request, remaining)
+                    .await
+                    .map(Some),
+            };
+            let outcome = outcome.map(|r| {
+                r.map(|mut r| {
+                    r.message_queue.topic = user_topic.clone();
+                    r
+                })
+            });
+            self.faults
+                .update(&mq.broker_name, attempt_started.elapsed(), outcome.is_err());
+            for h in &hooks {
+                match &outcome {
+                    Ok(r) => h.after(&SendContext {
+                        result: r.as_ref(),
+                        ..base
+                    }),
+                    Err(e) => h.after(&SendContext {
+                        error: Some(e),
+                        ..base
+                    }),
+                }
+            }
+            match outcome {
+                Ok(Some(r))
+                    if r.status != SendStatus::SendOk
+                        && self.config.retry_another_broker_when_not_stored
+                        && matches!(target, Target::Auto) =>
+                {
+                    not_stored = Some(r);
+                }
+                Ok(r) => return Ok(r),
+                Err(e) => {
+                    let retry = matches!(target, Target::Auto) && e.is_retryable();
+                    if e.response_code() == Some(ResponseCode::TOPIC_NOT_EXIST) {
+                        let _ = instance.update_route(&topic).await;
+                    }
+                    debug!(topic = %user_topic, broker = %mq.broker_name, attempt = attempts, cause = %e, retry, "send attempt failed");
+                    if !retry {
+                        return Err(ProducerError::SendFailed {
+                            topic: user_topic,
+                            attempts,
+                            brokers,
+                            elapsed: started.elapsed(),
+                            source: Box::new(e),
+                        });
+                    }
+                    last_error = Some(e);
+                }
+            }
+        }
+        if let Some(r) = not_stored {
+            return Ok(Some(r));
+        }
+        let elapsed = started.elapsed();
+        match last_error {
+            Some(source) => {
+                warn!(topic = %user_topic, attempts, ?brokers, cause = %source, "send failed");
+                Err(ProducerError::SendFailed {
+                    topic: user_topic,
+                    attempts,
+                    brokers,
+                    elapsed,
+                    source: Box::new(source),
+                })
+            }
+            None => Err(ProducerError::DeadlineExceeded {
+                topic: user_topic,
+                attempts,
+                brokers,
+                elapsed,
+            }),
+        }
+    }
+}
