@@ -1,0 +1,512 @@
+//! The producer against the real embedded cluster: the 4.5.1 DefaultMQProducerTest cases
+//! (each checking what the broker stored), fault injection, lifecycle, shared instances.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs,
+    unreachable_pub
+)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mq_client_api::header::PullMessageRequestHeader;
+use mq_client_api::message::{decode_offset_msg_id, decode_record, sys_flag};
+use mq_client_api::validate::ValidationError;
+use mq_client_api::{
+    ClientApiError, Message, MessageQueue, PullStatus, RequestCode, ResponseCode, SendResult,
+    SendStatus,
+};
+use mq_client_instance::{ClientConfig, ServiceState};
+use mq_producer::{
+    HashSelector, Producer, ProducerConfig, ProducerError, SelectArg, SendContext, SendHook,
+};
+use mq_remoting::RemotingError;
+use mq_test_support::{Cluster, Fault};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A config with a fresh instance name, so tests do not share client instances by accident.
+fn config(cluster: &Cluster, group: &str) -> ProducerConfig {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    ProducerConfig::new(group, &cluster.namesrv_addr()).with_client(
+        ClientConfig::new(&cluster.namesrv_addr()).with_instance_name(format!("it-{n}")),
+    )
+}
+
+async fn started(cluster: &Cluster, group: &str) -> Producer {
+    let p = Producer::new(config(cluster, group));
+    p.start().await.unwrap();
+    p
+}
+
+/// Reads the stored message a send result points at, through a pull.
+async fn stored(cluster: &Cluster, r: &SendResult) -> mq_client_api::MessageExt {
+    let api = cluster.client_api();
+    let i = (0..cluster.len())
+        .find(|i| cluster.broker(*i).name() == r.message_queue.broker_name)
+        .unwrap();
+    let h = PullMessageRequestHeader {
+        consumer_group: "check".into(),
+        topic: r.message_queue.topic.clone(),
+        queue_id: r.message_queue.queue_id,
+        queue_offset: r.queue_offset,
+        max_msg_nums: 1,
+        subscription: Some("*".into()),
+        ..Default::default()
+    };
+    let pulled = api
+        .pull(&cluster.broker_addr(i), &h, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(pulled.status, PullStatus::Found);
+    pulled.messages.into_iter().next().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_message_is_refused_before_any_io() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let p = started(&cluster, "zero").await;
+    let e = p.send(Message::new("FooBar", "")).await.unwrap_err();
+    assert!(
+        matches!(e, ProducerError::Validation(ValidationError::EmptyBody)),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("message body length is zero"));
+    assert!(!e.possibly_delivered());
+    p.shutdown().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn no_name_server_is_a_typed_error() {
+    let p = Producer::new(
+        ProducerConfig::new("nons", "")
+            .with_client(ClientConfig::default().with_instance_name("nons")),
+    );
+    p.start().await.unwrap();
+    let e = p.send(Message::new("FooBar", "a")).await.unwrap_err();
+    assert!(matches!(e, ProducerError::NoNameServer), "{e:?}");
+    assert!(e.to_string().contains("no name server address"));
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_route_names_what_was_tried() {
+    let cluster = Cluster::builder()
+        .auto_create_topic(false)
+        .start()
+        .await
+        .unwrap();
+    let p = started(&cluster, "noroute").await;
+    let e = p.send(Message::new("FooBar", "a")).await.unwrap_err();
+    match &e {
+        ProducerError::NoRoute {
+            topic,
+            name_servers,
+            template,
+        } => {
+            assert_eq!(topic, "FooBar");
+            assert_eq!(name_servers, &vec![cluster.namesrv_addr()]);
+            assert_eq!(template, "TBW102");
+        }
+        other => panic!("expected NoRoute, got {other:?}"),
+    }
+    p.shutdown().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_send_is_stored_as_sent() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let p = started(&cluster, "sync").await;
+    let msg = Message::new("FooBar", "a")
+        .with_tags("TagA")
+        .with_keys(["k1"]);
+    let r = p.send(msg).await.unwrap();
+    assert_eq!(r.status, SendStatus::SendOk);
+    assert_eq!(r.message_queue.topic, "FooBar");
+    assert_eq!(r.msg_id.len(), 32);
+    let m = stored(&cluster, &r).await;
+    assert_eq!(&m.message.body[..], b"a");
+    assert_eq!(m.message.tags(), Some("TagA"));
+    assert_eq!(m.msg_id(), r.msg_id, "UNIQ_KEY stored as reported");
+    assert_eq!(m.offset_msg_id(), r.offset_msg_id);
+    p.shutdown().await;
+    cluster.shutdown().await;
+}
+
+fn big() -> Message {
+    Message::new("FooBar", "This is a very huge message!")
+}
+
+async fn assert_stored_compressed(cluster: &Cluster, r: &SendResult) {
+    let (_, phys) = decode_offset_msg_id(&r.offset_msg_id).unwrap();
+    let raw = cluster.broker(0).store().read_record(phys).unwrap();
+    let rec = decode_record(&mut raw.clone(), true, false).unwrap();
+    assert_ne!(rec.sys_flag & sys_flag::COMPRESSED, 0, "stored compressed");
+    assert_ne!(&rec.message.body[..], b"This is a very huge message!");
+    let m = stored(cluster, r).await;
+    assert_eq!(
+        &m.message.body[..],
+        b"This is a very huge message!",
+        "inflated on read"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_send_with_compressed_body() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let p = Producer::new(config(&cluster, "compress").with_compress_over(16));
+    p.start().await.unwrap();
+    let r = p.send(big()).await.unwrap();
+    assert_stored_compressed(&cluster, &r).await;
+    p.shutdown().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_sends_as_future_and_callback() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let p = Producer::new(config(&cluster, "async").with_compress_over(16));
+    p.start().await.unwrap();
+    let r = p.send_async(Message::new("FooBar", "a")).await.unwrap();
+    assert_eq!(&stored(&cluster, &r).await.message.body[..], b"a");
+    let r = p.send_async(big()).await.unwrap();
+    assert_stored_compressed(&cluster, &r).await;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    p.send_with_callback(Message::new("FooBar", "cb"), move |r| {
+        tx.send(r).unwrap();
+    })
+    .unwrap();
+    let r = rx.await.unwrap().unwrap();
+    assert_eq!(&stored(&cluster, &r).await.message.body[..], b"cb");
+    p.shutdown().await;
+    cluster.shutdown().await;
+}
+
+#[derive(Default)]
+struct Recorder {
+    before: AtomicU32,
+    after_ok: AtomicU32,
+    after_err: AtomicU32,
+    codes: parking_lot::Mutex<Vec<Option<ResponseCode>>>,
+}
+
+impl SendHook for Recorder {
+    fn name(&self) -> &str {
+        "recorder"
+    }
+    fn before(&self, ctx: &SendContext<'_>) {
+        assert!(ctx.result.is_none() && ctx.error.is_none());
+        self.before.fetch_add(1, Ordering::SeqCst);
+    }
+    fn after(&self, ctx: &SendContext<'_>) {
+        match (ctx.result, ctx.error) {
+            (Some(r), None) => {
+                assert_eq!(r.message_queue, *ctx.queue);
+                assert_eq!(ctx.message.uniq_key(), Some(r.msg_id.as_str()));
+                self.after_ok.fetch_add(1, Ordering::SeqCst);
+            }
+            (None, Some(e)) => {
+                self.codes.lock().push(e.response_code());
+                self.after_err.fetch_add(1, Ordering::SeqCst);
+            }
+            other => panic!("after-hook with {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_see_each_sync_attempt() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let p = started(&cluster, "hooked").await;
+    let rec = Arc::new(Recorder::default());
+    p.add_hook(rec.clone());
+    let r = p.send(Message::new("FooBar", "a")).await.unwrap();
+    assert_eq!(&stored(&cluster, &r).await.message.body[..], b"a");
+    assert_eq!(rec.before.load(Ordering::SeqCst), 1);
+    assert_eq!(rec.after_ok.load(Ordering::SeqCst), 1);
+    p.shutdown().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_is_a_checked_state_machine() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let p = Producer::new(config(&cluster, "states"));
+    assert_eq!(p.state(), ServiceState::Created);
+    assert!(matches!(
+        p.send(Message::new("T", "a")).await,
+        Err(ProducerError::State(ServiceState::Created))
+    ));
+    p.start().await.unwrap();
+    assert!(matches!(
+        p.start().await,
+        Err(ProducerError::State(ServiceState::Running))
+    ));
+    p.shutdown().await;
+    assert_eq!(p.state(), ServiceState::ShutdownAlready);
+    assert!(matches!(
+        p.send(Message::new("T", "a")).await,
+        Err(ProducerError::State(ServiceState::ShutdownAlready))
+    ));
+    let bad = Producer::new(config(&cluster, "DEFAULT_PRODUCER"));
+    assert!(matches!(bad.start().await, Err(ProducerError::Config(_))));
+    assert_eq!(bad.state(), ServiceState::StartFailed);
+    assert!(matches!(
+        bad.start().await,
+        Err(ProducerError::State(ServiceState::StartFailed))
+    ));
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producers_of_one_client_id_share_an_instance() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let cfg = config(&cluster, "shared-a");
+    let a = Producer::new(cfg.clone());
+    let mut cfg_b = cfg.clone();
+    cfg_b.group = "shared-b".into();
+    let b = Producer::new(cfg_b);
+    a.start().await.unwrap();
+    b.start().await.unwrap();
+    assert!(Arc::ptr_eq(&a.instance().unwrap(), &b.instance().unwrap()));
+    let dup = Producer::new(cfg);
+    assert!(
+        matches!(dup.start().await, Err(ProducerError::Instance(_))),
+        "same group twice"
+    );
+    a.shutdown().await;
+    let r = b.send(Message::new("FooBar", "still")).await.unwrap();
+    assert_eq!(&stored(&cluster, &r).await.message.body[..], b"still");
+    assert_eq!(b.instance().unwrap().state(), ServiceState::Running);
+    b.shutdown().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_busy_on_one_broker_moves_the_retry_to_the_other() {
+    let cluster = Cluster::builder().brokers(2).start().await.unwrap();
+    cluster.faults(0).inject(
+        RequestCode::SEND_MESSAGE_V2.0,
+        Fault::Respond(ResponseCode::SYSTEM_BUSY.0),
+    );
+    let p = started(&cluster, "busy").await;
+    let rec = Arc::new(Recorder::default());
+    p.add_hook(rec.clone());
+    for i in 0..20 {
+        let r = p
+            .send(Message::new("Spread", format!("m{i}")))
+            .await
+            .unwrap();
+        assert_eq!(r.message_queue.broker_name, "broker-b");
+        assert_eq!(
+            stored(&cluster, &r).await.message.body,
+            Bytes::from(format!("m{i}"))
+        );
+    }
+    let busy = cluster.faults(0).hits(RequestCode::SEND_MESSAGE_V2.0);
+    assert!(busy > 0, "round-robin tried broker-a");
+    assert_eq!(
+        rec.after_err.load(Ordering::SeqCst) as u64,
+        busy,
+        "hooks saw every failed attempt"
+    );
+    assert!(
+        rec.codes
+            .lock()
+            .iter()
+            .all(|c| *c == Some(ResponseCode::SYSTEM_BUSY))
+    );
+    assert_eq!(rec.after_ok.load(Ordering::SeqCst), 20);
+    p.shutdown().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_sends_retry_on_broker_codes() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let p = started(&cluster, "async-retry").await;
+    // Warm the route so the injected answer meets the send itself.
+    p.send(Message::new("Retry", "warm")).await.unwrap();
+    let rec = Arc::new(Recorder::default());
+    p.add_hook(rec.clone());
+    cluster.faults(0).inject_times(
+        RequestCode::SEND_MESSAGE_V2.0,
+        Fault::Respond(ResponseCode::SYSTEM_BUSY.0),
+        1,
+    );
+    let r = p
+        .send_async(Message::new("Retry", "after-busy"))
+        .await
+        .unwrap();
+    assert_eq!(&stored(&cluster, &r).await.message.body[..], b"after-busy");
+    assert_eq!(rec.after_err.load(Ordering::SeqCst), 1);
+    assert_eq!(rec.after_ok.load(Ordering::SeqCst), 1);
+    // A code that is not retryable ends the send at once, with the code as data.
+    cluster.faults(0).inject_times(
+        RequestCode::SEND_MESSAGE_V2.0,
+        Fault::Respond(ResponseCode::MESSAGE_ILLEGAL.0),
+        1,
+    );
+    let e = p.send_async(Message::new("Retry", "x")).await.unwrap_err();
+    assert_eq!(e.response_code(), Some(ResponseCode::MESSAGE_ILLEGAL));
+    assert_eq!(e.attempts(), 1);
+    p.shutdown().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_broker_fails_the_send_by_its_deadline() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let deadline = Duration::from_millis(300);
+    let p = Producer::new(config(&cluster, "stall").with_send_timeout(deadline));
+    p.start().await.unwrap();
+    p.send(Message::new("Stall", "warm")).await.unwrap();
+    cluster
+        .faults(0)
+        .inject(RequestCode::SEND_MESSAGE_V2.0, Fault::Stall);
+    let started = Instant::now();
+    let e = p.send(Message::new("Stall", "x")).await.unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(&e, ProducerError::SendFailed { source, .. }
+            if matches!(**source, ClientApiError::Remoting(RemotingError::Timeout { .. })))
+            || matches!(e, ProducerError::DeadlineExceeded { .. }),
+        "{e:?}"
+    );
+    assert!(e.possibly_delivered());
+    // The bound a caller relies on: the deadline plus scheduling slack, not 3 × the timeout.
+    assert!(
+        elapsed < deadline + Duration::from_millis(250),
+        "took {elapsed:?}"
+    );
+    cluster.faults(0).clear();
+    p.shutdown().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_continue_on_the_survivor_when_a_broker_dies() {
+    let cluster = Cluster::builder().brokers(2).start().await.unwrap();
+    let p = started(&cluster, "survive").await;
+    let mut by_broker = std::collections::HashMap::<String, u32>::new();
+    for i in 0..40 {
+        if i == 20 {
+            cluster.stop_broker(1).await;
+        }
+        let r = p
+            .send(Message::new("Survive", format!("m{i}")))
+            .await
+            .unwrap();
+        if i >= 20 {
+            assert_eq!(r.message_queue.broker_name, "broker-a", "message {i}");
+        }
+        *by_broker.entry(r.message_queue.broker_name).or_default() += 1;
+    }
+    assert!(
+        by_broker["broker-b"] > 0,
+        "both brokers served before the stop"
+    );
+    p.shutdown().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_selectors_explicit_queues_and_oneway() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let p = started(&cluster, "modes").await;
+    let msgs: Vec<Message> = (0..10)
+        .map(|i| Message::new("Modes", format!("b{i}")))
+        .collect();
+    let r = p.send_batch(msgs).await.unwrap();
+    assert_eq!(r.msg_id.split(',').count(), 10);
+    let api = cluster.client_api();
+    let h = PullMessageRequestHeader {
+        consumer_group: "check".into(),
+        topic: "Modes".into(),
+        queue_id: r.message_queue.queue_id,
+        queue_offset: r.queue_offset,
+        max_msg_nums: 32,
+        subscription: Some("*".into()),
+        ..Default::default()
+    };
+    let pulled = api
+        .pull(&cluster.broker_addr(0), &h, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let bodies: Vec<Bytes> = pulled
+        .messages
+        .iter()
+        .map(|m| m.message.body.clone())
+        .collect();
+    let expected: Vec<Bytes> = (0..10).map(|i| Bytes::from(format!("b{i}"))).collect();
+    assert_eq!(bodies, expected);
+    let ids: Vec<String> = pulled.messages.iter().map(|m| m.msg_id()).collect();
+    assert_eq!(ids.join(","), r.msg_id);
+    assert!(matches!(
+        p.send_batch(vec![]).await,
+        Err(ProducerError::Batch(_))
+    ));
+
+    let key = SelectArg::from("order-7");
+    let first = p
+        .send_with_selector(Message::new("Modes", "s1"), &HashSelector, &key)
+        .await
+        .unwrap();
+    let second = p
+        .send_with_selector(Message::new("Modes", "s2"), &HashSelector, &key)
+        .await
+        .unwrap();
+    assert_eq!(first.message_queue, second.message_queue);
+    assert_eq!(
+        second.queue_offset,
+        first.queue_offset + 1,
+        "same queue, in order"
+    );
+
+    let q = MessageQueue::new("Modes", "broker-a", 3);
+    let r = p
+        .send_to_queue(Message::new("Modes", "q"), q.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.message_queue, q);
+    let e = p
+        .send_to_queue(Message::new("Other", "q"), q)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ProducerError::TopicMismatch { .. }));
+
+    p.send_oneway(Message::new("Oneway", "o")).await.unwrap();
+    assert_eq!(p.state(), ServiceState::Running);
+    p.shutdown().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_operations() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let p = started(&cluster, "admin").await;
+    p.create_topic("TBW102", "Created", 2).await.unwrap();
+    let r = p.send(Message::new("Created", "x")).await.unwrap();
+    assert!(
+        r.message_queue.queue_id < 2,
+        "the topic has the queues asked for"
+    );
+    assert_eq!(
+        p.max_offset(&r.message_queue).await.unwrap(),
+        r.queue_offset + 1
+    );
+    assert_eq!(p.min_offset(&r.message_queue).await.unwrap(), 0);
+    let t = p.earliest_msg_store_time(&r.message_queue).await.unwrap();
+    assert_eq!(p.search_offset(&r.message_queue, t).await.unwrap(), 0);
+    let viewed = p.view_message(&r.offset_msg_id).await.unwrap();
+    assert_eq!(&viewed.message.body[..], b"x");
+    assert_eq!(viewed.msg_id(), r.msg_id);
+    p.shutdown().await;
+    cluster.shutdown().await;
+}
