@@ -194,6 +194,7 @@ struct Recorder {
     after_ok: AtomicU32,
     after_err: AtomicU32,
     codes: parking_lot::Mutex<Vec<Option<ResponseCode>>>,
+    ids: parking_lot::Mutex<Vec<String>>,
 }
 
 impl SendHook for Recorder {
@@ -202,6 +203,9 @@ impl SendHook for Recorder {
     }
     fn before(&self, ctx: &SendContext<'_>) {
         assert!(ctx.result.is_none() && ctx.error.is_none());
+        self.ids
+            .lock()
+            .push(ctx.message.uniq_key().unwrap().to_owned());
         self.before.fetch_add(1, Ordering::SeqCst);
     }
     fn after(&self, ctx: &SendContext<'_>) {
@@ -323,6 +327,12 @@ async fn system_busy_on_one_broker_moves_the_retry_to_the_other() {
             .all(|c| *c == Some(ResponseCode::SYSTEM_BUSY))
     );
     assert_eq!(rec.after_ok.load(Ordering::SeqCst), 20);
+    // The unique id is set once per message and kept across its retries.
+    let mut ids = rec.ids.lock().clone();
+    assert_eq!(ids.len() as u64, 20 + busy);
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 20);
     p.shutdown().await;
     cluster.shutdown().await;
 }
