@@ -1,0 +1,581 @@
+//! The engine both consumers share: subscriptions, rebalance, one fetch task per assigned
+//! queue (long polling, flow control), process queues that track what is in flight, offset
+//! commits, and the client-instance membership.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use mq_client_api::body::{
+    ConsumeFromWhere, ConsumeType, ConsumerData, MessageModel, SubscriptionData, TopicRouteData,
+    perm,
+};
+use mq_client_api::header::{PullMessageRequestHeader, pull_sys_flag};
+use mq_client_api::message::property;
+use mq_client_api::{MessageExt, MessageQueue, PullStatus};
+use mq_client_instance::{
+    ClientInstance, ClientManager, ConsumerMember, ServiceState, StateMachine,
+};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, warn};
+
+use crate::config::{ConsumeFrom, ConsumerConfig, subscription};
+use crate::error::ConsumerError;
+use crate::offset::{LocalOffsetStore, OffsetStore, RemoteOffsetStore};
+
+/// Messages handed from a fetch task to the consumer.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub(crate) mq: MessageQueue,
+    pub(crate) pq: Arc<ProcessQueue>,
+    pub(crate) msgs: Vec<MessageExt>,
+}
+
+/// What is pulled but not yet acknowledged for one queue. Java: `ProcessQueue`.
+#[derive(Debug)]
+pub(crate) struct ProcessQueue {
+    msgs: Mutex<BTreeMap<i64, MessageExt>>,
+    bytes: AtomicUsize,
+    /// One past the highest offset pulled.
+    pulled_end: AtomicI64,
+    space: Notify,
+    pub(crate) dropped: CancellationToken,
+}
+
+impl ProcessQueue {
+    fn new(start: i64, parent: &CancellationToken) -> Self {
+        Self {
+            msgs: Mutex::new(BTreeMap::new()),
+            bytes: AtomicUsize::new(0),
+            pulled_end: AtomicI64::new(start),
+            space: Notify::new(),
+            dropped: parent.child_token(),
+        }
+    }
+
+    fn put(&self, msgs: &[MessageExt]) {
+        let mut held = self.msgs.lock();
+        for m in msgs {
+            self.bytes
+                .fetch_add(m.message.body.len(), Ordering::Relaxed);
+            held.insert(m.queue_offset, m.clone());
+            self.pulled_end
+                .fetch_max(m.queue_offset + 1, Ordering::Relaxed);
+        }
+    }
+
+    /// Acknowledges messages; returns the offset to commit (the lowest still in flight, or
+    /// everything pulled so far).
+    pub(crate) fn remove(&self, offsets: &[i64]) -> i64 {
+        let next = {
+            let mut held = self.msgs.lock();
+            for o in offsets {
+                if let Some(m) = held.remove(o) {
+                    self.bytes
+                        .fetch_sub(m.message.body.len(), Ordering::Relaxed);
+                }
+            }
+            held.keys()
+                .next()
+                .copied()
+                .unwrap_or_else(|| self.pulled_end.load(Ordering::Relaxed))
+        };
+        self.space.notify_waiters();
+        next
+    }
+
+    fn over_limit(&self, max_messages: usize, max_bytes: usize) -> bool {
+        self.msgs.lock().len() >= max_messages || self.bytes.load(Ordering::Relaxed) >= max_bytes
+    }
+
+    /// Messages held.
+    pub(crate) fn len(&self) -> usize {
+        self.msgs.lock().len()
+    }
+}
+
+/// The consumer engine.
+pub(crate) struct Core {
+    pub(crate) config: ConsumerConfig,
+    pub(crate) consume_type: ConsumeType,
+    pub(crate) state: StateMachine,
+    pub(crate) instance: RwLock<Option<Arc<ClientInstance>>>,
+    pub(crate) group: RwLock<String>,
+    subscriptions: RwLock<HashMap<String, SubscriptionData>>,
+    /// Explicitly assigned queues (pull consumer `assign`), bypassing rebalance.
+    assigned_by_user: RwLock<Option<Vec<MessageQueue>>>,
+    pub(crate) queues: Mutex<HashMap<MessageQueue, Arc<ProcessQueue>>>,
+    pub(crate) offsets: RwLock<Option<Arc<OffsetStore>>>,
+    sink: mpsc::Sender<Delivery>,
+    rebalance_now: Notify,
+    pub(crate) token: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerCore")
+            .field("group", &self.config.group)
+            .field("state", &self.state.get())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Member(Weak<Core>, String);
+
+impl ConsumerMember for Member {
+    fn group(&self) -> String {
+        self.1.clone()
+    }
+
+    fn consumer_data(&self) -> ConsumerData {
+        match self.0.upgrade() {
+            Some(core) => core.consumer_data(),
+            None => ConsumerData {
+                group_name: self.1.clone(),
+                consume_type: ConsumeType::Passively,
+                message_model: MessageModel::Clustering,
+                consume_from_where: ConsumeFromWhere::LastOffset,
+                subscription_data_set: Vec::new(),
+                unit_mode: false,
+            },
+        }
+    }
+
+    fn route_updated(&self, _topic: &str, _route: &TopicRouteData) {}
+
+    fn ids_changed(&self) {
+        if let Some(core) = self.0.upgrade() {
+            core.rebalance_now.notify_one();
+        }
+    }
+}
+
+impl Core {
+    pub(crate) fn new(
+        config: ConsumerConfig,
+        consume_type: ConsumeType,
+    ) -> (Arc<Self>, mpsc::Receiver<Delivery>) {
+        let (sink, rx) = mpsc::channel(1024);
+        let core = Arc::new(Self {
+            config,
+            consume_type,
+            state: StateMachine::default(),
+            instance: RwLock::new(None),
+            group: RwLock::new(String::new()),
+            subscriptions: RwLock::new(HashMap::new()),
+            assigned_by_user: RwLock::new(None),
+            queues: Mutex::new(HashMap::new()),
+            offsets: RwLock::new(None),
+            sink,
+            rebalance_now: Notify::new(),
+            token: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        });
+        (core, rx)
+    }
+
+    pub(crate) fn subscribe(&self, topic: &str, expression: &str) -> Result<(), ConsumerError> {
+        if self.state.get() != ServiceState::Created {
+            return Err(ConsumerError::State(self.state.get()));
+        }
+        if topic.trim().is_empty() {
+            return Err(ConsumerError::Subscription(topic.to_owned()));
+        }
+        let wrapped = self.config.client.wrap(topic);
+        self.subscriptions
+            .write()
+            .insert(wrapped.clone(), subscription(&wrapped, expression));
+        Ok(())
+    }
+
+    pub(crate) fn assign(&self, queues: Vec<MessageQueue>) {
+        let wrapped = queues
+            .into_iter()
+            .map(|q| {
+                MessageQueue::new(self.config.client.wrap(&q.topic), q.broker_name, q.queue_id)
+            })
+            .collect();
+        *self.assigned_by_user.write() = Some(wrapped);
+        self.rebalance_now.notify_one();
+    }
+
+    fn consumer_data(&self) -> ConsumerData {
+        ConsumerData {
+            group_name: self.group.read().clone(),
+            consume_type: self.consume_type,
+            message_model: self.config.message_model,
+            consume_from_where: match self.config.consume_from {
+                ConsumeFrom::LastOffset => ConsumeFromWhere::LastOffset,
+                ConsumeFrom::FirstOffset => ConsumeFromWhere::FirstOffset,
+                ConsumeFrom::Timestamp(_) => ConsumeFromWhere::Timestamp,
+            },
+            subscription_data_set: self.subscriptions.read().values().cloned().collect(),
+            unit_mode: false,
+        }
+    }
+
+    pub(crate) fn instance(&self) -> Result<Arc<ClientInstance>, ConsumerError> {
+        self.instance
+            .read()
+            .clone()
+            .ok_or_else(|| ConsumerError::State(self.state.get()))
+    }
+
+    fn offsets(&self) -> Option<Arc<OffsetStore>> {
+        self.offsets.read().clone()
+    }
+
+    /// Joins the client instance and starts rebalancing and offset persistence.
+    pub(crate) async fn start(self: &Arc<Self>) -> Result<(), ConsumerError> {
+        self.state
+            .transition(ServiceState::Created, ServiceState::StartFailed)
+            .map_err(|s| ConsumerError::State(s.found))?;
+        self.config.validate()?;
+        let instance = ClientManager::global().get_or_create(&self.config.client)?;
+        let group = instance.config().wrap(&self.config.group);
+        *self.group.write() = group.clone();
+        if self.config.message_model == MessageModel::Clustering
+            && self.consume_type == ConsumeType::Passively
+        {
+            // Failed messages come back through the group's retry topic.
+            let retry = format!("%RETRY%{group}");
+            self.subscriptions
+                .write()
+                .insert(retry.clone(), subscription(&retry, "*"));
+        }
+        let store = match self.config.message_model {
+            MessageModel::Clustering => {
+                OffsetStore::Remote(RemoteOffsetStore::new(Arc::clone(&instance), group.clone()))
+            }
+            MessageModel::Broadcasting => {
+                let dir = self.config.offset_dir.clone().unwrap_or_else(|| {
+                    std::env::temp_dir()
+                        .join("mq-offsets")
+                        .join(instance.client_id().replace([':', '@'], "_"))
+                        .join(&group)
+                });
+                OffsetStore::Local(LocalOffsetStore::open(dir)?)
+            }
+        };
+        *self.offsets.write() = Some(Arc::new(store));
+        instance.register_consumer(Arc::new(Member(Arc::downgrade(self), group.clone())))?;
+        instance.start()?;
+        *self.instance.write() = Some(Arc::clone(&instance));
+        self.state
+            .transition(ServiceState::StartFailed, ServiceState::Running)
+            .map_err(|s| ConsumerError::State(s.found))?;
+        // Learn the brokers, say hello, then take our share.
+        let topics: Vec<String> = self.subscriptions.read().keys().cloned().collect();
+        for topic in topics {
+            let _ = instance.update_route(&topic).await;
+        }
+        instance.heartbeat_all().await;
+        self.rebalance().await;
+        self.spawn_background();
+        info!(group = %group, client_id = %instance.client_id(), "consumer started");
+        Ok(())
+    }
+
+    fn spawn_background(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let token = self.token.clone();
+        let (rebalance_every, persist_every) =
+            (self.config.rebalance_interval, self.config.persist_interval);
+        self.tasks.spawn(
+            async move {
+                let mut rebalance = tokio::time::interval(rebalance_every);
+                let mut persist = tokio::time::interval(persist_every);
+                rebalance.tick().await;
+                persist.tick().await;
+                loop {
+                    let Some(core) = weak.upgrade() else { break };
+                    tokio::select! {
+                        () = token.cancelled() => break,
+                        _ = rebalance.tick() => core.rebalance().await,
+                        () = core.rebalance_now.notified() => core.rebalance().await,
+                        _ = persist.tick() => core.persist_offsets().await,
+                    }
+                }
+            }
+            .instrument(tracing::debug_span!("consumer_background")),
+        );
+    }
+
+    pub(crate) async fn persist_offsets(&self) {
+        if let Some(store) = self.offsets() {
+            let mqs: Vec<MessageQueue> = self.queues.lock().keys().cloned().collect();
+            store.persist(&mqs).await;
+        }
+    }
+
+    /// Recomputes this member's queues for every subscription and starts or stops fetchers.
+    pub(crate) async fn rebalance(self: &Arc<Self>) {
+        let Ok(instance) = self.instance() else {
+            return;
+        };
+        let user = self.assigned_by_user.read().clone();
+        let wanted: Vec<MessageQueue> = match user {
+            Some(queues) => queues,
+            None => {
+                let topics: Vec<String> = self.subscriptions.read().keys().cloned().collect();
+                let mut all = Vec::new();
+                for topic in topics {
+                    match self.share_of(&instance, &topic).await {
+                        Ok(q) => all.extend(q),
+                        Err(e) => debug!(topic, cause = %e, "rebalance skipped a topic"),
+                    }
+                }
+                all
+            }
+        };
+        let current: Vec<MessageQueue> = self.queues.lock().keys().cloned().collect();
+        for mq in current.iter().filter(|q| !wanted.contains(q)) {
+            let pq = self.queues.lock().remove(mq);
+            if let Some(pq) = pq {
+                pq.dropped.cancel();
+                if let Some(store) = self.offsets() {
+                    store.remove(mq).await;
+                }
+                info!(queue = %mq, "queue released by rebalance");
+            }
+        }
+        for mq in wanted.into_iter().filter(|q| !current.contains(q)) {
+            match self.start_offset(&instance, &mq).await {
+                Ok(offset) => self.start_fetch(mq, offset),
+                Err(e) => warn!(queue = %mq, cause = %e, "cannot compute the start offset"),
+            }
+        }
+    }
+
+    async fn share_of(
+        &self,
+        instance: &ClientInstance,
+        topic: &str,
+    ) -> Result<Vec<MessageQueue>, ConsumerError> {
+        let route = instance.update_route(topic).await?;
+        let mut mqs = Vec::new();
+        for q in &route.queue_datas {
+            if perm::is_readable(q.perm) {
+                mqs.extend(
+                    (0..q.read_queue_nums).map(|i| MessageQueue::new(topic, &q.broker_name, i)),
+                );
+            }
+        }
+        if self.config.message_model == MessageModel::Broadcasting {
+            return Ok(mqs);
+        }
+        let Some(addr) = route
+            .broker_datas
+            .iter()
+            .find_map(|b| b.master_addr().map(str::to_owned))
+        else {
+            return Ok(Vec::new());
+        };
+        let group = self.group.read().clone();
+        let cids = instance
+            .api()
+            .consumer_list_by_group(&addr, &group, instance.config().request_timeout)
+            .await?;
+        Ok(self
+            .config
+            .allocate
+            .allocate(instance.client_id(), &mqs, &cids))
+    }
+
+    async fn start_offset(
+        &self,
+        instance: &ClientInstance,
+        mq: &MessageQueue,
+    ) -> Result<i64, ConsumerError> {
+        if let Some(store) = self.offsets()
+            && let Some(o) = store.read(mq).await?
+            && o >= 0
+        {
+            return Ok(o);
+        }
+        let addr = instance
+            .broker_master(&mq.broker_name)
+            .ok_or_else(|| ConsumerError::BrokerNotFound(mq.broker_name.clone()))?;
+        let timeout = instance.config().request_timeout;
+        Ok(match self.config.consume_from {
+            _ if mq.topic.starts_with("%RETRY%") => 0,
+            ConsumeFrom::FirstOffset => 0,
+            ConsumeFrom::LastOffset => instance.api().max_offset(&addr, mq, timeout).await?,
+            ConsumeFrom::Timestamp(t) => {
+                instance.api().search_offset(&addr, mq, t, timeout).await?
+            }
+        })
+    }
+
+    pub(crate) fn start_fetch(self: &Arc<Self>, mq: MessageQueue, offset: i64) {
+        let pq = Arc::new(ProcessQueue::new(offset, &self.token));
+        if let Some(old) = self.queues.lock().insert(mq.clone(), Arc::clone(&pq)) {
+            old.dropped.cancel();
+        }
+        if let Some(store) = self.offsets() {
+            store.update(&mq, offset);
+        }
+        debug!(queue = %mq, offset, "fetching");
+        let core = Arc::clone(self);
+        let span = tracing::debug_span!("fetch", queue = %mq);
+        self.tasks
+            .spawn(async move { core.fetch_loop(mq, pq, offset).await }.instrument(span));
+    }
+
+    async fn fetch_loop(self: Arc<Self>, mq: MessageQueue, pq: Arc<ProcessQueue>, mut offset: i64) {
+        let Ok(instance) = self.instance() else {
+            return;
+        };
+        let backoff = Duration::from_millis(200);
+        loop {
+            // Flow control: wait until the listener has made room.
+            while pq.over_limit(self.config.queue_max_messages, self.config.queue_max_bytes) {
+                let space = pq.space.notified();
+                tokio::select! {
+                    () = pq.dropped.cancelled() => return,
+                    () = space => {}
+                }
+            }
+            if pq.dropped.is_cancelled() {
+                return;
+            }
+            let Some(addr) = instance.broker_master(&mq.broker_name) else {
+                let _ = instance.update_route(&mq.topic).await;
+                tokio::select! {
+                    () = pq.dropped.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => continue,
+                }
+            };
+            let sub = self.subscriptions.read().get(&mq.topic).cloned();
+            let header = PullMessageRequestHeader {
+                consumer_group: self.group.read().clone(),
+                topic: mq.topic.clone(),
+                queue_id: mq.queue_id,
+                queue_offset: offset,
+                max_msg_nums: self.config.pull_batch_size,
+                sys_flag: pull_sys_flag::SUSPEND | pull_sys_flag::SUBSCRIPTION,
+                commit_offset: 0,
+                suspend_timeout_millis: i64::try_from(self.config.suspend_timeout.as_millis())
+                    .unwrap_or(15_000),
+                subscription: Some(
+                    sub.as_ref()
+                        .map_or_else(|| "*".to_owned(), |s| s.sub_string.clone()),
+                ),
+                sub_version: sub.as_ref().map_or(0, |s| s.sub_version),
+                expression_type: Some("TAG".into()),
+                max_msg_bytes: None,
+            };
+            let timeout = self.config.suspend_timeout + Duration::from_secs(15);
+            let result = tokio::select! {
+                () = pq.dropped.cancelled() => return,
+                r = instance.api().pull(&addr, &header, timeout) => r,
+            };
+            match result {
+                Ok(r) => {
+                    let next = r.next_begin_offset;
+                    match r.status {
+                        PullStatus::Found => {
+                            let tags = sub.map(|s| s.tags_set).unwrap_or_default();
+                            let msgs: Vec<MessageExt> = r
+                                .messages
+                                .into_iter()
+                                .filter(|m| {
+                                    tags.is_empty()
+                                        || m.message
+                                            .tags()
+                                            .is_some_and(|t| tags.iter().any(|x| x == t))
+                                })
+                                .collect();
+                            // Advance even when the tag filter removed everything.
+                            pq.pulled_end.fetch_max(next, Ordering::Relaxed);
+                            if !msgs.is_empty() {
+                                pq.put(&msgs);
+                                let delivery = Delivery {
+                                    mq: mq.clone(),
+                                    pq: Arc::clone(&pq),
+                                    msgs,
+                                };
+                                tokio::select! {
+                                    () = pq.dropped.cancelled() => return,
+                                    sent = self.sink.send(delivery) => if sent.is_err() { return },
+                                }
+                            } else if pq.len() == 0
+                                && let Some(store) = self.offsets()
+                            {
+                                store.update(&mq, next);
+                            }
+                        }
+                        PullStatus::OffsetIllegal => {
+                            warn!(queue = %mq, offset, next, "offset illegal; moving on");
+                            pq.pulled_end.store(next, Ordering::Relaxed);
+                            if let Some(store) = self.offsets() {
+                                store.update(&mq, next);
+                            }
+                        }
+                        _ => {}
+                    }
+                    offset = next;
+                }
+                Err(e) => {
+                    debug!(queue = %mq, cause = %e, "pull failed; backing off");
+                    tokio::select! {
+                        () = pq.dropped.cancelled() => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Acknowledges `msgs` of `mq` and records the offset to resume from.
+    pub(crate) fn ack(&self, mq: &MessageQueue, pq: &ProcessQueue, msgs: &[MessageExt]) {
+        let offsets: Vec<i64> = msgs.iter().map(|m| m.queue_offset).collect();
+        let next = pq.remove(&offsets);
+        if !pq.dropped.is_cancelled()
+            && let Some(store) = self.offsets()
+        {
+            store.update(mq, next);
+        }
+    }
+
+    /// Stops fetching, persists offsets, leaves the instance.
+    pub(crate) async fn shutdown(&self) {
+        if self
+            .state
+            .transition(ServiceState::Running, ServiceState::ShutdownAlready)
+            .is_err()
+        {
+            self.state.force(ServiceState::ShutdownAlready);
+            return;
+        }
+        self.token.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        self.persist_offsets().await;
+        let instance = self.instance.write().take();
+        if let Some(instance) = instance {
+            let group = self.group.read().clone();
+            instance.unregister_consumer(&group).await;
+        }
+        info!(group = %self.config.group, "consumer shut down");
+    }
+}
+
+/// A message from a retry topic looks like its original again (Java
+/// `resetRetryAndNamespace`).
+pub(crate) fn restore_retry_topic(group: &str, msg: &mut MessageExt) {
+    let retry = format!("%RETRY%{group}");
+    if let Some(original) = msg
+        .message
+        .property(property::RETRY_TOPIC)
+        .map(str::to_owned)
+        && msg.message.topic == retry
+    {
+        msg.message.topic = original;
+    }
+}

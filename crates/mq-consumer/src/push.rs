@@ -1,0 +1,226 @@
+//! [`PushConsumer`]: messages are fetched for the assigned queues and handed to a listener on a
+//! bounded pool of workers; failures go back to the broker for a delayed retry (and to the
+//! DLQ after max reconsume times). Java: `DefaultMQPushConsumer` (concurrent listener).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mq_client_api::body::{ConsumeType, MessageModel};
+use mq_client_api::header::ConsumerSendMsgBackRequestHeader;
+use mq_client_api::{MessageExt, MessageQueue};
+use mq_client_instance::ServiceState;
+use parking_lot::Mutex;
+use tokio::sync::{Semaphore, mpsc};
+use tracing::{Instrument, debug, warn};
+
+use crate::config::ConsumerConfig;
+use crate::core::{Core, Delivery, restore_retry_topic};
+use crate::error::ConsumerError;
+
+/// What the listener did with a batch.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[non_exhaustive]
+pub enum ConsumeStatus {
+    /// Consumed; the offset may move past these messages.
+    Success,
+    /// Failed; deliver again later (through the retry topic).
+    ReconsumeLater,
+}
+
+/// Per-call context a listener may adjust.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ConsumeContext {
+    /// The queue the messages came from.
+    pub queue: MessageQueue,
+    /// Delay level of the retry when the listener answers `ReconsumeLater`; 0 lets the broker
+    /// choose (3 + reconsume times).
+    pub delay_level: i32,
+}
+
+/// Consumes messages. Runs on a blocking-capable worker, so it may block.
+pub trait MessageListener: Send + Sync + 'static {
+    /// Consumes a batch (of `consume_batch_size` messages at most).
+    fn consume(&self, msgs: &[MessageExt], ctx: &mut ConsumeContext) -> ConsumeStatus;
+}
+
+impl<F> MessageListener for F
+where
+    F: Fn(&[MessageExt], &mut ConsumeContext) -> ConsumeStatus + Send + Sync + 'static,
+{
+    fn consume(&self, msgs: &[MessageExt], ctx: &mut ConsumeContext) -> ConsumeStatus {
+        self(msgs, ctx)
+    }
+}
+
+/// A push consumer. Subscribe, set a listener, start.
+#[derive(Debug)]
+pub struct PushConsumer {
+    core: Arc<Core>,
+    rx: Mutex<Option<mpsc::Receiver<Delivery>>>,
+}
+
+impl PushConsumer {
+    /// A consumer with `config` (state CREATED).
+    pub fn new(config: ConsumerConfig) -> Self {
+        let (core, rx) = Core::new(config, ConsumeType::Passively);
+        Self {
+            core,
+            rx: Mutex::new(Some(rx)),
+        }
+    }
+
+    /// Subscribes to `topic` with a tag expression (`*`, `TagA || TagB`). Before start.
+    ///
+    /// # Errors
+    /// [`ConsumerError::State`] after start; [`ConsumerError::Subscription`] for a blank topic.
+    pub fn subscribe(&self, topic: &str, expression: &str) -> Result<(), ConsumerError> {
+        self.core.subscribe(topic, expression)
+    }
+
+    /// The lifecycle state.
+    pub fn state(&self) -> ServiceState {
+        self.core.state.get()
+    }
+
+    /// Queues currently assigned to this member.
+    pub fn assigned_queues(&self) -> Vec<MessageQueue> {
+        let mut q: Vec<MessageQueue> = self.core.queues.lock().keys().cloned().collect();
+        q.sort();
+        q
+    }
+
+    /// Starts consuming with `listener`.
+    ///
+    /// # Errors
+    /// [`ConsumerError::State`] when started twice; configuration and instance errors.
+    pub async fn start(&self, listener: Arc<dyn MessageListener>) -> Result<(), ConsumerError> {
+        let rx = self
+            .rx
+            .lock()
+            .take()
+            .ok_or_else(|| ConsumerError::State(self.core.state.get()))?;
+        self.core.start().await?;
+        let core = Arc::clone(&self.core);
+        self.core
+            .tasks
+            .spawn(dispatch(core, rx, listener).instrument(tracing::debug_span!("push_dispatch")));
+        Ok(())
+    }
+
+    /// Stops fetching, lets running listener calls finish, persists offsets and leaves the
+    /// group.
+    pub async fn shutdown(&self) {
+        self.core.shutdown().await;
+    }
+}
+
+async fn dispatch(
+    core: Arc<Core>,
+    mut rx: mpsc::Receiver<Delivery>,
+    listener: Arc<dyn MessageListener>,
+) {
+    let workers = Arc::new(Semaphore::new(core.config.workers));
+    loop {
+        let delivery = tokio::select! {
+            () = core.token.cancelled() => break,
+            d = rx.recv() => match d {
+                Some(d) => d,
+                None => break,
+            },
+        };
+        for chunk in delivery.msgs.chunks(core.config.consume_batch_size) {
+            let permit = tokio::select! {
+                () = core.token.cancelled() => return,
+                p = Arc::clone(&workers).acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
+            let (core2, listener, mq, pq) = (
+                Arc::clone(&core),
+                Arc::clone(&listener),
+                delivery.mq.clone(),
+                Arc::clone(&delivery.pq),
+            );
+            let batch = chunk.to_vec();
+            core.tasks.spawn(async move {
+                consume_batch(&core2, &*listener, &mq, &pq, batch).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+/// Runs the listener on `batch` until every message is consumed or handed back to the broker.
+/// Messages whose send-back fails are consumed again locally after a pause; they stay in the
+/// process queue meanwhile, so the committed offset cannot pass them.
+async fn consume_batch(
+    core: &Arc<Core>,
+    listener: &dyn MessageListener,
+    mq: &MessageQueue,
+    pq: &Arc<crate::core::ProcessQueue>,
+    mut batch: Vec<MessageExt>,
+) {
+    let group = core.group.read().clone();
+    loop {
+        if pq.dropped.is_cancelled() || batch.is_empty() {
+            return;
+        }
+        let mut shown = batch.clone();
+        for m in &mut shown {
+            restore_retry_topic(&group, m);
+        }
+        let mut ctx = ConsumeContext {
+            queue: mq.clone(),
+            delay_level: 0,
+        };
+        // The listener is user code and may block: run it where blocking is allowed.
+        let status = tokio::task::block_in_place(|| listener.consume(&shown, &mut ctx));
+        if status == ConsumeStatus::Success
+            || core.config.message_model == MessageModel::Broadcasting
+        {
+            core.ack(mq, pq, &batch);
+            return;
+        }
+        let Ok(instance) = core.instance() else {
+            return;
+        };
+        let mut kept = Vec::new();
+        for m in batch {
+            let header = ConsumerSendMsgBackRequestHeader {
+                offset: m.commit_log_offset,
+                group: group.clone(),
+                delay_level: ctx.delay_level,
+                origin_msg_id: Some(m.msg_id()),
+                origin_topic: Some(m.message.topic.clone()),
+                unit_mode: false,
+                max_reconsume_times: Some(core.config.max_reconsume_times),
+            };
+            let sent = match instance.broker_master(&mq.broker_name) {
+                Some(addr) => instance
+                    .api()
+                    .consumer_send_back(&addr, &header, instance.config().request_timeout)
+                    .await
+                    .map_err(|e| e.to_string()),
+                None => Err(format!("no master for {}", mq.broker_name)),
+            };
+            match sent {
+                Ok(()) => core.ack(mq, pq, std::slice::from_ref(&m)),
+                Err(e) => {
+                    warn!(queue = %mq, offset = m.queue_offset, cause = %e, "send-back failed; consuming again locally");
+                    kept.push(m);
+                }
+            }
+        }
+        if kept.is_empty() {
+            return;
+        }
+        debug!(queue = %mq, count = kept.len(), "retrying locally");
+        tokio::select! {
+            () = pq.dropped.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        batch = kept;
+    }
+}
