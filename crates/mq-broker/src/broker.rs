@@ -565,7 +565,7 @@ impl CoreHandle {
         }
     }
 
-    fn spawn_register(self: &Arc<Self>) {
+    pub(crate) fn spawn_register(self: &Arc<Self>) {
         let c = Arc::clone(self);
         self.0.tasks.spawn(async move { c.register_all().await });
     }
@@ -872,10 +872,12 @@ impl CoreHandle {
         let mut changed = Vec::new();
         for c in &data.consumer_data_set {
             let retry = format!("%RETRY%{}", c.group_name);
-            if self.0.topics.get(&retry).is_none()
-                && let Err(e) = self.0.topics.put(TopicConfig::new(retry, 1))
-            {
-                warn!(cause = %e, "creating retry topic failed");
+            if self.0.topics.get(&retry).is_none() {
+                match self.0.topics.put(TopicConfig::new(retry, 1)) {
+                    // Clients find the new retry topic through the name server.
+                    Ok(()) => self.spawn_register(),
+                    Err(e) => warn!(cause = %e, "creating retry topic failed"),
+                }
             }
             if self.0.clients.add_consumer(&c.group_name, member.clone()) {
                 changed.push(c.group_name.clone());

@@ -145,10 +145,11 @@ impl CoreHandle {
         } else {
             format!("%RETRY%{}", h.group)
         };
-        if self.0.topics.get(&topic).is_none()
-            && let Err(e) = self.0.topics.put(TopicConfig::new(topic.clone(), 1))
-        {
-            return resp(req, ResponseCode::SYSTEM_ERROR, Some(e.to_string()));
+        if self.0.topics.get(&topic).is_none() {
+            if let Err(e) = self.0.topics.put(TopicConfig::new(topic.clone(), 1)) {
+                return resp(req, ResponseCode::SYSTEM_ERROR, Some(e.to_string()));
+            }
+            self.spawn_register();
         }
         ext.message.topic = topic;
         ext.queue_id = 0;

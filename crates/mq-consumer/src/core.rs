@@ -102,6 +102,9 @@ impl ProcessQueue {
 pub(crate) struct Core {
     pub(crate) config: ConsumerConfig,
     pub(crate) consume_type: ConsumeType,
+    /// Whether the engine moves committed offsets itself (push consumers, and pull consumers
+    /// with auto-commit); otherwise only an explicit commit does.
+    manage_offsets: bool,
     pub(crate) state: StateMachine,
     pub(crate) instance: RwLock<Option<Arc<ClientInstance>>>,
     pub(crate) group: RwLock<String>,
@@ -112,6 +115,9 @@ pub(crate) struct Core {
     pub(crate) offsets: RwLock<Option<Arc<OffsetStore>>>,
     sink: mpsc::Sender<Delivery>,
     rebalance_now: Notify,
+    /// Set when the last rebalance could not place every subscribed topic (e.g. a retry topic
+    /// not yet routed); the engine then tries again every second instead of every 20 s.
+    incomplete: std::sync::atomic::AtomicBool,
     pub(crate) token: CancellationToken,
     pub(crate) tasks: TaskTracker,
 }
@@ -161,9 +167,11 @@ impl Core {
         consume_type: ConsumeType,
     ) -> (Arc<Self>, mpsc::Receiver<Delivery>) {
         let (sink, rx) = mpsc::channel(1024);
+        let manage_offsets = consume_type == ConsumeType::Passively || config.auto_commit;
         let core = Arc::new(Self {
             config,
             consume_type,
+            manage_offsets,
             state: StateMachine::default(),
             instance: RwLock::new(None),
             group: RwLock::new(String::new()),
@@ -173,6 +181,7 @@ impl Core {
             offsets: RwLock::new(None),
             sink,
             rebalance_now: Notify::new(),
+            incomplete: std::sync::atomic::AtomicBool::new(false),
             token: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
@@ -228,6 +237,15 @@ impl Core {
 
     fn offsets(&self) -> Option<Arc<OffsetStore>> {
         self.offsets.read().clone()
+    }
+
+    /// The store, when the engine itself may move committed offsets.
+    fn managed_offsets(&self) -> Option<Arc<OffsetStore>> {
+        if self.manage_offsets {
+            self.offsets()
+        } else {
+            None
+        }
     }
 
     /// Joins the client instance and starts rebalancing and offset persistence.
@@ -290,8 +308,10 @@ impl Core {
             async move {
                 let mut rebalance = tokio::time::interval(rebalance_every);
                 let mut persist = tokio::time::interval(persist_every);
+                let mut retry = tokio::time::interval(Duration::from_secs(1));
                 rebalance.tick().await;
                 persist.tick().await;
+                retry.tick().await;
                 loop {
                     let Some(core) = weak.upgrade() else { break };
                     tokio::select! {
@@ -299,6 +319,11 @@ impl Core {
                         _ = rebalance.tick() => core.rebalance().await,
                         () = core.rebalance_now.notified() => core.rebalance().await,
                         _ = persist.tick() => core.persist_offsets().await,
+                        _ = retry.tick() => {
+                            if core.incomplete.load(Ordering::Relaxed) {
+                                core.rebalance().await;
+                            }
+                        }
                     }
                 }
             }
@@ -324,11 +349,28 @@ impl Core {
             None => {
                 let topics: Vec<String> = self.subscriptions.read().keys().cloned().collect();
                 let mut all = Vec::new();
+                let mut incomplete = false;
                 for topic in topics {
                     match self.share_of(&instance, &topic).await {
                         Ok(q) => all.extend(q),
-                        Err(e) => debug!(topic, cause = %e, "rebalance skipped a topic"),
+                        Err(e) => {
+                            incomplete = true;
+                            debug!(topic, cause = %e, "rebalance skipped a topic");
+                        }
                     }
+                }
+                self.incomplete.store(incomplete, Ordering::Relaxed);
+                if incomplete {
+                    // Keep what a skipped topic had rather than releasing it.
+                    let kept: Vec<MessageQueue> = self
+                        .queues
+                        .lock()
+                        .keys()
+                        .filter(|q| !all.iter().any(|a| a.topic == q.topic))
+                        .filter(|q| self.subscriptions.read().contains_key(&q.topic))
+                        .cloned()
+                        .collect();
+                    all.extend(kept);
                 }
                 all
             }
@@ -417,7 +459,7 @@ impl Core {
         if let Some(old) = self.queues.lock().insert(mq.clone(), Arc::clone(&pq)) {
             old.dropped.cancel();
         }
-        if let Some(store) = self.offsets() {
+        if let Some(store) = self.managed_offsets() {
             store.update(&mq, offset);
         }
         debug!(queue = %mq, offset, "fetching");
@@ -505,7 +547,7 @@ impl Core {
                                     sent = self.sink.send(delivery) => if sent.is_err() { return },
                                 }
                             } else if pq.len() == 0
-                                && let Some(store) = self.offsets()
+                                && let Some(store) = self.managed_offsets()
                             {
                                 store.update(&mq, next);
                             }
@@ -513,7 +555,7 @@ impl Core {
                         PullStatus::OffsetIllegal => {
                             warn!(queue = %mq, offset, next, "offset illegal; moving on");
                             pq.pulled_end.store(next, Ordering::Relaxed);
-                            if let Some(store) = self.offsets() {
+                            if let Some(store) = self.managed_offsets() {
                                 store.update(&mq, next);
                             }
                         }
@@ -536,9 +578,10 @@ impl Core {
     pub(crate) fn ack(&self, mq: &MessageQueue, pq: &ProcessQueue, msgs: &[MessageExt]) {
         let offsets: Vec<i64> = msgs.iter().map(|m| m.queue_offset).collect();
         let next = pq.remove(&offsets);
-        if !pq.dropped.is_cancelled()
-            && let Some(store) = self.offsets()
-        {
+        // A queue released by rebalance belongs to another member now; but at shutdown (every
+        // queue dropped at once) the last acknowledgements must still count.
+        let released = pq.dropped.is_cancelled() && !self.token.is_cancelled();
+        if !released && let Some(store) = self.managed_offsets() {
             store.update(mq, next);
         }
     }

@@ -1,4 +1,5 @@
-//! Cross-crate tests on the in-process cluster: registration and routes, fault injection.
+//! Cross-crate tests on the in-process cluster: registration and routes, fault injection, and
+//! consumers fed by the producer.
 
 #![allow(
     clippy::unwrap_used,
@@ -6,6 +7,8 @@
     missing_docs,
     unreachable_pub
 )]
+
+mod consumer;
 
 use std::time::Duration;
 

@@ -1,0 +1,371 @@
+//! Consumers against the embedded cluster: everything produced is consumed once, across a
+//! restart; rebalancing; retries and the DLQ; broadcasting; tag filters; the pull consumer.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use mq_client_api::MessageExt;
+use mq_client_api::body::MessageModel;
+use mq_client_api::header::PullMessageRequestHeader;
+use mq_client_instance::ClientConfig;
+use mq_consumer::{
+    ConsumeContext, ConsumeFrom, ConsumeStatus, ConsumerConfig, PullConsumer, PushConsumer,
+};
+use mq_producer::{Producer, ProducerConfig};
+use mq_test_support::Cluster;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+const T: Duration = Duration::from_secs(60);
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn client(cluster: &Cluster, tag: &str) -> ClientConfig {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    ClientConfig::new(&cluster.namesrv_addr()).with_instance_name(format!("{tag}-{n}"))
+}
+
+fn consumer_config(cluster: &Cluster, group: &str) -> ConsumerConfig {
+    ConsumerConfig::new(group, &cluster.namesrv_addr())
+        .with_client(client(cluster, group))
+        .with_consume_from(ConsumeFrom::FirstOffset)
+}
+
+async fn producer(cluster: &Cluster) -> Producer {
+    let p = Producer::new(
+        ProducerConfig::new("pg", &cluster.namesrv_addr()).with_client(client(cluster, "p")),
+    );
+    p.start().await.unwrap();
+    p
+}
+
+/// Sends `count` messages with bodies `prefix-i`, 64 at a time; returns their ids.
+async fn produce(
+    p: &Producer,
+    topic: &str,
+    prefix: &str,
+    range: std::ops::Range<usize>,
+) -> HashSet<String> {
+    let mut tasks = tokio::task::JoinSet::new();
+    let ids = Arc::new(Mutex::new(HashSet::new()));
+    let chunk: Vec<usize> = range.collect();
+    for lane in chunk.chunks(chunk.len().div_ceil(64).max(1)) {
+        let (p, ids, lane, topic, prefix) = (
+            p.clone(),
+            Arc::clone(&ids),
+            lane.to_vec(),
+            topic.to_owned(),
+            prefix.to_owned(),
+        );
+        tasks.spawn(async move {
+            for i in lane {
+                let tag = if i % 2 == 0 { "TagA" } else { "TagB" };
+                let m = mq_client_api::Message::new(topic.clone(), format!("{prefix}-{i}"))
+                    .with_tags(tag);
+                let r = p.send_async(m).await.unwrap();
+                ids.lock().insert(r.msg_id);
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    Arc::try_unwrap(ids).unwrap().into_inner()
+}
+
+/// A listener that records every message id it sees and signals when `target` distinct ids
+/// have arrived.
+#[derive(Default)]
+struct Collector {
+    seen: Mutex<HashMap<String, u32>>,
+    target: Mutex<usize>,
+    done: Notify,
+}
+
+impl Collector {
+    fn expect(self: &Arc<Self>, n: usize) {
+        *self.target.lock() = n;
+    }
+
+    async fn wait(&self) {
+        loop {
+            let notified = self.done.notified();
+            if self.seen.lock().len() >= *self.target.lock() {
+                return;
+            }
+            tokio::time::timeout(T, notified)
+                .await
+                .expect("messages arrived in time");
+        }
+    }
+
+    fn listener(self: &Arc<Self>) -> Arc<dyn mq_consumer::MessageListener> {
+        let me = Arc::clone(self);
+        Arc::new(move |msgs: &[MessageExt], _ctx: &mut ConsumeContext| {
+            let mut seen = me.seen.lock();
+            for m in msgs {
+                *seen.entry(m.msg_id()).or_default() += 1;
+            }
+            if seen.len() >= *me.target.lock() {
+                me.done.notify_waiters();
+            }
+            ConsumeStatus::Success
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_is_consumed_once_across_a_restart() {
+    let cluster = Cluster::builder().brokers(2).start().await.unwrap();
+    let p = producer(&cluster).await;
+    let n = 100_000;
+    let sent = produce(&p, "Bulk", "m", 0..n).await;
+    assert_eq!(sent.len(), n);
+
+    let collector = Arc::new(Collector::default());
+    collector.expect(n);
+    let c = PushConsumer::new(consumer_config(&cluster, "bulk"));
+    c.subscribe("Bulk", "*").unwrap();
+    c.start(collector.listener()).await.unwrap();
+    collector.wait().await;
+    assert_eq!(
+        c.assigned_queues()
+            .iter()
+            .filter(|q| q.topic == "Bulk")
+            .count(),
+        8,
+        "8 queues over 2 brokers"
+    );
+    c.shutdown().await;
+    {
+        let seen = collector.seen.lock();
+        assert_eq!(seen.keys().cloned().collect::<HashSet<_>>(), sent);
+        assert!(seen.values().all(|n| *n == 1), "steady state delivers once");
+    }
+
+    // A restart resumes from the committed offsets: only new messages arrive.
+    let more = produce(&p, "Bulk", "n", n..n + 1000).await;
+    let again = Arc::new(Collector::default());
+    again.expect(1000);
+    let c = PushConsumer::new(consumer_config(&cluster, "bulk"));
+    c.subscribe("Bulk", "*").unwrap();
+    c.start(again.listener()).await.unwrap();
+    again.wait().await;
+    c.shutdown().await;
+    let seen: HashSet<String> = again.seen.lock().keys().cloned().collect();
+    let replayed = seen.difference(&more).count();
+    assert_eq!(replayed, 0, "no replay after a clean stop");
+    assert_eq!(seen, more, "no loss after a restart");
+    p.shutdown().await;
+    cluster.shutdown().await;
+}
+
+async fn eventually_true(mut cond: impl FnMut() -> bool) {
+    tokio::time::timeout(T, async {
+        while !cond() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("condition never held");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_are_split_when_a_member_joins_and_taken_back_when_it_leaves() {
+    let cluster = Cluster::builder().brokers(2).start().await.unwrap();
+    let p = producer(&cluster).await;
+    produce(&p, "Split", "s", 0..16).await;
+    let noop: Arc<dyn mq_consumer::MessageListener> =
+        Arc::new(|_: &[MessageExt], _: &mut ConsumeContext| ConsumeStatus::Success);
+    let a = PushConsumer::new(consumer_config(&cluster, "split"));
+    a.subscribe("Split", "*").unwrap();
+    a.start(Arc::clone(&noop)).await.unwrap();
+    let topic_queues = |c: &PushConsumer| {
+        c.assigned_queues()
+            .into_iter()
+            .filter(|q| q.topic == "Split")
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(topic_queues(&a).len(), 8);
+    let b = PushConsumer::new(consumer_config(&cluster, "split"));
+    b.subscribe("Split", "*").unwrap();
+    b.start(Arc::clone(&noop)).await.unwrap();
+    eventually_true(|| topic_queues(&a).len() == 4 && topic_queues(&b).len() == 4).await;
+    let mut union: Vec<_> = topic_queues(&a)
+        .into_iter()
+        .chain(topic_queues(&b))
+        .collect();
+    union.sort();
+    union.dedup();
+    assert_eq!(union.len(), 8, "disjoint halves");
+    b.shutdown().await;
+    eventually_true(|| topic_queues(&a).len() == 8).await;
+    a.shutdown().await;
+    p.shutdown().await;
+    cluster.shutdown().await;
+}
+
+fn fast_retries(c: mq_broker::BrokerConfig) -> mq_broker::BrokerConfig {
+    c.with_delay_levels(vec![Duration::from_millis(100)])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_come_back_with_reconsume_times_then_land_in_the_dlq() {
+    let cluster = Cluster::builder()
+        .configure(fast_retries)
+        .start()
+        .await
+        .unwrap();
+    let p = producer(&cluster).await;
+    let mq_msg = mq_client_api::Message::new("Flaky", "fail-twice").with_tags("A");
+    p.send(mq_msg).await.unwrap();
+    p.send(mq_client_api::Message::new("Flaky", "always-fails").with_tags("A"))
+        .await
+        .unwrap();
+
+    let attempts: Arc<Mutex<Vec<(String, i32, String)>>> = Arc::default();
+    let done = Arc::new(Notify::new());
+    let (a, d) = (Arc::clone(&attempts), Arc::clone(&done));
+    let listener = Arc::new(move |msgs: &[MessageExt], _ctx: &mut ConsumeContext| {
+        let m = &msgs[0];
+        let body = String::from_utf8_lossy(&m.message.body).into_owned();
+        a.lock()
+            .push((body.clone(), m.reconsume_times, m.message.topic.clone()));
+        if body == "fail-twice" && m.reconsume_times >= 2 {
+            d.notify_waiters();
+            return ConsumeStatus::Success;
+        }
+        ConsumeStatus::ReconsumeLater
+    });
+    let c = PushConsumer::new(consumer_config(&cluster, "flaky").with_max_reconsume_times(2));
+    c.subscribe("Flaky", "*").unwrap();
+    let notified = done.notified();
+    c.start(listener).await.unwrap();
+    tokio::time::timeout(T, notified).await.unwrap();
+    let log = attempts.lock().clone();
+    let twice: Vec<i32> = log
+        .iter()
+        .filter(|(b, _, _)| b == "fail-twice")
+        .map(|(_, r, _)| *r)
+        .collect();
+    assert_eq!(
+        twice,
+        vec![0, 1, 2],
+        "redelivered with reconsume times incremented"
+    );
+    assert!(
+        log.iter().all(|(_, _, topic)| topic == "Flaky"),
+        "the retry topic is hidden from the listener"
+    );
+
+    // The other message exceeds max reconsume times and lands in the DLQ.
+    let api = cluster.client_api();
+    let h = PullMessageRequestHeader {
+        consumer_group: "check".into(),
+        topic: "%DLQ%flaky".into(),
+        queue_id: 0,
+        queue_offset: 0,
+        max_msg_nums: 8,
+        sys_flag: mq_client_api::header::pull_sys_flag::SUSPEND,
+        suspend_timeout_millis: 20_000,
+        subscription: Some("*".into()),
+        ..Default::default()
+    };
+    let mut dead = Vec::new();
+    while dead.is_empty() {
+        match api.pull(&cluster.broker_addr(0), &h, T).await {
+            Ok(r) => dead = r.messages,
+            Err(e) if e.response_code() == Some(mq_client_api::ResponseCode::TOPIC_NOT_EXIST) => {
+                tokio::task::yield_now().await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(&dead[0].message.body[..], b"always-fails");
+    c.shutdown().await;
+    p.shutdown().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcasting_delivers_every_message_to_every_member() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let p = producer(&cluster).await;
+    let sent = produce(&p, "Cast", "c", 0..200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut consumers = Vec::new();
+    let mut collectors = Vec::new();
+    for i in 0..2 {
+        let col = Arc::new(Collector::default());
+        col.expect(200);
+        let c = PushConsumer::new(
+            consumer_config(&cluster, "cast")
+                .with_message_model(MessageModel::Broadcasting)
+                .with_offset_dir(dir.path().join(format!("m{i}"))),
+        );
+        c.subscribe("Cast", "*").unwrap();
+        c.start(col.listener()).await.unwrap();
+        consumers.push(c);
+        collectors.push(col);
+    }
+    for col in &collectors {
+        col.wait().await;
+        assert_eq!(
+            col.seen.lock().keys().cloned().collect::<HashSet<_>>(),
+            sent
+        );
+    }
+    for c in &consumers {
+        c.shutdown().await;
+    }
+    assert!(
+        dir.path().join("m0/offsets.json").exists(),
+        "offsets kept locally"
+    );
+    p.shutdown().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_filters_and_the_pull_consumer() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let p = producer(&cluster).await;
+    produce(&p, "Lite", "l", 0..100).await;
+    let c = PullConsumer::new(consumer_config(&cluster, "lite").with_auto_commit(false));
+    c.subscribe("Lite", "TagA").unwrap();
+    c.start().await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 50 {
+        got.extend(c.poll(T).await.unwrap());
+    }
+    assert_eq!(got.len(), 50);
+    assert!(got.iter().all(|m| m.message.tags() == Some("TagA")));
+    c.commit().await;
+    // Seek back on one queue: its messages come again.
+    let q = got[0].message.topic.clone();
+    let mq = c
+        .assignment()
+        .into_iter()
+        .find(|x| x.topic == q && x.queue_id == got[0].queue_id)
+        .unwrap();
+    c.seek(&mq, 0).unwrap();
+    let again = c.poll(T).await.unwrap();
+    assert!(!again.is_empty());
+    assert!(again.iter().all(|m| m.queue_id == mq.queue_id));
+    assert!(
+        c.seek(&mq_client_api::MessageQueue::new("Nope", "broker-a", 0), 0)
+            .is_err()
+    );
+    c.shutdown().await;
+
+    // The committed offsets hold for the group: nothing of the first pass comes back.
+    let c = PullConsumer::new(consumer_config(&cluster, "lite"));
+    c.subscribe("Lite", "TagA").unwrap();
+    c.start().await.unwrap();
+    let rest = c.poll(Duration::from_millis(500)).await.unwrap();
+    assert!(rest.is_empty(), "{} messages replayed", rest.len());
+    c.shutdown().await;
+    p.shutdown().await;
+    cluster.shutdown().await;
+}
