@@ -176,6 +176,10 @@ pub(crate) struct Core {
     pub(crate) api: ClientApi,
     watched: parking_lot::Mutex<std::collections::HashSet<u64>>,
     pub(crate) transactions: crate::transaction::TransactionState,
+    /// Orderly-consumption queue locks: (group, queue) → (client id, expiry).
+    locks: parking_lot::Mutex<
+        std::collections::HashMap<(String, mq_client_api::MessageQueue), (String, Instant)>,
+    >,
     pub(crate) token: CancellationToken,
     pub(crate) tasks: TaskTracker,
 }
@@ -226,6 +230,7 @@ impl Broker {
             api: ClientApi::new(remoting, ApiConfig::default()),
             watched: parking_lot::Mutex::new(std::collections::HashSet::new()),
             transactions: crate::transaction::TransactionState::default(),
+            locks: parking_lot::Mutex::new(std::collections::HashMap::new()),
             token: CancellationToken::new(),
             tasks: TaskTracker::new(),
         }));
@@ -556,6 +561,9 @@ impl CoreHandle {
                 })
             }
             RequestCode::CONSUMER_SEND_MSG_BACK => Some(self.send_back(&req).await),
+            RequestCode::LOCK_BATCH_MQ | RequestCode::UNLOCK_BATCH_MQ => {
+                Some(self.lock_batch(&req))
+            }
             RequestCode::END_TRANSACTION => self.end_transaction(&req).await,
             other => Some(resp(
                 &req,
@@ -563,6 +571,47 @@ impl CoreHandle {
                 Some(format!(" request type {} not supported", other.0)),
             )),
         }
+    }
+
+    /// LOCK_BATCH_MQ / UNLOCK_BATCH_MQ: a queue is locked by one client of a group at a time,
+    /// until it unlocks or the lock is not renewed for 60 s (Java `RebalanceLockManager`).
+    fn lock_batch(&self, req: &RemotingCommand) -> RemotingCommand {
+        const LOCK_EXPIRY: Duration = Duration::from_secs(60);
+        let body: mq_client_api::body::LockBatchRequestBody =
+            match from_json("LockBatchRequestBody", &req.body) {
+                Ok(b) => b,
+                Err(e) => return resp(req, ResponseCode::SYSTEM_ERROR, Some(e.to_string())),
+            };
+        let now = Instant::now();
+        let mut locks = self.0.locks.lock();
+        if req.code == RequestCode::UNLOCK_BATCH_MQ.0 {
+            for mq in body.mq_set {
+                let key = (body.consumer_group.clone(), mq);
+                if locks
+                    .get(&key)
+                    .is_some_and(|(owner, _)| *owner == body.client_id)
+                {
+                    locks.remove(&key);
+                }
+            }
+            return resp(req, ResponseCode::SUCCESS, None);
+        }
+        let mut locked = Vec::new();
+        for mq in body.mq_set {
+            let key = (body.consumer_group.clone(), mq.clone());
+            let free = locks
+                .get(&key)
+                .is_none_or(|(owner, until)| *owner == body.client_id || now >= *until);
+            if free {
+                locks.insert(key, (body.client_id.clone(), now + LOCK_EXPIRY));
+                locked.push(mq);
+            }
+        }
+        resp(req, ResponseCode::SUCCESS, None).with_body(to_json(
+            &mq_client_api::body::LockBatchResponseBody {
+                lock_ok_mq_set: locked,
+            },
+        ))
     }
 
     pub(crate) fn spawn_register(self: &Arc<Self>) {

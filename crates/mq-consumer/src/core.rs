@@ -118,6 +118,8 @@ pub(crate) struct Core {
     /// Set when the last rebalance could not place every subscribed topic (e.g. a retry topic
     /// not yet routed); the engine then tries again every second instead of every 20 s.
     incomplete: std::sync::atomic::AtomicBool,
+    /// Orderly consumption: queues are locked on the broker before they are fetched.
+    pub(crate) orderly: std::sync::atomic::AtomicBool,
     pub(crate) token: CancellationToken,
     pub(crate) tasks: TaskTracker,
 }
@@ -182,6 +184,7 @@ impl Core {
             sink,
             rebalance_now: Notify::new(),
             incomplete: std::sync::atomic::AtomicBool::new(false),
+            orderly: std::sync::atomic::AtomicBool::new(false),
             token: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
@@ -375,7 +378,28 @@ impl Core {
                 all
             }
         };
+        let locking = self.orderly.load(Ordering::Relaxed)
+            && self.config.message_model == MessageModel::Clustering;
+        let wanted = if locking {
+            // One consumer per queue at a time: take (or renew) the broker locks first, and
+            // consume only what is locked.
+            let locked = self.lock_queues(&instance, &wanted, true).await;
+            if locked.len() < wanted.len() {
+                self.incomplete.store(true, Ordering::Relaxed);
+            }
+            locked
+        } else {
+            wanted
+        };
         let current: Vec<MessageQueue> = self.queues.lock().keys().cloned().collect();
+        let released: Vec<MessageQueue> = current
+            .iter()
+            .filter(|q| !wanted.contains(q))
+            .cloned()
+            .collect();
+        if locking && !released.is_empty() {
+            self.lock_queues(&instance, &released, false).await;
+        }
         for mq in current.iter().filter(|q| !wanted.contains(q)) {
             let pq = self.queues.lock().remove(mq);
             if let Some(pq) = pq {
@@ -392,6 +416,43 @@ impl Core {
                 Err(e) => warn!(queue = %mq, cause = %e, "cannot compute the start offset"),
             }
         }
+    }
+
+    /// Locks (or unlocks) `mqs` on their brokers; returns the queues now held.
+    async fn lock_queues(
+        &self,
+        instance: &ClientInstance,
+        mqs: &[MessageQueue],
+        lock: bool,
+    ) -> Vec<MessageQueue> {
+        let mut by_broker: HashMap<String, Vec<MessageQueue>> = HashMap::new();
+        for mq in mqs {
+            by_broker
+                .entry(mq.broker_name.clone())
+                .or_default()
+                .push(mq.clone());
+        }
+        let mut held = Vec::new();
+        for (broker, queues) in by_broker {
+            let Some(addr) = instance.broker_master(&broker) else {
+                continue;
+            };
+            let body = mq_client_api::body::LockBatchRequestBody {
+                consumer_group: self.group.read().clone(),
+                client_id: instance.client_id().to_owned(),
+                mq_set: queues,
+            };
+            let timeout = instance.config().request_timeout;
+            if lock {
+                match instance.api().lock_batch_mq(&addr, &body, timeout).await {
+                    Ok(locked) => held.extend(locked),
+                    Err(e) => debug!(broker, cause = %e, "locking queues failed"),
+                }
+            } else if let Err(e) = instance.api().unlock_batch_mq(&addr, &body, timeout).await {
+                debug!(broker, cause = %e, "unlocking queues failed");
+            }
+        }
+        held
     }
 
     async fn share_of(
@@ -600,6 +661,12 @@ impl Core {
         self.tasks.close();
         self.tasks.wait().await;
         self.persist_offsets().await;
+        if self.orderly.load(Ordering::Relaxed)
+            && let Ok(instance) = self.instance()
+        {
+            let held: Vec<MessageQueue> = self.queues.lock().keys().cloned().collect();
+            self.lock_queues(&instance, &held, false).await;
+        }
         let instance = self.instance.write().take();
         if let Some(instance) = instance {
             let group = self.group.read().clone();

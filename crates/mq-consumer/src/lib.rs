@@ -1,7 +1,8 @@
 //! Layer 4 of 4: RocketMQ consumers.
 //!
 //! [`PushConsumer`] hands messages to a listener on a bounded pool of workers, returning
-//! failures to the broker for delayed retries (and the DLQ); [`PullConsumer`] is the lite pull
+//! failures to the broker for delayed retries (and the DLQ), or strictly in order per queue
+//! with broker-side queue locks; [`PullConsumer`] is the lite pull
 //! consumer (`poll`, `seek`, `commit`). Both share one engine: subscriptions with tag filters,
 //! rebalancing among the group every 20 s and whenever the broker says the group changed (with
 //! the strategies of [`allocate`]), one long-polling fetch task per assigned queue with flow
@@ -14,7 +15,7 @@
 //! * [`config`] — [`ConsumerConfig`], [`ConsumeFrom`], tag expressions.
 //! * [`allocate`] — rebalance strategies.
 //! * [`offset`] — remote and local offset stores.
-//! * [`push`] — [`PushConsumer`], [`MessageListener`], [`ConsumeStatus`].
+//! * [`push`] — [`PushConsumer`], [`MessageListener`], [`MessageListenerOrderly`].
 //! * [`pull`] — [`PullConsumer`].
 //! * [`error`] — [`ConsumerError`].
 //!
@@ -48,4 +49,7 @@ pub mod push;
 pub use config::{ConsumeFrom, ConsumerConfig};
 pub use error::ConsumerError;
 pub use pull::PullConsumer;
-pub use push::{ConsumeContext, ConsumeStatus, MessageListener, PushConsumer};
+pub use push::{
+    ConsumeContext, ConsumeOrderlyContext, ConsumeOrderlyStatus, ConsumeStatus, MessageListener,
+    MessageListenerOrderly, PushConsumer,
+};

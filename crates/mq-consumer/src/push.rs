@@ -53,6 +53,50 @@ where
     }
 }
 
+/// What an orderly listener did with a batch.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[non_exhaustive]
+pub enum ConsumeOrderlyStatus {
+    /// Consumed.
+    Success,
+    /// Not now: pause this queue for `ConsumeOrderlyContext::suspend` and try the same
+    /// messages again (later messages of the queue wait).
+    SuspendCurrentQueueAMoment,
+}
+
+/// Per-call context of an orderly listener.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ConsumeOrderlyContext {
+    /// The queue the messages came from.
+    pub queue: MessageQueue,
+    /// How long to pause the queue after a suspend. Default 1 s.
+    pub suspend: Duration,
+}
+
+/// Consumes the messages of each queue strictly in order, one call at a time per queue.
+pub trait MessageListenerOrderly: Send + Sync + 'static {
+    /// Consumes a batch.
+    fn consume(&self, msgs: &[MessageExt], ctx: &mut ConsumeOrderlyContext)
+    -> ConsumeOrderlyStatus;
+}
+
+impl<F> MessageListenerOrderly for F
+where
+    F: Fn(&[MessageExt], &mut ConsumeOrderlyContext) -> ConsumeOrderlyStatus
+        + Send
+        + Sync
+        + 'static,
+{
+    fn consume(
+        &self,
+        msgs: &[MessageExt],
+        ctx: &mut ConsumeOrderlyContext,
+    ) -> ConsumeOrderlyStatus {
+        self(msgs, ctx)
+    }
+}
+
 /// A push consumer. Subscribe, set a listener, start.
 #[derive(Debug)]
 pub struct PushConsumer {
@@ -105,6 +149,33 @@ impl PushConsumer {
         self.core
             .tasks
             .spawn(dispatch(core, rx, listener).instrument(tracing::debug_span!("push_dispatch")));
+        Ok(())
+    }
+
+    /// Starts consuming each queue strictly in order with `listener`: queues are locked on
+    /// the broker (clustering), so one member at a time consumes a queue, and one worker at a
+    /// time per queue. A batch suspended more than max-reconsume-times goes to the DLQ.
+    ///
+    /// # Errors
+    /// As for [`PushConsumer::start`].
+    pub async fn start_orderly(
+        &self,
+        listener: Arc<dyn MessageListenerOrderly>,
+    ) -> Result<(), ConsumerError> {
+        let rx = self
+            .rx
+            .lock()
+            .take()
+            .ok_or_else(|| ConsumerError::State(self.core.state.get()))?;
+        self.core
+            .orderly
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.core.start().await?;
+        let core = Arc::clone(&self.core);
+        self.core.tasks.spawn(
+            dispatch_orderly(core, rx, listener)
+                .instrument(tracing::debug_span!("orderly_dispatch")),
+        );
         Ok(())
     }
 
@@ -222,5 +293,110 @@ async fn consume_batch(
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
         batch = kept;
+    }
+}
+
+/// Routes each queue's deliveries to that queue's single worker, in arrival order.
+async fn dispatch_orderly(
+    core: Arc<Core>,
+    mut rx: mpsc::Receiver<Delivery>,
+    listener: Arc<dyn MessageListenerOrderly>,
+) {
+    let mut workers: std::collections::HashMap<
+        MessageQueue,
+        (
+            Arc<crate::core::ProcessQueue>,
+            mpsc::UnboundedSender<Delivery>,
+        ),
+    > = std::collections::HashMap::new();
+    loop {
+        let delivery = tokio::select! {
+            () = core.token.cancelled() => break,
+            d = rx.recv() => match d {
+                Some(d) => d,
+                None => break,
+            },
+        };
+        let stale = workers
+            .get(&delivery.mq)
+            .is_none_or(|(pq, tx)| !Arc::ptr_eq(pq, &delivery.pq) || tx.is_closed());
+        if stale {
+            let (tx, queue_rx) = mpsc::unbounded_channel();
+            let (c, l) = (Arc::clone(&core), Arc::clone(&listener));
+            core.tasks.spawn(orderly_worker(c, l, queue_rx));
+            workers.insert(delivery.mq.clone(), (Arc::clone(&delivery.pq), tx));
+        }
+        if let Some((_, tx)) = workers.get(&delivery.mq) {
+            let _ = tx.send(delivery);
+        }
+        workers.retain(|_, (pq, _)| !pq.dropped.is_cancelled());
+    }
+}
+
+async fn orderly_worker(
+    core: Arc<Core>,
+    listener: Arc<dyn MessageListenerOrderly>,
+    mut rx: mpsc::UnboundedReceiver<Delivery>,
+) {
+    let group = core.group.read().clone();
+    while let Some(d) = rx.recv().await {
+        for chunk in d.msgs.chunks(core.config.consume_batch_size) {
+            let mut attempts = 0;
+            loop {
+                if d.pq.dropped.is_cancelled() {
+                    return;
+                }
+                let mut shown = chunk.to_vec();
+                for m in &mut shown {
+                    restore_retry_topic(&group, m);
+                    m.reconsume_times += attempts;
+                }
+                let mut ctx = ConsumeOrderlyContext {
+                    queue: d.mq.clone(),
+                    suspend: Duration::from_secs(1),
+                };
+                let status = tokio::task::block_in_place(|| listener.consume(&shown, &mut ctx));
+                if status == ConsumeOrderlyStatus::Success {
+                    core.ack(&d.mq, &d.pq, chunk);
+                    break;
+                }
+                attempts += 1;
+                if attempts > core.config.max_reconsume_times {
+                    // Give up on these messages: dead-letter them and move on, in order.
+                    if let Ok(instance) = core.instance()
+                        && let Some(addr) = instance.broker_master(&d.mq.broker_name)
+                    {
+                        for m in chunk {
+                            let header = ConsumerSendMsgBackRequestHeader {
+                                offset: m.commit_log_offset,
+                                group: group.clone(),
+                                delay_level: -1,
+                                origin_msg_id: Some(m.msg_id()),
+                                origin_topic: Some(m.message.topic.clone()),
+                                unit_mode: false,
+                                max_reconsume_times: Some(core.config.max_reconsume_times),
+                            };
+                            if let Err(e) = instance
+                                .api()
+                                .consumer_send_back(
+                                    &addr,
+                                    &header,
+                                    instance.config().request_timeout,
+                                )
+                                .await
+                            {
+                                warn!(queue = %d.mq, cause = %e, "dead-lettering failed");
+                            }
+                        }
+                    }
+                    core.ack(&d.mq, &d.pq, chunk);
+                    break;
+                }
+                tokio::select! {
+                    () = d.pq.dropped.cancelled() => return,
+                    () = tokio::time::sleep(ctx.suspend) => {}
+                }
+            }
+        }
     }
 }

@@ -11,7 +11,8 @@ use mq_client_api::body::MessageModel;
 use mq_client_api::header::PullMessageRequestHeader;
 use mq_client_instance::ClientConfig;
 use mq_consumer::{
-    ConsumeContext, ConsumeFrom, ConsumeStatus, ConsumerConfig, PullConsumer, PushConsumer,
+    ConsumeContext, ConsumeFrom, ConsumeOrderlyContext, ConsumeOrderlyStatus, ConsumeStatus,
+    ConsumerConfig, PullConsumer, PushConsumer,
 };
 use mq_producer::{Producer, ProducerConfig};
 use mq_test_support::Cluster;
@@ -365,6 +366,79 @@ async fn tag_filters_and_the_pull_consumer() {
     c.start().await.unwrap();
     let rest = c.poll(Duration::from_millis(500)).await.unwrap();
     assert!(rest.is_empty(), "{} messages replayed", rest.len());
+    c.shutdown().await;
+    p.shutdown().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orderly_consumption_keeps_per_key_order_through_suspends() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let p = producer(&cluster).await;
+    let keys = ["k0", "k1", "k2", "k3"];
+    let per_key = 100;
+    // Concurrent producers, one per key, each in order on its key's queue.
+    let mut tasks = tokio::task::JoinSet::new();
+    for key in keys {
+        let p = p.clone();
+        tasks.spawn(async move {
+            for seq in 0..per_key {
+                let m = mq_client_api::Message::new("Ordered", format!("{key}:{seq}"));
+                p.send_with_selector(
+                    m,
+                    &mq_producer::HashSelector,
+                    &mq_producer::SelectArg::from(key),
+                )
+                .await
+                .unwrap();
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let consumed: Arc<Mutex<HashMap<String, Vec<u32>>>> = Arc::default();
+    let suspended: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let done = Arc::new(Notify::new());
+    let (c_, s_, d_) = (
+        Arc::clone(&consumed),
+        Arc::clone(&suspended),
+        Arc::clone(&done),
+    );
+    let listener = Arc::new(
+        move |msgs: &[MessageExt], ctx: &mut ConsumeOrderlyContext| {
+            let body = String::from_utf8_lossy(&msgs[0].message.body).into_owned();
+            let (key, seq) = body.split_once(':').unwrap();
+            let seq: u32 = seq.parse().unwrap();
+            // Refuse message 37 of every key once: it must come again before 38.
+            if seq == 37 && s_.lock().insert(key.to_owned()) {
+                ctx.suspend = Duration::from_millis(10);
+                return ConsumeOrderlyStatus::SuspendCurrentQueueAMoment;
+            }
+            let mut c = c_.lock();
+            c.entry(key.to_owned()).or_default().push(seq);
+            if c.values().map(Vec::len).sum::<usize>() == keys.len() * per_key as usize {
+                d_.notify_waiters();
+            }
+            ConsumeOrderlyStatus::Success
+        },
+    );
+    let c = PushConsumer::new(consumer_config(&cluster, "ordered"));
+    c.subscribe("Ordered", "*").unwrap();
+    let notified = done.notified();
+    c.start_orderly(listener).await.unwrap();
+    tokio::time::timeout(T, notified)
+        .await
+        .expect("all consumed");
+    let consumed = consumed.lock().clone();
+    for key in keys {
+        assert_eq!(
+            consumed[key],
+            (0..per_key).collect::<Vec<_>>(),
+            "order of {key}"
+        );
+    }
+    assert_eq!(suspended.lock().len(), 4);
     c.shutdown().await;
     p.shutdown().await;
     cluster.shutdown().await;
