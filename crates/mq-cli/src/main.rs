@@ -2,6 +2,7 @@
 //! cluster; `mq serve` runs a name server and a broker in one process. Further commands arrive
 //! with the producer and consumer.
 
+mod commands;
 mod quickstart;
 
 use std::net::{IpAddr, SocketAddr};
@@ -26,6 +27,94 @@ enum Command {
     Quickstart,
     /// Run a name server and a broker in this process until Ctrl-C.
     Serve(ServeArgs),
+    /// Send messages.
+    Send {
+        #[command(flatten)]
+        target: Target,
+        /// Topic.
+        #[arg(long)]
+        topic: String,
+        /// Body text.
+        #[arg(long)]
+        body: String,
+        /// Tag.
+        #[arg(long)]
+        tag: Option<String>,
+        /// Business key.
+        #[arg(long)]
+        key: Option<String>,
+        /// How many messages (numbered when more than one).
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+    },
+    /// Consume and print messages.
+    Consume {
+        #[command(flatten)]
+        target: Target,
+        /// Topic.
+        #[arg(long)]
+        topic: String,
+        /// Consumer group.
+        #[arg(long, default_value = "mq_cli_consumer")]
+        group: String,
+        /// Tag expression.
+        #[arg(long, default_value = "*")]
+        tags: String,
+        /// Stop after this many messages.
+        #[arg(long, default_value_t = 32)]
+        count: usize,
+        /// Stop when nothing arrives for this many seconds.
+        #[arg(long, default_value_t = 5)]
+        wait_secs: u64,
+        /// A new group starts at the first offset (default: the last).
+        #[arg(long)]
+        from_first: bool,
+    },
+    /// Print a topic's route.
+    Route {
+        #[command(flatten)]
+        target: Target,
+        /// Topic.
+        #[arg(long)]
+        topic: String,
+    },
+    /// Create or list topics.
+    Topic {
+        #[command(subcommand)]
+        action: TopicAction,
+    },
+    /// List the brokers of the cluster.
+    Cluster {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct Target {
+    /// Name servers, `host:port;host:port` (default: `mq serve`'s).
+    #[arg(long, default_value = "127.0.0.1:9876")]
+    namesrv: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum TopicAction {
+    /// Create a topic on every master broker.
+    Create {
+        #[command(flatten)]
+        target: Target,
+        /// Topic.
+        #[arg(long)]
+        topic: String,
+        /// Read and write queues per broker.
+        #[arg(long, default_value_t = 4)]
+        queues: i32,
+    },
+    /// List the topics the name server knows.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -85,12 +174,64 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Quickstart => quickstart::run().await,
             Command::Serve(args) => serve(args).await,
+            Command::Send {
+                target,
+                topic,
+                body,
+                tag,
+                key,
+                count,
+            } => {
+                commands::send(
+                    &target.namesrv,
+                    &topic,
+                    &body,
+                    tag.as_deref(),
+                    key.as_deref(),
+                    count,
+                )
+                .await
+            }
+            Command::Consume {
+                target,
+                topic,
+                group,
+                tags,
+                count,
+                wait_secs,
+                from_first,
+            } => {
+                commands::consume(
+                    &target.namesrv,
+                    &topic,
+                    &group,
+                    &tags,
+                    count,
+                    Duration::from_secs(wait_secs),
+                    from_first,
+                )
+                .await
+            }
+            Command::Route { target, topic } => commands::route(&target.namesrv, &topic).await,
+            Command::Topic {
+                action:
+                    TopicAction::Create {
+                        target,
+                        topic,
+                        queues,
+                    },
+            } => commands::topic_create(&target.namesrv, &topic, queues).await,
+            Command::Topic {
+                action: TopicAction::List { target },
+            } => commands::topic_list(&target.namesrv).await,
+            Command::Cluster { target } => commands::cluster(&target.namesrv).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("mq: {e}");
+            // One line, whatever the peer put into its remark.
+            eprintln!("mq: {}", e.replace(['\n', '\r'], " "));
             ExitCode::FAILURE
         }
     }

@@ -1,34 +1,40 @@
-//! `mq quickstart`: start an embedded name server and broker, send messages in every mode the
-//! layers below the producer offer, read them all back, verify count and content, and print a
-//! table. Exits non-zero when anything is missing.
-//!
-//! It drives `ClientApi` directly; once the producer and consumer crates land it moves onto them.
+//! `mq quickstart`: start an embedded name server and broker, send with the producer in every
+//! mode (sync, async future, callback, oneway, batch, ordered by key with a selector), consume
+//! everything back with a push consumer, verify count and content, and print a table. Exits
+//! non-zero when anything is missing.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use mq_broker::{Broker, BrokerConfig};
-use mq_client_api::header::{PullMessageRequestHeader, SendMessageRequestHeader, pull_sys_flag};
-use mq_client_api::message::{Message, UniqueIdGenerator, encode_batch, property};
-use mq_client_api::{ApiConfig, ClientApi, PullStatus, SendRequest};
+use mq_client_api::{Message, MessageExt};
+use mq_client_instance::ClientConfig;
+use mq_consumer::{ConsumeContext, ConsumeFrom, ConsumeStatus, ConsumerConfig, PushConsumer};
 use mq_namesrv::{NameServer, NamesrvConfig};
-use mq_remoting::{ClientConfig, RemotingClient};
-use tokio::sync::mpsc;
+use mq_producer::{HashSelector, Producer, ProducerConfig, SelectArg};
+use parking_lot::Mutex;
+use tokio::sync::{Notify, mpsc};
 
 const PER_MODE: usize = 200;
 const BATCH: usize = 10;
-const QUEUES: i32 = 4;
-const T: Duration = Duration::from_secs(10);
+const TOPIC: &str = "Quickstart";
+const MODES: [&str; 6] = ["sync", "async", "callback", "oneway", "batch", "ordered"];
 
+#[derive(Default)]
 struct Row {
-    mode: &'static str,
     sent: usize,
     acked: usize,
-    consumed: usize,
     latencies: Vec<Duration>,
+    expected: HashMap<String, String>,
+}
+
+/// What the consumer saw: message id → (mode tag, body), counting duplicates.
+#[derive(Default)]
+struct Seen {
+    messages: Mutex<HashMap<String, (String, String, u32)>>,
+    changed: Notify,
 }
 
 /// Runs the quickstart; `Err` carries the one-line reason for a non-zero exit.
@@ -40,227 +46,236 @@ pub(crate) async fn run() -> Result<(), String> {
     let namesrv = NameServer::start(NamesrvConfig::default().with_listen(loopback))
         .await
         .map_err(|e| format!("name server cannot start: {e}"))?;
+    let ns = namesrv.local_addr().to_string();
     let broker = Broker::start(
         BrokerConfig::new(&dir)
             .with_listen(loopback)
-            .with_name_servers(vec![namesrv.local_addr().to_string()]),
+            .with_name_servers(vec![ns.clone()]),
     )
     .await
     .map_err(|e| format!("broker cannot start: {e}"))?;
     println!(
-        "embedded cluster up in {:?}: name server {}, broker {}",
-        started.elapsed(),
-        namesrv.local_addr(),
+        "embedded cluster up in {:.1} ms: name server {ns}, broker {}",
+        started.elapsed().as_secs_f64() * 1000.0,
         broker.local_addr()
     );
-    let remoting = RemotingClient::new(ClientConfig::default());
-    remoting
-        .name_servers()
-        .update(vec![namesrv.local_addr().to_string()]);
-    let api = ClientApi::new(remoting, ApiConfig::default());
-    let addr = broker.local_addr().to_string();
-    let ids = Arc::new(UniqueIdGenerator::new(Some(broker.local_addr().ip())));
+    let client =
+        |name: &str| ClientConfig::new(&ns).with_instance_name(format!("quickstart-{name}"));
 
-    let mut rows = Vec::new();
-    for mode in ["sync", "async", "oneway", "batch"] {
-        rows.push(run_mode(&api, &addr, &ids, mode).await?);
+    let seen = Arc::new(Seen::default());
+    let consumer = PushConsumer::new(
+        ConsumerConfig::new("quickstart_consumer", &ns)
+            .with_client(client("consumer"))
+            .with_consume_from(ConsumeFrom::FirstOffset),
+    );
+    consumer.subscribe(TOPIC, "*").map_err(|e| e.to_string())?;
+    let s = Arc::clone(&seen);
+    consumer
+        .start(Arc::new(
+            move |msgs: &[MessageExt], _ctx: &mut ConsumeContext| {
+                let mut map = s.messages.lock();
+                for m in msgs {
+                    let entry = map.entry(m.msg_id()).or_insert_with(|| {
+                        (
+                            m.message.tags().unwrap_or_default().to_owned(),
+                            String::from_utf8_lossy(&m.message.body).into_owned(),
+                            0,
+                        )
+                    });
+                    entry.2 += 1;
+                }
+                s.changed.notify_waiters();
+                ConsumeStatus::Success
+            },
+        ))
+        .await
+        .map_err(|e| format!("consumer cannot start: {e}"))?;
+
+    let producer = Producer::new(
+        ProducerConfig::new("quickstart_producer", &ns).with_client(client("producer")),
+    );
+    producer
+        .start()
+        .await
+        .map_err(|e| format!("producer cannot start: {e}"))?;
+    let mut rows: HashMap<&str, Row> = HashMap::new();
+    for mode in MODES {
+        rows.insert(mode, send_mode(&producer, mode).await?);
     }
-    print_table(&rows);
-    let _ = api.remoting().shutdown(T).await;
-    let _ = broker.shutdown(T).await;
-    let _ = namesrv.shutdown(T).await;
-    let missing: Vec<&str> = rows
-        .iter()
-        .filter(|r| r.consumed != r.sent || (r.mode != "oneway" && r.acked != r.sent))
-        .map(|r| r.mode)
-        .collect();
-    if missing.is_empty() {
+    let expected: usize = rows.values().map(|r| r.expected.len()).sum();
+    wait_for(&seen, expected, Duration::from_secs(30)).await;
+
+    let messages = seen.messages.lock().clone();
+    println!();
+    println!(
+        "{:<9} {:>6} {:>6} {:>9} {:>10} {:>10}",
+        "mode", "sent", "acked", "consumed", "p50", "p99"
+    );
+    let mut problems = Vec::new();
+    for mode in MODES {
+        let row = &rows[mode];
+        let consumed = row
+            .expected
+            .iter()
+            .filter(|(id, body)| {
+                messages
+                    .get(*id)
+                    .is_some_and(|(tag, b, _)| tag == mode && b == *body)
+            })
+            .count();
+        let duplicates = row
+            .expected
+            .keys()
+            .filter(|id| messages.get(*id).is_some_and(|m| m.2 > 1))
+            .count();
+        let mut l = row.latencies.clone();
+        l.sort();
+        let acked = if mode == "oneway" {
+            "-".to_owned()
+        } else {
+            row.acked.to_string()
+        };
         println!(
-            "all {} messages consumed once, content verified",
-            rows.iter().map(|r| r.sent).sum::<usize>()
+            "{:<9} {:>6} {:>6} {:>9} {:>10} {:>10}",
+            mode,
+            row.sent,
+            acked,
+            consumed,
+            percentile(&l, 0.5),
+            percentile(&l, 0.99)
         );
+        if consumed != row.sent || (mode != "oneway" && row.acked != row.sent) || duplicates > 0 {
+            problems.push(mode);
+        }
+    }
+    println!();
+    producer.shutdown().await;
+    consumer.shutdown().await;
+    let _ = broker.shutdown(Duration::from_secs(5)).await;
+    let _ = namesrv.shutdown(Duration::from_secs(5)).await;
+    if problems.is_empty() {
+        println!("all {expected} messages consumed once, content verified");
         Ok(())
     } else {
         Err(format!(
-            "messages missing or unacknowledged in mode(s): {}",
-            missing.join(", ")
+            "messages missing, unacknowledged or duplicated in mode(s): {}",
+            problems.join(", ")
         ))
     }
 }
 
-fn message(topic: &str, ids: &UniqueIdGenerator, i: usize) -> Message {
-    let mut m =
-        Message::new(topic, Bytes::from(format!("{topic} message {i}"))).with_tags("quickstart");
-    m.set_property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX, ids.next_id());
-    m
+fn message(mode: &str, i: usize) -> Message {
+    Message::new(TOPIC, format!("{mode} message {i}")).with_tags(mode)
 }
 
-fn request(topic: &str, queue_id: i32, msgs: &[Message]) -> Result<SendRequest, String> {
-    let batch = msgs.len() > 1;
-    let (body, properties) = if batch {
-        (encode_batch(msgs).map_err(|e| e.to_string())?, None)
-    } else {
-        (msgs[0].body.clone(), Some(msgs[0].properties_string()))
-    };
-    Ok(SendRequest {
-        header: SendMessageRequestHeader {
-            producer_group: "quickstart".into(),
-            topic: topic.into(),
-            default_topic: "TBW102".into(),
-            default_topic_queue_nums: QUEUES,
-            queue_id,
-            born_timestamp: 0,
-            properties,
-            batch,
-            ..Default::default()
-        },
-        body,
-        msg_id: msgs
-            .iter()
-            .filter_map(Message::uniq_key)
-            .collect::<Vec<_>>()
-            .join(","),
-        broker_name: "broker-a".into(),
-    })
-}
-
-async fn run_mode(
-    api: &ClientApi,
-    addr: &str,
-    ids: &UniqueIdGenerator,
-    mode: &'static str,
-) -> Result<Row, String> {
-    let topic = format!("Quickstart_{mode}");
-    let sent: Vec<Message> = (0..PER_MODE).map(|i| message(&topic, ids, i)).collect();
-    let mut latencies = Vec::new();
-    let mut acked = 0;
+async fn send_mode(producer: &Producer, mode: &'static str) -> Result<Row, String> {
+    let mut row = Row::default();
+    let fail = |e: mq_producer::ProducerError| format!("{mode} send failed: {e}");
     match mode {
-        "sync" => {
-            for (i, m) in sent.iter().enumerate() {
+        "sync" | "ordered" => {
+            for i in 0..PER_MODE {
+                let m = message(mode, i);
+                let body = format!("{mode} message {i}");
                 let t = Instant::now();
-                api.send(
-                    addr,
-                    &request(&topic, i as i32 % QUEUES, std::slice::from_ref(m))?,
-                    T,
-                )
-                .await
-                .map_err(|e| format!("sync send failed: {e}"))?;
-                latencies.push(t.elapsed());
-                acked += 1;
+                let r = if mode == "ordered" {
+                    let key = SelectArg::from(format!("key-{}", i % 4));
+                    producer.send_with_selector(m, &HashSelector, &key).await
+                } else {
+                    producer.send(m).await
+                }
+                .map_err(fail)?;
+                row.latencies.push(t.elapsed());
+                row.expected.insert(r.msg_id, body);
+                row.acked += 1;
+                row.sent += 1;
             }
         }
         "async" => {
+            let futures: Vec<_> = (0..PER_MODE)
+                .map(|i| {
+                    let t = Instant::now();
+                    let f = producer.send_async(message(mode, i));
+                    async move { (i, f.await, t.elapsed()) }
+                })
+                .collect();
+            let mut tasks = tokio::task::JoinSet::new();
+            for f in futures {
+                tasks.spawn(f);
+            }
+            while let Some(done) = tasks.join_next().await {
+                let (i, r, latency) = done.map_err(|e| e.to_string())?;
+                let r = r.map_err(fail)?;
+                row.latencies.push(latency);
+                row.expected.insert(r.msg_id, format!("{mode} message {i}"));
+                row.acked += 1;
+                row.sent += 1;
+            }
+        }
+        "callback" => {
             let (tx, mut rx) = mpsc::unbounded_channel();
-            for (i, m) in sent.iter().enumerate() {
-                let tx = tx.clone();
-                let t = Instant::now();
-                api.send_with_callback(
-                    addr,
-                    request(&topic, i as i32 % QUEUES, std::slice::from_ref(m))?,
-                    T,
-                    move |r| {
-                        let _ = tx.send(r.map(|_| t.elapsed()));
-                    },
-                )
-                .await
-                .map_err(|e| format!("async send failed: {e}"))?;
+            for i in 0..PER_MODE {
+                let (tx, t) = (tx.clone(), Instant::now());
+                producer
+                    .send_with_callback(message(mode, i), move |r| {
+                        let _ = tx.send((i, r, t.elapsed()));
+                    })
+                    .map_err(fail)?;
+                row.sent += 1;
             }
             drop(tx);
-            while let Some(r) = rx.recv().await {
-                latencies.push(r.map_err(|e| format!("async send failed: {e}"))?);
-                acked += 1;
+            while let Some((i, r, latency)) = rx.recv().await {
+                let r = r.map_err(fail)?;
+                row.latencies.push(latency);
+                row.expected.insert(r.msg_id, format!("{mode} message {i}"));
+                row.acked += 1;
             }
         }
         "oneway" => {
-            for (i, m) in sent.iter().enumerate() {
-                api.send_oneway(
-                    addr,
-                    &request(&topic, i as i32 % QUEUES, std::slice::from_ref(m))?,
-                    T,
-                )
-                .await
-                .map_err(|e| format!("oneway send failed: {e}"))?;
+            for i in 0..PER_MODE {
+                let mut m = message(mode, i);
+                let id = format!("ONEWAY{:026}", i);
+                m.set_property(
+                    mq_client_api::message::property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX,
+                    id.clone(),
+                );
+                producer.send_oneway(m).await.map_err(fail)?;
+                row.expected.insert(id, format!("{mode} message {i}"));
+                row.sent += 1;
             }
         }
         _ => {
-            for (i, chunk) in sent.chunks(BATCH).enumerate() {
+            for chunk in 0..PER_MODE / BATCH {
+                let msgs: Vec<Message> = (0..BATCH)
+                    .map(|j| message(mode, chunk * BATCH + j))
+                    .collect();
                 let t = Instant::now();
-                api.send(addr, &request(&topic, i as i32 % QUEUES, chunk)?, T)
-                    .await
-                    .map_err(|e| format!("batch send failed: {e}"))?;
-                latencies.push(t.elapsed());
-                acked += chunk.len();
+                let r = producer.send_batch(msgs).await.map_err(fail)?;
+                row.latencies.push(t.elapsed());
+                for (j, id) in r.msg_id.split(',').enumerate() {
+                    row.expected.insert(
+                        id.to_owned(),
+                        format!("{mode} message {}", chunk * BATCH + j),
+                    );
+                }
+                row.acked += BATCH;
+                row.sent += BATCH;
             }
         }
     }
-    let consumed = consume_and_verify(api, addr, &topic, &sent).await?;
-    Ok(Row {
-        mode,
-        sent: sent.len(),
-        acked,
-        consumed,
-        latencies,
-    })
+    Ok(row)
 }
 
-/// Pulls every queue of `topic` until all of `sent` arrived (long polling, bounded), checking
-/// that each arrives once with its own body.
-async fn consume_and_verify(
-    api: &ClientApi,
-    addr: &str,
-    topic: &str,
-    sent: &[Message],
-) -> Result<usize, String> {
-    let expected: HashMap<&str, &Bytes> = sent
-        .iter()
-        .filter_map(|m| m.uniq_key().map(|k| (k, &m.body)))
-        .collect();
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    let mut offsets = [0i64; QUEUES as usize];
-    let deadline = Instant::now() + T;
-    while seen.len() < expected.len() && Instant::now() < deadline {
-        for q in 0..QUEUES {
-            let h = PullMessageRequestHeader {
-                consumer_group: "quickstart".into(),
-                topic: topic.into(),
-                queue_id: q,
-                queue_offset: offsets[q as usize],
-                max_msg_nums: 64,
-                sys_flag: pull_sys_flag::SUSPEND,
-                suspend_timeout_millis: 50,
-                subscription: Some("quickstart".into()),
-                ..Default::default()
-            };
-            let r = match api.pull(addr, &h, T).await {
-                Ok(r) => r,
-                // A oneway send may not have created the topic yet.
-                Err(e)
-                    if e.response_code() == Some(mq_client_api::ResponseCode::TOPIC_NOT_EXIST) =>
-                {
-                    continue;
-                }
-                Err(e) => return Err(format!("pull failed: {e}")),
-            };
-            offsets[q as usize] = r.next_begin_offset;
-            if r.status != PullStatus::Found {
-                continue;
-            }
-            for m in r.messages {
-                let key = m.msg_id();
-                match expected.get(key.as_str()) {
-                    Some(body) if **body == m.message.body => *seen.entry(key).or_default() += 1,
-                    Some(_) => {
-                        return Err(format!("message {key} came back with a different body"));
-                    }
-                    None => return Err(format!("unexpected message {key} in {topic}")),
-                }
-            }
+async fn wait_for(seen: &Seen, expected: usize, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let changed = seen.changed.notified();
+        if seen.messages.lock().len() >= expected {
+            return;
+        }
+        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            return;
         }
     }
-    if let Some((k, n)) = seen.iter().find(|(_, n)| **n > 1) {
-        return Err(format!("message {k} was consumed {n} times"));
-    }
-    Ok(seen.len())
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> String {
@@ -269,31 +284,4 @@ fn percentile(sorted: &[Duration], p: f64) -> String {
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     format!("{:.2} ms", sorted[i].as_secs_f64() * 1000.0)
-}
-
-fn print_table(rows: &[Row]) {
-    println!();
-    println!(
-        "{:<8} {:>6} {:>6} {:>9} {:>10} {:>10}",
-        "mode", "sent", "acked", "consumed", "p50", "p99"
-    );
-    for r in rows {
-        let mut l = r.latencies.clone();
-        l.sort();
-        let acked = if r.mode == "oneway" {
-            "-".to_owned()
-        } else {
-            r.acked.to_string()
-        };
-        println!(
-            "{:<8} {:>6} {:>6} {:>9} {:>10} {:>10}",
-            r.mode,
-            r.sent,
-            acked,
-            r.consumed,
-            percentile(&l, 0.5),
-            percentile(&l, 0.99)
-        );
-    }
-    println!();
 }

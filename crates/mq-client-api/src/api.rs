@@ -9,7 +9,7 @@ use mq_remoting::{LanguageCode, RemotingClient, RemotingCommand, SerializeType};
 
 use crate::body::{
     self, ClusterInfo, ConsumerListByGroupBody, HeartbeatData, KvTable, LockBatchRequestBody,
-    LockBatchResponseBody, MessageQueue, RegisterBrokerBody, TopicRouteData,
+    LockBatchResponseBody, MessageQueue, RegisterBrokerBody, TopicList, TopicRouteData,
 };
 use crate::code::{PullStatus, RequestCode, ResponseCode, SendStatus};
 use crate::error::ClientApiError;
@@ -247,6 +247,19 @@ impl ClientApi {
         let addr = self.remoting.name_servers().chosen().unwrap_or_default();
         let response = expect_success(&addr, response)?;
         parse_body(&addr, "ClusterInfo", &response.body)
+    }
+
+    /// Every topic the configured name servers know.
+    ///
+    /// # Errors
+    /// Transport, broker and body errors.
+    pub async fn topic_list(&self, timeout: Duration) -> Result<Vec<String>, ClientApiError> {
+        let request = self.bare_request(RequestCode::GET_ALL_TOPIC_LIST_FROM_NAMESERVER);
+        let response = self.remoting.invoke_name_server(request, timeout).await?;
+        let addr = self.remoting.name_servers().chosen().unwrap_or_default();
+        let response = expect_success(&addr, response)?;
+        let list: TopicList = parse_body(&addr, "TopicList", &response.body)?;
+        Ok(list.topic_list)
     }
 
     /// Registers a broker with the name server at `addr`. The body is sent compressed when

@@ -383,10 +383,31 @@ impl ClientInstance {
     }
 
     fn store_route(&self, topic: &str, route: TopicRouteData) {
-        {
+        let new_addrs: Vec<String> = {
             let mut brokers = self.brokers.write();
+            let known: Vec<String> = brokers.values().flat_map(|a| a.values().cloned()).collect();
             for b in &route.broker_datas {
                 brokers.insert(b.broker_name.clone(), b.broker_addrs.clone());
+            }
+            route
+                .broker_datas
+                .iter()
+                .flat_map(|b| b.broker_addrs.values().cloned())
+                .filter(|a| !known.contains(a))
+                .collect()
+        };
+        // A broker we just learned of hears from us at once, not at the next heartbeat tick:
+        // consumers cannot be given queues by a broker that does not know them.
+        if !new_addrs.is_empty() && self.state.get() == ServiceState::Running {
+            let data = self.heartbeat_data();
+            for addr in new_addrs {
+                let (api, data, timeout) =
+                    (self.api.clone(), data.clone(), self.config.request_timeout);
+                self.tasks.spawn(async move {
+                    if let Err(e) = api.heartbeat(&addr, &data, timeout).await {
+                        debug!(broker = %addr, cause = %e, "first heartbeat failed");
+                    }
+                });
             }
         }
         let changed = self.routes.read().get(topic) != Some(&route);

@@ -25,6 +25,7 @@ const T: Duration = Duration::from_secs(20);
 struct Server {
     child: Child,
     broker: String,
+    namesrv: String,
 }
 
 impl Drop for Server {
@@ -35,6 +36,10 @@ impl Drop for Server {
 }
 
 fn serve(store: &Path) -> Server {
+    serve_with(store, &[])
+}
+
+fn serve_with(store: &Path, extra: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mq"))
         .args([
             "serve",
@@ -47,21 +52,30 @@ fn serve(store: &Path) -> Server {
         ])
         .args(["--segment-size", "65536", "--store-dir"])
         .arg(store)
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
+    let mut namesrv = String::new();
     let broker = loop {
         let line = lines.next().expect("serve printed its addresses").unwrap();
+        if let Some(addr) = line.strip_prefix("name server listening on ") {
+            namesrv = addr.to_owned();
+        }
         if let Some(addr) = line.strip_prefix("broker listening on ") {
             break addr.to_owned();
         }
     };
     // Keep draining stdout so the server never writes into a closed pipe.
     std::thread::spawn(move || lines.for_each(drop));
-    Server { child, broker }
+    Server {
+        child,
+        broker,
+        namesrv,
+    }
 }
 
 fn send_req(i: usize) -> SendRequest {
@@ -168,7 +182,7 @@ fn quickstart_verifies_every_mode_and_exits_zero() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for mode in ["sync", "async", "oneway", "batch"] {
+    for mode in ["sync", "async", "callback", "oneway", "batch", "ordered"] {
         let row = stdout
             .lines()
             .find(|l| l.starts_with(mode))
@@ -177,5 +191,103 @@ fn quickstart_verifies_every_mode_and_exits_zero() {
         assert_eq!(cols[1], "200", "{row}");
         assert_eq!(cols[3], "200", "{row}");
     }
-    assert!(stdout.contains("all 800 messages consumed once"));
+    assert!(
+        stdout.contains("all 1200 messages consumed once"),
+        "{stdout}"
+    );
+}
+
+fn mq(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mq"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn send_consume_route_topic_and_cluster_against_mq_serve() {
+    let store = tempfile::tempdir().unwrap();
+    let server = serve(store.path());
+    let ns = server.namesrv.as_str();
+    let (ok, out, err) = mq(&[
+        "topic",
+        "create",
+        "--namesrv",
+        ns,
+        "--topic",
+        "CliTopic",
+        "--queues",
+        "2",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("created CliTopic with 2 queues"), "{out}");
+    let (ok, out, err) = mq(&[
+        "send",
+        "--namesrv",
+        ns,
+        "--topic",
+        "CliTopic",
+        "--body",
+        "hello",
+        "--tag",
+        "t1",
+        "--count",
+        "3",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("SEND_OK")).count(),
+        3,
+        "{out}"
+    );
+    let (ok, out, err) = mq(&[
+        "consume",
+        "--namesrv",
+        ns,
+        "--topic",
+        "CliTopic",
+        "--from-first",
+        "--count",
+        "3",
+        "--wait-secs",
+        "10",
+    ]);
+    assert!(ok, "{err}");
+    let mut bodies: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split(" body ").nth(1))
+        .collect();
+    bodies.sort_unstable();
+    assert_eq!(bodies, vec!["hello 0", "hello 1", "hello 2"], "{out}");
+    assert!(out.lines().all(|l| l.contains("tags t1")));
+    let (ok, out, _) = mq(&["route", "--namesrv", ns, "--topic", "CliTopic"]);
+    assert!(ok);
+    let route: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(route["queueDatas"][0]["writeQueueNums"], 2);
+    let (ok, out, _) = mq(&["topic", "list", "--namesrv", ns]);
+    assert!(ok && out.lines().any(|l| l == "CliTopic"), "{out}");
+    let (ok, out, _) = mq(&["cluster", "--namesrv", ns]);
+    assert!(ok && out.contains(&server.broker), "{out}");
+    let (ok, _, err) = mq(&["route", "--namesrv", ns, "--topic", "Missing"]);
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("TOPIC_NOT_EXIST"), "{err}");
+}
+
+#[test]
+fn an_unreachable_name_server_is_one_clear_line() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let (ok, _, err) = mq(&["cluster", "--namesrv", &dead]);
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("mq: could not connect"), "{err}");
 }

@@ -1,0 +1,194 @@
+//! Commands against a running cluster: `send`, `consume`, `route`, `topic`, `cluster`.
+
+use std::time::Duration;
+
+use mq_client_api::Message;
+use mq_client_instance::ClientConfig;
+use mq_consumer::{ConsumeFrom, ConsumerConfig, PullConsumer};
+use mq_producer::{Producer, ProducerConfig};
+use mq_remoting::{ClientConfig as RemotingConfig, RemotingClient};
+
+const T: Duration = Duration::from_secs(5);
+
+fn api(namesrv: &str) -> mq_client_api::ClientApi {
+    let remoting = RemotingClient::new(RemotingConfig::default());
+    remoting
+        .name_servers()
+        .update(mq_remoting::NameServerList::parse(namesrv));
+    mq_client_api::ClientApi::new(remoting, mq_client_api::ApiConfig::default())
+}
+
+fn client(namesrv: &str, role: &str) -> ClientConfig {
+    ClientConfig::new(namesrv).with_instance_name(format!("mq-cli-{role}-{}", std::process::id()))
+}
+
+/// `mq send`: sends `count` copies of `body` (numbered when count > 1) and prints each result.
+pub(crate) async fn send(
+    namesrv: &str,
+    topic: &str,
+    body: &str,
+    tag: Option<&str>,
+    key: Option<&str>,
+    count: usize,
+) -> Result<(), String> {
+    let producer = Producer::new(
+        ProducerConfig::new("mq_cli_producer", namesrv).with_client(client(namesrv, "send")),
+    );
+    producer.start().await.map_err(|e| e.to_string())?;
+    let mut result = Ok(());
+    for i in 0..count {
+        let text = if count > 1 {
+            format!("{body} {i}")
+        } else {
+            body.to_owned()
+        };
+        let mut m = Message::new(topic, text);
+        if let Some(t) = tag {
+            m = m.with_tags(t);
+        }
+        if let Some(k) = key {
+            m = m.with_keys([k]);
+        }
+        match producer.send(m).await {
+            Ok(r) => println!(
+                "{} {} queue {} offset {} msgId {} offsetMsgId {}",
+                r.status.name(),
+                r.message_queue.broker_name,
+                r.message_queue.queue_id,
+                r.queue_offset,
+                r.msg_id,
+                r.offset_msg_id
+            ),
+            Err(e) => {
+                result = Err(e.to_string());
+                break;
+            }
+        }
+    }
+    producer.shutdown().await;
+    result
+}
+
+/// `mq consume`: pulls and prints messages until `count` arrived or `wait` passes without any.
+pub(crate) async fn consume(
+    namesrv: &str,
+    topic: &str,
+    group: &str,
+    expression: &str,
+    count: usize,
+    wait: Duration,
+    from_first: bool,
+) -> Result<(), String> {
+    let config = ConsumerConfig::new(group, namesrv)
+        .with_client(client(namesrv, "consume"))
+        .with_consume_from(if from_first {
+            ConsumeFrom::FirstOffset
+        } else {
+            ConsumeFrom::LastOffset
+        });
+    let consumer = PullConsumer::new(config);
+    consumer
+        .subscribe(topic, expression)
+        .map_err(|e| e.to_string())?;
+    consumer.start().await.map_err(|e| e.to_string())?;
+    let mut got = 0;
+    while got < count {
+        let batch = consumer.poll(wait).await.map_err(|e| e.to_string())?;
+        if batch.is_empty() {
+            break;
+        }
+        for m in batch.into_iter().take(count - got) {
+            println!(
+                "{} queue {} offset {} tags {} msgId {} body {}",
+                m.message.topic,
+                m.queue_id,
+                m.queue_offset,
+                m.message.tags().unwrap_or("-"),
+                m.msg_id(),
+                String::from_utf8_lossy(&m.message.body)
+            );
+            got += 1;
+        }
+    }
+    consumer.shutdown().await;
+    eprintln!("consumed {got} message(s)");
+    Ok(())
+}
+
+/// `mq route`: prints a topic's route as JSON.
+pub(crate) async fn route(namesrv: &str, topic: &str) -> Result<(), String> {
+    let route = api(namesrv)
+        .topic_route(topic, T)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "{}",
+        String::from_utf8_lossy(&mq_client_api::body::to_json(&route))
+    );
+    Ok(())
+}
+
+/// `mq topic list`.
+pub(crate) async fn topic_list(namesrv: &str) -> Result<(), String> {
+    for t in api(namesrv)
+        .topic_list(T)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        println!("{t}");
+    }
+    Ok(())
+}
+
+/// `mq topic create`: creates the topic on every master broker of the cluster.
+pub(crate) async fn topic_create(namesrv: &str, topic: &str, queues: i32) -> Result<(), String> {
+    mq_client_api::validate::validate_topic(topic).map_err(|e| e.to_string())?;
+    let api = api(namesrv);
+    let info = api.cluster_info(T).await.map_err(|e| e.to_string())?;
+    let header = mq_client_api::header::CreateTopicRequestHeader {
+        topic: topic.to_owned(),
+        default_topic: "TBW102".into(),
+        read_queue_nums: queues,
+        write_queue_nums: queues,
+        perm: mq_client_api::body::perm::READ_WRITE,
+        topic_filter_type: "SINGLE_TAG".into(),
+        topic_sys_flag: Some(0),
+        order: false,
+    };
+    let mut created = 0;
+    for b in info.broker_addr_table.values() {
+        if let Some(addr) = b.master_addr() {
+            api.create_topic(addr, &header, T)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "created {topic} with {queues} queues on {} ({addr})",
+                b.broker_name
+            );
+            created += 1;
+        }
+    }
+    if created == 0 {
+        return Err("the cluster has no broker".into());
+    }
+    Ok(())
+}
+
+/// `mq cluster`: brokers by cluster.
+pub(crate) async fn cluster(namesrv: &str) -> Result<(), String> {
+    let info = api(namesrv)
+        .cluster_info(T)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("{:<20} {:<20} {:>4} address", "cluster", "broker", "id");
+    for (cluster, names) in &info.cluster_addr_table {
+        for name in names {
+            if let Some(b) = info.broker_addr_table.get(name) {
+                for (id, addr) in &b.broker_addrs {
+                    println!("{cluster:<20} {name:<20} {id:>4} {addr}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
