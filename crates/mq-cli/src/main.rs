@@ -2,6 +2,7 @@
 //! cluster; `mq serve` runs a name server and a broker in one process. Further commands arrive
 //! with the producer and consumer.
 
+mod bench;
 mod commands;
 mod quickstart;
 
@@ -87,6 +88,28 @@ enum Command {
     Cluster {
         #[command(flatten)]
         target: Target,
+    },
+    /// Measure throughput and latency.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Producer load.
+    Produce {
+        #[command(flatten)]
+        args: bench::BenchArgs,
+        /// Send mode.
+        #[arg(long, value_enum, default_value = "sync")]
+        mode: bench::Mode,
+    },
+    /// Consumer load (preloads the messages first).
+    Consume {
+        #[command(flatten)]
+        args: bench::BenchArgs,
     },
 }
 
@@ -225,6 +248,12 @@ fn main() -> ExitCode {
                 action: TopicAction::List { target },
             } => commands::topic_list(&target.namesrv).await,
             Command::Cluster { target } => commands::cluster(&target.namesrv).await,
+            Command::Bench {
+                which: BenchCommand::Produce { args, mode },
+            } => bench::produce(args, mode).await,
+            Command::Bench {
+                which: BenchCommand::Consume { args },
+            } => bench::consume(args).await,
         }
     });
     match result {

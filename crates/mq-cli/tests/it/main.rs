@@ -291,3 +291,38 @@ fn an_unreachable_name_server_is_one_clear_line() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.starts_with("mq: could not connect"), "{err}");
 }
+
+#[test]
+fn bench_json_reports_sane_numbers_and_a_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let plot = dir.path().join("bench.svg");
+    let (ok, out, err) = mq(&[
+        "bench",
+        "produce",
+        "--count",
+        "2000",
+        "--tasks",
+        "8",
+        "--size",
+        "256",
+        "--mode",
+        "async",
+        "--json",
+        "--baseline",
+        "echo",
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["ok"], 2000);
+    assert_eq!(v["send_failed"], 0);
+    assert!(v["tps"].as_f64().unwrap() > 0.0);
+    let (p50, p99) = (v["p50_ms"].as_f64().unwrap(), v["p99_ms"].as_f64().unwrap());
+    assert!(p50 > 0.0 && p50 <= p99, "{v}");
+    assert!(v["ratio_to_echo"].as_f64().unwrap() > 0.0);
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("polyline"));
+    let (ok, _, err) = mq(&["bench", "produce", "--mode", "sideways"]);
+    assert!(!ok && err.contains("invalid value 'sideways'"));
+}

@@ -1,0 +1,595 @@
+//! `mq bench produce|consume`: load against a cluster (the embedded one by default), the Java
+//! benchmark tool's periodic line, an HDR latency histogram, optional JSON, an SVG plot, and a
+//! raw framed TCP echo baseline measured in the same run.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use mq_broker::{Broker, BrokerConfig};
+use mq_client_api::message::CompressionType;
+use mq_client_api::{Message, MessageExt};
+use mq_client_instance::ClientConfig;
+use mq_consumer::{ConsumeContext, ConsumeFrom, ConsumeStatus, ConsumerConfig, PushConsumer};
+use mq_namesrv::{NameServer, NamesrvConfig};
+use mq_producer::{Producer, ProducerConfig};
+use mq_remoting::SerializeType;
+use parking_lot::Mutex;
+
+/// How the producer sends.
+#[derive(Clone, Copy, Debug, Eq, PartialEq, clap::ValueEnum)]
+pub(crate) enum Mode {
+    /// Await each send.
+    Sync,
+    /// Send futures (same retry rules).
+    Async,
+    /// No acknowledgement.
+    Oneway,
+    /// Batches of 16 messages.
+    Batch,
+}
+
+/// Header codec.
+#[derive(Clone, Copy, Debug, Eq, PartialEq, clap::ValueEnum)]
+pub(crate) enum Codec {
+    /// JSON headers.
+    Json,
+    /// ROCKETMQ binary headers.
+    Rocketmq,
+}
+
+/// Body compression of the producer.
+#[derive(Clone, Copy, Debug, Eq, PartialEq, clap::ValueEnum)]
+pub(crate) enum Compress {
+    /// Never compress.
+    None,
+    /// zlib (4.x compatible).
+    Zlib,
+    /// LZ4 frame (5.x).
+    Lz4,
+    /// zstd (5.x).
+    Zstd,
+}
+
+/// Baselines.
+#[derive(Clone, Copy, Debug, Eq, PartialEq, clap::ValueEnum)]
+pub(crate) enum Baseline {
+    /// A raw framed TCP echo with the same size and in-flight depth.
+    Echo,
+}
+
+/// Settings shared by both benchmarks.
+#[derive(Debug, clap::Args)]
+pub(crate) struct BenchArgs {
+    /// Name servers; default: an embedded cluster started for the run.
+    #[arg(long)]
+    namesrv: Option<String>,
+    /// Topic.
+    #[arg(long, default_value = "BenchTopic")]
+    topic: String,
+    /// Concurrent senders (requests in flight).
+    #[arg(long, default_value_t = 64)]
+    tasks: usize,
+    /// Body size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Run time in seconds (ignored when --count is given).
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Number of messages instead of a duration.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Header codec.
+    #[arg(long, value_enum, default_value = "json")]
+    codec: Codec,
+    /// Body compression (bodies of 4 KiB and more).
+    #[arg(long, value_enum, default_value = "none")]
+    compress: Compress,
+    /// Print the results as JSON on stdout (and no periodic lines).
+    #[arg(long)]
+    json: bool,
+    /// Write an SVG plot of throughput and latency over time, and the latency distribution.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Also measure a baseline in the same run and report our ratio to it.
+    #[arg(long, value_enum)]
+    baseline: Option<Baseline>,
+}
+
+/// Counters of a run.
+#[derive(Default)]
+struct Stats {
+    ok: AtomicU64,
+    send_failed: AtomicU64,
+    response_failed: AtomicU64,
+    latency: Mutex<Option<Histogram<u64>>>,
+    window_max_us: AtomicU64,
+    window_sum_us: AtomicU64,
+    window_n: AtomicU64,
+}
+
+impl Stats {
+    fn new() -> Arc<Self> {
+        let s = Self::default();
+        // 1 µs .. 60 s with 3 significant digits: the bounds are constants, so creation succeeds.
+        *s.latency.lock() = Histogram::new_with_bounds(1, 60_000_000, 3).ok();
+        Arc::new(s)
+    }
+
+    fn record(&self, latency: Duration, n: u64) {
+        let us = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        if let Some(h) = self.latency.lock().as_mut() {
+            let _ = h.record(us.min(60_000_000));
+        }
+        self.ok.fetch_add(n, Ordering::Relaxed);
+        self.window_max_us.fetch_max(us, Ordering::Relaxed);
+        self.window_sum_us.fetch_add(us, Ordering::Relaxed);
+        self.window_n.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One sample per second.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    second: u64,
+    tps: f64,
+    avg_ms: f64,
+    max_ms: f64,
+}
+
+struct Cluster {
+    namesrv: Option<NameServer>,
+    broker: Option<Broker>,
+    addr: String,
+    _store: Option<crate::TempStore>,
+}
+
+async fn cluster(namesrv: Option<&str>) -> Result<Cluster, String> {
+    if let Some(ns) = namesrv {
+        return Ok(Cluster {
+            namesrv: None,
+            broker: None,
+            addr: ns.to_owned(),
+            _store: None,
+        });
+    }
+    let dir = std::env::temp_dir().join(format!("mq-bench-{}", std::process::id()));
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let namesrv = NameServer::start(NamesrvConfig::default().with_listen(loopback))
+        .await
+        .map_err(|e| format!("name server cannot start: {e}"))?;
+    let addr = namesrv.local_addr().to_string();
+    let broker = Broker::start(
+        BrokerConfig::new(&dir)
+            .with_listen(loopback)
+            .with_name_servers(vec![addr.clone()])
+            .with_segment_size(256 * 1024 * 1024),
+    )
+    .await
+    .map_err(|e| format!("broker cannot start: {e}"))?;
+    Ok(Cluster {
+        namesrv: Some(namesrv),
+        broker: Some(broker),
+        addr,
+        _store: Some(crate::TempStore(dir)),
+    })
+}
+
+impl Cluster {
+    async fn shutdown(self) {
+        if let Some(b) = self.broker {
+            let _ = b.shutdown(Duration::from_secs(5)).await;
+        }
+        if let Some(n) = self.namesrv {
+            let _ = n.shutdown(Duration::from_secs(5)).await;
+        }
+    }
+}
+
+fn producer_config(args: &BenchArgs, ns: &str) -> ProducerConfig {
+    let mut client =
+        ClientConfig::new(ns).with_instance_name(format!("mq-bench-{}", std::process::id()));
+    client.serialize_type = match args.codec {
+        Codec::Json => SerializeType::Json,
+        Codec::Rocketmq => SerializeType::RocketMq,
+    };
+    let mut config = ProducerConfig::new("mq_bench_producer", ns).with_client(client);
+    config = match args.compress {
+        Compress::None => config.with_compress_over(usize::MAX),
+        Compress::Zlib => config.with_compression(CompressionType::Zlib, 5),
+        Compress::Lz4 => config.with_compression(CompressionType::Lz4, 5),
+        Compress::Zstd => config.with_compression(CompressionType::Zstd, 3),
+    };
+    config
+}
+
+/// `mq bench produce`.
+pub(crate) async fn produce(args: BenchArgs, mode: Mode) -> Result<(), String> {
+    let cluster = cluster(args.namesrv.as_deref()).await?;
+    let producer = Producer::new(producer_config(&args, &cluster.addr));
+    producer.start().await.map_err(|e| e.to_string())?;
+    // Warm the route (and let the broker create the topic) before measuring.
+    producer
+        .send(Message::new(
+            args.topic.clone(),
+            vec![b'w'; args.size.max(1)],
+        ))
+        .await
+        .map_err(|e| format!("warm-up send failed: {e}"))?;
+    let stats = Stats::new();
+    let body = bytes::Bytes::from(vec![b'x'; args.size.max(1)]);
+    let stop_at = Instant::now() + Duration::from_secs(args.duration);
+    let remaining = Arc::new(AtomicU64::new(args.count.unwrap_or(u64::MAX)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..args.tasks.max(1) {
+        let (p, s, body, topic, remaining, limited) = (
+            producer.clone(),
+            Arc::clone(&stats),
+            body.clone(),
+            args.topic.clone(),
+            Arc::clone(&remaining),
+            args.count.is_some(),
+        );
+        tasks.spawn(async move {
+            loop {
+                if (limited
+                    && remaining
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                        .is_err())
+                    || (!limited && Instant::now() >= stop_at)
+                {
+                    break;
+                }
+                let t = Instant::now();
+                let outcome = match mode {
+                    Mode::Sync => p
+                        .send(Message::new(topic.clone(), body.clone()))
+                        .await
+                        .map(|_| 1),
+                    Mode::Async => p
+                        .send_async(Message::new(topic.clone(), body.clone()))
+                        .await
+                        .map(|_| 1),
+                    Mode::Oneway => p
+                        .send_oneway(Message::new(topic.clone(), body.clone()))
+                        .await
+                        .map(|()| 1),
+                    Mode::Batch => {
+                        let msgs = (0..16)
+                            .map(|_| Message::new(topic.clone(), body.clone()))
+                            .collect();
+                        p.send_batch(msgs).await.map(|_| 16)
+                    }
+                };
+                match outcome {
+                    Ok(n) => s.record(t.elapsed(), n),
+                    Err(e) if e.possibly_delivered() => {
+                        s.response_failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        s.send_failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+    }
+    let (samples, elapsed) = report_loop(&args, &stats, &mut tasks, "Send").await;
+    producer.shutdown().await;
+    let baseline = match args.baseline {
+        Some(Baseline::Echo) => Some(echo_baseline(&args).await),
+        None => None,
+    };
+    finish(
+        &args,
+        &format!("produce {mode:?}").to_lowercase(),
+        &stats,
+        &samples,
+        elapsed,
+        baseline,
+    )?;
+    cluster.shutdown().await;
+    Ok(())
+}
+
+/// `mq bench consume`: preloads `count` (default 100 000) messages, then measures how fast a
+/// push consumer takes them; latency is send-to-consume (born timestamp to listener).
+pub(crate) async fn consume(args: BenchArgs) -> Result<(), String> {
+    let cluster = cluster(args.namesrv.as_deref()).await?;
+    let producer = Producer::new(producer_config(&args, &cluster.addr));
+    producer.start().await.map_err(|e| e.to_string())?;
+    let total = args.count.unwrap_or(100_000);
+    let body = bytes::Bytes::from(vec![b'x'; args.size.max(1)]);
+    let mut senders = tokio::task::JoinSet::new();
+    for lane in 0..args.tasks.max(1) as u64 {
+        let n =
+            total / args.tasks.max(1) as u64 + u64::from(lane < total % args.tasks.max(1) as u64);
+        let (p, body, topic) = (producer.clone(), body.clone(), args.topic.clone());
+        senders.spawn(async move {
+            for _ in 0..n {
+                p.send_async(Message::new(topic.clone(), body.clone()))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok::<(), String>(())
+        });
+    }
+    while let Some(r) = senders.join_next().await {
+        r.map_err(|e| e.to_string())??;
+    }
+    producer.shutdown().await;
+    let stats = Stats::new();
+    let consumer = PushConsumer::new(
+        ConsumerConfig::new(
+            format!("mq_bench_consumer_{}", std::process::id()),
+            &cluster.addr,
+        )
+        .with_client(
+            ClientConfig::new(&cluster.addr)
+                .with_instance_name(format!("mq-bench-c-{}", std::process::id())),
+        )
+        .with_consume_from(ConsumeFrom::FirstOffset),
+    );
+    consumer
+        .subscribe(&args.topic, "*")
+        .map_err(|e| e.to_string())?;
+    let s = Arc::clone(&stats);
+    consumer
+        .start(Arc::new(
+            move |msgs: &[MessageExt], _ctx: &mut ConsumeContext| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                for m in msgs {
+                    let ms = u64::try_from((now - m.born_timestamp).max(0)).unwrap_or(0);
+                    s.record(Duration::from_millis(ms), 1);
+                }
+                ConsumeStatus::Success
+            },
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut waiter = tokio::task::JoinSet::new();
+    let (s, limit) = (
+        Arc::clone(&stats),
+        Duration::from_secs(args.duration.max(60)),
+    );
+    waiter.spawn(async move {
+        let started = Instant::now();
+        while s.ok.load(Ordering::Relaxed) < total && started.elapsed() < limit {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let (samples, elapsed) = report_loop(&args, &stats, &mut waiter, "Consume").await;
+    consumer.shutdown().await;
+    finish(&args, "consume", &stats, &samples, elapsed, None)?;
+    cluster.shutdown().await;
+    Ok(())
+}
+
+/// Prints the periodic line every second until the tasks end; returns the samples.
+async fn report_loop(
+    args: &BenchArgs,
+    stats: &Stats,
+    tasks: &mut tokio::task::JoinSet<impl Send + 'static>,
+    verb: &str,
+) -> (Vec<Sample>, Duration) {
+    let bar = if args.json {
+        ProgressBar::hidden()
+    } else {
+        let b = match args.count {
+            Some(n) => ProgressBar::new(n),
+            None => ProgressBar::new(args.duration),
+        };
+        b.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b
+    };
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    let mut last_ok = 0;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            r = tasks.join_next() => {
+                if r.is_none() { break; }
+            }
+            _ = tick.tick() => {
+                let ok = stats.ok.load(Ordering::Relaxed);
+                let n = stats.window_n.swap(0, Ordering::Relaxed).max(1);
+                let sample = Sample {
+                    second: started.elapsed().as_secs(),
+                    tps: (ok - last_ok) as f64,
+                    avg_ms: stats.window_sum_us.swap(0, Ordering::Relaxed) as f64 / n as f64 / 1000.0,
+                    max_ms: stats.window_max_us.swap(0, Ordering::Relaxed) as f64 / 1000.0,
+                };
+                last_ok = ok;
+                samples.push(sample);
+                let line = format!(
+                    "{verb} TPS: {:.0} Max RT(ms): {:.3} Average RT(ms): {:.3} {verb} Failed: {} Response Failed: {}",
+                    sample.tps,
+                    sample.max_ms,
+                    sample.avg_ms,
+                    stats.send_failed.load(Ordering::Relaxed),
+                    stats.response_failed.load(Ordering::Relaxed)
+                );
+                if !args.json {
+                    bar.suspend(|| println!("{line}"));
+                    match args.count {
+                        Some(_) => bar.set_position(ok),
+                        None => bar.set_position(sample.second),
+                    }
+                }
+            }
+        }
+    }
+    bar.finish_and_clear();
+    (samples, started.elapsed())
+}
+
+/// Runs the raw framed echo with the same size and depth for the same duration; returns its
+/// messages per second.
+async fn echo_baseline(args: &BenchArgs) -> f64 {
+    let addr = mq_benches::raw_echo_server().await;
+    let depth = args.tasks.max(1);
+    // Size the run to last about as long as ours, at echo speed: measure briefly, then run.
+    let probe = mq_benches::raw_echo_run(addr, args.size, depth, 10_000).await;
+    let per_sec = 10_000.0 / probe.as_secs_f64().max(1e-9);
+    let count = (per_sec * args.duration.clamp(1, 10) as f64) as u64;
+    let took = mq_benches::raw_echo_run(addr, args.size, depth, count.max(10_000)).await;
+    count.max(10_000) as f64 / took.as_secs_f64().max(1e-9)
+}
+
+fn finish(
+    args: &BenchArgs,
+    name: &str,
+    stats: &Stats,
+    samples: &[Sample],
+    elapsed: Duration,
+    baseline: Option<f64>,
+) -> Result<(), String> {
+    let hist = stats.latency.lock().clone();
+    let q = |p: f64| {
+        hist.as_ref()
+            .map_or(0.0, |h| h.value_at_quantile(p) as f64 / 1000.0)
+    };
+    // Messages over the whole run: exact for short runs that end between samples.
+    let tps = stats.ok.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64().max(1e-9);
+    let ratio = baseline.map(|b| tps / b.max(1e-9));
+    if let Some(path) = &args.plot {
+        std::fs::write(path, svg(name, samples, hist.as_ref()))
+            .map_err(|e| format!("cannot write the plot to {}: {e}", path.display()))?;
+    }
+    if args.json {
+        let mut out = format!(
+            "{{\"bench\":\"{name}\",\"size\":{},\"tasks\":{},\"tps\":{tps:.1},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"ok\":{},\"send_failed\":{},\"response_failed\":{}",
+            args.size,
+            args.tasks,
+            q(0.5),
+            q(0.99),
+            q(0.999),
+            stats.ok.load(Ordering::Relaxed),
+            stats.send_failed.load(Ordering::Relaxed),
+            stats.response_failed.load(Ordering::Relaxed)
+        );
+        if let (Some(b), Some(r)) = (baseline, ratio) {
+            let _ = write!(out, ",\"echo_tps\":{b:.1},\"ratio_to_echo\":{r:.3}");
+        }
+        out.push('}');
+        println!("{out}");
+    } else {
+        println!(
+            "{name}: {tps:.0} msg/s  p50 {:.3} ms  p99 {:.3} ms  p999 {:.3} ms  ok {}  failed {}",
+            q(0.5),
+            q(0.99),
+            q(0.999),
+            stats.ok.load(Ordering::Relaxed),
+            stats.send_failed.load(Ordering::Relaxed)
+                + stats.response_failed.load(Ordering::Relaxed)
+        );
+        if let (Some(b), Some(r)) = (baseline, ratio) {
+            println!("raw framed TCP echo: {b:.0} msg/s; ratio {r:.3}");
+        }
+    }
+    Ok(())
+}
+
+/// A self-contained SVG: throughput and average latency per second, and the latency
+/// distribution (percentile curve).
+fn svg(name: &str, samples: &[Sample], hist: Option<&Histogram<u64>>) -> String {
+    let (w, h) = (720.0, 240.0);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"12\">",
+        h * 3.0 + 60.0
+    );
+    let _ = write!(
+        s,
+        "<text x=\"10\" y=\"20\" font-size=\"16\">mq bench {name}</text>"
+    );
+    let series = |vals: Vec<(f64, f64)>,
+                  top: f64,
+                  title: &str,
+                  color: &str,
+                  unit: &str,
+                  out: &mut String| {
+        let max_x = vals.iter().map(|v| v.0).fold(1.0, f64::max);
+        let max_y = vals.iter().map(|v| v.1).fold(1e-9, f64::max);
+        let _ = write!(
+            out,
+            "<g transform=\"translate(60,{top})\"><rect width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#999\"/>",
+            w - 80.0,
+            h - 40.0
+        );
+        let _ = write!(
+            out,
+            "<text x=\"0\" y=\"-6\">{title} (max {max_y:.2} {unit})</text>"
+        );
+        let pts: Vec<String> = vals
+            .iter()
+            .map(|(x, y)| {
+                format!(
+                    "{:.1},{:.1}",
+                    x / max_x * (w - 80.0),
+                    (h - 40.0) - y / max_y * (h - 40.0)
+                )
+            })
+            .collect();
+        let _ = write!(
+            out,
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/></g>",
+            pts.join(" ")
+        );
+    };
+    series(
+        samples.iter().map(|p| (p.second as f64, p.tps)).collect(),
+        50.0,
+        "throughput per second",
+        "#1f77b4",
+        "msg/s",
+        &mut s,
+    );
+    series(
+        samples
+            .iter()
+            .map(|p| (p.second as f64, p.avg_ms))
+            .collect(),
+        50.0 + h,
+        "average latency per second",
+        "#d62728",
+        "ms",
+        &mut s,
+    );
+    let dist: Vec<(f64, f64)> = hist
+        .map(|h| {
+            (0..=100)
+                .map(|i| {
+                    (
+                        f64::from(i),
+                        h.value_at_quantile(f64::from(i) / 100.0) as f64 / 1000.0,
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    series(
+        dist,
+        50.0 + 2.0 * h,
+        "latency by percentile (x: percentile)",
+        "#2ca02c",
+        "ms",
+        &mut s,
+    );
+    s.push_str("</svg>\n");
+    s
+}
