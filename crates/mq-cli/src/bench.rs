@@ -436,17 +436,22 @@ async fn report_loop(
     (samples, started.elapsed())
 }
 
-/// Runs the raw framed echo with the same size and depth for the same duration; returns its
-/// messages per second.
+/// Runs the raw framed echo with the same size and depth, for the same message count or about
+/// the same time; returns its messages per second.
 async fn echo_baseline(args: &BenchArgs) -> f64 {
     let addr = mq_benches::raw_echo_server().await;
     let depth = args.tasks.max(1);
-    // Size the run to last about as long as ours, at echo speed: measure briefly, then run.
-    let probe = mq_benches::raw_echo_run(addr, args.size, depth, 10_000).await;
-    let per_sec = 10_000.0 / probe.as_secs_f64().max(1e-9);
-    let count = (per_sec * args.duration.clamp(1, 10) as f64) as u64;
-    let took = mq_benches::raw_echo_run(addr, args.size, depth, count.max(10_000)).await;
-    count.max(10_000) as f64 / took.as_secs_f64().max(1e-9)
+    let count = match args.count {
+        Some(n) => n.max(1),
+        None => {
+            // Size the run to last about as long as ours, at echo speed.
+            let probe = mq_benches::raw_echo_run(addr, args.size, depth, 10_000).await;
+            let per_sec = 10_000.0 / probe.as_secs_f64().max(1e-9);
+            ((per_sec * args.duration.clamp(1, 10) as f64) as u64).max(10_000)
+        }
+    };
+    let took = mq_benches::raw_echo_run(addr, args.size, depth, count).await;
+    count as f64 / took.as_secs_f64().max(1e-9)
 }
 
 fn finish(
