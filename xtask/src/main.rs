@@ -260,21 +260,40 @@ fn bench(args: &[String]) -> Result {
     if !skip_criterion {
         let measure = if quick { "1" } else { "3" };
         let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["bench", "-p", "mq-benches", "--", "--warm-up-time", "1", "--measurement-time", measure])
+            .args([
+                "bench",
+                "-p",
+                "mq-benches",
+                "--",
+                "--warm-up-time",
+                "1",
+                "--measurement-time",
+                measure,
+            ])
             .current_dir(&root)
             .output()
             .map_err(|e| e.to_string())?;
         if !out.status.success() {
-            return Err(format!("criterion failed: {}", String::from_utf8_lossy(&out.stderr)));
+            return Err(format!(
+                "criterion failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let mut name = String::new();
         for line in text.lines() {
             let t = line.trim();
-            if !line.starts_with(' ') && !t.is_empty() && !t.starts_with("Benchmarking") && !t.starts_with("Found") {
+            if !line.starts_with(' ')
+                && !t.is_empty()
+                && !t.starts_with("Benchmarking")
+                && !t.starts_with("Found")
+            {
                 name = t.split_whitespace().next().unwrap_or_default().to_owned();
             }
-            if let Some(rest) = t.strip_prefix("time:").or_else(|| t.split_once("time:").map(|(_, r)| r)) {
+            if let Some(rest) = t
+                .strip_prefix("time:")
+                .or_else(|| t.split_once("time:").map(|(_, r)| r))
+            {
                 criterion_lines.push(format!("| {name} | time {} |", rest.trim()));
             } else if let Some(rest) = t.strip_prefix("thrpt:") {
                 criterion_lines.push(format!("| {name} | thrpt {} |", rest.trim()));
@@ -289,45 +308,88 @@ fn bench(args: &[String]) -> Result {
         for size in ["128", "1024"] {
             let plot = perf.join(format!("produce-{mode}-{size}.svg"));
             let out = Command::new(&mq)
-                .args(["bench", "produce", "--mode", mode, "--size", size, "--duration", duration])
+                .args([
+                    "bench",
+                    "produce",
+                    "--mode",
+                    mode,
+                    "--size",
+                    size,
+                    "--duration",
+                    duration,
+                ])
                 .args(["--tasks", "64", "--json", "--baseline", "echo", "--plot"])
                 .arg(&plot)
                 .output()
                 .map_err(|e| e.to_string())?;
             if !out.status.success() {
-                return Err(format!("mq bench failed: {}", String::from_utf8_lossy(&out.stderr)));
+                return Err(format!(
+                    "mq bench failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
             }
             let v: serde_json::Value =
                 serde_json::from_slice(&out.stdout).map_err(|e| format!("bad bench JSON: {e}"))?;
-            rows.push((format!("produce {mode}"), size.to_owned(), v, format!("perf/produce-{mode}-{size}.svg")));
+            rows.push((
+                format!("produce {mode}"),
+                size.to_owned(),
+                v,
+                format!("perf/produce-{mode}-{size}.svg"),
+            ));
         }
     }
     let plot = perf.join("consume-1024.svg");
     let out = Command::new(&mq)
-        .args(["bench", "consume", "--size", "1024", "--count", if quick { "20000" } else { "100000" }, "--json", "--plot"])
+        .args([
+            "bench",
+            "consume",
+            "--size",
+            "1024",
+            "--count",
+            if quick { "20000" } else { "100000" },
+            "--json",
+            "--plot",
+        ])
         .arg(&plot)
         .output()
         .map_err(|e| e.to_string())?;
     if !out.status.success() {
-        return Err(format!("mq bench consume failed: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "mq bench consume failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("bad bench JSON: {e}"))?;
-    rows.push(("consume".into(), "1024".into(), v, "perf/consume-1024.svg".into()));
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("bad bench JSON: {e}"))?;
+    rows.push((
+        "consume".into(),
+        "1024".into(),
+        v,
+        "perf/consume-1024.svg".into(),
+    ));
 
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     let mut md = String::new();
     md.push_str("# Performance\n\n");
     md.push_str("Generated by `cargo xtask bench`; do not edit by hand. ");
-    md.push_str(&format!("Machine: {cores} cores. Figures are ratios against a raw framed TCP echo ");
-    md.push_str("(same payload size, same 64 requests in flight) measured in the same run, since these ");
+    md.push_str(&format!(
+        "Machine: {cores} cores. Figures are ratios against a raw framed TCP echo "
+    ));
+    md.push_str(
+        "(same payload size, same 64 requests in flight) measured in the same run, since these ",
+    );
     md.push_str("machines are shared and noisy: read the ratio, not the absolute number.\n\n");
     md.push_str("## `mq bench` against the embedded cluster (ASYNC flush)\n\n");
     md.push_str("| bench | size (B) | msg/s | p50 ms | p99 ms | p999 ms | echo msg/s | ratio to echo | plot |\n");
     md.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
     for (name, size, v, plot) in &rows {
         let f = |k: &str| v[k].as_f64().map_or("-".to_owned(), |x| format!("{x:.2}"));
-        let tps = v["tps"].as_f64().map_or("-".to_owned(), |x| format!("{x:.0}"));
-        let echo = v["echo_tps"].as_f64().map_or("-".to_owned(), |x| format!("{x:.0}"));
+        let tps = v["tps"]
+            .as_f64()
+            .map_or("-".to_owned(), |x| format!("{x:.0}"));
+        let echo = v["echo_tps"]
+            .as_f64()
+            .map_or("-".to_owned(), |x| format!("{x:.0}"));
         md.push_str(&format!(
             "| {name} | {size} | {tps} | {} | {} | {} | {echo} | {} | [svg]({plot}) |\n",
             f("p50_ms"),
@@ -346,6 +408,9 @@ fn bench(args: &[String]) -> Result {
         }
     }
     std::fs::write(root.join("docs/performance.md"), md).map_err(|e| e.to_string())?;
-    eprintln!("xtask bench: wrote docs/performance.md and {} plots", rows.len());
+    eprintln!(
+        "xtask bench: wrote docs/performance.md and {} plots",
+        rows.len()
+    );
     Ok(())
 }
