@@ -383,13 +383,16 @@ fn bench(args: &[String]) -> Result {
     md.push_str("| bench | size (B) | msg/s | p50 ms | p99 ms | p999 ms | echo msg/s | ratio to echo | plot |\n");
     md.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
     for (name, size, v, plot) in &rows {
-        let f = |k: &str| v[k].as_f64().map_or("-".to_owned(), |x| format!("{x:.2}"));
+        let f = |k: &str| {
+            v[k].as_f64()
+                .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}"))
+        };
         let tps = v["tps"]
             .as_f64()
-            .map_or("-".to_owned(), |x| format!("{x:.0}"));
+            .map_or_else(|| "-".to_owned(), |x| format!("{x:.0}"));
         let echo = v["echo_tps"]
             .as_f64()
-            .map_or("-".to_owned(), |x| format!("{x:.0}"));
+            .map_or_else(|| "-".to_owned(), |x| format!("{x:.0}"));
         md.push_str(&format!(
             "| {name} | {size} | {tps} | {} | {} | {} | {echo} | {} | [svg]({plot}) |\n",
             f("p50_ms"),
