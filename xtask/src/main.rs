@@ -290,6 +290,10 @@ fn bench(args: &[String]) -> Result {
             {
                 name = t.split_whitespace().next().unwrap_or_default().to_owned();
             }
+            // Skip criterion's comparison with an earlier run (percent changes).
+            if t.contains('%') {
+                continue;
+            }
             if let Some(rest) = t
                 .strip_prefix("time:")
                 .or_else(|| t.split_once("time:").map(|(_, r)| r))

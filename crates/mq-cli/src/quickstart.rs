@@ -1,5 +1,6 @@
 //! `mq quickstart`: start an embedded name server and broker, send with the producer in every
-//! mode (sync, async future, callback, oneway, batch, ordered by key with a selector), consume
+//! mode (sync, async future, callback, oneway, batch, ordered by key with a selector, and in
+//! transactions that commit), consume
 //! everything back with a push consumer, verify count and content, and print a table. Exits
 //! non-zero when anything is missing.
 
@@ -13,14 +14,25 @@ use mq_client_api::{Message, MessageExt};
 use mq_client_instance::ClientConfig;
 use mq_consumer::{ConsumeContext, ConsumeFrom, ConsumeStatus, ConsumerConfig, PushConsumer};
 use mq_namesrv::{NameServer, NamesrvConfig};
-use mq_producer::{HashSelector, Producer, ProducerConfig, SelectArg};
+use mq_producer::{
+    HashSelector, LocalTransactionState, Producer, ProducerConfig, SelectArg, TransactionListener,
+    TransactionProducer,
+};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
 
 const PER_MODE: usize = 200;
 const BATCH: usize = 10;
 const TOPIC: &str = "Quickstart";
-const MODES: [&str; 6] = ["sync", "async", "callback", "oneway", "batch", "ordered"];
+const MODES: [&str; 7] = [
+    "sync",
+    "async",
+    "callback",
+    "oneway",
+    "batch",
+    "ordered",
+    "transaction",
+];
 
 #[derive(Default)]
 struct Row {
@@ -98,17 +110,31 @@ pub(crate) async fn run() -> Result<(), String> {
         .start()
         .await
         .map_err(|e| format!("producer cannot start: {e}"))?;
+    let transactions = TransactionProducer::new(
+        Producer::new(ProducerConfig::new("quickstart_tx_producer", &ns).with_client(client("tx"))),
+        Arc::new(CommitAll),
+    );
+    transactions
+        .start()
+        .await
+        .map_err(|e| format!("transaction producer cannot start: {e}"))?;
     let mut rows: HashMap<&str, Row> = HashMap::new();
     for mode in MODES {
-        rows.insert(mode, send_mode(&producer, mode).await?);
+        let row = if mode == "transaction" {
+            send_transactions(&transactions).await?
+        } else {
+            send_mode(&producer, mode).await?
+        };
+        rows.insert(mode, row);
     }
+    transactions.shutdown().await;
     let expected: usize = rows.values().map(|r| r.expected.len()).sum();
     wait_for(&seen, expected, Duration::from_secs(30)).await;
 
     let messages = seen.messages.lock().clone();
     println!();
     println!(
-        "{:<9} {:>6} {:>6} {:>9} {:>10} {:>10}",
+        "{:<11} {:>6} {:>6} {:>9} {:>10} {:>10}",
         "mode", "sent", "acked", "consumed", "p50", "p99"
     );
     let mut problems = Vec::new();
@@ -136,7 +162,7 @@ pub(crate) async fn run() -> Result<(), String> {
             row.acked.to_string()
         };
         println!(
-            "{:<9} {:>6} {:>6} {:>9} {:>10} {:>10}",
+            "{:<11} {:>6} {:>6} {:>9} {:>10} {:>10}",
             mode,
             row.sent,
             acked,
@@ -162,6 +188,38 @@ pub(crate) async fn run() -> Result<(), String> {
             problems.join(", ")
         ))
     }
+}
+
+/// Commits every local transaction.
+struct CommitAll;
+
+impl TransactionListener for CommitAll {
+    fn execute(&self, _msg: &Message, _arg: &str) -> LocalTransactionState {
+        LocalTransactionState::Commit
+    }
+
+    fn check(&self, _msg: &MessageExt) -> LocalTransactionState {
+        LocalTransactionState::Commit
+    }
+}
+
+async fn send_transactions(producer: &TransactionProducer) -> Result<Row, String> {
+    let mut row = Row::default();
+    for i in 0..PER_MODE {
+        let t = Instant::now();
+        let r = producer
+            .send_in_transaction(message("transaction", i), "quickstart")
+            .await
+            .map_err(|e| format!("transaction send failed: {e}"))?;
+        row.latencies.push(t.elapsed());
+        if r.local_state == LocalTransactionState::Commit {
+            row.acked += 1;
+        }
+        row.expected
+            .insert(r.send.msg_id, format!("transaction message {i}"));
+        row.sent += 1;
+    }
+    Ok(row)
 }
 
 fn message(mode: &str, i: usize) -> Message {

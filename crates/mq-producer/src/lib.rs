@@ -18,6 +18,7 @@
 //! * [`producer`] — [`Producer`] and its engine.
 //! * [`select`] — publish queues, round-robin, [`LatencyFaultTolerance`], selectors.
 //! * [`hook`] — [`SendHook`] and [`SendContext`].
+//! * [`transaction`] — [`TransactionProducer`] and [`TransactionListener`].
 //! * [`error`] — [`ProducerError`].
 //!
 //! # Example
@@ -39,6 +40,7 @@ pub mod error;
 pub mod hook;
 pub mod producer;
 pub mod select;
+pub mod transaction;
 
 pub use config::ProducerConfig;
 pub use error::ProducerError;
@@ -47,4 +49,7 @@ pub use producer::Producer;
 pub use select::{
     HashSelector, LatencyFaultTolerance, MachineRoomSelector, QueueSelector, RandomSelector,
     SelectArg, TopicPublishInfo,
+};
+pub use transaction::{
+    LocalTransactionState, TransactionListener, TransactionProducer, TransactionSendResult,
 };

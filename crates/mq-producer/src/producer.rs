@@ -76,6 +76,7 @@ pub(crate) struct Engine {
     faults: LatencyFaultTolerance,
     hooks: RwLock<Vec<Arc<dyn SendHook>>>,
     ids: UniqueIdGenerator,
+    transaction_listener: RwLock<Option<Arc<dyn crate::transaction::TransactionListener>>>,
     tasks: TaskTracker,
 }
 
@@ -118,11 +119,31 @@ impl ProducerMember for Member {
         &self,
         broker_addr: String,
         message: MessageExt,
-        _header: CheckTransactionStateRequestHeader,
+        header: CheckTransactionStateRequestHeader,
     ) {
-        // A plain producer has no transaction listener; the broker asks again later and rolls
-        // back after its maximum number of checks.
-        debug!(broker = %broker_addr, msg_id = %message.msg_id(), "transaction check for a producer without a listener");
+        let Some(engine) = self.0.upgrade() else {
+            return;
+        };
+        let listener = engine.transaction_listener.read().clone();
+        match listener {
+            Some(listener) => {
+                let producer = Producer {
+                    inner: Arc::clone(&engine),
+                };
+                engine.tasks.spawn(crate::transaction::answer_check(
+                    producer,
+                    listener,
+                    broker_addr,
+                    message,
+                    header,
+                ));
+            }
+            // A plain producer has no listener; the broker asks again later and rolls back
+            // after its maximum number of checks.
+            None => {
+                debug!(broker = %broker_addr, msg_id = %message.msg_id(), "transaction check for a producer without a listener")
+            }
+        }
     }
 }
 
@@ -145,6 +166,7 @@ impl Producer {
                 faults: LatencyFaultTolerance::default(),
                 hooks: RwLock::new(Vec::new()),
                 ids,
+                transaction_listener: RwLock::new(None),
                 tasks: TaskTracker::new(),
             }),
         }
@@ -163,6 +185,19 @@ impl Producer {
     /// The shared client instance (after start).
     pub fn instance(&self) -> Option<Arc<ClientInstance>> {
         self.inner.instance.read().clone()
+    }
+
+    pub(crate) fn set_transaction_listener(
+        &self,
+        listener: Arc<dyn crate::transaction::TransactionListener>,
+    ) {
+        *self.inner.transaction_listener.write() = Some(listener);
+    }
+
+    pub(crate) fn transaction_listener(
+        &self,
+    ) -> Option<Arc<dyn crate::transaction::TransactionListener>> {
+        self.inner.transaction_listener.read().clone()
     }
 
     /// Adds a send hook.

@@ -182,7 +182,15 @@ fn quickstart_verifies_every_mode_and_exits_zero() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for mode in ["sync", "async", "callback", "oneway", "batch", "ordered"] {
+    for mode in [
+        "sync",
+        "async",
+        "callback",
+        "oneway",
+        "batch",
+        "ordered",
+        "transaction",
+    ] {
         let row = stdout
             .lines()
             .find(|l| l.starts_with(mode))
@@ -192,7 +200,7 @@ fn quickstart_verifies_every_mode_and_exits_zero() {
         assert_eq!(cols[3], "200", "{row}");
     }
     assert!(
-        stdout.contains("all 1200 messages consumed once"),
+        stdout.contains("all 1400 messages consumed once"),
         "{stdout}"
     );
 }

@@ -520,3 +520,89 @@ async fn admin_operations() {
     p.shutdown().await;
     cluster.shutdown().await;
 }
+
+struct Tx;
+
+impl mq_producer::TransactionListener for Tx {
+    fn execute(&self, msg: &Message, arg: &str) -> mq_producer::LocalTransactionState {
+        assert_eq!(arg, "ctx");
+        assert!(msg.transaction_id.is_some());
+        match &msg.body[..] {
+            b"commit" => mq_producer::LocalTransactionState::Commit,
+            b"rollback" => mq_producer::LocalTransactionState::Rollback,
+            _ => mq_producer::LocalTransactionState::Unknown,
+        }
+    }
+    fn check(&self, msg: &mq_client_api::MessageExt) -> mq_producer::LocalTransactionState {
+        assert_eq!(&msg.message.body[..], b"unknown");
+        assert_eq!(msg.message.topic, "TxP", "the check carries the real topic");
+        mq_producer::LocalTransactionState::Commit
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_commit_roll_back_and_answer_checks() {
+    let cluster = Cluster::builder()
+        .configure(|c| c.with_transaction_timeout(Duration::from_millis(200)))
+        .start()
+        .await
+        .unwrap();
+    let tp =
+        mq_producer::TransactionProducer::new(Producer::new(config(&cluster, "txp")), Arc::new(Tx));
+    tp.start().await.unwrap();
+    let mut states = Vec::new();
+    for body in ["commit", "rollback", "unknown"] {
+        let r = tp
+            .send_in_transaction(Message::new("TxP", body), "ctx")
+            .await
+            .unwrap();
+        assert_eq!(r.send.status, SendStatus::SendOk);
+        states.push(r.local_state);
+    }
+    assert_eq!(
+        states,
+        vec![
+            mq_producer::LocalTransactionState::Commit,
+            mq_producer::LocalTransactionState::Rollback,
+            mq_producer::LocalTransactionState::Unknown
+        ]
+    );
+    // Read every queue of the topic (long polling) until the two committed messages arrived.
+    let api = cluster.client_api();
+    let mut bodies = Vec::new();
+    let mut offsets = [0i64; 4];
+    let started = Instant::now();
+    while bodies.len() < 2 && started.elapsed() < Duration::from_secs(30) {
+        for q in 0..4 {
+            let h = PullMessageRequestHeader {
+                consumer_group: "check".into(),
+                topic: "TxP".into(),
+                queue_id: q,
+                queue_offset: offsets[q as usize],
+                max_msg_nums: 8,
+                sys_flag: mq_client_api::header::pull_sys_flag::SUSPEND,
+                suspend_timeout_millis: 200,
+                subscription: Some("*".into()),
+                ..Default::default()
+            };
+            let r = api
+                .pull(&cluster.broker_addr(0), &h, Duration::from_secs(5))
+                .await
+                .unwrap();
+            offsets[q as usize] = r.next_begin_offset;
+            bodies.extend(r.messages.into_iter().map(|m| m.message.body));
+        }
+    }
+    bodies.sort();
+    assert_eq!(
+        bodies,
+        vec![
+            Bytes::from_static(b"commit"),
+            Bytes::from_static(b"unknown")
+        ]
+    );
+    let total: i64 = offsets.iter().sum();
+    assert_eq!(total, 2, "the rolled-back message never became visible");
+    tp.shutdown().await;
+    cluster.shutdown().await;
+}
