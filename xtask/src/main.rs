@@ -308,8 +308,8 @@ fn bench(args: &[String]) -> Result {
     let mq = root.join("target/release/mq");
     let duration = if quick { "2" } else { "5" };
     let mut rows = Vec::new();
-    for mode in ["sync", "async", "oneway", "batch"] {
-        for size in ["128", "1024"] {
+    for mode in ["sync", "async", "auto-batch", "oneway", "batch"] {
+        for size in ["100", "1024"] {
             let plot = perf.join(format!("produce-{mode}-{size}.svg"));
             let out = Command::new(&mq)
                 .args([
@@ -321,6 +321,14 @@ fn bench(args: &[String]) -> Result {
                     size,
                     "--duration",
                     duration,
+                ])
+                .args([
+                    "--window",
+                    if mode.contains("async") || mode == "auto-batch" {
+                        "16"
+                    } else {
+                        "1"
+                    },
                 ])
                 .args(["--tasks", "64", "--json", "--baseline", "echo", "--plot"])
                 .arg(&plot)
@@ -380,7 +388,7 @@ fn bench(args: &[String]) -> Result {
         "Machine: {cores} cores. Figures are ratios against a raw framed TCP echo "
     ));
     md.push_str(
-        "(same payload size, same 64 requests in flight) measured in the same run, since these ",
+        "(same payload size, same number of requests in flight) measured in the same run, since these ",
     );
     md.push_str("machines are shared and noisy: read the ratio, not the absolute number.\n\n");
     md.push_str("## `mq bench` against the embedded cluster (ASYNC flush)\n\n");
@@ -405,7 +413,15 @@ fn bench(args: &[String]) -> Result {
             f("ratio_to_echo")
         ));
     }
-    md.push_str("\nBatch rows count messages (16 per request). Consume latency is from the producer's born ");
+    md.push_str(
+        "\nAuto-batch rows are async sends gathered by the producer's accumulator (linger 5 ms, ",
+    );
+    md.push_str(
+        "256 KiB or 256 messages per batch); compare them with the async rows of the same size. ",
+    );
+    md.push_str(
+        "Batch rows count messages (16 per request). Consume latency is from the producer's born ",
+    );
     md.push_str("timestamp to the listener, after a preload, so it mostly measures the backlog.\n");
     if !criterion_lines.is_empty() {
         md.push_str("\n## Criterion suites (`cargo bench -p mq-benches`)\n\n| benchmark | result |\n| --- | --- |\n");

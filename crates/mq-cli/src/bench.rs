@@ -32,6 +32,8 @@ pub(crate) enum Mode {
     Oneway,
     /// Batches of 16 messages.
     Batch,
+    /// Async sends gathered by the producer's accumulator (linger 5 ms).
+    AutoBatch,
 }
 
 /// Header codec.
@@ -72,9 +74,12 @@ pub(crate) struct BenchArgs {
     /// Topic.
     #[arg(long, default_value = "BenchTopic")]
     topic: String,
-    /// Concurrent senders (requests in flight).
+    /// Concurrent senders.
     #[arg(long, default_value_t = 64)]
     tasks: usize,
+    /// Sends each sender keeps in flight (requests in flight = tasks × window).
+    #[arg(long, default_value_t = 1)]
+    window: usize,
     /// Body size in bytes.
     #[arg(long, default_value_t = 1024)]
     size: usize,
@@ -193,7 +198,7 @@ impl Cluster {
     }
 }
 
-fn producer_config(args: &BenchArgs, ns: &str) -> ProducerConfig {
+fn producer_config(args: &BenchArgs, ns: &str, mode: Option<Mode>) -> ProducerConfig {
     let mut client =
         ClientConfig::new(ns).with_instance_name(format!("mq-bench-{}", std::process::id()));
     client.serialize_type = match args.codec {
@@ -201,6 +206,9 @@ fn producer_config(args: &BenchArgs, ns: &str) -> ProducerConfig {
         Codec::Rocketmq => SerializeType::RocketMq,
     };
     let mut config = ProducerConfig::new("mq_bench_producer", ns).with_client(client);
+    if mode == Some(Mode::AutoBatch) {
+        config = config.with_batching(mq_producer::BatchingConfig::default());
+    }
     config = match args.compress {
         Compress::None => config.with_compress_over(usize::MAX),
         Compress::Zlib => config.with_compression(CompressionType::Zlib, 5),
@@ -213,7 +221,7 @@ fn producer_config(args: &BenchArgs, ns: &str) -> ProducerConfig {
 /// `mq bench produce`.
 pub(crate) async fn produce(args: BenchArgs, mode: Mode) -> Result<(), String> {
     let cluster = cluster(args.namesrv.as_deref()).await?;
-    let producer = Producer::new(producer_config(&args, &cluster.addr));
+    let producer = Producer::new(producer_config(&args, &cluster.addr, Some(mode)));
     producer.start().await.map_err(|e| e.to_string())?;
     // Warm the route (and let the broker create the topic) before measuring.
     producer
@@ -237,47 +245,52 @@ pub(crate) async fn produce(args: BenchArgs, mode: Mode) -> Result<(), String> {
             Arc::clone(&remaining),
             args.count.is_some(),
         );
+        let window = args.window.max(1);
         tasks.spawn(async move {
+            let mut inflight = tokio::task::JoinSet::new();
             loop {
-                if (limited
-                    && remaining
+                let exhausted = if limited {
+                    remaining
                         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                        .is_err())
-                    || (!limited && Instant::now() >= stop_at)
-                {
+                        .is_err()
+                } else {
+                    Instant::now() >= stop_at
+                };
+                if exhausted {
                     break;
                 }
                 let t = Instant::now();
-                let outcome = match mode {
-                    Mode::Sync => p
-                        .send(Message::new(topic.clone(), body.clone()))
-                        .await
-                        .map(|_| 1),
-                    Mode::Async => p
-                        .send_async(Message::new(topic.clone(), body.clone()))
-                        .await
-                        .map(|_| 1),
-                    Mode::Oneway => p
-                        .send_oneway(Message::new(topic.clone(), body.clone()))
-                        .await
-                        .map(|()| 1),
-                    Mode::Batch => {
-                        let msgs = (0..16)
-                            .map(|_| Message::new(topic.clone(), body.clone()))
-                            .collect();
-                        p.send_batch(msgs).await.map(|_| 16)
+                let p = p.clone();
+                let m = Message::new(topic.clone(), body.clone());
+                let fut: mq_remoting::BoxFuture<'static, Result<u64, mq_producer::ProducerError>> =
+                    match mode {
+                        Mode::Sync => Box::pin(async move { p.send(m).await.map(|_| 1) }),
+                        Mode::Async | Mode::AutoBatch => {
+                            Box::pin(async move { p.send_async(m).await.map(|_| 1) })
+                        }
+                        Mode::Oneway => Box::pin(async move { p.send_oneway(m).await.map(|()| 1) }),
+                        Mode::Batch => Box::pin(async move {
+                            let msgs = (0..16).map(|_| m.clone()).collect();
+                            p.send_batch(msgs).await.map(|_| 16)
+                        }),
+                    };
+                let s = Arc::clone(&s);
+                inflight.spawn(async move {
+                    match fut.await {
+                        Ok(n) => s.record(t.elapsed(), n),
+                        Err(e) if e.possibly_delivered() => {
+                            s.response_failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            s.send_failed.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
-                };
-                match outcome {
-                    Ok(n) => s.record(t.elapsed(), n),
-                    Err(e) if e.possibly_delivered() => {
-                        s.response_failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(_) => {
-                        s.send_failed.fetch_add(1, Ordering::Relaxed);
-                    }
+                });
+                while inflight.len() >= window {
+                    inflight.join_next().await;
                 }
             }
+            while inflight.join_next().await.is_some() {}
         });
     }
     let (samples, elapsed) = report_loop(&args, &stats, &mut tasks, "Send").await;
@@ -302,7 +315,7 @@ pub(crate) async fn produce(args: BenchArgs, mode: Mode) -> Result<(), String> {
 /// push consumer takes them; latency is send-to-consume (born timestamp to listener).
 pub(crate) async fn consume(args: BenchArgs) -> Result<(), String> {
     let cluster = cluster(args.namesrv.as_deref()).await?;
-    let producer = Producer::new(producer_config(&args, &cluster.addr));
+    let producer = Producer::new(producer_config(&args, &cluster.addr, None));
     producer.start().await.map_err(|e| e.to_string())?;
     let total = args.count.unwrap_or(100_000);
     let body = bytes::Bytes::from(vec![b'x'; args.size.max(1)]);
@@ -440,7 +453,7 @@ async fn report_loop(
 /// the same time; returns its messages per second.
 async fn echo_baseline(args: &BenchArgs) -> f64 {
     let addr = mq_benches::raw_echo_server().await;
-    let depth = args.tasks.max(1);
+    let depth = args.tasks.max(1) * args.window.max(1);
     let count = match args.count {
         Some(n) => n.max(1),
         None => {

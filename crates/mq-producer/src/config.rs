@@ -48,6 +48,42 @@ pub struct ProducerConfig {
     /// Avoid slow or failing brokers for a while (spec §7.8). Default false. Java:
     /// `sendLatencyFaultEnable`.
     pub latency_fault_tolerance: bool,
+    /// Opt-in auto-batching of async sends (the Kafka `linger` / `batch.size` design). Default
+    /// off.
+    pub batching: Option<BatchingConfig>,
+}
+
+/// How async sends are gathered into SEND_BATCH_MESSAGE requests.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[non_exhaustive]
+pub struct BatchingConfig {
+    /// How long the first message of a batch waits for company. Default 5 ms.
+    pub linger: Duration,
+    /// A batch is sent once its bodies reach this many bytes. Default 256 KiB.
+    pub max_bytes: usize,
+    /// A batch is sent once it holds this many messages. Default 256.
+    pub max_messages: usize,
+}
+
+impl BatchingConfig {
+    /// Batches closed after `linger`, or at `max_bytes` of bodies, or at `max_messages`.
+    pub fn new(linger: Duration, max_bytes: usize, max_messages: usize) -> Self {
+        Self {
+            linger,
+            max_bytes,
+            max_messages,
+        }
+    }
+}
+
+impl Default for BatchingConfig {
+    fn default() -> Self {
+        Self {
+            linger: Duration::from_millis(5),
+            max_bytes: 256 * 1024,
+            max_messages: 256,
+        }
+    }
 }
 
 impl ProducerConfig {
@@ -65,6 +101,7 @@ impl ProducerConfig {
             default_topic_queue_nums: DEFAULT_TOPIC_QUEUE_NUMS,
             create_topic_key: "TBW102".to_owned(),
             latency_fault_tolerance: false,
+            batching: None,
         }
     }
 
@@ -130,6 +167,13 @@ impl ProducerConfig {
     #[must_use]
     pub fn with_latency_fault_tolerance(mut self, on: bool) -> Self {
         self.latency_fault_tolerance = on;
+        self
+    }
+
+    /// Gathers async sends into batches (default: off).
+    #[must_use]
+    pub fn with_batching(mut self, batching: BatchingConfig) -> Self {
+        self.batching = Some(batching);
         self
     }
 

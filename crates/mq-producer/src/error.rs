@@ -84,6 +84,16 @@ pub enum ProducerError {
         /// Time since the call.
         elapsed: Duration,
     },
+    /// An auto-batched send failed with the batch it was gathered into.
+    #[error("the batch of {size} message(s) to {topic} failed: {cause}")]
+    BatchFailed {
+        /// The topic.
+        topic: String,
+        /// Messages in the batch.
+        size: usize,
+        /// Why the batch failed (shared by every message of it).
+        cause: std::sync::Arc<Self>,
+    },
     /// The producer shut down before the send finished.
     #[error("the producer shut down before the send completed")]
     ShutDown,
@@ -107,6 +117,7 @@ impl ProducerError {
             Self::SendFailed { source, .. } => source.possibly_delivered(),
             Self::DeadlineExceeded { attempts, .. } => *attempts > 0,
             Self::ShutDown => true,
+            Self::BatchFailed { cause, .. } => cause.possibly_delivered(),
             _ => false,
         }
     }

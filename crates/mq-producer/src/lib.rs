@@ -14,7 +14,8 @@
 //! consumers or servers.
 //!
 //! # Layout
-//! * [`config`] — [`ProducerConfig`].
+//! * [`config`] — [`ProducerConfig`], [`BatchingConfig`].
+//! * [`batching`] — the opt-in accumulator of async sends.
 //! * [`producer`] — [`Producer`] and its engine.
 //! * [`select`] — publish queues, round-robin, [`LatencyFaultTolerance`], selectors.
 //! * [`hook`] — [`SendHook`] and [`SendContext`].
@@ -35,6 +36,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod batching;
 pub mod config;
 pub mod error;
 pub mod hook;
@@ -42,7 +44,7 @@ pub mod producer;
 pub mod select;
 pub mod transaction;
 
-pub use config::ProducerConfig;
+pub use config::{BatchingConfig, ProducerConfig};
 pub use error::ProducerError;
 pub use hook::{CommunicationMode, SendContext, SendHook};
 pub use producer::Producer;

@@ -42,7 +42,7 @@ pub struct Producer {
 }
 
 /// What to send: one message, or a pre-encoded batch.
-enum Payload {
+pub(crate) enum Payload {
     Single(Message),
     Batch {
         topic: String,
@@ -61,7 +61,7 @@ impl Payload {
     }
 }
 
-enum Target<'a> {
+pub(crate) enum Target<'a> {
     Auto,
     Queue(MessageQueue),
     Selector(&'a dyn QueueSelector, &'a SelectArg),
@@ -69,7 +69,7 @@ enum Target<'a> {
 
 /// The engine behind [`Producer`]. Java: `DefaultMQProducerImpl`.
 pub(crate) struct Engine {
-    config: ProducerConfig,
+    pub(crate) config: ProducerConfig,
     state: StateMachine,
     instance: RwLock<Option<Arc<ClientInstance>>>,
     publish: RwLock<HashMap<String, Arc<TopicPublishInfo>>>,
@@ -77,7 +77,8 @@ pub(crate) struct Engine {
     hooks: RwLock<Vec<Arc<dyn SendHook>>>,
     ids: UniqueIdGenerator,
     transaction_listener: RwLock<Option<Arc<dyn crate::transaction::TransactionListener>>>,
-    tasks: TaskTracker,
+    pub(crate) accumulator: crate::batching::Accumulator,
+    pub(crate) tasks: TaskTracker,
 }
 
 impl std::fmt::Debug for Engine {
@@ -167,6 +168,7 @@ impl Producer {
                 hooks: RwLock::new(Vec::new()),
                 ids,
                 transaction_listener: RwLock::new(None),
+                accumulator: crate::batching::Accumulator::default(),
                 tasks: TaskTracker::new(),
             }),
         }
@@ -292,10 +294,17 @@ impl Producer {
     pub fn send_async(
         &self,
         msg: Message,
-    ) -> impl Future<Output = Result<SendResult, ProducerError>> + Send + 'static {
+    ) -> mq_remoting::BoxFuture<'static, Result<SendResult, ProducerError>> {
         let deadline = Instant::now() + self.inner.config.send_timeout;
         let engine = Arc::clone(&self.inner);
-        async move {
+        if let Some(batching) = self.inner.config.batching
+            && msg.delay_level() == 0
+        {
+            // Gathered with other async sends of the topic; the outcome comes back per message.
+            let rx = crate::batching::enqueue(&self.inner, batching, msg, deadline);
+            return Box::pin(async move { rx.await.unwrap_or(Err(ProducerError::ShutDown)) });
+        }
+        Box::pin(async move {
             engine
                 .send_core(
                     Payload::Single(msg),
@@ -305,7 +314,7 @@ impl Producer {
                 )
                 .await
                 .and_then(stored)
-        }
+        })
     }
 
     /// Sends in the background and calls `callback` exactly once with the outcome. The task is
@@ -569,7 +578,7 @@ fn stored(r: Option<SendResult>) -> Result<SendResult, ProducerError> {
 }
 
 impl Engine {
-    fn ensure_running(&self) -> Result<(), ProducerError> {
+    pub(crate) fn ensure_running(&self) -> Result<(), ProducerError> {
         match self.state.get() {
             ServiceState::Running => Ok(()),
             other => Err(ProducerError::State(other)),
@@ -584,7 +593,7 @@ impl Engine {
             .ok_or(ProducerError::State(ServiceState::ShutdownAlready))
     }
 
-    fn batch_payload(&self, mut msgs: Vec<Message>) -> Result<Payload, ProducerError> {
+    pub(crate) fn batch_payload(&self, mut msgs: Vec<Message>) -> Result<Payload, ProducerError> {
         for m in &mut msgs {
             validate_message(m, self.config.max_message_size)?;
             if m.uniq_key().is_none() {
@@ -742,7 +751,7 @@ impl Engine {
     }
 
     /// The one send path.
-    async fn send_core(
+    pub(crate) async fn send_core(
         &self,
         payload: Payload,
         target: Target<'_>,

@@ -203,16 +203,19 @@ impl SendHook for Recorder {
     }
     fn before(&self, ctx: &SendContext<'_>) {
         assert!(ctx.result.is_none() && ctx.error.is_none());
-        self.ids
-            .lock()
-            .push(ctx.message.uniq_key().unwrap().to_owned());
+        // A batch's context carries the batch wrapper, which has no id of its own.
+        if let Some(id) = ctx.message.uniq_key() {
+            self.ids.lock().push(id.to_owned());
+        }
         self.before.fetch_add(1, Ordering::SeqCst);
     }
     fn after(&self, ctx: &SendContext<'_>) {
         match (ctx.result, ctx.error) {
             (Some(r), None) => {
                 assert_eq!(r.message_queue, *ctx.queue);
-                assert_eq!(ctx.message.uniq_key(), Some(r.msg_id.as_str()));
+                if let Some(id) = ctx.message.uniq_key() {
+                    assert_eq!(id, r.msg_id);
+                }
                 self.after_ok.fetch_add(1, Ordering::SeqCst);
             }
             (None, Some(e)) => {
@@ -604,5 +607,41 @@ async fn transactions_commit_roll_back_and_answer_checks() {
     let total: i64 = offsets.iter().sum();
     assert_eq!(total, 2, "the rolled-back message never became visible");
     tp.shutdown().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_batching_gathers_async_sends_and_keeps_per_message_results() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let p = Producer::new(config(&cluster, "batched").with_batching(
+        mq_producer::BatchingConfig::new(Duration::from_millis(20), 1 << 20, 64),
+    ));
+    p.start().await.unwrap();
+    let rec = Arc::new(Recorder::default());
+    p.add_hook(rec.clone());
+    let futures: Vec<_> = (0..1000)
+        .map(|i| p.send_async(Message::new("Gathered", format!("g{i}"))))
+        .collect();
+    let mut results = Vec::new();
+    for f in futures {
+        results.push(f.await.unwrap());
+    }
+    let attempts = rec.before.load(Ordering::SeqCst);
+    assert!(attempts < 100, "1000 sends went out in {attempts} requests");
+    let mut offsets: Vec<&str> = results.iter().map(|r| r.offset_msg_id.as_str()).collect();
+    offsets.sort_unstable();
+    offsets.dedup();
+    assert_eq!(offsets.len(), 1000, "every message has its own offset id");
+    for i in [0usize, 1, 499, 999] {
+        let m = stored(&cluster, &results[i]).await;
+        assert_eq!(
+            m.message.body,
+            Bytes::from(format!("g{i}")),
+            "result {i} points at its own message"
+        );
+        assert_eq!(m.msg_id(), results[i].msg_id);
+        assert_eq!(m.offset_msg_id(), results[i].offset_msg_id);
+    }
+    p.shutdown().await;
     cluster.shutdown().await;
 }

@@ -1,0 +1,142 @@
+//! Auto-batching (opt-in, [`crate::config::BatchingConfig`]): async sends to one topic are
+//! gathered for up to the linger time, a byte size or a message count, and sent as one
+//! SEND_BATCH_MESSAGE. Each message keeps its own future and its own result: its id, its
+//! offset message id, and its queue offset inside the batch.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use mq_client_api::{Message, SendResult};
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::config::BatchingConfig;
+use crate::error::ProducerError;
+use crate::hook::CommunicationMode;
+use crate::producer::{Engine, Target};
+
+type Waiter = oneshot::Sender<Result<SendResult, ProducerError>>;
+
+#[derive(Debug)]
+struct Open {
+    id: u64,
+    msgs: Vec<Message>,
+    waiters: Vec<Waiter>,
+    bytes: usize,
+    deadline: Instant,
+}
+
+/// Open batches by (topic, wait-store flag): messages of one batch must agree on both.
+#[derive(Debug, Default)]
+pub(crate) struct Accumulator {
+    open: Mutex<HashMap<(String, bool), Open>>,
+    next_id: Mutex<u64>,
+}
+
+/// Adds `msg` to its topic's open batch (opening one, with a linger timer, if needed) and
+/// returns the receiver of its own outcome.
+pub(crate) fn enqueue(
+    engine: &Arc<Engine>,
+    config: BatchingConfig,
+    msg: Message,
+    deadline: Instant,
+) -> oneshot::Receiver<Result<SendResult, ProducerError>> {
+    let (tx, rx) = oneshot::channel();
+    if let Err(e) = engine.ensure_running() {
+        let _ = tx.send(Err(e));
+        return rx;
+    }
+    let key = (msg.topic.clone(), msg.wait_store_msg_ok());
+    let acc = &engine.accumulator;
+    let (full, opened) = {
+        let mut open = acc.open.lock();
+        let mut opened = None;
+        let batch = open.entry(key.clone()).or_insert_with(|| {
+            let mut id = acc.next_id.lock();
+            *id += 1;
+            opened = Some(*id);
+            Open {
+                id: *id,
+                msgs: Vec::new(),
+                waiters: Vec::new(),
+                bytes: 0,
+                deadline,
+            }
+        });
+        batch.bytes += msg.body.len();
+        batch.deadline = batch.deadline.min(deadline);
+        batch.msgs.push(msg);
+        batch.waiters.push(tx);
+        let full = (batch.bytes >= config.max_bytes || batch.msgs.len() >= config.max_messages)
+            .then(|| open.remove(&key))
+            .flatten();
+        (full, opened)
+    };
+    if let Some(batch) = full {
+        let e = Arc::clone(engine);
+        engine.tasks.spawn(async move { flush(&e, batch).await });
+    } else if let Some(id) = opened {
+        // The linger timer of a new batch: send it when the time is up, unless it filled first.
+        let e = Arc::clone(engine);
+        engine.tasks.spawn(async move {
+            tokio::time::sleep(config.linger).await;
+            let batch = {
+                let mut open = e.accumulator.open.lock();
+                match open.get(&key) {
+                    Some(b) if b.id == id => open.remove(&key),
+                    _ => None,
+                }
+            };
+            if let Some(batch) = batch {
+                flush(&e, batch).await;
+            }
+        });
+    }
+    rx
+}
+
+async fn flush(engine: &Arc<Engine>, batch: Open) {
+    let topic = batch
+        .msgs
+        .first()
+        .map(|m| m.topic.clone())
+        .unwrap_or_default();
+    let size = batch.msgs.len();
+    let outcome = match engine.batch_payload(batch.msgs.clone()) {
+        Ok(payload) => engine
+            .send_core(
+                payload,
+                Target::Auto,
+                CommunicationMode::Async,
+                batch.deadline,
+            )
+            .await
+            .and_then(|r| r.ok_or(ProducerError::ShutDown)),
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(r) => {
+            let ids: Vec<&str> = r.msg_id.split(',').collect();
+            let offsets: Vec<&str> = r.offset_msg_id.split(',').collect();
+            for (i, waiter) in batch.waiters.into_iter().enumerate() {
+                let mut one = r.clone();
+                one.msg_id = ids.get(i).copied().unwrap_or_default().to_owned();
+                one.offset_msg_id = offsets.get(i).copied().unwrap_or_default().to_owned();
+                one.queue_offset = r.queue_offset + i as i64;
+                // The caller may have stopped waiting; nothing to tell it then.
+                let _ = waiter.send(Ok(one));
+            }
+        }
+        Err(e) => {
+            let cause = Arc::new(e);
+            for waiter in batch.waiters {
+                let _ = waiter.send(Err(ProducerError::BatchFailed {
+                    topic: topic.clone(),
+                    size,
+                    cause: Arc::clone(&cause),
+                }));
+            }
+        }
+    }
+}
