@@ -755,36 +755,43 @@ impl CoreHandle {
             .connection()
             .peer_socket_addr()
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let mut ids = Vec::with_capacity(messages.len());
-        let mut first_offset = None;
-        let mut flushed = true;
-        for message in messages {
-            let sys_flag = if header.batch { 0 } else { header.sys_flag };
-            let ext = MessageExt {
+        let batch = header.batch;
+        let exts: Vec<MessageExt> = messages
+            .into_iter()
+            .map(|message| MessageExt {
                 message,
                 queue_id,
-                sys_flag,
+                sys_flag: if batch { 0 } else { header.sys_flag },
                 born_timestamp: header.born_timestamp,
                 born_host,
                 reconsume_times: header.reconsume_times.unwrap_or(0),
                 ..MessageExt::default()
-            };
-            match self.store_message(ext).await {
-                Ok(r) => {
-                    first_offset.get_or_insert(r.queue_offset);
-                    flushed &= r.flushed_in_time;
-                    ids.push(r.msg_id);
-                }
-                Err(e) => {
-                    warn!(cause = %e, "store append failed");
-                    return resp(
-                        &req,
-                        ResponseCode::SYSTEM_ERROR,
-                        Some(format!("store failed: {e}")),
-                    );
-                }
+            })
+            .collect();
+        // A batch is appended as one unit so that its messages take contiguous offsets.
+        let stored = if batch {
+            self.0.store.put_batch(exts, self.0.addr).await
+        } else {
+            let mut one = Vec::with_capacity(1);
+            for ext in exts {
+                one.push(self.store_message(ext).await);
             }
-        }
+            one.into_iter().collect()
+        };
+        let results = match stored {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(cause = %e, "store append failed");
+                return resp(
+                    &req,
+                    ResponseCode::SYSTEM_ERROR,
+                    Some(format!("store failed: {e}")),
+                );
+            }
+        };
+        let ids: Vec<String> = results.iter().map(|r| r.msg_id.clone()).collect();
+        let first_offset = results.first().map(|r| r.queue_offset);
+        let flushed = results.iter().all(|r| r.flushed_in_time);
         let code = if flushed {
             ResponseCode::SUCCESS
         } else {

@@ -189,49 +189,69 @@ impl MessageStore {
     ///
     /// # Errors
     /// I/O errors and records larger than a segment.
-    pub async fn put(&self, mut msg: MessageExt, store_host: SocketAddr) -> io::Result<PutResult> {
-        let (phys, queue_offset, end, msg_id) = {
+    pub async fn put(&self, msg: MessageExt, store_host: SocketAddr) -> io::Result<PutResult> {
+        let mut results = self.put_batch(vec![msg], store_host).await?;
+        results
+            .pop()
+            .ok_or_else(|| io::Error::other("an append of one message stored none"))
+    }
+
+    /// Appends messages as one unit: each gets the next queue offset of its queue with no
+    /// other append in between (a batch occupies contiguous offsets), and SYNC mode waits for
+    /// one fsync covering all of them.
+    ///
+    /// # Errors
+    /// I/O errors and records larger than a segment; messages before the failing one stay
+    /// stored.
+    pub async fn put_batch(
+        &self,
+        msgs: Vec<MessageExt>,
+        store_host: SocketAddr,
+    ) -> io::Result<Vec<PutResult>> {
+        let mut results = Vec::with_capacity(msgs.len());
+        let end = {
             let mut inner = self.shared.inner.lock();
-            let key = (msg.message.topic.clone(), msg.queue_id);
-            let queue_offset = inner.queues.get(&key).map_or(0, |q| q.len() as i64);
-            msg.queue_offset = queue_offset;
-            msg.store_host = store_host;
-            msg.store_timestamp = now_ms();
-            let len = msg.encoded_len();
-            let phys = inner.log.reserve(len)?;
-            msg.commit_log_offset = phys;
-            let record =
-                encode_record(&msg).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-            inner.log.append(&record)?;
-            let Inner { queues, keys, .. } = &mut *inner;
-            index(queues, keys, &msg, record.len() as i32);
-            (
-                phys,
-                queue_offset,
-                inner.log.write_offset(),
-                msg.offset_msg_id(),
-            )
+            for mut msg in msgs {
+                let key = (msg.message.topic.clone(), msg.queue_id);
+                let queue_offset = inner.queues.get(&key).map_or(0, |q| q.len() as i64);
+                msg.queue_offset = queue_offset;
+                msg.store_host = store_host;
+                msg.store_timestamp = now_ms();
+                let len = msg.encoded_len();
+                let phys = inner.log.reserve(len)?;
+                msg.commit_log_offset = phys;
+                let record = encode_record(&msg)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                inner.log.append(&record)?;
+                let Inner { queues, keys, .. } = &mut *inner;
+                index(queues, keys, &msg, record.len() as i32);
+                results.push(PutResult {
+                    phys_offset: phys,
+                    queue_offset,
+                    msg_id: msg.offset_msg_id(),
+                    flushed_in_time: true,
+                });
+            }
+            inner.log.write_offset()
         };
         self.shared.appended.send_modify(|n| *n += 1);
-        let flushed_in_time = match self.shared.config.flush_mode {
-            FlushMode::Async => true,
-            FlushMode::Sync => {
-                self.shared.flush_request.notify_one();
-                let mut rx = self.shared.flushed.subscribe();
-                tokio::time::timeout(
-                    self.shared.config.sync_flush_timeout,
-                    rx.wait_for(|f| *f >= end),
-                )
-                .await
-                .is_ok_and(|r| r.is_ok())
+        if self.shared.config.flush_mode == FlushMode::Sync {
+            self.shared.flush_request.notify_one();
+            let mut rx = self.shared.flushed.subscribe();
+            let limit = self.shared.config.sync_flush_timeout;
+            let flushed = if limit.is_zero() {
+                // No time to wait at all: only an fsync that already happened counts.
+                *rx.borrow() >= end
+            } else {
+                tokio::time::timeout(limit, rx.wait_for(|f| *f >= end))
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+            };
+            for r in &mut results {
+                r.flushed_in_time = flushed;
             }
-        };
-        Ok(PutResult {
-            phys_offset: phys,
-            queue_offset,
-            msg_id,
-            flushed_in_time,
-        })
+        }
+        Ok(results)
     }
 
     /// A receiver that changes on every append (long polling).

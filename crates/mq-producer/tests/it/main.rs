@@ -376,7 +376,7 @@ async fn async_sends_retry_on_broker_codes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_broker_fails_the_send_by_its_deadline() {
     let cluster = Cluster::builder().start().await.unwrap();
-    let deadline = Duration::from_millis(300);
+    let deadline = Duration::from_secs(1);
     let p = Producer::new(config(&cluster, "stall").with_send_timeout(deadline));
     p.start().await.unwrap();
     p.send(Message::new("Stall", "warm")).await.unwrap();
@@ -395,7 +395,7 @@ async fn a_stalled_broker_fails_the_send_by_its_deadline() {
     assert!(e.possibly_delivered());
     // The bound a caller relies on: the deadline plus scheduling slack, not 3 × the timeout.
     assert!(
-        elapsed < deadline + Duration::from_millis(250),
+        elapsed < deadline + Duration::from_millis(500),
         "took {elapsed:?}"
     );
     cluster.faults(0).clear();
