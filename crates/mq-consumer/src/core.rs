@@ -69,8 +69,9 @@ impl ProcessQueue {
     }
 
     /// Acknowledges messages; returns the offset to commit (the lowest still in flight, or
-    /// everything pulled so far).
-    pub(crate) fn remove(&self, offsets: &[i64]) -> i64 {
+    /// everything pulled so far). `record` runs under the queue's lock, so concurrent
+    /// acknowledgements record their offsets in order and the committed offset never goes back.
+    pub(crate) fn remove_and_record(&self, offsets: &[i64], record: impl FnOnce(i64)) -> i64 {
         let next = {
             let mut held = self.msgs.lock();
             for o in offsets {
@@ -79,10 +80,13 @@ impl ProcessQueue {
                         .fetch_sub(m.message.body.len(), Ordering::Relaxed);
                 }
             }
-            held.keys()
+            let next = held
+                .keys()
                 .next()
                 .copied()
-                .unwrap_or_else(|| self.pulled_end.load(Ordering::Relaxed))
+                .unwrap_or_else(|| self.pulled_end.load(Ordering::Relaxed));
+            record(next);
+            next
         };
         self.space.notify_waiters();
         next
@@ -638,13 +642,19 @@ impl Core {
     /// Acknowledges `msgs` of `mq` and records the offset to resume from.
     pub(crate) fn ack(&self, mq: &MessageQueue, pq: &ProcessQueue, msgs: &[MessageExt]) {
         let offsets: Vec<i64> = msgs.iter().map(|m| m.queue_offset).collect();
-        let next = pq.remove(&offsets);
         // A queue released by rebalance belongs to another member now; but at shutdown (every
         // queue dropped at once) the last acknowledgements must still count.
         let released = pq.dropped.is_cancelled() && !self.token.is_cancelled();
-        if !released && let Some(store) = self.managed_offsets() {
-            store.update(mq, next);
-        }
+        let store = if released {
+            None
+        } else {
+            self.managed_offsets()
+        };
+        pq.remove_and_record(&offsets, |next| {
+            if let Some(store) = store {
+                store.update(mq, next);
+            }
+        });
     }
 
     /// Stops fetching, persists offsets, leaves the instance.

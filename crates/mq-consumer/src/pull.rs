@@ -102,15 +102,17 @@ impl PullConsumer {
             return;
         }
         let group = self.core.group.read().clone();
-        let next =
-            d.pq.remove(&d.msgs.iter().map(|m| m.queue_offset).collect::<Vec<_>>());
-        if self.core.config.auto_commit {
-            if let Some(store) = self.core.offsets.read().clone() {
-                store.update(&d.mq, next);
+        let offsets: Vec<i64> = d.msgs.iter().map(|m| m.queue_offset).collect();
+        let store = self.core.offsets.read().clone();
+        d.pq.remove_and_record(&offsets, |next| {
+            if self.core.config.auto_commit {
+                if let Some(store) = store {
+                    store.update(&d.mq, next);
+                }
+            } else {
+                self.polled.lock().insert(d.mq.clone(), next);
             }
-        } else {
-            self.polled.lock().insert(d.mq.clone(), next);
-        }
+        });
         for mut m in d.msgs {
             restore_retry_topic(&group, &mut m);
             out.push(m);
