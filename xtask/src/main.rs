@@ -417,7 +417,7 @@ fn bench(args: &[String]) -> Result {
         "\nAuto-batch rows are async sends gathered by the producer's accumulator (linger 5 ms, ",
     );
     md.push_str(
-        "256 KiB or 256 messages per batch); compare them with the async rows of the same size. ",
+        "256 KiB or 256 messages per batch); async and auto-batch rows keep 64 × 16 sends in flight, the others 64, and each echo baseline uses the same depth. ",
     );
     md.push_str(
         "Batch rows count messages (16 per request). Consume latency is from the producer's born ",

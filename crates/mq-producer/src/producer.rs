@@ -453,14 +453,19 @@ impl Producer {
         Ok(())
     }
 
+    /// The instance, the master address of `mq`'s broker, and `mq` with the namespace applied.
     async fn queue_broker(
         &self,
         mq: &MessageQueue,
-    ) -> Result<(Arc<ClientInstance>, String), ProducerError> {
+    ) -> Result<(Arc<ClientInstance>, String, MessageQueue), ProducerError> {
         let instance = self.inner.running_instance()?;
-        let topic = instance.config().wrap(&mq.topic);
+        let wrapped = MessageQueue::new(
+            instance.config().wrap(&mq.topic),
+            &mq.broker_name,
+            mq.queue_id,
+        );
         if instance.broker_master(&mq.broker_name).is_none() {
-            instance.update_route(&topic).await?;
+            instance.update_route(&wrapped.topic).await?;
         }
         let addr =
             instance
@@ -470,7 +475,7 @@ impl Producer {
                     name_servers: instance.config().name_servers.clone(),
                     template: self.inner.config.create_topic_key.clone(),
                 })?;
-        Ok((instance, addr))
+        Ok((instance, addr, wrapped))
     }
 
     /// The max offset of a queue.
@@ -478,14 +483,8 @@ impl Producer {
     /// # Errors
     /// Route and broker errors.
     pub async fn max_offset(&self, mq: &MessageQueue) -> Result<i64, ProducerError> {
-        let (instance, addr) = self.queue_broker(mq).await?;
-        let mq = MessageQueue::new(
-            instance.config().wrap(&mq.topic),
-            &mq.broker_name,
-            mq.queue_id,
-        );
-        Ok(instance
-            .api()
+        let (i, addr, mq) = self.queue_broker(mq).await?;
+        Ok(i.api()
             .max_offset(&addr, &mq, self.inner.config.send_timeout)
             .await
             .map_err(InstanceError::from)?)
@@ -496,14 +495,8 @@ impl Producer {
     /// # Errors
     /// Route and broker errors.
     pub async fn min_offset(&self, mq: &MessageQueue) -> Result<i64, ProducerError> {
-        let (instance, addr) = self.queue_broker(mq).await?;
-        let mq = MessageQueue::new(
-            instance.config().wrap(&mq.topic),
-            &mq.broker_name,
-            mq.queue_id,
-        );
-        Ok(instance
-            .api()
+        let (i, addr, mq) = self.queue_broker(mq).await?;
+        Ok(i.api()
             .min_offset(&addr, &mq, self.inner.config.send_timeout)
             .await
             .map_err(InstanceError::from)?)
@@ -518,15 +511,10 @@ impl Producer {
         mq: &MessageQueue,
         timestamp_ms: i64,
     ) -> Result<i64, ProducerError> {
-        let (instance, addr) = self.queue_broker(mq).await?;
-        let mq = MessageQueue::new(
-            instance.config().wrap(&mq.topic),
-            &mq.broker_name,
-            mq.queue_id,
-        );
-        Ok(instance
-            .api()
-            .search_offset(&addr, &mq, timestamp_ms, self.inner.config.send_timeout)
+        let (i, addr, mq) = self.queue_broker(mq).await?;
+        let timeout = self.inner.config.send_timeout;
+        Ok(i.api()
+            .search_offset(&addr, &mq, timestamp_ms, timeout)
             .await
             .map_err(InstanceError::from)?)
     }
@@ -536,15 +524,10 @@ impl Producer {
     /// # Errors
     /// Route and broker errors.
     pub async fn earliest_msg_store_time(&self, mq: &MessageQueue) -> Result<i64, ProducerError> {
-        let (instance, addr) = self.queue_broker(mq).await?;
-        let mq = MessageQueue::new(
-            instance.config().wrap(&mq.topic),
-            &mq.broker_name,
-            mq.queue_id,
-        );
-        Ok(instance
-            .api()
-            .earliest_msg_store_time(&addr, &mq, self.inner.config.send_timeout)
+        let (i, addr, mq) = self.queue_broker(mq).await?;
+        let timeout = self.inner.config.send_timeout;
+        Ok(i.api()
+            .earliest_msg_store_time(&addr, &mq, timeout)
             .await
             .map_err(InstanceError::from)?)
     }

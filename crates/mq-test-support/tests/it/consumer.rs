@@ -162,16 +162,6 @@ async fn everything_is_consumed_once_across_a_restart() {
     cluster.shutdown().await;
 }
 
-async fn eventually_true(mut cond: impl FnMut() -> bool) {
-    tokio::time::timeout(T, async {
-        while !cond() {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("condition never held");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queues_are_split_when_a_member_joins_and_taken_back_when_it_leaves() {
     let cluster = Cluster::builder().brokers(2).start().await.unwrap();
@@ -192,7 +182,7 @@ async fn queues_are_split_when_a_member_joins_and_taken_back_when_it_leaves() {
     let b = PushConsumer::new(consumer_config(&cluster, "split"));
     b.subscribe("Split", "*").unwrap();
     b.start(Arc::clone(&noop)).await.unwrap();
-    eventually_true(|| topic_queues(&a).len() == 4 && topic_queues(&b).len() == 4).await;
+    super::eventually(|| topic_queues(&a).len() == 4 && topic_queues(&b).len() == 4).await;
     let mut union: Vec<_> = topic_queues(&a)
         .into_iter()
         .chain(topic_queues(&b))
@@ -201,7 +191,7 @@ async fn queues_are_split_when_a_member_joins_and_taken_back_when_it_leaves() {
     union.dedup();
     assert_eq!(union.len(), 8, "disjoint halves");
     b.shutdown().await;
-    eventually_true(|| topic_queues(&a).len() == 8).await;
+    super::eventually(|| topic_queues(&a).len() == 8).await;
     a.shutdown().await;
     p.shutdown().await;
     cluster.shutdown().await;
