@@ -51,6 +51,11 @@ pub struct ProducerConfig {
     /// Opt-in auto-batching of async sends (the Kafka `linger` / `batch.size` design). Default
     /// off.
     pub batching: Option<BatchingConfig>,
+    /// Backpressure: sends in flight at most (a send waits for room within its deadline).
+    /// Default 10 000.
+    pub max_in_flight_messages: usize,
+    /// Backpressure: body bytes in flight at most. Default 64 MiB.
+    pub max_in_flight_bytes: usize,
 }
 
 /// How async sends are gathered into SEND_BATCH_MESSAGE requests.
@@ -102,6 +107,8 @@ impl ProducerConfig {
             create_topic_key: "TBW102".to_owned(),
             latency_fault_tolerance: false,
             batching: None,
+            max_in_flight_messages: 10_000,
+            max_in_flight_bytes: 64 * 1024 * 1024,
         }
     }
 
@@ -177,6 +184,14 @@ impl ProducerConfig {
         self
     }
 
+    /// Sets the backpressure bounds (defaults 10 000 messages, 64 MiB).
+    #[must_use]
+    pub fn with_max_in_flight(mut self, messages: usize, bytes: usize) -> Self {
+        self.max_in_flight_messages = messages;
+        self.max_in_flight_bytes = bytes;
+        self
+    }
+
     /// Checks every value.
     ///
     /// # Errors
@@ -195,6 +210,9 @@ impl ProducerConfig {
         }
         if self.max_message_size == 0 {
             return Err(invalid("max_message_size", "must be positive".into()));
+        }
+        if self.max_in_flight_messages == 0 || self.max_in_flight_bytes == 0 {
+            return Err(invalid("max_in_flight", "must be positive".into()));
         }
         if self.default_topic_queue_nums <= 0 {
             return Err(invalid(

@@ -94,6 +94,20 @@ pub enum ProducerError {
         /// Why the batch failed (shared by every message of it).
         cause: std::sync::Arc<Self>,
     },
+    /// Caller: `try_send_async` found no room: the in-flight bounds are reached.
+    #[error("the producer is full: {messages} message(s) / {bytes} byte(s) in flight at most")]
+    QueueFull {
+        /// The message bound.
+        messages: usize,
+        /// The byte bound.
+        bytes: usize,
+    },
+    /// `flush` reached its deadline with sends still in flight.
+    #[error("flush timed out with {in_flight} send(s) still in flight")]
+    FlushTimedOut {
+        /// Sends without an outcome yet.
+        in_flight: usize,
+    },
     /// The producer shut down before the send finished.
     #[error("the producer shut down before the send completed")]
     ShutDown,
@@ -102,7 +116,28 @@ pub enum ProducerError {
     Instance(#[from] InstanceError),
 }
 
+/// Whether a message reached the broker, as far as the producer can tell.
+#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
+#[non_exhaustive]
+pub enum DeliveryState {
+    /// Nothing was written: retrying cannot duplicate.
+    NotSent,
+    /// It may have been stored (e.g. timed out after the write): a retry may duplicate.
+    PossiblyStored,
+    /// The broker said it stored it.
+    Stored,
+}
+
 impl ProducerError {
+    /// Whether the message was not sent or possibly stored (an `Ok` result means stored).
+    pub fn delivery_state(&self) -> DeliveryState {
+        if self.possibly_delivered() {
+            DeliveryState::PossiblyStored
+        } else {
+            DeliveryState::NotSent
+        }
+    }
+
     /// The broker's response code, when a broker refused the last attempt.
     pub fn response_code(&self) -> Option<ResponseCode> {
         match self {

@@ -45,7 +45,7 @@ pub mod select;
 pub mod transaction;
 
 pub use config::{BatchingConfig, ProducerConfig};
-pub use error::ProducerError;
+pub use error::{DeliveryState, ProducerError};
 pub use hook::{CommunicationMode, SendContext, SendHook};
 pub use producer::Producer;
 pub use select::{

@@ -78,6 +78,13 @@ pub(crate) struct Engine {
     ids: UniqueIdGenerator,
     transaction_listener: RwLock<Option<Arc<dyn crate::transaction::TransactionListener>>>,
     pub(crate) accumulator: crate::batching::Accumulator,
+    inflight_messages: Arc<tokio::sync::Semaphore>,
+    inflight_bytes: Arc<tokio::sync::Semaphore>,
+    inflight: std::sync::atomic::AtomicUsize,
+    /// Callback sends accepted but not yet called back.
+    pending_callbacks: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+    abort: tokio_util::sync::CancellationToken,
     pub(crate) tasks: TaskTracker,
 }
 
@@ -158,6 +165,12 @@ impl Producer {
     /// A producer with `config` (state CREATED). Call [`Producer::start`] before sending.
     pub fn new(config: ProducerConfig) -> Self {
         let ids = UniqueIdGenerator::new(Some(config.client.client_ip));
+        let max_messages = config
+            .max_in_flight_messages
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        let max_bytes = config
+            .max_in_flight_bytes
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
         Self {
             inner: Arc::new(Engine {
                 config,
@@ -169,6 +182,12 @@ impl Producer {
                 ids,
                 transaction_listener: RwLock::new(None),
                 accumulator: crate::batching::Accumulator::default(),
+                inflight_messages: Arc::new(tokio::sync::Semaphore::new(max_messages)),
+                inflight_bytes: Arc::new(tokio::sync::Semaphore::new(max_bytes)),
+                inflight: std::sync::atomic::AtomicUsize::new(0),
+                pending_callbacks: std::sync::atomic::AtomicUsize::new(0),
+                idle: tokio::sync::Notify::new(),
+                abort: tokio_util::sync::CancellationToken::new(),
                 tasks: TaskTracker::new(),
             }),
         }
@@ -240,14 +259,30 @@ impl Producer {
     /// fail when their deadline passes), the group is unregistered from the brokers, and the
     /// client instance stops when no other member uses it.
     pub async fn shutdown(&self) {
+        self.shutdown_with_deadline(self.inner.config.send_timeout)
+            .await;
+    }
+
+    /// Shuts down: new sends fail with [`ProducerError::State`]; sends in flight get up to
+    /// `grace` to finish; then the rest end with [`ProducerError::ShutDown`] — every callback
+    /// still runs, none is dropped. The group is then unregistered and the client instance
+    /// stops when no other member uses it. Returns how many sends were ended early.
+    pub async fn shutdown_with_deadline(&self, grace: Duration) -> usize {
         let e = &self.inner;
         if e.state
             .transition(ServiceState::Running, ServiceState::ShutdownAlready)
             .is_err()
         {
             e.state.force(ServiceState::ShutdownAlready);
-            return;
+            return 0;
         }
+        let cut_short = match self.wait_idle(Instant::now() + grace).await {
+            Ok(()) => 0,
+            Err(in_flight) => {
+                e.abort.cancel();
+                in_flight
+            }
+        };
         e.tasks.close();
         e.tasks.wait().await;
         let instance = e.instance.write().take();
@@ -255,7 +290,74 @@ impl Producer {
             let group = instance.config().wrap(&e.config.group);
             instance.unregister_producer(&group).await;
         }
-        info!(group = %e.config.group, "producer shut down");
+        info!(group = %e.config.group, cut_short, "producer shut down");
+        cut_short
+    }
+
+    /// Waits until every send made so far has an outcome (sends made meanwhile count too).
+    ///
+    /// # Errors
+    /// [`ProducerError::FlushTimedOut`] when sends are still in flight at `timeout`.
+    pub async fn flush(&self, timeout: Duration) -> Result<(), ProducerError> {
+        self.wait_idle(Instant::now() + timeout)
+            .await
+            .map_err(|in_flight| ProducerError::FlushTimedOut { in_flight })
+    }
+
+    /// Sends in flight (admitted and without an outcome yet).
+    pub fn in_flight(&self) -> usize {
+        self.inner
+            .inflight
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    async fn wait_idle(&self, deadline: Instant) -> Result<(), usize> {
+        loop {
+            let idle = self.inner.idle.notified();
+            let busy = || {
+                self.in_flight().max(
+                    self.inner
+                        .pending_callbacks
+                        .load(std::sync::atomic::Ordering::Acquire),
+                )
+            };
+            if busy() == 0 {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return Err(busy());
+            }
+        }
+    }
+
+    /// Like [`Producer::send_async`], but fails at once with [`ProducerError::QueueFull`]
+    /// instead of waiting when the in-flight bounds are reached.
+    ///
+    /// # Errors
+    /// [`ProducerError::QueueFull`] or [`ProducerError::State`] before anything is sent.
+    pub fn try_send_async(
+        &self,
+        msg: Message,
+    ) -> Result<mq_remoting::BoxFuture<'static, Result<SendResult, ProducerError>>, ProducerError>
+    {
+        self.inner.ensure_running()?;
+        let deadline = Instant::now() + self.inner.config.send_timeout;
+        let engine = Arc::clone(&self.inner);
+        // Take the room now; the future keeps it until the send has an outcome.
+        let guard = TryGuard::new(&engine, msg.body.len())?;
+        Ok(Box::pin(async move {
+            let r = engine
+                .run(
+                    Payload::Single(msg),
+                    Target::Auto,
+                    CommunicationMode::Async,
+                    deadline,
+                )
+                .await
+                .and_then(stored);
+            drop(guard);
+            r
+        }))
     }
 
     /// Sends and waits for the broker's answer, retrying as configured.
@@ -301,8 +403,27 @@ impl Producer {
             && msg.delay_level() == 0
         {
             // Gathered with other async sends of the topic; the outcome comes back per message.
-            let rx = crate::batching::enqueue(&self.inner, batching, msg, deadline);
-            return Box::pin(async move { rx.await.unwrap_or(Err(ProducerError::ShutDown)) });
+            // Room is taken per message before it joins a batch, so the accumulator is bounded
+            // too: at once when there is room (the message joins its batch now), otherwise by
+            // waiting inside the future, within the deadline.
+            if let Ok(guard) = TryGuard::new(&engine, msg.body.len()) {
+                let rx = crate::batching::enqueue(&engine, batching, msg, deadline);
+                return Box::pin(async move {
+                    let r = rx.await.unwrap_or(Err(ProducerError::ShutDown));
+                    drop(guard);
+                    r
+                });
+            }
+            return Box::pin(async move {
+                engine.ensure_running()?;
+                let admission = engine
+                    .admit(&msg.topic.clone(), msg.body.len(), deadline)
+                    .await?;
+                let rx = crate::batching::enqueue(&engine, batching, msg, deadline);
+                let r = rx.await.unwrap_or(Err(ProducerError::ShutDown));
+                drop(admission);
+                r
+            });
         }
         Box::pin(async move {
             engine
@@ -329,7 +450,21 @@ impl Producer {
     {
         self.inner.ensure_running()?;
         let fut = self.send_async(msg);
-        self.inner.tasks.spawn(async move { callback(fut.await) });
+        // Counted from the call until the callback has run, so `flush` and `shutdown` wait for it.
+        self.inner
+            .pending_callbacks
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let engine = Arc::clone(&self.inner);
+        self.inner.tasks.spawn(async move {
+            callback(fut.await);
+            if engine
+                .pending_callbacks
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+                == 1
+            {
+                engine.idle.notify_waiters();
+            }
+        });
         Ok(())
     }
 
@@ -560,7 +695,163 @@ fn stored(r: Option<SendResult>) -> Result<SendResult, ProducerError> {
     r.ok_or(ProducerError::ShutDown)
 }
 
+/// Room held by a `try_send_async` future (owned, so the future can be `'static`).
+struct TryGuard {
+    engine: Arc<Engine>,
+    _messages: tokio::sync::OwnedSemaphorePermit,
+    _bytes: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl TryGuard {
+    fn new(engine: &Arc<Engine>, bytes: usize) -> Result<Self, ProducerError> {
+        let full = || ProducerError::QueueFull {
+            messages: engine.config.max_in_flight_messages,
+            bytes: engine.config.max_in_flight_bytes,
+        };
+        let messages = Arc::clone(&engine.inflight_messages)
+            .try_acquire_owned()
+            .map_err(|_| full())?;
+        let bytes = Arc::clone(&engine.inflight_bytes)
+            .try_acquire_many_owned(engine.byte_permits(bytes))
+            .map_err(|_| full())?;
+        engine
+            .inflight
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Ok(Self {
+            engine: Arc::clone(engine),
+            _messages: messages,
+            _bytes: bytes,
+        })
+    }
+}
+
+impl Drop for TryGuard {
+    fn drop(&mut self) {
+        if self
+            .engine
+            .inflight
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            == 1
+        {
+            self.engine.idle.notify_waiters();
+        }
+    }
+}
+
+/// Room taken in the in-flight bounds; released (and `flush` woken) when dropped.
+pub(crate) struct Admission<'a> {
+    engine: &'a Engine,
+    _messages: tokio::sync::OwnedSemaphorePermit,
+    _bytes: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        if self
+            .engine
+            .inflight
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            == 1
+        {
+            self.engine.idle.notify_waiters();
+        }
+    }
+}
+
+fn payload_bytes(payload: &Payload) -> usize {
+    match payload {
+        Payload::Single(m) => m.body.len(),
+        Payload::Batch { body, .. } => body.len(),
+    }
+}
+
 impl Engine {
+    fn byte_permits(&self, bytes: usize) -> u32 {
+        // A body larger than the whole bound takes all of it rather than waiting forever.
+        let max = self
+            .config
+            .max_in_flight_bytes
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        u32::try_from(bytes.clamp(1, max)).unwrap_or(u32::MAX)
+    }
+
+    fn admitted(
+        &self,
+        messages: tokio::sync::OwnedSemaphorePermit,
+        bytes: tokio::sync::OwnedSemaphorePermit,
+    ) -> Admission<'_> {
+        self.inflight
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Admission {
+            engine: self,
+            _messages: messages,
+            _bytes: bytes,
+        }
+    }
+
+    /// Waits (until `deadline`) for room for one send of `bytes`.
+    pub(crate) async fn admit(
+        &self,
+        topic: &str,
+        bytes: usize,
+        deadline: Instant,
+    ) -> Result<Admission<'_>, ProducerError> {
+        let started = Instant::now();
+        let timed_out = || ProducerError::DeadlineExceeded {
+            topic: topic.to_owned(),
+            attempts: 0,
+            brokers: Vec::new(),
+            elapsed: started.elapsed(),
+        };
+        let messages = tokio::time::timeout_at(
+            deadline,
+            Arc::clone(&self.inflight_messages).acquire_owned(),
+        )
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|_| ProducerError::ShutDown)?;
+        let bytes = tokio::time::timeout_at(
+            deadline,
+            Arc::clone(&self.inflight_bytes).acquire_many_owned(self.byte_permits(bytes)),
+        )
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|_| ProducerError::ShutDown)?;
+        Ok(self.admitted(messages, bytes))
+    }
+
+    /// The send path with admission: waits for room in the in-flight bounds, then runs.
+    pub(crate) async fn send_core(
+        &self,
+        payload: Payload,
+        target: Target<'_>,
+        mode: CommunicationMode,
+        deadline: Instant,
+    ) -> Result<Option<SendResult>, ProducerError> {
+        self.ensure_running()?;
+        let admission = self
+            .admit(payload.topic(), payload_bytes(&payload), deadline)
+            .await?;
+        let r = self.run(payload, target, mode, deadline).await;
+        drop(admission);
+        r
+    }
+
+    /// The send path for an already admitted send; a shutdown past its grace period ends it
+    /// with [`ProducerError::ShutDown`] (its callback still runs).
+    pub(crate) async fn run(
+        &self,
+        payload: Payload,
+        target: Target<'_>,
+        mode: CommunicationMode,
+        deadline: Instant,
+    ) -> Result<Option<SendResult>, ProducerError> {
+        tokio::select! {
+            r = self.send_core_inner(payload, target, mode, deadline) => r,
+            () = self.abort.cancelled() => Err(ProducerError::ShutDown),
+        }
+    }
+
     pub(crate) fn ensure_running(&self) -> Result<(), ProducerError> {
         match self.state.get() {
             ServiceState::Running => Ok(()),
@@ -734,7 +1025,7 @@ impl Engine {
     }
 
     /// The one send path.
-    pub(crate) async fn send_core(
+    async fn send_core_inner(
         &self,
         payload: Payload,
         target: Target<'_>,

@@ -645,3 +645,89 @@ async fn auto_batching_gathers_async_sends_and_keeps_per_message_results() {
     p.shutdown().await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backpressure_flush_and_shutdown_account_for_every_send() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let p = Producer::new(
+        config(&cluster, "bounded")
+            .with_max_in_flight(4, 1 << 20)
+            .with_send_timeout(Duration::from_secs(30)),
+    );
+    p.start().await.unwrap();
+    p.send(Message::new("Bounded", "warm")).await.unwrap();
+
+    // flush waits until every callback has run.
+    let done = Arc::new(AtomicU32::new(0));
+    for i in 0..50 {
+        let d = Arc::clone(&done);
+        p.send_with_callback(Message::new("Bounded", format!("f{i}")), move |r| {
+            r.unwrap();
+            d.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+    }
+    p.flush(Duration::from_secs(20)).await.unwrap();
+    assert_eq!(done.load(Ordering::SeqCst), 50);
+
+    // A stalled broker: four sends fill the bounds and wait.
+    cluster
+        .faults(0)
+        .inject(RequestCode::SEND_MESSAGE_V2.0, Fault::Stall);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..4 {
+        let tx = tx.clone();
+        p.send_with_callback(Message::new("Bounded", format!("s{i}")), move |r| {
+            tx.send(r).unwrap();
+        })
+        .unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while p.in_flight() < 4 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap();
+    assert!(matches!(
+        p.try_send_async(Message::new("Bounded", "x")),
+        Err(ProducerError::QueueFull { messages: 4, .. })
+    ));
+    // A further send waits for room, within its own deadline.
+    let started = Instant::now();
+    let e = p
+        .send_with_timeout(Message::new("Bounded", "y"), Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ProducerError::DeadlineExceeded { attempts: 0, .. }),
+        "{e:?}"
+    );
+    assert_eq!(e.delivery_state(), mq_producer::DeliveryState::NotSent);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(p.in_flight(), 4, "nothing queued past the bound");
+    assert!(matches!(
+        p.flush(Duration::from_millis(50)).await,
+        Err(ProducerError::FlushTimedOut { in_flight: 4 })
+    ));
+
+    // Shutdown gives them a grace period, then ends each one with a typed error.
+    assert_eq!(
+        p.shutdown_with_deadline(Duration::from_millis(100)).await,
+        4
+    );
+    drop(tx);
+    let mut ended = 0;
+    while let Some(r) = rx.recv().await {
+        let e = r.unwrap_err();
+        assert!(matches!(e, ProducerError::ShutDown), "{e:?}");
+        assert_eq!(
+            e.delivery_state(),
+            mq_producer::DeliveryState::PossiblyStored
+        );
+        ended += 1;
+    }
+    assert_eq!(ended, 4, "every callback ran");
+    cluster.faults(0).clear();
+    cluster.shutdown().await;
+}
