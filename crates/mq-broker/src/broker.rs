@@ -234,6 +234,15 @@ impl Broker {
             token: CancellationToken::new(),
             tasks: TaskTracker::new(),
         }));
+        // Sends of one connection are stored in arrival order (Java's single send thread), so
+        // a client may pipeline sends to a queue and keep their order.
+        for code in [
+            RequestCode::SEND_MESSAGE,
+            RequestCode::SEND_MESSAGE_V2,
+            RequestCode::SEND_BATCH_MESSAGE,
+        ] {
+            server.set_ordered(code.0);
+        }
         let c = Arc::clone(&core);
         server.set_default_processor(processor_fn(move |ctx, req| {
             let c = Arc::clone(&c);

@@ -154,6 +154,7 @@ impl Endpoint {
             tx,
             closed: self.token.child_token(),
             endpoint: Arc::clone(self),
+            ordered: parking_lot::Mutex::new(None),
         });
         self.connections
             .write()
@@ -186,6 +187,8 @@ pub(crate) struct Connection {
     tx: mpsc::UnboundedSender<Outbound>,
     closed: CancellationToken,
     endpoint: Arc<Endpoint>,
+    /// Queue of the worker that runs this connection's ordered requests one at a time.
+    ordered: parking_lot::Mutex<Option<mpsc::UnboundedSender<RemotingCommand>>>,
 }
 
 impl fmt::Debug for Connection {
@@ -359,6 +362,10 @@ impl Connection {
             }
             return;
         }
+        if self.endpoint.dispatcher.is_ordered(cmd.code) {
+            self.route_ordered(cmd);
+            return;
+        }
         let conn = Arc::clone(self);
         let span = tracing::debug_span!("request", opaque = cmd.opaque, code = cmd.code, addr = %self.peer);
         let token = self.endpoint.token.clone();
@@ -371,6 +378,38 @@ impl Connection {
             }
             .instrument(span),
         );
+    }
+
+    /// Hands an ordered request to this connection's ordered worker (started on first use).
+    fn route_ordered(self: &Arc<Self>, cmd: RemotingCommand) {
+        let mut slot = self.ordered.lock();
+        let tx = slot.get_or_insert_with(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<RemotingCommand>();
+            let conn = Arc::clone(self);
+            let token = self.endpoint.token.clone();
+            let span = tracing::debug_span!("ordered_requests", addr = %self.peer);
+            self.endpoint.work_tasks.spawn(
+                async move {
+                    loop {
+                        let next = tokio::select! {
+                            () = token.cancelled() => break,
+                            () = conn.closed.cancelled() => break,
+                            next = rx.recv() => next,
+                        };
+                        let Some(cmd) = next else { break };
+                        tokio::select! {
+                            () = token.cancelled() => break,
+                            () = Arc::clone(&conn).handle_request(cmd) => {}
+                        }
+                    }
+                }
+                .instrument(span),
+            );
+            tx
+        });
+        // The worker ends only with the connection or the endpoint; a failed send means the
+        // request arrived as the connection closed, and nobody can be answered then anyway.
+        let _ = tx.send(cmd);
     }
 
     async fn handle_request(self: Arc<Self>, request: RemotingCommand) {

@@ -110,6 +110,7 @@ pub(crate) struct Dispatcher {
     default: RwLock<Option<Arc<dyn RequestProcessor>>>,
     admission: Arc<Semaphore>,
     hooks: RwLock<Vec<Arc<dyn RpcHook>>>,
+    ordered: RwLock<std::collections::HashSet<i32>>,
     pub(crate) response_serialize: Option<SerializeType>,
 }
 
@@ -131,6 +132,7 @@ impl Dispatcher {
             default: RwLock::new(None),
             admission: Arc::new(Semaphore::new(max_concurrent)),
             hooks: RwLock::new(Vec::new()),
+            ordered: RwLock::new(std::collections::HashSet::new()),
             response_serialize,
         }
     }
@@ -141,6 +143,14 @@ impl Dispatcher {
 
     pub(crate) fn set_default(&self, p: Arc<dyn RequestProcessor>) {
         *self.default.write() = Some(p);
+    }
+
+    pub(crate) fn set_ordered(&self, code: i32) {
+        self.ordered.write().insert(code);
+    }
+
+    pub(crate) fn is_ordered(&self, code: i32) -> bool {
+        self.ordered.read().contains(&code)
     }
 
     pub(crate) fn add_hook(&self, hook: Arc<dyn RpcHook>) {

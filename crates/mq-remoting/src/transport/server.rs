@@ -146,6 +146,13 @@ impl RemotingServer {
         self.endpoint.dispatcher.set_default(processor);
     }
 
+    /// Processes requests with `code` one at a time per connection, in arrival order (other
+    /// codes run concurrently). A broker uses it for sends, as Java's single send thread does,
+    /// so that pipelined sends on one connection are stored in the order they were written.
+    pub fn set_ordered(&self, code: i32) {
+        self.endpoint.dispatcher.set_ordered(code);
+    }
+
     /// Adds a hook that sees every request before its processor.
     pub fn add_rpc_hook(&self, hook: Arc<dyn super::processor::RpcHook>) {
         self.endpoint.dispatcher.add_hook(hook);
