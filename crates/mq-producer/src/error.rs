@@ -108,6 +108,17 @@ pub enum ProducerError {
         /// Sends without an outcome yet.
         in_flight: usize,
     },
+    /// Ordered send: an earlier message of the same queue failed for good, so this one was not
+    /// stored (storing it would break the order).
+    #[error(
+        "an earlier message on {queue} of {topic} failed; this one was not sent, to keep order"
+    )]
+    PredecessorFailed {
+        /// The topic.
+        topic: String,
+        /// The queue.
+        queue: String,
+    },
     /// The producer shut down before the send finished.
     #[error("the producer shut down before the send completed")]
     ShutDown,

@@ -20,6 +20,7 @@
 //! * [`select`] — publish queues, round-robin, [`LatencyFaultTolerance`], selectors.
 //! * [`hook`] — [`SendHook`] and [`SendContext`].
 //! * [`transaction`] — [`TransactionProducer`] and [`TransactionListener`].
+//! * [`ordered`] — [`OrderedSender`]: per-key order with pipelined sends.
 //! * [`error`] — [`ProducerError`].
 //!
 //! # Example
@@ -40,6 +41,7 @@ pub mod batching;
 pub mod config;
 pub mod error;
 pub mod hook;
+pub mod ordered;
 pub mod producer;
 pub mod select;
 pub mod transaction;
@@ -47,6 +49,7 @@ pub mod transaction;
 pub use config::{BatchingConfig, ProducerConfig};
 pub use error::{DeliveryState, ProducerError};
 pub use hook::{CommunicationMode, SendContext, SendHook};
+pub use ordered::{OrderedSender, SEQUENCE_PROPERTY};
 pub use producer::Producer;
 pub use select::{
     HashSelector, LatencyFaultTolerance, MachineRoomSelector, QueueSelector, RandomSelector,

@@ -203,6 +203,10 @@ impl Producer {
         self.inner.state.get()
     }
 
+    pub(crate) fn engine(&self) -> &Arc<Engine> {
+        &self.inner
+    }
+
     /// The shared client instance (after start).
     pub fn instance(&self) -> Option<Arc<ClientInstance>> {
         self.inner.instance.read().clone()
@@ -859,7 +863,7 @@ impl Engine {
         }
     }
 
-    fn running_instance(&self) -> Result<Arc<ClientInstance>, ProducerError> {
+    pub(crate) fn running_instance(&self) -> Result<Arc<ClientInstance>, ProducerError> {
         self.ensure_running()?;
         self.instance
             .read()
@@ -898,7 +902,7 @@ impl Engine {
     }
 
     /// The publish queues of `topic`, fetching the route (or the TBW102 template) when needed.
-    async fn publish_info(
+    pub(crate) async fn publish_info(
         &self,
         instance: &ClientInstance,
         topic: &str,
@@ -944,7 +948,7 @@ impl Engine {
         Ok(info)
     }
 
-    fn build_request(
+    pub(crate) fn build_request(
         &self,
         instance: &ClientInstance,
         payload: &Payload,

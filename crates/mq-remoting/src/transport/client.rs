@@ -213,7 +213,8 @@ impl RemotingClient {
     }
 
     /// Sends `request` and hands the outcome to `callback` on the callback executor, never on
-    /// the read loop. Returns once the request is written; the callback then runs exactly once,
+    /// the read loop. Returns once the request is queued for writing — successive calls are
+    /// written in call order, so a caller can pipeline — and the callback then runs exactly once,
     /// with the response, a timeout, or the connection's failure.
     ///
     /// # Errors
@@ -235,9 +236,12 @@ impl RemotingClient {
         let permit = endpoint.acquire(InvokeKind::Async, timeout).await?;
         let conn = self.connection(addr, deadline).await?;
         let executor = endpoint.executor.clone();
+        let started = Instant::now();
+        // Written now, in call order; only the wait for the response runs in the background.
+        let (key, rx) = conn.begin(request)?;
         endpoint.work_tasks.spawn(
             async move {
-                let reply = conn.request(request, deadline).await;
+                let reply = conn.finish(key, rx, deadline, started).await;
                 executor.submit(move || {
                     callback(reply);
                     // The permit is released after the callback (Java's `finally`).

@@ -16,7 +16,7 @@ use parking_lot::RwLock;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -250,8 +250,18 @@ impl Connection {
 
     /// Sends a request and waits for its response until `deadline`. The entry is registered
     /// before the write and removed on every exit path (response, timeout, cancellation).
-    pub(crate) async fn request(&self, mut cmd: RemotingCommand, deadline: Instant) -> Reply {
+    pub(crate) async fn request(&self, cmd: RemotingCommand, deadline: Instant) -> Reply {
         let started = Instant::now();
+        let (key, rx) = self.begin(cmd)?;
+        self.finish(key, rx, deadline, started).await
+    }
+
+    /// Registers a request and queues its frame for the writer, now: frames of successive
+    /// calls go out in call order. The entry is removed again if the request cannot be queued.
+    pub(crate) fn begin(
+        &self,
+        mut cmd: RemotingCommand,
+    ) -> Result<(RequestKey, oneshot::Receiver<Reply>), RemotingError> {
         cmd.flag &= !(FLAG_RESPONSE | FLAG_ONEWAY);
         let mut opaque = self.endpoint.next_opaque();
         let key_for = |opaque| RequestKey {
@@ -265,7 +275,7 @@ impl Connection {
             opaque = self.endpoint.next_opaque();
         };
         let key = key_for(opaque);
-        let _guard = PendingGuard::new(&self.endpoint.pending, key);
+        let guard = PendingGuard::new(&self.endpoint.pending, key);
         cmd.opaque = opaque;
         // The read loop marks the connection closed before it fails the table, so either it saw
         // our entry or we see the mark here.
@@ -273,11 +283,26 @@ impl Connection {
             return Err(self.closed_error());
         }
         self.send(&cmd, None)?;
+        // Queued: from here the entry is the waiter's to remove.
+        std::mem::forget(guard);
+        Ok((key, rx))
+    }
+
+    /// Waits for the response of a request started with [`Connection::begin`] until
+    /// `deadline`; the entry is removed on every exit path.
+    pub(crate) async fn finish(
+        &self,
+        key: RequestKey,
+        rx: oneshot::Receiver<Reply>,
+        deadline: Instant,
+        started: Instant,
+    ) -> Reply {
+        let _guard = PendingGuard::new(&self.endpoint.pending, key);
         match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => Err(self.closed_error()),
             Err(_) => Err(RemotingError::Timeout {
-                opaque,
+                opaque: key.opaque,
                 addr: self.peer.clone(),
                 elapsed: started.elapsed(),
             }),

@@ -9,6 +9,7 @@
 )]
 
 mod consumer;
+mod ordered;
 
 use std::time::Duration;
 

@@ -1,0 +1,308 @@
+//! [`OrderedSender`]: strict per-key order with many sends in flight.
+//!
+//! Every message of a key goes to the key's queue (Java-compatible hash) and gets the next
+//! sequence number of that queue in the [`SEQUENCE_PROPERTY`] property. Up to `window` sends per
+//! queue are written back to back on the queue's connection (the broker stores the sends of one
+//! connection in arrival order). When send *k* fails, the sender waits for the sends written
+//! after it, then writes *k* and everything after it again, in order, so that the log holds every
+//! sequence from *k* on contiguously. The caller sees one outcome per message, in sequence order.
+//!
+//! The guarantee and its limit: messages written after a failed one may be stored twice (once
+//! before the resend, once in it). A consumer keeps order and drops duplicates by accepting, per
+//! queue, only the next expected sequence number; the early copies are then skipped. Consumers
+//! must therefore be idempotent, or track the sequence property.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use mq_client_api::{ClientApiError, Message, MessageQueue, SendResult};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+use tracing::debug;
+
+use crate::error::ProducerError;
+use crate::producer::{Payload, Producer};
+use crate::select::{HashSelector, QueueSelector, SelectArg};
+
+/// The property carrying a message's per-queue sequence number.
+pub const SEQUENCE_PROPERTY: &str = "__MQ_ORDER_SEQ";
+
+type Reply = oneshot::Sender<Result<SendResult, ProducerError>>;
+
+struct Item {
+    msg: Message,
+    reply: Reply,
+}
+
+struct Lane {
+    tx: mpsc::UnboundedSender<Item>,
+}
+
+/// Ordered, pipelined sends to one topic.
+#[derive(Clone)]
+pub struct OrderedSender {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    queues: Vec<MessageQueue>,
+    producer: Producer,
+    topic: String,
+    window: usize,
+    lanes: Mutex<HashMap<MessageQueue, Lane>>,
+    resent: AtomicU64,
+    tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for OrderedSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderedSender")
+            .field("topic", &self.inner.topic)
+            .field("window", &self.inner.window)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OrderedSender {
+    /// A sender of `topic` through a started `producer`, with up to `window` sends in flight per
+    /// queue. Looks the topic's queues up once (creating the topic from TBW102 if the broker
+    /// allows it); the key → queue mapping stays fixed for the sender's life.
+    ///
+    /// # Errors
+    /// As for the route lookup of [`Producer::send`].
+    pub async fn new(
+        producer: Producer,
+        topic: impl Into<String>,
+        window: usize,
+    ) -> Result<Self, ProducerError> {
+        let topic = topic.into();
+        let engine = producer.engine();
+        let instance = engine.running_instance()?;
+        let wrapped = instance.config().wrap(&topic);
+        let info = engine.publish_info(&instance, &wrapped).await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                queues: info.queues.clone(),
+                producer,
+                topic,
+                window: window.max(1),
+                lanes: Mutex::new(HashMap::new()),
+                resent: AtomicU64::new(0),
+                tasks: TaskTracker::new(),
+            }),
+        })
+    }
+
+    /// How many messages were written again after a failure (each may be a duplicate).
+    pub fn resent(&self) -> u64 {
+        self.inner.resent.load(Ordering::Relaxed)
+    }
+
+    /// Queues `msg` for the key's queue now — the order of calls is the order of sequence
+    /// numbers — and returns a future of its outcome. Messages of one key resolve in order.
+    ///
+    /// # Errors
+    /// The future yields what [`Producer::send`] would; a message whose predecessor on the queue
+    /// failed for good yields [`ProducerError::PredecessorFailed`].
+    pub fn send(
+        &self,
+        key: &SelectArg,
+        mut msg: Message,
+    ) -> impl Future<Output = Result<SendResult, ProducerError>> + Send + 'static {
+        msg.topic.clone_from(&self.inner.topic);
+        let (reply, rx) = oneshot::channel();
+        match HashSelector.select(&self.inner.queues, &msg, key) {
+            None => {
+                let _ = reply.send(Err(ProducerError::NoQueueSelected {
+                    topic: self.inner.topic.clone(),
+                }));
+            }
+            Some(mq) => {
+                let mut lanes = self.inner.lanes.lock();
+                let lane = lanes.entry(mq.clone()).or_insert_with(|| {
+                    let (tx, items) = mpsc::unbounded_channel();
+                    let inner = Arc::clone(&self.inner);
+                    self.inner
+                        .tasks
+                        .spawn(lane_worker(inner, mq.clone(), items));
+                    Lane { tx }
+                });
+                if let Err(e) = lane.tx.send(Item { msg, reply }) {
+                    let _ = e.0.reply.send(Err(ProducerError::ShutDown));
+                }
+            }
+        }
+        async move { rx.await.unwrap_or(Err(ProducerError::ShutDown)) }
+    }
+
+    /// Stops taking messages and waits until every queued one has an outcome.
+    pub async fn close(&self) {
+        self.inner.lanes.lock().clear();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+}
+
+struct InFlight {
+    msg: Message,
+    reply: Reply,
+    outcome: oneshot::Receiver<Result<SendResult, ClientApiError>>,
+}
+
+/// Writes `msg` to `mq` now (in call order on the connection) and returns where its outcome
+/// will arrive.
+async fn write(
+    inner: &Inner,
+    mq: &MessageQueue,
+    msg: &Message,
+    timeout: Duration,
+) -> oneshot::Receiver<Result<SendResult, ClientApiError>> {
+    let (tx, rx) = oneshot::channel();
+    let engine = inner.producer.engine();
+    let outcome = async {
+        let instance = engine.running_instance().map_err(|e| e.to_string())?;
+        let addr = instance
+            .broker_master(&mq.broker_name)
+            .ok_or_else(|| format!("no master for {}", mq.broker_name))?;
+        let (request, _) = engine
+            .build_request(&instance, &Payload::Single(msg.clone()), mq)
+            .map_err(|e| e.to_string())?;
+        let tx2 = Arc::new(Mutex::new(Some(tx)));
+        let t = Arc::clone(&tx2);
+        let user_topic = inner.topic.clone();
+        instance
+            .api()
+            .send_with_callback(&addr, request, timeout, move |r| {
+                let r = r.map(|mut r| {
+                    r.message_queue.topic = user_topic;
+                    r
+                });
+                if let Some(tx) = t.lock().take() {
+                    let _ = tx.send(r);
+                }
+            })
+            .await
+            .map_err(|e| {
+                // Not written: report it through the same channel.
+                if let Some(tx) = tx2.lock().take() {
+                    let _ = tx.send(Err(e));
+                }
+                String::new()
+            })
+    };
+    if let Err(reason) = outcome.await
+        && !reason.is_empty()
+    {
+        debug!(queue = %mq, reason, "ordered send not written");
+    }
+    rx
+}
+
+async fn lane_worker(
+    inner: Arc<Inner>,
+    mq: MessageQueue,
+    mut items: mpsc::UnboundedReceiver<Item>,
+) {
+    let timeout = inner.producer.config().send_timeout;
+    let retries = inner.producer.config().retries;
+    let mut seq: u64 = 0;
+    let mut window: VecDeque<InFlight> = VecDeque::new();
+    let mut attempts_of_front = 0u32;
+    let mut front_deadline = Instant::now() + timeout;
+    let mut open = true;
+    loop {
+        // Fill the window, in order.
+        while open && window.len() < inner.window {
+            let next = if window.is_empty() {
+                items.recv().await
+            } else {
+                match items.try_recv() {
+                    Ok(i) => Some(i),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                }
+            };
+            let Some(Item { mut msg, reply }) = next else {
+                open = false;
+                break;
+            };
+            seq += 1;
+            msg.set_property(SEQUENCE_PROPERTY, seq.to_string());
+            if window.is_empty() {
+                attempts_of_front = 0;
+                front_deadline = Instant::now() + timeout;
+            }
+            let outcome = write(&inner, &mq, &msg, timeout).await;
+            window.push_back(InFlight {
+                msg,
+                reply,
+                outcome,
+            });
+        }
+        let Some(front) = window.front_mut() else {
+            if open {
+                continue;
+            }
+            return;
+        };
+        let result = (&mut front.outcome)
+            .await
+            .unwrap_or(Err(ClientApiError::Remoting(
+                mq_remoting::RemotingError::Shutdown,
+            )));
+        match result {
+            Ok(r) => {
+                if let Some(done) = window.pop_front() {
+                    let _ = done.reply.send(Ok(r));
+                }
+                attempts_of_front = 0;
+                front_deadline = Instant::now() + timeout;
+            }
+            Err(e) => {
+                attempts_of_front += 1;
+                // Let every later send finish: each either failed or was stored early.
+                for later in window.iter_mut().skip(1) {
+                    let _ = (&mut later.outcome).await;
+                }
+                if attempts_of_front > retries
+                    || Instant::now() >= front_deadline
+                    || !e.is_retryable()
+                {
+                    // The front failed for good: the ones after it cannot be stored in order.
+                    let mut rest = window.drain(..);
+                    if let Some(failed) = rest.next() {
+                        let _ = failed.reply.send(Err(ProducerError::SendFailed {
+                            topic: inner.topic.clone(),
+                            attempts: attempts_of_front,
+                            brokers: vec![mq.broker_name.clone()],
+                            elapsed: timeout.saturating_sub(
+                                front_deadline.saturating_duration_since(Instant::now()),
+                            ),
+                            source: Box::new(e),
+                        }));
+                    }
+                    for failed in rest {
+                        let _ = failed.reply.send(Err(ProducerError::PredecessorFailed {
+                            topic: inner.topic.clone(),
+                            queue: mq.to_string(),
+                        }));
+                    }
+                    attempts_of_front = 0;
+                    continue;
+                }
+                // Write the failed one and everything after it again, in order.
+                debug!(queue = %mq, cause = %e, pending = window.len(), "resending from the first failed sequence");
+                inner
+                    .resent
+                    .fetch_add(window.len() as u64 - 1, Ordering::Relaxed);
+                for w in window.iter_mut() {
+                    w.outcome = write(&inner, &mq, &w.msg, timeout).await;
+                }
+            }
+        }
+    }
+}
