@@ -348,7 +348,7 @@ impl Producer {
         let deadline = Instant::now() + self.inner.config.send_timeout;
         let engine = Arc::clone(&self.inner);
         // Take the room now; the future keeps it until the send has an outcome.
-        let guard = TryGuard::new(&engine, msg.body.len())?;
+        let guard = engine.try_admit(msg.body.len())?;
         Ok(Box::pin(async move {
             let r = engine
                 .run(
@@ -410,7 +410,7 @@ impl Producer {
             // Room is taken per message before it joins a batch, so the accumulator is bounded
             // too: at once when there is room (the message joins its batch now), otherwise by
             // waiting inside the future, within the deadline.
-            if let Ok(guard) = TryGuard::new(&engine, msg.body.len()) {
+            if let Ok(guard) = engine.try_admit(msg.body.len()) {
                 let rx = crate::batching::enqueue(&engine, batching, msg, deadline);
                 return Box::pin(async move {
                     let r = rx.await.unwrap_or(Err(ProducerError::ShutDown));
@@ -699,57 +699,15 @@ fn stored(r: Option<SendResult>) -> Result<SendResult, ProducerError> {
     r.ok_or(ProducerError::ShutDown)
 }
 
-/// Room held by a `try_send_async` future (owned, so the future can be `'static`).
-struct TryGuard {
+/// Room taken in the in-flight bounds; released (and `flush` woken) when dropped. Owned, so a
+/// `'static` send future can hold it.
+pub(crate) struct Room {
     engine: Arc<Engine>,
     _messages: tokio::sync::OwnedSemaphorePermit,
     _bytes: tokio::sync::OwnedSemaphorePermit,
 }
 
-impl TryGuard {
-    fn new(engine: &Arc<Engine>, bytes: usize) -> Result<Self, ProducerError> {
-        let full = || ProducerError::QueueFull {
-            messages: engine.config.max_in_flight_messages,
-            bytes: engine.config.max_in_flight_bytes,
-        };
-        let messages = Arc::clone(&engine.inflight_messages)
-            .try_acquire_owned()
-            .map_err(|_| full())?;
-        let bytes = Arc::clone(&engine.inflight_bytes)
-            .try_acquire_many_owned(engine.byte_permits(bytes))
-            .map_err(|_| full())?;
-        engine
-            .inflight
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        Ok(Self {
-            engine: Arc::clone(engine),
-            _messages: messages,
-            _bytes: bytes,
-        })
-    }
-}
-
-impl Drop for TryGuard {
-    fn drop(&mut self) {
-        if self
-            .engine
-            .inflight
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
-            == 1
-        {
-            self.engine.idle.notify_waiters();
-        }
-    }
-}
-
-/// Room taken in the in-flight bounds; released (and `flush` woken) when dropped.
-pub(crate) struct Admission<'a> {
-    engine: &'a Engine,
-    _messages: tokio::sync::OwnedSemaphorePermit,
-    _bytes: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl Drop for Admission<'_> {
+impl Drop for Room {
     fn drop(&mut self) {
         if self
             .engine
@@ -779,27 +737,42 @@ impl Engine {
         u32::try_from(bytes.clamp(1, max)).unwrap_or(u32::MAX)
     }
 
-    fn admitted(
-        &self,
+    fn room(
+        self: &Arc<Self>,
         messages: tokio::sync::OwnedSemaphorePermit,
         bytes: tokio::sync::OwnedSemaphorePermit,
-    ) -> Admission<'_> {
+    ) -> Room {
         self.inflight
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        Admission {
-            engine: self,
+        Room {
+            engine: Arc::clone(self),
             _messages: messages,
             _bytes: bytes,
         }
     }
 
+    /// Room for one send of `bytes` now, or [`ProducerError::QueueFull`].
+    pub(crate) fn try_admit(self: &Arc<Self>, bytes: usize) -> Result<Room, ProducerError> {
+        let full = || ProducerError::QueueFull {
+            messages: self.config.max_in_flight_messages,
+            bytes: self.config.max_in_flight_bytes,
+        };
+        let messages = Arc::clone(&self.inflight_messages)
+            .try_acquire_owned()
+            .map_err(|_| full())?;
+        let bytes = Arc::clone(&self.inflight_bytes)
+            .try_acquire_many_owned(self.byte_permits(bytes))
+            .map_err(|_| full())?;
+        Ok(self.room(messages, bytes))
+    }
+
     /// Waits (until `deadline`) for room for one send of `bytes`.
     pub(crate) async fn admit(
-        &self,
+        self: &Arc<Self>,
         topic: &str,
         bytes: usize,
         deadline: Instant,
-    ) -> Result<Admission<'_>, ProducerError> {
+    ) -> Result<Room, ProducerError> {
         let started = Instant::now();
         let timed_out = || ProducerError::DeadlineExceeded {
             topic: topic.to_owned(),
@@ -821,12 +794,12 @@ impl Engine {
         .await
         .map_err(|_| timed_out())?
         .map_err(|_| ProducerError::ShutDown)?;
-        Ok(self.admitted(messages, bytes))
+        Ok(self.room(messages, bytes))
     }
 
     /// The send path with admission: waits for room in the in-flight bounds, then runs.
     pub(crate) async fn send_core(
-        &self,
+        self: &Arc<Self>,
         payload: Payload,
         target: Target<'_>,
         mode: CommunicationMode,
