@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use mq_benches::{raw_echo_run, raw_echo_server};
+use mq_benches::{raw_echo_run, raw_echo_server, spread};
 use mq_broker::FlushMode;
 use mq_client_api::header::SendMessageRequestHeader;
 use mq_client_api::{ClientApi, SendRequest};
@@ -36,24 +36,18 @@ fn send_req() -> SendRequest {
 }
 
 async fn send_many(api: &ClientApi, addr: &str, count: u64) -> Duration {
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..DEPTH as u64 {
-        let n = count / DEPTH as u64 + u64::from(i < count % DEPTH as u64);
+    spread(count, DEPTH, |n| {
         let (api, addr) = (api.clone(), addr.to_owned());
-        tasks.spawn(async move {
+        async move {
             let req = send_req();
             for _ in 0..n {
                 api.send(&addr, &req, Duration::from_secs(30))
                     .await
                     .unwrap();
             }
-        });
-    }
-    while let Some(r) = tasks.join_next().await {
-        r.unwrap();
-    }
-    started.elapsed()
+        }
+    })
+    .await
 }
 
 fn startup(c: &mut Criterion) {

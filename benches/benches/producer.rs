@@ -3,25 +3,22 @@
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use mq_benches::{raw_echo_run, raw_echo_server};
+use mq_benches::{raw_echo_run, raw_echo_server, spread};
 use mq_client_api::Message;
 use mq_client_instance::ClientConfig;
 use mq_producer::{Producer, ProducerConfig};
 use mq_test_support::Cluster;
 
-const DEPTH: u64 = 64;
+const DEPTH: usize = 64;
 const SIZE: usize = 1024;
 
 async fn run(producer: &Producer, count: u64, asynchronous: bool) -> Duration {
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..DEPTH {
-        let n = count / DEPTH + u64::from(i < count % DEPTH);
+    spread(count, DEPTH, |n| {
         let p = producer.clone();
-        tasks.spawn(async move {
+        async move {
             for _ in 0..n {
                 let msg = Message::new("BenchProducer", vec![b'x'; SIZE]);
                 if asynchronous {
@@ -30,12 +27,9 @@ async fn run(producer: &Producer, count: u64, asynchronous: bool) -> Duration {
                     p.send(msg).await.unwrap();
                 }
             }
-        });
-    }
-    while let Some(r) = tasks.join_next().await {
-        r.unwrap();
-    }
-    started.elapsed()
+        }
+    })
+    .await
 }
 
 fn producer(c: &mut Criterion) {
@@ -57,7 +51,7 @@ fn producer(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.measurement_time(Duration::from_secs(5));
     g.bench_function("raw_echo", |b| {
-        b.iter_custom(|iters| rt.block_on(raw_echo_run(echo, SIZE, DEPTH as usize, iters)));
+        b.iter_custom(|iters| rt.block_on(raw_echo_run(echo, SIZE, DEPTH, iters)));
     });
     g.bench_function("sync", |b| {
         b.iter_custom(|iters| rt.block_on(run(&p, iters, false)))

@@ -101,6 +101,25 @@ pub async fn raw_echo_run(
     elapsed
 }
 
+/// Runs `count` operations on `depth` concurrent tasks (`lane(n)` performs `n` of them, one
+/// after another) and returns the time taken.
+pub async fn spread<F, Fut>(count: u64, depth: usize, lane: F) -> Duration
+where
+    F: Fn(u64) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let depth = depth.max(1) as u64;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..depth {
+        tasks.spawn(lane(count / depth + u64::from(i < count % depth)));
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    started.elapsed()
+}
+
 /// An mq-remoting server answering [`ECHO_CODE`] with the request's body.
 pub async fn remoting_echo_server() -> RemotingServer {
     let server = RemotingServer::bind(ServerConfig::default()).await.unwrap();
@@ -129,16 +148,9 @@ pub async fn remoting_run(
 ) -> Duration {
     let body = bytes::Bytes::from(vec![7u8; size]);
     client.connect(addr, Duration::from_secs(5)).await.unwrap();
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    let per_task = count / depth as u64;
-    let extra = count % depth as u64;
-    for i in 0..depth as u64 {
-        let n = per_task + u64::from(i < extra);
-        let client = client.clone();
-        let addr = addr.to_owned();
-        let body = body.clone();
-        tasks.spawn(async move {
+    spread(count, depth, |n| {
+        let (client, addr, body) = (client.clone(), addr.to_owned(), body.clone());
+        async move {
             for _ in 0..n {
                 let req = RemotingCommand::request(ECHO_CODE).with_body(body.clone());
                 let resp = client
@@ -147,10 +159,7 @@ pub async fn remoting_run(
                     .unwrap();
                 assert_eq!(resp.body.len(), body.len());
             }
-        });
-    }
-    while let Some(r) = tasks.join_next().await {
-        r.unwrap();
-    }
-    started.elapsed()
+        }
+    })
+    .await
 }
