@@ -354,6 +354,9 @@ impl Connection {
             }
         };
         debug!(reason, "read loop ended");
+        // No request arrives after this: the ordered worker runs what is queued, then ends (a
+        // drain must not wait on a worker parked on an empty queue).
+        drop(self.ordered.lock().take());
         if reason != "draining" {
             self.shut();
         }
@@ -432,8 +435,9 @@ impl Connection {
             );
             tx
         });
-        // The worker ends only with the connection or the endpoint; a failed send means the
-        // request arrived as the connection closed, and nobody can be answered then anyway.
+        // The worker ends when the read loop drops the sender (after running what is queued),
+        // or with the connection or the endpoint. Only the read loop routes requests, so the
+        // send cannot fail while it runs.
         let _ = tx.send(cmd);
     }
 

@@ -321,3 +321,32 @@ async fn rpc_hooks_can_answer_or_close_before_the_processor() {
         .unwrap();
     assert_eq!(resp.code, sys_code::REQUEST_CODE_NOT_SUPPORTED);
 }
+
+#[tokio::test]
+async fn shutdown_of_an_ordered_server_drains_without_waiting_for_idle_connections() {
+    let server = echo_server().await;
+    server.set_ordered(ECHO);
+    let addr = server.local_addr().to_string();
+    let c = client();
+    // Pipelined ordered requests are answered in order; the connection then stays open, idle.
+    let calls: Vec<_> = (0..16)
+        .map(|i| {
+            let (c, a) = (c.clone(), addr.clone());
+            tokio::spawn(async move {
+                c.invoke(
+                    &a,
+                    RemotingCommand::request(ECHO).with_remark(i.to_string()),
+                    LONG,
+                )
+                .await
+            })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap().code, sys_code::SUCCESS);
+    }
+    // The idle connection's ordered worker must not hold the drain until the grace runs out.
+    let report = server.shutdown(Duration::from_secs(10)).await;
+    assert!(report.completed, "{report:?}");
+    assert_eq!(report.unfinished_tasks, 0);
+}
