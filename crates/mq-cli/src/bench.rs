@@ -356,9 +356,7 @@ pub(crate) async fn consume(args: BenchArgs) -> Result<(), String> {
     consumer
         .start(Arc::new(
             move |msgs: &[MessageExt], _ctx: &mut ConsumeContext| {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64);
+                let now = mq_client_api::wire_time::now_millis();
                 for m in msgs {
                     let ms = u64::try_from((now - m.born_timestamp).max(0)).unwrap_or(0);
                     s.record(Duration::from_millis(ms), 1);

@@ -15,6 +15,7 @@
 //! * [`body`] — JSON bodies and the fastjson-tolerant reader.
 //! * [`message`] — [`Message`], properties, sysFlag, compression, records, ids, batches.
 //! * [`validate`] — topic, group and message checks; Java `String.hashCode`.
+//! * [`wire_time`] — `SystemTime` to and from the wire's epoch milliseconds.
 //! * [`api`] — [`ClientApi`] and its results.
 //! * [`error`] — [`ClientApiError`].
 //!
@@ -40,6 +41,7 @@ pub mod error;
 pub mod header;
 pub mod message;
 pub mod validate;
+pub mod wire_time;
 
 #[doc(hidden)]
 pub mod fuzz_oracle;

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use mq_client_api::body::{MessageModel, SubscriptionData};
 use mq_client_api::validate::{java_hash, validate_group};
@@ -218,9 +218,7 @@ pub fn subscription(topic: &str, expression: &str) -> SubscriptionData {
         sub_string: if all { "*".to_owned() } else { expr.to_owned() },
         tags_set,
         code_set,
-        sub_version: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64),
+        sub_version: mq_client_api::wire_time::now_millis(),
         expression_type: "TAG".to_owned(),
     }
 }

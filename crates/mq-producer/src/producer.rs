@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use mq_client_api::body::TopicRouteData;
@@ -153,12 +153,6 @@ impl ProducerMember for Member {
             }
         }
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Producer {
@@ -989,7 +983,7 @@ impl Engine {
         header.default_topic = self.config.create_topic_key.clone();
         header.default_topic_queue_nums = self.config.default_topic_queue_nums;
         header.queue_id = mq.queue_id;
-        header.born_timestamp = now_ms();
+        header.born_timestamp = mq_client_api::wire_time::now_millis();
         Ok((
             SendRequest {
                 header,

@@ -124,10 +124,9 @@ pub struct LatencyFaultTolerance {
 impl LatencyFaultTolerance {
     /// How long a broker is avoided after a send that took `latency`.
     pub fn not_available_duration(latency: Duration) -> Duration {
-        let ms = latency.as_millis() as u64;
         (0..LATENCY_MAX_MS.len())
             .rev()
-            .find(|&i| ms >= LATENCY_MAX_MS[i])
+            .find(|&i| latency >= Duration::from_millis(LATENCY_MAX_MS[i]))
             .map_or(Duration::ZERO, |i| {
                 Duration::from_millis(NOT_AVAILABLE_MS[i])
             })

@@ -12,7 +12,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use mq_client_api::message::{MessageExt, encode_record, property};
@@ -484,9 +484,4 @@ async fn flush_once(shared: &Arc<Shared>) -> io::Result<()> {
     Ok(())
 }
 
-/// Milliseconds since the epoch.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub(crate) use mq_client_api::wire_time::now_millis as now_ms;

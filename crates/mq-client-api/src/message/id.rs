@@ -3,9 +3,11 @@
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
+
+use crate::wire_time;
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
@@ -91,9 +93,20 @@ pub struct UniqueIdParts {
     /// Per-process random value (Java: class-loader hash).
     pub random: i32,
     /// Milliseconds since the start of the month the id was made in.
-    pub millis_in_month: i32,
+    ///
+    /// An unsigned 32-bit value: a 31-day month holds 2 678 400 000 ms, more than `i32::MAX`.
+    /// Java writes the same bits through an `(int)` cast, so from the 25th day on Java reads it
+    /// back as a negative number; the bits on the wire agree.
+    pub millis_in_month: u32,
     /// Per-process counter.
     pub counter: u16,
+}
+
+impl UniqueIdParts {
+    /// The time since the start of the month the id was made in.
+    pub fn since_month_start(&self) -> Duration {
+        Duration::from_millis(u64::from(self.millis_in_month))
+    }
 }
 
 /// Parses a client unique id (32 hex characters for IPv4, 56 for IPv6).
@@ -112,54 +125,62 @@ pub fn parse_unique_id(id: &str) -> Result<UniqueIdParts, IdError> {
         ip: b[..ip_len].to_vec(),
         pid: u16::from_be_bytes([r[0], r[1]]),
         random: i32::from_be_bytes([r[2], r[3], r[4], r[5]]),
-        millis_in_month: i32::from_be_bytes([r[6], r[7], r[8], r[9]]),
+        millis_in_month: u32::from_be_bytes([r[6], r[7], r[8], r[9]]),
         counter: u16::from_be_bytes([r[10], r[11]]),
     })
 }
 
-/// Makes client unique ids: `ip(4|16) pid(2) random(4) msSinceMonthStart(4) counter(2)`.
+/// Makes client unique ids: `ip(4|16) pid(2) random(4) msSinceMonthStart(u32) counter(2)`.
 ///
 /// The month is taken in UTC (Java uses the local zone; peers treat the field as opaque).
 #[derive(Debug)]
 pub struct UniqueIdGenerator {
     prefix: String,
     counter: AtomicU16,
-    month_start_ms: Mutex<(i64, i64)>,
+    /// The month `[start, end)` of the last id, in epoch milliseconds.
+    month: Mutex<(i64, i64)>,
 }
 
 impl UniqueIdGenerator {
-    /// A generator whose ids carry `ip` (the configured client address). Without one, 4 bytes
-    /// of the current time stand in, as Java does when it finds no address; nothing is probed.
+    /// A generator whose ids carry `ip` (the configured client address). Without one, the low
+    /// 4 bytes of the current epoch milliseconds stand in, as Java does when it finds no
+    /// address; nothing is probed.
     pub fn new(ip: Option<IpAddr>) -> Self {
         let mut prefix_bytes = match ip {
             Some(IpAddr::V4(v4)) => v4.octets().to_vec(),
             Some(IpAddr::V6(v6)) => v6.octets().to_vec(),
-            None => (now_ms() as i32).to_be_bytes().to_vec(),
+            None => wire_time::now_millis().to_be_bytes()[4..].to_vec(),
         };
-        prefix_bytes.extend_from_slice(&((std::process::id() & 0xFFFF) as u16).to_be_bytes());
+        prefix_bytes.extend_from_slice(&(std::process::id() & 0xFFFF).to_be_bytes()[2..]);
         prefix_bytes.extend_from_slice(&fastrand::i32(..).to_be_bytes());
         Self {
             prefix: to_hex(&prefix_bytes),
             counter: AtomicU16::new(fastrand::u16(..)),
-            month_start_ms: Mutex::new((0, 0)),
+            month: Mutex::new((0, 0)),
         }
     }
 
     /// A fresh id.
     pub fn next_id(&self) -> String {
-        let now = now_ms();
+        self.next_id_at(SystemTime::now())
+    }
+
+    /// A fresh id made at `now` (the clock is a parameter so that month edges can be tested).
+    pub fn next_id_at(&self, now: SystemTime) -> String {
+        let now = wire_time::to_millis(now);
         let start = {
-            let mut m = self.month_start_ms.lock();
+            let mut m = self.month.lock();
             if now >= m.1 || now < m.0 {
                 *m = month_bounds(now);
             }
             m.0
         };
-        let diff = (now - start).max(0) as i32;
+        // At most 31 days (2 678 399 999 ms) after the month's start: always fits 32 bits.
+        let since_start = u32::try_from(now - start).unwrap_or(u32::MAX);
         let counter = self.counter.fetch_add(1, Ordering::Relaxed);
         let mut id = String::with_capacity(self.prefix.len() + 12);
         id.push_str(&self.prefix);
-        for b in diff
+        for b in since_start
             .to_be_bytes()
             .iter()
             .chain(counter.to_be_bytes().iter())
@@ -169,12 +190,6 @@ impl UniqueIdGenerator {
         }
         id
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Start and end (ms since the epoch, UTC) of the month containing `ms`.
@@ -214,6 +229,8 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 mod tests {
     use proptest::prelude::*;
 
+    use std::time::UNIX_EPOCH;
+
     use super::*;
 
     #[test]
@@ -230,11 +247,18 @@ mod tests {
         assert!(decode_offset_msg_id("ZZ00000100002A9F0000000000001234").is_err());
     }
 
+    /// 2026-01-31T23:59:59.999Z, the last millisecond of a 31-day month.
+    const JAN_LAST_MS: u64 = 1_769_903_999_999;
+
+    fn at(ms: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(ms)
+    }
+
     #[test]
     fn unique_ids_share_a_prefix_and_differ() {
         let g = UniqueIdGenerator::new(Some("10.0.0.5".parse().unwrap()));
-        let a = g.next_id();
-        let b = g.next_id();
+        let a = g.next_id_at(at(JAN_LAST_MS - 86_400_000));
+        let b = g.next_id_at(at(JAN_LAST_MS - 86_400_000));
         assert_eq!(a.len(), 32);
         assert_ne!(a, b);
         assert_eq!(a[..20], b[..20]);
@@ -245,7 +269,46 @@ mod tests {
             parse_unique_id(&b).unwrap().counter,
             p.counter.wrapping_add(1)
         );
-        assert!(p.millis_in_month >= 0 && i64::from(p.millis_in_month) < 31 * 86_400_000);
+        assert_eq!(
+            p.since_month_start(),
+            Duration::from_millis(30 * 86_400_000 - 1)
+        );
+    }
+
+    #[test]
+    fn the_month_field_holds_the_last_millisecond_of_a_31_day_month() {
+        let g = UniqueIdGenerator::new(None);
+        let last = parse_unique_id(&g.next_id_at(at(JAN_LAST_MS))).unwrap();
+        // 31 days less 1 ms: past i32::MAX, read back whole.
+        assert_eq!(last.millis_in_month, 2_678_399_999);
+        assert!(last.millis_in_month > i32::MAX as u32);
+        assert_eq!(
+            last.since_month_start(),
+            Duration::from_millis(31 * 86_400_000 - 1)
+        );
+        // Java's (int) cast writes the same four bytes.
+        assert_eq!(
+            &g.next_id_at(at(JAN_LAST_MS))[20..28],
+            format!("{:08X}", (2_678_399_999u32 as i32) as u32)
+        );
+    }
+
+    #[test]
+    fn the_month_field_restarts_across_a_month_boundary_and_back() {
+        let g = UniqueIdGenerator::new(Some("127.0.0.1".parse().unwrap()));
+        let field = |ms| {
+            parse_unique_id(&g.next_id_at(at(ms)))
+                .unwrap()
+                .millis_in_month
+        };
+        assert_eq!(field(JAN_LAST_MS), 2_678_399_999);
+        // 2026-02-01T00:00:00.000Z and .001
+        assert_eq!(field(JAN_LAST_MS + 1), 0);
+        assert_eq!(field(JAN_LAST_MS + 2), 1);
+        // A clock stepped back into January recomputes January's start.
+        assert_eq!(field(JAN_LAST_MS - 999), 2_678_399_000);
+        // The end of a 28-day February.
+        assert_eq!(field(JAN_LAST_MS + 28 * 86_400_000), 28 * 86_400_000 - 1);
     }
 
     #[test]
