@@ -282,6 +282,19 @@ impl Broker {
         self.core.register_all().await;
     }
 
+    /// Stops at once, as `kill -9` would: no unregistration, no drain, no final flush. Every
+    /// connection closes (so the name server drops this broker as it does for a dead one) and
+    /// the port refuses connections. What reached the store's files stays; recover it by
+    /// starting a broker on the same directory.
+    pub async fn kill(&self) {
+        let core = &self.core.0;
+        core.token.cancel();
+        self.server.abort();
+        let _ = core.api.remoting().shutdown(Duration::ZERO).await;
+        core.tasks.close();
+        core.tasks.wait().await;
+    }
+
     /// Shuts down: unregisters from the name servers, drains requests for up to `grace`,
     /// persists offsets and flushes the store.
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {

@@ -1,5 +1,7 @@
 //! [`InstanceError`].
 
+use std::time::Duration;
+
 use mq_client_api::ClientApiError;
 
 use crate::config::ConfigError;
@@ -21,6 +23,14 @@ pub enum InstanceError {
     /// Caller: no name server address is configured.
     #[error("no name server address, please set it")]
     NoNameServer,
+    /// Transport: the name server did not answer within the caller's time.
+    #[error("name server {addr} did not answer within {waited:?}")]
+    NameServerTimeout {
+        /// The name server asked (all configured ones, `;`-separated, when none was chosen yet).
+        addr: String,
+        /// How long the caller waited.
+        waited: Duration,
+    },
     /// Transport or peer: the RPC failed.
     #[error(transparent)]
     Api(#[from] ClientApiError),

@@ -6,6 +6,8 @@ use std::fmt;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use mq_client_api::body::{ConsumerData, HeartbeatData, MASTER_ID, ProducerData, TopicRouteData};
 use mq_client_api::header::{
     CheckTransactionStateRequestHeader, CommandHeader, NotifyConsumerIdsChangedRequestHeader,
@@ -219,23 +221,31 @@ impl ClientInstance {
         );
         self.tasks.spawn(
             async move {
-                let start = tokio::time::Instant::now();
+                let start = Instant::now();
                 let mut routes =
                     tokio::time::interval_at(start + Duration::from_millis(10), routes_every);
                 let mut heartbeat =
                     tokio::time::interval_at(start + Duration::from_secs(1), heartbeat_every);
                 loop {
-                    tokio::select! {
+                    let refresh_routes = tokio::select! {
                         () = token.cancelled() => break,
-                        _ = routes.tick() => {
-                            let Some(me) = weak.upgrade() else { break };
+                        _ = routes.tick() => true,
+                        _ = heartbeat.tick() => false,
+                    };
+                    let Some(me) = weak.upgrade() else { break };
+                    // A shutdown does not wait for a name server or broker that stopped
+                    // answering: the work in progress is dropped with its requests.
+                    let work = async {
+                        if refresh_routes {
                             me.refresh_all_routes().await;
-                        }
-                        _ = heartbeat.tick() => {
-                            let Some(me) = weak.upgrade() else { break };
+                        } else {
                             me.clean_offline_brokers();
                             me.heartbeat_all().await;
                         }
+                    };
+                    tokio::select! {
+                        () = token.cancelled() => break,
+                        () = work => {}
                     }
                 }
             }
@@ -271,19 +281,23 @@ impl ClientInstance {
         Ok(())
     }
 
-    /// Removes a producer group and tells every known broker (UNREGISTER_CLIENT). When no member
-    /// is left the instance shuts down and leaves the [`ClientManager`].
-    pub async fn unregister_producer(&self, group: &str) {
+    /// Removes a producer group and tells every known broker (UNREGISTER_CLIENT, to all at
+    /// once). When no member is left the instance shuts down and leaves the [`ClientManager`].
+    /// Everything ends within `timeout`: a broker that has not answered by then is left to
+    /// notice the closed connection.
+    pub async fn unregister_producer(&self, group: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
         self.producers.write().remove(group);
-        self.unregister_client(Some(group), None).await;
-        self.shutdown_if_unused().await;
+        self.unregister_client(Some(group), None, deadline).await;
+        self.shutdown_if_unused(deadline).await;
     }
 
     /// Removes a consumer group, like [`ClientInstance::unregister_producer`].
-    pub async fn unregister_consumer(&self, group: &str) {
+    pub async fn unregister_consumer(&self, group: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
         self.consumers.write().remove(group);
-        self.unregister_client(None, Some(group)).await;
-        self.shutdown_if_unused().await;
+        self.unregister_client(None, Some(group), deadline).await;
+        self.shutdown_if_unused(deadline).await;
     }
 
     /// Whether any producer or consumer is registered.
@@ -291,32 +305,46 @@ impl ClientInstance {
         !self.producers.read().is_empty() || !self.consumers.read().is_empty()
     }
 
-    async fn unregister_client(&self, producer: Option<&str>, consumer: Option<&str>) {
+    async fn unregister_client(
+        &self,
+        producer: Option<&str>,
+        consumer: Option<&str>,
+        deadline: Instant,
+    ) {
         let header = UnregisterClientRequestHeader {
             client_id: self.client_id.clone(),
             producer_group: producer.map(str::to_owned),
             consumer_group: consumer.map(str::to_owned),
         };
-        for addr in self.all_broker_addrs() {
-            if let Err(e) = self
-                .api
-                .unregister_client(&addr, &header, self.config.request_timeout)
-                .await
-            {
-                debug!(broker = %addr, cause = %e, "unregister client failed");
+        let timeout = deadline
+            .saturating_duration_since(Instant::now())
+            .min(self.config.request_timeout);
+        let calls = self.all_broker_addrs().into_iter().map(|addr| {
+            let header = &header;
+            async move {
+                if let Err(e) = self.api.unregister_client(&addr, header, timeout).await {
+                    debug!(broker = %addr, cause = %e, "unregister client failed");
+                }
             }
-        }
+        });
+        futures_util::future::join_all(calls).await;
     }
 
-    async fn shutdown_if_unused(&self) {
+    async fn shutdown_if_unused(&self, deadline: Instant) {
         if !self.has_members() {
-            self.shutdown().await;
+            self.shutdown_by(deadline).await;
             ClientManager::global().remove(&self.client_id);
         }
     }
 
-    /// Stops the scheduled tasks and closes every connection. Idempotent.
+    /// Stops the scheduled tasks and closes every connection, giving requests in flight up to
+    /// the request timeout. Idempotent.
     pub async fn shutdown(&self) {
+        self.shutdown_by(Instant::now() + self.config.request_timeout)
+            .await;
+    }
+
+    async fn shutdown_by(&self, deadline: Instant) {
         if self.state.get() == ServiceState::ShutdownAlready {
             return;
         }
@@ -324,7 +352,8 @@ impl ClientInstance {
         self.token.cancel();
         self.tasks.close();
         self.tasks.wait().await;
-        let _ = self.api.remoting().shutdown(Duration::from_secs(3)).await;
+        let grace = deadline.saturating_duration_since(Instant::now());
+        let _ = self.api.remoting().shutdown(grace).await;
         info!(client_id = %self.client_id, "client instance shut down");
     }
 
@@ -336,21 +365,63 @@ impl ClientInstance {
     }
 
     /// Fetches the route of `topic` from the name servers, caches it and tells the members.
+    /// Everything, waiting for another lookup in progress included, ends within `timeout`.
     ///
     /// # Errors
-    /// [`InstanceError::NoNameServer`] when none is configured; the API error otherwise (a
-    /// TOPIC_NOT_EXIST broker error when the name server knows no route).
-    pub async fn update_route(&self, topic: &str) -> Result<TopicRouteData, InstanceError> {
+    /// [`InstanceError::NoNameServer`] when none is configured;
+    /// [`InstanceError::NameServerTimeout`] when the name server did not answer in time; the
+    /// API error otherwise (a TOPIC_NOT_EXIST broker error when the name server knows no route).
+    pub async fn update_route(
+        &self,
+        topic: &str,
+        timeout: Duration,
+    ) -> Result<TopicRouteData, InstanceError> {
+        let route = self.fetch_route(topic, timeout).await?;
+        self.store_route(topic, route.clone());
+        Ok(route)
+    }
+
+    /// One route lookup under the route lock, within `timeout`.
+    async fn fetch_route(
+        &self,
+        topic: &str,
+        timeout: Duration,
+    ) -> Result<TopicRouteData, InstanceError> {
         if self.config.name_servers.is_empty() {
             return Err(InstanceError::NoNameServer);
         }
-        let _guard = self.route_lock.lock().await;
-        let route = self
-            .api
-            .topic_route(topic, self.config.request_timeout)
-            .await?;
-        self.store_route(topic, route.clone());
-        Ok(route)
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let silent = |waited| InstanceError::NameServerTimeout {
+            addr: self
+                .api
+                .remoting()
+                .name_servers()
+                .chosen()
+                .unwrap_or_else(|| self.config.name_servers.join(";")),
+            waited,
+        };
+        // Another lookup may hold the lock while its name server is silent: wait no longer
+        // than this caller's time.
+        let Ok(_guard) = tokio::time::timeout_at(deadline, self.route_lock.lock()).await else {
+            return Err(silent(started.elapsed()));
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(silent(started.elapsed()));
+        }
+        self.api
+            .topic_route(topic, left)
+            .await
+            .map_err(|e| match e {
+                ClientApiError::Remoting(mq_remoting::RemotingError::Timeout { addr, .. }) => {
+                    InstanceError::NameServerTimeout {
+                        addr,
+                        waited: started.elapsed(),
+                    }
+                }
+                other => other.into(),
+            })
     }
 
     /// Builds a route for a topic the name server does not know yet from the route of
@@ -364,15 +435,9 @@ impl ClientInstance {
         topic: &str,
         template: &str,
         queue_nums: i32,
+        timeout: Duration,
     ) -> Result<TopicRouteData, InstanceError> {
-        if self.config.name_servers.is_empty() {
-            return Err(InstanceError::NoNameServer);
-        }
-        let _guard = self.route_lock.lock().await;
-        let mut route = self
-            .api
-            .topic_route(template, self.config.request_timeout)
-            .await?;
+        let mut route = self.fetch_route(template, timeout).await?;
         for q in &mut route.queue_datas {
             let n = queue_nums.min(q.read_queue_nums);
             q.read_queue_nums = n;
@@ -403,9 +468,13 @@ impl ClientInstance {
             for addr in new_addrs {
                 let (api, data, timeout) =
                     (self.api.clone(), data.clone(), self.config.request_timeout);
+                let token = self.token.clone();
                 self.tasks.spawn(async move {
-                    if let Err(e) = api.heartbeat(&addr, &data, timeout).await {
-                        debug!(broker = %addr, cause = %e, "first heartbeat failed");
+                    tokio::select! {
+                        () = token.cancelled() => {}
+                        r = api.heartbeat(&addr, &data, timeout) => if let Err(e) = r {
+                            debug!(broker = %addr, cause = %e, "first heartbeat failed");
+                        }
                     }
                 });
             }
@@ -435,7 +504,7 @@ impl ClientInstance {
         topics.sort();
         topics.dedup();
         for topic in topics {
-            if let Err(e) = self.update_route(&topic).await {
+            if let Err(e) = self.update_route(&topic, self.config.request_timeout).await {
                 debug!(topic, cause = %e, "route refresh failed");
             }
         }
@@ -528,16 +597,21 @@ impl ClientInstance {
                     .collect::<Vec<_>>()
             })
             .collect();
-        for addr in targets {
-            match self
-                .api
-                .heartbeat(&addr, &data, self.config.request_timeout)
-                .await
-            {
-                Ok(_) => debug!(broker = %addr, "heartbeat sent"),
-                Err(e) => warn!(broker = %addr, cause = %e, "heartbeat failed"),
+        // All at once: a broker that stopped answering does not delay the others' heartbeats.
+        let calls = targets.into_iter().map(|addr| {
+            let data = &data;
+            async move {
+                match self
+                    .api
+                    .heartbeat(&addr, data, self.config.request_timeout)
+                    .await
+                {
+                    Ok(_) => debug!(broker = %addr, "heartbeat sent"),
+                    Err(e) => warn!(broker = %addr, cause = %e, "heartbeat failed"),
+                }
             }
-        }
+        });
+        futures_util::future::join_all(calls).await;
     }
 
     /// Heartbeats one broker now (used right after a route first names it).
@@ -663,7 +737,7 @@ mod tests {
     async fn no_name_server_is_a_typed_error() {
         let i = ClientInstance::new(ClientConfig::default()).unwrap();
         assert!(matches!(
-            i.update_route("T").await,
+            i.update_route("T", Duration::from_secs(3)).await,
             Err(InstanceError::NoNameServer)
         ));
     }

@@ -23,7 +23,7 @@
 //!
 //! let instance = ClientManager::global().get_or_create(&ClientConfig::new("127.0.0.1:9876"))?;
 //! instance.start()?;
-//! let route = instance.update_route("TopicTest").await?;
+//! let route = instance.update_route("TopicTest", std::time::Duration::from_secs(3)).await?;
 //! println!("{} queue datas", route.queue_datas.len());
 //! # Ok(()) }
 //! ```

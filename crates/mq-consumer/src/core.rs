@@ -19,6 +19,7 @@ use mq_client_instance::{
 };
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, warn};
@@ -294,13 +295,20 @@ impl Core {
         self.state
             .transition(ServiceState::StartFailed, ServiceState::Running)
             .map_err(|s| ConsumerError::State(s.found))?;
-        // Learn the brokers, say hello, then take our share.
+        // Learn the brokers, say hello, then take our share, all within one request timeout: a
+        // name server or broker that does not answer delays the start by no more than that
+        // (the background rebalance takes over what did not finish).
+        let deadline = Instant::now() + instance.config().request_timeout;
         let topics: Vec<String> = self.subscriptions.read().keys().cloned().collect();
-        for topic in topics {
-            let _ = instance.update_route(&topic).await;
-        }
-        instance.heartbeat_all().await;
-        self.rebalance().await;
+        let lookups = topics
+            .iter()
+            .map(|topic| instance.update_route(topic, left(deadline)));
+        let _ = tokio::time::timeout_at(deadline, async {
+            futures_util::future::join_all(lookups).await;
+            instance.heartbeat_all().await;
+            self.rebalance(left(deadline)).await;
+        })
+        .await;
         self.spawn_background();
         info!(group = %group, client_id = %instance.client_id(), "consumer started");
         Ok(())
@@ -321,16 +329,31 @@ impl Core {
                 retry.tick().await;
                 loop {
                     let Some(core) = weak.upgrade() else { break };
+                    let rebalance_now = core.rebalance_now.notified();
+                    let persist_now = tokio::select! {
+                        () = token.cancelled() => break,
+                        _ = rebalance.tick() => false,
+                        () = rebalance_now => false,
+                        _ = persist.tick() => true,
+                        _ = retry.tick() => {
+                            if !core.incomplete.load(Ordering::Relaxed) {
+                                continue;
+                            }
+                            false
+                        }
+                    };
+                    let timeout = core.config.client.request_timeout;
+                    // Shutdown does not wait for a peer that stopped answering (it persists the
+                    // offsets itself).
                     tokio::select! {
                         () = token.cancelled() => break,
-                        _ = rebalance.tick() => core.rebalance().await,
-                        () = core.rebalance_now.notified() => core.rebalance().await,
-                        _ = persist.tick() => core.persist_offsets().await,
-                        _ = retry.tick() => {
-                            if core.incomplete.load(Ordering::Relaxed) {
-                                core.rebalance().await;
+                        () = async {
+                            if persist_now {
+                                core.persist_offsets().await;
+                            } else {
+                                core.rebalance(timeout).await;
                             }
-                        }
+                        } => {}
                     }
                 }
             }
@@ -346,7 +369,8 @@ impl Core {
     }
 
     /// Recomputes this member's queues for every subscription and starts or stops fetchers.
-    pub(crate) async fn rebalance(self: &Arc<Self>) {
+    /// Takes this consumer's share of the queues; each route lookup gets `timeout`.
+    pub(crate) async fn rebalance(self: &Arc<Self>, timeout: Duration) {
         let Ok(instance) = self.instance() else {
             return;
         };
@@ -358,7 +382,7 @@ impl Core {
                 let mut all = Vec::new();
                 let mut incomplete = false;
                 for topic in topics {
-                    match self.share_of(&instance, &topic).await {
+                    match self.share_of(&instance, &topic, timeout).await {
                         Ok(q) => all.extend(q),
                         Err(e) => {
                             incomplete = true;
@@ -463,8 +487,9 @@ impl Core {
         &self,
         instance: &ClientInstance,
         topic: &str,
+        timeout: Duration,
     ) -> Result<Vec<MessageQueue>, ConsumerError> {
-        let route = instance.update_route(topic).await?;
+        let route = instance.update_route(topic, timeout).await?;
         let mut mqs = Vec::new();
         for q in &route.queue_datas {
             if perm::is_readable(q.perm) {
@@ -552,7 +577,9 @@ impl Core {
                 return;
             }
             let Some(addr) = instance.broker_master(&mq.broker_name) else {
-                let _ = instance.update_route(&mq.topic).await;
+                let _ = instance
+                    .update_route(&mq.topic, instance.config().request_timeout)
+                    .await;
                 tokio::select! {
                     () = pq.dropped.cancelled() => return,
                     () = tokio::time::sleep(backoff) => continue,
@@ -657,7 +684,9 @@ impl Core {
         });
     }
 
-    /// Stops fetching, persists offsets, leaves the instance.
+    /// Stops fetching, persists offsets, leaves the instance, all within one request timeout
+    /// (offsets a broker did not take by then are lost to it; the consumer that takes the
+    /// queue next starts from the last offset the broker has).
     pub(crate) async fn shutdown(&self) {
         if self
             .state
@@ -670,17 +699,21 @@ impl Core {
         self.token.cancel();
         self.tasks.close();
         self.tasks.wait().await;
-        self.persist_offsets().await;
-        if self.orderly.load(Ordering::Relaxed)
-            && let Ok(instance) = self.instance()
-        {
-            let held: Vec<MessageQueue> = self.queues.lock().keys().cloned().collect();
-            self.lock_queues(&instance, &held, false).await;
-        }
+        let deadline = Instant::now() + self.config.client.request_timeout;
+        let _ = tokio::time::timeout_at(deadline, async {
+            self.persist_offsets().await;
+            if self.orderly.load(Ordering::Relaxed)
+                && let Ok(instance) = self.instance()
+            {
+                let held: Vec<MessageQueue> = self.queues.lock().keys().cloned().collect();
+                self.lock_queues(&instance, &held, false).await;
+            }
+        })
+        .await;
         let instance = self.instance.write().take();
         if let Some(instance) = instance {
             let group = self.group.read().clone();
-            instance.unregister_consumer(&group).await;
+            instance.unregister_consumer(&group, left(deadline)).await;
         }
         info!(group = %self.config.group, "consumer shut down");
     }
@@ -698,4 +731,9 @@ pub(crate) fn restore_retry_topic(group: &str, msg: &mut MessageExt) {
     {
         msg.message.topic = original;
     }
+}
+
+/// The time left until `deadline` (zero once it has passed).
+fn left(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
 }

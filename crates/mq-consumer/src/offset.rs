@@ -102,7 +102,7 @@ impl RemoteOffsetStore {
         if let Some(a) = self.instance.broker_master(&mq.broker_name) {
             return Ok(a);
         }
-        self.instance.update_route(&mq.topic).await?;
+        self.instance.update_route(&mq.topic, self.timeout).await?;
         self.instance
             .broker_master(&mq.broker_name)
             .ok_or_else(|| ConsumerError::BrokerNotFound(mq.broker_name.clone()))

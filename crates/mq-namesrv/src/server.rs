@@ -148,6 +148,11 @@ impl NameServer {
         self.server.local_addr()
     }
 
+    /// Adds a hook that sees every request before its processor (auditing, fault injection).
+    pub fn add_rpc_hook(&self, hook: Arc<dyn mq_remoting::RpcHook>) {
+        self.server.add_rpc_hook(hook);
+    }
+
     /// The route tables.
     pub fn routes(&self) -> &RouteInfoManager {
         &self.state.0.routes

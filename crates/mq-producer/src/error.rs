@@ -53,6 +53,18 @@ pub enum ProducerError {
         /// The template topic tried next.
         template: String,
     },
+    /// Transport: the route could not be looked up in time (e.g. the name server did not
+    /// answer within the time left); nothing was sent.
+    #[error("cannot look up the route of topic {topic} (after {elapsed:?}): {source}")]
+    RouteLookup {
+        /// The topic.
+        topic: String,
+        /// Time since the call.
+        elapsed: Duration,
+        /// What failed: [`InstanceError::NameServerTimeout`] names the silent name server.
+        #[source]
+        source: InstanceError,
+    },
     /// Every attempt failed; `source` is the last attempt's error.
     #[error(
         "send to {topic} failed after {attempts} attempt(s) on {brokers:?} in {elapsed:?}: {source}"

@@ -83,7 +83,8 @@ impl OrderedSender {
         let engine = producer.engine();
         let instance = engine.running_instance()?;
         let wrapped = instance.config().wrap(&topic);
-        let info = engine.publish_info(&instance, &wrapped).await?;
+        let deadline = Instant::now() + engine.config.send_timeout;
+        let info = engine.publish_info(&instance, &wrapped, deadline).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 queues: info.queues.clone(),

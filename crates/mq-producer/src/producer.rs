@@ -239,9 +239,11 @@ impl Producer {
         e.config.validate()?;
         let instance = ClientManager::global().get_or_create(&e.config.client)?;
         let group = instance.config().wrap(&e.config.group);
-        instance.register_producer(Arc::new(Member(Arc::downgrade(e), group)))?;
+        instance.register_producer(Arc::new(Member(Arc::downgrade(e), group.clone())))?;
         if let Err(err) = instance.start() {
-            instance.unregister_producer(&e.config.group).await;
+            instance
+                .unregister_producer(&group, e.config.send_timeout)
+                .await;
             return Err(err.into());
         }
         *e.instance.write() = Some(Arc::clone(&instance));
@@ -274,7 +276,8 @@ impl Producer {
             e.state.force(ServiceState::ShutdownAlready);
             return 0;
         }
-        let cut_short = match self.wait_idle(Instant::now() + grace).await {
+        let deadline = Instant::now() + grace;
+        let cut_short = match self.wait_idle(deadline).await {
             Ok(()) => 0,
             Err(in_flight) => {
                 e.abort.cancel();
@@ -286,7 +289,8 @@ impl Producer {
         let instance = e.instance.write().take();
         if let Some(instance) = instance {
             let group = instance.config().wrap(&e.config.group);
-            instance.unregister_producer(&group).await;
+            // Unregistration gets what is left of the grace: the whole shutdown ends by then.
+            instance.unregister_producer(&group, left(deadline)).await;
         }
         info!(group = %e.config.group, cut_short, "producer shut down");
         cut_short
@@ -562,8 +566,9 @@ impl Producer {
         queues: i32,
     ) -> Result<(), ProducerError> {
         validate_topic(topic)?;
+        let deadline = Instant::now() + self.inner.config.send_timeout;
         let instance = self.inner.running_instance()?;
-        let route = instance.update_route(key).await?;
+        let route = instance.update_route(key, left(deadline)).await?;
         let header = CreateTopicRequestHeader {
             topic: instance.config().wrap(topic),
             default_topic: key.to_owned(),
@@ -574,22 +579,23 @@ impl Producer {
             topic_sys_flag: Some(0),
             order: false,
         };
-        for b in &route.broker_datas {
-            if let Some(addr) = b.master_addr() {
-                instance
-                    .api()
-                    .create_topic(addr, &header, self.inner.config.send_timeout)
-                    .await
-                    .map_err(InstanceError::from)?;
-            }
+        let calls = route
+            .broker_datas
+            .iter()
+            .filter_map(|b| b.master_addr())
+            .map(|addr| instance.api().create_topic(addr, &header, left(deadline)));
+        for r in futures_util::future::join_all(calls).await {
+            r.map_err(InstanceError::from)?;
         }
         Ok(())
     }
 
-    /// The instance, the master address of `mq`'s broker, and `mq` with the namespace applied.
+    /// The instance, the master address of `mq`'s broker, and `mq` with the namespace applied;
+    /// a route lookup, when needed, ends by `deadline`.
     async fn queue_broker(
         &self,
         mq: &MessageQueue,
+        deadline: Instant,
     ) -> Result<(Arc<ClientInstance>, String, MessageQueue), ProducerError> {
         let instance = self.inner.running_instance()?;
         let wrapped = MessageQueue::new(
@@ -598,7 +604,9 @@ impl Producer {
             mq.queue_id,
         );
         if instance.broker_master(&mq.broker_name).is_none() {
-            instance.update_route(&wrapped.topic).await?;
+            instance
+                .update_route(&wrapped.topic, left(deadline))
+                .await?;
         }
         let addr =
             instance
@@ -616,9 +624,10 @@ impl Producer {
     /// # Errors
     /// Route and broker errors.
     pub async fn max_offset(&self, mq: &MessageQueue) -> Result<i64, ProducerError> {
-        let (i, addr, mq) = self.queue_broker(mq).await?;
+        let deadline = Instant::now() + self.inner.config.send_timeout;
+        let (i, addr, mq) = self.queue_broker(mq, deadline).await?;
         Ok(i.api()
-            .max_offset(&addr, &mq, self.inner.config.send_timeout)
+            .max_offset(&addr, &mq, left(deadline))
             .await
             .map_err(InstanceError::from)?)
     }
@@ -628,9 +637,10 @@ impl Producer {
     /// # Errors
     /// Route and broker errors.
     pub async fn min_offset(&self, mq: &MessageQueue) -> Result<i64, ProducerError> {
-        let (i, addr, mq) = self.queue_broker(mq).await?;
+        let deadline = Instant::now() + self.inner.config.send_timeout;
+        let (i, addr, mq) = self.queue_broker(mq, deadline).await?;
         Ok(i.api()
-            .min_offset(&addr, &mq, self.inner.config.send_timeout)
+            .min_offset(&addr, &mq, left(deadline))
             .await
             .map_err(InstanceError::from)?)
     }
@@ -644,10 +654,10 @@ impl Producer {
         mq: &MessageQueue,
         timestamp_ms: i64,
     ) -> Result<i64, ProducerError> {
-        let (i, addr, mq) = self.queue_broker(mq).await?;
-        let timeout = self.inner.config.send_timeout;
+        let deadline = Instant::now() + self.inner.config.send_timeout;
+        let (i, addr, mq) = self.queue_broker(mq, deadline).await?;
         Ok(i.api()
-            .search_offset(&addr, &mq, timestamp_ms, timeout)
+            .search_offset(&addr, &mq, timestamp_ms, left(deadline))
             .await
             .map_err(InstanceError::from)?)
     }
@@ -657,10 +667,10 @@ impl Producer {
     /// # Errors
     /// Route and broker errors.
     pub async fn earliest_msg_store_time(&self, mq: &MessageQueue) -> Result<i64, ProducerError> {
-        let (i, addr, mq) = self.queue_broker(mq).await?;
-        let timeout = self.inner.config.send_timeout;
+        let deadline = Instant::now() + self.inner.config.send_timeout;
+        let (i, addr, mq) = self.queue_broker(mq, deadline).await?;
         Ok(i.api()
-            .earliest_msg_store_time(&addr, &mq, timeout)
+            .earliest_msg_store_time(&addr, &mq, left(deadline))
             .await
             .map_err(InstanceError::from)?)
     }
@@ -684,6 +694,11 @@ impl Producer {
             .await
             .map_err(InstanceError::from)?)
     }
+}
+
+/// The time left until `deadline` (zero once it has passed).
+pub(crate) fn left(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
 }
 
 /// The result of a send that waits for the broker. `send_core` returns `Ok(None)` only in
@@ -868,47 +883,69 @@ impl Engine {
         })
     }
 
-    /// The publish queues of `topic`, fetching the route (or the TBW102 template) when needed.
+    /// The publish queues of `topic`, fetching the route (or the TBW102 template) when needed,
+    /// all by `deadline`.
+    ///
+    /// A name server that does not answer is never taken for a topic that does not exist: the
+    /// lookup moves on to the next name server while time is left, and otherwise fails with
+    /// [`ProducerError::RouteLookup`] naming it. Only TOPIC_NOT_EXIST leads to the template.
     pub(crate) async fn publish_info(
         &self,
         instance: &ClientInstance,
         topic: &str,
+        deadline: Instant,
     ) -> Result<Arc<TopicPublishInfo>, ProducerError> {
         if let Some(info) = self.publish.read().get(topic).filter(|i| i.ok()) {
             return Ok(Arc::clone(info));
         }
-        let route = match instance.update_route(topic).await {
-            Ok(r) => Some(r),
-            Err(InstanceError::NoNameServer) => return Err(ProducerError::NoNameServer),
-            Err(InstanceError::Api(e))
-                if e.response_code() == Some(ResponseCode::TOPIC_NOT_EXIST) =>
-            {
-                None
-            }
-            Err(e) => {
-                debug!(topic, cause = %e, "route lookup failed");
-                None
+        let started = Instant::now();
+        let user_topic = instance.config().unwrap_name(topic).to_owned();
+        let failed = |source: InstanceError| ProducerError::RouteLookup {
+            topic: user_topic.clone(),
+            elapsed: started.elapsed(),
+            source,
+        };
+        let no_route = || ProducerError::NoRoute {
+            topic: user_topic.clone(),
+            name_servers: instance.config().name_servers.clone(),
+            template: self.config.create_topic_key.clone(),
+        };
+        let mut tries = instance.config().name_servers.len().max(1);
+        let route = loop {
+            tries -= 1;
+            match instance.update_route(topic, left(deadline)).await {
+                Ok(r) => break Some(r),
+                Err(InstanceError::NoNameServer) => return Err(ProducerError::NoNameServer),
+                Err(e) if topic_not_exist(&e) => break None,
+                // The failed name server is forgotten: the next try asks another one.
+                Err(e) if tries > 0 && !left(deadline).is_zero() => {
+                    debug!(topic, cause = %e, "route lookup failed; asking the next name server");
+                }
+                Err(e) => return Err(failed(e)),
             }
         };
         let route = match route {
-            Some(r) => Some(r),
+            Some(r) => r,
             None => instance
                 .update_route_from_template(
                     topic,
                     &self.config.create_topic_key,
                     self.config.default_topic_queue_nums,
+                    left(deadline),
                 )
                 .await
-                .ok(),
+                .map_err(|e| {
+                    if topic_not_exist(&e) {
+                        no_route()
+                    } else {
+                        failed(e)
+                    }
+                })?,
         };
-        let info = route
-            .map(|r| Arc::new(TopicPublishInfo::from_route(topic, &r)))
-            .filter(|i| i.ok())
-            .ok_or_else(|| ProducerError::NoRoute {
-                topic: instance.config().unwrap_name(topic).to_owned(),
-                name_servers: instance.config().name_servers.clone(),
-                template: self.config.create_topic_key.clone(),
-            })?;
+        let info = Arc::new(TopicPublishInfo::from_route(topic, &route));
+        if !info.ok() {
+            return Err(no_route());
+        }
         self.publish
             .write()
             .insert(topic.to_owned(), Arc::clone(&info));
@@ -1015,7 +1052,7 @@ impl Engine {
         }
         let user_topic = payload.topic().to_owned();
         let topic = instance.config().wrap(&user_topic);
-        let info = self.publish_info(&instance, &topic).await?;
+        let info = self.publish_info(&instance, &topic, deadline).await?;
         let max_attempts = match (&target, mode) {
             (Target::Auto, CommunicationMode::Sync) => 1 + self.config.retries,
             (Target::Auto, CommunicationMode::Async) => 1 + self.config.retries_async,
@@ -1060,7 +1097,7 @@ impl Engine {
             let addr = match instance.broker_master(&mq.broker_name) {
                 Some(a) => a,
                 None => {
-                    let _ = instance.update_route(&topic).await;
+                    let _ = instance.update_route(&topic, left(deadline)).await;
                     match instance.broker_master(&mq.broker_name) {
                         Some(a) => a,
                         None => {
@@ -1136,7 +1173,7 @@ impl Engine {
                 Err(e) => {
                     let retry = matches!(target, Target::Auto) && e.is_retryable();
                     if e.response_code() == Some(ResponseCode::TOPIC_NOT_EXIST) {
-                        let _ = instance.update_route(&topic).await;
+                        let _ = instance.update_route(&topic, left(deadline)).await;
                     }
                     debug!(topic = %user_topic, broker = %mq.broker_name, attempt = attempts, cause = %e, retry, "send attempt failed");
                     if !retry {
@@ -1175,4 +1212,9 @@ impl Engine {
             }),
         }
     }
+}
+
+/// Whether a route lookup failed because the name server knows no such topic.
+fn topic_not_exist(e: &InstanceError) -> bool {
+    matches!(e, InstanceError::Api(a) if a.response_code() == Some(ResponseCode::TOPIC_NOT_EXIST))
 }

@@ -77,6 +77,8 @@ impl ClusterBuilder {
     pub async fn start(self) -> std::io::Result<Cluster> {
         let dir = tempfile::tempdir()?;
         let namesrv = NameServer::start(NamesrvConfig::default()).await?;
+        let namesrv_faults = FaultInjector::default();
+        namesrv.add_rpc_hook(Arc::new(namesrv_faults.clone()));
         let ns_addr = namesrv.local_addr().to_string();
         let mut brokers = Vec::with_capacity(self.brokers);
         for i in 0..self.brokers {
@@ -97,6 +99,7 @@ impl ClusterBuilder {
         }
         Ok(Cluster {
             namesrv,
+            namesrv_faults,
             brokers,
             _dir: dir,
         })
@@ -108,6 +111,7 @@ impl ClusterBuilder {
 #[derive(Debug)]
 pub struct Cluster {
     namesrv: NameServer,
+    namesrv_faults: FaultInjector,
     brokers: Vec<(Broker, FaultInjector)>,
     _dir: TempDir,
 }
@@ -126,6 +130,11 @@ impl Cluster {
     /// The name server.
     pub fn namesrv(&self) -> &NameServer {
         &self.namesrv
+    }
+
+    /// The name server's fault injector.
+    pub fn namesrv_faults(&self) -> &FaultInjector {
+        &self.namesrv_faults
     }
 
     /// Broker `i`.
@@ -166,8 +175,16 @@ impl Cluster {
         let _ = self.brokers[i].0.shutdown(Duration::from_secs(5)).await;
     }
 
+    /// Kills broker `i` as `kill -9` would (see `Broker::kill`): no unregistration, its
+    /// connections close and its port refuses connections.
+    pub async fn kill_broker(&self, i: usize) {
+        self.brokers[i].1.clear();
+        self.brokers[i].0.kill().await;
+    }
+
     /// Shuts everything down: brokers first, then the name server.
     pub async fn shutdown(self) {
+        self.namesrv_faults.clear();
         for (broker, faults) in &self.brokers {
             faults.clear();
             let _ = broker.shutdown(Duration::from_secs(5)).await;

@@ -88,7 +88,10 @@ async fn scheduled_heartbeats_register_members_and_notifications_reach_them() {
     first
         .register_producer(Arc::new(Producer("pg", ptx)))
         .unwrap();
-    first.update_route("TBW102").await.unwrap();
+    first
+        .update_route("TBW102", Duration::from_secs(3))
+        .await
+        .unwrap();
     first.start().unwrap();
     changed
         .recv()
@@ -105,13 +108,18 @@ async fn scheduled_heartbeats_register_members_and_notifications_reach_them() {
     second
         .register_consumer(Arc::new(Consumer(mpsc::unbounded_channel().0)))
         .unwrap();
-    second.update_route("TBW102").await.unwrap();
+    second
+        .update_route("TBW102", Duration::from_secs(3))
+        .await
+        .unwrap();
     second.heartbeat_all().await;
     changed
         .recv()
         .await
         .expect("the first member hears of the second");
-    second.unregister_consumer("cg").await;
+    second
+        .unregister_consumer("cg", Duration::from_secs(3))
+        .await;
     changed.recv().await.expect("and of its leaving");
     first.shutdown().await;
     cluster.shutdown().await;
@@ -128,7 +136,9 @@ async fn transaction_checks_reach_the_owning_producer() {
     let (tx, mut checks) = mpsc::unbounded_channel();
     inst.register_producer(Arc::new(Producer("tpg", tx)))
         .unwrap();
-    inst.update_route("TBW102").await.unwrap();
+    inst.update_route("TBW102", Duration::from_secs(3))
+        .await
+        .unwrap();
     inst.start().unwrap();
     inst.heartbeat_all().await;
     let mut half = Message::new("TxTopic", Bytes::from_static(b"half"));

@@ -20,7 +20,7 @@ use mq_client_api::{
     ClientApiError, Message, MessageQueue, PullStatus, RequestCode, ResponseCode, SendResult,
     SendStatus,
 };
-use mq_client_instance::{ClientConfig, ServiceState};
+use mq_client_instance::{ClientConfig, InstanceError, ServiceState};
 use mq_producer::{
     HashSelector, Producer, ProducerConfig, ProducerError, SelectArg, SendContext, SendHook,
 };
@@ -407,6 +407,9 @@ async fn a_stalled_broker_fails_the_send_by_its_deadline() {
 async fn sends_continue_on_the_survivor_when_a_broker_dies() {
     let cluster = Cluster::builder().brokers(2).start().await.unwrap();
     let p = started(&cluster, "survive").await;
+    // On both brokers before the first send: auto-creation through TBW102 would put the topic
+    // on whichever broker took the first send only, and there would be no failover to test.
+    p.create_topic("TBW102", "Survive", 4).await.unwrap();
     let mut by_broker = std::collections::HashMap::<String, u32>::new();
     for i in 0..40 {
         if i == 20 {
@@ -729,5 +732,268 @@ async fn backpressure_flush_and_shutdown_account_for_every_send() {
     }
     assert_eq!(ended, 4, "every callback ran");
     cluster.faults(0).clear();
+    cluster.shutdown().await;
+}
+
+/// A cluster whose name server answers no route lookup, and a started producer with `deadline`.
+async fn with_a_silent_name_server(group: &str, deadline: Duration) -> (Cluster, Producer) {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let p = Producer::new(config(&cluster, group).with_send_timeout(deadline));
+    p.start().await.unwrap();
+    cluster
+        .namesrv_faults()
+        .inject(RequestCode::GET_ROUTEINFO_BY_TOPIC.0, Fault::Stall);
+    (cluster, p)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_send_fails_within_its_deadline_naming_a_silent_name_server() {
+    let deadline = Duration::from_millis(500);
+    let (cluster, p) = with_a_silent_name_server("silent-ns", deadline).await;
+    let started = tokio::time::Instant::now();
+    let e = p.send(Message::new("Silent", "x")).await.unwrap_err();
+    // Paused time: the clock moves only to the next timer, so this is the send's own bound
+    // (before, the lookup and the TBW102 fallback each waited 3 s).
+    assert!(
+        started.elapsed() <= deadline,
+        "took {:?}",
+        started.elapsed()
+    );
+    match &e {
+        ProducerError::RouteLookup {
+            topic,
+            source: InstanceError::NameServerTimeout { addr, .. },
+            ..
+        } => {
+            assert_eq!(topic, "Silent");
+            assert_eq!(addr, &cluster.namesrv_addr());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        e.to_string().contains(&format!(
+            "name server {} did not answer",
+            cluster.namesrv_addr()
+        )),
+        "{e}"
+    );
+    assert!(!e.possibly_delivered());
+    assert_eq!(
+        cluster
+            .namesrv_faults()
+            .hits(RequestCode::GET_ROUTEINFO_BY_TOPIC.0),
+        1
+    );
+
+    // The name server answers again: the next send finds the route and is stored.
+    cluster.namesrv_faults().clear();
+    let r = p.send(Message::new("Silent", "y")).await.unwrap();
+    assert_eq!(r.status, SendStatus::SendOk);
+    let shutdown_started = tokio::time::Instant::now();
+    p.shutdown().await;
+    assert!(shutdown_started.elapsed() <= deadline);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn admin_calls_end_within_their_deadline_when_the_name_server_is_silent() {
+    let deadline = Duration::from_millis(300);
+    let (cluster, p) = with_a_silent_name_server("silent-admin", deadline).await;
+    let started = tokio::time::Instant::now();
+    let e = p.create_topic("TBW102", "Admin", 2).await.unwrap_err();
+    assert!(
+        started.elapsed() <= deadline,
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(
+            e,
+            ProducerError::Instance(InstanceError::NameServerTimeout { .. })
+        ),
+        "{e:?}"
+    );
+    let started = tokio::time::Instant::now();
+    let e = p
+        .max_offset(&MessageQueue::new("Admin", "broker-a", 0))
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() <= deadline,
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(e.to_string().contains("did not answer"), "{e}");
+    cluster.namesrv_faults().clear();
+    p.shutdown().await;
+    cluster.shutdown().await;
+}
+
+/// What one sync send of the steady load saw.
+struct Outcome {
+    after_fault: bool,
+    elapsed: Duration,
+    result: Result<SendResult, ProducerError>,
+}
+
+/// 8 senders × 60 sync sends to a topic on both brokers; once 120 are acknowledged, `fault`
+/// strikes broker-b. Checks that every send ended within `deadline`; returns the outcomes.
+async fn steady_load_with_a_fault(
+    cluster: &Cluster,
+    p: &Producer,
+    deadline: Duration,
+    fault: impl AsyncFnOnce(&Cluster),
+) -> Vec<Outcome> {
+    const SENDERS: usize = 8;
+    const PER_SENDER: usize = 60;
+    p.create_topic("TBW102", "Steady", 4).await.unwrap();
+    let acked = Arc::new(AtomicU32::new(0));
+    let enough = Arc::new(tokio::sync::Notify::new());
+    // Set once the fault is in place. (Paused time cannot order events: the clock moves only
+    // to the next timer.)
+    let struck = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for t in 0..SENDERS {
+        let (p, acked, enough) = (p.clone(), Arc::clone(&acked), Arc::clone(&enough));
+        let struck = Arc::clone(&struck);
+        senders.push(tokio::spawn(async move {
+            let mut seen = Vec::with_capacity(PER_SENDER);
+            for i in 0..PER_SENDER {
+                let after_fault = struck.load(Ordering::SeqCst);
+                let started = tokio::time::Instant::now();
+                let result = p.send(Message::new("Steady", format!("{t}-{i}"))).await;
+                if result.is_ok() && acked.fetch_add(1, Ordering::SeqCst) + 1 == 120 {
+                    enough.notify_one();
+                }
+                seen.push(Outcome {
+                    after_fault,
+                    elapsed: started.elapsed(),
+                    result,
+                });
+            }
+            seen
+        }));
+    }
+    enough.notified().await;
+    fault(cluster).await;
+    struck.store(true, Ordering::SeqCst);
+    let mut outcomes = Vec::new();
+    for s in senders {
+        outcomes.extend(s.await.unwrap());
+    }
+    assert_eq!(outcomes.len(), SENDERS * PER_SENDER);
+    // Every send has an outcome within its own deadline, failed or not.
+    for o in &outcomes {
+        assert!(
+            o.elapsed <= deadline,
+            "took {:?}: {:?}",
+            o.elapsed,
+            o.result
+        );
+    }
+    outcomes
+}
+
+fn acked_on(outcomes: &[Outcome], broker: &str) -> usize {
+    outcomes
+        .iter()
+        .filter(|o| matches!(&o.result, Ok(r) if r.message_queue.broker_name == broker))
+        .count()
+}
+
+/// Messages stored in broker-a's queues of the steady-load topic.
+async fn stored_on_a(p: &Producer) -> usize {
+    let mut stored = 0;
+    for q in 0..4 {
+        stored += p
+            .max_offset(&MessageQueue::new("Steady", "broker-a", q))
+            .await
+            .unwrap();
+    }
+    usize::try_from(stored).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_broker_killed_under_steady_sync_load_fails_over_and_reports_within_deadlines() {
+    let cluster = Cluster::builder().brokers(2).start().await.unwrap();
+    let deadline = Duration::from_secs(1);
+    let p = Producer::new(config(&cluster, "kill").with_send_timeout(deadline));
+    p.start().await.unwrap();
+    let outcomes =
+        steady_load_with_a_fault(&cluster, &p, deadline, async |c| c.kill_broker(1).await).await;
+    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+    eprintln!(
+        "kill: {} acked on broker-a, {} on broker-b, {failed} failed",
+        acked_on(&outcomes, "broker-a"),
+        acked_on(&outcomes, "broker-b"),
+    );
+    assert!(
+        acked_on(&outcomes, "broker-b") > 0,
+        "both brokers served before the kill"
+    );
+    // Sends made after the kill all move to the survivor, and they succeed: connection refused
+    // is retried on the other broker.
+    let after: Vec<&Outcome> = outcomes.iter().filter(|o| o.after_fault).collect();
+    assert!(after.len() >= 8, "the load went on after the kill");
+    for o in &after {
+        match &o.result {
+            Ok(r) => assert_eq!(r.message_queue.broker_name, "broker-a"),
+            Err(e) => panic!("a send after the kill failed: {e}"),
+        }
+    }
+    // What broker-a acknowledged is there.
+    assert!(stored_on_a(&p).await >= acked_on(&outcomes, "broker-a"));
+    p.shutdown().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_broker_stalled_under_steady_sync_load_fails_sends_by_their_deadline_then_is_avoided() {
+    let cluster = Cluster::builder().brokers(2).start().await.unwrap();
+    let deadline = Duration::from_secs(1);
+    let p = Producer::new(
+        config(&cluster, "stall-load")
+            .with_send_timeout(deadline)
+            .with_latency_fault_tolerance(true),
+    );
+    p.start().await.unwrap();
+    // As SIGSTOP would: broker-b keeps its connections and answers nothing.
+    let outcomes = steady_load_with_a_fault(&cluster, &p, deadline, async |c| {
+        c.faults(1)
+            .inject(RequestCode::SEND_MESSAGE_V2.0, Fault::Stall);
+    })
+    .await;
+    let failed: Vec<&ProducerError> = outcomes
+        .iter()
+        .filter_map(|o| o.result.as_ref().err())
+        .collect();
+    eprintln!(
+        "stall: {} acked on broker-a, {} on broker-b, {} failed",
+        acked_on(&outcomes, "broker-a"),
+        acked_on(&outcomes, "broker-b"),
+        failed.len()
+    );
+    // A send stalled on broker-b spends its whole deadline there: it fails, reported as a
+    // timeout that may have stored the message.
+    assert!(!failed.is_empty());
+    for e in &failed {
+        assert!(
+            matches!(e, ProducerError::SendFailed { source, .. }
+                if matches!(**source, ClientApiError::Remoting(RemotingError::Timeout { .. })))
+                || matches!(e, ProducerError::DeadlineExceeded { .. }),
+            "{e:?}"
+        );
+        assert!(e.possibly_delivered());
+    }
+    // Fault tolerance then keeps sends away from broker-b: no more than one stalled send per
+    // sender, and the rest of the load is stored on broker-a.
+    assert!(failed.len() <= 8, "{} failed", failed.len());
+    assert_eq!(
+        acked_on(&outcomes, "broker-a") + acked_on(&outcomes, "broker-b") + failed.len(),
+        outcomes.len()
+    );
+    assert!(stored_on_a(&p).await >= acked_on(&outcomes, "broker-a"));
+    cluster.faults(1).clear();
+    p.shutdown().await;
     cluster.shutdown().await;
 }

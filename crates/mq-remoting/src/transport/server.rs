@@ -209,6 +209,16 @@ impl RemotingServer {
     }
 }
 
+impl RemotingServer {
+    /// Stops at once, as a crashed process would: the listener closes (new connections are
+    /// refused), every connection closes, requests in progress get no response.
+    pub fn abort(&self) {
+        self.accept_token.cancel();
+        self.endpoint.drain.cancel();
+        self.endpoint.token.cancel();
+    }
+}
+
 impl Drop for RemotingServer {
     fn drop(&mut self) {
         // Only cancellation here; the tasks notice and end on their own.
