@@ -1,7 +1,7 @@
 //! The project's one task runner (`cargo xtask <task>`); not a library layer.
 //!
 //! Tasks: `ci` (fmt, clippy, layers, conventions, tests, docs), `check-layers`, `fuzz-smoke`,
-//! `bench`.
+//! `bench`, `soak-tests N` (every integration-test binary N times in a row).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -41,9 +41,10 @@ fn main() -> ExitCode {
         "check-conventions" => check_conventions(),
         "fuzz-smoke" => fuzz_smoke(rest),
         "bench" => bench(rest),
+        "soak-tests" => soak_tests(rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|check-layers|check-conventions|fuzz-smoke [secs]|bench>"
+                "usage: cargo xtask <ci|check-layers|check-conventions|fuzz-smoke [secs]|bench|soak-tests [runs]>"
             );
             return ExitCode::from(2);
         }
@@ -156,6 +157,101 @@ fn check_layers() -> Result {
             "dependency edges outside the layer table:\n  {}",
             violations.join("\n  ")
         ))
+    }
+}
+
+/// Builds every integration-test binary (`tests/it`) once, then runs each `runs` times in a row
+/// (default 20), stopping at nothing: the report lists every binary that failed and how often.
+/// A test that fails one run in twenty is a bug, never a retry.
+fn soak_tests(args: &[String]) -> Result {
+    let runs: u32 = match args.first() {
+        Some(n) => n.parse().map_err(|_| format!("runs must be a number, not {n:?}"))?,
+        None => 20,
+    };
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "test",
+            "--workspace",
+            "--tests",
+            "--locked",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .current_dir(root())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !out.status.success() {
+        return Err("building the test binaries failed".into());
+    }
+    let mut binaries = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let is_it = msg["target"]["kind"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|k| k == "test"));
+        if let (true, Some(exe), Some(pkg)) = (
+            is_it,
+            msg["executable"].as_str(),
+            msg["package_id"].as_str(),
+        ) {
+            // `path+file:///…/crates/NAME#VERSION`: tests run in their package's directory,
+            // as under `cargo test`.
+            let dir = pkg
+                .split_once("file://")
+                .map_or(pkg, |(_, rest)| rest)
+                .split('#')
+                .next()
+                .unwrap_or(pkg);
+            let dir = PathBuf::from(dir);
+            let name = dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or(pkg)
+                .to_owned();
+            binaries.push((name, dir, PathBuf::from(exe)));
+        }
+    }
+    if binaries.is_empty() {
+        return Err("found no integration-test binary".into());
+    }
+    let mut failures = Vec::new();
+    for (name, dir, exe) in &binaries {
+        let started = Instant::now();
+        let mut failed = 0;
+        for run in 1..=runs {
+            let out = Command::new(exe)
+                .current_dir(dir)
+                .env("RUST_BACKTRACE", "0")
+                .output()
+                .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+            if !out.status.success() {
+                failed += 1;
+                let text = String::from_utf8_lossy(&out.stdout);
+                let failing: Vec<&str> = text
+                    .lines()
+                    .filter(|l| l.starts_with("test ") && l.ends_with("FAILED"))
+                    .collect();
+                eprintln!("  {name}: run {run} failed: {failing:?}");
+            }
+        }
+        eprintln!(
+            "soak-tests: {name} ({}) {}/{runs} green in {:.1}s",
+            exe.file_name().and_then(|f| f.to_str()).unwrap_or("?"),
+            runs - failed,
+            started.elapsed().as_secs_f64()
+        );
+        if failed > 0 {
+            failures.push(format!("{name}: {failed}/{runs} runs failed"));
+        }
+    }
+    if failures.is_empty() {
+        eprintln!("soak-tests: every binary green {runs} runs in a row");
+        Ok(())
+    } else {
+        Err(failures.join("; "))
     }
 }
 

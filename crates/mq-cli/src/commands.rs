@@ -2,13 +2,15 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use mq_client_api::Message;
 use mq_client_instance::ClientConfig;
 use mq_consumer::{ConsumeFrom, ConsumerConfig, PullConsumer};
 use mq_producer::{Producer, ProducerConfig};
 use mq_remoting::{ClientConfig as RemotingConfig, RemotingClient};
 
-const T: Duration = Duration::from_secs(5);
+use crate::Target;
 
 fn api(namesrv: &str) -> mq_client_api::ClientApi {
     let remoting = RemotingClient::new(RemotingConfig::default());
@@ -18,13 +20,21 @@ fn api(namesrv: &str) -> mq_client_api::ClientApi {
     mq_client_api::ClientApi::new(remoting, mq_client_api::ApiConfig::default())
 }
 
-fn client(namesrv: &str, role: &str) -> ClientConfig {
-    ClientConfig::new(namesrv).with_instance_name(format!("mq-cli-{role}-{}", std::process::id()))
+fn client(target: &Target, role: &str) -> ClientConfig {
+    let mut config = ClientConfig::new(&target.namesrv)
+        .with_instance_name(format!("mq-cli-{role}-{}", std::process::id()));
+    config.request_timeout = target.timeout;
+    config
+}
+
+/// The time left until `deadline`.
+fn left(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
 }
 
 /// `mq send`: sends `count` copies of `body` (numbered when count > 1) and prints each result.
 pub(crate) async fn send(
-    namesrv: &str,
+    target: &Target,
     topic: &str,
     body: &str,
     tag: Option<&str>,
@@ -32,7 +42,9 @@ pub(crate) async fn send(
     count: usize,
 ) -> Result<(), String> {
     let producer = Producer::new(
-        ProducerConfig::new("mq_cli_producer", namesrv).with_client(client(namesrv, "send")),
+        ProducerConfig::new("mq_cli_producer", &target.namesrv)
+            .with_client(client(target, "send"))
+            .with_send_timeout(target.timeout),
     );
     producer.start().await.map_err(|e| e.to_string())?;
     let mut result = Ok(());
@@ -71,7 +83,7 @@ pub(crate) async fn send(
 
 /// `mq consume`: pulls and prints messages until `count` arrived or `wait` passes without any.
 pub(crate) async fn consume(
-    namesrv: &str,
+    target: &Target,
     topic: &str,
     group: &str,
     expression: &str,
@@ -79,8 +91,8 @@ pub(crate) async fn consume(
     wait: Duration,
     from_first: bool,
 ) -> Result<(), String> {
-    let config = ConsumerConfig::new(group, namesrv)
-        .with_client(client(namesrv, "consume"))
+    let config = ConsumerConfig::new(group, &target.namesrv)
+        .with_client(client(target, "consume"))
         .with_consume_from(if from_first {
             ConsumeFrom::FirstOffset
         } else {
@@ -116,9 +128,9 @@ pub(crate) async fn consume(
 }
 
 /// `mq route`: prints a topic's route as JSON.
-pub(crate) async fn route(namesrv: &str, topic: &str) -> Result<(), String> {
-    let route = api(namesrv)
-        .topic_route(topic, T)
+pub(crate) async fn route(target: &Target, topic: &str) -> Result<(), String> {
+    let route = api(&target.namesrv)
+        .topic_route(topic, target.timeout)
         .await
         .map_err(|e| e.to_string())?;
     println!(
@@ -129,9 +141,9 @@ pub(crate) async fn route(namesrv: &str, topic: &str) -> Result<(), String> {
 }
 
 /// `mq topic list`.
-pub(crate) async fn topic_list(namesrv: &str) -> Result<(), String> {
-    for t in api(namesrv)
-        .topic_list(T)
+pub(crate) async fn topic_list(target: &Target) -> Result<(), String> {
+    for t in api(&target.namesrv)
+        .topic_list(target.timeout)
         .await
         .map_err(|e| e.to_string())?
     {
@@ -141,10 +153,14 @@ pub(crate) async fn topic_list(namesrv: &str) -> Result<(), String> {
 }
 
 /// `mq topic create`: creates the topic on every master broker of the cluster.
-pub(crate) async fn topic_create(namesrv: &str, topic: &str, queues: i32) -> Result<(), String> {
+pub(crate) async fn topic_create(target: &Target, topic: &str, queues: i32) -> Result<(), String> {
     mq_client_api::validate::validate_topic(topic).map_err(|e| e.to_string())?;
-    let api = api(namesrv);
-    let info = api.cluster_info(T).await.map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + target.timeout;
+    let api = api(&target.namesrv);
+    let info = api
+        .cluster_info(left(deadline))
+        .await
+        .map_err(|e| e.to_string())?;
     let header = mq_client_api::header::CreateTopicRequestHeader {
         topic: topic.to_owned(),
         default_topic: "TBW102".into(),
@@ -158,7 +174,7 @@ pub(crate) async fn topic_create(namesrv: &str, topic: &str, queues: i32) -> Res
     let mut created = 0;
     for b in info.broker_addr_table.values() {
         if let Some(addr) = b.master_addr() {
-            api.create_topic(addr, &header, T)
+            api.create_topic(addr, &header, left(deadline))
                 .await
                 .map_err(|e| e.to_string())?;
             println!(
@@ -175,9 +191,9 @@ pub(crate) async fn topic_create(namesrv: &str, topic: &str, queues: i32) -> Res
 }
 
 /// `mq cluster`: brokers by cluster.
-pub(crate) async fn cluster(namesrv: &str) -> Result<(), String> {
-    let info = api(namesrv)
-        .cluster_info(T)
+pub(crate) async fn cluster(target: &Target) -> Result<(), String> {
+    let info = api(&target.namesrv)
+        .cluster_info(target.timeout)
         .await
         .map_err(|e| e.to_string())?;
     println!("{:<20} {:<20} {:>4} address", "cluster", "broker", "id");

@@ -114,10 +114,13 @@ enum BenchCommand {
 }
 
 #[derive(Debug, clap::Args)]
-struct Target {
+pub(crate) struct Target {
     /// Name servers, `host:port;host:port` (default: `mq serve`'s).
     #[arg(long, default_value = "127.0.0.1:9876")]
-    namesrv: String,
+    pub(crate) namesrv: String,
+    /// Deadline of each call, route lookups and retries included (e.g. `500ms`, `3s`).
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub(crate) timeout: Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -206,7 +209,7 @@ fn main() -> ExitCode {
                 count,
             } => {
                 commands::send(
-                    &target.namesrv,
+                    &target,
                     &topic,
                     &body,
                     tag.as_deref(),
@@ -225,7 +228,7 @@ fn main() -> ExitCode {
                 from_first,
             } => {
                 commands::consume(
-                    &target.namesrv,
+                    &target,
                     &topic,
                     &group,
                     &tags,
@@ -235,7 +238,7 @@ fn main() -> ExitCode {
                 )
                 .await
             }
-            Command::Route { target, topic } => commands::route(&target.namesrv, &topic).await,
+            Command::Route { target, topic } => commands::route(&target, &topic).await,
             Command::Topic {
                 action:
                     TopicAction::Create {
@@ -243,11 +246,11 @@ fn main() -> ExitCode {
                         topic,
                         queues,
                     },
-            } => commands::topic_create(&target.namesrv, &topic, queues).await,
+            } => commands::topic_create(&target, &topic, queues).await,
             Command::Topic {
                 action: TopicAction::List { target },
-            } => commands::topic_list(&target.namesrv).await,
-            Command::Cluster { target } => commands::cluster(&target.namesrv).await,
+            } => commands::topic_list(&target).await,
+            Command::Cluster { target } => commands::cluster(&target).await,
             Command::Bench {
                 which: BenchCommand::Produce { args, mode },
             } => bench::produce(args, mode).await,

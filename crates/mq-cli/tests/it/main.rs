@@ -334,3 +334,45 @@ fn bench_json_reports_sane_numbers_and_a_plot() {
     let (ok, _, err) = mq(&["bench", "produce", "--mode", "sideways"]);
     assert!(!ok && err.contains("invalid value 'sideways'"));
 }
+
+/// Sends SIGSTOP or SIGCONT to the server process.
+fn signal(server: &Server, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &server.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+#[test]
+fn send_against_a_stopped_server_ends_by_its_timeout_naming_the_name_server() {
+    let store = tempfile::tempdir().unwrap();
+    let server = serve(store.path());
+    let ns = server.namesrv.clone();
+    // The process is alive and its sockets accept, but nothing answers.
+    signal(&server, "-STOP");
+    let started = std::time::Instant::now();
+    let (ok, _, err) = mq(&[
+        "send",
+        "--namesrv",
+        &ns,
+        "--topic",
+        "Stopped",
+        "--body",
+        "x",
+        "--timeout",
+        "500ms",
+    ]);
+    let took = started.elapsed();
+    signal(&server, "-CONT");
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("name server {ns} did not answer")),
+        "{err}"
+    );
+    // 500 ms plus the process's start and exit; before, the lookup and the TBW102 fallback
+    // waited 3 s each whatever the send's deadline.
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+}
