@@ -165,7 +165,9 @@ fn check_layers() -> Result {
 /// A test that fails one run in twenty is a bug, never a retry.
 fn soak_tests(args: &[String]) -> Result {
     let runs: u32 = match args.first() {
-        Some(n) => n.parse().map_err(|_| format!("runs must be a number, not {n:?}"))?,
+        Some(n) => n
+            .parse()
+            .map_err(|_| format!("runs must be a number, not {n:?}"))?,
         None => 20,
     };
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
