@@ -237,6 +237,15 @@ fn soak_tests(args: &[String]) -> Result {
                     .filter(|l| l.starts_with("test ") && l.ends_with("FAILED"))
                     .collect();
                 eprintln!("  {name}: run {run} failed: {failing:?}");
+                // The failures' own output (panic messages), a few lines each.
+                let mut shown = 0;
+                for line in text.lines().skip_while(|l| !l.starts_with("---- ")) {
+                    if line.starts_with("failures:") || shown >= 40 {
+                        break;
+                    }
+                    eprintln!("    {line}");
+                    shown += 1;
+                }
             }
         }
         eprintln!(

@@ -385,17 +385,22 @@ impl CoreHandle {
             topic_config_serialize_wrapper: self.0.topics.snapshot(),
             filter_server_list: Vec::new(),
         };
-        for ns in &self.0.config.name_servers {
-            match self
-                .0
-                .api
-                .register_broker(ns, self.register_header(), &body, Duration::from_secs(6))
-                .await
-            {
-                Ok(_) => debug!(namesrv = %ns, "registered"),
-                Err(e) => warn!(namesrv = %ns, cause = %e, "registration failed"),
+        // All name servers at once: a silent one delays none of the others.
+        let calls = self.0.config.name_servers.iter().map(|ns| {
+            let body = &body;
+            async move {
+                match self
+                    .0
+                    .api
+                    .register_broker(ns, self.register_header(), body, Duration::from_secs(6))
+                    .await
+                {
+                    Ok(_) => debug!(namesrv = %ns, "registered"),
+                    Err(e) => warn!(namesrv = %ns, cause = %e, "registration failed"),
+                }
             }
-        }
+        });
+        futures_util::future::join_all(calls).await;
     }
 
     async fn unregister_all(&self) {
@@ -576,7 +581,9 @@ impl CoreHandle {
                 };
                 Some(match self.0.topics.put(tc) {
                     Ok(()) => {
-                        self.spawn_register();
+                        // As Java does: the name servers know the topic before the caller hears
+                        // it was created, so a route lookup right after sees this broker.
+                        self.register_all().await;
                         resp(&req, ResponseCode::SUCCESS, None)
                     }
                     Err(e) => resp(&req, ResponseCode::SYSTEM_ERROR, Some(e.to_string())),

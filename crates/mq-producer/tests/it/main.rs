@@ -505,9 +505,23 @@ async fn batches_selectors_explicit_queues_and_oneway() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_operations() {
-    let cluster = Cluster::builder().start().await.unwrap();
+    let cluster = Cluster::builder().brokers(2).start().await.unwrap();
     let p = started(&cluster, "admin").await;
     p.create_topic("TBW102", "Created", 2).await.unwrap();
+    // Once create_topic returns, the name server routes the topic to every broker (each
+    // registered it before answering).
+    let route = cluster
+        .client_api()
+        .topic_route("Created", Duration::from_secs(5))
+        .await
+        .unwrap();
+    let mut brokers: Vec<&str> = route
+        .queue_datas
+        .iter()
+        .map(|q| q.broker_name.as_str())
+        .collect();
+    brokers.sort_unstable();
+    assert_eq!(brokers, ["broker-a", "broker-b"]);
     let r = p.send(Message::new("Created", "x")).await.unwrap();
     assert!(
         r.message_queue.queue_id < 2,

@@ -166,6 +166,10 @@ async fn everything_is_consumed_once_across_a_restart() {
 async fn queues_are_split_when_a_member_joins_and_taken_back_when_it_leaves() {
     let cluster = Cluster::builder().brokers(2).start().await.unwrap();
     let p = producer(&cluster).await;
+    // 4 queues on each broker, known to the name server before the consumers start (auto-
+    // creation would register each broker's share in the background, so the first consumer
+    // could start with half the route).
+    p.create_topic("TBW102", "Split", 4).await.unwrap();
     produce(&p, "Split", "s", 0..16).await;
     let noop: Arc<dyn mq_consumer::MessageListener> =
         Arc::new(|_: &[MessageExt], _: &mut ConsumeContext| ConsumeStatus::Success);
