@@ -238,13 +238,13 @@ fn soak_tests(args: &[String]) -> Result {
                     .collect();
                 eprintln!("  {name}: run {run} failed: {failing:?}");
                 // The failures' own output (panic messages), a few lines each.
-                let mut shown = 0;
-                for line in text.lines().skip_while(|l| !l.starts_with("---- ")) {
-                    if line.starts_with("failures:") || shown >= 40 {
-                        break;
-                    }
+                for line in text
+                    .lines()
+                    .skip_while(|l| !l.starts_with("---- "))
+                    .take_while(|l| !l.starts_with("failures:"))
+                    .take(40)
+                {
                     eprintln!("    {line}");
-                    shown += 1;
                 }
             }
         }
