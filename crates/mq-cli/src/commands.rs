@@ -152,11 +152,17 @@ pub(crate) async fn topic_list(target: &Target) -> Result<(), String> {
     Ok(())
 }
 
-/// `mq topic create`: creates the topic on every master broker of the cluster.
-pub(crate) async fn topic_create(target: &Target, topic: &str, queues: i32) -> Result<(), String> {
+/// Creates `topic` on every master broker of the cluster behind `namesrv`, all within
+/// `timeout`; returns the brokers' names and addresses.
+pub(crate) async fn create_topic_everywhere(
+    namesrv: &str,
+    topic: &str,
+    queues: i32,
+    timeout: Duration,
+) -> Result<Vec<(String, String)>, String> {
     mq_client_api::validate::validate_topic(topic).map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + target.timeout;
-    let api = api(&target.namesrv);
+    let deadline = Instant::now() + timeout;
+    let api = api(namesrv);
     let info = api
         .cluster_info(left(deadline))
         .await
@@ -171,21 +177,27 @@ pub(crate) async fn topic_create(target: &Target, topic: &str, queues: i32) -> R
         topic_sys_flag: Some(0),
         order: false,
     };
-    let mut created = 0;
+    let mut created = Vec::new();
     for b in info.broker_addr_table.values() {
         if let Some(addr) = b.master_addr() {
             api.create_topic(addr, &header, left(deadline))
                 .await
                 .map_err(|e| e.to_string())?;
-            println!(
-                "created {topic} with {queues} queues on {} ({addr})",
-                b.broker_name
-            );
-            created += 1;
+            created.push((b.broker_name.clone(), addr.to_owned()));
         }
     }
-    if created == 0 {
+    if created.is_empty() {
         return Err("the cluster has no broker".into());
+    }
+    Ok(created)
+}
+
+/// `mq topic create`: creates the topic on every master broker of the cluster.
+pub(crate) async fn topic_create(target: &Target, topic: &str, queues: i32) -> Result<(), String> {
+    for (name, addr) in
+        create_topic_everywhere(&target.namesrv, topic, queues, target.timeout).await?
+    {
+        println!("created {topic} with {queues} queues on {name} ({addr})");
     }
     Ok(())
 }

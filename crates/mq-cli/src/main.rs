@@ -25,7 +25,11 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Start an embedded cluster, send in every mode, consume everything back and verify it.
-    Quickstart,
+    Quickstart {
+        /// Run against this cluster instead (e.g. Apache RocketMQ), `host:port;host:port`.
+        #[arg(long)]
+        namesrv: Option<String>,
+    },
     /// Run a name server and a broker in this process until Ctrl-C.
     Serve(ServeArgs),
     /// Send messages.
@@ -198,7 +202,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Quickstart => quickstart::run().await,
+            Command::Quickstart { namesrv } => quickstart::run(namesrv.as_deref()).await,
             Command::Serve(args) => serve(args).await,
             Command::Send {
                 target,

@@ -1,4 +1,5 @@
-//! `mq quickstart`: start an embedded name server and broker, send with the producer in every
+//! `mq quickstart`: start an embedded name server and broker (or use the cluster behind
+//! `--namesrv`), send with the producer in every
 //! mode (sync, async future, callback, oneway, batch, ordered by key with a selector, and in
 //! transactions that commit), consume
 //! everything back with a push consumer, verify count and content, and print a table. Exits
@@ -49,30 +50,74 @@ struct Seen {
     changed: Notify,
 }
 
-/// Runs the quickstart; `Err` carries the one-line reason for a non-zero exit.
-pub(crate) async fn run() -> Result<(), String> {
-    let dir = std::env::temp_dir().join(format!("mq-quickstart-{}", std::process::id()));
-    let _cleanup = crate::TempStore(dir.clone());
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    let started = Instant::now();
-    let namesrv = NameServer::start(NamesrvConfig::default().with_listen(loopback))
+/// The embedded cluster the quickstart runs on when no name server is given.
+struct Embedded {
+    namesrv: NameServer,
+    broker: Broker,
+    _store: crate::TempStore,
+}
+
+impl Embedded {
+    async fn start() -> Result<Self, String> {
+        let dir = std::env::temp_dir().join(format!("mq-quickstart-{}", std::process::id()));
+        let store = crate::TempStore(dir.clone());
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let started = Instant::now();
+        let namesrv = NameServer::start(NamesrvConfig::default().with_listen(loopback))
+            .await
+            .map_err(|e| format!("name server cannot start: {e}"))?;
+        let broker = Broker::start(
+            BrokerConfig::new(&dir)
+                .with_listen(loopback)
+                .with_name_servers(vec![namesrv.local_addr().to_string()]),
+        )
         .await
-        .map_err(|e| format!("name server cannot start: {e}"))?;
-    let ns = namesrv.local_addr().to_string();
-    let broker = Broker::start(
-        BrokerConfig::new(&dir)
-            .with_listen(loopback)
-            .with_name_servers(vec![ns.clone()]),
-    )
-    .await
-    .map_err(|e| format!("broker cannot start: {e}"))?;
-    println!(
-        "embedded cluster up in {:.1} ms: name server {ns}, broker {}",
-        started.elapsed().as_secs_f64() * 1000.0,
-        broker.local_addr()
+        .map_err(|e| format!("broker cannot start: {e}"))?;
+        println!(
+            "embedded cluster up in {:.1} ms: name server {}, broker {}",
+            started.elapsed().as_secs_f64() * 1000.0,
+            namesrv.local_addr(),
+            broker.local_addr()
+        );
+        Ok(Self {
+            namesrv,
+            broker,
+            _store: store,
+        })
+    }
+
+    async fn shutdown(self) {
+        let _ = self.broker.shutdown(Duration::from_secs(5)).await;
+        let _ = self.namesrv.shutdown(Duration::from_secs(5)).await;
+    }
+}
+
+/// Runs the quickstart on an embedded cluster, or on the cluster behind `namesrv` (e.g. an
+/// Apache RocketMQ one); `Err` carries the one-line reason for a non-zero exit.
+pub(crate) async fn run(namesrv: Option<&str>) -> Result<(), String> {
+    let embedded = match namesrv {
+        Some(_) => None,
+        None => Some(Embedded::start().await?),
+    };
+    let ns = match (namesrv, &embedded) {
+        (Some(ns), _) => ns.to_owned(),
+        (None, Some(e)) => e.namesrv.local_addr().to_string(),
+        (None, None) => return Err("no cluster".into()),
+    };
+    // A run against a shared cluster uses names of its own, so earlier runs do not count.
+    let run_id = format!(
+        "{}-{}",
+        std::process::id(),
+        mq_client_api::wire_time::now_millis()
     );
-    let client =
-        |name: &str| ClientConfig::new(&ns).with_instance_name(format!("quickstart-{name}"));
+    let topic = format!("{TOPIC}-{run_id}");
+    let client = |name: &str| {
+        ClientConfig::new(&ns).with_instance_name(format!("quickstart-{name}-{run_id}"))
+    };
+    if namesrv.is_some() {
+        // On a real cluster the topic may not be auto-created; create it on every broker.
+        crate::commands::create_topic_everywhere(&ns, &topic, 4, Duration::from_secs(10)).await?;
+    }
 
     let seen = Arc::new(Seen::default());
     let consumer = PushConsumer::new(
@@ -80,7 +125,7 @@ pub(crate) async fn run() -> Result<(), String> {
             .with_client(client("consumer"))
             .with_consume_from(ConsumeFrom::FirstOffset),
     );
-    consumer.subscribe(TOPIC, "*").map_err(|e| e.to_string())?;
+    consumer.subscribe(&topic, "*").map_err(|e| e.to_string())?;
     let s = Arc::clone(&seen);
     consumer
         .start(Arc::new(
@@ -121,9 +166,9 @@ pub(crate) async fn run() -> Result<(), String> {
     let mut rows: HashMap<&str, Row> = HashMap::new();
     for mode in MODES {
         let row = if mode == "transaction" {
-            send_transactions(&transactions).await?
+            send_transactions(&transactions, &topic).await?
         } else {
-            send_mode(&producer, mode).await?
+            send_mode(&producer, &topic, mode).await?
         };
         rows.insert(mode, row);
     }
@@ -177,8 +222,9 @@ pub(crate) async fn run() -> Result<(), String> {
     println!();
     producer.shutdown().await;
     consumer.shutdown().await;
-    let _ = broker.shutdown(Duration::from_secs(5)).await;
-    let _ = namesrv.shutdown(Duration::from_secs(5)).await;
+    if let Some(e) = embedded {
+        e.shutdown().await;
+    }
     if problems.is_empty() {
         println!("all {expected} messages consumed once, content verified");
         Ok(())
@@ -203,12 +249,12 @@ impl TransactionListener for CommitAll {
     }
 }
 
-async fn send_transactions(producer: &TransactionProducer) -> Result<Row, String> {
+async fn send_transactions(producer: &TransactionProducer, topic: &str) -> Result<Row, String> {
     let mut row = Row::default();
     for i in 0..PER_MODE {
         let t = Instant::now();
         let r = producer
-            .send_in_transaction(message("transaction", i), "quickstart")
+            .send_in_transaction(message(topic, "transaction", i), "quickstart")
             .await
             .map_err(|e| format!("transaction send failed: {e}"))?;
         row.latencies.push(t.elapsed());
@@ -222,17 +268,17 @@ async fn send_transactions(producer: &TransactionProducer) -> Result<Row, String
     Ok(row)
 }
 
-fn message(mode: &str, i: usize) -> Message {
-    Message::new(TOPIC, format!("{mode} message {i}")).with_tags(mode)
+fn message(topic: &str, mode: &str, i: usize) -> Message {
+    Message::new(topic, format!("{mode} message {i}")).with_tags(mode)
 }
 
-async fn send_mode(producer: &Producer, mode: &'static str) -> Result<Row, String> {
+async fn send_mode(producer: &Producer, topic: &str, mode: &'static str) -> Result<Row, String> {
     let mut row = Row::default();
     let fail = |e: mq_producer::ProducerError| format!("{mode} send failed: {e}");
     match mode {
         "sync" | "ordered" => {
             for i in 0..PER_MODE {
-                let m = message(mode, i);
+                let m = message(topic, mode, i);
                 let body = format!("{mode} message {i}");
                 let t = Instant::now();
                 let r = if mode == "ordered" {
@@ -252,7 +298,7 @@ async fn send_mode(producer: &Producer, mode: &'static str) -> Result<Row, Strin
             let futures: Vec<_> = (0..PER_MODE)
                 .map(|i| {
                     let t = Instant::now();
-                    let f = producer.send_async(message(mode, i));
+                    let f = producer.send_async(message(topic, mode, i));
                     async move { (i, f.await, t.elapsed()) }
                 })
                 .collect();
@@ -274,7 +320,7 @@ async fn send_mode(producer: &Producer, mode: &'static str) -> Result<Row, Strin
             for i in 0..PER_MODE {
                 let (tx, t) = (tx.clone(), Instant::now());
                 producer
-                    .send_with_callback(message(mode, i), move |r| {
+                    .send_with_callback(message(topic, mode, i), move |r| {
                         let _ = tx.send((i, r, t.elapsed()));
                     })
                     .map_err(fail)?;
@@ -290,7 +336,7 @@ async fn send_mode(producer: &Producer, mode: &'static str) -> Result<Row, Strin
         }
         "oneway" => {
             for i in 0..PER_MODE {
-                let mut m = message(mode, i);
+                let mut m = message(topic, mode, i);
                 let id = format!("ONEWAY{:026}", i);
                 m.set_property(
                     mq_client_api::message::property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX,
@@ -304,7 +350,7 @@ async fn send_mode(producer: &Producer, mode: &'static str) -> Result<Row, Strin
         _ => {
             for chunk in 0..PER_MODE / BATCH {
                 let msgs: Vec<Message> = (0..BATCH)
-                    .map(|j| message(mode, chunk * BATCH + j))
+                    .map(|j| message(topic, mode, chunk * BATCH + j))
                     .collect();
                 let t = Instant::now();
                 let r = producer.send_batch(msgs).await.map_err(fail)?;

@@ -170,10 +170,12 @@ fn an_occupied_port_is_one_clear_line() {
     assert!(err.starts_with("mq: name server cannot listen"), "{err}");
 }
 
-#[test]
-fn quickstart_verifies_every_mode_and_exits_zero() {
+/// Runs `mq quickstart` with `extra` flags and checks its table: every mode sent, acknowledged
+/// and consumed 200 messages.
+fn check_quickstart(extra: &[&str]) {
     let out = Command::new(env!("CARGO_BIN_EXE_mq"))
         .arg("quickstart")
+        .args(extra)
         .output()
         .unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
@@ -203,6 +205,20 @@ fn quickstart_verifies_every_mode_and_exits_zero() {
         stdout.contains("all 1400 messages consumed once"),
         "{stdout}"
     );
+}
+
+#[test]
+fn quickstart_verifies_every_mode_and_exits_zero() {
+    check_quickstart(&[]);
+}
+
+#[test]
+fn quickstart_runs_against_a_running_cluster_twice() {
+    let store = tempfile::tempdir().unwrap();
+    let server = serve(store.path());
+    // Each run uses a topic and groups of its own: the second does not see the first's.
+    check_quickstart(&["--namesrv", &server.namesrv]);
+    check_quickstart(&["--namesrv", &server.namesrv]);
 }
 
 fn mq(args: &[&str]) -> (bool, String, String) {

@@ -303,6 +303,9 @@ async fn system_busy_on_one_broker_moves_the_retry_to_the_other() {
         Fault::Respond(ResponseCode::SYSTEM_BUSY.0),
     );
     let p = started(&cluster, "busy").await;
+    // On both brokers (creation is not a send, so broker-a's fault does not refuse it):
+    // auto-creation would put the topic on broker-b alone, and round-robin would never try a.
+    p.create_topic("TBW102", "Spread", 4).await.unwrap();
     let rec = Arc::new(Recorder::default());
     p.add_hook(rec.clone());
     for i in 0..20 {
