@@ -12,13 +12,11 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use mq_broker::{Broker, BrokerConfig};
-use mq_client_api::message::CompressionType;
 use mq_client_api::{Message, MessageExt};
 use mq_client_instance::ClientConfig;
 use mq_consumer::{ConsumeContext, ConsumeFrom, ConsumeStatus, ConsumerConfig, PushConsumer};
 use mq_namesrv::{NameServer, NamesrvConfig};
 use mq_producer::{Producer, ProducerConfig};
-use mq_remoting::SerializeType;
 use parking_lot::Mutex;
 
 /// How the producer sends.
@@ -36,27 +34,7 @@ pub(crate) enum Mode {
     AutoBatch,
 }
 
-/// Header codec.
-#[derive(Clone, Copy, Debug, Eq, PartialEq, clap::ValueEnum)]
-pub(crate) enum Codec {
-    /// JSON headers.
-    Json,
-    /// ROCKETMQ binary headers.
-    Rocketmq,
-}
-
-/// Body compression of the producer.
-#[derive(Clone, Copy, Debug, Eq, PartialEq, clap::ValueEnum)]
-pub(crate) enum Compress {
-    /// Never compress.
-    None,
-    /// zlib (4.x compatible).
-    Zlib,
-    /// LZ4 frame (5.x).
-    Lz4,
-    /// zstd (5.x).
-    Zstd,
-}
+pub(crate) use crate::options::{Codec, Compress};
 
 /// Baselines.
 #[derive(Clone, Copy, Debug, Eq, PartialEq, clap::ValueEnum)]
@@ -201,21 +179,13 @@ impl Cluster {
 fn producer_config(args: &BenchArgs, ns: &str, mode: Option<Mode>) -> ProducerConfig {
     let mut client =
         ClientConfig::new(ns).with_instance_name(format!("mq-bench-{}", std::process::id()));
-    client.serialize_type = match args.codec {
-        Codec::Json => SerializeType::Json,
-        Codec::Rocketmq => SerializeType::RocketMq,
-    };
+    client.serialize_type = args.codec.serialize_type();
     let mut config = ProducerConfig::new("mq_bench_producer", ns).with_client(client);
     if mode == Some(Mode::AutoBatch) {
         config = config.with_batching(mq_producer::BatchingConfig::default());
     }
-    config = match args.compress {
-        Compress::None => config.with_compress_over(usize::MAX),
-        Compress::Zlib => config.with_compression(CompressionType::Zlib, 5),
-        Compress::Lz4 => config.with_compression(CompressionType::Lz4, 5),
-        Compress::Zstd => config.with_compression(CompressionType::Zstd, 3),
-    };
-    config
+    // Bodies of 4 KiB and more, Java's default threshold.
+    args.compress.apply(config, 4096)
 }
 
 /// `mq bench produce`.

@@ -4,6 +4,7 @@
 
 mod bench;
 mod commands;
+mod options;
 mod quickstart;
 
 use std::net::{IpAddr, SocketAddr};
@@ -25,11 +26,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Start an embedded cluster, send in every mode, consume everything back and verify it.
-    Quickstart {
-        /// Run against this cluster instead (e.g. Apache RocketMQ), `host:port;host:port`.
-        #[arg(long)]
-        namesrv: Option<String>,
-    },
+    Quickstart(quickstart::QuickstartArgs),
     /// Run a name server and a broker in this process until Ctrl-C.
     Serve(ServeArgs),
     /// Send messages.
@@ -202,7 +199,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Quickstart { namesrv } => quickstart::run(namesrv.as_deref()).await,
+            Command::Quickstart(args) => quickstart::run(args).await,
             Command::Serve(args) => serve(args).await,
             Command::Send {
                 target,

@@ -20,6 +20,8 @@ use mq_producer::{
     TransactionProducer,
 };
 use parking_lot::Mutex;
+
+use crate::options::{Codec, Compress};
 use tokio::sync::{Notify, mpsc};
 
 const PER_MODE: usize = 200;
@@ -92,9 +94,24 @@ impl Embedded {
     }
 }
 
-/// Runs the quickstart on an embedded cluster, or on the cluster behind `namesrv` (e.g. an
+/// `mq quickstart` flags.
+#[derive(Debug, Default, clap::Args)]
+pub(crate) struct QuickstartArgs {
+    /// Run against this cluster instead (e.g. Apache RocketMQ), `host:port;host:port`.
+    #[arg(long)]
+    namesrv: Option<String>,
+    /// Header codec of every client.
+    #[arg(long, value_enum, default_value = "json")]
+    codec: Codec,
+    /// Compress every message body sent (batches excepted) with this codec.
+    #[arg(long, value_enum, default_value = "none")]
+    compression: Compress,
+}
+
+/// Runs the quickstart on an embedded cluster, or on the cluster behind `--namesrv` (e.g. an
 /// Apache RocketMQ one); `Err` carries the one-line reason for a non-zero exit.
-pub(crate) async fn run(namesrv: Option<&str>) -> Result<(), String> {
+pub(crate) async fn run(args: QuickstartArgs) -> Result<(), String> {
+    let namesrv = args.namesrv.as_deref();
     let embedded = match namesrv {
         Some(_) => None,
         None => Some(Embedded::start().await?),
@@ -112,7 +129,13 @@ pub(crate) async fn run(namesrv: Option<&str>) -> Result<(), String> {
     );
     let topic = format!("{TOPIC}-{run_id}");
     let client = |name: &str| {
-        ClientConfig::new(&ns).with_instance_name(format!("quickstart-{name}-{run_id}"))
+        ClientConfig::new(&ns)
+            .with_instance_name(format!("quickstart-{name}-{run_id}"))
+            .with_serialize_type(args.codec.serialize_type())
+    };
+    let producer_config = |group: &str, name: &str| {
+        args.compression
+            .apply(ProducerConfig::new(group, &ns).with_client(client(name)), 0)
     };
     if namesrv.is_some() {
         // On a real cluster the topic may not be auto-created; create it on every broker.
@@ -148,15 +171,13 @@ pub(crate) async fn run(namesrv: Option<&str>) -> Result<(), String> {
         .await
         .map_err(|e| format!("consumer cannot start: {e}"))?;
 
-    let producer = Producer::new(
-        ProducerConfig::new("quickstart_producer", &ns).with_client(client("producer")),
-    );
+    let producer = Producer::new(producer_config("quickstart_producer", "producer"));
     producer
         .start()
         .await
         .map_err(|e| format!("producer cannot start: {e}"))?;
     let transactions = TransactionProducer::new(
-        Producer::new(ProducerConfig::new("quickstart_tx_producer", &ns).with_client(client("tx"))),
+        Producer::new(producer_config("quickstart_tx_producer", "tx")),
         Arc::new(CommitAll),
     );
     transactions
