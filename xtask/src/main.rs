@@ -1,7 +1,8 @@
 //! The project's one task runner (`cargo xtask <task>`); not a library layer.
 //!
 //! Tasks: `ci` (fmt, clippy, layers, conventions, tests, docs), `check-layers`, `fuzz-smoke`,
-//! `bench`, `soak-tests N` (every integration-test binary N times in a row).
+//! `bench`, `soak-tests N` (every integration-test binary N times in a row), `interop [ENGINE…]`
+//! (our client against Apache RocketMQ's Java name server and broker).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,6 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
+
+mod interop;
 
 /// Allowed `mq-*` dependency edges (normal and build dependencies). Crates not listed here
 /// (the CLI, test support, benches, fuzz, xtask) may depend on anything.
@@ -42,9 +45,11 @@ fn main() -> ExitCode {
         "fuzz-smoke" => fuzz_smoke(rest),
         "bench" => bench(rest),
         "soak-tests" => soak_tests(rest),
+        "interop" => interop::interop(rest),
+        "interop-netns" => interop::in_netns(rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|check-layers|check-conventions|fuzz-smoke [secs]|bench|soak-tests [runs]>"
+                "usage: cargo xtask <ci|check-layers|check-conventions|fuzz-smoke [secs]|bench|soak-tests [runs]|interop [5.3|4.9]…>"
             );
             return ExitCode::from(2);
         }
@@ -58,16 +63,16 @@ fn main() -> ExitCode {
     }
 }
 
-type Result<T = ()> = std::result::Result<T, String>;
+pub(crate) type Result<T = ()> = std::result::Result<T, String>;
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives one level below the workspace root")
         .to_path_buf()
 }
 
-fn cargo(args: &[&str], envs: &[(&str, &str)]) -> Result {
+pub(crate) fn cargo(args: &[&str], envs: &[(&str, &str)]) -> Result {
     let started = Instant::now();
     eprintln!("$ cargo {}", args.join(" "));
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
