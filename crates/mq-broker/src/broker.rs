@@ -432,7 +432,10 @@ impl CoreHandle {
             RequestCode::SEND_MESSAGE
             | RequestCode::SEND_MESSAGE_V2
             | RequestCode::SEND_BATCH_MESSAGE => Some(self.send(&ctx, req).await),
-            RequestCode::PULL_MESSAGE => Some(self.pull(req).await),
+            // 5.x lite pull consumers (Java's DefaultLitePullConsumer too) pull with 361.
+            RequestCode::PULL_MESSAGE | RequestCode::LITE_PULL_MESSAGE => {
+                Some(self.pull(req).await)
+            }
             RequestCode::QUERY_CONSUMER_OFFSET => {
                 let h = decode_or_answer!(QueryConsumerOffsetRequestHeader, req);
                 let found = self.0.offsets.get(&h.consumer_group, &h.topic, h.queue_id);

@@ -144,6 +144,20 @@ async fn send_auto_creates_and_pull_reads_back() {
         .unwrap();
     assert_eq!(r.status, PullStatus::OffsetIllegal);
     assert_eq!(r.next_begin_offset, 4);
+    // 5.x lite pull consumers pull with LITE_PULL_MESSAGE (361): the same answer as a pull.
+    let lite = api
+        .remoting()
+        .invoke(
+            &addr,
+            api.request(RequestCode::LITE_PULL_MESSAGE, &pull_header("Auto", 1, 0)),
+            T,
+        )
+        .await
+        .unwrap();
+    assert_eq!(lite.code, ResponseCode::SUCCESS.0, "{:?}", lite.remark);
+    let found = mq_client_api::message::decode_records(&lite.body, false, true);
+    assert_eq!(found.len(), 4);
+    assert_eq!(&found[0].message.body[..], b"payload-0");
     let _ = b.shutdown(T).await;
 }
 
