@@ -1,10 +1,15 @@
-//! `cargo xtask interop [ENGINE…]`: our client against the real Apache RocketMQ name server and
-//! broker (Java), fetched from Maven Central by `interop/engine-*/pom.xml`.
+//! `cargo xtask interop [TARGET…]`: the real engine against us, both ways.
 //!
-//! Each engine runs in a fresh network namespace that has only `lo` (`unshare --net`): 4.x binds
-//! 0.0.0.0 and the HA port always does, so nothing can be reached from outside. Inside it, this
-//! program starts the name server and the broker, waits for their "boot success" lines and a
-//! route, runs every scenario with the `mq` binary, and stops the Java processes.
+//! * `5.3`, `4.9`: our client against Apache RocketMQ's Java name server and broker, fetched
+//!   from Maven Central by `interop/engine-*/pom.xml`. This program starts them, waits for their
+//!   "boot success" lines and a route, runs every scenario with the `mq` binary, and stops them.
+//! * `clients`: the official clients against `mq serve`: Java `rocketmq-client` 4.5.1 (the
+//!   scenarios of its `DefaultMQProducerTest`) and 5.3 (producer, push and lite pull consumers),
+//!   and the Go client (`interop/client-*`; Maven and the Go module proxy fetch them).
+//!
+//! Each target runs in a fresh network namespace that has only `lo` (`unshare --net`): 4.x binds
+//! 0.0.0.0 and the HA port always does, and a client without a name server would ask an address
+//! server, so nothing must be able to leave the machine.
 
 use std::fs;
 use std::io::Read as _;
@@ -14,9 +19,15 @@ use std::time::{Duration, Instant};
 
 use crate::{Result, cargo, root};
 
-/// The engines `cargo xtask interop` runs when none is named: the newest 5.x release line and
-/// the last 4.x one (4.9.8 is not on Maven Central).
-const ENGINES: &[&str] = &["5.3", "4.9"];
+/// What `cargo xtask interop` runs when no target is named: the Java engines (the newest 5.x
+/// release line and the last 4.x one on Maven Central; 4.9.8 is not there), then the clients.
+const TARGETS: &[&str] = &["5.3", "4.9", CLIENTS];
+
+/// The target that runs the official clients against `mq serve`.
+const CLIENTS: &str = "clients";
+
+/// How long one official client program may run.
+const CLIENT_LIMIT: Duration = Duration::from_secs(240);
 
 const NAMESRV: &str = "127.0.0.1:9876";
 
@@ -71,16 +82,16 @@ const SCENARIOS: &[Scenario] = &[
     },
 ];
 
-/// `cargo xtask interop [ENGINE…]`.
+/// `cargo xtask interop [TARGET…]`.
 pub(crate) fn interop(args: &[String]) -> Result {
-    let engines: Vec<&str> = if args.is_empty() {
-        ENGINES.to_vec()
+    let targets: Vec<&str> = if args.is_empty() {
+        TARGETS.to_vec()
     } else {
         args.iter().map(String::as_str).collect()
     };
-    for engine in &engines {
-        if !ENGINES.contains(engine) {
-            return Err(format!("unknown engine {engine}; known: {ENGINES:?}"));
+    for target in &targets {
+        if !TARGETS.contains(target) {
+            return Err(format!("unknown target {target}; known: {TARGETS:?}"));
         }
     }
     cargo(&["build", "--locked", "-p", "mq-cli"], &[])?;
@@ -88,8 +99,12 @@ pub(crate) fn interop(args: &[String]) -> Result {
     let me = std::env::current_exe().map_err(|e| format!("cannot find xtask itself: {e}"))?;
     let mut failed = Vec::new();
     let (mut passed_total, mut failed_total) = (0u32, 0u32);
-    for engine in engines {
-        let lib = fetch(engine)?;
+    for engine in targets {
+        let lib = if engine == CLIENTS {
+            build_clients()?
+        } else {
+            fetch(engine)?
+        };
         let work = std::env::temp_dir().join(format!("mq-interop-{engine}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&work);
         fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
@@ -123,6 +138,45 @@ pub(crate) fn interop(args: &[String]) -> Result {
     } else {
         Err(format!("failed against: {}", failed.join(", ")))
     }
+}
+
+/// Builds the official client programs; returns the `interop` directory they live in.
+fn build_clients() -> Result<PathBuf> {
+    let dir = root().join("interop");
+    for java in ["client-java-4.5.1", "client-java-5.3"] {
+        let started = Instant::now();
+        let status = Command::new("mvn")
+            .args(["-B", "-q", "-f"])
+            .arg(dir.join(java).join("pom.xml"))
+            .args(["compile", "dependency:copy-dependencies"])
+            .arg(format!(
+                "-DoutputDirectory={}",
+                dir.join(java).join("target/lib").display()
+            ))
+            .status()
+            .map_err(|e| format!("cannot run mvn: {e}"))?;
+        if !status.success() {
+            return Err(format!("mvn could not build {java}"));
+        }
+        eprintln!(
+            "interop: built {java} ({:.1}s)",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let started = Instant::now();
+    let status = Command::new("go")
+        .args(["build", "-o", "target/client-go", "."])
+        .current_dir(dir.join("client-go"))
+        .status()
+        .map_err(|e| format!("cannot run go: {e}"))?;
+    if !status.success() {
+        return Err("go could not build client-go".into());
+    }
+    eprintln!(
+        "interop: built client-go ({:.1}s)",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(dir)
 }
 
 /// The engine's jars, fetched by Maven into `interop/engine-V/target/lib`.
@@ -210,10 +264,11 @@ impl Server {
     }
 }
 
-/// Inside the namespace: `interop-netns ENGINE LIB WORK MQ`.
+/// Inside the namespace: `interop-netns TARGET LIB WORK MQ`; writes `PASSED FAILED` to
+/// `WORK/counts`.
 pub(crate) fn in_netns(args: &[String]) -> Result {
-    let [engine, lib, work, mq] = args else {
-        return Err("usage: interop-netns ENGINE LIB WORK MQ".into());
+    let [target, lib, work, mq] = args else {
+        return Err("usage: interop-netns TARGET LIB WORK MQ".into());
     };
     let (lib, work, mq) = (Path::new(lib), Path::new(work), Path::new(mq));
     let up = Command::new("ip")
@@ -223,6 +278,22 @@ pub(crate) fn in_netns(args: &[String]) -> Result {
     if !up.success() {
         return Err("cannot bring lo up in the namespace".into());
     }
+    let (passed, failed) = if target == CLIENTS {
+        run_clients(lib, work, mq)?
+    } else {
+        run_engine(target, lib, work, mq)?
+    };
+    eprintln!("interop {target}: {passed} passed, {failed} failed");
+    fs::write(work.join("counts"), format!("{passed} {failed}\n")).map_err(|e| e.to_string())?;
+    if failed == 0 {
+        Ok(())
+    } else {
+        Err(format!("{failed} scenario(s) failed against {target}"))
+    }
+}
+
+/// Our client against the Java engine; returns the scenarios passed and failed.
+fn run_engine(engine: &str, lib: &Path, work: &Path, mq: &Path) -> Result<(u32, u32)> {
     let is_4x = engine.starts_with('4');
     let home = work.join("home");
     fs::create_dir_all(home.join("conf")).map_err(|e| e.to_string())?;
@@ -334,13 +405,163 @@ pub(crate) fn in_netns(args: &[String]) -> Result {
     }
     drop(broker);
     drop(namesrv);
-    eprintln!("interop {engine}: {passed} passed, {failed} failed");
-    fs::write(work.join("counts"), format!("{passed} {failed}\n")).map_err(|e| e.to_string())?;
-    if failed == 0 {
-        Ok(())
-    } else {
-        Err(format!("{failed} scenario(s) failed against {engine}"))
+    Ok((passed, failed))
+}
+
+/// `mq serve` with `args`, killed when dropped; waits until its broker listens.
+fn mq_serve(mq: &Path, name: &'static str, args: &[&str], work: &Path) -> Result<Server> {
+    let out = work.join(format!("{name}.out"));
+    let file = fs::File::create(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let err = file.try_clone().map_err(|e| e.to_string())?;
+    let child = Command::new(mq)
+        .arg("serve")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", mq.display()))?;
+    let mut server = Server { name, child, out };
+    server.wait_for("broker listening on")?;
+    Ok(server)
+}
+
+/// The official clients against `mq serve`; returns the scenarios passed and failed, as each
+/// client program's closing `N passed, N failed` line counts them.
+fn run_clients(dir: &Path, work: &Path, mq: &Path) -> Result<(u32, u32)> {
+    let _serve = mq_serve(mq, "mq serve", &[], work)?;
+    // A second cluster with auto-creation off, so no route exists for a new topic (4.5.1's
+    // "no route" case).
+    let _strict = mq_serve(
+        mq,
+        "mq serve without auto-create",
+        &[
+            "--namesrv-port",
+            "9877",
+            "--broker-port",
+            "10921",
+            "--broker-name",
+            "broker-x",
+            "--auto-create-topic",
+            "false",
+        ],
+        work,
+    )?;
+    let java = |client: &str, class: &str, args: &[&str]| {
+        let home = dir.join(client);
+        let mut c = Command::new("java");
+        c.args([
+            // Netty of 4.5.1's era reaches into JDK internals.
+            "--add-opens",
+            "java.base/java.nio=ALL-UNNAMED",
+            "--add-opens",
+            "java.base/sun.nio.ch=ALL-UNNAMED",
+            "--add-opens",
+            "java.base/java.lang=ALL-UNNAMED",
+            // Without a name server, clients ask an address server: point it at nothing.
+            "-Drocketmq.namesrv.domain=127.0.0.1:1",
+        ])
+        .arg(format!("-Duser.home={}", work.display()))
+        .arg("-cp")
+        .arg(format!(
+            "{}:{}/*",
+            home.join("target/classes").display(),
+            home.join("target/lib").display()
+        ))
+        .arg(class)
+        .args(args);
+        c
+    };
+    let mut go = Command::new(dir.join("client-go/target/client-go"));
+    go.arg(NAMESRV)
+        .env("ROCKETMQ_GO_LOG_LEVEL", "error")
+        .env("HOME", work);
+    let programs = [
+        (
+            "java 4.5.1",
+            java(
+                "client-java-4.5.1",
+                "interop.Client451",
+                &[NAMESRV, "127.0.0.1:9877"],
+            ),
+        ),
+        (
+            "java 5.3",
+            java("client-java-5.3", "interop.Client53", &[NAMESRV]),
+        ),
+        ("go", go),
+    ];
+    let (mut passed, mut failed) = (0, 0);
+    for (name, mut command) in programs {
+        let started = Instant::now();
+        let (ok, output) = run_bounded(
+            &mut command,
+            CLIENT_LIMIT,
+            &work.join(format!("{name}.log")),
+        )?;
+        let counts = output.lines().rev().find_map(closing_counts);
+        match counts {
+            Some((p, f)) => {
+                passed += p;
+                failed += f;
+            }
+            None => failed += 1,
+        }
+        let verdict = if ok && counts.is_some_and(|(_, f)| f == 0) {
+            "PASS"
+        } else {
+            "FAIL"
+        };
+        eprintln!(
+            "interop clients: {verdict} {name} ({:.1}s)",
+            started.elapsed().as_secs_f64()
+        );
+        for line in output
+            .lines()
+            .filter(|l| l.starts_with("PASS") || l.starts_with("FAIL"))
+        {
+            eprintln!("    {line}");
+        }
+        if verdict == "FAIL" {
+            eprintln!("{output}");
+        }
     }
+    Ok((passed, failed))
+}
+
+/// `N passed, N failed` at the end of `line`.
+fn closing_counts(line: &str) -> Option<(u32, u32)> {
+    let (head, tail) = line.trim().rsplit_once(" passed, ")?;
+    let passed = head.rsplit(' ').next()?.parse().ok()?;
+    let failed = tail.strip_suffix(" failed")?.parse().ok()?;
+    Some((passed, failed))
+}
+
+/// Runs `command` with its output in `log`, killing it after `limit`; returns whether it
+/// succeeded and what it printed.
+fn run_bounded(command: &mut Command, limit: Duration, log: &Path) -> Result<(bool, String)> {
+    let file = fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let err = file.try_clone().map_err(|e| e.to_string())?;
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("cannot start {command:?}: {e}"))?;
+    let deadline = Instant::now() + limit;
+    let ok = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status.success();
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break false;
+        }
+        // Waiting on another process with a bound: std has no wait with a timeout.
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    Ok((ok, fs::read_to_string(log).unwrap_or_default()))
 }
 
 /// Waits until the name server routes TBW102 (the broker has registered).
