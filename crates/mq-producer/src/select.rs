@@ -336,6 +336,7 @@ mod tests {
                     broker_name: (*b).into(),
                     broker_addrs: [(0, format!("{b}:1"))].into_iter().collect(),
                     zone_name: None,
+                    enable_acting_master: false,
                 })
                 .collect(),
             ..Default::default()

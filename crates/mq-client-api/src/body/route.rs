@@ -36,7 +36,7 @@ impl TopicRouteData {
 
 /// One broker's queues of a topic. Java: `QueueData`.
 #[derive(Clone, Debug, Default, Deserialize, Eq, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(from = "QueueDataWire", into = "QueueDataWire")]
 pub struct QueueData {
     /// Broker name.
     pub broker_name: String,
@@ -46,10 +46,49 @@ pub struct QueueData {
     pub write_queue_nums: i32,
     /// Permission bits ([`super::perm`]).
     pub perm: i32,
-    /// Topic sysFlag: written `topicSynFlag` as 4.5.1 spells it; `topicSysFlag` (≥ 4.9) is
-    /// accepted too.
-    #[serde(default, rename = "topicSynFlag", alias = "topicSysFlag")]
+    /// Topic sysFlag: written under both spellings, 4.5.1's `topicSynFlag` and 5.x's
+    /// `topicSysFlag` (strict 5.x parsers require the latter; fastjson ignores the field it does
+    /// not know, spec §10 #6); read from either.
     pub topic_sys_flag: i32,
+}
+
+/// [`QueueData`] as the wire carries it.
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct QueueDataWire {
+    broker_name: String,
+    read_queue_nums: i32,
+    write_queue_nums: i32,
+    perm: i32,
+    #[serde(default)]
+    topic_syn_flag: Option<i32>,
+    #[serde(default)]
+    topic_sys_flag: Option<i32>,
+}
+
+impl From<QueueDataWire> for QueueData {
+    fn from(w: QueueDataWire) -> Self {
+        Self {
+            broker_name: w.broker_name,
+            read_queue_nums: w.read_queue_nums,
+            write_queue_nums: w.write_queue_nums,
+            perm: w.perm,
+            topic_sys_flag: w.topic_sys_flag.or(w.topic_syn_flag).unwrap_or(0),
+        }
+    }
+}
+
+impl From<QueueData> for QueueDataWire {
+    fn from(q: QueueData) -> Self {
+        Self {
+            broker_name: q.broker_name,
+            read_queue_nums: q.read_queue_nums,
+            write_queue_nums: q.write_queue_nums,
+            perm: q.perm,
+            topic_syn_flag: Some(q.topic_sys_flag),
+            topic_sys_flag: Some(q.topic_sys_flag),
+        }
+    }
 }
 
 /// One broker's addresses by id (0 = master). Java: `BrokerData`.
@@ -65,6 +104,10 @@ pub struct BrokerData {
     /// 5.x zone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone_name: Option<String>,
+    /// 5.x: whether a slave acts as master (`false` unless acting master is on). Always written:
+    /// strict 5.x parsers require it (spec §10 #7).
+    #[serde(default)]
+    pub enable_acting_master: bool,
 }
 
 impl BrokerData {

@@ -24,16 +24,38 @@ fn standard_route_with_topic_sys_flag_parses() {
 }
 
 #[test]
-fn emitted_route_is_standard_json_with_the_451_flag_name() {
-    let route: TopicRouteData = from_json("route", &fixture("route_fastjson_451.json")).unwrap();
+fn emitted_route_is_standard_json_with_the_451_and_5x_field_sets() {
+    let mut route: TopicRouteData =
+        from_json("route", &fixture("route_fastjson_451.json")).unwrap();
+    route.queue_datas[0].topic_sys_flag = 1;
     let out = to_json(&route);
-    let text = std::str::from_utf8(&out).unwrap();
-    // A strict parser accepts it, keys are quoted, and 4.5.1's flag name is used.
+    // A strict parser accepts it and keys are quoted.
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["brokerDatas"][0]["brokerAddrs"]["0"], "127.0.0.1:10911");
-    assert!(text.contains("\"topicSynFlag\":0"), "{text}");
+    // Both spellings of the flag (4.5.1 and 5.x), and 5.x's required acting-master flag.
+    assert_eq!(v["queueDatas"][0]["topicSynFlag"], 1);
+    assert_eq!(v["queueDatas"][0]["topicSysFlag"], 1);
+    assert_eq!(v["brokerDatas"][0]["enableActingMaster"], false);
     let back: TopicRouteData = from_json("route", &out).unwrap();
     assert_eq!(back, route);
+    // Either spelling alone is read; 5.x's wins when both are present.
+    for (json, flag) in [
+        (
+            r#"{"brokerName":"b","readQueueNums":1,"writeQueueNums":1,"perm":6,"topicSynFlag":2}"#,
+            2,
+        ),
+        (
+            r#"{"brokerName":"b","readQueueNums":1,"writeQueueNums":1,"perm":6,"topicSysFlag":3}"#,
+            3,
+        ),
+        (
+            r#"{"brokerName":"b","readQueueNums":1,"writeQueueNums":1,"perm":6}"#,
+            0,
+        ),
+    ] {
+        let q: QueueData = serde_json::from_str(json).unwrap();
+        assert_eq!(q.topic_sys_flag, flag, "{json}");
+    }
 }
 
 #[test]
