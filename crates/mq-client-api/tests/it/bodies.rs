@@ -52,6 +52,10 @@ fn emitted_route_is_standard_json_with_the_451_and_5x_field_sets() {
             r#"{"brokerName":"b","readQueueNums":1,"writeQueueNums":1,"perm":6}"#,
             0,
         ),
+        (
+            r#"{"brokerName":"b","readQueueNums":1,"writeQueueNums":1,"perm":6,"topicSynFlag":4,"topicSysFlag":5}"#,
+            5,
+        ),
     ] {
         let q: QueueData = serde_json::from_str(json).unwrap();
         assert_eq!(q.topic_sys_flag, flag, "{json}");
