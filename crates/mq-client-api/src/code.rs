@@ -176,6 +176,10 @@ codes! {
         RECALL_MESSAGE = 370,
         /// 5.x: query assignment.
         QUERY_ASSIGNMENT = 400,
+        /// 5.x: set a group's message request mode (pull or pop).
+        SET_MESSAGE_REQUEST_MODE = 401,
+        /// 5.x: every group's message request mode.
+        GET_ALL_MESSAGE_REQUEST_MODE = 402,
         /// 5.x: broker heartbeat.
         BROKER_HEARTBEAT = 904,
         /// 5.x: pop (JSON headers only: above 16 bits).
@@ -188,6 +192,8 @@ codes! {
         CHANGE_MESSAGE_INVISIBLETIME = 200_053,
         /// 5.x: notification.
         NOTIFICATION = 200_054,
+        /// 5.x: polling info.
+        POLLING_INFO = 200_055,
         /// 5.x: batch ack.
         BATCH_ACK_MESSAGE = 200_151,
     }

@@ -560,3 +560,55 @@ async fn a_sync_flush_that_misses_its_deadline_answers_flush_disk_timeout() {
     assert_eq!(got.messages.len(), 1);
     let _ = b.shutdown(T).await;
 }
+
+#[tokio::test]
+async fn unserved_5x_client_codes_are_answered_with_the_missing_feature() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path(), |c| c).await;
+    let addr = b.local_addr().to_string();
+    let api = api();
+    for (code, feature) in [
+        (
+            RequestCode::POP_MESSAGE.0,
+            "POP_MESSAGE (200050): pop consumption",
+        ),
+        (3442, "POP_MESSAGE (3442): pop consumption"),
+        (
+            RequestCode::ACK_MESSAGE.0,
+            "ACK_MESSAGE (200051): pop consumption",
+        ),
+        (
+            RequestCode::QUERY_ASSIGNMENT.0,
+            "QUERY_ASSIGNMENT (400): server-side queue assignment",
+        ),
+        (
+            RequestCode::RECALL_MESSAGE.0,
+            "RECALL_MESSAGE (370): message recall",
+        ),
+    ] {
+        let r = api
+            .remoting()
+            .invoke(&addr, RemotingCommand::request(code), T)
+            .await
+            .unwrap();
+        assert_eq!(r.code, ResponseCode::REQUEST_CODE_NOT_SUPPORTED.0);
+        let remark = r.remark.unwrap_or_default();
+        assert!(remark.starts_with(feature), "{code}: {remark}");
+        assert!(
+            remark.ends_with("is not supported by this broker"),
+            "{remark}"
+        );
+    }
+    // Codes nobody knows keep Java's generic answer.
+    let r = api
+        .remoting()
+        .invoke(&addr, RemotingCommand::request(4242), T)
+        .await
+        .unwrap();
+    assert_eq!(r.code, ResponseCode::REQUEST_CODE_NOT_SUPPORTED.0);
+    assert_eq!(
+        r.remark.as_deref(),
+        Some(" request type 4242 not supported")
+    );
+    let _ = b.shutdown(T).await;
+}
