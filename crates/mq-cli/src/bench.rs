@@ -203,6 +203,7 @@ pub(crate) async fn produce(args: BenchArgs, mode: Mode) -> Result<(), String> {
         .map_err(|e| format!("warm-up send failed: {e}"))?;
     let stats = Stats::new();
     let body = bytes::Bytes::from(vec![b'x'; args.size.max(1)]);
+    let cpu_start = process_cpu();
     let stop_at = Instant::now() + Duration::from_secs(args.duration);
     let remaining = Arc::new(AtomicU64::new(args.count.unwrap_or(u64::MAX)));
     let mut tasks = tokio::task::JoinSet::new();
@@ -264,6 +265,7 @@ pub(crate) async fn produce(args: BenchArgs, mode: Mode) -> Result<(), String> {
         });
     }
     let (samples, elapsed) = report_loop(&args, &stats, &mut tasks, "Send").await;
+    let cpu = process_cpu().saturating_sub(cpu_start);
     producer.shutdown().await;
     let baseline = match args.baseline {
         Some(Baseline::Echo) => Some(echo_baseline(&args).await),
@@ -276,9 +278,38 @@ pub(crate) async fn produce(args: BenchArgs, mode: Mode) -> Result<(), String> {
         &samples,
         elapsed,
         baseline,
+        Some((cpu, cpu_scope(&args))),
     )?;
     cluster.shutdown().await;
     Ok(())
+}
+
+/// This process's CPU time (user + system) so far, from `/proc/self/stat` (zero where there is
+/// none).
+fn process_cpu() -> Duration {
+    // Fields 14 and 15 (utime, stime), in USER_HZ ticks (100 a second on Linux), counted from
+    // after the command name, which may hold spaces.
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            let rest = stat.rsplit_once(')')?.1;
+            let mut f = rest.split_whitespace().skip(11);
+            let user: u64 = f.next()?.parse().ok()?;
+            let system: u64 = f.next()?.parse().ok()?;
+            Some(user + system)
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// Whose CPU the process measure covers: with an embedded cluster the broker runs in this
+/// process too.
+fn cpu_scope(args: &BenchArgs) -> &'static str {
+    if args.namesrv.is_some() {
+        "client"
+    } else {
+        "client+broker"
+    }
 }
 
 /// `mq bench consume`: preloads `count` (default 100 000) messages, then measures how fast a
@@ -349,7 +380,7 @@ pub(crate) async fn consume(args: BenchArgs) -> Result<(), String> {
     });
     let (samples, elapsed) = report_loop(&args, &stats, &mut waiter, "Consume").await;
     consumer.shutdown().await;
-    finish(&args, "consume", &stats, &samples, elapsed, None)?;
+    finish(&args, "consume", &stats, &samples, elapsed, None, None)?;
     cluster.shutdown().await;
     Ok(())
 }
@@ -442,7 +473,11 @@ fn finish(
     samples: &[Sample],
     elapsed: Duration,
     baseline: Option<f64>,
+    cpu: Option<(Duration, &str)>,
 ) -> Result<(), String> {
+    let ok = stats.ok.load(Ordering::Relaxed);
+    // CPU microseconds per acknowledged message, and whose.
+    let cpu_per_msg = cpu.map(|(used, scope)| (used.as_secs_f64() * 1e6 / ok.max(1) as f64, scope));
     let hist = stats.latency.lock().clone();
     let q = |p: f64| {
         hist.as_ref()
@@ -470,6 +505,9 @@ fn finish(
         if let (Some(b), Some(r)) = (baseline, ratio) {
             let _ = write!(out, ",\"echo_tps\":{b:.1},\"ratio_to_echo\":{r:.3}");
         }
+        if let Some((us, scope)) = cpu_per_msg {
+            let _ = write!(out, ",\"cpu_us_per_msg\":{us:.2},\"cpu_scope\":\"{scope}\"");
+        }
         out.push('}');
         println!("{out}");
     } else {
@@ -482,6 +520,9 @@ fn finish(
             stats.send_failed.load(Ordering::Relaxed)
                 + stats.response_failed.load(Ordering::Relaxed)
         );
+        if let Some((us, scope)) = cpu_per_msg {
+            println!("CPU per message ({scope}): {us:.1} µs");
+        }
         if let (Some(b), Some(r)) = (baseline, ratio) {
             println!("raw framed TCP echo: {b:.0} msg/s; ratio {r:.3}");
         }

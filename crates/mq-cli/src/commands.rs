@@ -98,6 +98,22 @@ pub(crate) async fn consume(
         } else {
             ConsumeFrom::LastOffset
         });
+    // A name server that does not answer is an error, said at once; a topic it does not know
+    // (yet) is waited for, as a consumer does.
+    if let Err(e) = api(&target.namesrv)
+        .topic_route(topic, target.timeout)
+        .await
+        && e.response_code().is_none()
+    {
+        return Err(match e {
+            mq_client_api::ClientApiError::Remoting(mq_remoting::RemotingError::Timeout {
+                addr,
+                elapsed,
+                ..
+            }) => format!("name server {addr} did not answer within {elapsed:?}"),
+            other => format!("cannot look up the route of topic {topic}: {other}"),
+        });
+    }
     let consumer = PullConsumer::new(config);
     consumer
         .subscribe(topic, expression)

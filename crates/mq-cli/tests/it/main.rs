@@ -362,7 +362,7 @@ fn signal(server: &Server, sig: &str) {
 }
 
 #[test]
-fn send_against_a_stopped_server_ends_by_its_timeout_naming_the_name_server() {
+fn send_and_consume_against_a_stopped_server_end_by_their_timeout_naming_the_name_server() {
     let store = tempfile::tempdir().unwrap();
     let server = serve(store.path());
     let ns = server.namesrv.clone();
@@ -381,7 +381,6 @@ fn send_against_a_stopped_server_ends_by_its_timeout_naming_the_name_server() {
         "500ms",
     ]);
     let took = started.elapsed();
-    signal(&server, "-CONT");
     assert!(!ok);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
@@ -390,5 +389,26 @@ fn send_against_a_stopped_server_ends_by_its_timeout_naming_the_name_server() {
     );
     // 500 ms plus the process's start and exit; before, the lookup and the TBW102 fallback
     // waited 3 s each whatever the send's deadline.
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+
+    // Consuming says the same instead of reporting zero messages.
+    let started = std::time::Instant::now();
+    let (ok, _, err) = mq(&[
+        "consume",
+        "--namesrv",
+        &ns,
+        "--topic",
+        "Stopped",
+        "--timeout",
+        "500ms",
+    ]);
+    let took = started.elapsed();
+    signal(&server, "-CONT");
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("name server {ns} did not answer")),
+        "{err}"
+    );
     assert!(took < Duration::from_secs(3), "took {took:?}");
 }
