@@ -2,7 +2,8 @@
 // async, oneway and batch sends, then a push consumer must read every message back once, with
 // body, tags, keys and properties intact. Prints "go: N passed, N failed"; exits 1 on failure.
 //
-// Usage: client-go NAMESRV
+// Usage: client-go NAMESRV, or client-go consume NAMESRV TOPIC N GROUP (a cross-client flow:
+// bodies "cross message I" with tag "cross", sent by another client).
 package main
 
 import (
@@ -10,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -86,6 +88,17 @@ func splitIDs(s string) []string {
 
 func main() {
 	rlog.SetLogLevel("error")
+	if os.Args[1] == "consume" {
+		n, _ := strconv.Atoi(os.Args[4])
+		check(fmt.Sprintf("consumes the %d messages another client produced", n), func() error {
+			return consumeCross(os.Args[2], os.Args[3], n, os.Args[5])
+		})
+		fmt.Printf("go: %d passed, %d failed\n", passed, failed)
+		if failed > 0 {
+			os.Exit(1)
+		}
+		return
+	}
 	namesrv := os.Args[1]
 	p, err := rocketmq.NewProducer(
 		producer.WithNameServer(primitive.NamesrvAddr{namesrv}),
@@ -210,6 +223,55 @@ func consumeAll(namesrv string) error {
 	for id, n := range seen {
 		if n > 1 {
 			return fmt.Errorf("%s read %d times", id, n)
+		}
+	}
+	return nil
+}
+
+// consumeCross reads the n "cross message I" bodies another client sent to topic.
+func consumeCross(namesrv, topic string, n int, group string) error {
+	var mu sync.Mutex
+	bodies := map[string]bool{}
+	all := make(chan struct{})
+	c, err := rocketmq.NewPushConsumer(
+		consumer.WithGroupName(group),
+		consumer.WithInstance(group),
+		consumer.WithNameServer(primitive.NamesrvAddr{namesrv}),
+		consumer.WithConsumeFromWhere(consumer.ConsumeFromFirstOffset),
+	)
+	if err != nil {
+		return err
+	}
+	err = c.Subscribe(topic, consumer.MessageSelector{}, func(_ context.Context, msgs ...*primitive.MessageExt) (consumer.ConsumeResult, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, m := range msgs {
+			if m.GetTags() != "cross" || bodies[string(m.Body)] {
+				continue
+			}
+			bodies[string(m.Body)] = true
+			if len(bodies) == n {
+				close(all)
+			}
+		}
+		return consumer.ConsumeSuccess, nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := c.Start(); err != nil {
+		return err
+	}
+	defer func() { _ = c.Shutdown() }()
+	select {
+	case <-all:
+	case <-time.After(60 * time.Second):
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i := 0; i < n; i++ {
+		if !bodies[fmt.Sprintf("cross message %d", i)] {
+			return fmt.Errorf("missing cross message %d (got %d)", i, len(bodies))
 		}
 	}
 	return nil

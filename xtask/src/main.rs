@@ -47,9 +47,11 @@ fn main() -> ExitCode {
         "soak-tests" => soak_tests(rest),
         "interop" => interop::interop(rest),
         "interop-netns" => interop::in_netns(rest),
+        "interop-bench" => interop::interop_bench(rest),
+        "interop-bench-netns" => interop::bench_in_netns(rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|check-layers|check-conventions|fuzz-smoke [secs]|bench|soak-tests [runs]|interop [5.3|4.9]…>"
+                "usage: cargo xtask <ci|check-layers|check-conventions|fuzz-smoke [secs]|bench|soak-tests [runs]|interop [ours|5.3|4.9]…|interop-bench>"
             );
             return ExitCode::from(2);
         }
@@ -541,6 +543,13 @@ fn bench(args: &[String]) -> Result {
             md.push_str(l);
             md.push('\n');
         }
+    }
+    // `cargo xtask interop-bench` owns one section (it needs the Java engine): carry it over.
+    let old = std::fs::read_to_string(root.join("docs/performance.md")).unwrap_or_default();
+    if let Some(section) = interop::section_of(&old) {
+        md.push('\n');
+        md.push_str(section);
+        md.push('\n');
     }
     std::fs::write(root.join("docs/performance.md"), md).map_err(|e| e.to_string())?;
     eprintln!(

@@ -190,7 +190,14 @@ public final class Client451 {
     /** Pulls the stored message the result points at and compares it with what was sent. */
     private static void verifyStored(DefaultMQPullConsumer puller, SendResult r, String tag, int size) throws Exception {
         require(r.getSendStatus() == SendStatus.SEND_OK, "status " + r.getSendStatus());
+        // A Java broker makes a stored message pullable a moment later (its consume queues are
+        // built by a dispatcher thread): wait for it, boundedly.
         PullResult pulled = puller.pull(r.getMessageQueue(), "*", r.getQueueOffset(), 1);
+        long until = System.currentTimeMillis() + 10_000;
+        while (pulled.getPullStatus() == PullStatus.NO_NEW_MSG && System.currentTimeMillis() < until) {
+            Thread.sleep(20);
+            pulled = puller.pull(r.getMessageQueue(), "*", r.getQueueOffset(), 1);
+        }
         require(pulled.getPullStatus() == PullStatus.FOUND, "pull status " + pulled.getPullStatus());
         MessageExt m = pulled.getMsgFoundList().get(0);
         require(m.getMsgId().equals(r.getMsgId()), "msgId " + m.getMsgId() + " != " + r.getMsgId());

@@ -28,7 +28,11 @@ import org.apache.rocketmq.common.message.MessageExt;
  * compressed with each codec, then a push consumer and a lite pull consumer must each read
  * every message back once, with body, tags, keys and properties intact.
  *
- * Usage: Client53 NAMESRV
+ * Usage: Client53 NAMESRV, or Client53 produce NAMESRV TOPIC N, or Client53 consume NAMESRV TOPIC
+ * N GROUP (the cross-client flows: bodies "cross message I", tag "cross"), or Client53 bench
+ * NAMESRV TOPIC sync|async THREADS WINDOW SIZE SECONDS (the Java side of the side-by-side
+ * performance row, in the spirit of rocketmq-example's benchmark Producer, which Maven Central
+ * does not carry).
  */
 public final class Client53 {
     private static final String TOPIC = "Interop53";
@@ -42,6 +46,14 @@ public final class Client53 {
     }
 
     public static void main(String[] args) throws Exception {
+        if (args[0].equals("bench")) {
+            bench(args);
+            return;
+        }
+        if (args[0].equals("produce") || args[0].equals("consume")) {
+            cross(args);
+            return;
+        }
         String namesrv = args[0];
         DefaultMQProducer producer = new DefaultMQProducer("p53");
         producer.setNamesrvAddr(namesrv);
@@ -103,6 +115,141 @@ public final class Client53 {
         System.exit(failed == 0 ? 0 : 1);
     }
 
+    /**
+     * Sends SIZE-byte messages from THREADS threads for SECONDS after a warm-up of the same
+     * length (JIT), sync or with WINDOW async sends in flight per thread; prints
+     * `bench msgs=N seconds=S cpu_ns=C` for the timed part (C: the JVM's CPU time).
+     */
+    private static void bench(String[] args) throws Exception {
+        String namesrv = args[1];
+        String topic = args[2];
+        boolean async = args[3].equals("async");
+        int threads = Integer.parseInt(args[4]);
+        int window = Integer.parseInt(args[5]);
+        byte[] body = new byte[Integer.parseInt(args[6])];
+        long seconds = Long.parseLong(args[7]);
+        DefaultMQProducer p = new DefaultMQProducer("bench53");
+        p.setNamesrvAddr(namesrv);
+        p.setInstanceName("bench53");
+        p.start();
+        p.send(new Message(topic, body));
+        java.lang.management.OperatingSystemMXBean os = java.lang.management.ManagementFactory.getOperatingSystemMXBean();
+        com.sun.management.OperatingSystemMXBean cpu = (com.sun.management.OperatingSystemMXBean) os;
+        java.util.concurrent.atomic.AtomicLong counted = new java.util.concurrent.atomic.AtomicLong();
+        java.util.concurrent.atomic.AtomicBoolean measuring = new java.util.concurrent.atomic.AtomicBoolean();
+        java.util.concurrent.atomic.AtomicLong errors = new java.util.concurrent.atomic.AtomicLong();
+        long warmEnd = System.nanoTime() + seconds * 1_000_000_000L;
+        long end = warmEnd + seconds * 1_000_000_000L;
+        List<Thread> workers = new ArrayList<>();
+        for (int t = 0; t < threads; t++) {
+            Thread w = new Thread(() -> {
+                java.util.concurrent.Semaphore room = new java.util.concurrent.Semaphore(window);
+                while (System.nanoTime() < end) {
+                    try {
+                        if (async) {
+                            room.acquire();
+                            p.send(new Message(topic, body), new SendCallback() {
+                                @Override
+                                public void onSuccess(SendResult r) {
+                                    if (measuring.get()) {
+                                        counted.incrementAndGet();
+                                    }
+                                    room.release();
+                                }
+
+                                @Override
+                                public void onException(Throwable e) {
+                                    errors.incrementAndGet();
+                                    room.release();
+                                }
+                            });
+                        } else {
+                            p.send(new Message(topic, body));
+                            if (measuring.get()) {
+                                counted.incrementAndGet();
+                            }
+                        }
+                    } catch (Exception e) {
+                        errors.incrementAndGet();
+                    }
+                }
+                room.acquireUninterruptibly(window);
+            });
+            w.start();
+            workers.add(w);
+        }
+        Thread.sleep(Math.max(0, (warmEnd - System.nanoTime()) / 1_000_000));
+        long cpuStart = cpu.getProcessCpuTime();
+        long wallStart = System.nanoTime();
+        measuring.set(true);
+        Thread.sleep(Math.max(0, (end - System.nanoTime()) / 1_000_000));
+        measuring.set(false);
+        long wall = System.nanoTime() - wallStart;
+        long cpuUsed = cpu.getProcessCpuTime() - cpuStart;
+        long msgs = counted.get();
+        for (Thread w : workers) {
+            w.join();
+        }
+        p.shutdown();
+        System.out.println("bench msgs=" + msgs + " seconds=" + (wall / 1e9) + " cpu_ns=" + cpuUsed + " errors=" + errors.get());
+        System.exit(0);
+    }
+
+    /** The cross-client flows: produce N messages, or consume N messages another client sent. */
+    private static void cross(String[] args) throws Exception {
+        String namesrv = args[1];
+        String topic = args[2];
+        int n = Integer.parseInt(args[3]);
+        if (args[0].equals("produce")) {
+            check("produces " + n + " messages for another client", () -> {
+                DefaultMQProducer p = new DefaultMQProducer("cross53");
+                p.setNamesrvAddr(namesrv);
+                p.setInstanceName("cross53");
+                p.start();
+                try {
+                    for (int i = 0; i < n; i++) {
+                        Message m = new Message(topic, "cross", ("cross message " + i).getBytes("UTF-8"));
+                        SendResult r = p.send(m);
+                        require(r.getSendStatus() == SendStatus.SEND_OK, "status " + r.getSendStatus());
+                    }
+                } finally {
+                    p.shutdown();
+                }
+            });
+        } else {
+            check("consumes the " + n + " messages another client produced", () -> {
+                Map<String, AtomicInteger> bodies = new ConcurrentHashMap<>();
+                CountDownLatch all = new CountDownLatch(n);
+                DefaultMQPushConsumer c = new DefaultMQPushConsumer(args[4]);
+                c.setNamesrvAddr(namesrv);
+                c.setInstanceName(args[4]);
+                c.setConsumeFromWhere(ConsumeFromWhere.CONSUME_FROM_FIRST_OFFSET);
+                c.subscribe(topic, "*");
+                c.registerMessageListener((MessageListenerConcurrently) (msgs, ctx) -> {
+                    for (MessageExt m : msgs) {
+                        String body = new String(m.getBody(), java.nio.charset.StandardCharsets.UTF_8);
+                        if (bodies.computeIfAbsent(body, k -> new AtomicInteger()).incrementAndGet() == 1
+                                && body.startsWith("cross message ") && "cross".equals(m.getTags())) {
+                            all.countDown();
+                        }
+                    }
+                    return ConsumeConcurrentlyStatus.CONSUME_SUCCESS;
+                });
+                c.start();
+                try {
+                    all.await(60, TimeUnit.SECONDS);
+                } finally {
+                    c.shutdown();
+                }
+                for (int i = 0; i < n; i++) {
+                    require(bodies.containsKey("cross message " + i), "missing cross message " + i + " (got " + bodies.size() + ")");
+                }
+            });
+        }
+        System.out.println("java-5.3: " + passed + " passed, " + failed + " failed");
+        System.exit(failed == 0 ? 0 : 1);
+    }
+
     private static Message message(String tag, int i, int size) {
         byte[] body = new byte[size];
         for (int b = 0; b < size; b++) {
@@ -120,12 +267,25 @@ public final class Client53 {
 
     private static void consumeAll(String namesrv, boolean lite) throws Exception {
         Map<String, AtomicInteger> seen = new ConcurrentHashMap<>();
+        Map<String, String> unknown = new ConcurrentHashMap<>();
         List<String> wrong = new ArrayList<>();
-        CountDownLatch all = new CountDownLatch(sent.size());
+        // Every message sent has its own tag and key: the wait ends when each has arrived,
+        // whatever id it arrives with; the ids are checked after.
+        java.util.Set<String> expected = ConcurrentHashMap.newKeySet();
+        for (Message m : sent.values()) {
+            expected.add(m.getTags() + "/" + m.getKeys());
+        }
+        java.util.Set<String> arrived = ConcurrentHashMap.newKeySet();
+        CountDownLatch all = new CountDownLatch(expected.size());
         MessageListenerConcurrently listener = (msgs, ctx) -> {
             for (MessageExt m : msgs) {
+                String tagKey = m.getTags() + "/" + m.getKeys();
+                if (expected.contains(tagKey) && arrived.add(tagKey)) {
+                    all.countDown();
+                }
                 Message want = sent.get(m.getMsgId());
                 if (want == null) {
+                    unknown.put(m.getMsgId(), m.getTags() + "/" + m.getKeys());
                     continue;
                 }
                 if (!Arrays.equals(want.getBody(), m.getBody()) || !want.getTags().equals(m.getTags())
@@ -135,9 +295,7 @@ public final class Client53 {
                         wrong.add(m.getMsgId() + " (" + m.getTags() + ", " + m.getBody().length + " bytes)");
                     }
                 }
-                if (seen.computeIfAbsent(m.getMsgId(), k -> new AtomicInteger()).incrementAndGet() == 1) {
-                    all.countDown();
-                }
+                seen.computeIfAbsent(m.getMsgId(), k -> new AtomicInteger()).incrementAndGet();
             }
             return ConsumeConcurrentlyStatus.CONSUME_SUCCESS;
         };
@@ -170,7 +328,16 @@ public final class Client53 {
                 c.shutdown();
             }
         }
-        require(all.getCount() == 0, "read " + seen.size() + " of " + sent.size());
+        if (seen.size() != sent.size()) {
+            List<String> missing = new ArrayList<>();
+            for (Map.Entry<String, Message> e : sent.entrySet()) {
+                if (!seen.containsKey(e.getKey())) {
+                    missing.add(e.getKey() + " " + e.getValue().getTags() + "/" + e.getValue().getKeys());
+                }
+            }
+            throw new AssertionError("read " + seen.size() + " of " + sent.size() + "; missing " + missing
+                + "; read but not sent " + unknown);
+        }
         require(wrong.isEmpty(), "differ from what was sent: " + wrong);
         long twice = seen.values().stream().filter(n -> n.get() > 1).count();
         require(twice == 0, twice + " read more than once");
