@@ -194,7 +194,17 @@ pub(crate) fn interop(args: &[String]) -> Result {
             return Err(format!("unknown server {s}; known: {SERVERS:?}"));
         }
     }
-    cargo(&["build", "--locked", "-p", "mq-cli"], &[])?;
+    cargo(
+        &[
+            "build",
+            "--locked",
+            "-p",
+            "mq-cli",
+            "-p",
+            "mq-interop-client",
+        ],
+        &[],
+    )?;
     let mq = root().join("target/debug/mq");
     build_clients()?;
     let me = std::env::current_exe().map_err(|e| format!("cannot find xtask itself: {e}"))?;
@@ -513,7 +523,10 @@ pub(crate) fn in_netns(args: &[String]) -> Result {
     }
     // The official clients, each scenario a row.
     let dir = root().join("interop");
+    let mut ours = Command::new(mq.with_file_name("mq-interop-client"));
+    ours.arg(NAMESRV).env("HOME", work);
     let programs = [
+        ("ours", ours),
         (
             "java 4.5.1",
             java(
@@ -673,7 +686,8 @@ fn start_engine(engine: &str, lib: &Path, work: &Path) -> Result<Vec<Server>> {
              autoCreateTopicEnable=true\nstorePathRootDir={store}\n\
              storePathCommitLog={store}/commitlog\nmappedFileSizeCommitLog=67108864\n\
              mapedFileSizeCommitLog=67108864\nmappedFileSizeConsumeQueue=600000\n\
-             maxIndexNum=100000\nmaxHashSlotNum=10000\ntimerWheelEnable=false\n",
+             maxIndexNum=100000\nmaxHashSlotNum=10000\ntimerWheelEnable=false\n\
+             transactionTimeOut=1000\ntransactionCheckInterval=1000\n",
             store = store.display()
         ),
     )?;

@@ -76,6 +76,12 @@ pub struct BrokerConfig {
     pub transaction_check_interval: Duration,
     /// Checks after which a half message is rolled back. Default 15.
     pub transaction_max_checks: u32,
+    /// Store the sends of one connection in arrival order (Java 4.5.1's single send thread),
+    /// so a client may pipeline sends to a queue and keep their order. Default on. Off, sends
+    /// are processed concurrently, as Apache RocketMQ ≥ 4.9 does with its default
+    /// `sendMessageThreadPoolNums` (min(cores, 4)): pipelined sends may then be stored out of
+    /// order.
+    pub ordered_sends: bool,
 }
 
 /// The default delay levels.
@@ -106,6 +112,7 @@ impl BrokerConfig {
             transaction_timeout: Duration::from_secs(6),
             transaction_check_interval: Duration::from_secs(1),
             transaction_max_checks: 15,
+            ordered_sends: true,
         }
     }
 
@@ -162,6 +169,14 @@ impl BrokerConfig {
     #[must_use]
     pub fn with_auto_create_topic(mut self, on: bool) -> Self {
         self.auto_create_topic = on;
+        self
+    }
+
+    /// Stores one connection's sends in arrival order, or not (see
+    /// [`BrokerConfig::ordered_sends`]).
+    #[must_use]
+    pub fn with_ordered_sends(mut self, on: bool) -> Self {
+        self.ordered_sends = on;
         self
     }
 }
@@ -234,14 +249,16 @@ impl Broker {
             token: CancellationToken::new(),
             tasks: TaskTracker::new(),
         }));
-        // Sends of one connection are stored in arrival order (Java's single send thread), so
-        // a client may pipeline sends to a queue and keep their order.
-        for code in [
-            RequestCode::SEND_MESSAGE,
-            RequestCode::SEND_MESSAGE_V2,
-            RequestCode::SEND_BATCH_MESSAGE,
-        ] {
-            server.set_ordered(code.0);
+        // Sends of one connection are stored in arrival order (Java 4.5.1's single send
+        // thread), so a client may pipeline sends to a queue and keep their order.
+        if core.0.config.ordered_sends {
+            for code in [
+                RequestCode::SEND_MESSAGE,
+                RequestCode::SEND_MESSAGE_V2,
+                RequestCode::SEND_BATCH_MESSAGE,
+            ] {
+                server.set_ordered(code.0);
+            }
         }
         let c = Arc::clone(&core);
         server.set_default_processor(processor_fn(move |ctx, req| {

@@ -2,19 +2,27 @@
 //!
 //! Every message of a key goes to the key's queue (Java-compatible hash) and gets the next
 //! sequence number of that queue in the [`SEQUENCE_PROPERTY`] property. Up to `window` sends per
-//! queue are written back to back on the queue's connection (the broker stores the sends of one
-//! connection in arrival order). When send *k* fails, the sender waits for the sends written
-//! after it, then writes *k* and everything after it again, in order, so that the log holds every
-//! sequence from *k* on contiguously. The caller sees one outcome per message, in sequence order.
+//! queue are written back to back on the queue's connection. When send *k* fails, the sender
+//! waits for the sends written after it, then writes *k* and everything after it again, in order,
+//! so that the log holds every sequence from *k* on contiguously. The caller sees one outcome per
+//! message, in sequence order.
 //!
-//! The guarantee and its limit: messages written after a failed one may be stored twice (once
-//! before the resend, once in it). A consumer keeps order and drops duplicates by accepting, per
-//! queue, only the next expected sequence number; the early copies are then skipped. Consumers
-//! must therefore be idempotent, or track the sequence property.
+//! Pipelining keeps order only on a broker that stores one connection's sends in arrival order:
+//! ours, and Apache RocketMQ with one send thread (4.5.x; later versions default to
+//! `sendMessageThreadPoolNums` = min(cores, 4)). The sender checks every result: a sequence
+//! stored at a lower queue offset than the one before it overtook it, so it is handled like a
+//! failure (written again with everything after it, one at a time), the sender goes on with one
+//! send in flight per queue ([`OrderedSender::window`] drops to 1), and
+//! [`OrderedSender::reordered`] counts it.
+//!
+//! The guarantee and its limit: messages written after a failed or overtaken one may be stored
+//! twice (once early, once in the rewrite). A consumer keeps order and drops duplicates by
+//! accepting, per queue, only the next expected sequence number; the early copies are then
+//! skipped. Consumers must therefore be idempotent, or track the sequence property.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use mq_client_api::{ClientApiError, Message, MessageQueue, SendResult};
@@ -22,7 +30,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::error::ProducerError;
 use crate::producer::{Payload, Producer};
@@ -52,9 +60,11 @@ struct Inner {
     queues: Vec<MessageQueue>,
     producer: Producer,
     topic: String,
-    window: usize,
+    /// Sends in flight per queue: the caller's window, 1 once a broker reordered.
+    window: AtomicUsize,
     lanes: Mutex<HashMap<MessageQueue, Lane>>,
     resent: AtomicU64,
+    reordered: AtomicU64,
     tasks: TaskTracker,
 }
 
@@ -62,7 +72,7 @@ impl std::fmt::Debug for OrderedSender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OrderedSender")
             .field("topic", &self.inner.topic)
-            .field("window", &self.inner.window)
+            .field("window", &self.inner.window.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
@@ -90,12 +100,24 @@ impl OrderedSender {
                 queues: info.queues.clone(),
                 producer,
                 topic,
-                window: window.max(1),
+                window: AtomicUsize::new(window.max(1)),
                 lanes: Mutex::new(HashMap::new()),
                 resent: AtomicU64::new(0),
+                reordered: AtomicU64::new(0),
                 tasks: TaskTracker::new(),
             }),
         })
+    }
+
+    /// How many times a broker stored a pipelined send after the one behind it (each time the
+    /// sender wrote again from the overtaken sequence and went on one send at a time).
+    pub fn reordered(&self) -> u64 {
+        self.inner.reordered.load(Ordering::Relaxed)
+    }
+
+    /// Sends in flight per queue now: the window asked for, or 1 once a broker reordered.
+    pub fn window(&self) -> usize {
+        self.inner.window.load(Ordering::Relaxed)
     }
 
     /// How many messages were written again after a failure (each may be a duplicate).
@@ -113,7 +135,7 @@ impl OrderedSender {
         &self,
         key: &SelectArg,
         mut msg: Message,
-    ) -> impl Future<Output = Result<SendResult, ProducerError>> + Send + 'static {
+    ) -> impl Future<Output = Result<SendResult, ProducerError>> + Send + 'static + use<> {
         msg.topic.clone_from(&self.inner.topic);
         let (reply, rx) = oneshot::channel();
         match HashSelector.select(&self.inner.queues, &msg, key) {
@@ -215,9 +237,11 @@ async fn lane_worker(
     let mut attempts_of_front = 0u32;
     let mut front_deadline = Instant::now() + timeout;
     let mut open = true;
+    // The queue offset of the last sequence whose outcome was handed out.
+    let mut last_offset: Option<i64> = None;
     loop {
         // Fill the window, in order.
-        while open && window.len() < inner.window {
+        while open && window.len() < inner.window.load(Ordering::Relaxed) {
             let next = if window.is_empty() {
                 items.recv().await
             } else {
@@ -256,7 +280,36 @@ async fn lane_worker(
                 mq_remoting::RemotingError::Shutdown,
             )));
         match result {
+            // Stored before its predecessor: the broker does not keep one connection's sends
+            // in order. Write it and everything after it again, each only once the one before
+            // it is stored, and keep one send in flight from now on.
+            Ok(r) if last_offset.is_some_and(|last| r.queue_offset < last) => {
+                inner.window.store(1, Ordering::Relaxed);
+                if inner.reordered.fetch_add(1, Ordering::Relaxed) == 0 {
+                    warn!(
+                        queue = %mq,
+                        "the broker stored pipelined sends out of order (Apache RocketMQ with \
+                         several send threads); writing again from the one that overtook and \
+                         sending one at a time from now on"
+                    );
+                }
+                for later in window.iter_mut().skip(1) {
+                    let _ = (&mut later.outcome).await;
+                }
+                inner
+                    .resent
+                    .fetch_add(window.len() as u64, Ordering::Relaxed);
+                for w in window.iter_mut() {
+                    let stored = write(&inner, &mq, &w.msg, timeout).await.await;
+                    let (done, outcome) = oneshot::channel();
+                    let _ = done.send(stored.unwrap_or(Err(ClientApiError::Remoting(
+                        mq_remoting::RemotingError::Shutdown,
+                    ))));
+                    w.outcome = outcome;
+                }
+            }
             Ok(r) => {
+                last_offset = Some(r.queue_offset);
                 if let Some(done) = window.pop_front() {
                     let _ = done.reply.send(Ok(r));
                 }

@@ -1,0 +1,646 @@
+//! The interop harness's scenarios for our client beyond `mq quickstart`, against any cluster
+//! (`cargo xtask interop` runs it against ours and Apache RocketMQ's Java brokers): explicit
+//! queues with everything checked as stored, the ordered pipeline into an orderly consumer,
+//! auto-batching, delay levels, transactions (rollback, and a check-back), a pull consumer that
+//! resumes from its commit, broadcasting, and retries into the DLQ.
+//!
+//! Usage: `mq-interop-client NAMESRV`. Prints `PASS name` or `FAIL name: reason` per scenario
+//! and `ours: N passed, N failed`; exits 1 when anything failed.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mq_client_api::body::MessageModel;
+use mq_client_api::{Message, MessageExt, MessageQueue, SendResult};
+use mq_client_instance::ClientConfig;
+use mq_consumer::{
+    ConsumeContext, ConsumeFrom, ConsumeOrderlyContext, ConsumeOrderlyStatus, ConsumeStatus,
+    ConsumerConfig, PullConsumer, PushConsumer,
+};
+use mq_producer::{
+    BatchingConfig, LocalTransactionState, OrderedSender, Producer, ProducerConfig,
+    SEQUENCE_PROPERTY, SelectArg, TransactionListener, TransactionProducer,
+};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// How long one scenario may take.
+const SCENARIO_LIMIT: Duration = Duration::from_secs(60);
+
+type Outcome = Result<(), String>;
+
+/// Names of one run: topics and groups of their own, so runs never see each other's messages.
+struct Run {
+    ns: String,
+    id: String,
+}
+
+impl Run {
+    fn name(&self, what: &str) -> String {
+        format!("Interop{what}_{}", self.id)
+    }
+
+    fn client(&self, who: &str) -> ClientConfig {
+        ClientConfig::new(&self.ns).with_instance_name(format!("interop-{who}-{}", self.id))
+    }
+
+    async fn producer(&self, who: &str) -> Result<Producer, String> {
+        let p = Producer::new(
+            ProducerConfig::new(self.name(who), &self.ns).with_client(self.client(who)),
+        );
+        p.start()
+            .await
+            .map_err(|e| format!("producer start: {e}"))?;
+        Ok(p)
+    }
+
+    fn consumer_config(&self, who: &str) -> ConsumerConfig {
+        ConsumerConfig::new(self.name(who), &self.ns)
+            .with_client(self.client(who))
+            .with_consume_from(ConsumeFrom::FirstOffset)
+    }
+
+    /// A topic with 4 queues on every broker, created before anything is sent.
+    async fn topic(&self, p: &Producer, what: &str) -> Result<String, String> {
+        let topic = self.name(what);
+        p.create_topic("TBW102", &topic, 4)
+            .await
+            .map_err(|e| format!("create topic {topic}: {e}"))?;
+        Ok(topic)
+    }
+}
+
+/// Messages a push consumer saw, and a signal on each arrival.
+#[derive(Default)]
+struct Seen {
+    messages: Mutex<Vec<MessageExt>>,
+    changed: Notify,
+}
+
+impl Seen {
+    fn record(&self, msgs: &[MessageExt]) {
+        self.messages.lock().extend(msgs.iter().cloned());
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until `done` holds over what arrived, or the scenario limit.
+    async fn until(&self, what: &str, done: impl Fn(&[MessageExt]) -> bool) -> Outcome {
+        let deadline = Instant::now() + SCENARIO_LIMIT;
+        loop {
+            let changed = self.changed.notified();
+            if done(&self.messages.lock()) {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Err(format!(
+                    "{what}: not within {SCENARIO_LIMIT:?} ({} message(s) arrived)",
+                    self.messages.lock().len()
+                ));
+            }
+        }
+    }
+}
+
+fn body(m: &MessageExt) -> String {
+    String::from_utf8_lossy(&m.message.body).into_owned()
+}
+
+fn ensure(ok: bool, what: impl FnOnce() -> String) -> Outcome {
+    if ok { Ok(()) } else { Err(what()) }
+}
+
+/// A push consumer of `topic` whose listener records everything into the returned `Seen`.
+async fn recording_consumer(
+    run: &Run,
+    who: &str,
+    topic: &str,
+    config: impl FnOnce(ConsumerConfig) -> ConsumerConfig,
+) -> Result<(PushConsumer, Arc<Seen>), String> {
+    let seen = Arc::new(Seen::default());
+    let c = PushConsumer::new(config(run.consumer_config(who)));
+    c.subscribe(topic, "*").map_err(|e| e.to_string())?;
+    let s = Arc::clone(&seen);
+    c.start(Arc::new(
+        move |msgs: &[MessageExt], _: &mut ConsumeContext| {
+            s.record(msgs);
+            ConsumeStatus::Success
+        },
+    ))
+    .await
+    .map_err(|e| format!("consumer start: {e}"))?;
+    Ok((c, seen))
+}
+
+/// Sends to queue 2, then reads those messages back with a pull consumer assigned that queue:
+/// body, tags, keys, a user property, ids and queue offsets as stored.
+async fn explicit_queue(run: &Run) -> Outcome {
+    let p = run.producer("queue").await?;
+    let topic = run.topic(&p, "Queue").await?;
+    let broker = p
+        .send(Message::new(topic.clone(), "warm"))
+        .await
+        .map_err(|e| e.to_string())?
+        .message_queue
+        .broker_name;
+    let mq = MessageQueue::new(topic.clone(), &broker, 2);
+    let mut sent: Vec<(Message, SendResult)> = Vec::new();
+    for i in 0..3 {
+        let mut m = Message::new(topic.clone(), format!("queue message {i}"))
+            .with_tags("q")
+            .with_keys([format!("key-{i}")]);
+        m.put_user_property("scenario", format!("queue-{i}"))
+            .map_err(|e| e.to_string())?;
+        let r = p
+            .send_to_queue(m.clone(), mq.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        ensure(r.message_queue.queue_id == 2, || {
+            format!("sent to queue {}", r.message_queue.queue_id)
+        })?;
+        sent.push((m, r));
+    }
+    ensure(
+        sent.windows(2)
+            .all(|w| w[1].1.queue_offset == w[0].1.queue_offset + 1),
+        || "queue offsets are not consecutive".into(),
+    )?;
+    let c = PullConsumer::new(run.consumer_config("queue-pull"));
+    c.assign(vec![mq.clone()]);
+    c.start().await.map_err(|e| e.to_string())?;
+    c.seek(&mq, sent[0].1.queue_offset)
+        .map_err(|e| e.to_string())?;
+    let mut got: Vec<MessageExt> = Vec::new();
+    let deadline = Instant::now() + SCENARIO_LIMIT;
+    while got.len() < 3 && Instant::now() < deadline {
+        got.extend(
+            c.poll(Duration::from_millis(500))
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    c.shutdown().await;
+    p.shutdown().await;
+    ensure(got.len() >= 3, || format!("pulled {} of 3", got.len()))?;
+    for ((m, r), g) in sent.iter().zip(&got) {
+        ensure(g.message.body == m.body, || format!("body {:?}", body(g)))?;
+        ensure(g.message.tags() == Some("q"), || {
+            format!("tags {:?}", g.message.tags())
+        })?;
+        ensure(g.message.keys() == m.keys(), || {
+            format!("keys {:?}", g.message.keys())
+        })?;
+        ensure(
+            g.message.property("scenario") == m.property("scenario"),
+            || format!("property {:?}", g.message.property("scenario")),
+        )?;
+        ensure(g.msg_id() == r.msg_id, || {
+            format!("msg id {} != {}", g.msg_id(), r.msg_id)
+        })?;
+        ensure(g.queue_offset == r.queue_offset && g.queue_id == 2, || {
+            format!("queue {} offset {}", g.queue_id, g.queue_offset)
+        })?;
+    }
+    Ok(())
+}
+
+/// 200 messages over 4 keys through the ordered pipeline (8 in flight per queue); an orderly
+/// push consumer that keeps, per queue, only the next expected sequence (the pipeline's consumer
+/// rule: copies stored early by a rewrite are skipped) sees each key complete and in order. A
+/// broker that reorders one connection's sends (Apache RocketMQ with several send threads) makes
+/// the sender rewrite and go on one at a time.
+async fn ordered_pipeline(run: &Run) -> Outcome {
+    const KEYS: usize = 4;
+    const PER_KEY: usize = 50;
+    let p = run.producer("ordered").await?;
+    let topic = run.topic(&p, "Ordered").await?;
+    let sender = OrderedSender::new(p.clone(), topic.clone(), 8)
+        .await
+        .map_err(|e| e.to_string())?;
+    let keys: Vec<SelectArg> = (0..KEYS)
+        .map(|k| SelectArg::from(format!("key-{k}")))
+        .collect();
+    let sends: Vec<_> = (0..PER_KEY)
+        .flat_map(|seq| (0..KEYS).map(move |k| (k, format!("{k}:{seq}"))))
+        .map(|(k, text)| sender.send(&keys[k], Message::new(topic.clone(), text)))
+        .collect();
+    for s in sends {
+        s.await.map_err(|e| format!("ordered send: {e}"))?;
+    }
+    sender.close().await;
+    let by_key: Arc<Mutex<BTreeMap<usize, Vec<usize>>>> = Arc::default();
+    let expected: Arc<Mutex<HashMap<i32, u64>>> = Arc::default();
+    let seen = Arc::new(Seen::default());
+    let c = PushConsumer::new(run.consumer_config("orderly"));
+    c.subscribe(&topic, "*").map_err(|e| e.to_string())?;
+    let (b, e, s) = (
+        Arc::clone(&by_key),
+        Arc::clone(&expected),
+        Arc::clone(&seen),
+    );
+    c.start_orderly(Arc::new(
+        move |msgs: &[MessageExt], ctx: &mut ConsumeOrderlyContext| {
+            let mut accepted = Vec::new();
+            for m in msgs {
+                let seq = m
+                    .message
+                    .property(SEQUENCE_PROPERTY)
+                    .and_then(|v| v.parse::<u64>().ok());
+                let mut expected = e.lock();
+                let next = expected.entry(ctx.queue.queue_id).or_insert(1);
+                if seq != Some(*next) {
+                    continue;
+                }
+                *next += 1;
+                if let Some((k, i)) = body(m).split_once(':')
+                    && let (Ok(k), Ok(i)) = (k.parse(), i.parse())
+                {
+                    b.lock().entry(k).or_default().push(i);
+                }
+                accepted.push(m.clone());
+            }
+            s.record(&accepted);
+            ConsumeOrderlyStatus::Success
+        },
+    ))
+    .await
+    .map_err(|e| format!("orderly consumer start: {e}"))?;
+    let result = seen
+        .until("all ordered messages", |m| m.len() >= KEYS * PER_KEY)
+        .await;
+    c.shutdown().await;
+    p.shutdown().await;
+    result?;
+    let by_key = by_key.lock();
+    for k in 0..KEYS {
+        let got = by_key.get(&k).cloned().unwrap_or_default();
+        ensure(got == (0..PER_KEY).collect::<Vec<_>>(), || {
+            format!("key {k} arrived as {got:?}")
+        })?;
+    }
+    Ok(())
+}
+
+/// 300 async sends gathered by the auto-batching producer, each consumed once with its body.
+async fn auto_batching(run: &Run) -> Outcome {
+    const N: usize = 300;
+    let p = Producer::new(
+        ProducerConfig::new(run.name("batching"), &run.ns)
+            .with_client(run.client("batching"))
+            .with_batching(BatchingConfig::default()),
+    );
+    p.start().await.map_err(|e| e.to_string())?;
+    let topic = run.topic(&p, "AutoBatch").await?;
+    let futures: Vec<_> = (0..N)
+        .map(|i| p.send_async(Message::new(topic.clone(), format!("batched {i}"))))
+        .collect();
+    let mut ids = HashMap::new();
+    for (i, f) in futures.into_iter().enumerate() {
+        let r = f.await.map_err(|e| format!("batched send {i}: {e}"))?;
+        ids.insert(r.msg_id, format!("batched {i}"));
+    }
+    let (c, seen) = recording_consumer(run, "batching-c", &topic, |c| c).await?;
+    let result = seen
+        .until("all batched messages", |m| {
+            m.iter().filter(|m| ids.contains_key(&m.msg_id())).count() >= N
+        })
+        .await;
+    c.shutdown().await;
+    p.shutdown().await;
+    result?;
+    let got = seen.messages.lock();
+    let mut once = HashSet::new();
+    for m in got.iter() {
+        if let Some(text) = ids.get(&m.msg_id()) {
+            ensure(&body(m) == text, || {
+                format!("{} has body {:?}", m.msg_id(), body(m))
+            })?;
+            ensure(once.insert(m.msg_id()), || {
+                format!("{} arrived twice", m.msg_id())
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// A message of delay level 1 (1 s) arrives, and no sooner.
+async fn delay_level(run: &Run) -> Outcome {
+    let p = run.producer("delay").await?;
+    let topic = run.topic(&p, "Delay").await?;
+    let (c, seen) = recording_consumer(run, "delay-c", &topic, |c| c).await?;
+    let sent_at = Instant::now();
+    let r = p
+        .send(Message::new(topic.clone(), "later").with_delay_level(1))
+        .await
+        .map_err(|e| e.to_string())?;
+    let result = seen
+        .until("the delayed message", |m| {
+            m.iter().any(|m| m.msg_id() == r.msg_id)
+        })
+        .await;
+    let waited = sent_at.elapsed();
+    c.shutdown().await;
+    p.shutdown().await;
+    result?;
+    // The brokers move due messages on a 100 ms tick.
+    ensure(waited >= Duration::from_millis(900), || {
+        format!("arrived after {waited:?}")
+    })
+}
+
+/// Decides by body: `commit`, `rollback`, or `check` (unknown now, committed when the broker
+/// asks).
+struct ByBody;
+
+impl TransactionListener for ByBody {
+    fn execute(&self, msg: &Message, _arg: &str) -> LocalTransactionState {
+        match &msg.body[..] {
+            b"commit" => LocalTransactionState::Commit,
+            b"rollback" => LocalTransactionState::Rollback,
+            _ => LocalTransactionState::Unknown,
+        }
+    }
+
+    fn check(&self, _msg: &MessageExt) -> LocalTransactionState {
+        LocalTransactionState::Commit
+    }
+}
+
+/// Rollback is never delivered; commit is; an unknown outcome is committed when the broker
+/// checks back.
+async fn transactions(run: &Run) -> Outcome {
+    let plain = run.producer("tx-admin").await?;
+    let topic = run.topic(&plain, "Tx").await?;
+    plain.shutdown().await;
+    let tx = TransactionProducer::new(
+        Producer::new(ProducerConfig::new(run.name("tx"), &run.ns).with_client(run.client("tx"))),
+        Arc::new(ByBody),
+    );
+    tx.start().await.map_err(|e| e.to_string())?;
+    let (c, seen) = recording_consumer(run, "tx-c", &topic, |c| c).await?;
+    for text in ["rollback", "commit", "check"] {
+        tx.send_in_transaction(Message::new(topic.clone(), text), "interop")
+            .await
+            .map_err(|e| format!("{text}: {e}"))?;
+    }
+    let result = seen
+        .until("the committed and the checked-back messages", |m| {
+            let bodies: HashSet<String> = m.iter().map(body).collect();
+            bodies.contains("commit") && bodies.contains("check")
+        })
+        .await;
+    c.shutdown().await;
+    tx.shutdown().await;
+    result?;
+    let bodies: Vec<String> = seen.messages.lock().iter().map(body).collect();
+    ensure(!bodies.iter().any(|b| b == "rollback"), || {
+        format!("a rolled-back message was delivered: {bodies:?}")
+    })
+}
+
+/// A pull consumer reads 20 messages and commits; a new one of the same group gets only the
+/// 5 sent after.
+async fn pull_resumes_from_commit(run: &Run) -> Outcome {
+    let p = run.producer("pull").await?;
+    let topic = run.topic(&p, "Pull").await?;
+    let send = |range: std::ops::Range<usize>| {
+        let (p, topic) = (p.clone(), topic.clone());
+        async move {
+            for i in range {
+                p.send(Message::new(topic.clone(), format!("pulled {i}")))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok::<(), String>(())
+        }
+    };
+    let drain = |n: usize| {
+        let topic = topic.clone();
+        let config = run.consumer_config("pull-c");
+        async move {
+            let c = PullConsumer::new(config);
+            c.subscribe(&topic, "*").map_err(|e| e.to_string())?;
+            c.start().await.map_err(|e| e.to_string())?;
+            let mut got = Vec::new();
+            let deadline = Instant::now() + SCENARIO_LIMIT;
+            while got.len() < n && Instant::now() < deadline {
+                got.extend(
+                    c.poll(Duration::from_millis(500))
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .iter()
+                        .map(body),
+                );
+            }
+            c.commit().await;
+            c.shutdown().await;
+            Ok::<Vec<String>, String>(got)
+        }
+    };
+    send(0..20).await?;
+    let first = drain(20).await?;
+    send(20..25).await?;
+    let second = drain(5).await?;
+    p.shutdown().await;
+    let mut first_sorted = first.clone();
+    first_sorted.sort();
+    let mut want: Vec<String> = (0..20).map(|i| format!("pulled {i}")).collect();
+    want.sort();
+    ensure(first_sorted == want, || format!("first read {first:?}"))?;
+    let mut second_sorted = second.clone();
+    second_sorted.sort();
+    let want: Vec<String> = (20..25).map(|i| format!("pulled {i}")).collect();
+    ensure(second_sorted == want, || {
+        format!("after the commit, read {second:?}")
+    })
+}
+
+/// Two broadcasting consumers of one group each receive every message.
+async fn broadcasting(run: &Run) -> Outcome {
+    let p = run.producer("broadcast").await?;
+    let topic = run.topic(&p, "Broadcast").await?;
+    let dir = std::env::temp_dir().join(format!("mq-interop-offsets-{}", run.id));
+    let mut members = Vec::new();
+    for who in ["a", "b"] {
+        let (dir, group) = (dir.join(who), run.name("broadcast-group"));
+        let seen = Arc::new(Seen::default());
+        let c = PushConsumer::new(
+            ConsumerConfig::new(group, &run.ns)
+                .with_client(run.client(&format!("broadcast-{who}")))
+                .with_consume_from(ConsumeFrom::FirstOffset)
+                .with_message_model(MessageModel::Broadcasting)
+                .with_offset_dir(dir),
+        );
+        c.subscribe(&topic, "*").map_err(|e| e.to_string())?;
+        let s = Arc::clone(&seen);
+        c.start(Arc::new(
+            move |msgs: &[MessageExt], _: &mut ConsumeContext| {
+                s.record(msgs);
+                ConsumeStatus::Success
+            },
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+        members.push((c, seen));
+    }
+    for i in 0..20 {
+        p.send(Message::new(topic.clone(), format!("to all {i}")))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let mut result = Ok(());
+    for (_, seen) in &members {
+        result = result.and(
+            seen.until("every message at every member", |m| {
+                m.iter().map(body).collect::<HashSet<_>>().len() >= 20
+            })
+            .await,
+        );
+    }
+    for (c, _) in members {
+        c.shutdown().await;
+    }
+    p.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// A message the listener always fails comes back with reconsume times 0 then 1, then lands in
+/// the group's DLQ (max reconsume times 1, retries at delay level 1).
+async fn retries_then_dlq(run: &Run) -> Outcome {
+    let p = run.producer("retry").await?;
+    let topic = run.topic(&p, "Retry").await?;
+    let group = run.name("retry-c");
+    let attempts: Arc<Mutex<Vec<i32>>> = Arc::default();
+    let seen = Arc::new(Seen::default());
+    let c = PushConsumer::new(run.consumer_config("retry-c").with_max_reconsume_times(1));
+    c.subscribe(&topic, "*").map_err(|e| e.to_string())?;
+    let (a, s) = (Arc::clone(&attempts), Arc::clone(&seen));
+    c.start(Arc::new(
+        move |msgs: &[MessageExt], ctx: &mut ConsumeContext| {
+            a.lock().extend(msgs.iter().map(|m| m.reconsume_times));
+            s.record(msgs);
+            ctx.delay_level = 1;
+            ConsumeStatus::ReconsumeLater
+        },
+    ))
+    .await
+    .map_err(|e| e.to_string())?;
+    let r = p
+        .send(Message::new(topic.clone(), "always fails"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let result = seen.until("two deliveries", |m| m.len() >= 2).await;
+    // The second failure sends it to %DLQ%group; its queue 0 then holds it.
+    let dlq = MessageQueue::new(format!("%DLQ%{group}"), &r.message_queue.broker_name, 0);
+    let deadline = Instant::now() + SCENARIO_LIMIT;
+    let mut in_dlq = 0;
+    while result.is_ok() && in_dlq < 1 && Instant::now() < deadline {
+        in_dlq = p.max_offset(&dlq).await.unwrap_or(0);
+        if in_dlq < 1 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    c.shutdown().await;
+    p.shutdown().await;
+    result?;
+    let attempts = attempts.lock().clone();
+    ensure(attempts.starts_with(&[0, 1]), || {
+        format!("reconsume times {attempts:?}")
+    })?;
+    ensure(in_dlq >= 1, || {
+        format!("nothing in {} of {}", dlq.queue_id, dlq.topic)
+    })
+}
+
+async fn check<F: Future<Output = Outcome>>(name: &str, f: F, tally: &mut (u32, u32)) {
+    match tokio::time::timeout(SCENARIO_LIMIT * 2, f).await {
+        Ok(Ok(())) => {
+            tally.0 += 1;
+            println!("PASS {name}");
+        }
+        Ok(Err(e)) => {
+            tally.1 += 1;
+            println!("FAIL {name}: {}", e.replace('\n', " "));
+        }
+        Err(_) => {
+            tally.1 += 1;
+            println!("FAIL {name}: no outcome within {:?}", SCENARIO_LIMIT * 2);
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let Some(ns) = std::env::args().nth(1) else {
+        eprintln!("usage: mq-interop-client NAMESRV");
+        return ExitCode::from(2);
+    };
+    let run = Run {
+        ns,
+        id: format!(
+            "{}_{}",
+            std::process::id(),
+            mq_client_api::wire_time::now_millis()
+        ),
+    };
+    let mut tally = (0, 0);
+    let t = &mut tally;
+    check(
+        "explicit queue: body, tags, keys, property, ids and offsets as stored",
+        explicit_queue(&run),
+        t,
+    )
+    .await;
+    check(
+        "ordered pipeline into an orderly consumer: every key complete and in order",
+        ordered_pipeline(&run),
+        t,
+    )
+    .await;
+    check(
+        "auto-batching: 300 async sends, each consumed once",
+        auto_batching(&run),
+        t,
+    )
+    .await;
+    check(
+        "delay level 1: delivered, not before 1 s",
+        delay_level(&run),
+        t,
+    )
+    .await;
+    check(
+        "transactions: rollback never delivered, commit and check-back delivered",
+        transactions(&run),
+        t,
+    )
+    .await;
+    check(
+        "pull consumer resumes after its commit",
+        pull_resumes_from_commit(&run),
+        t,
+    )
+    .await;
+    check(
+        "broadcasting: every member gets every message",
+        broadcasting(&run),
+        t,
+    )
+    .await;
+    check(
+        "retries with reconsume times, then the DLQ",
+        retries_then_dlq(&run),
+        t,
+    )
+    .await;
+    println!("ours: {} passed, {} failed", tally.0, tally.1);
+    if tally.1 == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
