@@ -466,24 +466,15 @@ async fn broadcasting(run: &Run) -> Outcome {
     let mut members = Vec::new();
     for who in ["a", "b"] {
         let (dir, group) = (dir.join(who), run.name("broadcast-group"));
-        let seen = Arc::new(Seen::default());
-        let c = PushConsumer::new(
+        let client = run.client(&format!("broadcast-{who}"));
+        let (c, seen) = recording_consumer(run, who, &topic, move |_| {
             ConsumerConfig::new(group, &run.ns)
-                .with_client(run.client(&format!("broadcast-{who}")))
+                .with_client(client)
                 .with_consume_from(ConsumeFrom::FirstOffset)
                 .with_message_model(MessageModel::Broadcasting)
-                .with_offset_dir(dir),
-        );
-        c.subscribe(&topic, "*").map_err(|e| e.to_string())?;
-        let s = Arc::clone(&seen);
-        c.start(Arc::new(
-            move |msgs: &[MessageExt], _: &mut ConsumeContext| {
-                s.record(msgs);
-                ConsumeStatus::Success
-            },
-        ))
-        .await
-        .map_err(|e| e.to_string())?;
+                .with_offset_dir(dir)
+        })
+        .await?;
         members.push((c, seen));
     }
     for i in 0..20 {
