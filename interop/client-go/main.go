@@ -169,70 +169,60 @@ func main() {
 func consumeAll(namesrv string) error {
 	want := 0
 	sent.Range(func(_, _ any) bool { want++; return true })
-	var mu sync.Mutex
 	seen := map[string]int{}
 	var wrong []string
-	all := make(chan struct{})
-	c, err := rocketmq.NewPushConsumer(
-		consumer.WithGroupName("cgo"),
-		consumer.WithInstance("cgo"),
-		consumer.WithNameServer(primitive.NamesrvAddr{namesrv}),
-		consumer.WithConsumeFromWhere(consumer.ConsumeFromFirstOffset),
-	)
-	if err != nil {
-		return err
-	}
-	err = c.Subscribe(topic, consumer.MessageSelector{}, func(_ context.Context, msgs ...*primitive.MessageExt) (consumer.ConsumeResult, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, m := range msgs {
-			w, ok := sent.Load(m.MsgId)
-			if !ok {
-				continue
-			}
-			s := w.(*primitive.Message)
-			if !bytes.Equal(s.Body, m.Body) || s.GetTags() != m.GetTags() || s.GetKeys() != m.GetKeys() || s.GetProperty("scenario") != m.GetProperty("scenario") {
-				wrong = append(wrong, fmt.Sprintf("%s (%s, %d bytes)", m.MsgId, m.GetTags(), len(m.Body)))
-			}
-			seen[m.MsgId]++
-			if seen[m.MsgId] == 1 && len(seen) == want {
-				close(all)
+	return consumeUntil(namesrv, topic, "cgo", func(m *primitive.MessageExt) bool {
+		w, ok := sent.Load(m.MsgId)
+		if !ok {
+			return false
+		}
+		s := w.(*primitive.Message)
+		if !bytes.Equal(s.Body, m.Body) || s.GetTags() != m.GetTags() || s.GetKeys() != m.GetKeys() || s.GetProperty("scenario") != m.GetProperty("scenario") {
+			wrong = append(wrong, fmt.Sprintf("%s (%s, %d bytes)", m.MsgId, m.GetTags(), len(m.Body)))
+		}
+		seen[m.MsgId]++
+		return len(seen) == want
+	}, func() error {
+		if len(seen) != want {
+			return fmt.Errorf("read %d of %d", len(seen), want)
+		}
+		if len(wrong) > 0 {
+			return fmt.Errorf("differ from what was sent: %v", wrong)
+		}
+		for id, n := range seen {
+			if n > 1 {
+				return fmt.Errorf("%s read %d times", id, n)
 			}
 		}
-		return consumer.ConsumeSuccess, nil
+		return nil
 	})
-	if err != nil {
-		return err
-	}
-	if err := c.Start(); err != nil {
-		return err
-	}
-	defer func() { _ = c.Shutdown() }()
-	select {
-	case <-all:
-	case <-time.After(60 * time.Second):
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(seen) != want {
-		return fmt.Errorf("read %d of %d", len(seen), want)
-	}
-	if len(wrong) > 0 {
-		return fmt.Errorf("differ from what was sent: %v", wrong)
-	}
-	for id, n := range seen {
-		if n > 1 {
-			return fmt.Errorf("%s read %d times", id, n)
-		}
-	}
-	return nil
 }
 
 // consumeCross reads the n "cross message I" bodies another client sent to topic.
 func consumeCross(namesrv, topic string, n int, group string) error {
-	var mu sync.Mutex
 	bodies := map[string]bool{}
-	all := make(chan struct{})
+	return consumeUntil(namesrv, topic, group, func(m *primitive.MessageExt) bool {
+		if m.GetTags() == "cross" {
+			bodies[string(m.Body)] = true
+		}
+		return len(bodies) == n
+	}, func() error {
+		for i := 0; i < n; i++ {
+			if !bodies[fmt.Sprintf("cross message %d", i)] {
+				return fmt.Errorf("missing cross message %d (got %d)", i, len(bodies))
+			}
+		}
+		return nil
+	})
+}
+
+// consumeUntil runs a push consumer of topic from the first offset, handing every message to
+// onMessage until it returns true (or 60 s pass), then stops it and returns what check says.
+// onMessage and check run under one lock.
+func consumeUntil(namesrv, topic, group string, onMessage func(*primitive.MessageExt) bool, check func() error) error {
+	var mu sync.Mutex
+	done := make(chan struct{})
+	closed := false
 	c, err := rocketmq.NewPushConsumer(
 		consumer.WithGroupName(group),
 		consumer.WithInstance(group),
@@ -246,12 +236,9 @@ func consumeCross(namesrv, topic string, n int, group string) error {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, m := range msgs {
-			if m.GetTags() != "cross" || bodies[string(m.Body)] {
-				continue
-			}
-			bodies[string(m.Body)] = true
-			if len(bodies) == n {
-				close(all)
+			if onMessage(m) && !closed {
+				closed = true
+				close(done)
 			}
 		}
 		return consumer.ConsumeSuccess, nil
@@ -262,17 +249,12 @@ func consumeCross(namesrv, topic string, n int, group string) error {
 	if err := c.Start(); err != nil {
 		return err
 	}
-	defer func() { _ = c.Shutdown() }()
 	select {
-	case <-all:
+	case <-done:
 	case <-time.After(60 * time.Second):
 	}
+	_ = c.Shutdown()
 	mu.Lock()
 	defer mu.Unlock()
-	for i := 0; i < n; i++ {
-		if !bodies[fmt.Sprintf("cross message %d", i)] {
-			return fmt.Errorf("missing cross message %d (got %d)", i, len(bodies))
-		}
-	}
-	return nil
+	return check()
 }

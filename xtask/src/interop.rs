@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::{Result, cargo, root};
@@ -207,29 +207,10 @@ pub(crate) fn interop(args: &[String]) -> Result {
     )?;
     let mq = root().join("target/debug/mq");
     build_clients()?;
-    let me = std::env::current_exe().map_err(|e| format!("cannot find xtask itself: {e}"))?;
     let mut rows = Vec::new();
     let mut broken = Vec::new();
     for server in &servers {
-        let lib = if *server == "ours" {
-            PathBuf::new()
-        } else {
-            fetch(server)?
-        };
-        let work = std::env::temp_dir().join(format!("mq-interop-{server}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&work);
-        fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
-        eprintln!(
-            "interop {server}: in a loopback-only network namespace, work dir {}",
-            work.display()
-        );
-        let status = Command::new("unshare")
-            .args(["--net", "--"])
-            .arg(&me)
-            .args(["interop-netns", server])
-            .args([&lib, &work, &mq])
-            .status()
-            .map_err(|e| format!("cannot run unshare (util-linux): {e}"))?;
+        let (work, status) = run_in_netns("interop-netns", server, &mq)?;
         let found: Vec<Row> = fs::read_to_string(work.join("rows.tsv"))
             .unwrap_or_default()
             .lines()
@@ -283,6 +264,34 @@ pub(crate) fn interop(args: &[String]) -> Result {
     } else {
         Err(format!("failures against: {}", broken.join(", ")))
     }
+}
+
+/// Runs this program's `task` for `server` in a fresh loopback-only network namespace, with the
+/// engine's jars fetched (Java servers) and a fresh work dir; returns the dir and the exit.
+fn run_in_netns(task: &str, server: &str, mq: &Path) -> Result<(PathBuf, ExitStatus)> {
+    let lib = if server == "ours" {
+        PathBuf::new()
+    } else {
+        fetch(server)?
+    };
+    let work = std::env::temp_dir().join(format!("mq-{task}-{server}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    eprintln!(
+        "{task} {server}: in a loopback-only network namespace, work dir {}",
+        work.display()
+    );
+    let me = std::env::current_exe().map_err(|e| format!("cannot find xtask itself: {e}"))?;
+    let status = Command::new("unshare")
+        .args(["--net", "--"])
+        .arg(&me)
+        .args([task, server])
+        .arg(&lib)
+        .arg(&work)
+        .arg(mq)
+        .status()
+        .map_err(|e| format!("cannot run unshare (util-linux): {e}"))?;
+    Ok((work, status))
 }
 
 /// `docs/compatibility.md`: per client, scenarios × servers.
@@ -478,23 +487,7 @@ impl Server {
 /// Inside the namespace: `interop-netns SERVER LIB WORK MQ`; writes the rows to
 /// `WORK/rows.tsv`.
 pub(crate) fn in_netns(args: &[String]) -> Result {
-    let [server, lib, work, mq] = args else {
-        return Err("usage: interop-netns SERVER LIB WORK MQ".into());
-    };
-    let (lib, work, mq) = (Path::new(lib), Path::new(work), Path::new(mq));
-    let up = Command::new("ip")
-        .args(["link", "set", "lo", "up"])
-        .status()
-        .map_err(|e| format!("cannot run ip (iproute2): {e}"))?;
-    if !up.success() {
-        return Err("cannot bring lo up in the namespace".into());
-    }
-    let _servers = if server == "ours" {
-        start_ours(mq, work)?
-    } else {
-        start_engine(server, lib, work)?
-    };
-    wait_for_route(mq)?;
+    let (server, work, mq, _servers) = start_in_netns("interop-netns", args)?;
     eprintln!("interop {server}: up");
     let mut rows = Vec::new();
     let mut record = |client: &str, scenario: &str, ok: bool, reason: &str| {
@@ -509,7 +502,7 @@ pub(crate) fn in_netns(args: &[String]) -> Result {
         );
         rows.push(Row {
             client: client.into(),
-            server: server.clone(),
+            server: server.to_owned(),
             scenario: scenario.into(),
             ok,
             reason: reason.into(),
@@ -635,6 +628,33 @@ pub(crate) fn in_netns(args: &[String]) -> Result {
     } else {
         Err(format!("failures against {server}"))
     }
+}
+
+/// Inside a fresh namespace (`TASK SERVER LIB WORK MQ`): brings `lo` up, starts the server and
+/// waits for its route; returns the server's name, the work dir, the `mq` binary and the
+/// running processes (stopped when dropped).
+fn start_in_netns<'a>(
+    task: &str,
+    args: &'a [String],
+) -> Result<(&'a str, &'a Path, &'a Path, Vec<Server>)> {
+    let [server, lib, work, mq] = args else {
+        return Err(format!("usage: {task} SERVER LIB WORK MQ"));
+    };
+    let (lib, work, mq) = (Path::new(lib), Path::new(work), Path::new(mq));
+    let up = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .map_err(|e| format!("cannot run ip (iproute2): {e}"))?;
+    if !up.success() {
+        return Err("cannot bring lo up in the namespace".into());
+    }
+    let servers = if server == "ours" {
+        start_ours(mq, work)?
+    } else {
+        start_engine(server, lib, work)?
+    };
+    wait_for_route(mq)?;
+    Ok((server, work, mq, servers))
 }
 
 /// Starts `mq serve`, and beside it one without auto-creation (the no-route name server).
@@ -946,25 +966,9 @@ pub(crate) fn interop_bench(_args: &[String]) -> Result {
     cargo(&["build", "--locked", "--release", "-p", "mq-cli"], &[])?;
     let mq = root().join("target/release/mq");
     build_clients()?;
-    let me = std::env::current_exe().map_err(|e| format!("cannot find xtask itself: {e}"))?;
     let mut rows = Vec::new();
     for server in BENCH_SERVERS {
-        let lib = if *server == "ours" {
-            PathBuf::new()
-        } else {
-            fetch(server)?
-        };
-        let work =
-            std::env::temp_dir().join(format!("mq-interop-bench-{server}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&work);
-        fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
-        let status = Command::new("unshare")
-            .args(["--net", "--"])
-            .arg(&me)
-            .args(["interop-bench-netns", server])
-            .args([&lib, &work, &mq])
-            .status()
-            .map_err(|e| format!("cannot run unshare (util-linux): {e}"))?;
+        let (work, status) = run_in_netns("interop-bench-netns", server, &mq)?;
         if !status.success() {
             return Err(format!(
                 "the benchmark against {server} failed; logs in {}",
@@ -1084,23 +1088,7 @@ fn cpu_of(pid: u32) -> Duration {
 /// Inside the namespace: `interop-bench-netns SERVER LIB WORK MQ`; writes `WORK/bench.tsv` with
 /// `client mode msg/s client-cpu-µs/msg broker-cpu-µs/msg` rows.
 pub(crate) fn bench_in_netns(args: &[String]) -> Result {
-    let [server, lib, work, mq] = args else {
-        return Err("usage: interop-bench-netns SERVER LIB WORK MQ".into());
-    };
-    let (lib, work, mq) = (Path::new(lib), Path::new(work), Path::new(mq));
-    let up = Command::new("ip")
-        .args(["link", "set", "lo", "up"])
-        .status()
-        .map_err(|e| format!("cannot run ip (iproute2): {e}"))?;
-    if !up.success() {
-        return Err("cannot bring lo up in the namespace".into());
-    }
-    let servers = if server == "ours" {
-        start_ours(mq, work)?
-    } else {
-        start_engine(server, lib, work)?
-    };
-    wait_for_route(mq)?;
+    let (server, work, mq, servers) = start_in_netns("interop-bench-netns", args)?;
     // The broker is the first `mq serve` for ours, the broker JVM for Java.
     let broker_pid = servers
         .iter()
@@ -1110,45 +1098,38 @@ pub(crate) fn bench_in_netns(args: &[String]) -> Result {
     let dir = root().join("interop");
     let mut tsv = String::new();
     let secs = BENCH_SECONDS.to_string();
+    // Our client: `mq bench produce --json`, whose last line carries msg/s and its CPU.
+    let ours = |mode: &str, tasks: &str, window: &str, log: &str| {
+        let mut c = Command::new(mq);
+        c.args(["bench", "produce", "--namesrv", NAMESRV])
+            .args(["--topic", "BenchSideBySide", "--mode", mode])
+            .args(["--tasks", tasks, "--window", window])
+            .args(["--size", "1024", "--duration", &secs, "--json"]);
+        let (ok, out) = run_bounded(&mut c, CLIENT_LIMIT, &unique_log(work, log))?;
+        let json = out
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .unwrap_or("{}");
+        let json: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+        Ok::<_, String>((ok, json))
+    };
     // Warm the broker first (a Java broker's JIT would otherwise charge its warm-up to the
     // first client measured): one unrecorded run of each load.
     for (mode, tasks, window) in BENCH_LOADS {
-        let (tasks, window) = (tasks.to_string(), window.to_string());
-        let mut c = Command::new(mq);
-        c.args([
-            "bench",
-            "produce",
-            "--namesrv",
-            NAMESRV,
-            "--topic",
-            "BenchSideBySide",
-        ])
-        .args(["--mode", mode, "--tasks", &tasks, "--window", &window])
-        .args(["--size", "1024", "--duration", &secs, "--json"]);
-        run_bounded(&mut c, CLIENT_LIMIT, &unique_log(work, "bench-warm-up"))?;
+        ours(
+            mode,
+            &tasks.to_string(),
+            &window.to_string(),
+            "bench-warm-up",
+        )?;
     }
     for (mode, tasks, window) in BENCH_LOADS {
         let (tasks, window) = (tasks.to_string(), window.to_string());
-        // Ours: the JSON line carries msg/s and the client's CPU per message.
         let broker_before = cpu_of(broker_pid);
-        let mut c = Command::new(mq);
-        c.args([
-            "bench",
-            "produce",
-            "--namesrv",
-            NAMESRV,
-            "--topic",
-            "BenchSideBySide",
-        ])
-        .args(["--mode", mode, "--tasks", &tasks, "--window", &window])
-        .args(["--size", "1024", "--duration", &secs, "--json"]);
-        let (ok, out) = run_bounded(&mut c, CLIENT_LIMIT, &unique_log(work, "bench-ours"))?;
+        let (ok, json) = ours(mode, &tasks, &window, "bench-ours")?;
         let broker = cpu_of(broker_pid).saturating_sub(broker_before);
-        let json = out.lines().rev().find(|l| l.starts_with('{')).unwrap_or("");
-        let field = |name: &str| -> Option<f64> {
-            let (_, rest) = json.split_once(&format!("\"{name}\":"))?;
-            rest.split([',', '}']).next()?.parse().ok()
-        };
+        let field = |name: &str| json[name].as_f64();
         if let (true, Some(tps), Some(cpu), Some(acked)) =
             (ok, field("tps"), field("cpu_us_per_msg"), field("ok"))
         {

@@ -336,38 +336,39 @@ impl Drop for Broker {
     }
 }
 
-/// The 5.x client-facing codes this broker does not serve, with the feature each belongs to, so
-/// that a client hears what is missing (spec §10 #9). The pop codes come in two numberings:
-/// 5.3's (200050…, above 16 bits, so JSON headers only) and the newer 3442… that fits a
-/// ROCKETMQ header.
+/// The 5.x client-facing codes this broker does not serve, with their name and the feature each
+/// belongs to, so that a client hears what is missing (spec §10 #9). The pop codes come in two
+/// numberings: 5.3's (200050…, above 16 bits, so JSON headers only) and the newer 3442… that
+/// fits a ROCKETMQ header, read here as 5.3's.
 fn unsupported_feature(code: RequestCode) -> Option<(&'static str, &'static str)> {
     const POP: &str = "pop consumption (receive, ack, change invisible time)";
     const SERVER_REBALANCE: &str = "server-side queue assignment (pop mode)";
-    Some(match code {
-        RequestCode::POP_MESSAGE => ("POP_MESSAGE", POP),
-        RequestCode::ACK_MESSAGE => ("ACK_MESSAGE", POP),
-        RequestCode::BATCH_ACK_MESSAGE => ("BATCH_ACK_MESSAGE", POP),
-        RequestCode::PEEK_MESSAGE => ("PEEK_MESSAGE", POP),
-        RequestCode::CHANGE_MESSAGE_INVISIBLETIME => ("CHANGE_MESSAGE_INVISIBLETIME", POP),
-        RequestCode::NOTIFICATION => ("NOTIFICATION", POP),
-        RequestCode::POLLING_INFO => ("POLLING_INFO", POP),
-        RequestCode(3442) => ("POP_MESSAGE", POP),
-        RequestCode(3443) => ("ACK_MESSAGE", POP),
-        RequestCode(3543) => ("BATCH_ACK_MESSAGE", POP),
-        RequestCode(3444) => ("PEEK_MESSAGE", POP),
-        RequestCode(3445) => ("CHANGE_MESSAGE_INVISIBLETIME", POP),
-        RequestCode(3446) => ("NOTIFICATION", POP),
-        RequestCode(3447) => ("POLLING_INFO", POP),
-        RequestCode::QUERY_ASSIGNMENT => ("QUERY_ASSIGNMENT", SERVER_REBALANCE),
-        RequestCode::SET_MESSAGE_REQUEST_MODE => ("SET_MESSAGE_REQUEST_MODE", SERVER_REBALANCE),
-        RequestCode::GET_ALL_MESSAGE_REQUEST_MODE => {
-            ("GET_ALL_MESSAGE_REQUEST_MODE", SERVER_REBALANCE)
-        }
-        RequestCode::RECALL_MESSAGE => ("RECALL_MESSAGE", "message recall"),
-        RequestCode::SEND_REPLY_MESSAGE => ("SEND_REPLY_MESSAGE", "request-reply"),
-        RequestCode::SEND_REPLY_MESSAGE_V2 => ("SEND_REPLY_MESSAGE_V2", "request-reply"),
+    let code = match code.0 {
+        3442 => RequestCode::POP_MESSAGE,
+        3443 => RequestCode::ACK_MESSAGE,
+        3444 => RequestCode::PEEK_MESSAGE,
+        3445 => RequestCode::CHANGE_MESSAGE_INVISIBLETIME,
+        3446 => RequestCode::NOTIFICATION,
+        3447 => RequestCode::POLLING_INFO,
+        3543 => RequestCode::BATCH_ACK_MESSAGE,
+        _ => code,
+    };
+    let feature = match code {
+        RequestCode::POP_MESSAGE
+        | RequestCode::ACK_MESSAGE
+        | RequestCode::BATCH_ACK_MESSAGE
+        | RequestCode::PEEK_MESSAGE
+        | RequestCode::CHANGE_MESSAGE_INVISIBLETIME
+        | RequestCode::NOTIFICATION
+        | RequestCode::POLLING_INFO => POP,
+        RequestCode::QUERY_ASSIGNMENT
+        | RequestCode::SET_MESSAGE_REQUEST_MODE
+        | RequestCode::GET_ALL_MESSAGE_REQUEST_MODE => SERVER_REBALANCE,
+        RequestCode::RECALL_MESSAGE => "message recall",
+        RequestCode::SEND_REPLY_MESSAGE | RequestCode::SEND_REPLY_MESSAGE_V2 => "request-reply",
         _ => return None,
-    })
+    };
+    Some((code.name()?, feature))
 }
 
 pub(crate) fn resp(

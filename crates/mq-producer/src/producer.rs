@@ -1216,5 +1216,5 @@ impl Engine {
 
 /// Whether a route lookup failed because the name server knows no such topic.
 fn topic_not_exist(e: &InstanceError) -> bool {
-    matches!(e, InstanceError::Api(a) if a.response_code() == Some(ResponseCode::TOPIC_NOT_EXIST))
+    matches!(e, InstanceError::Api(a) if a.response_code().is_some_and(ClientInstance::is_route_error))
 }
