@@ -809,8 +809,9 @@ fn go(dir: &Path, work: &Path, args: &[&str]) -> Command {
     c
 }
 
-/// Runs a client program; its `PASS name` / `FAIL name: reason` lines are the scenarios. A
-/// program that printed no verdict at all (crashed, timed out) is one failed scenario.
+/// Runs a client program; its `PASS name` / `FAIL name: reason` lines are the scenarios (so a
+/// name never holds `": "`). A program that printed no verdict at all (crashed, timed out) is
+/// one failed scenario.
 fn run_program(
     client: &str,
     command: &mut Command,

@@ -69,7 +69,7 @@ public final class Client451 {
                 lonely.shutdown();
             }
         });
-        check("no route: a name server without the topic nor TBW102", () -> {
+        check("no route, a name server without the topic nor TBW102", () -> {
             DefaultMQProducer p = producer("p451_noroute", "noroute", noAutoCreate);
             try {
                 MQClientException e = expectClientException(() -> p.send(message("x", 10)));
