@@ -361,6 +361,77 @@ fn fuzz_smoke(args: &[String]) -> Result {
     Ok(())
 }
 
+/// A `mq serve` child on free loopback ports, killed on drop.
+struct MqServe {
+    child: std::process::Child,
+    pid: u32,
+    namesrv: String,
+    store: PathBuf,
+}
+
+impl MqServe {
+    /// Starts `mq serve` (its store under `target/`, removed on drop) and waits up to 30 s for
+    /// its "broker listening" line.
+    fn start(mq: &Path) -> Result<Self> {
+        use std::io::BufRead;
+        let store = root().join("target/bench-store");
+        let _ = std::fs::remove_dir_all(&store);
+        let mut child = Command::new(mq)
+            .args([
+                "serve",
+                "--namesrv-port",
+                "0",
+                "--broker-port",
+                "0",
+                "--store-dir",
+            ])
+            .arg(&store)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start mq serve: {e}"))?;
+        let pid = child.id();
+        let stdout = child.stdout.take().ok_or("mq serve: no stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        // The reader keeps draining stdout so that the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut namesrv = None;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(|l| l.ok())
+            {
+                if let Some(a) = line.strip_prefix("name server listening on ") {
+                    namesrv = Some(a.trim().to_owned());
+                }
+                if line.starts_with("broker listening on ") {
+                    let _ = tx.send(namesrv.take());
+                }
+            }
+        });
+        let mut server = Self {
+            child,
+            pid,
+            namesrv: String::new(),
+            store,
+        };
+        match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(Some(ns)) => {
+                server.namesrv = ns;
+                Ok(server)
+            }
+            _ => Err("mq serve did not report its listening addresses within 30 s".into()),
+        }
+    }
+}
+
+impl Drop for MqServe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
 /// Runs the criterion suites and a fixed `mq bench` matrix, then writes
 /// `docs/performance.md` and the plots in `docs/perf/` (regenerated, never hand-edited).
 /// `--quick` shortens every run; `--skip-criterion` leaves the criterion suites out.
@@ -420,22 +491,18 @@ fn bench(args: &[String]) -> Result {
     }
     cargo(&["build", "--release", "-p", "mq-cli"], &[])?;
     let mq = root.join("target/release/mq");
+    // The broker runs as its own process, as users run it, so that each side's CPU is its own.
+    let server = MqServe::start(&mq)?;
     let duration = if quick { "2" } else { "5" };
+    let pid = server.pid.to_string();
     let mut rows = Vec::new();
     for mode in ["sync", "async", "auto-batch", "oneway", "batch"] {
         for size in ["100", "1024"] {
             let plot = perf.join(format!("produce-{mode}-{size}.svg"));
             let out = Command::new(&mq)
-                .args([
-                    "bench",
-                    "produce",
-                    "--mode",
-                    mode,
-                    "--size",
-                    size,
-                    "--duration",
-                    duration,
-                ])
+                .args(["bench", "produce", "--namesrv", &server.namesrv])
+                .args(["--broker-pid", &pid, "--mode", mode, "--size", size])
+                .args(["--duration", duration])
                 .args([
                     "--window",
                     if mode.contains("async") || mode == "auto-batch" {
@@ -466,19 +533,14 @@ fn bench(args: &[String]) -> Result {
     }
     let plot = perf.join("consume-1024.svg");
     let out = Command::new(&mq)
-        .args([
-            "bench",
-            "consume",
-            "--size",
-            "1024",
-            "--count",
-            if quick { "20000" } else { "100000" },
-            "--json",
-            "--plot",
-        ])
+        .args(["bench", "consume", "--namesrv", &server.namesrv])
+        .args(["--topic", "BenchConsume", "--size", "1024", "--count"])
+        .arg(if quick { "20000" } else { "100000" })
+        .args(["--json", "--plot"])
         .arg(&plot)
         .output()
         .map_err(|e| e.to_string())?;
+    drop(server);
     if !out.status.success() {
         return Err(format!(
             "mq bench consume failed: {}",
@@ -505,9 +567,9 @@ fn bench(args: &[String]) -> Result {
         "(same payload size, same number of requests in flight) measured in the same run, since these ",
     );
     md.push_str("machines are shared and noisy: read the ratio, not the absolute number.\n\n");
-    md.push_str("## `mq bench` against the embedded cluster (ASYNC flush)\n\n");
-    md.push_str("| bench | size (B) | msg/s | p50 ms | p99 ms | p999 ms | echo msg/s | ratio to echo | plot |\n");
-    md.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    md.push_str("## `mq bench` against `mq serve` in its own process (ASYNC flush)\n\n");
+    md.push_str("| bench | size (B) | msg/s | p50 ms | p99 ms | p999 ms | echo msg/s | ratio to echo | client CPU µs/msg | broker CPU µs/msg | plot |\n");
+    md.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
     for (name, size, v, plot) in &rows {
         let f = |k: &str| {
             v[k].as_f64()
@@ -519,12 +581,18 @@ fn bench(args: &[String]) -> Result {
         let echo = v["echo_tps"]
             .as_f64()
             .map_or_else(|| "-".to_owned(), |x| format!("{x:.0}"));
+        let one = |k: &str| {
+            v[k].as_f64()
+                .map_or_else(|| "-".to_owned(), |x| format!("{x:.1}"))
+        };
         md.push_str(&format!(
-            "| {name} | {size} | {tps} | {} | {} | {} | {echo} | {} | [svg]({plot}) |\n",
+            "| {name} | {size} | {tps} | {} | {} | {} | {echo} | {} | {} | {} | [svg]({plot}) |\n",
             f("p50_ms"),
             f("p99_ms"),
             f("p999_ms"),
-            f("ratio_to_echo")
+            f("ratio_to_echo"),
+            one("cpu_us_per_msg"),
+            one("broker_cpu_us_per_msg"),
         ));
     }
     md.push_str(
@@ -536,7 +604,12 @@ fn bench(args: &[String]) -> Result {
     md.push_str(
         "Batch rows count messages (16 per request). Consume latency is from the producer's born ",
     );
-    md.push_str("timestamp to the listener, after a preload, so it mostly measures the backlog.\n");
+    md.push_str("timestamp to the listener, after a preload, so it mostly measures the backlog. ");
+    md.push_str(
+        "CPU per message is user + system time over the measured window (from `/proc/PID/stat`, \
+         10 ms ticks) divided by the messages acknowledged: the client's is `mq bench`'s own \
+         process, the broker's is the `mq serve` process (name server included, idle here).\n",
+    );
     if !criterion_lines.is_empty() {
         md.push_str("\n## Criterion suites (`cargo bench -p mq-benches`)\n\n| benchmark | result |\n| --- | --- |\n");
         for l in &criterion_lines {

@@ -82,6 +82,10 @@ pub(crate) struct BenchArgs {
     /// Also measure a baseline in the same run and report our ratio to it.
     #[arg(long, value_enum)]
     baseline: Option<Baseline>,
+    /// The broker's process id (a separate `mq serve`, or a Java broker): its CPU over the
+    /// measured window is reported per message beside ours.
+    #[arg(long)]
+    broker_pid: Option<u32>,
 }
 
 /// Counters of a run.
@@ -204,6 +208,7 @@ pub(crate) async fn produce(args: BenchArgs, mode: Mode) -> Result<(), String> {
     let stats = Stats::new();
     let body = bytes::Bytes::from(vec![b'x'; args.size.max(1)]);
     let cpu_start = process_cpu();
+    let broker_start = args.broker_pid.map(cpu_of);
     let stop_at = Instant::now() + Duration::from_secs(args.duration);
     let remaining = Arc::new(AtomicU64::new(args.count.unwrap_or(u64::MAX)));
     let mut tasks = tokio::task::JoinSet::new();
@@ -266,6 +271,10 @@ pub(crate) async fn produce(args: BenchArgs, mode: Mode) -> Result<(), String> {
     }
     let (samples, elapsed) = report_loop(&args, &stats, &mut tasks, "Send").await;
     let cpu = process_cpu().saturating_sub(cpu_start);
+    let broker_cpu = args
+        .broker_pid
+        .zip(broker_start)
+        .map(|(pid, start)| cpu_of(pid).saturating_sub(start));
     producer.shutdown().await;
     let baseline = match args.baseline {
         Some(Baseline::Echo) => Some(echo_baseline(&args).await),
@@ -278,18 +287,27 @@ pub(crate) async fn produce(args: BenchArgs, mode: Mode) -> Result<(), String> {
         &samples,
         elapsed,
         baseline,
-        Some((cpu, cpu_scope(&args))),
+        Some(CpuUse {
+            client: cpu,
+            scope: cpu_scope(&args),
+            broker: broker_cpu,
+        }),
     )?;
     cluster.shutdown().await;
     Ok(())
 }
 
-/// This process's CPU time (user + system) so far, from `/proc/self/stat` (zero where there is
-/// none).
+/// This process's CPU time (user + system) so far (zero where there is no `/proc`).
 fn process_cpu() -> Duration {
+    cpu_of(std::process::id())
+}
+
+/// A process's CPU time (user + system) so far, from `/proc/PID/stat` (zero where there is
+/// none).
+fn cpu_of(pid: u32) -> Duration {
     // Fields 14 and 15 (utime, stime), in USER_HZ ticks (100 a second on Linux), counted from
     // after the command name, which may hold spaces.
-    let ticks = std::fs::read_to_string("/proc/self/stat")
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|stat| {
             let rest = stat.rsplit_once(')')?.1;
@@ -466,6 +484,16 @@ async fn echo_baseline(args: &BenchArgs) -> f64 {
     count as f64 / took.as_secs_f64().max(1e-9)
 }
 
+/// CPU spent over the measured window.
+struct CpuUse {
+    /// This process's.
+    client: Duration,
+    /// Whose this process's figure covers ([`cpu_scope`]).
+    scope: &'static str,
+    /// The broker process's, when its pid was given.
+    broker: Option<Duration>,
+}
+
 fn finish(
     args: &BenchArgs,
     name: &str,
@@ -473,11 +501,13 @@ fn finish(
     samples: &[Sample],
     elapsed: Duration,
     baseline: Option<f64>,
-    cpu: Option<(Duration, &str)>,
+    cpu: Option<CpuUse>,
 ) -> Result<(), String> {
     let ok = stats.ok.load(Ordering::Relaxed);
+    let per_msg = |used: Duration| used.as_secs_f64() * 1e6 / ok.max(1) as f64;
     // CPU microseconds per acknowledged message, and whose.
-    let cpu_per_msg = cpu.map(|(used, scope)| (used.as_secs_f64() * 1e6 / ok.max(1) as f64, scope));
+    let cpu_per_msg = cpu.as_ref().map(|c| (per_msg(c.client), c.scope));
+    let broker_per_msg = cpu.and_then(|c| c.broker).map(per_msg);
     let hist = stats.latency.lock().clone();
     let q = |p: f64| {
         hist.as_ref()
@@ -508,6 +538,9 @@ fn finish(
         if let Some((us, scope)) = cpu_per_msg {
             let _ = write!(out, ",\"cpu_us_per_msg\":{us:.2},\"cpu_scope\":\"{scope}\"");
         }
+        if let Some(us) = broker_per_msg {
+            let _ = write!(out, ",\"broker_cpu_us_per_msg\":{us:.2}");
+        }
         out.push('}');
         println!("{out}");
     } else {
@@ -522,6 +555,9 @@ fn finish(
         );
         if let Some((us, scope)) = cpu_per_msg {
             println!("CPU per message ({scope}): {us:.1} µs");
+        }
+        if let Some(us) = broker_per_msg {
+            println!("broker CPU per message: {us:.1} µs");
         }
         if let (Some(b), Some(r)) = (baseline, ratio) {
             println!("raw framed TCP echo: {b:.0} msg/s; ratio {r:.3}");
