@@ -31,7 +31,7 @@ fn send_v2(ty: SerializeType, body: usize) -> RemotingCommand {
         ("k", "false"),
         ("m", "false"),
     ] {
-        cmd.ext_fields.insert(k.into(), v.into());
+        cmd.ext_fields.insert(k, v);
     }
     cmd
 }

@@ -81,7 +81,7 @@ pub trait CommandHeader: Sized {
 
     /// The header as a fresh ext-field map.
     fn to_ext_fields(&self) -> ExtFields {
-        let mut ext = ExtFields::new();
+        let mut ext = ExtFields::with_capacity(16, 256);
         self.encode(&mut ext);
         ext
     }
@@ -89,15 +89,15 @@ pub trait CommandHeader: Sized {
 
 /// A value that travels as ext-field text.
 pub trait FieldValue: Sized {
-    /// The wire text (Java `toString()`).
-    fn to_field(&self) -> String;
+    /// Writes the wire text (Java `toString()`) under `key`, straight into `ext`'s arena.
+    fn put_field(&self, key: &'static str, ext: &mut ExtFields);
     /// Parses the wire text; `None` when it does not parse.
     fn from_field(s: &str) -> Option<Self>;
 }
 
 impl FieldValue for String {
-    fn to_field(&self) -> String {
-        self.clone()
+    fn put_field(&self, key: &'static str, ext: &mut ExtFields) {
+        ext.insert(key, self);
     }
     fn from_field(s: &str) -> Option<Self> {
         Some(s.to_owned())
@@ -105,8 +105,8 @@ impl FieldValue for String {
 }
 
 impl FieldValue for i32 {
-    fn to_field(&self) -> String {
-        self.to_string()
+    fn put_field(&self, key: &'static str, ext: &mut ExtFields) {
+        ext.insert_display(key, self);
     }
     fn from_field(s: &str) -> Option<Self> {
         s.trim().parse().ok()
@@ -114,8 +114,8 @@ impl FieldValue for i32 {
 }
 
 impl FieldValue for i64 {
-    fn to_field(&self) -> String {
-        self.to_string()
+    fn put_field(&self, key: &'static str, ext: &mut ExtFields) {
+        ext.insert_display(key, self);
     }
     fn from_field(s: &str) -> Option<Self> {
         s.trim().parse().ok()
@@ -123,8 +123,8 @@ impl FieldValue for i64 {
 }
 
 impl FieldValue for bool {
-    fn to_field(&self) -> String {
-        if *self { "true" } else { "false" }.to_owned()
+    fn put_field(&self, key: &'static str, ext: &mut ExtFields) {
+        ext.insert(key, if *self { "true" } else { "false" });
     }
     /// Java `Boolean.parseBoolean`: `true` in any case is true, anything else (including the
     /// `"1"` the C++ client sends) is false.
@@ -143,7 +143,7 @@ pub(crate) fn required<T: FieldValue>(
         Some(v) => T::from_field(v).ok_or_else(|| HeaderError::InvalidField {
             header,
             field,
-            value: v.clone(),
+            value: v.to_owned(),
         }),
     }
 }
@@ -160,7 +160,7 @@ pub(crate) fn optional<T: FieldValue>(
             .ok_or_else(|| HeaderError::InvalidField {
                 header,
                 field,
-                value: v.clone(),
+                value: v.to_owned(),
             }),
     }
 }
@@ -202,10 +202,10 @@ macro_rules! header {
     (@ty prim $ty:ty) => { $ty };
     (@ty opt $ty:ty) => { Option<$ty> };
     (@enc req $v:expr, $ext:ident, $key:literal) => {
-        $ext.insert($key.to_owned(), $crate::header::FieldValue::to_field(&$v));
+        $crate::header::FieldValue::put_field(&$v, $key, $ext);
     };
     (@enc prim $v:expr, $ext:ident, $key:literal) => {
-        $ext.insert($key.to_owned(), $crate::header::FieldValue::to_field(&$v));
+        $crate::header::FieldValue::put_field(&$v, $key, $ext);
     };
     (@dec req $ty:ty, $ext:ident, $java:literal, $key:literal) => {
         $crate::header::required::<$ty>($ext, $java, $key)?
@@ -218,7 +218,7 @@ macro_rules! header {
     };
     (@enc opt $v:expr, $ext:ident, $key:literal) => {
         if let Some(v) = &$v {
-            $ext.insert($key.to_owned(), $crate::header::FieldValue::to_field(v));
+            $crate::header::FieldValue::put_field(v, $key, $ext);
         }
     };
 }

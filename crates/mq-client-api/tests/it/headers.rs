@@ -56,7 +56,7 @@ fn send_v2_uses_single_letter_keys_and_always_sends_k_and_m() {
 #[test]
 fn send_v1_uses_java_field_names() {
     let ext = v1().to_ext_fields();
-    let keys: Vec<&str> = ext.keys().map(String::as_str).collect();
+    let keys: Vec<&str> = ext.keys().collect();
     assert_eq!(
         keys,
         vec![
@@ -74,7 +74,7 @@ fn send_v1_uses_java_field_names() {
             "unitMode",
         ]
     );
-    assert_eq!(ext["batch"], "false");
+    assert_eq!(&ext["batch"], "false");
 }
 
 #[test]
@@ -142,7 +142,7 @@ fn missing_required_field_is_a_typed_error() {
         })
     );
     let mut ext = v1().to_ext_fields();
-    ext.insert("bornTimestamp".into(), "yesterday".into());
+    ext.insert("bornTimestamp", "yesterday");
     assert!(matches!(
         SendMessageRequestHeader::decode(&ext),
         Err(HeaderError::InvalidField {
@@ -156,8 +156,8 @@ fn missing_required_field_is_a_typed_error() {
 fn booleans_parse_like_java() {
     // The C++ client sends "1"/"0"; Java's parseBoolean reads anything but "true" as false.
     let mut ext = v1().to_ext_fields();
-    ext.insert("batch".into(), "1".into());
-    ext.insert("unitMode".into(), "TRUE".into());
+    ext.insert("batch", "1");
+    ext.insert("unitMode", "TRUE");
     let h = SendMessageRequestHeader::decode(&ext).unwrap();
     assert!(!h.batch);
     assert!(h.unit_mode);
@@ -228,9 +228,9 @@ fn register_broker_header_always_carries_compressed_and_crc() {
         ..Default::default()
     };
     let ext = h.to_ext_fields();
-    assert_eq!(ext["compressed"], "false");
-    assert_eq!(ext["bodyCrc32"], "0");
-    assert_eq!(ext["brokerId"], "0");
+    assert_eq!(&ext["compressed"], "false");
+    assert_eq!(&ext["bodyCrc32"], "0");
+    assert_eq!(&ext["brokerId"], "0");
 }
 
 #[test]
@@ -246,9 +246,9 @@ fn end_transaction_checks_commit_or_rollback() {
         topic: None,
     };
     let mut ext = h.to_ext_fields();
-    assert_eq!(ext["commitOrRollback"], "8");
+    assert_eq!(&ext["commitOrRollback"], "8");
     assert_eq!(EndTransactionRequestHeader::decode(&ext).unwrap(), h);
-    ext.insert("commitOrRollback".into(), "4".into());
+    ext.insert("commitOrRollback", "4");
     assert!(matches!(
         EndTransactionRequestHeader::decode(&ext),
         Err(HeaderError::InvalidField {
@@ -271,9 +271,9 @@ fn create_topic_checks_filter_type() {
         order: false,
     };
     let mut ext = h.to_ext_fields();
-    assert_eq!(ext["order"], "false");
+    assert_eq!(&ext["order"], "false");
     assert_eq!(CreateTopicRequestHeader::decode(&ext).unwrap(), h);
-    ext.insert("topicFilterType".into(), "WHATEVER".into());
+    ext.insert("topicFilterType", "WHATEVER");
     assert!(CreateTopicRequestHeader::decode(&ext).is_err());
 }
 
@@ -287,5 +287,5 @@ fn query_message_carries_unique_key_flag() {
         end_timestamp: i64::MAX,
         unique_key_query: Some(true),
     };
-    assert_eq!(h.to_ext_fields()["_UNIQUE_KEY_QUERY"], "true");
+    assert_eq!(&h.to_ext_fields()["_UNIQUE_KEY_QUERY"], "true");
 }

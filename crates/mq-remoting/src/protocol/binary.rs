@@ -21,11 +21,7 @@ pub(crate) fn encode_header(cmd: &RemotingCommand, dst: &mut BytesMut) -> Result
         value: cmd.version,
     })?;
     let remark = cmd.remark.as_deref().unwrap_or("");
-    let ext_len: usize = cmd
-        .ext_fields
-        .iter()
-        .map(|(k, v)| 2 + k.len() + 4 + v.len())
-        .sum();
+    let ext_len = cmd.ext_fields.text_len() + 6 * cmd.ext_fields.len();
     dst.reserve(21 + remark.len() + ext_len);
     dst.put_i16(code);
     dst.put_u8(cmd.language.to_byte());
@@ -63,20 +59,24 @@ pub(crate) fn decode_header(src: &[u8]) -> Result<RemotingCommand, DecodeError> 
     let remark = if remark_len == 0 {
         None
     } else {
-        Some(r.string(remark_len)?)
+        Some(r.str(remark_len)?.to_owned())
     };
     let ext_len = r.len32()?;
-    let mut ext_fields = ExtFields::new();
+    // Keys and values go into one arena: the block's length bounds their text.
+    let mut ext_fields = ExtFields::with_capacity(16, ext_len);
     let ext_end = r.pos + ext_len;
     while r.pos < ext_end {
         let key_len = r.i16()?;
         let key_len =
             usize::try_from(key_len).map_err(|_| DecodeError::InvalidLength(i32::from(key_len)))?;
-        let key = r.string(key_len)?;
+        let key = r.str(key_len)?;
+        let key = ext_fields.decoded_text(|s| s.push_str(key));
         let val_len = r.len32()?;
-        let value = r.string(val_len)?;
-        ext_fields.insert(key, value);
+        let value = r.str(val_len)?;
+        let value = ext_fields.decoded_text(|s| s.push_str(value));
+        ext_fields.push_decoded(key, value);
     }
+    ext_fields.finish_decoded();
     if r.pos != ext_end {
         // The last entry ran past the declared block length.
         return Err(DecodeError::TruncatedHeader(ext_end));
@@ -135,10 +135,8 @@ impl Reader<'_> {
         Ok(len)
     }
 
-    fn string(&mut self, len: usize) -> Result<String, DecodeError> {
+    fn str(&mut self, len: usize) -> Result<&str, DecodeError> {
         let b = self.take(len)?;
-        std::str::from_utf8(b)
-            .map(str::to_owned)
-            .map_err(|_| DecodeError::InvalidUtf8)
+        std::str::from_utf8(b).map_err(|_| DecodeError::InvalidUtf8)
     }
 }

@@ -1,6 +1,6 @@
 //! The `RemotingCommand` value (spec §1.5): the unit every RocketMQ peer sends, request or response.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 use std::fmt;
 
 use bytes::Bytes;
@@ -18,10 +18,7 @@ pub const VERSION_4_5_1: i32 = 315;
 /// `MQVersion.Version` ordinal of Apache RocketMQ 5.3.3.
 pub const VERSION_5_3_3: i32 = 479;
 
-/// The extension fields of a command: the string map Java calls `extFields`.
-///
-/// Sorted so that encoding is deterministic; receivers must not depend on key order.
-pub type ExtFields = BTreeMap<String, String>;
+pub use super::ext::ExtFields;
 
 /// How a command's header is serialised (the top byte of the header-length word, spec §1.2).
 ///
@@ -225,8 +222,8 @@ impl RemotingCommand {
 
     /// Adds one extension field.
     #[must_use]
-    pub fn with_ext(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.ext_fields.insert(key.into(), value.into());
+    pub fn with_ext(mut self, key: impl Into<Cow<'static, str>>, value: impl AsRef<str>) -> Self {
+        self.ext_fields.insert(key, value);
         self
     }
 
@@ -288,6 +285,6 @@ impl RemotingCommand {
 
     /// The value of one extension field.
     pub fn ext(&self, key: &str) -> Option<&str> {
-        self.ext_fields.get(key).map(String::as_str)
+        self.ext_fields.get(key)
     }
 }

@@ -44,7 +44,21 @@ pub(crate) fn encode_header(cmd: &RemotingCommand, dst: &mut BytesMut) {
 }
 
 /// Parses a JSON header into a command with an empty body.
+///
+/// Headers as Java, Go and we write them take a single pass that copies every ext-field key
+/// and value into one arena ([`fast::decode`]); anything unusual (numbers inside `extFields`,
+/// nested values, repeated properties, floats, malformed text) is left to the serde reader
+/// below, which decides what is accepted. Both give the same command for any input the fast
+/// pass accepts.
 pub(crate) fn decode_header(src: &[u8]) -> Result<RemotingCommand, DecodeError> {
+    if let Some(cmd) = fast::decode(src) {
+        return Ok(cmd);
+    }
+    decode_header_serde(src)
+}
+
+/// The lenient serde reader: the reference for what a JSON header means.
+pub(crate) fn decode_header_serde(src: &[u8]) -> Result<RemotingCommand, DecodeError> {
     let raw: RawHeader = serde_json::from_slice(src).map_err(|_| DecodeError::InvalidJsonHeader)?;
     Ok(RemotingCommand {
         code: raw.code.0,
@@ -58,6 +72,331 @@ pub(crate) fn decode_header(src: &[u8]) -> Result<RemotingCommand, DecodeError> 
         serialize_type: SerializeType::Json,
     })
 }
+
+mod fast {
+    //! The single-pass reader for well-formed headers. Every function returns `None` as soon as
+    //! the input leaves the common shape; the caller then asks the serde reader.
+
+    use bytes::Bytes;
+
+    use super::{STOP, language_from_ordinal};
+    use crate::protocol::command::{ExtFields, LanguageCode, RemotingCommand, SerializeType};
+
+    pub(super) fn decode(src: &[u8]) -> Option<RemotingCommand> {
+        // Checked once: runs of text are then sliced out at ASCII delimiters, which are char
+        // boundaries. Bytes that are not UTF-8 make JSON invalid anywhere, strings included.
+        let text = std::str::from_utf8(src).ok()?;
+        let mut s = Scan {
+            t: text,
+            b: src,
+            i: 0,
+        };
+        let mut cmd = RemotingCommand {
+            serialize_type: SerializeType::Json,
+            ..RemotingCommand::default()
+        };
+        let mut seen = 0u8;
+        s.eat(b'{')?;
+        if s.peek()? == b'}' {
+            s.i += 1;
+        } else {
+            loop {
+                let key = s.raw_string()?;
+                s.eat(b':')?;
+                let bit = match key {
+                    b"code" => {
+                        cmd.code = s.lenient_int()?;
+                        1
+                    }
+                    b"flag" => {
+                        cmd.flag = s.lenient_int()?;
+                        2
+                    }
+                    b"opaque" => {
+                        cmd.opaque = s.lenient_int()?;
+                        4
+                    }
+                    b"version" => {
+                        cmd.version = s.lenient_int()?;
+                        8
+                    }
+                    b"language" => {
+                        cmd.language = s.language()?;
+                        16
+                    }
+                    b"remark" => {
+                        cmd.remark = if s.null() {
+                            None
+                        } else {
+                            let mut r = String::new();
+                            s.string_into(Some(&mut r))?;
+                            Some(r)
+                        };
+                        32
+                    }
+                    b"extFields" => {
+                        if !s.null() {
+                            cmd.ext_fields = s.ext_fields(src.len())?;
+                        }
+                        64
+                    }
+                    _ => {
+                        s.skip_scalar()?;
+                        0
+                    }
+                };
+                // serde refuses a repeated property: let it say so.
+                if seen & bit != 0 {
+                    return None;
+                }
+                seen |= bit;
+                match s.peek()? {
+                    b',' => s.i += 1,
+                    b'}' => {
+                        s.i += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        s.ws();
+        (s.i == src.len()).then_some(())?;
+        cmd.body = Bytes::new();
+        Some(cmd)
+    }
+
+    struct Scan<'a> {
+        /// The header, known to be UTF-8.
+        t: &'a str,
+        /// The same bytes.
+        b: &'a [u8],
+        i: usize,
+    }
+
+    impl<'a> Scan<'a> {
+        fn ws(&mut self) {
+            while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
+                self.i += 1;
+            }
+        }
+
+        fn peek(&mut self) -> Option<u8> {
+            self.ws();
+            self.b.get(self.i).copied()
+        }
+
+        fn eat(&mut self, c: u8) -> Option<()> {
+            (self.peek()? == c).then(|| self.i += 1)
+        }
+
+        fn literal(&mut self, word: &[u8]) -> bool {
+            self.ws();
+            let hit = self.b.get(self.i..self.i + word.len()) == Some(word);
+            if hit {
+                self.i += word.len();
+            }
+            hit
+        }
+
+        fn null(&mut self) -> bool {
+            self.literal(b"null")
+        }
+
+        /// Moves the cursor to the next [`STOP`] byte; `None` at the end of the input.
+        fn run(&mut self) -> Option<&'a str> {
+            let start = self.i;
+            let n = self
+                .b
+                .get(start..)?
+                .iter()
+                .position(|&c| STOP[usize::from(c)])?;
+            self.i = start + n;
+            self.t.get(start..self.i)
+        }
+
+        /// A string without escapes, as raw bytes (property names).
+        fn raw_string(&mut self) -> Option<&'a [u8]> {
+            self.eat(b'"')?;
+            let run = self.run()?;
+            (self.b[self.i] == b'"').then_some(())?;
+            self.i += 1;
+            Some(run.as_bytes())
+        }
+
+        /// A string literal, unescaped into `out` (or only checked when `out` is `None`).
+        fn string_into(&mut self, mut out: Option<&mut String>) -> Option<()> {
+            self.eat(b'"')?;
+            loop {
+                let run = self.run()?;
+                if let Some(o) = out.as_deref_mut() {
+                    o.push_str(run);
+                }
+                match self.b[self.i] {
+                    b'"' => {
+                        self.i += 1;
+                        return Some(());
+                    }
+                    b'\\' => {
+                        let c = self.escape()?;
+                        if let Some(o) = out.as_deref_mut() {
+                            o.push(c);
+                        }
+                    }
+                    // A raw control character: serde refuses it.
+                    _ => return None,
+                }
+            }
+        }
+
+        /// The character of the escape at the cursor (a backslash).
+        fn escape(&mut self) -> Option<char> {
+            let e = *self.b.get(self.i + 1)?;
+            self.i += 2;
+            Some(match e {
+                b'"' => '"',
+                b'\\' => '\\',
+                b'/' => '/',
+                b'b' => '\u{8}',
+                b'f' => '\u{c}',
+                b'n' => '\n',
+                b'r' => '\r',
+                b't' => '\t',
+                b'u' => {
+                    let hi = self.hex4()?;
+                    match hi {
+                        0xD800..=0xDBFF => {
+                            (self.b.get(self.i..self.i + 2)? == b"\\u").then_some(())?;
+                            self.i += 2;
+                            let lo = self.hex4()?;
+                            (0xDC00..=0xDFFF).contains(&lo).then_some(())?;
+                            char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))?
+                        }
+                        _ => char::from_u32(hi)?,
+                    }
+                }
+                _ => return None,
+            })
+        }
+
+        fn hex4(&mut self) -> Option<u32> {
+            let mut v = 0;
+            for &c in self.b.get(self.i..self.i + 4)? {
+                v = v * 16 + char::from(c).to_digit(16)?;
+            }
+            self.i += 4;
+            Some(v)
+        }
+
+        /// An integer literal (no fraction or exponent; those are serde's).
+        fn integer(&mut self) -> Option<i64> {
+            self.ws();
+            let start = self.i;
+            if self.b.get(self.i) == Some(&b'-') {
+                self.i += 1;
+            }
+            let digits = self.i;
+            while self.b.get(self.i).is_some_and(u8::is_ascii_digit) {
+                self.i += 1;
+            }
+            let n = self.i - digits;
+            // No digits, a leading zero, `-0` (serde reads a float), or a fraction or exponent
+            // next.
+            if n == 0
+                || (self.b[digits] == b'0' && (n > 1 || digits > start))
+                || matches!(self.b.get(self.i), Some(b'.' | b'e' | b'E'))
+            {
+                return None;
+            }
+            self.t.get(start..self.i)?.parse().ok()
+        }
+
+        /// An `int` property: a number, a numeric string or null (see `LenientInt`).
+        fn lenient_int(&mut self) -> Option<i32> {
+            match self.peek()? {
+                b'"' => {
+                    let mut t = String::new();
+                    self.string_into(Some(&mut t))?;
+                    t.trim().parse().ok()
+                }
+                b'n' => self.null().then_some(0),
+                _ => i32::try_from(self.integer()?).ok(),
+            }
+        }
+
+        /// The `language` property (see `LenientLanguage`).
+        fn language(&mut self) -> Option<LanguageCode> {
+            match self.peek()? {
+                b'"' => {
+                    let name = std::str::from_utf8(self.raw_string()?).ok()?;
+                    Some(LanguageCode::from_name(name).unwrap_or(LanguageCode::Other))
+                }
+                b'n' => self.null().then_some(LanguageCode::Other),
+                _ => {
+                    let v = self.integer()?;
+                    Some(u64::try_from(v).map_or(LanguageCode::Other, language_from_ordinal))
+                }
+            }
+        }
+
+        /// `extFields` whose values are all strings or null (null entries are skipped).
+        fn ext_fields(&mut self, hint: usize) -> Option<ExtFields> {
+            let mut ext = ExtFields::with_capacity(16, hint);
+            self.eat(b'{')?;
+            if self.peek()? == b'}' {
+                self.i += 1;
+                return Some(ext);
+            }
+            loop {
+                let mut ok = true;
+                let key = ext.decoded_text(|a| ok = self.string_into(Some(a)).is_some());
+                ok.then_some(())?;
+                self.eat(b':')?;
+                if !self.null() {
+                    (self.peek()? == b'"').then_some(())?;
+                    let value = ext.decoded_text(|a| ok = self.string_into(Some(a)).is_some());
+                    ok.then_some(())?;
+                    ext.push_decoded(key, value);
+                }
+                match self.peek()? {
+                    b',' => self.i += 1,
+                    b'}' => {
+                        self.i += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+            ext.finish_decoded();
+            Some(ext)
+        }
+
+        /// Skips an unknown property's value when it is a string, an integer or a literal.
+        fn skip_scalar(&mut self) -> Option<()> {
+            match self.peek()? {
+                b'"' => self.string_into(None),
+                b't' => self.literal(b"true").then_some(()),
+                b'f' => self.literal(b"false").then_some(()),
+                b'n' => self.null().then_some(()),
+                _ => self.integer().map(drop),
+            }
+        }
+    }
+}
+
+/// Bytes a JSON string cannot hold raw: the quote, the backslash and the control characters.
+/// The writer escapes them; the fast reader stops a run of plain text at them.
+const STOP: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        t[c] = true;
+        c += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
 
 fn put_int(dst: &mut BytesMut, v: i64) {
     // i64::MIN has 20 characters including the sign.
@@ -85,38 +424,31 @@ fn put_string(dst: &mut BytesMut, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     dst.reserve(s.len() + 2);
     dst.put_u8(b'"');
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: Option<&[u8]> = match b {
-            b'"' => Some(b"\\\""),
-            b'\\' => Some(b"\\\\"),
-            b'\n' => Some(b"\\n"),
-            b'\r' => Some(b"\\r"),
-            b'\t' => Some(b"\\t"),
-            0x08 => Some(b"\\b"),
-            0x0c => Some(b"\\f"),
-            0..=0x1f => Some(b""),
-            _ => None,
-        };
-        if let Some(esc) = escape {
-            dst.put_slice(&bytes[start..i]);
-            if esc.is_empty() {
-                dst.put_slice(&[
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[usize::from(b >> 4)],
-                    HEX[usize::from(b & 0xf)],
-                ]);
-            } else {
-                dst.put_slice(esc);
-            }
-            start = i + 1;
+    let mut rest = s.as_bytes();
+    // Plain runs are copied whole; only the bytes in STOP are written one by one.
+    while let Some(n) = rest.iter().position(|&b| STOP[usize::from(b)]) {
+        dst.put_slice(&rest[..n]);
+        let b = rest[n];
+        match b {
+            b'"' => dst.put_slice(b"\\\""),
+            b'\\' => dst.put_slice(b"\\\\"),
+            b'\n' => dst.put_slice(b"\\n"),
+            b'\r' => dst.put_slice(b"\\r"),
+            b'\t' => dst.put_slice(b"\\t"),
+            0x08 => dst.put_slice(b"\\b"),
+            0x0c => dst.put_slice(b"\\f"),
+            _ => dst.put_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]),
         }
+        rest = &rest[n + 1..];
     }
-    dst.put_slice(&bytes[start..]);
+    dst.put_slice(rest);
     dst.put_u8(b'"');
 }
 

@@ -5,6 +5,7 @@
 mod binary;
 mod codec;
 mod command;
+mod ext;
 mod json;
 
 pub use codec::{DEFAULT_MAX_FRAME_LEN, FrameCodec};

@@ -254,6 +254,45 @@ fn flags_and_languages() {
     assert_eq!(LanguageCode::from_byte(200), LanguageCode::Unknown(200));
 }
 
+#[test]
+fn json_fast_reader_cases_match_serde() {
+    let cases: &[&str] = &[
+        r#"{"code":310,"extFields":{"a":"g","n":"p\u0001q\u0002\ud83d\ude00\n\"\/"},"flag":0,"language":"JAVA","opaque":7,"serializeTypeCurrentRPC":"JSON","version":315}"#,
+        r#" { "code" : "12 " , "flag" : null , "language" : 9 , "remark" : null , "extFields" : null } "#,
+        r#"{"extFields":{"k":"1","k":"2","z":null,"a":""},"language":"KLINGON","opaque":-1}"#,
+        r#"{"opaque":-0}"#,
+        r#"{"extFields":{"k":1}}"#,
+        r#"{"extFields":{"k":true}}"#,
+        r#"{"code":1.0}"#,
+        r#"{"code":1,"code":2}"#,
+        r#"{"other":{"x":1},"code":3}"#,
+        r#"{"other":[1,2],"code":3}"#,
+        r#"{"other":true,"more":-12,"code":3}"#,
+        r#"{"remark":"\ud800"}"#,
+        r#"{"remark":"\udc00x"}"#,
+        r#"{"language":-3}"#,
+        r#"{"language":"\u004aAVA"}"#,
+        r#"{"code":99999999999}"#,
+        r#"{"code":1,}"#,
+        r#"{}"#,
+        r#"{} x"#,
+        r#"[]"#,
+        "",
+    ];
+    for case in cases {
+        let fast = json::decode_header(case.as_bytes());
+        let serde = json::decode_header_serde(case.as_bytes());
+        assert_eq!(fast, serde, "{case}");
+    }
+    let cmd = json::decode_header(cases[0].as_bytes()).unwrap();
+    assert_eq!(cmd.ext("n"), Some("p\u{1}q\u{2}\u{1f600}\n\"/"));
+    let cmd = json::decode_header(cases[2].as_bytes()).unwrap();
+    assert_eq!(
+        cmd.ext_fields.iter().collect::<Vec<_>>(),
+        vec![("a", ""), ("k", "2")]
+    );
+}
+
 fn arb_command() -> impl Strategy<Value = RemotingCommand> {
     (
         any::<i16>(),
@@ -274,7 +313,7 @@ fn arb_command() -> impl Strategy<Value = RemotingCommand> {
                 opaque,
                 flag,
                 remark,
-                ext_fields: ext,
+                ext_fields: ext.into_iter().collect(),
                 body: Bytes::from(body),
                 serialize_type: if json {
                     SerializeType::Json
@@ -316,6 +355,31 @@ proptest! {
             prop_assert!(buf.is_empty());
             prop_assert_eq!(&out, &cmds);
         }
+    }
+
+    /// The fast JSON reader gives what the serde reader gives, on our own output and on that
+    /// output cut, spliced or mutated anywhere (where it accepts at all).
+    #[test]
+    fn fast_json_reader_agrees_with_serde(
+        cmd in arb_command(),
+        cut in any::<prop::sample::Index>(),
+        junk in prop::sample::select(vec![
+            "", " ", "\\", "\"", "\\u", "\\ud83d", "\\u00e9", "null", "1", "-0", "01",
+            "1.5", "1e3", ",", "}", "{", ":", "\"x\":", "true", "\u{1}", "\u{e9}", "[]",
+        ]),
+        drop in 0usize..3,
+    ) {
+        let mut head = BytesMut::new();
+        json::encode_header(&cmd, &mut head);
+        let fast = json::decode_header(&head).unwrap();
+        prop_assert_eq!(&fast, &json::decode_header_serde(&head).unwrap());
+        let at = cut.index(head.len() + 1);
+        let mut spliced = head[..at].to_vec();
+        spliced.extend_from_slice(junk.as_bytes());
+        spliced.extend_from_slice(&head[(at + drop).min(head.len())..]);
+        let fast = json::decode_header(&spliced).ok();
+        let serde = json::decode_header_serde(&spliced).ok();
+        prop_assert_eq!(fast, serde);
     }
 
     #[test]

@@ -1,0 +1,288 @@
+//! [`ExtFields`]: a command's string fields (Java `extFields`), kept in one text arena.
+//!
+//! A header carries a dozen short fields. Holding them as a map of owned strings cost two
+//! allocations per field on every request and response; here every key and value lives in one
+//! `String` arena, keys known at compile time are not copied at all, and numbers are formatted
+//! straight into the arena. Entries stay sorted by key, so encoding is deterministic.
+
+use std::borrow::Cow;
+use std::fmt::{self, Write as _};
+use std::ops::Range;
+
+/// Where a key's text is.
+#[derive(Clone, Copy, Debug)]
+enum Key {
+    /// A key the program names (typed headers): never copied.
+    Static(&'static str),
+    /// A key that arrived on the wire or was built at run time, in the arena.
+    Arena(u32, u32),
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    key: Key,
+    value: (u32, u32),
+}
+
+/// The extension fields of a command: the string map Java calls `extFields`.
+///
+/// Sorted by key so that encoding is deterministic; receivers must not depend on key order.
+/// Inserting a key that is present replaces its value, as a map does.
+#[derive(Clone, Default)]
+pub struct ExtFields {
+    arena: String,
+    entries: Vec<Entry>,
+}
+
+impl ExtFields {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty set with room for `fields` entries and `text` bytes of keys and values.
+    pub fn with_capacity(fields: usize, text: usize) -> Self {
+        Self {
+            arena: String::with_capacity(text),
+            entries: Vec::with_capacity(fields),
+        }
+    }
+
+    /// Number of fields.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there is no field.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn text(&self, (start, end): (u32, u32)) -> &str {
+        // Ranges are only ever made by `push_text` over this arena, at char boundaries.
+        self.arena
+            .get(start as usize..end as usize)
+            .unwrap_or_default()
+    }
+
+    fn key_text(&self, key: Key) -> &str {
+        match key {
+            Key::Static(k) => k,
+            Key::Arena(a, b) => self.text((a, b)),
+        }
+    }
+
+    /// The range of text appended by `write`.
+    fn push_with(&mut self, write: impl FnOnce(&mut String)) -> (u32, u32) {
+        let start = self.arena.len();
+        write(&mut self.arena);
+        (offset(start), offset(self.arena.len()))
+    }
+
+    fn find(&self, key: &str) -> Result<usize, usize> {
+        self.entries
+            .binary_search_by(|e| self.key_text(e.key).cmp(key))
+    }
+
+    fn set(&mut self, key: Key, value: (u32, u32)) {
+        let name = match key {
+            Key::Static(k) => k,
+            Key::Arena(a, b) => self.text((a, b)),
+        };
+        match self.find(name) {
+            Ok(i) => self.entries[i].value = value,
+            // Typed headers insert in key order: the common case appends.
+            Err(i) => self.entries.insert(i, Entry { key, value }),
+        }
+    }
+
+    /// Sets `key` to `value`, replacing any earlier value.
+    pub fn insert(&mut self, key: impl Into<Cow<'static, str>>, value: impl AsRef<str>) {
+        let key = match key.into() {
+            Cow::Borrowed(k) => Key::Static(k),
+            Cow::Owned(k) => {
+                let (a, b) = self.push_with(|s| s.push_str(&k));
+                Key::Arena(a, b)
+            }
+        };
+        let value = self.push_with(|s| s.push_str(value.as_ref()));
+        self.set(key, value);
+    }
+
+    /// Sets `key` to the text of `value` (`Display`), written straight into the arena.
+    pub fn insert_display(&mut self, key: &'static str, value: impl fmt::Display) {
+        // Writing into a String cannot fail.
+        let value = self.push_with(|s| {
+            let _ = write!(s, "{value}");
+        });
+        self.set(Key::Static(key), value);
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.find(key)
+            .ok()
+            .map(|i| self.text(self.entries[i].value))
+    }
+
+    /// Whether `key` is present.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.find(key).is_ok()
+    }
+
+    /// Removes `key`; returns its value.
+    pub fn remove(&mut self, key: &str) -> Option<String> {
+        let i = self.find(key).ok()?;
+        let e = self.entries.remove(i);
+        Some(self.text(e.value).to_owned())
+    }
+
+    /// The fields in key order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
+        self.entries
+            .iter()
+            .map(|e| (self.key_text(e.key), self.text(e.value)))
+    }
+
+    /// The keys in order.
+    pub fn keys(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        self.entries.iter().map(|e| self.key_text(e.key))
+    }
+
+    /// Total bytes of keys and values.
+    pub fn text_len(&self) -> usize {
+        self.iter().map(|(k, v)| k.len() + v.len()).sum()
+    }
+
+    /// Appends text to the arena for a field being decoded; see [`ExtFields::push_decoded`].
+    pub(crate) fn decoded_text(&mut self, write: impl FnOnce(&mut String)) -> Range<u32> {
+        let (a, b) = self.push_with(write);
+        a..b
+    }
+
+    /// Adds a decoded field whose key and value were appended with
+    /// [`ExtFields::decoded_text`], without keeping the order; [`ExtFields::finish_decoded`]
+    /// restores it.
+    pub(crate) fn push_decoded(&mut self, key: Range<u32>, value: Range<u32>) {
+        self.entries.push(Entry {
+            key: Key::Arena(key.start, key.end),
+            value: (value.start, value.end),
+        });
+    }
+
+    /// Sorts fields added with [`ExtFields::push_decoded`]; of repeated keys the last one wins,
+    /// as in a map.
+    pub(crate) fn finish_decoded(&mut self) {
+        let mut entries = std::mem::take(&mut self.entries);
+        let key = |e: &Entry| self.key_text(e.key);
+        // Our own output (and any sorted sender's) is already in order, without repeats.
+        if !entries.is_sorted_by(|x, y| key(x) < key(y)) {
+            // Stable: repeated keys keep their arrival order, so the last is the one kept.
+            entries.sort_by(|x, y| key(x).cmp(key(y)));
+            entries.dedup_by(|later, kept| {
+                let same = key(later) == key(kept);
+                if same {
+                    kept.value = later.value;
+                }
+                same
+            });
+        }
+        self.entries = entries;
+    }
+}
+
+/// Arena offsets: a header is far below 4 GiB (frames are at most 16 MiB by default, and a
+/// frame length is an `i32`), so the offset fits; saturate rather than wrap if it ever did not.
+fn offset(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+impl fmt::Debug for ExtFields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl PartialEq for ExtFields {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for ExtFields {}
+
+impl std::ops::Index<&str> for ExtFields {
+    type Output = str;
+
+    /// # Panics
+    /// When `key` is absent, as a map's index does.
+    fn index(&self, key: &str) -> &str {
+        match self.get(key) {
+            Some(v) => v,
+            None => panic!("no ext field {key:?}"),
+        }
+    }
+}
+
+impl<K: Into<Cow<'static, str>>, V: AsRef<str>> FromIterator<(K, V)> for ExtFields {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let mut ext = Self::new();
+        ext.extend(iter);
+        ext
+    }
+}
+
+impl<K: Into<Cow<'static, str>>, V: AsRef<str>> Extend<(K, V)> for ExtFields {
+    fn extend<I: IntoIterator<Item = (K, V)>>(&mut self, iter: I) {
+        for (k, v) in iter {
+            self.insert(k, v);
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a ExtFields {
+    type Item = (&'a str, &'a str);
+    type IntoIter = Box<dyn Iterator<Item = (&'a str, &'a str)> + 'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn behaves_as_a_sorted_map() {
+        let mut e = ExtFields::new();
+        e.insert("b", "2");
+        e.insert(String::from("a"), "1");
+        e.insert_display("c", 3_i64);
+        e.insert("b", "two");
+        assert_eq!(
+            e.iter().collect::<Vec<_>>(),
+            vec![("a", "1"), ("b", "two"), ("c", "3")]
+        );
+        assert_eq!(e.get("c"), Some("3"));
+        assert_eq!(&e["a"], "1");
+        assert!(e.contains_key("b") && !e.contains_key("d"));
+        assert_eq!(e.remove("b").as_deref(), Some("two"));
+        assert_eq!(e.len(), 2);
+        assert_eq!(e.text_len(), 4);
+        let same: ExtFields = [("c", "3"), ("a", "1")].into_iter().collect();
+        assert_eq!(e, same);
+    }
+
+    #[test]
+    fn decoded_fields_are_sorted_and_the_last_repeat_wins() {
+        let mut e = ExtFields::new();
+        for (k, v) in [("z", "1"), ("k", "2"), ("z", "3")] {
+            let k = e.decoded_text(|s| s.push_str(k));
+            let v = e.decoded_text(|s| s.push_str(v));
+            e.push_decoded(k, v);
+        }
+        e.finish_decoded();
+        assert_eq!(e.iter().collect::<Vec<_>>(), vec![("k", "2"), ("z", "3")]);
+    }
+}
