@@ -22,7 +22,7 @@ use crate::header::{
     PullMessageResponseHeader, QueryConsumerOffsetRequestHeader, QueryConsumerOffsetResponseHeader,
     QueryMessageRequestHeader, RegisterBrokerRequestHeader, RegisterBrokerResponseHeader,
     SearchOffsetRequestHeader, SearchOffsetResponseHeader, SendMessageRequestHeader,
-    SendMessageRequestHeaderV2, SendMessageResponseHeader, UnregisterBrokerRequestHeader,
+    SendMessageResponseHeader, UnregisterBrokerRequestHeader,
     UnregisterClientRequestHeader, UpdateConsumerOffsetRequestHeader, ViewMessageRequestHeader,
 };
 use crate::message::{MessageExt, decode_record, decode_records, property};
@@ -314,19 +314,19 @@ impl ClientApi {
     // ----- send -----
 
     fn send_command(&self, req: &SendRequest) -> RemotingCommand {
-        let (code, ext) = if req.header.batch {
-            (
-                RequestCode::SEND_BATCH_MESSAGE,
-                SendMessageRequestHeaderV2::from(req.header.clone()).to_ext_fields(),
-            )
+        let code = if req.header.batch {
+            RequestCode::SEND_BATCH_MESSAGE
         } else if self.config.send_v2 {
-            (
-                RequestCode::SEND_MESSAGE_V2,
-                SendMessageRequestHeaderV2::from(req.header.clone()).to_ext_fields(),
-            )
+            RequestCode::SEND_MESSAGE_V2
         } else {
-            (RequestCode::SEND_MESSAGE, req.header.to_ext_fields())
+            RequestCode::SEND_MESSAGE
         };
+        let mut ext = mq_remoting::ExtFields::with_capacity(16, 256);
+        if code == RequestCode::SEND_MESSAGE {
+            req.header.encode(&mut ext);
+        } else {
+            req.header.encode_v2(&mut ext);
+        }
         RemotingCommand::request(code.0)
             .with_serialize_type(self.config.serialize_type)
             .with_ext_fields(ext)

@@ -1,6 +1,7 @@
 //! [`Producer`] (the facade, Java `DefaultMQProducer`) over its engine (Java
 //! `DefaultMQProducerImpl`): one send path for every mode, one deadline per send.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -952,17 +953,21 @@ impl Engine {
         Ok(info)
     }
 
-    pub(crate) fn build_request(
+    /// The request of one attempt, and the message as sent (borrowed unless the namespace or
+    /// a retry topic changes its properties).
+    pub(crate) fn build_request<'p>(
         &self,
         instance: &ClientInstance,
-        payload: &Payload,
+        payload: &'p Payload,
         mq: &MessageQueue,
-    ) -> Result<(SendRequest, Message), ProducerError> {
+    ) -> Result<(SendRequest, Cow<'p, Message>), ProducerError> {
+        let namespace = instance.config().namespace.as_ref();
         let (mut header, body, msg_id, sent) = match payload {
             Payload::Single(m) => {
-                let mut m = m.clone();
-                if let Some(ns) = &instance.config().namespace {
-                    m.set_property(property::INSTANCE_ID, ns.clone());
+                let retry = mq.topic.starts_with("%RETRY%");
+                let mut m = Cow::Borrowed(m);
+                if let Some(ns) = namespace {
+                    m.to_mut().set_property(property::INSTANCE_ID, ns.clone());
                 }
                 let mut sys = 0;
                 let body = match self.config.compressor.maybe_compress(&m.body, false) {
@@ -981,7 +986,8 @@ impl Engine {
                     reconsume_times: Some(0),
                     ..Default::default()
                 };
-                if mq.topic.starts_with("%RETRY%") {
+                if retry {
+                    let m = m.to_mut();
                     if let Some(t) = m
                         .clear_property(property::RECONSUME_TIME)
                         .and_then(|v| v.parse().ok())
@@ -1003,7 +1009,7 @@ impl Engine {
                 wait,
             } => {
                 let mut m = Message::new(topic.clone(), body.clone()).with_wait_store_msg_ok(*wait);
-                if let Some(ns) = &instance.config().namespace {
+                if let Some(ns) = namespace {
                     m.set_property(property::INSTANCE_ID, ns.clone());
                 }
                 let header = SendMessageRequestHeader {
@@ -1012,7 +1018,7 @@ impl Engine {
                     properties: Some(m.properties_string()),
                     ..Default::default()
                 };
-                (header, body.clone(), ids.clone(), m)
+                (header, body.clone(), ids.clone(), Cow::Owned(m))
             }
         };
         header.producer_group = instance.config().wrap(&self.config.group);

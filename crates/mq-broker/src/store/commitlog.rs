@@ -26,6 +26,10 @@ pub(crate) struct CommitLog {
     segments: Vec<Segment>,
     /// Next physical offset to write.
     write_offset: i64,
+    /// Records appended since the last write to the file: they start at
+    /// `write_offset - pending.len()`. Whoever appends writes them out (one `pwrite` for a
+    /// whole append call) before letting go of the log.
+    pending: BytesMut,
 }
 
 impl CommitLog {
@@ -109,6 +113,7 @@ impl CommitLog {
             segment_size,
             segments,
             write_offset,
+            pending: BytesMut::new(),
         })
     }
 
@@ -129,6 +134,10 @@ impl CommitLog {
         let in_segment = self.write_offset % self.segment_size;
         let needs_new = self.segments.is_empty()
             || self.write_offset >= self.current_base() + self.segment_size;
+        if needs_new || in_segment + len + 8 > self.segment_size {
+            // What is pending belongs to the current segment.
+            self.write_pending()?;
+        }
         if needs_new {
             self.roll(self.write_offset - in_segment)?;
         } else if in_segment + len + 8 > self.segment_size {
@@ -144,12 +153,35 @@ impl CommitLog {
         Ok(self.write_offset)
     }
 
-    /// Writes a record at the offset [`CommitLog::reserve`] returned.
-    pub(crate) fn append(&mut self, record: &[u8]) -> io::Result<()> {
-        let pos = (self.write_offset - self.current_base()) as u64;
-        self.current()?.write_all_at(record, pos)?;
-        self.write_offset += record.len() as i64;
+    /// Appends a record at the offset [`CommitLog::reserve`] returned: `write` puts exactly
+    /// the reserved length into the pending buffer, which [`CommitLog::write_pending`] writes.
+    pub(crate) fn append_with(&mut self, write: impl FnOnce(&mut BytesMut)) {
+        let before = self.pending.len();
+        write(&mut self.pending);
+        self.write_offset += (self.pending.len() - before) as i64;
+    }
+
+    /// Bytes appended but not yet written to the file.
+    pub(crate) fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Writes the pending records to the current segment with one `pwrite`.
+    pub(crate) fn write_pending(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let start = self.write_offset - self.pending.len() as i64;
+        let pos = (start - self.current_base()) as u64;
+        self.current()?.write_all_at(&self.pending, pos)?;
+        self.pending.clear();
         Ok(())
+    }
+
+    /// Forgets the pending records (their write failed): the log ends where the file does.
+    pub(crate) fn discard_pending(&mut self) {
+        self.write_offset -= self.pending.len() as i64;
+        self.pending.clear();
     }
 
     /// Reads `size` bytes at physical offset `offset`.

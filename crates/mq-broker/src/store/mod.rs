@@ -8,6 +8,7 @@
 mod commitlog;
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,7 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use mq_client_api::message::{MessageExt, encode_record, property};
+use mq_client_api::message::{MessageExt, PreparedRecord, decode_record, property};
+use smallvec::SmallVec;
 use mq_client_api::validate::java_hash;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
@@ -120,11 +122,94 @@ pub struct GetResult {
     pub max_offset: i64,
 }
 
+/// A map with a fast, per-process seeded hash.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Where the records whose (topic, key) hash to one value are: `(commit-log offset, size)`.
+type KeyHits = SmallVec<[(i64, i32); 1]>;
+
+#[derive(Debug, Default)]
+struct Indexes {
+    /// Consume queues by topic, then queue id.
+    queues: FastMap<String, FastMap<i32, Vec<CqEntry>>>,
+    /// KEYS and UNIQ_KEY entries by the hash of (topic, key), as Java's index file keys them;
+    /// a lookup confirms each hit against the record itself.
+    keys: FastMap<u64, KeyHits>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl Indexes {
+    fn queue(&self, topic: &str, queue_id: i32) -> &[CqEntry] {
+        self.queues
+            .get(topic)
+            .and_then(|q| q.get(&queue_id))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    fn queue_mut(&mut self, topic: &str, queue_id: i32) -> &mut Vec<CqEntry> {
+        if !self.queues.contains_key(topic) {
+            self.queues.insert(topic.to_owned(), FastMap::default());
+        }
+        self.queues
+            .get_mut(topic)
+            .map(|q| q.entry(queue_id).or_default())
+            // Inserted just above when absent.
+            .unwrap_or_else(|| unreachable!("queue map inserted above"))
+    }
+
+    fn key_hash(&self, topic: &str, key: &str) -> u64 {
+        self.hasher.hash_one((topic, key))
+    }
+
+    /// Indexes a stored record.
+    fn add(&mut self, msg: &MessageExt, size: i32) {
+        let m = &msg.message;
+        self.queue_mut(&m.topic, msg.queue_id).push(CqEntry {
+            phys: msg.commit_log_offset,
+            size,
+            tag_hash: m.tags().map_or(0, |t| i64::from(java_hash(t))),
+            store_timestamp: msg.store_timestamp,
+        });
+        let uniq = m.property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX);
+        for key in m.keys().into_iter().chain(uniq) {
+            let h = self.key_hash(&m.topic, key);
+            self.keys
+                .entry(h)
+                .or_default()
+                .push((msg.commit_log_offset, size));
+        }
+    }
+
+    /// Takes back [`Indexes::add`] for the last record added (its write failed).
+    fn remove_last(&mut self, msg: &MessageExt) {
+        let m = &msg.message;
+        if let Some(q) = self
+            .queues
+            .get_mut(m.topic.as_str())
+            .and_then(|q| q.get_mut(&msg.queue_id))
+            && q.last().is_some_and(|e| e.phys == msg.commit_log_offset)
+        {
+            q.pop();
+        }
+        let uniq = m.property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX);
+        for key in m.keys().into_iter().chain(uniq) {
+            let h = self.key_hash(&m.topic, key);
+            if let Some(hits) = self.keys.get_mut(&h) {
+                if hits.last().is_some_and(|(p, _)| *p == msg.commit_log_offset) {
+                    hits.pop();
+                }
+                if hits.is_empty() {
+                    self.keys.remove(&h);
+                }
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     log: CommitLog,
-    queues: HashMap<(String, i32), Vec<CqEntry>>,
-    keys: HashMap<(String, String), Vec<(i64, i32)>>,
+    index: Indexes,
 }
 
 /// The store. Cheap to clone.
@@ -151,21 +236,18 @@ impl MessageStore {
     /// # Errors
     /// I/O errors opening or repairing the commit log.
     pub fn open(config: StoreConfig) -> io::Result<Self> {
-        let mut queues: HashMap<(String, i32), Vec<CqEntry>> = HashMap::new();
-        let mut keys: HashMap<(String, String), Vec<(i64, i32)>> = HashMap::new();
+        let mut index = Indexes::default();
         let log = CommitLog::open(
             &config.dir.join("commitlog"),
             config.segment_size,
-            |msg, size| {
-                index(&mut queues, &mut keys, msg, size);
-            },
+            |msg, size| index.add(msg, size),
         )?;
         let write_offset = log.write_offset();
         let (flushed, _) = watch::channel(write_offset);
         let (appended, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             config,
-            inner: Mutex::new(Inner { log, queues, keys }),
+            inner: Mutex::new(Inner { log, index }),
             appended,
             flushed,
             flush_request: Notify::new(),
@@ -210,27 +292,49 @@ impl MessageStore {
     ) -> io::Result<Vec<PutResult>> {
         let mut results = Vec::with_capacity(msgs.len());
         let end = {
-            let mut inner = self.shared.inner.lock();
+            let mut guard = self.shared.inner.lock();
+            let inner = &mut *guard;
+            // Records go to the log's pending buffer and out with one write at the end (or
+            // when a segment fills up); `unwritten` are those still in the buffer.
+            let mut unwritten: Vec<MessageExt> = Vec::new();
+            let failed = |inner: &mut Inner, unwritten: &[MessageExt], e: io::Error| {
+                inner.log.discard_pending();
+                for msg in unwritten.iter().rev() {
+                    inner.index.remove_last(msg);
+                }
+                e
+            };
             for mut msg in msgs {
-                let key = (msg.message.topic.clone(), msg.queue_id);
-                let queue_offset = inner.queues.get(&key).map_or(0, |q| q.len() as i64);
-                msg.queue_offset = queue_offset;
+                msg.queue_offset = inner.index.queue(&msg.message.topic, msg.queue_id).len() as i64;
                 msg.store_host = store_host;
                 msg.store_timestamp = now_ms();
-                let len = msg.encoded_len();
-                let phys = inner.log.reserve(len)?;
+                let record = PreparedRecord::new(&msg)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e));
+                let record = match record {
+                    Ok(r) => r,
+                    Err(e) => return Err(failed(inner, &unwritten, e)),
+                };
+                let phys = match inner.log.reserve(record.len()) {
+                    Ok(p) => p,
+                    Err(e) => return Err(failed(inner, &unwritten, e)),
+                };
+                if inner.log.pending_len() == 0 {
+                    // A new segment began: what came before is written.
+                    unwritten.clear();
+                }
                 msg.commit_log_offset = phys;
-                let record = encode_record(&msg)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-                inner.log.append(&record)?;
-                let Inner { queues, keys, .. } = &mut *inner;
-                index(queues, keys, &msg, record.len() as i32);
+                inner.log.append_with(|buf| record.write(&msg, buf));
+                inner.index.add(&msg, record.len() as i32);
                 results.push(PutResult {
                     phys_offset: phys,
-                    queue_offset,
+                    queue_offset: msg.queue_offset,
                     msg_id: msg.offset_msg_id(),
                     flushed_in_time: true,
                 });
+                unwritten.push(msg);
+            }
+            if let Err(e) = inner.log.write_pending() {
+                return Err(failed(inner, &unwritten, e));
             }
             inner.log.write_offset()
         };
@@ -275,10 +379,7 @@ impl MessageStore {
         tag_hashes: Option<&[i64]>,
     ) -> io::Result<GetResult> {
         let inner = self.shared.inner.lock();
-        let entries = inner
-            .queues
-            .get(&(topic.to_owned(), queue_id))
-            .map_or(&[][..], Vec::as_slice);
+        let entries = inner.index.queue(topic, queue_id);
         let max_offset = entries.len() as i64;
         let mut result = GetResult {
             status: GetStatus::NoMessageInQueue,
@@ -333,12 +434,7 @@ impl MessageStore {
 
     /// A queue's max offset (number of messages).
     pub fn max_offset(&self, topic: &str, queue_id: i32) -> i64 {
-        self.shared
-            .inner
-            .lock()
-            .queues
-            .get(&(topic.to_owned(), queue_id))
-            .map_or(0, |q| q.len() as i64)
+        self.shared.inner.lock().index.queue(topic, queue_id).len() as i64
     }
 
     /// The first queue offset whose store time is at or after `timestamp_ms` (the max offset
@@ -346,20 +442,18 @@ impl MessageStore {
     pub fn search_offset(&self, topic: &str, queue_id: i32, timestamp_ms: i64) -> i64 {
         let inner = self.shared.inner.lock();
         inner
-            .queues
-            .get(&(topic.to_owned(), queue_id))
-            .map_or(0, |q| {
-                q.partition_point(|e| e.store_timestamp < timestamp_ms) as i64
-            })
+            .index
+            .queue(topic, queue_id)
+            .partition_point(|e| e.store_timestamp < timestamp_ms) as i64
     }
 
     /// Store time of a queue's earliest message.
     pub fn earliest_store_time(&self, topic: &str, queue_id: i32) -> Option<i64> {
         let inner = self.shared.inner.lock();
         inner
-            .queues
-            .get(&(topic.to_owned(), queue_id))
-            .and_then(|q| q.first())
+            .index
+            .queue(topic, queue_id)
+            .first()
             .map(|e| e.store_timestamp)
     }
 
@@ -389,15 +483,28 @@ impl MessageStore {
     /// Records of `topic` whose KEYS or UNIQ_KEY contain `key`, newest last, at most `max`.
     pub fn query_by_key(&self, topic: &str, key: &str, max: usize) -> io::Result<Vec<Bytes>> {
         let inner = self.shared.inner.lock();
-        let Some(hits) = inner.keys.get(&(topic.to_owned(), key.to_owned())) else {
+        let Some(hits) = inner.index.keys.get(&inner.index.key_hash(topic, key)) else {
             return Ok(Vec::new());
         };
-        hits.iter()
-            .rev()
-            .take(max)
-            .rev()
-            .map(|(phys, size)| inner.log.read(*phys, *size as usize))
-            .collect()
+        // Hits share a hash; keep the records that really carry the key, newest first.
+        let mut found = Vec::new();
+        for (phys, size) in hits.iter().rev() {
+            if found.len() >= max {
+                break;
+            }
+            let record = inner.log.read(*phys, *size as usize)?;
+            let matches = decode_record(&mut record.clone(), false, false).is_ok_and(|m| {
+                let m = &m.message;
+                m.topic == topic
+                    && (m.keys().contains(&key)
+                        || m.property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX) == Some(key))
+            });
+            if matches {
+                found.push(record);
+            }
+        }
+        found.reverse();
+        Ok(found)
     }
 
     /// Flushes everything written so far (used at shutdown).
@@ -413,30 +520,6 @@ impl MessageStore {
         if let Err(e) = flush_once(&self.shared).await {
             warn!(cause = %e, "final flush failed");
         }
-    }
-}
-
-fn index(
-    queues: &mut HashMap<(String, i32), Vec<CqEntry>>,
-    keys: &mut HashMap<(String, String), Vec<(i64, i32)>>,
-    msg: &MessageExt,
-    size: i32,
-) {
-    let m = &msg.message;
-    queues
-        .entry((m.topic.clone(), msg.queue_id))
-        .or_default()
-        .push(CqEntry {
-            phys: msg.commit_log_offset,
-            size,
-            tag_hash: m.tags().map_or(0, |t| i64::from(java_hash(t))),
-            store_timestamp: msg.store_timestamp,
-        });
-    let uniq = m.property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX);
-    for key in m.keys().into_iter().chain(uniq) {
-        keys.entry((m.topic.clone(), key.to_owned()))
-            .or_default()
-            .push((msg.commit_log_offset, size));
     }
 }
 
@@ -485,3 +568,84 @@ async fn flush_once(shared: &Arc<Shared>) -> io::Result<()> {
 }
 
 pub(crate) use mq_client_api::wire_time::now_millis as now_ms;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use mq_client_api::Message;
+
+    use super::*;
+
+    fn ext(topic: &str, key: &str, body: &str) -> MessageExt {
+        MessageExt {
+            message: Message::new(topic, body.to_owned()).with_keys([key]),
+            queue_id: 0,
+            ..MessageExt::default()
+        }
+    }
+
+    fn host() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 10911))
+    }
+
+    fn bodies(records: &[Bytes]) -> Vec<String> {
+        records
+            .iter()
+            .map(|r| {
+                let m = decode_record(&mut r.clone(), true, false).unwrap();
+                String::from_utf8(m.message.body.to_vec()).unwrap()
+            })
+            .collect()
+    }
+
+    /// A batch that does not fit the current segment is written in two parts (one write
+    /// before the roll, one after); offsets, reads and key lookups hold across the roll and a
+    /// reopen, and a key is only found in its own topic.
+    #[tokio::test]
+    async fn batches_span_segments_and_keys_are_exact_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = StoreConfig::new(dir.path());
+        config.segment_size = 1024;
+        let store = MessageStore::open(config.clone()).unwrap();
+        let batch: Vec<MessageExt> = (0..12)
+            .map(|i| ext("T", &format!("k{}", i % 3), &format!("body-{i}")))
+            .collect();
+        let stored = store.put_batch(batch, host()).await.unwrap();
+        assert_eq!(
+            stored.iter().map(|r| r.queue_offset).collect::<Vec<_>>(),
+            (0..12).collect::<Vec<_>>()
+        );
+        store.put(ext("Other", "k1", "elsewhere"), host()).await.unwrap();
+        let check = |store: &MessageStore| {
+            let got = store.get("T", 0, 0, 32, None).unwrap();
+            assert_eq!(got.count, 12);
+            let all = decode_records(&got.body);
+            assert_eq!(all.len(), 12);
+            let found = store.query_by_key("T", "k1", 32).unwrap();
+            assert_eq!(bodies(&found), ["body-1", "body-4", "body-7", "body-10"]);
+            let newest = store.query_by_key("T", "k1", 2).unwrap();
+            assert_eq!(bodies(&newest), ["body-7", "body-10"]);
+            let other = store.query_by_key("Other", "k1", 32).unwrap();
+            assert_eq!(bodies(&other), ["elsewhere"]);
+            assert!(store.query_by_key("T", "k", 32).unwrap().is_empty());
+        };
+        check(&store);
+        assert!(
+            fs_segments(dir.path()) > 1,
+            "the batch should have rolled the 1 KiB segment"
+        );
+        store.shutdown().await;
+        let reopened = MessageStore::open(config).unwrap();
+        check(&reopened);
+        reopened.shutdown().await;
+    }
+
+    fn decode_records(body: &Bytes) -> Vec<MessageExt> {
+        mq_client_api::message::decode_records(body, true, false)
+    }
+
+    fn fs_segments(dir: &Path) -> usize {
+        std::fs::read_dir(dir.join("commitlog")).unwrap().count()
+    }
+}

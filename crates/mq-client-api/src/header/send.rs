@@ -93,6 +93,36 @@ impl From<SendMessageRequestHeader> for SendMessageRequestHeaderV2 {
     }
 }
 
+impl SendMessageRequestHeader {
+    /// Writes this header as a [`SendMessageRequestHeaderV2`] (single-letter keys) without
+    /// converting it first: the send path's encoder.
+    pub fn encode_v2(&self, ext: &mut mq_remoting::ExtFields) {
+        use super::FieldValue;
+        self.producer_group.put_field("a", ext);
+        self.topic.put_field("b", ext);
+        self.default_topic.put_field("c", ext);
+        self.default_topic_queue_nums.put_field("d", ext);
+        self.queue_id.put_field("e", ext);
+        self.sys_flag.put_field("f", ext);
+        self.born_timestamp.put_field("g", ext);
+        self.flag.put_field("h", ext);
+        if let Some(v) = &self.properties {
+            v.put_field("i", ext);
+        }
+        if let Some(v) = &self.reconsume_times {
+            v.put_field("j", ext);
+        }
+        self.unit_mode.put_field("k", ext);
+        if let Some(v) = &self.max_reconsume_times {
+            v.put_field("l", ext);
+        }
+        self.batch.put_field("m", ext);
+        if let Some(v) = &self.broker_name {
+            v.put_field("n", ext);
+        }
+    }
+}
+
 impl From<SendMessageRequestHeaderV2> for SendMessageRequestHeader {
     fn from(v2: SendMessageRequestHeaderV2) -> Self {
         Self {

@@ -20,8 +20,8 @@ pub use id::{
     parse_unique_id,
 };
 pub use record::{
-    MAGIC_BLANK, MAGIC_V1, MAGIC_V2, MessageExt, RecordError, body_crc, decode_record,
-    decode_records, encode_record,
+    MAGIC_BLANK, MAGIC_V1, MAGIC_V2, MessageExt, PreparedRecord, RecordError, body_crc,
+    decode_record, decode_records, encode_record,
 };
 
 /// Reserved property keys (Java `MessageConst`).

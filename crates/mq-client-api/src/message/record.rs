@@ -161,62 +161,102 @@ pub fn body_crc(body: &[u8]) -> i32 {
 /// # Errors
 /// [`RecordError::TooLong`] when the topic exceeds 32767 bytes or the properties 32767 bytes.
 pub fn encode_record(msg: &MessageExt) -> Result<Bytes, RecordError> {
-    let props = encode_properties(&msg.message.properties);
-    let topic = msg.message.topic.as_bytes();
-    let body = &msg.message.body;
-    if props.len() > i16::MAX as usize {
-        return Err(RecordError::TooLong {
-            what: "properties",
-            len: props.len(),
-        });
-    }
-    if topic.len() > i16::MAX as usize {
-        return Err(RecordError::TooLong {
-            what: "topic",
-            len: topic.len(),
-        });
-    }
-    let mut flag = msg.sys_flag & !(sys_flag::BORNHOST_V6 | sys_flag::STOREHOSTADDRESS_V6);
-    if msg.born_host.is_ipv6() {
-        flag |= sys_flag::BORNHOST_V6;
-    }
-    if msg.store_host.is_ipv6() {
-        flag |= sys_flag::STOREHOSTADDRESS_V6;
-    }
-    let total = record_len(
-        body.len(),
-        topic.len(),
-        props.len(),
-        msg.born_host.is_ipv6(),
-        msg.store_host.is_ipv6(),
-    );
-    let v2 = topic.len() > 127;
-    let mut b = BytesMut::with_capacity(total);
-    b.put_i32(total as i32);
-    b.put_i32(if v2 { MAGIC_V2 } else { MAGIC_V1 });
-    b.put_i32(body_crc(body));
-    b.put_i32(msg.queue_id);
-    b.put_i32(msg.message.flag);
-    b.put_i64(msg.queue_offset);
-    b.put_i64(msg.commit_log_offset);
-    b.put_i32(flag);
-    b.put_i64(msg.born_timestamp);
-    put_host(&mut b, msg.born_host);
-    b.put_i64(msg.store_timestamp);
-    put_host(&mut b, msg.store_host);
-    b.put_i32(msg.reconsume_times);
-    b.put_i64(msg.prepared_transaction_offset);
-    b.put_i32(body.len() as i32);
-    b.put_slice(body);
-    if v2 {
-        b.put_i16(topic.len() as i16);
-    } else {
-        b.put_i8(topic.len() as i8);
-    }
-    b.put_slice(topic);
-    b.put_i16(props.len() as i16);
-    b.put_slice(props.as_bytes());
+    let prepared = PreparedRecord::new(msg)?;
+    let mut b = BytesMut::with_capacity(prepared.len());
+    prepared.write(msg, &mut b);
     Ok(b.freeze())
+}
+
+/// A record whose variable parts are encoded and measured, so that a store can learn its size
+/// (to place it), then set its offsets and write it straight into its own buffer.
+#[derive(Clone, Debug)]
+pub struct PreparedRecord {
+    props: String,
+    total: usize,
+}
+
+impl PreparedRecord {
+    /// Encodes the properties of `msg` once and measures the record.
+    ///
+    /// # Errors
+    /// [`RecordError::TooLong`] when the topic or properties do not fit the format.
+    pub fn new(msg: &MessageExt) -> Result<Self, RecordError> {
+        let props = encode_properties(&msg.message.properties);
+        let topic = msg.message.topic.len();
+        if props.len() > i16::MAX as usize {
+            return Err(RecordError::TooLong {
+                what: "properties",
+                len: props.len(),
+            });
+        }
+        if topic > i16::MAX as usize {
+            return Err(RecordError::TooLong {
+                what: "topic",
+                len: topic,
+            });
+        }
+        let total = record_len(
+            msg.message.body.len(),
+            topic,
+            props.len(),
+            msg.born_host.is_ipv6(),
+            msg.store_host.is_ipv6(),
+        );
+        Ok(Self { props, total })
+    }
+
+    /// The record's size in bytes.
+    pub const fn len(&self) -> usize {
+        self.total
+    }
+
+    /// Whether the record is empty (never: a record has a fixed header).
+    pub const fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// Appends the record of `msg` (the message this was prepared from, offsets now set) to
+    /// `b`. The IPv6 flags are set from the host addresses, BODYCRC is computed, and the V2
+    /// magic is used only for topics over 127 bytes.
+    pub fn write(&self, msg: &MessageExt, b: &mut BytesMut) {
+        let topic = msg.message.topic.as_bytes();
+        let body = &msg.message.body;
+        let mut flag = msg.sys_flag & !(sys_flag::BORNHOST_V6 | sys_flag::STOREHOSTADDRESS_V6);
+        if msg.born_host.is_ipv6() {
+            flag |= sys_flag::BORNHOST_V6;
+        }
+        if msg.store_host.is_ipv6() {
+            flag |= sys_flag::STOREHOSTADDRESS_V6;
+        }
+        let v2 = topic.len() > 127;
+        b.reserve(self.total);
+        // Lengths were checked by `new` (topic and properties ≤ i16::MAX, so the total and
+        // the body length fit an i32 for any body a frame can carry).
+        b.put_i32(self.total as i32);
+        b.put_i32(if v2 { MAGIC_V2 } else { MAGIC_V1 });
+        b.put_i32(body_crc(body));
+        b.put_i32(msg.queue_id);
+        b.put_i32(msg.message.flag);
+        b.put_i64(msg.queue_offset);
+        b.put_i64(msg.commit_log_offset);
+        b.put_i32(flag);
+        b.put_i64(msg.born_timestamp);
+        put_host(b, msg.born_host);
+        b.put_i64(msg.store_timestamp);
+        put_host(b, msg.store_host);
+        b.put_i32(msg.reconsume_times);
+        b.put_i64(msg.prepared_transaction_offset);
+        b.put_i32(body.len() as i32);
+        b.put_slice(body);
+        if v2 {
+            b.put_i16(topic.len() as i16);
+        } else {
+            b.put_i8(topic.len() as i8);
+        }
+        b.put_slice(topic);
+        b.put_i16(self.props.len() as i16);
+        b.put_slice(self.props.as_bytes());
+    }
 }
 
 fn put_host(b: &mut BytesMut, addr: SocketAddr) {

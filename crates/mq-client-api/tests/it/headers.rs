@@ -89,6 +89,15 @@ fn v1_and_v2_convert_both_ways() {
         (Some("broker-a"), Some(16), true)
     );
     assert_eq!(SendMessageRequestHeader::from(v2.clone()), h);
+    // The send path writes V2 keys straight from a V1 header: same fields, same text.
+    for header in [v1(), h.clone()] {
+        let mut direct = ExtFields::new();
+        header.encode_v2(&mut direct);
+        assert_eq!(
+            direct,
+            SendMessageRequestHeaderV2::from(header).to_ext_fields()
+        );
+    }
     // And through the wire form.
     let back = SendMessageRequestHeaderV2::decode(&v2.to_ext_fields()).unwrap();
     assert_eq!(back, v2);

@@ -79,7 +79,18 @@ impl ExtFields {
         (offset(start), offset(self.arena.len()))
     }
 
+    /// The position of `key`, or where it would go.
     fn find(&self, key: &str) -> Result<usize, usize> {
+        // A header holds a dozen fields: equality (length first) beats ordered comparisons.
+        if self.entries.len() <= 16 {
+            if let Some(i) = self
+                .entries
+                .iter()
+                .position(|e| self.key_text(e.key) == key)
+            {
+                return Ok(i);
+            }
+        }
         self.entries
             .binary_search_by(|e| self.key_text(e.key).cmp(key))
     }
@@ -89,9 +100,17 @@ impl ExtFields {
             Key::Static(k) => k,
             Key::Arena(a, b) => self.text((a, b)),
         };
+        // Typed headers insert in key order: the common case appends.
+        let after_last = self
+            .entries
+            .last()
+            .is_none_or(|last| self.key_text(last.key) < name);
+        if after_last {
+            self.entries.push(Entry { key, value });
+            return;
+        }
         match self.find(name) {
             Ok(i) => self.entries[i].value = value,
-            // Typed headers insert in key order: the common case appends.
             Err(i) => self.entries.insert(i, Entry { key, value }),
         }
     }
