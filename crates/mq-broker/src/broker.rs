@@ -26,7 +26,7 @@ use mq_client_api::validate::{TOPIC_MAX_LEN, java_hash};
 use mq_client_api::{ApiConfig, ClientApi, RequestCode, ResponseCode};
 use mq_remoting::{
     ClientConfig, ConnectionHandle, RemotingClient, RemotingCommand, RemotingServer,
-    RequestContext, ServerConfig, ShutdownReport, processor_fn,
+    RequestContext, ServerConfig, ShutdownReport,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -260,11 +260,7 @@ impl Broker {
                 server.set_ordered(code.0);
             }
         }
-        let c = Arc::clone(&core);
-        server.set_default_processor(processor_fn(move |ctx, req| {
-            let c = Arc::clone(&c);
-            async move { c.handle(ctx, req).await }
-        }));
+        server.set_default_processor(Arc::new(Processor(Arc::clone(&core))));
         core.recover_transactions();
         core.register_all().await;
         core.spawn_periodic();
@@ -746,54 +742,109 @@ impl CoreHandle {
     }
 
     async fn send(self: &Arc<Self>, ctx: &RequestContext, req: RemotingCommand) -> RemotingCommand {
+        let mut answers = self.send_group(ctx, vec![req]).await;
+        answers
+            .pop()
+            .flatten()
+            .unwrap_or_else(|| RemotingCommand::response(ResponseCode::SYSTEM_ERROR.0, None))
+    }
+
+    /// Sends that arrived back to back on one connection: every message is appended in
+    /// arrival order with one write to the commit log (one fsync wait in SYNC mode), and each
+    /// request gets its own answer.
+    async fn send_group(
+        self: &Arc<Self>,
+        ctx: &RequestContext,
+        reqs: Vec<RemotingCommand>,
+    ) -> Vec<Option<RemotingCommand>> {
+        let mut answers: Vec<Option<RemotingCommand>> = Vec::with_capacity(reqs.len());
+        let mut planned: Vec<(usize, i32)> = Vec::new();
+        let mut groups: Vec<Vec<MessageExt>> = Vec::new();
+        for (i, req) in reqs.iter().enumerate() {
+            match self.plan_send(ctx, req) {
+                Ok(plan) => {
+                    let mut messages = plan.messages;
+                    // A batch is appended as it is, one unit taking contiguous offsets; a single
+                    // message may be diverted (half or delayed).
+                    if !plan.batch {
+                        for ext in &mut messages {
+                            self.route_message(ext);
+                        }
+                    }
+                    planned.push((i, plan.queue_id));
+                    groups.push(messages);
+                    answers.push(None);
+                }
+                Err(answer) => answers.push(Some(answer)),
+            }
+        }
+        if groups.is_empty() {
+            return answers;
+        }
+        let stored = self.0.store.put_groups(groups, self.0.addr).await;
+        for ((i, queue_id), stored) in planned.into_iter().zip(stored) {
+            answers[i] = Some(send_answer(&reqs[i], queue_id, stored));
+        }
+        answers
+    }
+
+    /// Checks a send request and turns it into the messages to store, or its answer.
+    // The error is the answer itself, sent as it is: boxing it would only add an allocation
+    // on the rejection path.
+    #[allow(clippy::result_large_err)]
+    fn plan_send(
+        self: &Arc<Self>,
+        ctx: &RequestContext,
+        req: &RemotingCommand,
+    ) -> Result<SendPlan, RemotingCommand> {
         let header: SendMessageRequestHeader = if req.code == RequestCode::SEND_MESSAGE.0 {
             match SendMessageRequestHeader::decode(&req.ext_fields) {
                 Ok(h) => h,
-                Err(e) => return header_error(&req, &e),
+                Err(e) => return Err(header_error(req, &e)),
             }
         } else {
             match SendMessageRequestHeaderV2::decode(&req.ext_fields) {
                 Ok(h) => h.into(),
-                Err(e) => return header_error(&req, &e),
+                Err(e) => return Err(header_error(req, &e)),
             }
         };
         let topic = header.topic.clone();
         if topic == TBW102 {
-            return resp(
-                &req,
+            return Err(resp(
+                req,
                 ResponseCode::SYSTEM_ERROR,
                 Some(format!(
                     "the topic[{topic}] is conflict with system reserved words."
                 )),
-            );
+            ));
         }
         if topic.is_empty() || topic.len() > TOPIC_MAX_LEN {
-            return resp(
-                &req,
+            return Err(resp(
+                req,
                 ResponseCode::MESSAGE_ILLEGAL,
                 Some(format!("message topic length too long {}", topic.len())),
-            );
+            ));
         }
         if req.body.is_empty() || req.body.len() > MAX_MESSAGE_SIZE {
-            return resp(
-                &req,
+            return Err(resp(
+                req,
                 ResponseCode::MESSAGE_ILLEGAL,
                 Some(format!(
                     "the message body size {} is illegal",
                     req.body.len()
                 )),
-            );
+            ));
         }
         let props = header.properties.as_deref().unwrap_or("");
         if props.len() > MAX_PROPERTIES_LEN {
-            return resp(
-                &req,
+            return Err(resp(
+                req,
                 ResponseCode::MESSAGE_ILLEGAL,
                 Some(format!(
                     "message properties length too long {}",
                     props.len()
                 )),
-            );
+            ));
         }
         let tc = match self.topic_or_create(
             &topic,
@@ -801,21 +852,21 @@ impl CoreHandle {
             header.default_topic_queue_nums,
         ) {
             Ok(tc) => tc,
-            Err(remark) => return resp(&req, ResponseCode::TOPIC_NOT_EXIST, Some(remark)),
+            Err(remark) => return Err(resp(req, ResponseCode::TOPIC_NOT_EXIST, Some(remark))),
         };
         if tc.perm & perm::WRITE == 0 {
-            return resp(
-                &req,
+            return Err(resp(
+                req,
                 ResponseCode::NO_PERMISSION,
                 Some(format!("the topic[{topic}] sending message is forbidden")),
-            );
+            ));
         }
         let queues = tc.write_queue_nums.max(tc.read_queue_nums);
         let queue_id = if header.queue_id < 0 {
             fastrand::i32(0..tc.write_queue_nums.max(1))
         } else if header.queue_id >= queues {
-            return resp(
-                &req,
+            return Err(resp(
+                req,
                 ResponseCode::SYSTEM_ERROR,
                 Some(format!(
                     "request queueId[{}] is illegal, {} Producer: {}",
@@ -823,14 +874,20 @@ impl CoreHandle {
                     tc.topic_name,
                     ctx.peer_addr()
                 )),
-            );
+            ));
         } else {
             header.queue_id
         };
         let messages: Vec<Message> = if header.batch {
             match decode_batch(&topic, &req.body) {
                 Ok(m) => m,
-                Err(e) => return resp(&req, ResponseCode::MESSAGE_ILLEGAL, Some(e.to_string())),
+                Err(e) => {
+                    return Err(resp(
+                        req,
+                        ResponseCode::MESSAGE_ILLEGAL,
+                        Some(e.to_string()),
+                    ));
+                }
             }
         } else {
             vec![Message {
@@ -858,41 +915,11 @@ impl CoreHandle {
                 ..MessageExt::default()
             })
             .collect();
-        // A batch is appended as one unit so that its messages take contiguous offsets.
-        let stored = if batch {
-            self.0.store.put_batch(exts, self.0.addr).await
-        } else {
-            let mut one = Vec::with_capacity(1);
-            for ext in exts {
-                one.push(self.store_message(ext).await);
-            }
-            one.into_iter().collect()
-        };
-        let results = match stored {
-            Ok(r) => r,
-            Err(e) => {
-                warn!(cause = %e, "store append failed");
-                return resp(
-                    &req,
-                    ResponseCode::SYSTEM_ERROR,
-                    Some(format!("store failed: {e}")),
-                );
-            }
-        };
-        let ids: Vec<String> = results.iter().map(|r| r.msg_id.clone()).collect();
-        let first_offset = results.first().map(|r| r.queue_offset);
-        let flushed = results.iter().all(|r| r.flushed_in_time);
-        let code = if flushed {
-            ResponseCode::SUCCESS
-        } else {
-            ResponseCode::FLUSH_DISK_TIMEOUT
-        };
-        resp(&req, code, None)
-            .with_ext("msgId", ids.join(","))
-            .with_ext("queueId", queue_id.to_string())
-            .with_ext("queueOffset", first_offset.unwrap_or(0).to_string())
-            .with_ext(property::MSG_REGION, "DefaultRegion")
-            .with_ext(property::TRACE_SWITCH, "true")
+        Ok(SendPlan {
+            messages: exts,
+            queue_id,
+            batch,
+        })
     }
 
     async fn pull(self: &Arc<Self>, req: RemotingCommand) -> RemotingCommand {
@@ -1071,5 +1098,93 @@ impl CoreHandle {
                 debug!(client = %m.client_id, cause = %e, "notify consumer ids changed failed");
             }
         }
+    }
+}
+
+/// A send request checked and turned into the messages to store.
+struct SendPlan {
+    messages: Vec<MessageExt>,
+    queue_id: i32,
+    batch: bool,
+}
+
+/// The answer to a send whose messages the store took (or failed to).
+fn send_answer(
+    req: &RemotingCommand,
+    queue_id: i32,
+    stored: io::Result<Vec<crate::store::PutResult>>,
+) -> RemotingCommand {
+    let results = match stored {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(cause = %e, "store append failed");
+            return resp(
+                req,
+                ResponseCode::SYSTEM_ERROR,
+                Some(format!("store failed: {e}")),
+            );
+        }
+    };
+    let mut ids = String::with_capacity(results.len() * 33);
+    for (i, r) in results.iter().enumerate() {
+        if i > 0 {
+            ids.push(',');
+        }
+        ids.push_str(&r.msg_id);
+    }
+    let first_offset = results.first().map_or(0, |r| r.queue_offset);
+    let code = if results.iter().all(|r| r.flushed_in_time) {
+        ResponseCode::SUCCESS
+    } else {
+        ResponseCode::FLUSH_DISK_TIMEOUT
+    };
+    let mut answer = resp(req, code, None);
+    let ext = &mut answer.ext_fields;
+    ext.insert("msgId", ids);
+    ext.insert_display("queueId", queue_id);
+    ext.insert_display("queueOffset", first_offset);
+    ext.insert(property::MSG_REGION, "DefaultRegion");
+    ext.insert(property::TRACE_SWITCH, "true");
+    answer
+}
+
+/// The broker's request processor: every code goes to [`CoreHandle::handle`]; sends queued
+/// back to back on one connection are stored as one group.
+struct Processor(Arc<CoreHandle>);
+
+impl mq_remoting::RequestProcessor for Processor {
+    fn process(
+        &self,
+        ctx: RequestContext,
+        req: RemotingCommand,
+    ) -> mq_remoting::BoxFuture<'static, Option<RemotingCommand>> {
+        let core = Arc::clone(&self.0);
+        Box::pin(async move { core.handle(ctx, req).await })
+    }
+
+    fn process_ordered(
+        &self,
+        ctx: RequestContext,
+        reqs: Vec<RemotingCommand>,
+    ) -> mq_remoting::BoxFuture<'static, Vec<Option<RemotingCommand>>> {
+        let core = Arc::clone(&self.0);
+        Box::pin(async move {
+            let sends = reqs.iter().all(|r| {
+                matches!(
+                    RequestCode(r.code),
+                    RequestCode::SEND_MESSAGE
+                        | RequestCode::SEND_MESSAGE_V2
+                        | RequestCode::SEND_BATCH_MESSAGE
+                )
+            });
+            if sends {
+                return core.send_group(&ctx, reqs).await;
+            }
+            let mut out = Vec::with_capacity(reqs.len());
+            for req in reqs {
+                out.push(Arc::clone(&core).handle(ctx.clone(), req).await);
+            }
+            out
+        })
     }
 }

@@ -26,19 +26,25 @@ impl CoreHandle {
     /// Stores a message sent by a client, diverting half messages to the transaction topic and
     /// delayed messages to the schedule topic (keeping `REAL_TOPIC` / `REAL_QID`).
     pub(crate) async fn store_message(&self, mut ext: MessageExt) -> io::Result<PutResult> {
+        self.route_message(&mut ext);
+        self.0.store.put(ext, self.0.addr).await
+    }
+
+    /// Where a client's message is stored: half messages go to the transaction topic and
+    /// delayed messages to the schedule topic (keeping `REAL_TOPIC` / `REAL_QID`).
+    pub(crate) fn route_message(&self, ext: &mut MessageExt) {
         let tx = sys_flag::transaction_value(ext.sys_flag);
         if tx == sys_flag::TRANSACTION_PREPARED_TYPE {
-            divert(&mut ext, HALF_TOPIC, 0);
+            divert(ext, HALF_TOPIC, 0);
         } else if tx != sys_flag::TRANSACTION_ROLLBACK_TYPE {
             let levels = self.0.config.delay_levels.len() as i32;
             let level = ext.message.delay_level().min(levels);
             if level > 0 {
                 ext.message
                     .set_property(property::DELAY_TIME_LEVEL, level.to_string());
-                divert(&mut ext, SCHEDULE_TOPIC, level - 1);
+                divert(ext, SCHEDULE_TOPIC, level - 1);
             }
         }
-        self.0.store.put(ext, self.0.addr).await
     }
 
     pub(crate) fn spawn_scheduler(self: &Arc<Self>) {

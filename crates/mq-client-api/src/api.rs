@@ -22,8 +22,8 @@ use crate::header::{
     PullMessageResponseHeader, QueryConsumerOffsetRequestHeader, QueryConsumerOffsetResponseHeader,
     QueryMessageRequestHeader, RegisterBrokerRequestHeader, RegisterBrokerResponseHeader,
     SearchOffsetRequestHeader, SearchOffsetResponseHeader, SendMessageRequestHeader,
-    SendMessageResponseHeader, UnregisterBrokerRequestHeader,
-    UnregisterClientRequestHeader, UpdateConsumerOffsetRequestHeader, ViewMessageRequestHeader,
+    SendMessageResponseHeader, UnregisterBrokerRequestHeader, UnregisterClientRequestHeader,
+    UpdateConsumerOffsetRequestHeader, ViewMessageRequestHeader,
 };
 use crate::message::{MessageExt, decode_record, decode_records, property};
 

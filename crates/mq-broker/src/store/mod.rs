@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use mq_client_api::message::{MessageExt, PreparedRecord, decode_record, property};
-use smallvec::SmallVec;
 use mq_client_api::validate::java_hash;
 use parking_lot::Mutex;
+use smallvec::SmallVec;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -195,7 +195,10 @@ impl Indexes {
         for key in m.keys().into_iter().chain(uniq) {
             let h = self.key_hash(&m.topic, key);
             if let Some(hits) = self.keys.get_mut(&h) {
-                if hits.last().is_some_and(|(p, _)| *p == msg.commit_log_offset) {
+                if hits
+                    .last()
+                    .is_some_and(|(p, _)| *p == msg.commit_log_offset)
+                {
                     hits.pop();
                 }
                 if hits.is_empty() {
@@ -290,53 +293,25 @@ impl MessageStore {
         msgs: Vec<MessageExt>,
         store_host: SocketAddr,
     ) -> io::Result<Vec<PutResult>> {
-        let mut results = Vec::with_capacity(msgs.len());
-        let end = {
+        self.put_groups(vec![msgs], store_host)
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(io::Error::other("an append of one group stored none")))
+    }
+
+    /// Appends several units (see [`MessageStore::put_batch`]) in order, with one write to the
+    /// commit log for all of them (more when a segment fills up) and, in SYNC mode, one wait
+    /// for the fsync covering the last. Each unit has its own outcome: a unit that cannot be
+    /// stored fails alone, and a failed write fails every unit it carried.
+    pub async fn put_groups(
+        &self,
+        groups: Vec<Vec<MessageExt>>,
+        store_host: SocketAddr,
+    ) -> Vec<io::Result<Vec<PutResult>>> {
+        let (mut out, end) = {
             let mut guard = self.shared.inner.lock();
             let inner = &mut *guard;
-            // Records go to the log's pending buffer and out with one write at the end (or
-            // when a segment fills up); `unwritten` are those still in the buffer.
-            let mut unwritten: Vec<MessageExt> = Vec::new();
-            let failed = |inner: &mut Inner, unwritten: &[MessageExt], e: io::Error| {
-                inner.log.discard_pending();
-                for msg in unwritten.iter().rev() {
-                    inner.index.remove_last(msg);
-                }
-                e
-            };
-            for mut msg in msgs {
-                msg.queue_offset = inner.index.queue(&msg.message.topic, msg.queue_id).len() as i64;
-                msg.store_host = store_host;
-                msg.store_timestamp = now_ms();
-                let record = PreparedRecord::new(&msg)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e));
-                let record = match record {
-                    Ok(r) => r,
-                    Err(e) => return Err(failed(inner, &unwritten, e)),
-                };
-                let phys = match inner.log.reserve(record.len()) {
-                    Ok(p) => p,
-                    Err(e) => return Err(failed(inner, &unwritten, e)),
-                };
-                if inner.log.pending_len() == 0 {
-                    // A new segment began: what came before is written.
-                    unwritten.clear();
-                }
-                msg.commit_log_offset = phys;
-                inner.log.append_with(|buf| record.write(&msg, buf));
-                inner.index.add(&msg, record.len() as i32);
-                results.push(PutResult {
-                    phys_offset: phys,
-                    queue_offset: msg.queue_offset,
-                    msg_id: msg.offset_msg_id(),
-                    flushed_in_time: true,
-                });
-                unwritten.push(msg);
-            }
-            if let Err(e) = inner.log.write_pending() {
-                return Err(failed(inner, &unwritten, e));
-            }
-            inner.log.write_offset()
+            append_groups(inner, groups, store_host)
         };
         self.shared.appended.send_modify(|n| *n += 1);
         if self.shared.config.flush_mode == FlushMode::Sync {
@@ -351,11 +326,11 @@ impl MessageStore {
                     .await
                     .is_ok_and(|r| r.is_ok())
             };
-            for r in &mut results {
+            for r in out.iter_mut().flatten().flatten() {
                 r.flushed_in_time = flushed;
             }
         }
-        Ok(results)
+        out
     }
 
     /// A receiver that changes on every append (long polling).
@@ -523,6 +498,89 @@ impl MessageStore {
     }
 }
 
+/// Appends `groups` under the store lock: records go to the log's pending buffer and out with
+/// one write at the end (or when a segment fills up). Returns each group's outcome and the
+/// log's end.
+fn append_groups(
+    inner: &mut Inner,
+    groups: Vec<Vec<MessageExt>>,
+    store_host: SocketAddr,
+) -> (Vec<io::Result<Vec<PutResult>>>, i64) {
+    let mut out: Vec<io::Result<Vec<PutResult>>> = Vec::with_capacity(groups.len());
+    // Records still in the pending buffer, with the group each belongs to.
+    let mut unwritten: Vec<(usize, MessageExt)> = Vec::new();
+    // A failed write loses what was pending: those records leave the index and their groups
+    // fail; later groups are not tried.
+    let lost = |inner: &mut Inner,
+                unwritten: &mut Vec<(usize, MessageExt)>,
+                out: &mut Vec<io::Result<Vec<PutResult>>>,
+                e: &io::Error| {
+        inner.log.discard_pending();
+        for (g, msg) in unwritten.drain(..).rev() {
+            inner.index.remove_last(&msg);
+            if let Some(slot) = out.get_mut(g) {
+                *slot = Err(io::Error::new(e.kind(), e.to_string()));
+            }
+        }
+    };
+    let mut broken: Option<io::Error> = None;
+    for (g, msgs) in groups.into_iter().enumerate() {
+        if let Some(e) = &broken {
+            out.push(Err(io::Error::new(e.kind(), e.to_string())));
+            continue;
+        }
+        let mut results = Vec::with_capacity(msgs.len());
+        let mut failed = None;
+        for mut msg in msgs {
+            msg.queue_offset = inner.index.queue(&msg.message.topic, msg.queue_id).len() as i64;
+            msg.store_host = store_host;
+            msg.store_timestamp = now_ms();
+            let record = match PreparedRecord::new(&msg) {
+                Ok(r) => r,
+                Err(e) => {
+                    failed = Some(io::Error::new(io::ErrorKind::InvalidInput, e));
+                    break;
+                }
+            };
+            let phys = match inner.log.reserve(record.len()) {
+                Ok(p) => p,
+                Err(e) => {
+                    out.push(Err(io::Error::new(e.kind(), e.to_string())));
+                    lost(inner, &mut unwritten, &mut out, &e);
+                    broken = Some(e);
+                    break;
+                }
+            };
+            if inner.log.pending_len() == 0 {
+                // A new segment began: what came before is written.
+                unwritten.clear();
+            }
+            msg.commit_log_offset = phys;
+            inner.log.append_with(|buf| record.write(&msg, buf));
+            inner.index.add(&msg, record.len() as i32);
+            results.push(PutResult {
+                phys_offset: phys,
+                queue_offset: msg.queue_offset,
+                msg_id: msg.offset_msg_id(),
+                flushed_in_time: true,
+            });
+            unwritten.push((g, msg));
+        }
+        if broken.is_none() {
+            out.push(match failed {
+                Some(e) => Err(e),
+                None => Ok(results),
+            });
+        }
+    }
+    if broken.is_none()
+        && let Err(e) = inner.log.write_pending()
+    {
+        lost(inner, &mut unwritten, &mut out, &e);
+    }
+    (out, inner.log.write_offset())
+}
+
 async fn flusher(shared: Arc<Shared>) {
     loop {
         let wait = async {
@@ -616,7 +674,10 @@ mod tests {
             stored.iter().map(|r| r.queue_offset).collect::<Vec<_>>(),
             (0..12).collect::<Vec<_>>()
         );
-        store.put(ext("Other", "k1", "elsewhere"), host()).await.unwrap();
+        store
+            .put(ext("Other", "k1", "elsewhere"), host())
+            .await
+            .unwrap();
         let check = |store: &MessageStore| {
             let got = store.get("T", 0, 0, 32, None).unwrap();
             assert_eq!(got.count, 12);

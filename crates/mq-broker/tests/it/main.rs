@@ -612,3 +612,70 @@ async fn unserved_5x_client_codes_are_answered_with_the_missing_feature() {
     );
     let _ = b.shutdown(T).await;
 }
+
+/// Sends pipelined on one connection (the broker may take them as one group with one write)
+/// are stored in arrival order with contiguous offsets, and each gets its own answer: a bad
+/// one among them is refused alone.
+#[tokio::test]
+async fn pipelined_sends_are_answered_one_by_one_and_stored_in_order() {
+    use mq_remoting::FrameCodec;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path(), |c| c).await;
+    let mut frames = bytes::BytesMut::new();
+    for i in 0..20 {
+        let mut m = msg("Piped", i);
+        if i == 7 {
+            m.body = Bytes::new(); // refused: MESSAGE_ILLEGAL
+        }
+        let req = send_req("Piped", 1, &m);
+        let mut cmd = RemotingCommand::request(RequestCode::SEND_MESSAGE_V2.0)
+            .with_opaque(100 + i as i32)
+            .with_body(req.body.clone());
+        req.header.encode_v2(&mut cmd.ext_fields);
+        FrameCodec::default().encode(&cmd, &mut frames).unwrap();
+    }
+    let mut stream = tokio::net::TcpStream::connect(b.local_addr())
+        .await
+        .unwrap();
+    stream.write_all(&frames).await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let mut answers = std::collections::BTreeMap::new();
+    while answers.len() < 20 {
+        match FrameCodec::default().decode(&mut buf).unwrap() {
+            Some(r) => {
+                answers.insert(r.opaque - 100, r);
+            }
+            None => assert_ne!(stream.read_buf(&mut buf).await.unwrap(), 0),
+        }
+    }
+    let mut expected_offset = 0;
+    for (i, r) in &answers {
+        if *i == 7 {
+            assert_eq!(r.code, ResponseCode::MESSAGE_ILLEGAL.0);
+            continue;
+        }
+        assert_eq!(r.code, ResponseCode::SUCCESS.0, "{i}: {r:?}");
+        assert_eq!(
+            r.ext("queueOffset"),
+            Some(expected_offset.to_string().as_str())
+        );
+        expected_offset += 1;
+    }
+    let api = api();
+    let pulled = api
+        .pull(&b.local_addr().to_string(), &pull_header("Piped", 1, 0), T)
+        .await
+        .unwrap();
+    let bodies: Vec<String> = pulled
+        .messages
+        .iter()
+        .map(|m| String::from_utf8(m.message.body.to_vec()).unwrap())
+        .collect();
+    let sent: Vec<String> = (0..20)
+        .filter(|i| *i != 7)
+        .map(|i| format!("payload-{i}"))
+        .collect();
+    assert_eq!(bodies, sent);
+}

@@ -83,11 +83,12 @@ impl ExtFields {
     fn find(&self, key: &str) -> Result<usize, usize> {
         // A header holds a dozen fields: equality (length first) beats ordered comparisons.
         if self.entries.len() <= 16 {
-            if let Some(i) = self
-                .entries
-                .iter()
-                .position(|e| self.key_text(e.key) == key)
-            {
+            let (len, first) = (key.len(), key.as_bytes().first());
+            if let Some(i) = self.entries.iter().position(|e| {
+                let k = self.key_text(e.key);
+                // Length and first byte settle almost every mismatch without a memcmp call.
+                k.len() == len && k.as_bytes().first() == first && k == key
+            }) {
                 return Ok(i);
             }
         }

@@ -34,6 +34,8 @@ const DIRECT_WRITE_THRESHOLD: usize = 32 * 1024;
 /// The writer stops gathering queued frames once its buffer holds this much.
 const COALESCE_LIMIT: usize = 256 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
+/// The most ordered requests handed to a processor as one group.
+const ORDERED_GROUP_MAX: usize = 64;
 
 /// Limits of the three invoke styles (spec §2.1).
 #[derive(Clone, Copy, Debug)]
@@ -425,9 +427,17 @@ impl Connection {
                             next = rx.recv() => next,
                         };
                         let Some(cmd) = next else { break };
+                        // Requests already queued behind it go with it, as one group.
+                        let mut group = vec![cmd];
+                        while group.len() < ORDERED_GROUP_MAX {
+                            match rx.try_recv() {
+                                Ok(cmd) => group.push(cmd),
+                                Err(_) => break,
+                            }
+                        }
                         tokio::select! {
                             () = token.cancelled() => break,
-                            () = Arc::clone(&conn).handle_request(cmd) => {}
+                            () = Arc::clone(&conn).handle_ordered(group) => {}
                         }
                     }
                 }
@@ -441,27 +451,109 @@ impl Connection {
         let _ = tx.send(cmd);
     }
 
-    async fn handle_request(self: Arc<Self>, request: RemotingCommand) {
-        let oneway = request.is_oneway();
-        let opaque = request.opaque;
-        let request_type = request.serialize_type;
-        let code = request.code;
+    /// Runs a group of ordered requests: hooks one by one, then the processor once for each run
+    /// of requests it serves, in arrival order.
+    async fn handle_ordered(self: Arc<Self>, group: Vec<RemotingCommand>) {
         let dispatcher = &self.endpoint.dispatcher;
-        for hook in dispatcher.hooks() {
-            let ctx = RequestContext::new(ConnectionHandle(Arc::clone(&self)));
-            match hook.before_request(&ctx, &request).await {
-                HookAction::Continue => {}
-                HookAction::CloseConnection => {
-                    debug!(code, "hook closed the connection");
-                    self.close();
-                    return;
+        let mut admitted = Vec::with_capacity(group.len());
+        for request in group {
+            if let Some(request) = self.run_hooks(request).await {
+                admitted.push(request);
+            } else if self.is_closed() {
+                return;
+            }
+        }
+        // Consecutive requests of one processor go to it together.
+        let mut rest = admitted.into_iter().peekable();
+        while let Some(first) = rest.next() {
+            let Some(p) = dispatcher.processor(first.code) else {
+                Arc::clone(&self).handle_unhooked(first).await;
+                continue;
+            };
+            let mut run = vec![first];
+            while let Some(next) = rest.peek() {
+                match dispatcher.processor(next.code) {
+                    Some(q) if Arc::ptr_eq(&p, &q) => run.extend(rest.next()),
+                    _ => break,
                 }
-                HookAction::Respond(response) => {
-                    self.answer(response, opaque, oneway, request_type);
-                    return;
+            }
+            if p.reject_request() || run.len() == 1 {
+                for request in run {
+                    Arc::clone(&self).handle_unhooked(request).await;
+                }
+                continue;
+            }
+            // One admission slot per request, held while the group runs.
+            let mut permits = Vec::with_capacity(run.len());
+            let mut go = Vec::with_capacity(run.len());
+            for request in run {
+                match dispatcher.try_admit() {
+                    Some(permit) => {
+                        permits.push(permit);
+                        go.push(request);
+                    }
+                    None => self.answer_request(overloaded(), &request),
+                }
+            }
+            let heads: Vec<_> = go
+                .iter()
+                .map(|r| (r.opaque, r.is_oneway(), r.serialize_type, r.code))
+                .collect();
+            let ctx = RequestContext::new(ConnectionHandle(Arc::clone(&self)));
+            let answers = AssertUnwindSafe(p.process_ordered(ctx, go))
+                .catch_unwind()
+                .await;
+            drop(permits);
+            let mut answers = match answers {
+                Ok(answers) => answers,
+                Err(_) => heads.iter().map(|h| Some(processor_failed(h.3))).collect(),
+            };
+            // A processor that answers fewer requests than it got leaves the rest unanswered.
+            answers.resize_with(heads.len(), || None);
+            for ((opaque, oneway, ty, _), response) in heads.into_iter().zip(answers) {
+                if let Some(response) = response {
+                    self.answer(response, opaque, oneway, ty);
                 }
             }
         }
+    }
+
+    async fn handle_request(self: Arc<Self>, request: RemotingCommand) {
+        if let Some(request) = self.run_hooks(request).await {
+            self.handle_unhooked(request).await;
+        }
+    }
+
+    /// Runs the RPC hooks on `request`; `None` when a hook answered it or closed the
+    /// connection.
+    async fn run_hooks(self: &Arc<Self>, request: RemotingCommand) -> Option<RemotingCommand> {
+        for hook in self.endpoint.dispatcher.hooks() {
+            let ctx = RequestContext::new(ConnectionHandle(Arc::clone(self)));
+            match hook.before_request(&ctx, &request).await {
+                HookAction::Continue => {}
+                HookAction::CloseConnection => {
+                    debug!(code = request.code, "hook closed the connection");
+                    self.close();
+                    return None;
+                }
+                HookAction::Respond(response) => {
+                    self.answer_request(response, &request);
+                    return None;
+                }
+            }
+        }
+        Some(request)
+    }
+
+    /// Runs the processor of a request that passed the hooks, and answers.
+    async fn handle_unhooked(self: Arc<Self>, request: RemotingCommand) {
+        let (oneway, opaque, request_type, code) = (
+            request.is_oneway(),
+            request.opaque,
+            request.serialize_type,
+            request.code,
+        );
+        let dispatcher = &self.endpoint.dispatcher;
         let response = match dispatcher.processor(code) {
             None => Some(RemotingCommand::response(
                 sys_code::REQUEST_CODE_NOT_SUPPORTED,
@@ -472,10 +564,7 @@ impl Connection {
                 Some("[REJECTREQUEST]system busy, start flow control for a while".to_owned()),
             )),
             Some(p) => match dispatcher.try_admit() {
-                None => Some(RemotingCommand::response(
-                    sys_code::SYSTEM_BUSY,
-                    Some("[OVERLOAD]system busy, start flow control for a while".to_owned()),
-                )),
+                None => Some(overloaded()),
                 Some(_admitted) => {
                     let ctx = RequestContext::new(ConnectionHandle(Arc::clone(&self)));
                     match AssertUnwindSafe(p.process(ctx, request))
@@ -483,13 +572,7 @@ impl Connection {
                         .await
                     {
                         Ok(r) => r,
-                        Err(_) => {
-                            warn!(code, "request processor panicked");
-                            Some(RemotingCommand::response(
-                                sys_code::SYSTEM_ERROR,
-                                Some(format!("processor for request code {code} failed")),
-                            ))
-                        }
+                        Err(_) => Some(processor_failed(code)),
                     }
                 }
             },
@@ -497,6 +580,16 @@ impl Connection {
         if let Some(response) = response {
             self.answer(response, opaque, oneway, request_type);
         }
+    }
+
+    /// [`Connection::answer`] for `request`.
+    fn answer_request(&self, response: RemotingCommand, request: &RemotingCommand) {
+        self.answer(
+            response,
+            request.opaque,
+            request.is_oneway(),
+            request.serialize_type,
+        );
     }
 
     /// Sends `response` to the request `opaque`, unless the request was oneway.
@@ -584,6 +677,23 @@ async fn flush(write: &mut OwnedWriteHalf, buf: &mut BytesMut) -> std::io::Resul
         buf.clear();
     }
     Ok(())
+}
+
+/// The answer to a request the endpoint has no room for.
+fn overloaded() -> RemotingCommand {
+    RemotingCommand::response(
+        sys_code::SYSTEM_BUSY,
+        Some("[OVERLOAD]system busy, start flow control for a while".to_owned()),
+    )
+}
+
+/// The answer to a request whose processor panicked.
+fn processor_failed(code: i32) -> RemotingCommand {
+    warn!(code, "request processor panicked");
+    RemotingCommand::response(
+        sys_code::SYSTEM_ERROR,
+        Some(format!("processor for request code {code} failed")),
+    )
 }
 
 /// A handle on one live connection, given to processors so that a server can send requests

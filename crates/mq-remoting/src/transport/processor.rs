@@ -29,6 +29,30 @@ pub trait RequestProcessor: Send + Sync + 'static {
         request: RemotingCommand,
     ) -> BoxFuture<'static, Option<RemotingCommand>>;
 
+    /// Processes ordered requests (see `RemotingServer::set_ordered`) that were already
+    /// waiting, back to back, on one connection: one answer per request, in request order.
+    ///
+    /// The default awaits [`RequestProcessor::process`] for each in turn. A processor can do
+    /// better for a group, e.g. a broker appending every message with one write.
+    fn process_ordered(
+        &self,
+        ctx: RequestContext,
+        requests: Vec<RemotingCommand>,
+    ) -> BoxFuture<'static, Vec<Option<RemotingCommand>>> {
+        // Futures are lazy: made now, they run one after the other below.
+        let each: Vec<_> = requests
+            .into_iter()
+            .map(|r| self.process(ctx.clone(), r))
+            .collect();
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(each.len());
+            for f in each {
+                out.push(f.await);
+            }
+            out
+        })
+    }
+
     /// Whether to refuse work for now; refused requests get SYSTEM_BUSY (Java `rejectRequest`).
     fn reject_request(&self) -> bool {
         false

@@ -350,3 +350,114 @@ async fn shutdown_of_an_ordered_server_drains_without_waiting_for_idle_connectio
     assert!(report.completed, "{report:?}");
     assert_eq!(report.unfinished_tasks, 0);
 }
+
+/// Echoes the remark; the first request (remark "block") waits for `release`. Records the
+/// size of every group handed to `process_ordered`.
+struct Grouping {
+    started: Arc<Notify>,
+    release: Arc<Notify>,
+    groups: Arc<parking_lot::Mutex<Vec<usize>>>,
+}
+
+impl mq_remoting::RequestProcessor for Grouping {
+    fn process(
+        &self,
+        _ctx: mq_remoting::RequestContext,
+        req: RemotingCommand,
+    ) -> mq_remoting::BoxFuture<'static, Option<RemotingCommand>> {
+        let (started, release) = (Arc::clone(&self.started), Arc::clone(&self.release));
+        Box::pin(async move {
+            if req.remark.as_deref() == Some("block") {
+                started.notify_one();
+                release.notified().await;
+            }
+            let remark = req.remark.clone();
+            Some(RemotingCommand::response_to(
+                &req,
+                sys_code::SUCCESS,
+                remark,
+            ))
+        })
+    }
+
+    fn process_ordered(
+        &self,
+        _ctx: mq_remoting::RequestContext,
+        reqs: Vec<RemotingCommand>,
+    ) -> mq_remoting::BoxFuture<'static, Vec<Option<RemotingCommand>>> {
+        self.groups.lock().push(reqs.len());
+        Box::pin(async move {
+            reqs.iter()
+                .map(|r| {
+                    // The last request of the group is left unanswered on purpose.
+                    (r.remark.as_deref() != Some("silent")).then(|| {
+                        RemotingCommand::response_to(r, sys_code::SUCCESS, r.remark.clone())
+                    })
+                })
+                .collect()
+        })
+    }
+}
+
+/// Ordered requests that queued up while their connection's worker was busy reach the
+/// processor as one group, in arrival order, and each gets its own answer (or none, when the
+/// processor gives none).
+#[tokio::test]
+async fn queued_ordered_requests_reach_the_processor_as_one_group() {
+    let server = RemotingServer::bind(ServerConfig::default()).await.unwrap();
+    let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let groups = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    server.register_processor(
+        ECHO,
+        Arc::new(Grouping {
+            started: Arc::clone(&started),
+            release: Arc::clone(&release),
+            groups: Arc::clone(&groups),
+        }),
+    );
+    server.set_ordered(ECHO);
+    const PING: i32 = ECHO + 1;
+    server.register_processor(PING, super::echo());
+    let mut stream = TcpStream::connect(server.local_addr()).await.unwrap();
+    let request = |opaque: i32, code: i32, remark: &str| {
+        RemotingCommand::request(code)
+            .with_opaque(opaque)
+            .with_remark(remark)
+    };
+    send_frame(&mut stream, &request(1, ECHO, "block")).await;
+    // The worker is busy with the first request before the others arrive.
+    started.notified().await;
+    for i in 2..=11 {
+        send_frame(&mut stream, &request(i, ECHO, &format!("r{i}"))).await;
+    }
+    send_frame(&mut stream, &request(12, ECHO, "silent")).await;
+    // PING is not ordered: its answer proves the read loop has queued everything before it.
+    send_frame(&mut stream, &request(13, PING, "ping")).await;
+    let mut buf = BytesMut::new();
+    let first = read_frame(&mut stream, &mut buf).await.unwrap();
+    assert_eq!(first.opaque, 13);
+    release.notify_one();
+    let mut answered = Vec::new();
+    for _ in 1..=11 {
+        let r = read_frame(&mut stream, &mut buf).await.unwrap();
+        assert_eq!(
+            r.remark.as_deref(),
+            Some(expected_remark(r.opaque).as_str())
+        );
+        answered.push(r.opaque);
+    }
+    answered.sort_unstable();
+    assert_eq!(answered, (1..=11).collect::<Vec<_>>());
+    // The blocked request ran alone; the eleven queued behind it ran as one group.
+    assert_eq!(*groups.lock(), vec![11]);
+    let report = server.shutdown(Duration::from_secs(10)).await;
+    assert!(report.completed, "{report:?}");
+}
+
+fn expected_remark(opaque: i32) -> String {
+    if opaque == 1 {
+        "block".to_owned()
+    } else {
+        format!("r{opaque}")
+    }
+}
