@@ -1141,8 +1141,8 @@ fn send_answer(
     let mut answer = resp(req, code, None);
     let ext = &mut answer.ext_fields;
     ext.insert("msgId", ids);
-    ext.insert_display("queueId", queue_id);
-    ext.insert_display("queueOffset", first_offset);
+    ext.insert_int("queueId", i64::from(queue_id));
+    ext.insert_int("queueOffset", first_offset);
     ext.insert(property::MSG_REGION, "DefaultRegion");
     ext.insert(property::TRACE_SWITCH, "true");
     answer

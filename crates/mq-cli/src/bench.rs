@@ -222,51 +222,68 @@ pub(crate) async fn produce(args: BenchArgs, mode: Mode) -> Result<(), String> {
             args.count.is_some(),
         );
         let window = args.window.max(1);
+        // Each sender keeps `window` sends in flight as futures it polls itself (no task per
+        // send), as an application pipelining its sends would.
         tasks.spawn(async move {
-            let mut inflight = tokio::task::JoinSet::new();
+            use futures_util::StreamExt;
+            let mut inflight = futures_util::stream::FuturesUnordered::new();
             loop {
-                let exhausted = if limited {
-                    remaining
-                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                        .is_err()
-                } else {
-                    Instant::now() >= stop_at
-                };
-                if exhausted {
+                while inflight.len() < window {
+                    let exhausted = if limited {
+                        remaining
+                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                                n.checked_sub(1)
+                            })
+                            .is_err()
+                    } else {
+                        Instant::now() >= stop_at
+                    };
+                    if exhausted {
+                        break;
+                    }
+                    let t = Instant::now();
+                    let m = Message::new(topic.clone(), body.clone());
+                    let fut: mq_remoting::BoxFuture<
+                        'static,
+                        Result<u64, mq_producer::ProducerError>,
+                    > = match mode {
+                        Mode::Sync => {
+                            let p = p.clone();
+                            Box::pin(async move { p.send(m).await.map(|_| 1) })
+                        }
+                        Mode::Async | Mode::AutoBatch => {
+                            let f = p.send_async(m);
+                            Box::pin(async move { f.await.map(|_| 1) })
+                        }
+                        Mode::Oneway => {
+                            let p = p.clone();
+                            Box::pin(async move { p.send_oneway(m).await.map(|()| 1) })
+                        }
+                        Mode::Batch => {
+                            let p = p.clone();
+                            Box::pin(async move {
+                                let msgs = (0..16).map(|_| m.clone()).collect();
+                                p.send_batch(msgs).await.map(|_| 16)
+                            })
+                        }
+                    };
+                    let s = Arc::clone(&s);
+                    inflight.push(async move {
+                        match fut.await {
+                            Ok(n) => s.record(t.elapsed(), n),
+                            Err(e) if e.possibly_delivered() => {
+                                s.response_failed.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(_) => {
+                                s.send_failed.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    });
+                }
+                if inflight.next().await.is_none() {
                     break;
                 }
-                let t = Instant::now();
-                let p = p.clone();
-                let m = Message::new(topic.clone(), body.clone());
-                let fut: mq_remoting::BoxFuture<'static, Result<u64, mq_producer::ProducerError>> =
-                    match mode {
-                        Mode::Sync => Box::pin(async move { p.send(m).await.map(|_| 1) }),
-                        Mode::Async | Mode::AutoBatch => {
-                            Box::pin(async move { p.send_async(m).await.map(|_| 1) })
-                        }
-                        Mode::Oneway => Box::pin(async move { p.send_oneway(m).await.map(|()| 1) }),
-                        Mode::Batch => Box::pin(async move {
-                            let msgs = (0..16).map(|_| m.clone()).collect();
-                            p.send_batch(msgs).await.map(|_| 16)
-                        }),
-                    };
-                let s = Arc::clone(&s);
-                inflight.spawn(async move {
-                    match fut.await {
-                        Ok(n) => s.record(t.elapsed(), n),
-                        Err(e) if e.possibly_delivered() => {
-                            s.response_failed.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(_) => {
-                            s.send_failed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                });
-                while inflight.len() >= window {
-                    inflight.join_next().await;
-                }
             }
-            while inflight.join_next().await.is_some() {}
         });
     }
     let (samples, elapsed) = report_loop(&args, &stats, &mut tasks, "Send").await;

@@ -73,7 +73,7 @@ pub(crate) struct Engine {
     pub(crate) config: ProducerConfig,
     state: StateMachine,
     instance: RwLock<Option<Arc<ClientInstance>>>,
-    publish: RwLock<HashMap<String, Arc<TopicPublishInfo>>>,
+    publish: RwLock<HashMap<String, Arc<TopicPublishInfo>, foldhash::fast::RandomState>>,
     faults: LatencyFaultTolerance,
     hooks: RwLock<Vec<Arc<dyn SendHook>>>,
     ids: UniqueIdGenerator,
@@ -171,7 +171,7 @@ impl Producer {
                 config,
                 state: StateMachine::default(),
                 instance: RwLock::new(None),
-                publish: RwLock::new(HashMap::new()),
+                publish: RwLock::new(HashMap::default()),
                 faults: LatencyFaultTolerance::default(),
                 hooks: RwLock::new(Vec::new()),
                 ids,
@@ -783,6 +783,10 @@ impl Engine {
         bytes: usize,
         deadline: Instant,
     ) -> Result<Room, ProducerError> {
+        // Room is there almost always: take it without arming a timer.
+        if let Ok(room) = self.try_admit(bytes) {
+            return Ok(room);
+        }
         let started = Instant::now();
         let timed_out = || ProducerError::DeadlineExceeded {
             topic: topic.to_owned(),

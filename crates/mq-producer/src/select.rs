@@ -118,7 +118,7 @@ const ISOLATION_LATENCY: Duration = Duration::from_secs(30);
 /// Per-broker penalty periods after slow or failed sends. Java: `LatencyFaultToleranceImpl`.
 #[derive(Debug, Default)]
 pub struct LatencyFaultTolerance {
-    items: Mutex<HashMap<String, (Duration, Instant)>>,
+    items: Mutex<HashMap<String, (Duration, Instant), foldhash::fast::RandomState>>,
 }
 
 impl LatencyFaultTolerance {

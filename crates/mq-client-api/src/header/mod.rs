@@ -106,7 +106,7 @@ impl FieldValue for String {
 
 impl FieldValue for i32 {
     fn put_field(&self, key: &'static str, ext: &mut ExtFields) {
-        ext.insert_display(key, self);
+        ext.insert_int(key, i64::from(*self));
     }
     fn from_field(s: &str) -> Option<Self> {
         s.trim().parse().ok()
@@ -115,7 +115,7 @@ impl FieldValue for i32 {
 
 impl FieldValue for i64 {
     fn put_field(&self, key: &'static str, ext: &mut ExtFields) {
-        ext.insert_display(key, self);
+        ext.insert_int(key, *self);
     }
     fn from_field(s: &str) -> Option<Self> {
         s.trim().parse().ok()

@@ -1,6 +1,5 @@
 //! Message ids: the broker's offset message id (spec §6.6) and the client unique id (§6.7).
 
-use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, SystemTime};
@@ -178,6 +177,7 @@ impl UniqueIdGenerator {
         // At most 31 days (2 678 399 999 ms) after the month's start: always fits 32 bits.
         let since_start = u32::try_from(now - start).unwrap_or(u32::MAX);
         let counter = self.counter.fetch_add(1, Ordering::Relaxed);
+        const HEX: &[u8; 16] = b"0123456789ABCDEF";
         let mut id = String::with_capacity(self.prefix.len() + 12);
         id.push_str(&self.prefix);
         for b in since_start
@@ -185,8 +185,8 @@ impl UniqueIdGenerator {
             .iter()
             .chain(counter.to_be_bytes().iter())
         {
-            // Writing to a String cannot fail.
-            let _ = write!(id, "{b:02X}");
+            id.push(char::from(HEX[usize::from(b >> 4)]));
+            id.push(char::from(HEX[usize::from(b & 0xf)]));
         }
         id
     }

@@ -138,6 +138,14 @@ impl ExtFields {
         self.set(Key::Static(key), value);
     }
 
+    /// Sets `key` to the decimal text of `value`, written straight into the arena.
+    pub fn insert_int(&mut self, key: &'static str, value: i64) {
+        let mut digits = [0u8; 20];
+        let text = format_int(value, &mut digits);
+        let value = self.push_with(|s| s.push_str(text));
+        self.set(Key::Static(key), value);
+    }
+
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.find(key)
@@ -209,6 +217,27 @@ impl ExtFields {
         }
         self.entries = entries;
     }
+}
+
+/// The decimal text of `v` (Java `Long.toString`), written at the end of `buf`.
+pub(crate) fn format_int(v: i64, buf: &mut [u8; 20]) -> &str {
+    // i64::MIN has 20 characters including the sign.
+    let mut n = v.unsigned_abs();
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        i -= 1;
+        buf[i] = b'-';
+    }
+    // Only ASCII digits and '-' were written.
+    std::str::from_utf8(&buf[i..]).unwrap_or_default()
 }
 
 /// Arena offsets: a header is far below 4 GiB (frames are at most 16 MiB by default, and a
@@ -292,6 +321,15 @@ mod tests {
         assert_eq!(e.text_len(), 4);
         let same: ExtFields = [("c", "3"), ("a", "1")].into_iter().collect();
         assert_eq!(e, same);
+    }
+
+    #[test]
+    fn integers_read_as_java_writes_them() {
+        for v in [0, 7, -7, 10, 1_700_000_000_000, i64::MAX, i64::MIN] {
+            let mut e = ExtFields::new();
+            e.insert_int("v", v);
+            assert_eq!(e.get("v"), Some(v.to_string().as_str()));
+        }
     }
 
     #[test]

@@ -79,7 +79,7 @@ mod fast {
 
     use bytes::Bytes;
 
-    use super::{STOP, language_from_ordinal};
+    use super::language_from_ordinal;
     use crate::protocol::command::{ExtFields, LanguageCode, RemotingCommand, SerializeType};
 
     pub(super) fn decode(src: &[u8]) -> Option<RemotingCommand> {
@@ -206,11 +206,12 @@ mod fast {
         /// Moves the cursor to the next [`STOP`] byte; `None` at the end of the input.
         fn run(&mut self) -> Option<&'a str> {
             let start = self.i;
-            let n = self
-                .b
-                .get(start..)?
-                .iter()
-                .position(|&c| STOP[usize::from(c)])?;
+            let rest = self.b.get(start..)?;
+            let mut n = memchr::memchr2(b'"', b'\\', rest)?;
+            // Control characters are rare: look for one without stopping early (vectorised).
+            if rest[..n].iter().fold(false, |any, &c| any | (c < 0x20)) {
+                n = rest[..n].iter().position(|&c| c < 0x20)?;
+            }
             self.i = start + n;
             self.t.get(start..self.i)
         }
@@ -385,7 +386,7 @@ mod fast {
 }
 
 /// Bytes a JSON string cannot hold raw: the quote, the backslash and the control characters.
-/// The writer escapes them; the fast reader stops a run of plain text at them.
+/// The writer escapes them; the fast reader ends a run of plain text at them.
 const STOP: [bool; 256] = {
     let mut t = [false; 256];
     let mut c = 0;
@@ -399,23 +400,8 @@ const STOP: [bool; 256] = {
 };
 
 fn put_int(dst: &mut BytesMut, v: i64) {
-    // i64::MIN has 20 characters including the sign.
-    let mut buf = [0u8; 20];
-    let mut n = v.unsigned_abs();
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    if v < 0 {
-        i -= 1;
-        buf[i] = b'-';
-    }
-    dst.put_slice(&buf[i..]);
+    let mut digits = [0u8; 20];
+    dst.put_slice(super::ext::format_int(v, &mut digits).as_bytes());
 }
 
 /// Writes a JSON string literal. Control characters (the `\x01`/`\x02` separators of the
@@ -425,6 +411,15 @@ fn put_string(dst: &mut BytesMut, s: &str) {
     dst.reserve(s.len() + 2);
     dst.put_u8(b'"');
     let mut rest = s.as_bytes();
+    // Most strings need no escape: check without stopping early (vectorised).
+    let plain = !rest.iter().fold(false, |any, &b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if plain {
+        dst.put_slice(rest);
+        dst.put_u8(b'"');
+        return;
+    }
     // Plain runs are copied whole; only the bytes in STOP are written one by one.
     while let Some(n) = rest.iter().position(|&b| STOP[usize::from(b)]) {
         dst.put_slice(&rest[..n]);

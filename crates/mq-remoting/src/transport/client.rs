@@ -108,7 +108,7 @@ struct Inner {
     config: ClientConfig,
     endpoint: Arc<Endpoint>,
     /// Live connection per address.
-    cache: Mutex<HashMap<String, Arc<Connection>>>,
+    cache: Mutex<HashMap<String, Arc<Connection>, foldhash::fast::RandomState>>,
     /// One connect attempt at a time per address.
     connecting: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     name_servers: NameServerList,
@@ -132,7 +132,7 @@ impl RemotingClient {
             inner: Arc::new(Inner {
                 config,
                 endpoint: Arc::new(endpoint),
-                cache: Mutex::new(HashMap::new()),
+                cache: Mutex::new(HashMap::default()),
                 connecting: Mutex::new(HashMap::new()),
                 name_servers: NameServerList::default(),
             }),

@@ -28,11 +28,11 @@ use super::processor::{Dispatcher, HookAction, RequestContext};
 use crate::error::{InvokeKind, RemotingError};
 use crate::protocol::{FLAG_ONEWAY, FLAG_RESPONSE, FrameCodec, RemotingCommand, sys_code};
 
-/// Frames at least this large are written straight from their own buffer instead of being
-/// copied into the coalescing buffer.
+/// Bodies at least this large are written straight from their own buffer instead of being
+/// copied into the outgoing buffer.
 const DIRECT_WRITE_THRESHOLD: usize = 32 * 1024;
-/// The writer stops gathering queued frames once its buffer holds this much.
-const COALESCE_LIMIT: usize = 256 * 1024;
+/// An outgoing buffer that grew past this is not kept for reuse.
+const KEEP_BUFFER_LIMIT: usize = 4 * 1024 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 /// The most ordered requests handed to a processor as one group.
 const ORDERED_GROUP_MAX: usize = 64;
@@ -148,12 +148,12 @@ impl Endpoint {
         // TCP_NODELAY as Java sets it; failure only costs latency.
         let _ = stream.set_nodelay(true);
         let (read, write) = stream.into_split();
-        let (tx, rx) = mpsc::unbounded_channel();
         let conn = Arc::new(Connection {
             generation,
             peer,
             peer_socket,
-            tx,
+            out: parking_lot::Mutex::new(Outgoing::default()),
+            out_ready: tokio::sync::Notify::new(),
             closed: self.token.child_token(),
             endpoint: Arc::clone(self),
             ordered: parking_lot::Mutex::new(None),
@@ -168,17 +168,29 @@ impl Endpoint {
             .spawn(reader.read_loop(read).instrument(span.clone()));
         let writer = Arc::clone(&conn);
         self.io_tasks
-            .spawn(writer.write_loop(write, rx).instrument(span));
+            .spawn(writer.write_loop(write).instrument(span));
         conn
     }
 }
 
-/// A frame queued for the writer.
-struct Outbound {
-    head: Bytes,
-    body: Bytes,
-    /// Released once the frame is written (oneway permits, spec §2.1).
-    _permit: Option<OwnedSemaphorePermit>,
+/// Frames waiting for the writer, encoded in place: senders append under the lock, the writer
+/// takes everything at once and writes it with as few syscalls as it can.
+#[derive(Default)]
+struct Outgoing {
+    /// Large bodies (and the bytes queued before each), to write before `buf`.
+    segments: Vec<Bytes>,
+    /// Encoded frames after the last segment.
+    buf: BytesMut,
+    /// Released once what is queued is written (oneway permits, spec §2.1).
+    permits: Vec<OwnedSemaphorePermit>,
+    /// The writer has stopped: nothing more can be sent.
+    closed: bool,
+}
+
+impl Outgoing {
+    fn is_empty(&self) -> bool {
+        self.segments.is_empty() && self.buf.is_empty()
+    }
 }
 
 /// One TCP connection, client side or server side.
@@ -186,7 +198,9 @@ pub(crate) struct Connection {
     generation: u64,
     peer: String,
     peer_socket: Option<SocketAddr>,
-    tx: mpsc::UnboundedSender<Outbound>,
+    out: parking_lot::Mutex<Outgoing>,
+    /// Wakes the writer when `out` stops being empty.
+    out_ready: tokio::sync::Notify,
     closed: CancellationToken,
     endpoint: Arc<Endpoint>,
     /// Queue of the worker that runs this connection's ordered requests one at a time.
@@ -234,20 +248,32 @@ impl Connection {
         }
     }
 
-    /// Encodes `cmd` and queues it for the writer.
+    /// Encodes `cmd` straight into the outgoing buffer and wakes the writer.
     fn send(
         &self,
         cmd: &RemotingCommand,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Result<(), RemotingError> {
-        let mut head = BytesMut::with_capacity(256);
-        self.endpoint.codec.encode_head(cmd, &mut head)?;
-        let out = Outbound {
-            head: head.freeze(),
-            body: cmd.body.clone(),
-            _permit: permit,
-        };
-        self.tx.send(out).map_err(|_| self.closed_error())
+        let mut out = self.out.lock();
+        if out.closed {
+            return Err(self.closed_error());
+        }
+        let was_empty = out.is_empty();
+        // On error the buffer is left as it was.
+        self.endpoint.codec.encode_head(cmd, &mut out.buf)?;
+        if cmd.body.len() >= DIRECT_WRITE_THRESHOLD {
+            let before = out.buf.split().freeze();
+            out.segments.push(before);
+            out.segments.push(cmd.body.clone());
+        } else {
+            out.buf.extend_from_slice(&cmd.body);
+        }
+        out.permits.extend(permit);
+        drop(out);
+        if was_empty {
+            self.out_ready.notify_one();
+        }
+        Ok(())
     }
 
     /// Sends a request and waits for its response until `deadline`. The entry is registered
@@ -613,70 +639,53 @@ impl Connection {
         }
     }
 
-    async fn write_loop(
-        self: Arc<Self>,
-        mut write: OwnedWriteHalf,
-        mut rx: mpsc::UnboundedReceiver<Outbound>,
-    ) {
-        let mut buf = BytesMut::with_capacity(64 * 1024);
+    async fn write_loop(self: Arc<Self>, mut write: OwnedWriteHalf) {
+        // Two buffers in turn: senders fill one while the other is written.
+        let mut spare = BytesMut::with_capacity(64 * 1024);
         let result: std::io::Result<()> = async {
             loop {
-                let first = tokio::select! {
+                let last = tokio::select! {
                     biased;
-                    m = rx.recv() => match m {
-                        Some(m) => m,
-                        None => return Ok(()),
-                    },
-                    () = self.closed.cancelled() => {
-                        // Flush what was queued before the close, then stop.
-                        rx.close();
-                        while let Ok(m) = rx.try_recv() {
-                            write_frame(&mut write, &mut buf, m).await?;
-                        }
-                        flush(&mut write, &mut buf).await?;
-                        return Ok(());
-                    }
+                    () = self.out_ready.notified() => false,
+                    // Flush what was queued before the close, then stop.
+                    () = self.closed.cancelled() => true,
                 };
-                write_frame(&mut write, &mut buf, first).await?;
-                while buf.len() < COALESCE_LIMIT {
-                    match rx.try_recv() {
-                        Ok(m) => write_frame(&mut write, &mut buf, m).await?,
-                        Err(_) => break,
+                let (segments, permits) = {
+                    let mut out = self.out.lock();
+                    if last {
+                        out.closed = true;
                     }
+                    std::mem::swap(&mut out.buf, &mut spare);
+                    (
+                        std::mem::take(&mut out.segments),
+                        std::mem::take(&mut out.permits),
+                    )
+                };
+                for segment in &segments {
+                    write.write_all(segment).await?;
                 }
-                flush(&mut write, &mut buf).await?;
+                if !spare.is_empty() {
+                    write.write_all(&spare).await?;
+                }
+                if spare.capacity() > KEEP_BUFFER_LIMIT {
+                    spare = BytesMut::with_capacity(64 * 1024);
+                } else {
+                    spare.clear();
+                }
+                drop(permits);
+                if last {
+                    return Ok(());
+                }
             }
         }
         .await;
         if let Err(e) = result {
             debug!(cause = %e, "write error; closing connection");
         }
+        self.out.lock().closed = true;
         let _ = write.shutdown().await;
         self.shut();
     }
-}
-
-async fn write_frame(
-    write: &mut OwnedWriteHalf,
-    buf: &mut BytesMut,
-    m: Outbound,
-) -> std::io::Result<()> {
-    buf.extend_from_slice(&m.head);
-    if m.body.len() >= DIRECT_WRITE_THRESHOLD {
-        flush(write, buf).await?;
-        write.write_all(&m.body).await?;
-    } else {
-        buf.extend_from_slice(&m.body);
-    }
-    Ok(())
-}
-
-async fn flush(write: &mut OwnedWriteHalf, buf: &mut BytesMut) -> std::io::Result<()> {
-    if !buf.is_empty() {
-        write.write_all(buf).await?;
-        buf.clear();
-    }
-    Ok(())
 }
 
 /// The answer to a request the endpoint has no room for.

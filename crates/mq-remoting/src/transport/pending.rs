@@ -24,7 +24,7 @@ pub(crate) struct RequestKey {
 /// Outstanding requests of one endpoint (client or server), across all its connections.
 #[derive(Debug, Default)]
 pub(crate) struct PendingTable {
-    map: Mutex<HashMap<RequestKey, oneshot::Sender<Reply>>>,
+    map: Mutex<HashMap<RequestKey, oneshot::Sender<Reply>, foldhash::fast::RandomState>>,
 }
 
 impl PendingTable {
