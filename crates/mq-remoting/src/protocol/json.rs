@@ -79,7 +79,7 @@ mod fast {
 
     use bytes::Bytes;
 
-    use super::language_from_ordinal;
+    use super::{STOP, language_from_ordinal};
     use crate::protocol::command::{ExtFields, LanguageCode, RemotingCommand, SerializeType};
 
     pub(super) fn decode(src: &[u8]) -> Option<RemotingCommand> {
@@ -207,11 +207,9 @@ mod fast {
         fn run(&mut self) -> Option<&'a str> {
             let start = self.i;
             let rest = self.b.get(start..)?;
-            let mut n = memchr::memchr2(b'"', b'\\', rest)?;
-            // Control characters are rare: look for one without stopping early (vectorised).
-            if rest[..n].iter().fold(false, |any, &c| any | (c < 0x20)) {
-                n = rest[..n].iter().position(|&c| c < 0x20)?;
-            }
+            // Runs are short (keys, numbers): a table lookup per byte beats a SIMD search's
+            // setup; long ones (properties) are split by escapes anyway.
+            let n = rest.iter().position(|&c| STOP[usize::from(c)])?;
             self.i = start + n;
             self.t.get(start..self.i)
         }
