@@ -19,7 +19,6 @@ use bytes::{Bytes, BytesMut};
 use mq_client_api::message::{MessageExt, PreparedRecord, decode_record, property};
 use mq_client_api::validate::java_hash;
 use parking_lot::Mutex;
-use smallvec::SmallVec;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -125,16 +124,23 @@ pub struct GetResult {
 /// A map with a fast, per-process seeded hash.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
-/// Where the records whose (topic, key) hash to one value are: `(commit-log offset, size)`.
-type KeyHits = SmallVec<[(i64, i32); 1]>;
+/// One KEYS or UNIQ_KEY entry: the hash of (topic, key) and where its record is.
+#[derive(Clone, Copy, Debug)]
+struct KeyEntry {
+    hash: u64,
+    phys: i64,
+    size: i32,
+}
 
 #[derive(Debug, Default)]
 struct Indexes {
     /// Consume queues by topic, then queue id.
     queues: FastMap<String, FastMap<i32, Vec<CqEntry>>>,
-    /// KEYS and UNIQ_KEY entries by the hash of (topic, key), as Java's index file keys them;
-    /// a lookup confirms each hit against the record itself.
-    keys: FastMap<u64, KeyHits>,
+    /// KEYS and UNIQ_KEY entries in append order, by the hash of (topic, key) as Java's index
+    /// file keys them; a lookup scans from the newest and confirms each hit against the record.
+    /// Appending is a push to the end (a hash table here cost a cache miss per message, which
+    /// was most of a batch's broker time); lookups are admin queries. Issue 17 moves it to disk.
+    keys: Vec<KeyEntry>,
     hasher: foldhash::fast::RandomState,
 }
 
@@ -146,17 +152,6 @@ impl Indexes {
             .map_or(&[], Vec::as_slice)
     }
 
-    fn queue_mut(&mut self, topic: &str, queue_id: i32) -> &mut Vec<CqEntry> {
-        if !self.queues.contains_key(topic) {
-            self.queues.insert(topic.to_owned(), FastMap::default());
-        }
-        self.queues
-            .get_mut(topic)
-            .map(|q| q.entry(queue_id).or_default())
-            // Inserted just above when absent.
-            .unwrap_or_else(|| unreachable!("queue map inserted above"))
-    }
-
     fn key_hash(&self, topic: &str, key: &str) -> u64 {
         self.hasher.hash_one((topic, key))
     }
@@ -164,19 +159,29 @@ impl Indexes {
     /// Indexes a stored record.
     fn add(&mut self, msg: &MessageExt, size: i32) {
         let m = &msg.message;
-        self.queue_mut(&m.topic, msg.queue_id).push(CqEntry {
+        let entry = CqEntry {
             phys: msg.commit_log_offset,
             size,
             tag_hash: m.tags().map_or(0, |t| i64::from(java_hash(t))),
             store_timestamp: msg.store_timestamp,
-        });
+        };
+        // The topic's name is copied only for its first message.
+        match self.queues.get_mut(m.topic.as_str()) {
+            Some(queues) => queues.entry(msg.queue_id).or_default().push(entry),
+            None => {
+                let mut queues = FastMap::default();
+                queues.insert(msg.queue_id, vec![entry]);
+                self.queues.insert(m.topic.clone(), queues);
+            }
+        }
         let uniq = m.property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX);
         for key in m.keys().into_iter().chain(uniq) {
-            let h = self.key_hash(&m.topic, key);
-            self.keys
-                .entry(h)
-                .or_default()
-                .push((msg.commit_log_offset, size));
+            let hash = self.key_hash(&m.topic, key);
+            self.keys.push(KeyEntry {
+                hash,
+                phys: msg.commit_log_offset,
+                size,
+            });
         }
     }
 
@@ -191,20 +196,13 @@ impl Indexes {
         {
             q.pop();
         }
-        let uniq = m.property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX);
-        for key in m.keys().into_iter().chain(uniq) {
-            let h = self.key_hash(&m.topic, key);
-            if let Some(hits) = self.keys.get_mut(&h) {
-                if hits
-                    .last()
-                    .is_some_and(|(p, _)| *p == msg.commit_log_offset)
-                {
-                    hits.pop();
-                }
-                if hits.is_empty() {
-                    self.keys.remove(&h);
-                }
-            }
+        // Its key entries are the last ones.
+        while self
+            .keys
+            .last()
+            .is_some_and(|e| e.phys == msg.commit_log_offset)
+        {
+            self.keys.pop();
         }
     }
 }
@@ -458,16 +456,14 @@ impl MessageStore {
     /// Records of `topic` whose KEYS or UNIQ_KEY contain `key`, newest last, at most `max`.
     pub fn query_by_key(&self, topic: &str, key: &str, max: usize) -> io::Result<Vec<Bytes>> {
         let inner = self.shared.inner.lock();
-        let Some(hits) = inner.index.keys.get(&inner.index.key_hash(topic, key)) else {
-            return Ok(Vec::new());
-        };
-        // Hits share a hash; keep the records that really carry the key, newest first.
+        let hash = inner.index.key_hash(topic, key);
+        // Entries with the hash, newest first; keep the records that really carry the key.
         let mut found = Vec::new();
-        for (phys, size) in hits.iter().rev() {
+        for e in inner.index.keys.iter().rev().filter(|e| e.hash == hash) {
             if found.len() >= max {
                 break;
             }
-            let record = inner.log.read(*phys, *size as usize)?;
+            let record = inner.log.read(e.phys, e.size as usize)?;
             let matches = decode_record(&mut record.clone(), false, false).is_ok_and(|m| {
                 let m = &m.message;
                 m.topic == topic
