@@ -1122,20 +1122,24 @@ impl Engine {
                 }
             };
             let (request, sent) = self.build_request(&instance, &payload, &mq)?;
-            let user_mq = MessageQueue::new(user_topic.clone(), &mq.broker_name, mq.queue_id);
             let hooks = self.hooks.read().clone();
-            let base = SendContext {
+            // What hooks see is built only when there are hooks.
+            let user_mq = (!hooks.is_empty())
+                .then(|| MessageQueue::new(user_topic.clone(), &mq.broker_name, mq.queue_id));
+            let base = user_mq.as_ref().map(|queue| SendContext {
                 producer_group: &self.config.group,
                 message: &sent,
-                queue: &user_mq,
+                queue,
                 broker_addr: &addr,
                 mode,
                 attempt: attempts,
                 result: None,
                 error: None,
-            };
-            for h in &hooks {
-                h.before(&base);
+            });
+            if let Some(base) = &base {
+                for h in &hooks {
+                    h.before(base);
+                }
             }
             let attempt_started = Instant::now();
             let remaining = deadline.saturating_duration_since(attempt_started);
@@ -1153,22 +1157,27 @@ impl Engine {
             };
             let outcome = outcome.map(|r| {
                 r.map(|mut r| {
-                    r.message_queue.topic = user_topic.clone();
+                    // The namespace-wrapped topic goes back to the user's name.
+                    if r.message_queue.topic != user_topic {
+                        r.message_queue.topic.clone_from(&user_topic);
+                    }
                     r
                 })
             });
             self.faults
                 .update(&mq.broker_name, attempt_started.elapsed(), outcome.is_err());
-            for h in &hooks {
-                match &outcome {
-                    Ok(r) => h.after(&SendContext {
-                        result: r.as_ref(),
-                        ..base
-                    }),
-                    Err(e) => h.after(&SendContext {
-                        error: Some(e),
-                        ..base
-                    }),
+            if let Some(base) = base {
+                for h in &hooks {
+                    match &outcome {
+                        Ok(r) => h.after(&SendContext {
+                            result: r.as_ref(),
+                            ..base
+                        }),
+                        Err(e) => h.after(&SendContext {
+                            error: Some(e),
+                            ..base
+                        }),
+                    }
                 }
             }
             match outcome {

@@ -241,6 +241,38 @@ async fn hooks_see_each_sync_attempt() {
     cluster.shutdown().await;
 }
 
+/// With a namespace the broker stores under `ns%topic`, while the result and the hooks speak of
+/// the user's topic, with and without hooks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_wraps_the_stored_topic_but_not_the_result() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let p = Producer::new(
+        ProducerConfig::new("spaced", &cluster.namesrv_addr()).with_client(
+            ClientConfig::new(&cluster.namesrv_addr())
+                .with_instance_name(format!("it-{n}"))
+                .with_namespace("ns1"),
+        ),
+    );
+    p.start().await.unwrap();
+    let plain = p.send(Message::new("Spaced", "a")).await.unwrap();
+    let rec = Arc::new(Recorder::default());
+    p.add_hook(rec.clone());
+    let hooked = p.send(Message::new("Spaced", "b")).await.unwrap();
+    for (r, body) in [(&plain, b"a"), (&hooked, b"b")] {
+        assert_eq!(r.message_queue.topic, "Spaced");
+        let mut wrapped = r.clone();
+        wrapped.message_queue.topic = "ns1%Spaced".into();
+        let m = stored(&cluster, &wrapped).await;
+        assert_eq!(&m.message.body[..], body);
+        assert_eq!(m.message.topic, "ns1%Spaced");
+    }
+    // The recorder checks that the after-hook's queue is the result's queue.
+    assert_eq!(rec.after_ok.load(Ordering::SeqCst), 1);
+    p.shutdown().await;
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle_is_a_checked_state_machine() {
     let cluster = Cluster::builder().start().await.unwrap();
