@@ -540,9 +540,20 @@ fn append_groups(
             };
             let phys = match inner.log.reserve(record.len()) {
                 Ok(p) => p,
+                // A record larger than a segment: this group fails, nothing else.
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                    failed = Some(e);
+                    break;
+                }
                 Err(e) => {
                     out.push(Err(io::Error::new(e.kind(), e.to_string())));
-                    lost(inner, &mut unwritten, &mut out, &e);
+                    if inner.log.pending_len() == 0 {
+                        // The pending records were written before the segment roll failed:
+                        // they are stored and stay indexed.
+                        unwritten.clear();
+                    } else {
+                        lost(inner, &mut unwritten, &mut out, &e);
+                    }
                     broken = Some(e);
                     break;
                 }
@@ -696,6 +707,36 @@ mod tests {
         let reopened = MessageStore::open(config).unwrap();
         check(&reopened);
         reopened.shutdown().await;
+    }
+
+    /// A record too large for a segment fails its own send only: the sends around it in the
+    /// same group are stored and readable.
+    #[tokio::test]
+    async fn an_oversized_record_fails_only_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = StoreConfig::new(dir.path());
+        config.segment_size = 1024;
+        let store = MessageStore::open(config).unwrap();
+        let huge = "x".repeat(2048);
+        let groups = vec![
+            vec![ext("T", "a", "first")],
+            vec![ext("T", "b", &huge)],
+            vec![ext("T", "c", "last")],
+        ];
+        let out = store.put_groups(groups, host()).await;
+        assert!(out[0].is_ok(), "{:?}", out[0]);
+        assert_eq!(
+            out[1].as_ref().unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+        assert_eq!(out[2].as_ref().unwrap()[0].queue_offset, 1);
+        let got = store.get("T", 0, 0, 32, None).unwrap();
+        let bodies: Vec<_> = decode_records(&got.body)
+            .iter()
+            .map(|m| String::from_utf8(m.message.body.to_vec()).unwrap())
+            .collect();
+        assert_eq!(bodies, ["first", "last"]);
+        store.shutdown().await;
     }
 
     fn decode_records(body: &Bytes) -> Vec<MessageExt> {
