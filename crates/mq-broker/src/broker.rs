@@ -1125,13 +1125,7 @@ fn send_answer(
             );
         }
     };
-    let mut ids = String::with_capacity(results.len() * 33);
-    for (i, r) in results.iter().enumerate() {
-        if i > 0 {
-            ids.push(',');
-        }
-        ids.push_str(&r.msg_id);
-    }
+    let ids: Vec<&str> = results.iter().map(|r| r.msg_id.as_str()).collect();
     let first_offset = results.first().map_or(0, |r| r.queue_offset);
     let code = if results.iter().all(|r| r.flushed_in_time) {
         ResponseCode::SUCCESS
@@ -1140,7 +1134,7 @@ fn send_answer(
     };
     let mut answer = resp(req, code, None);
     let ext = &mut answer.ext_fields;
-    ext.insert("msgId", ids);
+    ext.insert("msgId", ids.join(","));
     ext.insert_int("queueId", i64::from(queue_id));
     ext.insert_int("queueOffset", first_offset);
     ext.insert(property::MSG_REGION, "DefaultRegion");

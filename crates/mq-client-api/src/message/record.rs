@@ -80,11 +80,15 @@ impl MessageExt {
 
     /// The size of this record once encoded.
     pub fn encoded_len(&self) -> usize {
-        let props = encode_properties(&self.message.properties);
+        self.record_len(encode_properties(&self.message.properties).len())
+    }
+
+    /// The size of this record with a properties string of `props` bytes.
+    fn record_len(&self, props: usize) -> usize {
         record_len(
             self.message.body.len(),
             self.message.topic.len(),
-            props.len(),
+            props,
             self.born_host.is_ipv6(),
             self.store_host.is_ipv6(),
         )
@@ -195,13 +199,7 @@ impl PreparedRecord {
                 len: topic,
             });
         }
-        let total = record_len(
-            msg.message.body.len(),
-            topic,
-            props.len(),
-            msg.born_host.is_ipv6(),
-            msg.store_host.is_ipv6(),
-        );
+        let total = msg.record_len(props.len());
         Ok(Self { props, total })
     }
 

@@ -6,8 +6,10 @@
 //! straight into the arena. Entries stay sorted by key, so encoding is deterministic.
 
 use std::borrow::Cow;
-use std::fmt::{self, Write as _};
-use std::ops::Range;
+use std::fmt;
+
+/// A range of the arena: start and end byte offsets.
+type Span = (u32, u32);
 
 /// Where a key's text is.
 #[derive(Clone, Copy, Debug)]
@@ -15,13 +17,13 @@ enum Key {
     /// A key the program names (typed headers): never copied.
     Static(&'static str),
     /// A key that arrived on the wire or was built at run time, in the arena.
-    Arena(u32, u32),
+    Arena(Span),
 }
 
 #[derive(Clone, Debug)]
 struct Entry {
     key: Key,
-    value: (u32, u32),
+    value: Span,
 }
 
 /// The extension fields of a command: the string map Java calls `extFields`.
@@ -58,8 +60,8 @@ impl ExtFields {
         self.entries.is_empty()
     }
 
-    fn text(&self, (start, end): (u32, u32)) -> &str {
-        // Ranges are only ever made by `push_text` over this arena, at char boundaries.
+    fn text(&self, (start, end): Span) -> &str {
+        // Spans are only ever made by `push_with` over this arena, at char boundaries.
         self.arena
             .get(start as usize..end as usize)
             .unwrap_or_default()
@@ -68,12 +70,12 @@ impl ExtFields {
     fn key_text(&self, key: Key) -> &str {
         match key {
             Key::Static(k) => k,
-            Key::Arena(a, b) => self.text((a, b)),
+            Key::Arena(span) => self.text(span),
         }
     }
 
-    /// The range of text appended by `write`.
-    fn push_with(&mut self, write: impl FnOnce(&mut String)) -> (u32, u32) {
+    /// The span of text appended by `write`.
+    fn push_with(&mut self, write: impl FnOnce(&mut String)) -> Span {
         let start = self.arena.len();
         write(&mut self.arena);
         (offset(start), offset(self.arena.len()))
@@ -96,11 +98,8 @@ impl ExtFields {
             .binary_search_by(|e| self.key_text(e.key).cmp(key))
     }
 
-    fn set(&mut self, key: Key, value: (u32, u32)) {
-        let name = match key {
-            Key::Static(k) => k,
-            Key::Arena(a, b) => self.text((a, b)),
-        };
+    fn set(&mut self, key: Key, value: Span) {
+        let name = self.key_text(key);
         // Typed headers insert in key order: the common case appends.
         let after_last = self
             .entries
@@ -120,22 +119,10 @@ impl ExtFields {
     pub fn insert(&mut self, key: impl Into<Cow<'static, str>>, value: impl AsRef<str>) {
         let key = match key.into() {
             Cow::Borrowed(k) => Key::Static(k),
-            Cow::Owned(k) => {
-                let (a, b) = self.push_with(|s| s.push_str(&k));
-                Key::Arena(a, b)
-            }
+            Cow::Owned(k) => Key::Arena(self.push_with(|s| s.push_str(&k))),
         };
         let value = self.push_with(|s| s.push_str(value.as_ref()));
         self.set(key, value);
-    }
-
-    /// Sets `key` to the text of `value` (`Display`), written straight into the arena.
-    pub fn insert_display(&mut self, key: &'static str, value: impl fmt::Display) {
-        // Writing into a String cannot fail.
-        let value = self.push_with(|s| {
-            let _ = write!(s, "{value}");
-        });
-        self.set(Key::Static(key), value);
     }
 
     /// Sets `key` to the decimal text of `value`, written straight into the arena.
@@ -183,18 +170,17 @@ impl ExtFields {
     }
 
     /// Appends text to the arena for a field being decoded; see [`ExtFields::push_decoded`].
-    pub(crate) fn decoded_text(&mut self, write: impl FnOnce(&mut String)) -> Range<u32> {
-        let (a, b) = self.push_with(write);
-        a..b
+    pub(crate) fn decoded_text(&mut self, write: impl FnOnce(&mut String)) -> Span {
+        self.push_with(write)
     }
 
     /// Adds a decoded field whose key and value were appended with
     /// [`ExtFields::decoded_text`], without keeping the order; [`ExtFields::finish_decoded`]
     /// restores it.
-    pub(crate) fn push_decoded(&mut self, key: Range<u32>, value: Range<u32>) {
+    pub(crate) fn push_decoded(&mut self, key: Span, value: Span) {
         self.entries.push(Entry {
-            key: Key::Arena(key.start, key.end),
-            value: (value.start, value.end),
+            key: Key::Arena(key),
+            value,
         });
     }
 
@@ -307,7 +293,7 @@ mod tests {
         let mut e = ExtFields::new();
         e.insert("b", "2");
         e.insert(String::from("a"), "1");
-        e.insert_display("c", 3_i64);
+        e.insert_int("c", 3);
         e.insert("b", "two");
         assert_eq!(
             e.iter().collect::<Vec<_>>(),

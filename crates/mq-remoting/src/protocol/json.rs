@@ -77,8 +77,6 @@ mod fast {
     //! The single-pass reader for well-formed headers. Every function returns `None` as soon as
     //! the input leaves the common shape; the caller then asks the serde reader.
 
-    use bytes::Bytes;
-
     use super::{STOP, language_from_ordinal};
     use crate::protocol::command::{ExtFields, LanguageCode, RemotingCommand, SerializeType};
 
@@ -161,9 +159,7 @@ mod fast {
             }
         }
         s.ws();
-        (s.i == src.len()).then_some(())?;
-        cmd.body = Bytes::new();
-        Some(cmd)
+        (s.i == src.len()).then_some(cmd)
     }
 
     struct Scan<'a> {
