@@ -15,7 +15,6 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -362,19 +361,7 @@ fn build_clients() -> Result {
     let dir = root().join("interop");
     for java in ["client-java-4.5.1", "client-java-5.3"] {
         let started = Instant::now();
-        let status = Command::new("mvn")
-            .args(["-B", "-q", "-f"])
-            .arg(dir.join(java).join("pom.xml"))
-            .args(["compile", "dependency:copy-dependencies"])
-            .arg(format!(
-                "-DoutputDirectory={}",
-                dir.join(java).join("target/lib").display()
-            ))
-            .status()
-            .map_err(|e| format!("cannot run mvn: {e}"))?;
-        if !status.success() {
-            return Err(format!("mvn could not build {java}"));
-        }
+        maven(&dir.join(java), &["compile"]).map_err(|e| format!("{e}: build {java}"))?;
         eprintln!(
             "interop: built {java} ({:.1}s)",
             started.elapsed().as_secs_f64()
@@ -396,21 +383,33 @@ fn build_clients() -> Result {
     Ok(())
 }
 
+/// Runs Maven on `project`'s pom with `goals`, then copies its dependencies into
+/// `project/target/lib`.
+fn maven(project: &Path, goals: &[&str]) -> Result {
+    let status = Command::new("mvn")
+        .args(["-B", "-q", "-f"])
+        .arg(project.join("pom.xml"))
+        .args(goals)
+        .arg("dependency:copy-dependencies")
+        .arg(format!(
+            "-DoutputDirectory={}",
+            project.join("target/lib").display()
+        ))
+        .status()
+        .map_err(|e| format!("cannot run mvn: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err("mvn failed".into())
+    }
+}
+
 /// The engine's jars, fetched by Maven into `interop/engine-V/target/lib`.
 fn fetch(engine: &str) -> Result<PathBuf> {
     let dir = root().join(format!("interop/engine-{engine}"));
     let lib = dir.join("target/lib");
     let started = Instant::now();
-    let status = Command::new("mvn")
-        .args(["-B", "-q", "-f"])
-        .arg(dir.join("pom.xml"))
-        .arg("dependency:copy-dependencies")
-        .arg(format!("-DoutputDirectory={}", lib.display()))
-        .status()
-        .map_err(|e| format!("cannot run mvn: {e}"))?;
-    if !status.success() {
-        return Err(format!("mvn could not fetch engine {engine}"));
-    }
+    maven(&dir, &[]).map_err(|e| format!("{e}: fetch engine {engine}"))?;
     eprintln!(
         "interop {engine}: jars in {} ({:.1}s)",
         lib.display(),
@@ -420,7 +419,7 @@ fn fetch(engine: &str) -> Result<PathBuf> {
 }
 
 /// A server process, killed when dropped: nothing outlives the run.
-struct Server {
+pub(crate) struct Server {
     name: String,
     child: Child,
     out: PathBuf,
@@ -434,7 +433,8 @@ impl Drop for Server {
 }
 
 impl Server {
-    fn start(name: &str, command: &mut Command, work: &Path) -> Result<Self> {
+    /// Starts `command`, its output going to `work/NAME.out`.
+    pub(crate) fn start(name: &str, command: &mut Command, work: &Path) -> Result<Self> {
         let out = work.join(format!("{}.out", name.replace(' ', "-")));
         let file = fs::File::create(&out).map_err(|e| format!("{}: {e}", out.display()))?;
         let err = file
@@ -453,15 +453,21 @@ impl Server {
         })
     }
 
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the server has printed so far.
+    pub(crate) fn output(&self) -> String {
+        fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
     /// Waits for `line` in the server's output, or its exit, or the boot limit.
-    fn wait_for(&mut self, line: &str) -> Result {
+    pub(crate) fn wait_for(&mut self, line: &str) -> Result {
         let deadline = Instant::now() + BOOT_LIMIT;
         loop {
-            let mut text = String::new();
-            if let Ok(mut f) = fs::File::open(&self.out) {
-                let _ = f.read_to_string(&mut text);
-            }
-            if text.contains(line) {
+            if self.output().contains(line) {
                 return Ok(());
             }
             if let Ok(Some(status)) = self.child.try_wait() {

@@ -361,22 +361,14 @@ fn fuzz_smoke(args: &[String]) -> Result {
     Ok(())
 }
 
-/// A `mq serve` child on free loopback ports, killed on drop.
-struct MqServe {
-    child: std::process::Child,
-    pid: u32,
-    namesrv: String,
-    store: PathBuf,
-}
-
-impl MqServe {
-    /// Starts `mq serve` (its store under `target/`, removed on drop) and waits up to 30 s for
-    /// its "broker listening" line.
-    fn start(mq: &Path) -> Result<Self> {
-        use std::io::BufRead;
-        let store = root().join("target/bench-store");
-        let _ = std::fs::remove_dir_all(&store);
-        let mut child = Command::new(mq)
+/// Starts `mq serve` on free loopback ports with its store under `work`; returns the server
+/// (killed on drop) and its name server address.
+fn mq_serve(mq: &Path, work: &Path) -> Result<(interop::Server, String)> {
+    let _ = std::fs::remove_dir_all(work);
+    std::fs::create_dir_all(work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let mut server = interop::Server::start(
+        "mq serve",
+        Command::new(mq)
             .args([
                 "serve",
                 "--namesrv-port",
@@ -385,51 +377,17 @@ impl MqServe {
                 "0",
                 "--store-dir",
             ])
-            .arg(&store)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot start mq serve: {e}"))?;
-        let pid = child.id();
-        let stdout = child.stdout.take().ok_or("mq serve: no stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        // The reader keeps draining stdout so that the server never blocks on a full pipe.
-        std::thread::spawn(move || {
-            let mut namesrv = None;
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(|l| l.ok())
-            {
-                if let Some(a) = line.strip_prefix("name server listening on ") {
-                    namesrv = Some(a.trim().to_owned());
-                }
-                if line.starts_with("broker listening on ") {
-                    let _ = tx.send(namesrv.take());
-                }
-            }
-        });
-        let mut server = Self {
-            child,
-            pid,
-            namesrv: String::new(),
-            store,
-        };
-        match rx.recv_timeout(std::time::Duration::from_secs(30)) {
-            Ok(Some(ns)) => {
-                server.namesrv = ns;
-                Ok(server)
-            }
-            _ => Err("mq serve did not report its listening addresses within 30 s".into()),
-        }
-    }
-}
-
-impl Drop for MqServe {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.store);
-    }
+            .arg(work.join("store")),
+        work,
+    )?;
+    server.wait_for("broker listening on")?;
+    let namesrv = server
+        .output()
+        .lines()
+        .find_map(|l| l.strip_prefix("name server listening on "))
+        .map(|a| a.trim().to_owned())
+        .ok_or("mq serve printed no name server address")?;
+    Ok((server, namesrv))
 }
 
 /// Runs the criterion suites and a fixed `mq bench` matrix, then writes
@@ -492,15 +450,16 @@ fn bench(args: &[String]) -> Result {
     cargo(&["build", "--release", "-p", "mq-cli"], &[])?;
     let mq = root.join("target/release/mq");
     // The broker runs as its own process, as users run it, so that each side's CPU is its own.
-    let server = MqServe::start(&mq)?;
+    let work = root.join("target/bench-serve");
+    let (server, namesrv) = mq_serve(&mq, &work)?;
     let duration = if quick { "2" } else { "5" };
-    let pid = server.pid.to_string();
+    let pid = server.pid().to_string();
     let mut rows = Vec::new();
     for mode in ["sync", "async", "auto-batch", "oneway", "batch"] {
         for size in ["100", "1024"] {
             let plot = perf.join(format!("produce-{mode}-{size}.svg"));
             let out = Command::new(&mq)
-                .args(["bench", "produce", "--namesrv", &server.namesrv])
+                .args(["bench", "produce", "--namesrv", &namesrv])
                 .args(["--broker-pid", &pid, "--mode", mode, "--size", size])
                 .args(["--duration", duration])
                 .args([
@@ -533,7 +492,7 @@ fn bench(args: &[String]) -> Result {
     }
     let plot = perf.join("consume-1024.svg");
     let out = Command::new(&mq)
-        .args(["bench", "consume", "--namesrv", &server.namesrv])
+        .args(["bench", "consume", "--namesrv", &namesrv])
         .args(["--topic", "BenchConsume", "--size", "1024", "--count"])
         .arg(if quick { "20000" } else { "100000" })
         .args(["--json", "--plot"])
@@ -541,6 +500,7 @@ fn bench(args: &[String]) -> Result {
         .output()
         .map_err(|e| e.to_string())?;
     drop(server);
+    let _ = std::fs::remove_dir_all(&work);
     if !out.status.success() {
         return Err(format!(
             "mq bench consume failed: {}",
