@@ -1,5 +1,6 @@
 //! [`ClientConfig`]: what every producer and consumer of one client id shares.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
@@ -206,11 +207,21 @@ impl ClientConfig {
     /// `topic` with the namespace prefix (`ns%topic`), unless it already has it or is a
     /// retry/DLQ topic that carries it inside.
     pub fn wrap(&self, name: &str) -> String {
+        self.wrapped(name).into_owned()
+    }
+
+    /// [`ClientConfig::wrap`] without a copy when there is nothing to add.
+    pub fn wrapped<'a>(&self, name: &'a str) -> Cow<'a, str> {
         match &self.namespace {
-            Some(ns) if !ns.is_empty() && !name.starts_with(&format!("{ns}%")) => {
-                format!("{ns}%{name}")
+            Some(ns)
+                if !ns.is_empty()
+                    && !name
+                        .strip_prefix(ns.as_str())
+                        .is_some_and(|rest| rest.starts_with('%')) =>
+            {
+                Cow::Owned(format!("{ns}%{name}"))
             }
-            _ => name.to_owned(),
+            _ => Cow::Borrowed(name),
         }
     }
 

@@ -1060,8 +1060,9 @@ impl Engine {
                 m.set_property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX, self.ids.next_id());
             }
         }
-        let user_topic = payload.topic().to_owned();
-        let topic = instance.config().wrap(&user_topic);
+        let payload = payload;
+        let user_topic = payload.topic();
+        let topic = instance.config().wrapped(user_topic);
         let info = self.publish_info(&instance, &topic, deadline).await?;
         let max_attempts = match (&target, mode) {
             (Target::Auto, CommunicationMode::Sync) => 1 + self.config.retries,
@@ -1070,24 +1071,32 @@ impl Engine {
         };
         let faults = self.config.latency_fault_tolerance.then_some(&self.faults);
         let mut attempts = 0u32;
+        // The brokers of attempts that did not end the send (none, when the first succeeds).
         let mut brokers: Vec<String> = Vec::new();
         let mut last_error: Option<ClientApiError> = None;
         let mut not_stored: Option<SendResult> = None;
         while attempts < max_attempts {
-            if Instant::now() >= deadline {
+            // Also the attempt's start: what comes before the request is written is CPU only.
+            let attempt_started = Instant::now();
+            if attempt_started >= deadline {
                 break;
             }
-            let mq = match &target {
-                Target::Auto => info.select(brokers.last().map(String::as_str), faults),
-                Target::Queue(q) => {
-                    Some(MessageQueue::new(topic.clone(), &q.broker_name, q.queue_id))
-                }
+            let mq: Cow<'_, MessageQueue> = match &target {
+                Target::Auto => match info.select(brokers.last().map(String::as_str), faults) {
+                    Some(q) => Cow::Borrowed(q),
+                    None => break,
+                },
+                Target::Queue(q) => Cow::Owned(MessageQueue::new(
+                    topic.as_ref(),
+                    &q.broker_name,
+                    q.queue_id,
+                )),
                 Target::Selector(selector, arg) => {
-                    let probe = Message::new(user_topic.clone(), Bytes::new());
+                    let probe = Message::new(user_topic, Bytes::new());
                     let user_queues: Vec<MessageQueue> = info
                         .queues
                         .iter()
-                        .map(|q| MessageQueue::new(user_topic.clone(), &q.broker_name, q.queue_id))
+                        .map(|q| MessageQueue::new(user_topic, &q.broker_name, q.queue_id))
                         .collect();
                     let chosen = match &payload {
                         Payload::Single(m) => selector.select(&user_queues, m, arg),
@@ -1095,15 +1104,17 @@ impl Engine {
                     };
                     match chosen {
                         Some(q) => {
-                            Some(MessageQueue::new(topic.clone(), q.broker_name, q.queue_id))
+                            Cow::Owned(MessageQueue::new(topic.as_ref(), q.broker_name, q.queue_id))
                         }
-                        None => return Err(ProducerError::NoQueueSelected { topic: user_topic }),
+                        None => {
+                            return Err(ProducerError::NoQueueSelected {
+                                topic: user_topic.to_owned(),
+                            });
+                        }
                     }
                 }
             };
-            let Some(mq) = mq else { break };
             attempts += 1;
-            brokers.push(mq.broker_name.clone());
             let addr = match instance.broker_master(&mq.broker_name) {
                 Some(a) => a,
                 None => {
@@ -1116,6 +1127,7 @@ impl Engine {
                                 remark: Some(format!("the broker[{}] not exist", mq.broker_name)),
                                 addr: String::new(),
                             });
+                            brokers.push(mq.broker_name.clone());
                             continue;
                         }
                     }
@@ -1125,7 +1137,7 @@ impl Engine {
             let hooks = self.hooks.read().clone();
             // What hooks see is built only when there are hooks.
             let user_mq = (!hooks.is_empty())
-                .then(|| MessageQueue::new(user_topic.clone(), &mq.broker_name, mq.queue_id));
+                .then(|| MessageQueue::new(user_topic, &mq.broker_name, mq.queue_id));
             let base = user_mq.as_ref().map(|queue| SendContext {
                 producer_group: &self.config.group,
                 message: &sent,
@@ -1141,7 +1153,6 @@ impl Engine {
                     h.before(base);
                 }
             }
-            let attempt_started = Instant::now();
             let remaining = deadline.saturating_duration_since(attempt_started);
             let outcome = match mode {
                 CommunicationMode::Oneway => instance
@@ -1159,13 +1170,15 @@ impl Engine {
                 r.map(|mut r| {
                     // The namespace-wrapped topic goes back to the user's name.
                     if r.message_queue.topic != user_topic {
-                        r.message_queue.topic.clone_from(&user_topic);
+                        user_topic.clone_into(&mut r.message_queue.topic);
                     }
                     r
                 })
             });
-            self.faults
-                .update(&mq.broker_name, attempt_started.elapsed(), outcome.is_err());
+            // Java records latencies only when the fault strategy is on.
+            if let Some(f) = faults {
+                f.update(&mq.broker_name, attempt_started.elapsed(), outcome.is_err());
+            }
             if let Some(base) = base {
                 for h in &hooks {
                     match &outcome {
@@ -1186,10 +1199,12 @@ impl Engine {
                         && self.config.retry_another_broker_when_not_stored
                         && matches!(target, Target::Auto) =>
                 {
+                    brokers.push(mq.broker_name.clone());
                     not_stored = Some(r);
                 }
                 Ok(r) => return Ok(r),
                 Err(e) => {
+                    brokers.push(mq.broker_name.clone());
                     let retry = matches!(target, Target::Auto) && e.is_retryable();
                     if e.response_code() == Some(ResponseCode::TOPIC_NOT_EXIST) {
                         let _ = instance.update_route(&topic, left(deadline)).await;
@@ -1197,7 +1212,7 @@ impl Engine {
                     debug!(topic = %user_topic, broker = %mq.broker_name, attempt = attempts, cause = %e, retry, "send attempt failed");
                     if !retry {
                         return Err(ProducerError::SendFailed {
-                            topic: user_topic,
+                            topic: user_topic.to_owned(),
                             attempts,
                             brokers,
                             elapsed: started.elapsed(),
@@ -1216,7 +1231,7 @@ impl Engine {
             Some(source) => {
                 warn!(topic = %user_topic, attempts, ?brokers, cause = %source, "send failed");
                 Err(ProducerError::SendFailed {
-                    topic: user_topic,
+                    topic: user_topic.to_owned(),
                     attempts,
                     brokers,
                     elapsed,
@@ -1224,7 +1239,7 @@ impl Engine {
                 })
             }
             None => Err(ProducerError::DeadlineExceeded {
-                topic: user_topic,
+                topic: user_topic.to_owned(),
                 attempts,
                 brokers,
                 elapsed,

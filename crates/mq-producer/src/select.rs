@@ -72,7 +72,7 @@ impl TopicPublishInfo {
         &self,
         avoid: Option<&str>,
         faults: Option<&LatencyFaultTolerance>,
-    ) -> Option<MessageQueue> {
+    ) -> Option<&MessageQueue> {
         let n = self.queues.len();
         if n == 0 {
             return None;
@@ -82,7 +82,6 @@ impl TopicPublishInfo {
             (0..n)
                 .map(|i| &self.queues[(start + i) % n])
                 .find(|q| ok(q))
-                .cloned()
         };
         let not_avoided = |q: &MessageQueue| avoid != Some(q.broker_name.as_str());
         if let Some(f) = faults {
@@ -100,7 +99,7 @@ impl TopicPublishInfo {
                 return Some(q);
             }
         }
-        probe(&not_avoided).or_else(|| Some(self.queues[start % n].clone()))
+        probe(&not_avoided).or_else(|| self.queues.get(start % n))
     }
 
     fn brokers(&self) -> Vec<String> {
@@ -140,9 +139,13 @@ impl LatencyFaultTolerance {
             latency
         };
         let until = Instant::now() + Self::not_available_duration(effective);
-        self.items
-            .lock()
-            .insert(broker.to_owned(), (latency, until));
+        let mut items = self.items.lock();
+        match items.get_mut(broker) {
+            Some(item) => *item = (latency, until),
+            None => {
+                items.insert(broker.to_owned(), (latency, until));
+            }
+        }
     }
 
     /// Whether `broker` is out of its penalty period.

@@ -134,11 +134,11 @@ impl FieldValue for bool {
 }
 
 pub(crate) fn required<T: FieldValue>(
-    ext: &ExtFields,
+    text: Option<&str>,
     header: &'static str,
     field: &'static str,
 ) -> Result<T, HeaderError> {
-    match ext.get(field) {
+    match text {
         None => Err(HeaderError::MissingField { header, field }),
         Some(v) => T::from_field(v).ok_or_else(|| HeaderError::InvalidField {
             header,
@@ -149,11 +149,11 @@ pub(crate) fn required<T: FieldValue>(
 }
 
 pub(crate) fn optional<T: FieldValue>(
-    ext: &ExtFields,
+    text: Option<&str>,
     header: &'static str,
     field: &'static str,
 ) -> Result<Option<T>, HeaderError> {
-    match ext.get(field) {
+    match text {
         None => Ok(None),
         Some(v) => T::from_field(v)
             .map(Some)
@@ -190,8 +190,17 @@ macro_rules! header {
             }
 
             fn decode(ext: &mq_remoting::ExtFields) -> Result<Self, $crate::header::HeaderError> {
+                // One pass over what arrived, each key matched once, rather than a lookup
+                // per field.
+                $( let mut $field: Option<&str> = None; )*
+                for (key, text) in ext.iter() {
+                    match key {
+                        $( $key => $field = Some(text), )*
+                        _ => {}
+                    }
+                }
                 let h = Self {
-                    $( $field: header!(@dec $kind $ty, ext, $java, $key), )*
+                    $( $field: header!(@dec $kind $ty, $field, $java, $key), )*
                 };
                 $( $check(&h)?; )?
                 Ok(h)
@@ -207,14 +216,14 @@ macro_rules! header {
     (@enc prim $v:expr, $ext:ident, $key:literal) => {
         $crate::header::FieldValue::put_field(&$v, $key, $ext);
     };
-    (@dec req $ty:ty, $ext:ident, $java:literal, $key:literal) => {
-        $crate::header::required::<$ty>($ext, $java, $key)?
+    (@dec req $ty:ty, $text:ident, $java:literal, $key:literal) => {
+        $crate::header::required::<$ty>($text, $java, $key)?
     };
-    (@dec opt $ty:ty, $ext:ident, $java:literal, $key:literal) => {
-        $crate::header::optional::<$ty>($ext, $java, $key)?
+    (@dec opt $ty:ty, $text:ident, $java:literal, $key:literal) => {
+        $crate::header::optional::<$ty>($text, $java, $key)?
     };
-    (@dec prim $ty:ty, $ext:ident, $java:literal, $key:literal) => {
-        $crate::header::optional::<$ty>($ext, $java, $key)?.unwrap_or_default()
+    (@dec prim $ty:ty, $text:ident, $java:literal, $key:literal) => {
+        $crate::header::optional::<$ty>($text, $java, $key)?.unwrap_or_default()
     };
     (@enc opt $v:expr, $ext:ident, $key:literal) => {
         if let Some(v) = &$v {

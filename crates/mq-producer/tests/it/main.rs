@@ -371,6 +371,21 @@ async fn system_busy_on_one_broker_moves_the_retry_to_the_other() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 20);
+    // Both busy: the error names every attempt's broker, each retry on the other one.
+    cluster.faults(1).inject(
+        RequestCode::SEND_MESSAGE_V2.0,
+        Fault::Respond(ResponseCode::SYSTEM_BUSY.0),
+    );
+    match p.send(Message::new("Spread", "refused")).await {
+        Err(ProducerError::SendFailed {
+            attempts, brokers, ..
+        }) => {
+            assert_eq!(attempts, 3);
+            assert_eq!(brokers.len(), 3, "{brokers:?}");
+            assert!(brokers.windows(2).all(|w| w[0] != w[1]), "{brokers:?}");
+        }
+        other => panic!("expected SendFailed, got {other:?}"),
+    }
     p.shutdown().await;
     cluster.shutdown().await;
 }

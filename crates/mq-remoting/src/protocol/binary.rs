@@ -4,6 +4,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::command::{ExtFields, LanguageCode, RemotingCommand, SerializeType};
+use super::ext::{Entry, span_at};
 use crate::error::{DecodeError, EncodeError};
 
 /// Appends the binary header of `cmd` to `dst`.
@@ -62,25 +63,38 @@ pub(crate) fn decode_header(src: &[u8]) -> Result<RemotingCommand, DecodeError> 
         Some(r.str(remark_len)?.to_owned())
     };
     let ext_len = r.len32()?;
-    // Keys and values go into one arena: the block's length bounds their text.
-    let mut ext_fields = ExtFields::with_capacity(16, ext_len);
     let ext_end = r.pos + ext_len;
+    // Keys and values are copied side by side into one arena (the block's length bounds
+    // their text) and checked as UTF-8 once. Each piece is valid on its own exactly when the
+    // whole is and every piece starts at a char boundary: no piece starts with a continuation
+    // byte (the end of a piece is the start of the next, or the end of the text).
+    let mut text = Vec::with_capacity(ext_len);
+    let mut entries = Vec::with_capacity(16);
+    let mut split_char = false;
+    let mut piece = |text: &mut Vec<u8>, bytes: &[u8]| {
+        split_char |= bytes.first().is_some_and(|b| b & 0xC0 == 0x80);
+        let span = span_at(text.len(), bytes.len());
+        text.extend_from_slice(bytes);
+        span
+    };
     while r.pos < ext_end {
         let key_len = r.i16()?;
         let key_len =
             usize::try_from(key_len).map_err(|_| DecodeError::InvalidLength(i32::from(key_len)))?;
-        let key = r.str(key_len)?;
-        let key = ext_fields.decoded_text(|s| s.push_str(key));
+        let key = piece(&mut text, r.take(key_len)?);
         let val_len = r.len32()?;
-        let value = r.str(val_len)?;
-        let value = ext_fields.decoded_text(|s| s.push_str(value));
-        ext_fields.push_decoded(key, value);
+        let value = piece(&mut text, r.take(val_len)?);
+        entries.push(Entry::decoded(key, value));
     }
-    ext_fields.finish_decoded();
     if r.pos != ext_end {
         // The last entry ran past the declared block length.
         return Err(DecodeError::TruncatedHeader(ext_end));
     }
+    let text = String::from_utf8(text).map_err(|_| DecodeError::InvalidUtf8)?;
+    if split_char {
+        return Err(DecodeError::InvalidUtf8);
+    }
+    let ext_fields = ExtFields::from_decoded(text, entries);
     Ok(RemotingCommand {
         code,
         language,

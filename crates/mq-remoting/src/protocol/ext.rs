@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 /// A range of the arena: start and end byte offsets.
-type Span = (u32, u32);
+pub(crate) type Span = (u32, u32);
 
 /// Where a key's text is.
 #[derive(Clone, Copy, Debug)]
@@ -21,9 +21,20 @@ enum Key {
 }
 
 #[derive(Clone, Debug)]
-struct Entry {
+pub(crate) struct Entry {
     key: Key,
     value: Span,
+}
+
+impl Entry {
+    /// A field whose key and value are spans of the arena it is given to with
+    /// [`ExtFields::from_decoded`].
+    pub(crate) fn decoded(key: Span, value: Span) -> Self {
+        Self {
+            key: Key::Arena(key),
+            value,
+        }
+    }
 }
 
 /// The extension fields of a command: the string map Java calls `extFields`.
@@ -104,7 +115,7 @@ impl ExtFields {
         let after_last = self
             .entries
             .last()
-            .is_none_or(|last| self.key_text(last.key) < name);
+            .is_none_or(|last| key_order(self.key_text(last.key), name).is_lt());
         if after_last {
             self.entries.push(Entry { key, value });
             return;
@@ -184,13 +195,21 @@ impl ExtFields {
         });
     }
 
+    /// Fields decoded elsewhere as spans of `arena` that start and end at char boundaries
+    /// (checked by the caller), sorted as by [`ExtFields::finish_decoded`].
+    pub(crate) fn from_decoded(arena: String, entries: Vec<Entry>) -> Self {
+        let mut ext = Self { arena, entries };
+        ext.finish_decoded();
+        ext
+    }
+
     /// Sorts fields added with [`ExtFields::push_decoded`]; of repeated keys the last one wins,
     /// as in a map.
     pub(crate) fn finish_decoded(&mut self) {
         let mut entries = std::mem::take(&mut self.entries);
         let key = |e: &Entry| self.key_text(e.key);
         // Our own output (and any sorted sender's) is already in order, without repeats.
-        if !entries.is_sorted_by(|x, y| key(x) < key(y)) {
+        if !entries.is_sorted_by(|x, y| key_order(key(x), key(y)).is_lt()) {
             // Stable: repeated keys keep their arrival order, so the last is the one kept.
             entries.sort_by(|x, y| key(x).cmp(key(y)));
             entries.dedup_by(|later, kept| {
@@ -202,6 +221,15 @@ impl ExtFields {
             });
         }
         self.entries = entries;
+    }
+}
+
+/// The order of keys: that of `str`, decided by the first byte where it can be (header keys
+/// mostly differ there) without a call to `memcmp`.
+fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
+    match a.as_bytes().first().cmp(&b.as_bytes().first()) {
+        std::cmp::Ordering::Equal => a.cmp(b),
+        unequal => unequal,
     }
 }
 
@@ -224,6 +252,12 @@ pub(crate) fn format_int(v: i64, buf: &mut [u8; 20]) -> &str {
     }
     // Only ASCII digits and '-' were written.
     std::str::from_utf8(&buf[i..]).unwrap_or_default()
+}
+
+/// The span of `len` bytes appended to `arena`, which is at most `u32::MAX` long (see
+/// [`offset`]).
+pub(crate) fn span_at(arena: usize, len: usize) -> Span {
+    (offset(arena), offset(arena + len))
 }
 
 /// Arena offsets: a header is far below 4 GiB (frames are at most 16 MiB by default, and a

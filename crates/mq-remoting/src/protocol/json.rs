@@ -77,7 +77,7 @@ mod fast {
     //! The single-pass reader for well-formed headers. Every function returns `None` as soon as
     //! the input leaves the common shape; the caller then asks the serde reader.
 
-    use super::{STOP, language_from_ordinal};
+    use super::language_from_ordinal;
     use crate::protocol::command::{ExtFields, LanguageCode, RemotingCommand, SerializeType};
 
     pub(super) fn decode(src: &[u8]) -> Option<RemotingCommand> {
@@ -203,9 +203,7 @@ mod fast {
         fn run(&mut self) -> Option<&'a str> {
             let start = self.i;
             let rest = self.b.get(start..)?;
-            // Runs are short (keys, numbers): a table lookup per byte beats a SIMD search's
-            // setup; long ones (properties) are split by escapes anyway.
-            let n = rest.iter().position(|&c| STOP[usize::from(c)])?;
+            let n = super::find_stop(rest)?;
             self.i = start + n;
             self.t.get(start..self.i)
         }
@@ -393,6 +391,39 @@ const STOP: [bool; 256] = {
     t
 };
 
+/// The index of the first [`STOP`] byte in `b`.
+///
+/// Eight bytes at a time: for a word `x`, `(x - 0x01..) & !x & 0x80..` flags its zero bytes,
+/// and `(x - 0x20..) & !x & 0x80..` its bytes below 0x20. A flag can be spurious only above a
+/// real one (a borrow carries upwards), so the lowest flag of the word, little-endian, is exact.
+/// Bytes of 0x80 and above are never flagged.
+pub(super) fn find_stop(b: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = b.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        let quote = x ^ (ONES * u64::from(b'"'));
+        let backslash = x ^ (ONES * u64::from(b'\\'));
+        let flags = (x.wrapping_sub(ONES * 0x20) & !x
+            | quote.wrapping_sub(ONES) & !quote
+            | backslash.wrapping_sub(ONES) & !backslash)
+            & HIGH;
+        if flags != 0 {
+            return Some(at + (flags.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&c| STOP[usize::from(c)])
+        .map(|n| at + n)
+}
+
 fn put_int(dst: &mut BytesMut, v: i64) {
     let mut digits = [0u8; 20];
     dst.put_slice(super::ext::format_int(v, &mut digits).as_bytes());
@@ -405,17 +436,8 @@ fn put_string(dst: &mut BytesMut, s: &str) {
     dst.reserve(s.len() + 2);
     dst.put_u8(b'"');
     let mut rest = s.as_bytes();
-    // Most strings need no escape: check without stopping early (vectorised).
-    let plain = !rest.iter().fold(false, |any, &b| {
-        any | (b < 0x20) | (b == b'"') | (b == b'\\')
-    });
-    if plain {
-        dst.put_slice(rest);
-        dst.put_u8(b'"');
-        return;
-    }
     // Plain runs are copied whole; only the bytes in STOP are written one by one.
-    while let Some(n) = rest.iter().position(|&b| STOP[usize::from(b)]) {
+    while let Some(n) = find_stop(rest) {
         dst.put_slice(&rest[..n]);
         let b = rest[n];
         match b {

@@ -69,6 +69,41 @@ fn binary_golden_frame_decodes() {
     assert_eq!(cmd, route_request(SerializeType::RocketMq));
 }
 
+/// ROUTE_BINARY with its ext field replaced by `key` → `value` (lengths fixed up).
+fn binary_with_field(key: &[u8], value: &[u8]) -> BytesMut {
+    let ext_len = 2 + key.len() + 4 + value.len();
+    let header_len = 17 + 4 + ext_len;
+    let mut buf = BytesMut::new();
+    buf.put_u32(u32::try_from(4 + header_len).unwrap());
+    buf.put_u8(1);
+    buf.put_uint(header_len as u64, 3);
+    // code, language, version, opaque, flag and the empty remark, as in ROUTE_BINARY.
+    buf.put_slice(&ROUTE_BINARY[8..25]);
+    buf.put_u32(u32::try_from(ext_len).unwrap());
+    buf.put_u16(u16::try_from(key.len()).unwrap());
+    buf.put_slice(key);
+    buf.put_u32(u32::try_from(value.len()).unwrap());
+    buf.put_slice(value);
+    buf
+}
+
+#[test]
+fn binary_fields_must_each_be_utf8() {
+    let decode = |key: &[u8], value: &[u8]| {
+        FrameCodec::default()
+            .decode(&mut binary_with_field(key, value))
+            .map(|c| c.map(|c| c.ext_fields))
+    };
+    let ok = decode("clé".as_bytes(), "valeur é".as_bytes())
+        .unwrap()
+        .unwrap();
+    assert_eq!(ok.get("clé"), Some("valeur é"));
+    // "é" is C3 A9: split between key and value, the text as a whole is UTF-8 but neither
+    // field is.
+    assert_eq!(decode(b"k\xC3", b"\xA9v"), Err(DecodeError::InvalidUtf8));
+    assert_eq!(decode(b"k", b"\xFF"), Err(DecodeError::InvalidUtf8));
+}
+
 #[test]
 fn partial_frame_is_not_consumed() {
     for cut in 0..ROUTE_BINARY.len() {
@@ -380,6 +415,20 @@ proptest! {
         let fast = json::decode_header(&spliced).ok();
         let serde = json::decode_header_serde(&spliced).ok();
         prop_assert_eq!(fast, serde);
+    }
+
+    /// The word-at-a-time scan finds the same first quote, backslash or control byte as a
+    /// byte-by-byte one, at every alignment and next to bytes of 0x80 and above.
+    #[test]
+    fn word_scan_finds_the_first_byte_to_escape(
+        bytes in proptest::collection::vec(
+            prop::sample::select(vec![0u8, 1, 0x1f, 0x20, 0x21, b'"', b'#', b'[', b'\\', b']',
+                b'a', 0x7f, 0x80, 0xa0, 0xa2, 0xdc, 0xff]),
+            0..40,
+        ),
+    ) {
+        let naive = bytes.iter().position(|&b| b < 0x20 || b == b'"' || b == b'\\');
+        prop_assert_eq!(json::find_stop(&bytes), naive);
     }
 
     #[test]

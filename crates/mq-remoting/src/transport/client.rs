@@ -180,14 +180,15 @@ impl RemotingClient {
         request: RemotingCommand,
         timeout: Duration,
     ) -> Result<RemotingCommand, RemotingError> {
-        let deadline = Instant::now() + timeout;
+        let started = Instant::now();
+        let deadline = started + timeout;
         let _permit = self
             .inner
             .endpoint
             .acquire(InvokeKind::Sync, timeout)
             .await?;
         let conn = self.connection(addr, deadline).await?;
-        conn.request(request, deadline).await
+        conn.request(request, started, deadline).await
     }
 
     /// Sends `request` without expecting a response (the ONEWAY flag is set). Returns once the

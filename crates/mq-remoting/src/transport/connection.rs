@@ -278,8 +278,14 @@ impl Connection {
 
     /// Sends a request and waits for its response until `deadline`. The entry is registered
     /// before the write and removed on every exit path (response, timeout, cancellation).
-    pub(crate) async fn request(&self, cmd: RemotingCommand, deadline: Instant) -> Reply {
-        let started = Instant::now();
+    /// Sends `cmd` and waits for its response until `deadline`; `started` is when the caller's
+    /// wait began (what a timeout reports as elapsed).
+    pub(crate) async fn request(
+        &self,
+        cmd: RemotingCommand,
+        started: Instant,
+        deadline: Instant,
+    ) -> Reply {
         let (key, rx) = self.begin(cmd)?;
         self.finish(key, rx, deadline, started).await
     }
@@ -747,9 +753,9 @@ impl ConnectionHandle {
     /// [`RemotingError::TooManyRequests`], [`RemotingError::Timeout`],
     /// [`RemotingError::ConnectionClosed`] or [`RemotingError::Encode`].
     pub async fn invoke(&self, request: RemotingCommand, timeout: Duration) -> Reply {
-        let deadline = Instant::now() + timeout;
+        let started = Instant::now();
         let _permit = self.0.endpoint.acquire(InvokeKind::Sync, timeout).await?;
-        self.0.request(request, deadline).await
+        self.0.request(request, started, started + timeout).await
     }
 
     /// Sends a oneway request over this connection.
