@@ -111,6 +111,14 @@ pub fn validate_group(group: &str) -> Result<(), ValidationError> {
 /// [`ValidationError`].
 pub fn validate_message(msg: &Message, max_size: usize) -> Result<(), ValidationError> {
     validate_topic(&msg.topic)?;
+    validate_body(msg, max_size)
+}
+
+/// The body half of [`validate_message`]: non-empty and at most `max_size` bytes.
+///
+/// # Errors
+/// [`ValidationError::EmptyBody`], [`ValidationError::BodyTooLarge`].
+pub fn validate_body(msg: &Message, max_size: usize) -> Result<(), ValidationError> {
     if msg.body.is_empty() {
         return Err(ValidationError::EmptyBody);
     }

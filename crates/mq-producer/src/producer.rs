@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use mq_client_api::body::TopicRouteData;
@@ -14,7 +14,7 @@ use mq_client_api::header::{
 use mq_client_api::message::{
     MessageExt, UniqueIdGenerator, decode_offset_msg_id, encode_batch, property, sys_flag,
 };
-use mq_client_api::validate::{validate_message, validate_topic};
+use mq_client_api::validate::{validate_body, validate_message, validate_topic};
 use mq_client_api::{
     ClientApiError, Message, MessageQueue, ResponseCode, SendRequest, SendResult, SendStatus,
 };
@@ -859,10 +859,22 @@ impl Engine {
     }
 
     pub(crate) fn batch_payload(&self, mut msgs: Vec<Message>) -> Result<Payload, ProducerError> {
+        // Ids of one batch are made at one instant (the counter tells them apart).
+        let now = SystemTime::now();
+        let mut checked_topic: Option<String> = None;
         for m in &mut msgs {
-            validate_message(m, self.config.max_message_size)?;
+            // A batch has one topic: its name is checked once (a second one fails below).
+            if checked_topic.as_deref() == Some(m.topic.as_str()) {
+                validate_body(m, self.config.max_message_size)?;
+            } else {
+                validate_message(m, self.config.max_message_size)?;
+                checked_topic = Some(m.topic.clone());
+            }
             if m.uniq_key().is_none() {
-                m.set_property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX, self.ids.next_id());
+                m.set_property(
+                    property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX,
+                    self.ids.next_id_at(now),
+                );
             }
         }
         let body = encode_batch(&msgs)?;

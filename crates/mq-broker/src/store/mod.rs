@@ -520,6 +520,8 @@ fn append_groups(
         }
     };
     let mut broken: Option<io::Error> = None;
+    // One store time for everything appended under this lock hold (microseconds apart).
+    let stored_at = now_ms();
     for (g, msgs) in groups.into_iter().enumerate() {
         if let Some(e) = &broken {
             out.push(Err(io::Error::new(e.kind(), e.to_string())));
@@ -530,7 +532,7 @@ fn append_groups(
         for mut msg in msgs {
             msg.queue_offset = inner.index.queue(&msg.message.topic, msg.queue_id).len() as i64;
             msg.store_host = store_host;
-            msg.store_timestamp = now_ms();
+            msg.store_timestamp = stored_at;
             let record = match PreparedRecord::new(&msg) {
                 Ok(r) => r,
                 Err(e) => {

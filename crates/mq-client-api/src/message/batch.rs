@@ -3,7 +3,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::{Message, decode_properties, encode_properties};
+use super::{Message, decode_properties, properties_len, put_properties};
 
 /// A batch was refused. The caller is at fault.
 #[derive(Clone, Debug, Eq, PartialEq, thiserror::Error)]
@@ -53,11 +53,12 @@ pub fn encode_batch(messages: &[Message]) -> Result<Bytes, BatchError> {
         if m.wait_store_msg_ok() != first.wait_store_msg_ok() {
             return Err(BatchError::MixedWaitStore);
         }
-        let props = encode_properties(&m.properties);
-        if props.len() > i16::MAX as usize {
-            return Err(BatchError::PropertiesTooLong(props.len()));
+        // The properties are written straight into the body: their length is known first.
+        let props_len = properties_len(&m.properties);
+        if props_len > i16::MAX as usize {
+            return Err(BatchError::PropertiesTooLong(props_len));
         }
-        let total = 4 + 4 + 4 + 4 + 4 + m.body.len() + 2 + props.len();
+        let total = 4 + 4 + 4 + 4 + 4 + m.body.len() + 2 + props_len;
         out.reserve(total);
         out.put_i32(total as i32);
         out.put_i32(0);
@@ -65,8 +66,8 @@ pub fn encode_batch(messages: &[Message]) -> Result<Bytes, BatchError> {
         out.put_i32(m.flag);
         out.put_i32(m.body.len() as i32);
         out.put_slice(&m.body);
-        out.put_i16(props.len() as i16);
-        out.put_slice(props.as_bytes());
+        out.put_i16(props_len as i16);
+        put_properties(&m.properties, &mut out);
     }
     Ok(out.freeze())
 }

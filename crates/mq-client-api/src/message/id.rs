@@ -178,16 +178,16 @@ impl UniqueIdGenerator {
         let since_start = u32::try_from(now - start).unwrap_or(u32::MAX);
         let counter = self.counter.fetch_add(1, Ordering::Relaxed);
         const HEX: &[u8; 16] = b"0123456789ABCDEF";
-        let mut id = String::with_capacity(self.prefix.len() + 12);
-        id.push_str(&self.prefix);
-        for b in since_start
-            .to_be_bytes()
-            .iter()
-            .chain(counter.to_be_bytes().iter())
-        {
-            id.push(char::from(HEX[usize::from(b >> 4)]));
-            id.push(char::from(HEX[usize::from(b & 0xf)]));
+        // The 48 bits of time and counter as 12 hex digits, most significant first.
+        let tail = (u64::from(since_start) << 16) | u64::from(counter);
+        let mut digits = [0u8; 12];
+        for (i, d) in digits.iter_mut().enumerate() {
+            *d = HEX[((tail >> (44 - 4 * i)) & 0xf) as usize];
         }
+        let mut id = String::with_capacity(self.prefix.len() + digits.len());
+        id.push_str(&self.prefix);
+        // Hex digits are ASCII.
+        id.push_str(std::str::from_utf8(&digits).unwrap_or_default());
         id
     }
 }

@@ -327,8 +327,7 @@ const PROPERTY_SEPARATOR: char = '\u{2}';
 
 /// Encodes properties as `name\x01value\x02` per pair (spec §6.1).
 pub fn encode_properties(props: &Properties) -> String {
-    let len = props.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
-    let mut s = String::with_capacity(len);
+    let mut s = String::with_capacity(properties_len(props));
     for (k, v) in props {
         s.push_str(k);
         s.push(NAME_VALUE_SEPARATOR);
@@ -336,6 +335,21 @@ pub fn encode_properties(props: &Properties) -> String {
         s.push(PROPERTY_SEPARATOR);
     }
     s
+}
+
+/// The length in bytes of [`encode_properties`]' text.
+pub fn properties_len(props: &Properties) -> usize {
+    props.iter().map(|(k, v)| k.len() + v.len() + 2).sum()
+}
+
+/// Appends [`encode_properties`]' text to `dst` without building it first.
+pub fn put_properties(props: &Properties, dst: &mut impl bytes::BufMut) {
+    for (k, v) in props {
+        dst.put_slice(k.as_bytes());
+        dst.put_u8(NAME_VALUE_SEPARATOR as u8);
+        dst.put_slice(v.as_bytes());
+        dst.put_u8(PROPERTY_SEPARATOR as u8);
+    }
 }
 
 /// Decodes a properties string the way 5.x does: each `\x02`-separated segment splits at its
