@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{Result, cargo, root};
+use crate::{Result, cargo, root, target_dir};
 
 /// Every server, in the matrix's column order. The Java engines: the newest 5.x release line
 /// and the last 4.x one on Maven Central (4.9.8 is not there).
@@ -204,7 +204,7 @@ pub(crate) fn interop(args: &[String]) -> Result {
         ],
         &[],
     )?;
-    let mq = root().join("target/debug/mq");
+    let mq = target_dir().join("debug/mq");
     build_clients()?;
     let mut rows = Vec::new();
     let mut broken = Vec::new();
@@ -971,7 +971,7 @@ const BENCH_SERVERS: &[&str] = &["ours", "5.3"];
 /// our broker and on Java's, in one run; writes its section of `docs/performance.md`.
 pub(crate) fn interop_bench(_args: &[String]) -> Result {
     cargo(&["build", "--locked", "--release", "-p", "mq-cli"], &[])?;
-    let mq = root().join("target/release/mq");
+    let mq = target_dir().join("release/mq");
     build_clients()?;
     let mut rows = Vec::new();
     for server in BENCH_SERVERS {

@@ -74,6 +74,13 @@ pub(crate) fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Where cargo puts what it builds: `CARGO_TARGET_DIR` when set, else `target/` at the root.
+pub(crate) fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
 pub(crate) fn cargo(args: &[&str], envs: &[(&str, &str)]) -> Result {
     let started = Instant::now();
     eprintln!("$ cargo {}", args.join(" "));
@@ -448,9 +455,9 @@ fn bench(args: &[String]) -> Result {
         }
     }
     cargo(&["build", "--release", "-p", "mq-cli"], &[])?;
-    let mq = root.join("target/release/mq");
+    let mq = target_dir().join("release/mq");
     // The broker runs as its own process, as users run it, so that each side's CPU is its own.
-    let work = root.join("target/bench-serve");
+    let work = target_dir().join("bench-serve");
     let (server, namesrv) = mq_serve(&mq, &work)?;
     let duration = if quick { "2" } else { "5" };
     let pid = server.pid().to_string();

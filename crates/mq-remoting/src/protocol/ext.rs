@@ -235,23 +235,39 @@ fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
 
 /// The decimal text of `v` (Java `Long.toString`), written at the end of `buf`.
 pub(crate) fn format_int(v: i64, buf: &mut [u8; 20]) -> &str {
+    // Only ASCII digits and '-' are written.
+    std::str::from_utf8(int_digits(v, buf)).unwrap_or_default()
+}
+
+/// [`format_int`] as bytes: two digits per division, from a table of "00".."99".
+pub(crate) fn int_digits(v: i64, buf: &mut [u8; 20]) -> &[u8] {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
     // i64::MIN has 20 characters including the sign.
     let mut n = v.unsigned_abs();
     let mut i = buf.len();
-    loop {
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else {
         i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+        buf[i] = b'0' + n as u8;
     }
     if v < 0 {
         i -= 1;
         buf[i] = b'-';
     }
-    // Only ASCII digits and '-' were written.
-    std::str::from_utf8(&buf[i..]).unwrap_or_default()
+    &buf[i..]
 }
 
 /// The span of `len` bytes appended to `arena`, which is at most `u32::MAX` long (see
@@ -345,10 +361,32 @@ mod tests {
 
     #[test]
     fn integers_read_as_java_writes_them() {
-        for v in [0, 7, -7, 10, 1_700_000_000_000, i64::MAX, i64::MIN] {
+        for v in [
+            0,
+            7,
+            -7,
+            9,
+            10,
+            -10,
+            99,
+            100,
+            -101,
+            1_000,
+            1_700_000_000_000,
+            i64::MAX,
+            i64::MIN,
+        ] {
             let mut e = ExtFields::new();
             e.insert_int("v", v);
             assert_eq!(e.get("v"), Some(v.to_string().as_str()));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_integer_reads_as_java_writes_it(v in proptest::prelude::any::<i64>()) {
+            let mut digits = [0u8; 20];
+            proptest::prop_assert_eq!(format_int(v, &mut digits), v.to_string());
         }
     }
 

@@ -426,7 +426,7 @@ pub(super) fn find_stop(b: &[u8]) -> Option<usize> {
 
 fn put_int(dst: &mut BytesMut, v: i64) {
     let mut digits = [0u8; 20];
-    dst.put_slice(super::ext::format_int(v, &mut digits).as_bytes());
+    dst.put_slice(super::ext::int_digits(v, &mut digits));
 }
 
 /// Writes a JSON string literal. Control characters (the `\x01`/`\x02` separators of the
