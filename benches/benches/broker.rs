@@ -41,7 +41,7 @@ async fn send_many(api: &ClientApi, addr: &str, count: u64) -> Duration {
         async move {
             let req = send_req();
             for _ in 0..n {
-                api.send(&addr, &req, Duration::from_secs(30))
+                api.send(&addr, req.clone(), Duration::from_secs(30))
                     .await
                     .unwrap();
             }
@@ -66,13 +66,9 @@ fn startup(c: &mut Criterion) {
                     let started = Instant::now();
                     let cluster = Cluster::builder().start().await.unwrap();
                     let api = cluster.client_api();
-                    api.send(
-                        &cluster.broker_addr(0),
-                        &send_req(),
-                        Duration::from_secs(10),
-                    )
-                    .await
-                    .unwrap();
+                    api.send(&cluster.broker_addr(0), send_req(), Duration::from_secs(10))
+                        .await
+                        .unwrap();
                     total += started.elapsed();
                     cluster.shutdown().await;
                 }

@@ -338,13 +338,15 @@ impl ClientApi {
     /// # Errors
     /// [`ClientApiError::Broker`] for codes other than the four "stored" ones; transport and
     /// header errors.
+    ///
+    /// The request is consumed: its ids and names move into the result.
     pub async fn send(
         &self,
         addr: &str,
-        req: &SendRequest,
+        req: SendRequest,
         timeout: Duration,
     ) -> Result<SendResult, ClientApiError> {
-        let response = self.call(addr, self.send_command(req), timeout).await?;
+        let response = self.call(addr, self.send_command(&req), timeout).await?;
         send_result(addr, req, &response)
     }
 
@@ -367,7 +369,7 @@ impl ClientApi {
         self.remoting
             .invoke_with_callback(addr, command, timeout, move |r| {
                 let result = match r {
-                    Ok(response) => send_result(&owned_addr, &req, &response),
+                    Ok(response) => send_result(&owned_addr, req, &response),
                     Err(e) => Err(e.into()),
                 };
                 callback(result);
@@ -797,7 +799,7 @@ fn parse_body<T: serde::de::DeserializeOwned>(
 
 fn send_result(
     addr: &str,
-    req: &SendRequest,
+    req: SendRequest,
     response: &RemotingCommand,
 ) -> Result<SendResult, ClientApiError> {
     let Some(status) = SendStatus::from_response(ResponseCode(response.code)) else {
@@ -806,13 +808,9 @@ fn send_result(
     let h: SendMessageResponseHeader = decode_header(addr, response)?;
     Ok(SendResult {
         status,
-        msg_id: req.msg_id.clone(),
+        msg_id: req.msg_id,
         offset_msg_id: h.msg_id,
-        message_queue: MessageQueue::new(
-            req.header.topic.clone(),
-            req.broker_name.clone(),
-            h.queue_id,
-        ),
+        message_queue: MessageQueue::new(req.header.topic, req.broker_name, h.queue_id),
         queue_offset: h.queue_offset,
         transaction_id: h.transaction_id,
         region_id: h

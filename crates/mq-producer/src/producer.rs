@@ -1174,7 +1174,7 @@ impl Engine {
                     .map(|()| None),
                 _ => instance
                     .api()
-                    .send(&addr, &request, remaining)
+                    .send(&addr, request, remaining)
                     .await
                     .map(Some),
             };

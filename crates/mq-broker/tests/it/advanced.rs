@@ -41,7 +41,7 @@ async fn delayed_messages_become_visible_when_their_level_elapses() {
     // Level 5 is clamped to the single configured level.
     let m = msg("Delayed", 1).with_delay_level(5);
     let sent = api
-        .send(&addr, &send_req("Delayed", 0, &m), T)
+        .send(&addr, send_req("Delayed", 0, &m), T)
         .await
         .unwrap();
     let r = api
@@ -72,7 +72,7 @@ async fn send_back_retries_then_dead_letters() {
     let b = broker(dir.path(), fast).await;
     let addr = b.local_addr().to_string();
     let api = api();
-    api.send(&addr, &send_req("Work", 0, &msg("Work", 7)), T)
+    api.send(&addr, send_req("Work", 0, &msg("Work", 7)), T)
         .await
         .unwrap();
     let first = api
@@ -168,7 +168,7 @@ async fn transactions_commit_rollback_and_check() {
     for i in 0..3 {
         let mut req = send_req("Tx", 0, &half(i));
         req.header.sys_flag = sys_flag::TRANSACTION_PREPARED_TYPE;
-        results.push(producer.send(&addr, &req, T).await.unwrap());
+        results.push(producer.send(&addr, req, T).await.unwrap());
     }
     let real = api();
     let r = real.pull(&addr, &pull_header("Tx", 0, 0), T).await.unwrap();

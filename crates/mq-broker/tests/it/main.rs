@@ -105,7 +105,7 @@ async fn send_auto_creates_and_pull_reads_back() {
                     .with_send_v2(v2),
             );
             let r = api
-                .send(&addr, &send_req("Auto", 1, &msg("Auto", 0)), T)
+                .send(&addr, send_req("Auto", 1, &msg("Auto", 0)), T)
                 .await
                 .unwrap();
             assert_eq!(r.status, SendStatus::SendOk);
@@ -172,7 +172,7 @@ async fn batches_are_split_and_tags_filter_pulls() {
     req.header.batch = true;
     req.header.properties = None;
     req.body = encode_batch(&msgs).unwrap();
-    let r = api.send(&addr, &req, T).await.unwrap();
+    let r = api.send(&addr, req, T).await.unwrap();
     assert_eq!(r.queue_offset, 0);
     assert_eq!(r.offset_msg_id.split(',').count(), 6);
     let mut h = pull_header("Batch", 0, 0);
@@ -190,7 +190,7 @@ async fn send_error_paths() {
     let addr = b.local_addr().to_string();
     let api = api();
     let e = api
-        .send(&addr, &send_req("Unknown", 0, &msg("Unknown", 0)), T)
+        .send(&addr, send_req("Unknown", 0, &msg("Unknown", 0)), T)
         .await
         .unwrap_err();
     assert_eq!(e.response_code(), Some(ResponseCode::TOPIC_NOT_EXIST));
@@ -207,23 +207,23 @@ async fn send_error_paths() {
     };
     api.create_topic(&addr, &create, T).await.unwrap();
     let e = api
-        .send(&addr, &send_req("Known", 5, &msg("Known", 0)), T)
+        .send(&addr, send_req("Known", 5, &msg("Known", 0)), T)
         .await
         .unwrap_err();
     assert_eq!(e.response_code(), Some(ResponseCode::SYSTEM_ERROR));
 
     let mut empty = send_req("Known", 0, &msg("Known", 0));
     empty.body = Bytes::new();
-    let e = api.send(&addr, &empty, T).await.unwrap_err();
+    let e = api.send(&addr, empty, T).await.unwrap_err();
     assert_eq!(e.response_code(), Some(ResponseCode::MESSAGE_ILLEGAL));
 
     let mut big = send_req("Known", 0, &msg("Known", 0));
     big.body = Bytes::from(vec![0u8; mq_broker::MAX_MESSAGE_SIZE + 1]);
-    let e = api.send(&addr, &big, T).await.unwrap_err();
+    let e = api.send(&addr, big, T).await.unwrap_err();
     assert_eq!(e.response_code(), Some(ResponseCode::MESSAGE_ILLEGAL));
 
     let e = api
-        .send(&addr, &send_req("TBW102", 0, &msg("TBW102", 0)), T)
+        .send(&addr, send_req("TBW102", 0, &msg("TBW102", 0)), T)
         .await
         .unwrap_err();
     assert_eq!(e.response_code(), Some(ResponseCode::SYSTEM_ERROR));
@@ -265,7 +265,7 @@ async fn a_parked_pull_returns_as_soon_as_a_message_arrives() {
     let b = broker(dir.path(), |c| c).await;
     let addr = b.local_addr().to_string();
     let api = api();
-    api.send(&addr, &send_req("Poll", 0, &msg("Poll", 0)), T)
+    api.send(&addr, send_req("Poll", 0, &msg("Poll", 0)), T)
         .await
         .unwrap();
     let mut h = pull_header("Poll", 0, 1);
@@ -282,7 +282,7 @@ async fn a_parked_pull_returns_as_soon_as_a_message_arrives() {
     })
     .await
     .unwrap();
-    api.send(&addr, &send_req("Poll", 0, &msg("Poll", 1)), T)
+    api.send(&addr, send_req("Poll", 0, &msg("Poll", 1)), T)
         .await
         .unwrap();
     let r = tokio::time::timeout(T, pull)
@@ -304,7 +304,7 @@ async fn offsets_lookups_view_and_query() {
     let mut offsets = Vec::new();
     for i in 0..5 {
         offsets.push(
-            api.send(&addr, &send_req("Look", 2, &msg("Look", i)), T)
+            api.send(&addr, send_req("Look", 2, &msg("Look", i)), T)
                 .await
                 .unwrap(),
         );
@@ -470,7 +470,7 @@ async fn sync_flush_survives_a_torn_tail_across_segments() {
         let api = api();
         for i in 0..n {
             let r = api
-                .send(&addr, &send_req("Durable", 0, &msg("Durable", i)), T)
+                .send(&addr, send_req("Durable", 0, &msg("Durable", i)), T)
                 .await
                 .unwrap();
             assert_eq!(r.status, SendStatus::SendOk);
@@ -528,7 +528,7 @@ async fn sync_flush_survives_a_torn_tail_across_segments() {
     assert_eq!(got, expected);
     // Appends continue after the recovered tail.
     let r = api
-        .send(&addr, &send_req("Durable", 0, &msg("Durable", n)), T)
+        .send(&addr, send_req("Durable", 0, &msg("Durable", n)), T)
         .await
         .unwrap();
     assert_eq!(r.queue_offset, n as i64);
@@ -549,7 +549,7 @@ async fn a_sync_flush_that_misses_its_deadline_answers_flush_disk_timeout() {
     let addr = b.local_addr().to_string();
     let api = api();
     let r = api
-        .send(&addr, &send_req("Slow", 0, &msg("Slow", 0)), T)
+        .send(&addr, send_req("Slow", 0, &msg("Slow", 0)), T)
         .await
         .unwrap();
     assert_eq!(r.status, SendStatus::FlushDiskTimeout);

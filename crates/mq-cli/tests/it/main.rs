@@ -112,7 +112,7 @@ async fn sync_acknowledged_messages_survive_sigkill() {
         let mut server = serve(store.path());
         let api = api();
         for i in 0..n {
-            let r = api.send(&server.broker, &send_req(i), T).await.unwrap();
+            let r = api.send(&server.broker, send_req(i), T).await.unwrap();
             assert_eq!(r.status, SendStatus::SendOk);
         }
         // SIGKILL: no shutdown path runs.

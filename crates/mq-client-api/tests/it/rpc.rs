@@ -356,7 +356,7 @@ async fn sends_in_every_header_form() {
         let f = fixture(ApiConfig::default().with_send_v2(v2)).await;
         let r = f
             .api
-            .send(&f.addr, &send_request("TopicTest", false), T)
+            .send(&f.addr, send_request("TopicTest", false), T)
             .await
             .unwrap();
         assert_eq!(r.status, SendStatus::SendOk);
@@ -372,7 +372,7 @@ async fn sends_in_every_header_form() {
     let f = fixture(ApiConfig::default()).await;
     let r = f
         .api
-        .send(&f.addr, &send_request("TopicTest", true), T)
+        .send(&f.addr, send_request("TopicTest", true), T)
         .await
         .unwrap();
     assert_eq!(r.queue_offset, 3200, "batches use SEND_BATCH_MESSAGE");
@@ -384,13 +384,13 @@ async fn send_outcomes_map_to_status_or_broker_error() {
     let f = fixture(ApiConfig::default()).await;
     let r = f
         .api
-        .send(&f.addr, &send_request("Slow", false), T)
+        .send(&f.addr, send_request("Slow", false), T)
         .await
         .unwrap();
     assert_eq!(r.status, SendStatus::FlushDiskTimeout);
     let e = f
         .api
-        .send(&f.addr, &send_request("Busy", false), T)
+        .send(&f.addr, send_request("Busy", false), T)
         .await
         .unwrap_err();
     assert_eq!(e.response_code(), Some(ResponseCode::SYSTEM_BUSY));

@@ -162,7 +162,7 @@ async fn transaction_checks_reach_the_owning_producer() {
     };
     let r = inst
         .api()
-        .send(&cluster.broker_addr(0), &req, T)
+        .send(&cluster.broker_addr(0), req, T)
         .await
         .unwrap();
     assert_eq!(r.status, SendStatus::SendOk);

@@ -64,7 +64,7 @@ async fn brokers_register_and_auto_created_topics_get_routes() {
     names.sort();
     assert_eq!(names, vec!["broker-a", "broker-b"]);
     let r = api
-        .send(&cluster.broker_addr(1), &send_req("Fresh"), T)
+        .send(&cluster.broker_addr(1), send_req("Fresh"), T)
         .await
         .unwrap();
     assert_eq!(r.status, SendStatus::SendOk);
@@ -89,20 +89,17 @@ async fn injected_faults_reach_the_client() {
     let send = RequestCode::SEND_MESSAGE_V2.0;
 
     faults.inject_times(send, Fault::Respond(ResponseCode::SYSTEM_BUSY.0), 1);
-    let e = api.send(&addr, &send_req("F"), T).await.unwrap_err();
+    let e = api.send(&addr, send_req("F"), T).await.unwrap_err();
     assert_eq!(e.response_code(), Some(ResponseCode::SYSTEM_BUSY));
-    assert!(
-        api.send(&addr, &send_req("F"), T).await.is_ok(),
-        "only once"
-    );
+    assert!(api.send(&addr, send_req("F"), T).await.is_ok(), "only once");
 
     faults.inject_times(send, Fault::Respond(ResponseCode::FLUSH_DISK_TIMEOUT.0), 1);
-    let e = api.send(&addr, &send_req("F"), T).await.unwrap_err();
+    let e = api.send(&addr, send_req("F"), T).await.unwrap_err();
     // Injected answers carry no send header, so even a "stored" code is a header error.
     assert!(matches!(e, ClientApiError::Header { .. }), "{e:?}");
 
     faults.inject_times(send, Fault::DropConnection, 1);
-    let e = api.send(&addr, &send_req("F"), T).await.unwrap_err();
+    let e = api.send(&addr, send_req("F"), T).await.unwrap_err();
     assert!(
         matches!(
             e,
@@ -113,7 +110,7 @@ async fn injected_faults_reach_the_client() {
 
     faults.inject(send, Fault::Stall);
     let e = api
-        .send(&addr, &send_req("F"), Duration::from_millis(200))
+        .send(&addr, send_req("F"), Duration::from_millis(200))
         .await
         .unwrap_err();
     assert!(
@@ -121,10 +118,10 @@ async fn injected_faults_reach_the_client() {
         "{e:?}"
     );
     faults.clear();
-    assert!(api.send(&addr, &send_req("F"), T).await.is_ok());
+    assert!(api.send(&addr, send_req("F"), T).await.is_ok());
 
     faults.inject_times(send, Fault::Delay(Duration::from_millis(1)), 1);
-    assert!(api.send(&addr, &send_req("F"), T).await.is_ok());
+    assert!(api.send(&addr, send_req("F"), T).await.is_ok());
     assert_eq!(faults.hits(send), 5);
     cluster.shutdown().await;
 }
