@@ -139,8 +139,9 @@ impl ExtFields {
     /// Sets `key` to the decimal text of `value`, written straight into the arena.
     pub fn insert_int(&mut self, key: &'static str, value: i64) {
         let mut digits = [0u8; 20];
-        let text = format_int(value, &mut digits);
-        let value = self.push_with(|s| s.push_str(text));
+        let digits = int_digits(value, &mut digits);
+        // ASCII digits, one char each: no UTF-8 check needed.
+        let value = self.push_with(|s| s.extend(digits.iter().map(|&d| char::from(d))));
         self.set(Key::Static(key), value);
     }
 
@@ -233,13 +234,8 @@ fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
     }
 }
 
-/// The decimal text of `v` (Java `Long.toString`), written at the end of `buf`.
-pub(crate) fn format_int(v: i64, buf: &mut [u8; 20]) -> &str {
-    // Only ASCII digits and '-' are written.
-    std::str::from_utf8(int_digits(v, buf)).unwrap_or_default()
-}
-
-/// [`format_int`] as bytes: two digits per division, from a table of "00".."99".
+/// The decimal text of `v` (Java `Long.toString`) as ASCII bytes at the end of `buf`: two
+/// digits per division, from a table of "00".."99".
 pub(crate) fn int_digits(v: i64, buf: &mut [u8; 20]) -> &[u8] {
     const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
         2021222324252627282930313233343536373839\
@@ -386,7 +382,8 @@ mod tests {
         #[test]
         fn any_integer_reads_as_java_writes_it(v in proptest::prelude::any::<i64>()) {
             let mut digits = [0u8; 20];
-            proptest::prop_assert_eq!(format_int(v, &mut digits), v.to_string());
+            let expected = v.to_string();
+            proptest::prop_assert_eq!(int_digits(v, &mut digits), expected.as_bytes());
         }
     }
 

@@ -101,7 +101,7 @@ mod fast {
             loop {
                 let key = s.raw_string()?;
                 s.eat(b':')?;
-                let bit = match key {
+                let bit = match key.as_bytes() {
                     b"code" => {
                         cmd.code = s.lenient_int()?;
                         1
@@ -209,12 +209,12 @@ mod fast {
         }
 
         /// A string without escapes, as raw bytes (property names).
-        fn raw_string(&mut self) -> Option<&'a [u8]> {
+        fn raw_string(&mut self) -> Option<&'a str> {
             self.eat(b'"')?;
             let run = self.run()?;
             (self.b[self.i] == b'"').then_some(())?;
             self.i += 1;
-            Some(run.as_bytes())
+            Some(run)
         }
 
         /// A string literal, unescaped into `out` (or only checked when `out` is `None`).
@@ -288,20 +288,31 @@ mod fast {
             if self.b.get(self.i) == Some(&b'-') {
                 self.i += 1;
             }
+            let negative = self.i > start;
             let digits = self.i;
-            while self.b.get(self.i).is_some_and(u8::is_ascii_digit) {
+            // Accumulated towards the sign, so that i64::MIN fits; `None` on overflow.
+            let mut value: Option<i64> = Some(0);
+            while let Some(&c) = self.b.get(self.i).filter(|c| c.is_ascii_digit()) {
+                let d = i64::from(c - b'0');
+                value = value.and_then(|v| v.checked_mul(10)).and_then(|v| {
+                    if negative {
+                        v.checked_sub(d)
+                    } else {
+                        v.checked_add(d)
+                    }
+                });
                 self.i += 1;
             }
             let n = self.i - digits;
             // No digits, a leading zero, `-0` (serde reads a float), or a fraction or exponent
             // next.
             if n == 0
-                || (self.b[digits] == b'0' && (n > 1 || digits > start))
+                || (self.b[digits] == b'0' && (n > 1 || negative))
                 || matches!(self.b.get(self.i), Some(b'.' | b'e' | b'E'))
             {
                 return None;
             }
-            self.t.get(start..self.i)?.parse().ok()
+            value
         }
 
         /// An `int` property: a number, a numeric string or null (see `LenientInt`).
@@ -321,7 +332,7 @@ mod fast {
         fn language(&mut self) -> Option<LanguageCode> {
             match self.peek()? {
                 b'"' => {
-                    let name = std::str::from_utf8(self.raw_string()?).ok()?;
+                    let name = self.raw_string()?;
                     Some(LanguageCode::from_name(name).unwrap_or(LanguageCode::Other))
                 }
                 b'n' => self.null().then_some(LanguageCode::Other),
