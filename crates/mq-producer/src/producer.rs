@@ -837,7 +837,9 @@ impl Engine {
         mode: CommunicationMode,
         deadline: Instant,
     ) -> Result<Option<SendResult>, ProducerError> {
+        // Biased: the send is polled first and no random branch order is drawn per poll.
         tokio::select! {
+            biased;
             r = self.send_core_inner(payload, target, mode, deadline) => r,
             () = self.abort.cancelled() => Err(ProducerError::ShutDown),
         }
