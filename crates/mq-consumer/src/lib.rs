@@ -15,7 +15,8 @@
 //! * [`config`] — [`ConsumerConfig`], [`ConsumeFrom`], tag expressions.
 //! * [`allocate`] — rebalance strategies.
 //! * [`offset`] — remote and local offset stores.
-//! * [`push`] — [`PushConsumer`], [`MessageListener`], [`MessageListenerOrderly`].
+//! * [`push`] — [`PushConsumer`], with a blocking [`MessageListener`] (run on the blocking pool), an
+//!   [`AsyncMessageListener`] (or [`async_listener`] from a closure), or a [`MessageListenerOrderly`].
 //! * [`pull`] — [`PullConsumer`].
 //! * [`error`] — [`ConsumerError`].
 //!
@@ -50,6 +51,6 @@ pub use config::{ConsumeFrom, ConsumerConfig};
 pub use error::ConsumerError;
 pub use pull::PullConsumer;
 pub use push::{
-    ConsumeContext, ConsumeOrderlyContext, ConsumeOrderlyStatus, ConsumeStatus, MessageListener,
-    MessageListenerOrderly, PushConsumer,
+    AsyncMessageListener, ConsumeContext, ConsumeOrderlyContext, ConsumeOrderlyStatus,
+    ConsumeStatus, MessageListener, MessageListenerOrderly, PushConsumer, async_listener,
 };

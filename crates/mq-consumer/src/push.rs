@@ -2,8 +2,13 @@
 //! bounded pool of workers; failures go back to the broker for a delayed retry (and to the
 //! DLQ after max reconsume times). Java: `DefaultMQPushConsumer` (concurrent listener).
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 
 use mq_client_api::body::{ConsumeType, MessageModel};
 use mq_client_api::header::ConsumerSendMsgBackRequestHeader;
@@ -38,7 +43,9 @@ pub struct ConsumeContext {
     pub delay_level: i32,
 }
 
-/// Consumes messages. Runs on a blocking-capable worker, so it may block.
+/// Consumes messages with blocking code: each call runs on tokio's blocking pool
+/// (`spawn_blocking`), so it may block, on any runtime flavour. A listener that panics counts as
+/// [`ConsumeStatus::ReconsumeLater`], as an exception does in Java.
 pub trait MessageListener: Send + Sync + 'static {
     /// Consumes a batch (of `consume_batch_size` messages at most).
     fn consume(&self, msgs: &[MessageExt], ctx: &mut ConsumeContext) -> ConsumeStatus;
@@ -50,6 +57,102 @@ where
 {
     fn consume(&self, msgs: &[MessageExt], ctx: &mut ConsumeContext) -> ConsumeStatus {
         self(msgs, ctx)
+    }
+}
+
+/// Consumes messages with async code, on the runtime's own workers: it must not block (use
+/// [`MessageListener`] for blocking code). A panic counts as [`ConsumeStatus::ReconsumeLater`].
+///
+/// For the simple case a closure taking the messages by value will do: see
+/// [`async_listener`].
+pub trait AsyncMessageListener: Send + Sync + 'static {
+    /// Consumes a batch (of `consume_batch_size` messages at most).
+    fn consume<'a>(
+        &'a self,
+        msgs: &'a [MessageExt],
+        ctx: &'a mut ConsumeContext,
+    ) -> BoxFuture<'a, ConsumeStatus>;
+}
+
+/// An [`AsyncMessageListener`] made from a closure that takes each batch by value.
+///
+/// ```
+/// use mq_consumer::{ConsumeStatus, async_listener};
+///
+/// let listener = async_listener(|msgs, _queue| async move {
+///     for m in &msgs {
+///         println!("{}", String::from_utf8_lossy(&m.message.body));
+///     }
+///     ConsumeStatus::Success
+/// });
+/// # let _ = listener;
+/// ```
+pub fn async_listener<F, Fut>(f: F) -> Arc<dyn AsyncMessageListener>
+where
+    F: Fn(Vec<MessageExt>, MessageQueue) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ConsumeStatus> + Send + 'static,
+{
+    struct ByValue<F>(F);
+    impl<F, Fut> AsyncMessageListener for ByValue<F>
+    where
+        F: Fn(Vec<MessageExt>, MessageQueue) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ConsumeStatus> + Send + 'static,
+    {
+        fn consume<'a>(
+            &'a self,
+            msgs: &'a [MessageExt],
+            ctx: &'a mut ConsumeContext,
+        ) -> BoxFuture<'a, ConsumeStatus> {
+            Box::pin((self.0)(msgs.to_vec(), ctx.queue.clone()))
+        }
+    }
+    Arc::new(ByValue(f))
+}
+
+/// The listener a consumer was started with.
+#[derive(Clone)]
+enum Listener {
+    Blocking(Arc<dyn MessageListener>),
+    Async(Arc<dyn AsyncMessageListener>),
+}
+
+impl Listener {
+    /// Runs the listener on `msgs`; its context comes back with the status (the listener may
+    /// have set a delay level).
+    async fn call(
+        &self,
+        msgs: Vec<MessageExt>,
+        mut ctx: ConsumeContext,
+    ) -> (ConsumeStatus, ConsumeContext) {
+        let queue = ctx.queue.clone();
+        let outcome = match self {
+            Self::Blocking(l) => {
+                let l = Arc::clone(l);
+                tokio::task::spawn_blocking(move || {
+                    let status = l.consume(&msgs, &mut ctx);
+                    (status, ctx)
+                })
+                .await
+                .map_err(|e| e.to_string())
+            }
+            Self::Async(l) => {
+                let run = async { l.consume(&msgs, &mut ctx).await };
+                match AssertUnwindSafe(run).catch_unwind().await {
+                    Ok(status) => Ok((status, ctx)),
+                    Err(_) => Err("the listener panicked".to_owned()),
+                }
+            }
+        };
+        outcome.unwrap_or_else(|cause| {
+            warn!(queue = %queue, %cause, "listener failed; reconsuming later");
+            (
+                ConsumeStatus::ReconsumeLater,
+                ConsumeContext {
+                    queue,
+                    delay_level: 0,
+                },
+            )
+        })
     }
 }
 
@@ -139,6 +242,21 @@ impl PushConsumer {
     /// # Errors
     /// [`ConsumerError::State`] when started twice; configuration and instance errors.
     pub async fn start(&self, listener: Arc<dyn MessageListener>) -> Result<(), ConsumerError> {
+        self.start_with(Listener::Blocking(listener)).await
+    }
+
+    /// Starts consuming with an async `listener`, run on the runtime's workers.
+    ///
+    /// # Errors
+    /// As for [`PushConsumer::start`].
+    pub async fn start_async(
+        &self,
+        listener: Arc<dyn AsyncMessageListener>,
+    ) -> Result<(), ConsumerError> {
+        self.start_with(Listener::Async(listener)).await
+    }
+
+    async fn start_with(&self, listener: Listener) -> Result<(), ConsumerError> {
         let rx = self
             .rx
             .lock()
@@ -186,11 +304,7 @@ impl PushConsumer {
     }
 }
 
-async fn dispatch(
-    core: Arc<Core>,
-    mut rx: mpsc::Receiver<Delivery>,
-    listener: Arc<dyn MessageListener>,
-) {
+async fn dispatch(core: Arc<Core>, mut rx: mpsc::Receiver<Delivery>, listener: Listener) {
     let workers = Arc::new(Semaphore::new(core.config.workers));
     loop {
         let delivery = tokio::select! {
@@ -210,13 +324,13 @@ async fn dispatch(
             };
             let (core2, listener, mq, pq) = (
                 Arc::clone(&core),
-                Arc::clone(&listener),
+                listener.clone(),
                 delivery.mq.clone(),
                 Arc::clone(&delivery.pq),
             );
             let batch = chunk.to_vec();
             core.tasks.spawn(async move {
-                consume_batch(&core2, &*listener, &mq, &pq, batch).await;
+                consume_batch(&core2, &listener, &mq, &pq, batch).await;
                 drop(permit);
             });
         }
@@ -228,7 +342,7 @@ async fn dispatch(
 /// process queue meanwhile, so the committed offset cannot pass them.
 async fn consume_batch(
     core: &Arc<Core>,
-    listener: &dyn MessageListener,
+    listener: &Listener,
     mq: &MessageQueue,
     pq: &Arc<crate::core::ProcessQueue>,
     mut batch: Vec<MessageExt>,
@@ -242,12 +356,11 @@ async fn consume_batch(
         for m in &mut shown {
             restore_retry_topic(&group, m);
         }
-        let mut ctx = ConsumeContext {
+        let ctx = ConsumeContext {
             queue: mq.clone(),
             delay_level: 0,
         };
-        // The listener is user code and may block: run it where blocking is allowed.
-        let status = tokio::task::block_in_place(|| listener.consume(&shown, &mut ctx));
+        let (status, ctx) = listener.call(shown, ctx).await;
         if status == ConsumeStatus::Success
             || core.config.message_model == MessageModel::Broadcasting
         {
@@ -351,11 +464,28 @@ async fn orderly_worker(
                     restore_retry_topic(&group, m);
                     m.reconsume_times += attempts;
                 }
-                let mut ctx = ConsumeOrderlyContext {
+                let ctx = ConsumeOrderlyContext {
                     queue: d.mq.clone(),
                     suspend: Duration::from_secs(1),
                 };
-                let status = tokio::task::block_in_place(|| listener.consume(&shown, &mut ctx));
+                // User code that may block: on the blocking pool. A panic suspends the queue.
+                let l = Arc::clone(&listener);
+                let (status, ctx) = tokio::task::spawn_blocking(move || {
+                    let mut ctx = ctx;
+                    let status = l.consume(&shown, &mut ctx);
+                    (status, ctx)
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    warn!(queue = %d.mq, cause = %e, "orderly listener failed; suspending");
+                    (
+                        ConsumeOrderlyStatus::SuspendCurrentQueueAMoment,
+                        ConsumeOrderlyContext {
+                            queue: d.mq.clone(),
+                            suspend: Duration::from_secs(1),
+                        },
+                    )
+                });
                 if status == ConsumeOrderlyStatus::Success {
                     core.ack(&d.mq, &d.pq, chunk);
                     break;

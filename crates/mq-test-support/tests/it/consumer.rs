@@ -437,3 +437,92 @@ async fn orderly_consumption_keeps_per_key_order_through_suspends() {
     p.shutdown().await;
     cluster.shutdown().await;
 }
+
+/// The default `#[tokio::test]` runtime has one thread: a blocking listener runs on the
+/// blocking pool, an async one on that thread, and a listener that panics has its message
+/// redelivered (through the retry topic) rather than stopping the consumer.
+#[tokio::test]
+async fn push_consumers_work_on_a_current_thread_runtime() {
+    let cluster = Cluster::builder()
+        .configure(fast_retries)
+        .start()
+        .await
+        .unwrap();
+    let p = producer(&cluster).await;
+    let sent = produce(&p, "OneThread", "o", 0..50).await;
+
+    // Blocking listener.
+    let blocking = Arc::new(Collector::default());
+    blocking.expect(50);
+    let c1 = PushConsumer::new(consumer_config(&cluster, "one-thread-blocking"));
+    c1.subscribe("OneThread", "*").unwrap();
+    c1.start(blocking.listener()).await.unwrap();
+    blocking.wait().await;
+
+    // Async listener that panics on the first delivery of one message.
+    let seen: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    let all = Arc::new(Notify::new());
+    let (s, done) = (Arc::clone(&seen), Arc::clone(&all));
+    let listener = mq_consumer::async_listener(move |msgs, _queue| {
+        let (s, done) = (Arc::clone(&s), Arc::clone(&done));
+        async move {
+            tokio::task::yield_now().await;
+            for m in &msgs {
+                let body = String::from_utf8_lossy(&m.message.body).into_owned();
+                assert!(
+                    !(body == "o-7" && m.reconsume_times == 0),
+                    "first delivery of o-7 fails"
+                );
+                let mut seen = s.lock();
+                *seen.entry(m.msg_id()).or_default() += 1;
+                if seen.len() == 50 {
+                    done.notify_waiters();
+                }
+            }
+            ConsumeStatus::Success
+        }
+    });
+    // One message per call (the default batch size), so only o-7 is redelivered.
+    let c2 = PushConsumer::new(consumer_config(&cluster, "one-thread-async"));
+    c2.subscribe("OneThread", "*").unwrap();
+    let notified = all.notified();
+    c2.start_async(listener).await.unwrap();
+    tokio::time::timeout(T, notified).await.unwrap();
+
+    // Orderly listener (blocking code too).
+    let ordered = Arc::new(Collector::default());
+    ordered.expect(50);
+    let o = Arc::clone(&ordered);
+    let c3 = PushConsumer::new(consumer_config(&cluster, "one-thread-orderly"));
+    c3.subscribe("OneThread", "*").unwrap();
+    c3.start_orderly(Arc::new(
+        move |msgs: &[MessageExt], _: &mut ConsumeOrderlyContext| {
+            let mut seen = o.seen.lock();
+            for m in msgs {
+                *seen.entry(m.msg_id()).or_default() += 1;
+            }
+            if seen.len() >= 50 {
+                o.done.notify_waiters();
+            }
+            ConsumeOrderlyStatus::Success
+        },
+    ))
+    .await
+    .unwrap();
+    ordered.wait().await;
+
+    c1.shutdown().await;
+    c2.shutdown().await;
+    c3.shutdown().await;
+    assert_eq!(
+        blocking.seen.lock().keys().cloned().collect::<HashSet<_>>(),
+        sent
+    );
+    assert_eq!(
+        ordered.seen.lock().keys().cloned().collect::<HashSet<_>>(),
+        sent
+    );
+    assert_eq!(seen.lock().keys().cloned().collect::<HashSet<_>>(), sent);
+    p.shutdown().await;
+    cluster.shutdown().await;
+}
