@@ -101,16 +101,21 @@ impl Collector {
         }
     }
 
+    /// Counts `msgs`, signalling once the target is reached.
+    fn record(&self, msgs: &[MessageExt]) {
+        let mut seen = self.seen.lock();
+        for m in msgs {
+            *seen.entry(m.msg_id()).or_default() += 1;
+        }
+        if seen.len() >= *self.target.lock() {
+            self.done.notify_waiters();
+        }
+    }
+
     fn listener(self: &Arc<Self>) -> Arc<dyn mq_consumer::MessageListener> {
         let me = Arc::clone(self);
         Arc::new(move |msgs: &[MessageExt], _ctx: &mut ConsumeContext| {
-            let mut seen = me.seen.lock();
-            for m in msgs {
-                *seen.entry(m.msg_id()).or_default() += 1;
-            }
-            if seen.len() >= *me.target.lock() {
-                me.done.notify_waiters();
-            }
+            me.record(msgs);
             ConsumeStatus::Success
         })
     }
@@ -497,13 +502,7 @@ async fn push_consumers_work_on_a_current_thread_runtime() {
     c3.subscribe("OneThread", "*").unwrap();
     c3.start_orderly(Arc::new(
         move |msgs: &[MessageExt], _: &mut ConsumeOrderlyContext| {
-            let mut seen = o.seen.lock();
-            for m in msgs {
-                *seen.entry(m.msg_id()).or_default() += 1;
-            }
-            if seen.len() >= 50 {
-                o.done.notify_waiters();
-            }
+            o.record(msgs);
             ConsumeOrderlyStatus::Success
         },
     ))
