@@ -550,23 +550,30 @@ impl CoreHandle {
             }
             RequestCode::SEARCH_OFFSET_BY_TIMESTAMP => {
                 let h = decode_or_answer!(SearchOffsetRequestHeader, req);
-                let offset = self
-                    .0
-                    .store
-                    .search_offset(&h.topic, h.queue_id, h.timestamp);
-                Some(resp(&req, ResponseCode::SUCCESS, None).with_ext("offset", offset.to_string()))
+                Some(
+                    match self
+                        .0
+                        .store
+                        .search_offset(&h.topic, h.queue_id, h.timestamp)
+                    {
+                        Ok(offset) => resp(&req, ResponseCode::SUCCESS, None)
+                            .with_ext("offset", offset.to_string()),
+                        Err(e) => resp(&req, ResponseCode::SYSTEM_ERROR, Some(e.to_string())),
+                    },
+                )
             }
             RequestCode::GET_EARLIEST_MSG_STORETIME => {
                 let h = decode_or_answer!(GetEarliestMsgStoretimeRequestHeader, req);
                 Some(
                     match self.0.store.earliest_store_time(&h.topic, h.queue_id) {
-                        Some(t) => resp(&req, ResponseCode::SUCCESS, None)
+                        Ok(Some(t)) => resp(&req, ResponseCode::SUCCESS, None)
                             .with_ext("timestamp", t.to_string()),
-                        None => resp(
+                        Ok(None) => resp(
                             &req,
                             ResponseCode::SYSTEM_ERROR,
                             Some("queue is empty".into()),
                         ),
+                        Err(e) => resp(&req, ResponseCode::SYSTEM_ERROR, Some(e.to_string())),
                     },
                 )
             }

@@ -2,7 +2,7 @@
 //! back to back; a segment's unused tail starts with a blank filler record.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,11 +33,39 @@ pub(crate) struct CommitLog {
 }
 
 impl CommitLog {
-    /// Opens `dir`, verifies every record (CRC included) and truncates a torn tail. Calls
-    /// `on_record` for each valid record in order, so indexes can be rebuilt.
+    /// Where a replay of `dir` may start given a checkpoint: the checkpoint itself when the log
+    /// reaches that far, else 0 (the whole log is verified again).
+    pub(crate) fn replay_start(dir: &Path, checkpoint: i64) -> io::Result<i64> {
+        if checkpoint <= 0 || !dir.exists() {
+            return Ok(0);
+        }
+        let last = fs::read_dir(dir)?
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let base: i64 = e.file_name().to_str()?.parse().ok()?;
+                Some((base, e.metadata().ok()?.len()))
+            })
+            .max();
+        Ok(match last {
+            Some((base, len)) if base + len as i64 >= checkpoint => checkpoint,
+            _ => {
+                warn!(
+                    checkpoint,
+                    "the commit log ends before its checkpoint; verifying all of it"
+                );
+                0
+            }
+        })
+    }
+
+    /// Opens `dir`. Records from `from` on (a record boundary, see
+    /// [`CommitLog::replay_start`]) are verified (CRC included) and handed to `on_record` in
+    /// order, so indexes can catch up, and a torn tail is truncated; segments that end before
+    /// `from` are trusted as they are.
     pub(crate) fn open(
         dir: &Path,
         segment_size: i64,
+        from: i64,
         mut on_record: impl FnMut(&MessageExt, i32),
     ) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
@@ -45,6 +73,7 @@ impl CommitLog {
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
             .collect();
         bases.sort_unstable();
+        let last_base = bases.last().copied();
         let mut segments = Vec::new();
         let mut write_offset = 0;
         let mut torn = false;
@@ -56,9 +85,25 @@ impl CommitLog {
                 continue;
             }
             let file = OpenOptions::new().read(true).write(true).open(&path)?;
-            let data = Bytes::from(fs::read(&path)?);
+            if base + segment_size <= from && Some(base) != last_base {
+                // Wholly before the checkpoint: verified by an earlier run.
+                write_offset = base + segment_size;
+                segments.push(Segment {
+                    base,
+                    file: Arc::new(file),
+                });
+                continue;
+            }
+            let start = usize::try_from((from - base).max(0)).unwrap_or(0);
+            let mut data = Vec::new();
+            {
+                let mut reader = &file;
+                reader.seek(SeekFrom::Start(start as u64))?;
+                reader.read_to_end(&mut data)?;
+            }
+            let data = Bytes::from(data);
             let mut src = data.clone();
-            let mut pos = 0usize;
+            let mut pos = start;
             let mut end_of_segment = false;
             while !src.is_empty() {
                 if src.len() >= 8 && src[4..8] == MAGIC_BLANK.to_be_bytes() {
@@ -82,7 +127,7 @@ impl CommitLog {
                     }
                     Err(e) => {
                         // Zero padding after the last record is not a tear.
-                        if !data[pos..].iter().all(|b| *b == 0) {
+                        if !data[pos - start..].iter().all(|b| *b == 0) {
                             warn!(offset = base + pos as i64, cause = %e, "torn or corrupt record; truncating");
                             torn = true;
                         }
