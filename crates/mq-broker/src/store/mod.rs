@@ -607,7 +607,7 @@ impl MessageStore {
 
     /// Flushes everything written so far (used at shutdown).
     pub async fn flush(&self) -> io::Result<()> {
-        flush_once(&self.shared).await
+        flush_once(&self.shared, true).await
     }
 
     /// Stops the flusher after a final flush.
@@ -615,7 +615,7 @@ impl MessageStore {
         self.shared.token.cancel();
         self.shared.tasks.close();
         self.shared.tasks.wait().await;
-        if let Err(e) = flush_once(&self.shared).await {
+        if let Err(e) = flush_once(&self.shared, true).await {
             warn!(cause = %e, "final flush failed");
         }
     }
@@ -718,33 +718,52 @@ fn append_groups(
 }
 
 async fn flusher(shared: Arc<Shared>) {
+    let interval = shared.config.flush_interval;
+    // SYNC mode flushes the log per request; the index files and the checkpoint follow at the
+    // flush interval, as in ASYNC mode, not on every request.
+    let mut index_due = tokio::time::Instant::now() + interval;
     loop {
         let wait = async {
             match shared.config.flush_mode {
-                FlushMode::Sync => shared.flush_request.notified().await,
-                FlushMode::Async => tokio::time::sleep(shared.config.flush_interval).await,
+                FlushMode::Sync => {
+                    tokio::select! {
+                        () = shared.flush_request.notified() => {}
+                        () = tokio::time::sleep_until(index_due) => {}
+                    }
+                }
+                FlushMode::Async => tokio::time::sleep(interval).await,
             }
         };
         tokio::select! {
             () = shared.token.cancelled() => break,
             () = wait => {}
         }
-        if let Err(e) = flush_once(&shared).await {
-            warn!(cause = %e, "commit log flush failed");
+        let now = tokio::time::Instant::now();
+        let index_too = shared.config.flush_mode == FlushMode::Async || now >= index_due;
+        if index_too {
+            index_due = now + interval;
+        }
+        if let Err(e) = flush_once(&shared, index_too).await {
+            warn!(cause = %e, "store flush failed");
         }
     }
 }
 
 /// fsyncs the segments written since the last flush and publishes the new flushed offset
-/// (every send waiting for an offset up to it is released by the same fsync); then writes the
-/// index entries made meanwhile, syncs them, and moves the checkpoint to the flushed offset.
-async fn flush_once(shared: &Arc<Shared>) -> io::Result<()> {
+/// (every send waiting for an offset up to it is released by the same fsync); then, with
+/// `index_too`, writes the index entries made meanwhile, syncs them, and moves the checkpoint
+/// to the flushed offset.
+async fn flush_once(shared: &Arc<Shared>, index_too: bool) -> io::Result<()> {
     let _turn = shared.flush_turn.lock().await;
     let (target, files, writes) = {
         let mut inner = shared.inner.lock();
         let flushed = *shared.flushed.borrow();
         let target = inner.log.write_offset();
-        let writes = inner.index.tail_writes()?;
+        let writes = if index_too {
+            inner.index.tail_writes()?
+        } else {
+            Vec::new()
+        };
         if target <= flushed && writes.is_empty() {
             return Ok(());
         }
@@ -764,6 +783,9 @@ async fn flush_once(shared: &Arc<Shared>) -> io::Result<()> {
             false
         }
     });
+    if !index_too {
+        return Ok(());
+    }
     let (writes, dir) = (writes, shared.config.dir.clone());
     let writes = tokio::task::spawn_blocking(move || {
         for (_, w) in &writes {
