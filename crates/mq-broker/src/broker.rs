@@ -116,6 +116,16 @@ impl BrokerConfig {
         }
     }
 
+    /// Sets retention: how long commit-log segments are kept after their last write, and the
+    /// use of the disk above which expired segments are deleted at once (10 points above it,
+    /// the oldest whatever their age). See [`StoreConfig`].
+    #[must_use]
+    pub fn with_retention(mut self, reserved: Duration, disk_max_used_ratio: f64) -> Self {
+        self.store.file_reserved_time = reserved;
+        self.store.disk_max_used_ratio = disk_max_used_ratio;
+        self
+    }
+
     /// Sets the listen address.
     #[must_use]
     pub fn with_listen(mut self, addr: SocketAddr) -> Self {
@@ -544,9 +554,10 @@ impl CoreHandle {
                 Some(resp(&req, ResponseCode::SUCCESS, None).with_ext("offset", offset.to_string()))
             }
             RequestCode::GET_MIN_OFFSET => {
-                let _h = decode_or_answer!(GetMinOffsetRequestHeader, req);
-                // Nothing is ever deleted from a queue yet, so every queue starts at 0.
-                Some(resp(&req, ResponseCode::SUCCESS, None).with_ext("offset", "0"))
+                let h = decode_or_answer!(GetMinOffsetRequestHeader, req);
+                // Moves up as retention deletes the oldest commit-log segments.
+                let offset = self.0.store.min_offset(&h.topic, h.queue_id);
+                Some(resp(&req, ResponseCode::SUCCESS, None).with_ext("offset", offset.to_string()))
             }
             RequestCode::SEARCH_OFFSET_BY_TIMESTAMP => {
                 let h = decode_or_answer!(SearchOffsetRequestHeader, req);

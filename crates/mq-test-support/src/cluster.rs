@@ -88,7 +88,10 @@ impl ClusterBuilder {
                 .with_name_servers(vec![ns_addr.clone()])
                 .with_flush_mode(self.flush_mode)
                 .with_segment_size(self.segment_size)
-                .with_auto_create_topic(self.auto_create_topic);
+                .with_auto_create_topic(self.auto_create_topic)
+                // A test's data never goes to the host's disk use: retention by age only
+                // (72 h, so never within a test) unless a test configures otherwise.
+                .with_retention(Duration::from_secs(72 * 3600), 1.0);
             if let Some(f) = self.configure {
                 config = f(config);
             }

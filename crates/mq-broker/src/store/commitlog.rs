@@ -166,6 +166,38 @@ impl CommitLog {
         self.write_offset
     }
 
+    /// The first offset still in the log (the base of the oldest segment).
+    pub(crate) fn min_offset(&self) -> i64 {
+        self.segments.first().map_or(self.write_offset, |s| s.base)
+    }
+
+    /// Deletes the oldest segments, never the one being written: those last modified before
+    /// `expired_before`, and the `forced` oldest ones on top whatever their age (disk
+    /// pressure). Stops at the first segment that stays. Returns how many went.
+    pub(crate) fn delete_oldest(
+        &mut self,
+        expired_before: std::time::SystemTime,
+        mut forced: usize,
+    ) -> io::Result<usize> {
+        let mut deleted = 0;
+        while self.segments.len() > 1 {
+            let oldest = &self.segments[0];
+            let expired = oldest.file.metadata()?.modified()? < expired_before;
+            if !expired && forced == 0 {
+                break;
+            }
+            if !expired {
+                forced -= 1;
+            }
+            let path = segment_path(&self.dir, oldest.base);
+            fs::remove_file(&path)?;
+            info!(segment = %path.display(), expired, "commit-log segment deleted");
+            self.segments.remove(0);
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
     /// The physical offset the next record of `len` bytes will get, rolling to a new segment
     /// (after writing a blank filler) when it does not fit the current one.
     pub(crate) fn reserve(&mut self, len: usize) -> io::Result<i64> {

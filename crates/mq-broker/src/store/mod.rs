@@ -17,7 +17,7 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use mq_client_api::message::{MessageExt, PreparedRecord, decode_record, property, sys_flag};
@@ -58,6 +58,18 @@ pub struct StoreConfig {
     pub flush_interval: Duration,
     /// How long a SYNC send waits for its fsync before answering FLUSH_DISK_TIMEOUT. Default 5 s.
     pub sync_flush_timeout: Duration,
+    /// How long commit-log segments are kept after their last write. Default 72 h (Java
+    /// `fileReservedTime`).
+    pub file_reserved_time: Duration,
+    /// Hours of the day (UTC) at which expired segments are deleted. Default 4 (Java
+    /// `deleteWhen`, which uses local time).
+    pub delete_hours: Vec<u32>,
+    /// Use of the store's file system above which expired segments are deleted at once, and
+    /// above which (plus 10 points) the oldest go whatever their age. Default 0.75 (Java
+    /// `diskMaxUsedSpaceRatio`).
+    pub disk_max_used_ratio: f64,
+    /// How often retention is checked. Default 10 s (Java `cleanResourceInterval`).
+    pub clean_interval: Duration,
 }
 
 impl StoreConfig {
@@ -69,6 +81,10 @@ impl StoreConfig {
             flush_mode: FlushMode::Async,
             flush_interval: Duration::from_millis(500),
             sync_flush_timeout: Duration::from_secs(5),
+            file_reserved_time: Duration::from_secs(72 * 3600),
+            delete_hours: vec![4],
+            disk_max_used_ratio: 0.75,
+            clean_interval: Duration::from_secs(10),
         }
     }
 }
@@ -250,6 +266,14 @@ impl Indexes {
         while self.keys.pop_if(msg.commit_log_offset) {}
     }
 
+    /// Moves every index's min past the records below `min_phys`.
+    fn advance_min(&mut self, min_phys: i64) -> io::Result<()> {
+        for cq in self.queues.values_mut().flat_map(|q| q.values_mut()) {
+            cq.advance_min(min_phys)?;
+        }
+        self.keys.advance_min(min_phys)
+    }
+
     /// The writes of every index's unwritten tail.
     fn tail_writes(&mut self) -> io::Result<Vec<(IndexName, TailWrite)>> {
         let mut out = Vec::new();
@@ -346,6 +370,7 @@ impl MessageStore {
         let log = CommitLog::open(&log_dir, config.segment_size, from, |msg, size| {
             index.replay(msg, size);
         })?;
+        index.advance_min(log.min_offset())?;
         let write_offset = log.write_offset();
         let (flushed, _) = watch::channel(write_offset);
         let (appended, _) = watch::channel(0);
@@ -363,6 +388,10 @@ impl MessageStore {
         shared
             .tasks
             .spawn(flusher(s).instrument(tracing::debug_span!("store_flusher")));
+        let s = Arc::clone(&shared);
+        shared
+            .tasks
+            .spawn(cleaner(s).instrument(tracing::debug_span!("store_cleaner")));
         Ok(Self { shared })
     }
 
@@ -466,13 +495,16 @@ impl MessageStore {
             min_offset: 0,
             max_offset,
         };
+        let min_offset = queue.map_or(0, ConsumeQueue::min_offset);
+        result.min_offset = min_offset;
         let Some(queue) = queue.filter(|_| max_offset > 0) else {
             result.next_begin_offset = 0;
             return Ok(result);
         };
-        if offset < 0 {
+        if offset < min_offset {
+            // Below what retention kept (or negative): start again at the min.
             result.status = GetStatus::OffsetTooSmall;
-            result.next_begin_offset = 0;
+            result.next_begin_offset = min_offset;
             return Ok(result);
         }
         if offset == max_offset {
@@ -512,6 +544,32 @@ impl MessageStore {
     /// A queue's max offset (number of messages).
     pub fn max_offset(&self, topic: &str, queue_id: i32) -> i64 {
         self.shared.inner.lock().index.max_offset(topic, queue_id)
+    }
+
+    /// A queue's min offset: its first message still in the commit log.
+    pub fn min_offset(&self, topic: &str, queue_id: i32) -> i64 {
+        let inner = self.shared.inner.lock();
+        inner
+            .index
+            .queue(topic, queue_id)
+            .map_or(0, ConsumeQueue::min_offset)
+    }
+
+    /// Deletes commit-log segments last written before `expired_before` (and the `forced`
+    /// oldest on top), then moves the queues' min offsets past what went. Returns how many
+    /// segments were deleted. Run by the store's cleaner (see [`StoreConfig`]); callable
+    /// directly.
+    ///
+    /// # Errors
+    /// I/O errors deleting files.
+    pub fn delete_expired(&self, expired_before: SystemTime, forced: usize) -> io::Result<usize> {
+        let mut guard = self.shared.inner.lock();
+        let inner = &mut *guard;
+        let deleted = inner.log.delete_oldest(expired_before, forced)?;
+        if deleted > 0 {
+            inner.index.advance_min(inner.log.min_offset())?;
+        }
+        Ok(deleted)
     }
 
     /// The first queue offset whose store time is at or after `timestamp_ms` (the max offset
@@ -747,6 +805,52 @@ async fn flusher(shared: Arc<Shared>) {
             warn!(cause = %e, "store flush failed");
         }
     }
+}
+
+/// Deletes expired segments at the configured hours, or at once when the disk is fuller than
+/// the configured ratio (the oldest whatever their age, one per round, 10 points above it).
+async fn cleaner(shared: Arc<Shared>) {
+    let config = &shared.config;
+    loop {
+        tokio::select! {
+            () = shared.token.cancelled() => break,
+            () = tokio::time::sleep(config.clean_interval) => {}
+        }
+        let now = SystemTime::now();
+        let used = disk_used_ratio(&config.dir).unwrap_or(0.0);
+        let hour = (now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs()
+            / 3600
+            % 24) as u32;
+        let pressed = used > config.disk_max_used_ratio;
+        if !pressed && !config.delete_hours.contains(&hour) {
+            continue;
+        }
+        let forced = usize::from(used > config.disk_max_used_ratio + 0.10);
+        let expired_before = now
+            .checked_sub(config.file_reserved_time)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let store = MessageStore {
+            shared: Arc::clone(&shared),
+        };
+        match store.delete_expired(expired_before, forced) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(segments = n, disk_used = used, "retention deleted segments"),
+            Err(e) => warn!(cause = %e, "retention failed"),
+        }
+    }
+}
+
+/// The used fraction of the file system holding `dir`.
+fn disk_used_ratio(dir: &Path) -> io::Result<f64> {
+    let st = rustix::fs::statvfs(dir)?;
+    if st.f_blocks == 0 {
+        return Ok(0.0);
+    }
+    let free = st.f_bavail as f64;
+    Ok(1.0 - free / st.f_blocks as f64)
 }
 
 /// fsyncs the segments written since the last flush and publishes the new flushed offset
@@ -1060,6 +1164,53 @@ mod tests {
         assert_eq!(store.max_offset("T", 0), 3);
         let got = store.get("T", 0, 0, 10, None).unwrap();
         assert_eq!(got.count, 3);
+        store.shutdown().await;
+    }
+
+    /// Retention deletes the oldest segments (never the one being written); queues then start
+    /// at their first message still stored, a read below it gets the corrected offset, keys
+    /// of deleted messages are no longer found, and all of it holds after a restart.
+    #[tokio::test]
+    async fn retention_moves_min_offsets_past_deleted_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = StoreConfig::new(dir.path());
+        config.segment_size = 1024;
+        let store = MessageStore::open(config.clone()).unwrap();
+        put_range(&store, 0..40).await;
+        store.flush().await.unwrap();
+        let segments = fs_segments(dir.path());
+        assert!(segments > 3, "{segments} segments");
+        // Nothing is older than an hour ago.
+        let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        assert_eq!(store.delete_expired(hour_ago, 0).unwrap(), 0);
+        assert_eq!(store.min_offset("T", 0), 0);
+        // Everything is older than an hour from now: all but the segment being written go.
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        let deleted = store.delete_expired(later, 0).unwrap();
+        assert_eq!(deleted, segments - 1);
+        assert_eq!(fs_segments(dir.path()), 1);
+        let check = |store: &MessageStore| {
+            let min = store.min_offset("T", 0);
+            assert!(min > 0 && min < 40, "min {min}");
+            let below = store.get("T", 0, 0, 10, None).unwrap();
+            assert_eq!(below.status, GetStatus::OffsetTooSmall);
+            assert_eq!(below.next_begin_offset, min);
+            assert_eq!(below.min_offset, min);
+            let want: Vec<String> = (min..40).map(|i| format!("m{i}")).collect();
+            let got = store.get("T", 0, min, 100, None).unwrap();
+            let read: Vec<String> = decode_records(&got.body)
+                .iter()
+                .map(|m| String::from_utf8(m.message.body.to_vec()).unwrap())
+                .collect();
+            assert_eq!(read, want);
+            assert!(store.query_by_key("T", "k0", 8).unwrap().is_empty());
+            assert_eq!(bodies(&store.query_by_key("T", "k39", 8).unwrap()), ["m39"]);
+            min
+        };
+        let min = check(&store);
+        store.shutdown().await;
+        let store = MessageStore::open(config).unwrap();
+        assert_eq!(check(&store), min);
         store.shutdown().await;
     }
 

@@ -136,10 +136,12 @@ pub(crate) struct EntryFiles<E> {
     dir: PathBuf,
     per_file: i64,
     files: Vec<EntryFile>,
-    /// Entries `[0, written)` are in the files.
+    /// Entries `[min, written)` are in the files; those before `min` point at deleted records.
     written: i64,
     /// Entries `[written, written + tail.len())`.
     tail: Vec<E>,
+    /// The first entry whose record is still in the commit log.
+    min: i64,
 }
 
 /// A consume queue.
@@ -172,6 +174,7 @@ impl<E: FixedEntry> EntryFiles<E> {
             files: Vec::new(),
             written: 0,
             tail: Vec::new(),
+            min: 0,
         }
     }
 
@@ -186,6 +189,9 @@ impl<E: FixedEntry> EntryFiles<E> {
             .collect();
         firsts.sort_unstable();
         let mut q = Self::new(dir, per_file);
+        // Retention may have deleted the first files.
+        q.written = firsts.first().copied().unwrap_or(0);
+        q.min = q.written;
         for first in firsts {
             let path = file_path(&q.dir, first);
             if first != q.written {
@@ -237,6 +243,54 @@ impl<E: FixedEntry> EntryFiles<E> {
         Ok(q)
     }
 
+    /// The first entry whose record is still in the log (the min offset).
+    pub(crate) fn min_offset(&self) -> i64 {
+        self.min
+    }
+
+    /// Forgets the entries that point below `min_phys` (records retention deleted): their
+    /// files are removed, and the min offset moves to the first entry at or after it.
+    pub(crate) fn advance_min(&mut self, min_phys: i64) -> io::Result<()> {
+        let mut b = vec![0u8; E::LEN];
+        // Whole files before it; the last file stays (it is where appends continue).
+        while self.files.len() > 1 {
+            let next_first = self.files[1].first;
+            self.files[0]
+                .file
+                .read_exact_at(&mut b, (self.per_file - 1) as u64 * E::LEN as u64)?;
+            if E::decode(&b).phys() >= min_phys {
+                break;
+            }
+            let gone = self.files.remove(0);
+            fs::remove_file(file_path(&self.dir, gone.first))?;
+            self.min = self.min.max(next_first);
+        }
+        // Within the first file: the first entry at or after `min_phys`.
+        let mut lo = self.min;
+        if let Some(f) = self.files.first() {
+            lo = lo.max(f.first);
+            let mut hi = self.written.min(f.first + self.per_file);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                f.file
+                    .read_exact_at(&mut b, (mid - f.first) as u64 * E::LEN as u64)?;
+                if E::decode(&b).phys() < min_phys {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+        }
+        // Past every written entry: on into the tail.
+        if lo >= self.written {
+            let skip = (lo - self.written) as usize;
+            let rest = self.tail.get(skip..).unwrap_or_default();
+            lo += rest.partition_point(|e| e.phys() < min_phys) as i64;
+        }
+        self.min = self.min.max(lo);
+        Ok(())
+    }
+
     /// Number of entries (the max offset).
     pub(crate) fn max_offset(&self) -> i64 {
         self.written + self.tail.len() as i64
@@ -259,7 +313,7 @@ impl<E: FixedEntry> EntryFiles<E> {
     pub(crate) fn read(&self, offset: i64, max: usize) -> io::Result<Vec<E>> {
         let end = self.max_offset().min(offset.saturating_add(max as i64));
         let mut out = Vec::with_capacity(usize::try_from(end - offset).unwrap_or(0));
-        let mut at = offset.max(0);
+        let mut at = offset.max(self.min);
         while at < end.min(self.written) {
             let Some(f) = self.files.iter().rev().find(|f| f.first <= at) else {
                 break;
@@ -289,7 +343,9 @@ impl<E: FixedEntry> EntryFiles<E> {
         &self,
         mut visit: impl FnMut(&E) -> io::Result<bool>,
     ) -> io::Result<()> {
-        for e in self.tail.iter().rev() {
+        // Tail entry `i` is entry `written + i`; those below `min` point at deleted records.
+        let kept = usize::try_from(self.min - self.written).unwrap_or(0);
+        for e in self.tail.iter().skip(kept).rev() {
             if !visit(e)? {
                 return Ok(());
             }
@@ -297,8 +353,9 @@ impl<E: FixedEntry> EntryFiles<E> {
         const CHUNK: i64 = 4096;
         let mut end = self.written;
         for f in self.files.iter().rev() {
-            while end > f.first {
-                let start = (end - CHUNK).max(f.first);
+            let floor = f.first.max(self.min);
+            while end > floor {
+                let start = (end - CHUNK).max(floor);
                 let mut buf = vec![0u8; (end - start) as usize * E::LEN];
                 f.file
                     .read_exact_at(&mut buf, (start - f.first) as u64 * E::LEN as u64)?;

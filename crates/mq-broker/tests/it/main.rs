@@ -679,3 +679,55 @@ async fn pipelined_sends_are_answered_one_by_one_and_stored_in_order() {
         .collect();
     assert_eq!(bodies, sent);
 }
+
+/// Once retention has deleted the oldest segments, the queue's min offset moves up and a pull
+/// below it is answered PULL_OFFSET_MOVED with the min as the next offset, as Java does.
+#[tokio::test]
+async fn pulls_below_what_retention_kept_are_moved_to_the_min_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path(), |c| c.with_segment_size(2048)).await;
+    let addr = b.local_addr().to_string();
+    let api = api();
+    for i in 0..40 {
+        api.send(&addr, send_req("Aged", 0, &msg("Aged", i)), T)
+            .await
+            .unwrap();
+    }
+    let later = std::time::SystemTime::now() + Duration::from_secs(3600);
+    assert!(b.store().delete_expired(later, 0).unwrap() > 0);
+    let mq = MessageQueue::new("Aged", "broker-a", 0);
+    let min = api.min_offset(&addr, &mq, T).await.unwrap();
+    assert!(min > 0 && min < 40, "min {min}");
+    assert_eq!(api.max_offset(&addr, &mq, T).await.unwrap(), 40);
+    let pull = |offset: i64| PullMessageRequestHeader {
+        consumer_group: "aged".into(),
+        topic: "Aged".into(),
+        queue_id: 0,
+        queue_offset: offset,
+        max_msg_nums: 64,
+        subscription: Some("*".into()),
+        ..Default::default()
+    };
+    let moved = api.pull(&addr, &pull(0), T).await.unwrap();
+    assert_eq!(moved.status, PullStatus::OffsetIllegal);
+    assert_eq!(moved.next_begin_offset, min);
+    assert_eq!(moved.min_offset, min);
+    let found = api.pull(&addr, &pull(min), T).await.unwrap();
+    assert_eq!(found.status, PullStatus::Found);
+    let want = format!("payload-{min}");
+    assert_eq!(&found.messages[0].message.body[..], want.as_bytes());
+    // Keys of deleted messages are gone; those kept are found.
+    let q = |key: &str| QueryMessageRequestHeader {
+        topic: "Aged".into(),
+        key: key.into(),
+        max_num: 32,
+        begin_timestamp: 0,
+        end_timestamp: i64::MAX,
+        unique_key_query: None,
+    };
+    let gone = api.query_message(&addr, &q("key-0"), T).await.unwrap_err();
+    assert_eq!(gone.response_code(), Some(ResponseCode::QUERY_NOT_FOUND));
+    let kept = api.query_message(&addr, &q("key-39"), T).await.unwrap();
+    assert_eq!(&kept[0].message.body[..], b"payload-39");
+    let _ = b.shutdown(T).await;
+}
