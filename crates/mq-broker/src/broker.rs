@@ -991,11 +991,15 @@ impl CoreHandle {
         let suspend = h.sys_flag & pull_sys_flag::SUSPEND != 0 && h.suspend_timeout_millis > 0;
         let deadline = Instant::now()
             + Duration::from_millis(u64::try_from(h.suspend_timeout_millis).unwrap_or(0));
-        let mut appends = self.0.store.subscribe_appends();
+        // Only a pull that may park watches its queue.
+        let watch = suspend.then(|| self.0.store.watch_queue(&h.topic, h.queue_id));
         loop {
-            // Mark the current append count as seen before reading, so an append racing
-            // with the read wakes the wait below.
-            appends.borrow_and_update();
+            // Registered before reading, so an append racing with the read wakes the wait
+            // below.
+            let mut appended = watch.as_ref().map(|w| Box::pin(w.notified()));
+            if let Some(n) = appended.as_mut() {
+                n.as_mut().enable();
+            }
             let got =
                 match self
                     .0
@@ -1020,11 +1024,11 @@ impl CoreHandle {
                     (ResponseCode::PULL_OFFSET_MOVED, got.next_begin_offset)
                 }
             };
-            let park = code == ResponseCode::PULL_NOT_FOUND && suspend && Instant::now() < deadline;
-            if park {
+            let park = code == ResponseCode::PULL_NOT_FOUND && Instant::now() < deadline;
+            if park && let Some(appended) = appended {
                 let woke = tokio::select! {
                     () = self.0.token.cancelled() => false,
-                    r = tokio::time::timeout_at(deadline, appends.changed()) => matches!(r, Ok(Ok(()))),
+                    r = tokio::time::timeout_at(deadline, appended) => r.is_ok(),
                 };
                 if woke {
                     continue;

@@ -40,4 +40,4 @@ pub mod store;
 mod transaction;
 
 pub use broker::{Broker, BrokerConfig, MAX_MESSAGE_SIZE, default_delay_levels};
-pub use store::{FlushMode, MessageStore, StoreConfig};
+pub use store::{FlushMode, MessageStore, QueueWatch, StoreConfig};

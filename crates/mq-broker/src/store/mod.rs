@@ -17,6 +17,7 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
@@ -338,6 +339,39 @@ impl Inner {
     }
 }
 
+/// A reader's interest in one queue's appends; see [`MessageStore::watch_queue`].
+#[derive(Debug)]
+pub struct QueueWatch {
+    shared: Arc<Shared>,
+    topic: String,
+    queue_id: i32,
+    notify: Arc<Notify>,
+}
+
+impl QueueWatch {
+    /// A future that completes at the next append to the queue once enabled (or polled).
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
+}
+
+impl Drop for QueueWatch {
+    fn drop(&mut self) {
+        let mut readers = self.shared.readers.lock();
+        // The map's reference and ours: nobody else watches the queue, so the entry goes.
+        if Arc::strong_count(&self.notify) <= 2
+            && let Some(queues) = readers.get_mut(&self.topic)
+        {
+            queues.remove(&self.queue_id);
+            if queues.is_empty() {
+                readers.remove(&self.topic);
+            }
+        }
+        drop(readers);
+        self.shared.watching.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// The store. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct MessageStore {
@@ -348,8 +382,11 @@ pub struct MessageStore {
 struct Shared {
     config: StoreConfig,
     inner: Mutex<Inner>,
-    /// Bumped on every append; long-polling pulls wait on it.
-    appended: watch::Sender<u64>,
+    /// Readers waiting for appends (long-polling pulls), by topic and queue: an append wakes
+    /// the readers of its own queues only.
+    readers: Mutex<FastMap<String, FastMap<i32, Arc<Notify>>>>,
+    /// Live [`QueueWatch`]es; appends look up `readers` only when there are any.
+    watching: AtomicUsize,
     flushed: watch::Sender<i64>,
     flush_request: Notify,
     /// One flush at a time: a flush writes the index tails it took, then drops them.
@@ -373,11 +410,12 @@ impl MessageStore {
         index.advance_min(log.min_offset())?;
         let write_offset = log.write_offset();
         let (flushed, _) = watch::channel(write_offset);
-        let (appended, _) = watch::channel(0);
+
         let shared = Arc::new(Shared {
             config,
             inner: Mutex::new(Inner { log, index }),
-            appended,
+            readers: Mutex::new(FastMap::default()),
+            watching: AtomicUsize::new(0),
             flushed,
             flush_request: Notify::new(),
             flush_turn: tokio::sync::Mutex::new(()),
@@ -439,12 +477,30 @@ impl MessageStore {
         groups: Vec<Vec<MessageExt>>,
         store_host: SocketAddr,
     ) -> Vec<io::Result<Vec<PutResult>>> {
+        // The queues this call appends to (a topic name copied once per run of one queue).
+        let mut touched: Vec<(String, i32)> = Vec::new();
+        for m in groups.iter().flatten() {
+            if touched
+                .last()
+                .is_none_or(|(t, q)| *q != m.queue_id || *t != m.message.topic)
+            {
+                touched.push((m.message.topic.clone(), m.queue_id));
+            }
+        }
         let (mut out, end) = {
             let mut guard = self.shared.inner.lock();
             let inner = &mut *guard;
             append_groups(inner, groups, store_host)
         };
-        self.shared.appended.send_modify(|n| *n += 1);
+        // Checked after the append: a reader that registers later reads after it too.
+        if self.shared.watching.load(Ordering::SeqCst) > 0 {
+            let readers = self.shared.readers.lock();
+            for (topic, queue) in &touched {
+                if let Some(n) = readers.get(topic).and_then(|q| q.get(queue)) {
+                    n.notify_waiters();
+                }
+            }
+        }
         if self.shared.config.flush_mode == FlushMode::Sync {
             self.shared.flush_request.notify_one();
             let mut rx = self.shared.flushed.subscribe();
@@ -464,14 +520,30 @@ impl MessageStore {
         out
     }
 
-    /// A receiver that changes on every append (long polling).
-    pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
-        self.shared.appended.subscribe()
+    /// Interest in appends to one queue, for a long-polling reader: enable a
+    /// [`QueueWatch::notified`] future before reading the queue, then wait on it; an append to
+    /// this queue (only) wakes it.
+    pub fn watch_queue(&self, topic: &str, queue_id: i32) -> QueueWatch {
+        self.shared.watching.fetch_add(1, Ordering::SeqCst);
+        let notify = {
+            let mut readers = self.shared.readers.lock();
+            let queues = match readers.get_mut(topic) {
+                Some(q) => q,
+                None => readers.entry(topic.to_owned()).or_default(),
+            };
+            Arc::clone(queues.entry(queue_id).or_default())
+        };
+        QueueWatch {
+            shared: Arc::clone(&self.shared),
+            topic: topic.to_owned(),
+            queue_id,
+            notify,
+        }
     }
 
-    /// How many readers are waiting for appends (parked long-polling pulls).
+    /// How many readers are watching queues (long-polling pulls).
     pub fn waiting_readers(&self) -> usize {
-        self.shared.appended.receiver_count()
+        self.shared.watching.load(Ordering::SeqCst)
     }
 
     /// Reads up to `max` messages of a queue from `offset`, keeping those whose tag hash is in
@@ -1211,6 +1283,35 @@ mod tests {
         store.shutdown().await;
         let store = MessageStore::open(config).unwrap();
         assert_eq!(check(&store), min);
+        store.shutdown().await;
+    }
+
+    /// An append wakes the readers of its own queue, not those of other queues.
+    #[tokio::test]
+    async fn appends_wake_only_their_queue_readers() {
+        use futures_util::FutureExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = MessageStore::open(StoreConfig::new(dir.path())).unwrap();
+        let watch = store.watch_queue("T", 0);
+        assert_eq!(store.waiting_readers(), 1);
+        let mut woken = Box::pin(watch.notified());
+        woken.as_mut().enable();
+        let mut other = ext("T", "k", "elsewhere");
+        other.queue_id = 1;
+        store.put(other, host()).await.unwrap();
+        store
+            .put(ext("U", "k", "other topic"), host())
+            .await
+            .unwrap();
+        assert!(
+            woken.as_mut().now_or_never().is_none(),
+            "woken by another queue"
+        );
+        store.put(ext("T", "k", "mine"), host()).await.unwrap();
+        assert!(woken.now_or_never().is_some(), "not woken by its own queue");
+        drop(watch);
+        assert_eq!(store.waiting_readers(), 0);
+        assert!(store.shared.readers.lock().is_empty());
         store.shutdown().await;
     }
 
