@@ -458,6 +458,21 @@ impl Server {
         self.child.id()
     }
 
+    /// Sends `signal` (a `kill` name: INT, KILL…) and waits for the process to exit.
+    pub(crate) fn stop(&mut self, signal: &str) -> Result {
+        let ok = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return Err(format!("kill -{signal} {} failed", self.name));
+        }
+        self.child
+            .wait()
+            .map(drop)
+            .map_err(|e| format!("waiting for the {}: {e}", self.name))
+    }
+
     /// What the server has printed so far.
     pub(crate) fn output(&self) -> String {
         fs::read_to_string(&self.out).unwrap_or_default()
@@ -484,8 +499,9 @@ impl Server {
                     self.out.display()
                 ));
             }
-            // Polling another process's log file: there is no signal to wait on.
-            std::thread::sleep(Duration::from_millis(100));
+            // Polling another process's log file: there is no signal to wait on. Fine enough
+            // to time a start.
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }
@@ -1043,36 +1059,46 @@ pub(crate) fn interop_bench(_args: &[String]) -> Result {
     }
     let doc = root().join("docs/performance.md");
     let old = fs::read_to_string(&doc).unwrap_or_default();
-    fs::write(&doc, with_section(&old, &section)).map_err(|e| format!("{}: {e}", doc.display()))?;
+    fs::write(&doc, with_section(&old, "interop-bench", &section))
+        .map_err(|e| format!("{}: {e}", doc.display()))?;
     eprintln!("{section}");
     eprintln!("interop-bench: wrote its section of {}", doc.display());
     Ok(())
 }
 
-/// Where `cargo xtask interop-bench` keeps its section of `docs/performance.md`, so that
-/// `cargo xtask bench` (which regenerates the rest) carries it over.
-pub(crate) const SECTION_START: &str = "<!-- interop-bench: begin -->";
-pub(crate) const SECTION_END: &str = "<!-- interop-bench: end -->";
+/// The sections of `docs/performance.md` that their own commands write (they need the Java
+/// engine, or many GB of disk), so that `cargo xtask bench`, which regenerates the rest,
+/// carries them over.
+pub(crate) const OWN_SECTIONS: [&str; 2] = ["interop-bench", "store-bench"];
 
-/// `doc` with its interop-bench section replaced by `section` (appended when absent).
-fn with_section(doc: &str, section: &str) -> String {
-    let block = format!("{SECTION_START}\n{section}{SECTION_END}\n");
-    match (doc.find(SECTION_START), doc.find(SECTION_END)) {
+fn markers(name: &str) -> (String, String) {
+    (
+        format!("<!-- {name}: begin -->"),
+        format!("<!-- {name}: end -->"),
+    )
+}
+
+/// `doc` with its `name` section replaced by `section` (appended when absent).
+pub(crate) fn with_section(doc: &str, name: &str, section: &str) -> String {
+    let (start, end) = markers(name);
+    let block = format!("{start}\n{section}{end}\n");
+    match (doc.find(&start), doc.find(&end)) {
         (Some(a), Some(b)) if b > a => {
             format!(
                 "{}{block}{}",
                 &doc[..a],
-                &doc[b + SECTION_END.len()..].trim_start_matches('\n')
+                &doc[b + end.len()..].trim_start_matches('\n')
             )
         }
         _ => format!("{}\n{block}", doc.trim_end()),
     }
 }
 
-/// The interop-bench section of `doc`, markers included, if any.
-pub(crate) fn section_of(doc: &str) -> Option<&str> {
-    let a = doc.find(SECTION_START)?;
-    let b = doc.find(SECTION_END)? + SECTION_END.len();
+/// The `name` section of `doc`, markers included, if any.
+pub(crate) fn section_of<'d>(doc: &'d str, name: &str) -> Option<&'d str> {
+    let (start, end) = markers(name);
+    let a = doc.find(&start)?;
+    let b = doc.find(&end)? + end.len();
     (b > a).then(|| &doc[a..b])
 }
 

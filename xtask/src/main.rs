@@ -12,6 +12,7 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 mod interop;
+mod store_bench;
 
 /// Allowed `mq-*` dependency edges (normal and build dependencies). Crates not listed here
 /// (the CLI, test support, benches, fuzz, xtask) may depend on anything.
@@ -49,9 +50,10 @@ fn main() -> ExitCode {
         "interop-netns" => interop::in_netns(rest),
         "interop-bench" => interop::interop_bench(rest),
         "interop-bench-netns" => interop::bench_in_netns(rest),
+        "store-bench" => store_bench::store_bench(rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|check-layers|check-conventions|fuzz-smoke [secs]|bench|soak-tests [runs]|interop [ours|5.3|4.9]…|interop-bench>"
+                "usage: cargo xtask <ci|check-layers|check-conventions|fuzz-smoke [secs]|bench|soak-tests [runs]|interop [ours|5.3|4.9]…|interop-bench|store-bench [--quick]>"
             );
             return ExitCode::from(2);
         }
@@ -584,12 +586,14 @@ fn bench(args: &[String]) -> Result {
             md.push('\n');
         }
     }
-    // `cargo xtask interop-bench` owns one section (it needs the Java engine): carry it over.
+    // Sections their own commands write: carried over.
     let old = std::fs::read_to_string(root.join("docs/performance.md")).unwrap_or_default();
-    if let Some(section) = interop::section_of(&old) {
-        md.push('\n');
-        md.push_str(section);
-        md.push('\n');
+    for name in interop::OWN_SECTIONS {
+        if let Some(section) = interop::section_of(&old, name) {
+            md.push('\n');
+            md.push_str(section);
+            md.push('\n');
+        }
     }
     std::fs::write(root.join("docs/performance.md"), md).map_err(|e| e.to_string())?;
     eprintln!(

@@ -150,7 +150,13 @@ struct Indexes {
     /// KEYS and UNIQ_KEY entries in append order; a lookup scans from the newest and confirms
     /// each hit against the record (lookups are admin queries).
     keys: EntryFiles<KeyEntry>,
+    /// Entries added since the last tail writes were taken (all indexes together).
+    unwritten: usize,
 }
+
+/// Index entries in memory that make the flusher write the tails before its interval is up:
+/// memory stays bounded at any append rate (about 3 MB of entries).
+const INDEX_TAIL_LIMIT: usize = 65_536;
 
 /// Which index a tail write belongs to.
 #[derive(Debug)]
@@ -189,6 +195,7 @@ impl Indexes {
             queue_dir,
             queues,
             keys,
+            unwritten: 0,
         })
     }
 
@@ -232,8 +239,10 @@ impl Indexes {
                 self.queues.insert(m.topic.clone(), queues);
             }
         }
+        self.unwritten += 1;
         let uniq = m.property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX);
         for key in m.keys().into_iter().chain(uniq) {
+            self.unwritten += 1;
             self.keys.push(KeyEntry {
                 hash: key_hash(&m.topic, key),
                 phys: msg.commit_log_offset,
@@ -288,6 +297,7 @@ impl Indexes {
         if let Some(w) = self.keys.tail_write()? {
             out.push((IndexName::Keys, w));
         }
+        self.unwritten = 0;
         Ok(out)
     }
 
@@ -487,11 +497,15 @@ impl MessageStore {
                 touched.push((m.message.topic.clone(), m.queue_id));
             }
         }
-        let (mut out, end) = {
+        let (mut out, end, index_full) = {
             let mut guard = self.shared.inner.lock();
             let inner = &mut *guard;
-            append_groups(inner, groups, store_host)
+            let (out, end) = append_groups(inner, groups, store_host);
+            (out, end, inner.index.unwritten >= INDEX_TAIL_LIMIT)
         };
+        if index_full {
+            self.shared.flush_request.notify_one();
+        }
         // Checked after the append: a reader that registers later reads after it too.
         if self.shared.watching.load(Ordering::SeqCst) > 0 {
             let readers = self.shared.readers.lock();
@@ -861,7 +875,12 @@ async fn flusher(shared: Arc<Shared>) {
                         () = tokio::time::sleep_until(index_due) => {}
                     }
                 }
-                FlushMode::Async => tokio::time::sleep(interval).await,
+                FlushMode::Async => {
+                    tokio::select! {
+                        () = shared.flush_request.notified() => {}
+                        () = tokio::time::sleep(interval) => {}
+                    }
+                }
             }
         };
         tokio::select! {
@@ -869,7 +888,9 @@ async fn flusher(shared: Arc<Shared>) {
             () = wait => {}
         }
         let now = tokio::time::Instant::now();
-        let index_too = shared.config.flush_mode == FlushMode::Async || now >= index_due;
+        let index_full = shared.inner.lock().index.unwritten >= INDEX_TAIL_LIMIT;
+        let index_too =
+            shared.config.flush_mode == FlushMode::Async || now >= index_due || index_full;
         if index_too {
             index_due = now + interval;
         }
