@@ -370,23 +370,27 @@ fn fuzz_smoke(args: &[String]) -> Result {
     Ok(())
 }
 
-/// Starts `mq serve` on free loopback ports with its store under `work`; returns the server
-/// (killed on drop) and its name server address.
+/// Starts `mq serve` on free loopback ports with a fresh store under `work`; returns the
+/// server (killed on drop) and its name server address.
 fn mq_serve(mq: &Path, work: &Path) -> Result<(interop::Server, String)> {
     let _ = std::fs::remove_dir_all(work);
     std::fs::create_dir_all(work).map_err(|e| format!("{}: {e}", work.display()))?;
+    start_mq_serve(mq, &work.join("store"), work)
+}
+
+/// Starts `mq serve` on free loopback ports with the store `store` (its output in `work`);
+/// returns it once its broker listens, and its name server address.
+pub(crate) fn start_mq_serve(
+    mq: &Path,
+    store: &Path,
+    work: &Path,
+) -> Result<(interop::Server, String)> {
     let mut server = interop::Server::start(
         "mq serve",
         Command::new(mq)
-            .args([
-                "serve",
-                "--namesrv-port",
-                "0",
-                "--broker-port",
-                "0",
-                "--store-dir",
-            ])
-            .arg(work.join("store")),
+            .args(["serve", "--namesrv-port", "0", "--broker-port", "0"])
+            .arg("--store-dir")
+            .arg(store),
         work,
     )?;
     server.wait_for("broker listening on")?;
@@ -397,6 +401,22 @@ fn mq_serve(mq: &Path, work: &Path) -> Result<(interop::Server, String)> {
         .map(|a| a.trim().to_owned())
         .ok_or("mq serve printed no name server address")?;
     Ok((server, namesrv))
+}
+
+/// Runs `mq ARGS` (a `bench` with `--json`) and returns the JSON it printed.
+pub(crate) fn mq_bench_json(mq: &Path, args: &[&str]) -> Result<serde_json::Value> {
+    let out = Command::new(mq)
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "mq {} failed: {}",
+            args.first().copied().unwrap_or_default(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("bad bench JSON: {e}"))
 }
 
 /// Runs the criterion suites and a fixed `mq bench` matrix, then writes
@@ -467,30 +487,38 @@ fn bench(args: &[String]) -> Result {
     for mode in ["sync", "async", "auto-batch", "oneway", "batch"] {
         for size in ["100", "1024"] {
             let plot = perf.join(format!("produce-{mode}-{size}.svg"));
-            let out = Command::new(&mq)
-                .args(["bench", "produce", "--namesrv", &namesrv])
-                .args(["--broker-pid", &pid, "--mode", mode, "--size", size])
-                .args(["--duration", duration])
-                .args([
+            let window = if mode.contains("async") || mode == "auto-batch" {
+                "16"
+            } else {
+                "1"
+            };
+            let plot = plot.to_string_lossy();
+            let v = mq_bench_json(
+                &mq,
+                &[
+                    "bench",
+                    "produce",
+                    "--namesrv",
+                    &namesrv,
+                    "--broker-pid",
+                    &pid,
+                    "--mode",
+                    mode,
+                    "--size",
+                    size,
+                    "--duration",
+                    duration,
                     "--window",
-                    if mode.contains("async") || mode == "auto-batch" {
-                        "16"
-                    } else {
-                        "1"
-                    },
-                ])
-                .args(["--tasks", "64", "--json", "--baseline", "echo", "--plot"])
-                .arg(&plot)
-                .output()
-                .map_err(|e| e.to_string())?;
-            if !out.status.success() {
-                return Err(format!(
-                    "mq bench failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            let v: serde_json::Value =
-                serde_json::from_slice(&out.stdout).map_err(|e| format!("bad bench JSON: {e}"))?;
+                    window,
+                    "--tasks",
+                    "64",
+                    "--json",
+                    "--baseline",
+                    "echo",
+                    "--plot",
+                    &plot,
+                ],
+            )?;
             rows.push((
                 format!("produce {mode}"),
                 size.to_owned(),
@@ -500,24 +528,28 @@ fn bench(args: &[String]) -> Result {
         }
     }
     let plot = perf.join("consume-1024.svg");
-    let out = Command::new(&mq)
-        .args(["bench", "consume", "--namesrv", &namesrv])
-        .args(["--topic", "BenchConsume", "--size", "1024", "--count"])
-        .arg(if quick { "20000" } else { "100000" })
-        .args(["--json", "--plot"])
-        .arg(&plot)
-        .output()
-        .map_err(|e| e.to_string())?;
+    let plot = plot.to_string_lossy();
+    let consumed = mq_bench_json(
+        &mq,
+        &[
+            "bench",
+            "consume",
+            "--namesrv",
+            &namesrv,
+            "--topic",
+            "BenchConsume",
+            "--size",
+            "1024",
+            "--count",
+            if quick { "20000" } else { "100000" },
+            "--json",
+            "--plot",
+            &plot,
+        ],
+    );
     drop(server);
     let _ = std::fs::remove_dir_all(&work);
-    if !out.status.success() {
-        return Err(format!(
-            "mq bench consume failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let v: serde_json::Value =
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("bad bench JSON: {e}"))?;
+    let v = consumed?;
     rows.push((
         "consume".into(),
         "1024".into(),

@@ -7,11 +7,10 @@
 //! Writes its own section of `docs/performance.md`.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
 
 use crate::interop::{self, Server};
-use crate::{Result, cargo, root, target_dir};
+use crate::{Result, cargo, mq_bench_json, root, start_mq_serve, target_dir};
 
 /// One step of the fill.
 struct Step {
@@ -49,20 +48,26 @@ pub(crate) fn store_bench(args: &[String]) -> Result {
     let mut steps = Vec::new();
     for target in targets {
         while dir_bytes(&store) < target {
-            let out = Command::new(&mq)
-                .args(["bench", "produce", "--namesrv", &namesrv, "--json"])
-                .args(["--mode", "batch", "--size", "100", "--window", "16"])
-                .args(["--tasks", "64", "--duration", if quick { "1" } else { "2" }])
-                .output()
-                .map_err(|e| e.to_string())?;
-            if !out.status.success() {
-                return Err(format!(
-                    "mq bench failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            let v: serde_json::Value =
-                serde_json::from_slice(&out.stdout).map_err(|e| format!("bad bench JSON: {e}"))?;
+            let v = mq_bench_json(
+                &mq,
+                &[
+                    "bench",
+                    "produce",
+                    "--namesrv",
+                    &namesrv,
+                    "--json",
+                    "--mode",
+                    "batch",
+                    "--size",
+                    "100",
+                    "--window",
+                    "16",
+                    "--tasks",
+                    "64",
+                    "--duration",
+                    if quick { "1" } else { "2" },
+                ],
+            )?;
             messages += v["ok"].as_u64().unwrap_or(0);
         }
         let anon = anon_kib(server.pid());
@@ -132,26 +137,8 @@ pub(crate) fn store_bench(args: &[String]) -> Result {
 /// listen.
 fn start(mq: &Path, store: &Path, work: &Path) -> Result<(Server, String, f64)> {
     let started = Instant::now();
-    let mut server = Server::start(
-        "mq serve",
-        Command::new(mq)
-            .args(["serve", "--namesrv-port", "0", "--broker-port", "0"])
-            .arg("--store-dir")
-            .arg(store),
-        work,
-    )?;
-    server.wait_for("broker listening on")?;
-    let took = started.elapsed().as_secs_f64();
-    let namesrv = listening_namesrv(&server).ok_or("mq serve printed no name server address")?;
-    Ok((server, namesrv, took))
-}
-
-fn listening_namesrv(server: &Server) -> Option<String> {
-    server
-        .output()
-        .lines()
-        .find_map(|l| l.strip_prefix("name server listening on "))
-        .map(|a| a.trim().to_owned())
+    let (server, namesrv) = start_mq_serve(mq, store, work)?;
+    Ok((server, namesrv, started.elapsed().as_secs_f64()))
 }
 
 /// A process's anonymous resident memory in KiB (`RssAnon`).
