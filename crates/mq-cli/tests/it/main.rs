@@ -124,9 +124,9 @@ async fn sync_acknowledged_messages_survive_sigkill() {
     assert_eq!(drain_durable(&server).await, expected);
 }
 
-/// Twenty SIGKILLs, each while eight senders have sends in flight (the kill comes once a
-/// round has 100 acknowledgements, without waiting for the rest): after restarting on the same
-/// store each time, every SYNC-acknowledged message is there, once, in its queue.
+/// Twenty SIGKILLs, each while eight async producers have sends in flight (the kill comes once
+/// a round has 100 acknowledgements, without waiting for the rest): after restarting on the
+/// same store each time, every SYNC-acknowledged message is there, exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_acknowledged_messages_survive_twenty_sigkills_under_load() {
     use std::sync::Arc;
@@ -136,27 +136,37 @@ async fn sync_acknowledged_messages_survive_twenty_sigkills_under_load() {
     let acked = Arc::new(parking_lot::Mutex::new(Vec::<Bytes>::new()));
     for round in 0..20 {
         let mut server = serve(store.path());
-        let api = api();
+        // A client instance of its own per round: each server has new ports.
+        let client = mq_client_instance::ClientConfig::new(&server.namesrv)
+            .with_instance_name(format!("kill-{round}"));
+        let producer = mq_producer::Producer::new(
+            mq_producer::ProducerConfig::new("pg", &server.namesrv)
+                .with_client(client)
+                .with_send_timeout(T),
+        );
+        producer.start().await.unwrap();
         let count = Arc::new(AtomicUsize::new(0));
         let enough = Arc::new(tokio::sync::Notify::new());
         let mut senders = tokio::task::JoinSet::new();
         for task in 0..8 {
-            let (api, addr, acked, count, enough) = (
-                api.clone(),
-                server.broker.clone(),
+            let (producer, acked, count, enough) = (
+                producer.clone(),
                 Arc::clone(&acked),
                 Arc::clone(&count),
                 Arc::clone(&enough),
             );
             senders.spawn(async move {
                 for n in 0.. {
-                    let i = round * 1_000_000 + task * 100_000 + n;
+                    let body = Bytes::from(format!("r{round}-t{task}-{n}"));
                     // Ends at the kill: the connection closes under the send.
-                    let Ok(r) = api.send(&addr, send_req(i), T).await else {
+                    let Ok(r) = producer
+                        .send_async(Message::new("Durable", body.clone()))
+                        .await
+                    else {
                         return;
                     };
                     assert_eq!(r.status, SendStatus::SendOk);
-                    acked.lock().push(Bytes::from(format!("m-{i}")));
+                    acked.lock().push(body);
                     if count.fetch_add(1, Ordering::SeqCst) + 1 == 100 {
                         enough.notify_one();
                     }
@@ -171,9 +181,13 @@ async fn sync_acknowledged_messages_survive_twenty_sigkills_under_load() {
         while let Some(r) = senders.join_next().await {
             r.unwrap();
         }
+        producer.shutdown().await;
     }
     let server = serve(store.path());
-    let stored = drain_durable(&server).await;
+    let mut stored = Vec::new();
+    for queue in 0..8 {
+        stored.extend(drain(&server, "Durable", queue).await);
+    }
     let mut unique = stored.clone();
     unique.sort();
     unique.dedup();
@@ -192,20 +206,27 @@ async fn sync_acknowledged_messages_survive_twenty_sigkills_under_load() {
 
 /// Every message of the Durable topic's queue 0, in queue order.
 async fn drain_durable(server: &Server) -> Vec<Bytes> {
+    drain(server, "Durable", 0).await
+}
+
+/// Every message of a queue, in queue order (none when the queue does not exist).
+async fn drain(server: &Server, topic: &str, queue_id: i32) -> Vec<Bytes> {
     let api = api();
     let mut bodies = Vec::new();
     let mut offset = 0;
     loop {
         let h = PullMessageRequestHeader {
             consumer_group: "cg".into(),
-            topic: "Durable".into(),
-            queue_id: 0,
+            topic: topic.into(),
+            queue_id,
             queue_offset: offset,
             max_msg_nums: 64,
             subscription: Some("*".into()),
             ..Default::default()
         };
-        let r = api.pull(&server.broker, &h, T).await.unwrap();
+        let Ok(r) = api.pull(&server.broker, &h, T).await else {
+            break;
+        };
         if r.status != PullStatus::Found {
             break;
         }
