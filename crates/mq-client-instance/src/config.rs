@@ -14,7 +14,7 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_INSTANCE_NAME: &str = "DEFAULT";
 
 /// Client settings shared by the producers and consumers of one client id.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct ClientConfig {
     /// Name servers. Java: `namesrvAddr` (`;`-separated).
@@ -71,6 +71,18 @@ pub enum ConfigError {
     /// The instance or unit name is blank or contains `@`.
     #[error("{0} must be non-blank and free of '@'")]
     BadName(&'static str),
+    /// A live client instance has this client id with other settings: sharing it would run
+    /// this client with settings it did not ask for.
+    #[error(
+        "client id {client_id} is in use with other settings ({}); give this client its own instance name",
+        settings.join(", ")
+    )]
+    ClientIdInUse {
+        /// The client id.
+        client_id: String,
+        /// The settings that differ.
+        settings: Vec<&'static str>,
+    },
     /// A producer or consumer setting is out of range.
     #[error("{field}: {reason}")]
     Invalid {
@@ -82,6 +94,43 @@ pub enum ConfigError {
 }
 
 impl ClientConfig {
+    /// The names of the settings in which `self` and `other` differ.
+    pub fn differences(&self, other: &Self) -> Vec<&'static str> {
+        let Self {
+            name_servers,
+            instance_name,
+            client_ip,
+            unit_name,
+            poll_name_server_interval,
+            heartbeat_interval,
+            serialize_type,
+            namespace,
+            vip_channel,
+            request_timeout,
+        } = self;
+        [
+            ("name_servers", *name_servers == other.name_servers),
+            ("instance_name", *instance_name == other.instance_name),
+            ("client_ip", *client_ip == other.client_ip),
+            ("unit_name", *unit_name == other.unit_name),
+            (
+                "poll_name_server_interval",
+                *poll_name_server_interval == other.poll_name_server_interval,
+            ),
+            (
+                "heartbeat_interval",
+                *heartbeat_interval == other.heartbeat_interval,
+            ),
+            ("serialize_type", *serialize_type == other.serialize_type),
+            ("namespace", *namespace == other.namespace),
+            ("vip_channel", *vip_channel == other.vip_channel),
+            ("request_timeout", *request_timeout == other.request_timeout),
+        ]
+        .into_iter()
+        .filter_map(|(name, same)| (!same).then_some(name))
+        .collect()
+    }
+
     /// A configuration with name servers parsed from `host:port;host:port`.
     pub fn new(name_servers: &str) -> Self {
         Self {

@@ -333,7 +333,7 @@ impl ClientInstance {
     async fn shutdown_if_unused(&self, deadline: Instant) {
         if !self.has_members() {
             self.shutdown_by(deadline).await;
-            ClientManager::global().remove(&self.client_id);
+            ClientManager::global().forget(self);
         }
     }
 
@@ -648,10 +648,15 @@ fn vip_addr(addr: &str) -> String {
     }
 }
 
-/// Hands out one [`ClientInstance`] per client id. Java: `MQClientManager`.
+/// Hands out [`ClientInstance`]s. Java: `MQClientManager`, which keeps one per client id and
+/// gives every later caller that one, whatever it asked for. Here callers of one client id
+/// share an instance only when it serves the same name servers and namespace; for other
+/// name servers or another namespace they get an instance of their own (the same id on
+/// other clusters, or for other groups, confuses no broker), and for other settings on the
+/// same cluster a typed refusal ([`ConfigError::ClientIdInUse`]).
 #[derive(Debug, Default)]
 pub struct ClientManager {
-    instances: Mutex<HashMap<String, Arc<ClientInstance>>>,
+    instances: Mutex<HashMap<String, Vec<Arc<ClientInstance>>>>,
 }
 
 static GLOBAL: LazyLock<ClientManager> = LazyLock::new(ClientManager::default);
@@ -662,33 +667,60 @@ impl ClientManager {
         &GLOBAL
     }
 
-    /// The live instance for `config`'s client id, or a new one. An instance that was shut
-    /// down is replaced.
+    /// The live instance for `config` (its client id, name servers and namespace), or a new
+    /// one. Instances that were shut down are replaced.
     ///
     /// # Errors
-    /// [`ConfigError`] when a new instance's configuration is invalid.
+    /// [`ConfigError`] when the configuration is invalid, or when a live instance of the same
+    /// client id, name servers and namespace has other settings.
     pub fn get_or_create(&self, config: &ClientConfig) -> Result<Arc<ClientInstance>, ConfigError> {
         config.validate()?;
         let id = config.client_id();
         let mut map = self.instances.lock();
-        if let Some(existing) = map.get(&id)
-            && existing.state() != ServiceState::ShutdownAlready
-        {
+        let same_id = map.entry(id.clone()).or_default();
+        same_id.retain(|i| i.state() != ServiceState::ShutdownAlready);
+        let same_cluster = same_id.iter().find(|i| {
+            let c = i.config();
+            c.name_servers == config.name_servers && c.namespace == config.namespace
+        });
+        if let Some(existing) = same_cluster {
+            let settings = existing.config().differences(config);
+            if !settings.is_empty() {
+                return Err(ConfigError::ClientIdInUse {
+                    client_id: id,
+                    settings,
+                });
+            }
             return Ok(Arc::clone(existing));
         }
         let instance = ClientInstance::new(config.clone())?;
-        map.insert(id, Arc::clone(&instance));
+        same_id.push(Arc::clone(&instance));
         Ok(instance)
     }
 
-    /// The instance of `client_id`, if any.
+    /// A live instance of `client_id`, if any (the first made, when several serve other
+    /// clusters).
     pub fn get(&self, client_id: &str) -> Option<Arc<ClientInstance>> {
-        self.instances.lock().get(client_id).cloned()
+        self.instances
+            .lock()
+            .get(client_id)
+            .and_then(|v| v.first().cloned())
     }
 
-    /// Forgets the instance of `client_id`.
+    /// Forgets every instance of `client_id`.
     pub fn remove(&self, client_id: &str) {
         self.instances.lock().remove(client_id);
+    }
+
+    /// Forgets `instance`.
+    fn forget(&self, instance: &ClientInstance) {
+        let mut map = self.instances.lock();
+        if let Some(same_id) = map.get_mut(&instance.client_id) {
+            same_id.retain(|i| !std::ptr::eq(Arc::as_ptr(i), instance));
+            if same_id.is_empty() {
+                map.remove(&instance.client_id);
+            }
+        }
     }
 }
 
@@ -716,6 +748,39 @@ mod tests {
         a.shutdown().await;
         let c2 = m.get_or_create(&c).unwrap();
         assert!(!Arc::ptr_eq(&a, &c2), "a shut-down instance is replaced");
+    }
+
+    /// Two callers of one client id with other name servers (or another namespace) each get
+    /// an instance that serves what they asked for; other settings on the same cluster are
+    /// refused by name, never swapped for the first caller's.
+    #[tokio::test]
+    async fn callers_get_their_own_settings_or_a_typed_refusal() {
+        let m = ClientManager::default();
+        let a_cfg = ClientConfig::new("127.0.0.1:9876").with_instance_name("mine");
+        let b_cfg = ClientConfig::new("127.0.0.1:9877").with_instance_name("mine");
+        let a = m.get_or_create(&a_cfg).unwrap();
+        let b = m.get_or_create(&b_cfg).unwrap();
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert_eq!(a.config().name_servers, ["127.0.0.1:9876"]);
+        assert_eq!(b.config().name_servers, ["127.0.0.1:9877"]);
+        assert!(Arc::ptr_eq(&a, &m.get_or_create(&a_cfg).unwrap()));
+        let ns = m
+            .get_or_create(&a_cfg.clone().with_namespace("tenant"))
+            .unwrap();
+        assert!(!Arc::ptr_eq(&a, &ns));
+        assert_eq!(ns.config().namespace.as_deref(), Some("tenant"));
+        let json_vs_binary = a_cfg
+            .clone()
+            .with_serialize_type(mq_remoting::SerializeType::RocketMq);
+        match m.get_or_create(&json_vs_binary) {
+            Err(ConfigError::ClientIdInUse { settings, .. }) => {
+                assert_eq!(settings, ["serialize_type"]);
+            }
+            other => panic!("expected ClientIdInUse, got {other:?}"),
+        }
+        for i in [a, b, ns] {
+            i.shutdown().await;
+        }
     }
 
     #[tokio::test]
