@@ -659,7 +659,8 @@ impl MessageStore {
     }
 
     /// The first queue offset whose store time is at or after `timestamp_ms` (the max offset
-    /// when none is): a bisection over the queue, reading each probed record's store time.
+    /// when none is, the min when all are): a bisection over the queue, reading each probed
+    /// record's store time.
     ///
     /// # Errors
     /// I/O errors reading the queue or the log.
@@ -668,7 +669,7 @@ impl MessageStore {
         let Some(queue) = inner.index.queue(topic, queue_id) else {
             return Ok(0);
         };
-        let (mut lo, mut hi) = (0, queue.max_offset());
+        let (mut lo, mut hi) = (queue.min_offset(), queue.max_offset());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             let before = match queue.entry(mid)? {
@@ -690,7 +691,11 @@ impl MessageStore {
     /// I/O errors reading the queue or the log.
     pub fn earliest_store_time(&self, topic: &str, queue_id: i32) -> io::Result<Option<i64>> {
         let inner = self.shared.inner.lock();
-        match inner.index.queue(topic, queue_id).map(|q| q.entry(0)) {
+        match inner
+            .index
+            .queue(topic, queue_id)
+            .map(|q| q.entry(q.min_offset()))
+        {
             Some(Ok(Some(e))) => inner.store_time(e).map(Some),
             Some(Err(e)) => Err(e),
             _ => Ok(None),
@@ -1298,6 +1303,10 @@ mod tests {
             assert_eq!(read, want);
             assert!(store.query_by_key("T", "k0", 8).unwrap().is_empty());
             assert_eq!(bodies(&store.query_by_key("T", "k39", 8).unwrap()), ["m39"]);
+            // Search by time starts at the min; the earliest store time is the min's.
+            assert_eq!(store.search_offset("T", 0, 0).unwrap(), min);
+            assert_eq!(store.search_offset("T", 0, i64::MAX).unwrap(), 40);
+            assert!(store.earliest_store_time("T", 0).unwrap().is_some());
             min
         };
         let min = check(&store);

@@ -309,8 +309,11 @@ impl<E: FixedEntry> EntryFiles<E> {
         hit
     }
 
-    /// Up to `max` entries from `offset` (fewer at the end of the queue).
+    /// Up to `max` entries from `offset` (fewer at the end of the queue; none below the min).
     pub(crate) fn read(&self, offset: i64, max: usize) -> io::Result<Vec<E>> {
+        if offset < self.min {
+            return Ok(Vec::new());
+        }
         let end = self.max_offset().min(offset.saturating_add(max as i64));
         let mut out = Vec::with_capacity(usize::try_from(end - offset).unwrap_or(0));
         let mut at = offset.max(self.min);
