@@ -53,7 +53,7 @@ fn main() -> ExitCode {
         "store-bench" => store_bench::store_bench(rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|check-layers|check-conventions|fuzz-smoke [secs]|bench|soak-tests [runs]|interop [ours|5.3|4.9]…|interop-bench|store-bench [--quick]>"
+                "usage: cargo xtask <ci|check-layers|check-conventions|fuzz-smoke [secs]|bench [--quick] [--skip-criterion] [--skip-store]|soak-tests [runs]|interop [ours|5.3|4.9]…|interop-bench|store-bench [--quick]>"
             );
             return ExitCode::from(2);
         }
@@ -420,8 +420,10 @@ pub(crate) fn mq_bench_json(mq: &Path, args: &[&str]) -> Result<serde_json::Valu
 }
 
 /// Runs the criterion suites and a fixed `mq bench` matrix, then writes
-/// `docs/performance.md` and the plots in `docs/perf/` (regenerated, never hand-edited).
-/// `--quick` shortens every run; `--skip-criterion` leaves the criterion suites out.
+/// `docs/performance.md` and the plots in `docs/perf/` (regenerated, never hand-edited), then
+/// the store's fill rows (`store-bench`, which needs about 5 GB of disk, 1.5 with `--quick`).
+/// `--quick` shortens every run; `--skip-criterion` leaves the criterion suites out and
+/// `--skip-store` the store rows (kept from the last run).
 fn bench(args: &[String]) -> Result {
     let quick = args.iter().any(|a| a == "--quick");
     let skip_criterion = args.iter().any(|a| a == "--skip-criterion");
@@ -632,5 +634,13 @@ fn bench(args: &[String]) -> Result {
         "xtask bench: wrote docs/performance.md and {} plots",
         rows.len()
     );
-    Ok(())
+    if args.iter().any(|a| a == "--skip-store") {
+        return Ok(());
+    }
+    let store_args: Vec<String> = if quick {
+        vec!["--quick".to_owned()]
+    } else {
+        Vec::new()
+    };
+    store_bench::store_bench(&store_args)
 }

@@ -92,7 +92,9 @@ pub(crate) fn store_bench(args: &[String]) -> Result {
     drop(server);
     let _ = std::fs::remove_dir_all(&work);
 
-    let mut section = String::from("## Broker store as it fills (`cargo xtask store-bench`)\n\n");
+    let mut section = String::from(
+        "## Broker store as it fills (`cargo xtask store-bench`, also run by `cargo xtask bench`)\n\n",
+    );
     section.push_str(
         "| stored messages | store GB | anon RSS MB after filling | anon RSS MB after a restart | restart after SIGKILL s | restart after SIGINT s | × empty store |\n",
     );
