@@ -128,12 +128,7 @@ impl Listener {
         let outcome = match self {
             Self::Blocking(l) => {
                 let l = Arc::clone(l);
-                tokio::task::spawn_blocking(move || {
-                    let status = l.consume(&msgs, &mut ctx);
-                    (status, ctx)
-                })
-                .await
-                .map_err(|e| e.to_string())
+                on_blocking_pool(msgs, ctx, move |msgs, ctx| l.consume(msgs, ctx)).await
             }
             Self::Async(l) => {
                 let run = async { l.consume(&msgs, &mut ctx).await };
@@ -154,6 +149,21 @@ impl Listener {
             )
         })
     }
+}
+
+/// Runs blocking listener code on tokio's blocking pool (allowed on any runtime flavour);
+/// its context comes back with its answer. `Err` says why it did not answer (it panicked).
+async fn on_blocking_pool<C: Send + 'static, S: Send + 'static>(
+    msgs: Vec<MessageExt>,
+    mut ctx: C,
+    consume: impl FnOnce(&[MessageExt], &mut C) -> S + Send + 'static,
+) -> Result<(S, C), String> {
+    tokio::task::spawn_blocking(move || {
+        let status = consume(&msgs, &mut ctx);
+        (status, ctx)
+    })
+    .await
+    .map_err(|e| e.to_string())
 }
 
 /// What an orderly listener did with a batch.
@@ -468,24 +478,21 @@ async fn orderly_worker(
                     queue: d.mq.clone(),
                     suspend: Duration::from_secs(1),
                 };
-                // User code that may block: on the blocking pool. A panic suspends the queue.
+                // A panic suspends the queue.
                 let l = Arc::clone(&listener);
-                let (status, ctx) = tokio::task::spawn_blocking(move || {
-                    let mut ctx = ctx;
-                    let status = l.consume(&shown, &mut ctx);
-                    (status, ctx)
-                })
-                .await
-                .unwrap_or_else(|e| {
-                    warn!(queue = %d.mq, cause = %e, "orderly listener failed; suspending");
-                    (
-                        ConsumeOrderlyStatus::SuspendCurrentQueueAMoment,
-                        ConsumeOrderlyContext {
-                            queue: d.mq.clone(),
-                            suspend: Duration::from_secs(1),
-                        },
-                    )
-                });
+                let (status, ctx) =
+                    on_blocking_pool(shown, ctx, move |msgs, ctx| l.consume(msgs, ctx))
+                        .await
+                        .unwrap_or_else(|e| {
+                            warn!(queue = %d.mq, cause = %e, "orderly listener failed; suspending");
+                            (
+                                ConsumeOrderlyStatus::SuspendCurrentQueueAMoment,
+                                ConsumeOrderlyContext {
+                                    queue: d.mq.clone(),
+                                    suspend: Duration::from_secs(1),
+                                },
+                            )
+                        });
                 if status == ConsumeOrderlyStatus::Success {
                     core.ack(&d.mq, &d.pq, chunk);
                     break;

@@ -1090,9 +1090,7 @@ impl Engine {
         let mut last_error: Option<ClientApiError> = None;
         let mut not_stored: Option<SendResult> = None;
         while attempts < max_attempts {
-            // Also the attempt's start: what comes before the request is written is CPU only.
-            let attempt_started = Instant::now();
-            if attempt_started >= deadline {
+            if Instant::now() >= deadline {
                 break;
             }
             let mq: Cow<'_, MessageQueue> = match &target {
@@ -1167,6 +1165,8 @@ impl Engine {
                     h.before(base);
                 }
             }
+            // Read again: a route refresh or the hooks may have taken time since the loop began.
+            let attempt_started = Instant::now();
             let remaining = deadline.saturating_duration_since(attempt_started);
             let outcome = match mode {
                 CommunicationMode::Oneway => instance

@@ -487,27 +487,23 @@ impl MessageStore {
         groups: Vec<Vec<MessageExt>>,
         store_host: SocketAddr,
     ) -> Vec<io::Result<Vec<PutResult>>> {
-        // The queues this call appends to (a topic name copied once per run of one queue).
-        let mut touched: Vec<(String, i32)> = Vec::new();
-        for m in groups.iter().flatten() {
-            if touched
-                .last()
-                .is_none_or(|(t, q)| *q != m.queue_id || *t != m.message.topic)
-            {
-                touched.push((m.message.topic.clone(), m.queue_id));
-            }
-        }
-        let (mut out, end, index_full) = {
+        let (mut out, end, index_full, touched) = {
             let mut guard = self.shared.inner.lock();
             let inner = &mut *guard;
+            // Checked under the store lock: a reader that registers later reads the queue
+            // after this append. Without readers nothing is collected.
+            let touched = if self.shared.watching.load(Ordering::SeqCst) > 0 {
+                touched_queues(&groups)
+            } else {
+                Vec::new()
+            };
             let (out, end) = append_groups(inner, groups, store_host);
-            (out, end, inner.index.unwritten >= INDEX_TAIL_LIMIT)
+            (out, end, inner.index.unwritten >= INDEX_TAIL_LIMIT, touched)
         };
         if index_full {
             self.shared.flush_request.notify_one();
         }
-        // Checked after the append: a reader that registers later reads after it too.
-        if self.shared.watching.load(Ordering::SeqCst) > 0 {
+        if !touched.is_empty() {
             let readers = self.shared.readers.lock();
             for (topic, queue) in &touched {
                 if let Some(n) = readers.get(topic).and_then(|q| q.get(queue)) {
@@ -770,6 +766,20 @@ impl MessageStore {
     }
 }
 
+/// The queues `groups` append to (a topic name copied once per run of one queue).
+fn touched_queues(groups: &[Vec<MessageExt>]) -> Vec<(String, i32)> {
+    let mut touched: Vec<(String, i32)> = Vec::new();
+    for m in groups.iter().flatten() {
+        if touched
+            .last()
+            .is_none_or(|(t, q)| *q != m.queue_id || *t != m.message.topic)
+        {
+            touched.push((m.message.topic.clone(), m.queue_id));
+        }
+    }
+    touched
+}
+
 /// Appends `groups` under the store lock: records go to the log's pending buffer and out with
 /// one write at the end (or when a segment fills up). Returns each group's outcome and the
 /// log's end.
@@ -971,12 +981,9 @@ async fn flush_once(shared: &Arc<Shared>, index_too: bool) -> io::Result<()> {
         }
         (target, inner.log.files_since(flushed), writes)
     };
-    let writes = tokio::task::spawn_blocking(move || {
-        files.iter().try_for_each(|f| f.sync_data())?;
-        Ok::<_, io::Error>(writes)
-    })
-    .await
-    .map_err(io::Error::other)??;
+    tokio::task::spawn_blocking(move || files.iter().try_for_each(|f| f.sync_data()))
+        .await
+        .map_err(io::Error::other)??;
     shared.flushed.send_if_modified(|f| {
         if target > *f {
             *f = target;
@@ -988,7 +995,7 @@ async fn flush_once(shared: &Arc<Shared>, index_too: bool) -> io::Result<()> {
     if !index_too {
         return Ok(());
     }
-    let (writes, dir) = (writes, shared.config.dir.clone());
+    let dir = shared.config.dir.clone();
     let writes = tokio::task::spawn_blocking(move || {
         for (_, w) in &writes {
             w.write()?;

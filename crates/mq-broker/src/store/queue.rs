@@ -50,16 +50,10 @@ impl FixedEntry for CqEntry {
     }
 
     fn decode(b: &[u8]) -> Self {
-        let mut phys = [0u8; 8];
-        let mut size = [0u8; 4];
-        let mut tag = [0u8; 8];
-        phys.copy_from_slice(&b[0..8]);
-        size.copy_from_slice(&b[8..12]);
-        tag.copy_from_slice(&b[12..20]);
         Self {
-            phys: i64::from_be_bytes(phys),
-            size: i32::from_be_bytes(size),
-            tag_hash: i64::from_be_bytes(tag),
+            phys: i64::from_be_bytes(bytes_at(b, 0)),
+            size: i32::from_be_bytes(bytes_at(b, 8)),
+            tag_hash: i64::from_be_bytes(bytes_at(b, 12)),
         }
     }
 
@@ -90,16 +84,10 @@ impl FixedEntry for KeyEntry {
     }
 
     fn decode(b: &[u8]) -> Self {
-        let mut hash = [0u8; 8];
-        let mut phys = [0u8; 8];
-        let mut size = [0u8; 4];
-        hash.copy_from_slice(&b[0..8]);
-        phys.copy_from_slice(&b[8..16]);
-        size.copy_from_slice(&b[16..20]);
         Self {
-            hash: u64::from_be_bytes(hash),
-            phys: i64::from_be_bytes(phys),
-            size: i32::from_be_bytes(size),
+            hash: u64::from_be_bytes(bytes_at(b, 0)),
+            phys: i64::from_be_bytes(bytes_at(b, 8)),
+            size: i32::from_be_bytes(bytes_at(b, 16)),
         }
     }
 
@@ -110,6 +98,14 @@ impl FixedEntry for KeyEntry {
     fn size(&self) -> i32 {
         self.size
     }
+}
+
+/// `N` bytes of `b` from `at`. Entries are decoded from slices of exactly their length
+/// (`chunks_exact` or a buffer of one entry), so the range is always inside `b`.
+fn bytes_at<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
+    let mut out = [0u8; N];
+    out.copy_from_slice(&b[at..at + N]);
+    out
 }
 
 /// The hash a key is indexed by: FNV-1a (64 bits) of the topic, a 0x01 byte and the key.
