@@ -339,15 +339,22 @@ impl ClientApi {
     /// [`ClientApiError::Broker`] for codes other than the four "stored" ones; transport and
     /// header errors.
     ///
-    /// The request is consumed: its ids and names move into the result.
-    pub async fn send(
-        &self,
-        addr: &str,
+    /// The request is consumed: its ids and names move into the result. The command is built
+    /// when this is called; nothing is sent until the future is polled.
+    pub fn send<'a>(
+        &'a self,
+        addr: &'a str,
         req: SendRequest,
         timeout: Duration,
-    ) -> Result<SendResult, ClientApiError> {
-        let response = self.call(addr, self.send_command(&req), timeout).await?;
-        send_result(addr, req, &response)
+    ) -> impl Future<Output = Result<SendResult, ClientApiError>> + Send + 'a {
+        // Built before the future, which then holds only the command and what the result
+        // needs: an async fn would keep the whole request beside them for the send's lifetime.
+        let command = self.send_command(&req);
+        let sent = SentAs::from(req);
+        async move {
+            let response = self.remoting.invoke(addr, command, timeout).await?;
+            send_result(addr, sent, &response)
+        }
     }
 
     /// Sends a message and hands the result to `callback` on the callback executor.
@@ -369,7 +376,7 @@ impl ClientApi {
         self.remoting
             .invoke_with_callback(addr, command, timeout, move |r| {
                 let result = match r {
-                    Ok(response) => send_result(&owned_addr, req, &response),
+                    Ok(response) => send_result(&owned_addr, SentAs::from(req), &response),
                     Err(e) => Err(e.into()),
                 };
                 callback(result);
@@ -797,9 +804,26 @@ fn parse_body<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// What a send's result takes from its request.
+struct SentAs {
+    msg_id: String,
+    topic: String,
+    broker_name: String,
+}
+
+impl From<SendRequest> for SentAs {
+    fn from(req: SendRequest) -> Self {
+        Self {
+            msg_id: req.msg_id,
+            topic: req.header.topic,
+            broker_name: req.broker_name,
+        }
+    }
+}
+
 fn send_result(
     addr: &str,
-    req: SendRequest,
+    req: SentAs,
     response: &RemotingCommand,
 ) -> Result<SendResult, ClientApiError> {
     let Some(status) = SendStatus::from_response(ResponseCode(response.code)) else {
@@ -810,7 +834,7 @@ fn send_result(
         status,
         msg_id: req.msg_id,
         offset_msg_id: h.msg_id,
-        message_queue: MessageQueue::new(req.header.topic, req.broker_name, h.queue_id),
+        message_queue: MessageQueue::new(req.topic, req.broker_name, h.queue_id),
         queue_offset: h.queue_offset,
         transaction_id: h.transaction_id,
         region_id: h

@@ -787,6 +787,17 @@ impl Engine {
         if let Ok(room) = self.try_admit(bytes) {
             return Ok(room);
         }
+        // Boxed, so that the timers do not weigh on the future of every send.
+        Box::pin(self.wait_for_room(topic, bytes, deadline)).await
+    }
+
+    /// [`Engine::admit`] when the bounds are reached: waits for room.
+    async fn wait_for_room(
+        self: &Arc<Self>,
+        topic: &str,
+        bytes: usize,
+        deadline: Instant,
+    ) -> Result<Room, ProducerError> {
         let started = Instant::now();
         let timed_out = || ProducerError::DeadlineExceeded {
             topic: topic.to_owned(),
@@ -917,6 +928,17 @@ impl Engine {
         if let Some(info) = self.publish.read().get(topic).filter(|i| i.ok()) {
             return Ok(Arc::clone(info));
         }
+        // A lookup is rare: boxed, so that it does not weigh on the future of every send.
+        Box::pin(self.lookup_publish_info(instance, topic, deadline)).await
+    }
+
+    /// [`Engine::publish_info`] when the topic's route is not known yet.
+    async fn lookup_publish_info(
+        &self,
+        instance: &ClientInstance,
+        topic: &str,
+        deadline: Instant,
+    ) -> Result<Arc<TopicPublishInfo>, ProducerError> {
         let started = Instant::now();
         let user_topic = instance.config().unwrap_name(topic).to_owned();
         let failed = |source: InstanceError| ProducerError::RouteLookup {
@@ -1130,7 +1152,7 @@ impl Engine {
             let addr = match instance.broker_master(&mq.broker_name) {
                 Some(a) => a,
                 None => {
-                    let _ = instance.update_route(&topic, left(deadline)).await;
+                    let _ = Box::pin(instance.update_route(&topic, left(deadline))).await;
                     match instance.broker_master(&mq.broker_name) {
                         Some(a) => a,
                         None => {
@@ -1221,7 +1243,7 @@ impl Engine {
                     brokers.push(mq.broker_name.clone());
                     let retry = matches!(target, Target::Auto) && e.is_retryable();
                     if e.response_code() == Some(ResponseCode::TOPIC_NOT_EXIST) {
-                        let _ = instance.update_route(&topic, left(deadline)).await;
+                        let _ = Box::pin(instance.update_route(&topic, left(deadline))).await;
                     }
                     debug!(topic = %user_topic, broker = %mq.broker_name, attempt = attempts, cause = %e, retry, "send attempt failed");
                     if !retry {

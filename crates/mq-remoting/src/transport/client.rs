@@ -173,7 +173,6 @@ impl RemotingClient {
     ///
     /// # Cancel safety
     /// Dropping the future removes the pending entry; a response arriving later is dropped.
-    #[instrument(level = "debug", skip_all, fields(addr = %addr, code = request.code))]
     pub async fn invoke(
         &self,
         addr: &str,
@@ -343,6 +342,17 @@ impl RemotingClient {
         if let Some(c) = self.cached(addr) {
             return Ok(c);
         }
+        // Connecting is rare: boxed, so that it does not weigh on the future of every call.
+        Box::pin(self.open_connection(addr, deadline)).await
+    }
+
+    /// Connects to `addr` unless another caller does so first.
+    #[instrument(level = "debug", skip(self, deadline))]
+    async fn open_connection(
+        &self,
+        addr: &str,
+        deadline: Instant,
+    ) -> Result<Arc<Connection>, RemotingError> {
         let endpoint = &self.inner.endpoint;
         if endpoint.token.is_cancelled() {
             return Err(RemotingError::Shutdown);

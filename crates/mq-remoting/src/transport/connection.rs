@@ -131,7 +131,13 @@ impl Endpoint {
         if let Ok(p) = Arc::clone(sem).try_acquire_owned() {
             return Ok(p);
         }
-        match tokio::time::timeout(timeout, Arc::clone(sem).acquire_owned()).await {
+        // Waiting is rare: boxed, so that the timer does not weigh on the future of every call.
+        match Box::pin(tokio::time::timeout(
+            timeout,
+            Arc::clone(sem).acquire_owned(),
+        ))
+        .await
+        {
             Ok(Ok(p)) => Ok(p),
             // Closed semaphore: we never close them, but treat it as exhaustion.
             Ok(Err(_)) | Err(_) => Err(too_many()),
