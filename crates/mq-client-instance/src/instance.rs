@@ -300,6 +300,45 @@ impl ClientInstance {
         self.shutdown_if_unused(deadline).await;
     }
 
+    /// Removes a producer group at once, without telling the brokers: for a producer dropped
+    /// without a shutdown, where nothing can be awaited. Brokers forget the group when the
+    /// connection closes. When no member is left the instance stops at once (see
+    /// [`ClientInstance::stop_now`]).
+    pub fn release_producer(&self, group: &str) {
+        self.producers.write().remove(group);
+        self.stop_now_if_unused();
+    }
+
+    /// Removes a consumer group at once, like [`ClientInstance::release_producer`].
+    pub fn release_consumer(&self, group: &str) {
+        self.consumers.write().remove(group);
+        self.stop_now_if_unused();
+    }
+
+    fn stop_now_if_unused(&self) {
+        if !self.has_members() {
+            self.stop_now();
+            ClientManager::global().forget(self);
+        }
+    }
+
+    /// Stops without waiting: the scheduled tasks are cancelled and every connection closes
+    /// (requests in flight fail with a closed-connection error; their callbacks still run).
+    /// [`ClientInstance::stopped`] waits until every task has ended. Idempotent.
+    pub fn stop_now(&self) {
+        self.state.force(ServiceState::ShutdownAlready);
+        self.token.cancel();
+        self.tasks.close();
+        self.api.remoting().close();
+    }
+
+    /// Waits until a stopped instance's tasks, its connections' tasks and its queued
+    /// callbacks have all ended.
+    pub async fn stopped(&self) {
+        self.tasks.wait().await;
+        self.api.remoting().closed().await;
+    }
+
     /// Whether any producer or consumer is registered.
     pub fn has_members(&self) -> bool {
         !self.producers.read().is_empty() || !self.consumers.read().is_empty()

@@ -321,12 +321,13 @@ impl Core {
             (self.config.rebalance_interval, self.config.persist_interval);
         self.tasks.spawn(
             async move {
-                let mut rebalance = tokio::time::interval(rebalance_every);
-                let mut persist = tokio::time::interval(persist_every);
-                let mut retry = tokio::time::interval(Duration::from_secs(1));
-                rebalance.tick().await;
-                persist.tick().await;
-                retry.tick().await;
+                // First ticks one period from now (start rebalanced already); a cancellation
+                // is seen at once, with no timer to wait for first.
+                let start = Instant::now();
+                let every = |period| tokio::time::interval_at(start + period, period);
+                let mut rebalance = every(rebalance_every);
+                let mut persist = every(persist_every);
+                let mut retry = every(Duration::from_secs(1));
                 loop {
                     let Some(core) = weak.upgrade() else { break };
                     let rebalance_now = core.rebalance_now.notified();
@@ -359,6 +360,34 @@ impl Core {
             }
             .instrument(tracing::debug_span!("consumer_background")),
         );
+    }
+
+    /// What dropping a running consumer without a shutdown does: its tasks are cancelled
+    /// (listeners running now finish; messages not yet consumed come again, since their
+    /// offsets are not committed), offsets kept locally are written, and the group leaves its
+    /// instance at once. Offsets kept on the brokers are not sent: those committed since the
+    /// last persist interval are consumed again.
+    pub(crate) fn abandon(&self) {
+        if self
+            .state
+            .transition(ServiceState::Running, ServiceState::ShutdownAlready)
+            .is_err()
+        {
+            return;
+        }
+        warn!(group = %self.config.group, "consumer dropped without shutdown; stopping now");
+        self.token.cancel();
+        self.tasks.close();
+        if let Some(store) = self.offsets()
+            && let OffsetStore::Local(local) = store.as_ref()
+            && let Err(e) = local.persist()
+        {
+            warn!(cause = %e, "persisting local offsets failed");
+        }
+        let instance = self.instance.write().take();
+        if let Some(instance) = instance {
+            instance.release_consumer(&self.group.read());
+        }
     }
 
     pub(crate) async fn persist_offsets(&self) {

@@ -205,7 +205,7 @@ impl LocalOffsetStore {
         self.offsets.lock().insert(key(mq), offset);
     }
 
-    fn persist(&self) -> std::io::Result<()> {
+    pub(crate) fn persist(&self) -> std::io::Result<()> {
         let bytes =
             serde_json::to_vec_pretty(&*self.offsets.lock()).map_err(std::io::Error::other)?;
         if let Some(dir) = self.path.parent() {

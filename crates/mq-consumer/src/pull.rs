@@ -25,6 +25,16 @@ pub struct PullConsumer {
     polled: Mutex<HashMap<MessageQueue, i64>>,
 }
 
+/// Dropping a running consumer without [`PullConsumer::shutdown`] stops it at once: its tasks are
+/// cancelled and it leaves the group (brokers notice when the connection closes). Offsets
+/// kept locally are written; offsets kept on the brokers and committed since the last
+/// persist interval are not sent, so those messages are consumed again.
+impl Drop for PullConsumer {
+    fn drop(&mut self) {
+        self.core.abandon();
+    }
+}
+
 impl PullConsumer {
     /// A consumer with `config` (state CREATED).
     pub fn new(config: ConsumerConfig) -> Self {
@@ -52,6 +62,11 @@ impl PullConsumer {
     /// The lifecycle state.
     pub fn state(&self) -> ServiceState {
         self.core.state.get()
+    }
+
+    /// The shared client instance (after start, until shutdown).
+    pub fn instance(&self) -> Option<Arc<mq_client_instance::ClientInstance>> {
+        self.core.instance.read().clone()
     }
 
     /// Queues currently assigned.

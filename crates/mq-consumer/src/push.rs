@@ -217,6 +217,16 @@ pub struct PushConsumer {
     rx: Mutex<Option<mpsc::Receiver<Delivery>>>,
 }
 
+/// Dropping a running consumer without [`PushConsumer::shutdown`] stops it at once: its tasks are
+/// cancelled and it leaves the group (brokers notice when the connection closes). Offsets
+/// kept locally are written; offsets kept on the brokers and committed since the last
+/// persist interval are not sent, so those messages are consumed again.
+impl Drop for PushConsumer {
+    fn drop(&mut self) {
+        self.core.abandon();
+    }
+}
+
 impl PushConsumer {
     /// A consumer with `config` (state CREATED).
     pub fn new(config: ConsumerConfig) -> Self {
@@ -238,6 +248,11 @@ impl PushConsumer {
     /// The lifecycle state.
     pub fn state(&self) -> ServiceState {
         self.core.state.get()
+    }
+
+    /// The shared client instance (after start, until shutdown).
+    pub fn instance(&self) -> Option<Arc<mq_client_instance::ClientInstance>> {
+        self.core.instance.read().clone()
     }
 
     /// Queues currently assigned to this member.

@@ -51,9 +51,24 @@ struct Lane {
 }
 
 /// Ordered, pipelined sends to one topic.
+///
+/// Dropping the last clone lets the messages already queued go out (their futures resolve as
+/// usual); the queue workers then end.
 #[derive(Clone)]
 pub struct OrderedSender {
     inner: Arc<Inner>,
+    _owner: Arc<SenderOwner>,
+}
+
+/// Closes the lanes when the last handle goes: the workers hold the sender's state, so they
+/// would otherwise wait for messages forever.
+struct SenderOwner(Arc<Inner>);
+
+impl Drop for SenderOwner {
+    fn drop(&mut self) {
+        self.0.lanes.lock().clear();
+        self.0.tasks.close();
+    }
 }
 
 struct Inner {
@@ -95,17 +110,19 @@ impl OrderedSender {
         let wrapped = instance.config().wrap(&topic);
         let deadline = Instant::now() + engine.config.send_timeout;
         let info = engine.publish_info(&instance, &wrapped, deadline).await?;
+        let inner = Arc::new(Inner {
+            queues: info.queues.clone(),
+            producer,
+            topic,
+            window: AtomicUsize::new(window.max(1)),
+            lanes: Mutex::new(HashMap::new()),
+            resent: AtomicU64::new(0),
+            reordered: AtomicU64::new(0),
+            tasks: TaskTracker::new(),
+        });
         Ok(Self {
-            inner: Arc::new(Inner {
-                queues: info.queues.clone(),
-                producer,
-                topic,
-                window: AtomicUsize::new(window.max(1)),
-                lanes: Mutex::new(HashMap::new()),
-                resent: AtomicU64::new(0),
-                reordered: AtomicU64::new(0),
-                tasks: TaskTracker::new(),
-            }),
+            _owner: Arc::new(SenderOwner(Arc::clone(&inner))),
+            inner,
         })
     }
 

@@ -37,9 +37,32 @@ use crate::select::{LatencyFaultTolerance, QueueSelector, SelectArg, TopicPublis
 /// TBW102 template for topics the broker will auto-create), choose a queue, attempt, and retry
 /// on another broker where the failure allows, all under one deadline fixed when the call is
 /// made. The async forms are plain futures (the I/O is the async path: no thread pool).
+///
+/// Dropping the last clone without [`Producer::shutdown`] stops the producer once the sends
+/// already made have their outcome (the futures of [`Producer::send_async`] and the pending
+/// callbacks keep it running): its tasks end, sends still in flight (an [`OrderedSender`]'s,
+/// a batch's) end with [`ProducerError::ShutDown`], and the client instance stops when no
+/// other member uses it. Brokers are not told; they forget the group when the connection
+/// closes. [`Producer::shutdown`] tells them.
+///
+/// [`OrderedSender`]: crate::OrderedSender
 #[derive(Clone, Debug)]
 pub struct Producer {
     inner: Arc<Engine>,
+    /// Shared by the clones the user holds and the sends they made; the engine's own tasks
+    /// hold none.
+    owner: Option<Arc<Owner>>,
+}
+
+/// Stops the engine when the last user handle goes. Holds the engine itself: a producer's
+/// fields drop in order, so its own reference may already be gone.
+#[derive(Debug)]
+struct Owner(Arc<Engine>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.0.abandon();
+    }
 }
 
 /// What to send: one message, or a pre-encoded batch.
@@ -136,8 +159,10 @@ impl ProducerMember for Member {
         let listener = engine.transaction_listener.read().clone();
         match listener {
             Some(listener) => {
+                // Not a user handle: the task does not keep the producer running.
                 let producer = Producer {
                     inner: Arc::clone(&engine),
+                    owner: None,
                 };
                 engine.tasks.spawn(crate::transaction::answer_check(
                     producer,
@@ -166,26 +191,26 @@ impl Producer {
         let max_bytes = config
             .max_in_flight_bytes
             .min(tokio::sync::Semaphore::MAX_PERMITS);
-        Self {
-            inner: Arc::new(Engine {
-                config,
-                state: StateMachine::default(),
-                instance: RwLock::new(None),
-                publish: RwLock::new(HashMap::default()),
-                faults: LatencyFaultTolerance::default(),
-                hooks: RwLock::new(Vec::new()),
-                ids,
-                transaction_listener: RwLock::new(None),
-                accumulator: crate::batching::Accumulator::default(),
-                inflight_messages: Arc::new(tokio::sync::Semaphore::new(max_messages)),
-                inflight_bytes: Arc::new(tokio::sync::Semaphore::new(max_bytes)),
-                inflight: std::sync::atomic::AtomicUsize::new(0),
-                pending_callbacks: std::sync::atomic::AtomicUsize::new(0),
-                idle: tokio::sync::Notify::new(),
-                abort: tokio_util::sync::CancellationToken::new(),
-                tasks: TaskTracker::new(),
-            }),
-        }
+        let inner = Arc::new(Engine {
+            config,
+            state: StateMachine::default(),
+            instance: RwLock::new(None),
+            publish: RwLock::new(HashMap::default()),
+            faults: LatencyFaultTolerance::default(),
+            hooks: RwLock::new(Vec::new()),
+            ids,
+            transaction_listener: RwLock::new(None),
+            accumulator: crate::batching::Accumulator::default(),
+            inflight_messages: Arc::new(tokio::sync::Semaphore::new(max_messages)),
+            inflight_bytes: Arc::new(tokio::sync::Semaphore::new(max_bytes)),
+            inflight: std::sync::atomic::AtomicUsize::new(0),
+            pending_callbacks: std::sync::atomic::AtomicUsize::new(0),
+            idle: tokio::sync::Notify::new(),
+            abort: tokio_util::sync::CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        });
+        let owner = Some(Arc::new(Owner(Arc::clone(&inner))));
+        Self { inner, owner }
     }
 
     /// The configuration.
@@ -348,7 +373,9 @@ impl Producer {
         let engine = Arc::clone(&self.inner);
         // Take the room now; the future keeps it until the send has an outcome.
         let guard = engine.try_admit(msg.body.len())?;
+        let owner = self.owner.clone();
         Ok(Box::pin(async move {
+            let _owner = owner;
             let r = engine
                 .run(
                     Payload::Single(msg),
@@ -402,6 +429,8 @@ impl Producer {
     ) -> mq_remoting::BoxFuture<'static, Result<SendResult, ProducerError>> {
         let deadline = Instant::now() + self.inner.config.send_timeout;
         let engine = Arc::clone(&self.inner);
+        // The send keeps the producer running until it has an outcome.
+        let owner = self.owner.clone();
         if let Some(batching) = self.inner.config.batching
             && msg.delay_level() == 0
         {
@@ -412,12 +441,14 @@ impl Producer {
             if let Ok(guard) = engine.try_admit(msg.body.len()) {
                 let rx = crate::batching::enqueue(&engine, batching, msg, deadline);
                 return Box::pin(async move {
+                    let _owner = owner;
                     let r = rx.await.unwrap_or(Err(ProducerError::ShutDown));
                     drop(guard);
                     r
                 });
             }
             return Box::pin(async move {
+                let _owner = owner;
                 engine.ensure_running()?;
                 let admission = engine
                     .admit(&msg.topic.clone(), msg.body.len(), deadline)
@@ -429,6 +460,7 @@ impl Producer {
             });
         }
         Box::pin(async move {
+            let _owner = owner;
             engine
                 .send_core(
                     Payload::Single(msg),
@@ -853,6 +885,26 @@ impl Engine {
             biased;
             r = self.send_core_inner(payload, target, mode, deadline) => r,
             () = self.abort.cancelled() => Err(ProducerError::ShutDown),
+        }
+    }
+
+    /// What dropping the last user handle of a running producer does: sends in flight end
+    /// with [`ProducerError::ShutDown`], no task is started any more, and the group leaves its
+    /// instance at once.
+    fn abandon(&self) {
+        if self
+            .state
+            .transition(ServiceState::Running, ServiceState::ShutdownAlready)
+            .is_err()
+        {
+            return;
+        }
+        warn!(group = %self.config.group, in_flight = self.inflight.load(std::sync::atomic::Ordering::Acquire), "producer dropped without shutdown; sends in flight end now");
+        self.abort.cancel();
+        self.tasks.close();
+        let instance = self.instance.write().take();
+        if let Some(instance) = instance {
+            instance.release_producer(&instance.config().wrap(&self.config.group));
         }
     }
 

@@ -25,6 +25,57 @@ pub mod fault;
 pub use cluster::{Cluster, ClusterBuilder};
 pub use fault::{Fault, FaultInjector};
 
+/// Runs `body` on a current-thread runtime of its own, with the cluster of `builder` on
+/// another runtime (one worker thread), so that the body's runtime holds only the client's
+/// tasks: [`tokio::runtime::RuntimeMetrics::num_alive_tasks`] then counts what the client
+/// left behind. `body` gets the name server address.
+///
+/// # Panics
+/// When a runtime cannot be built or the cluster does not start.
+#[allow(clippy::expect_used, reason = "test set-up: a failure ends the test")]
+pub fn with_cluster_apart<F, Fut>(builder: ClusterBuilder, body: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let servers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("server runtime");
+    let cluster = servers.block_on(builder.start()).expect("cluster start");
+    let client = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("client runtime");
+    client.block_on(body(cluster.namesrv_addr()));
+    drop(client);
+    servers.block_on(cluster.shutdown());
+}
+
+/// Tasks alive on the current runtime (see [`with_cluster_apart`]).
+///
+/// # Panics
+/// Outside a Tokio runtime.
+pub fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}
+
+/// Lets the current runtime run its other tasks until at most `n` are alive, for up to
+/// `within`; returns how many are alive then. Tasks that were just told to stop end once they
+/// are polled: this polls them, it does not guess a time.
+pub async fn tasks_settle_to(n: usize, within: std::time::Duration) -> usize {
+    let settle = async {
+        while alive_tasks() > n {
+            tokio::task::yield_now().await;
+        }
+    };
+    let _ = tokio::time::timeout(within, settle).await;
+    alive_tasks()
+}
+
 /// Installs a test-writer tracing subscriber filtered by `RUST_LOG` (once per process).
 pub fn trace_init() {
     let _ = tracing_subscriber::fmt()

@@ -25,7 +25,7 @@ use mq_producer::{
     HashSelector, Producer, ProducerConfig, ProducerError, SelectArg, SendContext, SendHook,
 };
 use mq_remoting::RemotingError;
-use mq_test_support::{Cluster, Fault};
+use mq_test_support::{Cluster, Fault, alive_tasks, tasks_settle_to, with_cluster_apart};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -1060,4 +1060,100 @@ async fn a_broker_stalled_under_steady_sync_load_fails_sends_by_their_deadline_t
     cluster.faults(1).clear();
     p.shutdown().await;
     cluster.shutdown().await;
+}
+
+#[test]
+fn dropping_the_last_handle_stops_the_producer_once_its_sends_are_answered() {
+    with_cluster_apart(Cluster::builder(), |namesrv| async move {
+        let tasks = alive_tasks;
+        let before = tasks();
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let producer =
+            Producer::new(ProducerConfig::new("drop_group", &namesrv).with_client(
+                ClientConfig::new(&namesrv).with_instance_name(format!("it-drop-{n}")),
+            ));
+        producer.start().await.unwrap();
+        producer
+            .send(Message::new("DropTopic", Bytes::from_static(b"first")))
+            .await
+            .unwrap();
+        let instance = producer.instance().unwrap();
+        assert!(tasks() > before, "a running producer has tasks");
+
+        // A clone going away changes nothing.
+        let clone = producer.clone();
+        drop(clone);
+        assert_eq!(producer.state(), ServiceState::Running);
+
+        // Sends made before the drop still get their answer: the future and the callback keep
+        // the producer running until then.
+        let pending = producer.send_async(Message::new("DropTopic", Bytes::from_static(b"f")));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        producer
+            .send_with_callback(Message::new("DropTopic", Bytes::from_static(b"c")), |r| {
+                let _ = tx.send(r);
+            })
+            .unwrap();
+        drop(producer);
+        assert_eq!(pending.await.unwrap().status, SendStatus::SendOk);
+        assert_eq!(rx.await.unwrap().unwrap().status, SendStatus::SendOk);
+
+        // Then nothing is left: the instance stopped, and no task of the client is alive.
+        tokio::time::timeout(Duration::from_secs(10), instance.stopped())
+            .await
+            .expect("the instance's tasks outlived the dropped producer");
+        assert_eq!(instance.state(), ServiceState::ShutdownAlready);
+        assert_eq!(
+            tasks_settle_to(before, Duration::from_secs(10)).await,
+            before,
+            "tasks outlived the dropped producer"
+        );
+    });
+}
+
+#[test]
+fn dropping_an_unstarted_producer_or_an_ordered_sender_leaves_no_task() {
+    with_cluster_apart(Cluster::builder(), |namesrv| async move {
+        let tasks = alive_tasks;
+        let before = tasks();
+        drop(Producer::new(ProducerConfig::new(
+            "never_started",
+            &namesrv,
+        )));
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let producer =
+            Producer::new(ProducerConfig::new("ordered_drop", &namesrv).with_client(
+                ClientConfig::new(&namesrv).with_instance_name(format!("it-drop-{n}")),
+            ));
+        producer.start().await.unwrap();
+        let instance = producer.instance().unwrap();
+        let sender = mq_producer::OrderedSender::new(producer.clone(), "OrderedDropTopic", 4)
+            .await
+            .unwrap();
+        drop(producer);
+        // Queued messages still go out after the sender is dropped, in order.
+        let outcomes: Vec<_> = (0..8)
+            .map(|i| {
+                sender.send(
+                    &SelectArg::Str("k".into()),
+                    Message::new("OrderedDropTopic", Bytes::from(format!("m{i}"))),
+                )
+            })
+            .collect();
+        drop(sender);
+        let mut last = None;
+        for o in outcomes {
+            let offset = o.await.unwrap().queue_offset;
+            assert!(last.is_none_or(|l| l < offset), "out of order");
+            last = Some(offset);
+        }
+        tokio::time::timeout(Duration::from_secs(10), instance.stopped())
+            .await
+            .expect("the instance's tasks outlived the dropped sender");
+        assert_eq!(
+            tasks_settle_to(before, Duration::from_secs(10)).await,
+            before,
+            "tasks outlived the dropped sender"
+        );
+    });
 }

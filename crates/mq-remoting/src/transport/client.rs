@@ -394,6 +394,28 @@ impl RemotingClient {
         Ok(conn)
     }
 
+    /// Closes the client now, without waiting: new calls fail with [`RemotingError::Shutdown`],
+    /// connections close (their pending requests fail with [`RemotingError::ConnectionClosed`],
+    /// and the callbacks of async requests still run with that error). For a drop, where
+    /// nothing can be awaited; [`RemotingClient::closed`] waits for the tasks to end.
+    pub fn close(&self) {
+        let endpoint = &self.inner.endpoint;
+        endpoint.token.cancel();
+        self.inner.cache.lock().clear();
+        endpoint.io_tasks.close();
+        endpoint.work_tasks.close();
+        endpoint.executor.close();
+    }
+
+    /// Waits until the tasks of a closed (or shut down) client have ended: connection loops,
+    /// waits for responses, and queued callbacks.
+    pub async fn closed(&self) {
+        let endpoint = &self.inner.endpoint;
+        endpoint.io_tasks.wait().await;
+        endpoint.work_tasks.wait().await;
+        endpoint.executor.wait().await;
+    }
+
     /// Shuts the client down: new calls fail with [`RemotingError::Shutdown`], connections
     /// close (their pending requests fail with [`RemotingError::ConnectionClosed`], and the
     /// callbacks of async requests run with that error), queued callbacks run, and background

@@ -524,3 +524,71 @@ async fn push_consumers_work_on_a_current_thread_runtime() {
     p.shutdown().await;
     cluster.shutdown().await;
 }
+
+/// A push or pull consumer dropped without a shutdown stops: its instance ends, and no task
+/// of the client outlives it. What the pull consumer polled but did not commit comes again to
+/// the next consumer of its group.
+#[test]
+fn dropped_consumers_stop_and_leave_no_task() {
+    mq_test_support::with_cluster_apart(Cluster::builder(), |namesrv| async move {
+        let before = mq_test_support::alive_tasks();
+        let config = |group: &str| {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            ConsumerConfig::new(group, &namesrv)
+                .with_client(ClientConfig::new(&namesrv).with_instance_name(format!("drop-{n}")))
+                .with_consume_from(ConsumeFrom::FirstOffset)
+        };
+        let p = Producer::new(
+            ProducerConfig::new("pg", &namesrv)
+                .with_client(ClientConfig::new(&namesrv).with_instance_name("drop-producer")),
+        );
+        p.start().await.unwrap();
+        for i in 0..20 {
+            let m = mq_client_api::Message::new("DropConsumers", format!("d-{i}"));
+            p.send(m).await.unwrap();
+        }
+        p.shutdown().await;
+
+        let seen = Arc::new(Collector::default());
+        seen.expect(20);
+        let push = PushConsumer::new(config("drop-push"));
+        push.subscribe("DropConsumers", "*").unwrap();
+        push.start(seen.listener()).await.unwrap();
+        seen.wait().await;
+        let instance = push.instance().unwrap();
+        drop(push);
+        tokio::time::timeout(T, instance.stopped())
+            .await
+            .expect("the push consumer's instance stopped");
+
+        let pull = PullConsumer::new(config("drop-pull").with_auto_commit(false));
+        pull.subscribe("DropConsumers", "*").unwrap();
+        pull.start().await.unwrap();
+        let mut polled = 0;
+        while polled == 0 {
+            polled = pull.poll(T).await.unwrap().len();
+        }
+        let instance = pull.instance().unwrap();
+        drop(pull);
+        tokio::time::timeout(T, instance.stopped())
+            .await
+            .expect("the pull consumer's instance stopped");
+        assert_eq!(
+            mq_test_support::tasks_settle_to(before, T).await,
+            before,
+            "tasks outlived the dropped consumers"
+        );
+
+        // Nothing was committed: the group's next consumer gets every message.
+        let again = PullConsumer::new(config("drop-pull"));
+        again.subscribe("DropConsumers", "*").unwrap();
+        again.start().await.unwrap();
+        let mut bodies = HashSet::new();
+        while bodies.len() < 20 {
+            for m in again.poll(T).await.unwrap() {
+                bodies.insert(m.message.body.clone());
+            }
+        }
+        again.shutdown().await;
+    });
+}
