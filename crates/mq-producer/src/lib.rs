@@ -37,6 +37,7 @@
 //! # Ok(()) }
 //! ```
 
+mod attempt;
 pub mod batching;
 pub mod config;
 pub mod error;

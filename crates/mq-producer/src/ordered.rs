@@ -32,8 +32,9 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+use crate::attempt::AttemptOutcome;
 use crate::error::ProducerError;
-use crate::producer::{Payload, Producer};
+use crate::producer::{Producer, Room};
 use crate::select::{HashSelector, QueueSelector, SelectArg};
 
 /// The property carrying a message's per-queue sequence number.
@@ -144,39 +145,54 @@ impl OrderedSender {
 
     /// Queues `msg` for the key's queue now — the order of calls is the order of sequence
     /// numbers — and returns a future of its outcome. Messages of one key resolve in order.
+    /// The message is checked and given its `UNIQ_KEY` now, as by [`Producer::send`]; each
+    /// write takes room in the producer's in-flight bounds, runs its send hooks and counts in
+    /// its latency statistics.
     ///
     /// # Errors
-    /// The future yields what [`Producer::send`] would; a message whose predecessor on the queue
+    /// The future yields what [`Producer::send`] would; [`ProducerError::TopicMismatch`] for a
+    /// message of another topic than the sender's; a message whose predecessor on the queue
     /// failed for good yields [`ProducerError::PredecessorFailed`].
     pub fn send(
         &self,
         key: &SelectArg,
         mut msg: Message,
     ) -> impl Future<Output = Result<SendResult, ProducerError>> + Send + 'static + use<> {
-        msg.topic.clone_from(&self.inner.topic);
         let (reply, rx) = oneshot::channel();
-        match HashSelector.select(&self.inner.queues, &msg, key) {
-            None => {
-                let _ = reply.send(Err(ProducerError::NoQueueSelected {
-                    topic: self.inner.topic.clone(),
-                }));
-            }
-            Some(mq) => {
+        match self.enqueue(key, &mut msg) {
+            Ok(mq) => {
                 let mut lanes = self.inner.lanes.lock();
                 let lane = lanes.entry(mq.clone()).or_insert_with(|| {
                     let (tx, items) = mpsc::unbounded_channel();
                     let inner = Arc::clone(&self.inner);
-                    self.inner
-                        .tasks
-                        .spawn(lane_worker(inner, mq.clone(), items));
+                    self.inner.tasks.spawn(lane_worker(inner, mq, items));
                     Lane { tx }
                 });
                 if let Err(e) = lane.tx.send(Item { msg, reply }) {
                     let _ = e.0.reply.send(Err(ProducerError::ShutDown));
                 }
             }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
         }
         async move { rx.await.unwrap_or(Err(ProducerError::ShutDown)) }
+    }
+
+    /// Checks `msg` and picks the key's queue.
+    fn enqueue(&self, key: &SelectArg, msg: &mut Message) -> Result<MessageQueue, ProducerError> {
+        if msg.topic != self.inner.topic {
+            return Err(ProducerError::TopicMismatch {
+                message_topic: msg.topic.clone(),
+                queue_topic: self.inner.topic.clone(),
+            });
+        }
+        self.inner.producer.engine().prepare(msg)?;
+        HashSelector
+            .select(&self.inner.queues, msg, key)
+            .ok_or_else(|| ProducerError::NoQueueSelected {
+                topic: self.inner.topic.clone(),
+            })
     }
 
     /// Stops taking messages and waits until every queued one has an outcome.
@@ -190,56 +206,53 @@ impl OrderedSender {
 struct InFlight {
     msg: Message,
     reply: Reply,
-    outcome: oneshot::Receiver<Result<SendResult, ClientApiError>>,
+    outcome: oneshot::Receiver<AttemptOutcome>,
+    /// Room in the producer's in-flight bounds, until the outcome is handed out.
+    _room: Room,
 }
 
-/// Writes `msg` to `mq` now (in call order on the connection) and returns where its outcome
-/// will arrive.
+/// Writes `msg` to `mq` now (in call order on the connection) through the producer's attempt
+/// path, and returns where its outcome will arrive.
 async fn write(
     inner: &Inner,
     mq: &MessageQueue,
     msg: &Message,
+    attempt: u32,
     timeout: Duration,
-) -> oneshot::Receiver<Result<SendResult, ClientApiError>> {
-    let (tx, rx) = oneshot::channel();
+) -> oneshot::Receiver<AttemptOutcome> {
     let engine = inner.producer.engine();
-    let outcome = async {
-        let instance = engine.running_instance().map_err(|e| e.to_string())?;
-        let addr = instance
-            .broker_master(&mq.broker_name)
-            .ok_or_else(|| format!("no master for {}", mq.broker_name))?;
-        let (request, _) = engine
-            .build_request(&instance, &Payload::Single(msg.clone()), mq)
-            .map_err(|e| e.to_string())?;
-        let tx2 = Arc::new(Mutex::new(Some(tx)));
-        let t = Arc::clone(&tx2);
-        let user_topic = inner.topic.clone();
-        instance
-            .api()
-            .send_with_callback(&addr, request, timeout, move |r| {
-                let r = r.map(|mut r| {
-                    r.message_queue.topic = user_topic;
-                    r
-                });
-                if let Some(tx) = t.lock().take() {
-                    let _ = tx.send(r);
-                }
-            })
-            .await
-            .map_err(|e| {
-                // Not written: report it through the same channel.
-                if let Some(tx) = tx2.lock().take() {
-                    let _ = tx.send(Err(e));
-                }
-                String::new()
-            })
+    let deadline = Instant::now() + timeout;
+    let written = match engine.running_instance() {
+        Ok(instance) => {
+            engine
+                .begin_attempt(&instance, msg, mq, attempt, deadline)
+                .await
+        }
+        Err(_) => Err(ClientApiError::Remoting(
+            mq_remoting::RemotingError::Shutdown,
+        )),
     };
-    if let Err(reason) = outcome.await
-        && !reason.is_empty()
-    {
-        debug!(queue = %mq, reason, "ordered send not written");
+    written.unwrap_or_else(|e| {
+        // Not written: the failure comes through the same channel.
+        debug!(queue = %mq, cause = %e, "ordered send not written");
+        let (tx, rx) = oneshot::channel();
+        let _ = tx.send(Err(e));
+        rx
+    })
+}
+
+/// What a write's receiver yields once the write is over.
+fn outcome_of(
+    received: Result<AttemptOutcome, oneshot::error::RecvError>,
+) -> Result<SendResult, ClientApiError> {
+    match received {
+        Ok(Ok(Some(r))) => Ok(r),
+        // A callback dropped unrun, or a oneway answer (never asked for here).
+        Ok(Ok(None)) | Err(_) => Err(ClientApiError::Remoting(
+            mq_remoting::RemotingError::Shutdown,
+        )),
+        Ok(Err(e)) => Err(e),
     }
-    rx
 }
 
 async fn lane_worker(
@@ -272,17 +285,30 @@ async fn lane_worker(
                 open = false;
                 break;
             };
+            // Room first: a message that gets none fails alone, before it has a sequence.
+            let engine = inner.producer.engine();
+            let admitted = engine
+                .admit(&msg.topic, msg.body.len(), Instant::now() + timeout)
+                .await;
+            let room = match admitted {
+                Ok(room) => room,
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    continue;
+                }
+            };
             seq += 1;
             msg.set_property(SEQUENCE_PROPERTY, seq.to_string());
             if window.is_empty() {
                 attempts_of_front = 0;
                 front_deadline = Instant::now() + timeout;
             }
-            let outcome = write(&inner, &mq, &msg, timeout).await;
+            let outcome = write(&inner, &mq, &msg, 1, timeout).await;
             window.push_back(InFlight {
                 msg,
                 reply,
                 outcome,
+                _room: room,
             });
         }
         let Some(front) = window.front_mut() else {
@@ -291,11 +317,7 @@ async fn lane_worker(
             }
             return;
         };
-        let result = (&mut front.outcome)
-            .await
-            .unwrap_or(Err(ClientApiError::Remoting(
-                mq_remoting::RemotingError::Shutdown,
-            )));
+        let result = outcome_of((&mut front.outcome).await);
         match result {
             // Stored before its predecessor: the broker does not keep one connection's sends
             // in order. Write it and everything after it again, each only once the one before
@@ -317,7 +339,7 @@ async fn lane_worker(
                     .resent
                     .fetch_add(window.len() as u64, Ordering::Relaxed);
                 for w in window.iter_mut() {
-                    let stored = write(&inner, &mq, &w.msg, timeout).await.await;
+                    let stored = write(&inner, &mq, &w.msg, 2, timeout).await.await;
                     let (done, outcome) = oneshot::channel();
                     let _ = done.send(stored.unwrap_or(Err(ClientApiError::Remoting(
                         mq_remoting::RemotingError::Shutdown,
@@ -371,7 +393,7 @@ async fn lane_worker(
                     .resent
                     .fetch_add(window.len() as u64 - 1, Ordering::Relaxed);
                 for w in window.iter_mut() {
-                    w.outcome = write(&inner, &mq, &w.msg, timeout).await;
+                    w.outcome = write(&inner, &mq, &w.msg, attempts_of_front + 1, timeout).await;
                 }
             }
         }

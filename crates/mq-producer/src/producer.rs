@@ -15,9 +15,7 @@ use mq_client_api::message::{
     MessageExt, UniqueIdGenerator, decode_offset_msg_id, encode_batch, property, sys_flag,
 };
 use mq_client_api::validate::{validate_body, validate_message, validate_topic};
-use mq_client_api::{
-    ClientApiError, Message, MessageQueue, ResponseCode, SendRequest, SendResult, SendStatus,
-};
+use mq_client_api::{ClientApiError, Message, MessageQueue, ResponseCode, SendRequest, SendResult};
 use mq_client_instance::{
     ClientInstance, ClientManager, InstanceError, ProducerMember, ServiceState, StateMachine,
 };
@@ -26,9 +24,10 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::attempt::{AttemptTo, Next, RetryPolicy};
 use crate::config::ProducerConfig;
 use crate::error::ProducerError;
-use crate::hook::{CommunicationMode, SendContext, SendHook};
+use crate::hook::{CommunicationMode, SendHook};
 use crate::select::{LatencyFaultTolerance, QueueSelector, SelectArg, TopicPublishInfo};
 
 /// A producer. Cheap to clone; clones share the engine.
@@ -77,7 +76,7 @@ pub(crate) enum Payload {
 }
 
 impl Payload {
-    fn topic(&self) -> &str {
+    pub(crate) fn topic(&self) -> &str {
         match self {
             Self::Single(m) => &m.topic,
             Self::Batch { topic, .. } => topic,
@@ -97,8 +96,8 @@ pub(crate) struct Engine {
     state: StateMachine,
     instance: RwLock<Option<Arc<ClientInstance>>>,
     publish: RwLock<HashMap<String, Arc<TopicPublishInfo>, foldhash::fast::RandomState>>,
-    faults: LatencyFaultTolerance,
-    hooks: RwLock<Vec<Arc<dyn SendHook>>>,
+    pub(crate) faults: LatencyFaultTolerance,
+    pub(crate) hooks: RwLock<Vec<Arc<dyn SendHook>>>,
     ids: UniqueIdGenerator,
     transaction_listener: RwLock<Option<Arc<dyn crate::transaction::TransactionListener>>>,
     pub(crate) accumulator: crate::batching::Accumulator,
@@ -1052,7 +1051,7 @@ impl Engine {
         instance: &ClientInstance,
         payload: &'p Payload,
         mq: &MessageQueue,
-    ) -> Result<(SendRequest, Cow<'p, Message>), ProducerError> {
+    ) -> (SendRequest, Cow<'p, Message>) {
         let namespace = instance.config().namespace.as_ref();
         let (mut header, body, msg_id, sent) = match payload {
             Payload::Single(m) => {
@@ -1119,7 +1118,7 @@ impl Engine {
         header.default_topic_queue_nums = self.config.default_topic_queue_nums;
         header.queue_id = mq.queue_id;
         header.born_timestamp = mq_client_api::wire_time::now_millis();
-        Ok((
+        (
             SendRequest {
                 header,
                 body,
@@ -1127,189 +1126,84 @@ impl Engine {
                 broker_name: mq.broker_name.clone(),
             },
             sent,
-        ))
+        )
     }
 
     /// The one send path.
     async fn send_core_inner(
         &self,
-        payload: Payload,
+        mut payload: Payload,
         target: Target<'_>,
         mode: CommunicationMode,
         deadline: Instant,
     ) -> Result<Option<SendResult>, ProducerError> {
         let started = Instant::now();
         let instance = self.running_instance()?;
-        let mut payload = payload;
         if let Payload::Single(m) = &mut payload {
-            validate_message(m, self.config.max_message_size)?;
-            // Set once, kept across retries.
-            if m.uniq_key().is_none() {
-                m.set_property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX, self.ids.next_id());
-            }
+            self.prepare(m)?;
         }
         let payload = payload;
         let user_topic = payload.topic();
         let topic = instance.config().wrapped(user_topic);
         let info = self.publish_info(&instance, &topic, deadline).await?;
-        let max_attempts = match (&target, mode) {
-            (Target::Auto, CommunicationMode::Sync) => 1 + self.config.retries,
-            (Target::Auto, CommunicationMode::Async) => 1 + self.config.retries_async,
-            _ => 1,
-        };
-        let faults = self.config.latency_fault_tolerance.then_some(&self.faults);
+        let policy = RetryPolicy::new(&self.config, &target, mode);
         let mut attempts = 0u32;
         // The brokers of attempts that did not end the send (none, when the first succeeds).
         let mut brokers: Vec<String> = Vec::new();
         let mut last_error: Option<ClientApiError> = None;
         let mut not_stored: Option<SendResult> = None;
-        while attempts < max_attempts {
-            if Instant::now() >= deadline {
+        while attempts < policy.max_attempts && Instant::now() < deadline {
+            let last = brokers.last().map(String::as_str);
+            let Some(mq) = self.select_queue(&target, &info, &topic, &payload, last)? else {
                 break;
-            }
-            let mq: Cow<'_, MessageQueue> = match &target {
-                Target::Auto => match info.select(brokers.last().map(String::as_str), faults) {
-                    Some(q) => Cow::Borrowed(q),
-                    None => break,
-                },
-                Target::Queue(q) => Cow::Owned(MessageQueue::new(
-                    topic.as_ref(),
-                    &q.broker_name,
-                    q.queue_id,
-                )),
-                Target::Selector(selector, arg) => {
-                    let probe = Message::new(user_topic, Bytes::new());
-                    let user_queues: Vec<MessageQueue> = info
-                        .queues
-                        .iter()
-                        .map(|q| MessageQueue::new(user_topic, &q.broker_name, q.queue_id))
-                        .collect();
-                    let chosen = match &payload {
-                        Payload::Single(m) => selector.select(&user_queues, m, arg),
-                        Payload::Batch { .. } => selector.select(&user_queues, &probe, arg),
-                    };
-                    match chosen {
-                        Some(q) => {
-                            Cow::Owned(MessageQueue::new(topic.as_ref(), q.broker_name, q.queue_id))
-                        }
-                        None => {
-                            return Err(ProducerError::NoQueueSelected {
-                                topic: user_topic.to_owned(),
-                            });
-                        }
-                    }
-                }
             };
             attempts += 1;
-            let addr = match instance.broker_master(&mq.broker_name) {
-                Some(a) => a,
-                None => {
-                    let _ = Box::pin(instance.update_route(&topic, left(deadline))).await;
-                    match instance.broker_master(&mq.broker_name) {
-                        Some(a) => a,
-                        None => {
-                            last_error = Some(ClientApiError::Broker {
-                                code: ResponseCode::SERVICE_NOT_AVAILABLE,
-                                remark: Some(format!("the broker[{}] not exist", mq.broker_name)),
-                                addr: String::new(),
-                            });
-                            brokers.push(mq.broker_name.clone());
-                            continue;
-                        }
-                    }
+            let addr = match self
+                .broker_addr(&instance, &topic, &mq.broker_name, deadline)
+                .await
+            {
+                Ok(a) => a,
+                Err(e) => {
+                    // No master to send to: the next attempt picks another broker.
+                    brokers.push(mq.broker_name.clone());
+                    last_error = Some(e);
+                    continue;
                 }
             };
-            let (request, sent) = self.build_request(&instance, &payload, &mq)?;
-            let hooks = self.hooks.read().clone();
-            // What hooks see is built only when there are hooks.
-            let user_mq = (!hooks.is_empty())
-                .then(|| MessageQueue::new(user_topic, &mq.broker_name, mq.queue_id));
-            let base = user_mq.as_ref().map(|queue| SendContext {
-                producer_group: &self.config.group,
-                message: &sent,
-                queue,
-                broker_addr: &addr,
+            let to = AttemptTo {
+                instance: &instance,
+                queue: &mq,
+                addr: &addr,
+                user_topic,
                 mode,
                 attempt: attempts,
-                result: None,
-                error: None,
-            });
-            if let Some(base) = &base {
-                for h in &hooks {
-                    h.before(base);
-                }
-            }
-            // Read again: a route refresh or the hooks may have taken time since the loop began.
-            let attempt_started = Instant::now();
-            let remaining = deadline.saturating_duration_since(attempt_started);
-            let outcome = match mode {
-                CommunicationMode::Oneway => instance
-                    .api()
-                    .send_oneway(&addr, &request, remaining)
-                    .await
-                    .map(|()| None),
-                _ => instance
-                    .api()
-                    .send(&addr, request, remaining)
-                    .await
-                    .map(Some),
             };
-            let outcome = outcome.map(|r| {
-                r.map(|mut r| {
-                    // The namespace-wrapped topic goes back to the user's name.
-                    if r.message_queue.topic != user_topic {
-                        user_topic.clone_into(&mut r.message_queue.topic);
-                    }
-                    r
-                })
-            });
-            // Java records latencies only when the fault strategy is on.
-            if let Some(f) = faults {
-                f.update(&mq.broker_name, attempt_started.elapsed(), outcome.is_err());
-            }
-            if let Some(base) = base {
-                for h in &hooks {
-                    match &outcome {
-                        Ok(r) => h.after(&SendContext {
-                            result: r.as_ref(),
-                            ..base
-                        }),
-                        Err(e) => h.after(&SendContext {
-                            error: Some(e),
-                            ..base
-                        }),
-                    }
-                }
-            }
-            match outcome {
-                Ok(Some(r))
-                    if r.status != SendStatus::SendOk
-                        && self.config.retry_another_broker_when_not_stored
-                        && matches!(target, Target::Auto) =>
-                {
+            let outcome = self.attempt(&to, &payload, deadline).await;
+            let (e, retry) = match policy.next(outcome) {
+                Next::Done(r) => return Ok(r),
+                Next::NotStored(r) => {
                     brokers.push(mq.broker_name.clone());
                     not_stored = Some(r);
+                    continue;
                 }
-                Ok(r) => return Ok(r),
-                Err(e) => {
-                    brokers.push(mq.broker_name.clone());
-                    let retry = matches!(target, Target::Auto) && e.is_retryable();
-                    if e.response_code() == Some(ResponseCode::TOPIC_NOT_EXIST) {
-                        let _ = Box::pin(instance.update_route(&topic, left(deadline))).await;
-                    }
-                    debug!(topic = %user_topic, broker = %mq.broker_name, attempt = attempts, cause = %e, retry, "send attempt failed");
-                    if !retry {
-                        return Err(ProducerError::SendFailed {
-                            topic: user_topic.to_owned(),
-                            attempts,
-                            brokers,
-                            elapsed: started.elapsed(),
-                            source: Box::new(e),
-                        });
-                    }
-                    last_error = Some(e);
-                }
+                Next::Retry(e) => (e, true),
+                Next::Fail(e) => (e, false),
+            };
+            brokers.push(mq.broker_name.clone());
+            if e.response_code() == Some(ResponseCode::TOPIC_NOT_EXIST) {
+                let _ = Box::pin(instance.update_route(&topic, left(deadline))).await;
             }
+            debug!(topic = %user_topic, broker = %mq.broker_name, attempt = attempts, cause = %e, retry, "send attempt failed");
+            if !retry {
+                return Err(ProducerError::SendFailed {
+                    topic: user_topic.to_owned(),
+                    attempts,
+                    brokers,
+                    elapsed: started.elapsed(),
+                    source: Box::new(e),
+                });
+            }
+            last_error = Some(e);
         }
         if let Some(r) = not_stored {
             return Ok(Some(r));
@@ -1333,6 +1227,18 @@ impl Engine {
                 elapsed,
             }),
         }
+    }
+
+    /// Checks a single message and gives it its `UNIQ_KEY` (once: kept across retries).
+    ///
+    /// # Errors
+    /// [`ProducerError::Validation`].
+    pub(crate) fn prepare(&self, m: &mut Message) -> Result<(), ProducerError> {
+        validate_message(m, self.config.max_message_size)?;
+        if m.uniq_key().is_none() {
+            m.set_property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX, self.ids.next_id());
+        }
+        Ok(())
     }
 }
 

@@ -1157,3 +1157,67 @@ fn dropping_an_unstarted_producer_or_an_ordered_sender_leaves_no_task() {
         );
     });
 }
+
+/// The ordered sender goes through the producer's own send path: messages are checked and
+/// get their `UNIQ_KEY`, hooks see every write, and a message of another topic is refused
+/// rather than redirected.
+#[tokio::test]
+async fn ordered_sends_take_the_producers_path() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let p = started(&cluster, "ordered_path").await;
+    let hook = Arc::new(Recorder::default());
+    p.add_hook(hook.clone());
+    let sender = mq_producer::OrderedSender::new(p.clone(), "OrderedPath", 4)
+        .await
+        .unwrap();
+    let key = SelectArg::Int(7);
+
+    let other = sender
+        .send(
+            &key,
+            Message::new("SomeOtherTopic", Bytes::from_static(b"x")),
+        )
+        .await;
+    assert!(
+        matches!(other, Err(ProducerError::TopicMismatch { ref message_topic, .. }) if message_topic == "SomeOtherTopic"),
+        "{other:?}"
+    );
+    let empty = sender
+        .send(&key, Message::new("OrderedPath", Bytes::new()))
+        .await;
+    assert!(
+        matches!(
+            empty,
+            Err(ProducerError::Validation(ValidationError::EmptyBody))
+        ),
+        "{empty:?}"
+    );
+    assert_eq!(
+        hook.before.load(Ordering::SeqCst),
+        0,
+        "refused before any write"
+    );
+
+    let sends: Vec<_> = (0..5)
+        .map(|i| sender.send(&key, Message::new("OrderedPath", format!("m{i}"))))
+        .collect();
+    let mut results = Vec::new();
+    for s in sends {
+        results.push(s.await.unwrap());
+    }
+    for r in &results {
+        assert!(!r.msg_id.is_empty());
+        let m = stored(&cluster, r).await;
+        assert_eq!(m.message.uniq_key(), Some(r.msg_id.as_str()));
+        assert_eq!(r.message_queue.topic, "OrderedPath");
+    }
+    assert_eq!(hook.before.load(Ordering::SeqCst), 5);
+    assert_eq!(hook.after_ok.load(Ordering::SeqCst), 5);
+    assert_eq!(
+        *hook.ids.lock(),
+        results.iter().map(|r| r.msg_id.clone()).collect::<Vec<_>>()
+    );
+    sender.close().await;
+    p.shutdown().await;
+    cluster.shutdown().await;
+}
