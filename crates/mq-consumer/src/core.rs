@@ -11,7 +11,9 @@ use mq_client_api::body::{
     ConsumeFromWhere, ConsumeType, ConsumerData, MessageModel, SubscriptionData, TopicRouteData,
     perm,
 };
-use mq_client_api::header::{PullMessageRequestHeader, pull_sys_flag};
+use mq_client_api::header::{
+    ConsumerSendMsgBackRequestHeader, PullMessageRequestHeader, pull_sys_flag,
+};
 use mq_client_api::message::property;
 use mq_client_api::{MessageExt, MessageQueue, PullStatus};
 use mq_client_instance::{
@@ -165,6 +167,25 @@ impl ConsumerMember for Member {
         if let Some(core) = self.0.upgrade() {
             core.rebalance_now.notify_one();
         }
+    }
+}
+
+/// The engine as a consumer facade holds it: dropping the facade of a running consumer
+/// stops the engine at once (see [`Core::abandon`]).
+#[derive(Debug)]
+pub(crate) struct Handle(pub(crate) Arc<Core>);
+
+impl std::ops::Deref for Handle {
+    type Target = Arc<Core>;
+
+    fn deref(&self) -> &Arc<Core> {
+        &self.0
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.0.abandon();
     }
 }
 
@@ -698,6 +719,43 @@ impl Core {
     /// Acknowledges `msgs` of `mq` and records the offset to resume from.
     pub(crate) fn ack(&self, mq: &MessageQueue, pq: &ProcessQueue, msgs: &[MessageExt]) {
         let offsets: Vec<i64> = msgs.iter().map(|m| m.queue_offset).collect();
+        self.ack_offsets(mq, pq, &offsets);
+    }
+
+    /// Hands `m` back to the broker for a delayed retry (through the group's retry topic,
+    /// and to the DLQ after max reconsume times). `raw_topic` is the topic it was pulled from.
+    ///
+    /// # Errors
+    /// [`ConsumerError::BrokerNotFound`] or the broker's answer.
+    pub(crate) async fn send_back(
+        &self,
+        mq: &MessageQueue,
+        m: &MessageExt,
+        raw_topic: &str,
+        delay_level: i32,
+    ) -> Result<(), ConsumerError> {
+        let instance = self.instance()?;
+        let addr = instance
+            .broker_master(&mq.broker_name)
+            .ok_or_else(|| ConsumerError::BrokerNotFound(mq.broker_name.clone()))?;
+        let header = ConsumerSendMsgBackRequestHeader {
+            offset: m.commit_log_offset,
+            group: self.group.read().clone(),
+            delay_level,
+            origin_msg_id: Some(m.msg_id()),
+            origin_topic: Some(raw_topic.to_owned()),
+            unit_mode: false,
+            max_reconsume_times: Some(self.config.max_reconsume_times),
+        };
+        instance
+            .api()
+            .consumer_send_back(&addr, &header, instance.config().request_timeout)
+            .await?;
+        Ok(())
+    }
+
+    /// Acknowledges the messages at `offsets` of `mq` and records the offset to resume from.
+    pub(crate) fn ack_offsets(&self, mq: &MessageQueue, pq: &ProcessQueue, offsets: &[i64]) {
         // A queue released by rebalance belongs to another member now; but at shutdown (every
         // queue dropped at once) the last acknowledgements must still count.
         let released = pq.dropped.is_cancelled() && !self.token.is_cancelled();
@@ -706,7 +764,7 @@ impl Core {
         } else {
             self.managed_offsets()
         };
-        pq.remove_and_record(&offsets, |next| {
+        pq.remove_and_record(offsets, |next| {
             if let Some(store) = store {
                 store.update(mq, next);
             }

@@ -3,7 +3,8 @@
 //! [`PushConsumer`] hands messages to a listener on a bounded pool of workers, returning
 //! failures to the broker for delayed retries (and the DLQ), or strictly in order per queue
 //! with broker-side queue locks; [`PullConsumer`] is the lite pull
-//! consumer (`poll`, `seek`, `commit`). Both share one engine: subscriptions with tag filters,
+//! consumer (`poll`, `seek`, `commit`); [`StreamConsumer`] yields messages as a
+//! `futures::Stream`, each acknowledged on its own. All share one engine: subscriptions with tag filters,
 //! rebalancing among the group every 20 s and whenever the broker says the group changed (with
 //! the strategies of [`allocate`]), one long-polling fetch task per assigned queue with flow
 //! control, and offsets kept on the brokers (clustering) or in a local file (broadcasting).
@@ -18,6 +19,7 @@
 //! * [`push`] — [`PushConsumer`], with a blocking [`MessageListener`] (run on the blocking pool), an
 //!   [`AsyncMessageListener`] (or [`async_listener`] from a closure), or a [`MessageListenerOrderly`].
 //! * [`pull`] — [`PullConsumer`].
+//! * [`stream`] — [`StreamConsumer`]: messages as a `Stream`, each acknowledged explicitly.
 //! * [`error`] — [`ConsumerError`].
 //!
 //! # Example
@@ -46,6 +48,7 @@ pub mod error;
 pub mod offset;
 pub mod pull;
 pub mod push;
+pub mod stream;
 
 pub use config::{ConsumeFrom, ConsumerConfig};
 pub use error::ConsumerError;
@@ -54,3 +57,4 @@ pub use push::{
     AsyncMessageListener, ConsumeContext, ConsumeOrderlyContext, ConsumeOrderlyStatus,
     ConsumeStatus, MessageListener, MessageListenerOrderly, PushConsumer, async_listener,
 };
+pub use stream::{MessageStream, Received, StreamConsumer};

@@ -13,26 +13,20 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use crate::config::ConsumerConfig;
-use crate::core::{Core, Delivery, restore_retry_topic};
+use crate::core::{Core, Delivery, Handle, restore_retry_topic};
 use crate::error::ConsumerError;
 
 /// A lite pull consumer.
+///
+/// Dropping a running consumer without [`PullConsumer::shutdown`] stops it at once, as for a
+/// [`PushConsumer`](crate::PushConsumer): offsets committed since the last persist interval
+/// and kept on the brokers are not sent, so those messages are consumed again.
 #[derive(Debug)]
 pub struct PullConsumer {
-    core: Arc<Core>,
+    core: Handle,
     rx: tokio::sync::Mutex<mpsc::Receiver<Delivery>>,
     /// Next offset after what `poll` returned, per queue, not yet committed.
     polled: Mutex<HashMap<MessageQueue, i64>>,
-}
-
-/// Dropping a running consumer without [`PullConsumer::shutdown`] stops it at once: its tasks are
-/// cancelled and it leaves the group (brokers notice when the connection closes). Offsets
-/// kept locally are written; offsets kept on the brokers and committed since the last
-/// persist interval are not sent, so those messages are consumed again.
-impl Drop for PullConsumer {
-    fn drop(&mut self) {
-        self.core.abandon();
-    }
 }
 
 impl PullConsumer {
@@ -40,7 +34,7 @@ impl PullConsumer {
     pub fn new(config: ConsumerConfig) -> Self {
         let (core, rx) = Core::new(config, ConsumeType::Actively);
         Self {
-            core,
+            core: Handle(core),
             rx: tokio::sync::Mutex::new(rx),
             polled: Mutex::new(HashMap::new()),
         }

@@ -19,7 +19,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tracing::{Instrument, debug, warn};
 
 use crate::config::ConsumerConfig;
-use crate::core::{Core, Delivery, restore_retry_topic};
+use crate::core::{Core, Delivery, Handle, restore_retry_topic};
 use crate::error::ConsumerError;
 
 /// What the listener did with a batch.
@@ -211,20 +211,15 @@ where
 }
 
 /// A push consumer. Subscribe, set a listener, start.
-#[derive(Debug)]
-pub struct PushConsumer {
-    core: Arc<Core>,
-    rx: Mutex<Option<mpsc::Receiver<Delivery>>>,
-}
-
-/// Dropping a running consumer without [`PushConsumer::shutdown`] stops it at once: its tasks are
-/// cancelled and it leaves the group (brokers notice when the connection closes). Offsets
+///
+/// Dropping a running consumer without [`PushConsumer::shutdown`] stops it at once: its tasks
+/// are cancelled and it leaves the group (brokers notice when the connection closes). Offsets
 /// kept locally are written; offsets kept on the brokers and committed since the last
 /// persist interval are not sent, so those messages are consumed again.
-impl Drop for PushConsumer {
-    fn drop(&mut self) {
-        self.core.abandon();
-    }
+#[derive(Debug)]
+pub struct PushConsumer {
+    core: Handle,
+    rx: Mutex<Option<mpsc::Receiver<Delivery>>>,
 }
 
 impl PushConsumer {
@@ -232,7 +227,7 @@ impl PushConsumer {
     pub fn new(config: ConsumerConfig) -> Self {
         let (core, rx) = Core::new(config, ConsumeType::Passively);
         Self {
-            core,
+            core: Handle(core),
             rx: Mutex::new(Some(rx)),
         }
     }
@@ -253,6 +248,18 @@ impl PushConsumer {
     /// The shared client instance (after start, until shutdown).
     pub fn instance(&self) -> Option<Arc<mq_client_instance::ClientInstance>> {
         self.core.instance.read().clone()
+    }
+
+    pub(crate) fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// The deliveries, for whoever consumes them (once).
+    pub(crate) fn take_deliveries(&self) -> Result<mpsc::Receiver<Delivery>, ConsumerError> {
+        self.rx
+            .lock()
+            .take()
+            .ok_or_else(|| ConsumerError::State(self.core.state.get()))
     }
 
     /// Queues currently assigned to this member.
@@ -282,11 +289,7 @@ impl PushConsumer {
     }
 
     async fn start_with(&self, listener: Listener) -> Result<(), ConsumerError> {
-        let rx = self
-            .rx
-            .lock()
-            .take()
-            .ok_or_else(|| ConsumerError::State(self.core.state.get()))?;
+        let rx = self.take_deliveries()?;
         self.core.start().await?;
         let core = Arc::clone(&self.core);
         self.core
@@ -305,11 +308,7 @@ impl PushConsumer {
         &self,
         listener: Arc<dyn MessageListenerOrderly>,
     ) -> Result<(), ConsumerError> {
-        let rx = self
-            .rx
-            .lock()
-            .take()
-            .ok_or_else(|| ConsumerError::State(self.core.state.get()))?;
+        let rx = self.take_deliveries()?;
         self.core
             .orderly
             .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -392,28 +391,14 @@ async fn consume_batch(
             core.ack(mq, pq, &batch);
             return;
         }
-        let Ok(instance) = core.instance() else {
+        if core.instance().is_err() {
             return;
-        };
+        }
         let mut kept = Vec::new();
         for m in batch {
-            let header = ConsumerSendMsgBackRequestHeader {
-                offset: m.commit_log_offset,
-                group: group.clone(),
-                delay_level: ctx.delay_level,
-                origin_msg_id: Some(m.msg_id()),
-                origin_topic: Some(m.message.topic.clone()),
-                unit_mode: false,
-                max_reconsume_times: Some(core.config.max_reconsume_times),
-            };
-            let sent = match instance.broker_master(&mq.broker_name) {
-                Some(addr) => instance
-                    .api()
-                    .consumer_send_back(&addr, &header, instance.config().request_timeout)
-                    .await
-                    .map_err(|e| e.to_string()),
-                None => Err(format!("no master for {}", mq.broker_name)),
-            };
+            let sent = core
+                .send_back(mq, &m, &m.message.topic, ctx.delay_level)
+                .await;
             match sent {
                 Ok(()) => core.ack(mq, pq, std::slice::from_ref(&m)),
                 Err(e) => {

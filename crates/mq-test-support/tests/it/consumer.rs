@@ -210,13 +210,18 @@ fn fast_retries(c: mq_broker::BrokerConfig) -> mq_broker::BrokerConfig {
     c.with_delay_levels(vec![Duration::from_millis(100)])
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failures_come_back_with_reconsume_times_then_land_in_the_dlq() {
-    let cluster = Cluster::builder()
+/// A one-broker cluster whose retries come back after 100 ms.
+async fn fast_retry_cluster() -> Cluster {
+    Cluster::builder()
         .configure(fast_retries)
         .start()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_come_back_with_reconsume_times_then_land_in_the_dlq() {
+    let cluster = fast_retry_cluster().await;
     let p = producer(&cluster).await;
     let mq_msg = mq_client_api::Message::new("Flaky", "fail-twice").with_tags("A");
     p.send(mq_msg).await.unwrap();
@@ -448,11 +453,7 @@ async fn orderly_consumption_keeps_per_key_order_through_suspends() {
 /// redelivered (through the retry topic) rather than stopping the consumer.
 #[tokio::test]
 async fn push_consumers_work_on_a_current_thread_runtime() {
-    let cluster = Cluster::builder()
-        .configure(fast_retries)
-        .start()
-        .await
-        .unwrap();
+    let cluster = fast_retry_cluster().await;
     let p = producer(&cluster).await;
     let sent = produce(&p, "OneThread", "o", 0..50).await;
 
@@ -591,4 +592,94 @@ fn dropped_consumers_stop_and_leave_no_task() {
         }
         again.shutdown().await;
     });
+}
+
+/// The stream consumer yields every message under its own topic; a message handed back
+/// comes again through the retry topic; one never acknowledged holds its queue's committed
+/// offset, so the group's next consumer gets it (and what followed it in its queue) again,
+/// and nothing of the other queues.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_consumer_acks_retries_and_redelivers_what_was_not_acked() {
+    use futures_util::StreamExt;
+    use mq_consumer::StreamConsumer;
+
+    async fn next(stream: &mut mq_consumer::MessageStream) -> mq_consumer::Received {
+        tokio::time::timeout(T, stream.next())
+            .await
+            .expect("a message in time")
+            .expect("the stream goes on")
+    }
+
+    let cluster = fast_retry_cluster().await;
+    let p = producer(&cluster).await;
+    let n = 40;
+    produce(&p, "Streamed", "s", 0..n).await;
+    let body =
+        |r: &mq_consumer::Received| String::from_utf8_lossy(&r.message().message.body).into_owned();
+
+    let c = StreamConsumer::new(consumer_config(&cluster, "streamed"));
+    c.subscribe("Streamed", "*").unwrap();
+    assert!(c.stream().is_err(), "no stream before start");
+    c.start().await.unwrap();
+    let mut stream = c.stream().unwrap();
+    assert!(c.stream().is_err(), "one stream per consumer");
+
+    let mut seen: HashMap<String, (mq_client_api::MessageQueue, i64)> = HashMap::new();
+    let mut held = None;
+    while seen.len() < n {
+        let r = next(&mut stream).await;
+        assert_eq!(r.message().message.topic, "Streamed");
+        let b = body(&r);
+        assert!(
+            seen.insert(b.clone(), (r.queue().clone(), r.message().queue_offset))
+                .is_none(),
+            "{b} delivered twice"
+        );
+        match b.as_str() {
+            "s-7" => r.retry_later(0).await.unwrap(),
+            "s-9" => held = Some(r),
+            _ => r.ack(),
+        }
+    }
+    // The one handed back comes again, through the retry topic, as a redelivery of its own.
+    let again = next(&mut stream).await;
+    assert_eq!(body(&again), "s-7");
+    assert_eq!(again.message().message.topic, "Streamed");
+    assert_eq!(again.message().reconsume_times, 1);
+    assert!(
+        again.queue().topic.starts_with("%RETRY%"),
+        "{}",
+        again.queue()
+    );
+    again.ack();
+
+    c.shutdown().await;
+    assert!(
+        stream.next().await.is_none(),
+        "the stream ends with the consumer"
+    );
+    drop(held);
+
+    // s-9 was never acknowledged: its queue's committed offset stayed at it.
+    let (queue, offset) = seen["s-9"].clone();
+    let expected: HashSet<String> = seen
+        .iter()
+        .filter(|(_, (q, o))| *q == queue && *o >= offset)
+        .map(|(b, _)| b.clone())
+        .collect();
+    let c2 = StreamConsumer::new(consumer_config(&cluster, "streamed"));
+    c2.subscribe("Streamed", "*").unwrap();
+    c2.start().await.unwrap();
+    let mut stream = c2.stream().unwrap();
+    let mut redelivered = HashSet::new();
+    while redelivered.len() < expected.len() {
+        let r = next(&mut stream).await;
+        assert_eq!(*r.queue(), queue, "only the held-back queue comes again");
+        redelivered.insert(body(&r));
+        r.ack();
+    }
+    assert_eq!(redelivered, expected);
+    c2.shutdown().await;
+    p.shutdown().await;
+    cluster.shutdown().await;
 }
