@@ -38,6 +38,27 @@ enum Command {
     Quickstart(quickstart::QuickstartArgs),
     /// Run a name server and a broker in this process until Ctrl-C.
     Serve(ServeArgs),
+    /// Run a name server alone until Ctrl-C (Java `mqnamesrv`); brokers join it with `mq broker`.
+    Namesrv {
+        /// Address to listen on and advertise (loopback by default; widen deliberately).
+        #[arg(long, default_value = "127.0.0.1")]
+        host: IpAddr,
+        /// Port (0 = any free port).
+        #[arg(long, default_value_t = 9876)]
+        port: u16,
+    },
+    /// Run a broker alone until Ctrl-C, registered with running name servers (Java
+    /// `mqbroker`). Several, with other names, ports and stores, make a cluster.
+    Broker {
+        /// Name servers to register with, `host:port;host:port`.
+        #[arg(long)]
+        namesrv: String,
+        /// Broker port (0 = any free port).
+        #[arg(long, default_value_t = 10911)]
+        port: u16,
+        #[command(flatten)]
+        broker: BrokerArgs,
+    },
     /// Send messages.
     Send {
         #[command(flatten)]
@@ -161,15 +182,22 @@ enum Flush {
 
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
-    /// Address to listen on and advertise (loopback by default; widen deliberately).
-    #[arg(long, default_value = "127.0.0.1")]
-    host: IpAddr,
     /// Name server port (0 = any free port).
     #[arg(long, default_value_t = 9876)]
     namesrv_port: u16,
     /// Broker port (0 = any free port).
     #[arg(long, default_value_t = 10911)]
     broker_port: u16,
+    #[command(flatten)]
+    broker: BrokerArgs,
+}
+
+/// How a broker runs, for `mq serve` and `mq broker`.
+#[derive(Debug, clap::Args)]
+struct BrokerArgs {
+    /// Address to listen on and advertise (loopback by default; widen deliberately).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
     /// Store directory (default: a fresh temporary directory, removed on exit).
     #[arg(long)]
     store_dir: Option<PathBuf>,
@@ -179,8 +207,8 @@ struct ServeArgs {
     /// Create unknown topics on first send.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     auto_create_topic: bool,
-    /// Broker name.
-    #[arg(long, default_value = "broker-a")]
+    /// Broker name (brokers of one name are one master and its slaves).
+    #[arg(long, alias = "name", default_value = "broker-a")]
     broker_name: String,
     /// Commit-log segment size in bytes.
     #[arg(long, default_value_t = 64 * 1024 * 1024)]
@@ -210,6 +238,28 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Quickstart(args) => quickstart::run(args).await,
             Command::Serve(args) => serve(args).await,
+            Command::Namesrv { host, port } => {
+                let namesrv = start_namesrv(host, port).await?;
+                until_ctrl_c().await?;
+                let _ = namesrv.shutdown(Duration::from_secs(5)).await;
+                Ok(())
+            }
+            Command::Broker {
+                namesrv,
+                port,
+                broker,
+            } => {
+                let name_servers = namesrv
+                    .split(';')
+                    .map(str::trim)
+                    .filter(|a| !a.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                let (_temp, broker) = start_broker(broker, port, name_servers).await?;
+                until_ctrl_c().await?;
+                let _ = broker.shutdown(Duration::from_secs(5)).await;
+                Ok(())
+            }
             Command::Send {
                 target,
                 topic,
@@ -280,30 +330,52 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
-    let (_temp, dir) = match args.store_dir {
+    let namesrv = start_namesrv(args.broker.host, args.namesrv_port).await?;
+    let ns_addr = namesrv.local_addr().to_string();
+    let (_temp, broker) = start_broker(args.broker, args.broker_port, vec![ns_addr]).await?;
+    until_ctrl_c().await?;
+    let _ = broker.shutdown(Duration::from_secs(5)).await;
+    let _ = namesrv.shutdown(Duration::from_secs(5)).await;
+    Ok(())
+}
+
+/// Starts a name server and says where it listens.
+async fn start_namesrv(host: IpAddr, port: u16) -> Result<NameServer, String> {
+    let namesrv =
+        NameServer::start(NamesrvConfig::default().with_listen(SocketAddr::new(host, port)))
+            .await
+            .map_err(|e| format!("name server cannot listen on {host}:{port}: {e}"))?;
+    say(&format!(
+        "name server listening on {}",
+        namesrv.local_addr()
+    ));
+    Ok(namesrv)
+}
+
+/// Starts a broker registered with `name_servers` and says where it listens and stores; a
+/// store of its own in a temporary directory (removed when the guard drops) unless one is
+/// given.
+async fn start_broker(
+    args: BrokerArgs,
+    port: u16,
+    name_servers: Vec<String>,
+) -> Result<(Option<TempStore>, Broker), String> {
+    let (temp, dir) = match args.store_dir {
         Some(d) => (None, d),
         None => {
-            let t = std::env::temp_dir().join(format!("mq-store-{}", std::process::id()));
+            let t = std::env::temp_dir().join(format!(
+                "mq-store-{}-{}",
+                std::process::id(),
+                args.broker_name
+            ));
             (Some(TempStore(t.clone())), t)
         }
     };
-    let namesrv = NameServer::start(
-        NamesrvConfig::default().with_listen(SocketAddr::new(args.host, args.namesrv_port)),
-    )
-    .await
-    .map_err(|e| {
-        format!(
-            "name server cannot listen on {}:{}: {e}",
-            args.host, args.namesrv_port
-        )
-    })?;
-    let ns_addr = namesrv.local_addr().to_string();
-    say(&format!("name server listening on {ns_addr}"));
     let broker = Broker::start(
         BrokerConfig::new(&dir)
-            .with_listen(SocketAddr::new(args.host, args.broker_port))
+            .with_listen(SocketAddr::new(args.host, port))
             .with_broker_name(args.broker_name)
-            .with_name_servers(vec![ns_addr])
+            .with_name_servers(name_servers)
             .with_flush_mode(match args.flush {
                 Flush::Async => FlushMode::Async,
                 Flush::Sync => FlushMode::Sync,
@@ -315,12 +387,14 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     .map_err(|e| format!("broker cannot start (store {}): {e}", dir.display()))?;
     say(&format!("broker listening on {}", broker.local_addr()));
     say(&format!("store at {}", dir.display()));
+    Ok((temp, broker))
+}
+
+async fn until_ctrl_c() -> Result<(), String> {
     tokio::signal::ctrl_c()
         .await
         .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
     say("shutting down");
-    let _ = broker.shutdown(Duration::from_secs(5)).await;
-    let _ = namesrv.shutdown(Duration::from_secs(5)).await;
     Ok(())
 }
 

@@ -83,3 +83,8 @@ pub fn trace_init() {
         .with_test_writer()
         .try_init();
 }
+
+/// The README's Rust snippets, compiled as doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeSnippets;

@@ -40,42 +40,61 @@ fn serve(store: &Path) -> Server {
 }
 
 fn serve_with(store: &Path, extra: &[&str]) -> Server {
+    let mut args: Vec<&str> = vec![
+        "serve",
+        "--namesrv-port",
+        "0",
+        "--broker-port",
+        "0",
+        "--flush",
+        "sync",
+        "--segment-size",
+        "65536",
+        "--store-dir",
+    ];
+    let store = store.to_str().unwrap();
+    args.push(store);
+    args.extend_from_slice(extra);
+    let (child, lines) = spawn_until(&args, "broker listening on ");
+    Server {
+        child,
+        broker: address(&lines, "broker listening on "),
+        namesrv: address(&lines, "name server listening on "),
+    }
+}
+
+/// Runs `mq args`, reads its stdout up to the line that starts with `last` and returns the
+/// lines read so far; the rest of its output is drained in the background.
+fn spawn_until(args: &[&str], last: &str) -> (Child, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mq"))
-        .args([
-            "serve",
-            "--namesrv-port",
-            "0",
-            "--broker-port",
-            "0",
-            "--flush",
-            "sync",
-        ])
-        .args(["--segment-size", "65536", "--store-dir"])
-        .arg(store)
-        .args(extra)
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
-    let mut namesrv = String::new();
-    let broker = loop {
-        let line = lines.next().expect("serve printed its addresses").unwrap();
-        if let Some(addr) = line.strip_prefix("name server listening on ") {
-            namesrv = addr.to_owned();
+    let mut read = Vec::new();
+    loop {
+        let line = lines.next().expect("mq printed its addresses").unwrap();
+        let done = line.starts_with(last);
+        read.push(line);
+        if done {
+            break;
         }
-        if let Some(addr) = line.strip_prefix("broker listening on ") {
-            break addr.to_owned();
-        }
-    };
+    }
     // Keep draining stdout so the server never writes into a closed pipe.
     std::thread::spawn(move || lines.for_each(drop));
-    Server {
-        child,
-        broker,
-        namesrv,
-    }
+    (child, read)
+}
+
+/// The address on the line that starts with `prefix`.
+fn address(lines: &[String], prefix: &str) -> String {
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix(prefix))
+        .expect("the address line")
+        .to_owned()
 }
 
 fn send_req(i: usize) -> SendRequest {
@@ -479,4 +498,100 @@ fn send_and_consume_against_a_stopped_server_end_by_their_timeout_naming_the_nam
         assert!(took < Duration::from_secs(3), "{command:?} took {took:?}");
     }
     signal(&server, "-CONT");
+}
+
+/// `mq namesrv` and two `mq broker`s, each its own process, make one cluster: both brokers
+/// are listed, a topic is created on both, and messages sent to it spread over both and all
+/// come back.
+#[test]
+fn separate_name_server_and_broker_processes_make_a_cluster() {
+    let (namesrv, lines) = spawn_until(&["namesrv", "--port", "0"], "name server listening on ");
+    let namesrv = Server {
+        child: namesrv,
+        broker: String::new(),
+        namesrv: address(&lines, "name server listening on "),
+    };
+    let ns = namesrv.namesrv.as_str();
+    let stores = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let brokers: Vec<Server> = ["broker-a", "broker-b"]
+        .iter()
+        .zip(&stores)
+        .map(|(name, store)| {
+            let (child, lines) = spawn_until(
+                &[
+                    "broker",
+                    "--namesrv",
+                    ns,
+                    "--name",
+                    name,
+                    "--port",
+                    "0",
+                    "--store-dir",
+                    store.path().to_str().unwrap(),
+                ],
+                "broker listening on ",
+            );
+            Server {
+                child,
+                broker: address(&lines, "broker listening on "),
+                namesrv: ns.to_owned(),
+            }
+        })
+        .collect();
+    let (ok, out, err) = mq(&["cluster", "--namesrv", ns]);
+    assert!(ok, "{err}");
+    for b in &brokers {
+        assert!(out.contains(&b.broker), "{out}");
+    }
+    let (ok, out, err) = mq(&[
+        "topic",
+        "create",
+        "--namesrv",
+        ns,
+        "--topic",
+        "Spread",
+        "--queues",
+        "2",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("created Spread"), "{out}");
+    let (ok, out, _) = mq(&["route", "--namesrv", ns, "--topic", "Spread"]);
+    assert!(ok);
+    let route: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(route["brokerDatas"].as_array().unwrap().len(), 2, "{out}");
+    let (ok, out, err) = mq(&[
+        "send",
+        "--namesrv",
+        ns,
+        "--topic",
+        "Spread",
+        "--body",
+        "m",
+        "--count",
+        "8",
+    ]);
+    assert!(ok, "{err}");
+    for name in ["broker-a", "broker-b"] {
+        assert!(out.contains(name), "no send went to {name}: {out}");
+    }
+    let (ok, out, err) = mq(&[
+        "consume",
+        "--namesrv",
+        ns,
+        "--topic",
+        "Spread",
+        "--from-first",
+        "--count",
+        "8",
+        "--wait-secs",
+        "10",
+    ]);
+    assert!(ok, "{err}");
+    let mut bodies: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split(" body ").nth(1))
+        .collect();
+    bodies.sort_unstable();
+    let expected: Vec<String> = (0..8).map(|i| format!("m {i}")).collect();
+    assert_eq!(bodies, expected, "{out}");
 }
