@@ -344,23 +344,57 @@ fn mq(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-#[test]
-fn send_consume_route_topic_and_cluster_against_mq_serve() {
-    let store = tempfile::tempdir().unwrap();
-    let server = serve(store.path());
-    let ns = server.namesrv.as_str();
+/// `mq topic create` of `topic` with `queues` queues per broker, checked.
+fn create_topic(ns: &str, topic: &str, queues: &str) {
     let (ok, out, err) = mq(&[
         "topic",
         "create",
         "--namesrv",
         ns,
         "--topic",
-        "CliTopic",
+        topic,
         "--queues",
-        "2",
+        queues,
     ]);
     assert!(ok, "{err}");
-    assert!(out.contains("created CliTopic with 2 queues"), "{out}");
+    assert!(
+        out.contains(&format!("created {topic} with {queues} queues")),
+        "{out}"
+    );
+}
+
+/// The bodies `mq consume` prints for `count` messages of `topic` from the first offset,
+/// sorted, and its whole output.
+fn consume_bodies(ns: &str, topic: &str, count: usize) -> (Vec<String>, String) {
+    let count = count.to_string();
+    let (ok, out, err) = mq(&[
+        "consume",
+        "--namesrv",
+        ns,
+        "--topic",
+        topic,
+        "--from-first",
+        "--count",
+        &count,
+        "--wait-secs",
+        "10",
+    ]);
+    assert!(ok, "{err}");
+    let mut bodies: Vec<String> = out
+        .lines()
+        .filter_map(|l| l.split(" body ").nth(1))
+        .map(str::to_owned)
+        .collect();
+    bodies.sort_unstable();
+    (bodies, out)
+}
+
+#[test]
+fn send_consume_route_topic_and_cluster_against_mq_serve() {
+    let store = tempfile::tempdir().unwrap();
+    let server = serve(store.path());
+    let ns = server.namesrv.as_str();
+    create_topic(ns, "CliTopic", "2");
     let (ok, out, err) = mq(&[
         "send",
         "--namesrv",
@@ -380,24 +414,7 @@ fn send_consume_route_topic_and_cluster_against_mq_serve() {
         3,
         "{out}"
     );
-    let (ok, out, err) = mq(&[
-        "consume",
-        "--namesrv",
-        ns,
-        "--topic",
-        "CliTopic",
-        "--from-first",
-        "--count",
-        "3",
-        "--wait-secs",
-        "10",
-    ]);
-    assert!(ok, "{err}");
-    let mut bodies: Vec<&str> = out
-        .lines()
-        .filter_map(|l| l.split(" body ").nth(1))
-        .collect();
-    bodies.sort_unstable();
+    let (bodies, out) = consume_bodies(ns, "CliTopic", 3);
     assert_eq!(bodies, vec!["hello 0", "hello 1", "hello 2"], "{out}");
     assert!(out.lines().all(|l| l.contains("tags t1")));
     let (ok, out, _) = mq(&["route", "--namesrv", ns, "--topic", "CliTopic"]);
@@ -543,18 +560,7 @@ fn separate_name_server_and_broker_processes_make_a_cluster() {
     for b in &brokers {
         assert!(out.contains(&b.broker), "{out}");
     }
-    let (ok, out, err) = mq(&[
-        "topic",
-        "create",
-        "--namesrv",
-        ns,
-        "--topic",
-        "Spread",
-        "--queues",
-        "2",
-    ]);
-    assert!(ok, "{err}");
-    assert!(out.contains("created Spread"), "{out}");
+    create_topic(ns, "Spread", "2");
     let (ok, out, _) = mq(&["route", "--namesrv", ns, "--topic", "Spread"]);
     assert!(ok);
     let route: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
@@ -574,24 +580,7 @@ fn separate_name_server_and_broker_processes_make_a_cluster() {
     for name in ["broker-a", "broker-b"] {
         assert!(out.contains(name), "no send went to {name}: {out}");
     }
-    let (ok, out, err) = mq(&[
-        "consume",
-        "--namesrv",
-        ns,
-        "--topic",
-        "Spread",
-        "--from-first",
-        "--count",
-        "8",
-        "--wait-secs",
-        "10",
-    ]);
-    assert!(ok, "{err}");
-    let mut bodies: Vec<&str> = out
-        .lines()
-        .filter_map(|l| l.split(" body ").nth(1))
-        .collect();
-    bodies.sort_unstable();
+    let (bodies, out) = consume_bodies(ns, "Spread", 8);
     let expected: Vec<String> = (0..8).map(|i| format!("m {i}")).collect();
     assert_eq!(bodies, expected, "{out}");
 }
