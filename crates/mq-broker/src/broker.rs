@@ -908,13 +908,12 @@ impl CoreHandle {
                 }
             }
         } else {
-            vec![Message {
-                topic: topic.clone(),
-                flag: header.flag,
-                properties: decode_properties(props),
-                body: req.body.clone(),
-                transaction_id: None,
-            }]
+            vec![Message::from_parts(
+                topic.clone(),
+                header.flag,
+                decode_properties(props),
+                req.body.clone(),
+            )]
         };
         let born_host = ctx
             .connection()

@@ -2,7 +2,7 @@
 //! need, over an `mq-remoting` client. Response codes become typed results or a
 //! [`ClientApiError::Broker`] that keeps the code and remark as data.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use mq_remoting::{LanguageCode, RemotingClient, RemotingCommand, SerializeType};
@@ -616,7 +616,8 @@ impl ClientApi {
         Ok(h.offset)
     }
 
-    /// The offset of the first message stored at or after `timestamp_ms`.
+    /// The offset of the first message stored at or after `time` (the wire carries
+    /// milliseconds).
     ///
     /// # Errors
     /// Transport and broker errors.
@@ -624,13 +625,13 @@ impl ClientApi {
         &self,
         addr: &str,
         mq: &MessageQueue,
-        timestamp_ms: i64,
+        time: SystemTime,
         timeout: Duration,
     ) -> Result<i64, ClientApiError> {
         let header = SearchOffsetRequestHeader {
             topic: mq.topic.clone(),
             queue_id: mq.queue_id,
-            timestamp: timestamp_ms,
+            timestamp: crate::wire_time::to_millis(time),
         };
         let h: SearchOffsetResponseHeader = self
             .call_for(
@@ -643,7 +644,7 @@ impl ClientApi {
         Ok(h.offset)
     }
 
-    /// Store time (ms since the epoch) of a queue's earliest message.
+    /// Store time of a queue's earliest message.
     ///
     /// # Errors
     /// Transport and broker errors.
@@ -652,7 +653,7 @@ impl ClientApi {
         addr: &str,
         mq: &MessageQueue,
         timeout: Duration,
-    ) -> Result<i64, ClientApiError> {
+    ) -> Result<SystemTime, ClientApiError> {
         let header = GetEarliestMsgStoretimeRequestHeader {
             topic: mq.topic.clone(),
             queue_id: mq.queue_id,
@@ -665,7 +666,7 @@ impl ClientApi {
                 timeout,
             )
             .await?;
-        Ok(h.timestamp)
+        Ok(crate::wire_time::from_millis(h.timestamp))
     }
 
     // ----- messages -----

@@ -64,6 +64,13 @@ pub enum ValidationError {
         /// Limit.
         max: usize,
     },
+    /// A property whose name is blank, or whose name or value holds a separator of the
+    /// properties string (`\u{1}`, `\u{2}`) and would corrupt it.
+    #[error("the message property {name:?} cannot be sent: blank, or holding \\u0001 or \\u0002")]
+    BadProperty {
+        /// The property's name.
+        name: String,
+    },
 }
 
 fn check_name(what: &'static str, name: &str, max: usize) -> Result<(), ValidationError> {
@@ -114,10 +121,12 @@ pub fn validate_message(msg: &Message, max_size: usize) -> Result<(), Validation
     validate_body(msg, max_size)
 }
 
-/// The body half of [`validate_message`]: non-empty and at most `max_size` bytes.
+/// The half of [`validate_message`] past the topic: a body that is non-empty and at most
+/// `max_size` bytes, and properties that fit the properties string.
 ///
 /// # Errors
-/// [`ValidationError::EmptyBody`], [`ValidationError::BodyTooLarge`].
+/// [`ValidationError::EmptyBody`], [`ValidationError::BodyTooLarge`],
+/// [`ValidationError::BadProperty`].
 pub fn validate_body(msg: &Message, max_size: usize) -> Result<(), ValidationError> {
     if msg.body.is_empty() {
         return Err(ValidationError::EmptyBody);
@@ -127,6 +136,14 @@ pub fn validate_body(msg: &Message, max_size: usize) -> Result<(), ValidationErr
             size: msg.body.len(),
             max: max_size,
         });
+    }
+    let separator = |s: &str| s.bytes().any(|b| b == 1 || b == 2);
+    if let Some((name, _)) = msg
+        .properties()
+        .iter()
+        .find(|(k, v)| k.is_empty() || separator(k) || separator(v))
+    {
+        return Err(ValidationError::BadProperty { name: name.clone() });
     }
     Ok(())
 }

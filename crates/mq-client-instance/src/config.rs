@@ -131,18 +131,27 @@ impl ClientConfig {
         .collect()
     }
 
-    /// A configuration with name servers parsed from `host:port;host:port`.
-    pub fn new(name_servers: &str) -> Self {
+    /// A configuration with these name servers: `"host:port;host:port"` as Java's
+    /// `namesrvAddr`, or a list of `host:port`.
+    ///
+    /// ```
+    /// use mq_client_instance::ClientConfig;
+    ///
+    /// let a = ClientConfig::new("10.0.0.1:9876;10.0.0.2:9876");
+    /// let b = ClientConfig::new(["10.0.0.1:9876", "10.0.0.2:9876"]);
+    /// assert_eq!(a.name_servers, b.name_servers);
+    /// ```
+    pub fn new(name_servers: impl IntoNameServers) -> Self {
         Self {
-            name_servers: NameServerList::parse(name_servers),
+            name_servers: name_servers.into_name_servers(),
             ..Self::default()
         }
     }
 
-    /// Sets the name servers.
+    /// Sets the name servers, given as for [`ClientConfig::new`].
     #[must_use]
-    pub fn with_name_servers(mut self, addrs: Vec<String>) -> Self {
-        self.name_servers = addrs;
+    pub fn with_name_servers(mut self, addrs: impl IntoNameServers) -> Self {
+        self.name_servers = addrs.into_name_servers();
         self
     }
 
@@ -326,5 +335,52 @@ mod tests {
         assert_eq!(c.wrap("ns%T"), "ns%T");
         assert_eq!(c.unwrap_name("ns%T"), "T");
         assert_eq!(ClientConfig::default().wrap("T"), "T");
+    }
+}
+
+/// Name server addresses as a caller gives them: one `"host:port;host:port"` string (Java's
+/// `namesrvAddr`), or a list of `host:port`. Blank entries are dropped and each is trimmed.
+pub trait IntoNameServers {
+    /// The addresses, in order.
+    fn into_name_servers(self) -> Vec<String>;
+}
+
+impl IntoNameServers for &str {
+    fn into_name_servers(self) -> Vec<String> {
+        NameServerList::parse(self)
+    }
+}
+
+impl IntoNameServers for &String {
+    fn into_name_servers(self) -> Vec<String> {
+        NameServerList::parse(self)
+    }
+}
+
+impl IntoNameServers for String {
+    fn into_name_servers(self) -> Vec<String> {
+        NameServerList::parse(&self)
+    }
+}
+
+impl<S: AsRef<str>> IntoNameServers for Vec<S> {
+    fn into_name_servers(self) -> Vec<String> {
+        self.iter()
+            .flat_map(|a| NameServerList::parse(a.as_ref()))
+            .collect()
+    }
+}
+
+impl<S: AsRef<str>> IntoNameServers for &[S] {
+    fn into_name_servers(self) -> Vec<String> {
+        self.iter()
+            .flat_map(|a| NameServerList::parse(a.as_ref()))
+            .collect()
+    }
+}
+
+impl<S: AsRef<str>, const N: usize> IntoNameServers for [S; N] {
+    fn into_name_servers(self) -> Vec<String> {
+        self.as_slice().into_name_servers()
     }
 }

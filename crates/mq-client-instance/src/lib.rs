@@ -33,7 +33,7 @@ pub mod error;
 pub mod instance;
 pub mod state;
 
-pub use config::{ClientConfig, ConfigError};
+pub use config::{ClientConfig, ConfigError, IntoNameServers};
 pub use error::InstanceError;
 pub use instance::{
     CLIENT_INNER_PRODUCER, ClientInstance, ClientManager, ConsumerMember, ProducerMember,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use mq_client_api::body::{MessageModel, SubscriptionData};
 use mq_client_api::validate::{java_hash, validate_group};
-use mq_client_instance::{ClientConfig, ConfigError};
+use mq_client_instance::{ClientConfig, ConfigError, IntoNameServers};
 
 use crate::allocate::{AllocateStrategy, Averagely};
 
@@ -19,9 +19,8 @@ pub enum ConsumeFrom {
     LastOffset,
     /// At the beginning. Java: `CONSUME_FROM_FIRST_OFFSET`.
     FirstOffset,
-    /// At the first message stored at or after this time (ms since the epoch). Java:
-    /// `CONSUME_FROM_TIMESTAMP`.
-    Timestamp(i64),
+    /// At the first message stored at or after this time. Java: `CONSUME_FROM_TIMESTAMP`.
+    Timestamp(std::time::SystemTime),
 }
 
 /// Consumer settings. Start from [`ConsumerConfig::new`] and the `with_*` setters.
@@ -74,8 +73,9 @@ impl std::fmt::Debug for ConsumerConfig {
 }
 
 impl ConsumerConfig {
-    /// Settings for `group` talking to `host:port;host:port`.
-    pub fn new(group: impl Into<String>, name_servers: &str) -> Self {
+    /// Settings for `group` talking to these name servers: `"host:port;host:port"`, or a list
+    /// of `host:port` (see [`ClientConfig::new`]).
+    pub fn new(group: impl Into<String>, name_servers: impl IntoNameServers) -> Self {
         Self {
             group: group.into(),
             client: ClientConfig::new(name_servers),

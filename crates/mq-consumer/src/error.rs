@@ -22,9 +22,16 @@ pub enum ConsumerError {
     /// Peer: the route names a broker with no master address.
     #[error("the broker [{0}] has no master address")]
     BrokerNotFound(String),
-    /// The local offset file cannot be read or written.
-    #[error("local offset file: {0}")]
-    OffsetFile(String),
+    /// The local offset file cannot be read or written (a JSON error that cannot be read is
+    /// an [`std::io::ErrorKind::InvalidData`] error).
+    #[error("local offset file {}: {source}", path.display())]
+    OffsetFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
     /// Transport or broker failure.
     #[error(transparent)]
     Api(#[from] ClientApiError),

@@ -185,11 +185,14 @@ impl LocalOffsetStore {
     /// A file that exists but cannot be read or parsed.
     pub fn open(dir: PathBuf) -> Result<Self, ConsumerError> {
         let path = dir.join("offsets.json");
+        let failed = |source| ConsumerError::OffsetFile {
+            path: path.clone(),
+            source,
+        };
         let offsets = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| ConsumerError::OffsetFile(e.to_string()))?,
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| failed(e.into()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(ConsumerError::OffsetFile(e.to_string())),
+            Err(e) => return Err(failed(e)),
         };
         Ok(Self {
             path,

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use mq_client_api::message::{CompressionType, Compressor};
 use mq_client_api::validate::{DEFAULT_MAX_MESSAGE_SIZE, validate_group};
-use mq_client_instance::{ClientConfig, ConfigError};
+use mq_client_instance::{ClientConfig, ConfigError, IntoNameServers};
 
 /// Default send deadline (Java `sendMsgTimeout`, 3000 ms).
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(3);
@@ -92,8 +92,9 @@ impl Default for BatchingConfig {
 }
 
 impl ProducerConfig {
-    /// Settings for `group` talking to the name servers `host:port;host:port`.
-    pub fn new(group: impl Into<String>, name_servers: &str) -> Self {
+    /// Settings for `group` talking to these name servers: `"host:port;host:port"`, or a list
+    /// of `host:port` (see [`ClientConfig::new`]).
+    pub fn new(group: impl Into<String>, name_servers: impl IntoNameServers) -> Self {
         Self {
             group: group.into(),
             client: ClientConfig::new(name_servers),

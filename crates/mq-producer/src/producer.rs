@@ -677,28 +677,31 @@ impl Producer {
             .map_err(InstanceError::from)?)
     }
 
-    /// The first offset stored at or after `timestamp_ms`.
+    /// The first offset stored at or after `time`.
     ///
     /// # Errors
     /// Route and broker errors.
     pub async fn search_offset(
         &self,
         mq: &MessageQueue,
-        timestamp_ms: i64,
+        time: SystemTime,
     ) -> Result<i64, ProducerError> {
         let deadline = Instant::now() + self.inner.config.send_timeout;
         let (i, addr, mq) = self.queue_broker(mq, deadline).await?;
         Ok(i.api()
-            .search_offset(&addr, &mq, timestamp_ms, left(deadline))
+            .search_offset(&addr, &mq, time, left(deadline))
             .await
             .map_err(InstanceError::from)?)
     }
 
-    /// Store time of a queue's earliest message, ms since the epoch.
+    /// Store time of a queue's earliest message.
     ///
     /// # Errors
     /// Route and broker errors.
-    pub async fn earliest_msg_store_time(&self, mq: &MessageQueue) -> Result<i64, ProducerError> {
+    pub async fn earliest_msg_store_time(
+        &self,
+        mq: &MessageQueue,
+    ) -> Result<SystemTime, ProducerError> {
         let deadline = Instant::now() + self.inner.config.send_timeout;
         let (i, addr, mq) = self.queue_broker(mq, deadline).await?;
         Ok(i.api()

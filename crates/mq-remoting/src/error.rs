@@ -103,12 +103,14 @@ pub enum RemotingError {
         source: io::Error,
     },
     /// Transport: a connection could not be established within the connect timeout.
-    #[error("could not connect to {addr}: {reason}")]
+    #[error("could not connect to {addr}: {source}")]
     Connect {
         /// The address dialled.
         addr: String,
-        /// What went wrong.
-        reason: String,
+        /// What went wrong: the socket's error, or [`io::ErrorKind::TimedOut`] when the connect
+        /// timeout (or the caller's deadline) passed first.
+        #[source]
+        source: io::Error,
     },
     /// Transport: the connection closed before the response arrived.
     #[error("connection to {addr} closed")]

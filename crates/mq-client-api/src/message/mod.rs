@@ -157,8 +157,9 @@ pub struct Message {
     pub topic: String,
     /// User flag (opaque to RocketMQ).
     pub flag: i32,
-    /// Properties.
-    pub properties: Properties,
+    /// Properties: read with [`Message::property`] and [`Message::properties`], written with
+    /// the setters, so that what is sent is checked ([`crate::validate::validate_message`]).
+    pub(crate) properties: Properties,
     /// Body.
     pub body: Bytes,
     /// Transaction id (not sent; filled on transactional results).
@@ -177,6 +178,27 @@ impl Message {
             body: body.into(),
             transaction_id: None,
         }
+    }
+
+    /// A message of parts already decoded (from a record or a request), properties included.
+    pub fn from_parts(
+        topic: impl Into<String>,
+        flag: i32,
+        properties: Properties,
+        body: impl Into<Bytes>,
+    ) -> Self {
+        Self {
+            topic: topic.into(),
+            flag,
+            properties,
+            body: body.into(),
+            transaction_id: None,
+        }
+    }
+
+    /// Every property, reserved ones included, by name.
+    pub fn properties(&self) -> &Properties {
+        &self.properties
     }
 
     /// Sets the tag.
@@ -244,7 +266,10 @@ impl Message {
         Ok(())
     }
 
-    /// Sets any property, reserved or not (no validation).
+    /// Sets any property, reserved or not. Not checked here: a name or value that is blank or
+    /// holds the separators `\u{1}` or `\u{2}` makes the send fail validation
+    /// ([`crate::validate::ValidationError::BadProperty`]); [`Message::put_user_property`]
+    /// checks at once.
     pub fn set_property(&mut self, name: impl Into<String>, value: impl Into<String>) {
         self.properties.insert(name.into(), value.into());
     }

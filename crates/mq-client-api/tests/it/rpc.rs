@@ -576,13 +576,20 @@ async fn offsets_and_lookups() {
     assert_eq!(e.response_code(), Some(ResponseCode::QUERY_NOT_FOUND));
     assert_eq!(f.api.max_offset(&f.addr, &mq, T).await.unwrap(), 100);
     assert_eq!(f.api.min_offset(&f.addr, &mq, T).await.unwrap(), 7);
-    assert_eq!(f.api.search_offset(&f.addr, &mq, 5000, T).await.unwrap(), 5);
+    let epoch_ms = |ms| std::time::UNIX_EPOCH + Duration::from_millis(ms);
+    assert_eq!(
+        f.api
+            .search_offset(&f.addr, &mq, epoch_ms(5000), T)
+            .await
+            .unwrap(),
+        5
+    );
     assert_eq!(
         f.api
             .earliest_msg_store_time(&f.addr, &mq, T)
             .await
             .unwrap(),
-        1_700_000_000_000
+        epoch_ms(1_700_000_000_000)
     );
     let m = f.api.view_message(&f.addr, 1004, T).await.unwrap();
     assert_eq!(m.queue_offset, 4);

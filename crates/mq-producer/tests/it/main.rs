@@ -77,6 +77,26 @@ async fn zero_message_is_refused_before_any_io() {
     );
     assert!(e.to_string().contains("message body length is zero"));
     assert!(!e.possibly_delivered());
+    // A property set without a check that would corrupt the properties string is refused too,
+    // in a single send and in a batch.
+    let mut bad = Message::new("FooBar", "a");
+    bad.set_property("Custom", "one\u{2}two");
+    let e = p.send(bad.clone()).await.unwrap_err();
+    assert!(
+        matches!(&e, ProducerError::Validation(ValidationError::BadProperty { name }) if name == "Custom"),
+        "{e:?}"
+    );
+    let e = p
+        .send_batch(vec![Message::new("FooBar", "ok"), bad])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ProducerError::Validation(ValidationError::BadProperty { .. })
+        ),
+        "{e:?}"
+    );
     p.shutdown().await;
     cluster.shutdown().await;
 }

@@ -364,13 +364,15 @@ impl RemotingClient {
                 .entry(addr.to_owned())
                 .or_default(),
         );
-        let connect_error = |reason: &str| RemotingError::Connect {
+        let connect_error = |source: std::io::Error| RemotingError::Connect {
             addr: addr.to_owned(),
-            reason: reason.to_owned(),
+            source,
         };
+        let timed_out =
+            |what: &str| connect_error(std::io::Error::new(std::io::ErrorKind::TimedOut, what));
         let _guard = tokio::time::timeout_at(deadline, lock.lock())
             .await
-            .map_err(|_| connect_error("timed out waiting for another connect attempt"))?;
+            .map_err(|_| timed_out("timed out waiting for another connect attempt"))?;
         // Another caller may have connected while we waited.
         if let Some(c) = self.cached(addr) {
             return Ok(c);
@@ -379,8 +381,8 @@ impl RemotingClient {
         let stream = match tokio::time::timeout_at(connect_deadline, TcpStream::connect(addr)).await
         {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(connect_error(&e.to_string())),
-            Err(_) => return Err(connect_error("connect timed out")),
+            Ok(Err(e)) => return Err(connect_error(e)),
+            Err(_) => return Err(timed_out("connect timed out")),
         };
         if endpoint.token.is_cancelled() {
             return Err(RemotingError::Shutdown);
