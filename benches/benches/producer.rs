@@ -43,8 +43,8 @@ fn producer(c: &mut Criterion) {
         .block_on(Cluster::builder().segment_size(256 * 1024 * 1024).start())
         .unwrap();
     let p = Producer::new(
-        ProducerConfig::new("bench", &cluster.namesrv_addr())
-            .with_client(ClientConfig::new(&cluster.namesrv_addr()).with_instance_name("bench")),
+        ProducerConfig::new("bench", cluster.namesrv_addr())
+            .with_client(ClientConfig::new(cluster.namesrv_addr()).with_instance_name("bench")),
     );
     rt.block_on(p.start()).unwrap();
     let mut g = c.benchmark_group("producer_1KiB");

@@ -295,49 +295,6 @@ impl ClientConfig {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn client_id_and_validation() {
-        let c = ClientConfig::new("127.0.0.1:9876;10.0.0.1:9876")
-            .with_instance_name("app")
-            .with_unit_name("u1");
-        assert_eq!(c.name_servers.len(), 2);
-        assert_eq!(c.client_id(), "127.0.0.1@app@u1");
-        assert!(c.validate().is_ok());
-        let pid = std::process::id().to_string();
-        assert_eq!(
-            ClientConfig::default().client_id(),
-            format!("127.0.0.1@{pid}")
-        );
-        assert_eq!(
-            ClientConfig::new("nohost").validate(),
-            Err(ConfigError::BadNameServer("nohost".into()))
-        );
-        assert_eq!(
-            ClientConfig::default().with_instance_name("a@b").validate(),
-            Err(ConfigError::BadName("instance name"))
-        );
-        assert_eq!(
-            ClientConfig::default()
-                .with_heartbeat_interval(Duration::ZERO)
-                .validate(),
-            Err(ConfigError::ZeroDuration("heartbeat_interval"))
-        );
-    }
-
-    #[test]
-    fn namespaces_wrap_and_unwrap() {
-        let c = ClientConfig::default().with_namespace("ns");
-        assert_eq!(c.wrap("T"), "ns%T");
-        assert_eq!(c.wrap("ns%T"), "ns%T");
-        assert_eq!(c.unwrap_name("ns%T"), "T");
-        assert_eq!(ClientConfig::default().wrap("T"), "T");
-    }
-}
-
 /// Name server addresses as a caller gives them: one `"host:port;host:port"` string (Java's
 /// `namesrvAddr`), or a list of `host:port`. Blank entries are dropped and each is trimmed.
 pub trait IntoNameServers {
@@ -382,5 +339,48 @@ impl<S: AsRef<str>> IntoNameServers for &[S] {
 impl<S: AsRef<str>, const N: usize> IntoNameServers for [S; N] {
     fn into_name_servers(self) -> Vec<String> {
         self.as_slice().into_name_servers()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_id_and_validation() {
+        let c = ClientConfig::new("127.0.0.1:9876;10.0.0.1:9876")
+            .with_instance_name("app")
+            .with_unit_name("u1");
+        assert_eq!(c.name_servers.len(), 2);
+        assert_eq!(c.client_id(), "127.0.0.1@app@u1");
+        assert!(c.validate().is_ok());
+        let pid = std::process::id().to_string();
+        assert_eq!(
+            ClientConfig::default().client_id(),
+            format!("127.0.0.1@{pid}")
+        );
+        assert_eq!(
+            ClientConfig::new("nohost").validate(),
+            Err(ConfigError::BadNameServer("nohost".into()))
+        );
+        assert_eq!(
+            ClientConfig::default().with_instance_name("a@b").validate(),
+            Err(ConfigError::BadName("instance name"))
+        );
+        assert_eq!(
+            ClientConfig::default()
+                .with_heartbeat_interval(Duration::ZERO)
+                .validate(),
+            Err(ConfigError::ZeroDuration("heartbeat_interval"))
+        );
+    }
+
+    #[test]
+    fn namespaces_wrap_and_unwrap() {
+        let c = ClientConfig::default().with_namespace("ns");
+        assert_eq!(c.wrap("T"), "ns%T");
+        assert_eq!(c.wrap("ns%T"), "ns%T");
+        assert_eq!(c.unwrap_name("ns%T"), "T");
+        assert_eq!(ClientConfig::default().wrap("T"), "T");
     }
 }

@@ -68,7 +68,7 @@ impl ConsumerMember for Consumer {
 
 fn instance(cluster: &Cluster, name: &str) -> Arc<ClientInstance> {
     ClientInstance::new(
-        ClientConfig::new(&cluster.namesrv_addr())
+        ClientConfig::new(cluster.namesrv_addr())
             .with_instance_name(name)
             .with_heartbeat_interval(Duration::from_millis(50))
             .with_poll_name_server_interval(Duration::from_millis(50)),

@@ -32,8 +32,8 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 /// A config with a fresh instance name, so tests do not share client instances by accident.
 fn config(cluster: &Cluster, group: &str) -> ProducerConfig {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    ProducerConfig::new(group, &cluster.namesrv_addr()).with_client(
-        ClientConfig::new(&cluster.namesrv_addr()).with_instance_name(format!("it-{n}")),
+    ProducerConfig::new(group, cluster.namesrv_addr()).with_client(
+        ClientConfig::new(cluster.namesrv_addr()).with_instance_name(format!("it-{n}")),
     )
 }
 
@@ -268,8 +268,8 @@ async fn a_namespace_wraps_the_stored_topic_but_not_the_result() {
     let cluster = Cluster::builder().start().await.unwrap();
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let p = Producer::new(
-        ProducerConfig::new("spaced", &cluster.namesrv_addr()).with_client(
-            ClientConfig::new(&cluster.namesrv_addr())
+        ProducerConfig::new("spaced", cluster.namesrv_addr()).with_client(
+            ClientConfig::new(cluster.namesrv_addr())
                 .with_instance_name(format!("it-{n}"))
                 .with_namespace("ns1"),
         ),

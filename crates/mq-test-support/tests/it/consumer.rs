@@ -24,18 +24,18 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 
 fn client(cluster: &Cluster, tag: &str) -> ClientConfig {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    ClientConfig::new(&cluster.namesrv_addr()).with_instance_name(format!("{tag}-{n}"))
+    ClientConfig::new(cluster.namesrv_addr()).with_instance_name(format!("{tag}-{n}"))
 }
 
 fn consumer_config(cluster: &Cluster, group: &str) -> ConsumerConfig {
-    ConsumerConfig::new(group, &cluster.namesrv_addr())
+    ConsumerConfig::new(group, cluster.namesrv_addr())
         .with_client(client(cluster, group))
         .with_consume_from(ConsumeFrom::FirstOffset)
 }
 
 async fn producer(cluster: &Cluster) -> Producer {
     let p = Producer::new(
-        ProducerConfig::new("pg", &cluster.namesrv_addr()).with_client(client(cluster, "p")),
+        ProducerConfig::new("pg", cluster.namesrv_addr()).with_client(client(cluster, "p")),
     );
     p.start().await.unwrap();
     p

@@ -15,9 +15,9 @@ async fn ordered_pipeline_keeps_per_key_order_through_failures() {
     mq_test_support::trace_init();
     let cluster = Cluster::builder().start().await.unwrap();
     let p = Producer::new(
-        ProducerConfig::new("ordered_pg", &cluster.namesrv_addr())
+        ProducerConfig::new("ordered_pg", cluster.namesrv_addr())
             .with_client(
-                ClientConfig::new(&cluster.namesrv_addr()).with_instance_name("ordered-pipeline"),
+                ClientConfig::new(cluster.namesrv_addr()).with_instance_name("ordered-pipeline"),
             )
             .with_retries(10, 10),
     );
@@ -146,8 +146,8 @@ async fn ordered_pipeline_recovers_order_on_a_broker_that_reorders_a_connections
         .await
         .unwrap();
     let p = Producer::new(
-        ProducerConfig::new("reordered_pg", &cluster.namesrv_addr()).with_client(
-            ClientConfig::new(&cluster.namesrv_addr()).with_instance_name("reordering-broker"),
+        ProducerConfig::new("reordered_pg", cluster.namesrv_addr()).with_client(
+            ClientConfig::new(cluster.namesrv_addr()).with_instance_name("reordering-broker"),
         ),
     );
     p.start().await.unwrap();
