@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{Result, cargo, root, target_dir};
+use crate::{Result, build_debug, cargo, root, target_dir};
 
 /// Every server, in the matrix's column order. The Java engines: the newest 5.x release line
 /// and the last 4.x one on Maven Central (4.9.8 is not there).
@@ -193,17 +193,7 @@ pub(crate) fn interop(args: &[String]) -> Result {
             return Err(format!("unknown server {s}; known: {SERVERS:?}"));
         }
     }
-    cargo(
-        &[
-            "build",
-            "--locked",
-            "-p",
-            "mq-cli",
-            "-p",
-            "mq-interop-client",
-        ],
-        &[],
-    )?;
+    build_debug(&["mq-cli", "mq-interop-client"], &[])?;
     let mq = target_dir().join("debug/mq");
     build_clients()?;
     let mut rows = Vec::new();

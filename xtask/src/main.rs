@@ -1,6 +1,7 @@
 //! The project's one task runner (`cargo xtask <task>`); not a library layer.
 //!
-//! Tasks: `ci` (fmt, clippy, layers, conventions, tests, docs), `check-layers`, `fuzz-smoke`,
+//! Tasks: `ci` (fmt, clippy, layers, conventions, tests, docs, examples), `check-layers`,
+//! `examples` (the client crates' examples against `mq serve`), `fuzz-smoke`,
 //! `bench`, `soak-tests N` (every integration-test binary N times in a row), `interop [ENGINE…]`
 //! (our client against Apache RocketMQ's Java name server and broker).
 
@@ -51,9 +52,10 @@ fn main() -> ExitCode {
         "interop-bench" => interop::interop_bench(rest),
         "interop-bench-netns" => interop::bench_in_netns(rest),
         "store-bench" => store_bench::store_bench(rest),
+        "examples" => examples(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|check-layers|check-conventions|fuzz-smoke [secs]|bench [--quick] [--skip-criterion] [--skip-store]|soak-tests [runs]|interop [ours|5.3|4.9]…|interop-bench|store-bench [--quick]>"
+                "usage: cargo xtask <ci|check-layers|check-conventions|fuzz-smoke [secs]|bench [--quick] [--skip-criterion] [--skip-store]|soak-tests [runs]|examples|interop [ours|5.3|4.9]…|interop-bench|store-bench [--quick]>"
             );
             return ExitCode::from(2);
         }
@@ -100,6 +102,16 @@ pub(crate) fn cargo(args: &[&str], envs: &[(&str, &str)]) -> Result {
     }
 }
 
+/// A locked debug build of `packages`, with `extra` flags.
+pub(crate) fn build_debug(packages: &[&str], extra: &[&str]) -> Result {
+    let mut args = vec!["build", "--locked"];
+    for p in packages {
+        args.extend(["-p", p]);
+    }
+    args.extend_from_slice(extra);
+    cargo(&args, &[])
+}
+
 fn ci() -> Result {
     cargo(&["fmt", "--all", "--", "--check"], &[])?;
     check_layers()?;
@@ -125,7 +137,77 @@ fn ci() -> Result {
             "-D rustdoc::broken_intra_doc_links -D rustdoc::private_intra_doc_links",
         )],
     )?;
+    examples()?;
     eprintln!("xtask ci: all checks passed");
+    Ok(())
+}
+
+/// The client crates' examples, in the order they run: the producers send to `ExampleTopic`
+/// what the consumers then read back.
+const EXAMPLES: &[(&str, &str)] = &[
+    ("mq-producer", "sync"),
+    ("mq-producer", "async"),
+    ("mq-producer", "batch"),
+    ("mq-producer", "ordered"),
+    ("mq-producer", "transaction"),
+    ("mq-consumer", "push"),
+    ("mq-consumer", "pull"),
+    ("mq-consumer", "stream"),
+];
+
+/// How long one example may run.
+const EXAMPLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Builds `mq` and the client crates' examples, starts `mq serve` on free loopback ports with
+/// a fresh store, and runs every example against it (`NAMESRV_ADDR`); each must exit 0 within
+/// a minute.
+fn examples() -> Result {
+    build_debug(
+        &["mq-cli", "mq-producer", "mq-consumer"],
+        &["--bins", "--examples"],
+    )?;
+    let debug = target_dir().join("debug");
+    let work = target_dir().join("examples-run");
+    let store = work.join("store");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let (_server, namesrv) = start_mq_serve(&debug.join("mq"), &store, &work)?;
+    for (krate, name) in EXAMPLES {
+        let started = Instant::now();
+        let out = work.join(format!("{krate}-{name}.out"));
+        let file = std::fs::File::create(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+        let err = file.try_clone().map_err(|e| e.to_string())?;
+        let mut child = Command::new(debug.join("examples").join(name))
+            .env("NAMESRV_ADDR", &namesrv)
+            .stdout(file)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("cannot run example {krate}/{name}: {e}"))?;
+        let status = loop {
+            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+                break status;
+            }
+            if started.elapsed() > EXAMPLE_LIMIT {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "example {krate}/{name} ran past {EXAMPLE_LIMIT:?}; see {}",
+                    out.display()
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        if !status.success() {
+            return Err(format!(
+                "example {krate}/{name} failed ({status}); see {}",
+                out.display()
+            ));
+        }
+        eprintln!(
+            "example {krate}/{name}: ok ({:.1}s)",
+            started.elapsed().as_secs_f64()
+        );
+    }
     Ok(())
 }
 

@@ -18,6 +18,24 @@ use crate::error::ConsumerError;
 
 /// A lite pull consumer.
 ///
+/// ```no_run
+/// # async fn demo() -> Result<(), mq_consumer::ConsumerError> {
+/// use std::time::Duration;
+/// use mq_consumer::{ConsumerConfig, PullConsumer};
+///
+/// let consumer = PullConsumer::new(
+///     ConsumerConfig::new("orders_reader", "127.0.0.1:9876").with_auto_commit(false),
+/// );
+/// consumer.subscribe("Orders", "*")?;
+/// consumer.start().await?;
+/// for m in consumer.poll(Duration::from_secs(1)).await? {
+///     println!("{} #{}", m.message.topic, m.queue_offset);
+/// }
+/// consumer.commit().await; // what poll returned counts as consumed
+/// consumer.shutdown().await;
+/// # Ok(()) }
+/// ```
+///
 /// Dropping a running consumer without [`PullConsumer::shutdown`] stops it at once, as for a
 /// [`PushConsumer`](crate::PushConsumer): offsets committed since the last persist interval
 /// and kept on the brokers are not sent, so those messages are consumed again.

@@ -212,6 +212,23 @@ where
 
 /// A push consumer. Subscribe, set a listener, start.
 ///
+/// ```no_run
+/// # async fn demo() -> Result<(), mq_consumer::ConsumerError> {
+/// use mq_consumer::{ConsumeStatus, ConsumerConfig, PushConsumer, async_listener};
+///
+/// let consumer = PushConsumer::new(ConsumerConfig::new("orders_service", "127.0.0.1:9876"));
+/// consumer.subscribe("Orders", "TagA || TagB")?;
+/// consumer
+///     .start_async(async_listener(|msgs, _queue| async move {
+///         for m in &msgs {
+///             println!("{}", String::from_utf8_lossy(&m.message.body));
+///         }
+///         ConsumeStatus::Success // ReconsumeLater retries through the retry topic
+///     }))
+///     .await?;
+/// # Ok(()) }
+/// ```
+///
 /// Dropping a running consumer without [`PushConsumer::shutdown`] stops it at once: its tasks
 /// are cancelled and it leaves the group (brokers notice when the connection closes). Offsets
 /// kept locally are written; offsets kept on the brokers and committed since the last

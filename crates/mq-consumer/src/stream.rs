@@ -45,7 +45,7 @@ use crate::push::PushConsumer;
 /// ```
 ///
 /// Dropping it without [`StreamConsumer::shutdown`] stops it at once, as for a
-/// [`PushConsumer`](crate::PushConsumer); its stream then ends.
+/// [`PushConsumer`]; its stream then ends.
 #[derive(Debug)]
 pub struct StreamConsumer {
     /// The push consumer's engine, whose deliveries the stream takes instead of a listener.

@@ -17,6 +17,18 @@ pub const DEFAULT_PRODUCER_GROUP: &str = "DEFAULT_PRODUCER";
 
 /// Producer settings. Start from [`ProducerConfig::new`] and the `with_*` setters; checked by
 /// [`ProducerConfig::validate`] when the producer starts.
+///
+/// ```
+/// use std::time::Duration;
+/// use mq_producer::{BatchingConfig, ProducerConfig};
+///
+/// let config = ProducerConfig::new("orders_producer", ["10.0.0.1:9876", "10.0.0.2:9876"])
+///     .with_send_timeout(Duration::from_secs(1))
+///     .with_retries(2, 2)
+///     .with_max_in_flight(10_000, 64 << 20)
+///     .with_batching(BatchingConfig::default());
+/// assert!(config.validate().is_ok());
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ProducerConfig {

@@ -53,6 +53,24 @@ struct Lane {
 
 /// Ordered, pipelined sends to one topic.
 ///
+/// ```no_run
+/// # async fn demo() -> Result<(), mq_producer::ProducerError> {
+/// use mq_client_api::Message;
+/// use mq_producer::{OrderedSender, Producer, ProducerConfig, SelectArg};
+///
+/// let producer = Producer::new(ProducerConfig::new("orders_producer", "127.0.0.1:9876"));
+/// producer.start().await?;
+/// let sender = OrderedSender::new(producer.clone(), "Orders", 8).await?;
+/// // Sent in call order per key; up to 8 in flight per queue.
+/// let created = sender.send(&SelectArg::Str("order-42".into()), Message::new("Orders", "created"));
+/// let paid = sender.send(&SelectArg::Str("order-42".into()), Message::new("Orders", "paid"));
+/// let (created, paid) = (created.await?, paid.await?);
+/// assert!(created.queue_offset < paid.queue_offset);
+/// sender.close().await;
+/// producer.shutdown().await;
+/// # Ok(()) }
+/// ```
+///
 /// Dropping the last clone lets the messages already queued go out (their futures resolve as
 /// usual); the queue workers then end.
 #[derive(Clone)]

@@ -44,6 +44,23 @@ use crate::select::{LatencyFaultTolerance, QueueSelector, SelectArg, TopicPublis
 /// other member uses it. Brokers are not told; they forget the group when the connection
 /// closes. [`Producer::shutdown`] tells them.
 ///
+/// ```no_run
+/// # async fn demo() -> Result<(), mq_producer::ProducerError> {
+/// use mq_client_api::Message;
+/// use mq_producer::{Producer, ProducerConfig};
+///
+/// let producer = Producer::new(ProducerConfig::new("orders_producer", "127.0.0.1:9876"));
+/// producer.start().await?;
+/// // Awaited: the broker's answer, retried on another broker where the failure allows.
+/// let r = producer.send(Message::new("Orders", "created").with_keys(["order-42"])).await?;
+/// println!("{} at {} offset {}", r.msg_id, r.message_queue, r.queue_offset);
+/// // A plain future: start many, await them as they come.
+/// let pending = producer.send_async(Message::new("Orders", "paid"));
+/// pending.await?;
+/// producer.shutdown().await;
+/// # Ok(()) }
+/// ```
+///
 /// [`OrderedSender`]: crate::OrderedSender
 #[derive(Clone, Debug)]
 pub struct Producer {

@@ -57,6 +57,35 @@ pub struct TransactionSendResult {
 }
 
 /// A producer that sends in transactions. Java: `TransactionMQProducer`.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), mq_producer::ProducerError> {
+/// use std::sync::Arc;
+/// use mq_client_api::{Message, MessageExt};
+/// use mq_producer::{
+///     LocalTransactionState, Producer, ProducerConfig, TransactionListener, TransactionProducer,
+/// };
+///
+/// struct Payments;
+/// impl TransactionListener for Payments {
+///     fn execute(&self, _msg: &Message, order: &str) -> LocalTransactionState {
+///         // Run the local transaction for `order`; commit makes the message visible.
+///         LocalTransactionState::Commit
+///     }
+///     fn check(&self, _msg: &MessageExt) -> LocalTransactionState {
+///         // The broker asks about a message left undecided: look the order up.
+///         LocalTransactionState::Rollback
+///     }
+/// }
+///
+/// let producer = Producer::new(ProducerConfig::new("payments_producer", "127.0.0.1:9876"));
+/// let tx = TransactionProducer::new(producer, Arc::new(Payments));
+/// tx.producer().start().await?;
+/// let r = tx.send_in_transaction(Message::new("Payments", "order 42 paid"), "42").await?;
+/// println!("{:?}", r.local_state);
+/// tx.producer().shutdown().await;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct TransactionProducer {
     producer: Producer,
