@@ -12,7 +12,9 @@ use mq_client_api::message::{MessageExt, decode_record, property, sys_flag};
 use mq_remoting::RemotingCommand;
 use tracing::{Instrument, warn};
 
-use crate::broker::{CoreHandle, resp};
+use mq_client_api::answer::respond;
+
+use crate::broker::CoreHandle;
 use crate::store::{GetStatus, PutResult, now_ms};
 use crate::transaction::HALF_TOPIC;
 
@@ -109,12 +111,12 @@ impl CoreHandle {
     pub(crate) async fn send_back(self: &Arc<Self>, req: &RemotingCommand) -> RemotingCommand {
         let h = match ConsumerSendMsgBackRequestHeader::decode(&req.ext_fields) {
             Ok(h) => h,
-            Err(e) => return resp(req, ResponseCode::SYSTEM_ERROR, Some(e.to_string())),
+            Err(e) => return respond(req, ResponseCode::SYSTEM_ERROR, Some(e.to_string())),
         };
         let record = match self.0.store.read_record(h.offset) {
             Ok(r) => r,
             Err(e) => {
-                return resp(
+                return respond(
                     req,
                     ResponseCode::SYSTEM_ERROR,
                     Some(format!("look message by offset failed, {}: {e}", h.offset)),
@@ -122,7 +124,7 @@ impl CoreHandle {
             }
         };
         let Ok(original) = decode_record(&mut record.clone(), false, false) else {
-            return resp(
+            return respond(
                 req,
                 ResponseCode::SYSTEM_ERROR,
                 Some("stored record is unreadable".into()),
@@ -147,13 +149,13 @@ impl CoreHandle {
             .unwrap_or(self.0.config.max_reconsume_times);
         let to_dlq = h.delay_level < 0 || original.reconsume_times >= max;
         let topic = if to_dlq {
-            format!("%DLQ%{}", h.group)
+            mq_client_api::names::dlq_topic(&h.group)
         } else {
-            format!("%RETRY%{}", h.group)
+            mq_client_api::names::retry_topic(&h.group)
         };
         if self.0.topics.get(&topic).is_none() {
             if let Err(e) = self.0.topics.put(TopicConfig::new(topic.clone(), 1)) {
-                return resp(req, ResponseCode::SYSTEM_ERROR, Some(e.to_string()));
+                return respond(req, ResponseCode::SYSTEM_ERROR, Some(e.to_string()));
             }
             self.spawn_register();
         }
@@ -174,8 +176,8 @@ impl CoreHandle {
             self.store_message(ext).await
         };
         match stored {
-            Ok(_) => resp(req, ResponseCode::SUCCESS, None),
-            Err(e) => resp(req, ResponseCode::SYSTEM_ERROR, Some(e.to_string())),
+            Ok(_) => respond(req, ResponseCode::SUCCESS, None),
+            Err(e) => respond(req, ResponseCode::SYSTEM_ERROR, Some(e.to_string())),
         }
     }
 }

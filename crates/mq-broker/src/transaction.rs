@@ -21,7 +21,9 @@ use mq_remoting::RemotingCommand;
 use parking_lot::Mutex;
 use tracing::{Instrument, debug, info, warn};
 
-use crate::broker::{CoreHandle, resp};
+use mq_client_api::answer::respond;
+
+use crate::broker::CoreHandle;
 use crate::schedule::undivert;
 use crate::store::{GetStatus, now_ms};
 
@@ -88,7 +90,7 @@ impl CoreHandle {
     /// END_TRANSACTION. Answered only when the request is not oneway.
     pub(crate) async fn end_transaction(&self, req: &RemotingCommand) -> Option<RemotingCommand> {
         let reply = |code: ResponseCode, remark: Option<String>| {
-            (!req.is_oneway()).then(|| resp(req, code, remark))
+            (!req.is_oneway()).then(|| respond(req, code, remark))
         };
         let h = match EndTransactionRequestHeader::decode(&req.ext_fields) {
             Ok(h) => h,

@@ -34,12 +34,14 @@
 //! # Ok(()) }
 //! ```
 
+pub mod answer;
 pub mod api;
 pub mod body;
 pub mod code;
 pub mod error;
 pub mod header;
 pub mod message;
+pub mod names;
 pub mod validate;
 pub mod wire_time;
 

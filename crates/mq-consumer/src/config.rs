@@ -201,16 +201,11 @@ impl ConsumerConfig {
 /// Parses a tag expression (`*`, `TagA`, `TagA || TagB`) into Java's `SubscriptionData`.
 pub fn subscription(topic: &str, expression: &str) -> SubscriptionData {
     let expr = expression.trim();
-    let all = expr.is_empty() || expr == "*";
-    let tags_set: Vec<String> = if all {
-        Vec::new()
-    } else {
-        expr.split("||")
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned)
-            .collect()
-    };
+    let tags = mq_client_api::names::expression_tags(expr);
+    let all = tags.is_none();
+    let tags_set: Vec<String> = tags
+        .map(|t| t.map(str::to_owned).collect())
+        .unwrap_or_default();
     let code_set = tags_set.iter().map(|t| java_hash(t)).collect();
     SubscriptionData {
         class_filter_mode: false,

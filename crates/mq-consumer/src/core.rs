@@ -290,7 +290,7 @@ impl Core {
             && self.consume_type == ConsumeType::Passively
         {
             // Failed messages come back through the group's retry topic.
-            let retry = format!("%RETRY%{group}");
+            let retry = mq_client_api::names::retry_topic(&group);
             self.subscriptions
                 .write()
                 .insert(retry.clone(), subscription(&retry, "*"));
@@ -585,7 +585,7 @@ impl Core {
             .ok_or_else(|| ConsumerError::BrokerNotFound(mq.broker_name.clone()))?;
         let timeout = instance.config().request_timeout;
         Ok(match self.config.consume_from {
-            _ if mq.topic.starts_with("%RETRY%") => 0,
+            _ if mq_client_api::names::is_retry_topic(&mq.topic) => 0,
             ConsumeFrom::FirstOffset => 0,
             ConsumeFrom::LastOffset => instance.api().max_offset(&addr, mq, timeout).await?,
             ConsumeFrom::Timestamp(t) => {
@@ -809,7 +809,7 @@ impl Core {
 /// A message from a retry topic looks like its original again (Java
 /// `resetRetryAndNamespace`).
 pub(crate) fn restore_retry_topic(group: &str, msg: &mut MessageExt) {
-    let retry = format!("%RETRY%{group}");
+    let retry = mq_client_api::names::retry_topic(group);
     if let Some(original) = msg
         .message
         .property(property::RETRY_TOPIC)

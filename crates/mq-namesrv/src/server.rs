@@ -1,12 +1,13 @@
 //! The name server: request processors over [`RouteInfoManager`], the liveness scan, and the
 //! watch that drops a broker when its connection closes.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mq_client_api::answer::{header_error, respond};
 use mq_client_api::body::{
     KvTable, RegisterBrokerBody, TopicConfigSerializeWrapper, TopicList, body_crc32, from_json,
     to_json,
@@ -20,7 +21,7 @@ use mq_client_api::{RequestCode, ResponseCode};
 use mq_remoting::{
     RemotingCommand, RemotingServer, RequestContext, ServerConfig, ShutdownReport, processor_fn,
 };
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -79,7 +80,7 @@ struct State {
     config: NamesrvConfig,
     routes: RouteInfoManager,
     kv: RwLock<HashMap<String, BTreeMap<String, String>>>,
-    watched: Mutex<HashSet<u64>>,
+    watched: mq_remoting::ConnectionWatches,
     token: CancellationToken,
     tasks: TaskTracker,
 }
@@ -112,7 +113,7 @@ impl NameServer {
             config,
             routes: RouteInfoManager::default(),
             kv: RwLock::new(HashMap::new()),
-            watched: Mutex::new(HashSet::new()),
+            watched: mq_remoting::ConnectionWatches::default(),
             token: CancellationToken::new(),
             tasks: TaskTracker::new(),
         }));
@@ -175,14 +176,6 @@ impl Drop for NameServer {
     }
 }
 
-fn response(req: &RemotingCommand, code: ResponseCode, remark: Option<String>) -> RemotingCommand {
-    RemotingCommand::response_to(req, code.0, remark)
-}
-
-fn bad_header(req: &RemotingCommand, e: &dyn std::fmt::Display) -> RemotingCommand {
-    response(req, ResponseCode::SYSTEM_ERROR, Some(e.to_string()))
-}
-
 impl StateHandle {
     fn handle(self: &Arc<Self>, ctx: &RequestContext, req: RemotingCommand) -> RemotingCommand {
         match RequestCode(req.code) {
@@ -197,19 +190,19 @@ impl StateHandle {
                             h.broker_id,
                         );
                         info!(broker = %h.broker_addr, "broker unregistered");
-                        response(&req, ResponseCode::SUCCESS, None)
+                        respond(&req, ResponseCode::SUCCESS, None)
                     }
-                    Err(e) => bad_header(&req, &e),
+                    Err(e) => header_error(&req, &e),
                 }
             }
             RequestCode::GET_ROUTEINFO_BY_TOPIC => self.route(&req),
-            RequestCode::GET_BROKER_CLUSTER_INFO => response(&req, ResponseCode::SUCCESS, None)
+            RequestCode::GET_BROKER_CLUSTER_INFO => respond(&req, ResponseCode::SUCCESS, None)
                 .with_body(to_json(&self.0.routes.cluster_info())),
             RequestCode::GET_ALL_TOPIC_LIST_FROM_NAMESERVER => {
                 let list = TopicList {
                     topic_list: self.0.routes.topics(),
                 };
-                response(&req, ResponseCode::SUCCESS, None).with_body(to_json(&list))
+                respond(&req, ResponseCode::SUCCESS, None).with_body(to_json(&list))
             }
             RequestCode::PUT_KV_CONFIG => match PutKvConfigRequestHeader::decode(&req.ext_fields) {
                 Ok(h) => {
@@ -219,16 +212,16 @@ impl StateHandle {
                         .entry(h.namespace)
                         .or_default()
                         .insert(h.key, h.value);
-                    response(&req, ResponseCode::SUCCESS, None)
+                    respond(&req, ResponseCode::SUCCESS, None)
                 }
-                Err(e) => bad_header(&req, &e),
+                Err(e) => header_error(&req, &e),
             },
             RequestCode::GET_KV_CONFIG => match GetKvConfigRequestHeader::decode(&req.ext_fields) {
                 Ok(h) => match self.kv_get(&h.namespace, &h.key) {
-                    Some(v) => response(&req, ResponseCode::SUCCESS, None).with_ext_fields(
+                    Some(v) => respond(&req, ResponseCode::SUCCESS, None).with_ext_fields(
                         GetKvConfigResponseHeader { value: Some(v) }.to_ext_fields(),
                     ),
-                    None => response(
+                    None => respond(
                         &req,
                         ResponseCode::QUERY_NOT_FOUND,
                         Some(format!(
@@ -237,7 +230,7 @@ impl StateHandle {
                         )),
                     ),
                 },
-                Err(e) => bad_header(&req, &e),
+                Err(e) => header_error(&req, &e),
             },
             RequestCode::DELETE_KV_CONFIG => {
                 match GetKvConfigRequestHeader::decode(&req.ext_fields) {
@@ -245,12 +238,12 @@ impl StateHandle {
                         if let Some(ns) = self.0.kv.write().get_mut(&h.namespace) {
                             ns.remove(&h.key);
                         }
-                        response(&req, ResponseCode::SUCCESS, None)
+                        respond(&req, ResponseCode::SUCCESS, None)
                     }
-                    Err(e) => bad_header(&req, &e),
+                    Err(e) => header_error(&req, &e),
                 }
             }
-            other => response(
+            other => respond(
                 &req,
                 ResponseCode::REQUEST_CODE_NOT_SUPPORTED,
                 Some(format!(" request type {} not supported", other.0)),
@@ -269,7 +262,7 @@ impl StateHandle {
     fn route(&self, req: &RemotingCommand) -> RemotingCommand {
         let h = match GetRouteInfoRequestHeader::decode(&req.ext_fields) {
             Ok(h) => h,
-            Err(e) => return bad_header(req, &e),
+            Err(e) => return header_error(req, &e),
         };
         match self.0.routes.route(&h.topic) {
             Some(mut route) => {
@@ -277,9 +270,9 @@ impl StateHandle {
                     route.order_topic_conf = self.kv_get(ORDER_TOPIC_CONFIG, &h.topic);
                 }
                 // Standard JSON always: Java clients of every version accept it.
-                response(req, ResponseCode::SUCCESS, None).with_body(to_json(&route))
+                respond(req, ResponseCode::SUCCESS, None).with_body(to_json(&route))
             }
-            None => response(
+            None => respond(
                 req,
                 ResponseCode::TOPIC_NOT_EXIST,
                 Some(format!(
@@ -293,11 +286,11 @@ impl StateHandle {
     fn register(self: &Arc<Self>, ctx: &RequestContext, req: &RemotingCommand) -> RemotingCommand {
         let h = match RegisterBrokerRequestHeader::decode(&req.ext_fields) {
             Ok(h) => h,
-            Err(e) => return bad_header(req, &e),
+            Err(e) => return header_error(req, &e),
         };
         if h.body_crc32 != 0 && h.body_crc32 != body_crc32(&req.body) {
             warn!(broker = %h.broker_addr, "registration body CRC mismatch");
-            return response(
+            return respond(
                 req,
                 ResponseCode::SYSTEM_ERROR,
                 Some("crc32 not match".into()),
@@ -308,13 +301,13 @@ impl StateHandle {
         } else if req.version >= VERSION_WITH_REGISTER_BODY {
             match RegisterBrokerBody::decode(&req.body, h.compressed) {
                 Ok(b) => (b.topic_config_serialize_wrapper, b.filter_server_list),
-                Err(e) => return bad_header(req, &e),
+                Err(e) => return respond(req, ResponseCode::SYSTEM_ERROR, Some(e.to_string())),
             }
         } else {
             match from_json::<TopicConfigSerializeWrapper>("TopicConfigSerializeWrapper", &req.body)
             {
                 Ok(w) => (w, Vec::new()),
-                Err(e) => return bad_header(req, &e),
+                Err(e) => return respond(req, ResponseCode::SYSTEM_ERROR, Some(e.to_string())),
             }
         };
         let connection = ctx.connection().clone();
@@ -333,7 +326,7 @@ impl StateHandle {
         );
         debug!(broker = %h.broker_addr, "broker registered");
         self.watch(connection);
-        let mut resp = response(req, ResponseCode::SUCCESS, None).with_ext_fields(
+        let mut resp = respond(req, ResponseCode::SUCCESS, None).with_ext_fields(
             RegisterBrokerResponseHeader {
                 ha_server_addr: outcome.ha_server_addr,
                 master_addr: outcome.master_addr,
@@ -348,20 +341,13 @@ impl StateHandle {
 
     /// Drops the brokers of a connection as soon as it closes (once per connection).
     fn watch(self: &Arc<Self>, connection: mq_remoting::ConnectionHandle) {
-        if !self.0.watched.lock().insert(connection.id()) {
-            return;
-        }
         let s = Arc::clone(self);
-        self.0.tasks.spawn(async move {
-            tokio::select! {
-                () = s.0.token.cancelled() => {}
-                () = connection.closed() => {
-                    for addr in s.0.routes.connection_closed(connection.id()) {
-                        info!(broker = %addr, "broker connection closed; removed from routes");
-                    }
+        self.0
+            .watched
+            .watch(connection, &self.0.tasks, &self.0.token, |id| async move {
+                for addr in s.0.routes.connection_closed(id) {
+                    info!(broker = %addr, "broker connection closed; removed from routes");
                 }
-            }
-            s.0.watched.lock().remove(&connection.id());
-        });
+            });
     }
 }

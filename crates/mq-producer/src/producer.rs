@@ -1075,7 +1075,7 @@ impl Engine {
         let namespace = instance.config().namespace.as_ref();
         let (mut header, body, msg_id, sent) = match payload {
             Payload::Single(m) => {
-                let retry = mq.topic.starts_with("%RETRY%");
+                let retry = mq_client_api::names::is_retry_topic(&mq.topic);
                 let mut m = Cow::Borrowed(m);
                 if let Some(ns) = namespace {
                     m.to_mut().set_property(property::INSTANCE_ID, ns.clone());

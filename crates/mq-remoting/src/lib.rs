@@ -40,7 +40,7 @@ pub mod transport;
 pub use error::{DecodeError, EncodeError, InvokeKind, RemotingError};
 pub use protocol::{ExtFields, FrameCodec, LanguageCode, RemotingCommand, SerializeType, sys_code};
 pub use transport::{
-    BoxFuture, CallbackExecutor, ClientConfig, ConnectionHandle, HookAction, NameServerList,
-    RemotingClient, RemotingServer, RequestContext, RequestProcessor, RpcHook, ServerConfig,
-    ShutdownReport, processor_fn,
+    BoxFuture, CallbackExecutor, ClientConfig, ConnectionHandle, ConnectionWatches, HookAction,
+    NameServerList, RemotingClient, RemotingServer, RequestContext, RequestProcessor, RpcHook,
+    ServerConfig, ShutdownReport, processor_fn,
 };

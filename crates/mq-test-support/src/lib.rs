@@ -76,6 +76,58 @@ pub async fn tasks_settle_to(n: usize, within: std::time::Duration) -> usize {
     alive_tasks()
 }
 
+/// Waits, without sleeping, until `cond` holds: the runtime's other tasks run between checks.
+///
+/// # Panics
+/// When it does not hold within 20 s.
+#[allow(
+    clippy::expect_used,
+    reason = "test helper: a condition that never holds ends the test"
+)]
+pub async fn eventually(mut cond: impl FnMut() -> bool) {
+    tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while !cond() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("condition never held");
+}
+
+/// A SEND_MESSAGE request of `msg` to queue `queue_id` of `topic` on `broker-a`, as a Java
+/// producer fills it (group `pg`, template TBW102 with 4 queues).
+pub fn send_request(
+    topic: &str,
+    queue_id: i32,
+    msg: &mq_client_api::Message,
+) -> mq_client_api::SendRequest {
+    mq_client_api::SendRequest {
+        header: mq_client_api::header::SendMessageRequestHeader {
+            producer_group: "pg".into(),
+            topic: topic.into(),
+            default_topic: "TBW102".into(),
+            default_topic_queue_nums: 4,
+            queue_id,
+            sys_flag: 0,
+            born_timestamp: 1,
+            flag: msg.flag,
+            properties: Some(msg.properties_string()),
+            ..Default::default()
+        },
+        body: msg.body.clone(),
+        msg_id: msg.uniq_key().unwrap_or_default().to_owned(),
+        broker_name: "broker-a".into(),
+    }
+}
+
+/// Typed RPCs with no name server, for talking to one server by its address.
+pub fn plain_api() -> mq_client_api::ClientApi {
+    mq_client_api::ClientApi::new(
+        mq_remoting::RemotingClient::new(mq_remoting::ClientConfig::default()),
+        mq_client_api::ApiConfig::default(),
+    )
+}
+
 /// Installs a test-writer tracing subscriber filtered by `RUST_LOG` (once per process).
 pub fn trace_init() {
     let _ = tracing_subscriber::fmt()

@@ -10,7 +10,9 @@ use mq_client_api::message::{Message, MessageExt, decode_record, property, sys_f
 use mq_client_api::{ClientApi, PullStatus, RequestCode};
 use mq_remoting::{RemotingCommand, processor_fn};
 
-use super::{T, api, broker, msg, pull_header, send_req};
+use mq_test_support::{plain_api, send_request};
+
+use super::{T, broker, msg, pull_header};
 
 fn fast(c: BrokerConfig) -> BrokerConfig {
     c.with_delay_levels(vec![Duration::from_millis(200)])
@@ -37,11 +39,11 @@ async fn delayed_messages_become_visible_when_their_level_elapses() {
     let dir = tempfile::tempdir().unwrap();
     let b = broker(dir.path(), fast).await;
     let addr = b.local_addr().to_string();
-    let api = api();
+    let api = plain_api();
     // Level 5 is clamped to the single configured level.
     let m = msg("Delayed", 1).with_delay_level(5);
     let sent = api
-        .send(&addr, send_req("Delayed", 0, &m), T)
+        .send(&addr, send_request("Delayed", 0, &m), T)
         .await
         .unwrap();
     let r = api
@@ -71,8 +73,8 @@ async fn send_back_retries_then_dead_letters() {
     let dir = tempfile::tempdir().unwrap();
     let b = broker(dir.path(), fast).await;
     let addr = b.local_addr().to_string();
-    let api = api();
-    api.send(&addr, send_req("Work", 0, &msg("Work", 7)), T)
+    let api = plain_api();
+    api.send(&addr, send_request("Work", 0, &msg("Work", 7)), T)
         .await
         .unwrap();
     let first = api
@@ -125,7 +127,7 @@ async fn transactions_commit_rollback_and_check() {
     let dir = tempfile::tempdir().unwrap();
     let b = broker(dir.path(), fast).await;
     let addr = b.local_addr().to_string();
-    let producer = api();
+    let producer = plain_api();
     // The producer answers checks by committing (after recording what it was asked).
     let (tx, mut checked) = tokio::sync::mpsc::unbounded_channel();
     let tx = Arc::new(tx);
@@ -166,11 +168,11 @@ async fn transactions_commit_rollback_and_check() {
 
     let mut results = Vec::new();
     for i in 0..3 {
-        let mut req = send_req("Tx", 0, &half(i));
+        let mut req = send_request("Tx", 0, &half(i));
         req.header.sys_flag = sys_flag::TRANSACTION_PREPARED_TYPE;
         results.push(producer.send(&addr, req, T).await.unwrap());
     }
-    let real = api();
+    let real = plain_api();
     let r = real.pull(&addr, &pull_header("Tx", 0, 0), T).await.unwrap();
     assert!(r.messages.is_empty(), "half messages are invisible");
 

@@ -20,22 +20,15 @@ use mq_client_api::body::{
 use mq_client_api::header::*;
 use mq_client_api::message::{Message, decode_offset_msg_id, encode_batch, property};
 use mq_client_api::{
-    ApiConfig, ClientApi, MessageQueue, PullStatus, RequestCode, ResponseCode, SendRequest,
-    SendStatus,
+    ApiConfig, ClientApi, MessageQueue, PullStatus, RequestCode, ResponseCode, SendStatus,
 };
 use mq_remoting::{ClientConfig, RemotingClient, RemotingCommand, SerializeType, processor_fn};
+use mq_test_support::{plain_api, send_request};
 use tokio::sync::mpsc;
 
 mod advanced;
 
 const T: Duration = Duration::from_secs(20);
-
-fn api() -> ClientApi {
-    ClientApi::new(
-        RemotingClient::new(ClientConfig::default()),
-        ApiConfig::default(),
-    )
-}
 
 async fn broker(
     dir: &std::path::Path,
@@ -44,26 +37,6 @@ async fn broker(
     Broker::start(configure(BrokerConfig::new(dir)))
         .await
         .unwrap()
-}
-
-fn send_req(topic: &str, queue_id: i32, msg: &Message) -> SendRequest {
-    SendRequest {
-        header: SendMessageRequestHeader {
-            producer_group: "pg".into(),
-            topic: topic.into(),
-            default_topic: "TBW102".into(),
-            default_topic_queue_nums: 4,
-            queue_id,
-            sys_flag: 0,
-            born_timestamp: 1,
-            flag: msg.flag,
-            properties: Some(msg.properties_string()),
-            ..Default::default()
-        },
-        body: msg.body.clone(),
-        msg_id: msg.uniq_key().unwrap_or_default().to_owned(),
-        broker_name: "broker-a".into(),
-    }
 }
 
 fn pull_header(topic: &str, queue_id: i32, offset: i64) -> PullMessageRequestHeader {
@@ -105,7 +78,7 @@ async fn send_auto_creates_and_pull_reads_back() {
                     .with_send_v2(v2),
             );
             let r = api
-                .send(&addr, send_req("Auto", 1, &msg("Auto", 0)), T)
+                .send(&addr, send_request("Auto", 1, &msg("Auto", 0)), T)
                 .await
                 .unwrap();
             assert_eq!(r.status, SendStatus::SendOk);
@@ -114,7 +87,7 @@ async fn send_auto_creates_and_pull_reads_back() {
             assert_eq!(host, b.local_addr());
         }
     }
-    let api = api();
+    let api = plain_api();
     let r = api
         .pull(&addr, &pull_header("Auto", 1, 0), T)
         .await
@@ -166,9 +139,9 @@ async fn batches_are_split_and_tags_filter_pulls() {
     let dir = tempfile::tempdir().unwrap();
     let b = broker(dir.path(), |c| c).await;
     let addr = b.local_addr().to_string();
-    let api = api();
+    let api = plain_api();
     let msgs: Vec<Message> = (0..6).map(|i| msg("Batch", i)).collect();
-    let mut req = send_req("Batch", 0, &msgs[0]);
+    let mut req = send_request("Batch", 0, &msgs[0]);
     req.header.batch = true;
     req.header.properties = None;
     req.body = encode_batch(&msgs).unwrap();
@@ -188,9 +161,9 @@ async fn send_error_paths() {
     let dir = tempfile::tempdir().unwrap();
     let b = broker(dir.path(), |c| c.with_auto_create_topic(false)).await;
     let addr = b.local_addr().to_string();
-    let api = api();
+    let api = plain_api();
     let e = api
-        .send(&addr, send_req("Unknown", 0, &msg("Unknown", 0)), T)
+        .send(&addr, send_request("Unknown", 0, &msg("Unknown", 0)), T)
         .await
         .unwrap_err();
     assert_eq!(e.response_code(), Some(ResponseCode::TOPIC_NOT_EXIST));
@@ -207,30 +180,31 @@ async fn send_error_paths() {
     };
     api.create_topic(&addr, &create, T).await.unwrap();
     let e = api
-        .send(&addr, send_req("Known", 5, &msg("Known", 0)), T)
+        .send(&addr, send_request("Known", 5, &msg("Known", 0)), T)
         .await
         .unwrap_err();
     assert_eq!(e.response_code(), Some(ResponseCode::SYSTEM_ERROR));
 
-    let mut empty = send_req("Known", 0, &msg("Known", 0));
+    let mut empty = send_request("Known", 0, &msg("Known", 0));
     empty.body = Bytes::new();
     let e = api.send(&addr, empty, T).await.unwrap_err();
     assert_eq!(e.response_code(), Some(ResponseCode::MESSAGE_ILLEGAL));
 
-    let mut big = send_req("Known", 0, &msg("Known", 0));
+    let mut big = send_request("Known", 0, &msg("Known", 0));
     big.body = Bytes::from(vec![0u8; mq_broker::MAX_MESSAGE_SIZE + 1]);
     let e = api.send(&addr, big, T).await.unwrap_err();
     assert_eq!(e.response_code(), Some(ResponseCode::MESSAGE_ILLEGAL));
 
     let e = api
-        .send(&addr, send_req("TBW102", 0, &msg("TBW102", 0)), T)
+        .send(&addr, send_request("TBW102", 0, &msg("TBW102", 0)), T)
         .await
         .unwrap_err();
     assert_eq!(e.response_code(), Some(ResponseCode::SYSTEM_ERROR));
 
     // A header without its required fields is refused explicitly.
-    let mut ext = SendMessageRequestHeaderV2::from(send_req("Known", 0, &msg("Known", 0)).header)
-        .to_ext_fields();
+    let mut ext =
+        SendMessageRequestHeaderV2::from(send_request("Known", 0, &msg("Known", 0)).header)
+            .to_ext_fields();
     ext.remove("e");
     let raw = api
         .remoting()
@@ -264,8 +238,8 @@ async fn a_parked_pull_returns_as_soon_as_a_message_arrives() {
     let dir = tempfile::tempdir().unwrap();
     let b = broker(dir.path(), |c| c).await;
     let addr = b.local_addr().to_string();
-    let api = api();
-    api.send(&addr, send_req("Poll", 0, &msg("Poll", 0)), T)
+    let api = plain_api();
+    api.send(&addr, send_request("Poll", 0, &msg("Poll", 0)), T)
         .await
         .unwrap();
     let mut h = pull_header("Poll", 0, 1);
@@ -282,7 +256,7 @@ async fn a_parked_pull_returns_as_soon_as_a_message_arrives() {
     })
     .await
     .unwrap();
-    api.send(&addr, send_req("Poll", 0, &msg("Poll", 1)), T)
+    api.send(&addr, send_request("Poll", 0, &msg("Poll", 1)), T)
         .await
         .unwrap();
     let r = tokio::time::timeout(T, pull)
@@ -300,11 +274,11 @@ async fn offsets_lookups_view_and_query() {
     let dir = tempfile::tempdir().unwrap();
     let b = broker(dir.path(), |c| c).await;
     let addr = b.local_addr().to_string();
-    let api = api();
+    let api = plain_api();
     let mut offsets = Vec::new();
     for i in 0..5 {
         offsets.push(
-            api.send(&addr, send_req("Look", 2, &msg("Look", i)), T)
+            api.send(&addr, send_request("Look", 2, &msg("Look", i)), T)
                 .await
                 .unwrap(),
         );
@@ -367,7 +341,7 @@ async fn offsets_lookups_view_and_query() {
     // Offsets survive a restart.
     let b = broker(dir.path(), |c| c).await;
     let addr = b.local_addr().to_string();
-    let api = self::api();
+    let api = plain_api();
     assert_eq!(
         api.query_consumer_offset(&addr, &query, T).await.unwrap(),
         3
@@ -396,7 +370,7 @@ async fn consumer_groups_and_change_notifications() {
     let dir = tempfile::tempdir().unwrap();
     let b = broker(dir.path(), |c| c).await;
     let addr = b.local_addr().to_string();
-    let first = api();
+    let first = plain_api();
     let (tx, mut notified) = mpsc::unbounded_channel();
     let tx = Arc::new(tx);
     first.remoting().register_processor(
@@ -421,7 +395,7 @@ async fn consumer_groups_and_change_notifications() {
         .unwrap_err();
     assert_eq!(e.response_code(), Some(ResponseCode::SYSTEM_ERROR));
 
-    let second = api();
+    let second = plain_api();
     second
         .heartbeat(&addr, &consumer_heartbeat("b@2"), T)
         .await
@@ -468,10 +442,10 @@ async fn sync_flush_survives_a_torn_tail_across_segments() {
         })
         .await;
         let addr = b.local_addr().to_string();
-        let api = api();
+        let api = plain_api();
         for i in 0..n {
             let r = api
-                .send(&addr, send_req("Durable", 0, &msg("Durable", i)), T)
+                .send(&addr, send_request("Durable", 0, &msg("Durable", i)), T)
                 .await
                 .unwrap();
             assert_eq!(r.status, SendStatus::SendOk);
@@ -509,7 +483,7 @@ async fn sync_flush_survives_a_torn_tail_across_segments() {
         "torn tail truncated"
     );
     let addr = b.local_addr().to_string();
-    let api = api();
+    let api = plain_api();
     let mut got = Vec::new();
     let mut offset = 0;
     loop {
@@ -529,7 +503,7 @@ async fn sync_flush_survives_a_torn_tail_across_segments() {
     assert_eq!(got, expected);
     // Appends continue after the recovered tail.
     let r = api
-        .send(&addr, send_req("Durable", 0, &msg("Durable", n)), T)
+        .send(&addr, send_request("Durable", 0, &msg("Durable", n)), T)
         .await
         .unwrap();
     assert_eq!(r.queue_offset, n as i64);
@@ -548,9 +522,9 @@ async fn a_sync_flush_that_misses_its_deadline_answers_flush_disk_timeout() {
     })
     .await;
     let addr = b.local_addr().to_string();
-    let api = api();
+    let api = plain_api();
     let r = api
-        .send(&addr, send_req("Slow", 0, &msg("Slow", 0)), T)
+        .send(&addr, send_request("Slow", 0, &msg("Slow", 0)), T)
         .await
         .unwrap();
     assert_eq!(r.status, SendStatus::FlushDiskTimeout);
@@ -567,7 +541,7 @@ async fn unserved_5x_client_codes_are_answered_with_the_missing_feature() {
     let dir = tempfile::tempdir().unwrap();
     let b = broker(dir.path(), |c| c).await;
     let addr = b.local_addr().to_string();
-    let api = api();
+    let api = plain_api();
     for (code, feature) in [
         (
             RequestCode::POP_MESSAGE.0,
@@ -630,7 +604,7 @@ async fn pipelined_sends_are_answered_one_by_one_and_stored_in_order() {
         if i == 7 {
             m.body = Bytes::new(); // refused: MESSAGE_ILLEGAL
         }
-        let req = send_req("Piped", 1, &m);
+        let req = send_request("Piped", 1, &m);
         let mut cmd = RemotingCommand::request(RequestCode::SEND_MESSAGE_V2.0)
             .with_opaque(100 + i as i32)
             .with_body(req.body.clone());
@@ -664,7 +638,7 @@ async fn pipelined_sends_are_answered_one_by_one_and_stored_in_order() {
         );
         expected_offset += 1;
     }
-    let api = api();
+    let api = plain_api();
     let pulled = api
         .pull(&b.local_addr().to_string(), &pull_header("Piped", 1, 0), T)
         .await
@@ -688,9 +662,9 @@ async fn pulls_below_what_retention_kept_are_moved_to_the_min_offset() {
     let dir = tempfile::tempdir().unwrap();
     let b = broker(dir.path(), |c| c.with_segment_size(2048)).await;
     let addr = b.local_addr().to_string();
-    let api = api();
+    let api = plain_api();
     for i in 0..40 {
-        api.send(&addr, send_req("Aged", 0, &msg("Aged", i)), T)
+        api.send(&addr, send_request("Aged", 0, &msg("Aged", i)), T)
             .await
             .unwrap();
     }

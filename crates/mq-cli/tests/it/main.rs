@@ -14,10 +14,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use mq_client_api::header::{PullMessageRequestHeader, SendMessageRequestHeader};
+use mq_client_api::header::PullMessageRequestHeader;
 use mq_client_api::message::Message;
-use mq_client_api::{ApiConfig, ClientApi, PullStatus, SendRequest, SendStatus};
-use mq_remoting::{ClientConfig, RemotingClient};
+use mq_client_api::{PullStatus, SendRequest, SendStatus};
+use mq_test_support::{plain_api, send_request};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -99,28 +99,7 @@ fn address(lines: &[String], prefix: &str) -> String {
 
 fn send_req(i: usize) -> SendRequest {
     let m = Message::new("Durable", Bytes::from(format!("m-{i}")));
-    SendRequest {
-        header: SendMessageRequestHeader {
-            producer_group: "pg".into(),
-            topic: "Durable".into(),
-            default_topic: "TBW102".into(),
-            default_topic_queue_nums: 1,
-            queue_id: 0,
-            born_timestamp: 1,
-            properties: Some(m.properties_string()),
-            ..Default::default()
-        },
-        body: m.body,
-        msg_id: String::new(),
-        broker_name: "broker-a".into(),
-    }
-}
-
-fn api() -> ClientApi {
-    ClientApi::new(
-        RemotingClient::new(ClientConfig::default()),
-        ApiConfig::default(),
-    )
+    send_request("Durable", 0, &m)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,7 +108,7 @@ async fn sync_acknowledged_messages_survive_sigkill() {
     let n = 300;
     {
         let mut server = serve(store.path());
-        let api = api();
+        let api = plain_api();
         for i in 0..n {
             let r = api.send(&server.broker, send_req(i), T).await.unwrap();
             assert_eq!(r.status, SendStatus::SendOk);
@@ -230,7 +209,7 @@ async fn drain_durable(server: &Server) -> Vec<Bytes> {
 
 /// Every message of a queue, in queue order (none when the queue does not exist).
 async fn drain(server: &Server, topic: &str, queue_id: i32) -> Vec<Bytes> {
-    let api = api();
+    let api = plain_api();
     let mut bodies = Vec::new();
     let mut offset = 0;
     loop {

@@ -44,7 +44,7 @@ pub fn encode_batch(messages: &[Message]) -> Result<Bytes, BatchError> {
         if m.delay_level() > 0 {
             return Err(BatchError::DelayNotSupported);
         }
-        if m.topic.starts_with("%RETRY%") {
+        if crate::names::is_retry_topic(&m.topic) {
             return Err(BatchError::RetryTopic);
         }
         if m.topic != first.topic {

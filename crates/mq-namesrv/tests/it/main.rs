@@ -17,6 +17,7 @@ use mq_client_api::header::{
 use mq_client_api::{ApiConfig, ClientApi, RequestCode, ResponseCode};
 use mq_namesrv::{NameServer, NamesrvConfig, ORDER_TOPIC_CONFIG};
 use mq_remoting::{ClientConfig, RemotingClient, RemotingCommand};
+use mq_test_support::eventually;
 
 const T: Duration = Duration::from_secs(10);
 
@@ -48,17 +49,6 @@ fn body(topics: &[(&str, i32)]) -> RegisterBrokerBody {
             .insert((*t).into(), TopicConfig::new(*t, *q));
     }
     b
-}
-
-/// Waits, without sleeping, until `cond` holds (bounded by a timeout).
-async fn eventually(mut cond: impl FnMut() -> bool) {
-    tokio::time::timeout(T, async {
-        while !cond() {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("condition never held");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -778,3 +778,38 @@ impl ConnectionHandle {
         self.0.send_oneway(request, Some(permit))
     }
 }
+
+/// Runs something once a peer's connection closes, at most one watch per connection: how a
+/// server forgets what a peer registered (a name server its brokers, a broker its clients).
+#[derive(Debug, Default)]
+pub struct ConnectionWatches {
+    watched: Arc<parking_lot::Mutex<std::collections::HashSet<u64>>>,
+}
+
+impl ConnectionWatches {
+    /// Watches `connection` unless it is watched already: when it closes, `on_close` runs with
+    /// its id. The watch is a task of `tasks` and ends with `stop` too (without `on_close`).
+    pub fn watch<F, Fut>(
+        &self,
+        connection: ConnectionHandle,
+        tasks: &TaskTracker,
+        stop: &CancellationToken,
+        on_close: F,
+    ) where
+        F: FnOnce(u64) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let id = connection.id();
+        if !self.watched.lock().insert(id) {
+            return;
+        }
+        let (watched, stop) = (Arc::clone(&self.watched), stop.clone());
+        tasks.spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = connection.closed() => on_close(id).await,
+            }
+            watched.lock().remove(&id);
+        });
+    }
+}

@@ -10,7 +10,9 @@ use mq_remoting::{
 };
 use tokio::sync::{Notify, mpsc};
 
-use super::{ECHO, client, echo_server, trace_init};
+use mq_test_support::trace_init;
+
+use super::{ECHO, client, echo_server};
 
 const STALL: i32 = 1001;
 const LONG: Duration = Duration::from_secs(60);

@@ -41,10 +41,3 @@ pub async fn echo_server() -> RemotingServer {
 pub fn client() -> RemotingClient {
     RemotingClient::new(ClientConfig::default())
 }
-
-pub fn trace_init() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-}

@@ -191,7 +191,8 @@ async fn queues_are_split_when_a_member_joins_and_taken_back_when_it_leaves() {
     let b = PushConsumer::new(consumer_config(&cluster, "split"));
     b.subscribe("Split", "*").unwrap();
     b.start(Arc::clone(&noop)).await.unwrap();
-    super::eventually(|| topic_queues(&a).len() == 4 && topic_queues(&b).len() == 4).await;
+    mq_test_support::eventually(|| topic_queues(&a).len() == 4 && topic_queues(&b).len() == 4)
+        .await;
     let mut union: Vec<_> = topic_queues(&a)
         .into_iter()
         .chain(topic_queues(&b))
@@ -200,7 +201,7 @@ async fn queues_are_split_when_a_member_joins_and_taken_back_when_it_leaves() {
     union.dedup();
     assert_eq!(union.len(), 8, "disjoint halves");
     b.shutdown().await;
-    super::eventually(|| topic_queues(&a).len() == 8).await;
+    mq_test_support::eventually(|| topic_queues(&a).len() == 8).await;
     a.shutdown().await;
     p.shutdown().await;
     cluster.shutdown().await;

@@ -14,41 +14,16 @@ mod ordered;
 use std::time::Duration;
 
 use bytes::Bytes;
-use mq_client_api::header::SendMessageRequestHeader;
 use mq_client_api::message::Message;
 use mq_client_api::{ClientApiError, RequestCode, ResponseCode, SendRequest, SendStatus};
 use mq_remoting::RemotingError;
-use mq_test_support::{Cluster, Fault};
+use mq_test_support::{Cluster, Fault, eventually, send_request};
 
 const T: Duration = Duration::from_secs(20);
 
-fn send_req(topic: &str) -> SendRequest {
-    let m = Message::new(topic, Bytes::from_static(b"hello"));
-    SendRequest {
-        header: SendMessageRequestHeader {
-            producer_group: "pg".into(),
-            topic: topic.into(),
-            default_topic: "TBW102".into(),
-            default_topic_queue_nums: 4,
-            queue_id: 0,
-            born_timestamp: 1,
-            properties: Some(m.properties_string()),
-            ..Default::default()
-        },
-        body: m.body,
-        msg_id: String::new(),
-        broker_name: String::new(),
-    }
-}
-
-async fn eventually(mut cond: impl FnMut() -> bool) {
-    tokio::time::timeout(T, async {
-        while !cond() {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("condition never held");
+/// A SEND_MESSAGE request of a "hello" message to queue 0 of `topic`.
+fn hello(topic: &str) -> SendRequest {
+    send_request(topic, 0, &Message::new(topic, Bytes::from_static(b"hello")))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,7 +39,7 @@ async fn brokers_register_and_auto_created_topics_get_routes() {
     names.sort();
     assert_eq!(names, vec!["broker-a", "broker-b"]);
     let r = api
-        .send(&cluster.broker_addr(1), send_req("Fresh"), T)
+        .send(&cluster.broker_addr(1), hello("Fresh"), T)
         .await
         .unwrap();
     assert_eq!(r.status, SendStatus::SendOk);
@@ -89,17 +64,17 @@ async fn injected_faults_reach_the_client() {
     let send = RequestCode::SEND_MESSAGE_V2.0;
 
     faults.inject_times(send, Fault::Respond(ResponseCode::SYSTEM_BUSY.0), 1);
-    let e = api.send(&addr, send_req("F"), T).await.unwrap_err();
+    let e = api.send(&addr, hello("F"), T).await.unwrap_err();
     assert_eq!(e.response_code(), Some(ResponseCode::SYSTEM_BUSY));
-    assert!(api.send(&addr, send_req("F"), T).await.is_ok(), "only once");
+    assert!(api.send(&addr, hello("F"), T).await.is_ok(), "only once");
 
     faults.inject_times(send, Fault::Respond(ResponseCode::FLUSH_DISK_TIMEOUT.0), 1);
-    let e = api.send(&addr, send_req("F"), T).await.unwrap_err();
+    let e = api.send(&addr, hello("F"), T).await.unwrap_err();
     // Injected answers carry no send header, so even a "stored" code is a header error.
     assert!(matches!(e, ClientApiError::Header { .. }), "{e:?}");
 
     faults.inject_times(send, Fault::DropConnection, 1);
-    let e = api.send(&addr, send_req("F"), T).await.unwrap_err();
+    let e = api.send(&addr, hello("F"), T).await.unwrap_err();
     assert!(
         matches!(
             e,
@@ -110,7 +85,7 @@ async fn injected_faults_reach_the_client() {
 
     faults.inject(send, Fault::Stall);
     let e = api
-        .send(&addr, send_req("F"), Duration::from_millis(200))
+        .send(&addr, hello("F"), Duration::from_millis(200))
         .await
         .unwrap_err();
     assert!(
@@ -118,10 +93,10 @@ async fn injected_faults_reach_the_client() {
         "{e:?}"
     );
     faults.clear();
-    assert!(api.send(&addr, send_req("F"), T).await.is_ok());
+    assert!(api.send(&addr, hello("F"), T).await.is_ok());
 
     faults.inject_times(send, Fault::Delay(Duration::from_millis(1)), 1);
-    assert!(api.send(&addr, send_req("F"), T).await.is_ok());
+    assert!(api.send(&addr, hello("F"), T).await.is_ok());
     assert_eq!(faults.hits(send), 5);
     cluster.shutdown().await;
 }

@@ -1,0 +1,91 @@
+//! Topics and lookups: topic creation, a stored message by its offset, messages by key.
+
+use bytes::BytesMut;
+use mq_client_api::ResponseCode;
+use mq_client_api::body::TopicConfig;
+use mq_client_api::header::{
+    CreateTopicRequestHeader, QueryMessageRequestHeader, QueryMessageResponseHeader,
+    ViewMessageRequestHeader,
+};
+use mq_client_api::validate::TOPIC_MAX_LEN;
+use mq_remoting::RemotingCommand;
+
+use mq_client_api::answer::{respond, respond_with};
+
+use super::CoreHandle;
+use crate::state::TBW102;
+
+impl CoreHandle {
+    /// UPDATE_AND_CREATE_TOPIC: creates or updates a topic, then registers with the name
+    /// servers before answering, as Java does, so a route lookup right after sees this broker.
+    pub(super) async fn create_topic(&self, req: &RemotingCommand) -> RemotingCommand {
+        let h = decode_or_answer!(CreateTopicRequestHeader, req);
+        if h.topic == TBW102 || h.topic.len() > TOPIC_MAX_LEN {
+            return respond(
+                req,
+                ResponseCode::SYSTEM_ERROR,
+                Some(format!(
+                    "The topic[{}] is conflict with system reserved words or too long.",
+                    h.topic
+                )),
+            );
+        }
+        let tc = TopicConfig {
+            topic_name: h.topic,
+            read_queue_nums: h.read_queue_nums,
+            write_queue_nums: h.write_queue_nums,
+            perm: h.perm,
+            topic_filter_type: h.topic_filter_type,
+            topic_sys_flag: h.topic_sys_flag.unwrap_or(0),
+            order: h.order,
+        };
+        match self.0.topics.put(tc) {
+            Ok(()) => {
+                self.register_all().await;
+                respond(req, ResponseCode::SUCCESS, None)
+            }
+            Err(e) => respond(req, ResponseCode::SYSTEM_ERROR, Some(e.to_string())),
+        }
+    }
+
+    /// VIEW_MESSAGE_BY_ID: the stored record at a commit-log offset.
+    pub(super) fn view_message(&self, req: &RemotingCommand) -> RemotingCommand {
+        let h = decode_or_answer!(ViewMessageRequestHeader, req);
+        match self.0.store.read_record(h.offset) {
+            Ok(record) => respond(req, ResponseCode::SUCCESS, None).with_body(record),
+            Err(e) => respond(
+                req,
+                ResponseCode::SYSTEM_ERROR,
+                Some(format!(
+                    "can not find message by the offset {}: {e}",
+                    h.offset
+                )),
+            ),
+        }
+    }
+
+    /// QUERY_MESSAGE: up to 64 stored records of a topic with a key, newest first.
+    pub(super) fn query_message(&self, req: &RemotingCommand) -> RemotingCommand {
+        let h = decode_or_answer!(QueryMessageRequestHeader, req);
+        let max = usize::try_from(h.max_num).unwrap_or(0).clamp(1, 64);
+        match self.0.store.query_by_key(&h.topic, &h.key, max) {
+            Ok(records) if !records.is_empty() => {
+                let mut body = BytesMut::new();
+                for r in records {
+                    body.extend_from_slice(&r);
+                }
+                let header = QueryMessageResponseHeader {
+                    index_last_update_timestamp: crate::store::now_ms(),
+                    index_last_update_phyoffset: 0,
+                };
+                respond_with(req, &header).with_body(body.freeze())
+            }
+            Ok(_) => respond(
+                req,
+                ResponseCode::QUERY_NOT_FOUND,
+                Some("can not find message, maybe time range not correct".into()),
+            ),
+            Err(e) => respond(req, ResponseCode::SYSTEM_ERROR, Some(e.to_string())),
+        }
+    }
+}

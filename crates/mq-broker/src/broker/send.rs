@@ -1,0 +1,283 @@
+//! SEND_MESSAGE, SEND_MESSAGE_V2 and SEND_BATCH_MESSAGE: a request checked and planned,
+//! the topic created from its template when allowed, and sends of one connection stored as one
+//! group.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mq_client_api::body::{TopicConfig, perm};
+use mq_client_api::header::{CommandHeader, SendMessageRequestHeader, SendMessageRequestHeaderV2};
+use mq_client_api::message::{Message, MessageExt, decode_batch, decode_properties, property};
+use mq_client_api::validate::TOPIC_MAX_LEN;
+use mq_client_api::{RequestCode, ResponseCode};
+use mq_remoting::{RemotingCommand, RequestContext};
+use tracing::{info, warn};
+
+use mq_client_api::answer::{header_error, respond};
+
+use super::{CoreHandle, MAX_MESSAGE_SIZE, MAX_PROPERTIES_LEN};
+use crate::state::TBW102;
+
+impl CoreHandle {
+    /// The config of `topic`, creating it from `default_topic` when allowed (spec §8.2).
+    fn topic_or_create(
+        self: &Arc<Self>,
+        topic: &str,
+        default_topic: &str,
+        client_queues: i32,
+    ) -> Result<TopicConfig, String> {
+        if let Some(tc) = self.0.topics.get(topic) {
+            return Ok(tc);
+        }
+        let created = if mq_client_api::names::is_retry_topic(topic) {
+            Some(TopicConfig::new(topic, 1))
+        } else {
+            self.0
+                .topics
+                .get(default_topic)
+                .filter(|d| d.perm & perm::INHERIT != 0)
+                .map(|d| {
+                    let mut tc =
+                        TopicConfig::new(topic, client_queues.min(d.write_queue_nums).max(0));
+                    tc.perm = d.perm & !perm::INHERIT;
+                    tc.topic_filter_type = d.topic_filter_type;
+                    tc
+                })
+        };
+        match created {
+            Some(tc) if tc.write_queue_nums > 0 => {
+                self.0.topics.put(tc.clone()).map_err(|e| e.to_string())?;
+                info!(topic, queues = tc.write_queue_nums, "topic auto-created");
+                self.spawn_register();
+                Ok(tc)
+            }
+            _ => Err(format!("topic[{topic}] not exist, apply first please!")),
+        }
+    }
+
+    pub(crate) async fn send(
+        self: &Arc<Self>,
+        ctx: &RequestContext,
+        req: RemotingCommand,
+    ) -> RemotingCommand {
+        let mut answers = self.send_group(ctx, vec![req]).await;
+        answers
+            .pop()
+            .flatten()
+            .unwrap_or_else(|| RemotingCommand::response(ResponseCode::SYSTEM_ERROR.0, None))
+    }
+
+    /// Sends that arrived back to back on one connection: every message is appended in
+    /// arrival order with one write to the commit log (one fsync wait in SYNC mode), and each
+    /// request gets its own answer.
+    pub(crate) async fn send_group(
+        self: &Arc<Self>,
+        ctx: &RequestContext,
+        reqs: Vec<RemotingCommand>,
+    ) -> Vec<Option<RemotingCommand>> {
+        let mut answers: Vec<Option<RemotingCommand>> = Vec::with_capacity(reqs.len());
+        let mut planned: Vec<(usize, i32)> = Vec::new();
+        let mut groups: Vec<Vec<MessageExt>> = Vec::new();
+        for (i, req) in reqs.iter().enumerate() {
+            match self.plan_send(ctx, req) {
+                Ok(plan) => {
+                    let mut messages = plan.messages;
+                    // A batch is appended as it is, one unit taking contiguous offsets; a single
+                    // message may be diverted (half or delayed).
+                    if !plan.batch {
+                        for ext in &mut messages {
+                            self.route_message(ext);
+                        }
+                    }
+                    planned.push((i, plan.queue_id));
+                    groups.push(messages);
+                    answers.push(None);
+                }
+                Err(answer) => answers.push(Some(answer)),
+            }
+        }
+        if groups.is_empty() {
+            return answers;
+        }
+        let stored = self.0.store.put_groups(groups, self.0.addr).await;
+        for ((i, queue_id), stored) in planned.into_iter().zip(stored) {
+            answers[i] = Some(send_answer(&reqs[i], queue_id, stored));
+        }
+        answers
+    }
+
+    /// Checks a send request and turns it into the messages to store, or its answer.
+    // The error is the answer itself, sent as it is: boxing it would only add an allocation
+    // on the rejection path.
+    #[allow(clippy::result_large_err)]
+    fn plan_send(
+        self: &Arc<Self>,
+        ctx: &RequestContext,
+        req: &RemotingCommand,
+    ) -> Result<SendPlan, RemotingCommand> {
+        let header: SendMessageRequestHeader = if req.code == RequestCode::SEND_MESSAGE.0 {
+            match SendMessageRequestHeader::decode(&req.ext_fields) {
+                Ok(h) => h,
+                Err(e) => return Err(header_error(req, &e)),
+            }
+        } else {
+            match SendMessageRequestHeaderV2::decode(&req.ext_fields) {
+                Ok(h) => h.into(),
+                Err(e) => return Err(header_error(req, &e)),
+            }
+        };
+        let topic = header.topic.clone();
+        if topic == TBW102 {
+            return Err(respond(
+                req,
+                ResponseCode::SYSTEM_ERROR,
+                Some(format!(
+                    "the topic[{topic}] is conflict with system reserved words."
+                )),
+            ));
+        }
+        if topic.is_empty() || topic.len() > TOPIC_MAX_LEN {
+            return Err(respond(
+                req,
+                ResponseCode::MESSAGE_ILLEGAL,
+                Some(format!("message topic length too long {}", topic.len())),
+            ));
+        }
+        if req.body.is_empty() || req.body.len() > MAX_MESSAGE_SIZE {
+            return Err(respond(
+                req,
+                ResponseCode::MESSAGE_ILLEGAL,
+                Some(format!(
+                    "the message body size {} is illegal",
+                    req.body.len()
+                )),
+            ));
+        }
+        let props = header.properties.as_deref().unwrap_or("");
+        if props.len() > MAX_PROPERTIES_LEN {
+            return Err(respond(
+                req,
+                ResponseCode::MESSAGE_ILLEGAL,
+                Some(format!(
+                    "message properties length too long {}",
+                    props.len()
+                )),
+            ));
+        }
+        let tc = match self.topic_or_create(
+            &topic,
+            &header.default_topic,
+            header.default_topic_queue_nums,
+        ) {
+            Ok(tc) => tc,
+            Err(remark) => return Err(respond(req, ResponseCode::TOPIC_NOT_EXIST, Some(remark))),
+        };
+        if tc.perm & perm::WRITE == 0 {
+            return Err(respond(
+                req,
+                ResponseCode::NO_PERMISSION,
+                Some(format!("the topic[{topic}] sending message is forbidden")),
+            ));
+        }
+        let queues = tc.write_queue_nums.max(tc.read_queue_nums);
+        let queue_id = if header.queue_id < 0 {
+            fastrand::i32(0..tc.write_queue_nums.max(1))
+        } else if header.queue_id >= queues {
+            return Err(respond(
+                req,
+                ResponseCode::SYSTEM_ERROR,
+                Some(format!(
+                    "request queueId[{}] is illegal, {} Producer: {}",
+                    header.queue_id,
+                    tc.topic_name,
+                    ctx.peer_addr()
+                )),
+            ));
+        } else {
+            header.queue_id
+        };
+        let messages: Vec<Message> = if header.batch {
+            match decode_batch(&topic, &req.body) {
+                Ok(m) => m,
+                Err(e) => {
+                    return Err(respond(
+                        req,
+                        ResponseCode::MESSAGE_ILLEGAL,
+                        Some(e.to_string()),
+                    ));
+                }
+            }
+        } else {
+            vec![Message::from_parts(
+                topic.clone(),
+                header.flag,
+                decode_properties(props),
+                req.body.clone(),
+            )]
+        };
+        let born_host = ctx
+            .connection()
+            .peer_socket_addr()
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let batch = header.batch;
+        let exts: Vec<MessageExt> = messages
+            .into_iter()
+            .map(|message| MessageExt {
+                message,
+                queue_id,
+                sys_flag: if batch { 0 } else { header.sys_flag },
+                born_timestamp: header.born_timestamp,
+                born_host,
+                reconsume_times: header.reconsume_times.unwrap_or(0),
+                ..MessageExt::default()
+            })
+            .collect();
+        Ok(SendPlan {
+            messages: exts,
+            queue_id,
+            batch,
+        })
+    }
+}
+
+/// A send request checked and turned into the messages to store.
+struct SendPlan {
+    messages: Vec<MessageExt>,
+    queue_id: i32,
+    batch: bool,
+}
+
+/// The answer to a send whose messages the store took (or failed to).
+fn send_answer(
+    req: &RemotingCommand,
+    queue_id: i32,
+    stored: io::Result<Vec<crate::store::PutResult>>,
+) -> RemotingCommand {
+    let results = match stored {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(cause = %e, "store append failed");
+            return respond(
+                req,
+                ResponseCode::SYSTEM_ERROR,
+                Some(format!("store failed: {e}")),
+            );
+        }
+    };
+    let ids: Vec<&str> = results.iter().map(|r| r.msg_id.as_str()).collect();
+    let first_offset = results.first().map_or(0, |r| r.queue_offset);
+    let code = if results.iter().all(|r| r.flushed_in_time) {
+        ResponseCode::SUCCESS
+    } else {
+        ResponseCode::FLUSH_DISK_TIMEOUT
+    };
+    let mut answer = respond(req, code, None);
+    let ext = &mut answer.ext_fields;
+    ext.insert("msgId", ids.join(","));
+    ext.insert_int("queueId", i64::from(queue_id));
+    ext.insert_int("queueOffset", first_offset);
+    ext.insert(property::MSG_REGION, "DefaultRegion");
+    ext.insert(property::TRACE_SWITCH, "true");
+    answer
+}

@@ -1,0 +1,49 @@
+//! The names RocketMQ derives from others: a group's retry and dead-letter topics, and the tags
+//! of a TAG subscription expression (spec §6).
+
+/// Prefix of a group's retry topic.
+pub const RETRY_PREFIX: &str = "%RETRY%";
+/// Prefix of a group's dead-letter topic.
+pub const DLQ_PREFIX: &str = "%DLQ%";
+
+/// The retry topic of `group`: where its consumers' failed messages wait for redelivery.
+pub fn retry_topic(group: &str) -> String {
+    format!("{RETRY_PREFIX}{group}")
+}
+
+/// The dead-letter topic of `group`: where messages go after their last retry.
+pub fn dlq_topic(group: &str) -> String {
+    format!("{DLQ_PREFIX}{group}")
+}
+
+/// Whether `topic` is a group's retry topic.
+pub fn is_retry_topic(topic: &str) -> bool {
+    topic.starts_with(RETRY_PREFIX)
+}
+
+/// The tags of a TAG expression (`TagA || TagB`, trimmed, blanks dropped), or `None` for one
+/// that takes every message (`*`, or blank).
+pub fn expression_tags(expression: &str) -> Option<impl Iterator<Item = &str>> {
+    let expression = expression.trim();
+    (!expression.is_empty() && expression != "*").then(|| {
+        expression
+            .split("||")
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_names_and_tags() {
+        assert_eq!(retry_topic("g"), "%RETRY%g");
+        assert_eq!(dlq_topic("g"), "%DLQ%g");
+        assert!(is_retry_topic("%RETRY%g") && !is_retry_topic("%DLQ%g"));
+        assert!(expression_tags(" * ").is_none() && expression_tags("").is_none());
+        let tags: Vec<&str> = expression_tags(" TagA || TagB ||").unwrap().collect();
+        assert_eq!(tags, ["TagA", "TagB"]);
+    }
+}
