@@ -249,21 +249,21 @@ pub(crate) async fn produce(args: BenchArgs, mode: Mode) -> Result<(), String> {
                     > = match mode {
                         Mode::Sync => {
                             let p = p.clone();
-                            Box::pin(async move { p.send(m).await.map(|_| 1) })
+                            Box::pin(async move { Ok(p.send(m).await.map(|_| 1)?) })
                         }
                         Mode::Async | Mode::AutoBatch => {
                             let f = p.send_async(m);
-                            Box::pin(async move { f.await.map(|_| 1) })
+                            Box::pin(async move { Ok(f.await.map(|_| 1)?) })
                         }
                         Mode::Oneway => {
                             let p = p.clone();
-                            Box::pin(async move { p.send_oneway(m).await.map(|()| 1) })
+                            Box::pin(async move { Ok(p.send_oneway(m).await.map(|()| 1)?) })
                         }
                         Mode::Batch => {
                             let p = p.clone();
                             Box::pin(async move {
                                 let msgs = (0..16).map(|_| m.clone()).collect();
-                                p.send_batch(msgs).await.map(|_| 16)
+                                Ok(p.send_batch(msgs).await.map(|_| 16)?)
                             })
                         }
                     };

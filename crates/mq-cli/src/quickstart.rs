@@ -308,7 +308,7 @@ async fn send_mode(producer: &Producer, topic: &str, mode: &'static str) -> Resu
                 } else {
                     producer.send(m).await
                 }
-                .map_err(fail)?;
+                .map_err(|e| fail(e.into()))?;
                 row.latencies.push(t.elapsed());
                 row.expected.insert(r.msg_id, body);
                 row.acked += 1;
@@ -329,7 +329,7 @@ async fn send_mode(producer: &Producer, topic: &str, mode: &'static str) -> Resu
             }
             while let Some(done) = tasks.join_next().await {
                 let (i, r, latency) = done.map_err(|e| e.to_string())?;
-                let r = r.map_err(fail)?;
+                let r = r.map_err(|e| fail(e.into()))?;
                 row.latencies.push(latency);
                 row.expected.insert(r.msg_id, format!("{mode} message {i}"));
                 row.acked += 1;
@@ -344,12 +344,12 @@ async fn send_mode(producer: &Producer, topic: &str, mode: &'static str) -> Resu
                     .send_with_callback(message(topic, mode, i), move |r| {
                         let _ = tx.send((i, r, t.elapsed()));
                     })
-                    .map_err(fail)?;
+                    .map_err(|e| fail(e.into()))?;
                 row.sent += 1;
             }
             drop(tx);
             while let Some((i, r, latency)) = rx.recv().await {
-                let r = r.map_err(fail)?;
+                let r = r.map_err(|e| fail(e.into()))?;
                 row.latencies.push(latency);
                 row.expected.insert(r.msg_id, format!("{mode} message {i}"));
                 row.acked += 1;
@@ -363,7 +363,7 @@ async fn send_mode(producer: &Producer, topic: &str, mode: &'static str) -> Resu
                     mq_client_api::message::property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX,
                     id.clone(),
                 );
-                producer.send_oneway(m).await.map_err(fail)?;
+                producer.send_oneway(m).await.map_err(|e| fail(e.into()))?;
                 row.expected.insert(id, format!("{mode} message {i}"));
                 row.sent += 1;
             }
@@ -374,7 +374,10 @@ async fn send_mode(producer: &Producer, topic: &str, mode: &'static str) -> Resu
                     .map(|j| message(topic, mode, chunk * BATCH + j))
                     .collect();
                 let t = Instant::now();
-                let r = producer.send_batch(msgs).await.map_err(fail)?;
+                let r = producer
+                    .send_batch(msgs)
+                    .await
+                    .map_err(|e| fail(e.into()))?;
                 row.latencies.push(t.elapsed());
                 for (j, id) in r.msg_id.split(',').enumerate() {
                     row.expected.insert(

@@ -12,11 +12,11 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::config::BatchingConfig;
-use crate::error::ProducerError;
+use crate::error::{ProducerError, SendError};
 use crate::hook::CommunicationMode;
 use crate::producer::{Engine, Target};
 
-type Waiter = oneshot::Sender<Result<SendResult, ProducerError>>;
+type Waiter = oneshot::Sender<Result<SendResult, SendError>>;
 
 #[derive(Debug)]
 struct Open {
@@ -41,10 +41,10 @@ pub(crate) fn enqueue(
     config: BatchingConfig,
     msg: Message,
     deadline: Instant,
-) -> oneshot::Receiver<Result<SendResult, ProducerError>> {
+) -> oneshot::Receiver<Result<SendResult, SendError>> {
     let (tx, rx) = oneshot::channel();
     if let Err(e) = engine.ensure_running() {
-        let _ = tx.send(Err(e));
+        let _ = tx.send(Err(SendError::new(e, msg)));
         return rx;
     }
     let key = (msg.topic.clone(), msg.wait_store_msg_ok());
@@ -96,17 +96,25 @@ pub(crate) fn enqueue(
     rx
 }
 
-async fn flush(engine: &Arc<Engine>, batch: Open) {
+/// What a waiting async send gets: its outcome, or [`ProducerError::ShutDown`] when the
+/// accumulator went away with its runtime, and the message with it.
+pub(crate) fn outcome(
+    received: Result<Result<SendResult, SendError>, oneshot::error::RecvError>,
+) -> Result<SendResult, SendError> {
+    received.unwrap_or_else(|_| Err(SendError::lost(ProducerError::ShutDown)))
+}
+
+async fn flush(engine: &Arc<Engine>, mut batch: Open) {
     let topic = batch
         .msgs
         .first()
         .map(|m| m.topic.clone())
         .unwrap_or_default();
     let size = batch.msgs.len();
-    let outcome = match engine.batch_payload(batch.msgs.clone()) {
-        Ok(payload) => engine
+    let outcome = match engine.batch_payload(&mut batch.msgs) {
+        Ok(mut payload) => engine
             .send_core(
-                payload,
+                &mut payload,
                 Target::Auto,
                 CommunicationMode::Async,
                 batch.deadline,
@@ -129,13 +137,15 @@ async fn flush(engine: &Arc<Engine>, batch: Open) {
             }
         }
         Err(e) => {
+            // Each message goes back to its own sender with the batch's cause.
             let cause = Arc::new(e);
-            for waiter in batch.waiters {
-                let _ = waiter.send(Err(ProducerError::BatchFailed {
+            for (waiter, msg) in batch.waiters.into_iter().zip(batch.msgs) {
+                let e = ProducerError::BatchFailed {
                     topic: topic.clone(),
                     size,
                     cause: Arc::clone(&cause),
-                }));
+                };
+                let _ = waiter.send(Err(SendError::new(e, msg)));
             }
         }
     }

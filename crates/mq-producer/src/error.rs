@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use mq_client_api::message::BatchError;
 use mq_client_api::validate::ValidationError;
-use mq_client_api::{ClientApiError, ResponseCode};
+use mq_client_api::{ClientApiError, Message, ResponseCode};
 use mq_client_instance::{ConfigError, InstanceError, ServiceState};
 
 /// A producer operation failed.
@@ -188,5 +188,83 @@ impl ProducerError {
             }
             _ => 0,
         }
+    }
+}
+
+/// A send that failed, with what was being sent handed back (as rdkafka does), so that the
+/// caller may send it again, park it or log it. A message carries the `UNIQ_KEY` it was given:
+/// sent again, it keeps its id, so consumers can tell a resend from a new message.
+///
+/// `?` turns it into a [`ProducerError`] where only the cause matters.
+#[derive(Debug)]
+pub struct SendError<M = Message>(Box<Failed<M>>);
+
+/// Boxed, so that the result of every send stays small: a failed send is the rare case.
+#[derive(Debug)]
+struct Failed<M> {
+    error: ProducerError,
+    /// `None` only when the producer's tasks were dropped with their runtime before the send
+    /// had an outcome.
+    message: Option<M>,
+}
+
+impl<M> SendError<M> {
+    pub(crate) fn new(error: ProducerError, message: M) -> Self {
+        Self(Box::new(Failed {
+            error,
+            message: Some(message),
+        }))
+    }
+
+    /// A send whose message went away with the producer's runtime.
+    pub(crate) fn lost(error: ProducerError) -> Self {
+        Self(Box::new(Failed {
+            error,
+            message: None,
+        }))
+    }
+
+    /// Why the send failed.
+    pub fn error(&self) -> &ProducerError {
+        &self.0.error
+    }
+
+    /// What was being sent (`None` only when it went away with the producer's runtime).
+    pub fn message(&self) -> Option<&M> {
+        self.0.message.as_ref()
+    }
+
+    /// The cause and what was being sent.
+    pub fn into_parts(self) -> (ProducerError, Option<M>) {
+        let failed = *self.0;
+        (failed.error, failed.message)
+    }
+
+    /// What was being sent, for another try.
+    pub fn into_message(self) -> Option<M> {
+        self.0.message
+    }
+
+    /// The cause alone.
+    pub fn into_error(self) -> ProducerError {
+        self.0.error
+    }
+}
+
+impl<M> std::fmt::Display for SendError<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0.error, f)
+    }
+}
+
+impl<M: std::fmt::Debug> std::error::Error for SendError<M> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.0.error)
+    }
+}
+
+impl<M> From<SendError<M>> for ProducerError {
+    fn from(e: SendError<M>) -> Self {
+        e.0.error
     }
 }

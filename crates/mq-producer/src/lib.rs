@@ -8,7 +8,8 @@
 //! that covers the route lookup and every attempt; retries move to another broker (also with
 //! latency fault tolerance on, unlike 4.5.1), async sends retry by the sync rules (broker codes
 //! included), and every failure is one [`ProducerError`] naming the topic, attempts, brokers
-//! tried, time spent and last cause.
+//! tried, time spent and last cause. A failed send hands its message back in a [`SendError`]
+//! (as rdkafka does), to be sent again with the same id.
 //!
 //! May depend on: `mq-remoting`, `mq-client-api`, `mq-client-instance`. Must not depend on
 //! consumers or servers.
@@ -21,7 +22,7 @@
 //! * [`hook`] — [`SendHook`] and [`SendContext`].
 //! * [`transaction`] — [`TransactionProducer`] and [`TransactionListener`].
 //! * [`ordered`] — [`OrderedSender`]: per-key order with pipelined sends.
-//! * [`error`] — [`ProducerError`].
+//! * [`error`] — [`ProducerError`], and [`SendError`] with the message handed back.
 //!
 //! # Example
 //! ```no_run
@@ -48,7 +49,7 @@ pub mod select;
 pub mod transaction;
 
 pub use config::{BatchingConfig, ProducerConfig};
-pub use error::{DeliveryState, ProducerError};
+pub use error::{DeliveryState, ProducerError, SendError};
 pub use hook::{CommunicationMode, SendContext, SendHook};
 pub use ordered::{OrderedSender, SEQUENCE_PROPERTY};
 pub use producer::Producer;

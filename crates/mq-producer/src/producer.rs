@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 
 use crate::attempt::{AttemptTo, Next, RetryPolicy};
 use crate::config::ProducerConfig;
-use crate::error::ProducerError;
+use crate::error::{ProducerError, SendError};
 use crate::hook::{CommunicationMode, SendHook};
 use crate::select::{LatencyFaultTolerance, QueueSelector, SelectArg, TopicPublishInfo};
 
@@ -93,6 +93,15 @@ pub(crate) enum Payload {
 }
 
 impl Payload {
+    /// The single message (a batch's messages stay with its sender).
+    fn into_message(self) -> Message {
+        match self {
+            Self::Single(m) => m,
+            // Built only by `send_batch` and the accumulator, which keep their messages.
+            Self::Batch { topic, body, .. } => Message::new(topic, body),
+        }
+    }
+
     pub(crate) fn topic(&self) -> &str {
         match self {
             Self::Single(m) => &m.topic,
@@ -378,23 +387,26 @@ impl Producer {
     /// instead of waiting when the in-flight bounds are reached.
     ///
     /// # Errors
-    /// [`ProducerError::QueueFull`] or [`ProducerError::State`] before anything is sent.
-    pub fn try_send_async(
-        &self,
-        msg: Message,
-    ) -> Result<mq_remoting::BoxFuture<'static, Result<SendResult, ProducerError>>, ProducerError>
-    {
-        self.inner.ensure_running()?;
+    /// [`ProducerError::QueueFull`] or [`ProducerError::State`] before anything is sent, with
+    /// the message handed back.
+    pub fn try_send_async(&self, msg: Message) -> Result<SendFuture, SendError> {
+        if let Err(e) = self.inner.ensure_running() {
+            return Err(SendError::new(e, msg));
+        }
         let deadline = Instant::now() + self.inner.config.send_timeout;
         let engine = Arc::clone(&self.inner);
         // Take the room now; the future keeps it until the send has an outcome.
-        let guard = engine.try_admit(msg.body.len())?;
+        let guard = match engine.try_admit(msg.body.len()) {
+            Ok(g) => g,
+            Err(e) => return Err(SendError::new(e, msg)),
+        };
         let owner = self.owner.clone();
         Ok(Box::pin(async move {
             let _owner = owner;
+            let mut payload = Payload::Single(msg);
             let r = engine
                 .run(
-                    Payload::Single(msg),
+                    &mut payload,
                     Target::Auto,
                     CommunicationMode::Async,
                     deadline,
@@ -402,15 +414,16 @@ impl Producer {
                 .await
                 .and_then(stored);
             drop(guard);
-            r
+            handed_back(r, payload)
         }))
     }
 
     /// Sends and waits for the broker's answer, retrying as configured.
     ///
     /// # Errors
-    /// Any [`ProducerError`]; see [`ProducerError::possibly_delivered`] before retrying.
-    pub async fn send(&self, msg: Message) -> Result<SendResult, ProducerError> {
+    /// Any [`ProducerError`], with the message handed back; see
+    /// [`ProducerError::possibly_delivered`] before sending it again.
+    pub async fn send(&self, msg: Message) -> Result<SendResult, SendError> {
         self.send_with_timeout(msg, self.inner.config.send_timeout)
             .await
     }
@@ -423,26 +436,26 @@ impl Producer {
         &self,
         msg: Message,
         timeout: Duration,
-    ) -> Result<SendResult, ProducerError> {
+    ) -> Result<SendResult, SendError> {
         let deadline = Instant::now() + timeout;
-        self.inner
+        let mut payload = Payload::Single(msg);
+        let r = self
+            .inner
             .send_core(
-                Payload::Single(msg),
+                &mut payload,
                 Target::Auto,
                 CommunicationMode::Sync,
                 deadline,
             )
             .await
-            .and_then(stored)
+            .and_then(stored);
+        handed_back(r, payload)
     }
 
     /// The async send: a future that resolves to the outcome, retried by the same rules as
     /// sync sends (async retries count against `retries_async`). The deadline starts now, not
-    /// when the future is first polled.
-    pub fn send_async(
-        &self,
-        msg: Message,
-    ) -> mq_remoting::BoxFuture<'static, Result<SendResult, ProducerError>> {
+    /// when the future is first polled. A failure hands the message back.
+    pub fn send_async(&self, msg: Message) -> SendFuture {
         let deadline = Instant::now() + self.inner.config.send_timeout;
         let engine = Arc::clone(&self.inner);
         // The send keeps the producer running until it has an outcome.
@@ -458,48 +471,56 @@ impl Producer {
                 let rx = crate::batching::enqueue(&engine, batching, msg, deadline);
                 return Box::pin(async move {
                     let _owner = owner;
-                    let r = rx.await.unwrap_or(Err(ProducerError::ShutDown));
+                    let r = crate::batching::outcome(rx.await);
                     drop(guard);
                     r
                 });
             }
             return Box::pin(async move {
                 let _owner = owner;
-                engine.ensure_running()?;
-                let admission = engine
-                    .admit(&msg.topic.clone(), msg.body.len(), deadline)
-                    .await?;
+                if let Err(e) = engine.ensure_running() {
+                    return Err(SendError::new(e, msg));
+                }
+                let admission = match engine.admit(&msg.topic, msg.body.len(), deadline).await {
+                    Ok(a) => a,
+                    Err(e) => return Err(SendError::new(e, msg)),
+                };
                 let rx = crate::batching::enqueue(&engine, batching, msg, deadline);
-                let r = rx.await.unwrap_or(Err(ProducerError::ShutDown));
+                let r = crate::batching::outcome(rx.await);
                 drop(admission);
                 r
             });
         }
         Box::pin(async move {
             let _owner = owner;
-            engine
+            let mut payload = Payload::Single(msg);
+            let r = engine
                 .send_core(
-                    Payload::Single(msg),
+                    &mut payload,
                     Target::Auto,
                     CommunicationMode::Async,
                     deadline,
                 )
                 .await
-                .and_then(stored)
+                .and_then(stored);
+            handed_back(r, payload)
         })
     }
 
-    /// Sends in the background and calls `callback` exactly once with the outcome. The task is
-    /// owned by the producer: [`Producer::shutdown`] waits for it.
+    /// Sends in the background and calls `callback` exactly once with the outcome (a failure
+    /// hands the message back). The task is owned by the producer: [`Producer::shutdown`]
+    /// waits for it.
     ///
     /// # Errors
     /// [`ProducerError::State`] when the producer is not running (the callback is then not
-    /// called).
-    pub fn send_with_callback<F>(&self, msg: Message, callback: F) -> Result<(), ProducerError>
+    /// called), with the message handed back.
+    pub fn send_with_callback<F>(&self, msg: Message, callback: F) -> Result<(), SendError>
     where
-        F: FnOnce(Result<SendResult, ProducerError>) + Send + 'static,
+        F: FnOnce(Result<SendResult, SendError>) + Send + 'static,
     {
-        self.inner.ensure_running()?;
+        if let Err(e) = self.inner.ensure_running() {
+            return Err(SendError::new(e, msg));
+        }
         let fut = self.send_async(msg);
         // Counted from the call until the callback has run, so `flush` and `shutdown` wait for it.
         self.inner
@@ -522,69 +543,80 @@ impl Producer {
     /// Sends without waiting for any answer (one attempt).
     ///
     /// # Errors
-    /// Failures before the request is written.
-    pub async fn send_oneway(&self, msg: Message) -> Result<(), ProducerError> {
+    /// Failures before the request is written, with the message handed back.
+    pub async fn send_oneway(&self, msg: Message) -> Result<(), SendError> {
         let deadline = Instant::now() + self.inner.config.send_timeout;
-        self.inner
+        let mut payload = Payload::Single(msg);
+        let r = self
+            .inner
             .send_core(
-                Payload::Single(msg),
+                &mut payload,
                 Target::Auto,
                 CommunicationMode::Oneway,
                 deadline,
             )
             .await
-            .map(drop)
+            .map(drop);
+        handed_back(r, payload)
     }
 
     /// Sends to an explicit queue (one attempt: the queue is the caller's choice).
     ///
     /// # Errors
     /// [`ProducerError::TopicMismatch`] when the queue belongs to another topic; as for
-    /// [`Producer::send`] otherwise.
+    /// [`Producer::send`] otherwise. The message is handed back.
     pub async fn send_to_queue(
         &self,
         msg: Message,
         queue: MessageQueue,
-    ) -> Result<SendResult, ProducerError> {
+    ) -> Result<SendResult, SendError> {
         if msg.topic != queue.topic {
-            return Err(ProducerError::TopicMismatch {
-                message_topic: msg.topic,
+            let e = ProducerError::TopicMismatch {
+                message_topic: msg.topic.clone(),
                 queue_topic: queue.topic,
-            });
+            };
+            return Err(SendError::new(e, msg));
         }
         let deadline = Instant::now() + self.inner.config.send_timeout;
-        self.inner
+        let mut payload = Payload::Single(msg);
+        let r = self
+            .inner
             .send_core(
-                Payload::Single(msg),
+                &mut payload,
                 Target::Queue(queue),
                 CommunicationMode::Sync,
                 deadline,
             )
             .await
-            .and_then(stored)
+            .and_then(stored);
+        handed_back(r, payload)
     }
 
     /// Sends to the queue `selector` picks for `arg` (one attempt: the choice is the
     /// selector's, e.g. to keep a key's messages in order).
     ///
     /// # Errors
-    /// [`ProducerError::NoQueueSelected`]; as for [`Producer::send`] otherwise.
+    /// [`ProducerError::NoQueueSelected`]; as for [`Producer::send`] otherwise. The message is
+    /// handed back.
     pub async fn send_with_selector(
         &self,
         msg: Message,
         selector: &dyn QueueSelector,
         arg: &SelectArg,
-    ) -> Result<SendResult, ProducerError> {
+    ) -> Result<SendResult, SendError> {
         let deadline = Instant::now() + self.inner.config.send_timeout;
-        self.inner
+        let mut payload = Payload::Single(msg);
+        let r = self
+            .inner
             .send_core(
-                Payload::Single(msg),
+                &mut payload,
                 Target::Selector(selector, arg),
                 CommunicationMode::Sync,
                 deadline,
             )
             .await
-            .and_then(stored)
+            .and_then(stored);
+        handed_back(r, payload)
     }
 
     /// Sends messages of one topic as one SEND_BATCH_MESSAGE (never compressed). The result's
@@ -592,14 +624,27 @@ impl Producer {
     ///
     /// # Errors
     /// [`ProducerError::Batch`] for an empty or mixed batch, [`ProducerError::Validation`] for
-    /// a bad message or an encoded batch over the size limit; as for [`Producer::send`] otherwise.
-    pub async fn send_batch(&self, msgs: Vec<Message>) -> Result<SendResult, ProducerError> {
+    /// a bad message or an encoded batch over the size limit; as for [`Producer::send`]
+    /// otherwise. The messages are handed back.
+    pub async fn send_batch(
+        &self,
+        mut msgs: Vec<Message>,
+    ) -> Result<SendResult, SendError<Vec<Message>>> {
         let deadline = Instant::now() + self.inner.config.send_timeout;
-        let payload = self.inner.batch_payload(msgs)?;
+        let mut payload = match self.inner.batch_payload(&mut msgs) {
+            Ok(p) => p,
+            Err(e) => return Err(SendError::new(e, msgs)),
+        };
         self.inner
-            .send_core(payload, Target::Auto, CommunicationMode::Sync, deadline)
+            .send_core(
+                &mut payload,
+                Target::Auto,
+                CommunicationMode::Sync,
+                deadline,
+            )
             .await
             .and_then(stored)
+            .map_err(|e| SendError::new(e, msgs))
     }
 
     // ----- admin -----
@@ -753,6 +798,14 @@ pub(crate) fn left(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
 
+/// The future of an async send: its outcome, a failure handing the message back.
+pub type SendFuture = mq_remoting::BoxFuture<'static, Result<SendResult, SendError>>;
+
+/// A failed send's cause with its message handed back.
+fn handed_back<T>(r: Result<T, ProducerError>, payload: Payload) -> Result<T, SendError> {
+    r.map_err(|e| SendError::new(e, payload.into_message()))
+}
+
 /// The result of a send that waits for the broker. `send_core` returns `Ok(None)` only in
 /// oneway mode, which these callers never use; were that ever broken, the caller gets an
 /// error rather than a panic.
@@ -876,14 +929,14 @@ impl Engine {
     /// The send path with admission: waits for room in the in-flight bounds, then runs.
     pub(crate) async fn send_core(
         self: &Arc<Self>,
-        payload: Payload,
+        payload: &mut Payload,
         target: Target<'_>,
         mode: CommunicationMode,
         deadline: Instant,
     ) -> Result<Option<SendResult>, ProducerError> {
         self.ensure_running()?;
         let admission = self
-            .admit(payload.topic(), payload_bytes(&payload), deadline)
+            .admit(payload.topic(), payload_bytes(payload), deadline)
             .await?;
         let r = self.run(payload, target, mode, deadline).await;
         drop(admission);
@@ -894,7 +947,7 @@ impl Engine {
     /// with [`ProducerError::ShutDown`] (its callback still runs).
     pub(crate) async fn run(
         &self,
-        payload: Payload,
+        payload: &mut Payload,
         target: Target<'_>,
         mode: CommunicationMode,
         deadline: Instant,
@@ -942,11 +995,11 @@ impl Engine {
             .ok_or(ProducerError::State(ServiceState::ShutdownAlready))
     }
 
-    pub(crate) fn batch_payload(&self, mut msgs: Vec<Message>) -> Result<Payload, ProducerError> {
+    pub(crate) fn batch_payload(&self, msgs: &mut [Message]) -> Result<Payload, ProducerError> {
         // Ids of one batch are made at one instant (the counter tells them apart).
         let now = SystemTime::now();
         let mut checked_topic: Option<String> = None;
-        for m in &mut msgs {
+        for m in msgs.iter_mut() {
             // A batch has one topic: its name is checked once (a second one fails below).
             if checked_topic.as_deref() == Some(m.topic.as_str()) {
                 validate_body(m, self.config.max_message_size)?;
@@ -961,7 +1014,7 @@ impl Engine {
                 );
             }
         }
-        let body = encode_batch(&msgs)?;
+        let body = encode_batch(msgs)?;
         if body.len() > self.config.max_message_size {
             return Err(mq_client_api::validate::ValidationError::BodyTooLarge {
                 size: body.len(),
@@ -1152,17 +1205,17 @@ impl Engine {
     /// The one send path.
     async fn send_core_inner(
         &self,
-        mut payload: Payload,
+        payload: &mut Payload,
         target: Target<'_>,
         mode: CommunicationMode,
         deadline: Instant,
     ) -> Result<Option<SendResult>, ProducerError> {
         let started = Instant::now();
         let instance = self.running_instance()?;
-        if let Payload::Single(m) = &mut payload {
+        if let Payload::Single(m) = payload {
             self.prepare(m)?;
         }
-        let payload = payload;
+        let payload = &*payload;
         let user_topic = payload.topic();
         let topic = instance.config().wrapped(user_topic);
         let info = self.publish_info(&instance, &topic, deadline).await?;
@@ -1174,7 +1227,7 @@ impl Engine {
         let mut not_stored: Option<SendResult> = None;
         while attempts < policy.max_attempts && Instant::now() < deadline {
             let last = brokers.last().map(String::as_str);
-            let Some(mq) = self.select_queue(&target, &info, &topic, &payload, last)? else {
+            let Some(mq) = self.select_queue(&target, &info, &topic, payload, last)? else {
                 break;
             };
             attempts += 1;
@@ -1198,7 +1251,7 @@ impl Engine {
                 mode,
                 attempt: attempts,
             };
-            let outcome = self.attempt(&to, &payload, deadline).await;
+            let outcome = self.attempt(&to, payload, deadline).await;
             let (e, retry) = match policy.next(outcome) {
                 Next::Done(r) => return Ok(r),
                 Next::NotStored(r) => {

@@ -70,7 +70,11 @@ async fn stored(cluster: &Cluster, r: &SendResult) -> mq_client_api::MessageExt 
 async fn zero_message_is_refused_before_any_io() {
     let cluster = Cluster::builder().start().await.unwrap();
     let p = started(&cluster, "zero").await;
-    let e = p.send(Message::new("FooBar", "")).await.unwrap_err();
+    let e = p
+        .send(Message::new("FooBar", ""))
+        .await
+        .unwrap_err()
+        .into_error();
     assert!(
         matches!(e, ProducerError::Validation(ValidationError::EmptyBody)),
         "{e:?}"
@@ -81,15 +85,19 @@ async fn zero_message_is_refused_before_any_io() {
     // in a single send and in a batch.
     let mut bad = Message::new("FooBar", "a");
     bad.set_property("Custom", "one\u{2}two");
-    let e = p.send(bad.clone()).await.unwrap_err();
+    // A refused send hands the message back: fixed, it can go again.
+    let (e, back) = p.send(bad).await.unwrap_err().into_parts();
     assert!(
         matches!(&e, ProducerError::Validation(ValidationError::BadProperty { name }) if name == "Custom"),
         "{e:?}"
     );
-    let e = p
-        .send_batch(vec![Message::new("FooBar", "ok"), bad])
+    let mut back = back.expect("the message is handed back");
+    assert_eq!(back.property("Custom"), Some("one\u{2}two"));
+    let (e, batch) = p
+        .send_batch(vec![Message::new("FooBar", "ok"), back.clone()])
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .into_parts();
     assert!(
         matches!(
             e,
@@ -97,6 +105,9 @@ async fn zero_message_is_refused_before_any_io() {
         ),
         "{e:?}"
     );
+    assert_eq!(batch.map(|b| b.len()), Some(2), "the batch is handed back");
+    back.set_property("Custom", "one two");
+    assert_eq!(p.send(back).await.unwrap().status, SendStatus::SendOk);
     p.shutdown().await;
     cluster.shutdown().await;
 }
@@ -108,7 +119,11 @@ async fn no_name_server_is_a_typed_error() {
             .with_client(ClientConfig::default().with_instance_name("nons")),
     );
     p.start().await.unwrap();
-    let e = p.send(Message::new("FooBar", "a")).await.unwrap_err();
+    let e = p
+        .send(Message::new("FooBar", "a"))
+        .await
+        .unwrap_err()
+        .into_error();
     assert!(matches!(e, ProducerError::NoNameServer), "{e:?}");
     assert!(e.to_string().contains("no name server address"));
     p.shutdown().await;
@@ -122,7 +137,11 @@ async fn no_route_names_what_was_tried() {
         .await
         .unwrap();
     let p = started(&cluster, "noroute").await;
-    let e = p.send(Message::new("FooBar", "a")).await.unwrap_err();
+    let e = p
+        .send(Message::new("FooBar", "a"))
+        .await
+        .unwrap_err()
+        .into_error();
     match &e {
         ProducerError::NoRoute {
             topic,
@@ -299,7 +318,9 @@ async fn lifecycle_is_a_checked_state_machine() {
     let p = Producer::new(config(&cluster, "states"));
     assert_eq!(p.state(), ServiceState::Created);
     assert!(matches!(
-        p.send(Message::new("T", "a")).await,
+        p.send(Message::new("T", "a"))
+            .await
+            .map_err(ProducerError::from),
         Err(ProducerError::State(ServiceState::Created))
     ));
     p.start().await.unwrap();
@@ -310,7 +331,9 @@ async fn lifecycle_is_a_checked_state_machine() {
     p.shutdown().await;
     assert_eq!(p.state(), ServiceState::ShutdownAlready);
     assert!(matches!(
-        p.send(Message::new("T", "a")).await,
+        p.send(Message::new("T", "a"))
+            .await
+            .map_err(ProducerError::from),
         Err(ProducerError::State(ServiceState::ShutdownAlready))
     ));
     let bad = Producer::new(config(&cluster, "DEFAULT_PRODUCER"));
@@ -396,7 +419,11 @@ async fn system_busy_on_one_broker_moves_the_retry_to_the_other() {
         RequestCode::SEND_MESSAGE_V2.0,
         Fault::Respond(ResponseCode::SYSTEM_BUSY.0),
     );
-    match p.send(Message::new("Spread", "refused")).await {
+    match p
+        .send(Message::new("Spread", "refused"))
+        .await
+        .map_err(ProducerError::from)
+    {
         Err(ProducerError::SendFailed {
             attempts, brokers, ..
         }) => {
@@ -436,7 +463,11 @@ async fn async_sends_retry_on_broker_codes() {
         Fault::Respond(ResponseCode::MESSAGE_ILLEGAL.0),
         1,
     );
-    let e = p.send_async(Message::new("Retry", "x")).await.unwrap_err();
+    let e = p
+        .send_async(Message::new("Retry", "x"))
+        .await
+        .unwrap_err()
+        .into_error();
     assert_eq!(e.response_code(), Some(ResponseCode::MESSAGE_ILLEGAL));
     assert_eq!(e.attempts(), 1);
     p.shutdown().await;
@@ -454,7 +485,11 @@ async fn a_stalled_broker_fails_the_send_by_its_deadline() {
         .faults(0)
         .inject(RequestCode::SEND_MESSAGE_V2.0, Fault::Stall);
     let started = Instant::now();
-    let e = p.send(Message::new("Stall", "x")).await.unwrap_err();
+    let e = p
+        .send(Message::new("Stall", "x"))
+        .await
+        .unwrap_err()
+        .into_error();
     let elapsed = started.elapsed();
     assert!(
         matches!(&e, ProducerError::SendFailed { source, .. }
@@ -535,7 +570,7 @@ async fn batches_selectors_explicit_queues_and_oneway() {
     let ids: Vec<String> = pulled.messages.iter().map(|m| m.msg_id()).collect();
     assert_eq!(ids.join(","), r.msg_id);
     assert!(matches!(
-        p.send_batch(vec![]).await,
+        p.send_batch(vec![]).await.map_err(ProducerError::from),
         Err(ProducerError::Batch(_))
     ));
 
@@ -564,7 +599,8 @@ async fn batches_selectors_explicit_queues_and_oneway() {
     let e = p
         .send_to_queue(Message::new("Other", "q"), q)
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .into_error();
     assert!(matches!(e, ProducerError::TopicMismatch { .. }));
 
     p.send_oneway(Message::new("Oneway", "o")).await.unwrap();
@@ -777,7 +813,8 @@ async fn backpressure_flush_and_shutdown_account_for_every_send() {
     .await
     .unwrap();
     assert!(matches!(
-        p.try_send_async(Message::new("Bounded", "x")),
+        p.try_send_async(Message::new("Bounded", "x"))
+            .map_err(ProducerError::from),
         Err(ProducerError::QueueFull { messages: 4, .. })
     ));
     // A further send waits for room, within its own deadline.
@@ -785,7 +822,8 @@ async fn backpressure_flush_and_shutdown_account_for_every_send() {
     let e = p
         .send_with_timeout(Message::new("Bounded", "y"), Duration::from_millis(200))
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .into_error();
     assert!(
         matches!(e, ProducerError::DeadlineExceeded { attempts: 0, .. }),
         "{e:?}"
@@ -806,7 +844,12 @@ async fn backpressure_flush_and_shutdown_account_for_every_send() {
     drop(tx);
     let mut ended = 0;
     while let Some(r) = rx.recv().await {
-        let e = r.unwrap_err();
+        // Each message comes back with its error, to be sent again or kept.
+        let (e, msg) = r.unwrap_err().into_parts();
+        assert!(
+            msg.is_some_and(|m| !m.body.is_empty()),
+            "the message is handed back"
+        );
         assert!(matches!(e, ProducerError::ShutDown), "{e:?}");
         assert_eq!(
             e.delivery_state(),
@@ -835,7 +878,11 @@ async fn a_send_fails_within_its_deadline_naming_a_silent_name_server() {
     let deadline = Duration::from_millis(500);
     let (cluster, p) = with_a_silent_name_server("silent-ns", deadline).await;
     let started = tokio::time::Instant::now();
-    let e = p.send(Message::new("Silent", "x")).await.unwrap_err();
+    let e = p
+        .send(Message::new("Silent", "x"))
+        .await
+        .unwrap_err()
+        .into_error();
     // Paused time: the clock moves only to the next timer, so this is the send's own bound
     // (before, the lookup and the TBW102 fallback each waited 3 s).
     assert!(
@@ -952,7 +999,7 @@ async fn steady_load_with_a_fault(
                 seen.push(Outcome {
                     after_fault,
                     elapsed: started.elapsed(),
-                    result,
+                    result: result.map_err(ProducerError::from),
                 });
             }
             seen
