@@ -335,6 +335,36 @@ fn json_fast_reader_cases_match_serde() {
     );
 }
 
+/// Long fields (whose length bytes are not ASCII), escaped JSON strings, multi-byte text and
+/// fields added after decoding all read back as they were written.
+#[test]
+fn decoded_fields_read_back_long_escaped_or_added_later() {
+    let long = "x".repeat(200);
+    let accents = "é".repeat(100);
+    for ty in [SerializeType::RocketMq, SerializeType::Json] {
+        let cmd = RemotingCommand::request(310)
+            .with_serialize_type(ty)
+            .with_ext("a", "plain")
+            .with_ext("i", "TAGS\u{1}TagA\u{2}KEYS\u{1}k \"q\"\u{2}")
+            .with_ext("long", &long)
+            .with_ext("accents", &accents);
+        let mut back = FrameCodec::default()
+            .decode(&mut encode(&cmd))
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, cmd, "{ty:?}");
+        back.ext_fields.insert("added", "later");
+        back.ext_fields.insert("a", "replaced");
+        assert_eq!(back.ext("added"), Some("later"));
+        assert_eq!(back.ext("a"), Some("replaced"));
+        assert_eq!(back.ext("long"), Some(long.as_str()));
+        assert_eq!(back.ext("accents"), Some(accents.as_str()));
+        assert_eq!(back.ext("i"), cmd.ext("i"));
+        // A clone reads the same text.
+        assert_eq!(back.clone().ext_fields, back.ext_fields);
+    }
+}
+
 fn arb_command() -> impl Strategy<Value = RemotingCommand> {
     (
         any::<i16>(),
@@ -343,7 +373,7 @@ fn arb_command() -> impl Strategy<Value = RemotingCommand> {
         any::<i32>(),
         0i32..4,
         proptest::option::of("\\PC{1,20}"),
-        proptest::collection::btree_map("\\PC{0,8}", "\\PC{0,16}", 0..6),
+        proptest::collection::btree_map("\\PC{0,8}", "\\PC{0,16}|\\PC{60,90}", 0..6),
         proptest::collection::vec(any::<u8>(), 0..64),
         any::<bool>(),
     )
