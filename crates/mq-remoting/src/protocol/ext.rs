@@ -209,8 +209,21 @@ impl ExtFields {
     pub(crate) fn finish_decoded(&mut self) {
         let mut entries = std::mem::take(&mut self.entries);
         let key = |e: &Entry| self.key_text(e.key);
-        // Our own output (and any sorted sender's) is already in order, without repeats.
-        if !entries.is_sorted_by(|x, y| key_order(key(x), key(y)).is_lt()) {
+        // Our own output (and any sorted sender's) is already in order, without repeats:
+        // checked on the raw bytes, without going through `text` for every key.
+        let arena = self.arena.as_bytes();
+        let raw = |e: &Entry| match e.key {
+            Key::Static(k) => k.as_bytes(),
+            Key::Arena((start, end)) => arena.get(start as usize..end as usize).unwrap_or_default(),
+        };
+        let sorted = entries.windows(2).all(|w| {
+            let (a, b) = (raw(&w[0]), raw(&w[1]));
+            match a.first().cmp(&b.first()) {
+                std::cmp::Ordering::Equal => a < b,
+                unequal => unequal.is_lt(),
+            }
+        });
+        if !sorted {
             // Stable: repeated keys keep their arrival order, so the last is the one kept.
             entries.sort_by(|x, y| key(x).cmp(key(y)));
             entries.dedup_by(|later, kept| {

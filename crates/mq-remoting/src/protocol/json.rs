@@ -442,11 +442,24 @@ fn put_int(dst: &mut BytesMut, v: i64) {
 
 /// Writes a JSON string literal. Control characters (the `\x01`/`\x02` separators of the
 /// properties string among them) are escaped; non-ASCII text is written raw, as fastjson does.
+#[inline]
 fn put_string(dst: &mut BytesMut, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     dst.reserve(s.len() + 2);
     dst.put_u8(b'"');
-    let mut rest = s.as_bytes();
+    match find_stop(s.as_bytes()) {
+        // The common case, written inline: nothing to escape.
+        None => dst.put_slice(s.as_bytes()),
+        Some(n) => put_escaped(dst, s.as_bytes(), n),
+    }
+    dst.put_u8(b'"');
+}
+
+/// The text of a string literal from its first byte that needs an escape, at `first`.
+#[inline(never)]
+fn put_escaped(dst: &mut BytesMut, s: &[u8], first: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    dst.put_slice(&s[..first]);
+    let mut rest = &s[first..];
     // Plain runs are copied whole; only the bytes in STOP are written one by one.
     while let Some(n) = find_stop(rest) {
         dst.put_slice(&rest[..n]);
@@ -471,7 +484,6 @@ fn put_string(dst: &mut BytesMut, s: &str) {
         rest = &rest[n + 1..];
     }
     dst.put_slice(rest);
-    dst.put_u8(b'"');
 }
 
 #[derive(Deserialize)]
