@@ -38,7 +38,9 @@ pub mod protocol;
 pub mod transport;
 
 pub use error::{DecodeError, EncodeError, InvokeKind, RemotingError};
-pub use protocol::{ExtFields, FrameCodec, LanguageCode, RemotingCommand, SerializeType, sys_code};
+pub use protocol::{
+    ExtFields, ExtFieldsIter, FrameCodec, LanguageCode, RemotingCommand, SerializeType, sys_code,
+};
 pub use transport::{
     BoxFuture, CallbackExecutor, ClientConfig, ConnectionHandle, ConnectionWatches, HookAction,
     NameServerList, RemotingClient, RemotingServer, RequestContext, RequestProcessor, RpcHook,

@@ -22,8 +22,7 @@ pub(crate) fn encode_header(cmd: &RemotingCommand, dst: &mut BytesMut) -> Result
         value: cmd.version,
     })?;
     let remark = cmd.remark.as_deref().unwrap_or("");
-    let ext_len = cmd.ext_fields.text_len() + 6 * cmd.ext_fields.len();
-    dst.reserve(21 + remark.len() + ext_len);
+    dst.reserve(21 + remark.len() + 256);
     dst.put_i16(code);
     dst.put_u8(cmd.language.to_byte());
     dst.put_i16(version);
@@ -31,14 +30,19 @@ pub(crate) fn encode_header(cmd: &RemotingCommand, dst: &mut BytesMut) -> Result
     dst.put_i32(cmd.flag);
     dst.put_i32(len_i32(remark.len())?);
     dst.put_slice(remark.as_bytes());
-    dst.put_i32(len_i32(ext_len)?);
-    for (k, v) in &cmd.ext_fields {
+    // The block's length is patched in once the block is written: one pass over the fields.
+    let len_at = dst.len();
+    dst.put_i32(0);
+    for (k, v) in cmd.ext_fields.iter() {
         let key_len = i16::try_from(k.len()).map_err(|_| EncodeError::StringTooLong(k.len()))?;
+        dst.reserve(6 + k.len() + v.len());
         dst.put_i16(key_len);
         dst.put_slice(k.as_bytes());
         dst.put_i32(len_i32(v.len())?);
         dst.put_slice(v.as_bytes());
     }
+    let ext_len = len_i32(dst.len() - len_at - 4)?;
+    dst[len_at..len_at + 4].copy_from_slice(&ext_len.to_be_bytes());
     Ok(())
 }
 

@@ -18,7 +18,7 @@ pub const VERSION_4_5_1: i32 = 315;
 /// `MQVersion.Version` ordinal of Apache RocketMQ 5.3.3.
 pub const VERSION_5_3_3: i32 = 479;
 
-pub use super::ext::ExtFields;
+pub use super::ext::{ExtFields, ExtFieldsIter};
 
 /// How a command's header is serialised (the top byte of the header-length word, spec §1.2).
 ///

@@ -165,10 +165,11 @@ impl ExtFields {
     }
 
     /// The fields in key order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
-        self.entries
-            .iter()
-            .map(|e| (self.key_text(e.key), self.text(e.value)))
+    pub fn iter(&self) -> ExtFieldsIter<'_> {
+        ExtFieldsIter {
+            fields: self,
+            entries: self.entries.iter(),
+        }
     }
 
     /// The keys in order.
@@ -334,12 +335,35 @@ impl<K: Into<Cow<'static, str>>, V: AsRef<str>> Extend<(K, V)> for ExtFields {
     }
 }
 
+/// The fields of an [`ExtFields`] in key order, as `(key, value)`.
+#[derive(Clone, Debug)]
+pub struct ExtFieldsIter<'a> {
+    fields: &'a ExtFields,
+    entries: std::slice::Iter<'a, Entry>,
+}
+
+impl<'a> Iterator for ExtFieldsIter<'a> {
+    type Item = (&'a str, &'a str);
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        let e = self.entries.next()?;
+        Some((self.fields.key_text(e.key), self.fields.text(e.value)))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.entries.size_hint()
+    }
+}
+
+impl ExactSizeIterator for ExtFieldsIter<'_> {}
+
 impl<'a> IntoIterator for &'a ExtFields {
     type Item = (&'a str, &'a str);
-    type IntoIter = Box<dyn Iterator<Item = (&'a str, &'a str)> + 'a>;
+    type IntoIter = ExtFieldsIter<'a>;
 
     fn into_iter(self) -> Self::IntoIter {
-        Box::new(self.iter())
+        self.iter()
     }
 }
 
