@@ -37,12 +37,12 @@ use crate::select::{LatencyFaultTolerance, QueueSelector, SelectArg, TopicPublis
 /// on another broker where the failure allows, all under one deadline fixed when the call is
 /// made. The async forms are plain futures (the I/O is the async path: no thread pool).
 ///
-/// Dropping the last clone without [`Producer::shutdown`] stops the producer once the sends
-/// already made have their outcome (the futures of [`Producer::send_async`] and the pending
-/// callbacks keep it running): its tasks end, sends still in flight (an [`OrderedSender`]'s,
-/// a batch's) end with [`ProducerError::ShutDown`], and the client instance stops when no
-/// other member uses it. Brokers are not told; they forget the group when the connection
-/// closes. [`Producer::shutdown`] tells them.
+/// Dropping the last clone without [`Producer::shutdown`] stops the producer once every send
+/// made through it has its outcome (the futures of [`Producer::send_async`], pending callbacks
+/// and an [`OrderedSender`] keep it running): its tasks end, and the client instance stops when
+/// no other member uses it. Work nobody waits for any more (a transaction check, a send whose
+/// future was dropped) ends with [`ProducerError::ShutDown`]. Brokers are not told; they forget
+/// the group when the connection closes. [`Producer::shutdown`] tells them.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), mq_producer::ProducerError> {
