@@ -76,6 +76,8 @@ pub(crate) struct BenchArgs {
     /// Print the results as JSON on stdout (and no periodic lines).
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    acl: crate::options::Acl,
     /// Write an SVG plot of throughput and latency over time, and the latency distribution.
     #[arg(long)]
     plot: Option<PathBuf>,
@@ -181,8 +183,9 @@ impl Cluster {
 }
 
 fn producer_config(args: &BenchArgs, ns: &str, mode: Option<Mode>) -> ProducerConfig {
-    let mut client =
-        ClientConfig::new(ns).with_instance_name(format!("mq-bench-{}", std::process::id()));
+    let mut client = args.acl.apply(
+        ClientConfig::new(ns).with_instance_name(format!("mq-bench-{}", std::process::id())),
+    );
     client.serialize_type = args.codec.serialize_type();
     let mut config = ProducerConfig::new("mq_bench_producer", ns).with_client(client);
     if mode == Some(Mode::AutoBatch) {
@@ -380,8 +383,10 @@ pub(crate) async fn consume(args: BenchArgs) -> Result<(), String> {
             &cluster.addr,
         )
         .with_client(
-            ClientConfig::new(&cluster.addr)
-                .with_instance_name(format!("mq-bench-c-{}", std::process::id())),
+            args.acl.apply(
+                ClientConfig::new(&cluster.addr)
+                    .with_instance_name(format!("mq-bench-c-{}", std::process::id())),
+            ),
         )
         .with_consume_from(ConsumeFrom::FirstOffset),
     );

@@ -8,12 +8,12 @@ use mq_client_api::Message;
 use mq_client_instance::ClientConfig;
 use mq_consumer::{ConsumeFrom, ConsumerConfig, PullConsumer};
 use mq_producer::{Producer, ProducerConfig};
-use mq_remoting::{ClientConfig as RemotingConfig, RemotingClient};
 
 use crate::Target;
+use crate::options::Acl;
 
-fn api(namesrv: &str) -> mq_client_api::ClientApi {
-    let remoting = RemotingClient::new(RemotingConfig::default());
+fn api(namesrv: &str, acl: &Acl) -> mq_client_api::ClientApi {
+    let remoting = acl.remoting();
     remoting
         .name_servers()
         .update(mq_remoting::NameServerList::parse(namesrv));
@@ -21,8 +21,10 @@ fn api(namesrv: &str) -> mq_client_api::ClientApi {
 }
 
 fn client(target: &Target, role: &str) -> ClientConfig {
-    let mut config = ClientConfig::new(&target.namesrv)
-        .with_instance_name(format!("mq-cli-{role}-{}", std::process::id()));
+    let mut config = target.acl.apply(
+        ClientConfig::new(&target.namesrv)
+            .with_instance_name(format!("mq-cli-{role}-{}", std::process::id())),
+    );
     config.request_timeout = target.timeout;
     config
 }
@@ -100,7 +102,7 @@ pub(crate) async fn consume(
         });
     // A name server that does not answer is an error, said at once; a topic it does not know
     // (yet) is waited for, as a consumer does.
-    if let Err(e) = api(&target.namesrv)
+    if let Err(e) = api(&target.namesrv, &target.acl)
         .topic_route(topic, target.timeout)
         .await
         && e.response_code().is_none()
@@ -145,7 +147,7 @@ pub(crate) async fn consume(
 
 /// `mq route`: prints a topic's route as JSON.
 pub(crate) async fn route(target: &Target, topic: &str) -> Result<(), String> {
-    let route = api(&target.namesrv)
+    let route = api(&target.namesrv, &target.acl)
         .topic_route(topic, target.timeout)
         .await
         .map_err(|e| e.to_string())?;
@@ -158,7 +160,7 @@ pub(crate) async fn route(target: &Target, topic: &str) -> Result<(), String> {
 
 /// `mq topic list`.
 pub(crate) async fn topic_list(target: &Target) -> Result<(), String> {
-    for t in api(&target.namesrv)
+    for t in api(&target.namesrv, &target.acl)
         .topic_list(target.timeout)
         .await
         .map_err(|e| e.to_string())?
@@ -172,13 +174,14 @@ pub(crate) async fn topic_list(target: &Target) -> Result<(), String> {
 /// `timeout`; returns the brokers' names and addresses.
 pub(crate) async fn create_topic_everywhere(
     namesrv: &str,
+    acl: &Acl,
     topic: &str,
     queues: i32,
     timeout: Duration,
 ) -> Result<Vec<(String, String)>, String> {
     mq_client_api::validate::validate_topic(topic).map_err(|e| e.to_string())?;
     let deadline = Instant::now() + timeout;
-    let api = api(namesrv);
+    let api = api(namesrv, acl);
     let info = api
         .cluster_info(left(deadline))
         .await
@@ -211,7 +214,7 @@ pub(crate) async fn create_topic_everywhere(
 /// `mq topic create`: creates the topic on every master broker of the cluster.
 pub(crate) async fn topic_create(target: &Target, topic: &str, queues: i32) -> Result<(), String> {
     for (name, addr) in
-        create_topic_everywhere(&target.namesrv, topic, queues, target.timeout).await?
+        create_topic_everywhere(&target.namesrv, &target.acl, topic, queues, target.timeout).await?
     {
         println!("created {topic} with {queues} queues on {name} ({addr})");
     }
@@ -220,7 +223,7 @@ pub(crate) async fn topic_create(target: &Target, topic: &str, queues: i32) -> R
 
 /// `mq cluster`: brokers by cluster.
 pub(crate) async fn cluster(target: &Target) -> Result<(), String> {
-    let info = api(&target.namesrv)
+    let info = api(&target.namesrv, &target.acl)
         .cluster_info(target.timeout)
         .await
         .map_err(|e| e.to_string())?;

@@ -152,6 +152,8 @@ pub(crate) struct Target {
     /// Deadline of each call, route lookups and retries included (e.g. `500ms`, `3s`).
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     pub(crate) timeout: Duration,
+    #[command(flatten)]
+    pub(crate) acl: options::Acl,
 }
 
 #[derive(Debug, Subcommand)]

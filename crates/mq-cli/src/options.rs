@@ -1,6 +1,8 @@
-//! Client options shared by `quickstart` and `bench`: the header codec and body compression.
+//! Client options shared by the commands: the header codec, body compression and ACL
+//! credentials.
 
 use mq_client_api::message::CompressionType;
+use mq_client_instance::ClientConfig;
 use mq_producer::ProducerConfig;
 use mq_remoting::SerializeType;
 
@@ -50,5 +52,44 @@ impl Compress {
         config
             .with_compression(kind, level)
             .with_compress_over(over)
+    }
+}
+
+/// ACL credentials, for clusters with ACL on: every request is then signed.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub(crate) struct Acl {
+    /// ACL access key (with --secret-key).
+    #[arg(long, requires = "secret_key")]
+    pub(crate) access_key: Option<String>,
+    /// ACL secret key (with --access-key).
+    #[arg(long, requires = "access_key")]
+    pub(crate) secret_key: Option<String>,
+}
+
+impl Acl {
+    /// The credentials, when given.
+    pub(crate) fn credentials(&self) -> Option<mq_client_api::acl::Credentials> {
+        let (Some(ak), Some(sk)) = (&self.access_key, &self.secret_key) else {
+            return None;
+        };
+        Some(mq_client_api::acl::Credentials::new(ak, sk))
+    }
+
+    /// `config` signing with these credentials, when given.
+    pub(crate) fn apply(&self, config: ClientConfig) -> ClientConfig {
+        match self.credentials() {
+            Some(c) => config.with_credentials(c),
+            None => config,
+        }
+    }
+
+    /// A remoting client that signs with these credentials, when given.
+    pub(crate) fn remoting(&self) -> mq_remoting::RemotingClient {
+        let mut config = mq_remoting::ClientConfig::default();
+        if let Some(c) = self.credentials() {
+            config =
+                config.with_request_hook(std::sync::Arc::new(mq_client_api::acl::AclSigner(c)));
+        }
+        mq_remoting::RemotingClient::new(config)
     }
 }

@@ -139,7 +139,14 @@ pub(crate) async fn run(args: QuickstartArgs) -> Result<(), String> {
     };
     if namesrv.is_some() {
         // On a real cluster the topic may not be auto-created; create it on every broker.
-        crate::commands::create_topic_everywhere(&ns, &topic, 4, Duration::from_secs(10)).await?;
+        crate::commands::create_topic_everywhere(
+            &ns,
+            &crate::options::Acl::default(),
+            &topic,
+            4,
+            Duration::from_secs(10),
+        )
+        .await?;
     }
 
     let seen = Arc::new(Seen::default());

@@ -34,6 +34,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod acl;
 pub mod answer;
 pub mod api;
 pub mod body;

@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use mq_client_api::acl::Credentials;
 use mq_remoting::{NameServerList, SerializeType};
 
 /// Default route refresh period (Java `pollNameServerInterval`, 30 s).
@@ -39,6 +40,8 @@ pub struct ClientConfig {
     pub vip_channel: bool,
     /// Timeout of route lookups and heartbeats. Default 3 s.
     pub request_timeout: Duration,
+    /// ACL credentials: when set, every request is signed (Java `AclClientRPCHook`).
+    pub credentials: Option<Credentials>,
 }
 
 impl Default for ClientConfig {
@@ -54,6 +57,7 @@ impl Default for ClientConfig {
             namespace: None,
             vip_channel: false,
             request_timeout: Duration::from_secs(3),
+            credentials: None,
         }
     }
 }
@@ -107,6 +111,7 @@ impl ClientConfig {
             namespace,
             vip_channel,
             request_timeout,
+            credentials,
         } = self;
         [
             ("name_servers", *name_servers == other.name_servers),
@@ -125,6 +130,7 @@ impl ClientConfig {
             ("namespace", *namespace == other.namespace),
             ("vip_channel", *vip_channel == other.vip_channel),
             ("request_timeout", *request_timeout == other.request_timeout),
+            ("credentials", *credentials == other.credentials),
         ]
         .into_iter()
         .filter_map(|(name, same)| (!same).then_some(name))
@@ -152,6 +158,13 @@ impl ClientConfig {
     #[must_use]
     pub fn with_name_servers(mut self, addrs: impl IntoNameServers) -> Self {
         self.name_servers = addrs.into_name_servers();
+        self
+    }
+
+    /// Signs every request with ACL `credentials`, for clusters with ACL on.
+    #[must_use]
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(credentials);
         self
     }
 

@@ -93,7 +93,12 @@ impl ClientInstance {
     /// [`ConfigError`] when the configuration is invalid.
     pub fn new(config: ClientConfig) -> Result<Arc<Self>, ConfigError> {
         config.validate()?;
-        let remoting = RemotingClient::new(RemotingConfig::default());
+        let mut remoting_config = RemotingConfig::default();
+        if let Some(credentials) = &config.credentials {
+            remoting_config = remoting_config
+                .with_request_hook(Arc::new(mq_client_api::acl::AclSigner(credentials.clone())));
+        }
+        let remoting = RemotingClient::new(remoting_config);
         remoting.name_servers().update(config.name_servers.clone());
         let api = ClientApi::new(
             remoting,

@@ -43,6 +43,6 @@ pub use protocol::{
 };
 pub use transport::{
     BoxFuture, CallbackExecutor, ClientConfig, ConnectionHandle, ConnectionWatches, HookAction,
-    NameServerList, RemotingClient, RemotingServer, RequestContext, RequestProcessor, RpcHook,
-    ServerConfig, ShutdownReport, processor_fn,
+    NameServerList, RemotingClient, RemotingServer, RequestContext, RequestHook, RequestProcessor,
+    RpcHook, ServerConfig, ShutdownReport, processor_fn,
 };

@@ -244,6 +244,14 @@ fn bad_flags_give_a_usage_error() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("invalid value 'sometimes'"), "{err}");
     assert!(!err.contains("panicked"));
+    // An access key without its secret key is refused before anything is sent.
+    let out = Command::new(env!("CARGO_BIN_EXE_mq"))
+        .args(["send", "--topic", "T", "--body", "b", "--access-key", "ak"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("--secret-key"), "{err}");
 }
 
 #[test]
@@ -374,20 +382,22 @@ fn send_consume_route_topic_and_cluster_against_mq_serve() {
     let server = serve(store.path());
     let ns = server.namesrv.as_str();
     create_topic(ns, "CliTopic", "2");
-    let (ok, out, err) = mq(&[
-        "send",
-        "--namesrv",
-        ns,
-        "--topic",
-        "CliTopic",
-        "--body",
-        "hello",
-        "--tag",
-        "t1",
-        "--count",
-        "3",
-    ]);
-    assert!(ok, "{err}");
+    let send = |body: &str, extra: &[&str]| {
+        let mut args = vec![
+            "send",
+            "--namesrv",
+            ns,
+            "--topic",
+            "CliTopic",
+            "--body",
+            body,
+        ];
+        args.extend_from_slice(extra);
+        let (ok, out, err) = mq(&args);
+        assert!(ok, "{err}");
+        out
+    };
+    let out = send("hello", &["--tag", "t1", "--count", "3"]);
     assert_eq!(
         out.lines().filter(|l| l.starts_with("SEND_OK")).count(),
         3,
@@ -395,6 +405,12 @@ fn send_consume_route_topic_and_cluster_against_mq_serve() {
     );
     let (bodies, out) = consume_bodies(ns, "CliTopic", 3);
     assert_eq!(bodies, vec!["hello 0", "hello 1", "hello 2"], "{out}");
+    // Signed requests (ACL credentials) go through as well.
+    let signed = send(
+        "signed",
+        &["--access-key", "RocketMQ", "--secret-key", "12345678"],
+    );
+    assert!(signed.starts_with("SEND_OK"), "{signed}");
     assert!(out.lines().all(|l| l.contains("tags t1")));
     let (ok, out, _) = mq(&["route", "--namesrv", ns, "--topic", "CliTopic"]);
     assert!(ok);

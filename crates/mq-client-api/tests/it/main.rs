@@ -7,6 +7,7 @@
     unreachable_pub
 )]
 
+mod acl;
 mod bodies;
 mod fuzz_corpus;
 mod headers;

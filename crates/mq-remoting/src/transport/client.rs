@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, instrument};
 
-use super::connection::{Connection, ConnectionHandle, Endpoint, Permits};
+use super::connection::{Connection, ConnectionHandle, Endpoint, Permits, RequestHook};
 use super::executor::CallbackExecutor;
 use super::namesrv::NameServerList;
 use super::processor::{Dispatcher, RequestProcessor};
@@ -45,6 +45,8 @@ pub struct ClientConfig {
     pub max_frame_len: usize,
     /// Serialisation of responses to server-initiated requests; `None` mirrors the request.
     pub response_serialize: Option<SerializeType>,
+    /// Rewrites every request just before it is written (e.g. an ACL signer). Default none.
+    pub request_hook: Option<Arc<dyn RequestHook>>,
 }
 
 impl Default for ClientConfig {
@@ -57,6 +59,7 @@ impl Default for ClientConfig {
             callback_workers: CallbackExecutor::default_workers(),
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             response_serialize: None,
+            request_hook: None,
         }
     }
 }
@@ -89,6 +92,13 @@ impl ClientConfig {
     #[must_use]
     pub fn with_max_frame_len(mut self, n: usize) -> Self {
         self.max_frame_len = n;
+        self
+    }
+
+    /// Sets the hook that rewrites every request just before it is written.
+    #[must_use]
+    pub fn with_request_hook(mut self, hook: Arc<dyn RequestHook>) -> Self {
+        self.request_hook = Some(hook);
         self
     }
 }
@@ -127,6 +137,7 @@ impl RemotingClient {
             },
             Dispatcher::new(usize::MAX >> 4, config.response_serialize),
             CallbackExecutor::new(config.callback_workers),
+            config.request_hook.clone(),
         );
         Self {
             inner: Arc::new(Inner {

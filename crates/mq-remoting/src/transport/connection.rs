@@ -68,6 +68,15 @@ pub(crate) struct Endpoint {
     /// Live connections by generation, so that shutdown can close them.
     pub(crate) connections: RwLock<HashMap<u64, Arc<Connection>>>,
     pub(crate) role: &'static str,
+    /// Rewrites every request this endpoint sends (a client's signer), just before encoding.
+    pub(crate) request_hook: Option<Arc<dyn RequestHook>>,
+}
+
+/// Rewrites every request a client sends, just before it is encoded: how credentials sign
+/// requests (Java's client-side `RPCHook.doBeforeRequest`).
+pub trait RequestHook: Send + Sync + fmt::Debug + 'static {
+    /// Adjusts `request` (ext fields, typically) before it is written.
+    fn before_request(&self, request: &mut RemotingCommand);
 }
 
 impl fmt::Debug for Endpoint {
@@ -87,6 +96,7 @@ impl Endpoint {
         permits: Permits,
         dispatcher: Dispatcher,
         executor: CallbackExecutor,
+        request_hook: Option<Arc<dyn RequestHook>>,
     ) -> Self {
         Self {
             codec,
@@ -105,6 +115,7 @@ impl Endpoint {
             work_tasks: TaskTracker::new(),
             connections: RwLock::new(HashMap::new()),
             role,
+            request_hook,
         }
     }
 
@@ -303,6 +314,9 @@ impl Connection {
         mut cmd: RemotingCommand,
     ) -> Result<(RequestKey, oneshot::Receiver<Reply>), RemotingError> {
         cmd.flag &= !(FLAG_RESPONSE | FLAG_ONEWAY);
+        if let Some(hook) = &self.endpoint.request_hook {
+            hook.before_request(&mut cmd);
+        }
         let mut opaque = self.endpoint.next_opaque();
         let key_for = |opaque| RequestKey {
             generation: self.generation,
@@ -356,6 +370,9 @@ impl Connection {
         permit: Option<OwnedSemaphorePermit>,
     ) -> Result<(), RemotingError> {
         cmd.flag = (cmd.flag & !FLAG_RESPONSE) | FLAG_ONEWAY;
+        if let Some(hook) = &self.endpoint.request_hook {
+            hook.before_request(&mut cmd);
+        }
         cmd.opaque = self.endpoint.next_opaque();
         if self.is_closed() {
             return Err(self.closed_error());

@@ -13,7 +13,7 @@ mod processor;
 mod server;
 
 pub use client::{ClientConfig, DEFAULT_CLIENT_PERMITS, DEFAULT_CONNECT_TIMEOUT, RemotingClient};
-pub use connection::{ConnectionHandle, ConnectionWatches};
+pub use connection::{ConnectionHandle, ConnectionWatches, RequestHook};
 pub use executor::CallbackExecutor;
 pub use namesrv::NameServerList;
 pub use processor::{

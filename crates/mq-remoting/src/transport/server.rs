@@ -115,6 +115,7 @@ impl RemotingServer {
             },
             Dispatcher::new(config.max_concurrent_requests, config.response_serialize),
             CallbackExecutor::new(2),
+            None,
         ));
         let accept_token = CancellationToken::new();
         let accept_task = TaskTracker::new();
