@@ -35,6 +35,14 @@ const NAMESRV: &str = "127.0.0.1:9876";
 /// Java name server beside a Java engine, `mq serve --auto-create-topic false` beside ours.
 const NO_ROUTE_NAMESRV: &str = "127.0.0.1:9877";
 
+/// A name server beside the 4.x Java engine whose only broker has ACL 1.0 on
+/// (`aclEnable=true`, one account in `plain_acl.yml`). 5.3 reads `aclEnable` but enforces
+/// nothing without ACL 2.0's own settings, which the harness does not write yet.
+const ACL_NAMESRV: &str = "127.0.0.1:9878";
+
+/// The ACL broker's account: our signed client uses it, our unsigned one does not.
+const ACL_ACCOUNT: (&str, &str) = ("RocketMQ", "12345678");
+
 /// How long a server may take to print its boot line.
 const BOOT_LIMIT: Duration = Duration::from_secs(90);
 
@@ -293,7 +301,8 @@ fn matrix(rows: &[Row]) -> String {
          `rocketmq-client` 4.5.1 and 5.3.3, and `rocketmq-client-go/v2`. A cell is `pass`; \
          `known upstream` where the Java engine or client fails on its own, recognised by the \
          exact failure (the Java client against the Java server shows the same); `FAIL` with the \
-         reason; `—` where the scenario does not apply (LZ4 and ZSTD bodies on 4.x).\n",
+         reason; `—` where the scenario does not apply (LZ4 and ZSTD bodies on 4.x; the ACL \
+         rows, run against an ACL 1.0 broker beside the 4.9 engine only).\n",
     );
     let servers: Vec<&str> = SERVERS.to_vec();
     let label = |s: &str| match s {
@@ -526,6 +535,28 @@ pub(crate) fn in_netns(args: &[String]) -> Result {
         let ok = ok && out.contains(s.expect);
         record("ours", s.name, ok, &last_line(&out));
     }
+    // Against a Java broker with ACL 1.0 on: signed requests pass, unsigned ones are refused.
+    if server.starts_with('4') {
+        let (access_key, secret_key) = ACL_ACCOUNT;
+        let send = ["send", "--topic", "AclTopic", "--body", "signed"];
+        let mut signed = send.to_vec();
+        signed.extend(["--access-key", access_key, "--secret-key", secret_key]);
+        let (ok, out) = mq_run_at(mq, &signed, ACL_NAMESRV, work)?;
+        let ok = ok && out.contains("SEND_OK");
+        record(
+            "ours",
+            "ACL broker takes signed sends",
+            ok,
+            &last_line(&out),
+        );
+        let (ok, out) = mq_run_at(mq, &send, ACL_NAMESRV, work)?;
+        let reason = if ok {
+            format!("an unsigned send was stored: {}", last_line(&out))
+        } else {
+            String::new()
+        };
+        record("ours", "ACL broker refuses unsigned sends", !ok, &reason);
+    }
     // The official clients, each scenario a row.
     let dir = root().join("interop");
     let mut ours = Command::new(mq.with_file_name("mq-interop-client"));
@@ -710,19 +741,47 @@ fn start_engine(engine: &str, lib: &Path, work: &Path) -> Result<Vec<Server>> {
         "listenPort=9877\nbindAddress=127.0.0.1\n".into(),
     )?;
     write(
-        "broker.conf",
+        "acl-namesrv.conf",
+        "listenPort=9878\nbindAddress=127.0.0.1\n".into(),
+    )?;
+    let broker_conf = |name: &str, port: u16, namesrv: &str, store: &Path, extra: &str| {
         format!(
-            "brokerClusterName=DefaultCluster\nbrokerName=broker-a\nbrokerId=0\n\
-             brokerRole=ASYNC_MASTER\nflushDiskType=ASYNC_FLUSH\nlistenPort=10911\n\
-             brokerIP1=127.0.0.1\nbindAddress=127.0.0.1\nnamesrvAddr={NAMESRV}\n\
+            "brokerClusterName=DefaultCluster\nbrokerName={name}\nbrokerId=0\n\
+             brokerRole=ASYNC_MASTER\nflushDiskType=ASYNC_FLUSH\nlistenPort={port}\n\
+             brokerIP1=127.0.0.1\nbindAddress=127.0.0.1\nnamesrvAddr={namesrv}\n\
              autoCreateTopicEnable=true\nstorePathRootDir={store}\n\
              storePathCommitLog={store}/commitlog\nmappedFileSizeCommitLog=67108864\n\
              mapedFileSizeCommitLog=67108864\nmappedFileSizeConsumeQueue=600000\n\
              maxIndexNum=100000\nmaxHashSlotNum=10000\ntimerWheelEnable=false\n\
-             transactionTimeOut=1000\ntransactionCheckInterval=1000\n",
+             transactionTimeOut=1000\ntransactionCheckInterval=1000\n{extra}",
             store = store.display()
+        )
+    };
+    write(
+        "broker.conf",
+        broker_conf("broker-a", 10911, NAMESRV, &store, ""),
+    )?;
+    // ACL 1.0: the broker reads $ROCKETMQ_HOME/conf/plain_acl.yml.
+    write(
+        "acl-broker.conf",
+        broker_conf(
+            "broker-acl",
+            10931,
+            ACL_NAMESRV,
+            &work.join("store-acl"),
+            "aclEnable=true\n",
         ),
     )?;
+    let (access_key, secret_key) = ACL_ACCOUNT;
+    fs::write(
+        home.join("conf").join("plain_acl.yml"),
+        format!(
+            "globalWhiteRemoteAddresses:\n\naccounts:\n  - accessKey: {access_key}\n    \
+             secretKey: {secret_key}\n    whiteRemoteAddress:\n    admin: true\n    \
+             defaultTopicPerm: PUB|SUB\n    defaultGroupPerm: PUB|SUB\n"
+        ),
+    )
+    .map_err(|e| format!("plain_acl.yml: {e}"))?;
     if is_4x {
         // 4.x reads its logback file from $ROCKETMQ_HOME/conf and exits without one.
         let logback = "<configuration>\n  <appender name=\"STDOUT\" \
@@ -782,7 +841,27 @@ fn start_engine(engine: &str, lib: &Path, work: &Path) -> Result<Vec<Server>> {
         work,
     )?;
     broker.wait_for("boot success")?;
-    Ok(vec![namesrv, bare, broker])
+    if !is_4x {
+        return Ok(vec![namesrv, bare, broker]);
+    }
+    let mut acl_namesrv = Server::start(
+        "ACL name server",
+        &mut java(namesrv_class, "acl-namesrv.conf", namesrv_log, "user-acl"),
+        work,
+    )?;
+    acl_namesrv.wait_for("The Name Server boot success")?;
+    let mut acl_broker = Server::start(
+        "ACL broker",
+        &mut java(
+            "org.apache.rocketmq.broker.BrokerStartup",
+            "acl-broker.conf",
+            "rmq.broker.logback.xml",
+            "user-acl",
+        ),
+        work,
+    )?;
+    acl_broker.wait_for("boot success")?;
+    Ok(vec![namesrv, bare, broker, acl_namesrv, acl_broker])
 }
 
 /// A Java client program of `interop/CLIENT` with `args`.
@@ -855,8 +934,13 @@ fn run_program(
 
 /// `mq ARGS --namesrv NAMESRV`: whether it succeeded, and what it printed.
 fn mq_run(mq: &Path, args: &[&str], work: &Path) -> Result<(bool, String)> {
+    mq_run_at(mq, args, NAMESRV, work)
+}
+
+/// [`mq_run`] against the name servers `namesrv`.
+fn mq_run_at(mq: &Path, args: &[&str], namesrv: &str, work: &Path) -> Result<(bool, String)> {
     let mut c = Command::new(mq);
-    c.args(args).args(["--namesrv", NAMESRV]);
+    c.args(args).args(["--namesrv", namesrv]);
     run_bounded(&mut c, CLIENT_LIMIT, &unique_log(work, args[0]))
 }
 
