@@ -206,7 +206,6 @@ impl RemotingClient {
     ///
     /// # Errors
     /// As for [`RemotingClient::invoke`], except that no response is awaited.
-    #[instrument(level = "debug", skip_all, fields(addr = %addr, code = request.code))]
     pub async fn invoke_oneway(
         &self,
         addr: &str,
@@ -231,7 +230,6 @@ impl RemotingClient {
     /// # Errors
     /// Failures before the write (no permit, connect failure, encode error) are returned and the
     /// callback is not called.
-    #[instrument(level = "debug", skip_all, fields(addr = %addr, code = request.code))]
     pub async fn invoke_with_callback<F>(
         &self,
         addr: &str,
