@@ -10,7 +10,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use mq_client_api::{ClientApiError, Message, MessageQueue, ResponseCode, SendResult, SendStatus};
 use mq_client_instance::ClientInstance;
-use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -238,10 +237,10 @@ impl Engine {
         outcome
     }
 
-    /// One attempt of `msg` to `queue` whose request is written before this returns, so that
-    /// successive calls go out in call order on the queue's connection; the outcome arrives
-    /// on the returned receiver, after the latency statistics and the after-hooks. The message
-    /// must have been checked with [`Engine::prepare`].
+    /// One attempt of `payload` to `queue` whose request is written before this returns, so
+    /// that successive calls go out in call order on the queue's connection; the outcome
+    /// arrives on the returned receiver, after the latency statistics and the after-hooks. A
+    /// single message must have been checked with [`Engine::prepare`].
     ///
     /// # Errors
     /// What stopped the request from being written (no master for the queue's broker, a
@@ -249,7 +248,7 @@ impl Engine {
     pub(crate) async fn begin_attempt(
         self: &Arc<Self>,
         instance: &ClientInstance,
-        msg: &Message,
+        payload: &Payload,
         queue: &MessageQueue,
         attempt: u32,
         deadline: Instant,
@@ -257,8 +256,7 @@ impl Engine {
         let addr = self
             .broker_addr(instance, &queue.topic, &queue.broker_name, deadline)
             .await?;
-        let payload = Payload::Single(msg.clone());
-        let (request, sent) = self.build_request(instance, &payload, queue);
+        let (request, sent) = self.build_request(instance, payload, queue);
         let hooks = self.hooks.read().clone();
         let user_topic = instance.config().unwrap_name(&queue.topic).to_owned();
         let user_mq = MessageQueue::new(&user_topic, &queue.broker_name, queue.queue_id);
@@ -292,18 +290,16 @@ impl Engine {
             started: std::time::Instant::now(),
         };
         let (tx, rx) = oneshot::channel();
-        // The callback runs at most once, and not at all when the request is not written.
-        let reply = Mutex::new(Some(tx));
         let engine = Arc::clone(self);
+        // Not called when the request is not written: this then returns the error.
         instance
             .api()
             .send_with_callback(&addr, request, left(deadline), move |r| {
                 let mut outcome = r.map(Some);
                 rename_to_user(&mut outcome, &finish.user_topic);
                 engine.finish_attempt(&finish, &outcome);
-                if let Some(tx) = reply.lock().take() {
-                    let _ = tx.send(outcome);
-                }
+                // The sender may have stopped waiting.
+                let _ = tx.send(outcome);
             })
             .await?;
         Ok(rx)

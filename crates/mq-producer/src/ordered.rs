@@ -34,7 +34,7 @@ use tracing::{debug, warn};
 
 use crate::attempt::AttemptOutcome;
 use crate::error::ProducerError;
-use crate::producer::{Producer, Room};
+use crate::producer::{Payload, Producer, Room};
 use crate::select::{HashSelector, QueueSelector, SelectArg};
 
 /// The property carrying a message's per-queue sequence number.
@@ -222,19 +222,20 @@ impl OrderedSender {
 }
 
 struct InFlight {
-    msg: Message,
+    /// The message, numbered, as every write of it sends it.
+    payload: Payload,
     reply: Reply,
     outcome: oneshot::Receiver<AttemptOutcome>,
     /// Room in the producer's in-flight bounds, until the outcome is handed out.
     _room: Room,
 }
 
-/// Writes `msg` to `mq` now (in call order on the connection) through the producer's attempt
-/// path, and returns where its outcome will arrive.
+/// Writes `payload` to `mq` now (in call order on the connection) through the producer's
+/// attempt path, and returns where its outcome will arrive.
 async fn write(
     inner: &Inner,
     mq: &MessageQueue,
-    msg: &Message,
+    payload: &Payload,
     attempt: u32,
     timeout: Duration,
 ) -> oneshot::Receiver<AttemptOutcome> {
@@ -243,7 +244,7 @@ async fn write(
     let written = match engine.running_instance() {
         Ok(instance) => {
             engine
-                .begin_attempt(&instance, msg, mq, attempt, deadline)
+                .begin_attempt(&instance, payload, mq, attempt, deadline)
                 .await
         }
         Err(_) => Err(ClientApiError::Remoting(
@@ -321,9 +322,10 @@ async fn lane_worker(
                 attempts_of_front = 0;
                 front_deadline = Instant::now() + timeout;
             }
-            let outcome = write(&inner, &mq, &msg, 1, timeout).await;
+            let payload = Payload::Single(msg);
+            let outcome = write(&inner, &mq, &payload, 1, timeout).await;
             window.push_back(InFlight {
-                msg,
+                payload,
                 reply,
                 outcome,
                 _room: room,
@@ -357,7 +359,7 @@ async fn lane_worker(
                     .resent
                     .fetch_add(window.len() as u64, Ordering::Relaxed);
                 for w in window.iter_mut() {
-                    let stored = write(&inner, &mq, &w.msg, 2, timeout).await.await;
+                    let stored = write(&inner, &mq, &w.payload, 2, timeout).await.await;
                     let (done, outcome) = oneshot::channel();
                     let _ = done.send(stored.unwrap_or(Err(ClientApiError::Remoting(
                         mq_remoting::RemotingError::Shutdown,
@@ -411,7 +413,8 @@ async fn lane_worker(
                     .resent
                     .fetch_add(window.len() as u64 - 1, Ordering::Relaxed);
                 for w in window.iter_mut() {
-                    w.outcome = write(&inner, &mq, &w.msg, attempts_of_front + 1, timeout).await;
+                    w.outcome =
+                        write(&inner, &mq, &w.payload, attempts_of_front + 1, timeout).await;
                 }
             }
         }
