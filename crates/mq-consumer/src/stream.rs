@@ -145,23 +145,24 @@ impl Stream for MessageStream {
             }
             if let Some(r) = this.ready.pop_front() {
                 // A queue rebalanced away since: its messages belong to another member now.
-                if r.pq.dropped.is_cancelled() {
+                if r.from.pq.dropped.is_cancelled() {
                     continue;
                 }
                 return Poll::Ready(Some(r));
             }
             match this.rx.poll_recv(cx) {
                 Poll::Ready(Some(d)) => {
-                    for m in d.msgs {
-                        let raw_topic = m.message.topic.clone();
-                        let mut message = m;
+                    // One source for the delivery's messages, not a copy each.
+                    let from = Arc::new(Source {
+                        queue: d.mq,
+                        pq: d.pq,
+                        core: Arc::clone(&this.core),
+                    });
+                    for mut message in d.msgs {
                         restore_retry_topic(&this.group, &mut message);
                         this.ready.push_back(Received {
                             message,
-                            raw_topic,
-                            queue: d.mq.clone(),
-                            pq: Arc::clone(&d.pq),
-                            core: Arc::clone(&this.core),
+                            from: Arc::clone(&from),
                         });
                     }
                 }
@@ -177,8 +178,13 @@ impl Stream for MessageStream {
 /// comes again after a restart or a rebalance.
 pub struct Received {
     message: MessageExt,
-    /// The topic it was pulled from (the retry topic for a redelivery).
-    raw_topic: String,
+    from: Arc<Source>,
+}
+
+/// Where the messages of one delivery came from, shared by them.
+struct Source {
+    /// The queue pulled, whose topic is the one the messages are stored under (the retry
+    /// topic for a redelivery).
     queue: MessageQueue,
     pq: Arc<ProcessQueue>,
     core: Arc<Core>,
@@ -187,7 +193,7 @@ pub struct Received {
 impl std::fmt::Debug for Received {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Received")
-            .field("queue", &self.queue)
+            .field("queue", &self.from.queue)
             .field("queue_offset", &self.message.queue_offset)
             .finish_non_exhaustive()
     }
@@ -202,7 +208,7 @@ impl Received {
 
     /// The queue it came from (the retry topic's queue for a redelivery).
     pub fn queue(&self) -> &MessageQueue {
-        &self.queue
+        &self.from.queue
     }
 
     /// Takes the message out of the acknowledgement: it then counts as not consumed.
@@ -213,8 +219,9 @@ impl Received {
     /// Marks the message consumed: the committed offset of its queue moves past it once every
     /// earlier message of the queue is acknowledged too.
     pub fn ack(self) {
-        self.core
-            .ack_offsets(&self.queue, &self.pq, &[self.message.queue_offset]);
+        let from = &self.from;
+        from.core
+            .ack_offsets(&from.queue, &from.pq, &[self.message.queue_offset]);
     }
 
     /// Hands the message back to the broker for a delayed retry (through the group's retry
@@ -225,8 +232,9 @@ impl Received {
     /// When the broker does not take it back; the message is then not consumed, and comes
     /// again after a restart or a rebalance.
     pub async fn retry_later(self, delay_level: i32) -> Result<(), ConsumerError> {
-        self.core
-            .send_back(&self.queue, &self.message, &self.raw_topic, delay_level)
+        let from = &self.from;
+        from.core
+            .send_back(&from.queue, &self.message, &from.queue.topic, delay_level)
             .await?;
         self.ack();
         Ok(())
