@@ -331,10 +331,15 @@ impl ClientInstance {
     /// (requests in flight fail with a closed-connection error; their callbacks still run).
     /// [`ClientInstance::stopped`] waits until every task has ended. Idempotent.
     pub fn stop_now(&self) {
+        self.stop_tasks();
+        self.api.remoting().close();
+    }
+
+    /// Marks the instance shut down and tells its scheduled tasks to end.
+    fn stop_tasks(&self) {
         self.state.force(ServiceState::ShutdownAlready);
         self.token.cancel();
         self.tasks.close();
-        self.api.remoting().close();
     }
 
     /// Waits until a stopped instance's tasks, its connections' tasks and its queued
@@ -392,9 +397,7 @@ impl ClientInstance {
         if self.state.get() == ServiceState::ShutdownAlready {
             return;
         }
-        self.state.force(ServiceState::ShutdownAlready);
-        self.token.cancel();
-        self.tasks.close();
+        self.stop_tasks();
         self.tasks.wait().await;
         let grace = deadline.saturating_duration_since(Instant::now());
         let _ = self.api.remoting().shutdown(grace).await;

@@ -410,12 +410,18 @@ impl RemotingClient {
     /// and the callbacks of async requests still run with that error). For a drop, where
     /// nothing can be awaited; [`RemotingClient::closed`] waits for the tasks to end.
     pub fn close(&self) {
+        self.close_connections();
+        // Callbacks of requests still finishing run inline, on the task that completes them.
+        self.inner.endpoint.executor.close();
+    }
+
+    /// Refuses new calls and closes every connection; their tasks end by themselves.
+    fn close_connections(&self) {
         let endpoint = &self.inner.endpoint;
         endpoint.token.cancel();
         self.inner.cache.lock().clear();
         endpoint.io_tasks.close();
         endpoint.work_tasks.close();
-        endpoint.executor.close();
     }
 
     /// Waits until the tasks of a closed (or shut down) client have ended: connection loops,
@@ -434,10 +440,7 @@ impl RemotingClient {
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
         let endpoint = &self.inner.endpoint;
         let deadline = Instant::now() + grace;
-        endpoint.token.cancel();
-        self.inner.cache.lock().clear();
-        endpoint.io_tasks.close();
-        endpoint.work_tasks.close();
+        self.close_connections();
         let io_done = tokio::time::timeout_at(deadline, endpoint.io_tasks.wait())
             .await
             .is_ok();
