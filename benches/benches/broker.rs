@@ -32,6 +32,7 @@ fn send_req() -> SendRequest {
         body: Bytes::from(vec![b'x'; SIZE]),
         msg_id: String::new(),
         broker_name: "broker-a".into(),
+        reply: false,
     }
 }
 

@@ -251,6 +251,16 @@ impl ClientRegistry {
 }
 
 impl ClientRegistry {
+    /// The live connection of the client `client_id` as some producer group registered it
+    /// (every client announces `CLIENT_INNER_PRODUCER`): where its replies are pushed.
+    pub(crate) fn producer_connection(&self, client_id: &str) -> Option<ConnectionHandle> {
+        self.producers.lock().values().find_map(|g| {
+            g.values()
+                .find(|m| m.client_id == client_id && !m.connection.is_closed())
+                .map(|m| m.connection.clone())
+        })
+    }
+
     /// Some live connection of a producer group (for transaction checks).
     pub(crate) fn any_producer(&self, group: &str) -> Option<Member> {
         self.producers

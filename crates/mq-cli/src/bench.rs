@@ -77,7 +77,7 @@ pub(crate) struct BenchArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    acl: crate::options::Acl,
+    security: crate::options::Security,
     /// Write an SVG plot of throughput and latency over time, and the latency distribution.
     #[arg(long)]
     plot: Option<PathBuf>,
@@ -182,23 +182,27 @@ impl Cluster {
     }
 }
 
-fn producer_config(args: &BenchArgs, ns: &str, mode: Option<Mode>) -> ProducerConfig {
-    let mut client = args.acl.apply(
+fn producer_config(
+    args: &BenchArgs,
+    ns: &str,
+    mode: Option<Mode>,
+) -> Result<ProducerConfig, String> {
+    let mut client = args.security.apply(
         ClientConfig::new(ns).with_instance_name(format!("mq-bench-{}", std::process::id())),
-    );
+    )?;
     client.serialize_type = args.codec.serialize_type();
     let mut config = ProducerConfig::new("mq_bench_producer", ns).with_client(client);
     if mode == Some(Mode::AutoBatch) {
         config = config.with_batching(mq_producer::BatchingConfig::default());
     }
     // Bodies of 4 KiB and more, Java's default threshold.
-    args.compress.apply(config, 4096)
+    Ok(args.compress.apply(config, 4096))
 }
 
 /// `mq bench produce`.
 pub(crate) async fn produce(args: BenchArgs, mode: Mode) -> Result<(), String> {
     let cluster = cluster(args.namesrv.as_deref()).await?;
-    let producer = Producer::new(producer_config(&args, &cluster.addr, Some(mode)));
+    let producer = Producer::new(producer_config(&args, &cluster.addr, Some(mode))?);
     producer.start().await.map_err(|e| e.to_string())?;
     // Warm the route (and let the broker create the topic) before measuring.
     producer
@@ -354,7 +358,7 @@ fn cpu_scope(args: &BenchArgs) -> &'static str {
 /// push consumer takes them; latency is send-to-consume (born timestamp to listener).
 pub(crate) async fn consume(args: BenchArgs) -> Result<(), String> {
     let cluster = cluster(args.namesrv.as_deref()).await?;
-    let producer = Producer::new(producer_config(&args, &cluster.addr, None));
+    let producer = Producer::new(producer_config(&args, &cluster.addr, None)?);
     producer.start().await.map_err(|e| e.to_string())?;
     let total = args.count.unwrap_or(100_000);
     let body = bytes::Bytes::from(vec![b'x'; args.size.max(1)]);
@@ -383,10 +387,10 @@ pub(crate) async fn consume(args: BenchArgs) -> Result<(), String> {
             &cluster.addr,
         )
         .with_client(
-            args.acl.apply(
+            args.security.apply(
                 ClientConfig::new(&cluster.addr)
                     .with_instance_name(format!("mq-bench-c-{}", std::process::id())),
-            ),
+            )?,
         )
         .with_consume_from(ConsumeFrom::FirstOffset),
     );

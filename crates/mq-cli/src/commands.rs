@@ -10,23 +10,26 @@ use mq_consumer::{ConsumeFrom, ConsumerConfig, PullConsumer};
 use mq_producer::{Producer, ProducerConfig};
 
 use crate::Target;
-use crate::options::Acl;
+use crate::options::Security;
 
-fn api(namesrv: &str, acl: &Acl) -> mq_client_api::ClientApi {
-    let remoting = acl.remoting();
+fn api(namesrv: &str, security: &Security) -> Result<mq_client_api::ClientApi, String> {
+    let remoting = security.remoting()?;
     remoting
         .name_servers()
         .update(mq_remoting::NameServerList::parse(namesrv));
-    mq_client_api::ClientApi::new(remoting, mq_client_api::ApiConfig::default())
+    Ok(mq_client_api::ClientApi::new(
+        remoting,
+        mq_client_api::ApiConfig::default(),
+    ))
 }
 
-fn client(target: &Target, role: &str) -> ClientConfig {
-    let mut config = target.acl.apply(
+fn client(target: &Target, role: &str) -> Result<ClientConfig, String> {
+    let mut config = target.security.apply(
         ClientConfig::new(&target.namesrv)
             .with_instance_name(format!("mq-cli-{role}-{}", std::process::id())),
-    );
+    )?;
     config.request_timeout = target.timeout;
-    config
+    Ok(config)
 }
 
 /// The time left until `deadline`.
@@ -45,7 +48,7 @@ pub(crate) async fn send(
 ) -> Result<(), String> {
     let producer = Producer::new(
         ProducerConfig::new("mq_cli_producer", &target.namesrv)
-            .with_client(client(target, "send"))
+            .with_client(client(target, "send")?)
             .with_send_timeout(target.timeout),
     );
     producer.start().await.map_err(|e| e.to_string())?;
@@ -94,7 +97,7 @@ pub(crate) async fn consume(
     from_first: bool,
 ) -> Result<(), String> {
     let config = ConsumerConfig::new(group, &target.namesrv)
-        .with_client(client(target, "consume"))
+        .with_client(client(target, "consume")?)
         .with_consume_from(if from_first {
             ConsumeFrom::FirstOffset
         } else {
@@ -102,7 +105,7 @@ pub(crate) async fn consume(
         });
     // A name server that does not answer is an error, said at once; a topic it does not know
     // (yet) is waited for, as a consumer does.
-    if let Err(e) = api(&target.namesrv, &target.acl)
+    if let Err(e) = api(&target.namesrv, &target.security)?
         .topic_route(topic, target.timeout)
         .await
         && e.response_code().is_none()
@@ -147,7 +150,7 @@ pub(crate) async fn consume(
 
 /// `mq route`: prints a topic's route as JSON.
 pub(crate) async fn route(target: &Target, topic: &str) -> Result<(), String> {
-    let route = api(&target.namesrv, &target.acl)
+    let route = api(&target.namesrv, &target.security)?
         .topic_route(topic, target.timeout)
         .await
         .map_err(|e| e.to_string())?;
@@ -160,7 +163,7 @@ pub(crate) async fn route(target: &Target, topic: &str) -> Result<(), String> {
 
 /// `mq topic list`.
 pub(crate) async fn topic_list(target: &Target) -> Result<(), String> {
-    for t in api(&target.namesrv, &target.acl)
+    for t in api(&target.namesrv, &target.security)?
         .topic_list(target.timeout)
         .await
         .map_err(|e| e.to_string())?
@@ -174,14 +177,14 @@ pub(crate) async fn topic_list(target: &Target) -> Result<(), String> {
 /// `timeout`; returns the brokers' names and addresses.
 pub(crate) async fn create_topic_everywhere(
     namesrv: &str,
-    acl: &Acl,
+    security: &Security,
     topic: &str,
     queues: i32,
     timeout: Duration,
 ) -> Result<Vec<(String, String)>, String> {
     mq_client_api::validate::validate_topic(topic).map_err(|e| e.to_string())?;
     let deadline = Instant::now() + timeout;
-    let api = api(namesrv, acl);
+    let api = api(namesrv, security)?;
     let info = api
         .cluster_info(left(deadline))
         .await
@@ -213,8 +216,14 @@ pub(crate) async fn create_topic_everywhere(
 
 /// `mq topic create`: creates the topic on every master broker of the cluster.
 pub(crate) async fn topic_create(target: &Target, topic: &str, queues: i32) -> Result<(), String> {
-    for (name, addr) in
-        create_topic_everywhere(&target.namesrv, &target.acl, topic, queues, target.timeout).await?
+    for (name, addr) in create_topic_everywhere(
+        &target.namesrv,
+        &target.security,
+        topic,
+        queues,
+        target.timeout,
+    )
+    .await?
     {
         println!("created {topic} with {queues} queues on {name} ({addr})");
     }
@@ -223,7 +232,7 @@ pub(crate) async fn topic_create(target: &Target, topic: &str, queues: i32) -> R
 
 /// `mq cluster`: brokers by cluster.
 pub(crate) async fn cluster(target: &Target) -> Result<(), String> {
-    let info = api(&target.namesrv, &target.acl)
+    let info = api(&target.namesrv, &target.security)?
         .cluster_info(target.timeout)
         .await
         .map_err(|e| e.to_string())?;

@@ -46,6 +46,8 @@ enum Command {
         /// Port (0 = any free port).
         #[arg(long, default_value_t = 9876)]
         port: u16,
+        #[command(flatten)]
+        tls: options::ServerTlsArgs,
     },
     /// Run a broker alone until Ctrl-C, registered with running name servers (Java
     /// `mqbroker`). Several, with other names, ports and stores, make a cluster.
@@ -153,7 +155,7 @@ pub(crate) struct Target {
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     pub(crate) timeout: Duration,
     #[command(flatten)]
-    pub(crate) acl: options::Acl,
+    pub(crate) security: options::Security,
 }
 
 #[derive(Debug, Subcommand)]
@@ -215,6 +217,8 @@ struct BrokerArgs {
     /// Commit-log segment size in bytes.
     #[arg(long, default_value_t = 64 * 1024 * 1024)]
     segment_size: i64,
+    #[command(flatten)]
+    tls: options::ServerTlsArgs,
 }
 
 fn main() -> ExitCode {
@@ -240,8 +244,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Quickstart(args) => quickstart::run(args).await,
             Command::Serve(args) => serve(args).await,
-            Command::Namesrv { host, port } => {
-                let namesrv = start_namesrv(host, port).await?;
+            Command::Namesrv { host, port, tls } => {
+                let namesrv = start_namesrv(host, port, &tls).await?;
                 until_ctrl_c().await?;
                 let _ = namesrv.shutdown(Duration::from_secs(5)).await;
                 Ok(())
@@ -332,7 +336,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
-    let namesrv = start_namesrv(args.broker.host, args.namesrv_port).await?;
+    let namesrv = start_namesrv(args.broker.host, args.namesrv_port, &args.broker.tls).await?;
     let ns_addr = namesrv.local_addr().to_string();
     let (_temp, broker) = start_broker(args.broker, args.broker_port, vec![ns_addr]).await?;
     until_ctrl_c().await?;
@@ -342,11 +346,18 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
 }
 
 /// Starts a name server and says where it listens.
-async fn start_namesrv(host: IpAddr, port: u16) -> Result<NameServer, String> {
-    let namesrv =
-        NameServer::start(NamesrvConfig::default().with_listen(SocketAddr::new(host, port)))
-            .await
-            .map_err(|e| format!("name server cannot listen on {host}:{port}: {e}"))?;
+async fn start_namesrv(
+    host: IpAddr,
+    port: u16,
+    tls: &options::ServerTlsArgs,
+) -> Result<NameServer, String> {
+    let mut config = NamesrvConfig::default().with_listen(SocketAddr::new(host, port));
+    if let Some(tls) = tls.server()? {
+        config = config.with_tls(tls);
+    }
+    let namesrv = NameServer::start(config)
+        .await
+        .map_err(|e| format!("name server cannot listen on {host}:{port}: {e}"))?;
     say(&format!(
         "name server listening on {}",
         namesrv.local_addr()
@@ -373,20 +384,25 @@ async fn start_broker(
             (Some(TempStore(t.clone())), t)
         }
     };
-    let broker = Broker::start(
-        BrokerConfig::new(&dir)
-            .with_listen(SocketAddr::new(args.host, port))
-            .with_broker_name(args.broker_name)
-            .with_name_servers(name_servers)
-            .with_flush_mode(match args.flush {
-                Flush::Async => FlushMode::Async,
-                Flush::Sync => FlushMode::Sync,
-            })
-            .with_segment_size(args.segment_size)
-            .with_auto_create_topic(args.auto_create_topic),
-    )
-    .await
-    .map_err(|e| format!("broker cannot start (store {}): {e}", dir.display()))?;
+    let mut config = BrokerConfig::new(&dir)
+        .with_listen(SocketAddr::new(args.host, port))
+        .with_broker_name(args.broker_name)
+        .with_name_servers(name_servers)
+        .with_flush_mode(match args.flush {
+            Flush::Async => FlushMode::Async,
+            Flush::Sync => FlushMode::Sync,
+        })
+        .with_segment_size(args.segment_size)
+        .with_auto_create_topic(args.auto_create_topic);
+    if let Some(tls) = args.tls.server()? {
+        config = config.with_tls(tls);
+    }
+    if let Some(tls) = args.tls.registration()? {
+        config = config.with_name_server_tls(tls);
+    }
+    let broker = Broker::start(config)
+        .await
+        .map_err(|e| format!("broker cannot start (store {}): {e}", dir.display()))?;
     say(&format!("broker listening on {}", broker.local_addr()));
     say(&format!("store at {}", dir.display()));
     Ok((temp, broker))

@@ -141,7 +141,7 @@ pub(crate) async fn run(args: QuickstartArgs) -> Result<(), String> {
         // On a real cluster the topic may not be auto-created; create it on every broker.
         crate::commands::create_topic_everywhere(
             &ns,
-            &crate::options::Acl::default(),
+            &crate::options::Security::default(),
             &topic,
             4,
             Duration::from_secs(10),

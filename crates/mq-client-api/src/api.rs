@@ -85,6 +85,9 @@ pub struct SendRequest {
     pub msg_id: String,
     /// The broker the queue belongs to.
     pub broker_name: String,
+    /// A reply to a request (`MSG_TYPE=reply`): sent with SEND_REPLY_MESSAGE_V2 (or
+    /// SEND_REPLY_MESSAGE), which the broker pushes to the requester.
+    pub reply: bool,
 }
 
 /// What a successful send reports (spec §3.3). Java: `SendResult`.
@@ -314,15 +317,15 @@ impl ClientApi {
     // ----- send -----
 
     fn send_command(&self, req: &SendRequest) -> RemotingCommand {
-        let code = if req.header.batch {
-            RequestCode::SEND_BATCH_MESSAGE
-        } else if self.config.send_v2 {
-            RequestCode::SEND_MESSAGE_V2
-        } else {
-            RequestCode::SEND_MESSAGE
+        let code = match (req.header.batch, req.reply, self.config.send_v2) {
+            (true, _, _) => RequestCode::SEND_BATCH_MESSAGE,
+            (false, true, true) => RequestCode::SEND_REPLY_MESSAGE_V2,
+            (false, true, false) => RequestCode::SEND_REPLY_MESSAGE,
+            (false, false, true) => RequestCode::SEND_MESSAGE_V2,
+            (false, false, false) => RequestCode::SEND_MESSAGE,
         };
         let mut ext = mq_remoting::ExtFields::with_capacity(16, 256);
-        if code == RequestCode::SEND_MESSAGE {
+        if code == RequestCode::SEND_MESSAGE || code == RequestCode::SEND_REPLY_MESSAGE {
             req.header.encode(&mut ext);
         } else {
             req.header.encode_v2(&mut ext);

@@ -1,5 +1,5 @@
-//! The names RocketMQ derives from others: a group's retry and dead-letter topics, and the tags
-//! of a TAG subscription expression (spec §6).
+//! The names RocketMQ derives from others: a group's retry and dead-letter topics, a cluster's
+//! reply topic, and the tags of a TAG subscription expression (spec §6).
 
 /// Prefix of a group's retry topic.
 pub const RETRY_PREFIX: &str = "%RETRY%";
@@ -14,6 +14,12 @@ pub fn retry_topic(group: &str) -> String {
 /// The dead-letter topic of `group`: where messages go after their last retry.
 pub fn dlq_topic(group: &str) -> String {
     format!("{DLQ_PREFIX}{group}")
+}
+
+/// The reply topic of `cluster` (request-reply, 4.6+): where repliers send their replies, which
+/// its brokers push to the requester instead of (or besides) storing them.
+pub fn reply_topic(cluster: &str) -> String {
+    format!("{cluster}_REPLY_TOPIC")
 }
 
 /// Whether `topic` is a group's retry topic.
@@ -42,6 +48,7 @@ mod tests {
         assert_eq!(retry_topic("g"), "%RETRY%g");
         assert_eq!(dlq_topic("g"), "%DLQ%g");
         assert!(is_retry_topic("%RETRY%g") && !is_retry_topic("%DLQ%g"));
+        assert_eq!(reply_topic("DefaultCluster"), "DefaultCluster_REPLY_TOPIC");
         assert!(expression_tags(" * ").is_none() && expression_tags("").is_none());
         let tags: Vec<&str> = expression_tags(" TagA || TagB ||").unwrap().collect();
         assert_eq!(tags, ["TagA", "TagB"]);

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use mq_client_api::acl::Credentials;
-use mq_remoting::{NameServerList, SerializeType};
+use mq_remoting::{ClientTls, NameServerList, SerializeType};
 
 /// Default route refresh period (Java `pollNameServerInterval`, 30 s).
 pub const DEFAULT_POLL_NAME_SERVER_INTERVAL: Duration = Duration::from_secs(30);
@@ -42,6 +42,8 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// ACL credentials: when set, every request is signed (Java `AclClientRPCHook`).
     pub credentials: Option<Credentials>,
+    /// TLS to every name server and broker (Java `tls.enable`). Default none: plain TCP.
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for ClientConfig {
@@ -58,6 +60,7 @@ impl Default for ClientConfig {
             vip_channel: false,
             request_timeout: Duration::from_secs(3),
             credentials: None,
+            tls: None,
         }
     }
 }
@@ -112,6 +115,7 @@ impl ClientConfig {
             vip_channel,
             request_timeout,
             credentials,
+            tls,
         } = self;
         [
             ("name_servers", *name_servers == other.name_servers),
@@ -131,6 +135,7 @@ impl ClientConfig {
             ("vip_channel", *vip_channel == other.vip_channel),
             ("request_timeout", *request_timeout == other.request_timeout),
             ("credentials", *credentials == other.credentials),
+            ("tls", *tls == other.tls),
         ]
         .into_iter()
         .filter_map(|(name, same)| (!same).then_some(name))
@@ -165,6 +170,13 @@ impl ClientConfig {
     #[must_use]
     pub fn with_credentials(mut self, credentials: Credentials) -> Self {
         self.credentials = Some(credentials);
+        self
+    }
+
+    /// Speaks TLS to every name server and broker, trusting and verifying as `tls` says.
+    #[must_use]
+    pub fn with_tls(mut self, tls: ClientTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use mq_client_api::answer::respond;
 use mq_client_api::body::{ConsumerData, HeartbeatData, MASTER_ID, ProducerData, TopicRouteData};
 use mq_client_api::header::{
     CheckTransactionStateRequestHeader, CommandHeader, NotifyConsumerIdsChangedRequestHeader,
-    UnregisterClientRequestHeader,
+    ReplyMessageRequestHeader, UnregisterClientRequestHeader,
 };
 use mq_client_api::message::{MessageExt, decode_record, property};
 use mq_client_api::{ApiConfig, ClientApi, ClientApiError, RequestCode, ResponseCode};
@@ -23,6 +24,7 @@ use tracing::{Instrument, debug, info, warn};
 
 use crate::config::{ClientConfig, ConfigError};
 use crate::error::InstanceError;
+use crate::reply::{PendingReply, ReplyTable, read_pushed_reply};
 use crate::state::{ServiceState, StateMachine};
 
 /// The internal producer group Java clients announce in every heartbeat.
@@ -68,6 +70,9 @@ pub struct ClientInstance {
     routes: RwLock<HashMap<String, TopicRouteData>>,
     brokers: RwLock<HashMap<String, BTreeMap<i64, String>, foldhash::fast::RandomState>>,
     route_lock: tokio::sync::Mutex<()>,
+    replies: Arc<ReplyTable>,
+    /// Brokers that took a heartbeat of this instance (it is known to them by client id).
+    heartbeated: Mutex<std::collections::HashSet<String>>,
     token: CancellationToken,
     tasks: TaskTracker,
 }
@@ -98,6 +103,9 @@ impl ClientInstance {
             remoting_config = remoting_config
                 .with_request_hook(Arc::new(mq_client_api::acl::AclSigner(credentials.clone())));
         }
+        if let Some(tls) = &config.tls {
+            remoting_config = remoting_config.with_tls(tls.clone());
+        }
         let remoting = RemotingClient::new(remoting_config);
         remoting.name_servers().update(config.name_servers.clone());
         let api = ClientApi::new(
@@ -114,6 +122,8 @@ impl ClientInstance {
             routes: RwLock::new(HashMap::new()),
             brokers: RwLock::new(HashMap::default()),
             route_lock: tokio::sync::Mutex::new(()),
+            replies: Arc::default(),
+            heartbeated: Mutex::default(),
             token: CancellationToken::new(),
             tasks: TaskTracker::new(),
         }))
@@ -154,6 +164,7 @@ impl ClientInstance {
         self.state
             .transition(ServiceState::Created, ServiceState::StartFailed)?;
         self.register_processors();
+        self.register_reply_processor();
         self.spawn_tasks();
         self.state
             .transition(ServiceState::StartFailed, ServiceState::Running)?;
@@ -212,6 +223,59 @@ impl ClientInstance {
                         c.ids_changed();
                     }
                     None
+                }
+            }),
+        );
+    }
+
+    /// Registers a request-reply request by its correlation id, before the request is sent:
+    /// the reply the broker pushes (PUSH_REPLY_MESSAGE_TO_CLIENT) completes the returned wait.
+    /// A reply nobody waits for any more is dropped with a log event.
+    pub fn expect_reply(&self, correlation_id: impl Into<String>) -> PendingReply {
+        self.replies.expect(correlation_id.into())
+    }
+
+    /// Requests waiting for their reply.
+    pub fn pending_replies(&self) -> usize {
+        self.replies.len()
+    }
+
+    fn register_reply_processor(&self) {
+        let replies = Arc::clone(&self.replies);
+        self.api.remoting().register_processor(
+            RequestCode::PUSH_REPLY_MESSAGE_TO_CLIENT.0,
+            processor_fn(move |ctx, req| {
+                let replies = Arc::clone(&replies);
+                async move {
+                    let reply = ReplyMessageRequestHeader::decode(&req.ext_fields)
+                        .map_err(|e| e.to_string())
+                        .and_then(|h| read_pushed_reply(h, &req.body).map_err(|e| e.to_string()));
+                    let answer = match reply {
+                        Ok(reply) => {
+                            let correlation_id = reply
+                                .message
+                                .property(property::CORRELATION_ID)
+                                .unwrap_or("")
+                                .to_owned();
+                            if !replies.complete(reply) {
+                                info!(
+                                    correlation_id,
+                                    broker = %ctx.peer_addr(),
+                                    "a reply came for no waiting request (late, or not ours); dropped"
+                                );
+                            }
+                            respond(&req, ResponseCode::SUCCESS, None)
+                        }
+                        Err(cause) => {
+                            warn!(cause, broker = %ctx.peer_addr(), "unreadable reply pushed");
+                            respond(
+                                &req,
+                                ResponseCode::SYSTEM_ERROR,
+                                Some(format!("process reply message fail: {cause}")),
+                            )
+                        }
+                    };
+                    Some(answer)
                 }
             }),
         );
@@ -600,6 +664,10 @@ impl ClientInstance {
             }
             keep
         });
+        let brokers = self.brokers.read();
+        self.heartbeated
+            .lock()
+            .retain(|a| brokers.values().any(|addrs| addrs.values().any(|x| x == a)));
     }
 
     /// The heartbeat body: every producer group (plus the inner producer group Java announces)
@@ -632,30 +700,52 @@ impl ClientInstance {
     pub async fn heartbeat_all(&self) {
         let data = self.heartbeat_data();
         let all = !data.consumer_data_set.is_empty();
-        let targets: Vec<String> = self
-            .brokers
+        let targets = self.broker_addrs(|id| all || id == MASTER_ID);
+        self.heartbeat(targets, &data).await;
+    }
+
+    /// Heartbeats the master brokers this instance has not heartbeated yet, so that each knows
+    /// this client by its id: a broker pushes request-reply replies to the connection a client
+    /// heartbeated it on.
+    pub async fn heartbeat_unseen_brokers(&self) {
+        let mut targets = self.broker_addrs(|id| id == MASTER_ID);
+        {
+            let seen = self.heartbeated.lock();
+            targets.retain(|a| !seen.contains(a));
+        }
+        if !targets.is_empty() {
+            self.heartbeat(targets, &self.heartbeat_data()).await;
+        }
+    }
+
+    /// The addresses of the known brokers whose id passes `keep`.
+    fn broker_addrs(&self, keep: impl Fn(i64) -> bool) -> Vec<String> {
+        self.brokers
             .read()
             .values()
             .flat_map(|addrs| {
                 addrs
                     .iter()
-                    .filter(|(id, _)| all || **id == MASTER_ID)
+                    .filter(|(id, _)| keep(**id))
                     .map(|(_, a)| a.clone())
                     .collect::<Vec<_>>()
             })
-            .collect();
+            .collect()
+    }
+
+    async fn heartbeat(&self, targets: Vec<String>, data: &HeartbeatData) {
         // All at once: a broker that stopped answering does not delay the others' heartbeats.
-        let calls = targets.into_iter().map(|addr| {
-            let data = &data;
-            async move {
-                match self
-                    .api
-                    .heartbeat(&addr, data, self.config.request_timeout)
-                    .await
-                {
-                    Ok(_) => debug!(broker = %addr, "heartbeat sent"),
-                    Err(e) => warn!(broker = %addr, cause = %e, "heartbeat failed"),
+        let calls = targets.into_iter().map(|addr| async move {
+            match self
+                .api
+                .heartbeat(&addr, data, self.config.request_timeout)
+                .await
+            {
+                Ok(_) => {
+                    debug!(broker = %addr, "heartbeat sent");
+                    self.heartbeated.lock().insert(addr);
                 }
+                Err(e) => warn!(broker = %addr, cause = %e, "heartbeat failed"),
             }
         });
         futures_util::future::join_all(calls).await;

@@ -4,7 +4,7 @@
 //! [`ClientManager`] and shared by every producer and consumer of that id: one connection set,
 //! one route cache, one heartbeat. It refreshes routes from the name servers, heartbeats the
 //! brokers, drops brokers no route mentions, and routes the requests brokers send (transaction
-//! checks, consumer-id changes) to the member that owns them. Members are seen only through the
+//! checks, consumer-id changes, request-reply replies) to the member that owns them. Members are seen only through the
 //! [`ProducerMember`] and [`ConsumerMember`] traits.
 //!
 //! May depend on: `mq-remoting`, `mq-client-api`. Must not depend on producers, consumers or
@@ -31,6 +31,7 @@
 pub mod config;
 pub mod error;
 pub mod instance;
+mod reply;
 pub mod state;
 
 pub use config::{ClientConfig, ConfigError, IntoNameServers};
@@ -38,4 +39,5 @@ pub use error::InstanceError;
 pub use instance::{
     CLIENT_INNER_PRODUCER, ClientInstance, ClientManager, ConsumerMember, ProducerMember,
 };
+pub use reply::PendingReply;
 pub use state::{ServiceState, StateError, StateMachine};

@@ -47,6 +47,8 @@ pub struct NamesrvConfig {
     /// Put `orderTopicConf` from the `ORDER_TOPIC_CONFIG` KV namespace into routes. Default
     /// false, as Java's `orderMessageEnable`.
     pub order_message_enable: bool,
+    /// TLS: certificate, key and mode. Default none: plain TCP.
+    pub tls: Option<mq_remoting::ServerTls>,
 }
 
 impl Default for NamesrvConfig {
@@ -56,11 +58,19 @@ impl Default for NamesrvConfig {
             scan_interval: Duration::from_secs(10),
             broker_expiry: Duration::from_secs(120),
             order_message_enable: false,
+            tls: None,
         }
     }
 }
 
 impl NamesrvConfig {
+    /// Serves TLS as `tls` says (its mode decides whether plain clients are served too).
+    #[must_use]
+    pub fn with_tls(mut self, tls: mq_remoting::ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Sets the listen address.
     #[must_use]
     pub fn with_listen(mut self, addr: SocketAddr) -> Self {
@@ -107,8 +117,7 @@ impl NameServer {
     /// # Errors
     /// The bind error.
     pub async fn start(config: NamesrvConfig) -> io::Result<Self> {
-        let server =
-            RemotingServer::bind(ServerConfig::default().with_listen(config.listen)).await?;
+        let server = RemotingServer::bind(server_config(config.listen, config.tls.clone())).await?;
         let state = Arc::new(StateHandle(State {
             config,
             routes: RouteInfoManager::default(),
@@ -349,5 +358,14 @@ impl StateHandle {
                     info!(broker = %addr, "broker connection closed; removed from routes");
                 }
             });
+    }
+}
+
+/// The remoting server's settings: `listen`, with TLS when given.
+fn server_config(listen: SocketAddr, tls: Option<mq_remoting::ServerTls>) -> ServerConfig {
+    let config = ServerConfig::default().with_listen(listen);
+    match tls {
+        Some(tls) => config.with_tls(tls),
+        None => config,
     }
 }

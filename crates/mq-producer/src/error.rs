@@ -131,6 +131,26 @@ pub enum ProducerError {
         /// The queue.
         queue: String,
     },
+    /// A request was stored but no reply came within its timeout. A reply that comes later
+    /// is dropped.
+    #[error(
+        "the request to {topic} got no reply within {timeout:?} (correlation id {correlation_id})"
+    )]
+    NoReply {
+        /// The request's topic.
+        topic: String,
+        /// The request's correlation id.
+        correlation_id: String,
+        /// How long the request waited in all.
+        timeout: Duration,
+    },
+    /// Caller: a reply was asked for a message that is not a request (it lacks a property
+    /// every request carries once stored).
+    #[error("cannot reply: the message is not a request (no {missing} property)")]
+    NotARequest {
+        /// The missing property.
+        missing: &'static str,
+    },
     /// The producer shut down before the send finished.
     #[error("the producer shut down before the send completed")]
     ShutDown,
@@ -174,7 +194,7 @@ impl ProducerError {
         match self {
             Self::SendFailed { source, .. } => source.possibly_delivered(),
             Self::DeadlineExceeded { attempts, .. } => *attempts > 0,
-            Self::ShutDown => true,
+            Self::ShutDown | Self::NoReply { .. } => true,
             Self::BatchFailed { cause, .. } => cause.possibly_delivered(),
             _ => false,
         }

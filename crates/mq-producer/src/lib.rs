@@ -22,6 +22,7 @@
 //! * [`hook`] — [`SendHook`] and [`SendContext`].
 //! * [`transaction`] — [`TransactionProducer`] and [`TransactionListener`].
 //! * [`ordered`] — [`OrderedSender`]: per-key order with pipelined sends.
+//! * [`request`] — request-reply: [`Producer::request`], [`reply_message`].
 //! * [`error`] — [`ProducerError`], and [`SendError`] with the message handed back.
 //!
 //! # Example
@@ -45,6 +46,7 @@ pub mod error;
 pub mod hook;
 pub mod ordered;
 pub mod producer;
+pub mod request;
 pub mod select;
 pub mod transaction;
 
@@ -53,6 +55,7 @@ pub use error::{DeliveryState, ProducerError, SendError};
 pub use hook::{CommunicationMode, SendContext, SendHook};
 pub use ordered::{OrderedSender, SEQUENCE_PROPERTY};
 pub use producer::Producer;
+pub use request::{RequestFuture, reply_message};
 pub use select::{
     HashSelector, LatencyFaultTolerance, MachineRoomSelector, QueueSelector, RandomSelector,
     SelectArg, TopicPublishInfo,

@@ -64,16 +64,16 @@ use crate::select::{LatencyFaultTolerance, QueueSelector, SelectArg, TopicPublis
 /// [`OrderedSender`]: crate::OrderedSender
 #[derive(Clone, Debug)]
 pub struct Producer {
-    inner: Arc<Engine>,
+    pub(crate) inner: Arc<Engine>,
     /// Shared by the clones the user holds and the sends they made; the engine's own tasks
     /// hold none.
-    owner: Option<Arc<Owner>>,
+    pub(crate) owner: Option<Arc<Owner>>,
 }
 
 /// Stops the engine when the last user handle goes. Holds the engine itself: a producer's
 /// fields drop in order, so its own reference may already be gone.
 #[derive(Debug)]
-struct Owner(Arc<Engine>);
+pub(crate) struct Owner(Arc<Engine>);
 
 impl Drop for Owner {
     fn drop(&mut self) {
@@ -94,7 +94,7 @@ pub(crate) enum Payload {
 
 impl Payload {
     /// The single message (a batch's messages stay with its sender).
-    fn into_message(self) -> Message {
+    pub(crate) fn into_message(self) -> Message {
         match self {
             Self::Single(m) => m,
             // Built only by `send_batch` and the accumulator, which keep their messages.
@@ -521,22 +521,7 @@ impl Producer {
         if let Err(e) = self.inner.ensure_running() {
             return Err(SendError::new(e, msg));
         }
-        let fut = self.send_async(msg);
-        // Counted from the call until the callback has run, so `flush` and `shutdown` wait for it.
-        self.inner
-            .pending_callbacks
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        let engine = Arc::clone(&self.inner);
-        self.inner.tasks.spawn(async move {
-            callback(fut.await);
-            if engine
-                .pending_callbacks
-                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
-                == 1
-            {
-                engine.idle.notify_waiters();
-            }
-        });
+        self.inner.spawn_callback(self.send_async(msg), callback);
         Ok(())
     }
 
@@ -570,13 +555,7 @@ impl Producer {
         msg: Message,
         queue: MessageQueue,
     ) -> Result<SendResult, SendError> {
-        if msg.topic != queue.topic {
-            let e = ProducerError::TopicMismatch {
-                message_topic: msg.topic.clone(),
-                queue_topic: queue.topic,
-            };
-            return Err(SendError::new(e, msg));
-        }
+        let (msg, queue) = same_topic(msg, queue)?;
         let deadline = Instant::now() + self.inner.config.send_timeout;
         let mut payload = Payload::Single(msg);
         let r = self
@@ -802,14 +781,33 @@ pub(crate) fn left(deadline: Instant) -> Duration {
 pub type SendFuture = mq_remoting::BoxFuture<'static, Result<SendResult, SendError>>;
 
 /// A failed send's cause with its message handed back.
-fn handed_back<T>(r: Result<T, ProducerError>, payload: Payload) -> Result<T, SendError> {
+pub(crate) fn handed_back<T>(
+    r: Result<T, ProducerError>,
+    payload: Payload,
+) -> Result<T, SendError> {
     r.map_err(|e| SendError::new(e, payload.into_message()))
+}
+
+/// `msg` and `queue` when the queue belongs to the message's topic; otherwise
+/// [`ProducerError::TopicMismatch`] with the message handed back.
+pub(crate) fn same_topic(
+    msg: Message,
+    queue: MessageQueue,
+) -> Result<(Message, MessageQueue), SendError> {
+    if msg.topic == queue.topic {
+        return Ok((msg, queue));
+    }
+    let e = ProducerError::TopicMismatch {
+        message_topic: msg.topic.clone(),
+        queue_topic: queue.topic,
+    };
+    Err(SendError::new(e, msg))
 }
 
 /// The result of a send that waits for the broker. `send_core` returns `Ok(None)` only in
 /// oneway mode, which these callers never use; were that ever broken, the caller gets an
 /// error rather than a panic.
-fn stored(r: Option<SendResult>) -> Result<SendResult, ProducerError> {
+pub(crate) fn stored(r: Option<SendResult>) -> Result<SendResult, ProducerError> {
     r.ok_or(ProducerError::ShutDown)
 }
 
@@ -842,6 +840,31 @@ fn payload_bytes(payload: &Payload) -> usize {
 }
 
 impl Engine {
+    /// Runs `fut` as a task of the producer and calls `callback` with its outcome. Counted
+    /// from the call until the callback has run, so `flush` and `shutdown` wait for it.
+    pub(crate) fn spawn_callback<T, F>(
+        self: &Arc<Self>,
+        fut: mq_remoting::BoxFuture<'static, T>,
+        callback: F,
+    ) where
+        T: Send + 'static,
+        F: FnOnce(T) + Send + 'static,
+    {
+        self.pending_callbacks
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let engine = Arc::clone(self);
+        self.tasks.spawn(async move {
+            callback(fut.await);
+            if engine
+                .pending_callbacks
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+                == 1
+            {
+                engine.idle.notify_waiters();
+            }
+        });
+    }
+
     fn byte_permits(&self, bytes: usize) -> u32 {
         // A body larger than the whole bound takes all of it rather than waiting forever.
         let max = self
@@ -1126,7 +1149,7 @@ impl Engine {
         mq: &MessageQueue,
     ) -> (SendRequest, Cow<'p, Message>) {
         let namespace = instance.config().namespace.as_ref();
-        let (mut header, body, msg_id, sent) = match payload {
+        let (mut header, body, msg_id, reply, sent) = match payload {
             Payload::Single(m) => {
                 let retry = mq_client_api::names::is_retry_topic(&mq.topic);
                 let mut m = Cow::Borrowed(m);
@@ -1164,7 +1187,8 @@ impl Engine {
                 }
                 header.properties = Some(m.properties_string());
                 let id = m.uniq_key().unwrap_or_default().to_owned();
-                (header, body, id, m)
+                let reply = m.property(property::MSG_TYPE) == Some(property::REPLY_MESSAGE_FLAG);
+                (header, body, id, reply, m)
             }
             Payload::Batch {
                 topic,
@@ -1182,7 +1206,7 @@ impl Engine {
                     properties: Some(m.properties_string()),
                     ..Default::default()
                 };
-                (header, body.clone(), ids.clone(), Cow::Owned(m))
+                (header, body.clone(), ids.clone(), false, Cow::Owned(m))
             }
         };
         header.producer_group = instance.config().wrap(&self.config.group);
@@ -1197,6 +1221,7 @@ impl Engine {
                 body,
                 msg_id,
                 broker_name: mq.broker_name.clone(),
+                reply,
             },
             sent,
         )

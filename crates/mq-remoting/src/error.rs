@@ -112,6 +112,16 @@ pub enum RemotingError {
         #[source]
         source: io::Error,
     },
+    /// Transport: the TLS handshake failed: the server's certificate is not trusted or not
+    /// for the name dialled, or the server does not speak TLS.
+    #[error("TLS with {addr} failed: {source}")]
+    Tls {
+        /// The address dialled.
+        addr: String,
+        /// The handshake's error; a `rustls::Error` inside it says which check failed.
+        #[source]
+        source: io::Error,
+    },
     /// Transport: the connection closed before the response arrived.
     #[error("connection to {addr} closed")]
     ConnectionClosed {

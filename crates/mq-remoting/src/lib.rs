@@ -42,7 +42,8 @@ pub use protocol::{
     ExtFields, ExtFieldsIter, FrameCodec, LanguageCode, RemotingCommand, SerializeType, sys_code,
 };
 pub use transport::{
-    BoxFuture, CallbackExecutor, ClientConfig, ConnectionHandle, ConnectionWatches, HookAction,
-    NameServerList, RemotingClient, RemotingServer, RequestContext, RequestHook, RequestProcessor,
-    RpcHook, ServerConfig, ShutdownReport, processor_fn,
+    BoxFuture, CallbackExecutor, ClientConfig, ClientTls, ConnectionHandle, ConnectionWatches,
+    HookAction, NameServerList, RemotingClient, RemotingServer, RequestContext, RequestHook,
+    RequestProcessor, RpcHook, ServerConfig, ServerTls, ShutdownReport, TlsError, TlsMode,
+    processor_fn,
 };

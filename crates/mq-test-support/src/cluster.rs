@@ -7,10 +7,11 @@ use std::time::Duration;
 use mq_broker::{Broker, BrokerConfig, FlushMode};
 use mq_client_api::{ApiConfig, ClientApi};
 use mq_namesrv::{NameServer, NamesrvConfig};
-use mq_remoting::{ClientConfig, RemotingClient};
+use mq_remoting::{ClientConfig, ClientTls, RemotingClient, ServerTls, TlsMode};
 use tempfile::TempDir;
 
 use crate::fault::FaultInjector;
+use crate::tls::TestCert;
 
 /// Builds a [`Cluster`].
 #[derive(Clone, Debug)]
@@ -20,6 +21,7 @@ pub struct ClusterBuilder {
     segment_size: i64,
     auto_create_topic: bool,
     configure: Option<fn(BrokerConfig) -> BrokerConfig>,
+    tls: Option<(TestCert, TlsMode)>,
 }
 
 impl Default for ClusterBuilder {
@@ -30,6 +32,7 @@ impl Default for ClusterBuilder {
             segment_size: 4 * 1024 * 1024,
             auto_create_topic: true,
             configure: None,
+            tls: None,
         }
     }
 }
@@ -63,6 +66,14 @@ impl ClusterBuilder {
         self
     }
 
+    /// Serves TLS with `cert` in `mode` on the name server and every broker; brokers register
+    /// over TLS, trusting `cert`. Clients trust it with [`TestCert::cert_pem`].
+    #[must_use]
+    pub fn tls(mut self, cert: TestCert, mode: TlsMode) -> Self {
+        self.tls = Some((cert, mode));
+        self
+    }
+
     /// Further broker settings.
     #[must_use]
     pub fn configure(mut self, f: fn(BrokerConfig) -> BrokerConfig) -> Self {
@@ -76,7 +87,22 @@ impl ClusterBuilder {
     /// Bind and store errors.
     pub async fn start(self) -> std::io::Result<Cluster> {
         let dir = tempfile::tempdir()?;
-        let namesrv = NameServer::start(NamesrvConfig::default()).await?;
+        let tls = match &self.tls {
+            Some((cert, mode)) => {
+                let server = ServerTls::from_pem(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes())
+                    .map_err(std::io::Error::other)?
+                    .with_mode(*mode);
+                let client = ClientTls::with_roots_pem(cert.cert_pem.as_bytes())
+                    .map_err(std::io::Error::other)?;
+                Some((server, client))
+            }
+            None => None,
+        };
+        let mut namesrv_config = NamesrvConfig::default();
+        if let Some((server, _)) = &tls {
+            namesrv_config = namesrv_config.with_tls(server.clone());
+        }
+        let namesrv = NameServer::start(namesrv_config).await?;
         let namesrv_faults = FaultInjector::default();
         namesrv.add_rpc_hook(Arc::new(namesrv_faults.clone()));
         let ns_addr = namesrv.local_addr().to_string();
@@ -92,6 +118,11 @@ impl ClusterBuilder {
                 // A test's data never goes to the host's disk use: retention by age only
                 // (72 h, so never within a test) unless a test configures otherwise.
                 .with_retention(Duration::from_secs(72 * 3600), 1.0);
+            if let Some((server, client)) = &tls {
+                config = config
+                    .with_tls(server.clone())
+                    .with_name_server_tls(client.clone());
+            }
             if let Some(f) = self.configure {
                 config = f(config);
             }

@@ -21,9 +21,11 @@
 
 pub mod cluster;
 pub mod fault;
+pub mod tls;
 
 pub use cluster::{Cluster, ClusterBuilder};
 pub use fault::{Fault, FaultInjector};
+pub use tls::TestCert;
 
 /// Runs `body` on a current-thread runtime of its own, with the cluster of `builder` on
 /// another runtime (one worker thread), so that the body's runtime holds only the client's
@@ -117,6 +119,7 @@ pub fn send_request(
         body: msg.body.clone(),
         msg_id: msg.uniq_key().unwrap_or_default().to_owned(),
         broker_name: "broker-a".into(),
+        reply: false,
     }
 }
 

@@ -2,7 +2,7 @@
 //! (`cargo xtask interop` runs it against ours and Apache RocketMQ's Java brokers): explicit
 //! queues with everything checked as stored, the ordered pipeline into an orderly consumer,
 //! auto-batching, delay levels, transactions (rollback, and a check-back), a pull consumer that
-//! resumes from its commit, broadcasting, and retries into the DLQ.
+//! resumes from its commit, broadcasting, retries into the DLQ, and request-reply.
 //!
 //! Usage: `mq-interop-client NAMESRV`. Prints `PASS name` or `FAIL name: reason` per scenario
 //! (names hold no `": "`, which ends a name) and `ours: N passed, N failed`; exits 1 when
@@ -19,7 +19,7 @@ use mq_client_api::{Message, MessageExt, MessageQueue, SendResult};
 use mq_client_instance::ClientConfig;
 use mq_consumer::{
     ConsumeContext, ConsumeFrom, ConsumeOrderlyContext, ConsumeOrderlyStatus, ConsumeStatus,
-    ConsumerConfig, PullConsumer, PushConsumer,
+    ConsumerConfig, PullConsumer, PushConsumer, async_listener,
 };
 use mq_producer::{
     BatchingConfig, LocalTransactionState, OrderedSender, Producer, ProducerConfig,
@@ -552,6 +552,53 @@ async fn retries_then_dlq(run: &Run) -> Outcome {
     })
 }
 
+/// Twenty requests in flight at once, each answered by a consumer's reply with its own body:
+/// the broker stamps the cluster on the request, takes the reply (SEND_REPLY_MESSAGE_V2) and
+/// pushes it to the requester (PUSH_REPLY_MESSAGE_TO_CLIENT).
+async fn request_reply(run: &Run) -> Outcome {
+    let requester = run.producer("requester").await?;
+    let topic = run.topic(&requester, "Rpc").await?;
+    let replies = run.producer("replier").await?;
+    let c = PushConsumer::new(run.consumer_config("replier-c"));
+    c.subscribe(&topic, "*").map_err(|e| e.to_string())?;
+    let p = replies.clone();
+    c.start_async(async_listener(move |msgs, _queue| {
+        let p = p.clone();
+        async move {
+            for m in msgs {
+                let body = format!("re:{}", String::from_utf8_lossy(&m.message.body));
+                if p.reply(&m.message, body).await.is_err() {
+                    return ConsumeStatus::ReconsumeLater;
+                }
+            }
+            ConsumeStatus::Success
+        }
+    }))
+    .await
+    .map_err(|e| e.to_string())?;
+    let pending: Vec<_> = (0..20)
+        .map(|i| {
+            requester.request_async(Message::new(topic.clone(), format!("q{i}")), SCENARIO_LIMIT)
+        })
+        .collect();
+    let mut result = Ok(());
+    for (i, f) in pending.into_iter().enumerate() {
+        let outcome = match f.await {
+            Ok(reply) if reply.message.body == format!("re:q{i}").as_bytes() => Ok(()),
+            Ok(reply) => Err(format!(
+                "request q{i} got {:?}",
+                String::from_utf8_lossy(&reply.message.body)
+            )),
+            Err(e) => Err(format!("request q{i}: {}", e.error())),
+        };
+        result = result.and(outcome);
+    }
+    c.shutdown().await;
+    replies.shutdown().await;
+    requester.shutdown().await;
+    result
+}
+
 async fn check<F: Future<Output = Outcome>>(name: &str, f: F, tally: &mut (u32, u32)) {
     match tokio::time::timeout(SCENARIO_LIMIT * 2, f).await {
         Ok(Ok(())) => {
@@ -630,6 +677,12 @@ async fn main() -> ExitCode {
     check(
         "retries with reconsume times, then the DLQ",
         retries_then_dlq(&run),
+        t,
+    )
+    .await;
+    check(
+        "request-reply, 20 requests in flight each answered",
+        request_reply(&run),
         t,
     )
     .await;

@@ -1,5 +1,5 @@
 //! The broker: configuration, start and shutdown, name-server registration, and the dispatch
-//! of each request code to its handler, one module per family: `send.rs`,
+//! of each request code to its handler, one module per family: `send.rs`, `reply.rs`,
 //! `pull.rs`, `offsets.rs`, `clients.rs` and `admin.rs`.
 
 use std::io;
@@ -70,6 +70,13 @@ pub struct BrokerConfig {
     /// `sendMessageThreadPoolNums` (min(cores, 4)): pipelined sends may then be stored out of
     /// order.
     pub ordered_sends: bool,
+    /// Store replies (request-reply) in the cluster's reply topic besides pushing them to the
+    /// requester. Default on (Java `storeReplyMessageEnable`).
+    pub store_replies: bool,
+    /// TLS for the clients of this broker: certificate, key and mode. Default none: plain TCP.
+    pub tls: Option<mq_remoting::ServerTls>,
+    /// TLS to the name servers this broker registers with. Default none: plain TCP.
+    pub name_server_tls: Option<mq_remoting::ClientTls>,
 }
 
 /// The default delay levels.
@@ -101,6 +108,9 @@ impl BrokerConfig {
             transaction_check_interval: Duration::from_secs(1),
             transaction_max_checks: 15,
             ordered_sends: true,
+            store_replies: true,
+            tls: None,
+            name_server_tls: None,
         }
     }
 
@@ -170,6 +180,28 @@ impl BrokerConfig {
         self
     }
 
+    /// Serves TLS to clients as `tls` says (its mode decides whether plain clients are served
+    /// too).
+    #[must_use]
+    pub fn with_tls(mut self, tls: mq_remoting::ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Registers with the name servers over TLS.
+    #[must_use]
+    pub fn with_name_server_tls(mut self, tls: mq_remoting::ClientTls) -> Self {
+        self.name_server_tls = Some(tls);
+        self
+    }
+
+    /// Stores replies besides pushing them, or not (see [`BrokerConfig::store_replies`]).
+    #[must_use]
+    pub fn with_store_replies(mut self, on: bool) -> Self {
+        self.store_replies = on;
+        self
+    }
+
     /// Stores one connection's sends in arrival order, or not (see
     /// [`BrokerConfig::ordered_sends`]).
     #[must_use]
@@ -229,10 +261,22 @@ impl Broker {
             config.auto_create_topic,
             config.default_topic_queue_nums,
         )?;
+        // The cluster's reply topic, one queue, as Java creates it at start (request-reply).
+        let reply_topic = mq_client_api::names::reply_topic(&config.cluster_name);
+        if topics.get(&reply_topic).is_none() {
+            topics.put(mq_client_api::body::TopicConfig::new(reply_topic, 1))?;
+        }
         let offsets = OffsetTable::load(dir.join("config/consumerOffset.json"))?;
-        let server =
-            RemotingServer::bind(ServerConfig::default().with_listen(config.listen)).await?;
-        let remoting = RemotingClient::new(ClientConfig::default());
+        let mut server_config = ServerConfig::default().with_listen(config.listen);
+        if let Some(tls) = &config.tls {
+            server_config = server_config.with_tls(tls.clone());
+        }
+        let server = RemotingServer::bind(server_config).await?;
+        let mut client_config = ClientConfig::default();
+        if let Some(tls) = &config.name_server_tls {
+            client_config = client_config.with_tls(tls.clone());
+        }
+        let remoting = RemotingClient::new(client_config);
         let core = Arc::new(CoreHandle(Core {
             addr: server.local_addr(),
             config,
@@ -359,7 +403,6 @@ fn unsupported_feature(code: RequestCode) -> Option<(&'static str, &'static str)
         | RequestCode::SET_MESSAGE_REQUEST_MODE
         | RequestCode::GET_ALL_MESSAGE_REQUEST_MODE => SERVER_REBALANCE,
         RequestCode::RECALL_MESSAGE => "message recall",
-        RequestCode::SEND_REPLY_MESSAGE | RequestCode::SEND_REPLY_MESSAGE_V2 => "request-reply",
         _ => return None,
     };
     Some((code.name()?, feature))
@@ -379,6 +422,7 @@ mod admin;
 mod clients;
 mod offsets;
 mod pull;
+mod reply;
 mod send;
 
 impl CoreHandle {
@@ -475,6 +519,9 @@ impl CoreHandle {
             RequestCode::SEND_MESSAGE
             | RequestCode::SEND_MESSAGE_V2
             | RequestCode::SEND_BATCH_MESSAGE => self.send(&ctx, req).await,
+            RequestCode::SEND_REPLY_MESSAGE | RequestCode::SEND_REPLY_MESSAGE_V2 => {
+                self.reply(&ctx, req).await
+            }
             // 5.x lite pull consumers (Java's DefaultLitePullConsumer too) pull with 361.
             RequestCode::PULL_MESSAGE | RequestCode::LITE_PULL_MESSAGE => self.pull(req).await,
             RequestCode::QUERY_CONSUMER_OFFSET => self.query_consumer_offset(&req),

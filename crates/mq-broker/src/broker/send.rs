@@ -111,12 +111,14 @@ impl CoreHandle {
     // The error is the answer itself, sent as it is: boxing it would only add an allocation
     // on the rejection path.
     #[allow(clippy::result_large_err)]
-    fn plan_send(
+    pub(super) fn plan_send(
         self: &Arc<Self>,
         ctx: &RequestContext,
         req: &RemotingCommand,
     ) -> Result<SendPlan, RemotingCommand> {
-        let header: SendMessageRequestHeader = if req.code == RequestCode::SEND_MESSAGE.0 {
+        let v1 = req.code == RequestCode::SEND_MESSAGE.0
+            || req.code == RequestCode::SEND_REPLY_MESSAGE.0;
+        let header: SendMessageRequestHeader = if v1 {
             match SendMessageRequestHeader::decode(&req.ext_fields) {
                 Ok(h) => h,
                 Err(e) => return Err(header_error(req, &e)),
@@ -197,7 +199,7 @@ impl CoreHandle {
         } else {
             header.queue_id
         };
-        let messages: Vec<Message> = if header.batch {
+        let mut messages: Vec<Message> = if header.batch {
             match decode_batch(&topic, &req.body) {
                 Ok(m) => m,
                 Err(e) => {
@@ -216,6 +218,11 @@ impl CoreHandle {
                 req.body.clone(),
             )]
         };
+        // Every stored message names the cluster (4.6+): a replier sends its reply to the
+        // cluster's reply topic.
+        for m in &mut messages {
+            m.set_property(property::CLUSTER, self.0.config.cluster_name.clone());
+        }
         let born_host = ctx
             .connection()
             .peer_socket_addr()
@@ -242,10 +249,10 @@ impl CoreHandle {
 }
 
 /// A send request checked and turned into the messages to store.
-struct SendPlan {
-    messages: Vec<MessageExt>,
-    queue_id: i32,
-    batch: bool,
+pub(super) struct SendPlan {
+    pub(super) messages: Vec<MessageExt>,
+    pub(super) queue_id: i32,
+    pub(super) batch: bool,
 }
 
 /// The answer to a send whose messages the store took (or failed to).

@@ -579,3 +579,53 @@ fn separate_name_server_and_broker_processes_make_a_cluster() {
     let expected: Vec<String> = (0..8).map(|i| format!("m {i}")).collect();
     assert_eq!(bodies, expected, "{out}");
 }
+
+#[test]
+fn serve_enforcing_tls_takes_tls_clients_and_refuses_plain_ones() {
+    let store = tempfile::tempdir().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = mq_test_support::TestCert::loopback().write_to(certs.path());
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let server = serve_with(
+        store.path(),
+        &[
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+            "--tls-mode",
+            "enforcing",
+        ],
+    );
+    let ns = server.namesrv.as_str();
+    let send = |extra: &[&str]| {
+        let mut args = vec![
+            "send",
+            "--namesrv",
+            ns,
+            "--topic",
+            "TlsTopic",
+            "--body",
+            "secret",
+            "--timeout",
+            "3s",
+        ];
+        args.extend_from_slice(extra);
+        mq(&args)
+    };
+    let (ok, out, err) = send(&["--tls-ca", cert]);
+    assert!(ok && out.starts_with("SEND_OK"), "{out}{err}");
+    let (ok, out, err) = send(&["--tls-insecure"]);
+    assert!(ok && out.starts_with("SEND_OK"), "{out}{err}");
+    let (ok, _, err) = send(&[]);
+    assert!(!ok, "a plain client was served");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // A client that trusts another root hears that TLS failed.
+    let stranger = tempfile::tempdir().unwrap();
+    let (other, _) = mq_test_support::TestCert::loopback().write_to(stranger.path());
+    let (ok, _, err) = send(&["--tls-ca", other.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("TLS"), "{err}");
+    let (ok, _, err) = mq(&["serve", "--tls-cert", cert]);
+    assert!(!ok && err.contains("--tls-key"), "{err}");
+}

@@ -35,7 +35,10 @@ pub use pull::{
     ConsumerSendMsgBackRequestHeader, PullMessageRequestHeader, PullMessageResponseHeader,
     pull_sys_flag,
 };
-pub use send::{SendMessageRequestHeader, SendMessageRequestHeaderV2, SendMessageResponseHeader};
+pub use send::{
+    ReplyMessageRequestHeader, SendMessageRequestHeader, SendMessageRequestHeaderV2,
+    SendMessageResponseHeader,
+};
 pub use transaction::{
     CheckTransactionStateRequestHeader, EndTransactionRequestHeader, transaction_type,
 };

@@ -163,3 +163,38 @@ header! {
         opt trace_on: String => "TRACE_ON",
     }
 }
+
+header! {
+    /// A reply the broker pushes to its requester (PUSH_REPLY_MESSAGE_TO_CLIENT, 326): the
+    /// replier's send header, with the hosts and the store time added.
+    ReplyMessageRequestHeader("ReplyMessageRequestHeader") {
+        /// The replier's producer group.
+        req producer_group: String => "producerGroup",
+        /// The reply topic.
+        req topic: String => "topic",
+        /// The replier's template topic.
+        req default_topic: String => "defaultTopic",
+        /// The replier's template queue count.
+        req default_topic_queue_nums: i32 => "defaultTopicQueueNums",
+        /// The queue the replier chose.
+        req queue_id: i32 => "queueId",
+        /// The reply's sysFlag (its body may be compressed).
+        req sys_flag: i32 => "sysFlag",
+        /// When the replier built the reply, ms since the epoch.
+        req born_timestamp: i64 => "bornTimestamp",
+        /// The reply's user flag.
+        req flag: i32 => "flag",
+        /// The reply's properties string (with `PUSH_REPLY_TIME`).
+        opt properties: String => "properties",
+        /// Reconsume count.
+        opt reconsume_times: i32 => "reconsumeTimes",
+        /// Unit mode (a Java primitive: always sent).
+        prim unit_mode: bool => "unitMode",
+        /// The replier's `ip:port`.
+        req born_host: String => "bornHost",
+        /// The broker's `ip:port`.
+        req store_host: String => "storeHost",
+        /// When the broker pushed the reply, ms since the epoch.
+        req store_timestamp: i64 => "storeTimestamp",
+    }
+}

@@ -82,6 +82,22 @@ pub mod property {
     pub const TRANSACTION_ID: &str = "__transactionId__";
     /// Start-deliver time (classifies delay messages for hooks).
     pub const START_DELIVER_TIME: &str = "__STARTDELIVERTIME";
+    /// Request-reply: the id that pairs a reply with its request.
+    pub const CORRELATION_ID: &str = "CORRELATION_ID";
+    /// Request-reply: the client id of the requester, which the broker pushes the reply to.
+    pub const REPLY_TO_CLIENT: &str = "REPLY_TO_CLIENT";
+    /// Request-reply: how long the requester waits, in ms.
+    pub const TTL: &str = "TTL";
+    /// Request-reply: when the reply reached the requester, ms since the epoch.
+    pub const ARRIVE_TIME: &str = "ARRIVE_TIME";
+    /// Request-reply: when the broker pushed the reply, ms since the epoch.
+    pub const PUSH_REPLY_TIME: &str = "PUSH_REPLY_TIME";
+    /// The cluster of the broker that stored the message (stamped by brokers since 4.6).
+    pub const CLUSTER: &str = "CLUSTER";
+    /// The message's type: [`REPLY_MESSAGE_FLAG`] marks a reply.
+    pub const MSG_TYPE: &str = "MSG_TYPE";
+    /// The [`MSG_TYPE`] of a reply.
+    pub const REPLY_MESSAGE_FLAG: &str = "reply";
 
     /// Names a user property may not take (the 4.5.1 reserved set).
     pub const RESERVED: [&str; 23] = [

@@ -85,6 +85,7 @@ fn send_request() -> SendRequest {
         body: bytes::Bytes::from_static(b"Hello RocketMQ"),
         msg_id: "U1".into(),
         broker_name: "broker-a".into(),
+        reply: false,
     }
 }
 

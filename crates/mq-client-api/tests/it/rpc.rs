@@ -270,6 +270,7 @@ fn send_request(topic: &str, batch: bool) -> SendRequest {
         body,
         msg_id: if batch { "U1,U2".into() } else { "U1".into() },
         broker_name: "broker-a".into(),
+        reply: false,
     }
 }
 

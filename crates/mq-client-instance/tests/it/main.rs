@@ -159,6 +159,7 @@ async fn transaction_checks_reach_the_owning_producer() {
         body: half.body.clone(),
         msg_id: "HALF0001".into(),
         broker_name: "broker-a".into(),
+        reply: false,
     };
     let r = inst
         .api()

@@ -15,6 +15,7 @@ use super::executor::CallbackExecutor;
 use super::namesrv::NameServerList;
 use super::processor::{Dispatcher, RequestProcessor};
 use super::server::ShutdownReport;
+use super::tls::ClientTls;
 use crate::error::{InvokeKind, RemotingError};
 use crate::protocol::{DEFAULT_MAX_FRAME_LEN, FrameCodec, RemotingCommand, SerializeType};
 
@@ -47,6 +48,8 @@ pub struct ClientConfig {
     pub response_serialize: Option<SerializeType>,
     /// Rewrites every request just before it is written (e.g. an ACL signer). Default none.
     pub request_hook: Option<Arc<dyn RequestHook>>,
+    /// Speak TLS to every server (Java `tls.enable`). Default none: plain TCP.
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for ClientConfig {
@@ -60,6 +63,7 @@ impl Default for ClientConfig {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             response_serialize: None,
             request_hook: None,
+            tls: None,
         }
     }
 }
@@ -92,6 +96,13 @@ impl ClientConfig {
     #[must_use]
     pub fn with_max_frame_len(mut self, n: usize) -> Self {
         self.max_frame_len = n;
+        self
+    }
+
+    /// Speaks TLS to every server, as `tls` says (default: plain TCP).
+    #[must_use]
+    pub fn with_tls(mut self, tls: ClientTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -396,7 +407,26 @@ impl RemotingClient {
         if endpoint.token.is_cancelled() {
             return Err(RemotingError::Shutdown);
         }
-        let conn = endpoint.attach(stream);
+        let conn = match &self.inner.config.tls {
+            None => endpoint.attach(stream),
+            Some(tls) => {
+                let peer = stream.peer_addr().ok();
+                let _ = stream.set_nodelay(true);
+                let tls_error = |source: std::io::Error| RemotingError::Tls {
+                    addr: addr.to_owned(),
+                    source,
+                };
+                let name = tls.server_name_for(addr).map_err(tls_error)?;
+                let handshake =
+                    tokio_rustls::TlsConnector::from(Arc::clone(&tls.config)).connect(name, stream);
+                let stream = match tokio::time::timeout_at(connect_deadline, handshake).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => return Err(tls_error(e)),
+                    Err(_) => return Err(timed_out("TLS handshake timed out")),
+                };
+                endpoint.attach_tls(peer, stream)
+            }
+        };
         debug!(addr, id = conn.generation(), "connected");
         self.inner
             .cache

@@ -13,9 +13,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use parking_lot::RwLock;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -155,16 +154,41 @@ impl Endpoint {
         }
     }
 
-    /// Starts the read and write loops of a freshly connected or accepted stream.
+    /// Starts the read and write loops of a freshly connected or accepted TCP stream.
     pub(crate) fn attach(self: &Arc<Self>, stream: TcpStream) -> Arc<Connection> {
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
-        let peer = stream
-            .peer_addr()
-            .map_or_else(|_| "unknown".to_owned(), |a| a.to_string());
         let peer_socket = stream.peer_addr().ok();
         // TCP_NODELAY as Java sets it; failure only costs latency.
         let _ = stream.set_nodelay(true);
         let (read, write) = stream.into_split();
+        self.attach_halves(peer_socket, read, write)
+    }
+
+    /// Starts the read and write loops of a TLS stream (its TCP stream was set up by the
+    /// caller).
+    pub(crate) fn attach_tls<S>(
+        self: &Arc<Self>,
+        peer_socket: Option<SocketAddr>,
+        stream: S,
+    ) -> Arc<Connection>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let (read, write) = tokio::io::split(stream);
+        self.attach_halves(peer_socket, read, write)
+    }
+
+    fn attach_halves<R, W>(
+        self: &Arc<Self>,
+        peer_socket: Option<SocketAddr>,
+        read: R,
+        write: W,
+    ) -> Arc<Connection>
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+        let peer = peer_socket.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
         let conn = Arc::new(Connection {
             generation,
             peer,
@@ -380,7 +404,7 @@ impl Connection {
         self.send(&cmd, permit)
     }
 
-    async fn read_loop(self: Arc<Self>, mut read: OwnedReadHalf) {
+    async fn read_loop<R: AsyncRead + Unpin>(self: Arc<Self>, mut read: R) {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         let reason = 'outer: loop {
             loop {
@@ -668,7 +692,7 @@ impl Connection {
         }
     }
 
-    async fn write_loop(self: Arc<Self>, mut write: OwnedWriteHalf) {
+    async fn write_loop<W: AsyncWrite + Unpin>(self: Arc<Self>, mut write: W) {
         // Two buffers in turn: senders fill one while the other is written.
         let mut spare = BytesMut::with_capacity(64 * 1024);
         let result: std::io::Result<()> = async {
@@ -696,6 +720,8 @@ impl Connection {
                 if !spare.is_empty() {
                     write.write_all(&spare).await?;
                 }
+                // TLS holds the last record until flushed; for TCP this is a no-op.
+                write.flush().await?;
                 if spare.capacity() > KEEP_BUFFER_LIMIT {
                     spare = BytesMut::with_capacity(64 * 1024);
                 } else {

@@ -11,6 +11,7 @@ mod namesrv;
 mod pending;
 mod processor;
 mod server;
+mod tls;
 
 pub use client::{ClientConfig, DEFAULT_CLIENT_PERMITS, DEFAULT_CONNECT_TIMEOUT, RemotingClient};
 pub use connection::{ConnectionHandle, ConnectionWatches, RequestHook};
@@ -20,3 +21,4 @@ pub use processor::{
     BoxFuture, HookAction, RequestContext, RequestProcessor, RpcHook, processor_fn,
 };
 pub use server::{RemotingServer, ServerConfig, ShutdownReport};
+pub use tls::{ClientTls, ServerTls, TlsError, TlsMode};

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -15,6 +15,7 @@ use tracing::{Instrument, debug, info, warn};
 use super::connection::{ConnectionHandle, Endpoint, Permits};
 use super::executor::CallbackExecutor;
 use super::processor::{Dispatcher, RequestProcessor};
+use super::tls::{ServerTls, TLS_HANDSHAKE_BYTE, TlsMode};
 use crate::protocol::{DEFAULT_MAX_FRAME_LEN, FrameCodec, SerializeType};
 
 /// Server settings. Build with [`ServerConfig::default`] and the `with_*` setters.
@@ -33,6 +34,9 @@ pub struct ServerConfig {
     /// Permits for requests the server sends to clients: awaited, callback, oneway.
     /// Defaults 64 / 64 / 256 (Java `serverAsyncSemaphoreValue` / `serverOnewaySemaphoreValue`).
     pub permits: (usize, usize, usize),
+    /// TLS: the certificate, key and mode. Default none: plain TCP only, as before TLS existed
+    /// (a TLS client's handshake then fails as an undecodable frame).
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +47,7 @@ impl Default for ServerConfig {
             max_concurrent_requests: 65_536,
             response_serialize: None,
             permits: (64, 64, 256),
+            tls: None,
         }
     }
 }
@@ -66,6 +71,13 @@ impl ServerConfig {
     #[must_use]
     pub fn with_max_concurrent_requests(mut self, n: usize) -> Self {
         self.max_concurrent_requests = n;
+        self
+    }
+
+    /// Serves TLS as `tls` says: its mode decides whether plain clients are served too.
+    #[must_use]
+    pub fn with_tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -120,8 +132,13 @@ impl RemotingServer {
         let accept_token = CancellationToken::new();
         let accept_task = TaskTracker::new();
         accept_task.spawn(
-            accept_loop(listener, Arc::clone(&endpoint), accept_token.clone())
-                .instrument(tracing::info_span!("server", addr = %local_addr)),
+            accept_loop(
+                listener,
+                Arc::clone(&endpoint),
+                config.tls.clone(),
+                accept_token.clone(),
+            )
+            .instrument(tracing::info_span!("server", addr = %local_addr)),
         );
         info!(addr = %local_addr, "remoting server listening");
         Ok(Self {
@@ -228,14 +245,33 @@ impl Drop for RemotingServer {
     }
 }
 
-async fn accept_loop(listener: TcpListener, endpoint: Arc<Endpoint>, token: CancellationToken) {
+async fn accept_loop(
+    listener: TcpListener,
+    endpoint: Arc<Endpoint>,
+    tls: Option<ServerTls>,
+    token: CancellationToken,
+) {
     loop {
         tokio::select! {
             () = token.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     debug!(peer = %peer, "accepted");
-                    endpoint.attach(stream);
+                    match &tls {
+                        None => {
+                            endpoint.attach(stream);
+                        }
+                        // The handshake runs beside the accept loop: a slow client holds up
+                        // no other.
+                        Some(tls) => {
+                            let (endpoint, tls) = (Arc::clone(&endpoint), tls.clone());
+                            let io = endpoint.io_tasks.clone();
+                            io.spawn(
+                                serve_tls(stream, peer, endpoint, tls)
+                                    .instrument(tracing::debug_span!("tls_accept", %peer)),
+                            );
+                        }
+                    }
                 }
                 Err(e) => {
                     // Typically EMFILE; back off briefly instead of spinning.
@@ -246,6 +282,60 @@ async fn accept_loop(listener: TcpListener, endpoint: Arc<Endpoint>, token: Canc
                     }
                 }
             },
+        }
+    }
+}
+
+/// How long an accepted connection may take to show what it speaks and, for TLS, to finish its
+/// handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Tells a TLS client from a plain one by its first byte (a TLS handshake record starts with
+/// 0x16; a remoting frame with its length's high byte, 0 for any frame under 16 MiB) and serves
+/// it as the mode allows; a connection the mode refuses, or that stays silent, is closed.
+async fn serve_tls(stream: TcpStream, peer: SocketAddr, endpoint: Arc<Endpoint>, tls: ServerTls) {
+    let token = endpoint.token.clone();
+    let classify = async {
+        let mut first = [0u8; 1];
+        match stream.peek(&mut first).await {
+            Ok(1) => Some(first[0] == TLS_HANDSHAKE_BYTE),
+            _ => None,
+        }
+    };
+    let is_tls = tokio::select! {
+        () = token.cancelled() => return,
+        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, classify) => match r {
+            Ok(Some(is_tls)) => is_tls,
+            Ok(None) => return,
+            Err(_) => {
+                debug!("silent connection closed");
+                return;
+            }
+        },
+    };
+    match (is_tls, tls.mode) {
+        (false, TlsMode::Disabled | TlsMode::Permissive) => {
+            endpoint.attach(stream);
+        }
+        (false, TlsMode::Enforcing) => {
+            debug!("plain connection refused: TLS is enforced");
+        }
+        (true, TlsMode::Disabled) => {
+            debug!("TLS connection refused: TLS is disabled");
+        }
+        (true, TlsMode::Permissive | TlsMode::Enforcing) => {
+            let _ = stream.set_nodelay(true);
+            let accept = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.config)).accept(stream);
+            tokio::select! {
+                () = token.cancelled() => {}
+                r = tokio::time::timeout(HANDSHAKE_TIMEOUT, accept) => match r {
+                    Ok(Ok(stream)) => {
+                        endpoint.attach_tls(Some(peer), stream);
+                    }
+                    Ok(Err(e)) => debug!(cause = %e, "TLS handshake failed"),
+                    Err(_) => debug!("TLS handshake timed out"),
+                },
+            }
         }
     }
 }

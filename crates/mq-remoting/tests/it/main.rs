@@ -10,6 +10,7 @@
 mod client;
 mod fuzz_corpus;
 mod server;
+mod tls;
 
 use std::sync::Arc;
 

@@ -10,6 +10,8 @@
 
 mod consumer;
 mod ordered;
+mod request_reply;
+mod tls;
 
 use std::time::Duration;
 
