@@ -5,8 +5,9 @@
 //! every CRC and cuts off a torn tail. Processors answer what Java, Go and Node clients send:
 //! sends (V1, V2, batch) with TBW102 auto-creation, pulls with long polling, consumer offsets,
 //! heartbeats and consumer groups, offset lookups, view and query by key, topic creation,
-//! delay levels, retries and the DLQ, and transactional half messages with producer checks.
-//! The broker registers with its name servers on start and every 30 s.
+//! delay levels, retries and the DLQ, transactional half messages with producer checks, and
+//! request-reply. Optionally it checks requests against ACL accounts and serves TLS. The
+//! broker registers with its name servers on start and every 30 s.
 //!
 //! May depend on: `mq-remoting`, `mq-client-api`. Must not depend on the client instance,
 //! producers, consumers or the name server.
@@ -15,6 +16,7 @@
 //! * [`store`] — [`MessageStore`]: commit log, consume queues, flushing, recovery.
 //! * [`state`] — topic configs and consumer offsets (persisted atomically), client registry.
 //! * [`broker`] — [`Broker`], its configuration and request processors.
+//! * [`acl`] — [`Acl`]: accounts in the shape of Java's `plain_acl.yml`, checked per request.
 //! * `schedule` — delay levels and consumer send-back (retry topics, DLQ).
 //! * `transaction` — half messages, END_TRANSACTION, CHECK_TRANSACTION_STATE.
 //!
@@ -33,11 +35,13 @@
 //! # Ok(()) }
 //! ```
 
+pub mod acl;
 pub mod broker;
 mod schedule;
 pub mod state;
 pub mod store;
 mod transaction;
 
+pub use acl::{Acl, AclError};
 pub use broker::{Broker, BrokerConfig, MAX_MESSAGE_SIZE, default_delay_levels};
 pub use store::{FlushMode, MessageStore, QueueWatch, StoreConfig};

@@ -219,6 +219,10 @@ struct BrokerArgs {
     segment_size: i64,
     #[command(flatten)]
     tls: options::ServerTlsArgs,
+    /// Check every request against the accounts of this ACL file (the shape of Apache
+    /// RocketMQ's `plain_acl.yml`); refusals answer NO_PERMISSION.
+    #[arg(long)]
+    acl: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -399,6 +403,9 @@ async fn start_broker(
     }
     if let Some(tls) = args.tls.registration()? {
         config = config.with_name_server_tls(tls);
+    }
+    if let Some(path) = &args.acl {
+        config = config.with_acl(mq_broker::Acl::load(path).map_err(|e| e.to_string())?);
     }
     let broker = Broker::start(config)
         .await

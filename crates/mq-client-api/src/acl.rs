@@ -88,6 +88,30 @@ pub fn sign(request: &mut RemotingCommand, credentials: &Credentials) {
     request.ext_fields.insert(SIGNATURE, signature);
 }
 
+/// The ext field a 4.9.3+ server leaves out of the signed content (Java
+/// `MixAll.UNIQUE_MSG_QUERY_FLAG`).
+pub const UNIQUE_KEY_QUERY: &str = "_UNIQUE_KEY_QUERY";
+
+/// Whether `request` carries a valid `Signature` under `secret_key`: the server's side of
+/// [`sign`], over every field but `Signature` and `_UNIQUE_KEY_QUERY` (as servers since 4.9.3
+/// compute it), compared in constant time.
+pub fn verify(request: &RemotingCommand, secret_key: &str) -> bool {
+    let Some(given) = request.ext_fields.get(SIGNATURE) else {
+        return false;
+    };
+    let Ok(given) = base64::engine::general_purpose::STANDARD.decode(given) else {
+        return false;
+    };
+    let mut mac = hmac_sha1(secret_key);
+    for (key, value) in request.ext_fields.iter() {
+        if key != SIGNATURE && key != UNIQUE_KEY_QUERY {
+            mac.update(value.as_bytes());
+        }
+    }
+    mac.update(&request.body);
+    mac.verify_slice(&given).is_ok()
+}
+
 /// The signature of `content` under `secret_key`: HmacSHA1, standard Base64. Java:
 /// `AclUtils.calSignature`.
 pub fn signature(content: &[u8], secret_key: &str) -> String {
@@ -182,5 +206,24 @@ mod tests {
             signature(b"content", "secret"),
             signature(b"content", "other")
         );
+    }
+
+    #[test]
+    fn verify_takes_what_sign_makes_and_nothing_else() {
+        let credentials = Credentials::new("RocketMQ", "12345678");
+        let mut cmd = send_v2("Hello RocketMQ");
+        assert!(!verify(&cmd, "12345678"), "unsigned");
+        sign(&mut cmd, &credentials);
+        assert!(verify(&cmd, "12345678"));
+        assert!(!verify(&cmd, "87654321"), "another secret");
+        // The server leaves the unique-key query flag out of the content.
+        cmd.ext_fields.insert(UNIQUE_KEY_QUERY, "true");
+        assert!(verify(&cmd, "12345678"));
+        let mut tampered = cmd.clone();
+        tampered.ext_fields.insert("b", "OtherTopic");
+        assert!(!verify(&tampered, "12345678"));
+        let mut garbage = cmd;
+        garbage.ext_fields.insert(SIGNATURE, "not base64!");
+        assert!(!verify(&garbage, "12345678"));
     }
 }

@@ -1,18 +1,19 @@
 //! Layer 1 of 4: framed RocketMQ remoting transport.
 //!
 //! Encodes and decodes RocketMQ `RemotingCommand` frames ([`protocol`], sans-IO, no tokio) and
-//! runs them over TCP ([`transport`]): a client that correlates responses by (connection
-//! generation, opaque), a server that dispatches requests to processors by request code, and a
-//! callback executor that keeps user code off the read loops.
+//! runs them over TCP, or TLS with rustls ([`transport`]): a client that correlates responses by
+//! (connection generation, opaque), a server that dispatches requests to processors by request
+//! code, and a callback executor that keeps user code off the read loops.
 //!
-//! May depend on: std, bytes, tokio, tokio-util, tracing, thiserror, serde. Must not depend on
+//! May depend on: std, bytes, tokio, tokio-util, tracing, thiserror, serde, rustls. Must not depend on
 //! any other `mq-*` crate, and knows nothing about topics, queues, producers or brokers.
 //!
 //! # Layout
 //! * [`protocol`]: [`RemotingCommand`], [`LanguageCode`], [`SerializeType`] and the
 //!   [`FrameCodec`] for JSON and ROCKETMQ headers; pure functions over byte buffers.
 //! * [`transport`]: [`RemotingClient`], [`RemotingServer`], the connection driver with its
-//!   pending-request table and coalescing writer, the name-server list, the callback executor.
+//!   pending-request table and coalescing writer, the name-server list, the callback executor,
+//!   and TLS ([`ServerTls`], [`ClientTls`], [`TlsMode`]).
 //! * [`error`]: [`RemotingError`], [`DecodeError`], [`EncodeError`].
 //!
 //! # Example

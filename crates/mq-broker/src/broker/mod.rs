@@ -77,6 +77,8 @@ pub struct BrokerConfig {
     pub tls: Option<mq_remoting::ServerTls>,
     /// TLS to the name servers this broker registers with. Default none: plain TCP.
     pub name_server_tls: Option<mq_remoting::ClientTls>,
+    /// Access control: every request is checked against these accounts. Default none.
+    pub acl: Option<Arc<crate::acl::Acl>>,
 }
 
 /// The default delay levels.
@@ -111,6 +113,7 @@ impl BrokerConfig {
             store_replies: true,
             tls: None,
             name_server_tls: None,
+            acl: None,
         }
     }
 
@@ -185,6 +188,13 @@ impl BrokerConfig {
     #[must_use]
     pub fn with_tls(mut self, tls: mq_remoting::ServerTls) -> Self {
         self.tls = Some(tls);
+        self
+    }
+
+    /// Checks every request against `acl` (Java `aclEnable=true` with `plain_acl.yml`).
+    #[must_use]
+    pub fn with_acl(mut self, acl: crate::acl::Acl) -> Self {
+        self.acl = Some(Arc::new(acl));
         self
     }
 
@@ -303,6 +313,9 @@ impl Broker {
             }
         }
         server.set_default_processor(Arc::new(Processor(Arc::clone(&core))));
+        if let Some(acl) = &core.0.config.acl {
+            server.add_rpc_hook(Arc::new(crate::acl::AclHook(Arc::clone(acl))));
+        }
         core.recover_transactions();
         core.register_all().await;
         core.spawn_periodic();

@@ -26,6 +26,7 @@ use mq_remoting::{ClientConfig, RemotingClient, RemotingCommand, SerializeType, 
 use mq_test_support::{plain_api, send_request};
 use tokio::sync::mpsc;
 
+mod acl;
 mod advanced;
 
 const T: Duration = Duration::from_secs(20);

@@ -580,6 +580,23 @@ fn separate_name_server_and_broker_processes_make_a_cluster() {
     assert_eq!(bodies, expected, "{out}");
 }
 
+/// `mq send` of one message with `extra` flags and a 3 s deadline.
+fn send_one(ns: &str, topic: &str, body: &str, extra: &[&str]) -> (bool, String, String) {
+    let mut args = vec![
+        "send",
+        "--namesrv",
+        ns,
+        "--topic",
+        topic,
+        "--body",
+        body,
+        "--timeout",
+        "3s",
+    ];
+    args.extend_from_slice(extra);
+    mq(&args)
+}
+
 #[test]
 fn serve_enforcing_tls_takes_tls_clients_and_refuses_plain_ones() {
     let store = tempfile::tempdir().unwrap();
@@ -598,21 +615,7 @@ fn serve_enforcing_tls_takes_tls_clients_and_refuses_plain_ones() {
         ],
     );
     let ns = server.namesrv.as_str();
-    let send = |extra: &[&str]| {
-        let mut args = vec![
-            "send",
-            "--namesrv",
-            ns,
-            "--topic",
-            "TlsTopic",
-            "--body",
-            "secret",
-            "--timeout",
-            "3s",
-        ];
-        args.extend_from_slice(extra);
-        mq(&args)
-    };
+    let send = |extra: &[&str]| send_one(ns, "TlsTopic", "secret", extra);
     let (ok, out, err) = send(&["--tls-ca", cert]);
     assert!(ok && out.starts_with("SEND_OK"), "{out}{err}");
     let (ok, out, err) = send(&["--tls-insecure"]);
@@ -628,4 +631,33 @@ fn serve_enforcing_tls_takes_tls_clients_and_refuses_plain_ones() {
     assert!(err.contains("TLS"), "{err}");
     let (ok, _, err) = mq(&["serve", "--tls-cert", cert]);
     assert!(!ok && err.contains("--tls-key"), "{err}");
+}
+
+#[test]
+fn serve_with_an_acl_file_takes_signed_sends_and_refuses_the_rest() {
+    let store = tempfile::tempdir().unwrap();
+    let acl = store.path().join("plain_acl.yml");
+    std::fs::write(
+        &acl,
+        "accounts:\n  - accessKey: RocketMQ\n    secretKey: 12345678\n    defaultTopicPerm: PUB|SUB\n    defaultGroupPerm: SUB\n",
+    )
+    .unwrap();
+    let server = serve_with(
+        &store.path().join("store"),
+        &["--acl", acl.to_str().unwrap()],
+    );
+    let ns = server.namesrv.as_str();
+    let send = |extra: &[&str]| send_one(ns, "AclTopic", "x", extra);
+    let (ok, out, err) = send(&["--access-key", "RocketMQ", "--secret-key", "12345678"]);
+    assert!(ok && out.starts_with("SEND_OK"), "{out}{err}");
+    let (ok, _, err) = send(&[]);
+    assert!(!ok);
+    assert!(
+        err.contains("NO_PERMISSION") && err.contains("No accessKey"),
+        "{err}"
+    );
+    let (ok, _, err) = send(&["--access-key", "RocketMQ", "--secret-key", "87654321"]);
+    assert!(!ok && err.contains("Check signature failed"), "{err}");
+    let (ok, _, err) = mq(&["serve", "--acl", "/nonexistent/plain_acl.yml"]);
+    assert!(!ok && err.contains("plain_acl.yml"), "{err}");
 }

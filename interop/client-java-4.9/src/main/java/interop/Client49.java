@@ -3,11 +3,15 @@ package interop;
 import java.nio.charset.StandardCharsets;
 import java.util.concurrent.TimeUnit;
 
+import org.apache.rocketmq.acl.common.AclClientRPCHook;
+import org.apache.rocketmq.acl.common.SessionCredentials;
 import org.apache.rocketmq.client.consumer.DefaultMQPushConsumer;
 import org.apache.rocketmq.client.consumer.listener.ConsumeConcurrentlyStatus;
 import org.apache.rocketmq.client.consumer.listener.MessageListenerConcurrently;
 import org.apache.rocketmq.client.exception.RequestTimeoutException;
 import org.apache.rocketmq.client.producer.DefaultMQProducer;
+import org.apache.rocketmq.client.producer.SendResult;
+import org.apache.rocketmq.client.producer.SendStatus;
 import org.apache.rocketmq.client.utils.MessageUtil;
 import org.apache.rocketmq.common.consumer.ConsumeFromWhere;
 import org.apache.rocketmq.common.message.Message;
@@ -23,7 +27,11 @@ import org.apache.rocketmq.common.message.MessageExt;
  * the reply (apache/rocketmq#9319); its callback form answers with no reply in both
  * (apache/rocketmq#6726), so only the sync form is checked.
  *
- * <p>Usage: Client49 NAMESRV. Prints PASS or FAIL per scenario and exits 1 on any failure.
+ * <p>With an ACL server (Client49 NAMESRV ACL_NAMESRV ACCESS_KEY SECRET_KEY), also: a producer
+ * signing with {@code AclClientRPCHook} is served, an unsigned one refused.
+ *
+ * <p>Usage: Client49 NAMESRV [ACL_NAMESRV ACCESS_KEY SECRET_KEY]. Prints PASS or FAIL per
+ * scenario and exits 1 on any failure.
  */
 public final class Client49 {
     private static final String TOPIC = "Interop49Rpc";
@@ -52,6 +60,42 @@ public final class Client49 {
             }
         });
         requester.shutdown();
+        if (args.length >= 4) {
+            check("ACL broker takes signed sends", () -> {
+                DefaultMQProducer p = new DefaultMQProducer("signed49",
+                    new AclClientRPCHook(new SessionCredentials(args[2], args[3])));
+                p.setNamesrvAddr(args[1]);
+                p.setInstanceName("signed49");
+                p.start();
+                try {
+                    SendResult r = p.send(new Message("AclTopic49", "signed".getBytes(StandardCharsets.UTF_8)));
+                    require(r.getSendStatus() == SendStatus.SEND_OK, "status " + r.getSendStatus());
+                } finally {
+                    p.shutdown();
+                }
+            });
+            check("ACL broker refuses unsigned sends", () -> {
+                DefaultMQProducer p = new DefaultMQProducer("unsigned49");
+                p.setNamesrvAddr(args[1]);
+                p.setInstanceName("unsigned49");
+                p.setRetryTimesWhenSendFailed(0);
+                p.start();
+                try {
+                    p.send(new Message("AclTopic49", "unsigned".getBytes(StandardCharsets.UTF_8)));
+                    throw new AssertionError("an unsigned send was stored");
+                } catch (org.apache.rocketmq.client.exception.MQClientException
+                        | org.apache.rocketmq.client.exception.MQBrokerException e) {
+                    // The broker's refusal, possibly wrapped by the retry loop, names the key.
+                    StringBuilder chain = new StringBuilder();
+                    for (Throwable t = e; t != null; t = t.getCause()) {
+                        chain.append(t.getMessage()).append(" / ");
+                    }
+                    require(chain.toString().contains("accessKey"), "refused for " + chain);
+                } finally {
+                    p.shutdown();
+                }
+            });
+        }
         System.out.println("java-4.9: " + passed + " passed, " + failed + " failed");
         System.exit(failed == 0 ? 0 : 1);
     }
