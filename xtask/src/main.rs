@@ -473,12 +473,23 @@ pub(crate) fn start_mq_serve(
     store: &Path,
     work: &Path,
 ) -> Result<(interop::Server, String)> {
+    start_mq_serve_with(mq, store, work, &[])
+}
+
+/// [`start_mq_serve`] with more `mq serve` flags.
+fn start_mq_serve_with(
+    mq: &Path,
+    store: &Path,
+    work: &Path,
+    extra: &[&std::ffi::OsStr],
+) -> Result<(interop::Server, String)> {
     let mut server = interop::Server::start(
         "mq serve",
         Command::new(mq)
             .args(["serve", "--namesrv-port", "0", "--broker-port", "0"])
             .arg("--store-dir")
-            .arg(store),
+            .arg(store)
+            .args(extra),
         work,
     )?;
     server.wait_for("broker listening on")?;
@@ -505,6 +516,88 @@ pub(crate) fn mq_bench_json(mq: &Path, args: &[&str]) -> Result<serde_json::Valu
         ));
     }
     serde_json::from_slice(&out.stdout).map_err(|e| format!("bad bench JSON: {e}"))
+}
+
+/// Async 1 KiB sends against `mq serve` plain, with ACL, and with TLS enforced, one after the
+/// other, each server in its own process: the rows of the security table.
+fn security_rows(mq: &Path, duration: &str) -> Result<Vec<(String, serde_json::Value)>> {
+    let work = target_dir().join("bench-security");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let acl = work.join("plain_acl.yml");
+    std::fs::write(
+        &acl,
+        "accounts:\n  - accessKey: RocketMQ\n    secretKey: 12345678\n    \
+         defaultTopicPerm: PUB|SUB\n    defaultGroupPerm: PUB|SUB\n",
+    )
+    .map_err(|e| e.to_string())?;
+    // A certificate of this run only, never committed.
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+        .map_err(|e| format!("cannot make a certificate: {e}"))?;
+    let (cert, key) = (work.join("cert.pem"), work.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).map_err(|e| e.to_string())?;
+    std::fs::write(&key, certified.key_pair.serialize_pem()).map_err(|e| e.to_string())?;
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+    let runs: [(&str, Vec<&std::ffi::OsStr>, Vec<&std::ffi::OsStr>); 3] = [
+        ("plain", vec![], vec![]),
+        (
+            "ACL",
+            vec![os("--acl"), acl.as_os_str()],
+            vec![
+                os("--access-key"),
+                os("RocketMQ"),
+                os("--secret-key"),
+                os("12345678"),
+            ],
+        ),
+        (
+            "TLS",
+            vec![
+                os("--tls-cert"),
+                cert.as_os_str(),
+                os("--tls-key"),
+                key.as_os_str(),
+                os("--tls-mode"),
+                os("enforcing"),
+            ],
+            vec![os("--tls-ca"), cert.as_os_str()],
+        ),
+    ];
+    let mut rows = Vec::new();
+    for (name, serve, client) in runs {
+        let dir = work.join(name);
+        let (server, namesrv) = start_mq_serve_with(mq, &dir.join("store"), &work, &serve)?;
+        let pid = server.pid().to_string();
+        let mut args: Vec<&str> = vec![
+            "bench",
+            "produce",
+            "--namesrv",
+            &namesrv,
+            "--broker-pid",
+            &pid,
+            "--mode",
+            "async",
+            "--size",
+            "1024",
+            "--duration",
+            duration,
+            "--window",
+            "16",
+            "--tasks",
+            "64",
+            "--json",
+        ];
+        let client: Vec<String> = client
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        args.extend(client.iter().map(String::as_str));
+        let v = mq_bench_json(mq, &args);
+        drop(server);
+        rows.push((name.to_owned(), v?));
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(rows)
 }
 
 /// Runs the criterion suites and a fixed `mq bench` matrix, then writes
@@ -647,6 +740,8 @@ fn bench(args: &[String]) -> Result {
         "perf/consume-1024.svg".into(),
     ));
 
+    let security = security_rows(&mq, duration)?;
+
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     let mut md = String::new();
     md.push_str("# Performance\n\n");
@@ -701,6 +796,34 @@ fn bench(args: &[String]) -> Result {
          10 ms ticks) divided by the messages acknowledged: the client's is `mq bench`'s own \
          process, the broker's is the `mq serve` process (name server included, idle here).\n",
     );
+    md.push_str(
+        "\n## Security: ACL signatures and TLS\n\nAsync 1 KiB sends, 64 × 16 in flight, each \
+         against its own `mq serve`: plain, with `--acl` (every request signed by the client \
+         and checked by the broker), and with `--tls-mode enforcing` (a certificate made for \
+         the run). Ratios are to the plain row of the same run.\n\n\
+         | server | msg/s | ratio to plain | p50 ms | client CPU µs/msg | broker CPU µs/msg |\n\
+         | --- | --- | --- | --- | --- | --- |\n",
+    );
+    let plain_tps = security
+        .first()
+        .and_then(|(_, v)| v["tps"].as_f64())
+        .unwrap_or(f64::NAN);
+    for (name, v) in &security {
+        let num = |k: &str, digits: usize| {
+            v[k].as_f64()
+                .map_or_else(|| "-".to_owned(), |x| format!("{x:.digits$}"))
+        };
+        let ratio = v["tps"]
+            .as_f64()
+            .map_or_else(|| "-".to_owned(), |x| format!("{:.2}", x / plain_tps));
+        md.push_str(&format!(
+            "| {name} | {} | {ratio} | {} | {} | {} |\n",
+            num("tps", 0),
+            num("p50_ms", 2),
+            num("cpu_us_per_msg", 1),
+            num("broker_cpu_us_per_msg", 1),
+        ));
+    }
     if !criterion_lines.is_empty() {
         md.push_str("\n## Criterion suites (`cargo bench -p mq-benches`)\n\n| benchmark | result |\n| --- | --- |\n");
         for l in &criterion_lines {
