@@ -42,9 +42,35 @@ const NO_ROUTE_NAMESRV: &str = "127.0.0.1:9877";
 /// which the harness does not write yet.
 const ACL_NAMESRV: &str = "127.0.0.1:9878";
 
+/// A name server beside ours whose only broker enforces TLS (`mq serve --tls-mode
+/// enforcing`, a certificate made for the run, [`TLS_CERT`] in the work directory).
+const TLS_NAMESRV: &str = "127.0.0.1:9879";
+
+/// The TLS broker's certificate, in the work directory: self-signed for 127.0.0.1, so also
+/// the root its clients trust.
+const TLS_CERT: &str = "tls-cert.pem";
+
+/// Whether `server` runs a TLS-enforcing broker beside it (at [`TLS_NAMESRV`]).
+fn has_tls_broker(server: &str) -> bool {
+    server == "ours"
+}
+
 /// Whether `server` runs an ACL broker beside it (at [`ACL_NAMESRV`]).
 fn has_acl_broker(server: &str) -> bool {
     server == "ours" || server.starts_with('4')
+}
+
+/// The Java 4.9 program's arguments: the name server, then the ACL and TLS brokers beside
+/// `server`, when it has them.
+fn java49_args(server: &str) -> Vec<&'static str> {
+    let mut args = vec![NAMESRV];
+    if has_acl_broker(server) {
+        args.extend(["--acl", ACL_NAMESRV, ACL_ACCOUNT.0, ACL_ACCOUNT.1]);
+    }
+    if has_tls_broker(server) {
+        args.extend(["--tls", TLS_NAMESRV]);
+    }
+    args
 }
 
 /// The ACL file of the ACL brokers: one admin account, [`ACL_ACCOUNT`], free to publish and
@@ -321,7 +347,8 @@ fn matrix(rows: &[Row]) -> String {
          `known upstream` where the Java engine or client fails on its own, recognised by the \
          exact failure (the Java client against the Java server shows the same); `FAIL` with the \
          reason; `—` where the scenario does not apply (LZ4 and ZSTD bodies on 4.x; the ACL \
-         rows, run against an ACL 1.0 broker beside ours and the 4.9 engine, not 5.3).\n",
+         rows, run against an ACL 1.0 broker beside ours and the 4.9 engine, not 5.3; the TLS \
+         rows, against a TLS-enforcing broker beside ours).\n",
     );
     let servers: Vec<&str> = SERVERS.to_vec();
     let label = |s: &str| match s {
@@ -576,6 +603,24 @@ pub(crate) fn in_netns(args: &[String]) -> Result {
         };
         record("ours", "ACL broker refuses unsigned sends", !ok, &reason);
     }
+    // Against a broker that enforces TLS: TLS sends pass, plain ones are refused.
+    if has_tls_broker(server) {
+        let cert = work.join(TLS_CERT);
+        let cert = cert.to_string_lossy();
+        let send = ["send", "--topic", "TlsTopic", "--body", "over tls"];
+        let mut over_tls = send.to_vec();
+        over_tls.extend(["--tls-ca", &cert]);
+        let (ok, out) = mq_run_at(mq, &over_tls, TLS_NAMESRV, work)?;
+        let ok = ok && out.contains("SEND_OK");
+        record("ours", "TLS broker takes TLS sends", ok, &last_line(&out));
+        let (ok, out) = mq_run_at(mq, &send, TLS_NAMESRV, work)?;
+        let reason = if ok {
+            format!("a plain send was stored: {}", last_line(&out))
+        } else {
+            String::new()
+        };
+        record("ours", "TLS broker refuses plain sends", !ok, &reason);
+    }
     // The official clients, each scenario a row.
     let dir = root().join("interop");
     let mut ours = Command::new(mq.with_file_name("mq-interop-client"));
@@ -601,11 +646,7 @@ pub(crate) fn in_netns(args: &[String]) -> Result {
                 "client-java-4.9",
                 "interop.Client49",
                 work,
-                &if has_acl_broker(server) {
-                    vec![NAMESRV, ACL_NAMESRV, ACL_ACCOUNT.0, ACL_ACCOUNT.1]
-                } else {
-                    vec![NAMESRV]
-                },
+                &java49_args(server),
             ),
         ),
         (
@@ -774,7 +815,33 @@ fn start_ours(mq: &Path, work: &Path) -> Result<Vec<Server>> {
         work,
     )?;
     acl.wait_for("broker listening on")?;
-    Ok(vec![main, strict, acl])
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+        .map_err(|e| format!("cannot make a certificate: {e}"))?;
+    let (cert, key) = (work.join(TLS_CERT), work.join("tls-key.pem"));
+    fs::write(&cert, certified.cert.pem()).map_err(|e| format!("{TLS_CERT}: {e}"))?;
+    fs::write(&key, certified.key_pair.serialize_pem()).map_err(|e| format!("key: {e}"))?;
+    let mut tls = Server::start(
+        "mq serve with TLS enforced",
+        Command::new(mq)
+            .args([
+                "serve",
+                "--namesrv-port",
+                "9879",
+                "--broker-port",
+                "10941",
+                "--broker-name",
+                "broker-tls",
+                "--tls-mode",
+                "enforcing",
+                "--tls-cert",
+            ])
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key),
+        work,
+    )?;
+    tls.wait_for("broker listening on")?;
+    Ok(vec![main, strict, acl, tls])
 }
 
 /// Starts the Java name server and broker, and a bare Java name server (the no-route one).
