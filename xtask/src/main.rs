@@ -31,6 +31,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     ("mq-namesrv", &["mq-remoting", "mq-client-api"]),
     ("mq-broker", &["mq-remoting", "mq-client-api"]),
+    ("mq-grpc", &["mq-remoting", "mq-client-api"]),
 ];
 
 /// The only crate a layered crate may add as a dev-dependency beyond its allowed edges.

@@ -61,6 +61,19 @@ enum Command {
         #[command(flatten)]
         broker: BrokerArgs,
     },
+    /// Run RocketMQ 5's gRPC proxy alone until Ctrl-C, in front of a running cluster (ours or
+    /// Apache RocketMQ's), for RocketMQ 5's gRPC clients.
+    Proxy {
+        /// The cluster's name servers, `host:port;host:port`.
+        #[arg(long)]
+        namesrv: String,
+        /// Address to listen on (loopback by default; widen deliberately).
+        #[arg(long, default_value = "127.0.0.1")]
+        host: IpAddr,
+        /// Port (0 = any free port).
+        #[arg(long, default_value_t = 8081)]
+        port: u16,
+    },
     /// Send messages.
     Send {
         #[command(flatten)]
@@ -192,6 +205,10 @@ struct ServeArgs {
     /// Broker port (0 = any free port).
     #[arg(long, default_value_t = 10911)]
     broker_port: u16,
+    /// Also serve RocketMQ 5's gRPC protocol on this port (8081 is the proxy's usual one; 0 =
+    /// any free port), for RocketMQ 5's gRPC clients.
+    #[arg(long)]
+    grpc_port: Option<u16>,
     #[command(flatten)]
     broker: BrokerArgs,
 }
@@ -270,6 +287,16 @@ fn main() -> ExitCode {
                 let _ = broker.shutdown(Duration::from_secs(5)).await;
                 Ok(())
             }
+            Command::Proxy {
+                namesrv,
+                host,
+                port,
+            } => {
+                let proxy = start_grpc_proxy(&namesrv, host, port).await?;
+                until_ctrl_c().await?;
+                proxy.shutdown().await;
+                Ok(())
+            }
             Command::Send {
                 target,
                 topic,
@@ -342,11 +369,35 @@ fn main() -> ExitCode {
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let namesrv = start_namesrv(args.broker.host, args.namesrv_port, &args.broker.tls).await?;
     let ns_addr = namesrv.local_addr().to_string();
-    let (_temp, broker) = start_broker(args.broker, args.broker_port, vec![ns_addr]).await?;
+    let host = args.broker.host;
+    let (_temp, broker) =
+        start_broker(args.broker, args.broker_port, vec![ns_addr.clone()]).await?;
+    let grpc = match args.grpc_port {
+        Some(port) => Some(start_grpc_proxy(&ns_addr, host, port).await?),
+        None => None,
+    };
     until_ctrl_c().await?;
+    if let Some(proxy) = grpc {
+        proxy.shutdown().await;
+    }
     let _ = broker.shutdown(Duration::from_secs(5)).await;
     let _ = namesrv.shutdown(Duration::from_secs(5)).await;
     Ok(())
+}
+
+/// Starts the gRPC proxy in front of the cluster of `namesrv` and says where it listens.
+async fn start_grpc_proxy(
+    namesrv: &str,
+    host: IpAddr,
+    port: u16,
+) -> Result<mq_grpc::GrpcProxy, String> {
+    let proxy = mq_grpc::GrpcProxy::start(
+        mq_grpc::GrpcProxyConfig::new(namesrv).with_listen(SocketAddr::new(host, port)),
+    )
+    .await
+    .map_err(|e| format!("gRPC proxy cannot listen on {host}:{port}: {e}"))?;
+    say(&format!("gRPC proxy listening on {}", proxy.local_addr()));
+    Ok(proxy)
 }
 
 /// Starts a name server and says where it listens.

@@ -123,6 +123,47 @@ pub fn send_request(
     }
 }
 
+/// A PULL_MESSAGE header of `group` reading up to 32 messages of queue `queue_id` of `topic`
+/// from `offset`, every tag, without long polling.
+pub fn pull_header(
+    group: &str,
+    topic: &str,
+    queue_id: i32,
+    offset: i64,
+) -> mq_client_api::header::PullMessageRequestHeader {
+    mq_client_api::header::PullMessageRequestHeader {
+        consumer_group: group.into(),
+        topic: topic.into(),
+        queue_id,
+        queue_offset: offset,
+        max_msg_nums: 32,
+        sys_flag: 0,
+        commit_offset: 0,
+        suspend_timeout_millis: 0,
+        subscription: Some("*".into()),
+        sub_version: 0,
+        expression_type: Some("TAG".into()),
+        max_msg_bytes: None,
+    }
+}
+
+/// An UPDATE_AND_CREATE_TOPIC header for `topic` with `queues` read and write queues,
+/// read-write, from TBW102.
+pub fn create_topic_header(
+    topic: &str,
+    queues: i32,
+) -> mq_client_api::header::CreateTopicRequestHeader {
+    mq_client_api::header::CreateTopicRequestHeader {
+        topic: topic.into(),
+        default_topic: "TBW102".into(),
+        read_queue_nums: queues,
+        write_queue_nums: queues,
+        perm: 6,
+        topic_filter_type: "SINGLE_TAG".into(),
+        ..Default::default()
+    }
+}
+
 /// Typed RPCs with no name server, for talking to one server by its address.
 pub fn plain_api() -> mq_client_api::ClientApi {
     mq_client_api::ClientApi::new(

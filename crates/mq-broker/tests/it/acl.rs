@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use mq_broker::Acl;
 use mq_client_api::acl::{AclSigner, Credentials};
-use mq_client_api::header::CreateTopicRequestHeader;
 use mq_client_api::message::Message;
 use mq_client_api::{ApiConfig, ClientApi, ClientApiError, ResponseCode, SendStatus};
 use mq_remoting::{ClientConfig, RemotingClient};
@@ -110,15 +109,7 @@ async fn requests_are_checked_in_javas_order() {
     let e = plain_account().pull(&addr, &blocked, T).await.unwrap_err();
     assert!(refusal(&e).contains("group:blocked_cg"), "{e}");
     // Admin codes need an admin account.
-    let create = CreateTopicRequestHeader {
-        topic: "NewTopic".into(),
-        default_topic: "TBW102".into(),
-        read_queue_nums: 1,
-        write_queue_nums: 1,
-        perm: 6,
-        topic_filter_type: "SINGLE_TAG".into(),
-        ..Default::default()
-    };
+    let create = mq_test_support::create_topic_header("NewTopic", 1);
     let e = plain_account()
         .create_topic(&addr, &create, T)
         .await

@@ -41,20 +41,7 @@ async fn broker(
 }
 
 fn pull_header(topic: &str, queue_id: i32, offset: i64) -> PullMessageRequestHeader {
-    PullMessageRequestHeader {
-        consumer_group: "cg".into(),
-        topic: topic.into(),
-        queue_id,
-        queue_offset: offset,
-        max_msg_nums: 32,
-        sys_flag: 0,
-        commit_offset: 0,
-        suspend_timeout_millis: 0,
-        subscription: Some("*".into()),
-        sub_version: 0,
-        expression_type: Some("TAG".into()),
-        max_msg_bytes: None,
-    }
+    mq_test_support::pull_header("cg", topic, queue_id, offset)
 }
 
 fn msg(topic: &str, i: usize) -> Message {

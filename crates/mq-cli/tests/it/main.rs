@@ -661,3 +661,51 @@ fn serve_with_an_acl_file_takes_signed_sends_and_refuses_the_rest() {
     let (ok, _, err) = mq(&["serve", "--acl", "/nonexistent/plain_acl.yml"]);
     assert!(!ok && err.contains("plain_acl.yml"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_a_grpc_port_answers_rocketmq_5_clients() {
+    let store = tempfile::tempdir().unwrap();
+    let args = [
+        "serve",
+        "--namesrv-port",
+        "0",
+        "--broker-port",
+        "0",
+        "--grpc-port",
+        "0",
+        "--store-dir",
+        store.path().to_str().unwrap(),
+    ];
+    let (child, lines) = spawn_until(&args, "gRPC proxy listening on ");
+    let server = Server {
+        child,
+        broker: address(&lines, "broker listening on "),
+        namesrv: address(&lines, "name server listening on "),
+    };
+    let grpc = address(&lines, "gRPC proxy listening on ");
+    let mut client = mq_grpc::v2::messaging_service_client::MessagingServiceClient::connect(
+        format!("http://{grpc}"),
+    )
+    .await
+    .unwrap();
+    let sent = client
+        .send_message(mq_grpc::v2::SendMessageRequest {
+            messages: vec![mq_grpc::v2::Message {
+                topic: Some(mq_grpc::v2::Resource {
+                    resource_namespace: String::new(),
+                    name: "CliGrpc".into(),
+                }),
+                body: b"over grpc".to_vec(),
+                ..Default::default()
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        sent.status.map(|s| s.code),
+        Some(mq_grpc::v2::Code::Ok as i32)
+    );
+    let (bodies, out) = consume_bodies(&server.namesrv, "CliGrpc", 1);
+    assert_eq!(bodies, vec!["over grpc"], "{out}");
+}

@@ -1,0 +1,18 @@
+//! Compiles the gRPC contract in `proto/` with protox (pure Rust: no protoc) and generates the
+//! prost messages and tonic client and server with tonic-prost-build.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = [
+        "proto/apache/rocketmq/v2/definition.proto",
+        "proto/apache/rocketmq/v2/service.proto",
+    ];
+    for f in &files {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    let descriptors = protox::compile(files, ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(descriptors)?;
+    Ok(())
+}

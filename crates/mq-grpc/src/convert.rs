@@ -1,0 +1,198 @@
+//! Between the gRPC contract and the remoting vocabulary: statuses, resources, messages.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use mq_client_api::ClientApiError;
+use mq_client_api::message::{Message, property};
+use mq_client_api::{ResponseCode, validate};
+
+use crate::v2;
+
+/// The property a 5.x client's FIFO message group travels under in remoting (Java
+/// `MessageConst.PROPERTY_SHARDING_KEY`).
+pub const SHARDING_KEY: &str = "__SHARDINGKEY";
+
+/// A status with `code` and `message`.
+pub fn status(code: v2::Code, message: impl Into<String>) -> v2::Status {
+    v2::Status {
+        code: code as i32,
+        message: message.into(),
+    }
+}
+
+/// The OK status.
+pub fn ok() -> v2::Status {
+    status(v2::Code::Ok, "OK")
+}
+
+/// The status a remoting failure maps to: the broker's refusals to their gRPC codes, transport
+/// failures to PROXY_TIMEOUT or INTERNAL_SERVER_ERROR.
+pub fn status_of(e: &ClientApiError) -> v2::Status {
+    let code = match e.response_code() {
+        Some(ResponseCode::TOPIC_NOT_EXIST) => v2::Code::TopicNotFound,
+        Some(ResponseCode::NO_PERMISSION) => v2::Code::Forbidden,
+        Some(ResponseCode::MESSAGE_ILLEGAL) => v2::Code::BadRequest,
+        Some(ResponseCode::SYSTEM_BUSY) => v2::Code::TooManyRequests,
+        Some(ResponseCode::FLUSH_DISK_TIMEOUT) => v2::Code::MasterPersistenceTimeout,
+        Some(ResponseCode::SUBSCRIPTION_GROUP_NOT_EXIST) => v2::Code::ConsumerGroupNotFound,
+        Some(_) => v2::Code::InternalServerError,
+        None if matches!(
+            e,
+            ClientApiError::Remoting(mq_remoting::RemotingError::Timeout { .. })
+        ) =>
+        {
+            v2::Code::ProxyTimeout
+        }
+        None => v2::Code::InternalServerError,
+    };
+    status(code, e.to_string())
+}
+
+/// The resource's name, with its namespace as remoting writes it (`ns%name`).
+pub fn resource_name(r: Option<&v2::Resource>) -> String {
+    match r {
+        Some(r) if !r.resource_namespace.is_empty() => {
+            format!("{}%{}", r.resource_namespace, r.name)
+        }
+        Some(r) => r.name.clone(),
+        None => String::new(),
+    }
+}
+
+/// A timestamp as ms since the epoch.
+pub fn timestamp_ms(t: &prost_types::Timestamp) -> i64 {
+    t.seconds
+        .saturating_mul(1000)
+        .saturating_add(i64::from(t.nanos / 1_000_000))
+}
+
+/// Now as a protobuf timestamp.
+pub fn now_timestamp() -> prost_types::Timestamp {
+    let since = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(since.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// A `Duration` for the contract.
+pub fn duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// Why a gRPC message cannot be stored: its status.
+pub type Refusal = v2::Status;
+
+/// A message a gRPC client sent, as the remoting message to store, with the delay level its
+/// delivery time asks for: the first level not earlier than it, so delivery is never early (and
+/// a time past the longest level is refused).
+///
+/// # Errors
+/// The status to answer: an empty or undecodable body, a bad topic, tag, key or property.
+pub fn to_remoting(
+    m: &v2::Message,
+    delay_levels: &[Duration],
+    max_body: usize,
+) -> Result<(Message, bool), Refusal> {
+    let topic = resource_name(m.topic.as_ref());
+    validate::validate_topic(&topic).map_err(|e| status(v2::Code::IllegalTopic, e.to_string()))?;
+    let sys = m.system_properties.clone().unwrap_or_default();
+    let body = match v2::Encoding::try_from(sys.body_encoding) {
+        Ok(v2::Encoding::Gzip) => Bytes::from(gunzip(&m.body, max_body)?),
+        _ => Bytes::copy_from_slice(&m.body),
+    };
+    if body.is_empty() {
+        return Err(status(
+            v2::Code::MessageBodyEmpty,
+            "the message body is empty",
+        ));
+    }
+    if body.len() > max_body {
+        return Err(status(
+            v2::Code::MessageBodyTooLarge,
+            format!("the body is {} bytes, more than {max_body}", body.len()),
+        ));
+    }
+    let mut msg = Message::new(topic, body);
+    for (k, v) in &m.user_properties {
+        msg.put_user_property(k, v)
+            .map_err(|e| status(v2::Code::IllegalMessagePropertyKey, e.to_string()))?;
+    }
+    if let Some(tag) = sys.tag.as_deref().filter(|t| !t.is_empty()) {
+        if tag.contains('|') {
+            return Err(status(
+                v2::Code::IllegalMessageTag,
+                format!("tag {tag:?} holds '|'"),
+            ));
+        }
+        msg.set_property(property::TAGS, tag);
+    }
+    if !sys.keys.is_empty() {
+        msg.set_property(property::KEYS, sys.keys.join(" "));
+    }
+    if !sys.message_id.is_empty() {
+        msg.set_property(
+            property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX,
+            sys.message_id.clone(),
+        );
+    }
+    if let Some(group) = sys.message_group.as_deref().filter(|g| !g.is_empty()) {
+        msg.set_property(SHARDING_KEY, group);
+    }
+    if let Some(at) = &sys.delivery_timestamp {
+        let wait = Duration::from_millis(
+            u64::try_from(timestamp_ms(at) - mq_client_api::wire_time::now_millis()).unwrap_or(0),
+        );
+        if !wait.is_zero() {
+            let Some(level) = delay_levels.iter().position(|d| *d >= wait) else {
+                return Err(status(
+                    v2::Code::IllegalDeliveryTime,
+                    format!(
+                        "delivery in {wait:?} is past the longest delay level, {:?}",
+                        delay_levels.last().copied().unwrap_or_default()
+                    ),
+                ));
+            };
+            msg.set_property(property::DELAY_TIME_LEVEL, (level + 1).to_string());
+        }
+    }
+    let transactional =
+        v2::MessageType::try_from(sys.message_type) == Ok(v2::MessageType::Transaction);
+    if transactional {
+        msg.set_property(property::TRANSACTION_PREPARED, "true");
+    }
+    validate::validate_message(&msg, max_body)
+        .map_err(|e| status(v2::Code::BadRequest, e.to_string()))?;
+    Ok((msg, transactional))
+}
+
+/// A gzip (or zlib, as some clients write it) body, inflated to at most `max` bytes.
+fn gunzip(body: &[u8], max: usize) -> Result<Vec<u8>, Refusal> {
+    use std::io::Read as _;
+    let corrupt = |e: std::io::Error| {
+        status(
+            v2::Code::MessageCorrupted,
+            format!("cannot inflate the body: {e}"),
+        )
+    };
+    let mut out = Vec::new();
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    if body.starts_with(&[0x1f, 0x8b]) {
+        flate2::read::GzDecoder::new(body)
+            .take(limit)
+            .read_to_end(&mut out)
+            .map_err(corrupt)?;
+    } else {
+        flate2::read::ZlibDecoder::new(body)
+            .take(limit)
+            .read_to_end(&mut out)
+            .map_err(corrupt)?;
+    }
+    Ok(out)
+}

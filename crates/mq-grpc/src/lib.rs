@@ -1,0 +1,32 @@
+//! RocketMQ 5's gRPC protocol (`apache.rocketmq.v2.MessagingService`).
+//!
+//! * [`v2`] — the contract as prost messages with the tonic client and server, generated at
+//!   build time from `proto/` (written from the published contract) by protox and
+//!   tonic-prost-build.
+//! * [`proxy`] — [`GrpcProxy`]: the service in front of a remoting cluster, as Apache
+//!   RocketMQ's proxy serves it, so that RocketMQ 5's gRPC clients reach `mq serve`.
+//! * [`convert`] — statuses, resources and messages between the two protocols.
+//!
+//! May depend on: `mq-remoting`, `mq-client-api`.
+
+pub mod convert;
+pub mod fuzz_oracle;
+pub mod proxy;
+
+pub use proxy::{GrpcProxy, GrpcProxyConfig};
+
+/// The generated contract: messages, enums, `messaging_service_client` and
+/// `messaging_service_server`.
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::all,
+    clippy::pedantic,
+    clippy::nursery,
+    unused_qualifications,
+    elided_lifetimes_in_paths,
+    missing_debug_implementations
+)]
+pub mod v2 {
+    tonic::include_proto!("apache.rocketmq.v2");
+}

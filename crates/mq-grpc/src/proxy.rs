@@ -1,0 +1,690 @@
+//! [`GrpcProxy`]: `apache.rocketmq.v2.MessagingService` in front of a remoting cluster, as
+//! Apache RocketMQ's proxy does in cluster mode: routes come from the name servers, sends go to
+//! the brokers over remoting, and every endpoint a client learns is the proxy's own.
+//!
+//! Served so far: QueryRoute (a topic the name servers do not know is answered with TBW102's
+//! queues when auto-creation is on, as a remoting producer would send), Heartbeat, Telemetry
+//! (the settings exchange every client waits for), SendMessage (normal, FIFO by message group,
+//! delayed by `delivery_timestamp`), and NotifyClientTermination. The other RPCs answer
+//! NOT_IMPLEMENTED naming themselves.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use mq_client_api::body::{TopicRouteData, perm};
+use mq_client_api::header::SendMessageRequestHeader;
+use mq_client_api::message::UniqueIdGenerator;
+use mq_client_api::{ApiConfig, ClientApi, SendRequest, wire_time};
+use mq_remoting::{ClientConfig, NameServerList, RemotingClient};
+use parking_lot::Mutex;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::{Request, Response, Status};
+use tracing::{debug, info, warn};
+
+use crate::convert::{self, SHARDING_KEY, ok, status, status_of};
+use crate::v2;
+use crate::v2::messaging_service_server::{MessagingService, MessagingServiceServer};
+
+/// The producer group the proxy sends under.
+pub const PROXY_PRODUCER_GROUP: &str = "MQ_GRPC_PROXY";
+
+/// How long a route is used before it is looked up again.
+const ROUTE_TTL: Duration = Duration::from_secs(30);
+
+/// Proxy settings. Build with [`GrpcProxyConfig::new`] and the `with_*` setters.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct GrpcProxyConfig {
+    /// Address to listen on. Default `127.0.0.1:8081`.
+    pub listen: SocketAddr,
+    /// The cluster's name servers.
+    pub name_servers: Vec<String>,
+    /// Deadline of each call to the cluster. Default 3 s.
+    pub request_timeout: Duration,
+    /// Largest message body accepted. Default 4 MiB (the broker's limit).
+    pub max_body_size: usize,
+    /// The cluster's delay levels, level 1 first: a delivery time is served by the first level
+    /// not earlier than it. Default: the broker's default levels.
+    pub delay_levels: Vec<Duration>,
+}
+
+impl GrpcProxyConfig {
+    /// A proxy of the cluster behind `name_servers` (`host:port;host:port`).
+    pub fn new(name_servers: &str) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            name_servers: NameServerList::parse(name_servers),
+            request_timeout: Duration::from_secs(3),
+            max_body_size: 4 * 1024 * 1024,
+            delay_levels: [
+                1u64, 5, 10, 30, 60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 1200, 1800, 3600,
+                7200,
+            ]
+            .into_iter()
+            .map(Duration::from_secs)
+            .collect(),
+        }
+    }
+
+    /// Sets the listen address (port 0: any free port).
+    #[must_use]
+    pub fn with_listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// Sets the delay levels.
+    #[must_use]
+    pub fn with_delay_levels(mut self, levels: Vec<Duration>) -> Self {
+        self.delay_levels = levels;
+        self
+    }
+}
+
+/// A running gRPC proxy. [`GrpcProxy::shutdown`] stops it; dropping it stops it too, without
+/// waiting.
+#[derive(Debug)]
+pub struct GrpcProxy {
+    local_addr: SocketAddr,
+    token: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl GrpcProxy {
+    /// Binds and starts serving.
+    ///
+    /// # Errors
+    /// The bind error.
+    pub async fn start(config: GrpcProxyConfig) -> io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        let remoting = RemotingClient::new(ClientConfig::default());
+        remoting.name_servers().update(config.name_servers.clone());
+        let token = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let service = Proxy(Arc::new(Core {
+            api: ClientApi::new(remoting, ApiConfig::default()),
+            config,
+            local_addr,
+            routes: Mutex::new(HashMap::new()),
+            next: AtomicUsize::new(0),
+            ids: UniqueIdGenerator::new(Some(local_addr.ip())),
+            token: token.clone(),
+            tasks: tasks.clone(),
+        }));
+        let core = Arc::clone(&service.0);
+        let stop = token.clone();
+        tasks.spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .add_service(MessagingServiceServer::new(service))
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    stop.cancelled_owned(),
+                )
+                .await;
+            if let Err(e) = served {
+                warn!(cause = %e, "gRPC proxy stopped");
+            }
+            let _ = core.api.remoting().shutdown(Duration::from_secs(1)).await;
+        });
+        info!(addr = %local_addr, "gRPC proxy listening");
+        Ok(Self {
+            local_addr,
+            token,
+            tasks,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops serving: open streams end, calls in progress finish, then the tasks end.
+    pub async fn shutdown(&self) {
+        self.token.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+impl Drop for GrpcProxy {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+struct Core {
+    api: ClientApi,
+    config: GrpcProxyConfig,
+    local_addr: SocketAddr,
+    routes: Mutex<HashMap<String, (Instant, Arc<Route>)>>,
+    next: AtomicUsize,
+    /// Ids for messages that come without one (every official client sets its own).
+    ids: UniqueIdGenerator,
+    token: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// A topic's route as the proxy uses it.
+#[derive(Debug)]
+struct Route {
+    /// Writable queues: (broker name, master address, queue id).
+    writable: Vec<(String, String, i32)>,
+    /// The name servers' route (or TBW102's, for a topic to auto-create).
+    data: TopicRouteData,
+    /// Whether the topic does not exist yet and sends create it from TBW102.
+    template: bool,
+}
+
+#[derive(Clone)]
+struct Proxy(Arc<Core>);
+
+type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+impl Core {
+    /// The route of `topic`, cached for [`ROUTE_TTL`].
+    async fn route(&self, topic: &str) -> Result<Arc<Route>, v2::Status> {
+        if let Some((at, r)) = self.routes.lock().get(topic)
+            && at.elapsed() < ROUTE_TTL
+        {
+            return Ok(Arc::clone(r));
+        }
+        let timeout = self.config.request_timeout;
+        let (data, template) = match self.api.topic_route(topic, timeout).await {
+            Ok(d) => (d, false),
+            Err(e) if e.response_code() == Some(mq_client_api::ResponseCode::TOPIC_NOT_EXIST) => {
+                match self.api.topic_route("TBW102", timeout).await {
+                    Ok(d) => (d, true),
+                    Err(_) => {
+                        return Err(status(
+                            v2::Code::TopicNotFound,
+                            format!("topic {topic} does not exist"),
+                        ));
+                    }
+                }
+            }
+            Err(e) => return Err(status_of(&e)),
+        };
+        let mut writable = Vec::new();
+        for q in &data.queue_datas {
+            if q.perm & perm::WRITE == 0 {
+                continue;
+            }
+            let Some(addr) = data
+                .broker_datas
+                .iter()
+                .find(|b| b.broker_name == q.broker_name)
+                .and_then(|b| b.broker_addrs.get(&0))
+            else {
+                continue;
+            };
+            let queues = if template {
+                q.write_queue_nums.min(4)
+            } else {
+                q.write_queue_nums
+            };
+            writable.extend((0..queues).map(|i| (q.broker_name.clone(), addr.clone(), i)));
+        }
+        let route = Arc::new(Route {
+            writable,
+            data,
+            template,
+        });
+        self.routes
+            .lock()
+            .insert(topic.to_owned(), (Instant::now(), Arc::clone(&route)));
+        Ok(route)
+    }
+
+    /// The endpoints a client should use: the proxy, as the client reached it.
+    fn endpoints(&self, asked: Option<&v2::Endpoints>) -> v2::Endpoints {
+        asked.cloned().unwrap_or_else(|| v2::Endpoints {
+            scheme: v2::AddressScheme::IPv4 as i32,
+            addresses: vec![v2::Address {
+                host: self.local_addr.ip().to_string(),
+                port: i32::from(self.local_addr.port()),
+            }],
+        })
+    }
+
+    async fn send_one(&self, m: &v2::Message) -> v2::SendResultEntry {
+        let refused = |s: v2::Status| v2::SendResultEntry {
+            status: Some(s),
+            ..Default::default()
+        };
+        let (mut msg, transactional) =
+            match convert::to_remoting(m, &self.config.delay_levels, self.config.max_body_size) {
+                Ok(x) => x,
+                Err(s) => return refused(s),
+            };
+        if transactional {
+            return refused(status(
+                v2::Code::NotImplemented,
+                "transactional messages are not served by this proxy yet",
+            ));
+        }
+        if msg.uniq_key().is_none() {
+            msg.set_property(
+                mq_client_api::message::property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX,
+                self.ids.next_id(),
+            );
+        }
+        let route = match self.route(&msg.topic).await {
+            Ok(r) => r,
+            Err(s) => return refused(s),
+        };
+        if route.writable.is_empty() {
+            return refused(status(
+                v2::Code::Forbidden,
+                format!("topic {} has no writable queue", msg.topic),
+            ));
+        }
+        // A message group keeps to one queue; other messages go round the queues.
+        let n = route.writable.len();
+        let pick = match msg.property(SHARDING_KEY) {
+            Some(group) => fnv1a(group.as_bytes()) as usize % n,
+            None => self.next.fetch_add(1, Ordering::Relaxed) % n,
+        };
+        let (broker_name, addr, queue_id) = &route.writable[pick];
+        let born = m
+            .system_properties
+            .as_ref()
+            .and_then(|s| s.born_timestamp.as_ref())
+            .map_or_else(wire_time::now_millis, convert::timestamp_ms);
+        let header = SendMessageRequestHeader {
+            producer_group: PROXY_PRODUCER_GROUP.to_owned(),
+            topic: msg.topic.clone(),
+            default_topic: "TBW102".to_owned(),
+            default_topic_queue_nums: 4,
+            queue_id: *queue_id,
+            sys_flag: 0,
+            born_timestamp: born,
+            flag: 0,
+            properties: Some(msg.properties_string()),
+            reconsume_times: Some(0),
+            ..Default::default()
+        };
+        let id = msg.uniq_key().unwrap_or_default().to_owned();
+        let req = SendRequest {
+            header,
+            body: msg.body.clone(),
+            msg_id: id.clone(),
+            broker_name: broker_name.clone(),
+            reply: false,
+        };
+        match self.api.send(addr, req, self.config.request_timeout).await {
+            Ok(r) => {
+                if route.template {
+                    // The topic exists now: its own route replaces the template's.
+                    self.routes.lock().remove(&msg.topic);
+                }
+                v2::SendResultEntry {
+                    status: Some(ok()),
+                    message_id: id,
+                    transaction_id: r.transaction_id.unwrap_or_default(),
+                    offset: r.queue_offset,
+                    recall_handle: String::new(),
+                }
+            }
+            Err(e) => {
+                self.routes.lock().remove(&msg.topic);
+                refused(status_of(&e))
+            }
+        }
+    }
+
+    /// The settings the server answers a client's with: what the client declared, and the
+    /// server's limits and policies.
+    fn settings(&self, theirs: v2::Settings) -> v2::Settings {
+        let backoff = |attempts: i32| v2::RetryPolicy {
+            max_attempts: attempts,
+            strategy: Some(v2::retry_policy::Strategy::ExponentialBackoff(
+                v2::ExponentialBackoff {
+                    initial: Some(convert::duration(Duration::from_millis(10))),
+                    max: Some(convert::duration(Duration::from_secs(1))),
+                    multiplier: 2.0,
+                },
+            )),
+        };
+        let pub_sub = match theirs.pub_sub {
+            Some(v2::settings::PubSub::Publishing(p)) => {
+                Some(v2::settings::PubSub::Publishing(v2::Publishing {
+                    topics: p.topics,
+                    // Python copies this: never 0.
+                    max_body_size: i32::try_from(self.config.max_body_size).unwrap_or(i32::MAX),
+                    validate_message_type: false,
+                }))
+            }
+            Some(v2::settings::PubSub::Subscription(s)) => {
+                Some(v2::settings::PubSub::Subscription(v2::Subscription {
+                    group: s.group,
+                    subscriptions: s.subscriptions,
+                    fifo: Some(false),
+                    receive_batch_size: Some(32),
+                    long_polling_timeout: Some(convert::duration(Duration::from_secs(20))),
+                    ..Default::default()
+                }))
+            }
+            None => None,
+        };
+        let consumer = matches!(pub_sub, Some(v2::settings::PubSub::Subscription(_)));
+        v2::Settings {
+            client_type: theirs.client_type,
+            access_point: theirs.access_point,
+            backoff_policy: Some(backoff(if consumer { 16 } else { 3 })),
+            request_timeout: Some(convert::duration(self.config.request_timeout)),
+            pub_sub,
+            user_agent: theirs.user_agent,
+            metric: Some(v2::Metric {
+                on: false,
+                endpoints: None,
+            }),
+            client_properties: theirs.client_properties,
+        }
+    }
+}
+
+/// FNV-1a: a stable hash of a message group, so a group keeps its queue across restarts.
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// The answer of an RPC this proxy does not serve yet.
+fn not_served(rpc: &str) -> v2::Status {
+    status(
+        v2::Code::NotImplemented,
+        format!("{rpc} is not served by this proxy yet"),
+    )
+}
+
+#[tonic::async_trait]
+impl MessagingService for Proxy {
+    async fn query_route(
+        &self,
+        request: Request<v2::QueryRouteRequest>,
+    ) -> Result<Response<v2::QueryRouteResponse>, Status> {
+        let req = request.into_inner();
+        let topic = convert::resource_name(req.topic.as_ref());
+        let route = match self.0.route(&topic).await {
+            Ok(r) => r,
+            Err(s) => {
+                return Ok(Response::new(v2::QueryRouteResponse {
+                    status: Some(s),
+                    message_queues: Vec::new(),
+                }));
+            }
+        };
+        let endpoints = self.0.endpoints(req.endpoints.as_ref());
+        let mut queues = Vec::new();
+        for q in &route.data.queue_datas {
+            let nums = q.read_queue_nums.max(q.write_queue_nums);
+            let nums = if route.template { nums.min(4) } else { nums };
+            for id in 0..nums {
+                let read = q.perm & perm::READ != 0 && id < q.read_queue_nums;
+                let write = q.perm & perm::WRITE != 0 && id < q.write_queue_nums;
+                let permission = match (read, write) {
+                    (true, true) => v2::Permission::ReadWrite,
+                    (true, false) => v2::Permission::Read,
+                    (false, true) => v2::Permission::Write,
+                    (false, false) => v2::Permission::None,
+                };
+                queues.push(v2::MessageQueue {
+                    topic: req.topic.clone(),
+                    id,
+                    permission: permission as i32,
+                    broker: Some(v2::Broker {
+                        name: q.broker_name.clone(),
+                        id: 0,
+                        endpoints: Some(endpoints.clone()),
+                    }),
+                    accept_message_types: vec![
+                        v2::MessageType::Normal as i32,
+                        v2::MessageType::Fifo as i32,
+                        v2::MessageType::Delay as i32,
+                    ],
+                });
+            }
+        }
+        Ok(Response::new(v2::QueryRouteResponse {
+            status: Some(ok()),
+            message_queues: queues,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        _request: Request<v2::HeartbeatRequest>,
+    ) -> Result<Response<v2::HeartbeatResponse>, Status> {
+        Ok(Response::new(v2::HeartbeatResponse { status: Some(ok()) }))
+    }
+
+    async fn send_message(
+        &self,
+        request: Request<v2::SendMessageRequest>,
+    ) -> Result<Response<v2::SendMessageResponse>, Status> {
+        let req = request.into_inner();
+        if req.messages.is_empty() {
+            return Ok(Response::new(v2::SendMessageResponse {
+                status: Some(status(v2::Code::BadRequest, "no message to send")),
+                entries: Vec::new(),
+            }));
+        }
+        let mut entries = Vec::with_capacity(req.messages.len());
+        for m in &req.messages {
+            entries.push(self.0.send_one(m).await);
+        }
+        // One status for the call: the entries' own when they agree, MULTIPLE_RESULTS otherwise.
+        let first = entries
+            .first()
+            .and_then(|e| e.status.clone())
+            .unwrap_or_else(ok);
+        let all_same = entries
+            .iter()
+            .all(|e| e.status.as_ref().map(|s| s.code) == Some(first.code));
+        let status = if all_same {
+            first
+        } else {
+            status(
+                v2::Code::MultipleResults,
+                "the messages have different outcomes",
+            )
+        };
+        Ok(Response::new(v2::SendMessageResponse {
+            status: Some(status),
+            entries,
+        }))
+    }
+
+    async fn query_assignment(
+        &self,
+        _request: Request<v2::QueryAssignmentRequest>,
+    ) -> Result<Response<v2::QueryAssignmentResponse>, Status> {
+        Ok(Response::new(v2::QueryAssignmentResponse {
+            status: Some(not_served("QueryAssignment")),
+            assignments: Vec::new(),
+        }))
+    }
+
+    type ReceiveMessageStream = Stream2<v2::ReceiveMessageResponse>;
+
+    async fn receive_message(
+        &self,
+        _request: Request<v2::ReceiveMessageRequest>,
+    ) -> Result<Response<Self::ReceiveMessageStream>, Status> {
+        let only = v2::ReceiveMessageResponse {
+            content: Some(v2::receive_message_response::Content::Status(not_served(
+                "ReceiveMessage",
+            ))),
+        };
+        Ok(Response::new(Box::pin(futures_util::stream::iter([Ok(
+            only,
+        )]))))
+    }
+
+    async fn ack_message(
+        &self,
+        _request: Request<v2::AckMessageRequest>,
+    ) -> Result<Response<v2::AckMessageResponse>, Status> {
+        Ok(Response::new(v2::AckMessageResponse {
+            status: Some(not_served("AckMessage")),
+            entries: Vec::new(),
+        }))
+    }
+
+    async fn forward_message_to_dead_letter_queue(
+        &self,
+        _request: Request<v2::ForwardMessageToDeadLetterQueueRequest>,
+    ) -> Result<Response<v2::ForwardMessageToDeadLetterQueueResponse>, Status> {
+        Ok(Response::new(v2::ForwardMessageToDeadLetterQueueResponse {
+            status: Some(not_served("ForwardMessageToDeadLetterQueue")),
+        }))
+    }
+
+    type PullMessageStream = Stream2<v2::PullMessageResponse>;
+
+    async fn pull_message(
+        &self,
+        _request: Request<v2::PullMessageRequest>,
+    ) -> Result<Response<Self::PullMessageStream>, Status> {
+        let only = v2::PullMessageResponse {
+            content: Some(v2::pull_message_response::Content::Status(not_served(
+                "PullMessage",
+            ))),
+        };
+        Ok(Response::new(Box::pin(futures_util::stream::iter([Ok(
+            only,
+        )]))))
+    }
+
+    async fn update_offset(
+        &self,
+        _request: Request<v2::UpdateOffsetRequest>,
+    ) -> Result<Response<v2::UpdateOffsetResponse>, Status> {
+        Ok(Response::new(v2::UpdateOffsetResponse {
+            status: Some(not_served("UpdateOffset")),
+        }))
+    }
+
+    async fn get_offset(
+        &self,
+        _request: Request<v2::GetOffsetRequest>,
+    ) -> Result<Response<v2::GetOffsetResponse>, Status> {
+        Ok(Response::new(v2::GetOffsetResponse {
+            status: Some(not_served("GetOffset")),
+            offset: 0,
+        }))
+    }
+
+    async fn query_offset(
+        &self,
+        _request: Request<v2::QueryOffsetRequest>,
+    ) -> Result<Response<v2::QueryOffsetResponse>, Status> {
+        Ok(Response::new(v2::QueryOffsetResponse {
+            status: Some(not_served("QueryOffset")),
+            offset: 0,
+        }))
+    }
+
+    async fn end_transaction(
+        &self,
+        _request: Request<v2::EndTransactionRequest>,
+    ) -> Result<Response<v2::EndTransactionResponse>, Status> {
+        Ok(Response::new(v2::EndTransactionResponse {
+            status: Some(not_served("EndTransaction")),
+        }))
+    }
+
+    type TelemetryStream = Stream2<v2::TelemetryCommand>;
+
+    async fn telemetry(
+        &self,
+        request: Request<tonic::Streaming<v2::TelemetryCommand>>,
+    ) -> Result<Response<Self::TelemetryStream>, Status> {
+        let mut incoming = request.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<v2::TelemetryCommand, Status>>(16);
+        let core = Arc::clone(&self.0);
+        let token = self.0.token.clone();
+        // The stream's reader: answers each settings command; ends with the client's stream,
+        // a broken one, or the proxy's shutdown.
+        self.0.tasks.spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    () = token.cancelled() => break,
+                    next = incoming.next() => next,
+                };
+                let command = match next {
+                    Some(Ok(c)) => c,
+                    Some(Err(e)) => {
+                        debug!(cause = %e, "telemetry stream broke");
+                        break;
+                    }
+                    None => break,
+                };
+                let answer = match command.command {
+                    Some(v2::telemetry_command::Command::Settings(s)) => v2::TelemetryCommand {
+                        status: Some(ok()),
+                        command: Some(v2::telemetry_command::Command::Settings(core.settings(s))),
+                    },
+                    // Results of commands this proxy never sends, and anything newer: ignored.
+                    _ => continue,
+                };
+                if tx.send(Ok(answer)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let out = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn notify_client_termination(
+        &self,
+        _request: Request<v2::NotifyClientTerminationRequest>,
+    ) -> Result<Response<v2::NotifyClientTerminationResponse>, Status> {
+        Ok(Response::new(v2::NotifyClientTerminationResponse {
+            status: Some(ok()),
+        }))
+    }
+
+    async fn change_invisible_duration(
+        &self,
+        _request: Request<v2::ChangeInvisibleDurationRequest>,
+    ) -> Result<Response<v2::ChangeInvisibleDurationResponse>, Status> {
+        Ok(Response::new(v2::ChangeInvisibleDurationResponse {
+            status: Some(not_served("ChangeInvisibleDuration")),
+            receipt_handle: String::new(),
+        }))
+    }
+
+    async fn recall_message(
+        &self,
+        _request: Request<v2::RecallMessageRequest>,
+    ) -> Result<Response<v2::RecallMessageResponse>, Status> {
+        Ok(Response::new(v2::RecallMessageResponse {
+            status: Some(not_served("RecallMessage")),
+            message_id: String::new(),
+        }))
+    }
+
+    async fn sync_lite_subscription(
+        &self,
+        _request: Request<v2::SyncLiteSubscriptionRequest>,
+    ) -> Result<Response<v2::SyncLiteSubscriptionResponse>, Status> {
+        Ok(Response::new(v2::SyncLiteSubscriptionResponse {
+            status: Some(not_served("SyncLiteSubscription")),
+        }))
+    }
+}

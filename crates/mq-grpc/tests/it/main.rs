@@ -1,0 +1,396 @@
+//! The gRPC proxy over loopback, in front of an in-process cluster, driven by the generated
+//! tonic client as RocketMQ 5's clients drive it.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs,
+    unreachable_pub
+)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use mq_client_api::header::PullMessageRequestHeader;
+use mq_client_api::message::property;
+use mq_grpc::v2;
+use mq_grpc::v2::messaging_service_client::MessagingServiceClient;
+use mq_grpc::{GrpcProxy, GrpcProxyConfig};
+use mq_test_support::{Cluster, plain_api};
+use tonic::transport::Channel;
+
+const T: Duration = Duration::from_secs(10);
+
+struct Setup {
+    cluster: Cluster,
+    proxy: GrpcProxy,
+    client: MessagingServiceClient<Channel>,
+}
+
+async fn setup() -> Setup {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let proxy = GrpcProxy::start(
+        GrpcProxyConfig::new(&cluster.namesrv_addr())
+            .with_listen(SocketAddr::from(([127, 0, 0, 1], 0))),
+    )
+    .await
+    .unwrap();
+    let client = MessagingServiceClient::connect(format!("http://{}", proxy.local_addr()))
+        .await
+        .unwrap();
+    Setup {
+        cluster,
+        proxy,
+        client,
+    }
+}
+
+fn resource(name: &str) -> Option<v2::Resource> {
+    Some(v2::Resource {
+        resource_namespace: String::new(),
+        name: name.into(),
+    })
+}
+
+fn message(topic: &str, body: &[u8], sys: v2::SystemProperties) -> v2::Message {
+    v2::Message {
+        topic: resource(topic),
+        user_properties: HashMap::from([("color".to_owned(), "blue".to_owned())]),
+        system_properties: Some(sys),
+        body: body.to_vec(),
+    }
+}
+
+fn code(s: Option<&v2::Status>) -> v2::Code {
+    v2::Code::try_from(s.map_or(0, |s| s.code)).unwrap_or(v2::Code::Unspecified)
+}
+
+async fn send(
+    client: &mut MessagingServiceClient<Channel>,
+    messages: Vec<v2::Message>,
+) -> v2::SendMessageResponse {
+    client
+        .send_message(v2::SendMessageRequest { messages })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Everything stored in queue `queue` of `topic` on the cluster's broker.
+async fn stored(cluster: &Cluster, topic: &str, queue: i32) -> Vec<mq_client_api::MessageExt> {
+    let header = mq_test_support::pull_header("check", topic, queue, 0);
+    plain_api()
+        .pull(&cluster.broker_addr(0), &header, T)
+        .await
+        .map(|r| r.messages)
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_route_and_sends_as_a_5x_producer_sees_them() {
+    let mut s = setup().await;
+    // Telemetry: a producer's settings come back with the server's limits and policy.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let settings = v2::Settings {
+        client_type: Some(v2::ClientType::Producer as i32),
+        pub_sub: Some(v2::settings::PubSub::Publishing(v2::Publishing {
+            topics: vec![resource("GrpcTopic").unwrap()],
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    tx.send(v2::TelemetryCommand {
+        status: None,
+        command: Some(v2::telemetry_command::Command::Settings(settings)),
+    })
+    .await
+    .unwrap();
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let mut answers = s.client.telemetry(stream).await.unwrap().into_inner();
+    let answer = tokio::time::timeout(T, answers.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(code(answer.status.as_ref()), v2::Code::Ok);
+    let Some(v2::telemetry_command::Command::Settings(back)) = answer.command else {
+        panic!("no settings back: {answer:?}");
+    };
+    let Some(v2::settings::PubSub::Publishing(publishing)) = back.pub_sub else {
+        panic!("no publishing back");
+    };
+    assert!(publishing.max_body_size > 0, "Python copies it");
+    assert!(matches!(
+        back.backoff_policy.and_then(|p| p.strategy),
+        Some(v2::retry_policy::Strategy::ExponentialBackoff(_))
+    ));
+    drop(tx);
+
+    // The route of a topic to be auto-created: TBW102's brokers, the proxy as endpoint.
+    let asked = v2::Endpoints {
+        scheme: v2::AddressScheme::IPv4 as i32,
+        addresses: vec![v2::Address {
+            host: "127.0.0.1".into(),
+            port: i32::from(s.proxy.local_addr().port()),
+        }],
+    };
+    let route = s
+        .client
+        .query_route(v2::QueryRouteRequest {
+            topic: resource("GrpcTopic"),
+            endpoints: Some(asked.clone()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(route.status.as_ref()), v2::Code::Ok);
+    assert_eq!(route.message_queues.len(), 4);
+    for q in &route.message_queues {
+        assert_eq!(q.broker.as_ref().unwrap().endpoints.as_ref(), Some(&asked));
+    }
+
+    // A normal message, stored with its tag, keys, id and user property.
+    let sent = send(
+        &mut s.client,
+        vec![message(
+            "GrpcTopic",
+            b"hello over grpc",
+            v2::SystemProperties {
+                tag: Some("TagA".into()),
+                keys: vec!["k1".into(), "k2".into()],
+                message_id: "01ABCDEF0123456789".into(),
+                ..Default::default()
+            },
+        )],
+    )
+    .await;
+    assert_eq!(code(sent.status.as_ref()), v2::Code::Ok, "{sent:?}");
+    assert_eq!(sent.entries[0].message_id, "01ABCDEF0123456789");
+    let mut found = Vec::new();
+    for q in 0..4 {
+        found.extend(stored(&s.cluster, "GrpcTopic", q).await);
+    }
+    assert_eq!(found.len(), 1);
+    let m = &found[0].message;
+    assert_eq!(&m.body[..], b"hello over grpc");
+    assert_eq!(m.tags(), Some("TagA"));
+    assert_eq!(m.property(property::KEYS), Some("k1 k2"));
+    assert_eq!(m.uniq_key(), Some("01ABCDEF0123456789"));
+    assert_eq!(m.property("color"), Some("blue"));
+
+    // A message group keeps to one queue.
+    let fifo: Vec<v2::Message> = (0..12)
+        .map(|i| {
+            message(
+                "GrpcFifo",
+                format!("fifo {i}").as_bytes(),
+                v2::SystemProperties {
+                    message_group: Some("order-42".into()),
+                    message_type: v2::MessageType::Fifo as i32,
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
+    for m in fifo {
+        let r = send(&mut s.client, vec![m]).await;
+        assert_eq!(code(r.status.as_ref()), v2::Code::Ok, "{r:?}");
+    }
+    let mut per_queue = Vec::new();
+    for q in 0..4 {
+        per_queue.push(stored(&s.cluster, "GrpcFifo", q).await);
+    }
+    let used: Vec<&Vec<_>> = per_queue.iter().filter(|q| !q.is_empty()).collect();
+    assert_eq!(used.len(), 1, "one queue for the group");
+    let bodies: Vec<String> = used[0]
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.message.body).into_owned())
+        .collect();
+    assert_eq!(
+        bodies,
+        (0..12).map(|i| format!("fifo {i}")).collect::<Vec<_>>(),
+        "in order"
+    );
+
+    // A gzip body is stored inflated.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, b"compressed by the client").unwrap();
+    let r = send(
+        &mut s.client,
+        vec![message(
+            "GrpcGzip",
+            &gz.finish().unwrap(),
+            v2::SystemProperties {
+                body_encoding: v2::Encoding::Gzip as i32,
+                ..Default::default()
+            },
+        )],
+    )
+    .await;
+    assert_eq!(code(r.status.as_ref()), v2::Code::Ok, "{r:?}");
+    let mut gz_found = Vec::new();
+    for q in 0..4 {
+        gz_found.extend(stored(&s.cluster, "GrpcGzip", q).await);
+    }
+    assert_eq!(&gz_found[0].message.body[..], b"compressed by the client");
+
+    s.proxy.shutdown().await;
+    s.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_messages_and_unserved_rpcs_get_a_status_and_nothing_is_stored() {
+    let mut s = setup().await;
+    let cases = [
+        (
+            message("GrpcBad", b"", v2::SystemProperties::default()),
+            v2::Code::MessageBodyEmpty,
+        ),
+        (
+            message("bad topic!", b"x", v2::SystemProperties::default()),
+            v2::Code::IllegalTopic,
+        ),
+        (
+            message(
+                "GrpcBad",
+                b"not gzip at all",
+                v2::SystemProperties {
+                    body_encoding: v2::Encoding::Gzip as i32,
+                    ..Default::default()
+                },
+            ),
+            v2::Code::MessageCorrupted,
+        ),
+        (
+            message(
+                "GrpcBad",
+                b"x",
+                v2::SystemProperties {
+                    tag: Some("a|b".into()),
+                    ..Default::default()
+                },
+            ),
+            v2::Code::IllegalMessageTag,
+        ),
+        (
+            message(
+                "GrpcBad",
+                b"x",
+                v2::SystemProperties {
+                    delivery_timestamp: Some(prost_types::Timestamp {
+                        seconds: 4_000_000_000,
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                },
+            ),
+            v2::Code::IllegalDeliveryTime,
+        ),
+    ];
+    for (m, want) in cases {
+        let r = send(&mut s.client, vec![m]).await;
+        assert_eq!(code(r.status.as_ref()), want, "{r:?}");
+    }
+    let r = send(&mut s.client, Vec::new()).await;
+    assert_eq!(code(r.status.as_ref()), v2::Code::BadRequest);
+    for q in 0..8 {
+        assert!(stored(&s.cluster, "GrpcBad", q).await.is_empty());
+    }
+    // One good and one bad: each entry its own status, the call MULTIPLE_RESULTS.
+    let r = send(
+        &mut s.client,
+        vec![
+            message("GrpcMixed", b"good", v2::SystemProperties::default()),
+            message("GrpcMixed", b"", v2::SystemProperties::default()),
+        ],
+    )
+    .await;
+    assert_eq!(code(r.status.as_ref()), v2::Code::MultipleResults);
+    assert_eq!(code(r.entries[0].status.as_ref()), v2::Code::Ok);
+    assert_eq!(
+        code(r.entries[1].status.as_ref()),
+        v2::Code::MessageBodyEmpty
+    );
+    // An RPC not served yet says so, in a status.
+    let mut receive = s
+        .client
+        .receive_message(v2::ReceiveMessageRequest {
+            group: resource("g"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = receive.next().await.unwrap().unwrap();
+    let Some(v2::receive_message_response::Content::Status(st)) = first.content else {
+        panic!("{first:?}");
+    };
+    assert_eq!(code(Some(&st)), v2::Code::NotImplemented);
+    assert!(st.message.contains("ReceiveMessage"));
+    s.proxy.shutdown().await;
+    s.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_time_is_served_by_the_first_delay_level_not_before_it() {
+    let mut s = setup().await;
+    // One queue, so that a long-polling pull of it sees the delivery.
+    let create = mq_test_support::create_topic_header("GrpcDelay", 1);
+    plain_api()
+        .create_topic(&s.cluster.broker_addr(0), &create, T)
+        .await
+        .unwrap();
+    s.cluster.broker(0).register_now().await;
+    let at = mq_client_api::wire_time::now_millis() + 800;
+    let r = send(
+        &mut s.client,
+        vec![message(
+            "GrpcDelay",
+            b"later",
+            v2::SystemProperties {
+                delivery_timestamp: Some(prost_types::Timestamp {
+                    seconds: at / 1000,
+                    nanos: i32::try_from(at % 1000).unwrap() * 1_000_000,
+                }),
+                message_type: v2::MessageType::Delay as i32,
+                ..Default::default()
+            },
+        )],
+    )
+    .await;
+    assert_eq!(code(r.status.as_ref()), v2::Code::Ok, "{r:?}");
+    // Held in the schedule topic at level 1 (1 s): a pull that waits for it sees it arrive.
+    let header = PullMessageRequestHeader {
+        sys_flag: mq_client_api::header::pull_sys_flag::SUSPEND,
+        suspend_timeout_millis: 8_000,
+        ..mq_test_support::pull_header("check", "GrpcDelay", 0, 0)
+    };
+    let pulled = plain_api()
+        .pull(&s.cluster.broker_addr(0), &header, T)
+        .await
+        .unwrap();
+    assert_eq!(pulled.messages.len(), 1, "delivered: {:?}", pulled.status);
+    assert!(
+        pulled.messages[0].store_timestamp >= at,
+        "not before the delivery time"
+    );
+    s.proxy.shutdown().await;
+    s.cluster.shutdown().await;
+}
+
+/// Replays the fuzz corpus of the gRPC request decoding through the fuzz target's oracle.
+#[test]
+fn grpc_request_corpus_holds_its_invariants() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/grpc_request");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let data = std::fs::read(entry.unwrap().path()).unwrap();
+        mq_grpc::fuzz_oracle::check_request(&data);
+        n += 1;
+    }
+    assert!(n >= 3, "the seed corpus is present");
+}
