@@ -196,3 +196,93 @@ fn gunzip(body: &[u8], max: usize) -> Result<Vec<u8>, Refusal> {
     }
     Ok(out)
 }
+
+/// Properties that travel as system properties (or are the broker's own), never as user
+/// properties.
+const SYSTEM_KEYS: [&str; 12] = [
+    property::TAGS,
+    property::KEYS,
+    property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX,
+    SHARDING_KEY,
+    property::DELAY_TIME_LEVEL,
+    property::WAIT_STORE_MSG_OK,
+    property::MIN_OFFSET,
+    property::MAX_OFFSET,
+    property::REAL_TOPIC,
+    property::REAL_QUEUE_ID,
+    property::CLUSTER,
+    property::CONSUME_START_TIMESTAMP,
+];
+
+/// A protobuf timestamp of `ms` since the epoch.
+pub fn timestamp_of(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+/// A stored message as a gRPC consumer receives it, with its receipt handle, attempt and
+/// invisible time. Its body digest is CRC32 as Java's client checks it: the value in upper-case
+/// hex without leading zeros.
+pub fn to_grpc(
+    m: &mq_client_api::message::MessageExt,
+    handle: &str,
+    attempt: u32,
+    invisible: Duration,
+) -> v2::Message {
+    let msg = &m.message;
+    let user_properties = msg
+        .properties()
+        .iter()
+        .filter(|(k, _)| !SYSTEM_KEYS.contains(&k.as_str()) && !k.starts_with("__"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let group = msg.property(SHARDING_KEY).map(str::to_owned);
+    let message_type = if group.is_some() {
+        v2::MessageType::Fifo
+    } else if msg.property(property::DELAY_TIME_LEVEL).is_some() {
+        v2::MessageType::Delay
+    } else {
+        v2::MessageType::Normal
+    };
+    let crc = crc32fast::hash(&msg.body);
+    v2::Message {
+        topic: Some(v2::Resource {
+            resource_namespace: String::new(),
+            name: msg.topic.clone(),
+        }),
+        user_properties,
+        system_properties: Some(v2::SystemProperties {
+            tag: msg.tags().map(str::to_owned),
+            keys: msg
+                .property(property::KEYS)
+                .map(|k| {
+                    k.split(' ')
+                        .filter(|k| !k.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            message_id: msg.uniq_key().unwrap_or_default().to_owned(),
+            body_digest: Some(v2::Digest {
+                r#type: v2::DigestType::Crc32 as i32,
+                checksum: format!("{crc:X}"),
+            }),
+            body_encoding: v2::Encoding::Identity as i32,
+            message_type: message_type as i32,
+            born_timestamp: Some(timestamp_of(m.born_timestamp)),
+            born_host: m.born_host.ip().to_string(),
+            store_timestamp: Some(timestamp_of(m.store_timestamp)),
+            store_host: m.store_host.to_string(),
+            receipt_handle: Some(handle.to_owned()),
+            queue_id: m.queue_id,
+            queue_offset: Some(m.queue_offset),
+            invisible_duration: Some(duration(invisible)),
+            delivery_attempt: Some(i32::try_from(attempt).unwrap_or(i32::MAX)),
+            message_group: group,
+            ..Default::default()
+        }),
+        body: msg.body.to_vec(),
+    }
+}

@@ -1,4 +1,5 @@
-//! RocketMQ 5's gRPC protocol (`apache.rocketmq.v2.MessagingService`).
+//! Protocol crate on Layers 1–2: RocketMQ 5's gRPC protocol
+//! (`apache.rocketmq.v2.MessagingService`).
 //!
 //! * [`v2`] — the contract as prost messages with the tonic client and server, generated at
 //!   build time from `proto/` (written from the published contract) by protox and
@@ -11,6 +12,7 @@
 
 pub mod convert;
 pub mod fuzz_oracle;
+mod pop;
 pub mod proxy;
 
 pub use proxy::{GrpcProxy, GrpcProxyConfig};

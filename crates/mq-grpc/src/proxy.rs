@@ -5,8 +5,10 @@
 //! Served so far: QueryRoute (a topic the name servers do not know is answered with TBW102's
 //! queues when auto-creation is on, as a remoting producer would send), Heartbeat, Telemetry
 //! (the settings exchange every client waits for), SendMessage (normal, FIFO by message group,
-//! delayed by `delivery_timestamp`), and NotifyClientTermination. The other RPCs answer
-//! NOT_IMPLEMENTED naming themselves.
+//! delayed by `delivery_timestamp`), NotifyClientTermination, and SimpleConsumer's pop-style
+//! consumption (QueryAssignment, ReceiveMessage, AckMessage, ChangeInvisibleDuration,
+//! ForwardMessageToDeadLetterQueue; see `pop.rs`). The other RPCs answer NOT_IMPLEMENTED
+//! naming themselves.
 
 use std::collections::HashMap;
 use std::io;
@@ -30,6 +32,7 @@ use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
 
 use crate::convert::{self, SHARDING_KEY, ok, status, status_of};
+use crate::pop::{GroupTopic, QueueRef};
 use crate::v2;
 use crate::v2::messaging_service_server::{MessagingService, MessagingServiceServer};
 
@@ -38,6 +41,16 @@ pub const PROXY_PRODUCER_GROUP: &str = "MQ_GRPC_PROXY";
 
 /// How long a route is used before it is looked up again.
 const ROUTE_TTL: Duration = Duration::from_secs(30);
+
+/// Deliveries of a message before it goes to the dead-letter queue (Java's default, 16
+/// reconsumes, plus the first).
+const MAX_ATTEMPTS: u32 = 17;
+
+/// The most messages one receive hands out.
+const MAX_BATCH: usize = 32;
+
+/// The longest a receive waits for messages.
+const MAX_POLL: Duration = Duration::from_secs(30);
 
 /// Proxy settings. Build with [`GrpcProxyConfig::new`] and the `with_*` setters.
 #[derive(Clone, Debug)]
@@ -117,6 +130,7 @@ impl GrpcProxy {
             routes: Mutex::new(HashMap::new()),
             next: AtomicUsize::new(0),
             ids: UniqueIdGenerator::new(Some(local_addr.ip())),
+            pops: Mutex::new(HashMap::new()),
             token: token.clone(),
             tasks: tasks.clone(),
         }));
@@ -170,6 +184,8 @@ struct Core {
     next: AtomicUsize,
     /// Ids for messages that come without one (every official client sets its own).
     ids: UniqueIdGenerator,
+    /// Pop-style consumption state by (group, topic).
+    pops: Mutex<HashMap<(String, String), Arc<GroupTopic>>>,
     token: CancellationToken,
     tasks: TaskTracker,
 }
@@ -243,6 +259,56 @@ impl Core {
             .lock()
             .insert(topic.to_owned(), (Instant::now(), Arc::clone(&route)));
         Ok(route)
+    }
+
+    /// The consumption state of (group, topic).
+    fn pop(&self, group: &str, topic: &str) -> Arc<GroupTopic> {
+        Arc::clone(
+            self.pops
+                .lock()
+                .entry((group.to_owned(), topic.to_owned()))
+                .or_insert_with(|| Arc::new(GroupTopic::new(group.to_owned(), topic.to_owned()))),
+        )
+    }
+
+    /// The readable queues of `topic` on `broker` (every broker when `None`); only queue `id`
+    /// when it is not negative.
+    async fn readable(
+        &self,
+        topic: &str,
+        broker: Option<&str>,
+        id: i32,
+    ) -> Result<Vec<QueueRef>, v2::Status> {
+        let route = self.route(topic).await?;
+        if route.template {
+            return Err(status(
+                v2::Code::TopicNotFound,
+                format!("topic {topic} does not exist"),
+            ));
+        }
+        let mut out = Vec::new();
+        for q in &route.data.queue_datas {
+            if q.perm & perm::READ == 0 || broker.is_some_and(|b| b != q.broker_name) {
+                continue;
+            }
+            let Some(addr) = route
+                .data
+                .broker_datas
+                .iter()
+                .find(|b| b.broker_name == q.broker_name)
+                .and_then(|b| b.broker_addrs.get(&0))
+            else {
+                continue;
+            };
+            for i in (0..q.read_queue_nums).filter(|i| id < 0 || *i == id) {
+                out.push(QueueRef {
+                    broker: q.broker_name.clone(),
+                    addr: addr.clone(),
+                    id: i,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// The endpoints a client should use: the proxy, as the client reached it.
@@ -508,11 +574,46 @@ impl MessagingService for Proxy {
 
     async fn query_assignment(
         &self,
-        _request: Request<v2::QueryAssignmentRequest>,
+        request: Request<v2::QueryAssignmentRequest>,
     ) -> Result<Response<v2::QueryAssignmentResponse>, Status> {
+        let req = request.into_inner();
+        let topic = convert::resource_name(req.topic.as_ref());
+        let queues = match self.0.readable(&topic, None, -1).await {
+            Ok(q) => q,
+            Err(s) => {
+                return Ok(Response::new(v2::QueryAssignmentResponse {
+                    status: Some(s),
+                    assignments: Vec::new(),
+                }));
+            }
+        };
+        // One assignment per broker, queue -1: a receive there pops from all its queues.
+        let endpoints = self.0.endpoints(req.endpoints.as_ref());
+        let mut brokers: Vec<&str> = queues.iter().map(|q| q.broker.as_str()).collect();
+        brokers.dedup();
+        let assignments = brokers
+            .into_iter()
+            .map(|b| v2::Assignment {
+                message_queue: Some(v2::MessageQueue {
+                    topic: req.topic.clone(),
+                    id: -1,
+                    permission: v2::Permission::ReadWrite as i32,
+                    broker: Some(v2::Broker {
+                        name: b.to_owned(),
+                        id: 0,
+                        endpoints: Some(endpoints.clone()),
+                    }),
+                    accept_message_types: vec![
+                        v2::MessageType::Normal as i32,
+                        v2::MessageType::Fifo as i32,
+                        v2::MessageType::Delay as i32,
+                    ],
+                }),
+            })
+            .collect();
         Ok(Response::new(v2::QueryAssignmentResponse {
-            status: Some(not_served("QueryAssignment")),
-            assignments: Vec::new(),
+            status: Some(ok()),
+            assignments,
         }))
     }
 
@@ -520,34 +621,185 @@ impl MessagingService for Proxy {
 
     async fn receive_message(
         &self,
-        _request: Request<v2::ReceiveMessageRequest>,
+        request: Request<v2::ReceiveMessageRequest>,
     ) -> Result<Response<Self::ReceiveMessageStream>, Status> {
-        let only = v2::ReceiveMessageResponse {
-            content: Some(v2::receive_message_response::Content::Status(not_served(
-                "ReceiveMessage",
-            ))),
+        let req = request.into_inner();
+        let only = |s: v2::Status| -> Self::ReceiveMessageStream {
+            let item = v2::ReceiveMessageResponse {
+                content: Some(v2::receive_message_response::Content::Status(s)),
+            };
+            Box::pin(futures_util::stream::iter([Ok(item)]))
         };
-        Ok(Response::new(Box::pin(futures_util::stream::iter([Ok(
-            only,
-        )]))))
+        let group = convert::resource_name(req.group.as_ref());
+        if group.is_empty() {
+            return Ok(Response::new(only(status(
+                v2::Code::IllegalConsumerGroup,
+                "no consumer group",
+            ))));
+        }
+        let Some(mq) = req.message_queue.as_ref() else {
+            return Ok(Response::new(only(status(
+                v2::Code::BadRequest,
+                "no message queue",
+            ))));
+        };
+        let topic = convert::resource_name(mq.topic.as_ref());
+        let expression = match req.filter_expression.as_ref() {
+            Some(f) if f.r#type == v2::FilterType::Sql as i32 => {
+                return Ok(Response::new(only(status(
+                    v2::Code::IllegalFilterExpression,
+                    "SQL92 filters are not served; use tags",
+                ))));
+            }
+            Some(f) if !f.expression.trim().is_empty() => f.expression.clone(),
+            _ => "*".to_owned(),
+        };
+        let Some(invisible) = req
+            .invisible_duration
+            .and_then(|d| Duration::try_from(d).ok())
+            .filter(|d| !d.is_zero())
+        else {
+            return Ok(Response::new(only(status(
+                v2::Code::IllegalInvisibleTime,
+                "the invisible duration must be positive",
+            ))));
+        };
+        let queues = match self
+            .0
+            .readable(&topic, mq.broker.as_ref().map(|b| b.name.as_str()), mq.id)
+            .await
+        {
+            Ok(q) if !q.is_empty() => q,
+            Ok(_) => {
+                return Ok(Response::new(only(status(
+                    v2::Code::Forbidden,
+                    format!("topic {topic} has no readable queue there"),
+                ))));
+            }
+            Err(s) => return Ok(Response::new(only(s))),
+        };
+        let batch = usize::try_from(req.batch_size)
+            .unwrap_or(1)
+            .clamp(1, MAX_BATCH);
+        let poll = req
+            .long_polling_timeout
+            .and_then(|d| Duration::try_from(d).ok())
+            .unwrap_or(Duration::from_secs(20))
+            .min(MAX_POLL);
+        let state = self.0.pop(&group, &topic);
+        let deliveries = state
+            .receive(
+                &self.0.api,
+                &queues,
+                &expression,
+                batch,
+                invisible,
+                poll,
+                MAX_ATTEMPTS,
+                self.0.config.request_timeout,
+            )
+            .await;
+        // Messages, then one status: OK, or MESSAGE_NOT_FOUND when none came.
+        let last = if deliveries.is_empty() {
+            status(v2::Code::MessageNotFound, "no new message")
+        } else {
+            ok()
+        };
+        let items: Vec<Result<v2::ReceiveMessageResponse, Status>> = deliveries
+            .iter()
+            .map(|d| {
+                Ok(v2::ReceiveMessageResponse {
+                    content: Some(v2::receive_message_response::Content::Message(
+                        convert::to_grpc(&d.message, &d.handle, d.attempt, d.invisible),
+                    )),
+                })
+            })
+            .chain([Ok(v2::ReceiveMessageResponse {
+                content: Some(v2::receive_message_response::Content::Status(last)),
+            })])
+            .collect();
+        Ok(Response::new(Box::pin(futures_util::stream::iter(items))))
     }
 
     async fn ack_message(
         &self,
-        _request: Request<v2::AckMessageRequest>,
+        request: Request<v2::AckMessageRequest>,
     ) -> Result<Response<v2::AckMessageResponse>, Status> {
+        let req = request.into_inner();
+        let group = convert::resource_name(req.group.as_ref());
+        let topic = convert::resource_name(req.topic.as_ref());
+        let state = self.0.pop(&group, &topic);
+        let mut entries = Vec::with_capacity(req.entries.len());
+        for e in req.entries {
+            let s = match state.ack(&e.receipt_handle) {
+                Ok(commit) => {
+                    if let Some((q, offset)) = commit {
+                        state
+                            .commit(&self.0.api, &q, offset, self.0.config.request_timeout)
+                            .await;
+                    }
+                    ok()
+                }
+                Err(err) => status(v2::Code::InvalidReceiptHandle, err.to_string()),
+            };
+            entries.push(v2::AckMessageResultEntry {
+                message_id: e.message_id,
+                receipt_handle: e.receipt_handle,
+                status: Some(s),
+            });
+        }
+        let all_ok = entries.iter().all(|e| {
+            e.status
+                .as_ref()
+                .is_some_and(|s| s.code == v2::Code::Ok as i32)
+        });
+        let overall = if all_ok {
+            ok()
+        } else if entries.len() == 1 {
+            entries[0].status.clone().unwrap_or_else(ok)
+        } else {
+            status(
+                v2::Code::MultipleResults,
+                "the entries have different outcomes",
+            )
+        };
         Ok(Response::new(v2::AckMessageResponse {
-            status: Some(not_served("AckMessage")),
-            entries: Vec::new(),
+            status: Some(overall),
+            entries,
         }))
     }
 
     async fn forward_message_to_dead_letter_queue(
         &self,
-        _request: Request<v2::ForwardMessageToDeadLetterQueueRequest>,
+        request: Request<v2::ForwardMessageToDeadLetterQueueRequest>,
     ) -> Result<Response<v2::ForwardMessageToDeadLetterQueueResponse>, Status> {
+        let req = request.into_inner();
+        let group = convert::resource_name(req.group.as_ref());
+        let topic = convert::resource_name(req.topic.as_ref());
+        let state = self.0.pop(&group, &topic);
+        let timeout = self.0.config.request_timeout;
+        let s = match state.take(&req.receipt_handle) {
+            Ok((q, m)) => {
+                let attempts = u32::try_from(req.max_delivery_attempts).unwrap_or(MAX_ATTEMPTS);
+                if state
+                    .to_dead_letters(&self.0.api, &q, &m, attempts, timeout)
+                    .await
+                {
+                    if let Some(offset) = state.commit_point(&q) {
+                        state.commit(&self.0.api, &q, offset, timeout).await;
+                    }
+                    ok()
+                } else {
+                    status(
+                        v2::Code::InternalServerError,
+                        "the broker did not take the message into the dead-letter queue",
+                    )
+                }
+            }
+            Err(err) => status(v2::Code::InvalidReceiptHandle, err.to_string()),
+        };
         Ok(Response::new(v2::ForwardMessageToDeadLetterQueueResponse {
-            status: Some(not_served("ForwardMessageToDeadLetterQueue")),
+            status: Some(s),
         }))
     }
 
@@ -661,11 +913,37 @@ impl MessagingService for Proxy {
 
     async fn change_invisible_duration(
         &self,
-        _request: Request<v2::ChangeInvisibleDurationRequest>,
+        request: Request<v2::ChangeInvisibleDurationRequest>,
     ) -> Result<Response<v2::ChangeInvisibleDurationResponse>, Status> {
+        let req = request.into_inner();
+        let group = convert::resource_name(req.group.as_ref());
+        let topic = convert::resource_name(req.topic.as_ref());
+        let Some(invisible) = req
+            .invisible_duration
+            .and_then(|d| Duration::try_from(d).ok())
+        else {
+            return Ok(Response::new(v2::ChangeInvisibleDurationResponse {
+                status: Some(status(
+                    v2::Code::IllegalInvisibleTime,
+                    "the invisible duration must not be negative",
+                )),
+                receipt_handle: String::new(),
+            }));
+        };
+        let (s, handle) = match self
+            .0
+            .pop(&group, &topic)
+            .change_invisible(&req.receipt_handle, invisible)
+        {
+            Ok(h) => (ok(), h),
+            Err(err) => (
+                status(v2::Code::InvalidReceiptHandle, err.to_string()),
+                String::new(),
+            ),
+        };
         Ok(Response::new(v2::ChangeInvisibleDurationResponse {
-            status: Some(not_served("ChangeInvisibleDuration")),
-            receipt_handle: String::new(),
+            status: Some(s),
+            receipt_handle: handle,
         }))
     }
 

@@ -314,22 +314,48 @@ async fn bad_messages_and_unserved_rpcs_get_a_status_and_nothing_is_stored() {
         code(r.entries[1].status.as_ref()),
         v2::Code::MessageBodyEmpty
     );
-    // An RPC not served yet says so, in a status.
-    let mut receive = s
-        .client
-        .receive_message(v2::ReceiveMessageRequest {
+    // A receive without a queue, or without an invisible time, is a bad request.
+    for req in [
+        v2::ReceiveMessageRequest {
             group: resource("g"),
             ..Default::default()
-        })
+        },
+        v2::ReceiveMessageRequest {
+            group: resource("g"),
+            message_queue: Some(v2::MessageQueue {
+                topic: resource("GrpcBad"),
+                id: -1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    ] {
+        let mut receive = s.client.receive_message(req).await.unwrap().into_inner();
+        let first = receive.next().await.unwrap().unwrap();
+        let Some(v2::receive_message_response::Content::Status(st)) = first.content else {
+            panic!("{first:?}");
+        };
+        assert!(
+            matches!(
+                code(Some(&st)),
+                v2::Code::BadRequest | v2::Code::IllegalInvisibleTime
+            ),
+            "{st:?}"
+        );
+    }
+    // An RPC not served yet says so, in a status.
+    let mut pull = s
+        .client
+        .pull_message(v2::PullMessageRequest::default())
         .await
         .unwrap()
         .into_inner();
-    let first = receive.next().await.unwrap().unwrap();
-    let Some(v2::receive_message_response::Content::Status(st)) = first.content else {
+    let first = pull.next().await.unwrap().unwrap();
+    let Some(v2::pull_message_response::Content::Status(st)) = first.content else {
         panic!("{first:?}");
     };
     assert_eq!(code(Some(&st)), v2::Code::NotImplemented);
-    assert!(st.message.contains("ReceiveMessage"));
+    assert!(st.message.contains("PullMessage"));
     s.proxy.shutdown().await;
     s.cluster.shutdown().await;
 }
@@ -393,4 +419,257 @@ fn grpc_request_corpus_holds_its_invariants() {
         n += 1;
     }
     assert!(n >= 3, "the seed corpus is present");
+}
+
+async fn receive(
+    client: &mut MessagingServiceClient<Channel>,
+    group: &str,
+    queue: &v2::MessageQueue,
+    invisible: Duration,
+    poll: Duration,
+) -> (Vec<v2::Message>, v2::Code) {
+    let mut stream = client
+        .receive_message(v2::ReceiveMessageRequest {
+            group: resource(group),
+            message_queue: Some(queue.clone()),
+            filter_expression: Some(v2::FilterExpression {
+                r#type: v2::FilterType::Tag as i32,
+                expression: "*".into(),
+            }),
+            batch_size: 32,
+            invisible_duration: Some(prost_types::Duration::try_from(invisible).unwrap()),
+            auto_renew: false,
+            long_polling_timeout: Some(prost_types::Duration::try_from(poll).unwrap()),
+            attempt_id: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut messages = Vec::new();
+    let mut last = v2::Code::Unspecified;
+    while let Some(item) = stream.next().await {
+        match item.unwrap().content {
+            Some(v2::receive_message_response::Content::Message(m)) => messages.push(m),
+            Some(v2::receive_message_response::Content::Status(s)) => last = code(Some(&s)),
+            _ => {}
+        }
+    }
+    (messages, last)
+}
+
+fn handle(m: &v2::Message) -> String {
+    m.system_properties
+        .as_ref()
+        .and_then(|s| s.receipt_handle.clone())
+        .unwrap()
+}
+
+fn attempt(m: &v2::Message) -> i32 {
+    m.system_properties
+        .as_ref()
+        .and_then(|s| s.delivery_attempt)
+        .unwrap()
+}
+
+async fn ack(
+    client: &mut MessagingServiceClient<Channel>,
+    group: &str,
+    topic: &str,
+    m: &v2::Message,
+) -> v2::Code {
+    let r = client
+        .ack_message(v2::AckMessageRequest {
+            group: resource(group),
+            topic: resource(topic),
+            entries: vec![v2::AckMessageEntry {
+                message_id: m.system_properties.as_ref().unwrap().message_id.clone(),
+                receipt_handle: handle(m),
+                lite_topic: None,
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    code(r.status.as_ref())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simple_consumer_receives_acks_and_gets_back_what_it_did_not_ack() {
+    let mut s = setup().await;
+    let (group, topic) = ("simple_cg", "GrpcPop");
+    plain_api()
+        .create_topic(
+            &s.cluster.broker_addr(0),
+            &mq_test_support::create_topic_header(topic, 2),
+            T,
+        )
+        .await
+        .unwrap();
+    s.cluster.broker(0).register_now().await;
+    let sent: Vec<v2::Message> = (0..6)
+        .map(|i| {
+            message(
+                topic,
+                format!("pop {i}").as_bytes(),
+                v2::SystemProperties {
+                    tag: Some("TagA".into()),
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
+    let r = send(&mut s.client, sent).await;
+    assert_eq!(code(r.status.as_ref()), v2::Code::Ok, "{r:?}");
+
+    let assignment = s
+        .client
+        .query_assignment(v2::QueryAssignmentRequest {
+            topic: resource(topic),
+            group: resource(group),
+            endpoints: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(assignment.status.as_ref()), v2::Code::Ok);
+    assert_eq!(assignment.assignments.len(), 1, "one broker");
+    let queue = assignment.assignments[0].message_queue.clone().unwrap();
+
+    // Everything comes in one receive, once, first attempt, with a body digest Java accepts.
+    let (got, last) = receive(&mut s.client, group, &queue, Duration::from_secs(30), T).await;
+    assert_eq!(last, v2::Code::Ok);
+    let mut bodies: Vec<String> = got
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+        .collect();
+    bodies.sort();
+    assert_eq!(
+        bodies,
+        (0..6).map(|i| format!("pop {i}")).collect::<Vec<_>>()
+    );
+    for m in &got {
+        assert_eq!(attempt(m), 1);
+        let sys = m.system_properties.as_ref().unwrap();
+        assert_eq!(sys.tag.as_deref(), Some("TagA"));
+        assert_eq!(
+            m.user_properties.get("color").map(String::as_str),
+            Some("blue")
+        );
+        let digest = sys.body_digest.as_ref().unwrap();
+        assert_eq!(digest.checksum, format!("{:X}", crc32fast::hash(&m.body)));
+        assert_eq!(sys.body_encoding, v2::Encoding::Identity as i32);
+    }
+    // Nothing else while they are invisible.
+    let (none, last) = receive(
+        &mut s.client,
+        group,
+        &queue,
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+    )
+    .await;
+    assert!(none.is_empty());
+    assert_eq!(last, v2::Code::MessageNotFound);
+
+    // Four acknowledged (twice the same handle: the second is stale).
+    for m in &got[..4] {
+        assert_eq!(ack(&mut s.client, group, topic, m).await, v2::Code::Ok);
+    }
+    assert_eq!(
+        ack(&mut s.client, group, topic, &got[0]).await,
+        v2::Code::InvalidReceiptHandle
+    );
+    // One made visible again at once; the other left to expire.
+    let changed = s
+        .client
+        .change_invisible_duration(v2::ChangeInvisibleDurationRequest {
+            group: resource(group),
+            topic: resource(topic),
+            receipt_handle: handle(&got[4]),
+            invisible_duration: Some(prost_types::Duration::default()),
+            message_id: String::new(),
+            lite_topic: None,
+            suspend: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(changed.status.as_ref()), v2::Code::Ok);
+    assert_ne!(changed.receipt_handle, handle(&got[4]));
+    let (again, _) = receive(&mut s.client, group, &queue, Duration::from_millis(400), T).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].body, got[4].body);
+    assert_eq!(attempt(&again[0]), 2, "a second attempt");
+    // The old handle no longer acknowledges; the new one does.
+    assert_eq!(
+        ack(&mut s.client, group, topic, &got[4]).await,
+        v2::Code::InvalidReceiptHandle
+    );
+    assert_eq!(
+        ack(&mut s.client, group, topic, &again[0]).await,
+        v2::Code::Ok
+    );
+    // The last one comes back once its 30 s would pass: make it expire now, then forward it to
+    // the dead-letter queue.
+    let changed = s
+        .client
+        .change_invisible_duration(v2::ChangeInvisibleDurationRequest {
+            group: resource(group),
+            topic: resource(topic),
+            receipt_handle: handle(&got[5]),
+            invisible_duration: Some(prost_types::Duration::default()),
+            message_id: String::new(),
+            lite_topic: None,
+            suspend: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(changed.status.as_ref()), v2::Code::Ok);
+    let (last_one, _) = receive(&mut s.client, group, &queue, Duration::from_secs(30), T).await;
+    assert_eq!(last_one.len(), 1);
+    assert_eq!(last_one[0].body, got[5].body);
+    let forwarded = s
+        .client
+        .forward_message_to_dead_letter_queue(v2::ForwardMessageToDeadLetterQueueRequest {
+            group: resource(group),
+            topic: resource(topic),
+            receipt_handle: handle(&last_one[0]),
+            message_id: String::new(),
+            delivery_attempt: 2,
+            max_delivery_attempts: 2,
+            lite_topic: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        code(forwarded.status.as_ref()),
+        v2::Code::Ok,
+        "{forwarded:?}"
+    );
+    let dlq = stored(&s.cluster, &format!("%DLQ%{group}"), 0).await;
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0].message.body.to_vec(), got[5].body);
+
+    // Every message is settled: the group's committed offsets cover both queues' messages.
+    let mut committed = 0;
+    for q in 0..2 {
+        committed += plain_api()
+            .query_consumer_offset(
+                &s.cluster.broker_addr(0),
+                &mq_client_api::header::QueryConsumerOffsetRequestHeader {
+                    consumer_group: group.into(),
+                    topic: topic.into(),
+                    queue_id: q,
+                    set_zero_if_not_found: None,
+                },
+                T,
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(committed, 6);
+    s.proxy.shutdown().await;
+    s.cluster.shutdown().await;
 }

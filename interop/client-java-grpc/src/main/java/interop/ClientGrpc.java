@@ -5,13 +5,17 @@ import java.time.Duration;
 
 import org.apache.rocketmq.client.apis.ClientConfiguration;
 import org.apache.rocketmq.client.apis.ClientServiceProvider;
+import org.apache.rocketmq.client.apis.consumer.FilterExpression;
+import org.apache.rocketmq.client.apis.consumer.SimpleConsumer;
+import org.apache.rocketmq.client.apis.message.MessageView;
 import org.apache.rocketmq.client.apis.message.Message;
 import org.apache.rocketmq.client.apis.producer.Producer;
 import org.apache.rocketmq.client.apis.producer.SendReceipt;
 
 /**
- * RocketMQ 5's Java gRPC client (rocketmq-client-java) against `mq serve --grpc-port`: normal,
- * FIFO (message group) and delayed sends.
+ * RocketMQ 5's Java gRPC client (rocketmq-client-java) against our gRPC proxy: normal, FIFO
+ * (message group) and delayed sends, then a SimpleConsumer that receives and acknowledges
+ * every message once.
  *
  * <p>Usage: ClientGrpc ENDPOINT (host:port of the gRPC proxy), or ClientGrpc produce ENDPOINT TOPIC
  * N (the cross flow: bodies "cross message I", tag "cross"). Prints PASS or FAIL per scenario and
@@ -53,7 +57,7 @@ public final class ClientGrpc {
         }
         Producer producer = provider.newProducerBuilder()
             .setClientConfiguration(config)
-            .setTopics("GrpcNormal")
+            .setTopics("GrpcNormal", "GrpcSimple")
             .build();
         check("producer: normal send", () -> {
             Message m = provider.newMessageBuilder()
@@ -83,6 +87,38 @@ public final class ClientGrpc {
                 .setBody("later".getBytes(StandardCharsets.UTF_8))
                 .build();
             producer.send(m);
+        });
+        check("simple consumer: receives and acks every message once", () -> {
+            String topic = "GrpcSimple";
+            int n = 10;
+            java.util.Set<String> sent = new java.util.HashSet<>();
+            for (int i = 0; i < n; i++) {
+                String body = "simple " + i;
+                producer.send(provider.newMessageBuilder().setTopic(topic).setTag("TagS")
+                    .setBody(body.getBytes(StandardCharsets.UTF_8)).build());
+                sent.add(body);
+            }
+            SimpleConsumer consumer = provider.newSimpleConsumerBuilder()
+                .setClientConfiguration(config)
+                .setConsumerGroup("GrpcSimpleGroup")
+                .setAwaitDuration(Duration.ofSeconds(5))
+                .setSubscriptionExpressions(java.util.Collections.singletonMap(topic, new FilterExpression("TagS")))
+                .build();
+            java.util.Map<String, Integer> seen = new java.util.HashMap<>();
+            try {
+                long until = System.currentTimeMillis() + 60_000;
+                while (seen.size() < n && System.currentTimeMillis() < until) {
+                    for (MessageView m : consumer.receive(16, Duration.ofSeconds(30))) {
+                        String body = StandardCharsets.UTF_8.decode(m.getBody()).toString();
+                        seen.merge(body, 1, Integer::sum);
+                        consumer.ack(m);
+                    }
+                }
+            } finally {
+                consumer.close();
+            }
+            require(seen.keySet().equals(sent), "received " + seen.keySet());
+            require(seen.values().stream().allMatch(c -> c == 1), "received twice: " + seen);
         });
         producer.close();
         System.out.println("java-grpc: " + passed + " passed, " + failed + " failed");

@@ -1,0 +1,534 @@
+//! Pop-style consumption (what RocketMQ 5's SimpleConsumer does) served by the proxy over plain
+//! pulls, so that it works in front of any broker, 4.x included.
+//!
+//! Per (group, topic) the proxy keeps, for each queue, the next offset to pull and the
+//! messages handed out and not yet acknowledged. A received message is invisible until its
+//! invisible time passes; then the next receive hands it out again with its attempt count
+//! raised, under a new receipt handle (the old one stops working). After the last attempt it
+//! goes to the group's dead-letter queue (CONSUMER_SEND_MSG_BACK with no reconsume left). An
+//! acknowledgement removes it, and the group's committed offset of the queue (sent to its
+//! broker) moves up to the lowest offset still unacknowledged, so a restarted proxy hands out
+//! again only what was never acknowledged.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mq_client_api::header::{
+    ConsumerSendMsgBackRequestHeader, PullMessageRequestHeader, QueryConsumerOffsetRequestHeader,
+    UpdateConsumerOffsetRequestHeader, pull_sys_flag,
+};
+use mq_client_api::message::MessageExt;
+use mq_client_api::{ClientApi, MessageQueue, PullStatus};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+/// A queue of a topic: its broker's name and master address, and its id.
+#[derive(Clone, Debug, Eq, Hash, PartialEq)]
+pub(crate) struct QueueRef {
+    pub(crate) broker: String,
+    pub(crate) addr: String,
+    pub(crate) id: i32,
+}
+
+/// A message handed out and not acknowledged yet.
+#[derive(Debug)]
+struct InFlight {
+    message: MessageExt,
+    /// When it may be handed out again.
+    visible_at: Instant,
+    /// Deliveries so far (1 for the first).
+    attempt: u32,
+    /// Changes at each delivery and invisibility change: a receipt handle names it.
+    seq: u64,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    /// The next offset to pull; `None` until looked up.
+    next: Option<i64>,
+    /// Handed out, not acknowledged, by queue offset.
+    inflight: BTreeMap<i64, InFlight>,
+    /// A receive is pulling this queue (no other may, or both would get the same messages).
+    pulling: bool,
+    /// The offset last committed to the broker.
+    committed: i64,
+}
+
+/// What a receive hands out: the message, its attempt, and its receipt handle.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub(crate) message: MessageExt,
+    pub(crate) attempt: u32,
+    pub(crate) handle: String,
+    pub(crate) invisible: Duration,
+}
+
+/// Why an acknowledgement or invisibility change was refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HandleError {
+    #[error("receipt handle {0:?} is malformed")]
+    Malformed(String),
+    #[error("receipt handle {0:?} is stale: the message was handed out again, or acknowledged")]
+    Stale(String),
+}
+
+/// The consumption state of one (group, topic).
+#[derive(Debug)]
+pub(crate) struct GroupTopic {
+    group: String,
+    topic: String,
+    queues: Mutex<HashMap<QueueRef, QueueState>>,
+    /// Woken when a queue is released by a receive.
+    released: Notify,
+    seq: std::sync::atomic::AtomicU64,
+}
+
+impl GroupTopic {
+    pub(crate) fn new(group: String, topic: String) -> Self {
+        Self {
+            group,
+            topic,
+            queues: Mutex::new(HashMap::new()),
+            released: Notify::new(),
+            seq: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn handle(q: &QueueRef, offset: i64, seq: u64) -> String {
+        format!("{}_{}_{}_{}", q.id, offset, seq, q.broker)
+    }
+
+    /// (queue id, offset, seq, broker) of a receipt handle.
+    fn parse(handle: &str) -> Result<(i32, i64, u64, &str), HandleError> {
+        let bad = || HandleError::Malformed(handle.to_owned());
+        let mut parts = handle.splitn(4, '_');
+        let id = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let offset = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let seq = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let broker = parts.next().filter(|b| !b.is_empty()).ok_or_else(bad)?;
+        Ok((id, offset, seq, broker))
+    }
+
+    /// Hands out up to `batch` messages of `queues`: first those whose invisible time is over
+    /// (again, with their attempt raised; past `max_attempts` they go to the dead-letter queue
+    /// instead), then new ones, waiting up to `poll` for any.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn receive(
+        self: &Arc<Self>,
+        api: &ClientApi,
+        queues: &[QueueRef],
+        expression: &str,
+        batch: usize,
+        invisible: Duration,
+        poll: Duration,
+        max_attempts: u32,
+        timeout: Duration,
+    ) -> Vec<Delivery> {
+        let deadline = Instant::now() + poll;
+        loop {
+            let released = self.released.notified();
+            let (mut out, dead, claimed, next_visible) =
+                self.claim(queues, batch, invisible, max_attempts);
+            for (q, m) in dead {
+                if self
+                    .to_dead_letters(api, &q, &m, max_attempts, timeout)
+                    .await
+                {
+                    if let Some(offset) = self.commit_point(&q) {
+                        self.commit(api, &q, offset, timeout).await;
+                    }
+                } else {
+                    // Kept, and tried again when the next receive finds it expired.
+                    self.put_back(&q, m, max_attempts, invisible);
+                }
+            }
+            if !claimed.is_empty() && out.len() < batch {
+                // Wait for new messages only while nothing is at hand, and no longer than until
+                // a message handed out earlier becomes visible again.
+                let wait = if out.is_empty() {
+                    next_visible
+                        .map_or(deadline, |v| v.min(deadline))
+                        .saturating_duration_since(Instant::now())
+                } else {
+                    Duration::ZERO
+                };
+                let pulled = self
+                    .pull_claimed(api, &claimed, expression, batch - out.len(), wait, timeout)
+                    .await;
+                out.extend(self.hand_out(&claimed, pulled, invisible));
+            }
+            if !out.is_empty() || Instant::now() >= deadline {
+                return out;
+            }
+            // Every queue is being pulled by another receive: wait for one to be released.
+            if claimed.is_empty() {
+                let until = next_visible.map_or(deadline, |v| v.min(deadline));
+                let _ = tokio::time::timeout_at(until, released).await;
+            }
+        }
+    }
+
+    /// Under the lock: the expired messages to hand out again (or to the dead-letter queue),
+    /// and the queues this receive may pull (marked as pulled).
+    /// Also returns when the first message still invisible becomes visible again.
+    #[allow(clippy::type_complexity)]
+    fn claim(
+        &self,
+        queues: &[QueueRef],
+        batch: usize,
+        invisible: Duration,
+        max_attempts: u32,
+    ) -> (
+        Vec<Delivery>,
+        Vec<(QueueRef, MessageExt)>,
+        Vec<(QueueRef, Option<i64>)>,
+        Option<Instant>,
+    ) {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let mut dead = Vec::new();
+        let mut claimed = Vec::new();
+        let mut next_visible: Option<Instant> = None;
+        let mut states = self.queues.lock();
+        for q in queues {
+            let state = states.entry(q.clone()).or_default();
+            let expired: Vec<i64> = state
+                .inflight
+                .iter()
+                .filter(|(_, f)| f.visible_at <= now)
+                .map(|(o, _)| *o)
+                .collect();
+            for offset in expired {
+                if out.len() >= batch {
+                    break;
+                }
+                let Some(f) = state.inflight.get_mut(&offset) else {
+                    continue;
+                };
+                if f.attempt >= max_attempts {
+                    if let Some(f) = state.inflight.remove(&offset) {
+                        dead.push((q.clone(), f.message));
+                    }
+                    continue;
+                }
+                f.attempt += 1;
+                f.seq = self.next_seq();
+                f.visible_at = now + invisible;
+                out.push(Delivery {
+                    message: f.message.clone(),
+                    attempt: f.attempt,
+                    handle: Self::handle(q, offset, f.seq),
+                    invisible,
+                });
+            }
+            if !state.pulling {
+                state.pulling = true;
+                claimed.push((q.clone(), state.next));
+            }
+            for f in state.inflight.values().filter(|f| f.visible_at > now) {
+                next_visible = Some(next_visible.map_or(f.visible_at, |v| v.min(f.visible_at)));
+            }
+        }
+        (out, dead, claimed, next_visible)
+    }
+
+    /// Pulls the claimed queues at once (long polling for `wait` when nothing is at hand) and
+    /// returns what each gave and where it goes on from.
+    async fn pull_claimed(
+        &self,
+        api: &ClientApi,
+        claimed: &[(QueueRef, Option<i64>)],
+        expression: &str,
+        max: usize,
+        wait: Duration,
+        timeout: Duration,
+    ) -> Vec<(QueueRef, i64, Vec<MessageExt>)> {
+        let pulls = claimed.iter().map(|(q, next)| async move {
+            let from = match next {
+                Some(o) => *o,
+                None => self.start_offset(api, q, timeout).await,
+            };
+            let mut header = PullMessageRequestHeader {
+                consumer_group: self.group.clone(),
+                topic: self.topic.clone(),
+                queue_id: q.id,
+                queue_offset: from,
+                max_msg_nums: i32::try_from(max).unwrap_or(32).min(32),
+                sys_flag: 0,
+                commit_offset: 0,
+                suspend_timeout_millis: 0,
+                subscription: Some(expression.to_owned()),
+                sub_version: 0,
+                expression_type: Some("TAG".into()),
+                max_msg_bytes: None,
+            };
+            if !wait.is_zero() {
+                header.sys_flag = pull_sys_flag::SUSPEND;
+                header.suspend_timeout_millis = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+            }
+            match api.pull(&q.addr, &header, wait + timeout).await {
+                Ok(r) => {
+                    let next = if r.status == PullStatus::NoNewMsg {
+                        from
+                    } else {
+                        r.next_begin_offset
+                    };
+                    (q.clone(), next, r.messages)
+                }
+                Err(e) => {
+                    debug!(queue = q.id, broker = %q.broker, cause = %e, "pull failed");
+                    (q.clone(), from, Vec::new())
+                }
+            }
+        });
+        if wait.is_zero() {
+            return futures_util::future::join_all(pulls).await;
+        }
+        // Long polling: the first queue with messages answers; the others are asked again
+        // without waiting, so none of their messages is left behind or handed out twice.
+        let mut pending: Vec<_> = pulls.map(Box::pin).collect();
+        let mut done = Vec::new();
+        while !pending.is_empty() {
+            let (r, _, rest) = futures_util::future::select_all(pending).await;
+            let found = !r.2.is_empty();
+            done.push(r);
+            pending = rest;
+            if found {
+                break;
+            }
+        }
+        if !pending.is_empty() {
+            drop(pending);
+            let again: Vec<(QueueRef, Option<i64>)> = claimed
+                .iter()
+                .filter(|(q, _)| !done.iter().any(|(d, _, _)| d == q))
+                .cloned()
+                .collect();
+            let more =
+                Box::pin(self.pull_claimed(api, &again, expression, max, Duration::ZERO, timeout))
+                    .await;
+            done.extend(more);
+        }
+        done
+    }
+
+    /// Where a queue this proxy has not read yet starts: the group's committed offset, else
+    /// the queue's first message.
+    async fn start_offset(&self, api: &ClientApi, q: &QueueRef, timeout: Duration) -> i64 {
+        let header = QueryConsumerOffsetRequestHeader {
+            consumer_group: self.group.clone(),
+            topic: self.topic.clone(),
+            queue_id: q.id,
+            set_zero_if_not_found: None,
+        };
+        match api.query_consumer_offset(&q.addr, &header, timeout).await {
+            Ok(o) if o >= 0 => o,
+            _ => api
+                .min_offset(
+                    &q.addr,
+                    &MessageQueue::new(&self.topic, &q.broker, q.id),
+                    timeout,
+                )
+                .await
+                .unwrap_or(0),
+        }
+    }
+
+    /// Records what the claimed queues gave as handed out, and releases the queues.
+    fn hand_out(
+        &self,
+        claimed: &[(QueueRef, Option<i64>)],
+        pulled: Vec<(QueueRef, i64, Vec<MessageExt>)>,
+        invisible: Duration,
+    ) -> Vec<Delivery> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let mut states = self.queues.lock();
+        for (q, next, messages) in pulled {
+            let state = states.entry(q.clone()).or_default();
+            state.next = Some(next);
+            for m in messages {
+                let seq = self.next_seq();
+                out.push(Delivery {
+                    message: m.clone(),
+                    attempt: 1,
+                    handle: Self::handle(&q, m.queue_offset, seq),
+                    invisible,
+                });
+                state.inflight.insert(
+                    m.queue_offset,
+                    InFlight {
+                        message: m,
+                        visible_at: now + invisible,
+                        attempt: 1,
+                        seq,
+                    },
+                );
+            }
+        }
+        for (q, _) in claimed {
+            if let Some(state) = states.get_mut(q) {
+                state.pulling = false;
+            }
+        }
+        drop(states);
+        self.released.notify_waiters();
+        out
+    }
+
+    /// The offset to commit on `q` when it moved: the lowest offset handed out and not
+    /// acknowledged, or the next to pull.
+    pub(crate) fn commit_point(&self, q: &QueueRef) -> Option<i64> {
+        let mut states = self.queues.lock();
+        let state = states.get_mut(q)?;
+        let commit = state.inflight.keys().next().copied().or(state.next)?;
+        (commit > state.committed).then(|| {
+            state.committed = commit;
+            commit
+        })
+    }
+
+    /// Puts a message whose move to the dead-letter queue failed back among the handed out.
+    fn put_back(&self, q: &QueueRef, message: MessageExt, attempt: u32, invisible: Duration) {
+        let seq = self.next_seq();
+        self.queues
+            .lock()
+            .entry(q.clone())
+            .or_default()
+            .inflight
+            .insert(
+                message.queue_offset,
+                InFlight {
+                    message,
+                    visible_at: Instant::now() + invisible,
+                    attempt,
+                    seq,
+                },
+            );
+    }
+
+    /// Acknowledges the message of `handle`; returns the queue and the offset to commit when
+    /// the committed offset moves.
+    pub(crate) fn ack(&self, handle: &str) -> Result<Option<(QueueRef, i64)>, HandleError> {
+        let (id, offset, seq, broker) = Self::parse(handle)?;
+        let mut states = self.queues.lock();
+        let Some((q, state)) = states
+            .iter_mut()
+            .find(|(q, _)| q.id == id && q.broker == broker)
+        else {
+            return Err(HandleError::Stale(handle.to_owned()));
+        };
+        match state.inflight.get(&offset) {
+            Some(f) if f.seq == seq => {}
+            _ => return Err(HandleError::Stale(handle.to_owned())),
+        }
+        state.inflight.remove(&offset);
+        let q = q.clone();
+        drop(states);
+        Ok(self.commit_point(&q).map(|offset| (q, offset)))
+    }
+
+    /// Makes the message of `handle` invisible for `invisible` from now; returns its new handle.
+    pub(crate) fn change_invisible(
+        &self,
+        handle: &str,
+        invisible: Duration,
+    ) -> Result<String, HandleError> {
+        let (id, offset, seq, broker) = Self::parse(handle)?;
+        let mut states = self.queues.lock();
+        let Some((q, state)) = states
+            .iter_mut()
+            .find(|(q, _)| q.id == id && q.broker == broker)
+        else {
+            return Err(HandleError::Stale(handle.to_owned()));
+        };
+        let q = q.clone();
+        match state.inflight.get_mut(&offset) {
+            Some(f) if f.seq == seq => {
+                f.seq = self.next_seq();
+                f.visible_at = Instant::now() + invisible;
+                Ok(Self::handle(&q, offset, f.seq))
+            }
+            _ => Err(HandleError::Stale(handle.to_owned())),
+        }
+    }
+
+    /// The message of `handle`, taken out of the in-flight set (for the dead-letter queue).
+    pub(crate) fn take(&self, handle: &str) -> Result<(QueueRef, MessageExt), HandleError> {
+        let (id, offset, seq, broker) = Self::parse(handle)?;
+        let mut states = self.queues.lock();
+        let Some((q, state)) = states
+            .iter_mut()
+            .find(|(q, _)| q.id == id && q.broker == broker)
+        else {
+            return Err(HandleError::Stale(handle.to_owned()));
+        };
+        match state.inflight.get(&offset) {
+            Some(f) if f.seq == seq => {}
+            _ => return Err(HandleError::Stale(handle.to_owned())),
+        }
+        let q = q.clone();
+        let f = state
+            .inflight
+            .remove(&offset)
+            .ok_or_else(|| HandleError::Stale(handle.to_owned()))?;
+        Ok((q, f.message))
+    }
+
+    /// Commits `offset` for the group on the queue's broker.
+    pub(crate) async fn commit(
+        &self,
+        api: &ClientApi,
+        q: &QueueRef,
+        offset: i64,
+        timeout: Duration,
+    ) {
+        let header = UpdateConsumerOffsetRequestHeader {
+            consumer_group: self.group.clone(),
+            topic: self.topic.clone(),
+            queue_id: q.id,
+            commit_offset: offset,
+        };
+        if let Err(e) = api.update_consumer_offset(&q.addr, &header, timeout).await {
+            warn!(group = %self.group, queue = q.id, cause = %e, "committing an offset failed");
+        }
+    }
+
+    /// Moves `m` to the group's dead-letter queue: a send-back with no reconsume left.
+    pub(crate) async fn to_dead_letters(
+        &self,
+        api: &ClientApi,
+        q: &QueueRef,
+        m: &MessageExt,
+        max_attempts: u32,
+        timeout: Duration,
+    ) -> bool {
+        let header = ConsumerSendMsgBackRequestHeader {
+            offset: m.commit_log_offset,
+            group: self.group.clone(),
+            delay_level: 0,
+            origin_msg_id: m.message.uniq_key().map(str::to_owned),
+            origin_topic: Some(self.topic.clone()),
+            unit_mode: false,
+            // The broker moves it to %DLQ%group when its reconsume times reach this.
+            max_reconsume_times: Some(0),
+        };
+        match api.consumer_send_back(&q.addr, &header, timeout).await {
+            Ok(()) => {
+                debug!(group = %self.group, attempts = max_attempts, "message moved to the dead-letter queue");
+                true
+            }
+            Err(e) => {
+                warn!(group = %self.group, cause = %e, "moving a message to the dead-letter queue failed");
+                false
+            }
+        }
+    }
+}
