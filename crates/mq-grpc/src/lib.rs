@@ -14,6 +14,7 @@ pub mod convert;
 pub mod fuzz_oracle;
 mod pop;
 pub mod proxy;
+pub mod transaction;
 
 pub use proxy::{GrpcProxy, GrpcProxyConfig};
 

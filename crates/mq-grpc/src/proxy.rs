@@ -5,7 +5,9 @@
 //! Served so far: QueryRoute (a topic the name servers do not know is answered with TBW102's
 //! queues when auto-creation is on, as a remoting producer would send), Heartbeat, Telemetry
 //! (the settings exchange every client waits for), SendMessage (normal, FIFO by message group,
-//! delayed by `delivery_timestamp`), NotifyClientTermination, and SimpleConsumer's pop-style
+//! delayed by `delivery_timestamp`, transactional), EndTransaction with the recovery of
+//! orphaned transactions over Telemetry (see `transaction.rs`), NotifyClientTermination, and
+//! SimpleConsumer's pop-style
 //! consumption (QueryAssignment, ReceiveMessage, AckMessage, ChangeInvisibleDuration,
 //! ForwardMessageToDeadLetterQueue; see `pop.rs`). The other RPCs answer NOT_IMPLEMENTED
 //! naming themselves.
@@ -33,6 +35,7 @@ use tracing::{debug, info, warn};
 
 use crate::convert::{self, SHARDING_KEY, ok, status, status_of};
 use crate::pop::{GroupTopic, QueueRef};
+use crate::transaction::{self, PROXY_TRANSACTION_GROUP, Producers};
 use crate::v2;
 use crate::v2::messaging_service_server::{MessagingService, MessagingServiceServer};
 
@@ -131,9 +134,27 @@ impl GrpcProxy {
             next: AtomicUsize::new(0),
             ids: UniqueIdGenerator::new(Some(local_addr.ip())),
             pops: Mutex::new(HashMap::new()),
+            producers: Arc::default(),
+            client_id: format!("{}@mq-grpc-proxy-{}", local_addr.ip(), local_addr.port()),
             token: token.clone(),
             tasks: tasks.clone(),
         }));
+        transaction::serve_checks(&service.0.api, &service.0.producers);
+        // Brokers holding half messages hear from the proxy every 20 s, or forget it (Java
+        // brokers after 120 s) and stop asking it about them.
+        let core = Arc::clone(&service.0);
+        let stop = token.clone();
+        tasks.spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(20));
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = every.tick() => {
+                        transaction::heartbeat(&core.api, &core.producers, &core.client_id).await;
+                    }
+                }
+            }
+        });
         let core = Arc::clone(&service.0);
         let stop = token.clone();
         tasks.spawn(async move {
@@ -186,6 +207,10 @@ struct Core {
     ids: UniqueIdGenerator,
     /// Pop-style consumption state by (group, topic).
     pops: Mutex<HashMap<(String, String), Arc<GroupTopic>>>,
+    /// Producers on Telemetry, and the brokers holding this proxy's half messages.
+    producers: Arc<Producers>,
+    /// The proxy's client id towards the brokers.
+    client_id: String,
     token: CancellationToken,
     tasks: TaskTracker,
 }
@@ -333,10 +358,10 @@ impl Core {
                 Err(s) => return refused(s),
             };
         if transactional {
-            return refused(status(
-                v2::Code::NotImplemented,
-                "transactional messages are not served by this proxy yet",
-            ));
+            msg.set_property(
+                mq_client_api::message::property::PRODUCER_GROUP,
+                PROXY_TRANSACTION_GROUP,
+            );
         }
         if msg.uniq_key().is_none() {
             msg.set_property(
@@ -367,12 +392,21 @@ impl Core {
             .and_then(|s| s.born_timestamp.as_ref())
             .map_or_else(wire_time::now_millis, convert::timestamp_ms);
         let header = SendMessageRequestHeader {
-            producer_group: PROXY_PRODUCER_GROUP.to_owned(),
+            producer_group: if transactional {
+                PROXY_TRANSACTION_GROUP
+            } else {
+                PROXY_PRODUCER_GROUP
+            }
+            .to_owned(),
             topic: msg.topic.clone(),
             default_topic: "TBW102".to_owned(),
             default_topic_queue_nums: 4,
             queue_id: *queue_id,
-            sys_flag: 0,
+            sys_flag: if transactional {
+                mq_client_api::message::sys_flag::TRANSACTION_PREPARED_TYPE
+            } else {
+                0
+            },
             born_timestamp: born,
             flag: 0,
             properties: Some(msg.properties_string()),
@@ -393,10 +427,22 @@ impl Core {
                     // The topic exists now: its own route replaces the template's.
                     self.routes.lock().remove(&msg.topic);
                 }
+                let transaction_id = if transactional {
+                    if self.producers.holds_halves(addr) {
+                        // The broker's checks of this half message must find the proxy.
+                        transaction::heartbeat(&self.api, &self.producers, &self.client_id).await;
+                    }
+                    let commit_log_offset =
+                        mq_client_api::message::decode_offset_msg_id(&r.offset_msg_id)
+                            .map_or(0, |(_, o)| o);
+                    transaction::transaction_id(addr, commit_log_offset, r.queue_offset)
+                } else {
+                    String::new()
+                };
                 v2::SendResultEntry {
                     status: Some(ok()),
                     message_id: id,
-                    transaction_id: r.transaction_id.unwrap_or_default(),
+                    transaction_id,
                     offset: r.queue_offset,
                     recall_handle: String::new(),
                 }
@@ -518,6 +564,7 @@ impl MessagingService for Proxy {
                         v2::MessageType::Normal as i32,
                         v2::MessageType::Fifo as i32,
                         v2::MessageType::Delay as i32,
+                        v2::MessageType::Transaction as i32,
                     ],
                 });
             }
@@ -850,10 +897,36 @@ impl MessagingService for Proxy {
 
     async fn end_transaction(
         &self,
-        _request: Request<v2::EndTransactionRequest>,
+        request: Request<v2::EndTransactionRequest>,
     ) -> Result<Response<v2::EndTransactionResponse>, Status> {
+        let req = request.into_inner();
+        let resolution = v2::TransactionResolution::try_from(req.resolution)
+            .unwrap_or(v2::TransactionResolution::Unspecified);
+        let from_check = req.source == v2::TransactionSource::SourceServerCheck as i32;
+        let Some((broker, header)) =
+            transaction::end_header(&req.transaction_id, &req.message_id, resolution, from_check)
+        else {
+            return Ok(Response::new(v2::EndTransactionResponse {
+                status: Some(status(
+                    v2::Code::InvalidTransactionId,
+                    format!(
+                        "transaction {:?} is not one of this proxy's, or the resolution is unspecified",
+                        req.transaction_id
+                    ),
+                )),
+            }));
+        };
+        let s = match self
+            .0
+            .api
+            .end_transaction_oneway(&broker, &header, None, self.0.config.request_timeout)
+            .await
+        {
+            Ok(()) => ok(),
+            Err(e) => status_of(&e),
+        };
         Ok(Response::new(v2::EndTransactionResponse {
-            status: Some(not_served("EndTransaction")),
+            status: Some(s),
         }))
     }
 
@@ -863,6 +936,11 @@ impl MessagingService for Proxy {
         &self,
         request: Request<tonic::Streaming<v2::TelemetryCommand>>,
     ) -> Result<Response<Self::TelemetryStream>, Status> {
+        let client_id = request
+            .metadata()
+            .get("x-mq-client-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let mut incoming = request.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<v2::TelemetryCommand, Status>>(16);
         let core = Arc::clone(&self.0);
@@ -884,16 +962,34 @@ impl MessagingService for Proxy {
                     None => break,
                 };
                 let answer = match command.command {
-                    Some(v2::telemetry_command::Command::Settings(s)) => v2::TelemetryCommand {
-                        status: Some(ok()),
-                        command: Some(v2::telemetry_command::Command::Settings(core.settings(s))),
-                    },
+                    Some(v2::telemetry_command::Command::Settings(s)) => {
+                        // A producer may be asked about its orphaned transactions.
+                        if let (Some(id), Some(v2::settings::PubSub::Publishing(p))) =
+                            (&client_id, &s.pub_sub)
+                        {
+                            let topics = p
+                                .topics
+                                .iter()
+                                .map(|t| convert::resource_name(Some(t)))
+                                .collect();
+                            core.producers.connected(id, topics, tx.clone());
+                        }
+                        v2::TelemetryCommand {
+                            status: Some(ok()),
+                            command: Some(v2::telemetry_command::Command::Settings(
+                                core.settings(s),
+                            )),
+                        }
+                    }
                     // Results of commands this proxy never sends, and anything newer: ignored.
                     _ => continue,
                 };
                 if tx.send(Ok(answer)).await.is_err() {
                     break;
                 }
+            }
+            if let Some(id) = &client_id {
+                core.producers.gone(id);
             }
         });
         let out = futures_util::stream::unfold(rx, |mut rx| async move {

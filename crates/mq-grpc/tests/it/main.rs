@@ -673,3 +673,217 @@ async fn a_simple_consumer_receives_acks_and_gets_back_what_it_did_not_ack() {
     s.proxy.shutdown().await;
     s.cluster.shutdown().await;
 }
+
+/// The message ids stored in `topic` (every queue) on the cluster's broker.
+async fn stored_bodies(cluster: &Cluster, topic: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for q in 0..8 {
+        out.extend(
+            stored(cluster, topic, q)
+                .await
+                .into_iter()
+                .map(|m| String::from_utf8_lossy(&m.message.body).into_owned()),
+        );
+    }
+    out.sort();
+    out
+}
+
+fn transactional(topic: &str, body: &str) -> v2::Message {
+    message(
+        topic,
+        body.as_bytes(),
+        v2::SystemProperties {
+            message_type: v2::MessageType::Transaction as i32,
+            ..Default::default()
+        },
+    )
+}
+
+async fn end(
+    client: &mut MessagingServiceClient<Channel>,
+    topic: &str,
+    entry: &v2::SendResultEntry,
+    resolution: v2::TransactionResolution,
+    source: v2::TransactionSource,
+) -> v2::Code {
+    let r = client
+        .end_transaction(v2::EndTransactionRequest {
+            topic: resource(topic),
+            message_id: entry.message_id.clone(),
+            transaction_id: entry.transaction_id.clone(),
+            resolution: resolution as i32,
+            source: source as i32,
+            trace_context: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    code(r.status.as_ref())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_commit_roll_back_and_recover_through_telemetry() {
+    let cluster = Cluster::builder()
+        .configure(|c| c.with_transaction_timeout(Duration::from_millis(300)))
+        .start()
+        .await
+        .unwrap();
+    let proxy = GrpcProxy::start(
+        GrpcProxyConfig::new(&cluster.namesrv_addr())
+            .with_listen(SocketAddr::from(([127, 0, 0, 1], 0))),
+    )
+    .await
+    .unwrap();
+    let mut client = MessagingServiceClient::connect(format!("http://{}", proxy.local_addr()))
+        .await
+        .unwrap();
+    let topic = "GrpcTx";
+    plain_api()
+        .create_topic(
+            &cluster.broker_addr(0),
+            &mq_test_support::create_topic_header(topic, 1),
+            T,
+        )
+        .await
+        .unwrap();
+    cluster.broker(0).register_now().await;
+
+    // A producer on Telemetry, publishing the topic: it will be asked about orphans.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(v2::TelemetryCommand {
+        status: None,
+        command: Some(v2::telemetry_command::Command::Settings(v2::Settings {
+            client_type: Some(v2::ClientType::Producer as i32),
+            pub_sub: Some(v2::settings::PubSub::Publishing(v2::Publishing {
+                topics: vec![resource(topic).unwrap()],
+                ..Default::default()
+            })),
+            ..Default::default()
+        })),
+    })
+    .await
+    .unwrap();
+    let mut request = tonic::Request::new(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|c| (c, rx))
+    }));
+    request
+        .metadata_mut()
+        .insert("x-mq-client-id", "test-producer@1".parse().unwrap());
+    let mut commands = client.telemetry(request).await.unwrap().into_inner();
+    let settings = commands.next().await.unwrap().unwrap();
+    assert_eq!(code(settings.status.as_ref()), v2::Code::Ok);
+
+    // Committed: delivered; rolled back: never.
+    let committed = send(&mut client, vec![transactional(topic, "commit me")]).await;
+    let rolled = send(&mut client, vec![transactional(topic, "roll me back")]).await;
+    let (committed, rolled) = (&committed.entries[0], &rolled.entries[0]);
+    assert_eq!(
+        code(committed.status.as_ref()),
+        v2::Code::Ok,
+        "{committed:?}"
+    );
+    assert!(!committed.transaction_id.is_empty());
+    assert!(
+        stored_bodies(&cluster, topic).await.is_empty(),
+        "half messages stay hidden"
+    );
+    let local = v2::TransactionSource::SourceClient;
+    assert_eq!(
+        end(
+            &mut client,
+            topic,
+            committed,
+            v2::TransactionResolution::Commit,
+            local
+        )
+        .await,
+        v2::Code::Ok
+    );
+    assert_eq!(
+        end(
+            &mut client,
+            topic,
+            rolled,
+            v2::TransactionResolution::Rollback,
+            local
+        )
+        .await,
+        v2::Code::Ok
+    );
+    // A transaction id the proxy never made is refused.
+    let fake = v2::SendResultEntry {
+        transaction_id: "nonsense".into(),
+        ..committed.clone()
+    };
+    assert_eq!(
+        end(
+            &mut client,
+            topic,
+            &fake,
+            v2::TransactionResolution::Commit,
+            local
+        )
+        .await,
+        v2::Code::InvalidTransactionId
+    );
+
+    // Left undecided: the broker's check reaches the producer over Telemetry, which commits.
+    let orphan = send(&mut client, vec![transactional(topic, "orphan")]).await;
+    assert_eq!(code(orphan.status.as_ref()), v2::Code::Ok);
+    let recover = tokio::time::timeout(T, async {
+        loop {
+            let c = commands.next().await.unwrap().unwrap();
+            if let Some(v2::telemetry_command::Command::RecoverOrphanedTransactionCommand(r)) =
+                c.command
+            {
+                break r;
+            }
+        }
+    })
+    .await
+    .expect("the broker's check reaches the producer");
+    assert_eq!(
+        recover.message.as_ref().map(|m| m.body.clone()),
+        Some(b"orphan".to_vec())
+    );
+    let check = v2::SendResultEntry {
+        message_id: orphan.entries[0].message_id.clone(),
+        transaction_id: recover.transaction_id.clone(),
+        ..Default::default()
+    };
+    assert_eq!(
+        end(
+            &mut client,
+            topic,
+            &check,
+            v2::TransactionResolution::Commit,
+            v2::TransactionSource::SourceServerCheck
+        )
+        .await,
+        v2::Code::Ok
+    );
+    // Both committed messages arrive; the rolled back one never does.
+    let header = PullMessageRequestHeader {
+        sys_flag: mq_client_api::header::pull_sys_flag::SUSPEND,
+        suspend_timeout_millis: 8_000,
+        ..mq_test_support::pull_header("check", topic, 0, 1)
+    };
+    let later = plain_api()
+        .pull(&cluster.broker_addr(0), &header, T)
+        .await
+        .unwrap();
+    assert_eq!(
+        later.messages.len(),
+        1,
+        "the recovered one: {:?}",
+        later.status
+    );
+    assert_eq!(
+        stored_bodies(&cluster, topic).await,
+        vec!["commit me".to_owned(), "orphan".to_owned()]
+    );
+    drop(tx);
+    proxy.shutdown().await;
+    cluster.shutdown().await;
+}

@@ -11,6 +11,8 @@ import org.apache.rocketmq.client.apis.message.MessageView;
 import org.apache.rocketmq.client.apis.message.Message;
 import org.apache.rocketmq.client.apis.producer.Producer;
 import org.apache.rocketmq.client.apis.producer.SendReceipt;
+import org.apache.rocketmq.client.apis.producer.Transaction;
+import org.apache.rocketmq.client.apis.producer.TransactionResolution;
 
 /**
  * RocketMQ 5's Java gRPC client (rocketmq-client-java) against our gRPC proxy: normal, FIFO
@@ -87,6 +89,52 @@ public final class ClientGrpc {
                 .setBody("later".getBytes(StandardCharsets.UTF_8))
                 .build();
             producer.send(m);
+        });
+        check("producer: transactions, committed delivered and rolled back not", () -> {
+            String topic = "GrpcTx";
+            Producer tx = provider.newProducerBuilder()
+                .setClientConfiguration(config)
+                .setTopics(topic)
+                .setTransactionChecker(view -> TransactionResolution.COMMIT)
+                .build();
+            try {
+                for (String outcome : new String[] {"commit", "rollback"}) {
+                    Transaction t = tx.beginTransaction();
+                    tx.send(provider.newMessageBuilder().setTopic(topic).setTag(outcome)
+                        .setBody(("tx " + outcome).getBytes(StandardCharsets.UTF_8)).build(), t);
+                    if (outcome.equals("commit")) {
+                        t.commit();
+                    } else {
+                        t.rollback();
+                    }
+                }
+            } finally {
+                tx.close();
+            }
+            SimpleConsumer consumer = provider.newSimpleConsumerBuilder()
+                .setClientConfiguration(config)
+                .setConsumerGroup("GrpcTxGroup")
+                .setAwaitDuration(Duration.ofSeconds(5))
+                .setSubscriptionExpressions(java.util.Collections.singletonMap(topic, FilterExpression.SUB_ALL))
+                .build();
+            java.util.List<String> got = new java.util.ArrayList<>();
+            try {
+                long until = System.currentTimeMillis() + 30_000;
+                while (got.isEmpty() && System.currentTimeMillis() < until) {
+                    for (MessageView m : consumer.receive(16, Duration.ofSeconds(30))) {
+                        got.add(StandardCharsets.UTF_8.decode(m.getBody()).toString());
+                        consumer.ack(m);
+                    }
+                }
+                // A rolled back message would have come with the committed one.
+                for (MessageView m : consumer.receive(16, Duration.ofSeconds(30))) {
+                    got.add(StandardCharsets.UTF_8.decode(m.getBody()).toString());
+                    consumer.ack(m);
+                }
+            } finally {
+                consumer.close();
+            }
+            require(got.equals(java.util.Collections.singletonList("tx commit")), "received " + got);
         });
         check("simple consumer: receives and acks every message once", () -> {
             String topic = "GrpcSimple";
