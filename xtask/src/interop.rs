@@ -354,7 +354,9 @@ fn matrix(rows: &[Row]) -> String {
          server in a loopback-only network namespace. Servers: ours (`mq serve`), Apache RocketMQ \
          5.3.3 and 4.9.7 (Java name server and broker). Clients: ours, Apache RocketMQ's Java \
          `rocketmq-client` 4.5.1, 4.9.7 (request-reply, ACL signatures) and 5.3.3, Java's gRPC \
-         `rocketmq-client-java` 5.0.8 through our proxy (`mq proxy`) in front of each server, and \
+         `rocketmq-client-java` 5.0.8, Python's `rocketmq-python-client` 5.1.2 and Node's \
+         `rocketmq-client-nodejs` 1.0.8 through our proxy (`mq proxy`) in front of each server, \
+         and \
          `rocketmq-client-go/v2`. A cell is `pass`; \
          `known upstream` where the Java engine or client fails on its own, recognised by the \
          exact failure (the Java client against the Java server shows the same); `FAIL` with the \
@@ -429,6 +431,51 @@ fn build_clients() -> Result {
             started.elapsed().as_secs_f64()
         );
     }
+    // RocketMQ 5's Python gRPC client, in a virtual environment of its own (pip fetches it).
+    let started = Instant::now();
+    let python = dir.join("client-python");
+    let venv = python.join("target/venv");
+    if !venv.join("bin/python").exists() {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .map_err(|e| format!("cannot run python3: {e}"))?;
+        if !made.success() {
+            return Err("python3 could not make a virtual environment".into());
+        }
+    }
+    let installed = Command::new(venv.join("bin/pip"))
+        .args(["install", "-q", "-r"])
+        .arg(python.join("requirements.txt"))
+        .status()
+        .map_err(|e| format!("cannot run pip: {e}"))?;
+    if !installed.success() {
+        return Err("pip could not install client-python's requirements".into());
+    }
+    eprintln!(
+        "interop: built client-python ({:.1}s)",
+        started.elapsed().as_secs_f64()
+    );
+    // RocketMQ 5's Node.js gRPC client, installed by npm into its target directory.
+    let started = Instant::now();
+    let node = dir.join("client-node");
+    let target = node.join("target");
+    fs::create_dir_all(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+    fs::copy(node.join("package.json"), target.join("package.json"))
+        .map_err(|e| format!("client-node/package.json: {e}"))?;
+    let installed = Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--silent"])
+        .current_dir(&target)
+        .status()
+        .map_err(|e| format!("cannot run npm: {e}"))?;
+    if !installed.success() {
+        return Err("npm could not install client-node's dependencies".into());
+    }
+    eprintln!(
+        "interop: built client-node ({:.1}s)",
+        started.elapsed().as_secs_f64()
+    );
     let started = Instant::now();
     let status = Command::new("go")
         .args(["build", "-o", "target/client-go", "."])
@@ -693,6 +740,8 @@ pub(crate) fn in_netns(args: &[String]) -> Result {
                 &[GRPC_ENDPOINT],
             ),
         ),
+        ("python grpc", python(&dir, work, &[GRPC_ENDPOINT])),
+        ("node grpc", node(&dir, work, &[GRPC_ENDPOINT])),
         ("go", go(&dir, work, &[NAMESRV])),
     ];
     for (client, mut command) in programs {
@@ -1058,6 +1107,25 @@ fn java(dir: &Path, client: &str, class: &str, work: &Path, args: &[&str]) -> Co
     ))
     .arg(class)
     .args(args);
+    c
+}
+
+/// The Python gRPC client program with `args`, in its virtual environment.
+fn python(dir: &Path, work: &Path, args: &[&str]) -> Command {
+    let home = dir.join("client-python");
+    let mut c = Command::new(home.join("target/venv/bin/python"));
+    c.arg(home.join("client.py")).args(args).env("HOME", work);
+    c
+}
+
+/// The Node.js gRPC client program with `args`, with the modules npm installed.
+fn node(dir: &Path, work: &Path, args: &[&str]) -> Command {
+    let home = dir.join("client-node");
+    let mut c = Command::new("node");
+    c.arg(home.join("client.js"))
+        .args(args)
+        .env("NODE_PATH", home.join("target/node_modules"))
+        .env("HOME", work);
     c
 }
 

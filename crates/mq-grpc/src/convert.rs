@@ -223,8 +223,8 @@ pub fn timestamp_of(ms: i64) -> prost_types::Timestamp {
 }
 
 /// A stored message as a gRPC consumer receives it, with its receipt handle, attempt and
-/// invisible time. Its body digest is CRC32 as Java's client checks it: the value in upper-case
-/// hex without leading zeros.
+/// invisible time. Its body digest is MD5 in upper-case hex, as Apache RocketMQ's proxy writes
+/// it: the clients disagree on how CRC32 is written (Node: decimal, Java: hex), not on MD5.
 pub fn to_grpc(
     m: &mq_client_api::message::MessageExt,
     handle: &str,
@@ -246,7 +246,15 @@ pub fn to_grpc(
     } else {
         v2::MessageType::Normal
     };
-    let crc = crc32fast::hash(&msg.body);
+    let md5 = {
+        use md5::Digest as _;
+        let digest = md5::Md5::digest(&msg.body);
+        digest.iter().fold(String::with_capacity(32), |mut hex, b| {
+            use std::fmt::Write as _;
+            let _ = write!(hex, "{b:02X}");
+            hex
+        })
+    };
     v2::Message {
         topic: Some(v2::Resource {
             resource_namespace: String::new(),
@@ -266,8 +274,8 @@ pub fn to_grpc(
                 .unwrap_or_default(),
             message_id: msg.uniq_key().unwrap_or_default().to_owned(),
             body_digest: Some(v2::Digest {
-                r#type: v2::DigestType::Crc32 as i32,
-                checksum: format!("{crc:X}"),
+                r#type: v2::DigestType::Md5 as i32,
+                checksum: md5,
             }),
             body_encoding: v2::Encoding::Identity as i32,
             message_type: message_type as i32,

@@ -261,7 +261,9 @@ impl GroupTopic {
                 queue_id: q.id,
                 queue_offset: from,
                 max_msg_nums: i32::try_from(max).unwrap_or(32).min(32),
-                sys_flag: 0,
+                // The subscription travels with the pull: Java brokers otherwise want the group
+                // registered by a heartbeat, and the proxy's groups are not.
+                sys_flag: pull_sys_flag::SUBSCRIPTION,
                 commit_offset: 0,
                 suspend_timeout_millis: 0,
                 subscription: Some(expression.to_owned()),
@@ -270,7 +272,7 @@ impl GroupTopic {
                 max_msg_bytes: None,
             };
             if !wait.is_zero() {
-                header.sys_flag = pull_sys_flag::SUSPEND;
+                header.sys_flag |= pull_sys_flag::SUSPEND;
                 header.suspend_timeout_millis = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
             }
             match api.pull(&q.addr, &header, wait + timeout).await {

@@ -296,13 +296,11 @@ impl Core {
         )
     }
 
-    /// The readable queues of `topic` on `broker` (every broker when `None`); only queue `id`
-    /// when it is not negative.
+    /// The readable queues of `topic` on `broker` (every broker when `None`).
     async fn readable(
         &self,
         topic: &str,
         broker: Option<&str>,
-        id: i32,
     ) -> Result<Vec<QueueRef>, v2::Status> {
         let route = self.route(topic).await?;
         if route.template {
@@ -325,7 +323,7 @@ impl Core {
             else {
                 continue;
             };
-            for i in (0..q.read_queue_nums).filter(|i| id < 0 || *i == id) {
+            for i in 0..q.read_queue_nums {
                 out.push(QueueRef {
                     broker: q.broker_name.clone(),
                     addr: addr.clone(),
@@ -625,7 +623,7 @@ impl MessagingService for Proxy {
     ) -> Result<Response<v2::QueryAssignmentResponse>, Status> {
         let req = request.into_inner();
         let topic = convert::resource_name(req.topic.as_ref());
-        let queues = match self.0.readable(&topic, None, -1).await {
+        let queues = match self.0.readable(&topic, None).await {
             Ok(q) => q,
             Err(s) => {
                 return Ok(Response::new(v2::QueryAssignmentResponse {
@@ -711,9 +709,11 @@ impl MessagingService for Proxy {
                 "the invisible duration must be positive",
             ))));
         };
+        // Every queue of the broker, whatever queue the client names, as Apache RocketMQ's
+        // proxy pops: Java's client names the assignment's -1, Node's always queue 0.
         let queues = match self
             .0
-            .readable(&topic, mq.broker.as_ref().map(|b| b.name.as_str()), mq.id)
+            .readable(&topic, mq.broker.as_ref().map(|b| b.name.as_str()))
             .await
         {
             Ok(q) if !q.is_empty() => q,
