@@ -1,6 +1,7 @@
-//! `mq bench produce|consume`: load against a cluster (the embedded one by default), the Java
-//! benchmark tool's periodic line, an HDR latency histogram, optional JSON, an SVG plot, and a
-//! raw framed TCP echo baseline measured in the same run.
+//! `mq bench produce|consume`: load against a cluster (the embedded one by default), over
+//! remoting or RocketMQ 5's gRPC (`--transport grpc`, through a proxy), the Java benchmark tool's
+//! periodic line, an HDR latency histogram, optional JSON, an SVG plot, and a raw framed TCP
+//! echo baseline measured in the same run.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -35,6 +36,20 @@ pub(crate) enum Mode {
 }
 
 pub(crate) use crate::options::{Codec, Compress};
+
+/// The protocol `mq bench produce` sends with.
+#[derive(Clone, Copy, Debug, Eq, PartialEq, clap::ValueEnum)]
+pub(crate) enum Transport {
+    /// Remoting, with our producer.
+    Remoting,
+    /// RocketMQ 5's gRPC, through a proxy (`SendMessage` per request).
+    Grpc,
+}
+
+/// One send of the load: how many messages it carried, or whether its failure may have stored
+/// them.
+type SendFn =
+    Arc<dyn Fn(bytes::Bytes) -> mq_remoting::BoxFuture<'static, Result<u64, bool>> + Send + Sync>;
 
 /// Baselines.
 #[derive(Clone, Copy, Debug, Eq, PartialEq, clap::ValueEnum)]
@@ -200,18 +215,33 @@ fn producer_config(
 }
 
 /// `mq bench produce`.
-pub(crate) async fn produce(args: BenchArgs, mode: Mode) -> Result<(), String> {
+pub(crate) async fn produce(
+    args: BenchArgs,
+    mode: Mode,
+    transport: Transport,
+    grpc_endpoint: Option<String>,
+) -> Result<(), String> {
     let cluster = cluster(args.namesrv.as_deref()).await?;
-    let producer = Producer::new(producer_config(&args, &cluster.addr, Some(mode))?);
-    producer.start().await.map_err(|e| e.to_string())?;
+    let warm = bytes::Bytes::from(vec![b'w'; args.size.max(1)]);
+    let in_process_proxy = transport == Transport::Grpc && grpc_endpoint.is_none();
+    let (send, stop): (SendFn, Stop) = match transport {
+        Transport::Remoting => {
+            let producer = Producer::new(producer_config(&args, &cluster.addr, Some(mode))?);
+            producer.start().await.map_err(|e| e.to_string())?;
+            (
+                remoting_send(&producer, &args.topic, mode),
+                Stop::Producer(producer),
+            )
+        }
+        Transport::Grpc => {
+            let (send, proxy) = grpc_send(&args, &cluster.addr, grpc_endpoint, mode).await?;
+            (send, Stop::Proxy(proxy))
+        }
+    };
     // Warm the route (and let the broker create the topic) before measuring.
-    producer
-        .send(Message::new(
-            args.topic.clone(),
-            vec![b'w'; args.size.max(1)],
-        ))
+    send(warm)
         .await
-        .map_err(|e| format!("warm-up send failed: {e}"))?;
+        .map_err(|_| "warm-up send failed".to_owned())?;
     let stats = Stats::new();
     let body = bytes::Bytes::from(vec![b'x'; args.size.max(1)]);
     let cpu_start = process_cpu();
@@ -220,11 +250,10 @@ pub(crate) async fn produce(args: BenchArgs, mode: Mode) -> Result<(), String> {
     let remaining = Arc::new(AtomicU64::new(args.count.unwrap_or(u64::MAX)));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..args.tasks.max(1) {
-        let (p, s, body, topic, remaining, limited) = (
-            producer.clone(),
+        let (send, s, body, remaining, limited) = (
+            Arc::clone(&send),
             Arc::clone(&stats),
             body.clone(),
-            args.topic.clone(),
             Arc::clone(&remaining),
             args.count.is_some(),
         );
@@ -249,39 +278,15 @@ pub(crate) async fn produce(args: BenchArgs, mode: Mode) -> Result<(), String> {
                         break;
                     }
                     let t = Instant::now();
-                    let m = Message::new(topic.clone(), body.clone());
-                    let fut: mq_remoting::BoxFuture<
-                        'static,
-                        Result<u64, mq_producer::ProducerError>,
-                    > = match mode {
-                        Mode::Sync => {
-                            let p = p.clone();
-                            Box::pin(async move { Ok(p.send(m).await.map(|_| 1)?) })
-                        }
-                        Mode::Async | Mode::AutoBatch => {
-                            let f = p.send_async(m);
-                            Box::pin(async move { Ok(f.await.map(|_| 1)?) })
-                        }
-                        Mode::Oneway => {
-                            let p = p.clone();
-                            Box::pin(async move { Ok(p.send_oneway(m).await.map(|()| 1)?) })
-                        }
-                        Mode::Batch => {
-                            let p = p.clone();
-                            Box::pin(async move {
-                                let msgs = (0..16).map(|_| m.clone()).collect();
-                                Ok(p.send_batch(msgs).await.map(|_| 16)?)
-                            })
-                        }
-                    };
+                    let fut = send(body.clone());
                     let s = Arc::clone(&s);
                     inflight.push(async move {
                         match fut.await {
                             Ok(n) => s.record(t.elapsed(), n),
-                            Err(e) if e.possibly_delivered() => {
+                            Err(true) => {
                                 s.response_failed.fetch_add(1, Ordering::Relaxed);
                             }
-                            Err(_) => {
+                            Err(false) => {
                                 s.send_failed.fetch_add(1, Ordering::Relaxed);
                             }
                         }
@@ -299,26 +304,158 @@ pub(crate) async fn produce(args: BenchArgs, mode: Mode) -> Result<(), String> {
         .broker_pid
         .zip(broker_start)
         .map(|(pid, start)| cpu_of(pid).saturating_sub(start));
-    producer.shutdown().await;
+    stop.shutdown().await;
     let baseline = match args.baseline {
         Some(Baseline::Echo) => Some(echo_baseline(&args).await),
         None => None,
     };
+    let name = match transport {
+        Transport::Remoting => format!("produce {mode:?}").to_lowercase(),
+        Transport::Grpc => format!("produce {mode:?} grpc").to_lowercase(),
+    };
     finish(
         &args,
-        &format!("produce {mode:?}").to_lowercase(),
+        &name,
         &stats,
         &samples,
         elapsed,
         baseline,
         Some(CpuUse {
             client: cpu,
-            scope: cpu_scope(&args),
+            scope: match (cpu_scope(&args), in_process_proxy) {
+                (scope, false) => scope,
+                ("client", true) => "client+proxy",
+                (_, true) => "client+proxy+broker",
+            },
             broker: broker_cpu,
         }),
     )?;
     cluster.shutdown().await;
     Ok(())
+}
+
+/// What to stop once the load is over.
+enum Stop {
+    Producer(Producer),
+    Proxy(Option<mq_grpc::GrpcProxy>),
+}
+
+impl Stop {
+    async fn shutdown(self) {
+        match self {
+            Self::Producer(p) => p.shutdown().await,
+            Self::Proxy(Some(p)) => p.shutdown().await,
+            Self::Proxy(None) => {}
+        }
+    }
+}
+
+/// Sends of `mode` with our producer.
+fn remoting_send(producer: &Producer, topic: &str, mode: Mode) -> SendFn {
+    let (p, topic) = (producer.clone(), topic.to_owned());
+    Arc::new(move |body| {
+        let m = Message::new(topic.clone(), body);
+        let delivered = |e: mq_producer::ProducerError| e.possibly_delivered();
+        match mode {
+            Mode::Sync => {
+                let p = p.clone();
+                Box::pin(async move {
+                    p.send(m)
+                        .await
+                        .map(|_| 1)
+                        .map_err(|e| delivered(e.into_error()))
+                })
+            }
+            Mode::Async | Mode::AutoBatch => {
+                let f = p.send_async(m);
+                Box::pin(async move { f.await.map(|_| 1).map_err(|e| delivered(e.into_error())) })
+            }
+            Mode::Oneway => {
+                let p = p.clone();
+                Box::pin(async move {
+                    p.send_oneway(m)
+                        .await
+                        .map(|()| 1)
+                        .map_err(|e| delivered(e.into_error()))
+                })
+            }
+            Mode::Batch => {
+                let p = p.clone();
+                Box::pin(async move {
+                    let msgs = (0..16).map(|_| m.clone()).collect();
+                    p.send_batch(msgs)
+                        .await
+                        .map(|_| 16)
+                        .map_err(|e| delivered(e.into_error()))
+                })
+            }
+        }
+    })
+}
+
+/// Sends of `mode` as gRPC `SendMessage` requests through `endpoint`, or through a proxy started
+/// here in front of the cluster of `namesrv` (returned, to be stopped). Sync and async are both
+/// one message per request (the window sets the depth); batch is 16 per request.
+async fn grpc_send(
+    args: &BenchArgs,
+    namesrv: &str,
+    endpoint: Option<String>,
+    mode: Mode,
+) -> Result<(SendFn, Option<mq_grpc::GrpcProxy>), String> {
+    use mq_grpc::v2;
+    let (endpoint, proxy) = match endpoint {
+        Some(e) => (e, None),
+        None => {
+            let proxy = mq_grpc::GrpcProxy::start(
+                mq_grpc::GrpcProxyConfig::new(namesrv)
+                    .with_listen(SocketAddr::from(([127, 0, 0, 1], 0))),
+            )
+            .await
+            .map_err(|e| format!("gRPC proxy cannot start: {e}"))?;
+            (proxy.local_addr().to_string(), Some(proxy))
+        }
+    };
+    let per_request = match mode {
+        Mode::Sync | Mode::Async => 1,
+        Mode::Batch => 16,
+        Mode::Oneway | Mode::AutoBatch => {
+            return Err(format!(
+                "--transport grpc has no {mode:?} mode: use sync, async or batch"
+            ));
+        }
+    };
+    let client =
+        v2::messaging_service_client::MessagingServiceClient::connect(format!("http://{endpoint}"))
+            .await
+            .map_err(|e| format!("cannot connect to the gRPC proxy at {endpoint}: {e}"))?;
+    let topic = args.topic.clone();
+    let send: SendFn = Arc::new(move |body: bytes::Bytes| {
+        let mut client = client.clone();
+        let message = v2::Message {
+            topic: Some(v2::Resource {
+                resource_namespace: String::new(),
+                name: topic.clone(),
+            }),
+            body: body.to_vec(),
+            ..Default::default()
+        };
+        Box::pin(async move {
+            let request = v2::SendMessageRequest {
+                messages: vec![message; per_request],
+            };
+            match client.send_message(request).await {
+                Ok(r)
+                    if r.get_ref().status.as_ref().map(|s| s.code) == Some(v2::Code::Ok as i32) =>
+                {
+                    Ok(u64::try_from(per_request).unwrap_or(1))
+                }
+                // Refused with a status: not stored. A transport failure: maybe stored.
+                Ok(_) => Err(false),
+                Err(_) => Err(true),
+            }
+        })
+    });
+    Ok((send, proxy))
 }
 
 /// This process's CPU time (user + system) so far (zero where there is no `/proc`).

@@ -151,6 +151,13 @@ enum BenchCommand {
         /// Send mode.
         #[arg(long, value_enum, default_value = "sync")]
         mode: bench::Mode,
+        /// Protocol: remoting (our producer) or RocketMQ 5's gRPC (through a proxy).
+        #[arg(long, value_enum, default_value = "remoting")]
+        transport: bench::Transport,
+        /// With `--transport grpc`: the proxy to send through (e.g. `mq serve --grpc-port`'s);
+        /// default: one started in this process in front of the cluster.
+        #[arg(long)]
+        grpc_endpoint: Option<String>,
     },
     /// Consumer load (preloads the messages first).
     Consume {
@@ -349,8 +356,14 @@ fn main() -> ExitCode {
             } => commands::topic_list(&target).await,
             Command::Cluster { target } => commands::cluster(&target).await,
             Command::Bench {
-                which: BenchCommand::Produce { args, mode },
-            } => bench::produce(args, mode).await,
+                which:
+                    BenchCommand::Produce {
+                        args,
+                        mode,
+                        transport,
+                        grpc_endpoint,
+                    },
+            } => bench::produce(args, mode, transport, grpc_endpoint).await,
             Command::Bench {
                 which: BenchCommand::Consume { args },
             } => bench::consume(args).await,

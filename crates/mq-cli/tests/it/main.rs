@@ -472,6 +472,36 @@ fn bench_json_reports_sane_numbers_and_a_plot() {
     assert!(svg.starts_with("<svg") && svg.contains("polyline"));
     let (ok, _, err) = mq(&["bench", "produce", "--mode", "sideways"]);
     assert!(!ok && err.contains("invalid value 'sideways'"));
+    // Over gRPC, through a proxy started in front of the embedded cluster: every send counted,
+    // and a mode gRPC has no word for is a clear error.
+    let (ok, out, err) = mq(&[
+        "bench",
+        "produce",
+        "--transport",
+        "grpc",
+        "--count",
+        "500",
+        "--tasks",
+        "4",
+        "--mode",
+        "async",
+        "--window",
+        "4",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["ok"], 500, "{v}");
+    assert_eq!(v["bench"], "produce async grpc");
+    let (ok, _, err) = mq(&[
+        "bench",
+        "produce",
+        "--transport",
+        "grpc",
+        "--mode",
+        "oneway",
+    ]);
+    assert!(!ok && err.contains("no Oneway mode"), "{err}");
 }
 
 /// Sends SIGSTOP or SIGCONT to the server process.

@@ -894,3 +894,69 @@ async fn transactions_commit_roll_back_and_recover_through_telemetry() {
     proxy.shutdown().await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_drops_its_receive_loses_nothing() {
+    let mut s = setup().await;
+    let (group, topic) = ("dropping_cg", "GrpcDrop");
+    plain_api()
+        .create_topic(
+            &s.cluster.broker_addr(0),
+            &mq_test_support::create_topic_header(topic, 1),
+            T,
+        )
+        .await
+        .unwrap();
+    s.cluster.broker(0).register_now().await;
+    let r = send(
+        &mut s.client,
+        (0..3)
+            .map(|i| {
+                message(
+                    topic,
+                    format!("kept {i}").as_bytes(),
+                    v2::SystemProperties::default(),
+                )
+            })
+            .collect(),
+    )
+    .await;
+    assert_eq!(code(r.status.as_ref()), v2::Code::Ok);
+    let queue = v2::MessageQueue {
+        topic: resource(topic),
+        id: -1,
+        broker: Some(v2::Broker {
+            name: "broker-a".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    // A receive whose client goes away before reading a single message.
+    let stream = s
+        .client
+        .receive_message(v2::ReceiveMessageRequest {
+            group: resource(group),
+            message_queue: Some(queue.clone()),
+            batch_size: 32,
+            invisible_duration: Some(
+                prost_types::Duration::try_from(Duration::from_millis(300)).unwrap(),
+            ),
+            long_polling_timeout: Some(prost_types::Duration::try_from(T).unwrap()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    drop(stream);
+    // The messages it was handed come back once their invisible time is over.
+    let (again, last) = receive(&mut s.client, group, &queue, Duration::from_secs(30), T).await;
+    assert_eq!(last, v2::Code::Ok);
+    let mut bodies: Vec<String> = again
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+        .collect();
+    bodies.sort();
+    assert_eq!(bodies, ["kept 0", "kept 1", "kept 2"]);
+    assert!(again.iter().all(|m| attempt(m) == 2), "second attempts");
+    s.proxy.shutdown().await;
+    s.cluster.shutdown().await;
+}
