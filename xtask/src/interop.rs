@@ -33,6 +33,8 @@ const CLIENTS: &[&str] = &[
     "java 4.9",
     "java 5.3",
     "java grpc",
+    "python grpc",
+    "node grpc",
     "go",
 ];
 

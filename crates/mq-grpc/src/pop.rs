@@ -33,6 +33,18 @@ pub(crate) struct QueueRef {
     pub(crate) id: i32,
 }
 
+/// Releases a receive's claimed queues when dropped.
+struct Release<'a> {
+    owner: &'a GroupTopic,
+    queues: Vec<QueueRef>,
+}
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.owner.release(&self.queues);
+    }
+}
+
 /// A message handed out and not acknowledged yet.
 #[derive(Debug)]
 struct InFlight {
@@ -136,6 +148,12 @@ impl GroupTopic {
             let released = self.released.notified();
             let (mut out, dead, claimed, next_visible) =
                 self.claim(queues, batch, invisible, max_attempts);
+            // The claimed queues are released when this iteration ends, however it ends: a
+            // receive whose client went away (its future dropped mid-pull) leaves none behind.
+            let _release = Release {
+                owner: self,
+                queues: claimed.iter().map(|(q, _)| q.clone()).collect(),
+            };
             for (q, m) in dead {
                 if self
                     .to_dead_letters(api, &q, &m, max_attempts, timeout)
@@ -162,7 +180,7 @@ impl GroupTopic {
                 let pulled = self
                     .pull_claimed(api, &claimed, expression, batch - out.len(), wait, timeout)
                     .await;
-                out.extend(self.hand_out(&claimed, pulled, invisible));
+                out.extend(self.hand_out(pulled, invisible));
             }
             if !out.is_empty() || Instant::now() >= deadline {
                 return out;
@@ -343,10 +361,9 @@ impl GroupTopic {
         }
     }
 
-    /// Records what the claimed queues gave as handed out, and releases the queues.
+    /// Records what the claimed queues gave as handed out.
     fn hand_out(
         &self,
-        claimed: &[(QueueRef, Option<i64>)],
         pulled: Vec<(QueueRef, i64, Vec<MessageExt>)>,
         invisible: Duration,
     ) -> Vec<Delivery> {
@@ -375,14 +392,22 @@ impl GroupTopic {
                 );
             }
         }
-        for (q, _) in claimed {
+        out
+    }
+
+    /// Ends a receive's pull of `queues`, and wakes the receives waiting for one.
+    fn release(&self, queues: &[QueueRef]) {
+        if queues.is_empty() {
+            return;
+        }
+        let mut states = self.queues.lock();
+        for q in queues {
             if let Some(state) = states.get_mut(q) {
                 state.pulling = false;
             }
         }
         drop(states);
         self.released.notify_waiters();
-        out
     }
 
     /// The offset to commit on `q` when it moved: the lowest offset handed out and not

@@ -931,6 +931,33 @@ async fn a_consumer_that_drops_its_receive_loses_nothing() {
         }),
         ..Default::default()
     };
+    // A receive whose client gives up while it long-polls an empty queue leaves the queue free:
+    // here the queue's messages were all taken by an earlier receive, so this one waits.
+    let (taken, _) = receive(&mut s.client, group, &queue, Duration::from_secs(30), T).await;
+    assert_eq!(taken.len(), 3);
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        receive(&mut s.client, group, &queue, Duration::from_secs(30), T),
+    )
+    .await;
+    assert!(gave_up.is_err(), "nothing to receive: it waits");
+    for m in &taken {
+        assert_eq!(ack(&mut s.client, group, topic, m).await, v2::Code::Ok);
+    }
+    let r = send(
+        &mut s.client,
+        (0..3)
+            .map(|i| {
+                message(
+                    topic,
+                    format!("kept {i}").as_bytes(),
+                    v2::SystemProperties::default(),
+                )
+            })
+            .collect(),
+    )
+    .await;
+    assert_eq!(code(r.status.as_ref()), v2::Code::Ok);
     // A receive whose client goes away before reading a single message.
     let stream = s
         .client
