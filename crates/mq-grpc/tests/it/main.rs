@@ -895,6 +895,21 @@ async fn transactions_commit_roll_back_and_recover_through_telemetry() {
     cluster.shutdown().await;
 }
 
+/// Sends "kept 0" to "kept 2" to `topic`.
+async fn send_kept(client: &mut MessagingServiceClient<Channel>, topic: &str) {
+    let messages = (0..3)
+        .map(|i| {
+            message(
+                topic,
+                format!("kept {i}").as_bytes(),
+                v2::SystemProperties::default(),
+            )
+        })
+        .collect();
+    let r = send(client, messages).await;
+    assert_eq!(code(r.status.as_ref()), v2::Code::Ok);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_that_drops_its_receive_loses_nothing() {
     let mut s = setup().await;
@@ -908,20 +923,7 @@ async fn a_consumer_that_drops_its_receive_loses_nothing() {
         .await
         .unwrap();
     s.cluster.broker(0).register_now().await;
-    let r = send(
-        &mut s.client,
-        (0..3)
-            .map(|i| {
-                message(
-                    topic,
-                    format!("kept {i}").as_bytes(),
-                    v2::SystemProperties::default(),
-                )
-            })
-            .collect(),
-    )
-    .await;
-    assert_eq!(code(r.status.as_ref()), v2::Code::Ok);
+    send_kept(&mut s.client, topic).await;
     let queue = v2::MessageQueue {
         topic: resource(topic),
         id: -1,
@@ -944,20 +946,7 @@ async fn a_consumer_that_drops_its_receive_loses_nothing() {
     for m in &taken {
         assert_eq!(ack(&mut s.client, group, topic, m).await, v2::Code::Ok);
     }
-    let r = send(
-        &mut s.client,
-        (0..3)
-            .map(|i| {
-                message(
-                    topic,
-                    format!("kept {i}").as_bytes(),
-                    v2::SystemProperties::default(),
-                )
-            })
-            .collect(),
-    )
-    .await;
-    assert_eq!(code(r.status.as_ref()), v2::Code::Ok);
+    send_kept(&mut s.client, topic).await;
     // A receive whose client goes away before reading a single message.
     let stream = s
         .client
