@@ -124,15 +124,8 @@ impl Security {
     /// # Errors
     /// As for [`Security::tls`].
     pub(crate) fn remoting(&self) -> Result<mq_remoting::RemotingClient, String> {
-        let mut config = mq_remoting::ClientConfig::default();
-        if let Some(c) = self.credentials() {
-            config =
-                config.with_request_hook(std::sync::Arc::new(mq_client_api::acl::AclSigner(c)));
-        }
-        if let Some(tls) = self.tls()? {
-            config = config.with_tls(tls);
-        }
-        Ok(mq_remoting::RemotingClient::new(config))
+        let config = self.apply(ClientConfig::default())?;
+        Ok(mq_remoting::RemotingClient::new(config.remoting()))
     }
 }
 

@@ -1,5 +1,6 @@
 //! The names RocketMQ derives from others: a group's retry and dead-letter topics, a cluster's
-//! reply topic, and the tags of a TAG subscription expression (spec §6).
+//! reply topic, and the tags of a TAG subscription expression (spec §6); and the default delay
+//! levels that delay-level numbers name.
 
 /// Prefix of a group's retry topic.
 pub const RETRY_PREFIX: &str = "%RETRY%";
@@ -20,6 +21,18 @@ pub fn dlq_topic(group: &str) -> String {
 /// its brokers push to the requester instead of (or besides) storing them.
 pub fn reply_topic(cluster: &str) -> String {
     format!("{cluster}_REPLY_TOPIC")
+}
+
+/// The default delay levels, level 1 first (Java `messageDelayLevel`: `1s 5s 10s 30s 1m 2m
+/// 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h`): what a broker delays a message of each level by,
+/// and the levels a gRPC delivery time is served with.
+pub fn default_delay_levels() -> Vec<std::time::Duration> {
+    [
+        1u64, 5, 10, 30, 60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 1200, 1800, 3600, 7200,
+    ]
+    .into_iter()
+    .map(std::time::Duration::from_secs)
+    .collect()
 }
 
 /// Whether `topic` is a group's retry topic.

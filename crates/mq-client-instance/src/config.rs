@@ -173,6 +173,21 @@ impl ClientConfig {
         self
     }
 
+    /// The remoting client settings these ask for: requests signed with the credentials, and
+    /// TLS, when given.
+    pub fn remoting(&self) -> mq_remoting::ClientConfig {
+        let mut config = mq_remoting::ClientConfig::default();
+        if let Some(credentials) = &self.credentials {
+            config = config.with_request_hook(std::sync::Arc::new(mq_client_api::acl::AclSigner(
+                credentials.clone(),
+            )));
+        }
+        if let Some(tls) = &self.tls {
+            config = config.with_tls(tls.clone());
+        }
+        config
+    }
+
     /// Speaks TLS to every name server and broker, trusting and verifying as `tls` says.
     #[must_use]
     pub fn with_tls(mut self, tls: ClientTls) -> Self {

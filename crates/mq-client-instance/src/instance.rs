@@ -16,7 +16,7 @@ use mq_client_api::header::{
 };
 use mq_client_api::message::{MessageExt, decode_record, property};
 use mq_client_api::{ApiConfig, ClientApi, ClientApiError, RequestCode, ResponseCode};
-use mq_remoting::{ClientConfig as RemotingConfig, RemotingClient, processor_fn};
+use mq_remoting::{RemotingClient, processor_fn};
 use parking_lot::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -98,15 +98,7 @@ impl ClientInstance {
     /// [`ConfigError`] when the configuration is invalid.
     pub fn new(config: ClientConfig) -> Result<Arc<Self>, ConfigError> {
         config.validate()?;
-        let mut remoting_config = RemotingConfig::default();
-        if let Some(credentials) = &config.credentials {
-            remoting_config = remoting_config
-                .with_request_hook(Arc::new(mq_client_api::acl::AclSigner(credentials.clone())));
-        }
-        if let Some(tls) = &config.tls {
-            remoting_config = remoting_config.with_tls(tls.clone());
-        }
-        let remoting = RemotingClient::new(remoting_config);
+        let remoting = RemotingClient::new(config.remoting());
         remoting.name_servers().update(config.name_servers.clone());
         let api = ClientApi::new(
             remoting,

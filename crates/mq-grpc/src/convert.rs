@@ -49,6 +49,23 @@ pub fn status_of(e: &ClientApiError) -> v2::Status {
     status(code, e.to_string())
 }
 
+/// The status of a call made of entries: theirs when they all agree, MULTIPLE_RESULTS
+/// otherwise (and OK for no entry).
+pub fn overall<'a>(mut statuses: impl Iterator<Item = Option<&'a v2::Status>>) -> v2::Status {
+    let Some(first) = statuses.next() else {
+        return ok();
+    };
+    let first = first.cloned().unwrap_or_else(ok);
+    if statuses.all(|s| s.map(|s| s.code) == Some(first.code)) {
+        first
+    } else {
+        status(
+            v2::Code::MultipleResults,
+            "the entries have different outcomes",
+        )
+    }
+}
+
 /// The resource's name, with its namespace as remoting writes it (`ns%name`).
 pub fn resource_name(r: Option<&v2::Resource>) -> String {
     match r {

@@ -441,24 +441,33 @@ impl GroupTopic {
             );
     }
 
+    /// Runs `f` on the in-flight message `handle` names (its queue, the queue's in-flight
+    /// messages, its offset), under the lock; a handle that names no message, or an older
+    /// delivery of it, is stale.
+    fn named<R>(
+        &self,
+        handle: &str,
+        f: impl FnOnce(&QueueRef, &mut BTreeMap<i64, InFlight>, i64) -> R,
+    ) -> Result<R, HandleError> {
+        let (id, offset, seq, broker) = Self::parse(handle)?;
+        let mut states = self.queues.lock();
+        let found = states
+            .iter_mut()
+            .find(|(q, _)| q.id == id && q.broker == broker)
+            .filter(|(_, state)| state.inflight.get(&offset).is_some_and(|f| f.seq == seq));
+        let Some((q, state)) = found else {
+            return Err(HandleError::Stale(handle.to_owned()));
+        };
+        Ok(f(q, &mut state.inflight, offset))
+    }
+
     /// Acknowledges the message of `handle`; returns the queue and the offset to commit when
     /// the committed offset moves.
     pub(crate) fn ack(&self, handle: &str) -> Result<Option<(QueueRef, i64)>, HandleError> {
-        let (id, offset, seq, broker) = Self::parse(handle)?;
-        let mut states = self.queues.lock();
-        let Some((q, state)) = states
-            .iter_mut()
-            .find(|(q, _)| q.id == id && q.broker == broker)
-        else {
-            return Err(HandleError::Stale(handle.to_owned()));
-        };
-        match state.inflight.get(&offset) {
-            Some(f) if f.seq == seq => {}
-            _ => return Err(HandleError::Stale(handle.to_owned())),
-        }
-        state.inflight.remove(&offset);
-        let q = q.clone();
-        drop(states);
+        let q = self.named(handle, |q, inflight, offset| {
+            inflight.remove(&offset);
+            q.clone()
+        })?;
         Ok(self.commit_point(&q).map(|offset| (q, offset)))
     }
 
@@ -468,45 +477,22 @@ impl GroupTopic {
         handle: &str,
         invisible: Duration,
     ) -> Result<String, HandleError> {
-        let (id, offset, seq, broker) = Self::parse(handle)?;
-        let mut states = self.queues.lock();
-        let Some((q, state)) = states
-            .iter_mut()
-            .find(|(q, _)| q.id == id && q.broker == broker)
-        else {
-            return Err(HandleError::Stale(handle.to_owned()));
-        };
-        let q = q.clone();
-        match state.inflight.get_mut(&offset) {
-            Some(f) if f.seq == seq => {
-                f.seq = self.next_seq();
+        let seq = self.next_seq();
+        self.named(handle, |q, inflight, offset| {
+            if let Some(f) = inflight.get_mut(&offset) {
+                f.seq = seq;
                 f.visible_at = Instant::now() + invisible;
-                Ok(Self::handle(&q, offset, f.seq))
             }
-            _ => Err(HandleError::Stale(handle.to_owned())),
-        }
+            Self::handle(q, offset, seq)
+        })
     }
 
     /// The message of `handle`, taken out of the in-flight set (for the dead-letter queue).
     pub(crate) fn take(&self, handle: &str) -> Result<(QueueRef, MessageExt), HandleError> {
-        let (id, offset, seq, broker) = Self::parse(handle)?;
-        let mut states = self.queues.lock();
-        let Some((q, state)) = states
-            .iter_mut()
-            .find(|(q, _)| q.id == id && q.broker == broker)
-        else {
-            return Err(HandleError::Stale(handle.to_owned()));
-        };
-        match state.inflight.get(&offset) {
-            Some(f) if f.seq == seq => {}
-            _ => return Err(HandleError::Stale(handle.to_owned())),
-        }
-        let q = q.clone();
-        let f = state
-            .inflight
-            .remove(&offset)
-            .ok_or_else(|| HandleError::Stale(handle.to_owned()))?;
-        Ok((q, f.message))
+        self.named(handle, |q, inflight, offset| {
+            inflight.remove(&offset).map(|f| (q.clone(), f.message))
+        })?
+        .ok_or_else(|| HandleError::Stale(handle.to_owned()))
     }
 
     /// Commits `offset` for the group on the queue's broker.

@@ -80,13 +80,7 @@ impl GrpcProxyConfig {
             name_servers: NameServerList::parse(name_servers),
             request_timeout: Duration::from_secs(3),
             max_body_size: 4 * 1024 * 1024,
-            delay_levels: [
-                1u64, 5, 10, 30, 60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 1200, 1800, 3600,
-                7200,
-            ]
-            .into_iter()
-            .map(Duration::from_secs)
-            .collect(),
+            delay_levels: mq_client_api::names::default_delay_levels(),
         }
     }
 
@@ -595,22 +589,7 @@ impl MessagingService for Proxy {
         for m in &req.messages {
             entries.push(self.0.send_one(m).await);
         }
-        // One status for the call: the entries' own when they agree, MULTIPLE_RESULTS otherwise.
-        let first = entries
-            .first()
-            .and_then(|e| e.status.clone())
-            .unwrap_or_else(ok);
-        let all_same = entries
-            .iter()
-            .all(|e| e.status.as_ref().map(|s| s.code) == Some(first.code));
-        let status = if all_same {
-            first
-        } else {
-            status(
-                v2::Code::MultipleResults,
-                "the messages have different outcomes",
-            )
-        };
+        let status = convert::overall(entries.iter().map(|e| e.status.as_ref()));
         Ok(Response::new(v2::SendMessageResponse {
             status: Some(status),
             entries,
@@ -795,21 +774,7 @@ impl MessagingService for Proxy {
                 status: Some(s),
             });
         }
-        let all_ok = entries.iter().all(|e| {
-            e.status
-                .as_ref()
-                .is_some_and(|s| s.code == v2::Code::Ok as i32)
-        });
-        let overall = if all_ok {
-            ok()
-        } else if entries.len() == 1 {
-            entries[0].status.clone().unwrap_or_else(ok)
-        } else {
-            status(
-                v2::Code::MultipleResults,
-                "the entries have different outcomes",
-            )
-        };
+        let overall = convert::overall(entries.iter().map(|e| e.status.as_ref()));
         Ok(Response::new(v2::AckMessageResponse {
             status: Some(overall),
             entries,

@@ -81,15 +81,7 @@ pub struct BrokerConfig {
     pub acl: Option<Arc<crate::acl::Acl>>,
 }
 
-/// The default delay levels.
-pub fn default_delay_levels() -> Vec<Duration> {
-    [
-        1u64, 5, 10, 30, 60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 1200, 1800, 3600, 7200,
-    ]
-    .into_iter()
-    .map(Duration::from_secs)
-    .collect()
-}
+pub use mq_client_api::names::default_delay_levels;
 
 impl BrokerConfig {
     /// Defaults with the store in `store_dir`.

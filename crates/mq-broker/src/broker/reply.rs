@@ -62,12 +62,7 @@ impl CoreHandle {
                 None => {}
             }
         }
-        let ext = &mut answer.ext_fields;
-        ext.insert("msgId", msg_id);
-        ext.insert_int("queueId", i64::from(queue_id));
-        ext.insert_int("queueOffset", queue_offset);
-        ext.insert(property::MSG_REGION, "DefaultRegion");
-        ext.insert(property::TRACE_SWITCH, "true");
+        super::send::stored_at(&mut answer, msg_id, queue_id, queue_offset);
         answer
     }
 

@@ -280,11 +280,17 @@ fn send_answer(
         ResponseCode::FLUSH_DISK_TIMEOUT
     };
     let mut answer = respond(req, code, None);
+    stored_at(&mut answer, ids.join(","), queue_id, first_offset);
+    answer
+}
+
+/// Writes where a send (or reply) was stored into its answer: the send response header's
+/// fields, and the broker's region and trace switch.
+pub(super) fn stored_at(answer: &mut RemotingCommand, msg_id: String, queue_id: i32, offset: i64) {
     let ext = &mut answer.ext_fields;
-    ext.insert("msgId", ids.join(","));
+    ext.insert("msgId", msg_id);
     ext.insert_int("queueId", i64::from(queue_id));
-    ext.insert_int("queueOffset", first_offset);
+    ext.insert_int("queueOffset", offset);
     ext.insert(property::MSG_REGION, "DefaultRegion");
     ext.insert(property::TRACE_SWITCH, "true");
-    answer
 }

@@ -493,6 +493,28 @@ async fn ack(
     code(r.status.as_ref())
 }
 
+/// Makes `m` visible again at once (ChangeInvisibleDuration to zero).
+async fn visible_now(
+    client: &mut MessagingServiceClient<Channel>,
+    group: &str,
+    topic: &str,
+    m: &v2::Message,
+) -> v2::ChangeInvisibleDurationResponse {
+    client
+        .change_invisible_duration(v2::ChangeInvisibleDurationRequest {
+            group: resource(group),
+            topic: resource(topic),
+            receipt_handle: handle(m),
+            invisible_duration: Some(prost_types::Duration::default()),
+            message_id: String::new(),
+            lite_topic: None,
+            suspend: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_simple_consumer_receives_acks_and_gets_back_what_it_did_not_ack() {
     let mut s = setup().await;
@@ -587,20 +609,7 @@ async fn a_simple_consumer_receives_acks_and_gets_back_what_it_did_not_ack() {
         v2::Code::InvalidReceiptHandle
     );
     // One made visible again at once; the other left to expire.
-    let changed = s
-        .client
-        .change_invisible_duration(v2::ChangeInvisibleDurationRequest {
-            group: resource(group),
-            topic: resource(topic),
-            receipt_handle: handle(&got[4]),
-            invisible_duration: Some(prost_types::Duration::default()),
-            message_id: String::new(),
-            lite_topic: None,
-            suspend: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let changed = visible_now(&mut s.client, group, topic, &got[4]).await;
     assert_eq!(code(changed.status.as_ref()), v2::Code::Ok);
     assert_ne!(changed.receipt_handle, handle(&got[4]));
     let (again, _) = receive(&mut s.client, group, &queue, Duration::from_millis(400), T).await;
@@ -618,20 +627,7 @@ async fn a_simple_consumer_receives_acks_and_gets_back_what_it_did_not_ack() {
     );
     // The last one comes back once its 30 s would pass: make it expire now, then forward it to
     // the dead-letter queue.
-    let changed = s
-        .client
-        .change_invisible_duration(v2::ChangeInvisibleDurationRequest {
-            group: resource(group),
-            topic: resource(topic),
-            receipt_handle: handle(&got[5]),
-            invisible_duration: Some(prost_types::Duration::default()),
-            message_id: String::new(),
-            lite_topic: None,
-            suspend: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let changed = visible_now(&mut s.client, group, topic, &got[5]).await;
     assert_eq!(code(changed.status.as_ref()), v2::Code::Ok);
     let (last_one, _) = receive(&mut s.client, group, &queue, Duration::from_secs(30), T).await;
     assert_eq!(last_one.len(), 1);
