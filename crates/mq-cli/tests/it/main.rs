@@ -543,8 +543,8 @@ fn send_and_consume_against_a_stopped_server_end_by_their_timeout_naming_the_nam
 }
 
 /// `mq namesrv` and two `mq broker`s, each its own process, make one cluster: both brokers
-/// are listed, a topic is created on both, and messages sent to it spread over both and all
-/// come back.
+/// are listed, a topic is created on both, messages sent to it spread over both and all come
+/// back, and `mq bench consume` feeds and drains a topic of both.
 #[test]
 fn separate_name_server_and_broker_processes_make_a_cluster() {
     let (namesrv, lines) = spawn_until(&["namesrv", "--port", "0"], "name server listening on ");
@@ -608,6 +608,27 @@ fn separate_name_server_and_broker_processes_make_a_cluster() {
     let (bodies, out) = consume_bodies(ns, "Spread", 8);
     let expected: Vec<String> = (0..8).map(|i| format!("m {i}")).collect();
     assert_eq!(bodies, expected, "{out}");
+    // `mq bench consume` feeds a topic of both brokers and drains it again.
+    create_topic(ns, "BenchSpread", "2");
+    let (ok, out, err) = mq(&[
+        "bench",
+        "consume",
+        "--namesrv",
+        ns,
+        "--topic",
+        "BenchSpread",
+        "--count",
+        "2000",
+        "--tasks",
+        "4",
+        "--size",
+        "100",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["ok"], 2000, "{out}");
+    assert_eq!(report["send_failed"], 0, "{out}");
 }
 
 /// `mq send` of one message with `extra` flags and a 3 s deadline.
