@@ -67,38 +67,9 @@ pub(crate) fn decode_header(src: &[u8]) -> Result<RemotingCommand, DecodeError> 
         Some(r.str(remark_len)?.to_owned())
     };
     let ext_len = r.len32()?;
-    let ext_end = r.pos + ext_len;
-    // Keys and values are copied side by side into one arena (the block's length bounds
-    // their text) and checked as UTF-8 once. Each piece is valid on its own exactly when the
-    // whole is and every piece starts at a char boundary: no piece starts with a continuation
-    // byte (the end of a piece is the start of the next, or the end of the text).
-    let mut text = Vec::with_capacity(ext_len);
-    let mut entries = Vec::with_capacity(16);
-    let mut split_char = false;
-    let mut piece = |text: &mut Vec<u8>, bytes: &[u8]| {
-        split_char |= bytes.first().is_some_and(|b| b & 0xC0 == 0x80);
-        let span = span_at(text.len(), bytes.len());
-        text.extend_from_slice(bytes);
-        span
-    };
-    while r.pos < ext_end {
-        let key_len = r.i16()?;
-        let key_len =
-            usize::try_from(key_len).map_err(|_| DecodeError::InvalidLength(i32::from(key_len)))?;
-        let key = piece(&mut text, r.take(key_len)?);
-        let val_len = r.len32()?;
-        let value = piece(&mut text, r.take(val_len)?);
-        entries.push(Entry::decoded(key, value));
-    }
-    if r.pos != ext_end {
-        // The last entry ran past the declared block length.
-        return Err(DecodeError::TruncatedHeader(ext_end));
-    }
-    let text = String::from_utf8(text).map_err(|_| DecodeError::InvalidUtf8)?;
-    if split_char {
-        return Err(DecodeError::InvalidUtf8);
-    }
-    let ext_fields = ExtFields::from_decoded(text, entries);
+    let ext_start = r.pos;
+    let (text, entries, sorted) = ext_block(r.take(ext_len)?, ext_start)?;
+    let ext_fields = ExtFields::from_decoded(text, entries, sorted);
     Ok(RemotingCommand {
         code,
         language,
@@ -112,13 +83,63 @@ pub(crate) fn decode_header(src: &[u8]) -> Result<RemotingCommand, DecodeError> 
     })
 }
 
+/// The fields of the block of `(i16 key length, key, i32 value length, value)` entries that
+/// starts at byte `at` of the header: the arena (the block itself, copied once, with its length
+/// bytes blanked), the spans of each key and value in it, and whether the keys arrived in
+/// order.
+///
+/// With the length bytes turned into spaces the arena is UTF-8 exactly when every key and
+/// value is UTF-8 on its own: a piece that starts or ends inside a character would leave a
+/// continuation byte beside a space. So the whole is checked once.
+fn ext_block(block: &[u8], at: usize) -> Result<(String, Vec<Entry>, bool), DecodeError> {
+    let mut text = block.to_vec();
+    let mut entries = Vec::with_capacity(16);
+    let mut sorted = true;
+    let mut prev: &[u8] = &[];
+    let mut r = Reader { buf: block, pos: 0 };
+    while r.pos < block.len() {
+        let len_at = r.pos;
+        let key_len = r
+            .i16()
+            .map_err(|_| DecodeError::TruncatedHeader(at + len_at))?;
+        let key_len =
+            usize::try_from(key_len).map_err(|_| DecodeError::InvalidLength(i32::from(key_len)))?;
+        let key_at = r.pos;
+        let key = r
+            .take(key_len)
+            .map_err(|_| DecodeError::TruncatedHeader(at + block.len()))?;
+        let val_len_at = r.pos;
+        let val_len = r.len32().map_err(|e| match e {
+            DecodeError::TruncatedHeader(_) => DecodeError::TruncatedHeader(at + block.len()),
+            other => other,
+        })?;
+        let val_at = r.pos;
+        r.pos += val_len; // len32 checked it fits in the block
+        text[len_at..key_at].fill(b' ');
+        text[val_len_at..val_at].fill(b' ');
+        // Keys mostly differ in their first byte: ordered without a memcmp call there.
+        sorted &= entries.is_empty()
+            || match prev.first().cmp(&key.first()) {
+                std::cmp::Ordering::Equal => prev < key,
+                unequal => unequal.is_lt(),
+            };
+        prev = key;
+        entries.push(Entry::decoded(
+            span_at(key_at, key_len),
+            span_at(val_at, val_len),
+        ));
+    }
+    let text = String::from_utf8(text).map_err(|_| DecodeError::InvalidUtf8)?;
+    Ok((text, entries, sorted))
+}
+
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let end = self
             .pos
             .checked_add(n)
@@ -153,7 +174,7 @@ impl Reader<'_> {
         Ok(len)
     }
 
-    fn str(&mut self, len: usize) -> Result<&str, DecodeError> {
+    fn str(&mut self, len: usize) -> Result<&'a str, DecodeError> {
         let b = self.take(len)?;
         std::str::from_utf8(b).map_err(|_| DecodeError::InvalidUtf8)
     }

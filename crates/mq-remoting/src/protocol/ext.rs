@@ -182,32 +182,20 @@ impl ExtFields {
         self.iter().map(|(k, v)| k.len() + v.len()).sum()
     }
 
-    /// Appends text to the arena for a field being decoded; see [`ExtFields::push_decoded`].
-    pub(crate) fn decoded_text(&mut self, write: impl FnOnce(&mut String)) -> Span {
-        self.push_with(write)
-    }
-
-    /// Adds a decoded field whose key and value were appended with
-    /// [`ExtFields::decoded_text`], without keeping the order; [`ExtFields::finish_decoded`]
-    /// restores it.
-    pub(crate) fn push_decoded(&mut self, key: Span, value: Span) {
-        self.entries.push(Entry {
-            key: Key::Arena(key),
-            value,
-        });
-    }
-
     /// Fields decoded elsewhere as spans of `arena` that start and end at char boundaries
-    /// (checked by the caller), sorted as by [`ExtFields::finish_decoded`].
-    pub(crate) fn from_decoded(arena: String, entries: Vec<Entry>) -> Self {
+    /// (checked by the caller), sorted as by [`ExtFields::finish_decoded`] unless the caller
+    /// saw their keys arrive strictly in order (`sorted`).
+    pub(crate) fn from_decoded(arena: String, entries: Vec<Entry>, sorted: bool) -> Self {
         let mut ext = Self { arena, entries };
-        ext.finish_decoded();
+        if !sorted {
+            ext.finish_decoded();
+        }
         ext
     }
 
-    /// Sorts fields added with [`ExtFields::push_decoded`]; of repeated keys the last one wins,
+    /// Sorts fields given to [`ExtFields::from_decoded`]; of repeated keys the last one wins,
     /// as in a map.
-    pub(crate) fn finish_decoded(&mut self) {
+    fn finish_decoded(&mut self) {
         let mut entries = std::mem::take(&mut self.entries);
         let key = |e: &Entry| self.key_text(e.key);
         // Our own output (and any sorted sender's) is already in order, without repeats:
@@ -426,13 +414,16 @@ mod tests {
 
     #[test]
     fn decoded_fields_are_sorted_and_the_last_repeat_wins() {
-        let mut e = ExtFields::new();
+        let mut arena = String::new();
+        let mut entries = Vec::new();
         for (k, v) in [("z", "1"), ("k", "2"), ("z", "3")] {
-            let k = e.decoded_text(|s| s.push_str(k));
-            let v = e.decoded_text(|s| s.push_str(v));
-            e.push_decoded(k, v);
+            let key = span_at(arena.len(), k.len());
+            arena.push_str(k);
+            let value = span_at(arena.len(), v.len());
+            arena.push_str(v);
+            entries.push(Entry::decoded(key, value));
         }
-        e.finish_decoded();
+        let e = ExtFields::from_decoded(arena, entries, false);
         assert_eq!(e.iter().collect::<Vec<_>>(), vec![("k", "2"), ("z", "3")]);
     }
 }

@@ -79,6 +79,22 @@ mod fast {
 
     use super::language_from_ordinal;
     use crate::protocol::command::{ExtFields, LanguageCode, RemotingCommand, SerializeType};
+    use crate::protocol::ext::{Entry, Span, span_at};
+
+    /// The bytes of `span` in `arena` (spans made by `string_span` are always inside it).
+    fn piece(arena: &[u8], (start, end): Span) -> &[u8] {
+        arena.get(start as usize..end as usize).unwrap_or_default()
+    }
+
+    /// The value of one hexadecimal digit.
+    fn hex_digit(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    }
 
     pub(super) fn decode(src: &[u8]) -> Option<RemotingCommand> {
         // Checked once: runs of text are then sliced out at ASCII delimiters, which are char
@@ -244,6 +260,13 @@ mod fast {
 
         /// The character of the escape at the cursor (a backslash).
         fn escape(&mut self) -> Option<char> {
+            // The common escape in headers: `\u00XX`, the separators of a properties string.
+            if let Some(&[b'u', b'0', b'0', hi, lo]) = self.b.get(self.i + 1..self.i + 6)
+                && let (Some(hi), Some(lo)) = (hex_digit(hi), hex_digit(lo))
+            {
+                self.i += 6;
+                return Some(char::from(hi << 4 | lo));
+            }
             let e = *self.b.get(self.i + 1)?;
             self.i += 2;
             Some(match e {
@@ -345,22 +368,35 @@ mod fast {
 
         /// `extFields` whose values are all strings or null (null entries are skipped).
         fn ext_fields(&mut self, hint: usize) -> Option<ExtFields> {
-            let mut ext = ExtFields::with_capacity(16, hint);
+            // Keys and values are unescaped side by side into one arena; whether the keys
+            // arrive in order is seen on the way, so a sorted sender's fields are not
+            // checked again.
+            let mut arena = String::with_capacity(hint);
+            let mut entries = Vec::with_capacity(16);
+            let mut sorted = true;
+            let mut prev: Span = (0, 0);
             self.eat(b'{')?;
             if self.peek()? == b'}' {
                 self.i += 1;
-                return Some(ext);
+                return Some(ExtFields::new());
             }
             loop {
-                let mut ok = true;
-                let key = ext.decoded_text(|a| ok = self.string_into(Some(a)).is_some());
-                ok.then_some(())?;
+                let key = self.string_span(&mut arena)?;
                 self.eat(b':')?;
                 if !self.null() {
                     (self.peek()? == b'"').then_some(())?;
-                    let value = ext.decoded_text(|a| ok = self.string_into(Some(a)).is_some());
-                    ok.then_some(())?;
-                    ext.push_decoded(key, value);
+                    let value = self.string_span(&mut arena)?;
+                    if !entries.is_empty() {
+                        let bytes = arena.as_bytes();
+                        let (a, b) = (piece(bytes, prev), piece(bytes, key));
+                        // Keys mostly differ in their first byte: no memcmp call there.
+                        sorted &= match a.first().cmp(&b.first()) {
+                            std::cmp::Ordering::Equal => a < b,
+                            unequal => unequal.is_lt(),
+                        };
+                    }
+                    prev = key;
+                    entries.push(Entry::decoded(key, value));
                 }
                 match self.peek()? {
                     b',' => self.i += 1,
@@ -371,8 +407,14 @@ mod fast {
                     _ => return None,
                 }
             }
-            ext.finish_decoded();
-            Some(ext)
+            Some(ExtFields::from_decoded(arena, entries, sorted))
+        }
+
+        /// A string literal unescaped onto the end of `arena`; its span there.
+        fn string_span(&mut self, arena: &mut String) -> Option<Span> {
+            let start = arena.len();
+            self.string_into(Some(arena))?;
+            Some(span_at(start, arena.len() - start))
         }
 
         /// Skips an unknown property's value when it is a string, an integer or a literal.

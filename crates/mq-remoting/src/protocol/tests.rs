@@ -70,8 +70,9 @@ fn binary_golden_frame_decodes() {
 }
 
 /// ROUTE_BINARY with its ext field replaced by `key` → `value` (lengths fixed up).
-fn binary_with_field(key: &[u8], value: &[u8]) -> BytesMut {
-    let ext_len = 2 + key.len() + 4 + value.len();
+/// A ROCKETMQ frame of ROUTE_BINARY's fixed fields with `fields` as its ext fields, in order.
+fn binary_with_fields(fields: &[(&[u8], &[u8])]) -> BytesMut {
+    let ext_len: usize = fields.iter().map(|(k, v)| 6 + k.len() + v.len()).sum();
     let header_len = 17 + 4 + ext_len;
     let mut buf = BytesMut::new();
     buf.put_u32(u32::try_from(4 + header_len).unwrap());
@@ -80,11 +81,27 @@ fn binary_with_field(key: &[u8], value: &[u8]) -> BytesMut {
     // code, language, version, opaque, flag and the empty remark, as in ROUTE_BINARY.
     buf.put_slice(&ROUTE_BINARY[8..25]);
     buf.put_u32(u32::try_from(ext_len).unwrap());
-    buf.put_u16(u16::try_from(key.len()).unwrap());
-    buf.put_slice(key);
-    buf.put_u32(u32::try_from(value.len()).unwrap());
-    buf.put_slice(value);
+    for (key, value) in fields {
+        buf.put_u16(u16::try_from(key.len()).unwrap());
+        buf.put_slice(key);
+        buf.put_u32(u32::try_from(value.len()).unwrap());
+        buf.put_slice(value);
+    }
     buf
+}
+
+fn binary_with_field(key: &[u8], value: &[u8]) -> BytesMut {
+    binary_with_fields(&[(key, value)])
+}
+
+#[test]
+fn binary_fields_out_of_order_or_repeated_read_as_a_map() {
+    let mut buf = binary_with_fields(&[(b"z", b"1"), (b"k", b"2"), (b"z", b"3"), (b"kk", b"")]);
+    let cmd = FrameCodec::default().decode(&mut buf).unwrap().unwrap();
+    assert_eq!(
+        cmd.ext_fields.iter().collect::<Vec<_>>(),
+        vec![("k", "2"), ("kk", ""), ("z", "3")]
+    );
 }
 
 #[test]
@@ -307,6 +324,9 @@ fn json_fast_reader_cases_match_serde() {
         r#"{"remark":"\udc00x"}"#,
         r#"{"language":-3}"#,
         r#"{"language":"\u004aAVA"}"#,
+        r#"{"remark":"\u00e9\u00A9\u001f\u0000","extFields":{"\u0061":"\u00Ff"}}"#,
+        r#"{"remark":"\u00zz"}"#,
+        r#"{"remark":"\u00"}"#,
         r#"{"code":99999999999}"#,
         r#"{"code":-2147483648,"opaque":2147483647,"flag":-7,"version":0}"#,
         r#"{"code":2147483648}"#,
