@@ -27,7 +27,12 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "mq-consumer",
-        &["mq-remoting", "mq-client-api", "mq-client-instance"],
+        &[
+            "mq-remoting",
+            "mq-client-api",
+            "mq-client-instance",
+            "mq-grpc",
+        ],
     ),
     ("mq-namesrv", &["mq-remoting", "mq-client-api"]),
     ("mq-broker", &["mq-remoting", "mq-client-api"]),

@@ -38,4 +38,7 @@ pub enum ConsumerError {
     /// Client-instance failure.
     #[error(transparent)]
     Instance(#[from] InstanceError),
+    /// A gRPC call to a proxy failed (simple consumer).
+    #[error(transparent)]
+    Grpc(#[from] mq_grpc::GrpcError),
 }

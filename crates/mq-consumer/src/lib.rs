@@ -9,8 +9,11 @@
 //! the strategies of [`allocate`]), one long-polling fetch task per assigned queue with flow
 //! control, and offsets kept on the brokers (clustering) or in a local file (broadcasting).
 //!
-//! May depend on: `mq-remoting`, `mq-client-api`, `mq-client-instance`. Must not depend on the
-//! producer or servers.
+//! [`SimpleConsumer`] is RocketMQ 5's simple consumer (receive, acknowledge, change the
+//! invisible time) over gRPC through a proxy.
+//!
+//! May depend on: `mq-remoting`, `mq-client-api`, `mq-client-instance`, `mq-grpc`. Must not
+//! depend on the producer or servers.
 //!
 //! # Layout
 //! * [`config`] — [`ConsumerConfig`], [`ConsumeFrom`], tag expressions.
@@ -20,6 +23,7 @@
 //!   [`AsyncMessageListener`] (or [`async_listener`] from a closure), or a [`MessageListenerOrderly`].
 //! * [`pull`] — [`PullConsumer`].
 //! * [`stream`] — [`StreamConsumer`]: messages as a `Stream`, each acknowledged explicitly.
+//! * [`simple`] — [`SimpleConsumer`]: RocketMQ 5's simple consumer over gRPC.
 //! * [`error`] — [`ConsumerError`].
 //!
 //! # Example
@@ -48,6 +52,7 @@ pub mod error;
 pub mod offset;
 pub mod pull;
 pub mod push;
+pub mod simple;
 pub mod stream;
 
 pub use config::{ConsumeFrom, ConsumerConfig};
@@ -57,4 +62,5 @@ pub use push::{
     AsyncMessageListener, ConsumeContext, ConsumeOrderlyContext, ConsumeOrderlyStatus,
     ConsumeStatus, MessageListener, MessageListenerOrderly, PushConsumer, async_listener,
 };
+pub use simple::{ReceivedMessage, SimpleConsumer, SimpleConsumerConfig};
 pub use stream::{MessageStream, Received, StreamConsumer};

@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use mq_client_api::ClientApiError;
-use mq_client_api::message::{Message, property};
+use mq_client_api::message::{Message, MessageExt, property};
 use mq_client_api::{ResponseCode, validate};
 
 use crate::v2;
@@ -239,16 +239,10 @@ pub fn timestamp_of(ms: i64) -> prost_types::Timestamp {
     }
 }
 
-/// A stored message as a gRPC consumer receives it, with its receipt handle, attempt and
-/// invisible time. Its body digest is MD5 in upper-case hex, as Apache RocketMQ's proxy writes
-/// it: the clients disagree on how CRC32 is written (Node: decimal, Java: hex), not on MD5.
-pub fn to_grpc(
-    m: &mq_client_api::message::MessageExt,
-    handle: &str,
-    attempt: u32,
-    invisible: Duration,
-) -> v2::Message {
-    let msg = &m.message;
+/// The parts of a gRPC message that come from the message alone: topic, body, user
+/// properties, and tag, keys, id (`UNIQ_KEY`), FIFO group ([`SHARDING_KEY`]) and type as system
+/// properties. Callers add what belongs to sending or to a delivery.
+fn outline(msg: &Message) -> v2::Message {
     let user_properties = msg
         .properties()
         .iter()
@@ -258,19 +252,10 @@ pub fn to_grpc(
     let group = msg.property(SHARDING_KEY).map(str::to_owned);
     let message_type = if group.is_some() {
         v2::MessageType::Fifo
-    } else if msg.property(property::DELAY_TIME_LEVEL).is_some() {
+    } else if msg.delay_level() > 0 {
         v2::MessageType::Delay
     } else {
         v2::MessageType::Normal
-    };
-    let md5 = {
-        use md5::Digest as _;
-        let digest = md5::Md5::digest(&msg.body);
-        digest.iter().fold(String::with_capacity(32), |mut hex, b| {
-            use std::fmt::Write as _;
-            let _ = write!(hex, "{b:02X}");
-            hex
-        })
     };
     v2::Message {
         topic: Some(v2::Resource {
@@ -280,34 +265,111 @@ pub fn to_grpc(
         user_properties,
         system_properties: Some(v2::SystemProperties {
             tag: msg.tags().map(str::to_owned),
-            keys: msg
-                .property(property::KEYS)
-                .map(|k| {
-                    k.split(' ')
-                        .filter(|k| !k.is_empty())
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default(),
+            keys: msg.keys().into_iter().map(str::to_owned).collect(),
             message_id: msg.uniq_key().unwrap_or_default().to_owned(),
-            body_digest: Some(v2::Digest {
-                r#type: v2::DigestType::Md5 as i32,
-                checksum: md5,
-            }),
             body_encoding: v2::Encoding::Identity as i32,
             message_type: message_type as i32,
-            born_timestamp: Some(timestamp_of(m.born_timestamp)),
-            born_host: m.born_host.ip().to_string(),
-            store_timestamp: Some(timestamp_of(m.store_timestamp)),
-            store_host: m.store_host.to_string(),
-            receipt_handle: Some(handle.to_owned()),
-            queue_id: m.queue_id,
-            queue_offset: Some(m.queue_offset),
-            invisible_duration: Some(duration(invisible)),
-            delivery_attempt: Some(i32::try_from(attempt).unwrap_or(i32::MAX)),
             message_group: group,
             ..Default::default()
         }),
         body: msg.body.to_vec(),
     }
+}
+
+/// A stored message as a gRPC consumer receives it, with its receipt handle, attempt and
+/// invisible time. Its body digest is MD5 in upper-case hex, as Apache RocketMQ's proxy writes
+/// it: the clients disagree on how CRC32 is written (Node: decimal, Java: hex), not on MD5.
+pub fn to_grpc(m: &MessageExt, handle: &str, attempt: u32, invisible: Duration) -> v2::Message {
+    let mut out = outline(&m.message);
+    let md5 = {
+        use md5::Digest as _;
+        let digest = md5::Md5::digest(&m.message.body);
+        digest.iter().fold(String::with_capacity(32), |mut hex, b| {
+            use std::fmt::Write as _;
+            let _ = write!(hex, "{b:02X}");
+            hex
+        })
+    };
+    if let Some(sys) = out.system_properties.as_mut() {
+        sys.body_digest = Some(v2::Digest {
+            r#type: v2::DigestType::Md5 as i32,
+            checksum: md5,
+        });
+        sys.born_timestamp = Some(timestamp_of(m.born_timestamp));
+        sys.born_host = m.born_host.ip().to_string();
+        sys.store_timestamp = Some(timestamp_of(m.store_timestamp));
+        sys.store_host = m.store_host.to_string();
+        sys.receipt_handle = Some(handle.to_owned());
+        sys.queue_id = m.queue_id;
+        sys.queue_offset = Some(m.queue_offset);
+        sys.invisible_duration = Some(duration(invisible));
+        sys.delivery_attempt = Some(i32::try_from(attempt).unwrap_or(i32::MAX));
+    }
+    out
+}
+
+/// A message as a gRPC producer sends it (see `outline`), born now on `born_host`, with the
+/// delivery time of its delay level by `delay_levels`. The id must have been set.
+pub fn from_message(msg: &Message, born_host: &str, delay_levels: &[Duration]) -> v2::Message {
+    let mut out = outline(msg);
+    let now = SystemTime::now();
+    let delay = usize::try_from(msg.delay_level())
+        .ok()
+        .filter(|l| *l > 0)
+        .and_then(|l| delay_levels.get(l - 1));
+    if let Some(sys) = out.system_properties.as_mut() {
+        sys.born_timestamp = Some(prost_types::Timestamp::from(now));
+        sys.born_host = born_host.to_owned();
+        sys.delivery_timestamp = delay.map(|d| prost_types::Timestamp::from(now + *d));
+    }
+    out
+}
+
+/// A message a gRPC consumer received, as the remoting vocabulary holds a stored message:
+/// system properties become the properties remoting keeps them under (tag, keys, id, FIFO
+/// group), times and places become the record's fields. A gzip body is inflated (up to
+/// `max_body` bytes).
+///
+/// # Errors
+/// The body cannot be inflated, or a user property would corrupt the properties.
+pub fn to_message_ext(m: &v2::Message, max_body: usize) -> Result<MessageExt, Refusal> {
+    let sys = m.system_properties.clone().unwrap_or_default();
+    let body = match v2::Encoding::try_from(sys.body_encoding) {
+        Ok(v2::Encoding::Gzip) => Bytes::from(gunzip(&m.body, max_body)?),
+        _ => Bytes::copy_from_slice(&m.body),
+    };
+    let mut msg = Message::new(resource_name(m.topic.as_ref()), body);
+    for (k, v) in &m.user_properties {
+        msg.put_user_property(k, v)
+            .map_err(|e| status(v2::Code::IllegalMessagePropertyKey, e.to_string()))?;
+    }
+    if let Some(tag) = sys.tag.as_deref().filter(|t| !t.is_empty()) {
+        msg.set_property(property::TAGS, tag);
+    }
+    if !sys.keys.is_empty() {
+        msg.set_property(property::KEYS, sys.keys.join(" "));
+    }
+    if !sys.message_id.is_empty() {
+        msg.set_property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX, sys.message_id);
+    }
+    if let Some(group) = sys.message_group.filter(|g| !g.is_empty()) {
+        msg.set_property(SHARDING_KEY, group);
+    }
+    let unspecified = std::net::SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0));
+    let host = |h: &str| {
+        h.parse::<std::net::SocketAddr>()
+            .or_else(|_| h.parse::<std::net::IpAddr>().map(|ip| (ip, 0).into()))
+            .unwrap_or(unspecified)
+    };
+    Ok(MessageExt {
+        message: msg,
+        queue_id: sys.queue_id,
+        queue_offset: sys.queue_offset.unwrap_or(-1),
+        born_timestamp: sys.born_timestamp.as_ref().map_or(0, timestamp_ms),
+        born_host: host(&sys.born_host),
+        store_timestamp: sys.store_timestamp.as_ref().map_or(0, timestamp_ms),
+        store_host: host(&sys.store_host),
+        reconsume_times: sys.delivery_attempt.unwrap_or(1).saturating_sub(1),
+        ..MessageExt::default()
+    })
 }

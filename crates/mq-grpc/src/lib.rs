@@ -6,16 +6,21 @@
 //!   tonic-prost-build.
 //! * [`proxy`] — [`GrpcProxy`]: the service in front of a remoting cluster, as Apache
 //!   RocketMQ's proxy serves it, so that RocketMQ 5's gRPC clients reach `mq serve`.
+//! * [`client`] — [`GrpcSession`]: a client's session with a proxy (settings on the
+//!   Telemetry stream, heartbeats, the calls), for the producer's gRPC transport and the
+//!   simple consumer.
 //! * [`convert`] — statuses, resources and messages between the two protocols.
 //!
 //! May depend on: `mq-remoting`, `mq-client-api`.
 
+pub mod client;
 pub mod convert;
 pub mod fuzz_oracle;
 mod pop;
 pub mod proxy;
 pub mod transaction;
 
+pub use client::{GrpcClientConfig, GrpcError, GrpcSession};
 pub use proxy::{GrpcProxy, GrpcProxyConfig};
 
 /// The generated contract: messages, enums, `messaging_service_client` and

@@ -9,6 +9,7 @@
 )]
 
 mod consumer;
+mod grpc;
 mod ordered;
 mod request_reply;
 mod tls;

@@ -1,0 +1,167 @@
+//! Our gRPC client against our gRPC proxy in front of the embedded cluster: the simple consumer
+//! receives what the remoting producer sent, acknowledges it, gets back what it did not
+//! acknowledge, and hears typed errors for what cannot work.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mq_client_api::Message;
+use mq_client_instance::ClientConfig;
+use mq_consumer::{ConsumerError, ReceivedMessage, SimpleConsumer, SimpleConsumerConfig};
+use mq_grpc::{GrpcError, GrpcProxy, GrpcProxyConfig, v2};
+use mq_producer::{Producer, ProducerConfig};
+use mq_test_support::Cluster;
+
+async fn proxy(cluster: &Cluster) -> GrpcProxy {
+    GrpcProxy::start(
+        GrpcProxyConfig::new(&cluster.namesrv_addr())
+            .with_listen(SocketAddr::from(([127, 0, 0, 1], 0))),
+    )
+    .await
+    .unwrap()
+}
+
+/// Sends `bodies` to `topic` through the remoting producer.
+async fn send_all(cluster: &Cluster, topic: &str, bodies: &[String]) {
+    let p = Producer::new(
+        ProducerConfig::new("grpc_feed_pg", cluster.namesrv_addr()).with_client(
+            ClientConfig::new(cluster.namesrv_addr()).with_instance_name(format!("feed-{topic}")),
+        ),
+    );
+    p.start().await.unwrap();
+    for b in bodies {
+        p.send(Message::new(topic, b.clone().into_bytes()).with_tags("TagA"))
+            .await
+            .unwrap();
+    }
+    p.shutdown().await;
+}
+
+fn body(m: &ReceivedMessage) -> String {
+    String::from_utf8(m.message.message.body.to_vec()).unwrap()
+}
+
+/// Receives until `n` messages came (each call waits at most the consumer's await duration).
+async fn receive_n(c: &SimpleConsumer, n: usize, invisible: Duration) -> Vec<ReceivedMessage> {
+    let mut got = Vec::new();
+    for _ in 0..20 {
+        if got.len() >= n {
+            break;
+        }
+        got.extend(c.receive(32, invisible).await.unwrap());
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simple_consumer_receives_acks_and_gets_back_what_it_did_not_ack() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let proxy = proxy(&cluster).await;
+    let bodies: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    send_all(&cluster, "GrpcSimple", &bodies).await;
+    let consumer = SimpleConsumer::start(
+        SimpleConsumerConfig::new("grpc_simple_cg", proxy.local_addr().to_string())
+            .subscribe("GrpcSimple", "TagA")
+            .with_await_duration(Duration::from_secs(2)),
+    )
+    .await
+    .unwrap();
+    let invisible = Duration::from_secs(60);
+    let got = receive_n(&consumer, 10, invisible).await;
+    let seen: BTreeSet<String> = got.iter().map(body).collect();
+    assert_eq!(seen, bodies.iter().cloned().collect(), "each message once");
+    assert_eq!(got.len(), 10);
+    for m in &got {
+        assert_eq!(m.delivery_attempt, 1);
+        assert_eq!(m.message.message.topic, "GrpcSimple");
+        assert_eq!(m.message.message.tags(), Some("TagA"));
+        assert!(!m.message_id().is_empty());
+        assert!(!m.receipt_handle().is_empty());
+    }
+    // Acknowledge all but two; hand one of those back at once.
+    let (keep, done) = got.split_at(2);
+    for m in done {
+        consumer.ack(m).await.unwrap();
+    }
+    let mut back = keep[0].clone();
+    let old = back.clone();
+    consumer
+        .change_invisible_duration(&mut back, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_ne!(back.receipt_handle(), old.receipt_handle());
+    let again = receive_n(&consumer, 1, invisible).await;
+    assert_eq!(again.len(), 1, "only the handed-back message comes again");
+    assert_eq!(body(&again[0]), body(&keep[0]));
+    assert_eq!(again[0].delivery_attempt, 2);
+    assert_eq!(again[0].message.reconsume_times, 1);
+    // The handle of an earlier delivery no longer acknowledges it.
+    let stale = consumer.ack(&old).await.unwrap_err();
+    assert!(
+        matches!(&stale, ConsumerError::Grpc(e) if e.code() == Some(v2::Code::InvalidReceiptHandle)),
+        "{stale}"
+    );
+    consumer.ack(&again[0]).await.unwrap();
+    consumer.ack(&keep[1]).await.unwrap();
+    // Nothing is left: a receive waits its await duration and comes back empty.
+    assert!(consumer.receive(32, invisible).await.unwrap().is_empty());
+    consumer.shutdown().await;
+    proxy.shutdown().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simple_consumer_names_what_is_wrong() {
+    // Nothing listens on this port: the error names the endpoint.
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = unused.local_addr().unwrap().to_string();
+    drop(unused);
+    let e = SimpleConsumer::start(
+        SimpleConsumerConfig::new("g", addr.clone())
+            .subscribe("T", "*")
+            .with_request_timeout(Duration::from_secs(2)),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&e, ConsumerError::Grpc(GrpcError::Connect { endpoint, .. } | GrpcError::Timeout { endpoint, .. }) if *endpoint == addr),
+        "{e}"
+    );
+    assert!(e.to_string().contains(&addr), "{e}");
+    // Bad settings are refused before any connection.
+    let e = SimpleConsumer::start(SimpleConsumerConfig::new("g", addr.clone()))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ConsumerError::Subscription(_)), "{e}");
+    let e = SimpleConsumer::start(SimpleConsumerConfig::new("g", addr).subscribe("bad topic", "*"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ConsumerError::Subscription(_)), "{e}");
+
+    let cluster = Cluster::builder().start().await.unwrap();
+    let proxy = proxy(&cluster).await;
+    let consumer = SimpleConsumer::start(
+        SimpleConsumerConfig::new("grpc_err_cg", proxy.local_addr().to_string())
+            .subscribe("NoSuchTopicHere", "*")
+            .with_await_duration(Duration::from_secs(1)),
+    )
+    .await
+    .unwrap();
+    let e = consumer
+        .receive(0, Duration::from_secs(30))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ConsumerError::Subscription(_)), "{e}");
+    let e = consumer
+        .receive(8, Duration::from_secs(30))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ConsumerError::Grpc(g) if g.code() == Some(v2::Code::TopicNotFound)),
+        "{e}"
+    );
+    consumer.shutdown().await;
+    proxy.shutdown().await;
+    cluster.shutdown().await;
+}
