@@ -23,7 +23,12 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("mq-client-instance", &["mq-remoting", "mq-client-api"]),
     (
         "mq-producer",
-        &["mq-remoting", "mq-client-api", "mq-client-instance"],
+        &[
+            "mq-remoting",
+            "mq-client-api",
+            "mq-client-instance",
+            "mq-grpc",
+        ],
     ),
     (
         "mq-consumer",

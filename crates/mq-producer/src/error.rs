@@ -96,6 +96,28 @@ pub enum ProducerError {
         /// Time since the call.
         elapsed: Duration,
     },
+    /// A send through a gRPC proxy failed: no attempt was left, or the deadline passed;
+    /// `source` is the last attempt's error (none when no attempt could start).
+    #[error(
+        "send to {topic} through {endpoint} failed after {attempts} attempt(s) in {elapsed:?}{}",
+        source.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+    )]
+    GrpcSendFailed {
+        /// The topic.
+        topic: String,
+        /// The proxy.
+        endpoint: String,
+        /// Attempts made.
+        attempts: u32,
+        /// Time since the call.
+        elapsed: Duration,
+        /// The last cause.
+        #[source]
+        source: Option<Box<mq_grpc::GrpcError>>,
+    },
+    /// A gRPC proxy could not be reached, or refused the producer's settings or a route.
+    #[error(transparent)]
+    Grpc(#[from] mq_grpc::GrpcError),
     /// An auto-batched send failed with the batch it was gathered into.
     #[error("the batch of {size} message(s) to {topic} failed: {cause}")]
     BatchFailed {
@@ -196,6 +218,9 @@ impl ProducerError {
             Self::DeadlineExceeded { attempts, .. } => *attempts > 0,
             Self::ShutDown | Self::NoReply { .. } => true,
             Self::BatchFailed { cause, .. } => cause.possibly_delivered(),
+            Self::GrpcSendFailed { source, .. } => {
+                source.as_ref().is_some_and(|e| e.possibly_applied())
+            }
             _ => false,
         }
     }
@@ -203,9 +228,9 @@ impl ProducerError {
     /// Attempts made before giving up.
     pub fn attempts(&self) -> u32 {
         match self {
-            Self::SendFailed { attempts, .. } | Self::DeadlineExceeded { attempts, .. } => {
-                *attempts
-            }
+            Self::SendFailed { attempts, .. }
+            | Self::DeadlineExceeded { attempts, .. }
+            | Self::GrpcSendFailed { attempts, .. } => *attempts,
             _ => 0,
         }
     }

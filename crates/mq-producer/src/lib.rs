@@ -11,8 +11,10 @@
 //! tried, time spent and last cause. A failed send hands its message back in a [`SendError`]
 //! (as rdkafka does), to be sent again with the same id.
 //!
-//! May depend on: `mq-remoting`, `mq-client-api`, `mq-client-instance`. Must not depend on
-//! consumers or servers.
+//! [`GrpcProducer`] sends by the same rules through a RocketMQ 5 proxy over gRPC.
+//!
+//! May depend on: `mq-remoting`, `mq-client-api`, `mq-client-instance`, `mq-grpc`. Must not
+//! depend on consumers or servers.
 //!
 //! # Layout
 //! * [`config`] — [`ProducerConfig`], [`BatchingConfig`].
@@ -23,6 +25,7 @@
 //! * [`transaction`] — [`TransactionProducer`] and [`TransactionListener`].
 //! * [`ordered`] — [`OrderedSender`]: per-key order with pipelined sends.
 //! * [`request`] — request-reply: [`Producer::request`], [`reply_message`].
+//! * [`grpc`] — [`GrpcProducer`]: sends through a RocketMQ 5 proxy over gRPC.
 //! * [`error`] — [`ProducerError`], and [`SendError`] with the message handed back.
 //!
 //! # Example
@@ -43,6 +46,7 @@ mod attempt;
 pub mod batching;
 pub mod config;
 pub mod error;
+pub mod grpc;
 pub mod hook;
 pub mod ordered;
 pub mod producer;
@@ -52,6 +56,7 @@ pub mod transaction;
 
 pub use config::{BatchingConfig, ProducerConfig};
 pub use error::{DeliveryState, ProducerError, SendError};
+pub use grpc::{GrpcProducer, GrpcProducerConfig};
 pub use hook::{CommunicationMode, SendContext, SendHook};
 pub use ordered::{OrderedSender, SEQUENCE_PROPERTY};
 pub use producer::Producer;

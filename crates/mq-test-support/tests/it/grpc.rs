@@ -1,17 +1,21 @@
-//! Our gRPC client against our gRPC proxy in front of the embedded cluster: the simple consumer
+//! Our gRPC clients against our gRPC proxy in front of the embedded cluster: the simple consumer
 //! receives what the remoting producer sent, acknowledges it, gets back what it did not
-//! acknowledge, and hears typed errors for what cannot work.
+//! acknowledge; the gRPC producer's messages reach remoting and gRPC consumers alike, with the
+//! remoting producer's retry rules; both hear typed errors for what cannot work.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use mq_client_api::Message;
+use mq_client_api::{Message, ResponseCode, SendStatus};
 use mq_client_instance::ClientConfig;
-use mq_consumer::{ConsumerError, ReceivedMessage, SimpleConsumer, SimpleConsumerConfig};
+use mq_consumer::{
+    ConsumeFrom, ConsumerConfig, ConsumerError, PullConsumer, ReceivedMessage, SimpleConsumer,
+    SimpleConsumerConfig,
+};
 use mq_grpc::{GrpcError, GrpcProxy, GrpcProxyConfig, v2};
-use mq_producer::{Producer, ProducerConfig};
-use mq_test_support::Cluster;
+use mq_producer::{GrpcProducer, GrpcProducerConfig, Producer, ProducerConfig, ProducerError};
+use mq_test_support::{Cluster, Fault};
 
 async fn proxy(cluster: &Cluster) -> GrpcProxy {
     GrpcProxy::start(
@@ -20,6 +24,18 @@ async fn proxy(cluster: &Cluster) -> GrpcProxy {
     )
     .await
     .unwrap()
+}
+
+/// A cluster, a proxy in front of it, the proxy's endpoint and a gRPC producer announcing
+/// `topic` through it.
+async fn producer_setup(topic: &str) -> (Cluster, GrpcProxy, String, GrpcProducer) {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let proxy = proxy(&cluster).await;
+    let endpoint = proxy.local_addr().to_string();
+    let producer = GrpcProducer::start(GrpcProducerConfig::new(&endpoint).with_topic(topic))
+        .await
+        .unwrap();
+    (cluster, proxy, endpoint, producer)
 }
 
 /// Sends `bodies` to `topic` through the remoting producer.
@@ -163,5 +179,138 @@ async fn the_simple_consumer_names_what_is_wrong() {
     );
     consumer.shutdown().await;
     proxy.shutdown().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grpc_producer_sends_what_both_kinds_of_consumer_read() {
+    let (cluster, proxy, endpoint, producer) = producer_setup("GrpcOut").await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let mut m = Message::new("GrpcOut", format!("g{i}").into_bytes())
+            .with_tags("TagG")
+            .with_keys(["k1", "k2"]);
+        m.put_user_property("color", "blue").unwrap();
+        let r = producer.send(m).await.unwrap();
+        assert_eq!(r.status, SendStatus::SendOk);
+        assert_eq!(r.message_queue.topic, "GrpcOut");
+        assert!(r.queue_offset >= 0);
+        ids.push(r.msg_id);
+    }
+    // A FIFO group keeps one queue.
+    let mut fifo_queues = BTreeSet::new();
+    for i in 0..4 {
+        let mut m = Message::new("GrpcOut", format!("f{i}").into_bytes());
+        m.set_property(mq_grpc::convert::SHARDING_KEY, "order-1");
+        fifo_queues.insert(producer.send(m).await.unwrap().message_queue.queue_id);
+    }
+    assert_eq!(fifo_queues.len(), 1, "{fifo_queues:?}");
+    // The remoting pull consumer reads them, with tag, keys, id and user property.
+    let pull = PullConsumer::new(
+        ConsumerConfig::new("grpc_out_pull_cg", cluster.namesrv_addr())
+            .with_client(ClientConfig::new(cluster.namesrv_addr()).with_instance_name("grpc-out"))
+            .with_consume_from(ConsumeFrom::FirstOffset),
+    );
+    pull.subscribe("GrpcOut", "TagG").unwrap();
+    pull.start().await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        if seen.len() >= 6 {
+            break;
+        }
+        seen.extend(pull.poll(Duration::from_secs(1)).await.unwrap());
+    }
+    let mut got_ids: Vec<String> = seen
+        .iter()
+        .map(|m| m.message.uniq_key().unwrap().to_owned())
+        .collect();
+    got_ids.sort();
+    ids.sort();
+    assert_eq!(got_ids, ids);
+    for m in &seen {
+        assert_eq!(m.message.keys(), vec!["k1", "k2"]);
+        assert_eq!(m.message.property("color"), Some("blue"));
+    }
+    pull.shutdown().await;
+    // And so does the simple consumer.
+    let simple = SimpleConsumer::start(
+        SimpleConsumerConfig::new("grpc_out_simple_cg", &endpoint)
+            .subscribe("GrpcOut", "TagG")
+            .with_await_duration(Duration::from_secs(1)),
+    )
+    .await
+    .unwrap();
+    let got = receive_n(&simple, 6, Duration::from_secs(60)).await;
+    let bodies: BTreeSet<String> = got.iter().map(body).collect();
+    assert_eq!(bodies, (0..6).map(|i| format!("g{i}")).collect());
+    assert!(
+        got.iter()
+            .all(|m| m.message.message.property("color") == Some("blue"))
+    );
+    simple.shutdown().await;
+    producer.shutdown().await;
+    proxy.shutdown().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grpc_producer_retries_what_may_pass_and_hands_back_what_cannot() {
+    let (cluster, proxy, _, producer) = producer_setup("GrpcRetry").await;
+    let send_v2 = mq_client_api::RequestCode::SEND_MESSAGE_V2.0;
+    // A busy broker (TOO_MANY_REQUESTS through the proxy) is tried again.
+    cluster
+        .faults(0)
+        .inject_times(send_v2, Fault::Respond(ResponseCode::SYSTEM_BUSY.0), 1);
+    let r = producer
+        .send(Message::new("GrpcRetry", "busy once"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, SendStatus::SendOk);
+    assert_eq!(cluster.faults(0).hits(send_v2), 1, "the fault was met");
+    // A refusal (FORBIDDEN) is not retried, and the message comes back with its id.
+    cluster
+        .faults(0)
+        .inject(send_v2, Fault::Respond(ResponseCode::NO_PERMISSION.0));
+    let e = producer
+        .send(Message::new("GrpcRetry", "refused"))
+        .await
+        .unwrap_err();
+    match e.error() {
+        ProducerError::GrpcSendFailed {
+            attempts, source, ..
+        } => {
+            assert_eq!(*attempts, 1);
+            assert_eq!(
+                source.as_ref().and_then(|s| s.code()),
+                Some(v2::Code::Forbidden)
+            );
+        }
+        other => panic!("{other}"),
+    }
+    assert!(!e.error().possibly_delivered());
+    let back = e.into_message().unwrap();
+    assert_eq!(back.body.as_ref(), b"refused");
+    assert!(back.uniq_key().is_some());
+    cluster.faults(0).clear();
+    // An empty body never leaves.
+    let e = producer
+        .send(Message::new("GrpcRetry", ""))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e.error(), ProducerError::Validation(_)),
+        "{}",
+        e.error()
+    );
+    producer.shutdown().await;
+    // No proxy: the error names the endpoint.
+    let gone = proxy.local_addr().to_string();
+    proxy.shutdown().await;
+    let e = GrpcProducer::start(
+        GrpcProducerConfig::new(&gone).with_send_timeout(Duration::from_secs(2)),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains(&gone), "{e}");
     cluster.shutdown().await;
 }

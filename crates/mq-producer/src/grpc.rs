@@ -1,0 +1,339 @@
+//! [`GrpcProducer`]: sends through a RocketMQ 5 proxy over gRPC (`mq serve --grpc-port`, or
+//! Apache RocketMQ's proxy), for clusters reached only that way.
+//!
+//! The rules are the remoting producer's: a message is validated and gets its `UNIQ_KEY`
+//! before the first attempt; each send has one deadline (the send timeout) that every attempt
+//! and wait sits inside; a failed attempt is tried again on another queue, preferring another
+//! broker, up to `1 + retry_times` attempts, unless the failure says a retry cannot help (a
+//! bad message, a forbidden topic); a failed send hands the message back.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use mq_client_api::message::property;
+use mq_client_api::message::{Message, UniqueIdGenerator};
+use mq_client_api::validate::{validate_message, validate_topic};
+use mq_client_api::{MessageQueue, SendResult, SendStatus};
+use mq_grpc::convert::{SHARDING_KEY, from_message};
+use mq_grpc::{GrpcClientConfig, GrpcError, GrpcSession, v2};
+use parking_lot::Mutex;
+
+use crate::error::{ProducerError, SendError};
+
+/// How a [`GrpcProducer`] reaches its proxy and sends.
+#[derive(Clone, Debug)]
+pub struct GrpcProducerConfig {
+    /// The proxy, `host:port`.
+    pub endpoint: String,
+    /// Topics announced in the producer's settings (others may be sent to as well).
+    pub topics: Vec<String>,
+    /// The deadline of one send, every attempt included.
+    pub send_timeout: Duration,
+    /// Attempts after the first one.
+    pub retry_times: u32,
+    /// The largest body accepted.
+    pub max_message_size: usize,
+    /// Namespace; empty for none.
+    pub namespace: String,
+}
+
+impl GrpcProducerConfig {
+    /// A producer through the proxy at `endpoint`: 3 s per send, 2 retries, 4 MiB bodies.
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            topics: Vec::new(),
+            send_timeout: Duration::from_secs(3),
+            retry_times: 2,
+            max_message_size: 4 * 1024 * 1024,
+            namespace: String::new(),
+        }
+    }
+
+    /// Announces `topic` in the producer's settings (its route is looked up at start).
+    #[must_use]
+    pub fn with_topic(mut self, topic: impl Into<String>) -> Self {
+        self.topics.push(topic.into());
+        self
+    }
+
+    /// Sets the deadline of one send.
+    #[must_use]
+    pub fn with_send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = timeout;
+        self
+    }
+
+    /// Sets the attempts after the first one.
+    #[must_use]
+    pub fn with_retry_times(mut self, retries: u32) -> Self {
+        self.retry_times = retries;
+        self
+    }
+
+    /// Sets the namespace.
+    #[must_use]
+    pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+}
+
+/// A producer that sends through a RocketMQ 5 proxy over gRPC.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo() -> Result<(), mq_producer::ProducerError> {
+/// use mq_client_api::Message;
+/// use mq_producer::{GrpcProducer, GrpcProducerConfig};
+///
+/// let producer =
+///     GrpcProducer::start(GrpcProducerConfig::new("127.0.0.1:8081").with_topic("TopicTest"))
+///         .await?;
+/// let r = producer.send(Message::new("TopicTest", "hello")).await?;
+/// println!("{} at offset {}", r.msg_id, r.queue_offset);
+/// producer.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct GrpcProducer {
+    session: GrpcSession,
+    config: GrpcProducerConfig,
+    ids: UniqueIdGenerator,
+    born_host: String,
+    /// Writable queues by topic, until a send to the topic fails.
+    routes: Mutex<HashMap<String, Vec<v2::MessageQueue>>>,
+    turn: AtomicUsize,
+}
+
+impl GrpcProducer {
+    /// Checks the configuration, connects to the proxy, announces the producer and looks up
+    /// the routes of its topics, within the send timeout.
+    ///
+    /// # Errors
+    /// [`ProducerError::Validation`] for a bad topic; [`ProducerError::Grpc`] when the proxy
+    /// cannot be reached, refuses the settings or knows no such topic.
+    pub async fn start(config: GrpcProducerConfig) -> Result<Self, ProducerError> {
+        for t in &config.topics {
+            validate_topic(t)?;
+        }
+        let settings = v2::Settings {
+            client_type: Some(v2::ClientType::Producer as i32),
+            pub_sub: Some(v2::settings::PubSub::Publishing(v2::Publishing {
+                topics: config
+                    .topics
+                    .iter()
+                    .map(|t| v2::Resource {
+                        resource_namespace: config.namespace.clone(),
+                        name: t.clone(),
+                    })
+                    .collect(),
+                max_body_size: i32::try_from(config.max_message_size).unwrap_or(i32::MAX),
+                validate_message_type: false,
+            })),
+            ..Default::default()
+        };
+        let grpc = GrpcClientConfig::new(&config.endpoint)
+            .with_namespace(&config.namespace)
+            .with_request_timeout(config.send_timeout);
+        let deadline = Instant::now() + config.send_timeout;
+        let session = GrpcSession::connect(grpc, settings, deadline).await?;
+        let ip = tokio::time::timeout_at(deadline.into(), local_ip(&config.endpoint))
+            .await
+            .ok()
+            .flatten();
+        let producer = Self {
+            session,
+            born_host: ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            ids: UniqueIdGenerator::new(ip),
+            config,
+            routes: Mutex::new(HashMap::new()),
+            turn: AtomicUsize::new(0),
+        };
+        for t in &producer.config.topics {
+            producer.queues(t, deadline).await?;
+        }
+        Ok(producer)
+    }
+
+    /// The producer's configuration.
+    pub fn config(&self) -> &GrpcProducerConfig {
+        &self.config
+    }
+
+    /// Sends `msg` and waits for the proxy's answer, within the send timeout.
+    ///
+    /// # Errors
+    /// With the message handed back: [`ProducerError::Validation`] before any attempt;
+    /// [`ProducerError::GrpcSendFailed`] naming the proxy, the attempts and the last error
+    /// once no attempt is left or the deadline passed.
+    pub async fn send(&self, mut msg: Message) -> Result<SendResult, SendError> {
+        let started = Instant::now();
+        let deadline = started + self.config.send_timeout;
+        if let Err(e) = validate_message(&msg, self.config.max_message_size) {
+            return Err(SendError::new(e.into(), msg));
+        }
+        if msg.uniq_key().is_none() {
+            msg.set_property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX, self.ids.next_id());
+        }
+        let mut attempts = 0;
+        let mut failed_broker: Option<String> = None;
+        let mut last: Option<GrpcError> = None;
+        while attempts <= self.config.retry_times && Instant::now() < deadline {
+            attempts += 1;
+            let outcome = match self.queue(&msg, failed_broker.as_deref(), deadline).await {
+                Ok(queue) => self.attempt(&msg, &queue, deadline).await.inspect_err(|_| {
+                    failed_broker = broker_of(&queue).map(str::to_owned);
+                }),
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(r) => return Ok(r),
+                Err(e) => {
+                    self.routes.lock().remove(&msg.topic);
+                    let retry = e.is_retriable();
+                    tracing::debug!(topic = %msg.topic, attempt = attempts, error = %e, retry, "gRPC send attempt failed");
+                    last = Some(e);
+                    if !retry {
+                        break;
+                    }
+                }
+            }
+        }
+        let error = ProducerError::GrpcSendFailed {
+            topic: msg.topic.clone(),
+            endpoint: self.config.endpoint.clone(),
+            attempts,
+            elapsed: started.elapsed(),
+            source: last.map(Box::new),
+        };
+        Err(SendError::new(error, msg))
+    }
+
+    /// One attempt of `msg` to `queue`.
+    async fn attempt(
+        &self,
+        msg: &Message,
+        queue: &v2::MessageQueue,
+        deadline: Instant,
+    ) -> Result<SendResult, GrpcError> {
+        let delays = mq_client_api::names::default_delay_levels();
+        let mut m = from_message(msg, &self.born_host, &delays);
+        if let Some(sys) = m.system_properties.as_mut() {
+            sys.queue_id = queue.id;
+        }
+        m.topic = Some(self.session.resource(&msg.topic));
+        let entries = self.session.send(vec![m], deadline).await?;
+        let Some(entry) = entries.into_iter().next() else {
+            return Err(GrpcError::Refused {
+                endpoint: self.config.endpoint.clone(),
+                rpc: "SendMessage",
+                code: v2::Code::InternalServerError as i32,
+                message: "the answer holds no entry".into(),
+            });
+        };
+        if let Some(s) = entry
+            .status
+            .as_ref()
+            .filter(|s| s.code != v2::Code::Ok as i32)
+        {
+            return Err(GrpcError::Refused {
+                endpoint: self.config.endpoint.clone(),
+                rpc: "SendMessage",
+                code: s.code,
+                message: s.message.clone(),
+            });
+        }
+        let broker = broker_of(queue).unwrap_or("");
+        Ok(SendResult {
+            status: SendStatus::SendOk,
+            msg_id: entry.message_id,
+            offset_msg_id: String::new(),
+            message_queue: MessageQueue::new(&msg.topic, broker, queue.id),
+            queue_offset: entry.offset,
+            transaction_id: Some(entry.transaction_id).filter(|t| !t.is_empty()),
+            region_id: "DefaultRegion".into(),
+            trace_on: false,
+        })
+    }
+
+    /// The queue of this attempt: by the message group's hash for a FIFO message (so a group
+    /// keeps one queue), otherwise in turn, avoiding `avoid`'s queues while others exist.
+    async fn queue(
+        &self,
+        msg: &Message,
+        avoid: Option<&str>,
+        deadline: Instant,
+    ) -> Result<v2::MessageQueue, GrpcError> {
+        let queues = self.queues(&msg.topic, deadline).await?;
+        if let Some(group) = msg.property(SHARDING_KEY) {
+            let hash = group.bytes().fold(0x811c_9dc5_u32, |h, b| {
+                (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+            });
+            return Ok(queues[hash as usize % queues.len()].clone());
+        }
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        let others: Vec<&v2::MessageQueue> = queues
+            .iter()
+            .filter(|q| avoid.is_none() || broker_of(q) != avoid)
+            .collect();
+        Ok(if others.is_empty() {
+            queues[turn % queues.len()].clone()
+        } else {
+            others[turn % others.len()].clone()
+        })
+    }
+
+    /// The writable queues of `topic` (never empty), asking the proxy when none is known.
+    async fn queues(
+        &self,
+        topic: &str,
+        deadline: Instant,
+    ) -> Result<Vec<v2::MessageQueue>, GrpcError> {
+        if let Some(q) = self.routes.lock().get(topic) {
+            return Ok(q.clone());
+        }
+        let writable = |q: &v2::MessageQueue| {
+            q.permission == v2::Permission::Write as i32
+                || q.permission == v2::Permission::ReadWrite as i32
+        };
+        let queues: Vec<v2::MessageQueue> = self
+            .session
+            .query_route(topic, deadline)
+            .await?
+            .into_iter()
+            .filter(writable)
+            .collect();
+        if queues.is_empty() {
+            return Err(GrpcError::Refused {
+                endpoint: self.config.endpoint.clone(),
+                rpc: "QueryRoute",
+                code: v2::Code::TopicNotFound as i32,
+                message: format!("no writable queue of {topic}"),
+            });
+        }
+        self.routes.lock().insert(topic.to_owned(), queues.clone());
+        Ok(queues)
+    }
+
+    /// Tells the proxy the producer leaves and stops its session. Dropping the producer stops
+    /// the session too, without telling the proxy.
+    pub async fn shutdown(self) {
+        let deadline = Instant::now() + self.config.send_timeout;
+        if let Err(e) = self.session.terminate(None, deadline).await {
+            tracing::debug!(error = %e, "the proxy did not take the termination notice");
+        }
+    }
+}
+
+fn broker_of(q: &v2::MessageQueue) -> Option<&str> {
+    q.broker.as_ref().map(|b| b.name.as_str())
+}
+
+/// The local address this host reaches `endpoint` from (the born host of its messages).
+async fn local_ip(endpoint: &str) -> Option<std::net::IpAddr> {
+    let socket = tokio::net::UdpSocket::bind("0.0.0.0:0").await.ok()?;
+    socket.connect(endpoint).await.ok()?;
+    socket.local_addr().ok().map(|a| a.ip())
+}
