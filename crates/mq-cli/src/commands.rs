@@ -198,6 +198,7 @@ pub(crate) async fn create_topic_everywhere(
         topic_filter_type: "SINGLE_TAG".into(),
         topic_sys_flag: Some(0),
         order: false,
+        attributes: None,
     };
     let mut created = Vec::new();
     for b in info.broker_addr_table.values() {

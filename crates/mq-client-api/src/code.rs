@@ -170,6 +170,8 @@ codes! {
         SEND_REPLY_MESSAGE_V2 = 325,
         /// 5.x: broker pushes a reply to the requester.
         PUSH_REPLY_MESSAGE_TO_CLIENT = 326,
+        /// 5.x: one topic's config on a broker (its attributes: the message type).
+        GET_TOPIC_CONFIG = 351,
         /// 5.x: lite pull.
         LITE_PULL_MESSAGE = 361,
         /// 5.x: recall a message.

@@ -651,6 +651,7 @@ impl Producer {
             topic_filter_type: "SINGLE_TAG".into(),
             topic_sys_flag: Some(0),
             order: false,
+            attributes: None,
         };
         let calls = route
             .broker_datas

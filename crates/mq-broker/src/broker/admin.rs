@@ -4,8 +4,8 @@ use bytes::BytesMut;
 use mq_client_api::ResponseCode;
 use mq_client_api::body::TopicConfig;
 use mq_client_api::header::{
-    CreateTopicRequestHeader, QueryMessageRequestHeader, QueryMessageResponseHeader,
-    ViewMessageRequestHeader,
+    CreateTopicRequestHeader, GetTopicConfigRequestHeader, QueryMessageRequestHeader,
+    QueryMessageResponseHeader, ViewMessageRequestHeader,
 };
 use mq_client_api::validate::TOPIC_MAX_LEN;
 use mq_remoting::RemotingCommand;
@@ -38,12 +38,34 @@ impl CoreHandle {
             topic_filter_type: h.topic_filter_type,
             topic_sys_flag: h.topic_sys_flag.unwrap_or(0),
             order: h.order,
+            attributes: h
+                .attributes
+                .as_deref()
+                .map(topic_attributes)
+                .unwrap_or_default(),
         };
         match self.0.topics.put(tc) {
             Ok(()) => {
                 self.register_all().await;
                 respond(req, ResponseCode::SUCCESS, None)
             }
+            Err(e) => respond(req, ResponseCode::SYSTEM_ERROR, Some(e.to_string())),
+        }
+    }
+
+    /// GET_TOPIC_CONFIG: a topic's config as JSON (Java's `TopicConfigAndQueueMapping`, with no
+    /// static queue mapping); TOPIC_NOT_EXIST when the broker has no such topic.
+    pub(super) fn topic_config(&self, req: &RemotingCommand) -> RemotingCommand {
+        let h = decode_or_answer!(GetTopicConfigRequestHeader, req);
+        let Some(tc) = self.0.topics.get(&h.topic) else {
+            return respond(
+                req,
+                ResponseCode::TOPIC_NOT_EXIST,
+                Some(format!("No topic in this broker. topic: {}", h.topic)),
+            );
+        };
+        match serde_json::to_vec(&tc) {
+            Ok(body) => respond(req, ResponseCode::SUCCESS, None).with_body(body),
             Err(e) => respond(req, ResponseCode::SYSTEM_ERROR, Some(e.to_string())),
         }
     }
@@ -88,4 +110,13 @@ impl CoreHandle {
             Err(e) => respond(req, ResponseCode::SYSTEM_ERROR, Some(e.to_string())),
         }
     }
+}
+
+/// 5.x topic attributes from their header text, `+key=value` joined by commas; a `-key`
+/// (delete) or a piece without `=` is left out.
+fn topic_attributes(text: &str) -> std::collections::BTreeMap<String, String> {
+    text.split(',')
+        .filter_map(|piece| piece.trim().strip_prefix('+')?.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
 }

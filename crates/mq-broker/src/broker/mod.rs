@@ -263,10 +263,26 @@ impl Broker {
             config.auto_create_topic,
             config.default_topic_queue_nums,
         )?;
-        // The cluster's reply topic, one queue, as Java creates it at start (request-reply).
+        // The topics a Java broker makes at start: the cluster's reply topic (one queue, for
+        // request-reply), and topics named after the cluster (16 queues) and the broker (one
+        // queue), readable, writable and inherited. Tools and Java's proxy ask the name server
+        // for the cluster's name as a topic to find its brokers.
         let reply_topic = mq_client_api::names::reply_topic(&config.cluster_name);
-        if topics.get(&reply_topic).is_none() {
-            topics.put(mq_client_api::body::TopicConfig::new(reply_topic, 1))?;
+        let inherit_rw = mq_client_api::body::perm::INHERIT
+            | mq_client_api::body::perm::READ
+            | mq_client_api::body::perm::WRITE;
+        for (topic, queues, perm) in [
+            (reply_topic, 1, None),
+            (config.cluster_name.clone(), 16, Some(inherit_rw)),
+            (config.broker_name.clone(), 1, Some(inherit_rw)),
+        ] {
+            if topics.get(&topic).is_none() {
+                let mut t = mq_client_api::body::TopicConfig::new(topic, queues);
+                if let Some(perm) = perm {
+                    t.perm = perm;
+                }
+                topics.put(t)?;
+            }
         }
         let offsets = OffsetTable::load(dir.join("config/consumerOffset.json"))?;
         let mut server_config = ServerConfig::default().with_listen(config.listen);
@@ -540,6 +556,7 @@ impl CoreHandle {
             RequestCode::VIEW_MESSAGE_BY_ID => self.view_message(&req),
             RequestCode::QUERY_MESSAGE => self.query_message(&req),
             RequestCode::UPDATE_AND_CREATE_TOPIC => self.create_topic(&req).await,
+            RequestCode::GET_TOPIC_CONFIG => self.topic_config(&req),
             RequestCode::CONSUMER_SEND_MSG_BACK => self.send_back(&req).await,
             RequestCode::LOCK_BATCH_MQ | RequestCode::UNLOCK_BATCH_MQ => self.lock_batch(&req),
             // A oneway request: no answer.

@@ -30,6 +30,9 @@ impl CoreHandle {
             Ok(p) => p,
             Err(answer) => return answer,
         };
+        if plan.created {
+            self.spawn_register();
+        }
         let queue_id = plan.queue_id;
         let Some(mut reply) = plan.messages.into_iter().next().filter(|_| !plan.batch) else {
             return respond(

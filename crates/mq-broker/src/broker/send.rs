@@ -20,15 +20,16 @@ use super::{CoreHandle, MAX_MESSAGE_SIZE, MAX_PROPERTIES_LEN};
 use crate::state::TBW102;
 
 impl CoreHandle {
-    /// The config of `topic`, creating it from `default_topic` when allowed (spec §8.2).
+    /// The config of `topic`, creating it from `default_topic` when allowed (spec §8.2), and
+    /// whether it was created now.
     fn topic_or_create(
         self: &Arc<Self>,
         topic: &str,
         default_topic: &str,
         client_queues: i32,
-    ) -> Result<TopicConfig, String> {
+    ) -> Result<(TopicConfig, bool), String> {
         if let Some(tc) = self.0.topics.get(topic) {
-            return Ok(tc);
+            return Ok((tc, false));
         }
         let created = if mq_client_api::names::is_retry_topic(topic) {
             Some(TopicConfig::new(topic, 1))
@@ -49,8 +50,7 @@ impl CoreHandle {
             Some(tc) if tc.write_queue_nums > 0 => {
                 self.0.topics.put(tc.clone()).map_err(|e| e.to_string())?;
                 info!(topic, queues = tc.write_queue_nums, "topic auto-created");
-                self.spawn_register();
-                Ok(tc)
+                Ok((tc, true))
             }
             _ => Err(format!("topic[{topic}] not exist, apply first please!")),
         }
@@ -79,9 +79,11 @@ impl CoreHandle {
         let mut answers: Vec<Option<RemotingCommand>> = Vec::with_capacity(reqs.len());
         let mut planned: Vec<(usize, i32)> = Vec::new();
         let mut groups: Vec<Vec<MessageExt>> = Vec::new();
+        let mut created = false;
         for (i, req) in reqs.iter().enumerate() {
             match self.plan_send(ctx, req) {
                 Ok(plan) => {
+                    created |= plan.created;
                     let mut messages = plan.messages;
                     // A batch is appended as it is, one unit taking contiguous offsets; a single
                     // message may be diverted (half or delayed).
@@ -101,6 +103,11 @@ impl CoreHandle {
             return answers;
         }
         let stored = self.0.store.put_groups(groups, self.0.addr).await;
+        if created {
+            // As a Java broker does: the route of a topic a send created is registered before
+            // the send is answered, so a consumer started on that answer finds it.
+            self.register_all().await;
+        }
         for ((i, queue_id), stored) in planned.into_iter().zip(stored) {
             answers[i] = Some(send_answer(&reqs[i], queue_id, stored));
         }
@@ -167,12 +174,12 @@ impl CoreHandle {
                 )),
             ));
         }
-        let tc = match self.topic_or_create(
+        let (tc, created) = match self.topic_or_create(
             &topic,
             &header.default_topic,
             header.default_topic_queue_nums,
         ) {
-            Ok(tc) => tc,
+            Ok(created) => created,
             Err(remark) => return Err(respond(req, ResponseCode::TOPIC_NOT_EXIST, Some(remark))),
         };
         if tc.perm & perm::WRITE == 0 {
@@ -244,6 +251,7 @@ impl CoreHandle {
             messages: exts,
             queue_id,
             batch,
+            created,
         })
     }
 }
@@ -253,6 +261,8 @@ pub(super) struct SendPlan {
     pub(super) messages: Vec<MessageExt>,
     pub(super) queue_id: i32,
     pub(super) batch: bool,
+    /// The send auto-created its topic: the name servers must hear of it before the answer.
+    pub(super) created: bool,
 }
 
 /// The answer to a send whose messages the store took (or failed to).

@@ -165,6 +165,7 @@ async fn send_error_paths() {
         topic_filter_type: "SINGLE_TAG".into(),
         topic_sys_flag: None,
         order: false,
+        attributes: None,
     };
     api.create_topic(&addr, &create, T).await.unwrap();
     let e = api
@@ -692,5 +693,61 @@ async fn pulls_below_what_retention_kept_are_moved_to_the_min_offset() {
     assert_eq!(gone.response_code(), Some(ResponseCode::QUERY_NOT_FOUND));
     let kept = api.query_message(&addr, &q("key-39"), T).await.unwrap();
     assert_eq!(&kept[0].message.body[..], b"payload-39");
+    let _ = b.shutdown(T).await;
+}
+
+/// GET_TOPIC_CONFIG answers a topic's config with its 5.x attributes (Java's proxy reads the
+/// message type from it), and TOPIC_NOT_EXIST for a topic the broker lacks; the topics named
+/// after the cluster and the broker exist from the start, as on a Java broker.
+#[tokio::test]
+async fn topic_configs_carry_their_attributes_and_the_cluster_is_a_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path(), |c| c).await;
+    let addr = b.local_addr().to_string();
+    let api = plain_api();
+    let create = CreateTopicRequestHeader {
+        topic: "Fifo".into(),
+        default_topic: "TBW102".into(),
+        read_queue_nums: 2,
+        write_queue_nums: 2,
+        perm: perm::READ_WRITE,
+        topic_filter_type: "SINGLE_TAG".into(),
+        topic_sys_flag: None,
+        order: false,
+        attributes: Some("+message.type=FIFO".into()),
+    };
+    api.create_topic(&addr, &create, T).await.unwrap();
+    let config = |topic: &str| {
+        let mut ext = mq_remoting::ExtFields::new();
+        ext.insert("topic", topic);
+        RemotingCommand::request(RequestCode::GET_TOPIC_CONFIG.0).with_ext_fields(ext)
+    };
+    let r = api
+        .remoting()
+        .invoke(&addr, config("Fifo"), T)
+        .await
+        .unwrap();
+    assert_eq!(r.code, ResponseCode::SUCCESS.0);
+    let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(json["topicName"], "Fifo");
+    assert_eq!(json["readQueueNums"], 2);
+    assert_eq!(json["attributes"]["message.type"], "FIFO");
+    let r = api
+        .remoting()
+        .invoke(&addr, config("Nowhere"), T)
+        .await
+        .unwrap();
+    assert_eq!(r.code, ResponseCode::TOPIC_NOT_EXIST.0);
+    for (topic, queues) in [("DefaultCluster", 16), ("broker-a", 1)] {
+        let r = api
+            .remoting()
+            .invoke(&addr, config(topic), T)
+            .await
+            .unwrap();
+        assert_eq!(r.code, ResponseCode::SUCCESS.0, "{topic}");
+        let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(json["writeQueueNums"], queues, "{topic}");
+        assert_eq!(json["perm"], perm::INHERIT | perm::READ_WRITE, "{topic}");
+    }
     let _ = b.shutdown(T).await;
 }

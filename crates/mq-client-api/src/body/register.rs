@@ -66,6 +66,10 @@ pub struct TopicConfig {
     /// Ordered topic.
     #[serde(default)]
     pub order: bool,
+    /// 5.x attributes (`message.type`: NORMAL, FIFO, DELAY, TRANSACTION); none by default,
+    /// which 5.x reads as NORMAL.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
 }
 
 fn sixteen() -> i32 {
@@ -89,6 +93,7 @@ impl TopicConfig {
             topic_filter_type: single_tag(),
             topic_sys_flag: 0,
             order: false,
+            attributes: BTreeMap::new(),
         }
     }
 }
@@ -235,5 +240,6 @@ fn parse_topic_config_text(text: &str) -> Result<TopicConfig, BodyError> {
         topic_filter_type: filter.to_owned(),
         topic_sys_flag: 0,
         order: false,
+        attributes: BTreeMap::new(),
     })
 }

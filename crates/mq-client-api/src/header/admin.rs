@@ -21,6 +21,16 @@ header! {
         opt topic_sys_flag: i32 => "topicSysFlag",
         /// Ordered topic.
         prim order: bool => "order",
+        /// 5.x attributes, `+key=value` joined by commas (`+message.type=FIFO`).
+        opt attributes: String => "attributes",
+    }
+}
+
+header! {
+    /// One topic's config (GET_TOPIC_CONFIG, 351).
+    GetTopicConfigRequestHeader("GetTopicConfigRequestHeader") {
+        /// Topic.
+        req topic: String => "topic",
     }
 }
 

@@ -14,7 +14,7 @@ mod pull;
 mod send;
 mod transaction;
 
-pub use admin::{CreateTopicRequestHeader, ViewMessageRequestHeader};
+pub use admin::{CreateTopicRequestHeader, GetTopicConfigRequestHeader, ViewMessageRequestHeader};
 pub use client::{
     GetConsumerListByGroupRequestHeader, NotifyConsumerIdsChangedRequestHeader,
     UnregisterClientRequestHeader,

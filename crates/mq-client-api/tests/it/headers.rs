@@ -278,6 +278,7 @@ fn create_topic_checks_filter_type() {
         topic_filter_type: "SINGLE_TAG".into(),
         topic_sys_flag: Some(0),
         order: false,
+        attributes: None,
     };
     let mut ext = h.to_ext_fields();
     assert_eq!(&ext["order"], "false");

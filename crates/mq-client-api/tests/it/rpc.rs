@@ -647,6 +647,7 @@ async fn send_back_and_create_topic() {
         topic_filter_type: "SINGLE_TAG".into(),
         topic_sys_flag: None,
         order: false,
+        attributes: None,
     };
     f.api.create_topic(&f.addr, &create, T).await.unwrap();
 }
