@@ -395,7 +395,8 @@ fn remoting_send(producer: &Producer, topic: &str, mode: Mode) -> SendFn {
 
 /// Sends of `mode` as gRPC `SendMessage` requests through `endpoint`, or through a proxy started
 /// here in front of the cluster of `namesrv` (returned, to be stopped). Sync and async are both
-/// one message per request (the window sets the depth); batch is 16 per request.
+/// one message per request through [`mq_producer::GrpcProducer`] (the window sets the depth);
+/// batch is 16 per request.
 async fn grpc_send(
     args: &BenchArgs,
     namesrv: &str,
@@ -424,11 +425,32 @@ async fn grpc_send(
             ));
         }
     };
+    let topic = args.topic.clone();
+    if per_request == 1 {
+        // One message per request: our gRPC producer, with its rules (ids, deadline, retries).
+        let producer = Arc::new(
+            mq_producer::GrpcProducer::start(
+                mq_producer::GrpcProducerConfig::new(&endpoint).with_topic(&topic),
+            )
+            .await
+            .map_err(|e| e.to_string())?,
+        );
+        let send: SendFn = Arc::new(move |body: bytes::Bytes| {
+            let (producer, topic) = (Arc::clone(&producer), topic.clone());
+            Box::pin(async move {
+                match producer.send(Message::new(topic, body)).await {
+                    Ok(_) => Ok(1),
+                    Err(e) => Err(e.error().possibly_delivered()),
+                }
+            })
+        });
+        return Ok((send, proxy));
+    }
+    // Batches: 16 messages per SendMessage request through the generated client.
     let client =
         v2::messaging_service_client::MessagingServiceClient::connect(format!("http://{endpoint}"))
             .await
             .map_err(|e| format!("cannot connect to the gRPC proxy at {endpoint}: {e}"))?;
-    let topic = args.topic.clone();
     let send: SendFn = Arc::new(move |body: bytes::Bytes| {
         let mut client = client.clone();
         let message = v2::Message {

@@ -197,6 +197,8 @@ struct Inner {
     /// The server's settings, as last sent on the Telemetry stream.
     server_settings: Mutex<Option<v2::Settings>>,
     requests: AtomicU64,
+    /// The headers of every call, made once.
+    headers: Vec<(&'static str, AsciiMetadataValue)>,
     stop: CancellationToken,
 }
 
@@ -245,7 +247,23 @@ impl GrpcSession {
             platform: std::env::consts::OS.to_owned(),
             hostname: host_name(),
         });
+        let mut headers = vec![
+            ("x-mq-client-id", config.client_id.as_str()),
+            ("x-mq-language", "RUST"),
+            ("x-mq-protocol", "v2"),
+            ("x-mq-client-version", env!("CARGO_PKG_VERSION")),
+        ];
+        if !config.namespace.is_empty() {
+            headers.push(("x-mq-namespace", config.namespace.as_str()));
+        }
+        // Values made of ids and names; one that is not ASCII is left out rather than failing
+        // every call.
+        let headers = headers
+            .into_iter()
+            .filter_map(|(k, v)| AsciiMetadataValue::try_from(v).ok().map(|v| (k, v)))
+            .collect();
         let inner = Arc::new(Inner {
+            headers,
             client: MessagingServiceClient::new(channel),
             config,
             settings,
@@ -311,22 +329,13 @@ impl GrpcSession {
     }
 
     fn metadata(&self, md: &mut MetadataMap) {
-        let c = &self.inner.config;
+        for (key, value) in &self.inner.headers {
+            md.insert(*key, value.clone());
+        }
         let id = self.inner.requests.fetch_add(1, Ordering::Relaxed);
-        let mut put = |key: &'static str, value: &str| {
-            // Values made of ids and names; one that is not ASCII is left out rather than
-            // failing the call.
-            if let Ok(v) = AsciiMetadataValue::try_from(value) {
-                md.insert(key, v);
-            }
-        };
-        put("x-mq-client-id", &c.client_id);
-        put("x-mq-language", "RUST");
-        put("x-mq-protocol", "v2");
-        put("x-mq-client-version", env!("CARGO_PKG_VERSION"));
-        put("x-mq-request-id", &format!("{}-{id}", c.client_id));
-        if !c.namespace.is_empty() {
-            put("x-mq-namespace", &c.namespace);
+        // Digits only: always ASCII.
+        if let Ok(v) = AsciiMetadataValue::try_from(id.to_string()) {
+            md.insert("x-mq-request-id", v);
         }
     }
 

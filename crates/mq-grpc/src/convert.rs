@@ -246,7 +246,12 @@ fn outline(msg: &Message) -> v2::Message {
     let user_properties = msg
         .properties()
         .iter()
-        .filter(|(k, _)| !SYSTEM_KEYS.contains(&k.as_str()) && !k.starts_with("__"))
+        .filter(|(k, _)| {
+            // What Java's proxy leaves out too: the system's own properties.
+            !SYSTEM_KEYS.contains(&k.as_str())
+                && !property::RESERVED.contains(&k.as_str())
+                && !k.starts_with("__")
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let group = msg.property(SHARDING_KEY).map(str::to_owned);
@@ -331,7 +336,7 @@ pub fn from_message(msg: &Message, born_host: &str, delay_levels: &[Duration]) -
 /// `max_body` bytes).
 ///
 /// # Errors
-/// The body cannot be inflated, or a user property would corrupt the properties.
+/// The body cannot be inflated.
 pub fn to_message_ext(m: &v2::Message, max_body: usize) -> Result<MessageExt, Refusal> {
     let sys = m.system_properties.clone().unwrap_or_default();
     let body = match v2::Encoding::try_from(sys.body_encoding) {
@@ -339,9 +344,13 @@ pub fn to_message_ext(m: &v2::Message, max_body: usize) -> Result<MessageExt, Re
         _ => Bytes::copy_from_slice(&m.body),
     };
     let mut msg = Message::new(resource_name(m.topic.as_ref()), body);
+    // What a server sends is kept as it came, reserved names included (a proxy may pass the
+    // broker's own properties on); only what would corrupt the properties string is left out.
+    let separator = |s: &str| s.contains(['\u{1}', '\u{2}']);
     for (k, v) in &m.user_properties {
-        msg.put_user_property(k, v)
-            .map_err(|e| status(v2::Code::IllegalMessagePropertyKey, e.to_string()))?;
+        if !separator(k) && !separator(v) {
+            msg.set_property(k.clone(), v.clone());
+        }
     }
     if let Some(tag) = sys.tag.as_deref().filter(|t| !t.is_empty()) {
         msg.set_property(property::TAGS, tag);

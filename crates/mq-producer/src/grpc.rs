@@ -8,6 +8,7 @@
 //! bad message, a forbidden topic); a failed send hands the message back.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -103,7 +104,7 @@ pub struct GrpcProducer {
     ids: UniqueIdGenerator,
     born_host: String,
     /// Writable queues by topic, until a send to the topic fails.
-    routes: Mutex<HashMap<String, Vec<v2::MessageQueue>>>,
+    routes: Mutex<HashMap<String, Arc<[v2::MessageQueue]>>>,
     turn: AtomicUsize,
 }
 
@@ -274,15 +275,22 @@ impl GrpcProducer {
             return Ok(queues[hash as usize % queues.len()].clone());
         }
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
-        let others: Vec<&v2::MessageQueue> = queues
-            .iter()
-            .filter(|q| avoid.is_none() || broker_of(q) != avoid)
-            .collect();
-        Ok(if others.is_empty() {
-            queues[turn % queues.len()].clone()
-        } else {
-            others[turn % others.len()].clone()
-        })
+        let pick = match avoid {
+            Some(_) => {
+                let others = queues.iter().filter(|q| broker_of(q) != avoid).count();
+                (others > 0).then(|| {
+                    queues
+                        .iter()
+                        .filter(|q| broker_of(q) != avoid)
+                        .nth(turn % others)
+                })
+            }
+            None => None,
+        };
+        Ok(pick
+            .flatten()
+            .unwrap_or(&queues[turn % queues.len()])
+            .clone())
     }
 
     /// The writable queues of `topic` (never empty), asking the proxy when none is known.
@@ -290,15 +298,15 @@ impl GrpcProducer {
         &self,
         topic: &str,
         deadline: Instant,
-    ) -> Result<Vec<v2::MessageQueue>, GrpcError> {
+    ) -> Result<Arc<[v2::MessageQueue]>, GrpcError> {
         if let Some(q) = self.routes.lock().get(topic) {
-            return Ok(q.clone());
+            return Ok(Arc::clone(q));
         }
         let writable = |q: &v2::MessageQueue| {
             q.permission == v2::Permission::Write as i32
                 || q.permission == v2::Permission::ReadWrite as i32
         };
-        let queues: Vec<v2::MessageQueue> = self
+        let queues: Arc<[v2::MessageQueue]> = self
             .session
             .query_route(topic, deadline)
             .await?
@@ -313,7 +321,9 @@ impl GrpcProducer {
                 message: format!("no writable queue of {topic}"),
             });
         }
-        self.routes.lock().insert(topic.to_owned(), queues.clone());
+        self.routes
+            .lock()
+            .insert(topic.to_owned(), Arc::clone(&queues));
         Ok(queues)
     }
 
