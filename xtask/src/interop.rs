@@ -63,6 +63,15 @@ const TLS_CERT: &str = "tls-cert.pem";
 /// gRPC clients reach every server through it.
 const GRPC_ENDPOINT: &str = "127.0.0.1:8081";
 
+/// Where Apache RocketMQ's own gRPC proxy (`rocketmq-proxy`, cluster mode) listens in front of
+/// the Java 5.3 engine: our gRPC producer and simple consumer are checked through it.
+const JAVA_PROXY_ENDPOINT: &str = "127.0.0.1:8181";
+
+/// Whether `server` runs Apache RocketMQ's gRPC proxy beside it (at [`JAVA_PROXY_ENDPOINT`]).
+fn has_java_proxy(server: &str) -> bool {
+    !server.starts_with('4') && server != "ours"
+}
+
 /// Whether `server` runs a TLS-enforcing broker beside it (at [`TLS_NAMESRV`]).
 fn has_tls_broker(server: &str) -> bool {
     server == "ours"
@@ -698,6 +707,17 @@ pub(crate) fn in_netns(args: &[String]) -> Result {
     let dir = root().join("interop");
     let mut ours = Command::new(mq.with_file_name("mq-interop-client"));
     ours.arg(NAMESRV).env("HOME", work);
+    // Our gRPC clients through our proxy, and through Apache RocketMQ's where it runs.
+    ours.args([
+        "--grpc-redelivery",
+        &format!("our proxy (mq proxy)={GRPC_ENDPOINT}"),
+    ]);
+    if has_java_proxy(server) {
+        ours.args([
+            "--grpc-redelivery",
+            &format!("Apache RocketMQ's proxy={JAVA_PROXY_ENDPOINT}"),
+        ]);
+    }
     let programs = [
         ("ours", ours),
         (
@@ -981,7 +1001,7 @@ fn start_engine(engine: &str, lib: &Path, work: &Path) -> Result<Vec<Server>> {
              autoCreateTopicEnable=true\nstorePathRootDir={store}\n\
              storePathCommitLog={store}/commitlog\nmappedFileSizeCommitLog=67108864\n\
              mapedFileSizeCommitLog=67108864\nmappedFileSizeConsumeQueue=600000\n\
-             maxIndexNum=100000\nmaxHashSlotNum=10000\ntimerWheelEnable=false\n\
+             maxIndexNum=100000\nmaxHashSlotNum=10000\n\
              transactionTimeOut=1000\ntransactionCheckInterval=1000\n{extra}",
             store = store.display()
         )
@@ -1016,9 +1036,17 @@ fn start_engine(engine: &str, lib: &Path, work: &Path) -> Result<Vec<Server>> {
     }
     let java = |class: &str, conf: &str, logback: &str, user: &str| {
         let mut c = Command::new("java");
-        c.args(["-Xms256m", "-Xmx256m", "-XX:+UseG1GC"])
-            .arg(format!("-Duser.home={}", work.join(user).display()))
-            .arg(format!("-Drocketmq.home.dir={}", home.display()));
+        // 5.3's timer wheel (which pop consumption needs for its redelivery) takes direct
+        // buffers beyond the 256 MB that -Xmx would allow them; the broker then fails pops and
+        // scheduled deliveries with OutOfMemoryError.
+        c.args([
+            "-Xms256m",
+            "-Xmx256m",
+            "-XX:MaxDirectMemorySize=1g",
+            "-XX:+UseG1GC",
+        ])
+        .arg(format!("-Duser.home={}", work.join(user).display()))
+        .arg(format!("-Drocketmq.home.dir={}", home.display()));
         if is_4x {
             // 4.x unmaps files through internals JDK 17 hides.
             c.args([
@@ -1063,7 +1091,30 @@ fn start_engine(engine: &str, lib: &Path, work: &Path) -> Result<Vec<Server>> {
     )?;
     broker.wait_for("boot success")?;
     if !is_4x {
-        return Ok(vec![namesrv, bare, broker]);
+        // The proxy in cluster mode, in front of the name server and broker above.
+        let (_, port) = JAVA_PROXY_ENDPOINT
+            .rsplit_once(':')
+            .ok_or("JAVA_PROXY_ENDPOINT has no port")?;
+        write(
+            "rmq-proxy.json",
+            format!(
+                "{{\"rocketMQClusterName\":\"DefaultCluster\",\"namesrvAddr\":\"{NAMESRV}\",\
+                 \"grpcServerPort\":{port},\"remotingListenPort\":8180,\"proxyMode\":\"cluster\"}}"
+            ),
+        )?;
+        let mut c = Command::new("java");
+        c.args(["-Xms256m", "-Xmx256m", "-XX:+UseG1GC"])
+            .arg(format!("-Duser.home={}", work.join("user-proxy").display()))
+            .arg(format!("-Drocketmq.home.dir={}", home.display()))
+            .arg("-cp")
+            .arg(format!("{}/*", lib.display()))
+            .arg("org.apache.rocketmq.proxy.ProxyStartup")
+            .arg("-pc")
+            .arg(work.join("rmq-proxy.json"))
+            .args(["-pm", "cluster"]);
+        let mut proxy = Server::start("Java gRPC proxy", &mut c, work)?;
+        proxy.wait_for("rocketmq-proxy startup successfully")?;
+        return Ok(vec![namesrv, bare, broker, proxy]);
     }
     let mut acl_namesrv = Server::start(
         "ACL name server",

@@ -4,7 +4,9 @@
 //! auto-batching, delay levels, transactions (rollback, and a check-back), a pull consumer that
 //! resumes from its commit, broadcasting, retries into the DLQ, and request-reply.
 //!
-//! Usage: `mq-interop-client NAMESRV`. Prints `PASS name` or `FAIL name: reason` per scenario
+//! Usage: `mq-interop-client NAMESRV [--grpc LABEL=ENDPOINT | --grpc-redelivery LABEL=ENDPOINT]...`:
+//! each gRPC proxy given adds a scenario of our gRPC producer and simple consumer through it
+//! (with `--grpc-redelivery`, a handed-back message must come again). Prints `PASS name` or `FAIL name: reason` per scenario
 //! (names hold no `": "`, which ends a name) and `ours: N passed, N failed`; exits 1 when
 //! anything failed.
 
@@ -19,11 +21,13 @@ use mq_client_api::{Message, MessageExt, MessageQueue, SendResult};
 use mq_client_instance::ClientConfig;
 use mq_consumer::{
     ConsumeContext, ConsumeFrom, ConsumeOrderlyContext, ConsumeOrderlyStatus, ConsumeStatus,
-    ConsumerConfig, PullConsumer, PushConsumer, async_listener,
+    ConsumerConfig, PullConsumer, PushConsumer, ReceivedMessage, SimpleConsumer,
+    SimpleConsumerConfig, async_listener,
 };
 use mq_producer::{
-    BatchingConfig, LocalTransactionState, OrderedSender, Producer, ProducerConfig,
-    SEQUENCE_PROPERTY, SelectArg, TransactionListener, TransactionProducer,
+    BatchingConfig, GrpcProducer, GrpcProducerConfig, LocalTransactionState, OrderedSender,
+    Producer, ProducerConfig, SEQUENCE_PROPERTY, SelectArg, TransactionListener,
+    TransactionProducer,
 };
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -599,6 +603,116 @@ async fn request_reply(run: &Run) -> Outcome {
     result
 }
 
+/// Through the gRPC proxy at `endpoint`: our gRPC producer sends 10 messages to a topic made
+/// first over remoting, our simple consumer receives each once and acknowledges all but one;
+/// that one gets a new invisible time, and the new receipt handle acknowledges it. With
+/// `redelivery`, the last one is instead handed back with a short invisible time and must
+/// come again as the second attempt.
+async fn grpc_produce_and_receive(run: &Run, endpoint: &str, redelivery: bool) -> Outcome {
+    let admin = run.producer("grpc_admin").await?;
+    let topic = run.topic(&admin, "Grpc").await?;
+    admin.shutdown().await;
+    let producer = GrpcProducer::start(GrpcProducerConfig::new(endpoint).with_topic(&topic))
+        .await
+        .map_err(|e| format!("gRPC producer start: {e}"))?;
+    let mut sent = BTreeMap::new();
+    for i in 0..10 {
+        let r = producer
+            .send(Message::new(&topic, format!("grpc {i}")).with_tags("TagG"))
+            .await
+            .map_err(|e| format!("gRPC send {i}: {}", e.error()))?;
+        sent.insert(format!("grpc {i}"), r.msg_id);
+    }
+    producer.shutdown().await;
+    let consumer = SimpleConsumer::start(
+        SimpleConsumerConfig::new(run.name("grpc_cg"), endpoint)
+            .subscribe(&topic, "TagG")
+            .with_await_duration(Duration::from_secs(10)),
+    )
+    .await
+    .map_err(|e| format!("simple consumer start: {e}"))?;
+    let invisible = Duration::from_secs(30);
+    let deadline = Instant::now() + SCENARIO_LIMIT;
+    let mut got: Vec<ReceivedMessage> = Vec::new();
+    while got.len() < sent.len() && Instant::now() < deadline {
+        got.extend(
+            consumer
+                .receive(16, invisible)
+                .await
+                .map_err(|e| format!("receive: {e}"))?,
+        );
+    }
+    let bodies: BTreeMap<String, String> = got
+        .iter()
+        .map(|m| {
+            (
+                String::from_utf8_lossy(&m.message.message.body).into_owned(),
+                m.message_id().to_owned(),
+            )
+        })
+        .collect();
+    ensure(bodies == sent && got.len() == sent.len(), || {
+        format!(
+            "sent {sent:?}, received {bodies:?} ({} deliveries)",
+            got.len()
+        )
+    })?;
+    let mut last = got.pop().ok_or("nothing received")?;
+    for m in &got {
+        consumer.ack(m).await.map_err(|e| format!("ack: {e}"))?;
+    }
+    let before = last.receipt_handle().to_owned();
+    let extension = if redelivery {
+        Duration::from_secs(1)
+    } else {
+        invisible
+    };
+    consumer
+        .change_invisible_duration(&mut last, extension)
+        .await
+        .map_err(|e| format!("change invisible duration: {e}"))?;
+    ensure(last.receipt_handle() != before, || {
+        "the receipt handle did not change".into()
+    })?;
+    if !redelivery {
+        consumer
+            .ack(&last)
+            .await
+            .map_err(|e| format!("ack with the new handle: {e}"))?;
+        consumer.shutdown().await;
+        return Ok(());
+    }
+    let mut again = Vec::new();
+    while again.is_empty() && Instant::now() < deadline {
+        again = consumer
+            .receive(16, invisible)
+            .await
+            .map_err(|e| format!("receive again: {e}"))?;
+    }
+    let first = again
+        .first()
+        .ok_or("the handed-back message did not come again")?;
+    ensure(
+        first.message_id() == last.message_id() && first.delivery_attempt == 2,
+        || {
+            format!(
+                "came again: {} attempt {}, expected {} attempt 2",
+                first.message_id(),
+                first.delivery_attempt,
+                last.message_id()
+            )
+        },
+    )?;
+    for m in &again {
+        consumer
+            .ack(m)
+            .await
+            .map_err(|e| format!("ack again: {e}"))?;
+    }
+    consumer.shutdown().await;
+    Ok(())
+}
+
 async fn check<F: Future<Output = Outcome>>(name: &str, f: F, tally: &mut (u32, u32)) {
     match tokio::time::timeout(SCENARIO_LIMIT * 2, f).await {
         Ok(Ok(())) => {
@@ -686,6 +800,38 @@ async fn main() -> ExitCode {
         t,
     )
     .await;
+    // gRPC proxies after the name server: `--grpc LABEL=ENDPOINT`, or `--grpc-redelivery
+    // LABEL=ENDPOINT` to check a handed-back message's redelivery there too.
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    for pair in args.chunks(2) {
+        let (flag, proxy) = match pair {
+            [flag, proxy] => (flag.as_str(), proxy.as_str()),
+            _ => ("", ""),
+        };
+        let redelivery = flag == "--grpc-redelivery";
+        let Some((label, endpoint)) = proxy
+            .split_once('=')
+            .filter(|_| redelivery || flag == "--grpc")
+        else {
+            eprintln!("expected --grpc or --grpc-redelivery LABEL=HOST:PORT, got {pair:?}");
+            return ExitCode::from(2);
+        };
+        let name = if redelivery {
+            format!(
+                "gRPC through {label}, producer sends, simple consumer receives and acks, a handed-back message comes again"
+            )
+        } else {
+            format!(
+                "gRPC through {label}, producer sends, simple consumer receives and acks, a changed invisible time's new handle acks"
+            )
+        };
+        check(
+            &name,
+            grpc_produce_and_receive(&run, endpoint, redelivery),
+            t,
+        )
+        .await;
+    }
     println!("ours: {} passed, {} failed", tally.0, tally.1);
     if tally.1 == 0 {
         ExitCode::SUCCESS
