@@ -103,3 +103,43 @@ async fn injected_faults_reach_the_client() {
     assert_eq!(faults.hits(send), 5);
     cluster.shutdown().await;
 }
+
+/// Two producers that share a client id (the same instance name in one process) but name
+/// different clusters each send to their own: the shared-instance registry keys instances by
+/// name servers, so neither gets the other's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_of_one_client_id_with_other_name_servers_each_reach_their_own() {
+    use mq_client_instance::ClientConfig;
+    use mq_producer::{Producer, ProducerConfig};
+    let east = Cluster::builder().start().await.unwrap();
+    let west = Cluster::builder().start().await.unwrap();
+    let mut producers = Vec::new();
+    for cluster in [&east, &west] {
+        let p = Producer::new(
+            ProducerConfig::new("shared_id_pg", cluster.namesrv_addr()).with_client(
+                ClientConfig::new(cluster.namesrv_addr()).with_instance_name("one-id"),
+            ),
+        );
+        p.start().await.unwrap();
+        producers.push(p);
+    }
+    for (p, body) in producers.iter().zip(["to east", "to west"]) {
+        p.send(Message::new("SharedId", body)).await.unwrap();
+    }
+    for (cluster, body) in [(&east, "to east"), (&west, "to west")] {
+        let api = cluster.client_api();
+        let mut bodies = Vec::new();
+        for q in 0..4 {
+            let h = mq_test_support::pull_header("check", "SharedId", q, 0);
+            if let Ok(r) = api.pull(&cluster.broker_addr(0), &h, T).await {
+                bodies.extend(r.messages.into_iter().map(|m| m.message.body));
+            }
+        }
+        assert_eq!(bodies, vec![Bytes::from(body)], "{body}");
+    }
+    for p in producers {
+        p.shutdown().await;
+    }
+    east.shutdown().await;
+    west.shutdown().await;
+}
