@@ -469,12 +469,16 @@ fn fuzz_smoke(args: &[String]) -> Result {
     Ok(())
 }
 
-/// Starts `mq serve` on free loopback ports with a fresh store under `work`; returns the
-/// server (killed on drop) and its name server address.
-fn mq_serve(mq: &Path, work: &Path) -> Result<(interop::Server, String)> {
+/// Starts `mq serve` with `extra` flags on free loopback ports with a fresh store under
+/// `work`; returns the server (killed on drop) and its name server address.
+fn mq_serve(
+    mq: &Path,
+    work: &Path,
+    extra: &[&std::ffi::OsStr],
+) -> Result<(interop::Server, String)> {
     let _ = std::fs::remove_dir_all(work);
     std::fs::create_dir_all(work).map_err(|e| format!("{}: {e}", work.display()))?;
-    start_mq_serve(mq, &work.join("store"), work)
+    start_mq_serve_with(mq, &work.join("store"), work, extra)
 }
 
 /// Starts `mq serve` on free loopback ports with the store `store` (its output in `work`);
@@ -674,7 +678,14 @@ fn bench(args: &[String]) -> Result {
     let mq = target_dir().join("release/mq");
     // The broker runs as its own process, as users run it, so that each side's CPU is its own.
     let work = target_dir().join("bench-serve");
-    let (server, namesrv) = mq_serve(&mq, &work)?;
+    // With its gRPC proxy, so that the gRPC rows' proxy CPU counts on the server's side.
+    let (server, namesrv) = mq_serve(&mq, &work, &["--grpc-port".as_ref(), "0".as_ref()])?;
+    let grpc = server
+        .output()
+        .lines()
+        .find_map(|l| l.strip_prefix("gRPC proxy listening on "))
+        .map(|a| a.trim().to_owned())
+        .ok_or("mq serve printed no gRPC proxy address")?;
     let duration = if quick { "2" } else { "5" };
     let pid = server.pid().to_string();
     let mut rows = Vec::new();
@@ -720,6 +731,47 @@ fn bench(args: &[String]) -> Result {
                 format!("perf/produce-{mode}-{size}.svg"),
             ));
         }
+    }
+    // RocketMQ 5's transport: the same sends through the gRPC proxy, by our GrpcProducer.
+    for (mode, window) in [("sync", "1"), ("async", "16")] {
+        let plot = perf.join(format!("produce-{mode}-grpc-1024.svg"));
+        let plot = plot.to_string_lossy();
+        let v = mq_bench_json(
+            &mq,
+            &[
+                "bench",
+                "produce",
+                "--namesrv",
+                &namesrv,
+                "--broker-pid",
+                &pid,
+                "--transport",
+                "grpc",
+                "--grpc-endpoint",
+                &grpc,
+                "--mode",
+                mode,
+                "--size",
+                "1024",
+                "--duration",
+                duration,
+                "--window",
+                window,
+                "--tasks",
+                "64",
+                "--json",
+                "--baseline",
+                "echo",
+                "--plot",
+                &plot,
+            ],
+        )?;
+        rows.push((
+            format!("produce {mode} over gRPC"),
+            "1024".to_owned(),
+            v,
+            format!("perf/produce-{mode}-grpc-1024.svg"),
+        ));
     }
     let plot = perf.join("consume-1024.svg");
     let plot = plot.to_string_lossy();
@@ -797,6 +849,9 @@ fn bench(args: &[String]) -> Result {
     );
     md.push_str(
         "256 KiB or 256 messages per batch); async and auto-batch rows keep 64 × 16 sends in flight, the others 64, and each echo baseline uses the same depth. ",
+    );
+    md.push_str(
+        "The gRPC rows send through the gRPC proxy of the same `mq serve` (`--grpc-port`) with `GrpcProducer`, one message per request; the proxy's CPU is in the broker column. ",
     );
     md.push_str(
         "Batch rows count messages (16 per request). Consume latency is from the producer's born ",
