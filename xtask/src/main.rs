@@ -469,6 +469,37 @@ fn fuzz_smoke(args: &[String]) -> Result {
     Ok(())
 }
 
+/// `mq bench produce` against the name server `namesrv`, the broker's CPU from `pid`, 64 tasks
+/// of `window` sends each, JSON out.
+fn produce_args<'a>(
+    namesrv: &'a str,
+    pid: &'a str,
+    mode: &'a str,
+    size: &'a str,
+    duration: &'a str,
+    window: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "bench",
+        "produce",
+        "--namesrv",
+        namesrv,
+        "--broker-pid",
+        pid,
+        "--mode",
+        mode,
+        "--size",
+        size,
+        "--duration",
+        duration,
+        "--window",
+        window,
+        "--tasks",
+        "64",
+        "--json",
+    ]
+}
+
 /// Starts `mq serve` with `extra` flags on free loopback ports with a fresh store under
 /// `work`; returns the server (killed on drop) and its name server address.
 fn mq_serve(
@@ -583,25 +614,7 @@ fn security_rows(mq: &Path, duration: &str) -> Result<Vec<(String, serde_json::V
         let dir = work.join(name);
         let (server, namesrv) = start_mq_serve_with(mq, &dir.join("store"), &work, &serve)?;
         let pid = server.pid().to_string();
-        let mut args: Vec<&str> = vec![
-            "bench",
-            "produce",
-            "--namesrv",
-            &namesrv,
-            "--broker-pid",
-            &pid,
-            "--mode",
-            "async",
-            "--size",
-            "1024",
-            "--duration",
-            duration,
-            "--window",
-            "16",
-            "--tasks",
-            "64",
-            "--json",
-        ];
+        let mut args = produce_args(&namesrv, &pid, "async", "1024", duration, "16");
         let client: Vec<String> = client
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
@@ -689,89 +702,41 @@ fn bench(args: &[String]) -> Result {
     let duration = if quick { "2" } else { "5" };
     let pid = server.pid().to_string();
     let mut rows = Vec::new();
+    // Every mode at two sizes over remoting, then sync and async over gRPC (RocketMQ 5's
+    // transport, through the proxy of the same `mq serve`, by our GrpcProducer).
+    let mut runs: Vec<(&str, &str, bool)> = Vec::new();
     for mode in ["sync", "async", "auto-batch", "oneway", "batch"] {
         for size in ["100", "1024"] {
-            let plot = perf.join(format!("produce-{mode}-{size}.svg"));
-            let window = if mode.contains("async") || mode == "auto-batch" {
-                "16"
-            } else {
-                "1"
-            };
-            let plot = plot.to_string_lossy();
-            let v = mq_bench_json(
-                &mq,
-                &[
-                    "bench",
-                    "produce",
-                    "--namesrv",
-                    &namesrv,
-                    "--broker-pid",
-                    &pid,
-                    "--mode",
-                    mode,
-                    "--size",
-                    size,
-                    "--duration",
-                    duration,
-                    "--window",
-                    window,
-                    "--tasks",
-                    "64",
-                    "--json",
-                    "--baseline",
-                    "echo",
-                    "--plot",
-                    &plot,
-                ],
-            )?;
-            rows.push((
-                format!("produce {mode}"),
-                size.to_owned(),
-                v,
-                format!("perf/produce-{mode}-{size}.svg"),
-            ));
+            runs.push((mode, size, false));
         }
     }
-    // RocketMQ 5's transport: the same sends through the gRPC proxy, by our GrpcProducer.
-    for (mode, window) in [("sync", "1"), ("async", "16")] {
-        let plot = perf.join(format!("produce-{mode}-grpc-1024.svg"));
+    runs.extend([("sync", "1024", true), ("async", "1024", true)]);
+    for (mode, size, over_grpc) in runs {
+        let window = if mode.contains("async") || mode == "auto-batch" {
+            "16"
+        } else {
+            "1"
+        };
+        let (name, file) = if over_grpc {
+            (
+                format!("produce {mode} over gRPC"),
+                format!("perf/produce-{mode}-grpc-{size}.svg"),
+            )
+        } else {
+            (
+                format!("produce {mode}"),
+                format!("perf/produce-{mode}-{size}.svg"),
+            )
+        };
+        let plot = root.join("docs").join(&file);
         let plot = plot.to_string_lossy();
-        let v = mq_bench_json(
-            &mq,
-            &[
-                "bench",
-                "produce",
-                "--namesrv",
-                &namesrv,
-                "--broker-pid",
-                &pid,
-                "--transport",
-                "grpc",
-                "--grpc-endpoint",
-                &grpc,
-                "--mode",
-                mode,
-                "--size",
-                "1024",
-                "--duration",
-                duration,
-                "--window",
-                window,
-                "--tasks",
-                "64",
-                "--json",
-                "--baseline",
-                "echo",
-                "--plot",
-                &plot,
-            ],
-        )?;
-        rows.push((
-            format!("produce {mode} over gRPC"),
-            "1024".to_owned(),
-            v,
-            format!("perf/produce-{mode}-grpc-1024.svg"),
-        ));
+        let mut args = produce_args(&namesrv, &pid, mode, size, duration, window);
+        args.extend(["--baseline", "echo", "--plot", &plot]);
+        if over_grpc {
+            args.extend(["--transport", "grpc", "--grpc-endpoint", &grpc]);
+        }
+        let v = mq_bench_json(&mq, &args)?;
+        rows.push((name, size.to_owned(), v, file));
     }
     let plot = perf.join("consume-1024.svg");
     let plot = plot.to_string_lossy();
