@@ -231,12 +231,13 @@ impl GrpcSession {
             .map_err(connect)?
             .connect_timeout(left(deadline))
             .tcp_nodelay(true);
+        let started = Instant::now();
         let channel = tokio::time::timeout_at(deadline.into(), channel.connect())
             .await
             .map_err(|_| GrpcError::Timeout {
                 endpoint: endpoint.clone(),
                 rpc: "connect",
-                after: config.request_timeout,
+                after: started.elapsed(),
             })?
             .map_err(connect)?;
         settings.access_point = Some(endpoints_of(&endpoint));
@@ -360,11 +361,7 @@ impl GrpcSession {
             Ok(Err(status)) if status.code() == tonic::Code::DeadlineExceeded => {
                 Err(self.timeout(rpc, started))
             }
-            Ok(Err(status)) => Err(GrpcError::Transport {
-                endpoint: self.inner.config.endpoint.clone(),
-                rpc,
-                status: Box::new(status),
-            }),
+            Ok(Err(status)) => Err(self.transport(rpc, status)),
             Ok(Ok(r)) => Ok(r.into_inner()),
         }
     }
@@ -389,6 +386,14 @@ impl GrpcSession {
             .await?;
         self.check(rpc, r.status())?;
         Ok(r)
+    }
+
+    fn transport(&self, rpc: &'static str, status: tonic::Status) -> GrpcError {
+        GrpcError::Transport {
+            endpoint: self.inner.config.endpoint.clone(),
+            rpc,
+            status: Box::new(status),
+        }
     }
 
     fn timeout(&self, rpc: &'static str, started: Instant) -> GrpcError {
@@ -448,13 +453,7 @@ impl GrpcSession {
                 .map_err(|_| self.timeout("Telemetry settings", started))?;
             let command = match next {
                 Some(Ok(c)) => c,
-                Some(Err(status)) => {
-                    return Err(GrpcError::Transport {
-                        endpoint: self.inner.config.endpoint.clone(),
-                        rpc: "Telemetry",
-                        status: Box::new(status),
-                    });
-                }
+                Some(Err(status)) => return Err(self.transport("Telemetry", status)),
                 None => {
                     return Err(GrpcError::Closed {
                         endpoint: self.inner.config.endpoint.clone(),
@@ -592,13 +591,7 @@ impl GrpcSession {
                 .map_err(|_| self.timeout("ReceiveMessage", started))?;
             match item {
                 None => break,
-                Some(Err(s)) => {
-                    return Err(GrpcError::Transport {
-                        endpoint: self.inner.config.endpoint.clone(),
-                        rpc: "ReceiveMessage",
-                        status: Box::new(s),
-                    });
-                }
+                Some(Err(s)) => return Err(self.transport("ReceiveMessage", s)),
                 Some(Ok(r)) => match r.content {
                     Some(v2::receive_message_response::Content::Message(m)) => messages.push(m),
                     Some(v2::receive_message_response::Content::Status(s)) => status = Some(s),

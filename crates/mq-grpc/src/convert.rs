@@ -13,6 +13,14 @@ use crate::v2;
 /// `MessageConst.PROPERTY_SHARDING_KEY`).
 pub const SHARDING_KEY: &str = "__SHARDINGKEY";
 
+/// The hash that keeps a FIFO message group on one queue (FNV-1a of its name): the proxy picks
+/// the queue by it, and so does our gRPC producer, so both agree.
+pub fn group_hash(group: &str) -> u32 {
+    group.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
 /// A status with `code` and `message`.
 pub fn status(code: v2::Code, message: impl Into<String>) -> v2::Status {
     v2::Status {

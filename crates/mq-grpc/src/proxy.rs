@@ -374,7 +374,7 @@ impl Core {
         // A message group keeps to one queue; other messages go round the queues.
         let n = route.writable.len();
         let pick = match msg.property(SHARDING_KEY) {
-            Some(group) => fnv1a(group.as_bytes()) as usize % n,
+            Some(group) => convert::group_hash(group) as usize % n,
             None => self.next.fetch_add(1, Ordering::Relaxed) % n,
         };
         let (broker_name, addr, queue_id) = &route.writable[pick];
@@ -495,13 +495,6 @@ impl Core {
             client_properties: theirs.client_properties,
         }
     }
-}
-
-/// FNV-1a: a stable hash of a message group, so a group keeps its queue across restarts.
-fn fnv1a(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5_u32, |h, b| {
-        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
-    })
 }
 
 /// The answer of an RPC this proxy does not serve yet.

@@ -16,7 +16,7 @@ use mq_client_api::message::property;
 use mq_client_api::message::{Message, UniqueIdGenerator};
 use mq_client_api::validate::{validate_message, validate_topic};
 use mq_client_api::{MessageQueue, SendResult, SendStatus};
-use mq_grpc::convert::{SHARDING_KEY, from_message};
+use mq_grpc::convert::{SHARDING_KEY, from_message, group_hash};
 use mq_grpc::{GrpcClientConfig, GrpcError, GrpcSession, v2};
 use parking_lot::Mutex;
 
@@ -269,10 +269,7 @@ impl GrpcProducer {
     ) -> Result<v2::MessageQueue, GrpcError> {
         let queues = self.queues(&msg.topic, deadline).await?;
         if let Some(group) = msg.property(SHARDING_KEY) {
-            let hash = group.bytes().fold(0x811c_9dc5_u32, |h, b| {
-                (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-            });
-            return Ok(queues[hash as usize % queues.len()].clone());
+            return Ok(queues[group_hash(group) as usize % queues.len()].clone());
         }
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
         let pick = match avoid {

@@ -706,21 +706,17 @@ async fn topic_configs_carry_their_attributes_and_the_cluster_is_a_topic() {
     let addr = b.local_addr().to_string();
     let api = plain_api();
     let create = CreateTopicRequestHeader {
-        topic: "Fifo".into(),
-        default_topic: "TBW102".into(),
-        read_queue_nums: 2,
-        write_queue_nums: 2,
-        perm: perm::READ_WRITE,
-        topic_filter_type: "SINGLE_TAG".into(),
-        topic_sys_flag: None,
-        order: false,
         attributes: Some("+message.type=FIFO".into()),
+        ..mq_test_support::create_topic_header("Fifo", 2)
     };
     api.create_topic(&addr, &create, T).await.unwrap();
     let config = |topic: &str| {
-        let mut ext = mq_remoting::ExtFields::new();
-        ext.insert("topic", topic);
-        RemotingCommand::request(RequestCode::GET_TOPIC_CONFIG.0).with_ext_fields(ext)
+        RemotingCommand::request(RequestCode::GET_TOPIC_CONFIG.0).with_ext_fields(
+            GetTopicConfigRequestHeader {
+                topic: topic.into(),
+            }
+            .to_ext_fields(),
+        )
     };
     let r = api
         .remoting()

@@ -4,7 +4,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::command::{ExtFields, LanguageCode, RemotingCommand, SerializeType};
-use super::ext::{Entry, span_at};
+use super::ext::{Entry, key_before, span_at};
 use crate::error::{DecodeError, EncodeError};
 
 /// Appends the binary header of `cmd` to `dst`.
@@ -117,12 +117,7 @@ fn ext_block(block: &[u8], at: usize) -> Result<(String, Vec<Entry>, bool), Deco
         r.pos += val_len; // len32 checked it fits in the block
         text[len_at..key_at].fill(b' ');
         text[val_len_at..val_at].fill(b' ');
-        // Keys mostly differ in their first byte: ordered without a memcmp call there.
-        sorted &= entries.is_empty()
-            || match prev.first().cmp(&key.first()) {
-                std::cmp::Ordering::Equal => prev < key,
-                unequal => unequal.is_lt(),
-            };
+        sorted &= entries.is_empty() || key_before(prev, key);
         prev = key;
         entries.push(Entry::decoded(
             span_at(key_at, key_len),

@@ -205,13 +205,9 @@ impl ExtFields {
             Key::Static(k) => k.as_bytes(),
             Key::Arena((start, end)) => arena.get(start as usize..end as usize).unwrap_or_default(),
         };
-        let sorted = entries.windows(2).all(|w| {
-            let (a, b) = (raw(&w[0]), raw(&w[1]));
-            match a.first().cmp(&b.first()) {
-                std::cmp::Ordering::Equal => a < b,
-                unequal => unequal.is_lt(),
-            }
-        });
+        let sorted = entries
+            .windows(2)
+            .all(|w| key_before(raw(&w[0]), raw(&w[1])));
         if !sorted {
             // Stable: repeated keys keep their arrival order, so the last is the one kept.
             entries.sort_by(|x, y| key(x).cmp(key(y)));
@@ -224,6 +220,15 @@ impl ExtFields {
             });
         }
         self.entries = entries;
+    }
+}
+
+/// Whether key `a` comes strictly before key `b` (so a repeat is not "before"): the order of
+/// [`key_order`], on raw bytes, as decoders check that keys arrive sorted.
+pub(crate) fn key_before(a: &[u8], b: &[u8]) -> bool {
+    match a.first().cmp(&b.first()) {
+        std::cmp::Ordering::Equal => a < b,
+        unequal => unequal.is_lt(),
     }
 }
 

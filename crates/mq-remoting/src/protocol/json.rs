@@ -79,7 +79,7 @@ mod fast {
 
     use super::language_from_ordinal;
     use crate::protocol::command::{ExtFields, LanguageCode, RemotingCommand, SerializeType};
-    use crate::protocol::ext::{Entry, Span, span_at};
+    use crate::protocol::ext::{Entry, Span, key_before, span_at};
 
     /// The bytes of `span` in `arena` (spans made by `string_span` are always inside it).
     fn piece(arena: &[u8], (start, end): Span) -> &[u8] {
@@ -389,11 +389,7 @@ mod fast {
                     if !entries.is_empty() {
                         let bytes = arena.as_bytes();
                         let (a, b) = (piece(bytes, prev), piece(bytes, key));
-                        // Keys mostly differ in their first byte: no memcmp call there.
-                        sorted &= match a.first().cmp(&b.first()) {
-                            std::cmp::Ordering::Equal => a < b,
-                            unequal => unequal.is_lt(),
-                        };
+                        sorted &= key_before(a, b);
                     }
                     prev = key;
                     entries.push(Entry::decoded(key, value));
