@@ -1,11 +1,11 @@
 // RocketMQ 5's Node.js gRPC client (rocketmq-client-nodejs) against our gRPC proxy: normal,
 // FIFO, delayed and transactional sends, then a SimpleConsumer that receives and acknowledges
-// every message once.
+// every message once, and a PushConsumer whose listener sees every message once.
 //
 // Usage: node client.js ENDPOINT. Prints PASS or FAIL per scenario and exits 1 on any failure.
 'use strict';
 
-const { Producer, SimpleConsumer } = require('rocketmq-client-nodejs');
+const { ConsumeResult, Producer, PushConsumer, SimpleConsumer } = require('rocketmq-client-nodejs');
 
 const endpoints = process.argv[2];
 let passed = 0;
@@ -78,6 +78,41 @@ async function main() {
       await producer.send({ topic: 'NodeSimple', tag: 'TagS', body: Buffer.from(`simple ${i}`) });
     }
     const seen = await receiveAll('NodeSimpleGroup', 'NodeSimple', expected, 'TagS');
+    require_([...expected].every(b => seen.get(b) === 1), `received ${JSON.stringify([...seen])}`);
+    require_(seen.size === expected.size, `received ${JSON.stringify([...seen])}`);
+  });
+  await check('push consumer: its listener gets every message once', async () => {
+    const expected = new Set();
+    for (let i = 0; i < 10; i++) {
+      expected.add(`push ${i}`);
+      await producer.send({ topic: 'NodePush', tag: 'TagP', body: Buffer.from(`push ${i}`) });
+    }
+    const seen = new Map();
+    let allSeen;
+    const done = new Promise(resolve => { allSeen = resolve; });
+    const consumer = new PushConsumer({
+      consumerGroup: 'NodePushGroup',
+      endpoints,
+      subscriptions: new Map().set('NodePush', 'TagP'),
+      messageListener: {
+        consume(m) {
+          const body = m.body.toString();
+          seen.set(body, (seen.get(body) || 0) + 1);
+          if ([...expected].every(b => seen.has(b))) {
+            allSeen();
+          }
+          return ConsumeResult.SUCCESS;
+        },
+      },
+    });
+    await consumer.startup();
+    let timer;
+    try {
+      await Promise.race([done, new Promise(resolve => { timer = setTimeout(resolve, 60000); })]);
+    } finally {
+      clearTimeout(timer);
+      await consumer.shutdown();
+    }
     require_([...expected].every(b => seen.get(b) === 1), `received ${JSON.stringify([...seen])}`);
     require_(seen.size === expected.size, `received ${JSON.stringify([...seen])}`);
   });

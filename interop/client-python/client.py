@@ -1,16 +1,18 @@
 """RocketMQ 5's Python gRPC client (rocketmq-python-client) against our gRPC proxy: normal,
 FIFO, delayed and transactional sends, then a SimpleConsumer that receives and acknowledges
-every message once.
+every message once, and a PushConsumer whose listener sees every message once.
 
 Usage: python client.py ENDPOINT. Prints PASS or FAIL per scenario and exits 1 on any failure.
 """
 
 import sys
+import threading
 import time
 import traceback
 
-from rocketmq import (ClientConfiguration, Credentials, FilterExpression, Message, Producer,
-                      SimpleConsumer, TransactionChecker, TransactionResolution)
+from rocketmq import (ClientConfiguration, ConsumeResult, Credentials, FilterExpression, Message,
+                      MessageListener, Producer, PushConsumer, SimpleConsumer, TransactionChecker,
+                      TransactionResolution)
 
 passed = 0
 failed = 0
@@ -67,7 +69,7 @@ def receive_all(config, group, topic, expected, tag="*"):
 def main():
     endpoint = sys.argv[1]
     config = ClientConfiguration(endpoint, Credentials(), request_timeout=5)
-    topics = ("PyNormal", "PyFifo", "PyDelay", "PySimple")
+    topics = ("PyNormal", "PyFifo", "PyDelay", "PySimple", "PyPush")
     producer = Producer(config, topics)
     producer.startup()
 
@@ -95,6 +97,35 @@ def main():
     check("producer: FIFO send with a message group", fifo)
     check("producer: delayed send", delay)
     check("simple consumer: receives and acks every message once", simple)
+
+    def push():
+        expected = {f"push {i}" for i in range(10)}
+        for body in sorted(expected):
+            producer.send(message("PyPush", body, tag="TagP"))
+        seen = {}
+        lock = threading.Lock()
+        done = threading.Event()
+
+        class Count(MessageListener):
+            def consume(self, m):
+                with lock:
+                    body = m.body.decode()
+                    seen[body] = seen.get(body, 0) + 1
+                    if set(seen) >= expected:
+                        done.set()
+                return ConsumeResult.SUCCESS
+
+        consumer = PushConsumer(config, "PyPushGroup", Count(), {"PyPush": FilterExpression("TagP")})
+        consumer.startup()
+        try:
+            done.wait(60)
+        finally:
+            consumer.shutdown()
+        with lock:
+            assert set(seen) == expected, f"received {sorted(seen)}"
+            assert all(n == 1 for n in seen.values()), f"received twice: {seen}"
+
+    check("push consumer: its listener gets every message once", push)
     producer.shutdown()
 
     def transactions():

@@ -9,6 +9,11 @@
 //! acknowledgement removes it, and the group's committed offset of the queue (sent to its
 //! broker) moves up to the lowest offset still unacknowledged, so a restarted proxy hands out
 //! again only what was never acknowledged.
+//!
+//! A receive may ask the proxy to renew what it hands out (`auto_renew`, as push consumers
+//! do): those messages stay invisible while their client is connected, until acknowledged,
+//! given a new invisible time by the client, or [`RENEW_MAX`] has passed. When the client goes
+//! away they are handed out again after [`INVISIBLE_WHEN_CLEARED`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -45,12 +50,50 @@ impl Drop for Release<'_> {
     }
 }
 
+/// How long the proxy renews a message for a connected client at most (Apache RocketMQ's
+/// proxy: `renewMaxTimeMillis`, 3 hours).
+pub(crate) const RENEW_MAX: Duration = Duration::from_secs(3 * 3600);
+
+/// How soon a renewed message is handed out again once its client is gone (Apache RocketMQ's
+/// proxy: `invisibleTimeMillisWhenClear`, 1 second).
+pub(crate) const INVISIBLE_WHEN_CLEARED: Duration = Duration::from_secs(1);
+
+/// How long what a receive hands out stays invisible.
+#[derive(Clone, Debug)]
+pub(crate) enum Lease {
+    /// For the given time.
+    For(Duration),
+    /// Renewed by the proxy for the client `owner` (its client id) while it is connected, up
+    /// to [`RENEW_MAX`]; `shown` is the invisible time the client is told.
+    Renewed { owner: String, shown: Duration },
+}
+
+impl Lease {
+    /// The invisible time the client is told.
+    pub(crate) fn shown(&self) -> Duration {
+        match self {
+            Self::For(d) | Self::Renewed { shown: d, .. } => *d,
+        }
+    }
+
+    /// When a message leased at `now` may be handed out again, and the client whose
+    /// departure ends a renewal.
+    fn until(&self, now: Instant) -> (Instant, Option<String>) {
+        match self {
+            Self::For(d) => (now + *d, None),
+            Self::Renewed { owner, .. } => (now + RENEW_MAX, Some(owner.clone())),
+        }
+    }
+}
+
 /// A message handed out and not acknowledged yet.
 #[derive(Debug)]
 struct InFlight {
     message: MessageExt,
     /// When it may be handed out again.
     visible_at: Instant,
+    /// The connected client the proxy renews it for, if any.
+    renewed_for: Option<String>,
     /// Deliveries so far (1 for the first).
     attempt: u32,
     /// Changes at each delivery and invisibility change: a receipt handle names it.
@@ -75,6 +118,7 @@ pub(crate) struct Delivery {
     pub(crate) message: MessageExt,
     pub(crate) attempt: u32,
     pub(crate) handle: String,
+    /// The invisible time the client is told.
     pub(crate) invisible: Duration,
 }
 
@@ -138,7 +182,7 @@ impl GroupTopic {
         queues: &[QueueRef],
         expression: &str,
         batch: usize,
-        invisible: Duration,
+        lease: &Lease,
         poll: Duration,
         max_attempts: u32,
         timeout: Duration,
@@ -147,7 +191,7 @@ impl GroupTopic {
         loop {
             let released = self.released.notified();
             let (mut out, dead, claimed, next_visible) =
-                self.claim(queues, batch, invisible, max_attempts);
+                self.claim(queues, batch, lease, max_attempts);
             // The claimed queues are released when this iteration ends, however it ends: a
             // receive whose client went away (its future dropped mid-pull) leaves none behind.
             let _release = Release {
@@ -164,7 +208,7 @@ impl GroupTopic {
                     }
                 } else {
                     // Kept, and tried again when the next receive finds it expired.
-                    self.put_back(&q, m, max_attempts, invisible);
+                    self.put_back(&q, m, max_attempts, lease);
                 }
             }
             if !claimed.is_empty() && out.len() < batch {
@@ -180,7 +224,7 @@ impl GroupTopic {
                 let pulled = self
                     .pull_claimed(api, &claimed, expression, batch - out.len(), wait, timeout)
                     .await;
-                out.extend(self.hand_out(pulled, invisible));
+                out.extend(self.hand_out(pulled, lease));
             }
             if !out.is_empty() || Instant::now() >= deadline {
                 return out;
@@ -201,7 +245,7 @@ impl GroupTopic {
         &self,
         queues: &[QueueRef],
         batch: usize,
-        invisible: Duration,
+        lease: &Lease,
         max_attempts: u32,
     ) -> (
         Vec<Delivery>,
@@ -238,12 +282,12 @@ impl GroupTopic {
                 }
                 f.attempt += 1;
                 f.seq = self.next_seq();
-                f.visible_at = now + invisible;
+                (f.visible_at, f.renewed_for) = lease.until(now);
                 out.push(Delivery {
                     message: f.message.clone(),
                     attempt: f.attempt,
                     handle: Self::handle(q, offset, f.seq),
-                    invisible,
+                    invisible: lease.shown(),
                 });
             }
             if !state.pulling {
@@ -365,9 +409,10 @@ impl GroupTopic {
     fn hand_out(
         &self,
         pulled: Vec<(QueueRef, i64, Vec<MessageExt>)>,
-        invisible: Duration,
+        lease: &Lease,
     ) -> Vec<Delivery> {
         let now = Instant::now();
+        let invisible = lease.shown();
         let mut out = Vec::new();
         let mut states = self.queues.lock();
         for (q, next, messages) in pulled {
@@ -381,11 +426,13 @@ impl GroupTopic {
                     handle: Self::handle(&q, m.queue_offset, seq),
                     invisible,
                 });
+                let (visible_at, renewed_for) = lease.until(now);
                 state.inflight.insert(
                     m.queue_offset,
                     InFlight {
                         message: m,
-                        visible_at: now + invisible,
+                        visible_at,
+                        renewed_for,
                         attempt: 1,
                         seq,
                     },
@@ -423,8 +470,9 @@ impl GroupTopic {
     }
 
     /// Puts a message whose move to the dead-letter queue failed back among the handed out.
-    fn put_back(&self, q: &QueueRef, message: MessageExt, attempt: u32, invisible: Duration) {
+    fn put_back(&self, q: &QueueRef, message: MessageExt, attempt: u32, lease: &Lease) {
         let seq = self.next_seq();
+        let (visible_at, renewed_for) = lease.until(Instant::now());
         self.queues
             .lock()
             .entry(q.clone())
@@ -434,7 +482,8 @@ impl GroupTopic {
                 message.queue_offset,
                 InFlight {
                     message,
-                    visible_at: Instant::now() + invisible,
+                    visible_at,
+                    renewed_for,
                     attempt,
                     seq,
                 },
@@ -471,7 +520,8 @@ impl GroupTopic {
         Ok(self.commit_point(&q).map(|offset| (q, offset)))
     }
 
-    /// Makes the message of `handle` invisible for `invisible` from now; returns its new handle.
+    /// Makes the message of `handle` invisible for `invisible` from now (a renewal ends: the
+    /// client has taken over); returns its new handle.
     pub(crate) fn change_invisible(
         &self,
         handle: &str,
@@ -482,9 +532,23 @@ impl GroupTopic {
             if let Some(f) = inflight.get_mut(&offset) {
                 f.seq = seq;
                 f.visible_at = Instant::now() + invisible;
+                f.renewed_for = None;
             }
             Self::handle(q, offset, seq)
         })
+    }
+
+    /// Ends the renewals of client `owner`, which went away: its messages are handed out
+    /// again after [`INVISIBLE_WHEN_CLEARED`].
+    pub(crate) fn client_gone(&self, owner: &str) {
+        let visible_at = Instant::now() + INVISIBLE_WHEN_CLEARED;
+        let mut states = self.queues.lock();
+        for f in states.values_mut().flat_map(|s| s.inflight.values_mut()) {
+            if f.renewed_for.as_deref() == Some(owner) {
+                f.renewed_for = None;
+                f.visible_at = f.visible_at.min(visible_at);
+            }
+        }
     }
 
     /// The message of `handle`, taken out of the in-flight set (for the dead-letter queue).
@@ -543,5 +607,83 @@ impl GroupTopic {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue() -> QueueRef {
+        QueueRef {
+            broker: "broker-a".into(),
+            addr: "127.0.0.1:10911".into(),
+            id: 0,
+        }
+    }
+
+    /// What the first receive of `owner` hands out of one pulled message, renewed for it.
+    fn handed_out_renewed(state: &GroupTopic, owner: &str) -> Vec<Delivery> {
+        let m = MessageExt {
+            queue_offset: 5,
+            ..MessageExt::default()
+        };
+        let lease = Lease::Renewed {
+            owner: owner.into(),
+            shown: Duration::from_secs(60),
+        };
+        state.hand_out(vec![(queue(), 6, vec![m])], &lease)
+    }
+
+    /// Expired messages a receive with a 30 s invisible time would hand out again now.
+    fn expired_now(state: &GroupTopic) -> Vec<Delivery> {
+        let lease = Lease::For(Duration::from_secs(30));
+        let (again, _, claimed, _) = state.claim(&[queue()], 32, &lease, 17);
+        state.release(&claimed.into_iter().map(|(q, _)| q).collect::<Vec<_>>());
+        again
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewed_message_stays_invisible_until_its_client_goes() {
+        let state = GroupTopic::new("g".into(), "t".into());
+        let out = handed_out_renewed(&state, "client-1");
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].invisible, Duration::from_secs(60));
+        // Far past the invisible time the client was told: still renewed.
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert!(expired_now(&state).is_empty());
+        // Another client's departure changes nothing.
+        state.client_gone("client-2");
+        tokio::time::advance(INVISIBLE_WHEN_CLEARED).await;
+        assert!(expired_now(&state).is_empty());
+        // Its own: handed out again shortly after, as a second attempt.
+        state.client_gone("client-1");
+        assert!(expired_now(&state).is_empty());
+        tokio::time::advance(INVISIBLE_WHEN_CLEARED).await;
+        let again = expired_now(&state);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].attempt, 2);
+        assert_eq!(again[0].message.queue_offset, 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_ends_after_its_longest_time_or_when_the_client_sets_one() {
+        let state = GroupTopic::new("g".into(), "t".into());
+        handed_out_renewed(&state, "client-1");
+        tokio::time::advance(RENEW_MAX).await;
+        assert_eq!(expired_now(&state).len(), 1);
+
+        let state = GroupTopic::new("g".into(), "t".into());
+        let out = handed_out_renewed(&state, "client-1");
+        // A push consumer whose listener failed asks for redelivery after a backoff.
+        let handle = state
+            .change_invisible(&out[0].handle, Duration::from_secs(2))
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(expired_now(&state).is_empty());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(expired_now(&state).len(), 1);
+        // The handle of the change is stale now: the message was handed out again.
+        assert!(state.ack(&handle).is_err());
     }
 }

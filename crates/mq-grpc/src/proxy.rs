@@ -34,7 +34,7 @@ use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
 
 use crate::convert::{self, SHARDING_KEY, ok, status, status_of};
-use crate::pop::{GroupTopic, QueueRef};
+use crate::pop::{GroupTopic, Lease, QueueRef};
 use crate::transaction::{self, PROXY_TRANSACTION_GROUP, Producers};
 use crate::v2;
 use crate::v2::messaging_service_server::{MessagingService, MessagingServiceServer};
@@ -54,6 +54,10 @@ const MAX_BATCH: usize = 32;
 
 /// The longest a receive waits for messages.
 const MAX_POLL: Duration = Duration::from_secs(30);
+
+/// The invisible time of what a receive with `auto_renew` hands out, renewed by the proxy
+/// (Apache RocketMQ's proxy: `defaultInvisibleTimeMills`, 60 seconds).
+const RENEWED_INVISIBLE: Duration = Duration::from_secs(60);
 
 /// Proxy settings. Build with [`GrpcProxyConfig::new`] and the `with_*` setters.
 #[derive(Clone, Debug)]
@@ -290,6 +294,14 @@ impl Core {
         )
     }
 
+    /// Ends the proxy's renewals for client `id`, whose telemetry stream ended.
+    fn client_gone(&self, id: &str) {
+        let pops: Vec<Arc<GroupTopic>> = self.pops.lock().values().cloned().collect();
+        for state in pops {
+            state.client_gone(id);
+        }
+    }
+
     /// The readable queues of `topic` on `broker` (every broker when `None`).
     async fn readable(
         &self,
@@ -497,6 +509,24 @@ impl Core {
     }
 }
 
+/// The items of a ReceiveMessage answer, in Apache RocketMQ's proxy's order: the status, the
+/// messages, and the time of delivery (Python's push consumer needs it to count latency).
+fn receive_answer(
+    status: v2::Status,
+    messages: Vec<v2::Message>,
+) -> Vec<v2::ReceiveMessageResponse> {
+    use v2::receive_message_response::Content;
+    let item = |content| v2::ReceiveMessageResponse {
+        content: Some(content),
+    };
+    std::iter::once(item(Content::Status(status)))
+        .chain(messages.into_iter().map(|m| item(Content::Message(m))))
+        .chain([item(Content::DeliveryTimestamp(
+            prost_types::Timestamp::from(std::time::SystemTime::now()),
+        ))])
+        .collect()
+}
+
 /// The answer of an RPC this proxy does not serve yet.
 fn not_served(rpc: &str) -> v2::Status {
     status(
@@ -640,12 +670,16 @@ impl MessagingService for Proxy {
         &self,
         request: Request<v2::ReceiveMessageRequest>,
     ) -> Result<Response<Self::ReceiveMessageStream>, Status> {
+        let client_id = request
+            .metadata()
+            .get("x-mq-client-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let req = request.into_inner();
         let only = |s: v2::Status| -> Self::ReceiveMessageStream {
-            let item = v2::ReceiveMessageResponse {
-                content: Some(v2::receive_message_response::Content::Status(s)),
-            };
-            Box::pin(futures_util::stream::iter([Ok(item)]))
+            Box::pin(futures_util::stream::iter(
+                receive_answer(s, Vec::new()).into_iter().map(Ok),
+            ))
         };
         let group = convert::resource_name(req.group.as_ref());
         if group.is_empty() {
@@ -671,15 +705,27 @@ impl MessagingService for Proxy {
             Some(f) if !f.expression.trim().is_empty() => f.expression.clone(),
             _ => "*".to_owned(),
         };
-        let Some(invisible) = req
-            .invisible_duration
-            .and_then(|d| Duration::try_from(d).ok())
-            .filter(|d| !d.is_zero())
-        else {
-            return Ok(Response::new(only(status(
-                v2::Code::IllegalInvisibleTime,
-                "the invisible duration must be positive",
-            ))));
+        // Push consumers ask the proxy to renew what they receive, as long as they are
+        // connected (their telemetry stream names them), instead of naming a time.
+        let lease = match (req.auto_renew, client_id) {
+            (true, Some(owner)) => Lease::Renewed {
+                owner,
+                shown: RENEWED_INVISIBLE,
+            },
+            (true, None) => Lease::For(RENEWED_INVISIBLE),
+            (false, _) => match req
+                .invisible_duration
+                .and_then(|d| Duration::try_from(d).ok())
+                .filter(|d| !d.is_zero())
+            {
+                Some(d) => Lease::For(d),
+                None => {
+                    return Ok(Response::new(only(status(
+                        v2::Code::IllegalInvisibleTime,
+                        "the invisible duration must be positive",
+                    ))));
+                }
+            },
         };
         // Every queue of the broker, whatever queue the client names, as Apache RocketMQ's
         // proxy pops: Java's client names the assignment's -1, Node's always queue 0.
@@ -712,31 +758,23 @@ impl MessagingService for Proxy {
                 &queues,
                 &expression,
                 batch,
-                invisible,
+                &lease,
                 poll,
                 MAX_ATTEMPTS,
                 self.0.config.request_timeout,
             )
             .await;
-        // Messages, then one status: OK, or MESSAGE_NOT_FOUND when none came.
+        // One status, OK or MESSAGE_NOT_FOUND when none came, then the messages.
         let last = if deliveries.is_empty() {
             status(v2::Code::MessageNotFound, "no new message")
         } else {
             ok()
         };
-        let items: Vec<Result<v2::ReceiveMessageResponse, Status>> = deliveries
+        let messages = deliveries
             .iter()
-            .map(|d| {
-                Ok(v2::ReceiveMessageResponse {
-                    content: Some(v2::receive_message_response::Content::Message(
-                        convert::to_grpc(&d.message, &d.handle, d.attempt, d.invisible),
-                    )),
-                })
-            })
-            .chain([Ok(v2::ReceiveMessageResponse {
-                content: Some(v2::receive_message_response::Content::Status(last)),
-            })])
+            .map(|d| convert::to_grpc(&d.message, &d.handle, d.attempt, d.invisible))
             .collect();
+        let items = receive_answer(last, messages).into_iter().map(Ok);
         Ok(Response::new(Box::pin(futures_util::stream::iter(items))))
     }
 
@@ -948,6 +986,7 @@ impl MessagingService for Proxy {
             }
             if let Some(id) = &client_id {
                 core.producers.gone(id);
+                core.client_gone(id);
             }
         });
         let out = futures_util::stream::unfold(rx, |mut rx| async move {

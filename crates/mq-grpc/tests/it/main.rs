@@ -445,16 +445,27 @@ async fn receive(
         .await
         .unwrap()
         .into_inner();
-    let mut messages = Vec::new();
-    let mut last = v2::Code::Unspecified;
+    // As Apache RocketMQ's proxy answers: one status first, the messages, then the time of
+    // delivery.
+    let mut items = Vec::new();
     while let Some(item) = stream.next().await {
-        match item.unwrap().content {
-            Some(v2::receive_message_response::Content::Message(m)) => messages.push(m),
-            Some(v2::receive_message_response::Content::Status(s)) => last = code(Some(&s)),
-            _ => {}
-        }
+        items.push(item.unwrap().content.unwrap());
     }
-    (messages, last)
+    use v2::receive_message_response::Content;
+    let Some(Content::Status(status)) = items.first() else {
+        panic!("the status comes first: {items:?}");
+    };
+    let Some(Content::DeliveryTimestamp(_)) = items.last() else {
+        panic!("the delivery time comes last: {items:?}");
+    };
+    let messages = items[1..items.len() - 1]
+        .iter()
+        .map(|c| match c {
+            Content::Message(m) => m.clone(),
+            other => panic!("only messages between: {other:?}"),
+        })
+        .collect();
+    (messages, code(Some(status)))
 }
 
 fn handle(m: &v2::Message) -> String {

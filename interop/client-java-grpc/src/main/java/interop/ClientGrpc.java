@@ -5,7 +5,9 @@ import java.time.Duration;
 
 import org.apache.rocketmq.client.apis.ClientConfiguration;
 import org.apache.rocketmq.client.apis.ClientServiceProvider;
+import org.apache.rocketmq.client.apis.consumer.ConsumeResult;
 import org.apache.rocketmq.client.apis.consumer.FilterExpression;
+import org.apache.rocketmq.client.apis.consumer.PushConsumer;
 import org.apache.rocketmq.client.apis.consumer.SimpleConsumer;
 import org.apache.rocketmq.client.apis.message.MessageView;
 import org.apache.rocketmq.client.apis.message.Message;
@@ -17,7 +19,7 @@ import org.apache.rocketmq.client.apis.producer.TransactionResolution;
 /**
  * RocketMQ 5's Java gRPC client (rocketmq-client-java) against our gRPC proxy: normal, FIFO
  * (message group) and delayed sends, then a SimpleConsumer that receives and acknowledges
- * every message once.
+ * every message once, and a PushConsumer whose listener sees every message once.
  *
  * <p>Usage: ClientGrpc ENDPOINT (host:port of the gRPC proxy), or ClientGrpc produce ENDPOINT TOPIC
  * N (the cross flow: bodies "cross message I", tag "cross"). Prints PASS or FAIL per scenario and
@@ -162,6 +164,38 @@ public final class ClientGrpc {
                         consumer.ack(m);
                     }
                 }
+            } finally {
+                consumer.close();
+            }
+            require(seen.keySet().equals(sent), "received " + seen.keySet());
+            require(seen.values().stream().allMatch(c -> c == 1), "received twice: " + seen);
+        });
+        check("push consumer: its listener gets every message once", () -> {
+            String topic = "GrpcPush";
+            int n = 10;
+            java.util.Set<String> sent = new java.util.HashSet<>();
+            for (int i = 0; i < n; i++) {
+                String body = "push " + i;
+                producer.send(provider.newMessageBuilder().setTopic(topic).setTag("TagP")
+                    .setBody(body.getBytes(StandardCharsets.UTF_8)).build());
+                sent.add(body);
+            }
+            java.util.concurrent.ConcurrentHashMap<String, Integer> seen = new java.util.concurrent.ConcurrentHashMap<>();
+            java.util.concurrent.CountDownLatch all = new java.util.concurrent.CountDownLatch(n);
+            PushConsumer consumer = provider.newPushConsumerBuilder()
+                .setClientConfiguration(config)
+                .setConsumerGroup("GrpcPushGroup")
+                .setSubscriptionExpressions(java.util.Collections.singletonMap(topic, new FilterExpression("TagP")))
+                .setMessageListener(m -> {
+                    String body = StandardCharsets.UTF_8.decode(m.getBody()).toString();
+                    if (seen.merge(body, 1, Integer::sum) == 1) {
+                        all.countDown();
+                    }
+                    return ConsumeResult.SUCCESS;
+                })
+                .build();
+            try {
+                all.await(60, java.util.concurrent.TimeUnit.SECONDS);
             } finally {
                 consumer.close();
             }
