@@ -2,10 +2,11 @@
 //! need, over an `mq-remoting` client. Response codes become typed results or a
 //! [`ClientApiError::Broker`] that keeps the code and remark as data.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use mq_remoting::{LanguageCode, RemotingClient, RemotingCommand, SerializeType};
+use mq_remoting::{ExtFields, LanguageCode, RemotingClient, RemotingCommand, SerializeType};
 
 use crate::body::{
     self, ClusterInfo, ConsumerListByGroupBody, HeartbeatData, KvTable, LockBatchRequestBody,
@@ -22,8 +23,8 @@ use crate::header::{
     PullMessageResponseHeader, QueryConsumerOffsetRequestHeader, QueryConsumerOffsetResponseHeader,
     QueryMessageRequestHeader, RegisterBrokerRequestHeader, RegisterBrokerResponseHeader,
     SearchOffsetRequestHeader, SearchOffsetResponseHeader, SendMessageRequestHeader,
-    SendMessageResponseHeader, UnregisterBrokerRequestHeader, UnregisterClientRequestHeader,
-    UpdateConsumerOffsetRequestHeader, ViewMessageRequestHeader,
+    SendMessageResponseHeader, SendV2Fields, UnregisterBrokerRequestHeader,
+    UnregisterClientRequestHeader, UpdateConsumerOffsetRequestHeader, ViewMessageRequestHeader,
 };
 use crate::message::{MessageExt, decode_record, decode_records, property};
 
@@ -316,24 +317,65 @@ impl ClientApi {
 
     // ----- send -----
 
-    fn send_command(&self, req: &SendRequest) -> RemotingCommand {
-        let code = match (req.header.batch, req.reply, self.config.send_v2) {
+    /// The request code a send goes with.
+    fn send_code(&self, header: &SendMessageRequestHeader, reply: bool) -> RequestCode {
+        match (header.batch, reply, self.config.send_v2) {
             (true, _, _) => RequestCode::SEND_BATCH_MESSAGE,
             (false, true, true) => RequestCode::SEND_REPLY_MESSAGE_V2,
             (false, true, false) => RequestCode::SEND_REPLY_MESSAGE,
             (false, false, true) => RequestCode::SEND_MESSAGE_V2,
             (false, false, false) => RequestCode::SEND_MESSAGE,
-        };
-        let mut ext = mq_remoting::ExtFields::with_capacity(16, 256);
-        if code == RequestCode::SEND_MESSAGE || code == RequestCode::SEND_REPLY_MESSAGE {
+        }
+    }
+
+    fn send_command_with(&self, code: RequestCode, ext: ExtFields, body: Bytes) -> RemotingCommand {
+        RemotingCommand::request(code.0)
+            .with_serialize_type(self.config.serialize_type)
+            .with_ext_fields(ext)
+            .with_body(body)
+    }
+
+    /// The send request of `req`, its fields copied.
+    fn send_command(&self, req: &SendRequest) -> RemotingCommand {
+        let code = self.send_code(&req.header, req.reply);
+        let mut ext = ExtFields::with_capacity(16, 256);
+        if v1_fields(code) {
             req.header.encode(&mut ext);
         } else {
             req.header.encode_v2(&mut ext);
         }
-        RemotingCommand::request(code.0)
-            .with_serialize_type(self.config.serialize_type)
-            .with_ext_fields(ext)
-            .with_body(req.body.clone())
+        self.send_command_with(code, ext, req.body.clone())
+    }
+
+    /// The send request of `req`, consumed: its V2 fields are written straight into the
+    /// frame. Also returns what the result needs of it.
+    fn send_command_owned(&self, req: SendRequest) -> (RemotingCommand, SentAs) {
+        let code = self.send_code(&req.header, req.reply);
+        let SendRequest {
+            header,
+            body,
+            msg_id,
+            broker_name,
+            reply: _,
+        } = req;
+        if v1_fields(code) {
+            let mut ext = ExtFields::with_capacity(16, 256);
+            header.encode(&mut ext);
+            let sent = SentAs {
+                msg_id,
+                topic: Topic::Owned(header.topic),
+                broker_name,
+            };
+            return (self.send_command_with(code, ext, body), sent);
+        }
+        let fields = Arc::new(SendV2Fields(header));
+        let command = self.send_command_with(code, ExtFields::typed(fields.clone()), body);
+        let sent = SentAs {
+            msg_id,
+            topic: Topic::Shared(fields),
+            broker_name,
+        };
+        (command, sent)
     }
 
     /// Sends a message (or batch) and waits for the broker's answer.
@@ -352,8 +394,7 @@ impl ClientApi {
     ) -> impl Future<Output = Result<SendResult, ClientApiError>> + Send + 'a {
         // Built before the future, which then holds only the command and what the result
         // needs: an async fn would keep the whole request beside them for the send's lifetime.
-        let command = self.send_command(&req);
-        let sent = SentAs::from(req);
+        let (command, sent) = self.send_command_owned(req);
         async move {
             let response = self.remoting.invoke(addr, command, timeout).await?;
             send_result(addr, sent, &response)
@@ -374,12 +415,12 @@ impl ClientApi {
     where
         F: FnOnce(Result<SendResult, ClientApiError>) + Send + 'static,
     {
-        let command = self.send_command(&req);
+        let (command, sent) = self.send_command_owned(req);
         let owned_addr = addr.to_owned();
         self.remoting
             .invoke_with_callback(addr, command, timeout, move |r| {
                 let result = match r {
-                    Ok(response) => send_result(&owned_addr, SentAs::from(req), &response),
+                    Ok(response) => send_result(&owned_addr, sent, &response),
                     Err(e) => Err(e.into()),
                 };
                 callback(result);
@@ -811,18 +852,31 @@ fn parse_body<T: serde::de::DeserializeOwned>(
 /// What a send's result takes from its request.
 struct SentAs {
     msg_id: String,
-    topic: String,
+    topic: Topic,
     broker_name: String,
 }
 
-impl From<SendRequest> for SentAs {
-    fn from(req: SendRequest) -> Self {
-        Self {
-            msg_id: req.msg_id,
-            topic: req.header.topic,
-            broker_name: req.broker_name,
+/// The topic of a send: its own, or that of the typed fields the request was sent with (taken
+/// back once the request is gone).
+enum Topic {
+    Owned(String),
+    Shared(Arc<SendV2Fields>),
+}
+
+impl Topic {
+    fn into_string(self) -> String {
+        match self {
+            Self::Owned(t) => t,
+            Self::Shared(fields) => {
+                Arc::try_unwrap(fields).map_or_else(|shared| shared.0.topic.clone(), |f| f.0.topic)
+            }
         }
     }
+}
+
+/// Whether `code` sends the V1 field names.
+fn v1_fields(code: RequestCode) -> bool {
+    code == RequestCode::SEND_MESSAGE || code == RequestCode::SEND_REPLY_MESSAGE
 }
 
 fn send_result(
@@ -838,7 +892,7 @@ fn send_result(
         status,
         msg_id: req.msg_id,
         offset_msg_id: h.msg_id,
-        message_queue: MessageQueue::new(req.topic, req.broker_name, h.queue_id),
+        message_queue: MessageQueue::new(req.topic.into_string(), req.broker_name, h.queue_id),
         queue_offset: h.queue_offset,
         transaction_id: h.transaction_id,
         region_id: h

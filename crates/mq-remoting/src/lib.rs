@@ -40,7 +40,8 @@ pub mod transport;
 
 pub use error::{DecodeError, EncodeError, InvokeKind, RemotingError};
 pub use protocol::{
-    ExtFields, ExtFieldsIter, FrameCodec, LanguageCode, RemotingCommand, SerializeType, sys_code,
+    ExtFields, ExtFieldsIter, FieldSink, FrameCodec, LanguageCode, RemotingCommand, SerializeType,
+    TypedFields, sys_code,
 };
 pub use transport::{
     BoxFuture, CallbackExecutor, ClientConfig, ClientTls, ConnectionHandle, ConnectionWatches,

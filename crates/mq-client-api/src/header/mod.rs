@@ -37,7 +37,7 @@ pub use pull::{
 };
 pub use send::{
     ReplyMessageRequestHeader, SendMessageRequestHeader, SendMessageRequestHeaderV2,
-    SendMessageResponseHeader,
+    SendMessageResponseHeader, SendV2Fields,
 };
 pub use transaction::{
     CheckTransactionStateRequestHeader, EndTransactionRequestHeader, transaction_type,

@@ -1,6 +1,8 @@
 //! Send headers (spec §4.1–§4.3): V1 with field names, V2 with single-letter keys, and the
 //! response.
 
+use mq_remoting::{FieldSink, TypedFields};
+
 use super::header;
 
 header! {
@@ -95,31 +97,59 @@ impl From<SendMessageRequestHeader> for SendMessageRequestHeaderV2 {
 
 impl SendMessageRequestHeader {
     /// Writes this header as a [`SendMessageRequestHeaderV2`] (single-letter keys) without
-    /// converting it first: the send path's encoder.
+    /// converting it first.
     pub fn encode_v2(&self, ext: &mut mq_remoting::ExtFields) {
-        use super::FieldValue;
-        self.producer_group.put_field("a", ext);
-        self.topic.put_field("b", ext);
-        self.default_topic.put_field("c", ext);
-        self.default_topic_queue_nums.put_field("d", ext);
-        self.queue_id.put_field("e", ext);
-        self.sys_flag.put_field("f", ext);
-        self.born_timestamp.put_field("g", ext);
-        self.flag.put_field("h", ext);
+        self.write_v2(ext);
+    }
+
+    /// Writes this header's fields under the V2 keys, in key order, into `sink`: an
+    /// [`ExtFields`](mq_remoting::ExtFields), or a frame being encoded (see [`SendV2Fields`]).
+    pub fn write_v2(&self, sink: &mut dyn FieldSink) {
+        let flag = |b: bool| if b { "true" } else { "false" };
+        sink.str_field("a", &self.producer_group);
+        sink.str_field("b", &self.topic);
+        sink.str_field("c", &self.default_topic);
+        sink.int_field("d", i64::from(self.default_topic_queue_nums));
+        sink.int_field("e", i64::from(self.queue_id));
+        sink.int_field("f", i64::from(self.sys_flag));
+        sink.int_field("g", self.born_timestamp);
+        sink.int_field("h", i64::from(self.flag));
         if let Some(v) = &self.properties {
-            v.put_field("i", ext);
+            sink.str_field("i", v);
         }
-        if let Some(v) = &self.reconsume_times {
-            v.put_field("j", ext);
+        if let Some(v) = self.reconsume_times {
+            sink.int_field("j", i64::from(v));
         }
-        self.unit_mode.put_field("k", ext);
-        if let Some(v) = &self.max_reconsume_times {
-            v.put_field("l", ext);
+        sink.str_field("k", flag(self.unit_mode));
+        if let Some(v) = self.max_reconsume_times {
+            sink.int_field("l", i64::from(v));
         }
-        self.batch.put_field("m", ext);
+        sink.str_field("m", flag(self.batch));
         if let Some(v) = &self.broker_name {
-            v.put_field("n", ext);
+            sink.str_field("n", v);
         }
+    }
+}
+
+/// A send header as the typed fields of a SEND_MESSAGE_V2 (or batch, or reply V2) request:
+/// written straight into the frame, with the bytes [`SendMessageRequestHeader::encode_v2`]
+/// gives.
+#[derive(Debug)]
+pub struct SendV2Fields(pub SendMessageRequestHeader);
+
+impl TypedFields for SendV2Fields {
+    fn write_fields(&self, sink: &mut dyn FieldSink) {
+        self.0.write_v2(sink);
+    }
+
+    fn text_len_hint(&self) -> usize {
+        let h = &self.0;
+        // Keys, digits and flags: at most 14 × 1 + 6 × 20 + 2 × 5 bytes.
+        144 + h.producer_group.len()
+            + h.topic.len()
+            + h.default_topic.len()
+            + h.properties.as_ref().map_or(0, String::len)
+            + h.broker_name.as_ref().map_or(0, String::len)
     }
 }
 

@@ -4,7 +4,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::command::{ExtFields, LanguageCode, RemotingCommand, SerializeType};
-use super::ext::{Entry, key_before, span_at};
+use super::ext::{Entry, FieldSink, key_before, span_at};
 use crate::error::{DecodeError, EncodeError};
 
 /// Appends the binary header of `cmd` to `dst`.
@@ -33,17 +33,82 @@ pub(crate) fn encode_header(cmd: &RemotingCommand, dst: &mut BytesMut) -> Result
     // The block's length is patched in once the block is written: one pass over the fields.
     let len_at = dst.len();
     dst.put_i32(0);
-    for (k, v) in cmd.ext_fields.iter() {
-        let key_len = i16::try_from(k.len()).map_err(|_| EncodeError::StringTooLong(k.len()))?;
-        dst.reserve(6 + k.len() + v.len());
-        dst.put_i16(key_len);
-        dst.put_slice(k.as_bytes());
-        dst.put_i32(len_i32(v.len())?);
-        dst.put_slice(v.as_bytes());
+    let typed_written = match cmd.ext_fields.typed_fields() {
+        Some(typed) => {
+            let mut sink = BinaryFields {
+                dst: &mut *dst,
+                last: None,
+                sorted: true,
+                error: None,
+            };
+            typed.write_fields(&mut sink);
+            let (error, sorted) = (sink.error, sink.sorted);
+            if let Some(e) = error {
+                return Err(e);
+            }
+            if !sorted {
+                // Not in key order after all: written again from the sorted entries.
+                dst.truncate(len_at + 4);
+            }
+            sorted
+        }
+        None => false,
+    };
+    if !typed_written {
+        for (k, v) in cmd.ext_fields.iter() {
+            put_field(dst, k, v.as_bytes())?;
+        }
     }
     let ext_len = len_i32(dst.len() - len_at - 4)?;
     dst[len_at..len_at + 4].copy_from_slice(&ext_len.to_be_bytes());
     Ok(())
+}
+
+/// One `(i16 key length, key, i32 value length, value)` entry.
+fn put_field(dst: &mut BytesMut, key: &str, value: &[u8]) -> Result<(), EncodeError> {
+    let key_len = i16::try_from(key.len()).map_err(|_| EncodeError::StringTooLong(key.len()))?;
+    dst.reserve(6 + key.len() + value.len());
+    dst.put_i16(key_len);
+    dst.put_slice(key.as_bytes());
+    dst.put_i32(len_i32(value.len())?);
+    dst.put_slice(value);
+    Ok(())
+}
+
+/// Typed fields written as entries of the block.
+struct BinaryFields<'a> {
+    dst: &'a mut BytesMut,
+    /// The last key written.
+    last: Option<&'static str>,
+    /// Whether every key came after the one before.
+    sorted: bool,
+    /// The first field that could not be written.
+    error: Option<EncodeError>,
+}
+
+impl BinaryFields<'_> {
+    fn field(&mut self, key: &'static str, value: &[u8]) {
+        if let Some(last) = self.last {
+            self.sorted &= key_before(last.as_bytes(), key.as_bytes());
+        }
+        self.last = Some(key);
+        if self.error.is_none()
+            && let Err(e) = put_field(self.dst, key, value)
+        {
+            self.error = Some(e);
+        }
+    }
+}
+
+impl FieldSink for BinaryFields<'_> {
+    fn str_field(&mut self, key: &'static str, value: &str) {
+        self.field(key, value.as_bytes());
+    }
+
+    fn int_field(&mut self, key: &'static str, value: i64) {
+        let mut digits = [0u8; 20];
+        self.field(key, super::ext::int_digits(value, &mut digits));
+    }
 }
 
 fn len_i32(len: usize) -> Result<i32, EncodeError> {

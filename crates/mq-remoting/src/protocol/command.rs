@@ -18,7 +18,7 @@ pub const VERSION_4_5_1: i32 = 315;
 /// `MQVersion.Version` ordinal of Apache RocketMQ 5.3.3.
 pub const VERSION_5_3_3: i32 = 479;
 
-pub use super::ext::{ExtFields, ExtFieldsIter};
+pub use super::ext::{ExtFields, ExtFieldsIter, FieldSink, TypedFields};
 
 /// How a command's header is serialised (the top byte of the header-length word, spec §1.2).
 ///
@@ -117,14 +117,24 @@ const LANGUAGES: [(LanguageCode, &str); 14] = [
 
 impl LanguageCode {
     /// The byte value used in binary headers.
-    pub fn to_byte(self) -> u8 {
+    pub const fn to_byte(self) -> u8 {
+        // The values of `LANGUAGES`, whose position is the byte.
         match self {
+            Self::Java => 0,
+            Self::Cpp => 1,
+            Self::DotNet => 2,
+            Self::Python => 3,
+            Self::Delphi => 4,
+            Self::Erlang => 5,
+            Self::Ruby => 6,
+            Self::Other => 7,
+            Self::Http => 8,
+            Self::Go => 9,
+            Self::Php => 10,
+            Self::Oms => 11,
+            Self::Rust => 12,
+            Self::NodeJs => 13,
             Self::Unknown(b) => b,
-            // The table is indexed by value, so the position is the byte.
-            known => LANGUAGES
-                .iter()
-                .position(|(l, _)| *l == known)
-                .map_or(7, |p| p as u8),
         }
     }
 
@@ -137,10 +147,12 @@ impl LanguageCode {
 
     /// The Java enum name used in JSON headers; unknown values are written as `OTHER`.
     pub fn name(self) -> &'static str {
-        LANGUAGES
-            .iter()
-            .find(|(l, _)| *l == self)
-            .map_or("OTHER", |(_, n)| n)
+        match self {
+            Self::Unknown(_) => "OTHER",
+            known => LANGUAGES
+                .get(usize::from(known.to_byte()))
+                .map_or("OTHER", |(_, n)| n),
+        }
     }
 
     /// The language for a JSON enum name; `None` when the name is unknown (Java reads null).

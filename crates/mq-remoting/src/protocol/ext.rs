@@ -4,9 +4,14 @@
 //! allocations per field on every request and response; here every key and value lives in one
 //! `String` arena, keys known at compile time are not copied at all, and numbers are formatted
 //! straight into the arena. Entries stay sorted by key, so encoding is deterministic.
+//!
+//! A typed header on the send path need not be turned into entries at all: given as
+//! [`TypedFields`], it is written straight into the frame by the codec, with the same bytes,
+//! and only turned into entries if someone reads or changes the fields.
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 /// A range of the arena: start and end byte offsets.
 pub(crate) type Span = (u32, u32);
@@ -37,6 +42,51 @@ impl Entry {
     }
 }
 
+/// Where a typed header writes its fields: an [`ExtFields`], or the codec's output.
+pub trait FieldSink {
+    /// A field whose value is text.
+    fn str_field(&mut self, key: &'static str, value: &str);
+    /// A field whose value is an integer, written as Java's `Long.toString` does.
+    fn int_field(&mut self, key: &'static str, value: i64);
+}
+
+/// A header that writes its own fields (see [`ExtFields::typed`]).
+pub trait TypedFields: fmt::Debug + Send + Sync {
+    /// Writes each field once, keys in strictly increasing order (the order [`ExtFields`]
+    /// keeps, so that the wire bytes are those of the same fields inserted one by one).
+    fn write_fields(&self, sink: &mut dyn FieldSink);
+    /// About how many bytes the keys and values take together (room made for them).
+    fn text_len_hint(&self) -> usize;
+}
+
+impl FieldSink for ExtFields {
+    fn str_field(&mut self, key: &'static str, value: &str) {
+        self.insert(key, value);
+    }
+
+    fn int_field(&mut self, key: &'static str, value: i64) {
+        self.insert_int(key, value);
+    }
+}
+
+/// Fields kept as a typed header until they are read as entries.
+#[derive(Clone)]
+struct Typed {
+    fields: Arc<dyn TypedFields>,
+    /// The fields as entries, made on the first read.
+    entries: OnceLock<Box<ExtFields>>,
+}
+
+impl Typed {
+    fn entries(&self) -> &ExtFields {
+        self.entries.get_or_init(|| {
+            let mut ext = ExtFields::new();
+            self.fields.write_fields(&mut ext);
+            Box::new(ext)
+        })
+    }
+}
+
 /// The extension fields of a command: the string map Java calls `extFields`.
 ///
 /// Sorted by key so that encoding is deterministic; receivers must not depend on key order.
@@ -45,9 +95,46 @@ impl Entry {
 pub struct ExtFields {
     arena: String,
     entries: Vec<Entry>,
+    /// When set, the fields are this typed header's, and `arena` and `entries` are empty.
+    typed: Option<Typed>,
 }
 
 impl ExtFields {
+    /// The fields of a typed header, written straight into a frame when the command is encoded
+    /// and turned into entries only when read or changed.
+    pub fn typed(fields: Arc<dyn TypedFields>) -> Self {
+        Self {
+            typed: Some(Typed {
+                fields,
+                entries: OnceLock::new(),
+            }),
+            ..Self::default()
+        }
+    }
+
+    /// The typed header these fields are, unless they were read as entries and changed.
+    pub(crate) fn typed_fields(&self) -> Option<&dyn TypedFields> {
+        self.typed.as_ref().map(|t| &*t.fields)
+    }
+
+    /// The fields as entries.
+    fn view(&self) -> &Self {
+        match &self.typed {
+            Some(t) => t.entries(),
+            None => self,
+        }
+    }
+
+    /// Turns typed fields into entries before a change.
+    fn own(&mut self) {
+        if let Some(t) = self.typed.take() {
+            t.entries();
+            if let Some(built) = t.entries.into_inner() {
+                *self = *built;
+            }
+        }
+    }
+
     /// An empty set.
     pub fn new() -> Self {
         Self::default()
@@ -58,17 +145,18 @@ impl ExtFields {
         Self {
             arena: String::with_capacity(text),
             entries: Vec::with_capacity(fields),
+            typed: None,
         }
     }
 
     /// Number of fields.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.view().entries.len()
     }
 
     /// Whether there is no field.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.view().entries.is_empty()
     }
 
     fn text(&self, (start, end): Span) -> &str {
@@ -110,6 +198,7 @@ impl ExtFields {
     }
 
     fn set(&mut self, key: Key, value: Span) {
+        // Callers have made their spans after `own`.
         let name = self.key_text(key);
         // Typed headers insert in key order: the common case appends.
         let after_last = self
@@ -128,6 +217,7 @@ impl ExtFields {
 
     /// Sets `key` to `value`, replacing any earlier value.
     pub fn insert(&mut self, key: impl Into<Cow<'static, str>>, value: impl AsRef<str>) {
+        self.own();
         let key = match key.into() {
             Cow::Borrowed(k) => Key::Static(k),
             Cow::Owned(k) => Key::Arena(self.push_with(|s| s.push_str(&k))),
@@ -138,6 +228,7 @@ impl ExtFields {
 
     /// Sets `key` to the decimal text of `value`, written straight into the arena.
     pub fn insert_int(&mut self, key: &'static str, value: i64) {
+        self.own();
         let mut digits = [0u8; 20];
         let digits = int_digits(value, &mut digits);
         // ASCII digits, one char each: no UTF-8 check needed.
@@ -147,18 +238,18 @@ impl ExtFields {
 
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.find(key)
-            .ok()
-            .map(|i| self.text(self.entries[i].value))
+        let s = self.view();
+        s.find(key).ok().map(|i| s.text(s.entries[i].value))
     }
 
     /// Whether `key` is present.
     pub fn contains_key(&self, key: &str) -> bool {
-        self.find(key).is_ok()
+        self.view().find(key).is_ok()
     }
 
     /// Removes `key`; returns its value.
     pub fn remove(&mut self, key: &str) -> Option<String> {
+        self.own();
         let i = self.find(key).ok()?;
         let e = self.entries.remove(i);
         Some(self.text(e.value).to_owned())
@@ -166,15 +257,17 @@ impl ExtFields {
 
     /// The fields in key order.
     pub fn iter(&self) -> ExtFieldsIter<'_> {
+        let s = self.view();
         ExtFieldsIter {
-            fields: self,
-            entries: self.entries.iter(),
+            fields: s,
+            entries: s.entries.iter(),
         }
     }
 
     /// The keys in order.
     pub fn keys(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
-        self.entries.iter().map(|e| self.key_text(e.key))
+        let s = self.view();
+        s.entries.iter().map(|e| s.key_text(e.key))
     }
 
     /// Total bytes of keys and values.
@@ -182,11 +275,33 @@ impl ExtFields {
         self.iter().map(|(k, v)| k.len() + v.len()).sum()
     }
 
+    /// The length of these fields as JSON object members when no character needs an escape:
+    /// quotes, colon and comma included.
+    pub(crate) fn json_len_unescaped(&self) -> usize {
+        if let Some(t) = &self.typed {
+            return t.fields.text_len_hint() + 6 * 16;
+        }
+        let keys: usize = self
+            .entries
+            .iter()
+            .map(|e| match e.key {
+                Key::Static(k) => k.len(),
+                Key::Arena((start, end)) => (end - start) as usize,
+            })
+            .sum();
+        // The arena may also hold replaced values: only ever more than needed.
+        self.arena.len() + keys + 6 * self.entries.len()
+    }
+
     /// Fields decoded elsewhere as spans of `arena` that start and end at char boundaries
     /// (checked by the caller), sorted as by [`ExtFields::finish_decoded`] unless the caller
     /// saw their keys arrive strictly in order (`sorted`).
     pub(crate) fn from_decoded(arena: String, entries: Vec<Entry>, sorted: bool) -> Self {
-        let mut ext = Self { arena, entries };
+        let mut ext = Self {
+            arena,
+            entries,
+            typed: None,
+        };
         if !sorted {
             ext.finish_decoded();
         }

@@ -3,44 +3,219 @@
 
 use std::fmt;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use super::command::{ExtFields, LanguageCode, RemotingCommand, SerializeType};
+use super::ext::FieldSink;
 use crate::error::DecodeError;
 
 /// Appends the JSON header of `cmd` to `dst`, properties in the alphabetical order fastjson uses:
 /// `code, extFields, flag, language, opaque, remark, serializeTypeCurrentRPC, version`.
 /// Null properties (remark, empty extFields) are omitted, as fastjson does.
+///
+/// The text is written into room made in `dst` up front ([`Out`]), sized for a header whose
+/// strings need no escapes; when escapes make it longer, the writer has counted the exact
+/// length and writes once more into that much room.
 pub(crate) fn encode_header(cmd: &RemotingCommand, dst: &mut BytesMut) {
-    dst.put_slice(b"{\"code\":");
-    put_int(dst, i64::from(cmd.code));
-    if !cmd.ext_fields.is_empty() {
-        dst.put_slice(b",\"extFields\":{");
+    let start = dst.len();
+    let mut room = FIXED_TEXT
+        + cmd.remark.as_ref().map_or(0, |r| r.len() + 12)
+        + cmd.ext_fields.json_len_unescaped();
+    loop {
+        dst.resize(start + room, 0);
+        let mut out = Out {
+            buf: &mut dst[start..],
+            at: 0,
+        };
+        write_header(cmd, &mut out);
+        let written = out.at;
+        if written <= room {
+            dst.truncate(start + written);
+            return;
+        }
+        room = written;
+    }
+}
+
+/// The longest text of a header besides its strings: property names, punctuation, five `i32`
+/// values of at most 11 characters and a language name of at most 7.
+const FIXED_TEXT: usize = 192;
+
+/// A writer into a byte slice that counts past its end: what does not fit is not written, and
+/// `at` ends as the length the whole text needs.
+struct Out<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+}
+
+impl Out<'_> {
+    #[inline]
+    fn byte(&mut self, b: u8) {
+        if let Some(d) = self.buf.get_mut(self.at) {
+            *d = b;
+        }
+        self.at += 1;
+    }
+
+    #[inline]
+    fn put(&mut self, s: &[u8]) {
+        let end = self.at + s.len();
+        if let Some(d) = self.buf.get_mut(self.at..end) {
+            d.copy_from_slice(s);
+        }
+        self.at = end;
+    }
+
+    #[inline]
+    fn int(&mut self, v: i64) {
+        let mut digits = [0u8; 20];
+        self.put(super::ext::int_digits(v, &mut digits));
+    }
+
+    /// A JSON string literal of one character that needs no escape (typed headers' keys), or
+    /// any string.
+    #[inline]
+    fn key(&mut self, s: &str) {
+        if let &[c] = s.as_bytes()
+            && !STOP[usize::from(c)]
+        {
+            if let Some(d) = self.buf.get_mut(self.at..self.at + 3) {
+                d.copy_from_slice(&[b'"', c, b'"']);
+            }
+            self.at += 3;
+        } else {
+            self.string(s);
+        }
+    }
+
+    /// A JSON string literal.
+    #[inline]
+    fn string(&mut self, s: &str) {
+        self.byte(b'"');
+        match find_stop(s.as_bytes()) {
+            None => self.put(s.as_bytes()),
+            Some(n) => self.escaped(s.as_bytes(), n),
+        }
+        self.byte(b'"');
+    }
+
+    /// The text of a string that holds a byte to escape, the first at `first`.
+    #[inline(never)]
+    fn escaped(&mut self, s: &[u8], first: usize) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        self.put(&s[..first]);
+        let mut rest = &s[first..];
+        while let Some(n) = find_stop(rest) {
+            self.put(&rest[..n]);
+            let b = rest[n];
+            match b {
+                b'"' => self.put(b"\\\""),
+                b'\\' => self.put(b"\\\\"),
+                b'\n' => self.put(b"\\n"),
+                b'\r' => self.put(b"\\r"),
+                b'\t' => self.put(b"\\t"),
+                0x08 => self.put(b"\\b"),
+                0x0c => self.put(b"\\f"),
+                _ => self.put(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(b >> 4)],
+                    HEX[usize::from(b & 0xf)],
+                ]),
+            }
+            rest = &rest[n + 1..];
+        }
+        self.put(rest);
+    }
+}
+
+/// Typed fields written as `extFields` members: the opening text comes with the first field.
+struct JsonFields<'o, 'a> {
+    out: &'o mut Out<'a>,
+    /// The last key written.
+    last: Option<&'static str>,
+    /// Whether every key came after the one before.
+    sorted: bool,
+}
+
+impl JsonFields<'_, '_> {
+    fn key(&mut self, key: &'static str) {
+        match self.last {
+            None => self.out.put(b",\"extFields\":{"),
+            Some(last) => {
+                self.sorted &= super::ext::key_before(last.as_bytes(), key.as_bytes());
+                self.out.byte(b',');
+            }
+        }
+        self.last = Some(key);
+        self.out.key(key);
+        self.out.byte(b':');
+    }
+}
+
+impl FieldSink for JsonFields<'_, '_> {
+    fn str_field(&mut self, key: &'static str, value: &str) {
+        self.key(key);
+        self.out.string(value);
+    }
+
+    fn int_field(&mut self, key: &'static str, value: i64) {
+        self.key(key);
+        self.out.byte(b'"');
+        self.out.int(value);
+        self.out.byte(b'"');
+    }
+}
+
+fn write_header(cmd: &RemotingCommand, out: &mut Out<'_>) {
+    out.put(b"{\"code\":");
+    out.int(i64::from(cmd.code));
+    let typed_written = cmd.ext_fields.typed_fields().is_some_and(|typed| {
+        let at = out.at;
+        let mut sink = JsonFields {
+            out: &mut *out,
+            last: None,
+            sorted: true,
+        };
+        typed.write_fields(&mut sink);
+        let (wrote, sorted) = (sink.last.is_some(), sink.sorted);
+        if wrote && sorted {
+            out.byte(b'}');
+        } else if !sorted {
+            // Not in key order after all: written again below from the sorted entries.
+            out.at = at;
+        }
+        sorted
+    });
+    if !typed_written && !cmd.ext_fields.is_empty() {
+        out.put(b",\"extFields\":{");
         for (i, (k, v)) in cmd.ext_fields.iter().enumerate() {
             if i > 0 {
-                dst.put_u8(b',');
+                out.byte(b',');
             }
-            put_string(dst, k);
-            dst.put_u8(b':');
-            put_string(dst, v);
+            out.string(k);
+            out.byte(b':');
+            out.string(v);
         }
-        dst.put_u8(b'}');
+        out.byte(b'}');
     }
-    dst.put_slice(b",\"flag\":");
-    put_int(dst, i64::from(cmd.flag));
-    dst.put_slice(b",\"language\":\"");
-    dst.put_slice(cmd.language.name().as_bytes());
-    dst.put_slice(b"\",\"opaque\":");
-    put_int(dst, i64::from(cmd.opaque));
+    out.put(b",\"flag\":");
+    out.int(i64::from(cmd.flag));
+    out.put(b",\"language\":\"");
+    out.put(cmd.language.name().as_bytes());
+    out.put(b"\",\"opaque\":");
+    out.int(i64::from(cmd.opaque));
     if let Some(remark) = &cmd.remark {
-        dst.put_slice(b",\"remark\":");
-        put_string(dst, remark);
+        out.put(b",\"remark\":");
+        out.string(remark);
     }
-    dst.put_slice(b",\"serializeTypeCurrentRPC\":\"JSON\",\"version\":");
-    put_int(dst, i64::from(cmd.version));
-    dst.put_u8(b'}');
+    out.put(b",\"serializeTypeCurrentRPC\":\"JSON\",\"version\":");
+    out.int(i64::from(cmd.version));
+    out.byte(b'}');
 }
 
 /// Parses a JSON header into a command with an empty body.
@@ -150,7 +325,7 @@ mod fast {
                     }
                     b"extFields" => {
                         if !s.null() {
-                            cmd.ext_fields = s.ext_fields(src.len())?;
+                            cmd.ext_fields = s.ext_fields()?;
                         }
                         64
                     }
@@ -234,8 +409,13 @@ mod fast {
         }
 
         /// A string literal, unescaped into `out` (or only checked when `out` is `None`).
-        fn string_into(&mut self, mut out: Option<&mut String>) -> Option<()> {
+        fn string_into(&mut self, out: Option<&mut String>) -> Option<()> {
             self.eat(b'"')?;
+            self.string_rest(out)
+        }
+
+        /// The rest of a string literal whose opening quote is behind the cursor.
+        fn string_rest(&mut self, mut out: Option<&mut String>) -> Option<()> {
             loop {
                 let run = self.run()?;
                 if let Some(o) = out.as_deref_mut() {
@@ -367,11 +547,13 @@ mod fast {
         }
 
         /// `extFields` whose values are all strings or null (null entries are skipped).
-        fn ext_fields(&mut self, hint: usize) -> Option<ExtFields> {
-            // Keys and values are unescaped side by side into one arena; whether the keys
-            // arrive in order is seen on the way, so a sorted sender's fields are not
-            // checked again.
-            let mut arena = String::with_capacity(hint);
+        fn ext_fields(&mut self) -> Option<ExtFields> {
+            // The arena starts as a copy of the whole header, so a key or value without
+            // escapes is a span of it where it stands; escaped ones are unescaped onto its
+            // end. Whether the keys arrive in order is seen on the way, so a sorted sender's
+            // fields are not checked again.
+            let mut arena = String::with_capacity(self.t.len() + 64);
+            arena.push_str(self.t);
             let mut entries = Vec::with_capacity(16);
             let mut sorted = true;
             let mut prev: Span = (0, 0);
@@ -406,11 +588,20 @@ mod fast {
             Some(ExtFields::from_decoded(arena, entries, sorted))
         }
 
-        /// A string literal unescaped onto the end of `arena`; its span there.
+        /// The span of a string literal in `arena`, which begins with a copy of the header:
+        /// where it stands when it holds no escape, else unescaped onto the arena's end.
         fn string_span(&mut self, arena: &mut String) -> Option<Span> {
-            let start = arena.len();
-            self.string_into(Some(arena))?;
-            Some(span_at(start, arena.len() - start))
+            self.eat(b'"')?;
+            let start = self.i;
+            let run = self.run()?;
+            if self.b[self.i] == b'"' {
+                self.i += 1;
+                return Some(span_at(start, run.len()));
+            }
+            let at = arena.len();
+            arena.push_str(run);
+            self.string_rest(Some(arena))?;
+            Some(span_at(at, arena.len() - at))
         }
 
         /// Skips an unknown property's value when it is a string, an integer or a literal.
@@ -471,57 +662,6 @@ pub(super) fn find_stop(b: &[u8]) -> Option<usize> {
         .iter()
         .position(|&c| STOP[usize::from(c)])
         .map(|n| at + n)
-}
-
-fn put_int(dst: &mut BytesMut, v: i64) {
-    let mut digits = [0u8; 20];
-    dst.put_slice(super::ext::int_digits(v, &mut digits));
-}
-
-/// Writes a JSON string literal. Control characters (the `\x01`/`\x02` separators of the
-/// properties string among them) are escaped; non-ASCII text is written raw, as fastjson does.
-#[inline]
-fn put_string(dst: &mut BytesMut, s: &str) {
-    dst.reserve(s.len() + 2);
-    dst.put_u8(b'"');
-    match find_stop(s.as_bytes()) {
-        // The common case, written inline: nothing to escape.
-        None => dst.put_slice(s.as_bytes()),
-        Some(n) => put_escaped(dst, s.as_bytes(), n),
-    }
-    dst.put_u8(b'"');
-}
-
-/// The text of a string literal from its first byte that needs an escape, at `first`.
-#[inline(never)]
-fn put_escaped(dst: &mut BytesMut, s: &[u8], first: usize) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    dst.put_slice(&s[..first]);
-    let mut rest = &s[first..];
-    // Plain runs are copied whole; only the bytes in STOP are written one by one.
-    while let Some(n) = find_stop(rest) {
-        dst.put_slice(&rest[..n]);
-        let b = rest[n];
-        match b {
-            b'"' => dst.put_slice(b"\\\""),
-            b'\\' => dst.put_slice(b"\\\\"),
-            b'\n' => dst.put_slice(b"\\n"),
-            b'\r' => dst.put_slice(b"\\r"),
-            b'\t' => dst.put_slice(b"\\t"),
-            0x08 => dst.put_slice(b"\\b"),
-            0x0c => dst.put_slice(b"\\f"),
-            _ => dst.put_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 0xf)],
-            ]),
-        }
-        rest = &rest[n + 1..];
-    }
-    dst.put_slice(rest);
 }
 
 #[derive(Deserialize)]

@@ -10,8 +10,8 @@ mod json;
 
 pub use codec::{DEFAULT_MAX_FRAME_LEN, FrameCodec};
 pub use command::{
-    ExtFields, ExtFieldsIter, FLAG_ONEWAY, FLAG_RESPONSE, LanguageCode, RemotingCommand,
-    SerializeType, VERSION_4_5_1, VERSION_5_3_3,
+    ExtFields, ExtFieldsIter, FLAG_ONEWAY, FLAG_RESPONSE, FieldSink, LanguageCode, RemotingCommand,
+    SerializeType, TypedFields, VERSION_4_5_1, VERSION_5_3_3,
 };
 
 /// Generic response codes every RocketMQ endpoint may answer (spec §1.8, `RemotingSysResponseCode`).

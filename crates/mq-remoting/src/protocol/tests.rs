@@ -416,6 +416,78 @@ fn arb_command() -> impl Strategy<Value = RemotingCommand> {
         )
 }
 
+/// A typed header made of whatever fields a test gives, in the order given.
+#[derive(Debug)]
+struct GivenFields(Vec<(&'static str, Result<i64, String>)>);
+
+impl TypedFields for GivenFields {
+    fn write_fields(&self, sink: &mut dyn FieldSink) {
+        for (k, v) in &self.0 {
+            match v {
+                Ok(n) => sink.int_field(k, *n),
+                Err(text) => sink.str_field(k, text),
+            }
+        }
+    }
+
+    fn text_len_hint(&self) -> usize {
+        self.0
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or_else(String::len, |_| 20))
+            .sum()
+    }
+}
+
+fn arb_given_fields() -> impl Strategy<Value = Vec<(&'static str, Result<i64, String>)>> {
+    proptest::collection::vec(
+        (
+            prop::sample::select(vec![
+                "a", "b", "c", "k", "n", "zz", "\u{e9}", "q\"t", "\u{1}",
+            ]),
+            prop_oneof![
+                any::<i64>().prop_map(Ok),
+                "(\\PC|[\\x00-\\x1f\"\\\\]){0,40}".prop_map(Err),
+            ],
+        ),
+        0..8,
+    )
+}
+
+proptest! {
+    /// Typed fields give the bytes of the same fields inserted one by one, in both codecs,
+    /// also when they come out of order or repeated; read or changed, they are those fields.
+    #[test]
+    fn typed_fields_encode_as_the_same_fields_inserted(
+        given in arb_given_fields(),
+        json in any::<bool>(),
+    ) {
+        let ty = if json { SerializeType::Json } else { SerializeType::RocketMq };
+        let mut inserted = ExtFields::new();
+        for (k, v) in &given {
+            match v {
+                Ok(n) => inserted.insert_int(k, *n),
+                Err(text) => inserted.insert(*k, text),
+            }
+        }
+        let plain = RemotingCommand::request(310)
+            .with_serialize_type(ty)
+            .with_ext_fields(inserted.clone());
+        let typed = RemotingCommand::request(310)
+            .with_serialize_type(ty)
+            .with_ext_fields(ExtFields::typed(std::sync::Arc::new(GivenFields(given.clone()))));
+        let bytes = encode(&typed);
+        prop_assert_eq!(&bytes, &encode(&plain));
+        let mut buf = bytes;
+        prop_assert_eq!(FrameCodec::default().decode(&mut buf).unwrap().unwrap(), plain.clone());
+        prop_assert_eq!(&typed.ext_fields, &inserted);
+        prop_assert_eq!(typed.ext_fields.get("k"), inserted.get("k"));
+        let (mut changed, mut expected) = (typed.ext_fields.clone(), inserted);
+        changed.insert("b", "changed");
+        expected.insert("b", "changed");
+        prop_assert_eq!(changed.iter().collect::<Vec<_>>(), expected.iter().collect::<Vec<_>>());
+    }
+}
+
 proptest! {
     #[test]
     fn decode_inverts_encode(cmd in arb_command()) {
@@ -486,6 +558,23 @@ proptest! {
     ) {
         let naive = bytes.iter().position(|&b| b < 0x20 || b == b'"' || b == b'\\');
         prop_assert_eq!(json::find_stop(&bytes), naive);
+    }
+
+    /// Header strings are written as serde_json writes them, also when their escapes make the
+    /// header longer than the room first made for it.
+    #[test]
+    fn json_strings_are_written_as_serde_json_writes_them(
+        value in "(\\PC|[\\x00-\\x1f\"\\\\]){0,300}",
+    ) {
+        let mut cmd = RemotingCommand::request(310).with_ext("k", &value);
+        cmd.remark = Some(value.clone());
+        let buf = encode(&cmd);
+        let text = std::str::from_utf8(&buf[8..]).unwrap();
+        let quoted = serde_json::to_string(&value).unwrap();
+        prop_assert!(text.contains(&format!(r#""extFields":{{"k":{quoted}}}"#)), "{}", text);
+        prop_assert!(text.contains(&format!(r#""remark":{quoted}"#)), "{}", text);
+        let mut buf = buf;
+        prop_assert_eq!(FrameCodec::default().decode(&mut buf).unwrap().unwrap(), cmd);
     }
 
     #[test]
