@@ -402,10 +402,11 @@ mod fast {
         /// A string without escapes, as raw bytes (property names).
         fn raw_string(&mut self) -> Option<&'a str> {
             self.eat(b'"')?;
-            let run = self.run()?;
-            (self.b[self.i] == b'"').then_some(())?;
-            self.i += 1;
-            Some(run)
+            let start = self.i;
+            let n = super::find_stop(self.b.get(start..)?)?;
+            (self.b.get(start + n) == Some(&b'"')).then_some(())?;
+            self.i = start + n + 1;
+            self.t.get(start..start + n)
         }
 
         /// A string literal, unescaped into `out` (or only checked when `out` is `None`).
@@ -565,8 +566,10 @@ mod fast {
             loop {
                 let key = self.string_span(&mut arena)?;
                 self.eat(b':')?;
-                if !self.null() {
-                    (self.peek()? == b'"').then_some(())?;
+                // A string, or null (skipped).
+                if self.peek()? != b'"' {
+                    self.null().then_some(())?;
+                } else {
                     let value = self.string_span(&mut arena)?;
                     if !entries.is_empty() {
                         let bytes = arena.as_bytes();
@@ -593,13 +596,13 @@ mod fast {
         fn string_span(&mut self, arena: &mut String) -> Option<Span> {
             self.eat(b'"')?;
             let start = self.i;
-            let run = self.run()?;
-            if self.b[self.i] == b'"' {
-                self.i += 1;
-                return Some(span_at(start, run.len()));
+            // Bytes only: a span that ends at a quote starts and ends at char boundaries.
+            let n = super::find_stop(self.b.get(start..)?)?;
+            if self.b.get(start + n) == Some(&b'"') {
+                self.i = start + n + 1;
+                return Some(span_at(start, n));
             }
             let at = arena.len();
-            arena.push_str(run);
             self.string_rest(Some(arena))?;
             Some(span_at(at, arena.len() - at))
         }
