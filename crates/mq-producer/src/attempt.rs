@@ -110,7 +110,8 @@ struct Finish {
     user_topic: String,
     mode: CommunicationMode,
     attempt: u32,
-    started: std::time::Instant,
+    /// When the attempt began, read only when latencies are recorded.
+    started: Option<std::time::Instant>,
 }
 
 impl Engine {
@@ -219,7 +220,7 @@ impl Engine {
             }
         }
         // Read again: a route refresh or the hooks may have taken time since the send began.
-        let started = std::time::Instant::now();
+        let started = self.latency_started();
         let remaining = left(deadline);
         let api = to.instance.api();
         let mut outcome = match to.mode {
@@ -287,7 +288,7 @@ impl Engine {
             user_topic,
             mode,
             attempt,
-            started: std::time::Instant::now(),
+            started: self.latency_started(),
         };
         let (tx, rx) = oneshot::channel();
         let engine = Arc::clone(self);
@@ -324,11 +325,23 @@ impl Engine {
     }
 
     /// Java records latencies only when the fault strategy is on.
-    fn record_latency(&self, broker: &str, started: std::time::Instant, outcome: &AttemptOutcome) {
-        if self.config.latency_fault_tolerance {
+    fn record_latency(
+        &self,
+        broker: &str,
+        started: Option<std::time::Instant>,
+        outcome: &AttemptOutcome,
+    ) {
+        if let Some(started) = started {
             self.faults
                 .update(broker, started.elapsed(), outcome.is_err());
         }
+    }
+
+    /// The start of an attempt whose latency is recorded; the clock is not read otherwise.
+    fn latency_started(&self) -> Option<std::time::Instant> {
+        self.config
+            .latency_fault_tolerance
+            .then(std::time::Instant::now)
     }
 }
 

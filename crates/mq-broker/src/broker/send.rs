@@ -11,7 +11,7 @@ use mq_client_api::header::{CommandHeader, SendMessageRequestHeader, SendMessage
 use mq_client_api::message::{Message, MessageExt, decode_batch, decode_properties, property};
 use mq_client_api::validate::TOPIC_MAX_LEN;
 use mq_client_api::{RequestCode, ResponseCode};
-use mq_remoting::{RemotingCommand, RequestContext};
+use mq_remoting::{ExtFields, FieldSink, RemotingCommand, RequestContext, TypedFields};
 use tracing::{info, warn};
 
 use mq_client_api::answer::{header_error, respond};
@@ -282,25 +282,93 @@ fn send_answer(
             );
         }
     };
-    let ids: Vec<&str> = results.iter().map(|r| r.msg_id.as_str()).collect();
     let first_offset = results.first().map_or(0, |r| r.queue_offset);
     let code = if results.iter().all(|r| r.flushed_in_time) {
         ResponseCode::SUCCESS
     } else {
         ResponseCode::FLUSH_DISK_TIMEOUT
     };
+    let msg_id = match results.as_slice() {
+        [one] => one.msg_id.clone(),
+        many => many
+            .iter()
+            .map(|r| r.msg_id.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+    };
     let mut answer = respond(req, code, None);
-    stored_at(&mut answer, ids.join(","), queue_id, first_offset);
+    stored_at(&mut answer, msg_id, queue_id, first_offset);
     answer
 }
 
 /// Writes where a send (or reply) was stored into its answer: the send response header's
 /// fields, and the broker's region and trace switch.
 pub(super) fn stored_at(answer: &mut RemotingCommand, msg_id: String, queue_id: i32, offset: i64) {
-    let ext = &mut answer.ext_fields;
-    ext.insert("msgId", msg_id);
-    ext.insert_int("queueId", i64::from(queue_id));
-    ext.insert_int("queueOffset", offset);
-    ext.insert(property::MSG_REGION, "DefaultRegion");
-    ext.insert(property::TRACE_SWITCH, "true");
+    let fields = StoredAt {
+        msg_id,
+        queue_id,
+        offset,
+    };
+    if answer.ext_fields.is_empty() {
+        // Written straight into the frame.
+        answer.ext_fields = ExtFields::typed(Arc::new(fields));
+    } else {
+        fields.write_fields(&mut answer.ext_fields);
+    }
+}
+
+/// The fields [`stored_at`] writes, in key order.
+#[derive(Debug)]
+struct StoredAt {
+    msg_id: String,
+    queue_id: i32,
+    offset: i64,
+}
+
+impl TypedFields for StoredAt {
+    fn write_fields(&self, sink: &mut dyn FieldSink) {
+        sink.str_field(property::MSG_REGION, "DefaultRegion");
+        sink.str_field(property::TRACE_SWITCH, "true");
+        sink.str_field("msgId", &self.msg_id);
+        sink.int_field("queueId", i64::from(self.queue_id));
+        sink.int_field("queueOffset", self.offset);
+    }
+
+    fn text_len_hint(&self) -> usize {
+        // Keys, region, switch and digits.
+        96 + self.msg_id.len()
+    }
+}
+
+#[cfg(test)]
+mod stored_at_tests {
+    use super::*;
+
+    /// The keys a typed header writes.
+    struct Keys(Vec<&'static str>);
+
+    impl FieldSink for Keys {
+        fn str_field(&mut self, key: &'static str, _: &str) {
+            self.0.push(key);
+        }
+
+        fn int_field(&mut self, key: &'static str, _: i64) {
+            self.0.push(key);
+        }
+    }
+
+    /// Out of order, the codec would write them from sorted entries instead: the same bytes,
+    /// without the shortcut.
+    #[test]
+    fn the_send_answer_writes_its_fields_in_key_order() {
+        let mut keys = Keys(Vec::new());
+        StoredAt {
+            msg_id: "7F00000100002A9F0000000000000000".into(),
+            queue_id: 1,
+            offset: 2,
+        }
+        .write_fields(&mut keys);
+        assert_eq!(keys.0.len(), 5);
+        assert!(keys.0.windows(2).all(|w| w[0] < w[1]), "{:?}", keys.0);
+    }
 }
