@@ -55,6 +55,11 @@ const MAX_BATCH: usize = 32;
 /// The longest a receive waits for messages.
 const MAX_POLL: Duration = Duration::from_secs(30);
 
+/// How often the proxy pings a quiet client connection, and how long it waits for the answer
+/// before it closes the connection.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// The invisible time of what a receive with `auto_renew` hands out, renewed by the proxy
 /// (Apache RocketMQ's proxy: `defaultInvisibleTimeMills`, 60 seconds).
 const RENEWED_INVISIBLE: Duration = Duration::from_secs(60);
@@ -156,7 +161,11 @@ impl GrpcProxy {
         let core = Arc::clone(&service.0);
         let stop = token.clone();
         tasks.spawn(async move {
+            // HTTP/2 pings find a client that vanished without closing its connection, so
+            // its Telemetry stream ends and the proxy stops renewing what it received.
             let served = tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+                .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
                 .add_service(MessagingServiceServer::new(service))
                 .serve_with_incoming_shutdown(
                     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
