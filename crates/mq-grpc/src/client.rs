@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -183,13 +184,21 @@ impl GrpcError {
     }
 }
 
+/// What a producer does when the server asks about a transaction it left undecided
+/// (`RecoverOrphanedTransactionCommand` on the Telemetry stream): typically ask the user and
+/// answer with [`GrpcSession::end_transaction`]. The session awaits it before reading on.
+pub type OrphanHandler = Arc<
+    dyn Fn(GrpcSession, v2::RecoverOrphanedTransactionCommand) -> BoxFuture<'static, ()>
+        + Send
+        + Sync,
+>;
+
 /// One client's session with one gRPC endpoint. Clones share it.
 #[derive(Clone, Debug)]
 pub struct GrpcSession {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     config: GrpcClientConfig,
     client: MessagingServiceClient<Channel>,
@@ -199,7 +208,19 @@ struct Inner {
     requests: AtomicU64,
     /// The headers of every call, made once.
     headers: Vec<(&'static str, AsciiMetadataValue)>,
+    /// Answers the server's questions about undecided transactions.
+    orphans: Option<OrphanHandler>,
     stop: CancellationToken,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("config", &self.config)
+            .field("settings", &self.settings)
+            .field("answers_orphans", &self.orphans.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Drop for Inner {
@@ -219,7 +240,21 @@ impl GrpcSession {
     /// them.
     pub async fn connect(
         config: GrpcClientConfig,
+        settings: v2::Settings,
+        deadline: Instant,
+    ) -> Result<Self, GrpcError> {
+        Self::connect_with(config, settings, None, deadline).await
+    }
+
+    /// As [`GrpcSession::connect`], with `orphans` answering the server's questions about
+    /// transactions left undecided (a transactional producer's session).
+    ///
+    /// # Errors
+    /// As for [`GrpcSession::connect`].
+    pub async fn connect_with(
+        config: GrpcClientConfig,
         mut settings: v2::Settings,
+        orphans: Option<OrphanHandler>,
         deadline: Instant,
     ) -> Result<Self, GrpcError> {
         let endpoint = config.endpoint.clone();
@@ -270,6 +305,7 @@ impl GrpcSession {
             settings,
             server_settings: Mutex::new(None),
             requests: AtomicU64::new(0),
+            orphans,
             stop: CancellationToken::new(),
         });
         let session = Self { inner };
@@ -607,6 +643,36 @@ impl GrpcSession {
         }
     }
 
+    /// Commits or rolls back the transactional message `message_id` of `topic`, sent under
+    /// `transaction_id`; `source` says whether the client decided on its own or was asked.
+    ///
+    /// # Errors
+    /// As for every call; a transaction the server does not know (already decided, or
+    /// expired) as a refusal.
+    pub async fn end_transaction(
+        &self,
+        topic: &str,
+        message_id: &str,
+        transaction_id: &str,
+        resolution: v2::TransactionResolution,
+        source: v2::TransactionSource,
+        deadline: Instant,
+    ) -> Result<(), GrpcError> {
+        let request = v2::EndTransactionRequest {
+            topic: Some(self.resource(topic)),
+            message_id: message_id.to_owned(),
+            transaction_id: transaction_id.to_owned(),
+            resolution: resolution as i32,
+            source: source as i32,
+            trace_context: String::new(),
+        };
+        self.unary("EndTransaction", request, deadline, |mut c, r| async move {
+            c.end_transaction(r).await
+        })
+        .await
+        .map(drop)
+    }
+
     /// Acknowledges the messages of `entries`.
     ///
     /// # Errors
@@ -720,6 +786,20 @@ async fn keep_alive(
                         Some(v2::telemetry_command::Command::Settings(s)) => {
                             *inner.server_settings.lock() = Some(s);
                         }
+                        Some(v2::telemetry_command::Command::RecoverOrphanedTransactionCommand(c)) => {
+                            match inner.orphans.clone() {
+                                Some(answer) => {
+                                    // Answered before reading on, each within its own
+                                    // deadline, and abandoned when the session stops.
+                                    let s = GrpcSession { inner };
+                                    tokio::select! {
+                                        () = stop.cancelled() => break,
+                                        () = answer(s, c) => {}
+                                    }
+                                }
+                                None => debug!(endpoint = %inner.config.endpoint, "asked about a transaction by a session that sends none"),
+                            }
+                        }
                         Some(other) => {
                             debug!(endpoint = %inner.config.endpoint, command = ?other, "telemetry command not served by this client");
                         }
@@ -785,5 +865,6 @@ answers!(
     v2::QueryAssignmentResponse,
     v2::AckMessageResponse,
     v2::ChangeInvisibleDurationResponse,
-    v2::NotifyClientTerminationResponse
+    v2::NotifyClientTerminationResponse,
+    v2::EndTransactionResponse
 );

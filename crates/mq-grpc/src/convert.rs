@@ -263,7 +263,9 @@ fn outline(msg: &Message) -> v2::Message {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let group = msg.property(SHARDING_KEY).map(str::to_owned);
-    let message_type = if group.is_some() {
+    let message_type = if msg.is_transaction_prepared() {
+        v2::MessageType::Transaction
+    } else if group.is_some() {
         v2::MessageType::Fifo
     } else if msg.delay_level() > 0 {
         v2::MessageType::Delay

@@ -20,7 +20,7 @@ mod pop;
 pub mod proxy;
 pub mod transaction;
 
-pub use client::{GrpcClientConfig, GrpcError, GrpcSession};
+pub use client::{GrpcClientConfig, GrpcError, GrpcSession, OrphanHandler};
 pub use proxy::{GrpcProxy, GrpcProxyConfig};
 
 /// The generated contract: messages, enums, `messaging_service_client` and

@@ -16,11 +16,12 @@ use mq_client_api::message::property;
 use mq_client_api::message::{Message, UniqueIdGenerator};
 use mq_client_api::validate::{validate_message, validate_topic};
 use mq_client_api::{MessageQueue, SendResult, SendStatus};
-use mq_grpc::convert::{SHARDING_KEY, from_message, group_hash};
+use mq_grpc::convert::{SHARDING_KEY, from_message, group_hash, to_message_ext};
 use mq_grpc::{GrpcClientConfig, GrpcError, GrpcSession, v2};
 use parking_lot::Mutex;
 
 use crate::error::{ProducerError, SendError};
+use crate::transaction::{LocalTransactionState, TransactionListener, TransactionSendResult};
 
 /// How a [`GrpcProducer`] reaches its proxy and sends.
 #[derive(Clone, Debug)]
@@ -97,15 +98,26 @@ impl GrpcProducerConfig {
 /// producer.shutdown().await;
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
 pub struct GrpcProducer {
     session: GrpcSession,
+    /// Runs local transactions and answers the proxy's checks (a transactional producer).
+    listener: Option<Arc<dyn TransactionListener>>,
     config: GrpcProducerConfig,
     ids: UniqueIdGenerator,
     born_host: String,
     /// Writable queues by topic, until a send to the topic fails.
     routes: Mutex<HashMap<String, Arc<[v2::MessageQueue]>>>,
     turn: AtomicUsize,
+}
+
+impl std::fmt::Debug for GrpcProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcProducer")
+            .field("session", &self.session)
+            .field("config", &self.config)
+            .field("transactional", &self.listener.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl GrpcProducer {
@@ -116,6 +128,27 @@ impl GrpcProducer {
     /// [`ProducerError::Validation`] for a bad topic; [`ProducerError::Grpc`] when the proxy
     /// cannot be reached, refuses the settings or knows no such topic.
     pub async fn start(config: GrpcProducerConfig) -> Result<Self, ProducerError> {
+        Self::start_with(config, None).await
+    }
+
+    /// As [`GrpcProducer::start`], for a producer that also sends in transactions
+    /// ([`GrpcProducer::send_in_transaction`]): `listener` runs the local transactions and
+    /// answers the proxy when it asks about one left undecided (on the Telemetry stream, for
+    /// the topics this producer announced).
+    ///
+    /// # Errors
+    /// As for [`GrpcProducer::start`].
+    pub async fn start_transactional(
+        config: GrpcProducerConfig,
+        listener: Arc<dyn TransactionListener>,
+    ) -> Result<Self, ProducerError> {
+        Self::start_with(config, Some(listener)).await
+    }
+
+    async fn start_with(
+        config: GrpcProducerConfig,
+        listener: Option<Arc<dyn TransactionListener>>,
+    ) -> Result<Self, ProducerError> {
         for t in &config.topics {
             validate_topic(t)?;
         }
@@ -139,13 +172,15 @@ impl GrpcProducer {
             .with_namespace(&config.namespace)
             .with_request_timeout(config.send_timeout);
         let deadline = Instant::now() + config.send_timeout;
-        let session = GrpcSession::connect(grpc, settings, deadline).await?;
+        let orphans = listener.clone().map(|l| orphan_handler(l, &config));
+        let session = GrpcSession::connect_with(grpc, settings, orphans, deadline).await?;
         let ip = tokio::time::timeout_at(deadline.into(), local_ip(&config.endpoint))
             .await
             .ok()
             .flatten();
         let producer = Self {
             session,
+            listener,
             born_host: ip.map(|ip| ip.to_string()).unwrap_or_default(),
             ids: UniqueIdGenerator::new(ip),
             config,
@@ -210,6 +245,69 @@ impl GrpcProducer {
             source: last.map(Box::new),
         };
         Err(SendError::new(error, msg))
+    }
+
+    /// Sends `msg` as a half message (one attempt: a second could leave two), runs the local
+    /// transaction with `arg`, then commits or rolls back (EndTransaction). `Unknown` leaves
+    /// the decision to the proxy's later question, which the listener's `check` answers. A
+    /// producer started without a listener leaves every transaction `Unknown`.
+    ///
+    /// # Errors
+    /// As for [`GrpcProducer::send`] for the half message. A failure to end the transaction
+    /// is only logged: the proxy asks again.
+    pub async fn send_in_transaction(
+        &self,
+        mut msg: Message,
+        arg: &str,
+    ) -> Result<TransactionSendResult, SendError> {
+        let started = Instant::now();
+        let deadline = started + self.config.send_timeout;
+        msg.set_property(property::TRANSACTION_PREPARED, "true");
+        if let Err(e) = validate_message(&msg, self.config.max_message_size) {
+            return Err(SendError::new(e.into(), msg));
+        }
+        if msg.uniq_key().is_none() {
+            msg.set_property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX, self.ids.next_id());
+        }
+        let sent = match self.queue(&msg, None, deadline).await {
+            Ok(queue) => self.attempt(&msg, &queue, deadline).await,
+            Err(e) => Err(e),
+        };
+        let send = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                let error = ProducerError::GrpcSendFailed {
+                    topic: msg.topic.clone(),
+                    endpoint: self.config.endpoint.clone(),
+                    attempts: 1,
+                    elapsed: started.elapsed(),
+                    source: Some(Box::new(e)),
+                };
+                return Err(SendError::new(error, msg));
+            }
+        };
+        msg.transaction_id.clone_from(&send.transaction_id);
+        let local_state = match &self.listener {
+            Some(l) => l.execute(&msg, arg),
+            None => LocalTransactionState::Unknown,
+        };
+        if let Some(resolution) = resolution(local_state) {
+            let ended = self
+                .session
+                .end_transaction(
+                    &msg.topic,
+                    &send.msg_id,
+                    send.transaction_id.as_deref().unwrap_or_default(),
+                    resolution,
+                    v2::TransactionSource::SourceClient,
+                    Instant::now() + self.config.send_timeout,
+                )
+                .await;
+            if let Err(e) = ended {
+                tracing::warn!(topic = %msg.topic, error = %e, "EndTransaction failed; the proxy will ask again");
+            }
+        }
+        Ok(TransactionSendResult { send, local_state })
     }
 
     /// One attempt of `msg` to `queue`.
@@ -332,6 +430,64 @@ impl GrpcProducer {
             tracing::debug!(error = %e, "the proxy did not take the termination notice");
         }
     }
+}
+
+/// The resolution that ends a transaction in `state`; none while it is unknown.
+fn resolution(state: LocalTransactionState) -> Option<v2::TransactionResolution> {
+    match state {
+        LocalTransactionState::Commit => Some(v2::TransactionResolution::Commit),
+        LocalTransactionState::Rollback => Some(v2::TransactionResolution::Rollback),
+        _ => None,
+    }
+}
+
+/// Answers the proxy's question about a transaction left undecided: the listener's `check` on
+/// the half message, sent back with EndTransaction (an unknown state is not answered: the
+/// proxy asks again later).
+fn orphan_handler(
+    listener: Arc<dyn TransactionListener>,
+    config: &GrpcProducerConfig,
+) -> mq_grpc::OrphanHandler {
+    let timeout = config.send_timeout;
+    let max_body = config.max_message_size;
+    Arc::new(
+        move |session: GrpcSession, asked: v2::RecoverOrphanedTransactionCommand| {
+            let listener = Arc::clone(&listener);
+            Box::pin(async move {
+                let Some(m) = asked.message.as_ref() else {
+                    return;
+                };
+                let ext = match to_message_ext(m, max_body) {
+                    Ok(ext) => ext,
+                    Err(e) => {
+                        tracing::warn!(error = ?e, "an undecided transaction's message could not be read");
+                        return;
+                    }
+                };
+                let Some(resolution) = resolution(listener.check(&ext)) else {
+                    return;
+                };
+                let id = m
+                    .system_properties
+                    .as_ref()
+                    .map(|s| s.message_id.as_str())
+                    .unwrap_or_default();
+                let ended = session
+                    .end_transaction(
+                        &ext.message.topic,
+                        id,
+                        &asked.transaction_id,
+                        resolution,
+                        v2::TransactionSource::SourceServerCheck,
+                        Instant::now() + timeout,
+                    )
+                    .await;
+                if let Err(e) = ended {
+                    tracing::warn!(error = %e, "answering the proxy's transaction check failed");
+                }
+            })
+        },
+    )
 }
 
 fn broker_of(q: &v2::MessageQueue) -> Option<&str> {

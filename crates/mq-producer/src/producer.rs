@@ -638,10 +638,35 @@ impl Producer {
         topic: &str,
         queues: i32,
     ) -> Result<(), ProducerError> {
+        self.create_topic_with_attributes(key, topic, queues, &[])
+            .await
+    }
+
+    /// As [`Producer::create_topic`], with RocketMQ 5 topic attributes, such as
+    /// `("message.type", "TRANSACTION")` (what a 5.x proxy checks sends against: `NORMAL`,
+    /// `FIFO`, `DELAY`, `TRANSACTION`). 4.x brokers ignore them.
+    ///
+    /// # Errors
+    /// Route and broker errors.
+    pub async fn create_topic_with_attributes(
+        &self,
+        key: &str,
+        topic: &str,
+        queues: i32,
+        attributes: &[(&str, &str)],
+    ) -> Result<(), ProducerError> {
         validate_topic(topic)?;
         let deadline = Instant::now() + self.inner.config.send_timeout;
         let instance = self.inner.running_instance()?;
         let route = instance.update_route(key, left(deadline)).await?;
+        // Java's wire form: `+key=value`, joined by commas.
+        let attributes = (!attributes.is_empty()).then(|| {
+            attributes
+                .iter()
+                .map(|(k, v)| format!("+{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        });
         let header = CreateTopicRequestHeader {
             topic: instance.config().wrap(topic),
             default_topic: key.to_owned(),
@@ -651,7 +676,7 @@ impl Producer {
             topic_filter_type: "SINGLE_TAG".into(),
             topic_sys_flag: Some(0),
             order: false,
-            attributes: None,
+            attributes,
         };
         let calls = route
             .broker_datas

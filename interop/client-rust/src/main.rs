@@ -71,8 +71,19 @@ impl Run {
 
     /// A topic with 4 queues on every broker, created before anything is sent.
     async fn topic(&self, p: &Producer, what: &str) -> Result<String, String> {
+        self.typed_topic(p, what, &[]).await
+    }
+
+    /// A new topic with RocketMQ 5 attributes (a 5.x proxy checks sends against
+    /// `message.type`).
+    async fn typed_topic(
+        &self,
+        p: &Producer,
+        what: &str,
+        attributes: &[(&str, &str)],
+    ) -> Result<String, String> {
         let topic = self.name(what);
-        p.create_topic("TBW102", &topic, 4)
+        p.create_topic_with_attributes("TBW102", &topic, 4, attributes)
             .await
             .map_err(|e| format!("create topic {topic}: {e}"))?;
         Ok(topic)
@@ -603,6 +614,56 @@ async fn request_reply(run: &Run) -> Outcome {
     result
 }
 
+/// Through the gRPC proxy at `endpoint`, our gRPC producer's transactions: a committed
+/// message is delivered, a rolled-back one never, and one left undecided is committed when the
+/// proxy asks the producer about it (on its Telemetry stream).
+async fn grpc_transactions(run: &Run, endpoint: &str) -> Outcome {
+    let admin = run.producer("grpc_tx_admin").await?;
+    let topic = run
+        .typed_topic(&admin, "GrpcTx", &[("message.type", "TRANSACTION")])
+        .await?;
+    admin.shutdown().await;
+    let producer = GrpcProducer::start_transactional(
+        GrpcProducerConfig::new(endpoint).with_topic(&topic),
+        Arc::new(ByBody),
+    )
+    .await
+    .map_err(|e| format!("gRPC producer start: {e}"))?;
+    for text in ["rollback", "commit", "check"] {
+        producer
+            .send_in_transaction(Message::new(&topic, text), "interop")
+            .await
+            .map_err(|e| format!("{text}: {}", e.error()))?;
+    }
+    let consumer = SimpleConsumer::start(
+        SimpleConsumerConfig::new(run.name("grpc_tx_cg"), endpoint)
+            .subscribe(&topic, "*")
+            .with_await_duration(Duration::from_secs(3)),
+    )
+    .await
+    .map_err(|e| format!("simple consumer start: {e}"))?;
+    let deadline = Instant::now() + SCENARIO_LIMIT;
+    let mut bodies: Vec<String> = Vec::new();
+    let done = |b: &[String]| b.iter().any(|x| x == "commit") && b.iter().any(|x| x == "check");
+    // The producer stays up until the undecided message came: it answers the proxy's check.
+    while !done(&bodies) && Instant::now() < deadline {
+        for m in consumer
+            .receive(16, Duration::from_secs(30))
+            .await
+            .map_err(|e| format!("receive: {e}"))?
+        {
+            bodies.push(String::from_utf8_lossy(&m.message.message.body).into_owned());
+            consumer.ack(&m).await.map_err(|e| format!("ack: {e}"))?;
+        }
+    }
+    producer.shutdown().await;
+    consumer.shutdown().await;
+    ensure(
+        done(&bodies) && !bodies.iter().any(|b| b == "rollback"),
+        || format!("received {bodies:?}: expected commit and check, never rollback"),
+    )
+}
+
 /// Through the gRPC proxy at `endpoint`: our gRPC producer sends 10 messages to a topic made
 /// first over remoting, our simple consumer receives each once and acknowledges all but one;
 /// that one gets a new invisible time, and the new receipt handle acknowledges it. With
@@ -828,6 +889,14 @@ async fn main() -> ExitCode {
         check(
             &name,
             grpc_produce_and_receive(&run, endpoint, redelivery),
+            t,
+        )
+        .await;
+        check(
+            &format!(
+                "gRPC transactions through {label}: committed delivered, rolled back not, an undecided one committed when the proxy asks"
+            ),
+            grpc_transactions(&run, endpoint),
             t,
         )
         .await;

@@ -14,7 +14,10 @@ use mq_consumer::{
     SimpleConsumerConfig,
 };
 use mq_grpc::{GrpcError, GrpcProxy, GrpcProxyConfig, v2};
-use mq_producer::{GrpcProducer, GrpcProducerConfig, Producer, ProducerConfig, ProducerError};
+use mq_producer::{
+    GrpcProducer, GrpcProducerConfig, LocalTransactionState, Producer, ProducerConfig,
+    ProducerError, TransactionListener,
+};
 use mq_test_support::{Cluster, Fault};
 
 async fn proxy(cluster: &Cluster) -> GrpcProxy {
@@ -312,5 +315,127 @@ async fn the_grpc_producer_retries_what_may_pass_and_hands_back_what_cannot() {
     .await
     .unwrap_err();
     assert!(e.to_string().contains(&gone), "{e}");
+    cluster.shutdown().await;
+}
+
+/// Decides a transaction by its argument, and commits what the proxy asks about.
+struct ByArg {
+    checked: std::sync::atomic::AtomicUsize,
+}
+
+impl TransactionListener for ByArg {
+    fn execute(&self, _msg: &Message, arg: &str) -> LocalTransactionState {
+        match arg {
+            "commit" => LocalTransactionState::Commit,
+            "rollback" => LocalTransactionState::Rollback,
+            _ => LocalTransactionState::Unknown,
+        }
+    }
+
+    fn check(&self, msg: &mq_client_api::MessageExt) -> LocalTransactionState {
+        self.checked
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(msg.message.body.as_ref(), b"tx unknown");
+        LocalTransactionState::Commit
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grpc_producer_commits_rolls_back_and_answers_the_proxys_checks() {
+    let cluster = Cluster::builder()
+        .configure(|c| c.with_transaction_timeout(Duration::from_millis(500)))
+        .start()
+        .await
+        .unwrap();
+    let proxy = proxy(&cluster).await;
+    let endpoint = proxy.local_addr().to_string();
+    let topic = "GrpcTx";
+    let listener = std::sync::Arc::new(ByArg {
+        checked: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let producer = GrpcProducer::start_transactional(
+        GrpcProducerConfig::new(&endpoint).with_topic(topic),
+        listener.clone(),
+    )
+    .await
+    .unwrap();
+    for (arg, state) in [
+        ("commit", LocalTransactionState::Commit),
+        ("rollback", LocalTransactionState::Rollback),
+        ("unknown", LocalTransactionState::Unknown),
+    ] {
+        let r = producer
+            .send_in_transaction(Message::new(topic, format!("tx {arg}").into_bytes()), arg)
+            .await
+            .unwrap();
+        assert_eq!(r.local_state, state);
+        assert!(r.send.transaction_id.is_some(), "{arg}: {:?}", r.send);
+    }
+    // The committed message at once; the undecided one once the proxy asked and the listener
+    // committed it; the rolled back one never.
+    let consumer = SimpleConsumer::start(
+        SimpleConsumerConfig::new("grpc_tx_cg", &endpoint)
+            .subscribe(topic, "*")
+            .with_await_duration(Duration::from_secs(2)),
+    )
+    .await
+    .unwrap();
+    let got = receive_n(&consumer, 2, Duration::from_secs(60)).await;
+    let seen: BTreeSet<String> = got.iter().map(body).collect();
+    assert_eq!(
+        seen,
+        ["tx commit", "tx unknown"].map(String::from).into(),
+        "{got:?}"
+    );
+    assert!(listener.checked.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    for m in &got {
+        consumer.ack(m).await.unwrap();
+    }
+    assert!(
+        consumer
+            .receive(32, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_empty(),
+        "the rolled back message never comes"
+    );
+    consumer.shutdown().await;
+    producer.shutdown().await;
+    proxy.shutdown().await;
+    cluster.shutdown().await;
+}
+
+/// A topic made with RocketMQ 5 attributes carries them (what a 5.x proxy checks a send's
+/// message type against).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_is_created_with_its_attributes() {
+    use mq_client_api::RequestCode;
+    use mq_client_api::header::{CommandHeader, GetTopicConfigRequestHeader};
+    use mq_remoting::RemotingCommand;
+
+    let cluster = Cluster::builder().start().await.unwrap();
+    let admin = Producer::new(ProducerConfig::new("attr_pg", cluster.namesrv_addr()));
+    admin.start().await.unwrap();
+    admin
+        .create_topic_with_attributes("TBW102", "TxTyped", 2, &[("message.type", "TRANSACTION")])
+        .await
+        .unwrap();
+    let request = RemotingCommand::request(RequestCode::GET_TOPIC_CONFIG.0).with_ext_fields(
+        GetTopicConfigRequestHeader {
+            topic: "TxTyped".into(),
+        }
+        .to_ext_fields(),
+    );
+    let r = cluster
+        .client_api()
+        .remoting()
+        .invoke(&cluster.broker_addr(0), request, Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert_eq!(r.code, ResponseCode::SUCCESS.0, "{:?}", r.remark);
+    let config: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(config["readQueueNums"], 2);
+    assert_eq!(config["attributes"]["message.type"], "TRANSACTION");
+    admin.shutdown().await;
     cluster.shutdown().await;
 }
