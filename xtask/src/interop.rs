@@ -1102,18 +1102,32 @@ fn start_engine(engine: &str, lib: &Path, work: &Path) -> Result<Vec<Server>> {
                  \"grpcServerPort\":{port},\"remotingListenPort\":8180,\"proxyMode\":\"cluster\"}}"
             ),
         )?;
-        let mut c = Command::new("java");
-        c.args(["-Xms256m", "-Xmx256m", "-XX:+UseG1GC"])
-            .arg(format!("-Duser.home={}", work.join("user-proxy").display()))
-            .arg(format!("-Drocketmq.home.dir={}", home.display()))
-            .arg("-cp")
-            .arg(format!("{}/*", lib.display()))
-            .arg("org.apache.rocketmq.proxy.ProxyStartup")
-            .arg("-pc")
-            .arg(work.join("rmq-proxy.json"))
-            .args(["-pm", "cluster"]);
-        let mut proxy = Server::start("Java gRPC proxy", &mut c, work)?;
-        proxy.wait_for("rocketmq-proxy startup successfully")?;
+        // The proxy creates its system topics on the cluster as it starts, and gives up when
+        // the name server does not list the broker yet: started again, a few times, until the
+        // broker's registration has landed.
+        let mut attempt = 1;
+        let proxy = loop {
+            let mut c = Command::new("java");
+            c.args(["-Xms256m", "-Xmx256m", "-XX:+UseG1GC"])
+                .arg(format!("-Duser.home={}", work.join("user-proxy").display()))
+                .arg(format!("-Drocketmq.home.dir={}", home.display()))
+                .arg("-cp")
+                .arg(format!("{}/*", lib.display()))
+                .arg("org.apache.rocketmq.proxy.ProxyStartup")
+                .arg("-pc")
+                .arg(work.join("rmq-proxy.json"))
+                .args(["-pm", "cluster"]);
+            let mut proxy = Server::start("Java gRPC proxy", &mut c, work)?;
+            match proxy.wait_for("rocketmq-proxy startup successfully") {
+                Ok(()) => break proxy,
+                Err(e) if attempt < 3 && proxy.output().contains("create system") => {
+                    eprintln!("interop: the Java gRPC proxy did not start ({e}); again");
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+                Err(e) => return Err(e),
+            }
+        };
         return Ok(vec![namesrv, bare, broker, proxy]);
     }
     let mut acl_namesrv = Server::start(

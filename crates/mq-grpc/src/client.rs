@@ -478,7 +478,11 @@ impl GrpcSession {
                 |mut rx| async move { rx.recv().await.map(|c| (c, rx)) },
             );
         let mut client = self.inner.client.clone();
-        let request = self.request(outbound, deadline);
+        // The stream lives as long as the session: no `grpc-timeout`, or a server that keeps
+        // it (Apache RocketMQ's proxy) cancels it once the opening deadline passes, and can no
+        // longer ask about orphaned transactions. Opening it is bounded by `call`.
+        let mut request = Request::new(outbound);
+        self.metadata(request.metadata_mut());
         let mut inbound = self
             .call("Telemetry", deadline, client.telemetry(request))
             .await?;

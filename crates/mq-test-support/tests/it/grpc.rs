@@ -342,8 +342,10 @@ impl TransactionListener for ByArg {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_grpc_producer_commits_rolls_back_and_answers_the_proxys_checks() {
+    // The proxy asks about the undecided message well after the producer's send timeout: its
+    // Telemetry stream must outlive the deadline it was opened under.
     let cluster = Cluster::builder()
-        .configure(|c| c.with_transaction_timeout(Duration::from_millis(500)))
+        .configure(|c| c.with_transaction_timeout(Duration::from_millis(2500)))
         .start()
         .await
         .unwrap();
@@ -354,7 +356,9 @@ async fn the_grpc_producer_commits_rolls_back_and_answers_the_proxys_checks() {
         checked: std::sync::atomic::AtomicUsize::new(0),
     });
     let producer = GrpcProducer::start_transactional(
-        GrpcProducerConfig::new(&endpoint).with_topic(topic),
+        GrpcProducerConfig::new(&endpoint)
+            .with_topic(topic)
+            .with_send_timeout(Duration::from_secs(1)),
         listener.clone(),
     )
     .await
