@@ -208,7 +208,7 @@ impl GroupTopic {
                     }
                 } else {
                     // Kept, and tried again when the next receive finds it expired.
-                    self.put_back(&q, m, max_attempts, lease);
+                    self.put_back(&q, m, max_attempts, lease.shown());
                 }
             }
             if !claimed.is_empty() && out.len() < batch {
@@ -470,9 +470,9 @@ impl GroupTopic {
     }
 
     /// Puts a message whose move to the dead-letter queue failed back among the handed out.
-    fn put_back(&self, q: &QueueRef, message: MessageExt, attempt: u32, lease: &Lease) {
+    /// It was handed to nobody, so nobody renews it: it is tried again once `retry_in` passed.
+    fn put_back(&self, q: &QueueRef, message: MessageExt, attempt: u32, retry_in: Duration) {
         let seq = self.next_seq();
-        let (visible_at, renewed_for) = lease.until(Instant::now());
         self.queues
             .lock()
             .entry(q.clone())
@@ -482,8 +482,8 @@ impl GroupTopic {
                 message.queue_offset,
                 InFlight {
                     message,
-                    visible_at,
-                    renewed_for,
+                    visible_at: Instant::now() + retry_in,
+                    renewed_for: None,
                     attempt,
                     seq,
                 },

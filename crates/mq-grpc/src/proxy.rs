@@ -518,6 +518,15 @@ impl Core {
     }
 }
 
+/// The client id a request names (`x-mq-client-id`).
+fn client_id<T>(request: &Request<T>) -> Option<String> {
+    request
+        .metadata()
+        .get("x-mq-client-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 /// The items of a ReceiveMessage answer, in Apache RocketMQ's proxy's order: the status, the
 /// messages, and the time of delivery (Python's push consumer needs it to count latency).
 fn receive_answer(
@@ -679,11 +688,7 @@ impl MessagingService for Proxy {
         &self,
         request: Request<v2::ReceiveMessageRequest>,
     ) -> Result<Response<Self::ReceiveMessageStream>, Status> {
-        let client_id = request
-            .metadata()
-            .get("x-mq-client-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let client_id = client_id(&request);
         let req = request.into_inner();
         let only = |s: v2::Status| -> Self::ReceiveMessageStream {
             Box::pin(futures_util::stream::iter(
@@ -941,11 +946,7 @@ impl MessagingService for Proxy {
         &self,
         request: Request<tonic::Streaming<v2::TelemetryCommand>>,
     ) -> Result<Response<Self::TelemetryStream>, Status> {
-        let client_id = request
-            .metadata()
-            .get("x-mq-client-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let client_id = client_id(&request);
         let mut incoming = request.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<v2::TelemetryCommand, Status>>(16);
         let core = Arc::clone(&self.0);

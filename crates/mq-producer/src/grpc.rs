@@ -205,21 +205,35 @@ impl GrpcProducer {
     /// [`ProducerError::GrpcSendFailed`] naming the proxy, the attempts and the last error
     /// once no attempt is left or the deadline passed.
     pub async fn send(&self, mut msg: Message) -> Result<SendResult, SendError> {
+        match self
+            .send_attempts(&mut msg, 1 + self.config.retry_times)
+            .await
+        {
+            Ok(r) => Ok(r),
+            Err(e) => Err(SendError::new(e, msg)),
+        }
+    }
+
+    /// Validates `msg`, gives it its `UNIQ_KEY`, and sends it in up to `max_attempts`
+    /// attempts within the send timeout, another queue after a failure that a retry may help.
+    async fn send_attempts(
+        &self,
+        msg: &mut Message,
+        max_attempts: u32,
+    ) -> Result<SendResult, ProducerError> {
         let started = Instant::now();
         let deadline = started + self.config.send_timeout;
-        if let Err(e) = validate_message(&msg, self.config.max_message_size) {
-            return Err(SendError::new(e.into(), msg));
-        }
+        validate_message(msg, self.config.max_message_size)?;
         if msg.uniq_key().is_none() {
             msg.set_property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX, self.ids.next_id());
         }
         let mut attempts = 0;
         let mut failed_broker: Option<String> = None;
         let mut last: Option<GrpcError> = None;
-        while attempts <= self.config.retry_times && Instant::now() < deadline {
+        while attempts < max_attempts && Instant::now() < deadline {
             attempts += 1;
-            let outcome = match self.queue(&msg, failed_broker.as_deref(), deadline).await {
-                Ok(queue) => self.attempt(&msg, &queue, deadline).await.inspect_err(|_| {
+            let outcome = match self.queue(msg, failed_broker.as_deref(), deadline).await {
+                Ok(queue) => self.attempt(msg, &queue, deadline).await.inspect_err(|_| {
                     failed_broker = broker_of(&queue).map(str::to_owned);
                 }),
                 Err(e) => Err(e),
@@ -237,14 +251,13 @@ impl GrpcProducer {
                 }
             }
         }
-        let error = ProducerError::GrpcSendFailed {
+        Err(ProducerError::GrpcSendFailed {
             topic: msg.topic.clone(),
             endpoint: self.config.endpoint.clone(),
             attempts,
             elapsed: started.elapsed(),
             source: last.map(Box::new),
-        };
-        Err(SendError::new(error, msg))
+        })
     }
 
     /// Sends `msg` as a half message (one attempt: a second could leave two), runs the local
@@ -260,31 +273,10 @@ impl GrpcProducer {
         mut msg: Message,
         arg: &str,
     ) -> Result<TransactionSendResult, SendError> {
-        let started = Instant::now();
-        let deadline = started + self.config.send_timeout;
         msg.set_property(property::TRANSACTION_PREPARED, "true");
-        if let Err(e) = validate_message(&msg, self.config.max_message_size) {
-            return Err(SendError::new(e.into(), msg));
-        }
-        if msg.uniq_key().is_none() {
-            msg.set_property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX, self.ids.next_id());
-        }
-        let sent = match self.queue(&msg, None, deadline).await {
-            Ok(queue) => self.attempt(&msg, &queue, deadline).await,
-            Err(e) => Err(e),
-        };
-        let send = match sent {
+        let send = match self.send_attempts(&mut msg, 1).await {
             Ok(r) => r,
-            Err(e) => {
-                let error = ProducerError::GrpcSendFailed {
-                    topic: msg.topic.clone(),
-                    endpoint: self.config.endpoint.clone(),
-                    attempts: 1,
-                    elapsed: started.elapsed(),
-                    source: Some(Box::new(e)),
-                };
-                return Err(SendError::new(error, msg));
-            }
+            Err(e) => return Err(SendError::new(e, msg)),
         };
         msg.transaction_id.clone_from(&send.transaction_id);
         let local_state = match &self.listener {

@@ -4,7 +4,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::command::{ExtFields, LanguageCode, RemotingCommand, SerializeType};
-use super::ext::{Entry, FieldSink, key_before, span_at};
+use super::ext::{Entry, FieldSink, KeyOrder, key_before, span_at};
 use crate::error::{DecodeError, EncodeError};
 
 /// Appends the binary header of `cmd` to `dst`.
@@ -37,12 +37,11 @@ pub(crate) fn encode_header(cmd: &RemotingCommand, dst: &mut BytesMut) -> Result
         Some(typed) => {
             let mut sink = BinaryFields {
                 dst: &mut *dst,
-                last: None,
-                sorted: true,
+                order: KeyOrder::default(),
                 error: None,
             };
             typed.write_fields(&mut sink);
-            let (error, sorted) = (sink.error, sink.sorted);
+            let (error, sorted) = (sink.error, sink.order.sorted());
             if let Some(e) = error {
                 return Err(e);
             }
@@ -78,20 +77,14 @@ fn put_field(dst: &mut BytesMut, key: &str, value: &[u8]) -> Result<(), EncodeEr
 /// Typed fields written as entries of the block.
 struct BinaryFields<'a> {
     dst: &'a mut BytesMut,
-    /// The last key written.
-    last: Option<&'static str>,
-    /// Whether every key came after the one before.
-    sorted: bool,
+    order: KeyOrder,
     /// The first field that could not be written.
     error: Option<EncodeError>,
 }
 
 impl BinaryFields<'_> {
     fn field(&mut self, key: &'static str, value: &[u8]) {
-        if let Some(last) = self.last {
-            self.sorted &= key_before(last.as_bytes(), key.as_bytes());
-        }
-        self.last = Some(key);
+        self.order.see(key);
         if self.error.is_none()
             && let Err(e) = put_field(self.dst, key, value)
         {

@@ -69,6 +69,40 @@ impl FieldSink for ExtFields {
     }
 }
 
+/// Whether a typed header's keys come in strictly increasing order, seen one at a time by an
+/// encoder that writes them straight into a frame (out of order, it writes the sorted entries
+/// instead, so the bytes stay those of the same fields inserted one by one).
+#[derive(Default)]
+pub(crate) struct KeyOrder {
+    last: Option<&'static str>,
+    out_of_order: bool,
+}
+
+impl KeyOrder {
+    /// Notes `key`; whether it is the first.
+    pub(crate) fn see(&mut self, key: &'static str) -> bool {
+        let first = match self.last {
+            None => true,
+            Some(last) => {
+                self.out_of_order |= !key_before(last.as_bytes(), key.as_bytes());
+                false
+            }
+        };
+        self.last = Some(key);
+        first
+    }
+
+    /// Whether any key was seen.
+    pub(crate) fn any(&self) -> bool {
+        self.last.is_some()
+    }
+
+    /// Whether every key came after the one before.
+    pub(crate) fn sorted(&self) -> bool {
+        !self.out_of_order
+    }
+}
+
 /// Fields kept as a typed header until they are read as entries.
 #[derive(Clone)]
 struct Typed {
@@ -279,6 +313,7 @@ impl ExtFields {
     /// quotes, colon and comma included.
     pub(crate) fn json_len_unescaped(&self) -> usize {
         if let Some(t) = &self.typed {
+            // Quotes, colon and comma of up to 16 fields.
             return t.fields.text_len_hint() + 6 * 16;
         }
         let keys: usize = self

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use super::command::{ExtFields, LanguageCode, RemotingCommand, SerializeType};
-use super::ext::FieldSink;
+use super::ext::{FieldSink, KeyOrder};
 use crate::error::DecodeError;
 
 /// Appends the JSON header of `cmd` to `dst`, properties in the alphabetical order fastjson uses:
@@ -136,22 +136,16 @@ impl Out<'_> {
 /// Typed fields written as `extFields` members: the opening text comes with the first field.
 struct JsonFields<'o, 'a> {
     out: &'o mut Out<'a>,
-    /// The last key written.
-    last: Option<&'static str>,
-    /// Whether every key came after the one before.
-    sorted: bool,
+    order: KeyOrder,
 }
 
 impl JsonFields<'_, '_> {
     fn key(&mut self, key: &'static str) {
-        match self.last {
-            None => self.out.put(b",\"extFields\":{"),
-            Some(last) => {
-                self.sorted &= super::ext::key_before(last.as_bytes(), key.as_bytes());
-                self.out.byte(b',');
-            }
+        if self.order.see(key) {
+            self.out.put(b",\"extFields\":{");
+        } else {
+            self.out.byte(b',');
         }
-        self.last = Some(key);
         self.out.key(key);
         self.out.byte(b':');
     }
@@ -178,11 +172,10 @@ fn write_header(cmd: &RemotingCommand, out: &mut Out<'_>) {
         let at = out.at;
         let mut sink = JsonFields {
             out: &mut *out,
-            last: None,
-            sorted: true,
+            order: KeyOrder::default(),
         };
         typed.write_fields(&mut sink);
-        let (wrote, sorted) = (sink.last.is_some(), sink.sorted);
+        let (wrote, sorted) = (sink.order.any(), sink.order.sorted());
         if wrote && sorted {
             out.byte(b'}');
         } else if !sorted {
@@ -399,14 +392,24 @@ mod fast {
             self.t.get(start..self.i)
         }
 
+        /// After an opening quote: where the string's text starts and ends when it holds no
+        /// escape, the cursor then past its closing quote; `None` (the cursor unmoved) for a
+        /// string with escapes, or none that ends. Found by bytes alone: a text that ends at a
+        /// quote starts and ends at char boundaries.
+        fn plain(&mut self) -> Option<(usize, usize)> {
+            let start = self.i;
+            let end = start + super::find_stop(self.b.get(start..)?)?;
+            (self.b.get(end) == Some(&b'"')).then(|| {
+                self.i = end + 1;
+                (start, end)
+            })
+        }
+
         /// A string without escapes, as raw bytes (property names).
         fn raw_string(&mut self) -> Option<&'a str> {
             self.eat(b'"')?;
-            let start = self.i;
-            let n = super::find_stop(self.b.get(start..)?)?;
-            (self.b.get(start + n) == Some(&b'"')).then_some(())?;
-            self.i = start + n + 1;
-            self.t.get(start..start + n)
+            let (start, end) = self.plain()?;
+            self.t.get(start..end)
         }
 
         /// A string literal, unescaped into `out` (or only checked when `out` is `None`).
@@ -595,12 +598,8 @@ mod fast {
         /// where it stands when it holds no escape, else unescaped onto the arena's end.
         fn string_span(&mut self, arena: &mut String) -> Option<Span> {
             self.eat(b'"')?;
-            let start = self.i;
-            // Bytes only: a span that ends at a quote starts and ends at char boundaries.
-            let n = super::find_stop(self.b.get(start..)?)?;
-            if self.b.get(start + n) == Some(&b'"') {
-                self.i = start + n + 1;
-                return Some(span_at(start, n));
+            if let Some((start, end)) = self.plain() {
+                return Some(span_at(start, end - start));
             }
             let at = arena.len();
             self.string_rest(Some(arena))?;
