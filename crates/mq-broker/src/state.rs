@@ -97,6 +97,11 @@ impl TopicTable {
         self.inner.read().topic_config_table.get(topic).cloned()
     }
 
+    /// What `f` reads from a topic's config, without copying it.
+    pub fn read<R>(&self, topic: &str, f: impl FnOnce(&TopicConfig) -> R) -> Option<R> {
+        self.inner.read().topic_config_table.get(topic).map(f)
+    }
+
     /// Every config with the version.
     pub fn snapshot(&self) -> TopicConfigSerializeWrapper {
         self.inner.read().clone()

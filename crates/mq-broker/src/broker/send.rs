@@ -27,9 +27,9 @@ impl CoreHandle {
         topic: &str,
         default_topic: &str,
         client_queues: i32,
-    ) -> Result<(TopicConfig, bool), String> {
-        if let Some(tc) = self.0.topics.get(topic) {
-            return Ok((tc, false));
+    ) -> Result<(Writable, bool), String> {
+        if let Some(w) = self.0.topics.read(topic, Writable::of) {
+            return Ok((w, false));
         }
         let created = if mq_client_api::names::is_retry_topic(topic) {
             Some(TopicConfig::new(topic, 1))
@@ -48,9 +48,10 @@ impl CoreHandle {
         };
         match created {
             Some(tc) if tc.write_queue_nums > 0 => {
-                self.0.topics.put(tc.clone()).map_err(|e| e.to_string())?;
-                info!(topic, queues = tc.write_queue_nums, "topic auto-created");
-                Ok((tc, true))
+                let w = Writable::of(&tc);
+                self.0.topics.put(tc).map_err(|e| e.to_string())?;
+                info!(topic, queues = w.write_queue_nums, "topic auto-created");
+                Ok((w, true))
             }
             _ => Err(format!("topic[{topic}] not exist, apply first please!")),
         }
@@ -125,7 +126,7 @@ impl CoreHandle {
     ) -> Result<SendPlan, RemotingCommand> {
         let v1 = req.code == RequestCode::SEND_MESSAGE.0
             || req.code == RequestCode::SEND_REPLY_MESSAGE.0;
-        let header: SendMessageRequestHeader = if v1 {
+        let mut header: SendMessageRequestHeader = if v1 {
             match SendMessageRequestHeader::decode(&req.ext_fields) {
                 Ok(h) => h,
                 Err(e) => return Err(header_error(req, &e)),
@@ -136,7 +137,7 @@ impl CoreHandle {
                 Err(e) => return Err(header_error(req, &e)),
             }
         };
-        let topic = header.topic.clone();
+        let topic = std::mem::take(&mut header.topic);
         if topic == TBW102 {
             return Err(respond(
                 req,
@@ -199,7 +200,7 @@ impl CoreHandle {
                 Some(format!(
                     "request queueId[{}] is illegal, {} Producer: {}",
                     header.queue_id,
-                    tc.topic_name,
+                    topic,
                     ctx.peer_addr()
                 )),
             ));
@@ -219,7 +220,7 @@ impl CoreHandle {
             }
         } else {
             vec![Message::from_parts(
-                topic.clone(),
+                topic,
                 header.flag,
                 decode_properties(props),
                 req.body.clone(),
@@ -256,6 +257,24 @@ impl CoreHandle {
     }
 }
 
+/// What a send needs of its topic's config.
+#[derive(Clone, Copy, Debug)]
+struct Writable {
+    perm: i32,
+    read_queue_nums: i32,
+    write_queue_nums: i32,
+}
+
+impl Writable {
+    fn of(tc: &TopicConfig) -> Self {
+        Self {
+            perm: tc.perm,
+            read_queue_nums: tc.read_queue_nums,
+            write_queue_nums: tc.write_queue_nums,
+        }
+    }
+}
+
 /// A send request checked and turned into the messages to store.
 pub(super) struct SendPlan {
     pub(super) messages: Vec<MessageExt>,
@@ -271,7 +290,7 @@ fn send_answer(
     queue_id: i32,
     stored: io::Result<Vec<crate::store::PutResult>>,
 ) -> RemotingCommand {
-    let results = match stored {
+    let mut results = match stored {
         Ok(r) => r,
         Err(e) => {
             warn!(cause = %e, "store append failed");
@@ -288,8 +307,8 @@ fn send_answer(
     } else {
         ResponseCode::FLUSH_DISK_TIMEOUT
     };
-    let msg_id = match results.as_slice() {
-        [one] => one.msg_id.clone(),
+    let msg_id = match results.as_mut_slice() {
+        [one] => std::mem::take(&mut one.msg_id),
         many => many
             .iter()
             .map(|r| r.msg_id.as_str())

@@ -492,34 +492,38 @@ mod fast {
         fn integer(&mut self) -> Option<i64> {
             self.ws();
             let start = self.i;
-            if self.b.get(self.i) == Some(&b'-') {
-                self.i += 1;
+            let negative = self.b.get(start) == Some(&b'-');
+            let digits = start + usize::from(negative);
+            let mut end = digits;
+            // Up to 19 digits fit a u64 unchecked; 20 or more overflow an i64 (a leading zero
+            // is refused below), so serde may say what they are.
+            let mut magnitude: u64 = 0;
+            while let Some(&c) = self.b.get(end) {
+                let d = c.wrapping_sub(b'0');
+                if d > 9 {
+                    break;
+                }
+                if end - digits == 19 {
+                    return None;
+                }
+                magnitude = magnitude * 10 + u64::from(d);
+                end += 1;
             }
-            let negative = self.i > start;
-            let digits = self.i;
-            // Accumulated towards the sign, so that i64::MIN fits; `None` on overflow.
-            let mut value: Option<i64> = Some(0);
-            while let Some(&c) = self.b.get(self.i).filter(|c| c.is_ascii_digit()) {
-                let d = i64::from(c - b'0');
-                value = value.and_then(|v| v.checked_mul(10)).and_then(|v| {
-                    if negative {
-                        v.checked_sub(d)
-                    } else {
-                        v.checked_add(d)
-                    }
-                });
-                self.i += 1;
-            }
-            let n = self.i - digits;
+            self.i = end;
+            let n = end - digits;
             // No digits, a leading zero, `-0` (serde reads a float), or a fraction or exponent
             // next.
             if n == 0
                 || (self.b[digits] == b'0' && (n > 1 || negative))
-                || matches!(self.b.get(self.i), Some(b'.' | b'e' | b'E'))
+                || matches!(self.b.get(end), Some(b'.' | b'e' | b'E'))
             {
                 return None;
             }
-            value
+            if negative {
+                0i64.checked_sub_unsigned(magnitude)
+            } else {
+                i64::try_from(magnitude).ok()
+            }
         }
 
         /// An `int` property: a number, a numeric string or null (see `LenientInt`).
@@ -567,13 +571,25 @@ mod fast {
                 return Some(ExtFields::new());
             }
             loop {
-                let key = self.string_span(&mut arena)?;
-                self.eat(b':')?;
+                let key = match self.compact_key() {
+                    Some(key) => key,
+                    None => {
+                        let key = self.string_span(&mut arena)?;
+                        self.eat(b':')?;
+                        key
+                    }
+                };
                 // A string, or null (skipped).
-                if self.peek()? != b'"' {
-                    self.null().then_some(())?;
+                let value = if self.b.get(self.i) == Some(&b'"') {
+                    self.i += 1;
+                    Some(self.string_text(&mut arena)?)
+                } else if self.peek()? == b'"' {
+                    Some(self.string_span(&mut arena)?)
                 } else {
-                    let value = self.string_span(&mut arena)?;
+                    self.null().then_some(())?;
+                    None
+                };
+                if let Some(value) = value {
                     if !entries.is_empty() {
                         let bytes = arena.as_bytes();
                         let (a, b) = (piece(bytes, prev), piece(bytes, key));
@@ -582,12 +598,14 @@ mod fast {
                     prev = key;
                     entries.push(Entry::decoded(key, value));
                 }
-                match self.peek()? {
-                    b',' => self.i += 1,
-                    b'}' => {
-                        self.i += 1;
-                        break;
-                    }
+                let next = match self.b.get(self.i) {
+                    Some(&c @ (b',' | b'}')) => c,
+                    _ => self.peek()?,
+                };
+                self.i += 1;
+                match next {
+                    b',' => {}
+                    b'}' => break,
                     _ => return None,
                 }
             }
@@ -598,12 +616,34 @@ mod fast {
         /// where it stands when it holds no escape, else unescaped onto the arena's end.
         fn string_span(&mut self, arena: &mut String) -> Option<Span> {
             self.eat(b'"')?;
+            self.string_text(arena)
+        }
+
+        /// [`Scan::string_span`] after the opening quote.
+        fn string_text(&mut self, arena: &mut String) -> Option<Span> {
             if let Some((start, end)) = self.plain() {
                 return Some(span_at(start, end - start));
             }
             let at = arena.len();
             self.string_rest(Some(arena))?;
             Some(span_at(at, arena.len() - at))
+        }
+
+        /// A member's key as writers put it, `"key":` with no space and no escape: its span,
+        /// the cursor then past the colon; `None`, the cursor unmoved, for any other shape
+        /// (read by [`Scan::string_span`]).
+        #[inline]
+        fn compact_key(&mut self) -> Option<Span> {
+            let start = self.i + 1;
+            if self.b.get(self.i) != Some(&b'"') {
+                return None;
+            }
+            let end = start + super::find_stop(self.b.get(start..)?)?;
+            if self.b.get(end..end + 2)? != b"\":" {
+                return None;
+            }
+            self.i = end + 2;
+            Some(span_at(start, end - start))
         }
 
         /// Skips an unknown property's value when it is a string, an integer or a literal.
