@@ -143,7 +143,9 @@ pub fn validate_body(msg: &Message, max_size: usize) -> Result<(), ValidationErr
         .iter()
         .find(|(k, v)| k.is_empty() || separator(k) || separator(v))
     {
-        return Err(ValidationError::BadProperty { name: name.clone() });
+        return Err(ValidationError::BadProperty {
+            name: name.to_owned(),
+        });
     }
     Ok(())
 }

@@ -90,10 +90,7 @@ pub(crate) fn read_pushed_reply(
         None => body.clone(),
     };
     let mut properties = decode_properties(header.properties.as_deref().unwrap_or(""));
-    properties.insert(
-        property::ARRIVE_TIME.to_owned(),
-        wire_time::now_millis().to_string(),
-    );
+    properties.insert(property::ARRIVE_TIME, &wire_time::now_millis().to_string());
     let unknown = || SocketAddr::from(([0, 0, 0, 0], 0));
     Ok(MessageExt {
         message: Message::from_parts(header.topic, header.flag, properties, body),

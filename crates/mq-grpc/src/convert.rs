@@ -256,11 +256,9 @@ fn outline(msg: &Message) -> v2::Message {
         .iter()
         .filter(|(k, _)| {
             // What Java's proxy leaves out too: the system's own properties.
-            !SYSTEM_KEYS.contains(&k.as_str())
-                && !property::RESERVED.contains(&k.as_str())
-                && !k.starts_with("__")
+            !SYSTEM_KEYS.contains(k) && !property::RESERVED.contains(k) && !k.starts_with("__")
         })
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
     let group = msg.property(SHARDING_KEY).map(str::to_owned);
     let message_type = if msg.is_transaction_prepared() {
@@ -359,7 +357,7 @@ pub fn to_message_ext(m: &v2::Message, max_body: usize) -> Result<MessageExt, Re
     let separator = |s: &str| s.contains(['\u{1}', '\u{2}']);
     for (k, v) in &m.user_properties {
         if !separator(k) && !separator(v) {
-            msg.set_property(k.clone(), v.clone());
+            msg.set_property(k, v);
         }
     }
     if let Some(tag) = sys.tag.as_deref().filter(|t| !t.is_empty()) {

@@ -1180,7 +1180,7 @@ impl Engine {
                 let retry = mq_client_api::names::is_retry_topic(&mq.topic);
                 let mut m = Cow::Borrowed(m);
                 if let Some(ns) = namespace {
-                    m.to_mut().set_property(property::INSTANCE_ID, ns.clone());
+                    m.to_mut().set_property(property::INSTANCE_ID, ns);
                 }
                 let mut sys = 0;
                 let body = match self.config.compressor.maybe_compress(&m.body, false) {
@@ -1224,7 +1224,7 @@ impl Engine {
             } => {
                 let mut m = Message::new(topic.clone(), body.clone()).with_wait_store_msg_ok(*wait);
                 if let Some(ns) = namespace {
-                    m.set_property(property::INSTANCE_ID, ns.clone());
+                    m.set_property(property::INSTANCE_ID, ns);
                 }
                 let header = SendMessageRequestHeader {
                     batch: true,

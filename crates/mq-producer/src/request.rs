@@ -167,7 +167,7 @@ impl Engine {
             Err(e) => return Err(SendError::new(e, msg)),
         };
         let correlation_id = uuid::Uuid::new_v4().to_string();
-        msg.set_property(property::CORRELATION_ID, correlation_id.clone());
+        msg.set_property(property::CORRELATION_ID, &correlation_id);
         msg.set_property(property::REPLY_TO_CLIENT, instance.client_id());
         msg.set_property(property::TTL, timeout.as_millis().to_string());
         let pending = instance.expect_reply(correlation_id);

@@ -229,7 +229,7 @@ impl CoreHandle {
         // Every stored message names the cluster (4.6+): a replier sends its reply to the
         // cluster's reply topic.
         for m in &mut messages {
-            m.set_property(property::CLUSTER, self.0.config.cluster_name.clone());
+            m.set_property(property::CLUSTER, &self.0.config.cluster_name);
         }
         let born_host = ctx
             .connection()

@@ -1,9 +1,10 @@
 //! Messages (spec §6): the [`Message`] value with typed accessors for reserved properties, the
 //! properties string codec, sysFlag bits, compression, stored records, message ids and batches.
 
-use std::collections::BTreeMap;
+use std::fmt;
 
 use bytes::Bytes;
+use mq_remoting::{ExtFields, ExtFieldsIter};
 
 mod batch;
 mod compression;
@@ -163,8 +164,84 @@ pub mod sys_flag {
     }
 }
 
-/// Message properties: reserved keys plus user properties.
-pub type Properties = BTreeMap<String, String>;
+/// Message properties, reserved and user ones: names to values, in name order.
+///
+/// Kept as [`ExtFields`] are, in one text arena: reading a properties string copies it once,
+/// where a map of owned strings took two allocations and a tree node per property.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Properties(ExtFields);
+
+impl Properties {
+    /// No property.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Room for `count` properties of `text` bytes of names and values together.
+    pub fn with_capacity(count: usize, text: usize) -> Self {
+        Self(ExtFields::with_capacity(count, text))
+    }
+
+    /// The value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name)
+    }
+
+    /// Whether `name` is set.
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+
+    /// Sets `name` to `value`, replacing an earlier value.
+    pub fn insert(&mut self, name: &str, value: &str) {
+        self.0.insert_str(name, value);
+    }
+
+    /// Removes `name`; its value.
+    pub fn remove(&mut self, name: &str) -> Option<String> {
+        self.0.remove(name)
+    }
+
+    /// The properties in name order, as `(name, value)`.
+    pub fn iter(&self) -> ExtFieldsIter<'_> {
+        self.0.iter()
+    }
+
+    /// How many properties there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Properties {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl<'a> IntoIterator for &'a Properties {
+    type Item = (&'a str, &'a str);
+    type IntoIter = ExtFieldsIter<'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for Properties {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let mut props = Self::new();
+        for (k, v) in iter {
+            props.insert(k.as_ref(), v.as_ref());
+        }
+        props
+    }
+}
 
 /// A message to send, or the user part of a received one. Java: `Message`.
 #[derive(Clone, Debug, Default, Eq, PartialEq)]
@@ -185,8 +262,9 @@ pub struct Message {
 impl Message {
     /// A message with `WAIT=true`, as Java's constructors set it.
     pub fn new(topic: impl Into<String>, body: impl Into<Bytes>) -> Self {
-        let mut properties = Properties::new();
-        properties.insert(property::WAIT_STORE_MSG_OK.into(), "true".into());
+        // Room for the properties a send adds (UNIQ_KEY, tags, keys) without growing.
+        let mut properties = Properties::with_capacity(4, 96);
+        properties.insert(property::WAIT_STORE_MSG_OK, "true");
         Self {
             topic: topic.into(),
             flag: 0,
@@ -219,7 +297,7 @@ impl Message {
 
     /// Sets the tag.
     #[must_use]
-    pub fn with_tags(mut self, tags: impl Into<String>) -> Self {
+    pub fn with_tags(mut self, tags: impl AsRef<str>) -> Self {
         self.set_property(property::TAGS, tags);
         self
     }
@@ -278,7 +356,7 @@ impl Message {
         if bad(&name) || bad(&value) {
             return Err(PropertyError::Invalid { name, value });
         }
-        self.properties.insert(name, value);
+        self.properties.insert(&name, &value);
         Ok(())
     }
 
@@ -286,8 +364,8 @@ impl Message {
     /// holds the separators `\u{1}` or `\u{2}` makes the send fail validation
     /// ([`crate::validate::ValidationError::BadProperty`]); [`Message::put_user_property`]
     /// checks at once.
-    pub fn set_property(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        self.properties.insert(name.into(), value.into());
+    pub fn set_property(&mut self, name: impl AsRef<str>, value: impl AsRef<str>) {
+        self.properties.insert(name.as_ref(), value.as_ref());
     }
 
     /// Removes a property.
@@ -297,7 +375,7 @@ impl Message {
 
     /// A property's value.
     pub fn property(&self, name: &str) -> Option<&str> {
-        self.properties.get(name).map(String::as_str)
+        self.properties.get(name)
     }
 
     /// The tag.
@@ -397,14 +475,32 @@ pub fn put_properties(props: &Properties, dst: &mut impl bytes::BufMut) {
 /// first `\x01`, which must be neither the first nor the last character; other segments are
 /// ignored. Values may contain further `\x01`.
 pub fn decode_properties(s: &str) -> Properties {
-    let mut props = Properties::new();
-    for segment in s.split(PROPERTY_SEPARATOR) {
-        if let Some(i) = segment.find(NAME_VALUE_SEPARATOR)
+    // Names and values take the text less its separators; room is left for a few more that
+    // the receiver sets (the broker's CLUSTER, a consumer's ARRIVE_TIME).
+    let mut props = Properties::with_capacity(8, s.len() + 64);
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    while start < bytes.len() {
+        let rest = &bytes[start..];
+        let len = rest
+            .iter()
+            .position(|&b| b == PROPERTY_SEPARATOR as u8)
+            .unwrap_or(rest.len());
+        let segment = &rest[..len];
+        if let Some(i) = segment
+            .iter()
+            .position(|&b| b == NAME_VALUE_SEPARATOR as u8)
             && i > 0
-            && i + 1 < segment.len()
+            && i + 1 < len
         {
-            props.insert(segment[..i].to_owned(), segment[i + 1..].to_owned());
+            // Cut at ASCII separators: char boundaries.
+            if let (Some(name), Some(value)) =
+                (s.get(start..start + i), s.get(start + i + 1..start + len))
+            {
+                props.insert(name, value);
+            }
         }
+        start += len + 1;
     }
     props
 }
@@ -432,8 +528,8 @@ mod tests {
     #[test]
     fn decode_skips_malformed_segments() {
         let p = decode_properties("a\u{1}1\u{2}\u{1}x\u{2}b\u{1}\u{2}c\u{1}v\u{1}w\u{2}junk");
-        assert_eq!(p.get("a").map(String::as_str), Some("1"));
-        assert_eq!(p.get("c").map(String::as_str), Some("v\u{1}w"));
+        assert_eq!(p.get("a"), Some("1"));
+        assert_eq!(p.get("c"), Some("v\u{1}w"));
         assert_eq!(p.len(), 2);
     }
 
@@ -464,8 +560,28 @@ mod tests {
 
     proptest! {
         #[test]
+        /// Any run of inserts and removes leaves what a sorted map of owned strings would hold.
+        fn properties_behave_as_a_sorted_map(ops in proptest::collection::vec(
+            (any::<bool>(), "[A-Z_a-c]{0,3}", "[a-z]{0,4}"), 0..40)) {
+            let mut props = Properties::new();
+            let mut map = std::collections::BTreeMap::new();
+            for (insert, name, value) in ops {
+                if insert {
+                    props.insert(&name, &value);
+                    map.insert(name.clone(), value);
+                } else {
+                    prop_assert_eq!(props.remove(&name), map.remove(&name));
+                }
+                prop_assert_eq!(props.get(&name), map.get(&name).map(String::as_str));
+            }
+            prop_assert_eq!(props.len(), map.len());
+            prop_assert!(props.iter().eq(map.iter().map(|(k, v)| (k.as_str(), v.as_str()))));
+        }
+
+        #[test]
         fn properties_round_trip(props in proptest::collection::btree_map(
             "[^\u{1}\u{2}]{1,12}", "[^\u{1}\u{2}]{1,24}", 0..8)) {
+            let props: Properties = props.into_iter().collect();
             prop_assert_eq!(decode_properties(&encode_properties(&props)), props);
         }
     }

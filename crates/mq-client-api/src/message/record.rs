@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::id::encode_offset_msg_id;
-use super::{Message, decode_properties, encode_properties, sys_flag};
+use super::{Message, decode_properties, properties_len, put_properties, sys_flag};
 
 /// Magic of a V1 record (1-byte topic length).
 pub const MAGIC_V1: i32 = 0xDAA3_20A7_u32 as i32;
@@ -80,7 +80,7 @@ impl MessageExt {
 
     /// The size of this record once encoded.
     pub fn encoded_len(&self) -> usize {
-        self.record_len(encode_properties(&self.message.properties).len())
+        self.record_len(properties_len(&self.message.properties))
     }
 
     /// The size of this record with a properties string of `props` bytes.
@@ -175,7 +175,8 @@ pub fn encode_record(msg: &MessageExt) -> Result<Bytes, RecordError> {
 /// (to place it), then set its offsets and write it straight into its own buffer.
 #[derive(Clone, Debug)]
 pub struct PreparedRecord {
-    props: String,
+    /// The length of the properties string, written from the message's properties.
+    props: usize,
     total: usize,
 }
 
@@ -185,12 +186,12 @@ impl PreparedRecord {
     /// # Errors
     /// [`RecordError::TooLong`] when the topic or properties do not fit the format.
     pub fn new(msg: &MessageExt) -> Result<Self, RecordError> {
-        let props = encode_properties(&msg.message.properties);
+        let props = properties_len(&msg.message.properties);
         let topic = msg.message.topic.len();
-        if props.len() > i16::MAX as usize {
+        if props > i16::MAX as usize {
             return Err(RecordError::TooLong {
                 what: "properties",
-                len: props.len(),
+                len: props,
             });
         }
         if topic > i16::MAX as usize {
@@ -199,7 +200,7 @@ impl PreparedRecord {
                 len: topic,
             });
         }
-        let total = msg.record_len(props.len());
+        let total = msg.record_len(props);
         Ok(Self { props, total })
     }
 
@@ -252,8 +253,8 @@ impl PreparedRecord {
             b.put_i8(topic.len() as i8);
         }
         b.put_slice(topic);
-        b.put_i16(self.props.len() as i16);
-        b.put_slice(self.props.as_bytes());
+        b.put_i16(self.props as i16);
+        put_properties(&msg.message.properties, b);
     }
 }
 
@@ -538,7 +539,7 @@ mod tests {
         ) {
             let body = Bytes::from(body);
             let mut m = MessageExt {
-                message: Message { topic, flag, properties: props, body: body.clone(), transaction_id: None },
+                message: Message { topic, flag, properties: props.into_iter().collect(), body: body.clone(), transaction_id: None },
                 queue_id, queue_offset: qo, commit_log_offset: clo, sys_flag: sys & !1,
                 born_timestamp: bt, born_host: born, store_timestamp: st, store_host: store,
                 reconsume_times: reconsume, prepared_transaction_offset: pto, body_crc: body_crc(&body),

@@ -207,6 +207,20 @@ impl ExtFields {
         }
     }
 
+    /// A key's bytes: what lookups compare, without the char-boundary checks of
+    /// [`ExtFields::key_text`].
+    #[inline]
+    fn key_bytes(&self, key: Key) -> &[u8] {
+        match key {
+            Key::Static(k) => k.as_bytes(),
+            Key::Arena((start, end)) => self
+                .arena
+                .as_bytes()
+                .get(start as usize..end as usize)
+                .unwrap_or_default(),
+        }
+    }
+
     /// The span of text appended by `write`.
     fn push_with(&mut self, write: impl FnOnce(&mut String)) -> Span {
         let start = self.arena.len();
@@ -215,30 +229,31 @@ impl ExtFields {
     }
 
     /// The position of `key`, or where it would go.
-    fn find(&self, key: &str) -> Result<usize, usize> {
-        // A header holds a dozen fields: equality (length first) beats ordered comparisons.
+    fn find(&self, key: &[u8]) -> Result<usize, usize> {
+        // A header holds a dozen fields: a walk in order beats ordered comparisons, and the
+        // first byte settles almost every step without a memcmp call.
         if self.entries.len() <= 16 {
-            let (len, first) = (key.len(), key.as_bytes().first());
-            if let Some(i) = self.entries.iter().position(|e| {
-                let k = self.key_text(e.key);
-                // Length and first byte settle almost every mismatch without a memcmp call.
-                k.len() == len && k.as_bytes().first() == first && k == key
-            }) {
-                return Ok(i);
+            for (i, e) in self.entries.iter().enumerate() {
+                match key_cmp(self.key_bytes(e.key), key) {
+                    std::cmp::Ordering::Less => {}
+                    std::cmp::Ordering::Equal => return Ok(i),
+                    std::cmp::Ordering::Greater => return Err(i),
+                }
             }
+            return Err(self.entries.len());
         }
         self.entries
-            .binary_search_by(|e| self.key_text(e.key).cmp(key))
+            .binary_search_by(|e| self.key_bytes(e.key).cmp(key))
     }
 
     fn set(&mut self, key: Key, value: Span) {
         // Callers have made their spans after `own`.
-        let name = self.key_text(key);
+        let name = self.key_bytes(key);
         // Typed headers insert in key order: the common case appends.
         let after_last = self
             .entries
             .last()
-            .is_none_or(|last| key_order(self.key_text(last.key), name).is_lt());
+            .is_none_or(|last| key_before(self.key_bytes(last.key), name));
         if after_last {
             self.entries.push(Entry { key, value });
             return;
@@ -260,6 +275,15 @@ impl ExtFields {
         self.set(key, value);
     }
 
+    /// Sets `key` to `value`, both copied into the arena (a key not known at compile time
+    /// needs no `String` of its own).
+    pub fn insert_str(&mut self, key: &str, value: &str) {
+        self.own();
+        let key = Key::Arena(self.push_with(|s| s.push_str(key)));
+        let value = self.push_with(|s| s.push_str(value));
+        self.set(key, value);
+    }
+
     /// Sets `key` to the decimal text of `value`, written straight into the arena.
     pub fn insert_int(&mut self, key: &'static str, value: i64) {
         self.own();
@@ -273,18 +297,20 @@ impl ExtFields {
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
         let s = self.view();
-        s.find(key).ok().map(|i| s.text(s.entries[i].value))
+        s.find(key.as_bytes())
+            .ok()
+            .map(|i| s.text(s.entries[i].value))
     }
 
     /// Whether `key` is present.
     pub fn contains_key(&self, key: &str) -> bool {
-        self.view().find(key).is_ok()
+        self.view().find(key.as_bytes()).is_ok()
     }
 
     /// Removes `key`; returns its value.
     pub fn remove(&mut self, key: &str) -> Option<String> {
         self.own();
-        let i = self.find(key).ok()?;
+        let i = self.find(key.as_bytes()).ok()?;
         let e = self.entries.remove(i);
         Some(self.text(e.value).to_owned())
     }
@@ -374,18 +400,15 @@ impl ExtFields {
 }
 
 /// Whether key `a` comes strictly before key `b` (so a repeat is not "before"): the order of
-/// [`key_order`], on raw bytes, as decoders check that keys arrive sorted.
+/// `str`, decided by the first byte where it can be (header keys mostly differ there) without
+/// a call to `memcmp`; on raw bytes, as decoders check that keys arrive sorted.
 pub(crate) fn key_before(a: &[u8], b: &[u8]) -> bool {
-    match a.first().cmp(&b.first()) {
-        std::cmp::Ordering::Equal => a < b,
-        unequal => unequal.is_lt(),
-    }
+    key_cmp(a, b).is_lt()
 }
 
-/// The order of keys: that of `str`, decided by the first byte where it can be (header keys
-/// mostly differ there) without a call to `memcmp`.
-fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
-    match a.as_bytes().first().cmp(&b.as_bytes().first()) {
+/// The order of [`key_before`].
+fn key_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    match a.first().cmp(&b.first()) {
         std::cmp::Ordering::Equal => a.cmp(b),
         unequal => unequal,
     }
