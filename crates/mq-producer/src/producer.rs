@@ -1302,7 +1302,10 @@ impl Engine {
                 mode,
                 attempt: attempts,
             };
-            let outcome = self.attempt(&to, payload, deadline).await;
+            // Boxed: the attempt's future (the request, the connection's wait) is the largest
+            // part of a send's, and every future around this one would otherwise carry it
+            // and be copied with it as it is built; one allocation costs less.
+            let outcome = Box::pin(self.attempt(&to, payload, deadline)).await;
             let (e, retry) = match policy.next(outcome) {
                 Next::Done(r) => return Ok(r),
                 Next::NotStored(r) => {

@@ -195,21 +195,31 @@ impl RemotingClient {
     ///
     /// # Cancel safety
     /// Dropping the future removes the pending entry; a response arriving later is dropped.
-    pub async fn invoke(
-        &self,
-        addr: &str,
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would hold the request twice in its state"
+    )]
+    pub fn invoke<'a>(
+        &'a self,
+        addr: &'a str,
         request: RemotingCommand,
         timeout: Duration,
-    ) -> Result<RemotingCommand, RemotingError> {
-        let started = Instant::now();
-        let deadline = started + timeout;
-        let _permit = self
-            .inner
-            .endpoint
-            .acquire(InvokeKind::Sync, timeout)
-            .await?;
-        let conn = self.connection(addr, deadline).await?;
-        conn.request(request, started, deadline).await
+    ) -> impl Future<Output = Result<RemotingCommand, RemotingError>> + Send + 'a {
+        // A block, not an async fn: an async fn keeps its arguments twice in its state (as
+        // passed and as bound), and this future sits inside every send's. The request is
+        // written before the last wait, which then holds only its key.
+        async move {
+            let started = Instant::now();
+            let deadline = started + timeout;
+            let _permit = self
+                .inner
+                .endpoint
+                .acquire(InvokeKind::Sync, timeout)
+                .await?;
+            let conn = self.connection(addr, deadline).await?;
+            let (key, rx) = conn.begin(request)?;
+            conn.finish(key, rx, deadline, started).await
+        }
     }
 
     /// Sends `request` without expecting a response (the ONEWAY flag is set). Returns once the
