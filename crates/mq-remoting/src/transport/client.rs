@@ -211,12 +211,9 @@ impl RemotingClient {
         async move {
             let started = Instant::now();
             let deadline = started + timeout;
-            let _permit = self
-                .inner
-                .endpoint
-                .acquire(InvokeKind::Sync, timeout)
+            let (_permit, conn) = self
+                .ready(InvokeKind::Sync, addr, timeout, deadline)
                 .await?;
-            let conn = self.connection(addr, deadline).await?;
             let (key, rx) = conn.begin(request)?;
             conn.finish(key, rx, deadline, started).await
         }
@@ -234,12 +231,9 @@ impl RemotingClient {
         timeout: Duration,
     ) -> Result<(), RemotingError> {
         let deadline = Instant::now() + timeout;
-        let permit = self
-            .inner
-            .endpoint
-            .acquire(InvokeKind::Oneway, timeout)
+        let (permit, conn) = self
+            .ready(InvokeKind::Oneway, addr, timeout, deadline)
             .await?;
-        let conn = self.connection(addr, deadline).await?;
         conn.send_oneway(request, Some(permit))
     }
 
@@ -263,8 +257,9 @@ impl RemotingClient {
     {
         let deadline = Instant::now() + timeout;
         let endpoint = &self.inner.endpoint;
-        let permit = endpoint.acquire(InvokeKind::Async, timeout).await?;
-        let conn = self.connection(addr, deadline).await?;
+        let (permit, conn) = self
+            .ready(InvokeKind::Async, addr, timeout, deadline)
+            .await?;
         let executor = endpoint.executor.clone();
         let started = Instant::now();
         // Written now, in call order; only the wait for the response runs in the background.
@@ -362,6 +357,20 @@ impl RemotingClient {
             }
             None => None,
         }
+    }
+
+    /// A permit for a request of `kind` (waited for at most `timeout`), then the connection
+    /// to `addr` (by `deadline`).
+    async fn ready(
+        &self,
+        kind: InvokeKind,
+        addr: &str,
+        timeout: Duration,
+        deadline: Instant,
+    ) -> Result<(tokio::sync::OwnedSemaphorePermit, Arc<Connection>), RemotingError> {
+        let permit = self.inner.endpoint.acquire(kind, timeout).await?;
+        let conn = self.connection(addr, deadline).await?;
+        Ok((permit, conn))
     }
 
     async fn connection(
