@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use mq_client_api::body::{TopicConfig, perm};
-use mq_client_api::header::{CommandHeader, SendMessageRequestHeader, SendMessageRequestHeaderV2};
+use mq_client_api::header::SendHeaderRef;
 use mq_client_api::message::{Message, MessageExt, decode_batch, decode_properties, property};
 use mq_client_api::validate::TOPIC_MAX_LEN;
 use mq_client_api::{RequestCode, ResponseCode};
@@ -126,18 +126,11 @@ impl CoreHandle {
     ) -> Result<SendPlan, RemotingCommand> {
         let v1 = req.code == RequestCode::SEND_MESSAGE.0
             || req.code == RequestCode::SEND_REPLY_MESSAGE.0;
-        let mut header: SendMessageRequestHeader = if v1 {
-            match SendMessageRequestHeader::decode(&req.ext_fields) {
-                Ok(h) => h,
-                Err(e) => return Err(header_error(req, &e)),
-            }
-        } else {
-            match SendMessageRequestHeaderV2::decode(&req.ext_fields) {
-                Ok(h) => h.into(),
-                Err(e) => return Err(header_error(req, &e)),
-            }
+        let header = match SendHeaderRef::decode(&req.ext_fields, !v1) {
+            Ok(h) => h,
+            Err(e) => return Err(header_error(req, &e)),
         };
-        let topic = std::mem::take(&mut header.topic);
+        let topic = header.topic;
         if topic == TBW102 {
             return Err(respond(
                 req,
@@ -164,7 +157,7 @@ impl CoreHandle {
                 )),
             ));
         }
-        let props = header.properties.as_deref().unwrap_or("");
+        let props = header.properties.unwrap_or("");
         if props.len() > MAX_PROPERTIES_LEN {
             return Err(respond(
                 req,
@@ -176,8 +169,8 @@ impl CoreHandle {
             ));
         }
         let (tc, created) = match self.topic_or_create(
-            &topic,
-            &header.default_topic,
+            topic,
+            header.default_topic,
             header.default_topic_queue_nums,
         ) {
             Ok(created) => created,
@@ -208,7 +201,7 @@ impl CoreHandle {
             header.queue_id
         };
         let mut messages: Vec<Message> = if header.batch {
-            match decode_batch(&topic, &req.body) {
+            match decode_batch(topic, &req.body) {
                 Ok(m) => m,
                 Err(e) => {
                     return Err(respond(
@@ -220,7 +213,7 @@ impl CoreHandle {
             }
         } else {
             vec![Message::from_parts(
-                topic,
+                topic.to_owned(),
                 header.flag,
                 decode_properties(props),
                 req.body.clone(),

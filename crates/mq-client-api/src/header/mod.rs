@@ -36,7 +36,7 @@ pub use pull::{
     pull_sys_flag,
 };
 pub use send::{
-    ReplyMessageRequestHeader, SendMessageRequestHeader, SendMessageRequestHeaderV2,
+    ReplyMessageRequestHeader, SendHeaderRef, SendMessageRequestHeader, SendMessageRequestHeaderV2,
     SendMessageResponseHeader, SendV2Fields,
 };
 pub use transaction::{
@@ -149,6 +149,15 @@ pub(crate) fn required<T: FieldValue>(
             value: v.to_owned(),
         }),
     }
+}
+
+/// A required text field, borrowed (the rule of [`required`] for a `String` field).
+pub(crate) fn required_text<'a>(
+    text: Option<&'a str>,
+    header: &'static str,
+    field: &'static str,
+) -> Result<&'a str, HeaderError> {
+    text.ok_or(HeaderError::MissingField { header, field })
 }
 
 pub(crate) fn optional<T: FieldValue>(

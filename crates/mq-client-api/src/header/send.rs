@@ -1,9 +1,9 @@
 //! Send headers (spec §4.1–§4.3): V1 with field names, V2 with single-letter keys, and the
 //! response.
 
-use mq_remoting::{FieldSink, TypedFields};
+use mq_remoting::{ExtFields, FieldSink, TypedFields};
 
-use super::header;
+use super::{HeaderError, header, optional, required, required_text};
 
 header! {
     /// The V1 send request header (SEND_MESSAGE, code 10).
@@ -98,7 +98,7 @@ impl From<SendMessageRequestHeader> for SendMessageRequestHeaderV2 {
 impl SendMessageRequestHeader {
     /// Writes this header as a [`SendMessageRequestHeaderV2`] (single-letter keys) without
     /// converting it first.
-    pub fn encode_v2(&self, ext: &mut mq_remoting::ExtFields) {
+    pub fn encode_v2(&self, ext: &mut ExtFields) {
         self.write_v2(ext);
     }
 
@@ -174,6 +174,114 @@ impl From<SendMessageRequestHeaderV2> for SendMessageRequestHeader {
     }
 }
 
+/// A send request header read in place: the fields of [`SendMessageRequestHeader`], from the
+/// V1 names or the V2 letters, with its text borrowed from the command's fields. What a broker
+/// reads from every send, without copying four strings.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[allow(missing_docs)] // The fields of `SendMessageRequestHeader`, documented there.
+pub struct SendHeaderRef<'a> {
+    pub producer_group: &'a str,
+    pub topic: &'a str,
+    pub default_topic: &'a str,
+    pub default_topic_queue_nums: i32,
+    pub queue_id: i32,
+    pub sys_flag: i32,
+    pub born_timestamp: i64,
+    pub flag: i32,
+    pub properties: Option<&'a str>,
+    pub reconsume_times: Option<i32>,
+    pub unit_mode: bool,
+    pub batch: bool,
+    pub max_reconsume_times: Option<i32>,
+    pub broker_name: Option<&'a str>,
+}
+
+/// The V1 names of the send header's fields, in the order of the V2 letters `a` to `n`.
+const V1_NAMES: [&str; 14] = [
+    "producerGroup",
+    "topic",
+    "defaultTopic",
+    "defaultTopicQueueNums",
+    "queueId",
+    "sysFlag",
+    "bornTimestamp",
+    "flag",
+    "properties",
+    "reconsumeTimes",
+    "unitMode",
+    "maxReconsumeTimes",
+    "batch",
+    "bname",
+];
+
+/// The V2 letters, `a` to `n`.
+const V2_NAMES: [&str; 14] = [
+    "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n",
+];
+
+impl<'a> SendHeaderRef<'a> {
+    /// Reads the V2 letters (`v2`, SEND_MESSAGE_V2 and the batch and reply codes) or the V1
+    /// names, by the rules and with the errors of [`SendMessageRequestHeaderV2`]'s and
+    /// [`SendMessageRequestHeader`]'s decoders.
+    ///
+    /// # Errors
+    /// [`HeaderError`] when a required field is missing or a number does not parse.
+    pub fn decode(ext: &'a ExtFields, v2: bool) -> Result<Self, HeaderError> {
+        let (java, names) = if v2 {
+            ("SendMessageRequestHeaderV2", &V2_NAMES)
+        } else {
+            ("SendMessageRequestHeader", &V1_NAMES)
+        };
+        let mut text: [Option<&'a str>; 14] = [None; 14];
+        for (key, value) in ext {
+            let slot = match (v2, key.as_bytes()) {
+                (true, &[c @ b'a'..=b'n']) => Some(usize::from(c - b'a')),
+                (true, _) => None,
+                (false, _) => V1_NAMES.iter().position(|n| *n == key),
+            };
+            if let Some(i) = slot {
+                text[i] = Some(value);
+            }
+        }
+        Ok(Self {
+            producer_group: required_text(text[0], java, names[0])?,
+            topic: required_text(text[1], java, names[1])?,
+            default_topic: required_text(text[2], java, names[2])?,
+            default_topic_queue_nums: required(text[3], java, names[3])?,
+            queue_id: required(text[4], java, names[4])?,
+            sys_flag: required(text[5], java, names[5])?,
+            born_timestamp: required(text[6], java, names[6])?,
+            flag: required(text[7], java, names[7])?,
+            properties: text[8],
+            reconsume_times: optional(text[9], java, names[9])?,
+            unit_mode: optional(text[10], java, names[10])?.unwrap_or_default(),
+            max_reconsume_times: optional(text[11], java, names[11])?,
+            batch: optional(text[12], java, names[12])?.unwrap_or_default(),
+            broker_name: text[13],
+        })
+    }
+
+    /// The header with its text copied.
+    pub fn to_header(&self) -> SendMessageRequestHeader {
+        SendMessageRequestHeader {
+            producer_group: self.producer_group.to_owned(),
+            topic: self.topic.to_owned(),
+            default_topic: self.default_topic.to_owned(),
+            default_topic_queue_nums: self.default_topic_queue_nums,
+            queue_id: self.queue_id,
+            sys_flag: self.sys_flag,
+            born_timestamp: self.born_timestamp,
+            flag: self.flag,
+            properties: self.properties.map(str::to_owned),
+            reconsume_times: self.reconsume_times,
+            unit_mode: self.unit_mode,
+            batch: self.batch,
+            max_reconsume_times: self.max_reconsume_times,
+            broker_name: self.broker_name.map(str::to_owned),
+        }
+    }
+}
+
 header! {
     /// The send response header; also carries the broker's `MSG_REGION` and `TRACE_ON`.
     SendMessageResponseHeader("SendMessageResponseHeader") {
@@ -226,5 +334,81 @@ header! {
         req store_host: String => "storeHost",
         /// When the broker pushed the reply, ms since the epoch.
         req store_timestamp: i64 => "storeTimestamp",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::header::CommandHeader;
+
+    /// A field's text: usually what its type reads, sometimes not.
+    fn any_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            6 => "-?[0-9]{1,9}",
+            1 => "[0-9]{10,12}",
+            1 => Just("true".to_owned()),
+            1 => Just(" 7 ".to_owned()),
+            1 => "[a-zA-Z%|\u{1}\u{2}]{0,10}",
+        ]
+    }
+
+    proptest! {
+        /// The borrowed reader gives what the owned V1 and V2 decoders give (the same header,
+        /// or the same error) for any subset of the fields, with any text, under either key set.
+        #[test]
+        fn the_borrowed_send_header_reads_as_the_owned_decoders(
+            fields in proptest::collection::vec(proptest::option::weighted(0.95, any_text()), 14),
+            other in proptest::option::of(any_text()),
+        ) {
+            for v2 in [false, true] {
+                let names = if v2 { &V2_NAMES } else { &V1_NAMES };
+                let mut ext = ExtFields::new();
+                for (name, text) in names.iter().zip(&fields) {
+                    if let Some(text) = text {
+                        ext.insert(*name, text);
+                    }
+                }
+                if let Some(text) = &other {
+                    ext.insert("unknownField", text);
+                }
+                let borrowed = SendHeaderRef::decode(&ext, v2).map(|h| h.to_header());
+                let owned = if v2 {
+                    SendMessageRequestHeaderV2::decode(&ext).map(Into::into)
+                } else {
+                    SendMessageRequestHeader::decode(&ext)
+                };
+                prop_assert_eq!(borrowed, owned);
+            }
+        }
+
+        /// A well-formed header reads back as written, under either key set.
+        #[test]
+        fn a_written_send_header_reads_back(
+            group in "[a-zA-Z_]{1,8}", topic in "[a-zA-Z%|]{1,12}",
+            queue_id in any::<i32>(), born in any::<i64>(), props in proptest::option::of("[a-z\u{1}\u{2}]{1,20}"),
+            batch in any::<bool>(), reconsume in proptest::option::of(any::<i32>()),
+        ) {
+            let header = SendMessageRequestHeader {
+                producer_group: group,
+                topic,
+                default_topic: "TBW102".into(),
+                default_topic_queue_nums: 4,
+                queue_id,
+                born_timestamp: born,
+                properties: props,
+                batch,
+                reconsume_times: reconsume,
+                ..SendMessageRequestHeader::default()
+            };
+            let mut v1 = ExtFields::new();
+            header.encode(&mut v1);
+            let mut v2 = ExtFields::new();
+            header.encode_v2(&mut v2);
+            prop_assert_eq!(SendHeaderRef::decode(&v1, false)?.to_header(), header.clone());
+            prop_assert_eq!(SendHeaderRef::decode(&v2, true)?.to_header(), header);
+        }
     }
 }

@@ -23,12 +23,12 @@ pub enum IdError {
 }
 
 fn to_hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(HEX[usize::from(b >> 4)]));
-        s.push(char::from(HEX[usize::from(b & 0xF)]));
-    }
-    s
+    let digits: Vec<u8> = bytes
+        .iter()
+        .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xF)]])
+        .collect();
+    // HEX holds ASCII digits only: always UTF-8.
+    String::from_utf8(digits).unwrap_or_default()
 }
 
 fn from_hex(s: &str) -> Result<Vec<u8>, IdError> {
@@ -48,14 +48,21 @@ fn from_hex(s: &str) -> Result<Vec<u8>, IdError> {
 /// `hex(storeIp ++ storePort(i32) ++ commitLogOffset(i64))`: 32 uppercase hex characters for
 /// IPv4, 56 for IPv6.
 pub fn encode_offset_msg_id(store_host: SocketAddr, commit_log_offset: i64) -> String {
-    let mut b = Vec::with_capacity(28);
-    match store_host.ip() {
-        IpAddr::V4(ip) => b.extend_from_slice(&ip.octets()),
-        IpAddr::V6(ip) => b.extend_from_slice(&ip.octets()),
-    }
-    b.extend_from_slice(&i32::from(store_host.port()).to_be_bytes());
-    b.extend_from_slice(&commit_log_offset.to_be_bytes());
-    to_hex(&b)
+    // Address, port and offset: at most 16 + 4 + 8 bytes, on the stack.
+    let mut b = [0u8; 28];
+    let ip = match store_host.ip() {
+        IpAddr::V4(ip) => {
+            b[..4].copy_from_slice(&ip.octets());
+            4
+        }
+        IpAddr::V6(ip) => {
+            b[..16].copy_from_slice(&ip.octets());
+            16
+        }
+    };
+    b[ip..ip + 4].copy_from_slice(&i32::from(store_host.port()).to_be_bytes());
+    b[ip + 4..ip + 12].copy_from_slice(&commit_log_offset.to_be_bytes());
+    to_hex(&b[..ip + 12])
 }
 
 /// Parses an offset message id into the broker address and commit-log offset.
