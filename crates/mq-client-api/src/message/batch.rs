@@ -39,7 +39,8 @@ pub enum BatchError {
 /// [`BatchError`] when a rule is broken.
 pub fn encode_batch(messages: &[Message]) -> Result<Bytes, BatchError> {
     let first = messages.first().ok_or(BatchError::Empty)?;
-    let mut out = BytesMut::new();
+    // Checked and measured first, so that the body is allocated once.
+    let mut size = 0;
     for m in messages {
         if m.delay_level() > 0 {
             return Err(BatchError::DelayNotSupported);
@@ -53,13 +54,17 @@ pub fn encode_batch(messages: &[Message]) -> Result<Bytes, BatchError> {
         if m.wait_store_msg_ok() != first.wait_store_msg_ok() {
             return Err(BatchError::MixedWaitStore);
         }
-        // The properties are written straight into the body: their length is known first.
         let props_len = properties_len(&m.properties);
         if props_len > i16::MAX as usize {
             return Err(BatchError::PropertiesTooLong(props_len));
         }
-        let total = 4 + 4 + 4 + 4 + 4 + m.body.len() + 2 + props_len;
-        out.reserve(total);
+        size += record_len(m, props_len);
+    }
+    let mut out = BytesMut::with_capacity(size);
+    for m in messages {
+        // The properties are written straight into the body: their length is known first.
+        let props_len = properties_len(&m.properties);
+        let total = record_len(m, props_len);
         out.put_i32(total as i32);
         out.put_i32(0);
         out.put_i32(0);
@@ -70,6 +75,12 @@ pub fn encode_batch(messages: &[Message]) -> Result<Bytes, BatchError> {
         put_properties(&m.properties, &mut out);
     }
     Ok(out.freeze())
+}
+
+/// The length of a message's record in a batch body, with a properties string of
+/// `props_len` bytes.
+fn record_len(m: &Message, props_len: usize) -> usize {
+    4 + 4 + 4 + 4 + 4 + m.body.len() + 2 + props_len
 }
 
 /// Splits a batch body into messages of `topic` (the broker side of SEND_BATCH_MESSAGE).
