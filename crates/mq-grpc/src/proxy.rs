@@ -20,10 +20,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
+use mq_client_api::Message;
 use mq_client_api::body::{TopicRouteData, perm};
 use mq_client_api::header::SendMessageRequestHeader;
-use mq_client_api::message::UniqueIdGenerator;
+use mq_client_api::message::{UniqueIdGenerator, encode_batch};
 use mq_client_api::{ApiConfig, ClientApi, SendRequest, wire_time};
 use mq_remoting::{ClientConfig, NameServerList, RemotingClient};
 use parking_lot::Mutex;
@@ -233,6 +235,24 @@ struct Route {
     template: bool,
 }
 
+/// The send header of a message the proxy sends to `queue_id` (its producer group's, not
+/// transactional, not a batch: callers change what differs).
+fn send_header(msg: &Message, queue_id: i32, born_timestamp: i64) -> SendMessageRequestHeader {
+    SendMessageRequestHeader {
+        producer_group: PROXY_PRODUCER_GROUP.to_owned(),
+        topic: msg.topic.clone(),
+        default_topic: "TBW102".to_owned(),
+        default_topic_queue_nums: 4,
+        queue_id,
+        sys_flag: 0,
+        born_timestamp,
+        flag: 0,
+        properties: Some(msg.properties_string()),
+        reconsume_times: Some(0),
+        ..Default::default()
+    }
+}
+
 #[derive(Clone)]
 struct Proxy(Arc<Core>);
 
@@ -392,40 +412,17 @@ impl Core {
                 format!("topic {} has no writable queue", msg.topic),
             ));
         }
-        // A message group keeps to one queue; other messages go round the queues.
-        let n = route.writable.len();
-        let pick = match msg.property(SHARDING_KEY) {
-            Some(group) => convert::group_hash(group) as usize % n,
-            None => self.next.fetch_add(1, Ordering::Relaxed) % n,
-        };
-        let (broker_name, addr, queue_id) = &route.writable[pick];
+        let (broker_name, addr, queue_id) = self.pick(&route, &msg);
         let born = m
             .system_properties
             .as_ref()
             .and_then(|s| s.born_timestamp.as_ref())
             .map_or_else(wire_time::now_millis, convert::timestamp_ms);
-        let header = SendMessageRequestHeader {
-            producer_group: if transactional {
-                PROXY_TRANSACTION_GROUP
-            } else {
-                PROXY_PRODUCER_GROUP
-            }
-            .to_owned(),
-            topic: msg.topic.clone(),
-            default_topic: "TBW102".to_owned(),
-            default_topic_queue_nums: 4,
-            queue_id: *queue_id,
-            sys_flag: if transactional {
-                mq_client_api::message::sys_flag::TRANSACTION_PREPARED_TYPE
-            } else {
-                0
-            },
-            born_timestamp: born,
-            flag: 0,
-            properties: Some(msg.properties_string()),
-            reconsume_times: Some(0),
-            ..Default::default()
-        };
+        let mut header = send_header(&msg, *queue_id, born);
+        if transactional {
+            header.producer_group = PROXY_TRANSACTION_GROUP.to_owned();
+            header.sys_flag = mq_client_api::message::sys_flag::TRANSACTION_PREPARED_TYPE;
+        }
         let id = msg.uniq_key().unwrap_or_default().to_owned();
         let req = SendRequest {
             header,
@@ -434,12 +431,8 @@ impl Core {
             broker_name: broker_name.clone(),
             reply: false,
         };
-        match self.api.send(addr, req, self.config.request_timeout).await {
+        match self.send_request(&route, &msg.topic, addr, req).await {
             Ok(r) => {
-                if route.template {
-                    // The topic exists now: its own route replaces the template's.
-                    self.routes.lock().remove(&msg.topic);
-                }
                 let transaction_id = if transactional {
                     if self.producers.holds_halves(addr) {
                         // The broker's checks of this half message must find the proxy.
@@ -460,10 +453,136 @@ impl Core {
                     recall_handle: String::new(),
                 }
             }
-            Err(e) => {
-                self.routes.lock().remove(&msg.topic);
-                refused(status_of(&e))
+            Err(s) => refused(s),
+        }
+    }
+
+    /// Sends `req` for `topic` to `addr` by `route`: once a send has created a topic that
+    /// only had the template's route, its own route replaces it; after a failure the route
+    /// is asked for again.
+    async fn send_request(
+        &self,
+        route: &Route,
+        topic: &str,
+        addr: &str,
+        req: SendRequest,
+    ) -> Result<mq_client_api::SendResult, v2::Status> {
+        match self.api.send(addr, req, self.config.request_timeout).await {
+            Ok(r) => {
+                if route.template {
+                    self.routes.lock().remove(topic);
+                }
+                Ok(r)
             }
+            Err(e) => {
+                self.routes.lock().remove(topic);
+                Err(status_of(&e))
+            }
+        }
+    }
+
+    /// The queue of `route` a message goes to: its message group's (a group keeps to one
+    /// queue), or the next in turn. `route` has a writable queue.
+    fn pick<'r>(&self, route: &'r Route, msg: &Message) -> &'r (String, String, i32) {
+        let n = route.writable.len();
+        let pick = match msg.property(SHARDING_KEY) {
+            Some(group) => convert::group_hash(group) as usize % n,
+            None => self.next.fetch_add(1, Ordering::Relaxed) % n,
+        };
+        &route.writable[pick % n]
+    }
+
+    /// The messages of one request (two or more) sent as one SEND_BATCH_MESSAGE, as Apache
+    /// RocketMQ's proxy sends them: stored together or not at all, in one queue (the first
+    /// message's group's, or the next in turn), at consecutive offsets. When the batch is
+    /// refused, every entry carries the same status.
+    async fn send_batch(&self, ms: &[v2::Message]) -> Vec<v2::SendResultEntry> {
+        let refused = |s: v2::Status| {
+            vec![
+                v2::SendResultEntry {
+                    status: Some(s),
+                    ..Default::default()
+                };
+                ms.len()
+            ]
+        };
+        let mut msgs = Vec::with_capacity(ms.len());
+        for m in ms {
+            match convert::to_remoting(m, &self.config.delay_levels, self.config.max_body_size) {
+                Ok((_, true)) => {
+                    return refused(status(
+                        v2::Code::BadRequest,
+                        "a transactional message cannot be sent in a batch",
+                    ));
+                }
+                Ok((mut msg, false)) => {
+                    if msg.uniq_key().is_none() {
+                        msg.set_property(
+                            mq_client_api::message::property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX,
+                            self.ids.next_id(),
+                        );
+                    }
+                    msgs.push(msg);
+                }
+                Err(s) => return refused(s),
+            }
+        }
+        let body = match encode_batch(&msgs) {
+            Ok(b) if b.len() > self.config.max_body_size => {
+                return refused(status(
+                    v2::Code::MessageBodyTooLarge,
+                    format!(
+                        "the batch is {} bytes, more than {}",
+                        b.len(),
+                        self.config.max_body_size
+                    ),
+                ));
+            }
+            Ok(b) => b,
+            Err(e) => return refused(status(v2::Code::BadRequest, e.to_string())),
+        };
+        // encode_batch refused an empty batch, and one of several topics.
+        let first = &msgs[0];
+        let route = match self.route(&first.topic).await {
+            Ok(r) if r.writable.is_empty() => {
+                return refused(status(
+                    v2::Code::Forbidden,
+                    format!("topic {} has no writable queue", first.topic),
+                ));
+            }
+            Ok(r) => r,
+            Err(s) => return refused(s),
+        };
+        let (broker_name, addr, queue_id) = self.pick(&route, first);
+        // The batch's own properties are those a producer gives one: the wait flag.
+        let outer = Message::new(first.topic.clone(), Bytes::new())
+            .with_wait_store_msg_ok(first.wait_store_msg_ok());
+        let mut header = send_header(&outer, *queue_id, wire_time::now_millis());
+        header.batch = true;
+        let ids: Vec<String> = msgs
+            .iter()
+            .map(|m| m.uniq_key().unwrap_or_default().to_owned())
+            .collect();
+        let req = SendRequest {
+            header,
+            body,
+            msg_id: ids.join(","),
+            broker_name: broker_name.clone(),
+            reply: false,
+        };
+        match self.send_request(&route, &first.topic, addr, req).await {
+            Ok(r) => ids
+                .into_iter()
+                .zip(r.queue_offset..)
+                .map(|(id, offset)| v2::SendResultEntry {
+                    status: Some(ok()),
+                    message_id: id,
+                    transaction_id: String::new(),
+                    offset,
+                    recall_handle: String::new(),
+                })
+                .collect(),
+            Err(s) => refused(s),
         }
     }
 
@@ -626,10 +745,10 @@ impl MessagingService for Proxy {
                 entries: Vec::new(),
             }));
         }
-        let mut entries = Vec::with_capacity(req.messages.len());
-        for m in &req.messages {
-            entries.push(self.0.send_one(m).await);
-        }
+        let entries = match req.messages.as_slice() {
+            [one] => vec![self.0.send_one(one).await],
+            several => self.0.send_batch(several).await,
+        };
         let status = convert::overall(entries.iter().map(|e| e.status.as_ref()));
         Ok(Response::new(v2::SendMessageResponse {
             status: Some(status),

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mq_client_api::message::property;
-use mq_client_api::message::{Message, UniqueIdGenerator};
-use mq_client_api::validate::{validate_message, validate_topic};
+use mq_client_api::message::{BatchError, Message, UniqueIdGenerator, check_batch};
+use mq_client_api::validate::{ValidationError, validate_message, validate_topic};
 use mq_client_api::{MessageQueue, SendResult, SendStatus};
 use mq_grpc::convert::{SHARDING_KEY, from_message, group_hash, to_message_ext};
 use mq_grpc::{GrpcClientConfig, GrpcError, GrpcSession, v2};
@@ -206,34 +206,79 @@ impl GrpcProducer {
     /// once no attempt is left or the deadline passed.
     pub async fn send(&self, mut msg: Message) -> Result<SendResult, SendError> {
         match self
-            .send_attempts(&mut msg, 1 + self.config.retry_times)
+            .send_attempts(std::slice::from_mut(&mut msg), 1 + self.config.retry_times)
             .await
         {
-            Ok(r) => Ok(r),
+            // One result per message sent: `attempt` checked the count.
+            Ok(mut r) => Ok(r.remove(0)),
             Err(e) => Err(SendError::new(e, msg)),
         }
     }
 
-    /// Validates `msg`, gives it its `UNIQ_KEY`, and sends it in up to `max_attempts`
-    /// attempts within the send timeout, another queue after a failure that a retry may help.
+    /// Sends messages of one topic in one request, which the proxy stores together or not at
+    /// all, in one queue (the first message's group's, or the next in turn), with the rules
+    /// and retries of [`GrpcProducer::send`]. One result per message, in order, at consecutive
+    /// queue offsets.
+    ///
+    /// # Errors
+    /// With the messages handed back: [`ProducerError::Batch`] for an empty or mixed batch (or
+    /// one with a delay), [`ProducerError::Validation`] for a bad message or a batch over the
+    /// size limit; as for [`GrpcProducer::send`] otherwise.
+    pub async fn send_batch(
+        &self,
+        mut msgs: Vec<Message>,
+    ) -> Result<Vec<SendResult>, SendError<Vec<Message>>> {
+        let checked = check_batch(&msgs)
+            .map_err(ProducerError::from)
+            .and_then(|size| {
+                if size > self.config.max_message_size {
+                    return Err(ValidationError::BodyTooLarge {
+                        size,
+                        max: self.config.max_message_size,
+                    }
+                    .into());
+                }
+                Ok(())
+            });
+        if let Err(e) = checked {
+            return Err(SendError::new(e, msgs));
+        }
+        match self
+            .send_attempts(&mut msgs, 1 + self.config.retry_times)
+            .await
+        {
+            Ok(r) => Ok(r),
+            Err(e) => Err(SendError::new(e, msgs)),
+        }
+    }
+
+    /// Validates `msgs` (one message, or a checked batch of one topic), gives each its
+    /// `UNIQ_KEY`, and sends them in one request in up to `max_attempts` attempts within the
+    /// send timeout, another queue after a failure that a retry may help.
     async fn send_attempts(
         &self,
-        msg: &mut Message,
+        msgs: &mut [Message],
         max_attempts: u32,
-    ) -> Result<SendResult, ProducerError> {
+    ) -> Result<Vec<SendResult>, ProducerError> {
         let started = Instant::now();
         let deadline = started + self.config.send_timeout;
-        validate_message(msg, self.config.max_message_size)?;
-        if msg.uniq_key().is_none() {
-            msg.set_property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX, self.ids.next_id());
+        for msg in msgs.iter_mut() {
+            validate_message(msg, self.config.max_message_size)?;
+            if msg.uniq_key().is_none() {
+                msg.set_property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX, self.ids.next_id());
+            }
         }
+        // Callers pass one message or a checked (non-empty) batch.
+        let Some(first) = msgs.first() else {
+            return Err(BatchError::Empty.into());
+        };
         let mut attempts = 0;
         let mut failed_broker: Option<String> = None;
         let mut last: Option<GrpcError> = None;
         while attempts < max_attempts && Instant::now() < deadline {
             attempts += 1;
-            let outcome = match self.queue(msg, failed_broker.as_deref(), deadline).await {
-                Ok(queue) => self.attempt(msg, &queue, deadline).await.inspect_err(|_| {
+            let outcome = match self.queue(first, failed_broker.as_deref(), deadline).await {
+                Ok(queue) => self.attempt(msgs, &queue, deadline).await.inspect_err(|_| {
                     failed_broker = broker_of(&queue).map(str::to_owned);
                 }),
                 Err(e) => Err(e),
@@ -241,9 +286,9 @@ impl GrpcProducer {
             match outcome {
                 Ok(r) => return Ok(r),
                 Err(e) => {
-                    self.routes.lock().remove(&msg.topic);
+                    self.routes.lock().remove(&first.topic);
                     let retry = e.is_retriable();
-                    tracing::debug!(topic = %msg.topic, attempt = attempts, error = %e, retry, "gRPC send attempt failed");
+                    tracing::debug!(topic = %first.topic, attempt = attempts, error = %e, retry, "gRPC send attempt failed");
                     last = Some(e);
                     if !retry {
                         break;
@@ -252,7 +297,7 @@ impl GrpcProducer {
             }
         }
         Err(ProducerError::GrpcSendFailed {
-            topic: msg.topic.clone(),
+            topic: first.topic.clone(),
             endpoint: self.config.endpoint.clone(),
             attempts,
             elapsed: started.elapsed(),
@@ -274,8 +319,9 @@ impl GrpcProducer {
         arg: &str,
     ) -> Result<TransactionSendResult, SendError> {
         msg.set_property(property::TRANSACTION_PREPARED, "true");
-        let send = match self.send_attempts(&mut msg, 1).await {
-            Ok(r) => r,
+        let send = match self.send_attempts(std::slice::from_mut(&mut msg), 1).await {
+            // One result per message sent: `attempt` checked the count.
+            Ok(mut r) => r.remove(0),
             Err(e) => return Err(SendError::new(e, msg)),
         };
         msg.transaction_id.clone_from(&send.transaction_id);
@@ -302,51 +348,65 @@ impl GrpcProducer {
         Ok(TransactionSendResult { send, local_state })
     }
 
-    /// One attempt of `msg` to `queue`.
+    /// One attempt of `msgs` (one request) to `queue`: a result per message, or the first
+    /// refusal.
     async fn attempt(
         &self,
-        msg: &Message,
+        msgs: &[Message],
         queue: &v2::MessageQueue,
         deadline: Instant,
-    ) -> Result<SendResult, GrpcError> {
+    ) -> Result<Vec<SendResult>, GrpcError> {
         let delays = mq_client_api::names::default_delay_levels();
-        let mut m = from_message(msg, &self.born_host, &delays);
-        if let Some(sys) = m.system_properties.as_mut() {
-            sys.queue_id = queue.id;
-        }
-        m.topic = Some(self.session.resource(&msg.topic));
-        let entries = self.session.send(vec![m], deadline).await?;
-        let Some(entry) = entries.into_iter().next() else {
-            return Err(GrpcError::Refused {
-                endpoint: self.config.endpoint.clone(),
-                rpc: "SendMessage",
-                code: v2::Code::InternalServerError as i32,
-                message: "the answer holds no entry".into(),
-            });
+        let sent = msgs
+            .iter()
+            .map(|msg| {
+                let mut m = from_message(msg, &self.born_host, &delays);
+                if let Some(sys) = m.system_properties.as_mut() {
+                    sys.queue_id = queue.id;
+                }
+                m.topic = Some(self.session.resource(&msg.topic));
+                m
+            })
+            .collect();
+        let entries = self.session.send(sent, deadline).await?;
+        let refused = |code: i32, message: String| GrpcError::Refused {
+            endpoint: self.config.endpoint.clone(),
+            rpc: "SendMessage",
+            code,
+            message,
         };
-        if let Some(s) = entry
-            .status
-            .as_ref()
-            .filter(|s| s.code != v2::Code::Ok as i32)
+        if entries.len() != msgs.len() {
+            return Err(refused(
+                v2::Code::InternalServerError as i32,
+                format!(
+                    "the answer holds {} entries for {} messages",
+                    entries.len(),
+                    msgs.len()
+                ),
+            ));
+        }
+        if let Some(s) = entries
+            .iter()
+            .filter_map(|e| e.status.as_ref())
+            .find(|s| s.code != v2::Code::Ok as i32)
         {
-            return Err(GrpcError::Refused {
-                endpoint: self.config.endpoint.clone(),
-                rpc: "SendMessage",
-                code: s.code,
-                message: s.message.clone(),
-            });
+            return Err(refused(s.code, s.message.clone()));
         }
         let broker = broker_of(queue).unwrap_or("");
-        Ok(SendResult {
-            status: SendStatus::SendOk,
-            msg_id: entry.message_id,
-            offset_msg_id: String::new(),
-            message_queue: MessageQueue::new(&msg.topic, broker, queue.id),
-            queue_offset: entry.offset,
-            transaction_id: Some(entry.transaction_id).filter(|t| !t.is_empty()),
-            region_id: "DefaultRegion".into(),
-            trace_on: false,
-        })
+        Ok(msgs
+            .iter()
+            .zip(entries)
+            .map(|(msg, entry)| SendResult {
+                status: SendStatus::SendOk,
+                msg_id: entry.message_id,
+                offset_msg_id: String::new(),
+                message_queue: MessageQueue::new(&msg.topic, broker, queue.id),
+                queue_offset: entry.offset,
+                transaction_id: Some(entry.transaction_id).filter(|t| !t.is_empty()),
+                region_id: "DefaultRegion".into(),
+                trace_on: false,
+            })
+            .collect())
     }
 
     /// The queue of this attempt: by the message group's hash for a FIFO message (so a group

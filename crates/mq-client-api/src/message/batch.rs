@@ -32,14 +32,13 @@ pub enum BatchError {
     Malformed(usize),
 }
 
-/// Checks the batch rules and encodes the body. Each message should already carry its
-/// `UNIQ_KEY`. Bodies are never compressed.
+/// Checks `messages` by the rules of [`encode_batch`] without encoding them; the size of
+/// their batch body.
 ///
 /// # Errors
 /// [`BatchError`] when a rule is broken.
-pub fn encode_batch(messages: &[Message]) -> Result<Bytes, BatchError> {
+pub fn check_batch(messages: &[Message]) -> Result<usize, BatchError> {
     let first = messages.first().ok_or(BatchError::Empty)?;
-    // Checked and measured first, so that the body is allocated once.
     let mut size = 0;
     for m in messages {
         if m.delay_level() > 0 {
@@ -60,6 +59,16 @@ pub fn encode_batch(messages: &[Message]) -> Result<Bytes, BatchError> {
         }
         size += record_len(m, props_len);
     }
+    Ok(size)
+}
+
+/// Checks the batch rules and encodes the body. Each message should already carry its
+/// `UNIQ_KEY`. Bodies are never compressed.
+///
+/// # Errors
+/// [`BatchError`] when a rule is broken.
+pub fn encode_batch(messages: &[Message]) -> Result<Bytes, BatchError> {
+    let size = check_batch(messages)?;
     let mut out = BytesMut::with_capacity(size);
     for m in messages {
         // The properties are written straight into the body: their length is known first.

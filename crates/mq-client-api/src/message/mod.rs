@@ -11,7 +11,7 @@ mod compression;
 mod id;
 mod record;
 
-pub use batch::{BatchError, decode_batch, encode_batch};
+pub use batch::{BatchError, check_batch, decode_batch, encode_batch};
 pub use compression::{
     CompressionError, CompressionType, Compressor, DEFAULT_COMPRESS_LEVEL, DEFAULT_COMPRESS_OVER,
     MAX_DECOMPRESSED, decompress_for,

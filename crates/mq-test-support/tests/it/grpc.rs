@@ -257,6 +257,94 @@ async fn the_grpc_producer_sends_what_both_kinds_of_consumer_read() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_batch_is_stored_together_and_a_bad_one_not_at_all() {
+    let (cluster, proxy, endpoint, producer) = producer_setup("GrpcBatch").await;
+    let batch: Vec<Message> = (0..5)
+        .map(|i| Message::new("GrpcBatch", format!("b{i}").into_bytes()).with_tags("TagB"))
+        .collect();
+    let results = producer.send_batch(batch).await.unwrap();
+    assert_eq!(results.len(), 5);
+    let queue = &results[0].message_queue;
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r.status, SendStatus::SendOk);
+        assert_eq!(&r.message_queue, queue, "one queue for the whole batch");
+        assert_eq!(r.queue_offset, results[0].queue_offset + i as i64);
+    }
+    let ids: BTreeSet<&str> = results.iter().map(|r| r.msg_id.as_str()).collect();
+    assert_eq!(ids.len(), 5, "each message its own id");
+    // Refused before anything is sent, the messages handed back: a delay inside a batch, two
+    // topics, no message at all.
+    let delayed = vec![
+        Message::new("GrpcBatch", b"x".to_vec()),
+        Message::new("GrpcBatch", b"y".to_vec()).with_delay_level(2),
+    ];
+    let e = producer.send_batch(delayed).await.unwrap_err();
+    assert!(matches!(e.error(), ProducerError::Batch(_)), "{e}");
+    assert_eq!(e.into_message().map(|m| m.len()), Some(2));
+    let mixed = vec![
+        Message::new("GrpcBatch", b"x".to_vec()),
+        Message::new("GrpcOther", b"y".to_vec()),
+    ];
+    assert!(matches!(
+        producer.send_batch(mixed).await.unwrap_err().error(),
+        ProducerError::Batch(_)
+    ));
+    assert!(matches!(
+        producer.send_batch(Vec::new()).await.unwrap_err().error(),
+        ProducerError::Batch(_)
+    ));
+    // The proxy refuses a batch with a transactional message whole: nothing of it is stored.
+    let half = {
+        let mut m = Message::new("GrpcBatch", b"h".to_vec()).with_tags("TagB");
+        m.set_property(
+            mq_client_api::message::property::TRANSACTION_PREPARED,
+            "true",
+        );
+        m
+    };
+    let e = producer
+        .send_batch(vec![
+            Message::new("GrpcBatch", b"t".to_vec()).with_tags("TagB"),
+            half,
+        ])
+        .await
+        .unwrap_err();
+    assert!(!e.error().possibly_delivered(), "{e}");
+    // What a consumer reads is the good batch, in order, with the ids the producer reported.
+    let simple = SimpleConsumer::start(
+        SimpleConsumerConfig::new("grpc_batch_cg", &endpoint)
+            .subscribe("GrpcBatch", "TagB")
+            .with_await_duration(Duration::from_secs(1)),
+    )
+    .await
+    .unwrap();
+    let got = receive_n(&simple, 5, Duration::from_secs(60)).await;
+    let mut read: Vec<(i64, String, String)> = got
+        .iter()
+        .map(|m| (m.message.queue_offset, body(m), m.message_id().to_owned()))
+        .collect();
+    read.sort();
+    let expected: Vec<(i64, String, String)> = results
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.queue_offset, format!("b{i}"), r.msg_id.clone()))
+        .collect();
+    assert_eq!(read, expected);
+    assert!(
+        simple
+            .receive(32, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing of the refused batches was stored"
+    );
+    simple.shutdown().await;
+    producer.shutdown().await;
+    proxy.shutdown().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_grpc_producer_retries_what_may_pass_and_hands_back_what_cannot() {
     let (cluster, proxy, _, producer) = producer_setup("GrpcRetry").await;
     let send_v2 = mq_client_api::RequestCode::SEND_MESSAGE_V2.0;
