@@ -10,7 +10,7 @@
 //! (names hold no `": "`, which ends a name) and `ours: N passed, N failed`; exits 1 when
 //! anything failed.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -664,6 +664,66 @@ async fn grpc_transactions(run: &Run, endpoint: &str) -> Outcome {
     )
 }
 
+/// Through the gRPC proxy at `endpoint`, our gRPC producer's batch: 8 messages in one request,
+/// stored in one queue at consecutive offsets, each reported and received with its own id.
+async fn grpc_batch(run: &Run, endpoint: &str) -> Outcome {
+    let admin = run.producer("grpc_batch_admin").await?;
+    let topic = run.topic(&admin, "GrpcBatch").await?;
+    admin.shutdown().await;
+    let producer = GrpcProducer::start(GrpcProducerConfig::new(endpoint).with_topic(&topic))
+        .await
+        .map_err(|e| format!("gRPC producer start: {e}"))?;
+    let batch: Vec<Message> = (0..8)
+        .map(|i| Message::new(&topic, format!("batch {i}")).with_tags("TagB"))
+        .collect();
+    let results = producer
+        .send_batch(batch)
+        .await
+        .map_err(|e| format!("gRPC batch: {}", e.error()))?;
+    producer.shutdown().await;
+    let sent: BTreeMap<String, String> = results
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (format!("batch {i}"), r.msg_id.clone()))
+        .collect();
+    let first = results.first().ok_or("no result")?;
+    let together = results.iter().enumerate().all(|(i, r)| {
+        r.message_queue == first.message_queue && r.queue_offset == first.queue_offset + i as i64
+    });
+    let distinct = results
+        .iter()
+        .map(|r| r.msg_id.as_str())
+        .collect::<BTreeSet<_>>()
+        .len();
+    ensure(results.len() == 8 && together && distinct == 8, || {
+        format!("results {results:?}: expected 8, one queue, consecutive offsets, 8 ids")
+    })?;
+    let consumer = SimpleConsumer::start(
+        SimpleConsumerConfig::new(run.name("grpc_batch_cg"), endpoint)
+            .subscribe(&topic, "TagB")
+            .with_await_duration(Duration::from_secs(10)),
+    )
+    .await
+    .map_err(|e| format!("simple consumer start: {e}"))?;
+    let deadline = Instant::now() + SCENARIO_LIMIT;
+    let mut got = BTreeMap::new();
+    while got.len() < sent.len() && Instant::now() < deadline {
+        for m in consumer
+            .receive(16, Duration::from_secs(30))
+            .await
+            .map_err(|e| format!("receive: {e}"))?
+        {
+            got.insert(
+                String::from_utf8_lossy(&m.message.message.body).into_owned(),
+                m.message_id().to_owned(),
+            );
+            consumer.ack(&m).await.map_err(|e| format!("ack: {e}"))?;
+        }
+    }
+    consumer.shutdown().await;
+    ensure(got == sent, || format!("sent {sent:?}, received {got:?}"))
+}
+
 /// Through the gRPC proxy at `endpoint`: our gRPC producer sends 10 messages to a topic made
 /// first over remoting, our simple consumer receives each once and acknowledges all but one;
 /// that one gets a new invisible time, and the new receipt handle acknowledges it. With
@@ -897,6 +957,14 @@ async fn main() -> ExitCode {
                 "gRPC transactions through {label}: committed delivered, rolled back not, an undecided one committed when the proxy asks"
             ),
             grpc_transactions(&run, endpoint),
+            t,
+        )
+        .await;
+        check(
+            &format!(
+                "gRPC batch through {label}: one request stored in one queue at consecutive offsets, each message with its own id"
+            ),
+            grpc_batch(&run, endpoint),
             t,
         )
         .await;
