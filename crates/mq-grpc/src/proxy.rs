@@ -494,23 +494,15 @@ impl Core {
 
     /// The messages of one request (two or more) sent as one SEND_BATCH_MESSAGE, as Apache
     /// RocketMQ's proxy sends them: stored together or not at all, in one queue (the first
-    /// message's group's, or the next in turn), at consecutive offsets. When the batch is
-    /// refused, every entry carries the same status.
-    async fn send_batch(&self, ms: &[v2::Message]) -> Vec<v2::SendResultEntry> {
-        let refused = |s: v2::Status| {
-            vec![
-                v2::SendResultEntry {
-                    status: Some(s),
-                    ..Default::default()
-                };
-                ms.len()
-            ]
-        };
+    /// message's group's, or the next in turn), at consecutive offsets. Answered as that proxy
+    /// answers: one entry for the batch (the messages' ids joined by `,`, the first one's
+    /// offset), or the status that refused it all.
+    async fn send_batch(&self, ms: &[v2::Message]) -> Result<v2::SendResultEntry, v2::Status> {
         let mut msgs = Vec::with_capacity(ms.len());
         for m in ms {
             match convert::to_remoting(m, &self.config.delay_levels, self.config.max_body_size) {
                 Ok((_, true)) => {
-                    return refused(status(
+                    return Err(status(
                         v2::Code::BadRequest,
                         "a transactional message cannot be sent in a batch",
                     ));
@@ -524,12 +516,12 @@ impl Core {
                     }
                     msgs.push(msg);
                 }
-                Err(s) => return refused(s),
+                Err(s) => return Err(s),
             }
         }
         let body = match encode_batch(&msgs) {
             Ok(b) if b.len() > self.config.max_body_size => {
-                return refused(status(
+                return Err(status(
                     v2::Code::MessageBodyTooLarge,
                     format!(
                         "the batch is {} bytes, more than {}",
@@ -539,19 +531,19 @@ impl Core {
                 ));
             }
             Ok(b) => b,
-            Err(e) => return refused(status(v2::Code::BadRequest, e.to_string())),
+            Err(e) => return Err(status(v2::Code::BadRequest, e.to_string())),
         };
         // encode_batch refused an empty batch, and one of several topics.
         let first = &msgs[0];
         let route = match self.route(&first.topic).await {
             Ok(r) if r.writable.is_empty() => {
-                return refused(status(
+                return Err(status(
                     v2::Code::Forbidden,
                     format!("topic {} has no writable queue", first.topic),
                 ));
             }
             Ok(r) => r,
-            Err(s) => return refused(s),
+            Err(s) => return Err(s),
         };
         let (broker_name, addr, queue_id) = self.pick(&route, first);
         // The batch's own properties are those a producer gives one: the wait flag.
@@ -570,20 +562,14 @@ impl Core {
             broker_name: broker_name.clone(),
             reply: false,
         };
-        match self.send_request(&route, &first.topic, addr, req).await {
-            Ok(r) => ids
-                .into_iter()
-                .zip(r.queue_offset..)
-                .map(|(id, offset)| v2::SendResultEntry {
-                    status: Some(ok()),
-                    message_id: id,
-                    transaction_id: String::new(),
-                    offset,
-                    recall_handle: String::new(),
-                })
-                .collect(),
-            Err(s) => refused(s),
-        }
+        let r = self.send_request(&route, &first.topic, addr, req).await?;
+        Ok(v2::SendResultEntry {
+            status: Some(ok()),
+            message_id: r.msg_id,
+            transaction_id: String::new(),
+            offset: r.queue_offset,
+            recall_handle: String::new(),
+        })
     }
 
     /// The settings the server answers a client's with: what the client declared, and the
@@ -745,11 +731,16 @@ impl MessagingService for Proxy {
                 entries: Vec::new(),
             }));
         }
-        let entries = match req.messages.as_slice() {
-            [one] => vec![self.0.send_one(one).await],
-            several => self.0.send_batch(several).await,
+        let (status, entries) = match req.messages.as_slice() {
+            [one] => {
+                let entry = self.0.send_one(one).await;
+                (entry.status.clone().unwrap_or_else(ok), vec![entry])
+            }
+            several => match self.0.send_batch(several).await {
+                Ok(entry) => (ok(), vec![entry]),
+                Err(s) => (s, Vec::new()),
+            },
         };
-        let status = convert::overall(entries.iter().map(|e| e.status.as_ref()));
         Ok(Response::new(v2::SendMessageResponse {
             status: Some(status),
             entries,

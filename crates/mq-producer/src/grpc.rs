@@ -349,7 +349,9 @@ impl GrpcProducer {
     }
 
     /// One attempt of `msgs` (one request) to `queue`: a result per message, or the first
-    /// refusal.
+    /// refusal. A batch may be answered with an entry per message, or, as Apache RocketMQ's
+    /// proxy answers, with one entry for the whole batch (its first offset); each result then
+    /// carries its message's own id.
     async fn attempt(
         &self,
         msgs: &[Message],
@@ -369,42 +371,60 @@ impl GrpcProducer {
             })
             .collect();
         let entries = self.session.send(sent, deadline).await?;
-        let refused = |code: i32, message: String| GrpcError::Refused {
-            endpoint: self.config.endpoint.clone(),
-            rpc: "SendMessage",
-            code,
-            message,
-        };
-        if entries.len() != msgs.len() {
-            return Err(refused(
-                v2::Code::InternalServerError as i32,
-                format!(
-                    "the answer holds {} entries for {} messages",
-                    entries.len(),
-                    msgs.len()
-                ),
-            ));
-        }
         if let Some(s) = entries
             .iter()
             .filter_map(|e| e.status.as_ref())
             .find(|s| s.code != v2::Code::Ok as i32)
         {
-            return Err(refused(s.code, s.message.clone()));
+            return Err(GrpcError::Refused {
+                endpoint: self.config.endpoint.clone(),
+                rpc: "SendMessage",
+                code: s.code,
+                message: s.message.clone(),
+            });
         }
+        let per_message = entries.len() == msgs.len();
+        let Some(first) = entries
+            .first()
+            .filter(|_| per_message || entries.len() == 1)
+        else {
+            // Not an answer to this request: not retried (the messages may be stored).
+            return Err(GrpcError::Refused {
+                endpoint: self.config.endpoint.clone(),
+                rpc: "SendMessage",
+                code: v2::Code::Unspecified as i32,
+                message: format!(
+                    "the answer holds {} entries for {} messages",
+                    entries.len(),
+                    msgs.len()
+                ),
+            });
+        };
         let broker = broker_of(queue).unwrap_or("");
-        Ok(msgs
-            .iter()
-            .zip(entries)
-            .map(|(msg, entry)| SendResult {
+        let result =
+            |msg: &Message, msg_id: String, offset: i64, transaction_id: &str| SendResult {
                 status: SendStatus::SendOk,
-                msg_id: entry.message_id,
+                msg_id,
                 offset_msg_id: String::new(),
                 message_queue: MessageQueue::new(&msg.topic, broker, queue.id),
-                queue_offset: entry.offset,
-                transaction_id: Some(entry.transaction_id).filter(|t| !t.is_empty()),
+                queue_offset: offset,
+                transaction_id: Some(transaction_id.to_owned()).filter(|t| !t.is_empty()),
                 region_id: "DefaultRegion".into(),
                 trace_on: false,
+            };
+        if per_message {
+            return Ok(msgs
+                .iter()
+                .zip(&entries)
+                .map(|(msg, e)| result(msg, e.message_id.clone(), e.offset, &e.transaction_id))
+                .collect());
+        }
+        Ok(msgs
+            .iter()
+            .zip(first.offset..)
+            .map(|(msg, offset)| {
+                let id = msg.uniq_key().unwrap_or_default().to_owned();
+                result(msg, id, offset, "")
             })
             .collect())
     }
