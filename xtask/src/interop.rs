@@ -188,6 +188,16 @@ const KNOWN_UPSTREAM: &[(&str, &str, &str, KnownTest, &str)] = &[
         "apache/rocketmq#9416, as above",
     ),
     (
+        "ours",
+        "5.3",
+        "gRPC batch through Apache RocketMQ's proxy: one request stored in one queue at \
+         consecutive offsets, each message with its own id",
+        |reason| reason.starts_with("every message received, all with the batch's first id"),
+        "apache/rocketmq#9416, as above: Apache RocketMQ's proxy gives the batch it sends a \
+         unique key of its own, which the Java 5.3 broker copies into each message (through \
+         our proxy, which gives the batch none, each keeps its own)",
+    ),
+    (
         "java 5.3",
         "4.",
         "lite pull consumer reads every message once",
