@@ -190,7 +190,7 @@ const KNOWN_UPSTREAM: &[(&str, &str, &str, KnownTest, &str)] = &[
     (
         "ours",
         "5.3",
-        "gRPC batch through Apache RocketMQ's proxy: one request stored in one queue at \
+        "gRPC batch through Apache RocketMQ's proxy, one request stored in one queue at \
          consecutive offsets, each message with its own id",
         |reason| reason.starts_with("every message received, all with the batch's first id"),
         "apache/rocketmq#9416, as above: Apache RocketMQ's proxy gives the batch it sends a \

@@ -962,7 +962,7 @@ async fn main() -> ExitCode {
         .await;
         check(
             &format!(
-                "gRPC transactions through {label}: committed delivered, rolled back not, an undecided one committed when the proxy asks"
+                "gRPC transactions through {label}, committed delivered, rolled back not, an undecided one committed when the proxy asks"
             ),
             grpc_transactions(&run, endpoint),
             t,
@@ -970,7 +970,7 @@ async fn main() -> ExitCode {
         .await;
         check(
             &format!(
-                "gRPC batch through {label}: one request stored in one queue at consecutive offsets, each message with its own id"
+                "gRPC batch through {label}, one request stored in one queue at consecutive offsets, each message with its own id"
             ),
             grpc_batch(&run, endpoint),
             t,
