@@ -25,7 +25,6 @@ use crate::header::{
     SearchOffsetRequestHeader, SearchOffsetResponseHeader, SendMessageRequestHeader,
     SendMessageResponseHeader, SendV2Fields, UnregisterBrokerRequestHeader,
     UnregisterClientRequestHeader, UpdateConsumerOffsetRequestHeader, ViewMessageRequestHeader,
-    required, required_text,
 };
 use crate::message::{MessageExt, decode_record, decode_records, property};
 
@@ -888,91 +887,18 @@ fn send_result(
     let Some(status) = SendStatus::from_response(ResponseCode(response.code)) else {
         return Err(broker_error(addr, response.clone()));
     };
-    // The fields of `SendMessageResponseHeader`, read in place by its rules: only what the
-    // result keeps is copied.
-    const JAVA: &str = SendMessageResponseHeader::JAVA_CLASS;
-    let (mut msg_id, mut queue_id, mut queue_offset) = (None, None, None);
-    let (mut transaction_id, mut region, mut trace_on) = (None, None, None);
-    for (key, text) in &response.ext_fields {
-        match key {
-            "msgId" => msg_id = Some(text),
-            "queueId" => queue_id = Some(text),
-            "queueOffset" => queue_offset = Some(text),
-            "transactionId" => transaction_id = Some(text),
-            property::MSG_REGION => region = Some(text),
-            property::TRACE_SWITCH => trace_on = Some(text),
-            _ => {}
-        }
-    }
-    let header_error = |source| ClientApiError::Header {
-        addr: addr.to_owned(),
-        source,
-    };
-    let offset_msg_id = required_text(msg_id, JAVA, "msgId").map_err(header_error)?;
-    let queue_id = required(queue_id, JAVA, "queueId").map_err(header_error)?;
-    let queue_offset = required(queue_offset, JAVA, "queueOffset").map_err(header_error)?;
+    let h: SendMessageResponseHeader = decode_header(addr, response)?;
     Ok(SendResult {
         status,
         msg_id: req.msg_id,
-        offset_msg_id: offset_msg_id.to_owned(),
-        message_queue: MessageQueue::new(req.topic.into_string(), req.broker_name, queue_id),
-        queue_offset,
-        transaction_id: transaction_id.map(str::to_owned),
-        region_id: region
+        offset_msg_id: h.msg_id,
+        message_queue: MessageQueue::new(req.topic.into_string(), req.broker_name, h.queue_id),
+        queue_offset: h.queue_offset,
+        transaction_id: h.transaction_id,
+        region_id: h
+            .msg_region
             .filter(|r| !r.is_empty())
-            .unwrap_or("DefaultRegion")
-            .to_owned(),
-        trace_on: trace_on != Some("false"),
+            .unwrap_or_else(|| "DefaultRegion".to_owned()),
+        trace_on: h.trace_on.as_deref() != Some("false"),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use proptest::prelude::*;
-
-    use super::*;
-
-    proptest! {
-        /// The send result reads the response's fields as `SendMessageResponseHeader`'s
-        /// decoder does: the same values, or the same error.
-        #[test]
-        fn a_send_result_reads_the_response_as_its_header_does(
-            fields in proptest::collection::vec(proptest::option::weighted(0.9, prop_oneof![
-                4 => "-?[0-9]{1,9}",
-                1 => "[0-9]{19,20}",
-                1 => "[A-Za-z ]{0,6}",
-            ]), 6),
-        ) {
-            const KEYS: [&str; 6] =
-                ["msgId", "queueId", "queueOffset", "transactionId", "MSG_REGION", "TRACE_ON"];
-            let mut response = RemotingCommand::response(ResponseCode::SUCCESS.0, None);
-            for (key, text) in KEYS.iter().zip(&fields) {
-                if let Some(text) = text {
-                    response.ext_fields.insert(*key, text);
-                }
-            }
-            let sent = SentAs {
-                msg_id: "ID".into(),
-                topic: Topic::Owned("T".into()),
-                broker_name: "b".into(),
-            };
-            let got = send_result("addr", sent, &response);
-            match SendMessageResponseHeader::decode(&response.ext_fields) {
-                Ok(h) => {
-                    let r = got.map_err(|e| TestCaseError::fail(e.to_string()))?;
-                    prop_assert_eq!(r.offset_msg_id, h.msg_id);
-                    prop_assert_eq!(r.message_queue.queue_id, h.queue_id);
-                    prop_assert_eq!(r.queue_offset, h.queue_offset);
-                    prop_assert_eq!(r.transaction_id, h.transaction_id);
-                    let region = h.msg_region.filter(|r| !r.is_empty());
-                    prop_assert_eq!(r.region_id, region.unwrap_or_else(|| "DefaultRegion".into()));
-                    prop_assert_eq!(r.trace_on, h.trace_on.as_deref() != Some("false"));
-                }
-                Err(expected) => match got {
-                    Err(ClientApiError::Header { source, .. }) => prop_assert_eq!(source, expected),
-                    other => prop_assert!(false, "{other:?} where {expected} was due"),
-                },
-            }
-        }
-    }
 }
