@@ -489,7 +489,7 @@ impl Core {
             Some(group) => convert::group_hash(group) as usize % n,
             None => self.next.fetch_add(1, Ordering::Relaxed) % n,
         };
-        &route.writable[pick % n]
+        &route.writable[pick]
     }
 
     /// The messages of one request (two or more) sent as one SEND_BATCH_MESSAGE, as Apache

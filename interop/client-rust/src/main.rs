@@ -614,6 +614,41 @@ async fn request_reply(run: &Run) -> Outcome {
     result
 }
 
+/// Our simple consumer of `group` (named for this run) through `endpoint`, subscribed to
+/// `topic` with `tags`, each receive waiting up to `wait`.
+async fn simple_consumer(
+    run: &Run,
+    endpoint: &str,
+    group: &str,
+    topic: &str,
+    tags: &str,
+    wait: Duration,
+) -> Result<SimpleConsumer, String> {
+    SimpleConsumer::start(
+        SimpleConsumerConfig::new(run.name(group), endpoint)
+            .subscribe(topic, tags)
+            .with_await_duration(wait),
+    )
+    .await
+    .map_err(|e| format!("simple consumer start: {e}"))
+}
+
+/// A topic of this run (made over remoting, named after `prefix`) and our gRPC producer
+/// announcing it through `endpoint`.
+async fn grpc_producer(
+    run: &Run,
+    endpoint: &str,
+    prefix: &str,
+) -> Result<(String, GrpcProducer), String> {
+    let admin = run.producer(&format!("{prefix}_admin")).await?;
+    let topic = run.topic(&admin, prefix).await?;
+    admin.shutdown().await;
+    let producer = GrpcProducer::start(GrpcProducerConfig::new(endpoint).with_topic(&topic))
+        .await
+        .map_err(|e| format!("gRPC producer start: {e}"))?;
+    Ok((topic, producer))
+}
+
 /// Through the gRPC proxy at `endpoint`, our gRPC producer's transactions: a committed
 /// message is delivered, a rolled-back one never, and one left undecided is committed when the
 /// proxy asks the producer about it (on its Telemetry stream).
@@ -635,13 +670,15 @@ async fn grpc_transactions(run: &Run, endpoint: &str) -> Outcome {
             .await
             .map_err(|e| format!("{text}: {}", e.error()))?;
     }
-    let consumer = SimpleConsumer::start(
-        SimpleConsumerConfig::new(run.name("grpc_tx_cg"), endpoint)
-            .subscribe(&topic, "*")
-            .with_await_duration(Duration::from_secs(3)),
+    let consumer = simple_consumer(
+        run,
+        endpoint,
+        "grpc_tx_cg",
+        &topic,
+        "*",
+        Duration::from_secs(3),
     )
-    .await
-    .map_err(|e| format!("simple consumer start: {e}"))?;
+    .await?;
     let deadline = Instant::now() + SCENARIO_LIMIT;
     let mut bodies: Vec<String> = Vec::new();
     let done = |b: &[String]| b.iter().any(|x| x == "commit") && b.iter().any(|x| x == "check");
@@ -667,12 +704,7 @@ async fn grpc_transactions(run: &Run, endpoint: &str) -> Outcome {
 /// Through the gRPC proxy at `endpoint`, our gRPC producer's batch: 8 messages in one request,
 /// stored in one queue at consecutive offsets, each reported and received with its own id.
 async fn grpc_batch(run: &Run, endpoint: &str) -> Outcome {
-    let admin = run.producer("grpc_batch_admin").await?;
-    let topic = run.topic(&admin, "GrpcBatch").await?;
-    admin.shutdown().await;
-    let producer = GrpcProducer::start(GrpcProducerConfig::new(endpoint).with_topic(&topic))
-        .await
-        .map_err(|e| format!("gRPC producer start: {e}"))?;
+    let (topic, producer) = grpc_producer(run, endpoint, "GrpcBatch").await?;
     let batch: Vec<Message> = (0..8)
         .map(|i| Message::new(&topic, format!("batch {i}")).with_tags("TagB"))
         .collect();
@@ -698,13 +730,15 @@ async fn grpc_batch(run: &Run, endpoint: &str) -> Outcome {
     ensure(results.len() == 8 && together && distinct == 8, || {
         format!("results {results:?}: expected 8, one queue, consecutive offsets, 8 ids")
     })?;
-    let consumer = SimpleConsumer::start(
-        SimpleConsumerConfig::new(run.name("grpc_batch_cg"), endpoint)
-            .subscribe(&topic, "TagB")
-            .with_await_duration(Duration::from_secs(10)),
+    let consumer = simple_consumer(
+        run,
+        endpoint,
+        "grpc_batch_cg",
+        &topic,
+        "TagB",
+        Duration::from_secs(10),
     )
-    .await
-    .map_err(|e| format!("simple consumer start: {e}"))?;
+    .await?;
     let deadline = Instant::now() + SCENARIO_LIMIT;
     let mut got = BTreeMap::new();
     while got.len() < sent.len() && Instant::now() < deadline {
@@ -738,12 +772,7 @@ async fn grpc_batch(run: &Run, endpoint: &str) -> Outcome {
 /// `redelivery`, the last one is instead handed back with a short invisible time and must
 /// come again as the second attempt.
 async fn grpc_produce_and_receive(run: &Run, endpoint: &str, redelivery: bool) -> Outcome {
-    let admin = run.producer("grpc_admin").await?;
-    let topic = run.topic(&admin, "Grpc").await?;
-    admin.shutdown().await;
-    let producer = GrpcProducer::start(GrpcProducerConfig::new(endpoint).with_topic(&topic))
-        .await
-        .map_err(|e| format!("gRPC producer start: {e}"))?;
+    let (topic, producer) = grpc_producer(run, endpoint, "Grpc").await?;
     let mut sent = BTreeMap::new();
     for i in 0..10 {
         let r = producer
@@ -753,13 +782,15 @@ async fn grpc_produce_and_receive(run: &Run, endpoint: &str, redelivery: bool) -
         sent.insert(format!("grpc {i}"), r.msg_id);
     }
     producer.shutdown().await;
-    let consumer = SimpleConsumer::start(
-        SimpleConsumerConfig::new(run.name("grpc_cg"), endpoint)
-            .subscribe(&topic, "TagG")
-            .with_await_duration(Duration::from_secs(10)),
+    let consumer = simple_consumer(
+        run,
+        endpoint,
+        "grpc_cg",
+        &topic,
+        "TagG",
+        Duration::from_secs(10),
     )
-    .await
-    .map_err(|e| format!("simple consumer start: {e}"))?;
+    .await?;
     let invisible = Duration::from_secs(30);
     let deadline = Instant::now() + SCENARIO_LIMIT;
     let mut got: Vec<ReceivedMessage> = Vec::new();
