@@ -1003,6 +1003,9 @@ fn start_engine(engine: &str, lib: &Path, work: &Path) -> Result<Vec<Server>> {
         "acl-namesrv.conf",
         "listenPort=9878\nbindAddress=127.0.0.1\n".into(),
     )?;
+    // Checks every second, 60 of them (not 15): Apache RocketMQ's proxy tells the broker of a
+    // gRPC transactional producer only with its heartbeat every 20 s, so 15 checks could
+    // end before the broker knows whom to ask, and the half message was dropped.
     let broker_conf = |name: &str, port: u16, namesrv: &str, store: &Path, extra: &str| {
         format!(
             "brokerClusterName=DefaultCluster\nbrokerName={name}\nbrokerId=0\n\
@@ -1012,7 +1015,8 @@ fn start_engine(engine: &str, lib: &Path, work: &Path) -> Result<Vec<Server>> {
              storePathCommitLog={store}/commitlog\nmappedFileSizeCommitLog=67108864\n\
              mapedFileSizeCommitLog=67108864\nmappedFileSizeConsumeQueue=600000\n\
              maxIndexNum=100000\nmaxHashSlotNum=10000\n\
-             transactionTimeOut=1000\ntransactionCheckInterval=1000\n{extra}",
+             transactionTimeOut=1000\ntransactionCheckInterval=1000\n\
+             transactionCheckMax=60\n{extra}",
             store = store.display()
         )
     };
