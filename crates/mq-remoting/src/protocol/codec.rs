@@ -81,8 +81,7 @@ impl FrameCodec {
                 Ok(None)
             }
             Some(total) => {
-                let frame = src.split_to(total).freeze();
-                parse_frame(frame.slice(4..)).map(Some)
+                parse_frame(src.split_to(total).freeze()).map(Some)
             }
         }
     }
@@ -142,10 +141,12 @@ impl FrameCodec {
     }
 }
 
-/// Parses a frame whose length prefix was already stripped.
+/// Parses a whole frame, length prefix included. The header is read where it stands; the body
+/// is the rest of the frame's buffer, without a second handle on it when there is none.
 fn parse_frame(mut frame: Bytes) -> Result<RemotingCommand, DecodeError> {
-    let available = frame.len() as u32 - 4; // check() guarantees at least 4 bytes
-    let word = frame.get_u32();
+    // check() guarantees the prefix and the header-length word.
+    let available = frame.len() as u32 - 8;
+    let word = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
     let ty = (word >> 24) as u8;
     let header_len = word & 0x00FF_FFFF;
     if header_len > available {
@@ -154,12 +155,16 @@ fn parse_frame(mut frame: Bytes) -> Result<RemotingCommand, DecodeError> {
             available,
         });
     }
-    let header = frame.split_to(header_len as usize);
+    let body_at = 8 + header_len as usize;
+    let header = &frame[8..body_at];
     let mut cmd = match SerializeType::from_byte(ty) {
-        Some(SerializeType::Json) => json::decode_header(&header)?,
-        Some(SerializeType::RocketMq) => binary::decode_header(&header)?,
+        Some(SerializeType::Json) => json::decode_header(header)?,
+        Some(SerializeType::RocketMq) => binary::decode_header(header)?,
         None => return Err(DecodeError::UnknownSerializeType(ty)),
     };
-    cmd.body = frame;
+    if body_at < frame.len() {
+        frame.advance(body_at);
+        cmd.body = frame;
+    }
     Ok(cmd)
 }

@@ -63,7 +63,7 @@ impl Out<'_> {
     fn put(&mut self, s: &[u8]) {
         let end = self.at + s.len();
         if let Some(d) = self.buf.get_mut(self.at..end) {
-            d.copy_from_slice(s);
+            copy_short(d, s);
         }
         self.at = end;
     }
@@ -74,19 +74,21 @@ impl Out<'_> {
         self.put(super::ext::int_digits(v, &mut digits));
     }
 
-    /// A JSON string literal of one character that needs no escape (typed headers' keys), or
-    /// any string.
+    /// A member's key and colon after `sep` (a comma, or the text opening `extFields`): in one
+    /// copy for a key of one character that needs no escape (typed headers' keys).
     #[inline]
-    fn key(&mut self, s: &str) {
-        if let &[c] = s.as_bytes()
+    fn key(&mut self, sep: &[u8], s: &str) {
+        if let (&[comma], &[c]) = (sep, s.as_bytes())
             && !STOP[usize::from(c)]
         {
-            if let Some(d) = self.buf.get_mut(self.at..self.at + 3) {
-                d.copy_from_slice(&[b'"', c, b'"']);
+            if let Some(d) = self.buf.get_mut(self.at..self.at + 5) {
+                d.copy_from_slice(&[comma, b'"', c, b'"', b':']);
             }
-            self.at += 3;
+            self.at += 5;
         } else {
+            self.put(sep);
             self.string(s);
+            self.byte(b':');
         }
     }
 
@@ -104,7 +106,6 @@ impl Out<'_> {
     /// The text of a string that holds a byte to escape, the first at `first`.
     #[inline(never)]
     fn escaped(&mut self, s: &[u8], first: usize) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         self.put(&s[..first]);
         let mut rest = &s[first..];
         while let Some(n) = find_stop(rest) {
@@ -118,14 +119,13 @@ impl Out<'_> {
                 b'\t' => self.put(b"\\t"),
                 0x08 => self.put(b"\\b"),
                 0x0c => self.put(b"\\f"),
-                _ => self.put(&[
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[usize::from(b >> 4)],
-                    HEX[usize::from(b & 0xf)],
-                ]),
+                // Only control characters are left (`find_stop`).
+                _ => {
+                    if let Some(d) = self.buf.get_mut(self.at..self.at + 6) {
+                        d.copy_from_slice(&CONTROL_ESCAPES[usize::from(b & 0x1f)]);
+                    }
+                    self.at += 6;
+                }
             }
             rest = &rest[n + 1..];
         }
@@ -141,13 +141,12 @@ struct JsonFields<'o, 'a> {
 
 impl JsonFields<'_, '_> {
     fn key(&mut self, key: &'static str) {
-        if self.order.see(key) {
-            self.out.put(b",\"extFields\":{");
+        let sep: &[u8] = if self.order.see(key) {
+            b",\"extFields\":{"
         } else {
-            self.out.byte(b',');
-        }
-        self.out.key(key);
-        self.out.byte(b':');
+            b","
+        };
+        self.out.key(sep, key);
     }
 }
 
@@ -635,6 +634,13 @@ mod fast {
         #[inline]
         fn compact_key(&mut self) -> Option<Span> {
             let start = self.i + 1;
+            // A key of one character (the V2 send header's) is seen without a scan.
+            if let Some(&[b'"', c, b'"', b':']) = self.b.get(self.i..self.i + 4)
+                && !super::STOP[usize::from(c)]
+            {
+                self.i += 4;
+                return Some(span_at(start, 1));
+            }
             if self.b.get(self.i) != Some(&b'"') {
                 return None;
             }
@@ -656,6 +662,50 @@ mod fast {
                 _ => self.integer().map(drop),
             }
         }
+    }
+}
+
+/// `\u00XX` for each control character (the writer uses the short escapes where JSON has them).
+const CONTROL_ESCAPES: [[u8; 6]; 32] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut t = [[0u8; 6]; 32];
+    let mut c = 0;
+    while c < 32 {
+        t[c] = [b'\\', b'u', b'0', b'0', HEX[c >> 4], HEX[c & 0xf]];
+        c += 1;
+    }
+    t
+};
+
+/// `dst.copy_from_slice(src)` (equal lengths) without a call to `memcpy` for the short pieces a
+/// header is made of: two overlapping fixed-size copies cover any length from n to 2n.
+#[inline]
+fn copy_short(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    // The one caller gives equal lengths; this lets the compiler drop the bounds checks below.
+    if n != dst.len() {
+        return;
+    }
+    match n {
+        0 => {}
+        1..=3 => {
+            dst[0] = src[0];
+            dst[n / 2] = src[n / 2];
+            dst[n - 1] = src[n - 1];
+        }
+        4..=7 => {
+            dst[..4].copy_from_slice(&src[..4]);
+            dst[n - 4..].copy_from_slice(&src[n - 4..]);
+        }
+        8..=16 => {
+            dst[..8].copy_from_slice(&src[..8]);
+            dst[n - 8..].copy_from_slice(&src[n - 8..]);
+        }
+        17..=32 => {
+            dst[..16].copy_from_slice(&src[..16]);
+            dst[n - 16..].copy_from_slice(&src[n - 16..]);
+        }
+        _ => dst.copy_from_slice(src),
     }
 }
 
