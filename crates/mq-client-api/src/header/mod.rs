@@ -112,7 +112,10 @@ impl FieldValue for i32 {
         ext.insert_int(key, i64::from(*self));
     }
     fn from_field(s: &str) -> Option<Self> {
-        s.trim().parse().ok()
+        match plain_decimal(s) {
+            Some(v) => Self::try_from(v).ok(),
+            None => s.trim().parse().ok(),
+        }
     }
 }
 
@@ -121,8 +124,31 @@ impl FieldValue for i64 {
         ext.insert_int(key, *self);
     }
     fn from_field(s: &str) -> Option<Self> {
-        s.trim().parse().ok()
+        plain_decimal(s).or_else(|| s.trim().parse().ok())
     }
+}
+
+/// The value of `s` when it is an optional `-` and 1 to 18 ASCII digits, the text a peer sends
+/// for a number (what `str::parse` makes of it, without its general checks); `None` for any
+/// other text, which the callers then trim and parse.
+fn plain_decimal(s: &str) -> Option<i64> {
+    let (negative, digits) = match s.as_bytes() {
+        [b'-', rest @ ..] => (true, rest),
+        all => (false, all),
+    };
+    if digits.is_empty() || digits.len() > 18 {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for &c in digits {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        // 18 digits stay below i64::MAX.
+        v = v * 10 + i64::from(d);
+    }
+    Some(if negative { -v } else { v })
 }
 
 impl FieldValue for bool {
@@ -244,3 +270,25 @@ macro_rules! header {
     };
 }
 pub(crate) use header;
+
+#[cfg(test)]
+mod field_value_tests {
+    use super::FieldValue;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The shortcut for plain digits reads every text as trimming and parsing does.
+        #[test]
+        fn integers_read_as_trim_and_parse(
+            s in prop_oneof![
+                "-?[0-9]{1,20}",
+                "[ +-]?[0-9]{0,19}[ x]?",
+                any::<i64>().prop_map(|v| v.to_string()),
+                any::<i32>().prop_map(|v| format!(" {v}\t")),
+            ]
+        ) {
+            prop_assert_eq!(i64::from_field(&s), s.trim().parse::<i64>().ok());
+            prop_assert_eq!(i32::from_field(&s), s.trim().parse::<i32>().ok());
+        }
+    }
+}
