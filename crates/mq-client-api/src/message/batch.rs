@@ -39,6 +39,7 @@ pub enum BatchError {
 /// [`BatchError`] when a rule is broken.
 pub fn check_batch(messages: &[Message]) -> Result<usize, BatchError> {
     let first = messages.first().ok_or(BatchError::Empty)?;
+    let wait = first.wait_store_msg_ok();
     let mut size = 0;
     for m in messages {
         if m.delay_level() > 0 {
@@ -50,7 +51,7 @@ pub fn check_batch(messages: &[Message]) -> Result<usize, BatchError> {
         if m.topic != first.topic {
             return Err(BatchError::MixedTopics);
         }
-        if m.wait_store_msg_ok() != first.wait_store_msg_ok() {
+        if m.wait_store_msg_ok() != wait {
             return Err(BatchError::MixedWaitStore);
         }
         let props_len = properties_len(&m.properties);

@@ -125,12 +125,29 @@ impl Typed {
 ///
 /// Sorted by key so that encoding is deterministic; receivers must not depend on key order.
 /// Inserting a key that is present replaces its value, as a map does.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub struct ExtFields {
     arena: String,
     entries: Vec<Entry>,
     /// When set, the fields are this typed header's, and `arena` and `entries` are empty.
     typed: Option<Typed>,
+}
+
+/// A clone keeps the room of the original: fields are mostly cloned to be added to (a message
+/// sent again, or a template sent many times, gets its id property), and a clone cut to its
+/// length would grow at once, copying everything again.
+impl Clone for ExtFields {
+    fn clone(&self) -> Self {
+        let mut arena = String::with_capacity(self.arena.capacity());
+        arena.push_str(&self.arena);
+        let mut entries = Vec::with_capacity(self.entries.capacity());
+        entries.extend_from_slice(&self.entries);
+        Self {
+            arena,
+            entries,
+            typed: self.typed.clone(),
+        }
+    }
 }
 
 impl ExtFields {
@@ -409,7 +426,20 @@ pub(crate) fn key_before(a: &[u8], b: &[u8]) -> bool {
 /// The order of [`key_before`].
 fn key_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
     match a.first().cmp(&b.first()) {
-        std::cmp::Ordering::Equal => a.cmp(b),
+        std::cmp::Ordering::Equal => {
+            // Keys are short: a loop costs less than the call to `memcmp` (a key found is
+            // compared to its end).
+            let n = a.len().min(b.len());
+            if n > 32 {
+                return a.cmp(b);
+            }
+            for (x, y) in a[..n].iter().zip(&b[..n]).skip(1) {
+                if x != y {
+                    return x.cmp(y);
+                }
+            }
+            a.len().cmp(&b.len())
+        }
         unequal => unequal,
     }
 }
@@ -587,6 +617,17 @@ mod tests {
             let mut digits = [0u8; 20];
             let expected = v.to_string();
             proptest::prop_assert_eq!(int_digits(v, &mut digits), expected.as_bytes());
+        }
+
+        /// Keys compare as byte strings do, short or long, sharing a prefix or not.
+        #[test]
+        fn keys_compare_as_byte_strings(
+            prefix in "[ab]{0,40}",
+            a in "[ab]{0,3}",
+            b in "[ab]{0,3}",
+        ) {
+            let (a, b) = (format!("{prefix}{a}"), format!("{prefix}{b}"));
+            proptest::prop_assert_eq!(key_cmp(a.as_bytes(), b.as_bytes()), a.cmp(&b));
         }
     }
 
