@@ -392,12 +392,13 @@ impl ClientApi {
         req: SendRequest,
         timeout: Duration,
     ) -> impl Future<Output = Result<SendResult, ClientApiError>> + Send + 'a {
-        // Built before the future, which then holds only the invoke and what the result needs:
-        // an async fn would keep the whole request beside them for the send's lifetime, and a
-        // block calling `invoke` would keep a second place for the command.
+        // Built before the future, which then holds only the command and what the result
+        // needs: an async fn would keep the whole request beside them for the send's lifetime.
         let (command, sent) = self.send_command_owned(req);
-        let response = self.remoting.invoke(addr, command, timeout);
-        async move { send_result(addr, sent, &response.await?) }
+        async move {
+            let response = self.remoting.invoke(addr, command, timeout).await?;
+            send_result(addr, sent, &response)
+        }
     }
 
     /// Sends a message and hands the result to `callback` on the callback executor.
