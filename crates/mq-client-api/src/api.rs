@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use mq_remoting::{ExtFields, LanguageCode, RemotingClient, RemotingCommand, SerializeType};
 
 use crate::body::{
@@ -335,18 +336,6 @@ impl ClientApi {
             .with_body(body)
     }
 
-    /// The send request of `req`, its fields copied.
-    fn send_command(&self, req: &SendRequest) -> RemotingCommand {
-        let code = self.send_code(&req.header, req.reply);
-        let mut ext = ExtFields::with_capacity(16, 256);
-        if v1_fields(code) {
-            req.header.encode(&mut ext);
-        } else {
-            req.header.encode_v2(&mut ext);
-        }
-        self.send_command_with(code, ext, req.body.clone())
-    }
-
     /// The send request of `req`, consumed: its V2 fields are written straight into the
     /// frame. Also returns what the result needs of it.
     fn send_command_owned(&self, req: SendRequest) -> (RemotingCommand, SentAs) {
@@ -394,11 +383,12 @@ impl ClientApi {
     ) -> impl Future<Output = Result<SendResult, ClientApiError>> + Send + 'a {
         // Built before the future, which then holds only the command and what the result
         // needs: an async fn would keep the whole request beside them for the send's lifetime.
+        // The answer is read by a combinator around the invoke, which keeps it in one place
+        // (an async block awaiting it would hold it twice: as captured and as awaited).
         let (command, sent) = self.send_command_owned(req);
-        async move {
-            let response = self.remoting.invoke(addr, command, timeout).await?;
-            send_result(addr, sent, &response)
-        }
+        self.remoting
+            .invoke(addr, command, timeout)
+            .map(move |response| send_result(addr, sent, &response?))
     }
 
     /// Sends a message and hands the result to `callback` on the callback executor.
@@ -433,16 +423,17 @@ impl ClientApi {
     ///
     /// # Errors
     /// Failures before the request is written.
-    pub async fn send_oneway(
-        &self,
-        addr: &str,
-        req: &SendRequest,
+    pub fn send_oneway<'a>(
+        &'a self,
+        addr: &'a str,
+        req: SendRequest,
         timeout: Duration,
-    ) -> Result<(), ClientApiError> {
-        Ok(self
-            .remoting
-            .invoke_oneway(addr, self.send_command(req), timeout)
-            .await?)
+    ) -> impl Future<Output = Result<(), ClientApiError>> + Send + 'a {
+        // The command is built first; the future holds only the invoke (see `send`).
+        let (command, _) = self.send_command_owned(req);
+        self.remoting
+            .invoke_oneway(addr, command, timeout)
+            .map(|sent| Ok(sent?))
     }
 
     // ----- client management -----

@@ -225,7 +225,7 @@ impl Engine {
         let api = to.instance.api();
         let mut outcome = match to.mode {
             CommunicationMode::Oneway => api
-                .send_oneway(to.addr, &request, remaining)
+                .send_oneway(to.addr, request, remaining)
                 .await
                 .map(|()| None),
             _ => api.send(to.addr, request, remaining).await.map(Some),

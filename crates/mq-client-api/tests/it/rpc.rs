@@ -420,7 +420,7 @@ async fn send_outcomes_map_to_status_or_broker_error() {
 async fn oneway_calls_arrive_flagged_and_unanswered() {
     let mut f = fixture(ApiConfig::default()).await;
     f.api
-        .send_oneway(&f.addr, &send_request("TopicTest", false), T)
+        .send_oneway(&f.addr, send_request("TopicTest", false), T)
         .await
         .unwrap();
     let seen = f.seen.recv().await.unwrap();

@@ -224,17 +224,24 @@ impl RemotingClient {
     ///
     /// # Errors
     /// As for [`RemotingClient::invoke`], except that no response is awaited.
-    pub async fn invoke_oneway(
-        &self,
-        addr: &str,
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would hold the request twice in its state"
+    )]
+    pub fn invoke_oneway<'a>(
+        &'a self,
+        addr: &'a str,
         request: RemotingCommand,
         timeout: Duration,
-    ) -> Result<(), RemotingError> {
-        let deadline = Instant::now() + timeout;
-        let (permit, conn) = self
-            .ready(InvokeKind::Oneway, addr, timeout, deadline)
-            .await?;
-        conn.send_oneway(request, Some(permit))
+    ) -> impl Future<Output = Result<(), RemotingError>> + Send + 'a {
+        // A block, as in `invoke`: the request is kept once.
+        async move {
+            let deadline = Instant::now() + timeout;
+            let (permit, conn) = self
+                .ready(InvokeKind::Oneway, addr, timeout, deadline)
+                .await?;
+            conn.send_oneway(request, Some(permit))
+        }
     }
 
     /// Sends `request` and hands the outcome to `callback` on the callback executor, never on
