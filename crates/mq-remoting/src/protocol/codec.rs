@@ -80,9 +80,7 @@ impl FrameCodec {
                 }
                 Ok(None)
             }
-            Some(total) => {
-                parse_frame(src.split_to(total).freeze()).map(Some)
-            }
+            Some(total) => parse_frame(src.split_to(total).freeze()).map(Some),
         }
     }
 
