@@ -16,6 +16,7 @@
 pub mod client;
 pub mod convert;
 pub mod fuzz_oracle;
+mod offset;
 mod pop;
 pub mod proxy;
 pub mod transaction;

@@ -206,9 +206,9 @@ impl Drop for GrpcProxy {
     }
 }
 
-struct Core {
-    api: ClientApi,
-    config: GrpcProxyConfig,
+pub(crate) struct Core {
+    pub(crate) api: ClientApi,
+    pub(crate) config: GrpcProxyConfig,
     local_addr: SocketAddr,
     routes: Mutex<HashMap<String, (Instant, Arc<Route>)>>,
     next: AtomicUsize,
@@ -332,7 +332,7 @@ impl Core {
     }
 
     /// The readable queues of `topic` on `broker` (every broker when `None`).
-    async fn readable(
+    pub(crate) async fn readable(
         &self,
         topic: &str,
         broker: Option<&str>,
@@ -988,30 +988,33 @@ impl MessagingService for Proxy {
 
     async fn update_offset(
         &self,
-        _request: Request<v2::UpdateOffsetRequest>,
+        request: Request<v2::UpdateOffsetRequest>,
     ) -> Result<Response<v2::UpdateOffsetResponse>, Status> {
+        let status = self.0.update_offset(request.get_ref()).await;
         Ok(Response::new(v2::UpdateOffsetResponse {
-            status: Some(not_served("UpdateOffset")),
+            status: Some(status),
         }))
     }
 
     async fn get_offset(
         &self,
-        _request: Request<v2::GetOffsetRequest>,
+        request: Request<v2::GetOffsetRequest>,
     ) -> Result<Response<v2::GetOffsetResponse>, Status> {
+        let (status, offset) = self.0.get_offset(request.get_ref()).await;
         Ok(Response::new(v2::GetOffsetResponse {
-            status: Some(not_served("GetOffset")),
-            offset: 0,
+            status: Some(status),
+            offset,
         }))
     }
 
     async fn query_offset(
         &self,
-        _request: Request<v2::QueryOffsetRequest>,
+        request: Request<v2::QueryOffsetRequest>,
     ) -> Result<Response<v2::QueryOffsetResponse>, Status> {
+        let (status, offset) = self.0.query_offset(request.get_ref()).await;
         Ok(Response::new(v2::QueryOffsetResponse {
-            status: Some(not_served("QueryOffset")),
-            offset: 0,
+            status: Some(status),
+            offset,
         }))
     }
 

@@ -997,3 +997,141 @@ async fn a_consumer_that_drops_its_receive_loses_nothing() {
     s.proxy.shutdown().await;
     s.cluster.shutdown().await;
 }
+
+/// The offset RPCs: a queue's first and next offsets and the first at a time (QueryOffset),
+/// and a group's committed offset, kept by the broker where remoting consumers read it too
+/// (UpdateOffset, GetOffset); bad requests get a status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_are_queried_and_committed_on_the_queue_s_broker() {
+    let mut s = setup().await;
+    let before = std::time::SystemTime::now();
+    let bodies: Vec<String> = (0..6).map(|i| format!("offset {i}")).collect();
+    for body in &bodies {
+        let sent = send(
+            &mut s.client,
+            vec![message(
+                "OffsetTopic",
+                body.as_bytes(),
+                v2::SystemProperties::default(),
+            )],
+        )
+        .await;
+        assert_eq!(code(sent.status.as_ref()), v2::Code::Ok, "{sent:?}");
+    }
+    let route = s
+        .client
+        .query_route(v2::QueryRouteRequest {
+            topic: resource("OffsetTopic"),
+            endpoints: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(route.status.as_ref()), v2::Code::Ok);
+    let query = |mq: &v2::MessageQueue, policy: v2::QueryOffsetPolicy, at| {
+        let mut client = s.client.clone();
+        let request = v2::QueryOffsetRequest {
+            message_queue: Some(mq.clone()),
+            query_offset_policy: policy as i32,
+            timestamp: at,
+        };
+        async move { client.query_offset(request).await.unwrap().into_inner() }
+    };
+    // Each queue's END is what it holds (as the broker counts it), BEGINNING 0, and the first
+    // offset at a time before every send is 0 too.
+    let mut total = 0;
+    for mq in &route.message_queues {
+        let end = query(mq, v2::QueryOffsetPolicy::End, None).await;
+        assert_eq!(code(end.status.as_ref()), v2::Code::Ok, "{end:?}");
+        let held = stored(&s.cluster, "OffsetTopic", mq.id).await.len() as i64;
+        assert_eq!(end.offset, held, "queue {}", mq.id);
+        total += end.offset;
+        let beginning = query(mq, v2::QueryOffsetPolicy::Beginning, None).await;
+        assert_eq!(
+            (code(beginning.status.as_ref()), beginning.offset),
+            (v2::Code::Ok, 0)
+        );
+        if held > 0 {
+            let at = query(
+                mq,
+                v2::QueryOffsetPolicy::Timestamp,
+                Some(prost_types::Timestamp::from(before)),
+            )
+            .await;
+            assert_eq!(
+                (code(at.status.as_ref()), at.offset),
+                (v2::Code::Ok, 0),
+                "{at:?}"
+            );
+        }
+    }
+    assert_eq!(total, 6);
+
+    // A group's offset: none at first, then what was committed, also for a remoting reader.
+    let mq = route.message_queues[0].clone();
+    let get = |group: &str| {
+        let mut client = s.client.clone();
+        let request = v2::GetOffsetRequest {
+            group: resource(group),
+            message_queue: Some(mq.clone()),
+        };
+        async move { client.get_offset(request).await.unwrap().into_inner() }
+    };
+    let none = get("OffsetGroup").await;
+    assert_eq!(
+        code(none.status.as_ref()),
+        v2::Code::OffsetNotFound,
+        "{none:?}"
+    );
+    let update = |group: &str, offset: i64, queue: v2::MessageQueue| {
+        let mut client = s.client.clone();
+        let request = v2::UpdateOffsetRequest {
+            group: resource(group),
+            message_queue: Some(queue),
+            offset,
+        };
+        async move { client.update_offset(request).await.unwrap().into_inner() }
+    };
+    let done = update("OffsetGroup", 2, mq.clone()).await;
+    assert_eq!(code(done.status.as_ref()), v2::Code::Ok, "{done:?}");
+    let got = get("OffsetGroup").await;
+    assert_eq!((code(got.status.as_ref()), got.offset), (v2::Code::Ok, 2));
+    let remoting = plain_api()
+        .query_consumer_offset(
+            &s.cluster.broker_addr(0),
+            &mq_client_api::header::QueryConsumerOffsetRequestHeader {
+                consumer_group: "OffsetGroup".into(),
+                topic: "OffsetTopic".into(),
+                queue_id: mq.id,
+                set_zero_if_not_found: None,
+            },
+            T,
+        )
+        .await
+        .unwrap();
+    assert_eq!(remoting, 2);
+
+    // Bad requests: a negative offset, no group, a queue the topic does not have, a time
+    // policy without a time.
+    let negative = update("OffsetGroup", -1, mq.clone()).await;
+    assert_eq!(code(negative.status.as_ref()), v2::Code::IllegalOffset);
+    let nameless = update("", 1, mq.clone()).await;
+    assert_eq!(
+        code(nameless.status.as_ref()),
+        v2::Code::IllegalConsumerGroup
+    );
+    let mut missing = mq.clone();
+    missing.id = 99;
+    let absent = update("OffsetGroup", 1, missing).await;
+    assert_eq!(
+        code(absent.status.as_ref()),
+        v2::Code::BadRequest,
+        "{absent:?}"
+    );
+    let timeless = query(&mq, v2::QueryOffsetPolicy::Timestamp, None).await;
+    assert_eq!(code(timeless.status.as_ref()), v2::Code::BadRequest);
+    let unchanged = get("OffsetGroup").await;
+    assert_eq!(unchanged.offset, 2);
+    s.proxy.shutdown().await;
+    s.cluster.shutdown().await;
+}
