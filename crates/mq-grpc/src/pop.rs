@@ -317,26 +317,14 @@ impl GroupTopic {
                 Some(o) => *o,
                 None => self.start_offset(api, q, timeout).await,
             };
-            let mut header = PullMessageRequestHeader {
-                consumer_group: self.group.clone(),
-                topic: self.topic.clone(),
-                queue_id: q.id,
-                queue_offset: from,
-                max_msg_nums: i32::try_from(max).unwrap_or(32).min(32),
-                // The subscription travels with the pull: Java brokers otherwise want the group
-                // registered by a heartbeat, and the proxy's groups are not.
-                sys_flag: pull_sys_flag::SUBSCRIPTION,
-                commit_offset: 0,
-                suspend_timeout_millis: 0,
-                subscription: Some(expression.to_owned()),
-                sub_version: 0,
-                expression_type: Some("TAG".into()),
-                max_msg_bytes: None,
-            };
-            if !wait.is_zero() {
-                header.sys_flag |= pull_sys_flag::SUSPEND;
-                header.suspend_timeout_millis = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
-            }
+            let header = tag_pull(
+                &self.group,
+                &self.topic,
+                (q.id, from),
+                i32::try_from(max).unwrap_or(32).min(32),
+                expression,
+                wait,
+            );
             match api.pull(&q.addr, &header, wait + timeout).await {
                 Ok(r) => {
                     let next = if r.status == PullStatus::NoNewMsg {
@@ -608,6 +596,40 @@ impl GroupTopic {
             }
         }
     }
+}
+
+/// The pull the proxy makes for `group`: up to `max` messages of `topic`'s queue `queue.0`
+/// from offset `queue.1` matching tag `expression`, the broker holding it up to `wait` when
+/// there are none yet.
+pub(crate) fn tag_pull(
+    group: &str,
+    topic: &str,
+    queue: (i32, i64),
+    max: i32,
+    expression: &str,
+    wait: Duration,
+) -> PullMessageRequestHeader {
+    let mut header = PullMessageRequestHeader {
+        consumer_group: group.to_owned(),
+        topic: topic.to_owned(),
+        queue_id: queue.0,
+        queue_offset: queue.1,
+        max_msg_nums: max,
+        // The subscription travels with the pull: Java brokers otherwise want the group
+        // registered by a heartbeat, and the proxy's groups are not.
+        sys_flag: pull_sys_flag::SUBSCRIPTION,
+        commit_offset: 0,
+        suspend_timeout_millis: 0,
+        subscription: Some(expression.to_owned()),
+        sub_version: 0,
+        expression_type: Some("TAG".into()),
+        max_msg_bytes: None,
+    };
+    if !wait.is_zero() {
+        header.sys_flag |= pull_sys_flag::SUSPEND;
+        header.suspend_timeout_millis = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+    }
+    header
 }
 
 #[cfg(test)]

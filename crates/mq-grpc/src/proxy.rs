@@ -819,15 +819,9 @@ impl MessagingService for Proxy {
             ))));
         };
         let topic = convert::resource_name(mq.topic.as_ref());
-        let expression = match req.filter_expression.as_ref() {
-            Some(f) if f.r#type == v2::FilterType::Sql as i32 => {
-                return Ok(Response::new(only(status(
-                    v2::Code::IllegalFilterExpression,
-                    "SQL92 filters are not served; use tags",
-                ))));
-            }
-            Some(f) if !f.expression.trim().is_empty() => f.expression.clone(),
-            _ => "*".to_owned(),
+        let expression = match crate::offset::tag_expression(req.filter_expression.as_ref()) {
+            Ok(e) => e,
+            Err(s) => return Ok(Response::new(only(s))),
         };
         // Push consumers ask the proxy to renew what they receive, as long as they are
         // connected (their telemetry stream names them), instead of naming a time.
@@ -974,16 +968,21 @@ impl MessagingService for Proxy {
 
     async fn pull_message(
         &self,
-        _request: Request<v2::PullMessageRequest>,
+        request: Request<v2::PullMessageRequest>,
     ) -> Result<Response<Self::PullMessageStream>, Status> {
-        let only = v2::PullMessageResponse {
-            content: Some(v2::pull_message_response::Content::Status(not_served(
-                "PullMessage",
-            ))),
-        };
-        Ok(Response::new(Box::pin(futures_util::stream::iter([Ok(
-            only,
-        )]))))
+        use v2::pull_message_response::Content;
+        let pulled = self.0.pull(request.get_ref(), MAX_POLL).await;
+        // The status, the messages, then where to pull next.
+        let answer = std::iter::once(Content::Status(pulled.status))
+            .chain(pulled.messages.into_iter().map(Content::Message))
+            .chain(pulled.next_offset.map(Content::NextOffset))
+            .map(|content| {
+                Ok(v2::PullMessageResponse {
+                    content: Some(content),
+                })
+            })
+            .collect::<Vec<_>>();
+        Ok(Response::new(Box::pin(futures_util::stream::iter(answer))))
     }
 
     async fn update_offset(

@@ -358,18 +358,15 @@ async fn bad_messages_and_unserved_rpcs_get_a_status_and_nothing_is_stored() {
         );
     }
     // An RPC not served yet says so, in a status.
-    let mut pull = s
+    let recall = s
         .client
-        .pull_message(v2::PullMessageRequest::default())
+        .recall_message(v2::RecallMessageRequest::default())
         .await
         .unwrap()
         .into_inner();
-    let first = pull.next().await.unwrap().unwrap();
-    let Some(v2::pull_message_response::Content::Status(st)) = first.content else {
-        panic!("{first:?}");
-    };
+    let st = recall.status.unwrap();
     assert_eq!(code(Some(&st)), v2::Code::NotImplemented);
-    assert!(st.message.contains("PullMessage"));
+    assert!(st.message.contains("RecallMessage"));
     s.proxy.shutdown().await;
     s.cluster.shutdown().await;
 }
@@ -1007,16 +1004,7 @@ async fn offsets_are_queried_and_committed_on_the_queue_s_broker() {
     let before = std::time::SystemTime::now();
     let bodies: Vec<String> = (0..6).map(|i| format!("offset {i}")).collect();
     for body in &bodies {
-        let sent = send(
-            &mut s.client,
-            vec![message(
-                "OffsetTopic",
-                body.as_bytes(),
-                v2::SystemProperties::default(),
-            )],
-        )
-        .await;
-        assert_eq!(code(sent.status.as_ref()), v2::Code::Ok, "{sent:?}");
+        send_plain(&mut s.client, "OffsetTopic", body).await;
     }
     let route = s
         .client
@@ -1132,6 +1120,98 @@ async fn offsets_are_queried_and_committed_on_the_queue_s_broker() {
     assert_eq!(code(timeless.status.as_ref()), v2::Code::BadRequest);
     let unchanged = get("OffsetGroup").await;
     assert_eq!(unchanged.offset, 2);
+
+    // Pulls: from an offset, in order; at the end nothing; past it an illegal offset.
+    let mut best = (route.message_queues[0].clone(), 0);
+    for mq in &route.message_queues {
+        let held = stored(&s.cluster, "OffsetTopic", mq.id).await.len() as i64;
+        if held > best.1 {
+            best = (mq.clone(), held);
+        }
+    }
+    let (mq, held) = best;
+    assert!(held >= 2);
+    let in_queue: Vec<String> = stored(&s.cluster, "OffsetTopic", mq.id)
+        .await
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.message.body).into_owned())
+        .collect();
+    let pull = |offset: i64, batch_size: i32, wait: Option<Duration>| {
+        let mut client = s.client.clone();
+        let request = v2::PullMessageRequest {
+            group: resource("OffsetGroup"),
+            message_queue: Some(mq.clone()),
+            offset,
+            batch_size,
+            filter_expression: None,
+            long_polling_timeout: wait.map(|w| prost_types::Duration::try_from(w).unwrap()),
+        };
+        async move { pulled(client.pull_message(request).await.unwrap().into_inner()).await }
+    };
+    let (st, bodies, next) = pull(0, 2, None).await;
+    assert_eq!(code(Some(&st)), v2::Code::Ok, "{st:?}");
+    assert_eq!(bodies, in_queue[..2]);
+    assert_eq!(next, Some(2));
+    let (st, bodies, next) = pull(held, 0, None).await;
+    assert_eq!(code(Some(&st)), v2::Code::MessageNotFound, "{st:?}");
+    assert!(bodies.is_empty());
+    assert_eq!(next, Some(held));
+    let (st, _, _) = pull(held + 100, 0, None).await;
+    assert_eq!(code(Some(&st)), v2::Code::IllegalOffset, "{st:?}");
+    let (st, _, _) = pull(0, MAX_BATCH + 1, None).await;
+    assert_eq!(code(Some(&st)), v2::Code::BadRequest, "{st:?}");
+    // A long poll at the end answers with the next message to arrive in the queue.
+    let waiting = tokio::spawn(pull(held, 0, Some(Duration::from_secs(20))));
+    let mut sent_bodies = Vec::new();
+    while stored(&s.cluster, "OffsetTopic", mq.id).await.len() as i64 == held {
+        let body = format!("late {}", sent_bodies.len());
+        send_plain(&mut s.client, "OffsetTopic", &body).await;
+        sent_bodies.push(body);
+        assert!(sent_bodies.len() <= 8, "no send reached queue {}", mq.id);
+    }
+    let (st, bodies, next) = tokio::time::timeout(T, waiting).await.unwrap().unwrap();
+    assert_eq!(code(Some(&st)), v2::Code::Ok, "{st:?}");
+    assert_eq!(bodies.len(), 1);
+    assert!(sent_bodies.contains(&bodies[0]), "{bodies:?}");
+    assert_eq!(next, Some(held + 1));
     s.proxy.shutdown().await;
     s.cluster.shutdown().await;
+}
+
+/// The most messages a PullMessage may ask for.
+const MAX_BATCH: i32 = 1024;
+
+/// A PullMessage answer: its status, the bodies pulled, and the next offset.
+async fn pulled(
+    mut answer: tonic::Streaming<v2::PullMessageResponse>,
+) -> (v2::Status, Vec<String>, Option<i64>) {
+    use v2::pull_message_response::Content;
+    let mut status = None;
+    let mut bodies = Vec::new();
+    let mut next = None;
+    while let Some(item) = answer.next().await {
+        match item.unwrap().content {
+            Some(Content::Status(st)) => status = Some(st),
+            Some(Content::Message(m)) => {
+                bodies.push(String::from_utf8_lossy(&m.body).into_owned());
+            }
+            Some(Content::NextOffset(n)) => next = Some(n),
+            None => {}
+        }
+    }
+    (status.expect("a status"), bodies, next)
+}
+
+/// Sends one message of `body` to `topic`, which must be stored.
+async fn send_plain(client: &mut MessagingServiceClient<Channel>, topic: &str, body: &str) {
+    let sent = send(
+        client,
+        vec![message(
+            topic,
+            body.as_bytes(),
+            v2::SystemProperties::default(),
+        )],
+    )
+    .await;
+    assert_eq!(code(sent.status.as_ref()), v2::Code::Ok, "{sent:?}");
 }
