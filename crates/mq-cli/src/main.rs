@@ -73,6 +73,9 @@ enum Command {
         /// Port (0 = any free port).
         #[arg(long, default_value_t = 8081)]
         port: u16,
+        /// TLS on the gRPC port (ALPN h2).
+        #[command(flatten)]
+        tls: options::ServerTlsArgs,
     },
     /// Send messages.
     Send {
@@ -298,8 +301,9 @@ fn main() -> ExitCode {
                 namesrv,
                 host,
                 port,
+                tls,
             } => {
-                let proxy = start_grpc_proxy(&namesrv, host, port).await?;
+                let proxy = start_grpc_proxy(&namesrv, host, port, tls.server()?).await?;
                 until_ctrl_c().await?;
                 proxy.shutdown().await;
                 Ok(())
@@ -383,10 +387,12 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let namesrv = start_namesrv(args.broker.host, args.namesrv_port, &args.broker.tls).await?;
     let ns_addr = namesrv.local_addr().to_string();
     let host = args.broker.host;
+    // The gRPC port takes the broker's certificate and mode.
+    let grpc_tls = args.broker.tls.server()?;
     let (_temp, broker) =
         start_broker(args.broker, args.broker_port, vec![ns_addr.clone()]).await?;
     let grpc = match args.grpc_port {
-        Some(port) => Some(start_grpc_proxy(&ns_addr, host, port).await?),
+        Some(port) => Some(start_grpc_proxy(&ns_addr, host, port, grpc_tls).await?),
         None => None,
     };
     until_ctrl_c().await?;
@@ -398,17 +404,22 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Starts the gRPC proxy in front of the cluster of `namesrv` and says where it listens.
+/// Starts the gRPC proxy in front of the cluster of `namesrv`, with `tls` when given, and says
+/// where it listens.
 async fn start_grpc_proxy(
     namesrv: &str,
     host: IpAddr,
     port: u16,
+    tls: Option<mq_remoting::ServerTls>,
 ) -> Result<mq_grpc::GrpcProxy, String> {
-    let proxy = mq_grpc::GrpcProxy::start(
-        mq_grpc::GrpcProxyConfig::new(namesrv).with_listen(SocketAddr::new(host, port)),
-    )
-    .await
-    .map_err(|e| format!("gRPC proxy cannot listen on {host}:{port}: {e}"))?;
+    let mut config =
+        mq_grpc::GrpcProxyConfig::new(namesrv).with_listen(SocketAddr::new(host, port));
+    if let Some(tls) = tls {
+        config = config.with_tls(tls);
+    }
+    let proxy = mq_grpc::GrpcProxy::start(config)
+        .await
+        .map_err(|e| format!("gRPC proxy cannot listen on {host}:{port}: {e}"))?;
     say(&format!("gRPC proxy listening on {}", proxy.local_addr()));
     Ok(proxy)
 }

@@ -18,6 +18,7 @@ use mq_client_api::MessageExt;
 use mq_client_api::validate::{validate_group, validate_topic};
 use mq_grpc::convert::{duration, to_message_ext};
 use mq_grpc::{GrpcClientConfig, GrpcError, GrpcSession, v2};
+use mq_remoting::ClientTls;
 use parking_lot::Mutex;
 
 use crate::error::ConsumerError;
@@ -40,6 +41,8 @@ pub struct SimpleConsumerConfig {
     pub request_timeout: Duration,
     /// Namespace; empty for none.
     pub namespace: String,
+    /// TLS to the proxy (its roots and name); none: plain.
+    pub tls: Option<ClientTls>,
 }
 
 impl SimpleConsumerConfig {
@@ -53,7 +56,15 @@ impl SimpleConsumerConfig {
             await_duration: Duration::from_secs(20),
             request_timeout: Duration::from_secs(3),
             namespace: String::new(),
+            tls: None,
         }
+    }
+
+    /// Connects to the proxy with TLS by `tls`.
+    #[must_use]
+    pub fn with_tls(mut self, tls: ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Subscribes to `topic` with a tag expression (`*` for every message).
@@ -157,9 +168,10 @@ impl SimpleConsumer {
         for topic in config.subscriptions.keys() {
             validate_topic(topic).map_err(|e| ConsumerError::Subscription(e.to_string()))?;
         }
-        let grpc = GrpcClientConfig::new(&config.endpoint)
+        let mut grpc = GrpcClientConfig::new(&config.endpoint)
             .with_namespace(&config.namespace)
             .with_request_timeout(config.request_timeout);
+        grpc.tls.clone_from(&config.tls);
         let resource = |name: &str| v2::Resource {
             resource_namespace: config.namespace.clone(),
             name: name.to_owned(),

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
+use mq_remoting::ClientTls;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -44,6 +45,8 @@ pub struct GrpcClientConfig {
     pub client_id: String,
     /// The longest a call may take when the caller gives no tighter deadline.
     pub request_timeout: Duration,
+    /// TLS to the proxy (ALPN `h2`); none: plain.
+    pub tls: Option<ClientTls>,
 }
 
 impl GrpcClientConfig {
@@ -65,7 +68,15 @@ impl GrpcClientConfig {
                 now.as_nanos() % 1_000_000_000_000,
             ),
             request_timeout: Duration::from_secs(3),
+            tls: None,
         }
+    }
+
+    /// Connects with TLS by `tls` (the roots trusted, the name verified).
+    #[must_use]
+    pub fn with_tls(mut self, tls: ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Sets the namespace.
@@ -267,7 +278,22 @@ impl GrpcSession {
             .connect_timeout(left(deadline))
             .tcp_nodelay(true);
         let started = Instant::now();
-        let channel = tokio::time::timeout_at(deadline.into(), channel.connect())
+        let connecting = async {
+            match config.tls.clone() {
+                None => channel.connect().await,
+                Some(tls) => {
+                    // TLS made here (tonic's own needs its TLS features): each connection to
+                    // the one endpoint, whatever the URI says.
+                    let to = endpoint.clone();
+                    channel
+                        .connect_with_connector(tower::service_fn(move |_| {
+                            crate::tls::connect(to.clone(), tls.clone())
+                        }))
+                        .await
+                }
+            }
+        };
+        let channel = tokio::time::timeout_at(deadline.into(), connecting)
             .await
             .map_err(|_| GrpcError::Timeout {
                 endpoint: endpoint.clone(),

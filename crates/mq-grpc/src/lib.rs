@@ -19,6 +19,7 @@ pub mod fuzz_oracle;
 mod offset;
 mod pop;
 pub mod proxy;
+mod tls;
 pub mod transaction;
 
 pub use client::{GrpcClientConfig, GrpcError, GrpcSession, OrphanHandler};

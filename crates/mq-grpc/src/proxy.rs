@@ -27,7 +27,7 @@ use mq_client_api::body::{TopicRouteData, perm};
 use mq_client_api::header::SendMessageRequestHeader;
 use mq_client_api::message::{UniqueIdGenerator, encode_batch};
 use mq_client_api::{ApiConfig, ClientApi, SendRequest, wire_time};
-use mq_remoting::{ClientConfig, NameServerList, RemotingClient};
+use mq_remoting::{ClientConfig, NameServerList, RemotingClient, ServerTls};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -81,6 +81,9 @@ pub struct GrpcProxyConfig {
     /// The cluster's delay levels, level 1 first: a delivery time is served by the first level
     /// not earlier than it. Default: the broker's default levels.
     pub delay_levels: Vec<Duration>,
+    /// TLS on the gRPC port (ALPN `h2`), in its mode: permissive serves plain clients too.
+    /// Default none: plain only.
+    pub tls: Option<ServerTls>,
 }
 
 impl GrpcProxyConfig {
@@ -92,7 +95,15 @@ impl GrpcProxyConfig {
             request_timeout: Duration::from_secs(3),
             max_body_size: 4 * 1024 * 1024,
             delay_levels: mq_client_api::names::default_delay_levels(),
+            tls: None,
         }
+    }
+
+    /// Serves TLS by `tls` (its certificate, key and mode).
+    #[must_use]
+    pub fn with_tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Sets the listen address (port 0: any free port).
@@ -162,18 +173,35 @@ impl GrpcProxy {
         });
         let core = Arc::clone(&service.0);
         let stop = token.clone();
+        let tls = core.config.tls.clone();
+        let accepting = tasks.clone();
         tasks.spawn(async move {
             // HTTP/2 pings find a client that vanished without closing its connection, so
             // its Telemetry stream ends and the proxy stops renewing what it received.
-            let served = tonic::transport::Server::builder()
+            let router = tonic::transport::Server::builder()
                 .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
                 .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-                .add_service(MessagingServiceServer::new(service))
-                .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                    stop.cancelled_owned(),
-                )
-                .await;
+                .add_service(MessagingServiceServer::new(service));
+            let served = match tls {
+                None => {
+                    router
+                        .serve_with_incoming_shutdown(
+                            tonic::transport::server::TcpIncoming::from(listener)
+                                .with_nodelay(Some(true)),
+                            stop.cancelled_owned(),
+                        )
+                        .await
+                }
+                Some(tls) => {
+                    let conns = crate::tls::incoming(listener, &tls, &stop, &accepting);
+                    let conns = futures_util::stream::unfold(conns, |mut conns| async move {
+                        conns.recv().await.map(|c| (c, conns))
+                    });
+                    router
+                        .serve_with_incoming_shutdown(conns, stop.cancelled_owned())
+                        .await
+                }
+            };
             if let Err(e) = served {
                 warn!(cause = %e, "gRPC proxy stopped");
             }

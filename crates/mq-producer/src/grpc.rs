@@ -18,6 +18,7 @@ use mq_client_api::validate::{ValidationError, validate_message, validate_topic}
 use mq_client_api::{MessageQueue, SendResult, SendStatus};
 use mq_grpc::convert::{SHARDING_KEY, from_message, group_hash, to_message_ext};
 use mq_grpc::{GrpcClientConfig, GrpcError, GrpcSession, v2};
+use mq_remoting::ClientTls;
 use parking_lot::Mutex;
 
 use crate::error::{ProducerError, SendError};
@@ -38,6 +39,8 @@ pub struct GrpcProducerConfig {
     pub max_message_size: usize,
     /// Namespace; empty for none.
     pub namespace: String,
+    /// TLS to the proxy (its roots and name); none: plain.
+    pub tls: Option<ClientTls>,
 }
 
 impl GrpcProducerConfig {
@@ -50,7 +53,15 @@ impl GrpcProducerConfig {
             retry_times: 2,
             max_message_size: 4 * 1024 * 1024,
             namespace: String::new(),
+            tls: None,
         }
+    }
+
+    /// Connects to the proxy with TLS by `tls`.
+    #[must_use]
+    pub fn with_tls(mut self, tls: ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Announces `topic` in the producer's settings (its route is looked up at start).
@@ -168,9 +179,10 @@ impl GrpcProducer {
             })),
             ..Default::default()
         };
-        let grpc = GrpcClientConfig::new(&config.endpoint)
+        let mut grpc = GrpcClientConfig::new(&config.endpoint)
             .with_namespace(&config.namespace)
             .with_request_timeout(config.send_timeout);
+        grpc.tls.clone_from(&config.tls);
         let deadline = Instant::now() + config.send_timeout;
         let orphans = listener.clone().map(|l| orphan_handler(l, &config));
         let session = GrpcSession::connect_with(grpc, settings, orphans, deadline).await?;

@@ -47,5 +47,5 @@ pub use transport::{
     BoxFuture, CallbackExecutor, ClientConfig, ClientTls, ConnectionHandle, ConnectionWatches,
     HookAction, NameServerList, RemotingClient, RemotingServer, RequestContext, RequestHook,
     RequestProcessor, RpcHook, ServerConfig, ServerTls, ShutdownReport, TlsError, TlsMode,
-    processor_fn,
+    processor_fn, starts_tls,
 };

@@ -1215,3 +1215,117 @@ async fn send_plain(client: &mut MessagingServiceClient<Channel>, topic: &str, b
     .await;
     assert_eq!(code(sent.status.as_ref()), v2::Code::Ok, "{sent:?}");
 }
+
+/// A proxy with TLS: our session connects over TLS (ALPN h2) trusting the proxy's certificate
+/// and sends; a plain client is refused when TLS is enforced and served when it is permissive;
+/// a client that does not trust the certificate does not connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_serves_tls_by_its_mode_and_our_session_speaks_it() {
+    use mq_grpc::{GrpcClientConfig, GrpcSession};
+    use mq_remoting::{ClientTls, ServerTls, TlsMode};
+    use mq_test_support::TestCert;
+
+    let cluster = Cluster::builder().start().await.unwrap();
+    let cert = TestCert::loopback();
+    let server_tls = ServerTls::from_pem(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes())
+        .unwrap()
+        .with_mode(TlsMode::Enforcing);
+    let proxy = GrpcProxy::start(
+        GrpcProxyConfig::new(&cluster.namesrv_addr())
+            .with_listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .with_tls(server_tls.clone()),
+    )
+    .await
+    .unwrap();
+    let endpoint = proxy.local_addr().to_string();
+    let trusted = ClientTls::with_roots_pem(cert.cert_pem.as_bytes()).unwrap();
+    let deadline = std::time::Instant::now() + T;
+    let settings = v2::Settings {
+        client_type: Some(v2::ClientType::Producer as i32),
+        ..Default::default()
+    };
+    let session = GrpcSession::connect(
+        GrpcClientConfig::new(&endpoint).with_tls(trusted.clone()),
+        settings.clone(),
+        deadline,
+    )
+    .await
+    .unwrap();
+    let entries = session
+        .send(
+            vec![message(
+                "TlsTopic",
+                b"over tls",
+                v2::SystemProperties {
+                    message_id: "01TLS0000000000001".into(),
+                    ..Default::default()
+                },
+            )],
+            deadline,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        code(entries[0].status.as_ref()),
+        v2::Code::Ok,
+        "{entries:?}"
+    );
+    assert!(
+        stored_bodies(&cluster, "TlsTopic")
+            .await
+            .contains(&"over tls".to_owned())
+    );
+    session.close();
+
+    // Enforced: a plain client gets no answer, only an error.
+    let refused = plain_route(&endpoint, "TlsTopic").await;
+    assert!(refused.is_err(), "{refused:?}");
+    // A client trusting another certificate does not connect.
+    let stranger = ClientTls::with_roots_pem(TestCert::loopback().cert_pem.as_bytes()).unwrap();
+    let untrusted = GrpcSession::connect(
+        GrpcClientConfig::new(&endpoint).with_tls(stranger),
+        settings.clone(),
+        deadline,
+    )
+    .await;
+    assert!(untrusted.is_err());
+    proxy.shutdown().await;
+
+    // Permissive: plain and TLS clients both.
+    let proxy = GrpcProxy::start(
+        GrpcProxyConfig::new(&cluster.namesrv_addr())
+            .with_listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .with_tls(server_tls.with_mode(TlsMode::Permissive)),
+    )
+    .await
+    .unwrap();
+    let endpoint = proxy.local_addr().to_string();
+    let route = plain_route(&endpoint, "TlsTopic").await.unwrap();
+    assert_eq!(code(route.status.as_ref()), v2::Code::Ok);
+    let session = GrpcSession::connect(
+        GrpcClientConfig::new(&endpoint).with_tls(trusted),
+        settings,
+        deadline,
+    )
+    .await
+    .unwrap();
+    let routed = session.query_route("TlsTopic", deadline).await.unwrap();
+    assert!(!routed.is_empty());
+    session.close();
+    proxy.shutdown().await;
+    cluster.shutdown().await;
+}
+
+/// The route of `topic` asked by a plain (no TLS) client of the proxy at `endpoint`.
+async fn plain_route(endpoint: &str, topic: &str) -> Result<v2::QueryRouteResponse, tonic::Status> {
+    let mut plain = MessagingServiceClient::connect(format!("http://{endpoint}"))
+        .await
+        .unwrap();
+    plain
+        .query_route(v2::QueryRouteRequest {
+            topic: resource(topic),
+            endpoints: None,
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}

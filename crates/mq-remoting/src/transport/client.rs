@@ -442,9 +442,7 @@ impl RemotingClient {
                     addr: addr.to_owned(),
                     source,
                 };
-                let name = tls.server_name_for(addr).map_err(tls_error)?;
-                let handshake =
-                    tokio_rustls::TlsConnector::from(Arc::clone(&tls.config)).connect(name, stream);
+                let handshake = tls.connect(addr, stream);
                 let stream = match tokio::time::timeout_at(connect_deadline, handshake).await {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => return Err(tls_error(e)),

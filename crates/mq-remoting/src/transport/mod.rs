@@ -21,4 +21,4 @@ pub use processor::{
     BoxFuture, HookAction, RequestContext, RequestProcessor, RpcHook, processor_fn,
 };
 pub use server::{RemotingServer, ServerConfig, ShutdownReport};
-pub use tls::{ClientTls, ServerTls, TlsError, TlsMode};
+pub use tls::{ClientTls, ServerTls, TlsError, TlsMode, starts_tls};

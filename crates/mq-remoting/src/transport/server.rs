@@ -15,7 +15,7 @@ use tracing::{Instrument, debug, info, warn};
 use super::connection::{ConnectionHandle, Endpoint, Permits};
 use super::executor::CallbackExecutor;
 use super::processor::{Dispatcher, RequestProcessor};
-use super::tls::{ServerTls, TLS_HANDSHAKE_BYTE, TlsMode};
+use super::tls::{ServerTls, TlsMode, starts_tls};
 use crate::protocol::{DEFAULT_MAX_FRAME_LEN, FrameCodec, SerializeType};
 
 /// Server settings. Build with [`ServerConfig::default`] and the `with_*` setters.
@@ -295,13 +295,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// it as the mode allows; a connection the mode refuses, or that stays silent, is closed.
 async fn serve_tls(stream: TcpStream, peer: SocketAddr, endpoint: Arc<Endpoint>, tls: ServerTls) {
     let token = endpoint.token.clone();
-    let classify = async {
-        let mut first = [0u8; 1];
-        match stream.peek(&mut first).await {
-            Ok(1) => Some(first[0] == TLS_HANDSHAKE_BYTE),
-            _ => None,
-        }
-    };
+    let classify = async { starts_tls(&stream).await.ok().flatten() };
     let is_tls = tokio::select! {
         () = token.cancelled() => return,
         r = tokio::time::timeout(HANDSHAKE_TIMEOUT, classify) => match r {
@@ -325,7 +319,7 @@ async fn serve_tls(stream: TcpStream, peer: SocketAddr, endpoint: Arc<Endpoint>,
         }
         (true, TlsMode::Permissive | TlsMode::Enforcing) => {
             let _ = stream.set_nodelay(true);
-            let accept = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.config)).accept(stream);
+            let accept = tls.accept(stream);
             tokio::select! {
                 () = token.cancelled() => {}
                 r = tokio::time::timeout(HANDSHAKE_TIMEOUT, accept) => match r {

@@ -187,6 +187,50 @@ impl ServerTls {
     pub fn mode(&self) -> TlsMode {
         self.mode
     }
+
+    /// The same certificate, key and mode, offering `protocols` by ALPN (gRPC's clients
+    /// insist on `h2`).
+    #[must_use]
+    pub fn with_alpn(&self, protocols: &[&[u8]]) -> Self {
+        let mut config = (*self.config).clone();
+        config.alpn_protocols = alpn(protocols);
+        Self {
+            config: Arc::new(config),
+            mode: self.mode,
+        }
+    }
+
+    /// The server's side of a TLS handshake on `stream`, for protocols other than remoting
+    /// (remoting servers take a [`ServerTls`] in their config and do this themselves).
+    ///
+    /// # Errors
+    /// The handshake's.
+    pub async fn accept(
+        &self,
+        stream: tokio::net::TcpStream,
+    ) -> io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+        tokio_rustls::TlsAcceptor::from(Arc::clone(&self.config))
+            .accept(stream)
+            .await
+    }
+}
+
+/// ALPN protocol names as rustls takes them.
+fn alpn(protocols: &[&[u8]]) -> Vec<Vec<u8>> {
+    protocols.iter().map(|p| p.to_vec()).collect()
+}
+
+/// Whether a connection's first byte starts a TLS handshake (what a [`TlsMode::Permissive`]
+/// server tells its clients apart by); `None` when the connection ends before sending one.
+///
+/// # Errors
+/// The socket's.
+pub async fn starts_tls(stream: &tokio::net::TcpStream) -> io::Result<Option<bool>> {
+    let mut first = [0u8; 1];
+    Ok(match stream.peek(&mut first).await? {
+        0 => None,
+        _ => Some(first[0] == TLS_HANDSHAKE_BYTE),
+    })
 }
 
 /// A client's TLS: the roots it trusts and, optionally, the server name to verify (by default
@@ -274,6 +318,35 @@ impl ClientTls {
                 .map_err(|_| TlsError::BadServerName(name.to_owned()))?,
         );
         Ok(self)
+    }
+
+    /// The same roots and name, offering `protocols` by ALPN (gRPC servers insist on `h2`).
+    #[must_use]
+    pub fn with_alpn(&self, protocols: &[&[u8]]) -> Self {
+        let mut config = (*self.config).clone();
+        config.alpn_protocols = alpn(protocols);
+        Self {
+            config: Arc::new(config),
+            server_name: self.server_name.clone(),
+            verifies: self.verifies,
+        }
+    }
+
+    /// The client's side of a TLS handshake on `stream` to `addr` (`host:port`, whose host is
+    /// the name verified unless [`ClientTls::with_server_name`] set one), for protocols other
+    /// than remoting.
+    ///
+    /// # Errors
+    /// An `addr` whose host is no valid server name, and the handshake's.
+    pub async fn connect(
+        &self,
+        addr: &str,
+        stream: tokio::net::TcpStream,
+    ) -> io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let name = self.server_name_for(addr)?;
+        tokio_rustls::TlsConnector::from(Arc::clone(&self.config))
+            .connect(name, stream)
+            .await
     }
 
     /// The name to verify for a connection to `addr` (`host:port`).

@@ -531,3 +531,66 @@ async fn a_topic_is_created_with_its_attributes() {
     admin.shutdown().await;
     cluster.shutdown().await;
 }
+
+/// Through a proxy that enforces TLS: the gRPC producer and the simple consumer, given the
+/// proxy's certificate as their root, send, receive and acknowledge; without TLS the producer
+/// does not start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grpc_clients_speak_tls_to_a_proxy_that_enforces_it() {
+    use mq_remoting::{ClientTls, ServerTls, TlsMode};
+    let cluster = Cluster::builder().start().await.unwrap();
+    let cert = mq_test_support::TestCert::loopback();
+    let proxy = GrpcProxy::start(
+        GrpcProxyConfig::new(&cluster.namesrv_addr())
+            .with_listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .with_tls(
+                ServerTls::from_pem(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes())
+                    .unwrap()
+                    .with_mode(TlsMode::Enforcing),
+            ),
+    )
+    .await
+    .unwrap();
+    let endpoint = proxy.local_addr().to_string();
+    let tls = ClientTls::with_roots_pem(cert.cert_pem.as_bytes()).unwrap();
+    let plain = GrpcProducer::start(
+        GrpcProducerConfig::new(&endpoint)
+            .with_topic("GrpcTls")
+            .with_send_timeout(Duration::from_secs(2)),
+    )
+    .await;
+    assert!(plain.is_err(), "a plain producer started");
+    let producer = GrpcProducer::start(
+        GrpcProducerConfig::new(&endpoint)
+            .with_topic("GrpcTls")
+            .with_tls(tls.clone()),
+    )
+    .await
+    .unwrap();
+    let bodies: Vec<String> = (0..3).map(|i| format!("tls {i}")).collect();
+    for b in &bodies {
+        let sent = producer
+            .send(Message::new("GrpcTls", b.clone().into_bytes()).with_tags("TagT"))
+            .await
+            .unwrap();
+        assert_eq!(sent.status, SendStatus::SendOk);
+    }
+    let consumer = SimpleConsumer::start(
+        SimpleConsumerConfig::new("grpc_tls_cg", &endpoint)
+            .subscribe("GrpcTls", "TagT")
+            .with_await_duration(Duration::from_secs(2))
+            .with_tls(tls),
+    )
+    .await
+    .unwrap();
+    let got = receive_n(&consumer, 3, Duration::from_secs(60)).await;
+    let seen: BTreeSet<String> = got.iter().map(body).collect();
+    assert_eq!(seen, bodies.iter().cloned().collect());
+    for m in &got {
+        consumer.ack(m).await.unwrap();
+    }
+    consumer.shutdown().await;
+    producer.shutdown().await;
+    proxy.shutdown().await;
+    cluster.shutdown().await;
+}
