@@ -63,6 +63,10 @@ const TLS_CERT: &str = "tls-cert.pem";
 /// gRPC clients reach every server through it.
 const GRPC_ENDPOINT: &str = "127.0.0.1:8081";
 
+/// Where a second proxy of ours listens, enforcing TLS with the run's certificate: RocketMQ 5's
+/// Java client reaches it with its default settings (SSL on).
+const GRPC_TLS_ENDPOINT: &str = "127.0.0.1:8083";
+
 /// Where Apache RocketMQ's own gRPC proxy (`rocketmq-proxy`, cluster mode) listens in front of
 /// the Java 5.3 engine: our gRPC producer and simple consumer are checked through it.
 const JAVA_PROXY_ENDPOINT: &str = "127.0.0.1:8181";
@@ -713,6 +717,19 @@ pub(crate) fn in_netns(args: &[String]) -> Result {
         work,
     )?;
     proxy.wait_for("gRPC proxy listening on")?;
+    let (cert, key) = tls_files(work)?;
+    let tls_port = GRPC_TLS_ENDPOINT.rsplit_once(':').map_or("8083", |(_, p)| p);
+    let mut tls_proxy = Server::start(
+        "mq proxy with TLS enforced",
+        Command::new(mq)
+            .args(["proxy", "--namesrv", NAMESRV, "--port", tls_port])
+            .args(["--tls-mode", "enforcing", "--tls-cert"])
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key),
+        work,
+    )?;
+    tls_proxy.wait_for("gRPC proxy listening on")?;
     // The official clients, each scenario a row.
     let dir = root().join("interop");
     let mut ours = Command::new(mq.with_file_name("mq-interop-client"));
@@ -770,6 +787,16 @@ pub(crate) fn in_netns(args: &[String]) -> Result {
                 "interop.ClientGrpc",
                 work,
                 &[GRPC_ENDPOINT],
+            ),
+        ),
+        (
+            "java grpc",
+            java(
+                &dir,
+                "client-java-grpc",
+                "interop.ClientGrpc",
+                work,
+                &["tls", GRPC_TLS_ENDPOINT],
             ),
         ),
         ("python grpc", python(&dir, work, &[GRPC_ENDPOINT])),
@@ -953,11 +980,7 @@ fn start_ours(mq: &Path, work: &Path) -> Result<Vec<Server>> {
         work,
     )?;
     acl.wait_for("broker listening on")?;
-    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
-        .map_err(|e| format!("cannot make a certificate: {e}"))?;
-    let (cert, key) = (work.join(TLS_CERT), work.join("tls-key.pem"));
-    fs::write(&cert, certified.cert.pem()).map_err(|e| format!("{TLS_CERT}: {e}"))?;
-    fs::write(&key, certified.key_pair.serialize_pem()).map_err(|e| format!("key: {e}"))?;
+    let (cert, key) = tls_files(work)?;
     let mut tls = Server::start(
         "mq serve with TLS enforced",
         Command::new(mq)
@@ -980,6 +1003,19 @@ fn start_ours(mq: &Path, work: &Path) -> Result<Vec<Server>> {
     )?;
     tls.wait_for("broker listening on")?;
     Ok(vec![main, strict, acl, tls])
+}
+
+/// The run's certificate ([`TLS_CERT`], self-signed for 127.0.0.1) and key in `work`, made on
+/// first use.
+fn tls_files(work: &Path) -> Result<(PathBuf, PathBuf)> {
+    let (cert, key) = (work.join(TLS_CERT), work.join("tls-key.pem"));
+    if !cert.exists() || !key.exists() {
+        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+            .map_err(|e| format!("cannot make a certificate: {e}"))?;
+        fs::write(&cert, certified.cert.pem()).map_err(|e| format!("{TLS_CERT}: {e}"))?;
+        fs::write(&key, certified.key_pair.serialize_pem()).map_err(|e| format!("key: {e}"))?;
+    }
+    Ok((cert, key))
 }
 
 /// Starts the Java name server and broker, and a bare Java name server (the no-route one).

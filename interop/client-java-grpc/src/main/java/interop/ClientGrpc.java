@@ -22,7 +22,8 @@ import org.apache.rocketmq.client.apis.producer.TransactionResolution;
  * every message once, and a PushConsumer whose listener sees every message once.
  *
  * <p>Usage: ClientGrpc ENDPOINT (host:port of the gRPC proxy), or ClientGrpc produce ENDPOINT TOPIC
- * N (the cross flow: bodies "cross message I", tag "cross"). Prints PASS or FAIL per scenario and
+ * N (the cross flow: bodies "cross message I", tag "cross"), or ClientGrpc tls ENDPOINT (a proxy
+ * that enforces TLS: the client with its default, SSL on). Prints PASS or FAIL per scenario and
  * exits 1 on any failure.
  */
 public final class ClientGrpc {
@@ -34,6 +35,10 @@ public final class ClientGrpc {
     }
 
     public static void main(String[] args) throws Exception {
+        if (args[0].equals("tls")) {
+            overTls(args[1]);
+            return;
+        }
         boolean cross = args[0].equals("produce");
         String endpoint = cross ? args[1] : args[0];
         ClientServiceProvider provider = ClientServiceProvider.loadService();
@@ -211,6 +216,50 @@ public final class ClientGrpc {
         if (!ok) {
             throw new AssertionError(what);
         }
+    }
+
+    /**
+     * The client as configured by default (SSL on) against a proxy that enforces TLS: a producer
+     * sends, a SimpleConsumer receives the message and acknowledges it.
+     */
+    private static void overTls(String endpoint) {
+        ClientServiceProvider provider = ClientServiceProvider.loadService();
+        ClientConfiguration config = ClientConfiguration.newBuilder()
+            .setEndpoints(endpoint)
+            .setRequestTimeout(Duration.ofSeconds(5))
+            .build();
+        check("over TLS (the client's default), a send received and acknowledged", () -> {
+            String topic = "GrpcTls";
+            String body = "over tls " + System.nanoTime();
+            Producer p = provider.newProducerBuilder().setClientConfiguration(config).setTopics(topic).build();
+            try {
+                p.send(provider.newMessageBuilder().setTopic(topic).setTag("tls")
+                    .setBody(body.getBytes(StandardCharsets.UTF_8)).build());
+            } finally {
+                p.close();
+            }
+            SimpleConsumer c = provider.newSimpleConsumerBuilder()
+                .setClientConfiguration(config)
+                .setConsumerGroup("GrpcTlsGroup")
+                .setAwaitDuration(Duration.ofSeconds(5))
+                .setSubscriptionExpressions(java.util.Collections.singletonMap(topic, new FilterExpression("tls")))
+                .build();
+            try {
+                boolean seen = false;
+                long until = System.currentTimeMillis() + 30_000;
+                while (!seen && System.currentTimeMillis() < until) {
+                    for (MessageView v : c.receive(16, Duration.ofSeconds(30))) {
+                        c.ack(v);
+                        seen |= StandardCharsets.UTF_8.decode(v.getBody()).toString().equals(body);
+                    }
+                }
+                require(seen, "the message sent over TLS was not received in 30 s");
+            } finally {
+                c.close();
+            }
+        });
+        System.out.println("java-grpc: " + passed + " passed, " + failed + " failed");
+        System.exit(failed == 0 ? 0 : 1);
     }
 
     private static void check(String name, Check c) {
