@@ -718,7 +718,9 @@ pub(crate) fn in_netns(args: &[String]) -> Result {
     )?;
     proxy.wait_for("gRPC proxy listening on")?;
     let (cert, key) = tls_files(work)?;
-    let tls_port = GRPC_TLS_ENDPOINT.rsplit_once(':').map_or("8083", |(_, p)| p);
+    let tls_port = GRPC_TLS_ENDPOINT
+        .rsplit_once(':')
+        .map_or("8083", |(_, p)| p);
     let mut tls_proxy = Server::start(
         "mq proxy with TLS enforced",
         Command::new(mq)
