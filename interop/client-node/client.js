@@ -2,12 +2,17 @@
 // FIFO, delayed and transactional sends, then a SimpleConsumer that receives and acknowledges
 // every message once, and a PushConsumer whose listener sees every message once.
 //
-// Usage: node client.js ENDPOINT. Prints PASS or FAIL per scenario and exits 1 on any failure.
+// Usage: node client.js ENDPOINT, or node client.js tls ENDPOINT (a proxy that enforces TLS:
+// SSL on, the proxy's certificate trusted through GRPC_DEFAULT_SSL_ROOTS_FILE_PATH). Prints PASS
+// or FAIL per scenario and exits 1 on any failure.
 'use strict';
 
 const { ConsumeResult, Producer, PushConsumer, SimpleConsumer } = require('rocketmq-client-nodejs');
 
-const endpoints = process.argv[2];
+const overTls = process.argv[2] === 'tls';
+const endpoints = overTls ? process.argv[3] : process.argv[2];
+// Every client of the run: SSL only in the TLS mode (the client's default is off).
+const sslEnabled = overTls;
 let passed = 0;
 let failed = 0;
 
@@ -33,6 +38,7 @@ async function receiveAll(group, topic, expected, tag) {
   const consumer = new SimpleConsumer({
     consumerGroup: group,
     endpoints,
+    sslEnabled,
     subscriptions: new Map().set(topic, tag || '*'),
     awaitDuration: 5000,
   });
@@ -53,7 +59,28 @@ async function receiveAll(group, topic, expected, tag) {
   return seen;
 }
 
+// Over TLS: a send, received and acknowledged.
+async function mainTls() {
+  await check('over TLS, a send received and acknowledged', async () => {
+    const producer = new Producer({ endpoints, sslEnabled, topic: 'NodeTls' });
+    await producer.startup();
+    const body = `over tls ${Date.now()}`;
+    try {
+      await producer.send({ topic: 'NodeTls', tag: 'tls', body: Buffer.from(body) });
+    } finally {
+      await producer.shutdown();
+    }
+    const seen = await receiveAll('NodeTlsGroup', 'NodeTls', new Set([body]), 'tls');
+    require_(seen.get(body) === 1, `received ${JSON.stringify([...seen])}`);
+  });
+  console.log(`node-grpc: ${passed} passed, ${failed} failed`);
+  process.exit(failed === 0 ? 0 : 1);
+}
+
 async function main() {
+  if (overTls) {
+    return mainTls();
+  }
   // One topic declared up front: with several, the client's startup may miss the settings
   // answer it waits for (it arrives while later routes are still being fetched) and hang.
   // The other topics' routes are fetched on first send.

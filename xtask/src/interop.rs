@@ -64,7 +64,8 @@ const TLS_CERT: &str = "tls-cert.pem";
 const GRPC_ENDPOINT: &str = "127.0.0.1:8081";
 
 /// Where a second proxy of ours listens, enforcing TLS with the run's certificate: RocketMQ 5's
-/// Java client reaches it with its default settings (SSL on).
+/// Java client reaches it with its default settings (SSL on, any certificate trusted), Node's
+/// with SSL on and the certificate as its root.
 const GRPC_TLS_ENDPOINT: &str = "127.0.0.1:8083";
 
 /// Where Apache RocketMQ's own gRPC proxy (`rocketmq-proxy`, cluster mode) listens in front of
@@ -803,6 +804,12 @@ pub(crate) fn in_netns(args: &[String]) -> Result {
         ),
         ("python grpc", python(&dir, work, &[GRPC_ENDPOINT])),
         ("node grpc", node(&dir, work, &[GRPC_ENDPOINT])),
+        ("node grpc", {
+            // grpc-js trusts system roots, and this file's instead when named here.
+            let mut c = node(&dir, work, &["tls", GRPC_TLS_ENDPOINT]);
+            c.env("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", &cert);
+            c
+        }),
         ("go", go(&dir, work, &[NAMESRV])),
     ];
     for (client, mut command) in programs {
