@@ -2,7 +2,9 @@
 FIFO, delayed and transactional sends, then a SimpleConsumer that receives and acknowledges
 every message once, and a PushConsumer whose listener sees every message once.
 
-Usage: python client.py ENDPOINT. Prints PASS or FAIL per scenario and exits 1 on any failure.
+Usage: python client.py ENDPOINT, or python client.py tls ENDPOINT (a proxy that enforces TLS:
+TLS on, the proxy's certificate trusted through GRPC_DEFAULT_SSL_ROOTS_FILE_PATH). Prints PASS or
+FAIL per scenario and exits 1 on any failure.
 """
 
 import sys
@@ -49,9 +51,10 @@ class CommitAll(TransactionChecker):
         return TransactionResolution.COMMIT
 
 
-def receive_all(config, group, topic, expected, tag="*"):
+def receive_all(config, group, topic, expected, tag="*", tls=False):
     """Receives until every body in `expected` came, acknowledging each; returns the counts."""
-    consumer = SimpleConsumer(config, group, {topic: FilterExpression(tag)}, await_duration=5)
+    consumer = SimpleConsumer(config, group, {topic: FilterExpression(tag)}, await_duration=5,
+                              tls_enable=tls)
     consumer.startup()
     seen = {}
     try:
@@ -66,7 +69,29 @@ def receive_all(config, group, topic, expected, tag="*"):
     return seen
 
 
+def main_tls(endpoint):
+    """Over TLS: a send, received and acknowledged."""
+    config = ClientConfiguration(endpoint, Credentials(), request_timeout=5)
+
+    def over_tls():
+        body = f"over tls {time.time_ns()}"
+        producer = Producer(config, ("PyTls",), tls_enable=True)
+        producer.startup()
+        try:
+            producer.send(message("PyTls", body, tag="tls"))
+        finally:
+            producer.shutdown()
+        seen = receive_all(config, "PyTlsGroup", "PyTls", {body}, tag="tls", tls=True)
+        assert seen.get(body) == 1, f"received {sorted(seen)}"
+
+    check("over TLS, a send received and acknowledged", over_tls)
+    print(f"python-grpc: {passed} passed, {failed} failed", flush=True)
+    sys.exit(0 if failed == 0 else 1)
+
+
 def main():
+    if sys.argv[1] == "tls":
+        main_tls(sys.argv[2])
     endpoint = sys.argv[1]
     config = ClientConfiguration(endpoint, Credentials(), request_timeout=5)
     topics = ("PyNormal", "PyFifo", "PyDelay", "PySimple", "PyPush")

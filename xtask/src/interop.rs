@@ -65,7 +65,7 @@ const GRPC_ENDPOINT: &str = "127.0.0.1:8081";
 
 /// Where a second proxy of ours listens, enforcing TLS with the run's certificate: RocketMQ 5's
 /// Java client reaches it with its default settings (SSL on, any certificate trusted), Node's
-/// with SSL on and the certificate as its root.
+/// and Python's with TLS on and the certificate as their root.
 const GRPC_TLS_ENDPOINT: &str = "127.0.0.1:8083";
 
 /// Where Apache RocketMQ's own gRPC proxy (`rocketmq-proxy`, cluster mode) listens in front of
@@ -803,9 +803,15 @@ pub(crate) fn in_netns(args: &[String]) -> Result {
             ),
         ),
         ("python grpc", python(&dir, work, &[GRPC_ENDPOINT])),
+        ("python grpc", {
+            // gRPC's core library trusts system roots, and this file's instead when named here.
+            let mut c = python(&dir, work, &["tls", GRPC_TLS_ENDPOINT]);
+            c.env("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", &cert);
+            c
+        }),
         ("node grpc", node(&dir, work, &[GRPC_ENDPOINT])),
         ("node grpc", {
-            // grpc-js trusts system roots, and this file's instead when named here.
+            // grpc-js too.
             let mut c = node(&dir, work, &["tls", GRPC_TLS_ENDPOINT]);
             c.env("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", &cert);
             c
