@@ -803,19 +803,15 @@ pub(crate) fn in_netns(args: &[String]) -> Result {
             ),
         ),
         ("python grpc", python(&dir, work, &[GRPC_ENDPOINT])),
-        ("python grpc", {
-            // gRPC's core library trusts system roots, and this file's instead when named here.
-            let mut c = python(&dir, work, &["tls", GRPC_TLS_ENDPOINT]);
-            c.env("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", &cert);
-            c
-        }),
+        (
+            "python grpc",
+            trusting(python(&dir, work, &["tls", GRPC_TLS_ENDPOINT]), &cert),
+        ),
         ("node grpc", node(&dir, work, &[GRPC_ENDPOINT])),
-        ("node grpc", {
-            // grpc-js too.
-            let mut c = node(&dir, work, &["tls", GRPC_TLS_ENDPOINT]);
-            c.env("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", &cert);
-            c
-        }),
+        (
+            "node grpc",
+            trusting(node(&dir, work, &["tls", GRPC_TLS_ENDPOINT]), &cert),
+        ),
         ("go", go(&dir, work, &[NAMESRV])),
     ];
     for (client, mut command) in programs {
@@ -1259,6 +1255,13 @@ fn node(dir: &Path, work: &Path, args: &[&str]) -> Command {
         .env("NODE_PATH", home.join("target/node_modules"))
         .env("HOME", work);
     c
+}
+
+/// `command` (a gRPC client on gRPC's C core or grpc-js, which trust the system's roots) trusting
+/// the roots in `cert` instead.
+fn trusting(mut command: Command, cert: &Path) -> Command {
+    command.env("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", cert);
+    command
 }
 
 /// The Go client program with `args`.

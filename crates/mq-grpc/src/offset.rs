@@ -301,7 +301,7 @@ pub(crate) fn tag_expression(filter: Option<&v2::FilterExpression>) -> Result<St
 }
 
 /// The request's consumer group, which must be named.
-fn consumer_group(group: Option<&v2::Resource>) -> Result<String, v2::Status> {
+pub(crate) fn consumer_group(group: Option<&v2::Resource>) -> Result<String, v2::Status> {
     let name = convert::resource_name(group);
     if name.is_empty() {
         return Err(status(v2::Code::IllegalConsumerGroup, "no consumer group"));

@@ -833,13 +833,10 @@ impl MessagingService for Proxy {
                 receive_answer(s, Vec::new()).into_iter().map(Ok),
             ))
         };
-        let group = convert::resource_name(req.group.as_ref());
-        if group.is_empty() {
-            return Ok(Response::new(only(status(
-                v2::Code::IllegalConsumerGroup,
-                "no consumer group",
-            ))));
-        }
+        let group = match crate::offset::consumer_group(req.group.as_ref()) {
+            Ok(g) => g,
+            Err(s) => return Ok(Response::new(only(s))),
+        };
         let Some(mq) = req.message_queue.as_ref() else {
             return Ok(Response::new(only(status(
                 v2::Code::BadRequest,

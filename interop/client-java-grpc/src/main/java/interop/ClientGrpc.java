@@ -118,12 +118,7 @@ public final class ClientGrpc {
             } finally {
                 tx.close();
             }
-            SimpleConsumer consumer = provider.newSimpleConsumerBuilder()
-                .setClientConfiguration(config)
-                .setConsumerGroup("GrpcTxGroup")
-                .setAwaitDuration(Duration.ofSeconds(5))
-                .setSubscriptionExpressions(java.util.Collections.singletonMap(topic, FilterExpression.SUB_ALL))
-                .build();
+            SimpleConsumer consumer = simpleConsumer(provider, config, "GrpcTxGroup", topic, FilterExpression.SUB_ALL);
             java.util.List<String> got = new java.util.ArrayList<>();
             try {
                 long until = System.currentTimeMillis() + 30_000;
@@ -153,25 +148,9 @@ public final class ClientGrpc {
                     .setBody(body.getBytes(StandardCharsets.UTF_8)).build());
                 sent.add(body);
             }
-            SimpleConsumer consumer = provider.newSimpleConsumerBuilder()
-                .setClientConfiguration(config)
-                .setConsumerGroup("GrpcSimpleGroup")
-                .setAwaitDuration(Duration.ofSeconds(5))
-                .setSubscriptionExpressions(java.util.Collections.singletonMap(topic, new FilterExpression("TagS")))
-                .build();
-            java.util.Map<String, Integer> seen = new java.util.HashMap<>();
-            try {
-                long until = System.currentTimeMillis() + 60_000;
-                while (seen.size() < n && System.currentTimeMillis() < until) {
-                    for (MessageView m : consumer.receive(16, Duration.ofSeconds(30))) {
-                        String body = StandardCharsets.UTF_8.decode(m.getBody()).toString();
-                        seen.merge(body, 1, Integer::sum);
-                        consumer.ack(m);
-                    }
-                }
-            } finally {
-                consumer.close();
-            }
+            java.util.Map<String, Integer> seen = receiveCounts(
+                simpleConsumer(provider, config, "GrpcSimpleGroup", topic, new FilterExpression("TagS")),
+                counts -> counts.size() >= n, 60_000);
             require(seen.keySet().equals(sent), "received " + seen.keySet());
             require(seen.values().stream().allMatch(c -> c == 1), "received twice: " + seen);
         });
@@ -238,28 +217,45 @@ public final class ClientGrpc {
             } finally {
                 p.close();
             }
-            SimpleConsumer c = provider.newSimpleConsumerBuilder()
-                .setClientConfiguration(config)
-                .setConsumerGroup("GrpcTlsGroup")
-                .setAwaitDuration(Duration.ofSeconds(5))
-                .setSubscriptionExpressions(java.util.Collections.singletonMap(topic, new FilterExpression("tls")))
-                .build();
-            try {
-                boolean seen = false;
-                long until = System.currentTimeMillis() + 30_000;
-                while (!seen && System.currentTimeMillis() < until) {
-                    for (MessageView v : c.receive(16, Duration.ofSeconds(30))) {
-                        c.ack(v);
-                        seen |= StandardCharsets.UTF_8.decode(v.getBody()).toString().equals(body);
-                    }
-                }
-                require(seen, "the message sent over TLS was not received in 30 s");
-            } finally {
-                c.close();
-            }
+            java.util.Map<String, Integer> seen = receiveCounts(
+                simpleConsumer(provider, config, "GrpcTlsGroup", topic, new FilterExpression("tls")),
+                counts -> counts.containsKey(body), 30_000);
+            require(seen.containsKey(body), "the message sent over TLS was not received in 30 s: " + seen);
         });
         System.out.println("java-grpc: " + passed + " passed, " + failed + " failed");
         System.exit(failed == 0 ? 0 : 1);
+    }
+
+    /** A SimpleConsumer of `group` on `topic` with `filter`, waiting up to 5 s per receive. */
+    private static SimpleConsumer simpleConsumer(ClientServiceProvider provider, ClientConfiguration config,
+            String group, String topic, FilterExpression filter) throws Exception {
+        return provider.newSimpleConsumerBuilder()
+            .setClientConfiguration(config)
+            .setConsumerGroup(group)
+            .setAwaitDuration(Duration.ofSeconds(5))
+            .setSubscriptionExpressions(java.util.Collections.singletonMap(topic, filter))
+            .build();
+    }
+
+    /**
+     * Receives with `consumer`, acknowledging everything, until `done` holds for the bodies
+     * counted so far or `millis` pass; closes the consumer and returns the counts.
+     */
+    private static java.util.Map<String, Integer> receiveCounts(SimpleConsumer consumer,
+            java.util.function.Predicate<java.util.Map<String, Integer>> done, long millis) throws Exception {
+        java.util.Map<String, Integer> seen = new java.util.HashMap<>();
+        try {
+            long until = System.currentTimeMillis() + millis;
+            while (!done.test(seen) && System.currentTimeMillis() < until) {
+                for (MessageView m : consumer.receive(16, Duration.ofSeconds(30))) {
+                    seen.merge(StandardCharsets.UTF_8.decode(m.getBody()).toString(), 1, Integer::sum);
+                    consumer.ack(m);
+                }
+            }
+        } finally {
+            consumer.close();
+        }
+        return seen;
     }
 
     private static void check(String name, Check c) {
