@@ -352,18 +352,18 @@ impl ClientApi {
             header.encode(&mut ext);
             let sent = SentAs {
                 msg_id,
-                topic: Topic::Owned(header.topic),
+                topic: header.topic,
                 broker_name,
             };
             return (self.send_command_with(code, ext, body), sent);
         }
-        let fields = Arc::new(SendV2Fields(header));
-        let command = self.send_command_with(code, ExtFields::typed(fields.clone()), body);
         let sent = SentAs {
             msg_id,
-            topic: Topic::Shared(fields),
+            topic: Arc::clone(&header.topic),
             broker_name,
         };
+        let command =
+            self.send_command_with(code, ExtFields::typed(Arc::new(SendV2Fields(header))), body);
         (command, sent)
     }
 
@@ -843,26 +843,9 @@ fn parse_body<T: serde::de::DeserializeOwned>(
 /// What a send's result takes from its request.
 struct SentAs {
     msg_id: String,
-    topic: Topic,
+    /// Shared with the request's header.
+    topic: Arc<str>,
     broker_name: String,
-}
-
-/// The topic of a send: its own, or that of the typed fields the request was sent with (taken
-/// back once the request is gone).
-enum Topic {
-    Owned(String),
-    Shared(Arc<SendV2Fields>),
-}
-
-impl Topic {
-    fn into_string(self) -> String {
-        match self {
-            Self::Owned(t) => t,
-            Self::Shared(fields) => {
-                Arc::try_unwrap(fields).map_or_else(|shared| shared.0.topic.clone(), |f| f.0.topic)
-            }
-        }
-    }
 }
 
 /// Whether `code` sends the V1 field names.
@@ -883,7 +866,7 @@ fn send_result(
         status,
         msg_id: req.msg_id,
         offset_msg_id: h.msg_id,
-        message_queue: MessageQueue::new(req.topic.into_string(), req.broker_name, h.queue_id),
+        message_queue: MessageQueue::new(&*req.topic, req.broker_name, h.queue_id),
         queue_offset: h.queue_offset,
         transaction_id: h.transaction_id,
         region_id: h

@@ -69,6 +69,9 @@ pub struct ClientInstance {
     consumers: RwLock<HashMap<String, Arc<dyn ConsumerMember>>>,
     routes: RwLock<HashMap<String, TopicRouteData>>,
     brokers: RwLock<HashMap<String, BTreeMap<i64, String>, foldhash::fast::RandomState>>,
+    /// The master address of each broker of `brokers` that has one (its VIP address when
+    /// configured), shared with the sends to it. Rebuilt whenever `brokers` changes.
+    masters: RwLock<HashMap<String, Arc<str>, foldhash::fast::RandomState>>,
     route_lock: tokio::sync::Mutex<()>,
     replies: Arc<ReplyTable>,
     /// Brokers that took a heartbeat of this instance (it is known to them by client id).
@@ -113,6 +116,7 @@ impl ClientInstance {
             consumers: RwLock::new(HashMap::new()),
             routes: RwLock::new(HashMap::new()),
             brokers: RwLock::new(HashMap::default()),
+            masters: RwLock::new(HashMap::default()),
             route_lock: tokio::sync::Mutex::new(()),
             replies: Arc::default(),
             heartbeated: Mutex::default(),
@@ -557,6 +561,7 @@ impl ClientInstance {
             for b in &route.broker_datas {
                 brokers.insert(b.broker_name.clone(), b.broker_addrs.clone());
             }
+            self.refresh_masters(&brokers);
             route
                 .broker_datas
                 .iter()
@@ -614,17 +619,29 @@ impl ClientInstance {
     }
 
     /// The master address of `broker_name`, with the VIP port when configured.
-    pub fn broker_master(&self, broker_name: &str) -> Option<String> {
-        let addr = self
-            .brokers
-            .read()
-            .get(broker_name)
-            .and_then(|a| a.get(&MASTER_ID).cloned())?;
-        Some(if self.config.vip_channel {
-            vip_addr(&addr)
-        } else {
-            addr
-        })
+    pub fn broker_master(&self, broker_name: &str) -> Option<Arc<str>> {
+        self.masters.read().get(broker_name).cloned()
+    }
+
+    /// Rebuilds `masters` from `brokers`, which the caller holds locked for writing (so that
+    /// two rebuilds cannot cross).
+    fn refresh_masters(
+        &self,
+        brokers: &HashMap<String, BTreeMap<i64, String>, foldhash::fast::RandomState>,
+    ) {
+        let masters = brokers
+            .iter()
+            .filter_map(|(name, addrs)| {
+                let addr = addrs.get(&MASTER_ID)?;
+                let addr = if self.config.vip_channel {
+                    vip_addr(addr)
+                } else {
+                    addr.clone()
+                };
+                Some((name.clone(), Arc::from(addr)))
+            })
+            .collect();
+        *self.masters.write() = masters;
     }
 
     fn all_broker_addrs(&self) -> Vec<String> {
@@ -642,7 +659,8 @@ impl ClientInstance {
     /// Drops brokers that no cached route mentions any more.
     pub fn clean_offline_brokers(&self) {
         let routes = self.routes.read();
-        self.brokers.write().retain(|name, addrs| {
+        let mut brokers = self.brokers.write();
+        brokers.retain(|name, addrs| {
             addrs.retain(|_, addr| {
                 routes.values().any(|r| {
                     r.broker_datas
@@ -656,6 +674,8 @@ impl ClientInstance {
             }
             keep
         });
+        self.refresh_masters(&brokers);
+        drop(brokers);
         let brokers = self.brokers.read();
         self.heartbeated
             .lock()

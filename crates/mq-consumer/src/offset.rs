@@ -98,7 +98,7 @@ impl RemoteOffsetStore {
         }
     }
 
-    async fn broker(&self, mq: &MessageQueue) -> Result<String, ConsumerError> {
+    async fn broker(&self, mq: &MessageQueue) -> Result<Arc<str>, ConsumerError> {
         if let Some(a) = self.instance.broker_master(&mq.broker_name) {
             return Ok(a);
         }

@@ -267,9 +267,9 @@ struct Route {
 /// transactional, not a batch: callers change what differs).
 fn send_header(msg: &Message, queue_id: i32, born_timestamp: i64) -> SendMessageRequestHeader {
     SendMessageRequestHeader {
-        producer_group: PROXY_PRODUCER_GROUP.to_owned(),
-        topic: msg.topic.clone(),
-        default_topic: "TBW102".to_owned(),
+        producer_group: PROXY_PRODUCER_GROUP.into(),
+        topic: msg.topic.as_str().into(),
+        default_topic: "TBW102".into(),
         default_topic_queue_nums: 4,
         queue_id,
         sys_flag: 0,
@@ -448,7 +448,7 @@ impl Core {
             .map_or_else(wire_time::now_millis, convert::timestamp_ms);
         let mut header = send_header(&msg, *queue_id, born);
         if transactional {
-            header.producer_group = PROXY_TRANSACTION_GROUP.to_owned();
+            header.producer_group = PROXY_TRANSACTION_GROUP.into();
             header.sys_flag = mq_client_api::message::sys_flag::TRANSACTION_PREPARED_TYPE;
         }
         let id = msg.uniq_key().unwrap_or_default().to_owned();

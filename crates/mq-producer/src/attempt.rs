@@ -87,6 +87,8 @@ pub(crate) struct AttemptTo<'a> {
     pub(crate) instance: &'a ClientInstance,
     pub(crate) queue: &'a MessageQueue,
     pub(crate) addr: &'a str,
+    /// The queue's topic, shared.
+    pub(crate) topic: &'a Arc<str>,
     /// The topic as the user named it (without the namespace).
     pub(crate) user_topic: &'a str,
     pub(crate) mode: CommunicationMode,
@@ -105,7 +107,7 @@ struct Watched {
 struct Finish {
     /// Set when there are hooks.
     hooks: Option<Watched>,
-    addr: String,
+    addr: Arc<str>,
     broker_name: String,
     user_topic: String,
     mode: CommunicationMode,
@@ -176,7 +178,7 @@ impl Engine {
         topic: &str,
         broker: &str,
         deadline: Instant,
-    ) -> Result<String, ClientApiError> {
+    ) -> Result<Arc<str>, ClientApiError> {
         if let Some(a) = instance.broker_master(broker) {
             return Ok(a);
         }
@@ -199,7 +201,8 @@ impl Engine {
         payload: &Payload,
         deadline: Instant,
     ) -> AttemptOutcome {
-        let (request, sent) = self.build_request(to.instance, payload, to.queue);
+        let (request, sent) =
+            self.build_request(to.instance, payload, to.queue, Arc::clone(to.topic));
         let hooks = self.hooks.read().clone();
         // What hooks see is built only when there are hooks.
         let user_mq = (!hooks.is_empty())
@@ -257,7 +260,8 @@ impl Engine {
         let addr = self
             .broker_addr(instance, &queue.topic, &queue.broker_name, deadline)
             .await?;
-        let (request, sent) = self.build_request(instance, payload, queue);
+        let (request, sent) =
+            self.build_request(instance, payload, queue, queue.topic.as_str().into());
         let hooks = self.hooks.read().clone();
         let user_topic = instance.config().unwrap_name(&queue.topic).to_owned();
         let user_mq = MessageQueue::new(&user_topic, &queue.broker_name, queue.queue_id);

@@ -121,6 +121,11 @@ pub(crate) struct Engine {
     pub(crate) config: ProducerConfig,
     state: StateMachine,
     instance: RwLock<Option<Arc<ClientInstance>>>,
+    /// The group as sent (namespace-wrapped), set once at start and shared by every send's
+    /// header.
+    wire_group: std::sync::OnceLock<Arc<str>>,
+    /// `create_topic_key`, shared by every send's header.
+    default_topic: Arc<str>,
     publish: RwLock<HashMap<String, Arc<TopicPublishInfo>, foldhash::fast::RandomState>>,
     pub(crate) faults: LatencyFaultTolerance,
     pub(crate) hooks: RwLock<Vec<Arc<dyn SendHook>>>,
@@ -217,9 +222,11 @@ impl Producer {
             .max_in_flight_bytes
             .min(tokio::sync::Semaphore::MAX_PERMITS);
         let inner = Arc::new(Engine {
+            default_topic: config.create_topic_key.as_str().into(),
             config,
             state: StateMachine::default(),
             instance: RwLock::new(None),
+            wire_group: std::sync::OnceLock::new(),
             publish: RwLock::new(HashMap::default()),
             faults: LatencyFaultTolerance::default(),
             hooks: RwLock::new(Vec::new()),
@@ -290,6 +297,8 @@ impl Producer {
         e.config.validate()?;
         let instance = ClientManager::global().get_or_create(&e.config.client)?;
         let group = instance.config().wrap(&e.config.group);
+        // A producer starts once: a second start fails above.
+        let _ = e.wire_group.set(group.as_str().into());
         instance.register_producer(Arc::new(Member(Arc::downgrade(e), group.clone())))?;
         if let Err(err) = instance.start() {
             instance
@@ -695,7 +704,7 @@ impl Producer {
         &self,
         mq: &MessageQueue,
         deadline: Instant,
-    ) -> Result<(Arc<ClientInstance>, String, MessageQueue), ProducerError> {
+    ) -> Result<(Arc<ClientInstance>, Arc<str>, MessageQueue), ProducerError> {
         let instance = self.inner.running_instance()?;
         let wrapped = MessageQueue::new(
             instance.config().wrap(&mq.topic),
@@ -1086,6 +1095,11 @@ impl Engine {
         })
     }
 
+    /// The publish queues of `topic` known now, when there are any.
+    fn cached_publish_info(&self, topic: &str) -> Option<Arc<TopicPublishInfo>> {
+        self.publish.read().get(topic).filter(|i| i.ok()).cloned()
+    }
+
     /// The publish queues of `topic`, fetching the route (or the TBW102 template) when needed,
     /// all by `deadline`.
     ///
@@ -1098,8 +1112,8 @@ impl Engine {
         topic: &str,
         deadline: Instant,
     ) -> Result<Arc<TopicPublishInfo>, ProducerError> {
-        if let Some(info) = self.publish.read().get(topic).filter(|i| i.ok()) {
-            return Ok(Arc::clone(info));
+        if let Some(info) = self.cached_publish_info(topic) {
+            return Ok(info);
         }
         // A lookup is rare: boxed, so that it does not weigh on the future of every send.
         Box::pin(self.lookup_publish_info(instance, topic, deadline)).await
@@ -1166,13 +1180,14 @@ impl Engine {
         Ok(info)
     }
 
-    /// The request of one attempt, and the message as sent (borrowed unless the namespace or
-    /// a retry topic changes its properties).
+    /// The request of one attempt to `mq`, whose topic is `topic`, and the message as sent
+    /// (borrowed unless the namespace or a retry topic changes its properties).
     pub(crate) fn build_request<'p>(
         &self,
         instance: &ClientInstance,
         payload: &'p Payload,
         mq: &MessageQueue,
+        topic: Arc<str>,
     ) -> (SendRequest, Cow<'p, Message>) {
         let namespace = instance.config().namespace.as_ref();
         let (mut header, body, msg_id, reply, sent) = match payload {
@@ -1235,9 +1250,12 @@ impl Engine {
                 (header, body.clone(), ids.clone(), false, Cow::Owned(m))
             }
         };
-        header.producer_group = instance.config().wrap(&self.config.group);
-        header.topic = mq.topic.clone();
-        header.default_topic = self.config.create_topic_key.clone();
+        header.producer_group = match self.wire_group.get() {
+            Some(g) => Arc::clone(g),
+            None => instance.config().wrap(&self.config.group).into(),
+        };
+        header.topic = topic;
+        header.default_topic = Arc::clone(&self.default_topic);
         header.default_topic_queue_nums = self.config.default_topic_queue_nums;
         header.queue_id = mq.queue_id;
         header.born_timestamp = mq_client_api::wire_time::now_millis();
@@ -1269,14 +1287,28 @@ impl Engine {
         let payload = &*payload;
         let user_topic = payload.topic();
         let topic = instance.config().wrapped(user_topic);
-        let info = self.publish_info(&instance, &topic, deadline).await?;
+        let cached = self.cached_publish_info(&topic);
+        // With the route at hand, the first attempt's deadline check uses the clock reading
+        // above; after a lookup, and before any later attempt, the clock is read again.
+        let (info, first_check) = match cached {
+            Some(info) => (info, started < deadline),
+            None => (
+                self.publish_info(&instance, &topic, deadline).await?,
+                Instant::now() < deadline,
+            ),
+        };
+        let mut first_check = Some(first_check);
         let policy = RetryPolicy::new(&self.config, &target, mode);
         let mut attempts = 0u32;
         // The brokers of attempts that did not end the send (none, when the first succeeds).
         let mut brokers: Vec<String> = Vec::new();
         let mut last_error: Option<ClientApiError> = None;
         let mut not_stored: Option<SendResult> = None;
-        while attempts < policy.max_attempts && Instant::now() < deadline {
+        while attempts < policy.max_attempts
+            && first_check
+                .take()
+                .unwrap_or_else(|| Instant::now() < deadline)
+        {
             let last = brokers.last().map(String::as_str);
             let Some(mq) = self.select_queue(&target, &info, &topic, payload, last)? else {
                 break;
@@ -1298,6 +1330,7 @@ impl Engine {
                 instance: &instance,
                 queue: &mq,
                 addr: &addr,
+                topic: &info.topic,
                 user_topic,
                 mode,
                 attempt: attempts,

@@ -14,6 +14,8 @@ use tokio::time::Instant;
 /// The writable queues of a topic. Java: `TopicPublishInfo`.
 #[derive(Debug)]
 pub struct TopicPublishInfo {
+    /// The topic's name as sent (namespace-wrapped), shared by the headers of its sends.
+    pub topic: std::sync::Arc<str>,
     /// Queues in publish order.
     pub queues: Vec<MessageQueue>,
     /// Whether the route came with an `orderTopicConf`.
@@ -51,6 +53,7 @@ impl TopicPublishInfo {
             }
         }
         Self {
+            topic: topic.into(),
             queues,
             order_topic: order_conf.is_some(),
             counter: AtomicUsize::new(fastrand::usize(..1 << 20)),

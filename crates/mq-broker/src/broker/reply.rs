@@ -103,9 +103,9 @@ impl CoreHandle {
             wire_time::now_millis().to_string(),
         );
         let header = ReplyMessageRequestHeader {
-            producer_group: send.producer_group,
-            topic: send.topic,
-            default_topic: send.default_topic,
+            producer_group: send.producer_group.to_string(),
+            topic: send.topic.to_string(),
+            default_topic: send.default_topic.to_string(),
             default_topic_queue_nums: send.default_topic_queue_nums,
             queue_id: send.queue_id,
             sys_flag: send.sys_flag,

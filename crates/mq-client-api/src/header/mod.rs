@@ -107,6 +107,18 @@ impl FieldValue for String {
     }
 }
 
+/// Text shared between requests: a producer's group and its default topic are the same in
+/// every send, and a topic's name in every send to it, so a send header holds them without a
+/// copy each.
+impl FieldValue for std::sync::Arc<str> {
+    fn put_field(&self, key: &'static str, ext: &mut ExtFields) {
+        ext.insert(key, self);
+    }
+    fn from_field(s: &str) -> Option<Self> {
+        Some(Self::from(s))
+    }
+}
+
 impl FieldValue for i32 {
     fn put_field(&self, key: &'static str, ext: &mut ExtFields) {
         ext.insert_int(key, i64::from(*self));

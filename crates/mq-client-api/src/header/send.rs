@@ -1,6 +1,8 @@
 //! Send headers (spec §4.1–§4.3): V1 with field names, V2 with single-letter keys, and the
 //! response.
 
+use std::sync::Arc;
+
 use mq_remoting::{ExtFields, FieldSink, TypedFields};
 
 use super::{HeaderError, header, optional, required, required_text};
@@ -9,11 +11,11 @@ header! {
     /// The V1 send request header (SEND_MESSAGE, code 10).
     SendMessageRequestHeader("SendMessageRequestHeader") {
         /// Producer group.
-        req producer_group: String => "producerGroup",
+        req producer_group: Arc<str> => "producerGroup",
         /// Topic (namespace-wrapped).
-        req topic: String => "topic",
+        req topic: Arc<str> => "topic",
         /// Topic whose config auto-creation copies (`TBW102`).
-        req default_topic: String => "defaultTopic",
+        req default_topic: Arc<str> => "defaultTopic",
         /// Queue count of an auto-created topic (4).
         req default_topic_queue_nums: i32 => "defaultTopicQueueNums",
         /// Target queue; negative lets the broker choose.
@@ -77,9 +79,9 @@ header! {
 impl From<SendMessageRequestHeader> for SendMessageRequestHeaderV2 {
     fn from(v1: SendMessageRequestHeader) -> Self {
         Self {
-            a: v1.producer_group,
-            b: v1.topic,
-            c: v1.default_topic,
+            a: v1.producer_group.to_string(),
+            b: v1.topic.to_string(),
+            c: v1.default_topic.to_string(),
             d: v1.default_topic_queue_nums,
             e: v1.queue_id,
             f: v1.sys_flag,
@@ -156,9 +158,9 @@ impl TypedFields for SendV2Fields {
 impl From<SendMessageRequestHeaderV2> for SendMessageRequestHeader {
     fn from(v2: SendMessageRequestHeaderV2) -> Self {
         Self {
-            producer_group: v2.a,
-            topic: v2.b,
-            default_topic: v2.c,
+            producer_group: v2.a.into(),
+            topic: v2.b.into(),
+            default_topic: v2.c.into(),
             default_topic_queue_nums: v2.d,
             queue_id: v2.e,
             sys_flag: v2.f,
@@ -264,9 +266,9 @@ impl<'a> SendHeaderRef<'a> {
     /// The header with its text copied.
     pub fn to_header(&self) -> SendMessageRequestHeader {
         SendMessageRequestHeader {
-            producer_group: self.producer_group.to_owned(),
-            topic: self.topic.to_owned(),
-            default_topic: self.default_topic.to_owned(),
+            producer_group: self.producer_group.into(),
+            topic: self.topic.into(),
+            default_topic: self.default_topic.into(),
             default_topic_queue_nums: self.default_topic_queue_nums,
             queue_id: self.queue_id,
             sys_flag: self.sys_flag,
@@ -392,8 +394,8 @@ mod tests {
             batch in any::<bool>(), reconsume in proptest::option::of(any::<i32>()),
         ) {
             let header = SendMessageRequestHeader {
-                producer_group: group,
-                topic,
+                producer_group: group.into(),
+                topic: topic.into(),
                 default_topic: "TBW102".into(),
                 default_topic_queue_nums: 4,
                 queue_id,

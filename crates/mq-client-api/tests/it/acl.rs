@@ -135,5 +135,5 @@ fn signed_header_still_decodes() {
     send_request().header.encode(&mut cmd.ext_fields);
     mq_client_api::acl::sign(&mut cmd, &Credentials::new(ACCESS, SECRET));
     let h = SendMessageRequestHeader::decode(&cmd.ext_fields).unwrap();
-    assert_eq!(h.topic, "TopicTest");
+    assert_eq!(&*h.topic, "TopicTest");
 }

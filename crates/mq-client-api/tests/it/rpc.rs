@@ -93,7 +93,7 @@ fn answer(req: RemotingCommand, seen: &Seen) -> Option<RemotingCommand> {
                 seen.send(req).unwrap();
                 return None;
             }
-            let response_code = match h.topic.as_str() {
+            let response_code = match &*h.topic {
                 "Busy" => return Some(err(&req, ResponseCode::SYSTEM_BUSY, "busy")),
                 "Slow" => ResponseCode::FLUSH_DISK_TIMEOUT,
                 _ => ResponseCode::SUCCESS,
