@@ -120,22 +120,95 @@ struct Stats {
 impl Stats {
     fn new() -> Arc<Self> {
         let s = Self::default();
-        // 1 µs .. 60 s with 3 significant digits: the bounds are constants, so creation succeeds.
-        *s.latency.lock() = Histogram::new_with_bounds(1, 60_000_000, 3).ok();
+        *s.latency.lock() = new_histogram();
         Arc::new(s)
     }
 
     fn record(&self, latency: Duration, n: u64) {
-        let us = u64::try_from(latency.as_micros())
-            .unwrap_or(u64::MAX)
-            .max(1);
+        let us = micros(latency);
         if let Some(h) = self.latency.lock().as_mut() {
-            let _ = h.record(us.min(60_000_000));
+            let _ = h.record(us);
         }
         self.ok.fetch_add(n, Ordering::Relaxed);
         self.window_max_us.fetch_max(us, Ordering::Relaxed);
         self.window_sum_us.fetch_add(us, Ordering::Relaxed);
         self.window_n.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// 1 µs .. 60 s with 3 significant digits: the bounds are constants, so creation succeeds.
+fn new_histogram() -> Option<Histogram<u64>> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).ok()
+}
+
+/// A latency in whole microseconds, within the histogram's bounds.
+fn micros(latency: Duration) -> u64 {
+    u64::try_from(latency.as_micros())
+        .unwrap_or(u64::MAX)
+        .clamp(1, 60_000_000)
+}
+
+/// What one sender has counted and not yet added to the run's [`Stats`]: kept by the sender
+/// alone, so that the senders' counting does not contend, and handed over every
+/// [`LocalStats::FLUSH_EVERY`] sends (the counters) and when the sender ends (the latencies).
+struct LocalStats {
+    latency: Option<Histogram<u64>>,
+    ok: u64,
+    window_max_us: u64,
+    window_sum_us: u64,
+    window_n: u64,
+}
+
+impl LocalStats {
+    /// Often enough for the once-a-second report line.
+    const FLUSH_EVERY: u64 = 64;
+
+    fn new() -> Self {
+        Self {
+            latency: new_histogram(),
+            ok: 0,
+            window_max_us: 0,
+            window_sum_us: 0,
+            window_n: 0,
+        }
+    }
+
+    fn record(&mut self, shared: &Stats, latency: Duration, n: u64) {
+        let us = micros(latency);
+        if let Some(h) = self.latency.as_mut() {
+            let _ = h.record(us);
+        }
+        self.ok += n;
+        self.window_max_us = self.window_max_us.max(us);
+        self.window_sum_us += us;
+        self.window_n += 1;
+        if self.window_n >= Self::FLUSH_EVERY {
+            self.flush_counts(shared);
+        }
+    }
+
+    fn flush_counts(&mut self, shared: &Stats) {
+        shared
+            .ok
+            .fetch_add(std::mem::take(&mut self.ok), Ordering::Relaxed);
+        shared
+            .window_max_us
+            .fetch_max(std::mem::take(&mut self.window_max_us), Ordering::Relaxed);
+        shared
+            .window_sum_us
+            .fetch_add(std::mem::take(&mut self.window_sum_us), Ordering::Relaxed);
+        shared
+            .window_n
+            .fetch_add(std::mem::take(&mut self.window_n), Ordering::Relaxed);
+    }
+
+    /// Hands everything over; called when the sender ends.
+    fn finish(mut self, shared: &Stats) {
+        self.flush_counts(shared);
+        if let (Some(all), Some(mine)) = (shared.latency.lock().as_mut(), &self.latency) {
+            // Same bounds on both sides, so adding cannot fail.
+            let _ = all.add(mine);
+        }
     }
 }
 
@@ -263,8 +336,11 @@ pub(crate) async fn produce(
         tasks.spawn(async move {
             use futures_util::StreamExt;
             let mut inflight = futures_util::stream::FuturesUnordered::new();
+            let mut mine = LocalStats::new();
             loop {
                 while inflight.len() < window {
+                    // One clock reading: the send's start, and the time limit's check.
+                    let t = Instant::now();
                     let exhausted = if limited {
                         remaining
                             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
@@ -272,30 +348,26 @@ pub(crate) async fn produce(
                             })
                             .is_err()
                     } else {
-                        Instant::now() >= stop_at
+                        t >= stop_at
                     };
                     if exhausted {
                         break;
                     }
-                    let t = Instant::now();
                     let fut = send(body.clone());
-                    let s = Arc::clone(&s);
-                    inflight.push(async move {
-                        match fut.await {
-                            Ok(n) => s.record(t.elapsed(), n),
-                            Err(true) => {
-                                s.response_failed.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(false) => {
-                                s.send_failed.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                    });
+                    inflight.push(async move { (fut.await, t.elapsed()) });
                 }
-                if inflight.next().await.is_none() {
-                    break;
+                match inflight.next().await {
+                    Some((Ok(n), latency)) => mine.record(&s, latency, n),
+                    Some((Err(true), _)) => {
+                        s.response_failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Some((Err(false), _)) => {
+                        s.send_failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    None => break,
                 }
             }
+            mine.finish(&s);
         });
     }
     let (samples, elapsed) = report_loop(&args, &stats, &mut tasks, "Send").await;
