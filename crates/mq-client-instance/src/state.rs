@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use parking_lot::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Lifecycle state.
 #[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
@@ -29,13 +29,27 @@ impl fmt::Display for ServiceState {
     }
 }
 
-/// A state with checked transitions.
+impl ServiceState {
+    const ALL: [Self; 4] = [
+        Self::Created,
+        Self::Running,
+        Self::ShutdownAlready,
+        Self::StartFailed,
+    ];
+
+    fn from_u8(v: u8) -> Self {
+        // Only `as u8` of a state is ever stored.
+        Self::ALL[usize::from(v) % Self::ALL.len()]
+    }
+}
+
+/// A state with checked transitions: one atomic, since every send and pull reads it.
 #[derive(Debug)]
-pub struct StateMachine(Mutex<ServiceState>);
+pub struct StateMachine(AtomicU8);
 
 impl Default for StateMachine {
     fn default() -> Self {
-        Self(Mutex::new(ServiceState::Created))
+        Self(AtomicU8::new(ServiceState::Created as u8))
     }
 }
 
@@ -52,7 +66,7 @@ pub struct StateError {
 impl StateMachine {
     /// The current state.
     pub fn get(&self) -> ServiceState {
-        *self.0.lock()
+        ServiceState::from_u8(self.0.load(Ordering::Acquire))
     }
 
     /// Moves from `from` to `to`.
@@ -60,21 +74,18 @@ impl StateMachine {
     /// # Errors
     /// [`StateError`] when the current state is not `from`.
     pub fn transition(&self, from: ServiceState, to: ServiceState) -> Result<(), StateError> {
-        let mut s = self.0.lock();
-        if *s == from {
-            *s = to;
-            Ok(())
-        } else {
-            Err(StateError {
+        self.0
+            .compare_exchange(from as u8, to as u8, Ordering::AcqRel, Ordering::Acquire)
+            .map(|_| ())
+            .map_err(|found| StateError {
                 expected: from,
-                found: *s,
+                found: ServiceState::from_u8(found),
             })
-        }
     }
 
     /// Sets the state unconditionally (shutdown).
     pub fn force(&self, to: ServiceState) {
-        *self.0.lock() = to;
+        self.0.store(to as u8, Ordering::Release);
     }
 }
 
@@ -93,5 +104,14 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.found, ServiceState::StartFailed);
         assert_eq!(ServiceState::StartFailed.to_string(), "START_FAILED");
+        m.force(ServiceState::ShutdownAlready);
+        assert_eq!(m.get(), ServiceState::ShutdownAlready);
+    }
+
+    #[test]
+    fn every_state_is_stored_as_itself() {
+        for s in ServiceState::ALL {
+            assert_eq!(ServiceState::from_u8(s as u8), s);
+        }
     }
 }

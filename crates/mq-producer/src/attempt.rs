@@ -203,7 +203,7 @@ impl Engine {
     ) -> AttemptOutcome {
         let (request, sent) =
             self.build_request(to.instance, payload, to.queue, Arc::clone(to.topic));
-        let hooks = self.hooks.read().clone();
+        let hooks = self.hooks();
         // What hooks see is built only when there are hooks.
         let user_mq = (!hooks.is_empty())
             .then(|| MessageQueue::new(to.user_topic, &to.queue.broker_name, to.queue.queue_id));
@@ -262,7 +262,7 @@ impl Engine {
             .await?;
         let (request, sent) =
             self.build_request(instance, payload, queue, queue.topic.as_str().into());
-        let hooks = self.hooks.read().clone();
+        let hooks = self.hooks();
         let user_topic = instance.config().unwrap_name(&queue.topic).to_owned();
         let user_mq = MessageQueue::new(&user_topic, &queue.broker_name, queue.queue_id);
         let mode = CommunicationMode::Async;

@@ -128,7 +128,9 @@ pub(crate) struct Engine {
     default_topic: Arc<str>,
     publish: RwLock<HashMap<String, Arc<TopicPublishInfo>, foldhash::fast::RandomState>>,
     pub(crate) faults: LatencyFaultTolerance,
-    pub(crate) hooks: RwLock<Vec<Arc<dyn SendHook>>>,
+    hooks: RwLock<Vec<Arc<dyn SendHook>>>,
+    /// Whether `hooks` has ever had one: sends look at the list only then.
+    has_hooks: std::sync::atomic::AtomicBool,
     ids: UniqueIdGenerator,
     transaction_listener: RwLock<Option<Arc<dyn crate::transaction::TransactionListener>>>,
     pub(crate) accumulator: crate::batching::Accumulator,
@@ -230,6 +232,7 @@ impl Producer {
             publish: RwLock::new(HashMap::default()),
             faults: LatencyFaultTolerance::default(),
             hooks: RwLock::new(Vec::new()),
+            has_hooks: std::sync::atomic::AtomicBool::new(false),
             ids,
             transaction_listener: RwLock::new(None),
             accumulator: crate::batching::Accumulator::default(),
@@ -280,6 +283,9 @@ impl Producer {
     /// Adds a send hook.
     pub fn add_hook(&self, hook: Arc<dyn SendHook>) {
         self.inner.hooks.write().push(hook);
+        self.inner
+            .has_hooks
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Starts: validates the configuration, joins (or creates) the client instance of this
@@ -1035,6 +1041,15 @@ impl Engine {
         let instance = self.instance.write().take();
         if let Some(instance) = instance {
             instance.release_producer(&instance.config().wrap(&self.config.group));
+        }
+    }
+
+    /// The send hooks now, without a lock while there have never been any.
+    pub(crate) fn hooks(&self) -> Vec<Arc<dyn SendHook>> {
+        if self.has_hooks.load(std::sync::atomic::Ordering::Acquire) {
+            self.hooks.read().clone()
+        } else {
+            Vec::new()
         }
     }
 

@@ -1,10 +1,8 @@
 //! Message ids: the broker's offset message id (spec §6.6) and the client unique id (§6.7).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU16, Ordering};
 use std::time::{Duration, SystemTime};
-
-use parking_lot::Mutex;
 
 use crate::wire_time;
 
@@ -143,8 +141,9 @@ pub fn parse_unique_id(id: &str) -> Result<UniqueIdParts, IdError> {
 pub struct UniqueIdGenerator {
     prefix: String,
     counter: AtomicU16,
-    /// The month `[start, end)` of the last id, in epoch milliseconds.
-    month: Mutex<(i64, i64)>,
+    /// The month of the last id: its start in epoch milliseconds and its length in days, as
+    /// `start << 6 | days`, read and replaced whole without a lock (0: none yet).
+    month: AtomicI64,
 }
 
 impl UniqueIdGenerator {
@@ -162,7 +161,7 @@ impl UniqueIdGenerator {
         Self {
             prefix: to_hex(&prefix_bytes),
             counter: AtomicU16::new(fastrand::u16(..)),
-            month: Mutex::new((0, 0)),
+            month: AtomicI64::new(0),
         }
     }
 
@@ -174,13 +173,17 @@ impl UniqueIdGenerator {
     /// A fresh id made at `now` (the clock is a parameter so that month edges can be tested).
     pub fn next_id_at(&self, now: SystemTime) -> String {
         let now = wire_time::to_millis(now);
-        let start = {
-            let mut m = self.month.lock();
-            if now >= m.1 || now < m.0 {
-                *m = month_bounds(now);
-            }
-            m.0
-        };
+        const DAY: i64 = 86_400_000;
+        let packed = self.month.load(Ordering::Relaxed);
+        let (mut start, days) = (packed >> 6, packed & 63);
+        if now < start || now >= start + days * DAY {
+            let (s, end) = month_bounds(now);
+            start = s;
+            // Racing generators store the same month, or each its own now: either is a month
+            // some id was made in, and the next id checks its bounds again.
+            self.month
+                .store((s << 6) | ((end - s) / DAY), Ordering::Relaxed);
+        }
         // At most 31 days (2 678 399 999 ms) after the month's start: always fits 32 bits.
         let since_start = u32::try_from(now - start).unwrap_or(u32::MAX);
         let counter = self.counter.fetch_add(1, Ordering::Relaxed);
