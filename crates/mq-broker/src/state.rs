@@ -5,7 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use mq_client_api::body::{DataVersion, TopicConfig, TopicConfigSerializeWrapper, perm};
+use mq_client_api::body::{
+    DataVersion, SubscriptionGroupConfig, SubscriptionGroupWrapper, TopicConfig,
+    TopicConfigSerializeWrapper, perm,
+};
 use mq_remoting::ConnectionHandle;
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
@@ -30,6 +33,19 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     }
     std::fs::rename(&tmp, path)?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// The table `what` kept as JSON in `path`; empty when there is no file yet.
+fn read_json<T: serde::de::DeserializeOwned + Default>(
+    path: &Path,
+    what: &'static str,
+) -> io::Result<T> {
+    match std::fs::read(path) {
+        Ok(bytes) => mq_client_api::body::from_json(what, &bytes)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(T::default()),
+        Err(e) => Err(e),
+    }
 }
 
 /// One file written by one writer at a time, so concurrent updates neither share the temp file
@@ -67,14 +83,7 @@ impl TopicTable {
     /// Loads `path` (or starts empty), adding TBW102 with `default_queues` queues and perm 7
     /// when `auto_create` is on.
     pub(crate) fn load(path: PathBuf, auto_create: bool, default_queues: i32) -> io::Result<Self> {
-        let mut wrapper = match std::fs::read(&path) {
-            Ok(bytes) => {
-                mq_client_api::body::from_json::<TopicConfigSerializeWrapper>("topics", &bytes)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => TopicConfigSerializeWrapper::default(),
-            Err(e) => return Err(e),
-        };
+        let mut wrapper = read_json::<TopicConfigSerializeWrapper>(&path, "topics")?;
         if auto_create {
             let mut tbw = TopicConfig::new(TBW102, default_queues);
             tbw.perm = perm::INHERIT | perm::READ_WRITE;
@@ -120,6 +129,66 @@ impl TopicTable {
     }
 }
 
+/// Subscription group configs with a data version. Java: `SubscriptionGroupManager`.
+#[derive(Debug)]
+pub struct GroupTable {
+    file: FileWriter,
+    inner: RwLock<SubscriptionGroupWrapper>,
+}
+
+impl GroupTable {
+    /// Loads `path`, or starts empty.
+    pub(crate) fn load(path: PathBuf) -> io::Result<Self> {
+        let wrapper = read_json::<SubscriptionGroupWrapper>(&path, "subscriptionGroup")?;
+        Ok(Self {
+            file: FileWriter::new(path),
+            inner: RwLock::new(wrapper),
+        })
+    }
+
+    /// A group's config, when it has one.
+    pub fn get(&self, group: &str) -> Option<SubscriptionGroupConfig> {
+        self.inner
+            .read()
+            .subscription_group_table
+            .get(group)
+            .cloned()
+    }
+
+    /// Every config with the version.
+    pub fn snapshot(&self) -> SubscriptionGroupWrapper {
+        self.inner.read().clone()
+    }
+
+    /// Inserts or replaces a config (`None`: removes `group`'s), bumps the version and
+    /// persists. Returns whether anything changed.
+    pub(crate) fn set(
+        &self,
+        group: &str,
+        config: Option<SubscriptionGroupConfig>,
+    ) -> io::Result<bool> {
+        {
+            let mut w = self.inner.write();
+            let changed = match config {
+                Some(c) => {
+                    w.subscription_group_table
+                        .insert(group.to_owned(), c.clone())
+                        != Some(c)
+                }
+                None => w.subscription_group_table.remove(group).is_some(),
+            };
+            if !changed {
+                return Ok(false);
+            }
+            w.data_version.counter += 1;
+            w.data_version.timestamp = now_ms();
+        }
+        self.file
+            .write(|| mq_client_api::body::to_json(&*self.inner.read()))?;
+        Ok(true)
+    }
+}
+
 /// Consumer offsets by `topic@group` and queue. Java: `ConsumerOffsetManager`.
 #[derive(Debug)]
 pub struct OffsetTable {
@@ -135,12 +204,7 @@ struct OffsetFile {
 
 impl OffsetTable {
     pub(crate) fn load(path: PathBuf) -> io::Result<Self> {
-        let file = match std::fs::read(&path) {
-            Ok(bytes) => mq_client_api::body::from_json("consumerOffset", &bytes)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => OffsetFile::default(),
-            Err(e) => return Err(e),
-        };
+        let file = read_json::<OffsetFile>(&path, "consumerOffset")?;
         Ok(Self {
             file: FileWriter::new(path),
             inner: Mutex::new(file),
@@ -165,6 +229,14 @@ impl OffsetTable {
             .entry(format!("{topic}@{group}"))
             .or_default()
             .insert(queue_id, offset);
+    }
+
+    /// Forgets every offset `group` committed.
+    pub fn remove_group(&self, group: &str) {
+        self.inner
+            .lock()
+            .offset_table
+            .retain(|key, _| key.split_once('@').map(|(_, g)| g) != Some(group));
     }
 
     /// Writes the table atomically.

@@ -185,10 +185,7 @@ pub(crate) async fn create_topic_everywhere(
     mq_client_api::validate::validate_topic(topic).map_err(|e| e.to_string())?;
     let deadline = Instant::now() + timeout;
     let api = api(namesrv, security)?;
-    let info = api
-        .cluster_info(left(deadline))
-        .await
-        .map_err(|e| e.to_string())?;
+    let masters = masters(&api, deadline).await?;
     let header = mq_client_api::header::CreateTopicRequestHeader {
         topic: topic.to_owned(),
         default_topic: "TBW102".into(),
@@ -200,19 +197,12 @@ pub(crate) async fn create_topic_everywhere(
         order: false,
         attributes: None,
     };
-    let mut created = Vec::new();
-    for b in info.broker_addr_table.values() {
-        if let Some(addr) = b.master_addr() {
-            api.create_topic(addr, &header, left(deadline))
-                .await
-                .map_err(|e| e.to_string())?;
-            created.push((b.broker_name.clone(), addr.to_owned()));
-        }
+    for (_, addr) in &masters {
+        api.create_topic(addr, &header, left(deadline))
+            .await
+            .map_err(|e| e.to_string())?;
     }
-    if created.is_empty() {
-        return Err("the cluster has no broker".into());
-    }
-    Ok(created)
+    Ok(masters)
 }
 
 /// `mq topic create`: creates the topic on every master broker of the cluster.
@@ -227,6 +217,88 @@ pub(crate) async fn topic_create(target: &Target, topic: &str, queues: i32) -> R
     .await?
     {
         println!("created {topic} with {queues} queues on {name} ({addr})");
+    }
+    Ok(())
+}
+
+/// The master brokers of the cluster (name, address), asked within `deadline`.
+async fn masters(
+    api: &mq_client_api::ClientApi,
+    deadline: Instant,
+) -> Result<Vec<(String, String)>, String> {
+    let info = api
+        .cluster_info(left(deadline))
+        .await
+        .map_err(|e| e.to_string())?;
+    let masters: Vec<(String, String)> = info
+        .broker_addr_table
+        .values()
+        .filter_map(|b| Some((b.broker_name.clone(), b.master_addr()?.to_owned())))
+        .collect();
+    if masters.is_empty() {
+        return Err("the cluster has no broker".into());
+    }
+    Ok(masters)
+}
+
+/// `mq group create`: stores the group's config on every master broker.
+pub(crate) async fn group_create(
+    target: &Target,
+    group: &str,
+    fifo: bool,
+    retry_max_times: i32,
+) -> Result<(), String> {
+    mq_client_api::validate::validate_group(group).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + target.timeout;
+    let api = api(&target.namesrv, &target.security)?;
+    let mut config = mq_client_api::body::SubscriptionGroupConfig::new(group).with_orderly(fifo);
+    config.retry_max_times = retry_max_times;
+    for (name, addr) in masters(&api, deadline).await? {
+        api.update_subscription_group(&addr, &config, left(deadline))
+            .await
+            .map_err(|e| e.to_string())?;
+        let kind = if fifo { "FIFO" } else { "concurrent" };
+        println!("group {group} ({kind}, {retry_max_times} deliveries) on {name} ({addr})");
+    }
+    Ok(())
+}
+
+/// `mq group list`: every master broker's group configs.
+pub(crate) async fn group_list(target: &Target) -> Result<(), String> {
+    let deadline = Instant::now() + target.timeout;
+    let api = api(&target.namesrv, &target.security)?;
+    println!(
+        "{:<20} {:<30} {:<5} {:>7}",
+        "broker", "group", "fifo", "retries"
+    );
+    for (name, addr) in masters(&api, deadline).await? {
+        let all = api
+            .all_subscription_groups(&addr, left(deadline))
+            .await
+            .map_err(|e| e.to_string())?;
+        for (group, c) in &all.subscription_group_table {
+            println!(
+                "{name:<20} {group:<30} {:<5} {:>7}",
+                c.consume_message_orderly, c.retry_max_times
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `mq group delete`: removes the group's config from every master broker.
+pub(crate) async fn group_delete(
+    target: &Target,
+    group: &str,
+    clean_offset: bool,
+) -> Result<(), String> {
+    let deadline = Instant::now() + target.timeout;
+    let api = api(&target.namesrv, &target.security)?;
+    for (name, addr) in masters(&api, deadline).await? {
+        api.delete_subscription_group(&addr, group, clean_offset, left(deadline))
+            .await
+            .map_err(|e| e.to_string())?;
+        println!("deleted group {group} on {name} ({addr})");
     }
     Ok(())
 }

@@ -133,6 +133,11 @@ enum Command {
         #[command(subcommand)]
         action: TopicAction,
     },
+    /// Create, list or delete consumer groups' configs (FIFO or not, retries).
+    Group {
+        #[command(subcommand)]
+        action: GroupAction,
+    },
     /// List the brokers of the cluster.
     Cluster {
         #[command(flatten)]
@@ -198,6 +203,42 @@ enum TopicAction {
     List {
         #[command(flatten)]
         target: Target,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum GroupAction {
+    /// Create or update a consumer group's config on every master broker.
+    Create {
+        #[command(flatten)]
+        target: Target,
+        /// Group.
+        #[arg(long)]
+        group: String,
+        /// FIFO: a queue's next message goes out only once the one before it is acknowledged
+        /// (what RocketMQ 5 clients consume in order through a proxy).
+        #[arg(long)]
+        fifo: bool,
+        /// Deliveries before a message goes to the group's dead-letter queue.
+        #[arg(long, default_value_t = 16)]
+        retry_max_times: i32,
+    },
+    /// List the group configs of every master broker.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete a group's config (and, with `--clean-offset`, its committed offsets) on every
+    /// master broker.
+    Delete {
+        #[command(flatten)]
+        target: Target,
+        /// Group.
+        #[arg(long)]
+        group: String,
+        /// Also forget the group's committed offsets.
+        #[arg(long)]
+        clean_offset: bool,
     },
 }
 
@@ -358,6 +399,26 @@ fn main() -> ExitCode {
             Command::Topic {
                 action: TopicAction::List { target },
             } => commands::topic_list(&target).await,
+            Command::Group {
+                action:
+                    GroupAction::Create {
+                        target,
+                        group,
+                        fifo,
+                        retry_max_times,
+                    },
+            } => commands::group_create(&target, &group, fifo, retry_max_times).await,
+            Command::Group {
+                action: GroupAction::List { target },
+            } => commands::group_list(&target).await,
+            Command::Group {
+                action:
+                    GroupAction::Delete {
+                        target,
+                        group,
+                        clean_offset,
+                    },
+            } => commands::group_delete(&target, &group, clean_offset).await,
             Command::Cluster { target } => commands::cluster(&target).await,
             Command::Bench {
                 which:

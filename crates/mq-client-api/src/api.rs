@@ -17,15 +17,16 @@ use crate::code::{PullStatus, RequestCode, ResponseCode, SendStatus};
 use crate::error::ClientApiError;
 use crate::header::{
     CommandHeader, ConsumerSendMsgBackRequestHeader, CreateTopicRequestHeader,
-    EndTransactionRequestHeader, GetConsumerListByGroupRequestHeader,
-    GetEarliestMsgStoretimeRequestHeader, GetEarliestMsgStoretimeResponseHeader,
-    GetMaxOffsetRequestHeader, GetMaxOffsetResponseHeader, GetMinOffsetRequestHeader,
-    GetMinOffsetResponseHeader, GetRouteInfoRequestHeader, PullMessageRequestHeader,
-    PullMessageResponseHeader, QueryConsumerOffsetRequestHeader, QueryConsumerOffsetResponseHeader,
-    QueryMessageRequestHeader, RegisterBrokerRequestHeader, RegisterBrokerResponseHeader,
-    SearchOffsetRequestHeader, SearchOffsetResponseHeader, SendMessageRequestHeader,
-    SendMessageResponseHeader, SendV2Fields, UnregisterBrokerRequestHeader,
-    UnregisterClientRequestHeader, UpdateConsumerOffsetRequestHeader, ViewMessageRequestHeader,
+    DeleteSubscriptionGroupRequestHeader, EndTransactionRequestHeader,
+    GetConsumerListByGroupRequestHeader, GetEarliestMsgStoretimeRequestHeader,
+    GetEarliestMsgStoretimeResponseHeader, GetMaxOffsetRequestHeader, GetMaxOffsetResponseHeader,
+    GetMinOffsetRequestHeader, GetMinOffsetResponseHeader, GetRouteInfoRequestHeader,
+    GetSubscriptionGroupConfigRequestHeader, PullMessageRequestHeader, PullMessageResponseHeader,
+    QueryConsumerOffsetRequestHeader, QueryConsumerOffsetResponseHeader, QueryMessageRequestHeader,
+    RegisterBrokerRequestHeader, RegisterBrokerResponseHeader, SearchOffsetRequestHeader,
+    SearchOffsetResponseHeader, SendMessageRequestHeader, SendMessageResponseHeader, SendV2Fields,
+    UnregisterBrokerRequestHeader, UnregisterClientRequestHeader,
+    UpdateConsumerOffsetRequestHeader, ViewMessageRequestHeader,
 };
 use crate::message::{MessageExt, decode_record, decode_records, property};
 
@@ -784,6 +785,76 @@ impl ClientApi {
         timeout: Duration,
     ) -> Result<(), ClientApiError> {
         let request = self.request(RequestCode::UPDATE_AND_CREATE_TOPIC, header);
+        self.call_ok(addr, request, timeout).await.map(drop)
+    }
+
+    /// Creates or updates a subscription group on a broker.
+    ///
+    /// # Errors
+    /// Transport and broker errors.
+    pub async fn update_subscription_group(
+        &self,
+        addr: &str,
+        config: &body::SubscriptionGroupConfig,
+        timeout: Duration,
+    ) -> Result<(), ClientApiError> {
+        let request = self
+            .bare_request(RequestCode::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP)
+            .with_body(body::to_json(config));
+        self.call_ok(addr, request, timeout).await.map(drop)
+    }
+
+    /// A subscription group's config on a broker (5.x; a 4.x broker answers
+    /// REQUEST_CODE_NOT_SUPPORTED).
+    ///
+    /// # Errors
+    /// [`ClientApiError::Broker`] with SUBSCRIPTION_GROUP_NOT_EXIST when the broker has no such
+    /// group; transport and body errors.
+    pub async fn subscription_group(
+        &self,
+        addr: &str,
+        group: &str,
+        timeout: Duration,
+    ) -> Result<body::SubscriptionGroupConfig, ClientApiError> {
+        let header = GetSubscriptionGroupConfigRequestHeader {
+            group: group.to_owned(),
+        };
+        let request = self.request(RequestCode::GET_SUBSCRIPTIONGROUP_CONFIG, &header);
+        let response = self.call_ok(addr, request, timeout).await?;
+        parse_body(addr, "SubscriptionGroupConfig", &response.body)
+    }
+
+    /// Every subscription group's config on a broker.
+    ///
+    /// # Errors
+    /// Transport, broker and body errors.
+    pub async fn all_subscription_groups(
+        &self,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<body::SubscriptionGroupWrapper, ClientApiError> {
+        let request = self.bare_request(RequestCode::GET_ALL_SUBSCRIPTIONGROUP_CONFIG);
+        let response = self.call_ok(addr, request, timeout).await?;
+        parse_body(addr, "SubscriptionGroupWrapper", &response.body)
+    }
+
+    /// Deletes a subscription group from a broker, with its committed offsets when
+    /// `clean_offset`.
+    ///
+    /// # Errors
+    /// Transport and broker errors.
+    pub async fn delete_subscription_group(
+        &self,
+        addr: &str,
+        group: &str,
+        clean_offset: bool,
+        timeout: Duration,
+    ) -> Result<(), ClientApiError> {
+        let header = DeleteSubscriptionGroupRequestHeader {
+            group_name: group.to_owned(),
+            clean_offset,
+        };
+        let request = self.request(RequestCode::DELETE_SUBSCRIPTIONGROUP, &header);
         self.call_ok(addr, request, timeout).await.map(drop)
     }
 }

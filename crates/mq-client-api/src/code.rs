@@ -172,6 +172,8 @@ codes! {
         PUSH_REPLY_MESSAGE_TO_CLIENT = 326,
         /// 5.x: one topic's config on a broker (its attributes: the message type).
         GET_TOPIC_CONFIG = 351,
+        /// 5.x: one subscription group's config on a broker.
+        GET_SUBSCRIPTIONGROUP_CONFIG = 352,
         /// 5.x: lite pull.
         LITE_PULL_MESSAGE = 361,
         /// 5.x: recall a message.

@@ -175,6 +175,10 @@ impl GroupTopic {
     /// Hands out up to `batch` messages of `queues`: first those whose invisible time is over
     /// (again, with their attempt raised; past `max_attempts` they go to the dead-letter queue
     /// instead), then new ones, waiting up to `poll` for any.
+    ///
+    /// For a `fifo` group a queue hands out nothing new while any message it handed out is
+    /// unacknowledged: while one is still invisible the queue is blocked, and once all are
+    /// visible again they go out again, in queue order, before anything after them.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn receive(
         self: &Arc<Self>,
@@ -185,19 +189,21 @@ impl GroupTopic {
         lease: &Lease,
         poll: Duration,
         max_attempts: u32,
+        fifo: bool,
         timeout: Duration,
     ) -> Vec<Delivery> {
         let deadline = Instant::now() + poll;
         loop {
             let released = self.released.notified();
             let (mut out, dead, claimed, next_visible) =
-                self.claim(queues, batch, lease, max_attempts);
+                self.claim(queues, batch, lease, max_attempts, fifo);
             // The claimed queues are released when this iteration ends, however it ends: a
             // receive whose client went away (its future dropped mid-pull) leaves none behind.
             let _release = Release {
                 owner: self,
                 queues: claimed.iter().map(|(q, _)| q.clone()).collect(),
             };
+            let had_dead = !dead.is_empty();
             for (q, m) in dead {
                 if self
                     .to_dead_letters(api, &q, &m, max_attempts, timeout)
@@ -229,6 +235,11 @@ impl GroupTopic {
             if !out.is_empty() || Instant::now() >= deadline {
                 return out;
             }
+            // A FIFO queue whose messages went to the dead-letter queue goes on with what
+            // follows them: claimed again at once.
+            if had_dead {
+                continue;
+            }
             // Every queue is being pulled by another receive: wait for one to be released.
             if claimed.is_empty() {
                 let until = next_visible.map_or(deadline, |v| v.min(deadline));
@@ -247,6 +258,7 @@ impl GroupTopic {
         batch: usize,
         lease: &Lease,
         max_attempts: u32,
+        fifo: bool,
     ) -> (
         Vec<Delivery>,
         Vec<(QueueRef, MessageExt)>,
@@ -261,6 +273,20 @@ impl GroupTopic {
         let mut states = self.queues.lock();
         for q in queues {
             let state = states.entry(q.clone()).or_default();
+            let waiting = state
+                .inflight
+                .values()
+                .map(|f| f.visible_at)
+                .filter(|v| *v > now)
+                .min();
+            if let Some(v) = waiting {
+                next_visible = Some(next_visible.map_or(v, |n| n.min(v)));
+                if fifo {
+                    // Blocked until what it handed out is acknowledged or visible again.
+                    continue;
+                }
+            }
+            let redelivering = fifo && !state.inflight.is_empty();
             let expired: Vec<i64> = state
                 .inflight
                 .iter()
@@ -290,12 +316,10 @@ impl GroupTopic {
                     invisible: lease.shown(),
                 });
             }
-            if !state.pulling {
+            // A FIFO queue goes on only after what it handed out before.
+            if !state.pulling && !redelivering {
                 state.pulling = true;
                 claimed.push((q.clone(), state.next));
-            }
-            for f in state.inflight.values().filter(|f| f.visible_at > now) {
-                next_visible = Some(next_visible.map_or(f.visible_at, |v| v.min(f.visible_at)));
             }
         }
         (out, dead, claimed, next_visible)
@@ -660,7 +684,7 @@ mod tests {
     /// Expired messages a receive with a 30 s invisible time would hand out again now.
     fn expired_now(state: &GroupTopic) -> Vec<Delivery> {
         let lease = Lease::For(Duration::from_secs(30));
-        let (again, _, claimed, _) = state.claim(&[queue()], 32, &lease, 17);
+        let (again, _, claimed, _) = state.claim(&[queue()], 32, &lease, 17, false);
         state.release(&claimed.into_iter().map(|(q, _)| q).collect::<Vec<_>>());
         again
     }

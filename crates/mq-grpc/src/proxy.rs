@@ -47,6 +47,10 @@ pub const PROXY_PRODUCER_GROUP: &str = "MQ_GRPC_PROXY";
 /// How long a route is used before it is looked up again.
 const ROUTE_TTL: Duration = Duration::from_secs(30);
 
+/// How long the proxy keeps a consumer group's FIFO setting before asking a broker again
+/// (Apache RocketMQ's proxy: `subscriptionGroupConfigCacheRefreshSeconds`, 20).
+const GROUP_TTL: Duration = Duration::from_secs(20);
+
 /// Deliveries of a message before it goes to the dead-letter queue (Java's default, 16
 /// reconsumes, plus the first).
 const MAX_ATTEMPTS: u32 = 17;
@@ -147,6 +151,7 @@ impl GrpcProxy {
             config,
             local_addr,
             routes: Mutex::new(HashMap::new()),
+            fifo_groups: Mutex::new(HashMap::new()),
             next: AtomicUsize::new(0),
             ids: UniqueIdGenerator::new(Some(local_addr.ip())),
             pops: Mutex::new(HashMap::new()),
@@ -239,6 +244,8 @@ pub(crate) struct Core {
     pub(crate) config: GrpcProxyConfig,
     local_addr: SocketAddr,
     routes: Mutex<HashMap<String, (Instant, Arc<Route>)>>,
+    /// Whether a consumer group consumes in order (its broker-side config), by group.
+    fifo_groups: Mutex<HashMap<String, (Instant, bool)>>,
     next: AtomicUsize,
     /// Ids for messages that come without one (every official client sets its own).
     ids: UniqueIdGenerator,
@@ -339,6 +346,47 @@ impl Core {
             .lock()
             .insert(topic.to_owned(), (Instant::now(), Arc::clone(&route)));
         Ok(route)
+    }
+
+    /// Whether `group` consumes in order: its config on a master broker of `topic` (cached for
+    /// [`GROUP_TTL`]). A broker without GET_SUBSCRIPTIONGROUP_CONFIG (4.x) is asked for all its
+    /// groups; a group no broker can tell about consumes concurrently.
+    pub(crate) async fn fifo_group(&self, group: &str, topic: &str) -> bool {
+        if let Some((at, fifo)) = self.fifo_groups.lock().get(group)
+            && at.elapsed() < GROUP_TTL
+        {
+            return *fifo;
+        }
+        let timeout = self.config.request_timeout;
+        let addr = match self.readable(topic, None).await {
+            Ok(queues) => queues.into_iter().next().map(|q| q.addr),
+            Err(_) => None,
+        };
+        let fifo = match addr {
+            Some(addr) => match self.api.subscription_group(&addr, group, timeout).await {
+                Ok(c) => c.consume_message_orderly,
+                Err(e)
+                    if e.response_code()
+                        == Some(mq_client_api::ResponseCode::REQUEST_CODE_NOT_SUPPORTED) =>
+                {
+                    self.api
+                        .all_subscription_groups(&addr, timeout)
+                        .await
+                        .ok()
+                        .and_then(|all| all.subscription_group_table.get(group).cloned())
+                        .is_some_and(|c| c.consume_message_orderly)
+                }
+                Err(e) => {
+                    debug!(group, broker = %addr, cause = %e, "group config lookup failed");
+                    false
+                }
+            },
+            None => false,
+        };
+        self.fifo_groups
+            .lock()
+            .insert(group.to_owned(), (Instant::now(), fifo));
+        fifo
     }
 
     /// The consumption state of (group, topic).
@@ -601,8 +649,8 @@ impl Core {
     }
 
     /// The settings the server answers a client's with: what the client declared, and the
-    /// server's limits and policies.
-    fn settings(&self, theirs: v2::Settings) -> v2::Settings {
+    /// server's limits and policies; `fifo` tells a consumer its group consumes in order.
+    fn settings(&self, theirs: v2::Settings, fifo: bool) -> v2::Settings {
         let backoff = |attempts: i32| v2::RetryPolicy {
             max_attempts: attempts,
             strategy: Some(v2::retry_policy::Strategy::ExponentialBackoff(
@@ -626,7 +674,7 @@ impl Core {
                 Some(v2::settings::PubSub::Subscription(v2::Subscription {
                     group: s.group,
                     subscriptions: s.subscriptions,
-                    fifo: Some(false),
+                    fifo: Some(fifo),
                     receive_batch_size: Some(32),
                     long_polling_timeout: Some(convert::duration(Duration::from_secs(20))),
                     ..Default::default()
@@ -790,16 +838,23 @@ impl MessagingService for Proxy {
                 }));
             }
         };
-        // One assignment per broker, queue -1: a receive there pops from all its queues.
+        // One assignment per broker, queue -1: a receive there pops from all its queues. A
+        // FIFO group gets one per queue, as from Apache RocketMQ's proxy: its clients then
+        // receive each queue in turn.
+        let group = convert::resource_name(req.group.as_ref());
+        let fifo = !group.is_empty() && self.0.fifo_group(&group, &topic).await;
         let endpoints = self.0.endpoints(req.endpoints.as_ref());
-        let mut brokers: Vec<&str> = queues.iter().map(|q| q.broker.as_str()).collect();
-        brokers.dedup();
-        let assignments = brokers
+        let mut targets: Vec<(&str, i32)> = queues
+            .iter()
+            .map(|q| (q.broker.as_str(), if fifo { q.id } else { -1 }))
+            .collect();
+        targets.dedup();
+        let assignments = targets
             .into_iter()
-            .map(|b| v2::Assignment {
+            .map(|(b, id)| v2::Assignment {
                 message_queue: Some(v2::MessageQueue {
                     topic: req.topic.clone(),
-                    id: -1,
+                    id,
                     permission: v2::Permission::ReadWrite as i32,
                     broker: Some(v2::Broker {
                         name: b.to_owned(),
@@ -871,13 +926,20 @@ impl MessagingService for Proxy {
             },
         };
         // Every queue of the broker, whatever queue the client names, as Apache RocketMQ's
-        // proxy pops: Java's client names the assignment's -1, Node's always queue 0.
+        // proxy pops: Java's client names the assignment's -1, Node's always queue 0. A FIFO
+        // group's receive takes the queue it names (its assignment's), when there is one.
+        let fifo = self.0.fifo_group(&group, &topic).await;
         let queues = match self
             .0
             .readable(&topic, mq.broker.as_ref().map(|b| b.name.as_str()))
             .await
         {
-            Ok(q) if !q.is_empty() => q,
+            Ok(mut q) if !q.is_empty() => {
+                if fifo && q.iter().any(|r| r.id == mq.id) {
+                    q.retain(|r| r.id == mq.id);
+                }
+                q
+            }
             Ok(_) => {
                 return Ok(Response::new(only(status(
                     v2::Code::Forbidden,
@@ -904,6 +966,7 @@ impl MessagingService for Proxy {
                 &lease,
                 poll,
                 MAX_ATTEMPTS,
+                fifo,
                 self.0.config.request_timeout,
             )
             .await;
@@ -1117,10 +1180,26 @@ impl MessagingService for Proxy {
                                 .collect();
                             core.producers.connected(id, topics, tx.clone());
                         }
+                        let fifo = match &s.pub_sub {
+                            Some(v2::settings::PubSub::Subscription(sub)) => {
+                                let group = convert::resource_name(sub.group.as_ref());
+                                let topic = sub
+                                    .subscriptions
+                                    .first()
+                                    .map(|e| convert::resource_name(e.topic.as_ref()));
+                                match topic {
+                                    Some(t) if !group.is_empty() => {
+                                        core.fifo_group(&group, &t).await
+                                    }
+                                    _ => false,
+                                }
+                            }
+                            _ => false,
+                        };
                         v2::TelemetryCommand {
                             status: Some(ok()),
                             command: Some(v2::telemetry_command::Command::Settings(
-                                core.settings(s),
+                                core.settings(s, fifo),
                             )),
                         }
                     }

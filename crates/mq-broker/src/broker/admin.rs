@@ -2,10 +2,11 @@
 
 use bytes::BytesMut;
 use mq_client_api::ResponseCode;
-use mq_client_api::body::TopicConfig;
+use mq_client_api::body::{SubscriptionGroupConfig, TopicConfig};
 use mq_client_api::header::{
-    CreateTopicRequestHeader, GetTopicConfigRequestHeader, QueryMessageRequestHeader,
-    QueryMessageResponseHeader, ViewMessageRequestHeader,
+    CreateTopicRequestHeader, DeleteSubscriptionGroupRequestHeader,
+    GetSubscriptionGroupConfigRequestHeader, GetTopicConfigRequestHeader,
+    QueryMessageRequestHeader, QueryMessageResponseHeader, ViewMessageRequestHeader,
 };
 use mq_client_api::validate::TOPIC_MAX_LEN;
 use mq_remoting::RemotingCommand;
@@ -68,6 +69,55 @@ impl CoreHandle {
             Ok(body) => respond(req, ResponseCode::SUCCESS, None).with_body(body),
             Err(e) => respond(req, ResponseCode::SYSTEM_ERROR, Some(e.to_string())),
         }
+    }
+
+    /// UPDATE_AND_CREATE_SUBSCRIPTIONGROUP: stores the group config of the body (JSON).
+    pub(super) fn update_group(&self, req: &RemotingCommand) -> RemotingCommand {
+        let config = match mq_client_api::body::from_json::<SubscriptionGroupConfig>(
+            "SubscriptionGroupConfig",
+            &req.body,
+        ) {
+            Ok(c) => c,
+            Err(e) => return respond(req, ResponseCode::SYSTEM_ERROR, Some(e.to_string())),
+        };
+        if let Err(e) = mq_client_api::validate::validate_group(&config.group_name) {
+            return respond(req, ResponseCode::SYSTEM_ERROR, Some(e.to_string()));
+        }
+        let group = config.group_name.clone();
+        match self.0.groups.set(&group, Some(config)) {
+            Ok(_) => respond(req, ResponseCode::SUCCESS, None),
+            Err(e) => respond(req, ResponseCode::SYSTEM_ERROR, Some(e.to_string())),
+        }
+    }
+
+    /// GET_SUBSCRIPTIONGROUP_CONFIG: a group's config as JSON. A group never configured gets
+    /// the defaults, as from a Java broker that creates group configs on demand (its default).
+    pub(super) fn group_config(&self, req: &RemotingCommand) -> RemotingCommand {
+        let h = decode_or_answer!(GetSubscriptionGroupConfigRequestHeader, req);
+        let config = self
+            .0
+            .groups
+            .get(&h.group)
+            .unwrap_or_else(|| SubscriptionGroupConfig::new(h.group));
+        respond(req, ResponseCode::SUCCESS, None).with_body(mq_client_api::body::to_json(&config))
+    }
+
+    /// GET_ALL_SUBSCRIPTIONGROUP_CONFIG: every group config, with the table's version.
+    pub(super) fn all_groups(&self, req: &RemotingCommand) -> RemotingCommand {
+        respond(req, ResponseCode::SUCCESS, None)
+            .with_body(mq_client_api::body::to_json(&self.0.groups.snapshot()))
+    }
+
+    /// DELETE_SUBSCRIPTIONGROUP: forgets a group's config, and its committed offsets when asked.
+    pub(super) fn delete_group(&self, req: &RemotingCommand) -> RemotingCommand {
+        let h = decode_or_answer!(DeleteSubscriptionGroupRequestHeader, req);
+        if let Err(e) = self.0.groups.set(&h.group_name, None) {
+            return respond(req, ResponseCode::SYSTEM_ERROR, Some(e.to_string()));
+        }
+        if h.clean_offset {
+            self.0.offsets.remove_group(&h.group_name);
+        }
+        respond(req, ResponseCode::SUCCESS, None)
     }
 
     /// VIEW_MESSAGE_BY_ID: the stored record at a commit-log offset.

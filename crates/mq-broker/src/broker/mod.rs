@@ -219,6 +219,7 @@ pub(crate) struct Core {
     pub(crate) store: MessageStore,
     pub(crate) topics: TopicTable,
     pub(crate) offsets: OffsetTable,
+    pub(crate) groups: crate::state::GroupTable,
     pub(crate) clients: ClientRegistry,
     pub(crate) api: ClientApi,
     watched: mq_remoting::ConnectionWatches,
@@ -285,6 +286,7 @@ impl Broker {
             }
         }
         let offsets = OffsetTable::load(dir.join("config/consumerOffset.json"))?;
+        let groups = crate::state::GroupTable::load(dir.join("config/subscriptionGroup.json"))?;
         let mut server_config = ServerConfig::default().with_listen(config.listen);
         if let Some(tls) = &config.tls {
             server_config = server_config.with_tls(tls.clone());
@@ -301,6 +303,7 @@ impl Broker {
             store,
             topics,
             offsets,
+            groups,
             clients: ClientRegistry::default(),
             api: ClientApi::new(remoting, ApiConfig::default()),
             watched: mq_remoting::ConnectionWatches::default(),
@@ -557,6 +560,10 @@ impl CoreHandle {
             RequestCode::QUERY_MESSAGE => self.query_message(&req),
             RequestCode::UPDATE_AND_CREATE_TOPIC => self.create_topic(&req).await,
             RequestCode::GET_TOPIC_CONFIG => self.topic_config(&req),
+            RequestCode::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => self.update_group(&req),
+            RequestCode::GET_SUBSCRIPTIONGROUP_CONFIG => self.group_config(&req),
+            RequestCode::GET_ALL_SUBSCRIPTIONGROUP_CONFIG => self.all_groups(&req),
+            RequestCode::DELETE_SUBSCRIPTIONGROUP => self.delete_group(&req),
             RequestCode::CONSUMER_SEND_MSG_BACK => self.send_back(&req).await,
             RequestCode::LOCK_BATCH_MQ | RequestCode::UNLOCK_BATCH_MQ => self.lock_batch(&req),
             // A oneway request: no answer.

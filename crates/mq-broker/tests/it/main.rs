@@ -339,6 +339,86 @@ async fn offsets_lookups_view_and_query() {
     let _ = b.shutdown(T).await;
 }
 
+/// Subscription group configs are stored, read back one by one and all at once, survive a
+/// restart, and go (with the group's offsets when asked) when deleted; a config that is not
+/// JSON is refused with nothing stored.
+#[tokio::test]
+async fn group_configs_are_kept_across_restarts_and_deleted_with_their_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path(), |c| c).await;
+    let addr = b.local_addr().to_string();
+    let api = plain_api();
+    let fifo = mq_client_api::body::SubscriptionGroupConfig::new("ordered_cg").with_orderly(true);
+    let mut retries = mq_client_api::body::SubscriptionGroupConfig::new("retry_cg");
+    retries.retry_max_times = 3;
+    for c in [&fifo, &retries] {
+        api.update_subscription_group(&addr, c, T).await.unwrap();
+    }
+    let bad = RemotingCommand::request(RequestCode::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP.0)
+        .with_body(Bytes::from_static(b"{not json"));
+    let answer = api.remoting().invoke(&addr, bad, T).await.unwrap();
+    assert_eq!(answer.code, ResponseCode::SYSTEM_ERROR.0);
+    let offset = |group: &str| UpdateConsumerOffsetRequestHeader {
+        consumer_group: group.into(),
+        topic: "Grouped".into(),
+        queue_id: 0,
+        commit_offset: 7,
+    };
+    for g in ["ordered_cg", "retry_cg"] {
+        api.update_consumer_offset(&addr, &offset(g), T)
+            .await
+            .unwrap();
+    }
+    let _ = b.shutdown(T).await;
+
+    let b = broker(dir.path(), |c| c).await;
+    let addr = b.local_addr().to_string();
+    assert_eq!(
+        api.subscription_group(&addr, "ordered_cg", T)
+            .await
+            .unwrap(),
+        fifo
+    );
+    let all = api.all_subscription_groups(&addr, T).await.unwrap();
+    assert_eq!(
+        all.subscription_group_table.keys().collect::<Vec<_>>(),
+        ["ordered_cg", "retry_cg"]
+    );
+    assert_eq!(all.subscription_group_table["retry_cg"], retries);
+    // Deleted: the first with its offsets, the second without.
+    api.delete_subscription_group(&addr, "ordered_cg", true, T)
+        .await
+        .unwrap();
+    api.delete_subscription_group(&addr, "retry_cg", false, T)
+        .await
+        .unwrap();
+    assert!(
+        api.all_subscription_groups(&addr, T)
+            .await
+            .unwrap()
+            .subscription_group_table
+            .is_empty()
+    );
+    let committed = |group: &str| QueryConsumerOffsetRequestHeader {
+        consumer_group: group.into(),
+        topic: "Grouped".into(),
+        queue_id: 0,
+        set_zero_if_not_found: Some(false),
+    };
+    let gone = api
+        .query_consumer_offset(&addr, &committed("ordered_cg"), T)
+        .await
+        .unwrap_err();
+    assert_eq!(gone.response_code(), Some(ResponseCode::QUERY_NOT_FOUND));
+    assert_eq!(
+        api.query_consumer_offset(&addr, &committed("retry_cg"), T)
+            .await
+            .unwrap(),
+        7
+    );
+    let _ = b.shutdown(T).await;
+}
+
 fn consumer_heartbeat(client_id: &str) -> HeartbeatData {
     HeartbeatData {
         client_id: client_id.into(),

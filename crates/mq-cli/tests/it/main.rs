@@ -420,6 +420,33 @@ fn send_consume_route_topic_and_cluster_against_mq_serve() {
     assert!(ok && out.lines().any(|l| l == "CliTopic"), "{out}");
     let (ok, out, _) = mq(&["cluster", "--namesrv", ns]);
     assert!(ok && out.contains(&server.broker), "{out}");
+    // A FIFO consumer group, listed, then deleted.
+    let (ok, out, err) = mq(&[
+        "group",
+        "create",
+        "--namesrv",
+        ns,
+        "--group",
+        "CliFifo",
+        "--fifo",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("group CliFifo (FIFO, 16 deliveries)"), "{out}");
+    let listed = || {
+        let (ok, out, err) = mq(&["group", "list", "--namesrv", ns]);
+        assert!(ok, "{err}");
+        out.lines()
+            .filter(|l| l.split_whitespace().nth(1) == Some("CliFifo"))
+            .map(|l| l.split_whitespace().skip(2).collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(listed(), ["true 16"]);
+    let (ok, _, err) = mq(&["group", "delete", "--namesrv", ns, "--group", "CliFifo"]);
+    assert!(ok, "{err}");
+    assert!(listed().is_empty());
+    let (ok, _, err) = mq(&["group", "create", "--namesrv", ns, "--group", "bad group!"]);
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
     let (ok, _, err) = mq(&["route", "--namesrv", ns, "--topic", "Missing"]);
     assert!(!ok);
     assert_eq!(err.lines().count(), 1, "{err}");

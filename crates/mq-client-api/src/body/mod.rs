@@ -9,11 +9,13 @@ use std::fmt;
 use serde::Serialize;
 use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 
+mod group;
 mod heartbeat;
 mod misc;
 mod register;
 mod route;
 
+pub use group::{SubscriptionGroupConfig, SubscriptionGroupWrapper};
 pub use heartbeat::{
     ConsumeFromWhere, ConsumeType, ConsumerData, HeartbeatData, MessageModel, ProducerData,
     SubscriptionData,

@@ -34,6 +34,24 @@ header! {
     }
 }
 
+header! {
+    /// One subscription group's config (GET_SUBSCRIPTIONGROUP_CONFIG, 352).
+    GetSubscriptionGroupConfigRequestHeader("GetSubscriptionGroupConfigRequestHeader") {
+        /// Group.
+        req group: String => "group",
+    }
+}
+
+header! {
+    /// Deletes a subscription group (DELETE_SUBSCRIPTIONGROUP, 207).
+    DeleteSubscriptionGroupRequestHeader("DeleteSubscriptionGroupRequestHeader") {
+        /// Group.
+        req group_name: String => "groupName",
+        /// Whether the group's committed offsets go too (a Java primitive: always sent).
+        prim clean_offset: bool => "cleanOffset",
+    }
+}
+
 fn check_create_topic(h: &CreateTopicRequestHeader) -> Result<(), HeaderError> {
     if matches!(h.topic_filter_type.as_str(), "SINGLE_TAG" | "MULTI_TAG") {
         Ok(())

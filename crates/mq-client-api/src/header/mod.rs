@@ -14,7 +14,10 @@ mod pull;
 mod send;
 mod transaction;
 
-pub use admin::{CreateTopicRequestHeader, GetTopicConfigRequestHeader, ViewMessageRequestHeader};
+pub use admin::{
+    CreateTopicRequestHeader, DeleteSubscriptionGroupRequestHeader,
+    GetSubscriptionGroupConfigRequestHeader, GetTopicConfigRequestHeader, ViewMessageRequestHeader,
+};
 pub use client::{
     GetConsumerListByGroupRequestHeader, NotifyConsumerIdsChangedRequestHeader,
     UnregisterClientRequestHeader,

@@ -88,37 +88,51 @@ async fn stored(cluster: &Cluster, topic: &str, queue: i32) -> Vec<mq_client_api
         .unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn settings_route_and_sends_as_a_5x_producer_sees_them() {
-    let mut s = setup().await;
-    // Telemetry: a producer's settings come back with the server's limits and policy.
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let settings = v2::Settings {
-        client_type: Some(v2::ClientType::Producer as i32),
-        pub_sub: Some(v2::settings::PubSub::Publishing(v2::Publishing {
-            topics: vec![resource("GrpcTopic").unwrap()],
-            ..Default::default()
-        })),
-        ..Default::default()
-    };
-    tx.send(v2::TelemetryCommand {
+/// The settings the proxy answers `settings` with on a Telemetry stream, as every client
+/// waits for before anything else.
+async fn settings_back(
+    client: &mut MessagingServiceClient<Channel>,
+    settings: v2::Settings,
+) -> v2::Settings {
+    let command = v2::TelemetryCommand {
         status: None,
         command: Some(v2::telemetry_command::Command::Settings(settings)),
-    })
-    .await
-    .unwrap();
+    };
+    // The stream stays open until the answer is read, as a client's does.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(command).await.unwrap();
     let stream =
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
-    let mut answers = s.client.telemetry(stream).await.unwrap().into_inner();
+    let mut answers = client.telemetry(stream).await.unwrap().into_inner();
     let answer = tokio::time::timeout(T, answers.next())
         .await
         .unwrap()
         .unwrap()
         .unwrap();
+    drop(tx);
     assert_eq!(code(answer.status.as_ref()), v2::Code::Ok);
     let Some(v2::telemetry_command::Command::Settings(back)) = answer.command else {
         panic!("no settings back: {answer:?}");
     };
+    back
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_route_and_sends_as_a_5x_producer_sees_them() {
+    let mut s = setup().await;
+    // Telemetry: a producer's settings come back with the server's limits and policy.
+    let back = settings_back(
+        &mut s.client,
+        v2::Settings {
+            client_type: Some(v2::ClientType::Producer as i32),
+            pub_sub: Some(v2::settings::PubSub::Publishing(v2::Publishing {
+                topics: vec![resource("GrpcTopic").unwrap()],
+                ..Default::default()
+            })),
+            ..Default::default()
+        },
+    )
+    .await;
     let Some(v2::settings::PubSub::Publishing(publishing)) = back.pub_sub else {
         panic!("no publishing back");
     };
@@ -127,7 +141,6 @@ async fn settings_route_and_sends_as_a_5x_producer_sees_them() {
         back.backoff_policy.and_then(|p| p.strategy),
         Some(v2::retry_policy::Strategy::ExponentialBackoff(_))
     ));
-    drop(tx);
 
     // The route of a topic to be auto-created: TBW102's brokers, the proxy as endpoint.
     let asked = v2::Endpoints {
@@ -565,19 +578,9 @@ async fn a_simple_consumer_receives_acks_and_gets_back_what_it_did_not_ack() {
     let r = send(&mut s.client, sent).await;
     assert_eq!(code(r.status.as_ref()), v2::Code::Ok, "{r:?}");
 
-    let assignment = s
-        .client
-        .query_assignment(v2::QueryAssignmentRequest {
-            topic: resource(topic),
-            group: resource(group),
-            endpoints: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(code(assignment.status.as_ref()), v2::Code::Ok);
-    assert_eq!(assignment.assignments.len(), 1, "one broker");
-    let queue = assignment.assignments[0].message_queue.clone().unwrap();
+    let assigned = assignments(&mut s.client, topic, group).await;
+    assert_eq!(assigned.len(), 1, "one broker");
+    let queue = assigned[0].clone();
 
     // Everything comes in one receive, once, first attempt, with an MD5 body digest.
     let (got, last) = receive(&mut s.client, group, &queue, Duration::from_secs(30), T).await;
@@ -1328,4 +1331,178 @@ async fn plain_route(endpoint: &str, topic: &str) -> Result<v2::QueryRouteRespon
         })
         .await
         .map(tonic::Response::into_inner)
+}
+
+/// The queues QueryAssignment gives `group` on `topic` (the answer's status OK).
+async fn assignments(
+    client: &mut MessagingServiceClient<Channel>,
+    topic: &str,
+    group: &str,
+) -> Vec<v2::MessageQueue> {
+    let answer = client
+        .query_assignment(v2::QueryAssignmentRequest {
+            topic: resource(topic),
+            group: resource(group),
+            endpoints: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(answer.status.as_ref()), v2::Code::Ok);
+    answer
+        .assignments
+        .into_iter()
+        .map(|a| a.message_queue.unwrap())
+        .collect()
+}
+
+fn bodies(ms: &[v2::Message]) -> Vec<String> {
+    ms.iter()
+        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+        .collect()
+}
+
+/// What a FIFO consumer group (`consumeMessageOrderly` in its config on the broker) sees: one
+/// assignment per queue, `fifo` in its settings, and a queue's messages strictly in turn —
+/// nothing after what is unacknowledged, and what comes back comes back in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_group_gets_a_queue_s_next_messages_only_after_the_ones_before() {
+    let mut s = setup().await;
+    let (fifo_group, concurrent_group, topic) = ("fifo_cg", "concurrent_cg", "GrpcFifo");
+    let broker = s.cluster.broker_addr(0);
+    plain_api()
+        .create_topic(&broker, &mq_test_support::create_topic_header(topic, 1), T)
+        .await
+        .unwrap();
+    s.cluster.broker(0).register_now().await;
+    let config = mq_client_api::body::SubscriptionGroupConfig::new(fifo_group).with_orderly(true);
+    plain_api()
+        .update_subscription_group(&broker, &config, T)
+        .await
+        .unwrap();
+    assert_eq!(
+        plain_api()
+            .subscription_group(&broker, fifo_group, T)
+            .await
+            .unwrap(),
+        config
+    );
+    let all = plain_api()
+        .all_subscription_groups(&broker, T)
+        .await
+        .unwrap();
+    assert_eq!(all.subscription_group_table.get(fifo_group), Some(&config));
+    // A group never configured reads as the defaults: concurrent.
+    assert!(
+        !plain_api()
+            .subscription_group(&broker, concurrent_group, T)
+            .await
+            .unwrap()
+            .consume_message_orderly
+    );
+
+    let fifo_message = |body: &str| {
+        message(
+            topic,
+            body.as_bytes(),
+            v2::SystemProperties {
+                message_group: Some("order-1".into()),
+                ..Default::default()
+            },
+        )
+    };
+    let r = send(
+        &mut s.client,
+        (0..3).map(|i| fifo_message(&format!("step {i}"))).collect(),
+    )
+    .await;
+    assert_eq!(code(r.status.as_ref()), v2::Code::Ok, "{r:?}");
+
+    // One assignment per queue for the FIFO group, one per broker (-1) for the other.
+    let ids = |qs: &[v2::MessageQueue]| qs.iter().map(|q| q.id).collect::<Vec<_>>();
+    let queues = assignments(&mut s.client, topic, fifo_group).await;
+    assert_eq!(ids(&queues), [0]);
+    assert_eq!(
+        ids(&assignments(&mut s.client, topic, concurrent_group).await),
+        [-1]
+    );
+    // A consumer of each group is told whether it consumes in order.
+    for (group, fifo) in [(fifo_group, true), (concurrent_group, false)] {
+        let back = settings_back(
+            &mut s.client,
+            v2::Settings {
+                client_type: Some(v2::ClientType::SimpleConsumer as i32),
+                pub_sub: Some(v2::settings::PubSub::Subscription(v2::Subscription {
+                    group: resource(group),
+                    subscriptions: vec![v2::SubscriptionEntry {
+                        topic: resource(topic),
+                        expression: None,
+                    }],
+                    ..Default::default()
+                })),
+                ..Default::default()
+            },
+        )
+        .await;
+        let Some(v2::settings::PubSub::Subscription(sub)) = back.pub_sub else {
+            panic!("no subscription back");
+        };
+        assert_eq!(sub.fifo, Some(fifo), "{group}");
+    }
+    let queue = &queues[0];
+    let long = Duration::from_secs(30);
+    let short = Duration::from_millis(300);
+
+    let (first, _) = receive(&mut s.client, fifo_group, queue, long, T).await;
+    assert_eq!(bodies(&first), ["step 0", "step 1", "step 2"]);
+    // Sent after them: it waits while they are out.
+    let r = send(&mut s.client, vec![fifo_message("step 3")]).await;
+    assert_eq!(code(r.status.as_ref()), v2::Code::Ok, "{r:?}");
+    let (none, last) = receive(&mut s.client, fifo_group, queue, long, short).await;
+    assert!(none.is_empty(), "{:?}", bodies(&none));
+    assert_eq!(last, v2::Code::MessageNotFound);
+    // A concurrent group on the same topic is not held back.
+    let (everything, _) = receive(&mut s.client, concurrent_group, queue, long, T).await;
+    let mut got = bodies(&everything);
+    got.sort();
+    assert_eq!(got, ["step 0", "step 1", "step 2", "step 3"]);
+
+    // The first acknowledged and the second given back; the third is still out, so nothing
+    // comes, not even the one given back.
+    assert_eq!(
+        ack(&mut s.client, fifo_group, topic, &first[0]).await,
+        v2::Code::Ok
+    );
+    let changed = visible_now(&mut s.client, fifo_group, topic, &first[1]).await;
+    assert_eq!(code(changed.status.as_ref()), v2::Code::Ok);
+    let (none, _) = receive(&mut s.client, fifo_group, queue, long, short).await;
+    assert!(none.is_empty(), "{:?}", bodies(&none));
+    // Once the third is back too, both come again, in order, before the fourth.
+    let changed = visible_now(&mut s.client, fifo_group, topic, &first[2]).await;
+    assert_eq!(code(changed.status.as_ref()), v2::Code::Ok);
+    let (again, _) = receive(&mut s.client, fifo_group, queue, long, T).await;
+    assert_eq!(bodies(&again), ["step 1", "step 2"]);
+    assert!(again.iter().all(|m| attempt(m) == 2));
+    for m in &again {
+        assert_eq!(ack(&mut s.client, fifo_group, topic, m).await, v2::Code::Ok);
+    }
+    let (last_one, _) = receive(&mut s.client, fifo_group, queue, long, T).await;
+    assert_eq!(bodies(&last_one), ["step 3"]);
+    assert_eq!(attempt(&last_one[0]), 1);
+
+    // Deleting the config (with its offsets) leaves a concurrent group behind.
+    plain_api()
+        .delete_subscription_group(&broker, fifo_group, true, T)
+        .await
+        .unwrap();
+    assert!(
+        !plain_api()
+            .all_subscription_groups(&broker, T)
+            .await
+            .unwrap()
+            .subscription_group_table
+            .contains_key(fifo_group)
+    );
+    s.proxy.shutdown().await;
+    s.cluster.shutdown().await;
 }
