@@ -733,6 +733,16 @@ pub(crate) fn in_netns(args: &[String]) -> Result {
         work,
     )?;
     tls_proxy.wait_for("gRPC proxy listening on")?;
+    // The Java gRPC client's FIFO push consumer needs its group to consume in order: a
+    // subscription group config on every broker, made with our admin command.
+    let fifo = ["group", "create", "--group", "GrpcFifoGroup", "--fifo"];
+    let (ok, out) = mq_run_at(mq, &fifo, NAMESRV, work)?;
+    record(
+        "ours",
+        "creates a FIFO consumer group on every broker (mq group create --fifo)",
+        ok && out.contains("FIFO"),
+        &last_line(&out),
+    );
     // The official clients, each scenario a row.
     let dir = root().join("interop");
     let mut ours = Command::new(mq.with_file_name("mq-interop-client"));

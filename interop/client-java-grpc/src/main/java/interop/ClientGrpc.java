@@ -186,6 +186,61 @@ public final class ClientGrpc {
             require(seen.keySet().equals(sent), "received " + seen.keySet());
             require(seen.values().stream().allMatch(c -> c == 1), "received twice: " + seen);
         });
+        check("push consumer of a FIFO group: a message group in order, one message at a time", () -> {
+            // GrpcFifoGroup consumes in order (the harness made its config on every broker):
+            // the proxy holds a queue's next messages back until the ones before are
+            // acknowledged, and the client consumes a message group one message at a time.
+            String topic = "GrpcFifoOrder";
+            int n = 10;
+            java.util.List<String> sent = new java.util.ArrayList<>();
+            java.util.function.IntConsumer send = i -> {
+                String body = "step " + i;
+                try {
+                    producer.send(provider.newMessageBuilder().setTopic(topic).setMessageGroup("order-7")
+                        .setBody(body.getBytes(StandardCharsets.UTF_8)).build());
+                } catch (Exception e) {
+                    throw new IllegalStateException(e);
+                }
+                sent.add(body);
+            };
+            for (int i = 0; i < n / 2; i++) {
+                send.accept(i);
+            }
+            java.util.List<String> got = java.util.Collections.synchronizedList(new java.util.ArrayList<>());
+            java.util.concurrent.atomic.AtomicInteger busy = new java.util.concurrent.atomic.AtomicInteger();
+            java.util.concurrent.atomic.AtomicInteger overlaps = new java.util.concurrent.atomic.AtomicInteger();
+            java.util.concurrent.CountDownLatch all = new java.util.concurrent.CountDownLatch(n);
+            PushConsumer consumer = provider.newPushConsumerBuilder()
+                .setClientConfiguration(config)
+                .setConsumerGroup("GrpcFifoGroup")
+                .setSubscriptionExpressions(java.util.Collections.singletonMap(topic, FilterExpression.SUB_ALL))
+                .setMessageListener(m -> {
+                    if (busy.incrementAndGet() > 1) {
+                        overlaps.incrementAndGet();
+                    }
+                    try {
+                        // Slow enough that the second half is sent while the first is consumed.
+                        Thread.sleep(50);
+                    } catch (InterruptedException e) {
+                        Thread.currentThread().interrupt();
+                    }
+                    got.add(StandardCharsets.UTF_8.decode(m.getBody()).toString());
+                    busy.decrementAndGet();
+                    all.countDown();
+                    return ConsumeResult.SUCCESS;
+                })
+                .build();
+            try {
+                for (int i = n / 2; i < n; i++) {
+                    send.accept(i);
+                }
+                all.await(60, java.util.concurrent.TimeUnit.SECONDS);
+            } finally {
+                consumer.close();
+            }
+            require(got.equals(sent), "consumed in the order " + got + ", sent " + sent);
+            require(overlaps.get() == 0, overlaps.get() + " messages of the group were consumed at once");
+        });
         producer.close();
         System.out.println("java-grpc: " + passed + " passed, " + failed + " failed");
         System.exit(failed == 0 ? 0 : 1);
