@@ -203,6 +203,22 @@ const KNOWN_UPSTREAM: &[(&str, &str, &str, KnownTest, &str)] = &[
          our proxy, which gives the batch none, each keeps its own)",
     ),
     (
+        "ours",
+        "4.",
+        "creates a FIFO consumer group on every broker (mq group create --fifo)",
+        |reason| reason.contains("did not keep consumeMessageOrderly"),
+        "4.x brokers' subscription group configs have no consumeMessageOrderly (5.0 added it), \
+         so no consumer group is FIFO there",
+    ),
+    (
+        "java grpc",
+        "4.",
+        "push consumer of a FIFO group: a message group in order, one message at a time",
+        |reason| reason.contains("consumed in the order"),
+        "4.x brokers keep no FIFO flag for a group (see the row above), so the proxy serves \
+         the group as concurrent",
+    ),
+    (
         "java 5.3",
         "4.",
         "lite pull consumer reads every message once",

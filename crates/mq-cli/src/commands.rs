@@ -257,6 +257,16 @@ pub(crate) async fn group_create(
         api.update_subscription_group(&addr, &config, left(deadline))
             .await
             .map_err(|e| e.to_string())?;
+        // Read back: a 4.x broker takes the config but keeps no consumeMessageOrderly.
+        let kept = api
+            .find_subscription_group(&addr, group, left(deadline))
+            .await
+            .map_err(|e| e.to_string())?;
+        if kept.as_ref().map(|c| c.consume_message_orderly) != Some(fifo) {
+            return Err(format!(
+                "broker {name} ({addr}) did not keep consumeMessageOrderly={fifo} for group                  {group}: FIFO consumer groups need a RocketMQ 5 broker"
+            ));
+        }
         let kind = if fifo { "FIFO" } else { "concurrent" };
         println!("group {group} ({kind}, {retry_max_times} deliveries) on {name} ({addr})");
     }

@@ -824,6 +824,36 @@ impl ClientApi {
         parse_body(addr, "SubscriptionGroupConfig", &response.body)
     }
 
+    /// A subscription group's config on a broker of any version: asked for it alone (5.x), or
+    /// for all (a 4.x broker, which answers the first with REQUEST_CODE_NOT_SUPPORTED). `None`
+    /// when the broker has no config for the group.
+    ///
+    /// # Errors
+    /// Transport, broker and body errors.
+    pub async fn find_subscription_group(
+        &self,
+        addr: &str,
+        group: &str,
+        timeout: Duration,
+    ) -> Result<Option<body::SubscriptionGroupConfig>, ClientApiError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
+        match self.subscription_group(addr, group, timeout).await {
+            Ok(c) => Ok(Some(c)),
+            Err(e) if e.response_code() == Some(ResponseCode::SUBSCRIPTION_GROUP_NOT_EXIST) => {
+                Ok(None)
+            }
+            Err(e) if e.response_code() == Some(ResponseCode::REQUEST_CODE_NOT_SUPPORTED) => {
+                Ok(self
+                    .all_subscription_groups(addr, left())
+                    .await?
+                    .subscription_group_table
+                    .remove(group))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Every subscription group's config on a broker.
     ///
     /// # Errors

@@ -363,19 +363,12 @@ impl Core {
             Err(_) => None,
         };
         let fifo = match addr {
-            Some(addr) => match self.api.subscription_group(&addr, group, timeout).await {
-                Ok(c) => c.consume_message_orderly,
-                Err(e)
-                    if e.response_code()
-                        == Some(mq_client_api::ResponseCode::REQUEST_CODE_NOT_SUPPORTED) =>
-                {
-                    self.api
-                        .all_subscription_groups(&addr, timeout)
-                        .await
-                        .ok()
-                        .and_then(|all| all.subscription_group_table.get(group).cloned())
-                        .is_some_and(|c| c.consume_message_orderly)
-                }
+            Some(addr) => match self
+                .api
+                .find_subscription_group(&addr, group, timeout)
+                .await
+            {
+                Ok(c) => c.is_some_and(|c| c.consume_message_orderly),
                 Err(e) => {
                     debug!(group, broker = %addr, cause = %e, "group config lookup failed");
                     false
