@@ -23,7 +23,7 @@ async function check(name, fn) {
     console.log(`PASS ${name}`);
   } catch (e) {
     failed++;
-    console.log(`FAIL ${name}: ${String(e && e.stack || e).split('\n').join(' ')}`);
+    console.log(`FAIL ${name}\t${String(e && e.stack || e).split('\n').join(' ')}`);
   }
 }
 

@@ -29,7 +29,7 @@ def check(name, fn):
     except Exception as e:  # noqa: BLE001 - every failure is a row
         failed += 1
         reason = " ".join(f"{type(e).__name__}: {e}".split())
-        print(f"FAIL {name}: {reason}", flush=True)
+        print(f"FAIL {name}\t{reason}", flush=True)
         traceback.print_exc(file=sys.stdout)
 
 

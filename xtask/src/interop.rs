@@ -1299,9 +1299,10 @@ fn go(dir: &Path, work: &Path, args: &[&str]) -> Command {
     c
 }
 
-/// Runs a client program; its `PASS name` / `FAIL name: reason` lines are the scenarios (so a
-/// name never holds `": "`). A program that printed no verdict at all (crashed, timed out) is
-/// one failed scenario.
+/// Runs a client program; its `PASS name` / `FAIL name<TAB>reason` lines are the scenarios
+/// (the gRPC programs' names hold `": "`); a FAIL line without a tab is `FAIL name: reason`, a
+/// name without `": "`. A program that printed no verdict at all (crashed, timed out) is one
+/// failed scenario.
 fn run_program(
     client: &str,
     command: &mut Command,
@@ -1316,7 +1317,10 @@ fn run_program(
                 Some((name.to_owned(), true, String::new()))
             } else {
                 let rest = l.strip_prefix("FAIL ")?;
-                let (name, reason) = rest.split_once(": ").unwrap_or((rest, ""));
+                let (name, reason) = rest
+                    .split_once('\t')
+                    .or_else(|| rest.split_once(": "))
+                    .unwrap_or((rest, ""));
                 Some((name.to_owned(), false, reason.to_owned()))
             }
         })

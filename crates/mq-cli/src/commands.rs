@@ -264,7 +264,8 @@ pub(crate) async fn group_create(
             .map_err(|e| e.to_string())?;
         if kept.as_ref().map(|c| c.consume_message_orderly) != Some(fifo) {
             return Err(format!(
-                "broker {name} ({addr}) did not keep consumeMessageOrderly={fifo} for group                  {group}: FIFO consumer groups need a RocketMQ 5 broker"
+                "broker {name} ({addr}) did not keep consumeMessageOrderly={fifo} for group \
+                 {group}: FIFO consumer groups need a RocketMQ 5 broker"
             ));
         }
         let kind = if fifo { "FIFO" } else { "concurrent" };

@@ -320,7 +320,7 @@ public final class ClientGrpc {
             System.out.println("PASS " + name);
         } catch (Throwable e) {
             failed++;
-            System.out.println("FAIL " + name + ": " + e);
+            System.out.println("FAIL " + name + "\t" + e);
             e.printStackTrace(System.out);
         }
     }
