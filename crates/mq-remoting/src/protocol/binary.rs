@@ -1,13 +1,17 @@
 //! The ROCKETMQ binary header (serialize type 1, spec §1.4): fixed fields, then a length-prefixed
 //! remark and a length-prefixed block of `(i16 key length, key, i32 value length, value)` entries.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use super::command::{ExtFields, LanguageCode, RemotingCommand, SerializeType};
 use super::ext::{Entry, FieldSink, KeyOrder, key_before, span_at};
+use super::out::Out;
 use crate::error::{DecodeError, EncodeError};
 
 /// Appends the binary header of `cmd` to `dst`.
+///
+/// The header is written into room made in `dst` up front ([`Out`]), sized from the fields'
+/// text; when they need more, the writer has counted the exact length and writes once more.
 ///
 /// # Errors
 /// [`EncodeError::NotRepresentable`] when the code or version does not fit 16 bits (use JSON),
@@ -22,78 +26,105 @@ pub(crate) fn encode_header(cmd: &RemotingCommand, dst: &mut BytesMut) -> Result
         value: cmd.version,
     })?;
     let remark = cmd.remark.as_deref().unwrap_or("");
-    dst.reserve(21 + remark.len() + 256);
-    dst.put_i16(code);
-    dst.put_u8(cmd.language.to_byte());
-    dst.put_i16(version);
-    dst.put_i32(cmd.opaque);
-    dst.put_i32(cmd.flag);
-    dst.put_i32(len_i32(remark.len())?);
-    dst.put_slice(remark.as_bytes());
-    // The block's length is patched in once the block is written: one pass over the fields.
-    let len_at = dst.len();
-    dst.put_i32(0);
-    let typed_written = match cmd.ext_fields.typed_fields() {
-        Some(typed) => {
-            let mut sink = BinaryFields {
-                dst: &mut *dst,
-                order: KeyOrder::default(),
-                error: None,
-            };
-            typed.write_fields(&mut sink);
-            let (error, sorted) = (sink.error, sink.order.sorted());
-            if let Some(e) = error {
-                return Err(e);
-            }
-            if !sorted {
-                // Not in key order after all: written again from the sorted entries.
-                dst.truncate(len_at + 4);
-            }
-            sorted
+    let remark_len = len_i32(remark.len())?;
+    let start = dst.len();
+    // The fixed part, and the fields' text with room to spare for their lengths (a JSON
+    // member's quotes, colon and comma take as much as an entry's six length bytes).
+    let mut room = 25 + remark.len() + cmd.ext_fields.json_len_unescaped();
+    loop {
+        dst.resize(start + room, 0);
+        let mut out = Out {
+            buf: &mut dst[start..],
+            at: 0,
+        };
+        out.array(code.to_be_bytes());
+        out.byte(cmd.language.to_byte());
+        out.array(version.to_be_bytes());
+        out.array(cmd.opaque.to_be_bytes());
+        out.array(cmd.flag.to_be_bytes());
+        out.array(remark_len.to_be_bytes());
+        out.put(remark.as_bytes());
+        // The block's length is patched in once the block is written.
+        let len_at = out.at;
+        out.array([0; 4]);
+        if let Err(e) = write_ext(&cmd.ext_fields, &mut out) {
+            dst.truncate(start);
+            return Err(e);
         }
-        None => false,
-    };
-    if !typed_written {
-        for (k, v) in cmd.ext_fields.iter() {
-            put_field(dst, k, v.as_bytes())?;
+        let written = out.at;
+        if written <= room {
+            let ext_len = len_i32(written - len_at - 4)?;
+            dst.truncate(start + written);
+            dst[start + len_at..start + len_at + 4].copy_from_slice(&ext_len.to_be_bytes());
+            return Ok(());
         }
+        room = written;
     }
-    let ext_len = len_i32(dst.len() - len_at - 4)?;
-    dst[len_at..len_at + 4].copy_from_slice(&ext_len.to_be_bytes());
+}
+
+/// The entries of the ext block: typed fields as written when they come in key order, else
+/// the fields' sorted entries.
+fn write_ext(ext: &ExtFields, out: &mut Out<'_>) -> Result<(), EncodeError> {
+    let block = out.at;
+    if let Some(typed) = ext.typed_fields() {
+        let mut sink = BinaryFields {
+            out: &mut *out,
+            order: KeyOrder::default(),
+            error: None,
+        };
+        typed.write_fields(&mut sink);
+        let (error, sorted) = (sink.error, sink.order.sorted());
+        if let Some(e) = error {
+            return Err(e);
+        }
+        if sorted {
+            return Ok(());
+        }
+        // Not in key order after all: written again from the sorted entries.
+        out.at = block;
+    }
+    for (k, v) in ext.iter() {
+        put_field(out, k, v.as_bytes())?;
+    }
     Ok(())
 }
 
-/// One `(i16 key length, key, i32 value length, value)` entry.
-fn put_field(dst: &mut BytesMut, key: &str, value: &[u8]) -> Result<(), EncodeError> {
+/// One `(i16 key length, key, i32 value length, value)` entry; the lengths and a key of one
+/// byte (typed headers' keys) in one copy.
+fn put_field(out: &mut Out<'_>, key: &str, value: &[u8]) -> Result<(), EncodeError> {
     let key_len = i16::try_from(key.len()).map_err(|_| EncodeError::StringTooLong(key.len()))?;
-    dst.reserve(6 + key.len() + value.len());
-    dst.put_i16(key_len);
-    dst.put_slice(key.as_bytes());
-    dst.put_i32(len_i32(value.len())?);
-    dst.put_slice(value);
+    let [v0, v1, v2, v3] = len_i32(value.len())?.to_be_bytes();
+    if let &[k] = key.as_bytes() {
+        out.array([0, 1, k, v0, v1, v2, v3]);
+    } else {
+        out.array(key_len.to_be_bytes());
+        out.put(key.as_bytes());
+        out.array([v0, v1, v2, v3]);
+    }
+    out.put(value);
     Ok(())
 }
 
 /// Typed fields written as entries of the block.
-struct BinaryFields<'a> {
-    dst: &'a mut BytesMut,
+struct BinaryFields<'o, 'a> {
+    out: &'o mut Out<'a>,
     order: KeyOrder,
     /// The first field that could not be written.
     error: Option<EncodeError>,
 }
 
-impl BinaryFields<'_> {
+impl BinaryFields<'_, '_> {
     fn field(&mut self, key: &'static str, value: &[u8]) {
         self.order.see(key);
         if self.error.is_none()
-            && let Err(e) = put_field(self.dst, key, value)
+            && let Err(e) = put_field(self.out, key, value)
         {
             self.error = Some(e);
         }
     }
 }
 
-impl FieldSink for BinaryFields<'_> {
+impl FieldSink for BinaryFields<'_, '_> {
     fn str_field(&mut self, key: &'static str, value: &str) {
         self.field(key, value.as_bytes());
     }

@@ -9,6 +9,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use super::command::{ExtFields, LanguageCode, RemotingCommand, SerializeType};
 use super::ext::{FieldSink, KeyOrder};
+use super::out::Out;
 use crate::error::DecodeError;
 
 /// Appends the JSON header of `cmd` to `dst`, properties in the alphabetical order fastjson uses:
@@ -43,37 +44,7 @@ pub(crate) fn encode_header(cmd: &RemotingCommand, dst: &mut BytesMut) {
 /// values of at most 11 characters and a language name of at most 7.
 const FIXED_TEXT: usize = 192;
 
-/// A writer into a byte slice that counts past its end: what does not fit is not written, and
-/// `at` ends as the length the whole text needs.
-struct Out<'a> {
-    buf: &'a mut [u8],
-    at: usize,
-}
-
 impl Out<'_> {
-    #[inline]
-    fn byte(&mut self, b: u8) {
-        if let Some(d) = self.buf.get_mut(self.at) {
-            *d = b;
-        }
-        self.at += 1;
-    }
-
-    #[inline]
-    fn put(&mut self, s: &[u8]) {
-        let end = self.at + s.len();
-        if let Some(d) = self.buf.get_mut(self.at..end) {
-            copy_short(d, s);
-        }
-        self.at = end;
-    }
-
-    #[inline]
-    fn int(&mut self, v: i64) {
-        let mut digits = [0u8; 20];
-        self.put(super::ext::int_digits(v, &mut digits));
-    }
-
     /// A member's key and colon after `sep` (a comma, or the text opening `extFields`): in one
     /// copy for a key of one character that needs no escape (typed headers' keys).
     #[inline]
@@ -81,10 +52,7 @@ impl Out<'_> {
         if let (&[comma], &[c]) = (sep, s.as_bytes())
             && !STOP[usize::from(c)]
         {
-            if let Some(d) = self.buf.get_mut(self.at..self.at + 5) {
-                d.copy_from_slice(&[comma, b'"', c, b'"', b':']);
-            }
-            self.at += 5;
+            self.array([comma, b'"', c, b'"', b':']);
         } else {
             self.put(sep);
             self.string(s);
@@ -676,38 +644,6 @@ const CONTROL_ESCAPES: [[u8; 6]; 32] = {
     }
     t
 };
-
-/// `dst.copy_from_slice(src)` (equal lengths) without a call to `memcpy` for the short pieces a
-/// header is made of: two overlapping fixed-size copies cover any length from n to 2n.
-#[inline]
-fn copy_short(dst: &mut [u8], src: &[u8]) {
-    let n = src.len();
-    // The one caller gives equal lengths; this lets the compiler drop the bounds checks below.
-    if n != dst.len() {
-        return;
-    }
-    match n {
-        0 => {}
-        1..=3 => {
-            dst[0] = src[0];
-            dst[n / 2] = src[n / 2];
-            dst[n - 1] = src[n - 1];
-        }
-        4..=7 => {
-            dst[..4].copy_from_slice(&src[..4]);
-            dst[n - 4..].copy_from_slice(&src[n - 4..]);
-        }
-        8..=16 => {
-            dst[..8].copy_from_slice(&src[..8]);
-            dst[n - 8..].copy_from_slice(&src[n - 8..]);
-        }
-        17..=32 => {
-            dst[..16].copy_from_slice(&src[..16]);
-            dst[n - 16..].copy_from_slice(&src[n - 16..]);
-        }
-        _ => dst.copy_from_slice(src),
-    }
-}
 
 /// Bytes a JSON string cannot hold raw: the quote, the backslash and the control characters.
 /// The writer escapes them; the fast reader ends a run of plain text at them.

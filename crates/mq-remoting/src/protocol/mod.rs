@@ -7,6 +7,7 @@ mod codec;
 mod command;
 mod ext;
 mod json;
+mod out;
 
 pub use codec::{DEFAULT_MAX_FRAME_LEN, FrameCodec};
 pub use command::{

@@ -1,0 +1,76 @@
+//! A writer of header bytes into room made up front, shared by the JSON and ROCKETMQ header
+//! encoders: what does not fit is not written, and the writer counts on, so that the caller
+//! learns the exact length and writes once more into that much room.
+
+/// A writer into a byte slice that counts past its end: what does not fit is not written, and
+/// `at` ends as the length the whole text needs.
+pub(super) struct Out<'a> {
+    pub(super) buf: &'a mut [u8],
+    pub(super) at: usize,
+}
+
+impl Out<'_> {
+    #[inline]
+    pub(super) fn byte(&mut self, b: u8) {
+        if let Some(d) = self.buf.get_mut(self.at) {
+            *d = b;
+        }
+        self.at += 1;
+    }
+
+    #[inline]
+    pub(super) fn put(&mut self, s: &[u8]) {
+        let end = self.at + s.len();
+        if let Some(d) = self.buf.get_mut(self.at..end) {
+            copy_short(d, s);
+        }
+        self.at = end;
+    }
+
+    /// `N` bytes in one fixed-size copy.
+    #[inline]
+    pub(super) fn array<const N: usize>(&mut self, s: [u8; N]) {
+        if let Some(d) = self.buf.get_mut(self.at..self.at + N) {
+            d.copy_from_slice(&s);
+        }
+        self.at += N;
+    }
+
+    #[inline]
+    pub(super) fn int(&mut self, v: i64) {
+        let mut digits = [0u8; 20];
+        self.put(super::ext::int_digits(v, &mut digits));
+    }
+}
+
+/// `dst.copy_from_slice(src)` (equal lengths) without a call to `memcpy` for the short pieces a
+/// header is made of: two overlapping fixed-size copies cover any length from n to 2n.
+#[inline]
+fn copy_short(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    // The one caller gives equal lengths; this lets the compiler drop the bounds checks below.
+    if n != dst.len() {
+        return;
+    }
+    match n {
+        0 => {}
+        1..=3 => {
+            dst[0] = src[0];
+            dst[n / 2] = src[n / 2];
+            dst[n - 1] = src[n - 1];
+        }
+        4..=7 => {
+            dst[..4].copy_from_slice(&src[..4]);
+            dst[n - 4..].copy_from_slice(&src[n - 4..]);
+        }
+        8..=16 => {
+            dst[..8].copy_from_slice(&src[..8]);
+            dst[n - 8..].copy_from_slice(&src[n - 8..]);
+        }
+        17..=32 => {
+            dst[..16].copy_from_slice(&src[..16]);
+            dst[n - 16..].copy_from_slice(&src[n - 16..]);
+        }
+        _ => dst.copy_from_slice(src),
+    }
+}
