@@ -472,7 +472,7 @@ impl RemotingClient {
     /// Refuses new calls and closes every connection; their tasks end by themselves.
     fn close_connections(&self) {
         let endpoint = &self.inner.endpoint;
-        endpoint.token.cancel();
+        endpoint.stop();
         self.inner.cache.lock().clear();
         endpoint.io_tasks.close();
         endpoint.work_tasks.close();

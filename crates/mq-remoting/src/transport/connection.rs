@@ -7,7 +7,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -56,8 +56,11 @@ pub(crate) struct Endpoint {
     oneway_permits: Arc<Semaphore>,
     permits: Permits,
     pub(crate) executor: CallbackExecutor,
-    /// Cancelled to stop everything at once (connections close, handlers abort).
+    /// Cancelled to stop everything at once (connections close, handlers abort), by
+    /// [`Endpoint::stop`].
     pub(crate) token: CancellationToken,
+    /// Set by [`Endpoint::stop`] before `token` is cancelled: read without the token's lock.
+    stopped: AtomicBool,
     /// Cancelled to stop reading new requests while in-flight ones drain.
     pub(crate) drain: CancellationToken,
     /// Connection read and write loops.
@@ -89,6 +92,13 @@ impl fmt::Debug for Endpoint {
 }
 
 impl Endpoint {
+    /// Stops everything at once: every connection counts as closed from here, and `token`'s
+    /// waiters wake.
+    pub(crate) fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.token.cancel();
+    }
+
     pub(crate) fn new(
         role: &'static str,
         codec: FrameCodec,
@@ -109,6 +119,7 @@ impl Endpoint {
             permits,
             executor,
             token: CancellationToken::new(),
+            stopped: AtomicBool::new(false),
             drain: CancellationToken::new(),
             io_tasks: TaskTracker::new(),
             work_tasks: TaskTracker::new(),
@@ -196,6 +207,7 @@ impl Endpoint {
             out: parking_lot::Mutex::new(Outgoing::default()),
             out_ready: tokio::sync::Notify::new(),
             closed: self.token.child_token(),
+            closed_flag: AtomicBool::new(false),
             endpoint: Arc::clone(self),
             ordered: parking_lot::Mutex::new(None),
         });
@@ -243,6 +255,10 @@ pub(crate) struct Connection {
     /// Wakes the writer when `out` stops being empty.
     out_ready: tokio::sync::Notify,
     closed: CancellationToken,
+    /// Set with `closed` by [`Connection::close`] and [`Connection::shut`], before the pending
+    /// table is failed. With the endpoint's `stopped` (`closed` is a child of its token), what
+    /// [`Connection::is_closed`] reads on every call, since a token's state is read under a lock.
+    closed_flag: AtomicBool,
     endpoint: Arc<Endpoint>,
     /// Queue of the worker that runs this connection's ordered requests one at a time.
     ordered: parking_lot::Mutex<Option<mpsc::UnboundedSender<RemotingCommand>>>,
@@ -272,10 +288,11 @@ impl Connection {
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.closed.is_cancelled()
+        self.closed_flag.load(Ordering::Acquire) || self.endpoint.stopped.load(Ordering::Acquire)
     }
 
     pub(crate) fn close(&self) {
+        self.closed_flag.store(true, Ordering::Release);
         self.closed.cancel();
     }
 
@@ -445,7 +462,7 @@ impl Connection {
 
     /// Marks the connection closed and fails everything still waiting on it.
     fn shut(&self) {
-        self.closed.cancel();
+        self.close();
         let failed = self
             .endpoint
             .pending

@@ -208,7 +208,7 @@ impl RemotingServer {
             );
         }
         let unfinished = endpoint.work_tasks.len();
-        endpoint.token.cancel();
+        endpoint.stop();
         endpoint.io_tasks.close();
         // Connection loops stop as soon as they see the token; a short wait lets writers flush.
         let closed = tokio::time::timeout(Duration::from_secs(1), async {
@@ -233,7 +233,7 @@ impl RemotingServer {
     pub fn abort(&self) {
         self.accept_token.cancel();
         self.endpoint.drain.cancel();
-        self.endpoint.token.cancel();
+        self.endpoint.stop();
     }
 }
 
@@ -241,7 +241,7 @@ impl Drop for RemotingServer {
     fn drop(&mut self) {
         // Only cancellation here; the tasks notice and end on their own.
         self.accept_token.cancel();
-        self.endpoint.token.cancel();
+        self.endpoint.stop();
     }
 }
 
