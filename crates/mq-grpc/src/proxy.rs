@@ -51,6 +51,9 @@ const ROUTE_TTL: Duration = Duration::from_secs(30);
 /// (Apache RocketMQ's proxy: `subscriptionGroupConfigCacheRefreshSeconds`, 20).
 const GROUP_TTL: Duration = Duration::from_secs(20);
 
+/// How many groups the FIFO cache holds before it forgets those past [`GROUP_TTL`].
+const GROUP_CACHE_SWEEP: usize = 1024;
+
 /// Deliveries of a message before it goes to the dead-letter queue (Java's default, 16
 /// reconsumes, plus the first).
 const MAX_ATTEMPTS: u32 = 17;
@@ -376,9 +379,13 @@ impl Core {
             },
             None => false,
         };
-        self.fifo_groups
-            .lock()
-            .insert(group.to_owned(), (Instant::now(), fifo));
+        let mut groups = self.fifo_groups.lock();
+        // Groups named once and never again go with their age, so clients naming ever new
+        // groups do not grow the cache without end.
+        if groups.len() >= GROUP_CACHE_SWEEP {
+            groups.retain(|_, (at, _)| at.elapsed() < GROUP_TTL);
+        }
+        groups.insert(group.to_owned(), (Instant::now(), fifo));
         fifo
     }
 
