@@ -157,11 +157,15 @@ struct LocalStats {
     window_max_us: u64,
     window_sum_us: u64,
     window_n: u64,
+    /// When the counters were last handed over.
+    flushed: Instant,
 }
 
 impl LocalStats {
-    /// Often enough for the once-a-second report line.
+    /// Often enough for the once-a-second report line: every this many sends, or every
+    /// [`LocalStats::FLUSH_AFTER`] for a sender slower than that.
     const FLUSH_EVERY: u64 = 64;
+    const FLUSH_AFTER: Duration = Duration::from_millis(100);
 
     fn new() -> Self {
         Self {
@@ -170,10 +174,13 @@ impl LocalStats {
             window_max_us: 0,
             window_sum_us: 0,
             window_n: 0,
+            flushed: Instant::now(),
         }
     }
 
-    fn record(&mut self, shared: &Stats, latency: Duration, n: u64) {
+    /// Counts a send that took `latency` from `started`, which is when it ended, without
+    /// reading the clock again.
+    fn record(&mut self, shared: &Stats, started: Instant, latency: Duration, n: u64) {
         let us = micros(latency);
         if let Some(h) = self.latency.as_mut() {
             let _ = h.record(us);
@@ -182,8 +189,12 @@ impl LocalStats {
         self.window_max_us = self.window_max_us.max(us);
         self.window_sum_us += us;
         self.window_n += 1;
-        if self.window_n >= Self::FLUSH_EVERY {
+        let ended = started + latency;
+        if self.window_n >= Self::FLUSH_EVERY
+            || ended.saturating_duration_since(self.flushed) >= Self::FLUSH_AFTER
+        {
             self.flush_counts(shared);
+            self.flushed = ended;
         }
     }
 
@@ -354,14 +365,14 @@ pub(crate) async fn produce(
                         break;
                     }
                     let fut = send(body.clone());
-                    inflight.push(async move { (fut.await, t.elapsed()) });
+                    inflight.push(async move { (fut.await, t, t.elapsed()) });
                 }
                 match inflight.next().await {
-                    Some((Ok(n), latency)) => mine.record(&s, latency, n),
-                    Some((Err(true), _)) => {
+                    Some((Ok(n), t, latency)) => mine.record(&s, t, latency, n),
+                    Some((Err(true), _, _)) => {
                         s.response_failed.fetch_add(1, Ordering::Relaxed);
                     }
-                    Some((Err(false), _)) => {
+                    Some((Err(false), _, _)) => {
                         s.send_failed.fetch_add(1, Ordering::Relaxed);
                     }
                     None => break,
