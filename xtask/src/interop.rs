@@ -371,6 +371,7 @@ fn run_in_netns(task: &str, server: &str, mq: &Path) -> Result<(PathBuf, ExitSta
     let work = std::env::temp_dir().join(format!("mq-{task}-{server}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    disk_has_room(&work)?;
     eprintln!(
         "{task} {server}: in a loopback-only network namespace, work dir {}",
         work.display()
@@ -386,6 +387,29 @@ fn run_in_netns(task: &str, server: &str, mq: &Path) -> Result<(PathBuf, ExitSta
         .status()
         .map_err(|e| format!("cannot run unshare (util-linux): {e}"))?;
     Ok((work, status))
+}
+
+/// Fails when the disk holding `work` is 90% full or more: a Java broker then refuses every
+/// write (SERVICE_NOT_AVAILABLE, "the broker's disk is full", `diskSpaceWarningLevelRatio`),
+/// and every scenario would fail for that alone. Passes when `df` cannot tell.
+fn disk_has_room(work: &Path) -> Result {
+    let Ok(out) = Command::new("df").arg("-P").arg(work).output() else {
+        return Ok(());
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let used = text
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().nth(4))
+        .and_then(|p| p.trim_end_matches('%').parse::<u32>().ok());
+    match used {
+        Some(pct) if pct >= 90 => Err(format!(
+            "the disk of {} is {pct}% full: Java brokers refuse writes from 90% on; free space \
+             first",
+            work.display()
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// `docs/compatibility.md`: per client, scenarios × servers.
