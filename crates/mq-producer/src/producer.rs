@@ -1307,8 +1307,9 @@ impl Engine {
         // above; after a lookup, and before any later attempt, the clock is read again.
         let (info, first_check) = match cached {
             Some(info) => (info, started < deadline),
+            // A lookup is rare: boxed, so that it does not weigh on the future of every send.
             None => (
-                self.publish_info(&instance, &topic, deadline).await?,
+                Box::pin(self.lookup_publish_info(&instance, &topic, deadline)).await?,
                 Instant::now() < deadline,
             ),
         };

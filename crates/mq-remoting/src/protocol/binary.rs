@@ -5,7 +5,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::command::{ExtFields, LanguageCode, RemotingCommand, SerializeType};
 use super::ext::{Entry, FieldSink, KeyOrder, key_before, span_at};
-use super::out::Out;
+use super::out::{Out, write_sized};
 use crate::error::{DecodeError, EncodeError};
 
 /// Appends the binary header of `cmd` to `dst`.
@@ -27,16 +27,10 @@ pub(crate) fn encode_header(cmd: &RemotingCommand, dst: &mut BytesMut) -> Result
     })?;
     let remark = cmd.remark.as_deref().unwrap_or("");
     let remark_len = len_i32(remark.len())?;
-    let start = dst.len();
     // The fixed part, and the fields' text with room to spare for their lengths (a JSON
     // member's quotes, colon and comma take as much as an entry's six length bytes).
-    let mut room = 25 + remark.len() + cmd.ext_fields.json_len_unescaped();
-    loop {
-        dst.resize(start + room, 0);
-        let mut out = Out {
-            buf: &mut dst[start..],
-            at: 0,
-        };
+    let room = 25 + remark.len() + cmd.ext_fields.json_len_unescaped();
+    let (start, written) = write_sized(dst, room, |out| {
         out.array(code.to_be_bytes());
         out.byte(cmd.language.to_byte());
         out.array(version.to_be_bytes());
@@ -47,18 +41,19 @@ pub(crate) fn encode_header(cmd: &RemotingCommand, dst: &mut BytesMut) -> Result
         // The block's length is patched in once the block is written.
         let len_at = out.at;
         out.array([0; 4]);
-        if let Err(e) = write_ext(&cmd.ext_fields, &mut out) {
+        write_ext(&cmd.ext_fields, out)?;
+        Ok((len_at, len_i32(out.at - len_at - 4)?))
+    });
+    match written {
+        Ok((len_at, ext_len)) => {
+            let at = start + len_at;
+            dst[at..at + 4].copy_from_slice(&ext_len.to_be_bytes());
+            Ok(())
+        }
+        Err(e) => {
             dst.truncate(start);
-            return Err(e);
+            Err(e)
         }
-        let written = out.at;
-        if written <= room {
-            let ext_len = len_i32(written - len_at - 4)?;
-            dst.truncate(start + written);
-            dst[start + len_at..start + len_at + 4].copy_from_slice(&ext_len.to_be_bytes());
-            return Ok(());
-        }
-        room = written;
     }
 }
 

@@ -9,7 +9,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use super::command::{ExtFields, LanguageCode, RemotingCommand, SerializeType};
 use super::ext::{FieldSink, KeyOrder};
-use super::out::Out;
+use super::out::{Out, write_sized};
 use crate::error::DecodeError;
 
 /// Appends the JSON header of `cmd` to `dst`, properties in the alphabetical order fastjson uses:
@@ -20,24 +20,10 @@ use crate::error::DecodeError;
 /// strings need no escapes; when escapes make it longer, the writer has counted the exact
 /// length and writes once more into that much room.
 pub(crate) fn encode_header(cmd: &RemotingCommand, dst: &mut BytesMut) {
-    let start = dst.len();
-    let mut room = FIXED_TEXT
+    let room = FIXED_TEXT
         + cmd.remark.as_ref().map_or(0, |r| r.len() + 12)
         + cmd.ext_fields.json_len_unescaped();
-    loop {
-        dst.resize(start + room, 0);
-        let mut out = Out {
-            buf: &mut dst[start..],
-            at: 0,
-        };
-        write_header(cmd, &mut out);
-        let written = out.at;
-        if written <= room {
-            dst.truncate(start + written);
-            return;
-        }
-        room = written;
-    }
+    write_sized(dst, room, |out| write_header(cmd, out));
 }
 
 /// The longest text of a header besides its strings: property names, punctuation, five `i32`

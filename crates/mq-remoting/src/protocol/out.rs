@@ -2,6 +2,33 @@
 //! encoders: what does not fit is not written, and the writer counts on, so that the caller
 //! learns the exact length and writes once more into that much room.
 
+use bytes::BytesMut;
+
+/// Writes with `write` into `room` bytes made at the end of `dst`; when the text needs more,
+/// `write` runs once more into exactly that much. `dst` ends with the text. Returns where the
+/// text starts in `dst` and what the pass that fit returned.
+pub(super) fn write_sized<T>(
+    dst: &mut BytesMut,
+    mut room: usize,
+    mut write: impl FnMut(&mut Out<'_>) -> T,
+) -> (usize, T) {
+    let start = dst.len();
+    loop {
+        dst.resize(start + room, 0);
+        let mut out = Out {
+            buf: &mut dst[start..],
+            at: 0,
+        };
+        let result = write(&mut out);
+        let written = out.at;
+        if written <= room {
+            dst.truncate(start + written);
+            return (start, result);
+        }
+        room = written;
+    }
+}
+
 /// A writer into a byte slice that counts past its end: what does not fit is not written, and
 /// `at` ends as the length the whole text needs.
 pub(super) struct Out<'a> {
