@@ -68,6 +68,11 @@ const GRPC_ENDPOINT: &str = "127.0.0.1:8081";
 /// and Python's with TLS on and the certificate as their root.
 const GRPC_TLS_ENDPOINT: &str = "127.0.0.1:8083";
 
+/// Where a third proxy of ours listens, in front of the ACL broker's cluster ([`ACL_NAMESRV`]):
+/// it checks each gRPC call's signature and permissions against the ACL broker's own file,
+/// and signs its requests to the broker with [`ACL_ACCOUNT`].
+const GRPC_ACL_ENDPOINT: &str = "127.0.0.1:8084";
+
 /// Where Apache RocketMQ's own gRPC proxy (`rocketmq-proxy`, cluster mode) listens in front of
 /// the Java 5.3 engine: our gRPC producer and simple consumer are checked through it.
 const JAVA_PROXY_ENDPOINT: &str = "127.0.0.1:8181";
@@ -427,7 +432,8 @@ fn matrix(rows: &[Row]) -> String {
          `known upstream` where the Java engine or client fails on its own, recognised by the \
          exact failure (the Java client against the Java server shows the same); `FAIL` with the \
          reason; `—` where the scenario does not apply (LZ4 and ZSTD bodies on 4.x; the ACL \
-         rows, run against an ACL 1.0 broker beside ours and the 4.9 engine, not 5.3; the TLS \
+         rows, run against an ACL 1.0 broker beside ours and the 4.9 engine, not 5.3, the gRPC \
+         ones through our proxy checking the same accounts; the TLS \
          rows, against a TLS-enforcing broker beside ours).\n",
     );
     let servers: Vec<&str> = SERVERS.to_vec();
@@ -773,6 +779,27 @@ pub(crate) fn in_netns(args: &[String]) -> Result {
         work,
     )?;
     tls_proxy.wait_for("gRPC proxy listening on")?;
+    // Where an ACL broker runs, a proxy that checks ACL in front of it.
+    let _acl_proxy = if has_acl_broker(server) {
+        let acl_file = work.join("plain_acl.yml");
+        fs::write(&acl_file, plain_acl_yml()).map_err(|e| format!("plain_acl.yml: {e}"))?;
+        let port = GRPC_ACL_ENDPOINT
+            .rsplit_once(':')
+            .map_or("8084", |(_, p)| p);
+        let (access_key, secret_key) = ACL_ACCOUNT;
+        let mut acl_proxy = Server::start(
+            "mq proxy with ACL",
+            Command::new(mq)
+                .args(["proxy", "--namesrv", ACL_NAMESRV, "--port", port, "--acl"])
+                .arg(&acl_file)
+                .args(["--access-key", access_key, "--secret-key", secret_key]),
+            work,
+        )?;
+        acl_proxy.wait_for("gRPC proxy listening on")?;
+        Some(acl_proxy)
+    } else {
+        None
+    };
     // The Java gRPC client's FIFO push consumer needs its group to consume in order: a
     // subscription group config on every broker, made with our admin command.
     let fifo = ["group", "create", "--group", "GrpcFifoGroup", "--fifo"];
@@ -798,7 +825,7 @@ pub(crate) fn in_netns(args: &[String]) -> Result {
             &format!("Apache RocketMQ's proxy={JAVA_PROXY_ENDPOINT}"),
         ]);
     }
-    let programs = [
+    let mut programs = vec![
         ("ours", ours),
         (
             "java 4.5.1",
@@ -832,25 +859,10 @@ pub(crate) fn in_netns(args: &[String]) -> Result {
                 &[NAMESRV],
             ),
         ),
+        ("java grpc", java_grpc(&dir, work, &[GRPC_ENDPOINT])),
         (
             "java grpc",
-            java(
-                &dir,
-                "client-java-grpc",
-                "interop.ClientGrpc",
-                work,
-                &[GRPC_ENDPOINT],
-            ),
-        ),
-        (
-            "java grpc",
-            java(
-                &dir,
-                "client-java-grpc",
-                "interop.ClientGrpc",
-                work,
-                &["tls", GRPC_TLS_ENDPOINT],
-            ),
+            java_grpc(&dir, work, &["tls", GRPC_TLS_ENDPOINT]),
         ),
         ("python grpc", python(&dir, work, &[GRPC_ENDPOINT])),
         (
@@ -864,6 +876,16 @@ pub(crate) fn in_netns(args: &[String]) -> Result {
         ),
         ("go", go(&dir, work, &[NAMESRV])),
     ];
+    if has_acl_broker(server) {
+        programs.push((
+            "java grpc",
+            java_grpc(
+                &dir,
+                work,
+                &["acl", GRPC_ACL_ENDPOINT, ACL_ACCOUNT.0, ACL_ACCOUNT.1],
+            ),
+        ));
+    }
     for (client, mut command) in programs {
         for (scenario, ok, reason) in run_program(client, &mut command, work)? {
             record(client, &scenario, ok, &reason);
@@ -895,13 +917,7 @@ pub(crate) fn in_netns(args: &[String]) -> Result {
     }
     // The Java gRPC client produces through the proxy; we consume over remoting.
     let topic = "CrossFromGrpc";
-    let mut produce = java(
-        &dir,
-        "client-java-grpc",
-        "interop.ClientGrpc",
-        work,
-        &["produce", GRPC_ENDPOINT, topic, &count],
-    );
+    let mut produce = java_grpc(&dir, work, &["produce", GRPC_ENDPOINT, topic, &count]);
     let produced = run_program("java grpc producer", &mut produce, work)?;
     let scenario = "consumes what the Java gRPC client produced";
     match produced.iter().find(|(_, ok, _)| !ok) {
@@ -1262,6 +1278,11 @@ fn start_engine(engine: &str, lib: &Path, work: &Path) -> Result<Vec<Server>> {
 }
 
 /// A Java client program of `interop/CLIENT` with `args`.
+/// RocketMQ 5's Java gRPC client program (`interop/client-java-grpc`) with `args`.
+fn java_grpc(dir: &Path, work: &Path, args: &[&str]) -> Command {
+    java(dir, "client-java-grpc", "interop.ClientGrpc", work, args)
+}
+
 fn java(dir: &Path, client: &str, class: &str, work: &Path, args: &[&str]) -> Command {
     let home = dir.join(client);
     let mut c = Command::new("java");

@@ -17,20 +17,13 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use mq_client_api::acl::{AccessControl, AccessRequest, Credentials, Resource, perm};
 use mq_client_api::answer::respond;
 use mq_client_api::body::{HeartbeatData, from_json};
 use mq_client_api::names::{RETRY_PREFIX, is_retry_topic, retry_topic};
 use mq_client_api::{RequestCode, ResponseCode};
 use mq_remoting::{BoxFuture, HookAction, RemotingCommand, RequestContext, RpcHook};
 use serde::Deserialize;
-
-/// Permission bits (Java `Permission`).
-mod perm {
-    pub(super) const DENY: u8 = 1;
-    pub(super) const ANY: u8 = 2;
-    pub(super) const PUB: u8 = 4;
-    pub(super) const SUB: u8 = 8;
-}
 
 /// Codes only admin accounts may send: create/update topic, update broker config, delete
 /// topic, create/update and delete subscription group.
@@ -233,13 +226,66 @@ impl Acl {
         })
     }
 
+    /// Adds the account a server's own clients sign with (a gRPC proxy in front of this
+    /// broker, as Apache RocketMQ 5.3's `innerClientAuthenticationCredentials`): an admin
+    /// that may publish and subscribe everything.
+    ///
+    /// # Errors
+    /// [`AclError::BadAccount`] when an account already has its access key.
+    pub fn with_inner_account(mut self, credentials: &Credentials) -> Result<Self, AclError> {
+        let key = credentials.access_key().to_owned();
+        if self.accounts.contains_key(&key) {
+            return Err(AclError::BadAccount(format!(
+                "access key {key} is given twice"
+            )));
+        }
+        let all = perm::PUB | perm::SUB;
+        self.accounts.insert(
+            key,
+            Account {
+                secret_key: credentials.secret_key().to_owned(),
+                white: None,
+                admin: true,
+                default_topic_perm: all,
+                default_group_perm: all,
+                perms: HashMap::new(),
+            },
+        );
+        Ok(self)
+    }
+
     /// Checks `request` from `remote` (the peer's IP address). `Err` holds the remark of the
     /// refusal.
     pub fn check(&self, request: &RemotingCommand, remote: Option<IpAddr>) -> Result<(), String> {
+        // A white-listed address needs no account: its request is not read further.
         if remote.is_some_and(|ip| self.global_white.iter().any(|p| p.matches(ip))) {
             return Ok(());
         }
-        let Some(access_key) = request.ext_fields.get(mq_client_api::acl::ACCESS_KEY) else {
+        let resources = resources(request)?;
+        AccessControl::check(
+            self,
+            &AccessRequest {
+                remote,
+                access_key: request.ext_fields.get(mq_client_api::acl::ACCESS_KEY),
+                signed_under: &|secret| mq_client_api::acl::verify(request, secret),
+                code: Some(request.code),
+                resources: &resources,
+            },
+        )
+    }
+}
+
+impl AccessControl for Acl {
+    /// Java's order: a global white-listed address passes; the request must name a known
+    /// account; an address on the account's white list passes without a signature; the
+    /// signature must match; admin-only codes need an admin; every resource needs its
+    /// permission (a group's as its retry topic's).
+    fn check(&self, request: &AccessRequest<'_>) -> Result<(), String> {
+        let remote = request.remote;
+        if remote.is_some_and(|ip| self.global_white.iter().any(|p| p.matches(ip))) {
+            return Ok(());
+        }
+        let Some(access_key) = request.access_key else {
             return Err("No accessKey is configured".into());
         };
         let Some(account) = self.accounts.get(access_key) else {
@@ -250,33 +296,38 @@ impl Acl {
         {
             return Ok(());
         }
-        if !mq_client_api::acl::verify(request, &account.secret_key) {
+        if !(request.signed_under)(&account.secret_key) {
             return Err(format!("Check signature failed for accessKey={access_key}"));
         }
-        if ADMIN_CODES.contains(&request.code) && !account.admin {
+        if let Some(code) = request.code
+            && ADMIN_CODES.contains(&code)
+            && !account.admin
+        {
             return Err(format!(
-                "Need admin permission for request code={}, but accessKey={access_key} is not",
-                request.code
+                "Need admin permission for request code={code}, but accessKey={access_key} is not"
             ));
         }
-        for (resource, needed) in resources(request)? {
-            let group = is_retry_topic(&resource);
-            let owned = account.perms.get(&resource).copied().unwrap_or(if group {
+        for (resource, needed) in request.resources {
+            let (key, group) = match resource {
+                Resource::Group(g) => (retry_topic(g), true),
+                Resource::Topic(t) => (t.clone(), is_retry_topic(t)),
+            };
+            let owned = account.perms.get(&key).copied().unwrap_or(if group {
                 account.default_group_perm
             } else {
                 account.default_topic_perm
             });
-            if !grants(needed, owned) {
-                let what = match resource.strip_prefix(RETRY_PREFIX) {
+            if !grants(*needed, owned) {
+                let what = match key.strip_prefix(RETRY_PREFIX) {
                     Some(g) => format!("group:{g}"),
-                    None => format!("topic:{resource}"),
+                    None => format!("topic:{key}"),
                 };
                 return Err(format!(
                     "No permission for {what}: accessKey={access_key} may not {}",
-                    if needed == perm::PUB {
-                        "publish"
-                    } else {
-                        "subscribe"
+                    match *needed {
+                        perm::PUB => "publish",
+                        perm::SUB => "subscribe",
+                        _ => "publish or subscribe",
                     }
                 ));
             }
@@ -285,22 +336,22 @@ impl Acl {
     }
 }
 
-/// The topics (and groups, as retry topics) `request` touches, with the permission each needs:
+/// The topics and groups `request` touches, with the permission each needs:
 /// Java ACL 1.0's table, plus batch and reply sends, which it leaves unchecked.
-fn resources(request: &RemotingCommand) -> Result<Vec<(String, u8)>, String> {
+fn resources(request: &RemotingCommand) -> Result<Vec<(Resource, u8)>, String> {
     let ext = |key: &str| request.ext_fields.get(key).map(str::to_owned);
-    let group = |key: &str| ext(key).map(|g| (retry_topic(&g), perm::SUB));
+    let group = |key: &str| ext(key).map(|g| (Resource::Group(g), perm::SUB));
     // A send to a retry topic is a consumer handing a message back: it needs the group's SUB.
     let send = |topic: Option<String>| {
         topic.map(|t| {
             if is_retry_topic(&t) {
-                (t, perm::SUB)
+                (Resource::Topic(t), perm::SUB)
             } else {
-                (t, perm::PUB)
+                (Resource::Topic(t), perm::PUB)
             }
         })
     };
-    let topic_sub = |key: &str| ext(key).map(|t| (t, perm::SUB));
+    let topic_sub = |key: &str| ext(key).map(|t| (Resource::Topic(t), perm::SUB));
     let out = match RequestCode(request.code) {
         RequestCode::SEND_MESSAGE | RequestCode::SEND_REPLY_MESSAGE => {
             send(ext("topic")).into_iter().collect()
@@ -319,11 +370,11 @@ fn resources(request: &RemotingCommand) -> Result<Vec<(String, u8)>, String> {
                 .map_err(|e| format!("cannot read the heartbeat to check it: {e}"))?;
             let mut out = Vec::new();
             for c in data.consumer_data_set {
-                out.push((retry_topic(&c.group_name), perm::SUB));
+                out.push((Resource::Group(c.group_name), perm::SUB));
                 out.extend(
                     c.subscription_data_set
                         .into_iter()
-                        .map(|s| (s.topic, perm::SUB)),
+                        .map(|s| (Resource::Topic(s.topic), perm::SUB)),
                 );
             }
             out

@@ -76,6 +76,17 @@ enum Command {
         /// TLS on the gRPC port (ALPN h2).
         #[command(flatten)]
         tls: options::ServerTlsArgs,
+        /// Check every gRPC call against the accounts of this ACL file (the shape of Apache
+        /// RocketMQ's `plain_acl.yml`): its signature, and the topics and groups it touches.
+        #[arg(long)]
+        acl: Option<PathBuf>,
+        /// The account the proxy signs its requests to the cluster with, when the cluster
+        /// checks ACL (with --secret-key).
+        #[arg(long, requires = "secret_key")]
+        access_key: Option<String>,
+        /// The secret key of --access-key.
+        #[arg(long, requires = "access_key")]
+        secret_key: Option<String>,
     },
     /// Send messages.
     Send {
@@ -333,7 +344,8 @@ fn main() -> ExitCode {
                     .filter(|a| !a.is_empty())
                     .map(str::to_owned)
                     .collect();
-                let (_temp, broker) = start_broker(broker, port, name_servers).await?;
+                let acl = load_acl(&broker)?;
+                let (_temp, broker) = start_broker(broker, port, name_servers, acl).await?;
                 until_ctrl_c().await?;
                 let _ = broker.shutdown(Duration::from_secs(5)).await;
                 Ok(())
@@ -343,8 +355,20 @@ fn main() -> ExitCode {
                 host,
                 port,
                 tls,
+                acl,
+                access_key,
+                secret_key,
             } => {
-                let proxy = start_grpc_proxy(&namesrv, host, port, tls.server()?).await?;
+                let acl = acl
+                    .as_deref()
+                    .map(mq_broker::Acl::load)
+                    .transpose()
+                    .map_err(|e| e.to_string())?;
+                let credentials = access_key
+                    .zip(secret_key)
+                    .map(|(ak, sk)| mq_client_api::acl::Credentials::new(ak, sk));
+                let proxy =
+                    start_grpc_proxy(&namesrv, host, port, tls.server()?, acl, credentials).await?;
                 until_ctrl_c().await?;
                 proxy.shutdown().await;
                 Ok(())
@@ -448,12 +472,34 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let namesrv = start_namesrv(args.broker.host, args.namesrv_port, &args.broker.tls).await?;
     let ns_addr = namesrv.local_addr().to_string();
     let host = args.broker.host;
-    // The gRPC port takes the broker's certificate and mode.
+    // The gRPC port takes the broker's certificate and mode, and its ACL: the proxy checks
+    // each gRPC call against the broker's accounts, and reaches the broker as an account of
+    // its own that no one else knows.
     let grpc_tls = args.broker.tls.server()?;
-    let (_temp, broker) =
-        start_broker(args.broker, args.broker_port, vec![ns_addr.clone()]).await?;
+    let acl = load_acl(&args.broker)?;
+    let (broker_acl, grpc_acl) = match (acl, args.grpc_port) {
+        (Some(acl), Some(_)) => {
+            let inner = inner_credentials()?;
+            let broker_acl = acl
+                .clone()
+                .with_inner_account(&inner)
+                .map_err(|e| e.to_string())?;
+            (Some(broker_acl), Some((acl, inner)))
+        }
+        (acl, _) => (acl, None),
+    };
+    let (_temp, broker) = start_broker(
+        args.broker,
+        args.broker_port,
+        vec![ns_addr.clone()],
+        broker_acl,
+    )
+    .await?;
     let grpc = match args.grpc_port {
-        Some(port) => Some(start_grpc_proxy(&ns_addr, host, port, grpc_tls).await?),
+        Some(port) => {
+            let (acl, inner) = grpc_acl.unzip();
+            Some(start_grpc_proxy(&ns_addr, host, port, grpc_tls, acl, inner).await?)
+        }
         None => None,
     };
     until_ctrl_c().await?;
@@ -472,17 +518,49 @@ async fn start_grpc_proxy(
     host: IpAddr,
     port: u16,
     tls: Option<mq_remoting::ServerTls>,
+    acl: Option<mq_broker::Acl>,
+    credentials: Option<mq_client_api::acl::Credentials>,
 ) -> Result<mq_grpc::GrpcProxy, String> {
     let mut config =
         mq_grpc::GrpcProxyConfig::new(namesrv).with_listen(SocketAddr::new(host, port));
     if let Some(tls) = tls {
         config = config.with_tls(tls);
     }
+    if let Some(acl) = acl {
+        config = config.with_access_control(std::sync::Arc::new(acl));
+    }
+    if let Some(credentials) = credentials {
+        config = config.with_credentials(credentials);
+    }
     let proxy = mq_grpc::GrpcProxy::start(config)
         .await
         .map_err(|e| format!("gRPC proxy cannot listen on {host}:{port}: {e}"))?;
     say(&format!("gRPC proxy listening on {}", proxy.local_addr()));
     Ok(proxy)
+}
+
+/// The ACL of `--acl`, read.
+fn load_acl(args: &BrokerArgs) -> Result<Option<mq_broker::Acl>, String> {
+    args.acl
+        .as_deref()
+        .map(mq_broker::Acl::load)
+        .transpose()
+        .map_err(|e| e.to_string())
+}
+
+/// An account for the gRPC proxy to reach its broker with: 24 random bytes from the
+/// operating system, as hex, for both keys.
+fn inner_credentials() -> Result<mq_client_api::acl::Credentials, String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| format!("cannot make the gRPC proxy's account (/dev/urandom): {e}"))?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(mq_client_api::acl::Credentials::new(
+        format!("mq-grpc-proxy-{}", &hex[..16]),
+        &hex[16..],
+    ))
 }
 
 /// Starts a name server and says where it listens.
@@ -512,6 +590,7 @@ async fn start_broker(
     args: BrokerArgs,
     port: u16,
     name_servers: Vec<String>,
+    acl: Option<mq_broker::Acl>,
 ) -> Result<(Option<TempStore>, Broker), String> {
     let (temp, dir) = match args.store_dir {
         Some(d) => (None, d),
@@ -540,8 +619,8 @@ async fn start_broker(
     if let Some(tls) = args.tls.registration()? {
         config = config.with_name_server_tls(tls);
     }
-    if let Some(path) = &args.acl {
-        config = config.with_acl(mq_broker::Acl::load(path).map_err(|e| e.to_string())?);
+    if let Some(acl) = acl {
+        config = config.with_acl(acl);
     }
     let broker = Broker::start(config)
         .await

@@ -43,6 +43,9 @@ pub struct SimpleConsumerConfig {
     pub namespace: String,
     /// TLS to the proxy (its roots and name); none: plain.
     pub tls: Option<ClientTls>,
+    /// The ACL account every call is signed with, for a proxy that checks ACL; none: calls
+    /// are not signed.
+    pub credentials: Option<mq_client_api::acl::Credentials>,
 }
 
 impl SimpleConsumerConfig {
@@ -57,7 +60,15 @@ impl SimpleConsumerConfig {
             request_timeout: Duration::from_secs(3),
             namespace: String::new(),
             tls: None,
+            credentials: None,
         }
+    }
+
+    /// Signs every call with `credentials` (an account of the proxy's ACL).
+    #[must_use]
+    pub fn with_credentials(mut self, credentials: mq_client_api::acl::Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
     }
 
     /// Connects to the proxy with TLS by `tls`.
@@ -172,6 +183,7 @@ impl SimpleConsumer {
             .with_namespace(&config.namespace)
             .with_request_timeout(config.request_timeout);
         grpc.tls.clone_from(&config.tls);
+        grpc.credentials.clone_from(&config.credentials);
         let resource = |name: &str| v2::Resource {
             resource_namespace: config.namespace.clone(),
             name: name.to_owned(),

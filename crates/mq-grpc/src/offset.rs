@@ -180,7 +180,7 @@ pub(crate) struct Pulled {
 }
 
 impl Pulled {
-    fn refused(status: v2::Status) -> Self {
+    pub(crate) fn refused(status: v2::Status) -> Self {
         Self {
             status,
             messages: Vec::new(),

@@ -11,6 +11,10 @@
 //! consumption (QueryAssignment, ReceiveMessage, AckMessage, ChangeInvisibleDuration,
 //! ForwardMessageToDeadLetterQueue; see `pop.rs`). The other RPCs answer NOT_IMPLEMENTED
 //! naming themselves.
+//!
+//! With an ACL ([`GrpcProxyConfig::with_access_control`]) every call is checked before it is
+//! served: its signature, and the topics and groups it touches, by Apache RocketMQ's proxy's
+//! table (`Core::allowed`).
 
 use std::collections::HashMap;
 use std::io;
@@ -23,6 +27,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use mq_client_api::Message;
+use mq_client_api::acl::{
+    AccessControl, AccessRequest, AclSigner, Credentials, GRPC_AUTHORIZATION, GRPC_DATE_TIME,
+    GrpcAuthorization, Resource, perm as acl_perm,
+};
 use mq_client_api::body::{TopicRouteData, perm};
 use mq_client_api::header::SendMessageRequestHeader;
 use mq_client_api::message::{UniqueIdGenerator, encode_batch};
@@ -91,6 +99,14 @@ pub struct GrpcProxyConfig {
     /// TLS on the gRPC port (ALPN `h2`), in its mode: permissive serves plain clients too.
     /// Default none: plain only.
     pub tls: Option<ServerTls>,
+    /// The ACL every call is checked against (its `authorization` signature over
+    /// `x-mq-date-time`, and the topics and groups it touches, as Apache RocketMQ's proxy
+    /// checks them); a refused call is answered UNAUTHORIZED (40100) with the reason, as 5.3's
+    /// proxy does. Default none: every call goes on.
+    pub access_control: Option<Arc<dyn AccessControl>>,
+    /// The account the proxy signs its requests to the cluster with, when the brokers check
+    /// ACL. Default none.
+    pub credentials: Option<Credentials>,
 }
 
 impl GrpcProxyConfig {
@@ -103,7 +119,23 @@ impl GrpcProxyConfig {
             max_body_size: 4 * 1024 * 1024,
             delay_levels: mq_client_api::names::default_delay_levels(),
             tls: None,
+            access_control: None,
+            credentials: None,
         }
+    }
+
+    /// Checks every call against `access_control`.
+    #[must_use]
+    pub fn with_access_control(mut self, access_control: Arc<dyn AccessControl>) -> Self {
+        self.access_control = Some(access_control);
+        self
+    }
+
+    /// Signs the proxy's requests to the cluster with `credentials`.
+    #[must_use]
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
     }
 
     /// Serves TLS by `tls` (its certificate, key and mode).
@@ -145,7 +177,11 @@ impl GrpcProxy {
     pub async fn start(config: GrpcProxyConfig) -> io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
-        let remoting = RemotingClient::new(ClientConfig::default());
+        let mut client = ClientConfig::default();
+        if let Some(credentials) = &config.credentials {
+            client = client.with_request_hook(Arc::new(AclSigner(credentials.clone())));
+        }
+        let remoting = RemotingClient::new(client);
         remoting.name_servers().update(config.name_servers.clone());
         let token = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -298,6 +334,49 @@ type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>
 
 impl Core {
     /// The route of `topic`, cached for [`ROUTE_TTL`].
+    /// Whether the call with `request`'s metadata may touch `resources`, by the ACL when there
+    /// is one: `Err` is the UNAUTHORIZED status to answer.
+    fn allowed<T>(
+        &self,
+        request: &Request<T>,
+        resources: &[(Resource, u8)],
+    ) -> Result<(), v2::Status> {
+        self.allowed_by(request.metadata(), request.remote_addr(), resources)
+    }
+
+    /// [`Core::allowed`] for a call's metadata `md` from `remote`.
+    fn allowed_by(
+        &self,
+        md: &tonic::metadata::MetadataMap,
+        remote: Option<SocketAddr>,
+        resources: &[(Resource, u8)],
+    ) -> Result<(), v2::Status> {
+        let Some(access) = &self.config.access_control else {
+            return Ok(());
+        };
+        let text = |key: &str| md.get(key).and_then(|v| v.to_str().ok());
+        let date_time = text(GRPC_DATE_TIME).unwrap_or_default();
+        // A missing or unreadable signature still lets white-listed callers in; the ACL
+        // refuses the others for want of an account.
+        let signed = text(GRPC_AUTHORIZATION).map(GrpcAuthorization::parse);
+        let refused = |reason: String| status(v2::Code::Unauthorized, reason);
+        let (access_key, signature) = match &signed {
+            Some(Ok(a)) => (Some(a.access_key.as_str()), Some(a)),
+            _ => (None, None),
+        };
+        let verdict = access.check(&AccessRequest {
+            remote: remote.map(|a| a.ip()),
+            access_key,
+            signed_under: &|secret| signature.is_some_and(|a| a.signed(date_time, secret)),
+            code: None,
+            resources,
+        });
+        verdict.map_err(|reason| match &signed {
+            Some(Err(bad)) => refused(format!("{reason} ({bad})")),
+            _ => refused(reason),
+        })
+    }
+
     async fn route(&self, topic: &str) -> Result<Arc<Route>, v2::Status> {
         if let Some((at, r)) = self.routes.lock().get(topic)
             && at.elapsed() < ROUTE_TTL
@@ -708,6 +787,56 @@ fn client_id<T>(request: &Request<T>) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// What a call touches, for the ACL: a topic or group resource (by its name in the call) and
+/// the permission it needs.
+fn topic(resource: Option<&v2::Resource>, needed: u8) -> (Resource, u8) {
+    (Resource::Topic(convert::resource_name(resource)), needed)
+}
+
+fn group(resource: Option<&v2::Resource>) -> (Resource, u8) {
+    (
+        Resource::Group(convert::resource_name(resource)),
+        acl_perm::SUB,
+    )
+}
+
+/// A consumer's call: its group and its topic, both to subscribe (Apache RocketMQ's proxy's
+/// table for receive, ack, change of invisible time, dead-lettering and assignments).
+fn consuming(
+    group_name: Option<&v2::Resource>,
+    topic_name: Option<&v2::Resource>,
+) -> Vec<(Resource, u8)> {
+    vec![group(group_name), topic(topic_name, acl_perm::SUB)]
+}
+
+/// [`consuming`] of a call that names its topic by a message queue.
+fn consuming_queue(
+    group_name: Option<&v2::Resource>,
+    queue: Option<&v2::MessageQueue>,
+) -> Vec<(Resource, u8)> {
+    consuming(group_name, queue.and_then(|q| q.topic.as_ref()))
+}
+
+/// What a client's settings name: the topics it publishes to, or its group and the topics it
+/// subscribes to.
+fn settings_resources(settings: &v2::Settings) -> Vec<(Resource, u8)> {
+    match &settings.pub_sub {
+        Some(v2::settings::PubSub::Publishing(p)) => p
+            .topics
+            .iter()
+            .map(|t| topic(Some(t), acl_perm::PUB))
+            .collect(),
+        Some(v2::settings::PubSub::Subscription(sub)) => std::iter::once(group(sub.group.as_ref()))
+            .chain(
+                sub.subscriptions
+                    .iter()
+                    .map(|e| topic(e.topic.as_ref(), acl_perm::SUB)),
+            )
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
 /// The items of a ReceiveMessage answer, in Apache RocketMQ's proxy's order: the status, the
 /// messages, and the time of delivery (Python's push consumer needs it to count latency).
 fn receive_answer(
@@ -740,6 +869,13 @@ impl MessagingService for Proxy {
         &self,
         request: Request<v2::QueryRouteRequest>,
     ) -> Result<Response<v2::QueryRouteResponse>, Status> {
+        let needs = [topic(request.get_ref().topic.as_ref(), acl_perm::ANY)];
+        if let Err(s) = self.0.allowed(&request, &needs) {
+            return Ok(Response::new(v2::QueryRouteResponse {
+                status: Some(s),
+                ..Default::default()
+            }));
+        }
         let req = request.into_inner();
         let topic = convert::resource_name(req.topic.as_ref());
         let route = match self.0.route(&topic).await {
@@ -791,15 +927,44 @@ impl MessagingService for Proxy {
 
     async fn heartbeat(
         &self,
-        _request: Request<v2::HeartbeatRequest>,
+        request: Request<v2::HeartbeatRequest>,
     ) -> Result<Response<v2::HeartbeatResponse>, Status> {
-        Ok(Response::new(v2::HeartbeatResponse { status: Some(ok()) }))
+        // A consumer's heartbeat names its group, which it must be allowed to consume in.
+        let req = request.get_ref();
+        let consumer = [v2::ClientType::PushConsumer, v2::ClientType::SimpleConsumer]
+            .map(|t| t as i32)
+            .contains(&req.client_type);
+        let needs = if consumer {
+            vec![group(req.group.as_ref())]
+        } else {
+            Vec::new()
+        };
+        let status = match self.0.allowed(&request, &needs) {
+            Ok(()) => ok(),
+            Err(s) => s,
+        };
+        Ok(Response::new(v2::HeartbeatResponse {
+            status: Some(status),
+        }))
     }
 
     async fn send_message(
         &self,
         request: Request<v2::SendMessageRequest>,
     ) -> Result<Response<v2::SendMessageResponse>, Status> {
+        let mut needs: Vec<(Resource, u8)> = Vec::new();
+        for m in &request.get_ref().messages {
+            let t = topic(m.topic.as_ref(), acl_perm::PUB);
+            if !needs.contains(&t) {
+                needs.push(t);
+            }
+        }
+        if let Err(s) = self.0.allowed(&request, &needs) {
+            return Ok(Response::new(v2::SendMessageResponse {
+                status: Some(s),
+                entries: Vec::new(),
+            }));
+        }
         let req = request.into_inner();
         if req.messages.is_empty() {
             return Ok(Response::new(v2::SendMessageResponse {
@@ -827,6 +992,16 @@ impl MessagingService for Proxy {
         &self,
         request: Request<v2::QueryAssignmentRequest>,
     ) -> Result<Response<v2::QueryAssignmentResponse>, Status> {
+        let needs = consuming(
+            request.get_ref().group.as_ref(),
+            request.get_ref().topic.as_ref(),
+        );
+        if let Err(s) = self.0.allowed(&request, &needs) {
+            return Ok(Response::new(v2::QueryAssignmentResponse {
+                status: Some(s),
+                assignments: Vec::new(),
+            }));
+        }
         let req = request.into_inner();
         let topic = convert::resource_name(req.topic.as_ref());
         let queues = match self.0.readable(&topic, None).await {
@@ -882,12 +1057,17 @@ impl MessagingService for Proxy {
         request: Request<v2::ReceiveMessageRequest>,
     ) -> Result<Response<Self::ReceiveMessageStream>, Status> {
         let client_id = client_id(&request);
-        let req = request.into_inner();
         let only = |s: v2::Status| -> Self::ReceiveMessageStream {
             Box::pin(futures_util::stream::iter(
                 receive_answer(s, Vec::new()).into_iter().map(Ok),
             ))
         };
+        let asked = request.get_ref();
+        let needs = consuming_queue(asked.group.as_ref(), asked.message_queue.as_ref());
+        if let Err(s) = self.0.allowed(&request, &needs) {
+            return Ok(Response::new(only(s)));
+        }
+        let req = request.into_inner();
         let group = match crate::offset::consumer_group(req.group.as_ref()) {
             Ok(g) => g,
             Err(s) => return Ok(Response::new(only(s))),
@@ -988,6 +1168,16 @@ impl MessagingService for Proxy {
         &self,
         request: Request<v2::AckMessageRequest>,
     ) -> Result<Response<v2::AckMessageResponse>, Status> {
+        let needs = consuming(
+            request.get_ref().group.as_ref(),
+            request.get_ref().topic.as_ref(),
+        );
+        if let Err(s) = self.0.allowed(&request, &needs) {
+            return Ok(Response::new(v2::AckMessageResponse {
+                status: Some(s),
+                entries: Vec::new(),
+            }));
+        }
         let req = request.into_inner();
         let group = convert::resource_name(req.group.as_ref());
         let topic = convert::resource_name(req.topic.as_ref());
@@ -1022,6 +1212,15 @@ impl MessagingService for Proxy {
         &self,
         request: Request<v2::ForwardMessageToDeadLetterQueueRequest>,
     ) -> Result<Response<v2::ForwardMessageToDeadLetterQueueResponse>, Status> {
+        let needs = consuming(
+            request.get_ref().group.as_ref(),
+            request.get_ref().topic.as_ref(),
+        );
+        if let Err(s) = self.0.allowed(&request, &needs) {
+            return Ok(Response::new(v2::ForwardMessageToDeadLetterQueueResponse {
+                status: Some(s),
+            }));
+        }
         let req = request.into_inner();
         let group = convert::resource_name(req.group.as_ref());
         let topic = convert::resource_name(req.topic.as_ref());
@@ -1059,7 +1258,12 @@ impl MessagingService for Proxy {
         request: Request<v2::PullMessageRequest>,
     ) -> Result<Response<Self::PullMessageStream>, Status> {
         use v2::pull_message_response::Content;
-        let pulled = self.0.pull(request.get_ref(), MAX_POLL).await;
+        let asked = request.get_ref();
+        let needs = consuming_queue(asked.group.as_ref(), asked.message_queue.as_ref());
+        let pulled = match self.0.allowed(&request, &needs) {
+            Ok(()) => self.0.pull(asked, MAX_POLL).await,
+            Err(s) => crate::offset::Pulled::refused(s),
+        };
         // The status, the messages, then where to pull next.
         let answer = std::iter::once(Content::Status(pulled.status))
             .chain(pulled.messages.into_iter().map(Content::Message))
@@ -1077,7 +1281,12 @@ impl MessagingService for Proxy {
         &self,
         request: Request<v2::UpdateOffsetRequest>,
     ) -> Result<Response<v2::UpdateOffsetResponse>, Status> {
-        let status = self.0.update_offset(request.get_ref()).await;
+        let asked = request.get_ref();
+        let needs = consuming_queue(asked.group.as_ref(), asked.message_queue.as_ref());
+        let status = match self.0.allowed(&request, &needs) {
+            Ok(()) => self.0.update_offset(asked).await,
+            Err(s) => s,
+        };
         Ok(Response::new(v2::UpdateOffsetResponse {
             status: Some(status),
         }))
@@ -1087,7 +1296,12 @@ impl MessagingService for Proxy {
         &self,
         request: Request<v2::GetOffsetRequest>,
     ) -> Result<Response<v2::GetOffsetResponse>, Status> {
-        let (status, offset) = self.0.get_offset(request.get_ref()).await;
+        let asked = request.get_ref();
+        let needs = consuming_queue(asked.group.as_ref(), asked.message_queue.as_ref());
+        let (status, offset) = match self.0.allowed(&request, &needs) {
+            Ok(()) => self.0.get_offset(asked).await,
+            Err(s) => (s, 0),
+        };
         Ok(Response::new(v2::GetOffsetResponse {
             status: Some(status),
             offset,
@@ -1098,7 +1312,15 @@ impl MessagingService for Proxy {
         &self,
         request: Request<v2::QueryOffsetRequest>,
     ) -> Result<Response<v2::QueryOffsetResponse>, Status> {
-        let (status, offset) = self.0.query_offset(request.get_ref()).await;
+        let asked = request.get_ref();
+        let needs = [topic(
+            asked.message_queue.as_ref().and_then(|q| q.topic.as_ref()),
+            acl_perm::SUB,
+        )];
+        let (status, offset) = match self.0.allowed(&request, &needs) {
+            Ok(()) => self.0.query_offset(asked).await,
+            Err(s) => (s, 0),
+        };
         Ok(Response::new(v2::QueryOffsetResponse {
             status: Some(status),
             offset,
@@ -1109,6 +1331,12 @@ impl MessagingService for Proxy {
         &self,
         request: Request<v2::EndTransactionRequest>,
     ) -> Result<Response<v2::EndTransactionResponse>, Status> {
+        let needs = [topic(request.get_ref().topic.as_ref(), acl_perm::PUB)];
+        if let Err(s) = self.0.allowed(&request, &needs) {
+            return Ok(Response::new(v2::EndTransactionResponse {
+                status: Some(s),
+            }));
+        }
         let req = request.into_inner();
         let resolution = v2::TransactionResolution::try_from(req.resolution)
             .unwrap_or(v2::TransactionResolution::Unspecified);
@@ -1147,6 +1375,7 @@ impl MessagingService for Proxy {
         request: Request<tonic::Streaming<v2::TelemetryCommand>>,
     ) -> Result<Response<Self::TelemetryStream>, Status> {
         let client_id = client_id(&request);
+        let (metadata, remote) = (request.metadata().clone(), request.remote_addr());
         let mut incoming = request.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<v2::TelemetryCommand, Status>>(16);
         let core = Arc::clone(&self.0);
@@ -1169,6 +1398,20 @@ impl MessagingService for Proxy {
                 };
                 let answer = match command.command {
                     Some(v2::telemetry_command::Command::Settings(s)) => {
+                        // Settings name what the client publishes to or consumes: it must be
+                        // allowed to, or it hears why instead of settings.
+                        if let Err(refused) =
+                            core.allowed_by(&metadata, remote, &settings_resources(&s))
+                        {
+                            let answer = v2::TelemetryCommand {
+                                status: Some(refused),
+                                command: None,
+                            };
+                            if tx.send(Ok(answer)).await.is_err() {
+                                break;
+                            }
+                            continue;
+                        }
                         // A producer may be asked about its orphaned transactions.
                         if let (Some(id), Some(v2::settings::PubSub::Publishing(p))) =
                             (&client_id, &s.pub_sub)
@@ -1223,10 +1466,20 @@ impl MessagingService for Proxy {
 
     async fn notify_client_termination(
         &self,
-        _request: Request<v2::NotifyClientTerminationRequest>,
+        request: Request<v2::NotifyClientTerminationRequest>,
     ) -> Result<Response<v2::NotifyClientTerminationResponse>, Status> {
+        let needs: Vec<_> = request
+            .get_ref()
+            .group
+            .iter()
+            .map(|g| group(Some(g)))
+            .collect();
+        let status = match self.0.allowed(&request, &needs) {
+            Ok(()) => ok(),
+            Err(s) => s,
+        };
         Ok(Response::new(v2::NotifyClientTerminationResponse {
-            status: Some(ok()),
+            status: Some(status),
         }))
     }
 
@@ -1234,6 +1487,16 @@ impl MessagingService for Proxy {
         &self,
         request: Request<v2::ChangeInvisibleDurationRequest>,
     ) -> Result<Response<v2::ChangeInvisibleDurationResponse>, Status> {
+        let needs = consuming(
+            request.get_ref().group.as_ref(),
+            request.get_ref().topic.as_ref(),
+        );
+        if let Err(s) = self.0.allowed(&request, &needs) {
+            return Ok(Response::new(v2::ChangeInvisibleDurationResponse {
+                status: Some(s),
+                receipt_handle: String::new(),
+            }));
+        }
         let req = request.into_inner();
         let group = convert::resource_name(req.group.as_ref());
         let topic = convert::resource_name(req.topic.as_ref());

@@ -41,6 +41,9 @@ pub struct GrpcProducerConfig {
     pub namespace: String,
     /// TLS to the proxy (its roots and name); none: plain.
     pub tls: Option<ClientTls>,
+    /// The ACL account every call is signed with, for a proxy that checks ACL; none: calls
+    /// are not signed.
+    pub credentials: Option<mq_client_api::acl::Credentials>,
 }
 
 impl GrpcProducerConfig {
@@ -54,7 +57,15 @@ impl GrpcProducerConfig {
             max_message_size: 4 * 1024 * 1024,
             namespace: String::new(),
             tls: None,
+            credentials: None,
         }
+    }
+
+    /// Signs every call with `credentials` (an account of the proxy's ACL).
+    #[must_use]
+    pub fn with_credentials(mut self, credentials: mq_client_api::acl::Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
     }
 
     /// Connects to the proxy with TLS by `tls`.
@@ -183,6 +194,7 @@ impl GrpcProducer {
             .with_namespace(&config.namespace)
             .with_request_timeout(config.send_timeout);
         grpc.tls.clone_from(&config.tls);
+        grpc.credentials.clone_from(&config.credentials);
         let deadline = Instant::now() + config.send_timeout;
         let orphans = listener.clone().map(|l| orphan_handler(l, &config));
         let session = GrpcSession::connect_with(grpc, settings, orphans, deadline).await?;

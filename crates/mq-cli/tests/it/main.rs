@@ -63,6 +63,30 @@ fn serve_with(store: &Path, extra: &[&str]) -> Server {
     }
 }
 
+/// `mq serve` with a gRPC port too, and `extra` arguments; the server and the gRPC address.
+fn serve_grpc(store: &Path, extra: &[&str]) -> (Server, String) {
+    let store = store.to_str().unwrap();
+    let mut args = vec![
+        "serve",
+        "--namesrv-port",
+        "0",
+        "--broker-port",
+        "0",
+        "--grpc-port",
+        "0",
+        "--store-dir",
+        store,
+    ];
+    args.extend_from_slice(extra);
+    let (child, lines) = spawn_until(&args, "gRPC proxy listening on ");
+    let server = Server {
+        child,
+        broker: address(&lines, "broker listening on "),
+        namesrv: address(&lines, "name server listening on "),
+    };
+    (server, address(&lines, "gRPC proxy listening on "))
+}
+
 /// Runs `mq args`, reads its stdout up to the line that starts with `last` and returns the
 /// lines read so far; the rest of its output is drained in the background.
 fn spawn_until(args: &[&str], last: &str) -> (Child, Vec<String>) {
@@ -743,24 +767,7 @@ fn serve_with_an_acl_file_takes_signed_sends_and_refuses_the_rest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_with_a_grpc_port_answers_rocketmq_5_clients() {
     let store = tempfile::tempdir().unwrap();
-    let args = [
-        "serve",
-        "--namesrv-port",
-        "0",
-        "--broker-port",
-        "0",
-        "--grpc-port",
-        "0",
-        "--store-dir",
-        store.path().to_str().unwrap(),
-    ];
-    let (child, lines) = spawn_until(&args, "gRPC proxy listening on ");
-    let server = Server {
-        child,
-        broker: address(&lines, "broker listening on "),
-        namesrv: address(&lines, "name server listening on "),
-    };
-    let grpc = address(&lines, "gRPC proxy listening on ");
+    let (server, grpc) = serve_grpc(store.path(), &[]);
     let mut client = mq_grpc::v2::messaging_service_client::MessagingServiceClient::connect(
         format!("http://{grpc}"),
     )
@@ -786,4 +793,86 @@ async fn serve_with_a_grpc_port_answers_rocketmq_5_clients() {
     );
     let (bodies, out) = consume_bodies(&server.namesrv, "CliGrpc", 1);
     assert_eq!(bodies, vec!["over grpc"], "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_acl_and_a_grpc_port_checks_grpc_calls_against_the_same_accounts() {
+    use mq_client_api::acl::{self, Credentials};
+    use mq_grpc::v2;
+    let store = tempfile::tempdir().unwrap();
+    let acl_file = store.path().join("plain_acl.yml");
+    std::fs::write(
+        &acl_file,
+        "accounts:\n  - accessKey: RocketMQ\n    secretKey: 12345678\n    defaultTopicPerm: PUB|SUB\n    defaultGroupPerm: SUB\n",
+    )
+    .unwrap();
+    let (server, grpc) = serve_grpc(
+        &store.path().join("store"),
+        &["--acl", acl_file.to_str().unwrap()],
+    );
+    let mut client =
+        v2::messaging_service_client::MessagingServiceClient::connect(format!("http://{grpc}"))
+            .await
+            .unwrap();
+    let send = |signer: Option<Credentials>| {
+        let mut request = tonic::Request::new(v2::SendMessageRequest {
+            messages: vec![v2::Message {
+                topic: Some(v2::Resource {
+                    resource_namespace: String::new(),
+                    name: "CliGrpcAcl".into(),
+                }),
+                body: b"signed over grpc".to_vec(),
+                ..Default::default()
+            }],
+        });
+        if let Some(credentials) = signer {
+            let now = acl::grpc_date_time(std::time::SystemTime::now());
+            let signed = acl::grpc_authorization(&credentials, &now);
+            let md = request.metadata_mut();
+            md.insert(acl::GRPC_DATE_TIME, now.parse().unwrap());
+            md.insert(acl::GRPC_AUTHORIZATION, signed.parse().unwrap());
+        }
+        request
+    };
+    // Signed with the file's account: the proxy lets it through and reaches the broker, which
+    // checks ACL too, with an account of its own.
+    let sent = client
+        .send_message(send(Some(Credentials::new("RocketMQ", "12345678"))))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sent.status.map(|s| s.code), Some(v2::Code::Ok as i32));
+    for signer in [None, Some(Credentials::new("RocketMQ", "87654321"))] {
+        let refused = client
+            .send_message(send(signer))
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        assert_eq!(refused.code, v2::Code::Unauthorized as i32, "{refused:?}");
+    }
+    // One message was stored: the signed one.
+    let (ok, out, err) = mq(&[
+        "consume",
+        "--namesrv",
+        &server.namesrv,
+        "--topic",
+        "CliGrpcAcl",
+        "--from-first",
+        "--count",
+        "1",
+        "--wait-secs",
+        "10",
+        "--access-key",
+        "RocketMQ",
+        "--secret-key",
+        "12345678",
+    ]);
+    assert!(ok, "{err}");
+    let bodies: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split(" body ").nth(1))
+        .collect();
+    assert_eq!(bodies, ["signed over grpc"], "{out}");
 }

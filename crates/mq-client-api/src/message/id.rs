@@ -213,7 +213,7 @@ fn month_bounds(ms: i64) -> (i64, i64) {
 }
 
 // Howard Hinnant's proleptic Gregorian calendar conversions.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

@@ -8,7 +8,7 @@ use mq_remoting::{ExtFields, ExtFieldsIter};
 
 mod batch;
 mod compression;
-mod id;
+pub(crate) mod id;
 mod record;
 
 pub use batch::{BatchError, check_batch, decode_batch, encode_batch};

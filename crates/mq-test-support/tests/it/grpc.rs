@@ -594,3 +594,125 @@ async fn the_grpc_clients_speak_tls_to_a_proxy_that_enforces_it() {
     proxy.shutdown().await;
     cluster.shutdown().await;
 }
+
+/// Accounts of the ACL tests: one may publish to `GrpcAclTopic`, one may consume it in
+/// `GrpcAclGroup`; nothing else is allowed to either.
+const GRPC_ACL: &str = "
+accounts:
+  - accessKey: grpcPublisher
+    secretKey: publisher-secret
+    defaultTopicPerm: DENY
+    defaultGroupPerm: DENY
+    topicPerms:
+      - GrpcAclTopic=PUB
+  - accessKey: grpcConsumer
+    secretKey: consumer-secret
+    defaultTopicPerm: DENY
+    defaultGroupPerm: DENY
+    topicPerms:
+      - GrpcAclTopic=SUB
+    groupPerms:
+      - GrpcAclGroup=SUB
+";
+
+fn grpc_acl() -> mq_broker::Acl {
+    mq_broker::Acl::from_yaml(GRPC_ACL).unwrap()
+}
+
+/// The account the proxy reaches the broker with.
+fn proxy_account() -> mq_client_api::acl::Credentials {
+    mq_client_api::acl::Credentials::new("grpcProxyInner", "proxy-inner-secret")
+}
+
+fn broker_with_acl(c: mq_broker::BrokerConfig) -> mq_broker::BrokerConfig {
+    c.with_acl(grpc_acl().with_inner_account(&proxy_account()).unwrap())
+}
+
+fn refused_code(e: &ProducerError) -> Option<v2::Code> {
+    match e {
+        ProducerError::Grpc(g) => g.code(),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_with_acl_lets_each_account_do_what_it_may_and_names_what_it_may_not() {
+    use mq_client_api::acl::Credentials;
+    let cluster = Cluster::builder()
+        .configure(broker_with_acl)
+        .start()
+        .await
+        .unwrap();
+    let proxy = GrpcProxy::start(
+        GrpcProxyConfig::new(&cluster.namesrv_addr())
+            .with_listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .with_access_control(std::sync::Arc::new(grpc_acl()))
+            .with_credentials(proxy_account()),
+    )
+    .await
+    .unwrap();
+    let endpoint = proxy.local_addr().to_string();
+    let producer_as = |who: Option<Credentials>| {
+        let mut config = GrpcProducerConfig::new(&endpoint).with_topic("GrpcAclTopic");
+        config.credentials = who;
+        GrpcProducer::start(config)
+    };
+
+    // The publisher sends; the proxy reaches the broker, which checks ACL too, as its own
+    // account.
+    let producer = producer_as(Some(Credentials::new("grpcPublisher", "publisher-secret")))
+        .await
+        .unwrap();
+    let r = producer
+        .send(Message::new("GrpcAclTopic", &b"signed"[..]))
+        .await
+        .unwrap();
+    assert_eq!(r.status, SendStatus::SendOk);
+    producer.shutdown().await;
+
+    // No account, a wrong secret, and an account that may only consume: each is refused at
+    // start (the settings name the topic to publish to), with the reason.
+    for (who, reason) in [
+        (None, "No accessKey"),
+        (
+            Some(Credentials::new("grpcPublisher", "not-the-secret")),
+            "Check signature failed",
+        ),
+        (
+            Some(Credentials::new("grpcConsumer", "consumer-secret")),
+            "topic:GrpcAclTopic",
+        ),
+    ] {
+        let e = producer_as(who).await.err().unwrap();
+        assert_eq!(refused_code(&e), Some(v2::Code::Unauthorized), "{e}");
+        assert!(e.to_string().contains(reason), "{e}");
+    }
+
+    // The consumer receives what the publisher sent; the publisher may not consume.
+    let consumer_as = |who: Credentials| {
+        let mut config = SimpleConsumerConfig::new("GrpcAclGroup", &endpoint)
+            .subscribe("GrpcAclTopic", "*")
+            .with_await_duration(Duration::from_secs(2));
+        config.credentials = Some(who);
+        SimpleConsumer::start(config)
+    };
+    let consumer = consumer_as(Credentials::new("grpcConsumer", "consumer-secret"))
+        .await
+        .unwrap();
+    let got = receive_n(&consumer, 1, Duration::from_secs(30)).await;
+    assert_eq!(got.iter().map(body).collect::<Vec<_>>(), ["signed"]);
+    consumer.ack(&got[0]).await.unwrap();
+    consumer.shutdown().await;
+    let e = consumer_as(Credentials::new("grpcPublisher", "publisher-secret"))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&e, ConsumerError::Grpc(g) if g.code() == Some(v2::Code::Unauthorized)),
+        "{e}"
+    );
+    assert!(e.to_string().contains("group:GrpcAclGroup"), "{e}");
+
+    proxy.shutdown().await;
+    cluster.shutdown().await;
+}

@@ -23,7 +23,8 @@ import org.apache.rocketmq.client.apis.producer.TransactionResolution;
  *
  * <p>Usage: ClientGrpc ENDPOINT (host:port of the gRPC proxy), or ClientGrpc produce ENDPOINT TOPIC
  * N (the cross flow: bodies "cross message I", tag "cross"), or ClientGrpc tls ENDPOINT (a proxy
- * that enforces TLS: the client with its default, SSL on). Prints PASS or FAIL per scenario and
+ * that enforces TLS: the client with its default, SSL on), or ClientGrpc acl ENDPOINT AK SK (a
+ * proxy that checks ACL: the client signs with the account). Prints PASS or FAIL per scenario and
  * exits 1 on any failure.
  */
 public final class ClientGrpc {
@@ -37,6 +38,10 @@ public final class ClientGrpc {
     public static void main(String[] args) throws Exception {
         if (args[0].equals("tls")) {
             overTls(args[1]);
+            return;
+        }
+        if (args[0].equals("acl")) {
+            withAcl(args[1], args[2], args[3]);
             return;
         }
         boolean cross = args[0].equals("produce");
@@ -262,23 +267,70 @@ public final class ClientGrpc {
             .setEndpoints(endpoint)
             .setRequestTimeout(Duration.ofSeconds(5))
             .build();
-        check("over TLS (the client's default), a send received and acknowledged", () -> {
-            String topic = "GrpcTls";
-            String body = "over tls " + System.nanoTime();
-            Producer p = provider.newProducerBuilder().setClientConfiguration(config).setTopics(topic).build();
+        check("over TLS (the client's default), a send received and acknowledged",
+            () -> sendAndReceive(provider, config, "GrpcTls", "GrpcTlsGroup", "tls"));
+        System.out.println("java-grpc: " + passed + " passed, " + failed + " failed");
+        System.exit(failed == 0 ? 0 : 1);
+    }
+
+    /**
+     * Against a proxy that checks ACL: signed with the account (the client's
+     * SessionCredentialsProvider), a producer sends and a SimpleConsumer receives the message and
+     * acknowledges it; signed with a wrong secret key, a producer is refused as unauthorized.
+     */
+    private static void withAcl(String endpoint, String accessKey, String secretKey) {
+        ClientServiceProvider provider = ClientServiceProvider.loadService();
+        java.util.function.Function<String, ClientConfiguration> signedWith = secret -> ClientConfiguration.newBuilder()
+            .setEndpoints(endpoint)
+            .setRequestTimeout(Duration.ofSeconds(5))
+            .enableSsl(false)
+            .setCredentialProvider(new org.apache.rocketmq.client.apis.StaticSessionCredentialsProvider(accessKey, secret))
+            .build();
+        ClientConfiguration config = signedWith.apply(secretKey);
+        check("with ACL, a signed send received and acknowledged",
+            () -> sendAndReceive(provider, config, "GrpcAcl", "GrpcAclGroup", "acl"));
+        check("with ACL, a wrong secret key is refused as unauthorized", () -> {
+            ClientConfiguration wrong = signedWith.apply(secretKey + "-wrong");
+            Throwable refusal = null;
             try {
-                p.send(provider.newMessageBuilder().setTopic(topic).setTag("tls")
-                    .setBody(body.getBytes(StandardCharsets.UTF_8)).build());
-            } finally {
-                p.close();
+                Producer p = provider.newProducerBuilder().setClientConfiguration(wrong).setTopics("GrpcAcl").build();
+                try {
+                    p.send(provider.newMessageBuilder().setTopic("GrpcAcl")
+                        .setBody("unsigned".getBytes(StandardCharsets.UTF_8)).build());
+                } finally {
+                    p.close();
+                }
+            } catch (Throwable e) {
+                refusal = e;
             }
-            java.util.Map<String, Integer> seen = receiveCounts(
-                simpleConsumer(provider, config, "GrpcTlsGroup", topic, new FilterExpression("tls")),
-                counts -> counts.containsKey(body), 30_000);
-            require(seen.containsKey(body), "the message sent over TLS was not received in 30 s: " + seen);
+            boolean unauthorized = false;
+            for (Throwable t = refusal; t != null; t = t.getCause()) {
+                unauthorized |= t instanceof org.apache.rocketmq.client.java.exception.UnauthorizedException;
+            }
+            require(unauthorized, "not refused as unauthorized: " + refusal);
         });
         System.out.println("java-grpc: " + passed + " passed, " + failed + " failed");
         System.exit(failed == 0 ? 0 : 1);
+    }
+
+    /**
+     * Sends a message tagged `tag` to `topic`, then receives it (and acknowledges everything) in
+     * `group` with a SimpleConsumer of that tag; fails unless it came within 30 s.
+     */
+    private static void sendAndReceive(ClientServiceProvider provider, ClientConfiguration config,
+            String topic, String group, String tag) throws Exception {
+        String body = tag + " " + System.nanoTime();
+        Producer p = provider.newProducerBuilder().setClientConfiguration(config).setTopics(topic).build();
+        try {
+            p.send(provider.newMessageBuilder().setTopic(topic).setTag(tag)
+                .setBody(body.getBytes(StandardCharsets.UTF_8)).build());
+        } finally {
+            p.close();
+        }
+        java.util.Map<String, Integer> seen = receiveCounts(
+            simpleConsumer(provider, config, group, topic, new FilterExpression(tag)),
+            counts -> counts.containsKey(body), 30_000);
+        require(seen.containsKey(body), "the message sent to " + topic + " was not received in 30 s: " + seen);
     }
 
     /** A SimpleConsumer of `group` on `topic` with `filter`, waiting up to 5 s per receive. */
