@@ -3,14 +3,22 @@
 // every message once, and a PushConsumer whose listener sees every message once.
 //
 // Usage: node client.js ENDPOINT, or node client.js tls ENDPOINT (a proxy that enforces TLS:
-// SSL on, the proxy's certificate trusted through GRPC_DEFAULT_SSL_ROOTS_FILE_PATH). Prints PASS
-// or FAIL per scenario and exits 1 on any failure.
+// SSL on, the proxy's certificate trusted through GRPC_DEFAULT_SSL_ROOTS_FILE_PATH), or node
+// client.js acl ENDPOINT AK SK (a proxy that checks ACL: calls signed with the account). Prints
+// PASS or FAIL per scenario and exits 1 on any failure.
 'use strict';
 
-const { ConsumeResult, Producer, PushConsumer, SimpleConsumer } = require('rocketmq-client-nodejs');
+const {
+  ConsumeResult, Producer, PushConsumer, SimpleConsumer, UnauthorizedException,
+} = require('rocketmq-client-nodejs');
 
 const overTls = process.argv[2] === 'tls';
-const endpoints = overTls ? process.argv[3] : process.argv[2];
+const withAcl = process.argv[2] === 'acl';
+const endpoints = overTls || withAcl ? process.argv[3] : process.argv[2];
+// In the ACL mode, every client of the run signs with the account.
+const sessionCredentials = withAcl
+  ? { accessKey: process.argv[4], accessSecret: process.argv[5] }
+  : undefined;
 // Every client of the run: SSL only in the TLS mode (the client's default is off).
 const sslEnabled = overTls;
 let passed = 0;
@@ -39,6 +47,7 @@ async function receiveAll(group, topic, expected, tag) {
     consumerGroup: group,
     endpoints,
     sslEnabled,
+    sessionCredentials,
     subscriptions: new Map().set(topic, tag || '*'),
     awaitDuration: 5000,
   });
@@ -77,9 +86,52 @@ async function mainTls() {
   process.exit(failed === 0 ? 0 : 1);
 }
 
+// Against a proxy that checks ACL: signed, a send received and acknowledged; signed with a
+// wrong secret key, a producer refused as unauthorized.
+async function mainAcl() {
+  await check('with ACL, a signed send received and acknowledged', async () => {
+    const body = `signed ${Date.now()}`;
+    const producer = new Producer({ endpoints, sessionCredentials, topic: 'NodeAcl' });
+    await producer.startup();
+    try {
+      await producer.send({ topic: 'NodeAcl', tag: 'acl', body: Buffer.from(body) });
+    } finally {
+      await producer.shutdown();
+    }
+    const seen = await receiveAll('NodeAclGroup', 'NodeAcl', new Set([body]), 'acl');
+    require_(seen.get(body) === 1, `received ${JSON.stringify([...seen])}`);
+  });
+  await check('with ACL, a wrong secret key is refused as unauthorized', async () => {
+    const wrong = { ...sessionCredentials, accessSecret: `${sessionCredentials.accessSecret}-wrong` };
+    let refusal;
+    try {
+      const producer = new Producer({ endpoints, sessionCredentials: wrong, topic: 'NodeAcl' });
+      await producer.startup();
+      try {
+        await producer.send({ topic: 'NodeAcl', body: Buffer.from('unsigned') });
+      } finally {
+        await producer.shutdown();
+      }
+    } catch (e) {
+      refusal = e;
+    }
+    const chain = [];
+    for (let e = refusal; e && chain.length < 10; e = e.cause) {
+      chain.push(e);
+    }
+    require_(chain.some(e => e instanceof UnauthorizedException),
+      `not refused as unauthorized: ${chain.map(String).join(' <- ')}`);
+  });
+  console.log(`node-grpc: ${passed} passed, ${failed} failed`);
+  process.exit(failed === 0 ? 0 : 1);
+}
+
 async function main() {
   if (overTls) {
     return mainTls();
+  }
+  if (withAcl) {
+    return mainAcl();
   }
   // One topic declared up front: with several, the client's startup may miss the settings
   // answer it waits for (it arrives while later routes are still being fetched) and hang.

@@ -877,14 +877,10 @@ pub(crate) fn in_netns(args: &[String]) -> Result {
         ("go", go(&dir, work, &[NAMESRV])),
     ];
     if has_acl_broker(server) {
-        programs.push((
-            "java grpc",
-            java_grpc(
-                &dir,
-                work,
-                &["acl", GRPC_ACL_ENDPOINT, ACL_ACCOUNT.0, ACL_ACCOUNT.1],
-            ),
-        ));
+        let acl = ["acl", GRPC_ACL_ENDPOINT, ACL_ACCOUNT.0, ACL_ACCOUNT.1];
+        programs.push(("java grpc", java_grpc(&dir, work, &acl)));
+        programs.push(("python grpc", python(&dir, work, &acl)));
+        programs.push(("node grpc", node(&dir, work, &acl)));
     }
     for (client, mut command) in programs {
         for (scenario, ok, reason) in run_program(client, &mut command, work)? {
