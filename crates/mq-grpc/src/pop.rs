@@ -578,15 +578,52 @@ impl GroupTopic {
         q: &QueueRef,
         offset: i64,
         timeout: Duration,
-    ) {
+    ) -> bool {
         let header = UpdateConsumerOffsetRequestHeader {
             consumer_group: self.group.clone(),
             topic: self.topic.clone(),
             queue_id: q.id,
             commit_offset: offset,
         };
-        if let Err(e) = api.update_consumer_offset(&q.addr, &header, timeout).await {
-            warn!(group = %self.group, queue = q.id, cause = %e, "committing an offset failed");
+        match api.update_consumer_offset(&q.addr, &header, timeout).await {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(group = %self.group, queue = q.id, cause = %e, "committing an offset failed");
+                false
+            }
+        }
+    }
+
+    /// Whether nothing of this state is needed any more: no message handed out and not
+    /// acknowledged, no receive pulling, and every queue's next offset committed, so that a
+    /// receive without it starts where this one would have.
+    pub(crate) fn settled(&self) -> bool {
+        self.queues
+            .lock()
+            .values()
+            .all(|s| s.inflight.is_empty() && !s.pulling && s.next.is_none_or(|n| n <= s.committed))
+    }
+
+    /// For a state with nothing handed out and no receive pulling: the queues whose next
+    /// offset is past the committed one (skipped messages that match no tag), each with that
+    /// offset. `None` while anything is in flight.
+    pub(crate) fn uncommitted(&self) -> Option<Vec<(QueueRef, i64)>> {
+        let states = self.queues.lock();
+        if states.values().any(|s| !s.inflight.is_empty() || s.pulling) {
+            return None;
+        }
+        Some(
+            states
+                .iter()
+                .filter_map(|(q, s)| Some((q.clone(), s.next.filter(|n| *n > s.committed)?)))
+                .collect(),
+        )
+    }
+
+    /// Notes that `offset` of `q` was committed to its broker.
+    pub(crate) fn committed_to(&self, q: &QueueRef, offset: i64) {
+        if let Some(s) = self.queues.lock().get_mut(q) {
+            s.committed = s.committed.max(offset);
         }
     }
 

@@ -66,6 +66,10 @@ const GROUP_CACHE_SWEEP: usize = 1024;
 /// reconsumes, plus the first).
 const MAX_ATTEMPTS: u32 = 17;
 
+/// How long a consumer group's state on a topic is kept unused, once it holds nothing, before
+/// the proxy forgets it (its next receive starts from the committed offsets).
+const POP_IDLE: Duration = Duration::from_secs(300);
+
 /// The most messages one receive hands out.
 const MAX_BATCH: usize = 32;
 
@@ -162,11 +166,20 @@ impl GrpcProxyConfig {
 
 /// A running gRPC proxy. [`GrpcProxy::shutdown`] stops it; dropping it stops it too, without
 /// waiting.
-#[derive(Debug)]
 pub struct GrpcProxy {
     local_addr: SocketAddr,
     token: CancellationToken,
     tasks: TaskTracker,
+    core: Arc<Core>,
+}
+
+impl std::fmt::Debug for GrpcProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcProxy")
+            .field("local_addr", &self.local_addr)
+            .field("consumer_states", &self.consumer_states())
+            .finish_non_exhaustive()
+    }
 }
 
 impl GrpcProxy {
@@ -201,7 +214,9 @@ impl GrpcProxy {
         }));
         transaction::serve_checks(&service.0.api, &service.0.producers);
         // Brokers holding half messages hear from the proxy every 20 s, or forget it (Java
-        // brokers after 120 s) and stop asking it about them.
+        // brokers after 120 s) and stop asking it about them; consumer states unused for
+        // POP_IDLE are forgotten then too.
+        let kept = Arc::clone(&service.0);
         let core = Arc::clone(&service.0);
         let stop = token.clone();
         tasks.spawn(async move {
@@ -210,7 +225,15 @@ impl GrpcProxy {
                 tokio::select! {
                     () = stop.cancelled() => break,
                     _ = every.tick() => {
-                        transaction::heartbeat(&core.api, &core.producers, &core.client_id).await;
+                        let chores = async {
+                            transaction::heartbeat(&core.api, &core.producers, &core.client_id)
+                                .await;
+                            core.forget_idle(POP_IDLE).await;
+                        };
+                        tokio::select! {
+                            () = stop.cancelled() => break,
+                            () = chores => {}
+                        }
                     }
                 }
             }
@@ -256,7 +279,22 @@ impl GrpcProxy {
             local_addr,
             token,
             tasks,
+            core: kept,
         })
+    }
+
+    /// How many (consumer group, topic) consumption states the proxy holds: one is made by a
+    /// group's first receive on a topic, and forgotten once it has been unused for five
+    /// minutes with nothing handed out and not acknowledged.
+    pub fn consumer_states(&self) -> usize {
+        self.core.pops.lock().len()
+    }
+
+    /// Forgets now the consumption states unused for `idle` that hold nothing, committing
+    /// first the offsets read past and not committed (what the proxy does every 20 s with
+    /// five minutes).
+    pub async fn forget_idle_consumers(&self, idle: Duration) {
+        self.core.forget_idle(idle).await;
     }
 
     /// The bound address.
@@ -278,6 +316,9 @@ impl Drop for GrpcProxy {
     }
 }
 
+/// Consumption states by (group, topic), with when each was last used.
+type Pops = HashMap<(String, String), (Arc<GroupTopic>, Instant)>;
+
 pub(crate) struct Core {
     pub(crate) api: ClientApi,
     pub(crate) config: GrpcProxyConfig,
@@ -289,7 +330,7 @@ pub(crate) struct Core {
     /// Ids for messages that come without one (every official client sets its own).
     ids: UniqueIdGenerator,
     /// Pop-style consumption state by (group, topic).
-    pops: Mutex<HashMap<(String, String), Arc<GroupTopic>>>,
+    pops: Mutex<Pops>,
     /// Producers on Telemetry, and the brokers holding this proxy's half messages.
     producers: Arc<Producers>,
     /// The proxy's client id towards the brokers.
@@ -468,19 +509,90 @@ impl Core {
         fifo
     }
 
-    /// The consumption state of (group, topic).
+    /// The consumption state of (group, topic), made on a receive's first use.
     fn pop(&self, group: &str, topic: &str) -> Arc<GroupTopic> {
-        Arc::clone(
-            self.pops
-                .lock()
-                .entry((group.to_owned(), topic.to_owned()))
-                .or_insert_with(|| Arc::new(GroupTopic::new(group.to_owned(), topic.to_owned()))),
-        )
+        let mut pops = self.pops.lock();
+        let (state, used) = pops
+            .entry((group.to_owned(), topic.to_owned()))
+            .or_insert_with(|| {
+                let state = GroupTopic::new(group.to_owned(), topic.to_owned());
+                (Arc::new(state), Instant::now())
+            });
+        *used = Instant::now();
+        Arc::clone(state)
+    }
+
+    /// The consumption state `handle` of (group, topic) must be in: a receive made it. A
+    /// handle of any other (group, topic) names nothing this proxy handed out, and makes no
+    /// state.
+    fn handed_out(
+        &self,
+        group: &str,
+        topic: &str,
+        handle: &str,
+    ) -> Result<Arc<GroupTopic>, v2::Status> {
+        let mut pops = self.pops.lock();
+        match pops.get_mut(&(group.to_owned(), topic.to_owned())) {
+            Some((state, used)) => {
+                *used = Instant::now();
+                Ok(Arc::clone(state))
+            }
+            None => Err(status(
+                v2::Code::InvalidReceiptHandle,
+                format!(
+                    "receipt handle {handle:?} names nothing this proxy handed out to group {group} on topic {topic}"
+                ),
+            )),
+        }
+    }
+
+    /// Forgets the consumption states unused for `idle` that hold nothing: no message handed
+    /// out and not acknowledged, no receive under way. Offsets read past but not committed
+    /// (messages no tag matched) are committed first; a state whose commit fails is kept.
+    /// What is forgotten costs nothing: a later receive starts from the committed offsets.
+    async fn forget_idle(&self, idle: Duration) {
+        let candidates: Vec<((String, String), Arc<GroupTopic>)> = self
+            .pops
+            .lock()
+            .iter()
+            .filter(|(_, (_, used))| used.elapsed() >= idle)
+            .map(|(key, (state, _))| (key.clone(), Arc::clone(state)))
+            .collect();
+        for (key, state) in candidates {
+            let Some(points) = state.uncommitted() else {
+                continue;
+            };
+            let mut all = true;
+            for (q, offset) in points {
+                if state
+                    .commit(&self.api, &q, offset, self.config.request_timeout)
+                    .await
+                {
+                    state.committed_to(&q, offset);
+                } else {
+                    all = false;
+                }
+            }
+            let mut pops = self.pops.lock();
+            // Only the map and this sweep hold it, and nothing moved since: no receive can
+            // take it from the map while the lock is held.
+            let unused = pops
+                .get(&key)
+                .is_some_and(|(s, used)| Arc::ptr_eq(s, &state) && used.elapsed() >= idle);
+            if all && unused && Arc::strong_count(&state) == 2 && state.settled() {
+                pops.remove(&key);
+            }
+        }
     }
 
     /// Ends the proxy's renewals for client `id`, whose telemetry stream ended.
     fn client_gone(&self, id: &str) {
-        let pops: Vec<Arc<GroupTopic>> = self.pops.lock().values().cloned().collect();
+        let pops: Vec<Arc<GroupTopic>> = self
+            .pops
+            .lock()
+            .values()
+            .map(|(s, _)| Arc::clone(s))
+            .collect();
         for state in pops {
             state.client_gone(id);
         }
@@ -1181,19 +1293,21 @@ impl MessagingService for Proxy {
         let req = request.into_inner();
         let group = convert::resource_name(req.group.as_ref());
         let topic = convert::resource_name(req.topic.as_ref());
-        let state = self.0.pop(&group, &topic);
         let mut entries = Vec::with_capacity(req.entries.len());
         for e in req.entries {
-            let s = match state.ack(&e.receipt_handle) {
-                Ok(commit) => {
-                    if let Some((q, offset)) = commit {
-                        state
-                            .commit(&self.0.api, &q, offset, self.0.config.request_timeout)
-                            .await;
+            let s = match self.0.handed_out(&group, &topic, &e.receipt_handle) {
+                Err(s) => s,
+                Ok(state) => match state.ack(&e.receipt_handle) {
+                    Ok(commit) => {
+                        if let Some((q, offset)) = commit {
+                            state
+                                .commit(&self.0.api, &q, offset, self.0.config.request_timeout)
+                                .await;
+                        }
+                        ok()
                     }
-                    ok()
-                }
-                Err(err) => status(v2::Code::InvalidReceiptHandle, err.to_string()),
+                    Err(err) => status(v2::Code::InvalidReceiptHandle, err.to_string()),
+                },
             };
             entries.push(v2::AckMessageResultEntry {
                 message_id: e.message_id,
@@ -1224,8 +1338,15 @@ impl MessagingService for Proxy {
         let req = request.into_inner();
         let group = convert::resource_name(req.group.as_ref());
         let topic = convert::resource_name(req.topic.as_ref());
-        let state = self.0.pop(&group, &topic);
         let timeout = self.0.config.request_timeout;
+        let state = match self.0.handed_out(&group, &topic, &req.receipt_handle) {
+            Ok(state) => state,
+            Err(s) => {
+                return Ok(Response::new(v2::ForwardMessageToDeadLetterQueueResponse {
+                    status: Some(s),
+                }));
+            }
+        };
         let s = match state.take(&req.receipt_handle) {
             Ok((q, m)) => {
                 let attempts = u32::try_from(req.max_delivery_attempts).unwrap_or(MAX_ATTEMPTS);
@@ -1512,16 +1633,17 @@ impl MessagingService for Proxy {
                 receipt_handle: String::new(),
             }));
         };
-        let (s, handle) = match self
+        let changed = self
             .0
-            .pop(&group, &topic)
-            .change_invisible(&req.receipt_handle, invisible)
-        {
+            .handed_out(&group, &topic, &req.receipt_handle)
+            .and_then(|state| {
+                state
+                    .change_invisible(&req.receipt_handle, invisible)
+                    .map_err(|err| status(v2::Code::InvalidReceiptHandle, err.to_string()))
+            });
+        let (s, handle) = match changed {
             Ok(h) => (ok(), h),
-            Err(err) => (
-                status(v2::Code::InvalidReceiptHandle, err.to_string()),
-                String::new(),
-            ),
+            Err(s) => (s, String::new()),
         };
         Ok(Response::new(v2::ChangeInvisibleDurationResponse {
             status: Some(s),

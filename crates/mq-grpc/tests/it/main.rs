@@ -47,6 +47,20 @@ async fn setup() -> Setup {
     }
 }
 
+/// Creates `topic` with `queues` queues on the first broker, and has the broker tell the name
+/// server at once.
+async fn create_topic(cluster: &Cluster, topic: &str, queues: i32) {
+    plain_api()
+        .create_topic(
+            &cluster.broker_addr(0),
+            &mq_test_support::create_topic_header(topic, queues),
+            T,
+        )
+        .await
+        .unwrap();
+    cluster.broker(0).register_now().await;
+}
+
 fn resource(name: &str) -> Option<v2::Resource> {
     Some(v2::Resource {
         resource_namespace: String::new(),
@@ -452,13 +466,25 @@ async fn receive(
     invisible: Duration,
     poll: Duration,
 ) -> (Vec<v2::Message>, v2::Code) {
+    receive_tagged(client, group, queue, invisible, poll, "*").await
+}
+
+/// [`receive`] of the messages whose tag `expression` takes.
+async fn receive_tagged(
+    client: &mut MessagingServiceClient<Channel>,
+    group: &str,
+    queue: &v2::MessageQueue,
+    invisible: Duration,
+    poll: Duration,
+    expression: &str,
+) -> (Vec<v2::Message>, v2::Code) {
     let mut stream = client
         .receive_message(v2::ReceiveMessageRequest {
             group: resource(group),
             message_queue: Some(queue.clone()),
             filter_expression: Some(v2::FilterExpression {
                 r#type: v2::FilterType::Tag as i32,
-                expression: "*".into(),
+                expression: expression.into(),
             }),
             batch_size: 32,
             invisible_duration: Some(prost_types::Duration::try_from(invisible).unwrap()),
@@ -554,15 +580,7 @@ async fn visible_now(
 async fn a_simple_consumer_receives_acks_and_gets_back_what_it_did_not_ack() {
     let mut s = setup().await;
     let (group, topic) = ("simple_cg", "GrpcPop");
-    plain_api()
-        .create_topic(
-            &s.cluster.broker_addr(0),
-            &mq_test_support::create_topic_header(topic, 2),
-            T,
-        )
-        .await
-        .unwrap();
-    s.cluster.broker(0).register_now().await;
+    create_topic(&s.cluster, topic, 2).await;
     let sent: Vec<v2::Message> = (0..6)
         .map(|i| {
             message(
@@ -767,15 +785,7 @@ async fn transactions_commit_roll_back_and_recover_through_telemetry() {
         .await
         .unwrap();
     let topic = "GrpcTx";
-    plain_api()
-        .create_topic(
-            &cluster.broker_addr(0),
-            &mq_test_support::create_topic_header(topic, 1),
-            T,
-        )
-        .await
-        .unwrap();
-    cluster.broker(0).register_now().await;
+    create_topic(&cluster, topic, 1).await;
 
     // A producer on Telemetry, publishing the topic: it will be asked about orphans.
     let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -935,15 +945,7 @@ async fn send_kept(client: &mut MessagingServiceClient<Channel>, topic: &str) {
 async fn a_consumer_that_drops_its_receive_loses_nothing() {
     let mut s = setup().await;
     let (group, topic) = ("dropping_cg", "GrpcDrop");
-    plain_api()
-        .create_topic(
-            &s.cluster.broker_addr(0),
-            &mq_test_support::create_topic_header(topic, 1),
-            T,
-        )
-        .await
-        .unwrap();
-    s.cluster.broker(0).register_now().await;
+    create_topic(&s.cluster, topic, 1).await;
     send_kept(&mut s.client, topic).await;
     let queue = v2::MessageQueue {
         topic: resource(topic),
@@ -1505,4 +1507,111 @@ async fn a_fifo_group_gets_a_queue_s_next_messages_only_after_the_ones_before() 
     );
     s.proxy.shutdown().await;
     s.cluster.shutdown().await;
+}
+
+/// The proxy keeps a consumer group's state on a topic while it is needed, and no longer: an
+/// acknowledgement that names a group and topic nothing was received for is refused and makes
+/// no state; a state with a message still handed out is kept; once everything is acknowledged
+/// and it went unused, it is forgotten with its offsets committed, and the group's next
+/// receive starts after what it acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_forgets_a_consumer_s_state_only_once_it_holds_nothing() {
+    let mut s = setup().await;
+    let (group, topic) = ("forget_cg", "GrpcForget");
+    create_topic(&s.cluster, topic, 1).await;
+
+    // Bad input: acknowledgements and invisibility changes for strangers make no state.
+    let stranger = v2::Message {
+        system_properties: Some(v2::SystemProperties {
+            receipt_handle: Some("no-such-handle".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    for i in 0..3 {
+        let g = format!("nobody_{i}");
+        assert_eq!(
+            ack(&mut s.client, &g, topic, &stranger).await,
+            v2::Code::InvalidReceiptHandle
+        );
+        let changed = visible_now(&mut s.client, &g, topic, &stranger).await;
+        assert_eq!(
+            code(changed.status.as_ref()),
+            v2::Code::InvalidReceiptHandle
+        );
+    }
+    assert_eq!(s.proxy.consumer_states(), 0);
+
+    for i in 0..2 {
+        send_plain(&mut s.client, topic, &format!("first {i}")).await;
+    }
+    let queue = assignments(&mut s.client, topic, group).await[0].clone();
+    let (got, _) = receive(&mut s.client, group, &queue, Duration::from_secs(60), T).await;
+    assert_eq!(got.len(), 2);
+    assert_eq!(s.proxy.consumer_states(), 1);
+    // One still handed out: kept, however idle.
+    assert_eq!(
+        ack(&mut s.client, group, topic, &got[0]).await,
+        v2::Code::Ok
+    );
+    s.proxy.forget_idle_consumers(Duration::ZERO).await;
+    assert_eq!(s.proxy.consumer_states(), 1);
+    // Both acknowledged: forgotten, its offset on the broker.
+    assert_eq!(
+        ack(&mut s.client, group, topic, &got[1]).await,
+        v2::Code::Ok
+    );
+    s.proxy
+        .forget_idle_consumers(Duration::from_secs(3600))
+        .await;
+    assert_eq!(s.proxy.consumer_states(), 1, "used just now");
+    s.proxy.forget_idle_consumers(Duration::ZERO).await;
+    assert_eq!(s.proxy.consumer_states(), 0);
+    // A message no receive's tag takes is read past, not handed out: forgetting commits past
+    // it too.
+    let tagged = |tag: &str| v2::SystemProperties {
+        tag: Some(tag.into()),
+        ..Default::default()
+    };
+    let r = send(
+        &mut s.client,
+        vec![message(topic, b"skipped", tagged("TagA"))],
+    )
+    .await;
+    assert_eq!(code(r.status.as_ref()), v2::Code::Ok, "{r:?}");
+    let (got, _) = receive_tagged(
+        &mut s.client,
+        group,
+        &queue,
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        "TagB",
+    )
+    .await;
+    assert!(got.is_empty(), "{got:?}");
+    s.proxy.forget_idle_consumers(Duration::ZERO).await;
+    assert_eq!(s.proxy.consumer_states(), 0);
+    let committed = plain_api()
+        .query_consumer_offset(
+            &s.cluster.broker_addr(0),
+            &mq_client_api::header::QueryConsumerOffsetRequestHeader {
+                consumer_group: group.into(),
+                topic: topic.into(),
+                queue_id: 0,
+                set_zero_if_not_found: None,
+            },
+            T,
+        )
+        .await
+        .unwrap();
+    assert_eq!(committed, 3);
+    // The next receive starts after what was acknowledged or read past: only the new message
+    // comes.
+    send_plain(&mut s.client, topic, "second").await;
+    let (got, _) = receive(&mut s.client, group, &queue, Duration::from_secs(60), T).await;
+    let bodies: Vec<String> = got
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+        .collect();
+    assert_eq!(bodies, ["second"]);
 }
