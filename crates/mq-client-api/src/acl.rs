@@ -445,4 +445,28 @@ mod tests {
             assert!(GrpcAuthorization::parse(bad).is_err(), "{bad:?}");
         }
     }
+
+    proptest::proptest! {
+        /// What our clients write, Java's proxy's reading takes back: any account without a
+        /// comma, space or slash, any date-time.
+        #[test]
+        fn grpc_authorizations_read_back(
+            access_key in "[A-Za-z0-9_-]{1,24}",
+            secret_key in "[ -~]{1,24}",
+            date_time in "[0-9TZ]{0,20}",
+        ) {
+            let credentials = Credentials::new(access_key.clone(), secret_key.clone());
+            let read = GrpcAuthorization::parse(&grpc_authorization(&credentials, &date_time)).unwrap();
+            proptest::prop_assert_eq!(&read.access_key, &access_key);
+            proptest::prop_assert!(read.signed(&date_time, &secret_key));
+        }
+
+        /// Any text is read or refused, never a panic.
+        #[test]
+        fn any_authorization_text_is_read_or_refused(text in "\\PC{0,80}") {
+            if let Ok(read) = GrpcAuthorization::parse(&text) {
+                proptest::prop_assert!(!read.access_key.is_empty());
+            }
+        }
+    }
 }

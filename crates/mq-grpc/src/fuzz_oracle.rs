@@ -1,6 +1,7 @@
 //! What the gRPC fuzz target checks, shared with the corpus replay in the tests: bytes a client
 //! sends as a request decode or fail cleanly, and every message the proxy would store converts
-//! or is refused with a status, never a panic.
+//! or is refused with a status, never a panic; the same bytes as an `authorization` header are
+//! read or refused, never a panic.
 
 use prost::Message as _;
 
@@ -10,7 +11,7 @@ use crate::{convert, v2};
 ///
 /// # Panics
 /// When a converted message breaks an invariant: its topic is the resource's name and its body
-/// is never empty.
+/// is never empty; or when an authorization read names no account.
 pub fn check_request(data: &[u8]) {
     let levels = [
         std::time::Duration::from_secs(1),
@@ -29,5 +30,11 @@ pub fn check_request(data: &[u8]) {
     }
     if let Ok(req) = v2::QueryRouteRequest::decode(data) {
         let _ = convert::resource_name(req.topic.as_ref());
+    }
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Ok(read) = mq_client_api::acl::GrpcAuthorization::parse(text)
+    {
+        assert!(!read.access_key.is_empty());
+        let _ = read.signed(text, text);
     }
 }
