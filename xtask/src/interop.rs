@@ -35,6 +35,7 @@ const CLIENTS: &[&str] = &[
     "java grpc",
     "python grpc",
     "node grpc",
+    "go grpc",
     "go",
 ];
 
@@ -70,7 +71,8 @@ const GRPC_TLS_ENDPOINT: &str = "127.0.0.1:8083";
 
 /// Where a third proxy of ours listens, in front of the ACL broker's cluster ([`ACL_NAMESRV`]):
 /// it checks each gRPC call's signature and permissions against the ACL broker's own file,
-/// and signs its requests to the broker with [`ACL_ACCOUNT`].
+/// and signs its requests to the broker with [`ACL_ACCOUNT`]. It serves TLS and plain clients
+/// alike (permissive), since Go's client speaks TLS by default and the others plain.
 const GRPC_ACL_ENDPOINT: &str = "127.0.0.1:8084";
 
 /// Where Apache RocketMQ's own gRPC proxy (`rocketmq-proxy`, cluster mode) listens in front of
@@ -426,8 +428,8 @@ fn matrix(rows: &[Row]) -> String {
          5.3.3 and 4.9.7 (Java name server and broker). Clients: ours, Apache RocketMQ's Java \
          `rocketmq-client` 4.5.1, 4.9.7 (request-reply, ACL signatures) and 5.3.3, Java's gRPC \
          `rocketmq-client-java` 5.0.8, Python's `rocketmq-python-client` 5.1.2 and Node's \
-         `rocketmq-client-nodejs` 1.0.8 through our proxy (`mq proxy`) in front of each server, \
-         and \
+         `rocketmq-client-nodejs` 1.0.8 and Go's `rocketmq-clients/golang/v5` 5.1.2 through our \
+         proxy (`mq proxy`) in front of each server, and \
          `rocketmq-client-go/v2`. A cell is `pass`; \
          `known upstream` where the Java engine or client fails on its own, recognised by the \
          exact failure (the Java client against the Java server shows the same); `FAIL` with the \
@@ -548,19 +550,22 @@ fn build_clients() -> Result {
         "interop: built client-node ({:.1}s)",
         started.elapsed().as_secs_f64()
     );
-    let started = Instant::now();
-    let status = Command::new("go")
-        .args(["build", "-o", "target/client-go", "."])
-        .current_dir(dir.join("client-go"))
-        .status()
-        .map_err(|e| format!("cannot run go: {e}"))?;
-    if !status.success() {
-        return Err("go could not build client-go".into());
+    // Go's remoting client and its gRPC client (the go command fetches their modules).
+    for client in ["client-go", "client-go-grpc"] {
+        let started = Instant::now();
+        let status = Command::new("go")
+            .args(["build", "-o", &format!("target/{client}"), "."])
+            .current_dir(dir.join(client))
+            .status()
+            .map_err(|e| format!("cannot run go: {e}"))?;
+        if !status.success() {
+            return Err(format!("go could not build {client}"));
+        }
+        eprintln!(
+            "interop: built {client} ({:.1}s)",
+            started.elapsed().as_secs_f64()
+        );
     }
-    eprintln!(
-        "interop: built client-go ({:.1}s)",
-        started.elapsed().as_secs_f64()
-    );
     Ok(())
 }
 
@@ -792,7 +797,11 @@ pub(crate) fn in_netns(args: &[String]) -> Result {
             Command::new(mq)
                 .args(["proxy", "--namesrv", ACL_NAMESRV, "--port", port, "--acl"])
                 .arg(&acl_file)
-                .args(["--access-key", access_key, "--secret-key", secret_key]),
+                .args(["--access-key", access_key, "--secret-key", secret_key])
+                .args(["--tls-mode", "permissive", "--tls-cert"])
+                .arg(&cert)
+                .arg("--tls-key")
+                .arg(&key),
             work,
         )?;
         acl_proxy.wait_for("gRPC proxy listening on")?;
@@ -874,6 +883,8 @@ pub(crate) fn in_netns(args: &[String]) -> Result {
             "node grpc",
             trusting(node(&dir, work, &["tls", GRPC_TLS_ENDPOINT]), &cert),
         ),
+        // Go's gRPC client as configured by default: TLS on, any certificate taken.
+        ("go grpc", go_grpc(&dir, work, &[GRPC_TLS_ENDPOINT])),
         ("go", go(&dir, work, &[NAMESRV])),
     ];
     if has_acl_broker(server) {
@@ -881,6 +892,7 @@ pub(crate) fn in_netns(args: &[String]) -> Result {
         programs.push(("java grpc", java_grpc(&dir, work, &acl)));
         programs.push(("python grpc", python(&dir, work, &acl)));
         programs.push(("node grpc", node(&dir, work, &acl)));
+        programs.push(("go grpc", go_grpc(&dir, work, &acl)));
     }
     for (client, mut command) in programs {
         for (scenario, ok, reason) in run_program(client, &mut command, work)? {
@@ -1332,6 +1344,16 @@ fn trusting(mut command: Command, cert: &Path) -> Command {
 }
 
 /// The Go client program with `args`.
+/// RocketMQ 5's Go gRPC client program (`interop/client-go-grpc`) with `args`; its log goes
+/// under the work directory.
+fn go_grpc(dir: &Path, work: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(dir.join("client-go-grpc/target/client-go-grpc"));
+    c.args(args)
+        .env("rocketmq.client.logRoot", work.join("go-grpc-logs"))
+        .env("HOME", work);
+    c
+}
+
 fn go(dir: &Path, work: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(dir.join("client-go/target/client-go"));
     c.args(args)
