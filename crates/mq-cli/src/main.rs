@@ -87,6 +87,9 @@ enum Command {
         /// The secret key of --access-key.
         #[arg(long, requires = "access_key")]
         secret_key: Option<String>,
+        /// Speak TLS to the cluster, trusting the certificates in this PEM file as roots.
+        #[arg(long)]
+        cluster_tls_ca: Option<PathBuf>,
     },
     /// Send messages.
     Send {
@@ -358,6 +361,7 @@ fn main() -> ExitCode {
                 acl,
                 access_key,
                 secret_key,
+                cluster_tls_ca,
             } => {
                 let acl = acl
                     .as_deref()
@@ -367,8 +371,23 @@ fn main() -> ExitCode {
                 let credentials = access_key
                     .zip(secret_key)
                     .map(|(ak, sk)| mq_client_api::acl::Credentials::new(ak, sk));
-                let proxy =
-                    start_grpc_proxy(&namesrv, host, port, tls.server()?, acl, credentials).await?;
+                let cluster_tls = cluster_tls_ca
+                    .as_deref()
+                    .map(mq_remoting::ClientTls::with_roots_pem_file)
+                    .transpose()
+                    .map_err(|e| format!("TLS: {e}"))?;
+                let proxy = start_grpc_proxy(
+                    &namesrv,
+                    host,
+                    port,
+                    GrpcSecurity {
+                        tls: tls.server()?,
+                        acl,
+                        credentials,
+                        cluster_tls,
+                    },
+                )
+                .await?;
                 until_ctrl_c().await?;
                 proxy.shutdown().await;
                 Ok(())
@@ -474,8 +493,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let host = args.broker.host;
     // The gRPC port takes the broker's certificate and mode, and its ACL: the proxy checks
     // each gRPC call against the broker's accounts, and reaches the broker as an account of
-    // its own that no one else knows.
+    // its own that no one else knows, over TLS as the broker registers when it serves TLS.
     let grpc_tls = args.broker.tls.server()?;
+    let cluster_tls = args.broker.tls.registration()?;
     let acl = load_acl(&args.broker)?;
     let (broker_acl, grpc_acl) = match (acl, args.grpc_port) {
         (Some(acl), Some(_)) => {
@@ -497,8 +517,14 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     .await?;
     let grpc = match args.grpc_port {
         Some(port) => {
-            let (acl, inner) = grpc_acl.unzip();
-            Some(start_grpc_proxy(&ns_addr, host, port, grpc_tls, acl, inner).await?)
+            let (acl, credentials) = grpc_acl.unzip();
+            let security = GrpcSecurity {
+                tls: grpc_tls,
+                acl,
+                credentials,
+                cluster_tls,
+            };
+            Some(start_grpc_proxy(&ns_addr, host, port, security).await?)
         }
         None => None,
     };
@@ -511,26 +537,39 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Starts the gRPC proxy in front of the cluster of `namesrv`, with `tls` when given, and says
-/// where it listens.
+/// How a gRPC proxy secures its port and its way to the cluster.
+struct GrpcSecurity {
+    /// TLS on the gRPC port.
+    tls: Option<mq_remoting::ServerTls>,
+    /// The ACL every call is checked against.
+    acl: Option<mq_broker::Acl>,
+    /// The account the proxy signs its requests to the cluster with.
+    credentials: Option<mq_client_api::acl::Credentials>,
+    /// TLS to the cluster.
+    cluster_tls: Option<mq_remoting::ClientTls>,
+}
+
+/// Starts the gRPC proxy in front of the cluster of `namesrv`, secured as `security` says,
+/// and says where it listens.
 async fn start_grpc_proxy(
     namesrv: &str,
     host: IpAddr,
     port: u16,
-    tls: Option<mq_remoting::ServerTls>,
-    acl: Option<mq_broker::Acl>,
-    credentials: Option<mq_client_api::acl::Credentials>,
+    security: GrpcSecurity,
 ) -> Result<mq_grpc::GrpcProxy, String> {
     let mut config =
         mq_grpc::GrpcProxyConfig::new(namesrv).with_listen(SocketAddr::new(host, port));
-    if let Some(tls) = tls {
+    if let Some(tls) = security.tls {
         config = config.with_tls(tls);
     }
-    if let Some(acl) = acl {
+    if let Some(acl) = security.acl {
         config = config.with_access_control(std::sync::Arc::new(acl));
     }
-    if let Some(credentials) = credentials {
+    if let Some(credentials) = security.credentials {
         config = config.with_credentials(credentials);
+    }
+    if let Some(tls) = security.cluster_tls {
+        config = config.with_cluster_tls(tls);
     }
     let proxy = mq_grpc::GrpcProxy::start(config)
         .await

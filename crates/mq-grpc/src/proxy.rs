@@ -35,7 +35,7 @@ use mq_client_api::body::{TopicRouteData, perm};
 use mq_client_api::header::SendMessageRequestHeader;
 use mq_client_api::message::{UniqueIdGenerator, encode_batch};
 use mq_client_api::{ApiConfig, ClientApi, SendRequest, wire_time};
-use mq_remoting::{ClientConfig, NameServerList, RemotingClient, ServerTls};
+use mq_remoting::{ClientConfig, ClientTls, NameServerList, RemotingClient, ServerTls};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -111,6 +111,9 @@ pub struct GrpcProxyConfig {
     /// The account the proxy signs its requests to the cluster with, when the brokers check
     /// ACL. Default none.
     pub credentials: Option<Credentials>,
+    /// TLS to the cluster's name servers and brokers (the roots trusted, the name verified),
+    /// for a cluster that serves it. Default none: plain remoting.
+    pub cluster_tls: Option<ClientTls>,
 }
 
 impl GrpcProxyConfig {
@@ -125,7 +128,15 @@ impl GrpcProxyConfig {
             tls: None,
             access_control: None,
             credentials: None,
+            cluster_tls: None,
         }
+    }
+
+    /// Speaks TLS to the cluster, as `tls` says.
+    #[must_use]
+    pub fn with_cluster_tls(mut self, tls: ClientTls) -> Self {
+        self.cluster_tls = Some(tls);
+        self
     }
 
     /// Checks every call against `access_control`.
@@ -193,6 +204,9 @@ impl GrpcProxy {
         let mut client = ClientConfig::default();
         if let Some(credentials) = &config.credentials {
             client = client.with_request_hook(Arc::new(AclSigner(credentials.clone())));
+        }
+        if let Some(tls) = &config.cluster_tls {
+            client = client.with_tls(tls.clone());
         }
         let remoting = RemotingClient::new(client);
         remoting.name_servers().update(config.name_servers.clone());

@@ -876,3 +876,58 @@ async fn serve_with_acl_and_a_grpc_port_checks_grpc_calls_against_the_same_accou
         .collect();
     assert_eq!(bodies, ["signed over grpc"], "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_enforcing_tls_with_a_grpc_port_reaches_its_own_broker_over_tls() {
+    let store = tempfile::tempdir().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = mq_test_support::TestCert::loopback().write_to(certs.path());
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let (server, grpc) = serve_grpc(
+        store.path(),
+        &[
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+            "--tls-mode",
+            "enforcing",
+        ],
+    );
+    // A gRPC client over TLS: the proxy takes the call and sends it on to the broker, which
+    // takes TLS only.
+    let tls = mq_remoting::ClientTls::with_roots_pem_file(Path::new(cert)).unwrap();
+    let producer = mq_producer::GrpcProducer::start(
+        mq_producer::GrpcProducerConfig::new(&grpc)
+            .with_topic("CliGrpcTls")
+            .with_tls(tls),
+    )
+    .await
+    .unwrap();
+    let sent = producer
+        .send(Message::new("CliGrpcTls", &b"tls all the way"[..]))
+        .await
+        .unwrap();
+    assert_eq!(sent.status, SendStatus::SendOk);
+    producer.shutdown().await;
+    let (ok, out, err) = mq(&[
+        "consume",
+        "--namesrv",
+        &server.namesrv,
+        "--topic",
+        "CliGrpcTls",
+        "--from-first",
+        "--count",
+        "1",
+        "--wait-secs",
+        "10",
+        "--tls-ca",
+        cert,
+    ]);
+    assert!(ok, "{err}");
+    let bodies: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split(" body ").nth(1))
+        .collect();
+    assert_eq!(bodies, ["tls all the way"], "{out}");
+}

@@ -538,21 +538,41 @@ async fn a_topic_is_created_with_its_attributes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_grpc_clients_speak_tls_to_a_proxy_that_enforces_it() {
     use mq_remoting::{ClientTls, ServerTls, TlsMode};
-    let cluster = Cluster::builder().start().await.unwrap();
+    // The cluster enforces TLS too: the proxy reaches it over TLS, or not at all.
     let cert = mq_test_support::TestCert::loopback();
-    let proxy = GrpcProxy::start(
+    let cluster = Cluster::builder()
+        .tls(cert.clone(), TlsMode::Enforcing)
+        .start()
+        .await
+        .unwrap();
+    let tls = ClientTls::with_roots_pem(cert.cert_pem.as_bytes()).unwrap();
+    let proxy_config = || {
         GrpcProxyConfig::new(&cluster.namesrv_addr())
             .with_listen(SocketAddr::from(([127, 0, 0, 1], 0)))
             .with_tls(
                 ServerTls::from_pem(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes())
                     .unwrap()
                     .with_mode(TlsMode::Enforcing),
-            ),
+            )
+    };
+    let plain_behind = GrpcProxy::start(proxy_config()).await.unwrap();
+    let e = GrpcProducer::start(
+        GrpcProducerConfig::new(plain_behind.local_addr().to_string())
+            .with_topic("GrpcTls")
+            .with_tls(tls.clone()),
     )
     .await
+    .err()
     .unwrap();
+    assert!(
+        e.to_string().contains(&cluster.namesrv_addr()),
+        "the refusal names the name server that did not answer: {e}"
+    );
+    plain_behind.shutdown().await;
+    let proxy = GrpcProxy::start(proxy_config().with_cluster_tls(tls.clone()))
+        .await
+        .unwrap();
     let endpoint = proxy.local_addr().to_string();
-    let tls = ClientTls::with_roots_pem(cert.cert_pem.as_bytes()).unwrap();
     let plain = GrpcProducer::start(
         GrpcProducerConfig::new(&endpoint)
             .with_topic("GrpcTls")
