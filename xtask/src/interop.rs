@@ -427,7 +427,7 @@ fn matrix(rows: &[Row]) -> String {
          server in a loopback-only network namespace. Servers: ours (`mq serve`), Apache RocketMQ \
          5.3.3 and 4.9.7 (Java name server and broker). Clients: ours, Apache RocketMQ's Java \
          `rocketmq-client` 4.5.1, 4.9.7 (request-reply, ACL signatures) and 5.3.3, Java's gRPC \
-         `rocketmq-client-java` 5.0.8, Python's `rocketmq-python-client` 5.1.2 and Node's \
+         `rocketmq-client-java` 5.0.8, Python's `rocketmq-python-client` 5.1.2, Node's \
          `rocketmq-client-nodejs` 1.0.8 and Go's `rocketmq-clients/golang/v5` 5.1.2 through our \
          proxy (`mq proxy`) in front of each server, and \
          `rocketmq-client-go/v2`. A cell is `pass`; \
