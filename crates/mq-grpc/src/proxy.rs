@@ -388,7 +388,6 @@ struct Proxy(Arc<Core>);
 type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 impl Core {
-    /// The route of `topic`, cached for [`ROUTE_TTL`].
     /// Whether the call with `request`'s metadata may touch `resources`, by the ACL when there
     /// is one: `Err` is the UNAUTHORIZED status to answer.
     fn allowed<T>(
@@ -432,6 +431,7 @@ impl Core {
         })
     }
 
+    /// The route of `topic`, cached for [`ROUTE_TTL`].
     async fn route(&self, topic: &str) -> Result<Arc<Route>, v2::Status> {
         if let Some((at, r)) = self.routes.lock().get(topic)
             && at.elapsed() < ROUTE_TTL
