@@ -55,6 +55,9 @@ pub const PROXY_PRODUCER_GROUP: &str = "MQ_GRPC_PROXY";
 /// How long a route is used before it is looked up again.
 const ROUTE_TTL: Duration = Duration::from_secs(30);
 
+/// How many topics' routes the cache holds before it forgets those past [`ROUTE_TTL`].
+const ROUTE_CACHE_SWEEP: usize = 1024;
+
 /// How long the proxy keeps a consumer group's FIFO setting before asking a broker again
 /// (Apache RocketMQ's proxy: `subscriptionGroupConfigCacheRefreshSeconds`, 20).
 const GROUP_TTL: Duration = Duration::from_secs(20);
@@ -431,8 +434,11 @@ impl Core {
         })
     }
 
-    /// The route of `topic`, cached for [`ROUTE_TTL`].
+    /// The route of `topic`, cached for [`ROUTE_TTL`]; a name no topic may have is
+    /// ILLEGAL_TOPIC, and asks the cluster nothing.
     async fn route(&self, topic: &str) -> Result<Arc<Route>, v2::Status> {
+        mq_client_api::validate::validate_topic(topic)
+            .map_err(|e| status(v2::Code::IllegalTopic, e.to_string()))?;
         if let Some((at, r)) = self.routes.lock().get(topic)
             && at.elapsed() < ROUTE_TTL
         {
@@ -479,9 +485,13 @@ impl Core {
             data,
             template,
         });
-        self.routes
-            .lock()
-            .insert(topic.to_owned(), (Instant::now(), Arc::clone(&route)));
+        let mut routes = self.routes.lock();
+        // Every name a client asks about is cached (unknown ones as the template's route while
+        // auto-creation is on): the stale ones go once there are many.
+        if routes.len() >= ROUTE_CACHE_SWEEP {
+            routes.retain(|_, (at, _)| at.elapsed() < ROUTE_TTL);
+        }
+        routes.insert(topic.to_owned(), (Instant::now(), Arc::clone(&route)));
         Ok(route)
     }
 

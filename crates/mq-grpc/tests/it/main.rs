@@ -384,6 +384,33 @@ async fn bad_messages_and_unserved_rpcs_get_a_status_and_nothing_is_stored() {
             "{st:?}"
         );
     }
+    // A route or an assignment for a name no topic may have is ILLEGAL_TOPIC, as a send to it.
+    let route = s
+        .client
+        .query_route(v2::QueryRouteRequest {
+            topic: resource("bad topic!"),
+            endpoints: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        code(route.status.as_ref()),
+        v2::Code::IllegalTopic,
+        "{route:?}"
+    );
+    assert!(route.message_queues.is_empty());
+    let assigned = s
+        .client
+        .query_assignment(v2::QueryAssignmentRequest {
+            topic: resource(&"t".repeat(200)),
+            group: resource("g"),
+            endpoints: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(assigned.status.as_ref()), v2::Code::IllegalTopic);
     // An RPC not served yet says so, in a status.
     let recall = s
         .client
