@@ -789,8 +789,10 @@ fn append_groups(
     store_host: SocketAddr,
 ) -> (Vec<io::Result<Vec<PutResult>>>, i64) {
     let mut out: Vec<io::Result<Vec<PutResult>>> = Vec::with_capacity(groups.len());
-    // Records still in the pending buffer, with the group each belongs to.
-    let mut unwritten: Vec<(usize, MessageExt)> = Vec::new();
+    // Records still in the pending buffer, with the group each belongs to (room for them all
+    // at once: a message is large, and growing by doubling copies each several times).
+    let mut unwritten: Vec<(usize, MessageExt)> =
+        Vec::with_capacity(groups.iter().map(Vec::len).sum());
     // A failed write loses what was pending: those records leave the index and their groups
     // fail; later groups are not tried.
     let lost = |inner: &mut Inner,

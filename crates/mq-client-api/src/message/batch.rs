@@ -99,7 +99,9 @@ fn record_len(m: &Message, props_len: usize) -> usize {
 /// [`BatchError::Malformed`] when a record's lengths do not add up.
 pub fn decode_batch(topic: &str, body: &Bytes) -> Result<Vec<Message>, BatchError> {
     let mut src = body.clone();
-    let mut out = Vec::new();
+    // Room for every entry at once, up to a bound: a malformed body claiming many small
+    // entries makes no large allocation before it fails.
+    let mut out = Vec::with_capacity(entries_in(body).min(4096));
     while src.has_remaining() {
         let at = body.len() - src.remaining();
         let bad = || BatchError::Malformed(at);
@@ -119,13 +121,12 @@ pub fn decode_batch(topic: &str, body: &Bytes) -> Result<Vec<Message>, BatchErro
         if src.remaining() < props_len || total != 22 + body_len + props_len {
             return Err(bad());
         }
-        let props = std::str::from_utf8(&src.split_to(props_len))
-            .map_err(|_| bad())?
-            .to_owned();
+        let props = src.split_to(props_len);
+        let props = std::str::from_utf8(&props).map_err(|_| bad())?;
         out.push(Message {
             topic: topic.to_owned(),
             flag,
-            properties: decode_properties(&props),
+            properties: decode_properties(props),
             body: msg_body,
             transaction_id: None,
         });
@@ -134,6 +135,26 @@ pub fn decode_batch(topic: &str, body: &Bytes) -> Result<Vec<Message>, BatchErro
         return Err(BatchError::Empty);
     }
     Ok(out)
+}
+
+/// How many entries `body` holds by its entries' total sizes (what `decode_batch` makes room
+/// for at once): a count, not a check; a size that does not fit ends it.
+fn entries_in(body: &[u8]) -> usize {
+    let mut at = 0usize;
+    let mut n = 0;
+    while let Some(&[a, b, c, d]) = body.get(at..at + 4) {
+        let Ok(total) = usize::try_from(i32::from_be_bytes([a, b, c, d])) else {
+            break;
+        };
+        n += 1;
+        // Every entry is at least 22 bytes long; a smaller size is malformed, and the decoder
+        // says so.
+        at = match at.checked_add(total.max(22)) {
+            Some(next) => next,
+            None => break,
+        };
+    }
+    n
 }
 
 #[cfg(test)]

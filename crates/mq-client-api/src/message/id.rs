@@ -336,6 +336,13 @@ mod tests {
             prop_assert_eq!(decode_offset_msg_id(&encode_offset_msg_id(host, off)).unwrap(), (host, off));
         }
 
+        /// Upper-case hex of any bytes, short (on the stack) or long.
+        #[test]
+        fn hex_is_upper_case_two_digits_a_byte(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
+            let expected: String = bytes.iter().map(|b| format!("{b:02X}")).collect();
+            prop_assert_eq!(to_hex(&bytes), expected);
+        }
+
         #[test]
         fn calendar_round_trips(days in -100_000i64..100_000) {
             let (y, m, d) = civil_from_days(days);
