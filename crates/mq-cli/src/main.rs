@@ -347,7 +347,7 @@ fn main() -> ExitCode {
                     .filter(|a| !a.is_empty())
                     .map(str::to_owned)
                     .collect();
-                let acl = load_acl(&broker)?;
+                let acl = load_acl(broker.acl.as_deref())?;
                 let (_temp, broker) = start_broker(broker, port, name_servers, acl).await?;
                 until_ctrl_c().await?;
                 let _ = broker.shutdown(Duration::from_secs(5)).await;
@@ -363,11 +363,7 @@ fn main() -> ExitCode {
                 secret_key,
                 cluster_tls_ca,
             } => {
-                let acl = acl
-                    .as_deref()
-                    .map(mq_broker::Acl::load)
-                    .transpose()
-                    .map_err(|e| e.to_string())?;
+                let acl = load_acl(acl.as_deref())?;
                 let credentials = access_key
                     .zip(secret_key)
                     .map(|(ak, sk)| mq_client_api::acl::Credentials::new(ak, sk));
@@ -496,7 +492,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     // its own that no one else knows, over TLS as the broker registers when it serves TLS.
     let grpc_tls = args.broker.tls.server()?;
     let cluster_tls = args.broker.tls.registration()?;
-    let acl = load_acl(&args.broker)?;
+    let acl = load_acl(args.broker.acl.as_deref())?;
     let (broker_acl, grpc_acl) = match (acl, args.grpc_port) {
         (Some(acl), Some(_)) => {
             let inner = inner_credentials()?;
@@ -578,11 +574,9 @@ async fn start_grpc_proxy(
     Ok(proxy)
 }
 
-/// The ACL of `--acl`, read.
-fn load_acl(args: &BrokerArgs) -> Result<Option<mq_broker::Acl>, String> {
-    args.acl
-        .as_deref()
-        .map(mq_broker::Acl::load)
+/// The ACL file of `--acl`, read.
+fn load_acl(path: Option<&std::path::Path>) -> Result<Option<mq_broker::Acl>, String> {
+    path.map(mq_broker::Acl::load)
         .transpose()
         .map_err(|e| e.to_string())
 }
