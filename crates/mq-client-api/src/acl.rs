@@ -235,10 +235,7 @@ pub fn grpc_date_time(time: SystemTime) -> String {
 pub fn grpc_authorization(credentials: &Credentials, date_time: &str) -> String {
     let mut mac = hmac_sha1(&credentials.secret_key);
     mac.update(date_time.as_bytes());
-    let mut hex = String::with_capacity(40);
-    for b in mac.finalize().into_bytes() {
-        hex.push_str(&format!("{b:02X}"));
-    }
+    let hex = crate::message::id::to_hex(&mac.finalize().into_bytes());
     format!(
         "MQv2-HMAC-SHA1 Credential={}, SignedHeaders={GRPC_DATE_TIME}, Signature={hex}",
         credentials.access_key
@@ -277,7 +274,7 @@ impl GrpcAuthorization {
                 "Credential" => access_key = value.split('/').next().map(str::to_owned),
                 "Signature" => {
                     signature = Some(
-                        from_hex(value)
+                        crate::message::id::hex_bytes(value)
                             .ok_or_else(|| format!("the signature {value:?} is not hex"))?,
                     );
                 }
@@ -300,22 +297,6 @@ impl GrpcAuthorization {
         mac.update(date_time.as_bytes());
         mac.verify_slice(&self.signature).is_ok()
     }
-}
-
-/// The bytes of hex text, either case.
-fn from_hex(text: &str) -> Option<Vec<u8>> {
-    let digit = |c: u8| {
-        char::from(c)
-            .to_digit(16)
-            .and_then(|d| u8::try_from(d).ok())
-    };
-    let text = text.as_bytes();
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    text.chunks_exact(2)
-        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
-        .collect()
 }
 
 #[cfg(test)]

@@ -598,10 +598,7 @@ impl GroupTopic {
     /// acknowledged, no receive pulling, and every queue's next offset committed, so that a
     /// receive without it starts where this one would have.
     pub(crate) fn settled(&self) -> bool {
-        self.queues
-            .lock()
-            .values()
-            .all(|s| s.inflight.is_empty() && !s.pulling && s.next.is_none_or(|n| n <= s.committed))
+        self.uncommitted().is_some_and(|left| left.is_empty())
     }
 
     /// For a state with nothing handed out and no receive pulling: the queues whose next

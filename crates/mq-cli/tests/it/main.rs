@@ -63,6 +63,24 @@ fn serve_with(store: &Path, extra: &[&str]) -> Server {
     }
 }
 
+/// A certificate for 127.0.0.1 written into `dir`: its path, and the flags with which `mq
+/// serve` enforces TLS with it.
+fn enforcing_tls(dir: &Path) -> (String, Vec<String>) {
+    let (cert, key) = mq_test_support::TestCert::loopback().write_to(dir);
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let flags = [
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--tls-mode",
+        "enforcing",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    (cert, flags)
+}
+
 /// `mq serve` with a gRPC port too, and `extra` arguments; the server and the gRPC address.
 fn serve_grpc(store: &Path, extra: &[&str]) -> (Server, String) {
     let store = store.to_str().unwrap();
@@ -703,18 +721,11 @@ fn send_one(ns: &str, topic: &str, body: &str, extra: &[&str]) -> (bool, String,
 fn serve_enforcing_tls_takes_tls_clients_and_refuses_plain_ones() {
     let store = tempfile::tempdir().unwrap();
     let certs = tempfile::tempdir().unwrap();
-    let (cert, key) = mq_test_support::TestCert::loopback().write_to(certs.path());
-    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let (cert, enforcing) = enforcing_tls(certs.path());
+    let cert = cert.as_str();
     let server = serve_with(
         store.path(),
-        &[
-            "--tls-cert",
-            cert,
-            "--tls-key",
-            key,
-            "--tls-mode",
-            "enforcing",
-        ],
+        &enforcing.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     let ns = server.namesrv.as_str();
     let send = |extra: &[&str]| send_one(ns, "TlsTopic", "secret", extra);
@@ -881,18 +892,11 @@ async fn serve_with_acl_and_a_grpc_port_checks_grpc_calls_against_the_same_accou
 async fn serve_enforcing_tls_with_a_grpc_port_reaches_its_own_broker_over_tls() {
     let store = tempfile::tempdir().unwrap();
     let certs = tempfile::tempdir().unwrap();
-    let (cert, key) = mq_test_support::TestCert::loopback().write_to(certs.path());
-    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let (cert, enforcing) = enforcing_tls(certs.path());
+    let cert = cert.as_str();
     let (server, grpc) = serve_grpc(
         store.path(),
-        &[
-            "--tls-cert",
-            cert,
-            "--tls-key",
-            key,
-            "--tls-mode",
-            "enforcing",
-        ],
+        &enforcing.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     // A gRPC client over TLS: the proxy takes the call and sends it on to the broker, which
     // takes TLS only.

@@ -20,7 +20,8 @@ pub enum IdError {
     NotHex(String),
 }
 
-fn to_hex(bytes: &[u8]) -> String {
+/// Upper-case hex, two digits a byte.
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
     let digits: Vec<u8> = bytes
         .iter()
         .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xF)]])
@@ -33,13 +34,23 @@ fn from_hex(s: &str) -> Result<Vec<u8>, IdError> {
     if !s.len().is_multiple_of(2) {
         return Err(IdError::Length(s.to_owned()));
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| {
-            s.get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| IdError::NotHex(s.to_owned()))
-        })
+    hex_bytes(s).ok_or_else(|| IdError::NotHex(s.to_owned()))
+}
+
+/// The bytes of hex text, digits of either case and nothing else (no sign, no space); `None`
+/// for any other text.
+pub(crate) fn hex_bytes(text: &str) -> Option<Vec<u8>> {
+    let digit = |c: u8| {
+        char::from(c)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
+    let text = text.as_bytes();
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    text.chunks_exact(2)
+        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
         .collect()
 }
 
