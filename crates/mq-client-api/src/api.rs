@@ -23,8 +23,9 @@ use crate::header::{
     GetMinOffsetRequestHeader, GetMinOffsetResponseHeader, GetRouteInfoRequestHeader,
     GetSubscriptionGroupConfigRequestHeader, PullMessageRequestHeader, PullMessageResponseHeader,
     QueryConsumerOffsetRequestHeader, QueryConsumerOffsetResponseHeader, QueryMessageRequestHeader,
-    RegisterBrokerRequestHeader, RegisterBrokerResponseHeader, SearchOffsetRequestHeader,
-    SearchOffsetResponseHeader, SendMessageRequestHeader, SendMessageResponseHeader, SendV2Fields,
+    RecallMessageRequestHeader, RecallMessageResponseHeader, RegisterBrokerRequestHeader,
+    RegisterBrokerResponseHeader, SearchOffsetRequestHeader, SearchOffsetResponseHeader,
+    SendMessageRequestHeader, SendMessageResponseHeader, SendV2Fields,
     UnregisterBrokerRequestHeader, UnregisterClientRequestHeader,
     UpdateConsumerOffsetRequestHeader, ViewMessageRequestHeader,
 };
@@ -112,6 +113,9 @@ pub struct SendResult {
     pub region_id: String,
     /// Whether tracing is on.
     pub trace_on: bool,
+    /// A timer message's recall handle (5.3 brokers; see
+    /// [`crate::message::RecallHandle`]).
+    pub recall_handle: Option<String>,
 }
 
 /// What a pull returns. Java: `PullResult`.
@@ -737,6 +741,24 @@ impl ClientApi {
         Ok(self.remoting.invoke_oneway(addr, request, timeout).await?)
     }
 
+    /// Recalls a timer message before it is delivered (RECALL_MESSAGE, 5.3 brokers); returns
+    /// the recalled message's unique id.
+    ///
+    /// # Errors
+    /// Transport and broker errors (ILLEGAL_OPERATION for a handle that is invalid, of another
+    /// topic or broker, or whose time has passed).
+    pub async fn recall_message(
+        &self,
+        addr: &str,
+        header: &RecallMessageRequestHeader,
+        timeout: Duration,
+    ) -> Result<String, ClientApiError> {
+        let h: RecallMessageResponseHeader = self
+            .call_for(addr, RequestCode::RECALL_MESSAGE, header, timeout)
+            .await?;
+        Ok(h.msg_id)
+    }
+
     /// One stored message by commit-log offset.
     ///
     /// # Errors
@@ -975,5 +997,6 @@ fn send_result(
             .filter(|r| !r.is_empty())
             .unwrap_or_else(|| "DefaultRegion".to_owned()),
         trace_on: h.trace_on.as_deref() != Some("false"),
+        recall_handle: h.recall_handle.filter(|r| !r.is_empty()),
     })
 }

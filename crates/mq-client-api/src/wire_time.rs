@@ -22,6 +22,11 @@ pub fn from_millis(ms: i64) -> SystemTime {
     }
 }
 
+/// A duration as wire milliseconds, saturating at `i64::MAX`.
+pub fn duration_millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// The current time as wire milliseconds.
 pub fn now_millis() -> i64 {
     to_millis(SystemTime::now())

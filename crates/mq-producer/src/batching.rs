@@ -139,6 +139,8 @@ async fn flush(engine: &Arc<Engine>, mut batch: Open) {
                     transaction_id: r.transaction_id.clone(),
                     region_id: r.region_id.clone(),
                     trace_on: r.trace_on,
+                    // Only single timer messages have one.
+                    recall_handle: None,
                 };
                 // The caller may have stopped waiting; nothing to tell it then.
                 let _ = waiter.send(Ok(one));

@@ -115,6 +115,20 @@ pub enum ProducerError {
         #[source]
         source: Option<Box<mq_grpc::GrpcError>>,
     },
+    /// Caller: the recall handle is not one a broker gave.
+    #[error(transparent)]
+    RecallHandle(#[from] mq_client_api::message::RecallHandleError),
+    /// The broker refused the recall or did not answer in time.
+    #[error("recall of a message of {topic} on {broker} failed: {source}")]
+    RecallFailed {
+        /// The topic.
+        topic: String,
+        /// The broker the handle names.
+        broker: String,
+        /// The cause.
+        #[source]
+        source: Box<ClientApiError>,
+    },
     /// A gRPC proxy could not be reached, or refused the producer's settings or a route.
     #[error(transparent)]
     Grpc(#[from] mq_grpc::GrpcError),

@@ -372,6 +372,24 @@ impl GrpcProducer {
         Ok(TransactionSendResult { send, local_state })
     }
 
+    /// Recalls a timer message ([`Message::with_deliver_time`]) before it is delivered, by
+    /// the handle its send answered with ([`SendResult::recall_handle`]); the message's unique
+    /// id. Within the send timeout.
+    ///
+    /// # Errors
+    /// [`ProducerError::Grpc`]: the proxy unreachable, or refusing the handle.
+    pub async fn recall_message(
+        &self,
+        topic: &str,
+        recall_handle: &str,
+    ) -> Result<String, ProducerError> {
+        let deadline = Instant::now() + self.config.send_timeout;
+        Ok(self
+            .session
+            .recall_message(topic, recall_handle, deadline)
+            .await?)
+    }
+
     /// One attempt of `msgs` (one request) to `queue`: a result per message, or the first
     /// refusal. A batch may be answered with an entry per message, or, as Apache RocketMQ's
     /// proxy answers, with one entry for the whole batch (its first offset); each result then
@@ -425,31 +443,33 @@ impl GrpcProducer {
             });
         };
         let broker = broker_of(queue).unwrap_or("");
-        let result =
-            |msg: &Message, msg_id: String, offset: i64, transaction_id: &str| SendResult {
-                status: SendStatus::SendOk,
-                msg_id,
-                offset_msg_id: String::new(),
-                message_queue: MessageQueue::new(&msg.topic, broker, queue.id),
-                queue_offset: offset,
-                transaction_id: Some(transaction_id.to_owned()).filter(|t| !t.is_empty()),
-                region_id: "DefaultRegion".into(),
-                trace_on: false,
-            };
+        let text = |t: &str| Some(t.to_owned()).filter(|t| !t.is_empty());
+        let result = |msg: &Message, msg_id: String, offset: i64| SendResult {
+            status: SendStatus::SendOk,
+            msg_id,
+            offset_msg_id: String::new(),
+            message_queue: MessageQueue::new(&msg.topic, broker, queue.id),
+            queue_offset: offset,
+            transaction_id: None,
+            region_id: "DefaultRegion".into(),
+            trace_on: false,
+            recall_handle: None,
+        };
         if per_message {
             return Ok(msgs
                 .iter()
                 .zip(&entries)
-                .map(|(msg, e)| result(msg, e.message_id.clone(), e.offset, &e.transaction_id))
+                .map(|(msg, e)| SendResult {
+                    transaction_id: text(&e.transaction_id),
+                    recall_handle: text(&e.recall_handle),
+                    ..result(msg, e.message_id.clone(), e.offset)
+                })
                 .collect());
         }
         Ok(msgs
             .iter()
             .zip(first.offset..)
-            .map(|(msg, offset)| {
-                let id = msg.uniq_key().unwrap_or_default().to_owned();
-                result(msg, id, offset, "")
-            })
+            .map(|(msg, offset)| result(msg, msg.uniq_key().unwrap_or_default().to_owned(), offset))
             .collect())
     }
 

@@ -641,6 +641,49 @@ impl Producer {
             .map_err(|e| SendError::new(e, msgs))
     }
 
+    /// Recalls a timer message ([`Message::with_deliver_time`]) before it is delivered, with
+    /// the handle its send answered with ([`SendResult::recall_handle`]; 5.3 brokers and ours).
+    /// Returns the message's unique id. A recall of a message already delivered succeeds and
+    /// does nothing, as on a Java broker. Within the send timeout.
+    ///
+    /// # Errors
+    /// [`ProducerError::RecallHandle`] for a handle no broker gave;
+    /// [`ProducerError::RecallFailed`] when the broker the handle names cannot be found or
+    /// refuses (ILLEGAL_OPERATION for another topic or broker, or a time already past).
+    pub async fn recall_message(
+        &self,
+        topic: &str,
+        recall_handle: &str,
+    ) -> Result<String, ProducerError> {
+        let instance = self.inner.running_instance()?;
+        let handle = mq_client_api::message::RecallHandle::decode(recall_handle)?;
+        let deadline = Instant::now() + self.inner.config.send_timeout;
+        // The handle names the topic as the broker knows it.
+        let topic = &*instance.config().wrapped(topic);
+        let failed = |source| ProducerError::RecallFailed {
+            topic: topic.to_owned(),
+            broker: handle.broker_name.clone(),
+            source: Box::new(source),
+        };
+        let addr = self
+            .inner
+            .broker_addr(&instance, topic, &handle.broker_name, deadline)
+            .await
+            .map_err(failed)?;
+        let header = mq_client_api::header::RecallMessageRequestHeader {
+            producer_group: Some(self.inner.config.group.clone()),
+            topic: topic.to_owned(),
+            recall_handle: recall_handle.to_owned(),
+            broker_name: Some(handle.broker_name.clone()),
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        instance
+            .api()
+            .recall_message(&addr, &header, left)
+            .await
+            .map_err(failed)
+    }
+
     // ----- admin -----
 
     /// Creates `topic` with `queues` queues on every broker that serves `key` (usually TBW102).

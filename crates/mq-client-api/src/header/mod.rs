@@ -39,8 +39,9 @@ pub use pull::{
     pull_sys_flag,
 };
 pub use send::{
-    ReplyMessageRequestHeader, SendHeaderRef, SendMessageRequestHeader, SendMessageRequestHeaderV2,
-    SendMessageResponseHeader, SendV2Fields,
+    RecallMessageRequestHeader, RecallMessageResponseHeader, ReplyMessageRequestHeader,
+    SendHeaderRef, SendMessageRequestHeader, SendMessageRequestHeaderV2, SendMessageResponseHeader,
+    SendV2Fields,
 };
 pub use transaction::{
     CheckTransactionStateRequestHeader, EndTransactionRequestHeader, transaction_type,

@@ -301,6 +301,31 @@ header! {
         opt msg_region: String => "MSG_REGION",
         /// Whether tracing is on (`false` turns it off).
         opt trace_on: String => "TRACE_ON",
+        /// 5.3: the handle that recalls a timer message before it is delivered
+        /// ([`crate::message::RecallHandle`]).
+        opt recall_handle: String => "recallHandle",
+    }
+}
+
+header! {
+    /// Recall a timer message before it is delivered (RECALL_MESSAGE, 370; 5.3).
+    RecallMessageRequestHeader("RecallMessageRequestHeader") {
+        /// The recalling producer's group.
+        opt producer_group: String => "producerGroup",
+        /// The message's topic.
+        req topic: String => "topic",
+        /// The handle its send answered with.
+        req recall_handle: String => "recallHandle",
+        /// The broker the handle names.
+        opt broker_name: String => "bname",
+    }
+}
+
+header! {
+    /// The answer to RECALL_MESSAGE.
+    RecallMessageResponseHeader("RecallMessageResponseHeader") {
+        /// The recalled message's unique id.
+        req msg_id: String => "msgId",
     }
 }
 

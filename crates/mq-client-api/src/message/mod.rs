@@ -2,6 +2,7 @@
 //! properties string codec, sysFlag bits, compression, stored records, message ids and batches.
 
 use std::fmt;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use mq_remoting::{ExtFields, ExtFieldsIter};
@@ -9,6 +10,7 @@ use mq_remoting::{ExtFields, ExtFieldsIter};
 mod batch;
 mod compression;
 pub(crate) mod id;
+mod recall;
 mod record;
 
 pub use batch::{BatchError, check_batch, decode_batch, encode_batch};
@@ -20,6 +22,7 @@ pub use id::{
     IdError, UniqueIdGenerator, UniqueIdParts, decode_offset_msg_id, encode_offset_msg_id,
     parse_unique_id,
 };
+pub use recall::{RecallHandle, RecallHandleError};
 pub use record::{
     MAGIC_BLANK, MAGIC_V1, MAGIC_V2, MessageExt, PreparedRecord, RecordError, body_crc,
     decode_record, decode_records, encode_record,
@@ -99,6 +102,21 @@ pub mod property {
     pub const MSG_TYPE: &str = "MSG_TYPE";
     /// The [`MSG_TYPE`] of a reply.
     pub const REPLY_MESSAGE_FLAG: &str = "reply";
+    /// Timer message (5.x): when to deliver, ms since the epoch.
+    pub const TIMER_DELIVER_MS: &str = "TIMER_DELIVER_MS";
+    /// Timer message (5.x): how long to wait from arrival, in seconds.
+    pub const TIMER_DELAY_SEC: &str = "TIMER_DELAY_SEC";
+    /// Timer message (5.x): how long to wait from arrival, in ms.
+    pub const TIMER_DELAY_MS: &str = "TIMER_DELAY_MS";
+    /// Set by the broker on a timer message: the delivery time it keeps, ms since the epoch
+    /// (the time asked for, rounded down to the timer's precision).
+    pub const TIMER_OUT_MS: &str = "TIMER_OUT_MS";
+    /// Set by the broker when a timer message arrived, ms since the epoch.
+    pub const TIMER_ENQUEUE_MS: &str = "TIMER_ENQUEUE_MS";
+    /// Set by the broker when a timer message was delivered, ms since the epoch.
+    pub const TIMER_DEQUEUE_MS: &str = "TIMER_DEQUEUE_MS";
+    /// A recall (5.3): the timer message `topic+uniqueKey` that is not to be delivered.
+    pub const TIMER_DEL_UNIQKEY: &str = "TIMER_DEL_UNIQKEY";
 
     /// Names a user property may not take (the 4.5.1 reserved set).
     pub const RESERVED: [&str; 23] = [
@@ -319,6 +337,36 @@ impl Message {
     pub fn with_delay_level(mut self, level: i32) -> Self {
         self.set_property(property::DELAY_TIME_LEVEL, level.to_string());
         self
+    }
+
+    /// Makes this a timer message (RocketMQ 5): delivered at `at`, to the broker's precision
+    /// (a second by default; 5.x brokers deliver up to that much early). Java:
+    /// `setDeliverTimeMs`. A delay level, if also set, wins, as on a Java broker.
+    #[must_use]
+    pub fn with_deliver_time(mut self, at: SystemTime) -> Self {
+        self.set_property(
+            property::TIMER_DELIVER_MS,
+            crate::wire_time::to_millis(at).to_string(),
+        );
+        self
+    }
+
+    /// Makes this a timer message delivered `delay` after the broker receives it. Java:
+    /// `setDelayTimeMs`.
+    #[must_use]
+    pub fn with_delay(mut self, delay: Duration) -> Self {
+        self.set_property(
+            property::TIMER_DELAY_MS,
+            crate::wire_time::duration_millis(delay).to_string(),
+        );
+        self
+    }
+
+    /// When a timer message is to be delivered, if it asked for a time (`TIMER_DELIVER_MS`).
+    pub fn deliver_time(&self) -> Option<SystemTime> {
+        self.property(property::TIMER_DELIVER_MS)
+            .and_then(|v| v.parse::<i64>().ok())
+            .map(crate::wire_time::from_millis)
     }
 
     /// Sets the user flag.
