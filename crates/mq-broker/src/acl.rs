@@ -360,6 +360,11 @@ fn resources(request: &RemotingCommand) -> Result<Vec<(Resource, u8)>, String> {
         | RequestCode::SEND_BATCH_MESSAGE
         | RequestCode::SEND_REPLY_MESSAGE_V2 => send(ext("b")).into_iter().collect(),
         RequestCode::CONSUMER_SEND_MSG_BACK => group("group").into_iter().collect(),
+        // 5.3's action for a recall: PUB on its topic.
+        RequestCode::RECALL_MESSAGE => ext("topic")
+            .map(|t| (Resource::Topic(t), perm::PUB))
+            .into_iter()
+            .collect(),
         RequestCode::PULL_MESSAGE | RequestCode::LITE_PULL_MESSAGE => topic_sub("topic")
             .into_iter()
             .chain(group("consumerGroup"))

@@ -40,6 +40,7 @@ pub mod broker;
 mod schedule;
 pub mod state;
 pub mod store;
+mod timer;
 mod transaction;
 
 pub use acl::{Acl, AclError};

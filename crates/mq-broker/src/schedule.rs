@@ -25,16 +25,24 @@ const SCHEDULE_GROUP: &str = "%SCHEDULE%";
 const SCHEDULE_TICK: Duration = Duration::from_millis(100);
 
 impl CoreHandle {
-    /// Stores a message sent by a client, diverting half messages to the transaction topic and
-    /// delayed messages to the schedule topic (keeping `REAL_TOPIC` / `REAL_QID`).
+    /// Stores a message sent by a client, diverting it as [`CoreHandle::route_message`] says.
+    ///
+    /// # Errors
+    /// Store errors, and [`io::ErrorKind::InvalidInput`] with the reason for a timer message
+    /// that cannot be kept.
     pub(crate) async fn store_message(&self, mut ext: MessageExt) -> io::Result<PutResult> {
-        self.route_message(&mut ext);
+        self.route_message(&mut ext)
+            .map_err(|remark| io::Error::new(io::ErrorKind::InvalidInput, remark))?;
         self.0.store.put(ext, self.0.addr).await
     }
 
-    /// Where a client's message is stored: half messages go to the transaction topic and
-    /// delayed messages to the schedule topic (keeping `REAL_TOPIC` / `REAL_QID`).
-    pub(crate) fn route_message(&self, ext: &mut MessageExt) {
+    /// Where a client's message is stored: half messages go to the transaction topic, delayed
+    /// messages to the schedule topic and timer messages to the timer topic (keeping
+    /// `REAL_TOPIC` / `REAL_QID`). A delay level wins over a timer, as on a Java 5.x broker.
+    ///
+    /// # Errors
+    /// The remark of the MESSAGE_ILLEGAL answer for a timer message that cannot be kept.
+    pub(crate) fn route_message(&self, ext: &mut MessageExt) -> Result<(), String> {
         let tx = sys_flag::transaction_value(ext.sys_flag);
         if tx == sys_flag::TRANSACTION_PREPARED_TYPE {
             divert(ext, HALF_TOPIC, 0);
@@ -42,32 +50,61 @@ impl CoreHandle {
             let levels = self.0.config.delay_levels.len() as i32;
             let level = ext.message.delay_level().min(levels);
             if level > 0 {
+                for timer in [
+                    property::TIMER_DELIVER_MS,
+                    property::TIMER_DELAY_SEC,
+                    property::TIMER_DELAY_MS,
+                ] {
+                    ext.message.clear_property(timer);
+                }
                 ext.message
                     .set_property(property::DELAY_TIME_LEVEL, level.to_string());
                 divert(ext, SCHEDULE_TOPIC, level - 1);
+            } else {
+                self.route_timer(ext)?;
             }
         }
+        Ok(())
     }
 
     pub(crate) fn spawn_scheduler(self: &Arc<Self>) {
+        self.spawn_every(
+            SCHEDULE_TICK,
+            tracing::debug_span!("delay_scheduler"),
+            |c| async move {
+                for level in 1..=c.0.config.delay_levels.len() as i32 {
+                    if let Err(e) = c.deliver_due(level).await {
+                        warn!(level, cause = %e, "delivering delayed messages failed");
+                    }
+                }
+            },
+        );
+    }
+
+    /// Runs `job` every `period` (the first at once) until the broker shuts down, in `span`;
+    /// a run in progress completes before the task stops.
+    pub(crate) fn spawn_every<F, Fut>(
+        self: &Arc<Self>,
+        period: Duration,
+        span: tracing::Span,
+        job: F,
+    ) where
+        F: Fn(Arc<Self>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
         let c = Arc::clone(self);
         self.0.tasks.spawn(
             async move {
-                let mut tick = tokio::time::interval(SCHEDULE_TICK);
+                let mut tick = tokio::time::interval(period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tokio::select! {
                         () = c.0.token.cancelled() => break,
-                        _ = tick.tick() => {
-                            for level in 1..=c.0.config.delay_levels.len() as i32 {
-                                if let Err(e) = c.deliver_due(level).await {
-                                    warn!(level, cause = %e, "delivering delayed messages failed");
-                                }
-                            }
-                        }
+                        _ = tick.tick() => job(Arc::clone(&c)).await,
                     }
                 }
             }
-            .instrument(tracing::debug_span!("delay_scheduler")),
+            .instrument(span),
         );
     }
 

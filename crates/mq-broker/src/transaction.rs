@@ -19,7 +19,7 @@ use mq_client_api::message::{
 use mq_client_api::{RequestCode, ResponseCode};
 use mq_remoting::RemotingCommand;
 use parking_lot::Mutex;
-use tracing::{Instrument, debug, info, warn};
+use tracing::{debug, info, warn};
 
 use mq_client_api::answer::respond;
 
@@ -140,22 +140,14 @@ impl CoreHandle {
     }
 
     pub(crate) fn spawn_transaction_checker(self: &Arc<Self>) {
-        let c = Arc::clone(self);
-        self.0.tasks.spawn(
-            async move {
-                let mut tick = tokio::time::interval(c.0.config.transaction_check_interval);
-                loop {
-                    tokio::select! {
-                        () = c.0.token.cancelled() => break,
-                        _ = tick.tick() => {
-                            if let Err(e) = c.check_half_messages().await {
-                                warn!(cause = %e, "transaction check failed");
-                            }
-                        }
-                    }
+        self.spawn_every(
+            self.0.config.transaction_check_interval,
+            tracing::debug_span!("transaction_checker"),
+            |c| async move {
+                if let Err(e) = c.check_half_messages().await {
+                    warn!(cause = %e, "transaction check failed");
                 }
-            }
-            .instrument(tracing::debug_span!("transaction_checker")),
+            },
         );
     }
 

@@ -54,6 +54,12 @@ pub struct BrokerConfig {
     /// Delay of each delay level, level 1 first. Default `1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m
     /// 8m 9m 10m 20m 30m 1h 2h` (Java `messageDelayLevel`).
     pub delay_levels: Vec<Duration>,
+    /// Timer messages (5.x `TIMER_DELIVER_MS`, `TIMER_DELAY_SEC`, `TIMER_DELAY_MS`) may wait at
+    /// most this long. Default 3 days (Java `timerMaxDelaySec`).
+    pub timer_max_delay: Duration,
+    /// Serve RECALL_MESSAGE (recalling a timer message before it is due). Default on; a Java
+    /// 5.3 broker's `recallMessageEnable` is off by default.
+    pub recall_enabled: bool,
     /// Reconsume count after which a returned message goes to the DLQ when the client does
     /// not say. Default 16.
     pub max_reconsume_times: i32,
@@ -97,6 +103,8 @@ impl BrokerConfig {
             store: StoreConfig::new(store_dir),
             persist_interval: Duration::from_secs(5),
             delay_levels: default_delay_levels(),
+            timer_max_delay: Duration::from_secs(3 * 24 * 3600),
+            recall_enabled: true,
             max_reconsume_times: 16,
             transaction_timeout: Duration::from_secs(6),
             transaction_check_interval: Duration::from_secs(1),
@@ -158,6 +166,21 @@ impl BrokerConfig {
     #[must_use]
     pub fn with_delay_levels(mut self, levels: Vec<Duration>) -> Self {
         self.delay_levels = levels;
+        self
+    }
+
+    /// Sets how long a timer message may wait at most.
+    #[must_use]
+    pub fn with_timer_max_delay(mut self, d: Duration) -> Self {
+        self.timer_max_delay = d;
+        self
+    }
+
+    /// Serves RECALL_MESSAGE or, off, refuses it with NO_PERMISSION as a Java broker does by
+    /// default.
+    #[must_use]
+    pub fn with_recall(mut self, enabled: bool) -> Self {
+        self.recall_enabled = enabled;
         self
     }
 
@@ -224,6 +247,7 @@ pub(crate) struct Core {
     pub(crate) api: ClientApi,
     watched: mq_remoting::ConnectionWatches,
     pub(crate) transactions: crate::transaction::TransactionState,
+    pub(crate) timers: crate::timer::Timers,
     /// Orderly-consumption queue locks: (group, queue) → (client id, expiry).
     locks: parking_lot::Mutex<
         std::collections::HashMap<(String, mq_client_api::MessageQueue), (String, Instant)>,
@@ -308,6 +332,7 @@ impl Broker {
             api: ClientApi::new(remoting, ApiConfig::default()),
             watched: mq_remoting::ConnectionWatches::default(),
             transactions: crate::transaction::TransactionState::default(),
+            timers: crate::timer::Timers::default(),
             locks: parking_lot::Mutex::new(std::collections::HashMap::new()),
             token: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -331,6 +356,7 @@ impl Broker {
         core.register_all().await;
         core.spawn_periodic();
         core.spawn_scheduler();
+        core.spawn_timers();
         core.spawn_transaction_checker();
         info!(addr = %core.0.addr, name = %core.0.config.broker_name, "broker started");
         Ok(Self { server, core })
@@ -426,7 +452,6 @@ fn unsupported_feature(code: RequestCode) -> Option<(&'static str, &'static str)
         RequestCode::QUERY_ASSIGNMENT
         | RequestCode::SET_MESSAGE_REQUEST_MODE
         | RequestCode::GET_ALL_MESSAGE_REQUEST_MODE => SERVER_REBALANCE,
-        RequestCode::RECALL_MESSAGE => "message recall",
         _ => return None,
     };
     Some((code.name()?, feature))
@@ -565,6 +590,7 @@ impl CoreHandle {
             RequestCode::GET_ALL_SUBSCRIPTIONGROUP_CONFIG => self.all_groups(&req),
             RequestCode::DELETE_SUBSCRIPTIONGROUP => self.delete_group(&req),
             RequestCode::CONSUMER_SEND_MSG_BACK => self.send_back(&req).await,
+            RequestCode::RECALL_MESSAGE => self.recall(&ctx, &req).await,
             RequestCode::LOCK_BATCH_MQ | RequestCode::UNLOCK_BATCH_MQ => self.lock_batch(&req),
             // A oneway request: no answer.
             RequestCode::END_TRANSACTION => return self.end_transaction(&req).await,

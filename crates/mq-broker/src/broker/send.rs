@@ -78,7 +78,7 @@ impl CoreHandle {
         reqs: Vec<RemotingCommand>,
     ) -> Vec<Option<RemotingCommand>> {
         let mut answers: Vec<Option<RemotingCommand>> = Vec::with_capacity(reqs.len());
-        let mut planned: Vec<(usize, i32)> = Vec::new();
+        let mut planned: Vec<(usize, i32, Option<String>)> = Vec::new();
         let mut groups: Vec<Vec<MessageExt>> = Vec::new();
         let mut created = false;
         for (i, req) in reqs.iter().enumerate() {
@@ -86,14 +86,21 @@ impl CoreHandle {
                 Ok(plan) => {
                     created |= plan.created;
                     let mut messages = plan.messages;
+                    let mut recall_handle = None;
                     // A batch is appended as it is, one unit taking contiguous offsets; a single
-                    // message may be diverted (half or delayed).
-                    if !plan.batch {
-                        for ext in &mut messages {
-                            self.route_message(ext);
+                    // message may be diverted (half, delayed or timer).
+                    if let (false, [ext]) = (plan.batch, messages.as_mut_slice()) {
+                        if let Err(remark) = self.route_message(ext) {
+                            answers.push(Some(respond(
+                                req,
+                                ResponseCode::MESSAGE_ILLEGAL,
+                                Some(remark),
+                            )));
+                            continue;
                         }
+                        recall_handle = self.recall_handle(ext);
                     }
-                    planned.push((i, plan.queue_id));
+                    planned.push((i, plan.queue_id, recall_handle));
                     groups.push(messages);
                     answers.push(None);
                 }
@@ -109,8 +116,8 @@ impl CoreHandle {
             // the send is answered, so a consumer started on that answer finds it.
             self.register_all().await;
         }
-        for ((i, queue_id), stored) in planned.into_iter().zip(stored) {
-            answers[i] = Some(send_answer(&reqs[i], queue_id, stored));
+        for ((i, queue_id, recall_handle), stored) in planned.into_iter().zip(stored) {
+            answers[i] = Some(send_answer(&reqs[i], queue_id, recall_handle, stored));
         }
         answers
     }
@@ -281,6 +288,7 @@ pub(super) struct SendPlan {
 fn send_answer(
     req: &RemotingCommand,
     queue_id: i32,
+    recall_handle: Option<String>,
     stored: io::Result<Vec<crate::store::PutResult>>,
 ) -> RemotingCommand {
     let mut results = match stored {
@@ -310,6 +318,9 @@ fn send_answer(
     };
     let mut answer = respond(req, code, None);
     stored_at(&mut answer, msg_id, queue_id, first_offset);
+    if let Some(handle) = recall_handle {
+        answer.ext_fields.insert("recallHandle", handle);
+    }
     answer
 }
 

@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 
 mod acl;
 mod advanced;
+mod timer;
 
 const T: Duration = Duration::from_secs(20);
 
@@ -624,10 +625,6 @@ async fn unserved_5x_client_codes_are_answered_with_the_missing_feature() {
         (
             RequestCode::QUERY_ASSIGNMENT.0,
             "QUERY_ASSIGNMENT (400): server-side queue assignment",
-        ),
-        (
-            RequestCode::RECALL_MESSAGE.0,
-            "RECALL_MESSAGE (370): message recall",
         ),
     ] {
         let r = api
