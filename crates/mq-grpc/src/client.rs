@@ -728,6 +728,30 @@ impl GrpcSession {
         .map(drop)
     }
 
+    /// Recalls a timer message of `topic` before it is delivered, by the handle its send
+    /// answered with; the message's unique id.
+    ///
+    /// # Errors
+    /// As for every call; a handle the server refuses (invalid, another topic's, or for a time
+    /// already past) as a refusal.
+    pub async fn recall_message(
+        &self,
+        topic: &str,
+        recall_handle: &str,
+        deadline: Instant,
+    ) -> Result<String, GrpcError> {
+        let request = v2::RecallMessageRequest {
+            topic: Some(self.resource(topic)),
+            recall_handle: recall_handle.to_owned(),
+        };
+        let r = self
+            .unary("RecallMessage", request, deadline, |mut c, r| async move {
+                c.recall_message(r).await
+            })
+            .await?;
+        Ok(r.message_id)
+    }
+
     /// Acknowledges the messages of `entries`.
     ///
     /// # Errors
@@ -921,5 +945,6 @@ answers!(
     v2::AckMessageResponse,
     v2::ChangeInvisibleDurationResponse,
     v2::NotifyClientTerminationResponse,
-    v2::EndTransactionResponse
+    v2::EndTransactionResponse,
+    v2::RecallMessageResponse
 );

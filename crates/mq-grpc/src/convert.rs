@@ -114,15 +114,38 @@ pub fn duration(d: Duration) -> prost_types::Duration {
 /// Why a gRPC message cannot be stored: its status.
 pub type Refusal = v2::Status;
 
-/// A message a gRPC client sent, as the remoting message to store, with the delay level its
-/// delivery time asks for: the first level not earlier than it, so delivery is never early (and
-/// a time past the longest level is refused).
+/// How the cluster behind a proxy keeps a message's delivery time.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub enum DeliveryTimes {
+    /// As a RocketMQ 5 timer message (`TIMER_DELIVER_MS`), delivered at that time to the
+    /// broker's precision (a second), at most `max_delay` ahead (Java's proxy:
+    /// `maxDelayTimeMills`, a day).
+    Timer {
+        /// The longest wait accepted.
+        max_delay: Duration,
+    },
+    /// By the first of these delay levels (level 1 first) not earlier than it, so never early;
+    /// for 4.x brokers, which have no timer.
+    DelayLevels(Vec<Duration>),
+}
+
+impl Default for DeliveryTimes {
+    fn default() -> Self {
+        Self::Timer {
+            max_delay: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// A message a gRPC client sent, as the remoting message to store, with its delivery time
+/// kept as `delivery` says (a time past what it can keep is refused).
 ///
 /// # Errors
-/// The status to answer: an empty or undecodable body, a bad topic, tag, key or property.
+/// The status to answer: an empty or undecodable body, a bad topic, tag, key or property, or
+/// a delivery time too far ahead.
 pub fn to_remoting(
     m: &v2::Message,
-    delay_levels: &[Duration],
+    delivery: &DeliveryTimes,
     max_body: usize,
 ) -> Result<(Message, bool), Refusal> {
     let topic = resource_name(m.topic.as_ref());
@@ -171,20 +194,36 @@ pub fn to_remoting(
         msg.set_property(SHARDING_KEY, group);
     }
     if let Some(at) = &sys.delivery_timestamp {
+        let at = timestamp_ms(at);
         let wait = Duration::from_millis(
-            u64::try_from(timestamp_ms(at) - mq_client_api::wire_time::now_millis()).unwrap_or(0),
+            u64::try_from(at - mq_client_api::wire_time::now_millis()).unwrap_or(0),
         );
-        if !wait.is_zero() {
-            let Some(level) = delay_levels.iter().position(|d| *d >= wait) else {
-                return Err(status(
-                    v2::Code::IllegalDeliveryTime,
-                    format!(
-                        "delivery in {wait:?} is past the longest delay level, {:?}",
-                        delay_levels.last().copied().unwrap_or_default()
-                    ),
-                ));
-            };
-            msg.set_property(property::DELAY_TIME_LEVEL, (level + 1).to_string());
+        match delivery {
+            DeliveryTimes::Timer { max_delay } => {
+                if wait > *max_delay {
+                    return Err(status(
+                        v2::Code::IllegalDeliveryTime,
+                        format!(
+                            "the max delay time of message is too large, max is {}",
+                            max_delay.as_millis()
+                        ),
+                    ));
+                }
+                msg.set_property(property::TIMER_DELIVER_MS, at.to_string());
+            }
+            DeliveryTimes::DelayLevels(levels) if !wait.is_zero() => {
+                let Some(level) = levels.iter().position(|d| *d >= wait) else {
+                    return Err(status(
+                        v2::Code::IllegalDeliveryTime,
+                        format!(
+                            "delivery in {wait:?} is past the longest delay level, {:?}",
+                            levels.last().copied().unwrap_or_default()
+                        ),
+                    ));
+                };
+                msg.set_property(property::DELAY_TIME_LEVEL, (level + 1).to_string());
+            }
+            DeliveryTimes::DelayLevels(_) => {}
         }
     }
     let transactional =
@@ -224,7 +263,7 @@ fn gunzip(body: &[u8], max: usize) -> Result<Vec<u8>, Refusal> {
 
 /// Properties that travel as system properties (or are the broker's own), never as user
 /// properties.
-const SYSTEM_KEYS: [&str; 12] = [
+const SYSTEM_KEYS: [&str; 19] = [
     property::TAGS,
     property::KEYS,
     property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX,
@@ -237,6 +276,13 @@ const SYSTEM_KEYS: [&str; 12] = [
     property::REAL_QUEUE_ID,
     property::CLUSTER,
     property::CONSUME_START_TIMESTAMP,
+    property::TIMER_DELIVER_MS,
+    property::TIMER_DELAY_SEC,
+    property::TIMER_DELAY_MS,
+    property::TIMER_OUT_MS,
+    property::TIMER_ENQUEUE_MS,
+    property::TIMER_DEQUEUE_MS,
+    property::TIMER_DEL_UNIQKEY,
 ];
 
 /// A protobuf timestamp of `ms` since the epoch.
@@ -265,7 +311,7 @@ fn outline(msg: &Message) -> v2::Message {
         v2::MessageType::Transaction
     } else if group.is_some() {
         v2::MessageType::Fifo
-    } else if msg.delay_level() > 0 {
+    } else if msg.delay_level() > 0 || timer_due(msg).is_some() {
         v2::MessageType::Delay
     } else {
         v2::MessageType::Normal
@@ -317,23 +363,42 @@ pub fn to_grpc(m: &MessageExt, handle: &str, attempt: u32, invisible: Duration) 
         sys.queue_offset = Some(m.queue_offset);
         sys.invisible_duration = Some(duration(invisible));
         sys.delivery_attempt = Some(i32::try_from(attempt).unwrap_or(i32::MAX));
+        sys.delivery_timestamp = m.message.deliver_time().map(prost_types::Timestamp::from);
     }
     out
 }
 
+/// When a timer message is due, as a 5.x proxy reads it: now plus `TIMER_DELAY_SEC`, else now
+/// plus `TIMER_DELAY_MS`, else `TIMER_DELIVER_MS`.
+fn timer_due(msg: &Message) -> Option<SystemTime> {
+    let number = |key| msg.property(key).and_then(|v| v.parse::<u64>().ok());
+    if let Some(secs) = number(property::TIMER_DELAY_SEC) {
+        return SystemTime::now().checked_add(Duration::from_secs(secs));
+    }
+    if let Some(ms) = number(property::TIMER_DELAY_MS) {
+        return SystemTime::now().checked_add(Duration::from_millis(ms));
+    }
+    msg.deliver_time()
+}
+
 /// A message as a gRPC producer sends it (see `outline`), born now on `born_host`, with the
-/// delivery time of its delay level by `delay_levels`. The id must have been set.
+/// delivery time it asks for: a timer's ([`Message::with_deliver_time`],
+/// [`Message::with_delay`]), else its delay level's by `delay_levels`. The id must have been
+/// set.
 pub fn from_message(msg: &Message, born_host: &str, delay_levels: &[Duration]) -> v2::Message {
     let mut out = outline(msg);
     let now = SystemTime::now();
-    let delay = usize::try_from(msg.delay_level())
+    let leveled = usize::try_from(msg.delay_level())
         .ok()
         .filter(|l| *l > 0)
-        .and_then(|l| delay_levels.get(l - 1));
+        .and_then(|l| delay_levels.get(l - 1))
+        .map(|d| now + *d);
     if let Some(sys) = out.system_properties.as_mut() {
         sys.born_timestamp = Some(prost_types::Timestamp::from(now));
         sys.born_host = born_host.to_owned();
-        sys.delivery_timestamp = delay.map(|d| prost_types::Timestamp::from(now + *d));
+        sys.delivery_timestamp = leveled
+            .or_else(|| timer_due(msg))
+            .map(prost_types::Timestamp::from);
     }
     out
 }
@@ -389,4 +454,54 @@ pub fn to_message_ext(m: &v2::Message, max_body: usize) -> Result<MessageExt, Re
         reconsume_times: sys.delivery_attempt.unwrap_or(1).saturating_sub(1),
         ..MessageExt::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delayed(at: SystemTime) -> v2::Message {
+        v2::Message {
+            topic: Some(v2::Resource {
+                resource_namespace: String::new(),
+                name: "T".into(),
+            }),
+            system_properties: Some(v2::SystemProperties {
+                delivery_timestamp: Some(prost_types::Timestamp::from(at)),
+                message_type: v2::MessageType::Delay as i32,
+                ..Default::default()
+            }),
+            body: b"x".to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_delivery_time_is_a_timer_message_up_to_the_longest_wait() {
+        let timer = DeliveryTimes::Timer {
+            max_delay: Duration::from_secs(60),
+        };
+        let at = SystemTime::now() + Duration::from_secs(30);
+        let (msg, _) = to_remoting(&delayed(at), &timer, 1024).unwrap();
+        let ms = mq_client_api::wire_time::to_millis;
+        assert_eq!(msg.deliver_time().map(ms), Some(ms(at)));
+        assert_eq!(msg.delay_level(), 0);
+        let too_far = to_remoting(
+            &delayed(SystemTime::now() + Duration::from_secs(61)),
+            &timer,
+            1024,
+        )
+        .unwrap_err();
+        assert_eq!(too_far.code, v2::Code::IllegalDeliveryTime as i32);
+        assert!(
+            too_far.message.contains("max is 60000"),
+            "{}",
+            too_far.message
+        );
+        // With delay levels, the first level not earlier.
+        let levels =
+            DeliveryTimes::DelayLevels(vec![Duration::from_secs(10), Duration::from_secs(40)]);
+        let (msg, _) = to_remoting(&delayed(at), &levels, 1024).unwrap();
+        assert_eq!((msg.delay_level(), msg.deliver_time()), (2, None));
+    }
 }

@@ -13,15 +13,20 @@ use crate::{convert, v2};
 /// When a converted message breaks an invariant: its topic is the resource's name and its body
 /// is never empty; or when an authorization read names no account.
 pub fn check_request(data: &[u8]) {
-    let levels = [
-        std::time::Duration::from_secs(1),
-        std::time::Duration::from_secs(5),
+    let deliveries = [
+        convert::DeliveryTimes::default(),
+        convert::DeliveryTimes::DelayLevels(vec![
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(5),
+        ]),
     ];
     if let Ok(req) = v2::SendMessageRequest::decode(data) {
         for m in &req.messages {
-            if let Ok((msg, _)) = convert::to_remoting(m, &levels, 64 * 1024) {
-                assert_eq!(msg.topic, convert::resource_name(m.topic.as_ref()));
-                assert!(!msg.body.is_empty());
+            for delivery in &deliveries {
+                if let Ok((msg, _)) = convert::to_remoting(m, delivery, 64 * 1024) {
+                    assert_eq!(msg.topic, convert::resource_name(m.topic.as_ref()));
+                    assert!(!msg.body.is_empty());
+                }
             }
         }
     }

@@ -43,7 +43,7 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
 
-use crate::convert::{self, SHARDING_KEY, ok, status, status_of};
+use crate::convert::{self, DeliveryTimes, SHARDING_KEY, ok, status, status_of};
 use crate::pop::{GroupTopic, Lease, QueueRef};
 use crate::transaction::{self, PROXY_TRANSACTION_GROUP, Producers};
 use crate::v2;
@@ -100,9 +100,9 @@ pub struct GrpcProxyConfig {
     pub request_timeout: Duration,
     /// Largest message body accepted. Default 4 MiB (the broker's limit).
     pub max_body_size: usize,
-    /// The cluster's delay levels, level 1 first: a delivery time is served by the first level
-    /// not earlier than it. Default: the broker's default levels.
-    pub delay_levels: Vec<Duration>,
+    /// How the cluster keeps a message's delivery time. Default: as a 5.x timer message, at
+    /// most a day ahead (4.x brokers have no timer: see [`GrpcProxyConfig::with_delay_levels`]).
+    pub delivery: DeliveryTimes,
     /// TLS on the gRPC port (ALPN `h2`), in its mode: permissive serves plain clients too.
     /// Default none: plain only.
     pub tls: Option<ServerTls>,
@@ -127,7 +127,7 @@ impl GrpcProxyConfig {
             name_servers: NameServerList::parse(name_servers),
             request_timeout: Duration::from_secs(3),
             max_body_size: 4 * 1024 * 1024,
-            delay_levels: mq_client_api::names::default_delay_levels(),
+            delivery: DeliveryTimes::default(),
             tls: None,
             access_control: None,
             credentials: None,
@@ -170,10 +170,11 @@ impl GrpcProxyConfig {
         self
     }
 
-    /// Sets the delay levels.
+    /// Serves delivery times with the cluster's delay levels (level 1 first): the first level
+    /// not earlier than the time asked for. For 4.x brokers, which have no timer messages.
     #[must_use]
     pub fn with_delay_levels(mut self, levels: Vec<Duration>) -> Self {
-        self.delay_levels = levels;
+        self.delivery = DeliveryTimes::DelayLevels(levels);
         self
     }
 }
@@ -434,6 +435,39 @@ impl Core {
         })
     }
 
+    /// Recalls a timer message of `topic` by its handle; the message's unique id.
+    async fn recall(&self, topic: &str, handle: &str) -> Result<String, v2::Status> {
+        let parsed = mq_client_api::message::RecallHandle::decode(handle)
+            .map_err(|e| status(v2::Code::BadRequest, e.to_string()))?;
+        let route = self.route(topic).await?;
+        let addr = route
+            .data
+            .broker_datas
+            .iter()
+            .find(|b| b.broker_name == parsed.broker_name)
+            .and_then(|b| b.master_addr())
+            .ok_or_else(|| {
+                status(
+                    v2::Code::BadRequest,
+                    format!(
+                        "the broker {} of the handle is not in the route of {topic}",
+                        parsed.broker_name
+                    ),
+                )
+            })?
+            .to_owned();
+        let header = mq_client_api::header::RecallMessageRequestHeader {
+            producer_group: Some(PROXY_PRODUCER_GROUP.into()),
+            topic: topic.to_owned(),
+            recall_handle: handle.to_owned(),
+            broker_name: Some(parsed.broker_name),
+        };
+        self.api
+            .recall_message(&addr, &header, self.config.request_timeout)
+            .await
+            .map_err(|e| status_of(&e))
+    }
+
     /// The route of `topic`, cached for [`ROUTE_TTL`]; a name no topic may have is
     /// ILLEGAL_TOPIC, and asks the cluster nothing.
     async fn route(&self, topic: &str) -> Result<Arc<Route>, v2::Status> {
@@ -677,7 +711,7 @@ impl Core {
             ..Default::default()
         };
         let (mut msg, transactional) =
-            match convert::to_remoting(m, &self.config.delay_levels, self.config.max_body_size) {
+            match convert::to_remoting(m, &self.config.delivery, self.config.max_body_size) {
                 Ok(x) => x,
                 Err(s) => return refused(s),
             };
@@ -741,7 +775,7 @@ impl Core {
                     message_id: id,
                     transaction_id,
                     offset: r.queue_offset,
-                    recall_handle: String::new(),
+                    recall_handle: r.recall_handle.unwrap_or_default(),
                 }
             }
             Err(s) => refused(s),
@@ -791,7 +825,7 @@ impl Core {
     async fn send_batch(&self, ms: &[v2::Message]) -> Result<v2::SendResultEntry, v2::Status> {
         let mut msgs = Vec::with_capacity(ms.len());
         for m in ms {
-            match convert::to_remoting(m, &self.config.delay_levels, self.config.max_body_size) {
+            match convert::to_remoting(m, &self.config.delivery, self.config.max_body_size) {
                 Ok((_, true)) => {
                     return Err(status(
                         v2::Code::BadRequest,
@@ -1675,14 +1709,27 @@ impl MessagingService for Proxy {
         }))
     }
 
+    /// RecallMessage: RECALL_MESSAGE to the broker the handle names (5.3 brokers and ours).
     async fn recall_message(
         &self,
-        _request: Request<v2::RecallMessageRequest>,
+        request: Request<v2::RecallMessageRequest>,
     ) -> Result<Response<v2::RecallMessageResponse>, Status> {
-        Ok(Response::new(v2::RecallMessageResponse {
-            status: Some(not_served("RecallMessage")),
-            message_id: String::new(),
-        }))
+        let needs = [topic(request.get_ref().topic.as_ref(), acl_perm::PUB)];
+        let answer = |s: v2::Status, message_id: String| {
+            Ok(Response::new(v2::RecallMessageResponse {
+                status: Some(s),
+                message_id,
+            }))
+        };
+        if let Err(s) = self.0.allowed(&request, &needs) {
+            return answer(s, String::new());
+        }
+        let req = request.into_inner();
+        let name = convert::resource_name(req.topic.as_ref());
+        match self.0.recall(&name, &req.recall_handle).await {
+            Ok(id) => answer(ok(), id),
+            Err(s) => answer(s, String::new()),
+        }
     }
 
     async fn sync_lite_subscription(

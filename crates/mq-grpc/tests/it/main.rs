@@ -30,11 +30,16 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(|c| c).await
+}
+
+/// [`setup`] with the proxy configured by `configure`.
+async fn setup_with(configure: impl FnOnce(GrpcProxyConfig) -> GrpcProxyConfig) -> Setup {
     let cluster = Cluster::builder().start().await.unwrap();
-    let proxy = GrpcProxy::start(
+    let proxy = GrpcProxy::start(configure(
         GrpcProxyConfig::new(&cluster.namesrv_addr())
             .with_listen(SocketAddr::from(([127, 0, 0, 1], 0))),
-    )
+    ))
     .await
     .unwrap();
     let client = MessagingServiceClient::connect(format!("http://{}", proxy.local_addr()))
@@ -412,22 +417,24 @@ async fn bad_messages_and_unserved_rpcs_get_a_status_and_nothing_is_stored() {
         .into_inner();
     assert_eq!(code(assigned.status.as_ref()), v2::Code::IllegalTopic);
     // An RPC not served yet says so, in a status.
-    let recall = s
+    let sync = s
         .client
-        .recall_message(v2::RecallMessageRequest::default())
+        .sync_lite_subscription(v2::SyncLiteSubscriptionRequest::default())
         .await
         .unwrap()
         .into_inner();
-    let st = recall.status.unwrap();
+    let st = sync.status.unwrap();
     assert_eq!(code(Some(&st)), v2::Code::NotImplemented);
-    assert!(st.message.contains("RecallMessage"));
+    assert!(st.message.contains("SyncLiteSubscription"));
     s.proxy.shutdown().await;
     s.cluster.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_time_is_served_by_the_first_delay_level_not_before_it() {
-    let mut s = setup().await;
+    // As in front of 4.x brokers, which have no timer.
+    let mut s =
+        setup_with(|c| c.with_delay_levels(mq_client_api::names::default_delay_levels())).await;
     // One queue, so that a long-polling pull of it sees the delivery.
     let create = mq_test_support::create_topic_header("GrpcDelay", 1);
     plain_api()

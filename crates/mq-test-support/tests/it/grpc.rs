@@ -736,3 +736,59 @@ async fn a_proxy_with_acl_lets_each_account_do_what_it_may_and_names_what_it_may
     proxy.shutdown().await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_timer_message_comes_at_its_time_and_a_recalled_one_never() {
+    let (cluster, proxy, endpoint, producer) = producer_setup("GrpcTimer").await;
+    let due = std::time::SystemTime::now() + Duration::from_millis(1500);
+    let timer = |body: &str| Message::new("GrpcTimer", body.to_owned().into_bytes());
+    producer
+        .send(timer("on time").with_deliver_time(due))
+        .await
+        .unwrap();
+    let recalled = producer
+        .send(timer("recalled").with_deliver_time(due))
+        .await
+        .unwrap();
+    let handle = recalled.recall_handle.as_deref().expect("a recall handle");
+    let id = producer.recall_message("GrpcTimer", handle).await.unwrap();
+    assert_eq!(id, recalled.msg_id);
+    let bad = producer
+        .recall_message("GrpcTimer", "not a handle")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&bad, ProducerError::Grpc(e) if e.code() == Some(v2::Code::BadRequest)),
+        "{bad}"
+    );
+    // Due after the other two: once it has come, they would have too.
+    producer
+        .send(timer("last").with_delay(Duration::from_millis(2500)))
+        .await
+        .unwrap();
+    let consumer = SimpleConsumer::start(
+        SimpleConsumerConfig::new("grpc_timer_cg", endpoint)
+            .subscribe("GrpcTimer", "*")
+            .with_await_duration(Duration::from_secs(2)),
+    )
+    .await
+    .unwrap();
+    let mut got: Vec<(String, std::time::SystemTime)> = Vec::new();
+    for _ in 0..20 {
+        if got.iter().any(|(b, _)| b == "last") {
+            break;
+        }
+        for m in consumer.receive(32, Duration::from_secs(60)).await.unwrap() {
+            got.push((body(&m), std::time::SystemTime::now()));
+            consumer.ack(&m).await.unwrap();
+        }
+    }
+    let bodies: Vec<&str> = got.iter().map(|(b, _)| b.as_str()).collect();
+    assert_eq!(bodies, ["on time", "last"]);
+    // Kept to the second, rounded down: never more than a second early.
+    assert!(got[0].1 + Duration::from_secs(1) >= due, "came too early");
+    consumer.shutdown().await;
+    producer.shutdown().await;
+    proxy.shutdown().await;
+    cluster.shutdown().await;
+}
