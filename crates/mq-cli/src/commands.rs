@@ -38,21 +38,26 @@ fn left(deadline: Instant) -> Duration {
 }
 
 /// `mq send`: sends `count` copies of `body` (numbered when count > 1) and prints each result.
+/// What `mq send` sends besides topic and body.
+pub(crate) struct Sends<'a> {
+    pub(crate) tag: Option<&'a str>,
+    pub(crate) key: Option<&'a str>,
+    /// How many messages (numbered when more than one).
+    pub(crate) count: usize,
+    /// Timer messages, due this long from now.
+    pub(crate) deliver_in: Option<Duration>,
+}
+
 pub(crate) async fn send(
     target: &Target,
     topic: &str,
     body: &str,
-    tag: Option<&str>,
-    key: Option<&str>,
-    count: usize,
+    what: &Sends<'_>,
 ) -> Result<(), String> {
-    let producer = Producer::new(
-        ProducerConfig::new("mq_cli_producer", &target.namesrv)
-            .with_client(client(target, "send")?)
-            .with_send_timeout(target.timeout),
-    );
+    let producer = cli_producer(target)?;
     producer.start().await.map_err(|e| e.to_string())?;
     let mut result = Ok(());
+    let count = what.count;
     for i in 0..count {
         let text = if count > 1 {
             format!("{body} {i}")
@@ -60,21 +65,27 @@ pub(crate) async fn send(
             body.to_owned()
         };
         let mut m = Message::new(topic, text);
-        if let Some(t) = tag {
+        if let Some(t) = what.tag {
             m = m.with_tags(t);
         }
-        if let Some(k) = key {
+        if let Some(k) = what.key {
             m = m.with_keys([k]);
+        }
+        if let Some(d) = what.deliver_in {
+            m = m.with_deliver_time(std::time::SystemTime::now() + d);
         }
         match producer.send(m).await {
             Ok(r) => println!(
-                "{} {} queue {} offset {} msgId {} offsetMsgId {}",
+                "{} {} queue {} offset {} msgId {} offsetMsgId {}{}",
                 r.status.name(),
                 r.message_queue.broker_name,
                 r.message_queue.queue_id,
                 r.queue_offset,
                 r.msg_id,
-                r.offset_msg_id
+                r.offset_msg_id,
+                r.recall_handle
+                    .map(|h| format!(" recallHandle {h}"))
+                    .unwrap_or_default()
             ),
             Err(e) => {
                 result = Err(e.to_string());
@@ -84,6 +95,26 @@ pub(crate) async fn send(
     }
     producer.shutdown().await;
     result
+}
+
+/// The producer of `mq send` and `mq recall`.
+fn cli_producer(target: &Target) -> Result<Producer, String> {
+    Ok(Producer::new(
+        ProducerConfig::new("mq_cli_producer", &target.namesrv)
+            .with_client(client(target, "send")?)
+            .with_send_timeout(target.timeout),
+    ))
+}
+
+/// `mq recall`: recalls a timer message by its handle.
+pub(crate) async fn recall(target: &Target, topic: &str, handle: &str) -> Result<(), String> {
+    let producer = cli_producer(target)?;
+    producer.start().await.map_err(|e| e.to_string())?;
+    let recalled = producer.recall_message(topic, handle).await;
+    producer.shutdown().await;
+    let id = recalled.map_err(|e| e.to_string())?;
+    println!("recalled {id}");
+    Ok(())
 }
 
 /// `mq consume`: pulls and prints messages until `count` arrived or `wait` passes without any.

@@ -90,6 +90,11 @@ enum Command {
         /// Speak TLS to the cluster, trusting the certificates in this PEM file as roots.
         #[arg(long)]
         cluster_tls_ca: Option<PathBuf>,
+        /// Serve a message's delivery time with the default delay levels (1s … 2h, the first
+        /// not earlier than it) instead of as a timer message: for a cluster of 4.x brokers,
+        /// which have no timer.
+        #[arg(long)]
+        delay_levels_for_delivery: bool,
     },
     /// Send messages.
     Send {
@@ -110,6 +115,21 @@ enum Command {
         /// How many messages (numbered when more than one).
         #[arg(long, default_value_t = 1)]
         count: usize,
+        /// Make them timer messages (RocketMQ 5), delivered this long from now (e.g. `30s`,
+        /// to the broker's second); each send prints its recall handle.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        deliver_in: Option<Duration>,
+    },
+    /// Recall a timer message before it is delivered, by the handle its send printed.
+    Recall {
+        #[command(flatten)]
+        target: Target,
+        /// The message's topic.
+        #[arg(long)]
+        topic: String,
+        /// The recall handle.
+        #[arg(long)]
+        handle: String,
     },
     /// Consume and print messages.
     Consume {
@@ -362,6 +382,7 @@ fn main() -> ExitCode {
                 access_key,
                 secret_key,
                 cluster_tls_ca,
+                delay_levels_for_delivery,
             } => {
                 let acl = load_acl(acl.as_deref())?;
                 let credentials = access_key
@@ -381,6 +402,7 @@ fn main() -> ExitCode {
                         acl,
                         credentials,
                         cluster_tls,
+                        delay_levels: delay_levels_for_delivery,
                     },
                 )
                 .await?;
@@ -395,17 +417,21 @@ fn main() -> ExitCode {
                 tag,
                 key,
                 count,
+                deliver_in,
             } => {
-                commands::send(
-                    &target,
-                    &topic,
-                    &body,
-                    tag.as_deref(),
-                    key.as_deref(),
+                let what = commands::Sends {
+                    tag: tag.as_deref(),
+                    key: key.as_deref(),
                     count,
-                )
-                .await
+                    deliver_in,
+                };
+                commands::send(&target, &topic, &body, &what).await
             }
+            Command::Recall {
+                target,
+                topic,
+                handle,
+            } => commands::recall(&target, &topic, &handle).await,
             Command::Consume {
                 target,
                 topic,
@@ -519,6 +545,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                 acl,
                 credentials,
                 cluster_tls,
+                delay_levels: false,
             };
             Some(start_grpc_proxy(&ns_addr, host, port, security).await?)
         }
@@ -533,7 +560,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// How a gRPC proxy secures its port and its way to the cluster.
+/// How a gRPC proxy secures its port and its way to the cluster, and what its cluster serves.
 struct GrpcSecurity {
     /// TLS on the gRPC port.
     tls: Option<mq_remoting::ServerTls>,
@@ -543,6 +570,8 @@ struct GrpcSecurity {
     credentials: Option<mq_client_api::acl::Credentials>,
     /// TLS to the cluster.
     cluster_tls: Option<mq_remoting::ClientTls>,
+    /// Serve delivery times with the default delay levels (a 4.x cluster: no timer).
+    delay_levels: bool,
 }
 
 /// Starts the gRPC proxy in front of the cluster of `namesrv`, secured as `security` says,
@@ -566,6 +595,9 @@ async fn start_grpc_proxy(
     }
     if let Some(tls) = security.cluster_tls {
         config = config.with_cluster_tls(tls);
+    }
+    if security.delay_levels {
+        config = config.with_delay_levels(mq_client_api::names::default_delay_levels());
     }
     let proxy = mq_grpc::GrpcProxy::start(config)
         .await

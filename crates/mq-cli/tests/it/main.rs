@@ -454,6 +454,33 @@ fn send_consume_route_topic_and_cluster_against_mq_serve() {
     );
     assert!(signed.starts_with("SEND_OK"), "{signed}");
     assert!(out.lines().all(|l| l.contains("tags t1")));
+    // A timer message, recalled by the handle its send printed.
+    let timer = send("later", &["--deliver-in", "1h"]);
+    let field = |name: &str| {
+        let mut words = timer.split_whitespace();
+        words.find(|w| *w == name);
+        words.next().unwrap_or_default().to_owned()
+    };
+    let (id, handle) = (field("msgId"), field("recallHandle"));
+    assert!(!handle.is_empty(), "{timer}");
+    let recall = |handle: &str| {
+        mq(&[
+            "recall",
+            "--namesrv",
+            ns,
+            "--topic",
+            "CliTopic",
+            "--handle",
+            handle,
+        ])
+    };
+    let (ok, out, err) = recall(&handle);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), format!("recalled {id}"));
+    let (ok, _, err) = recall("garbage");
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("recall handle is invalid"), "{err}");
     let (ok, out, _) = mq(&["route", "--namesrv", ns, "--topic", "CliTopic"]);
     assert!(ok);
     let route: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
