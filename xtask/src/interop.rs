@@ -226,6 +226,28 @@ const KNOWN_UPSTREAM: &[(&str, &str, &str, KnownTest, &str)] = &[
          the group as concurrent",
     ),
     (
+        "ours",
+        "4.",
+        "timer message comes at its time, a recalled one never",
+        |reason| reason.contains("no recall handle"),
+        "4.x brokers have no timer messages (5.0 added them) and answer no recall handle",
+    ),
+    (
+        "ours",
+        "4.",
+        "gRPC timer message through our proxy (mq proxy) comes at its time, a recalled one never",
+        |reason| reason.contains("no recall handle"),
+        "4.x brokers have no timer messages: in front of them our proxy serves delivery times \
+         with delay levels (--delay-levels-for-delivery), which have no recall",
+    ),
+    (
+        "java 5.3",
+        "4.",
+        "timer message comes at its time, a recalled one never",
+        |reason| reason.contains("no recall handle"),
+        "4.x brokers have no timer messages (5.0 added them) and answer no recall handle",
+    ),
+    (
         "java 5.3",
         "4.",
         "lite pull consumer reads every message once",
@@ -762,12 +784,17 @@ pub(crate) fn in_netns(args: &[String]) -> Result {
         };
         record("ours", "TLS broker refuses plain sends", !ok, &reason);
     }
-    // RocketMQ 5's gRPC clients reach every cluster through our proxy.
-    let mut proxy = Server::start(
-        "mq proxy",
-        Command::new(mq).args(["proxy", "--namesrv", NAMESRV, "--port", "8081"]),
-        work,
-    )?;
+    // RocketMQ 5's gRPC clients reach every cluster through our proxy; in front of 4.x
+    // brokers, which have no timer, delivery times are served with delay levels.
+    let proxy_args = |namesrv: &'static str, port: &str| {
+        let mut c = Command::new(mq);
+        c.args(["proxy", "--namesrv", namesrv, "--port", port]);
+        if server.starts_with('4') {
+            c.arg("--delay-levels-for-delivery");
+        }
+        c
+    };
+    let mut proxy = Server::start("mq proxy", &mut proxy_args(NAMESRV, "8081"), work)?;
     proxy.wait_for("gRPC proxy listening on")?;
     let (cert, key) = tls_files(work)?;
     let tls_port = GRPC_TLS_ENDPOINT
@@ -775,8 +802,7 @@ pub(crate) fn in_netns(args: &[String]) -> Result {
         .map_or("8083", |(_, p)| p);
     let mut tls_proxy = Server::start(
         "mq proxy with TLS enforced",
-        Command::new(mq)
-            .args(["proxy", "--namesrv", NAMESRV, "--port", tls_port])
+        proxy_args(NAMESRV, tls_port)
             .args(["--tls-mode", "enforcing", "--tls-cert"])
             .arg(&cert)
             .arg("--tls-key")
@@ -794,8 +820,8 @@ pub(crate) fn in_netns(args: &[String]) -> Result {
         let (access_key, secret_key) = ACL_ACCOUNT;
         let mut acl_proxy = Server::start(
             "mq proxy with ACL",
-            Command::new(mq)
-                .args(["proxy", "--namesrv", ACL_NAMESRV, "--port", port, "--acl"])
+            proxy_args(ACL_NAMESRV, port)
+                .arg("--acl")
                 .arg(&acl_file)
                 .args(["--access-key", access_key, "--secret-key", secret_key])
                 .args(["--tls-mode", "permissive", "--tls-cert"])
@@ -1137,7 +1163,7 @@ fn start_engine(engine: &str, lib: &Path, work: &Path) -> Result<Vec<Server>> {
              mapedFileSizeCommitLog=67108864\nmappedFileSizeConsumeQueue=600000\n\
              maxIndexNum=100000\nmaxHashSlotNum=10000\n\
              transactionTimeOut=1000\ntransactionCheckInterval=1000\n\
-             transactionCheckMax=60\n{extra}",
+             transactionCheckMax=60\nrecallMessageEnable=true\n{extra}",
             store = store.display()
         )
     };

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use mq_client_api::body::MessageModel;
 use mq_client_api::{Message, MessageExt, MessageQueue, SendResult};
@@ -365,6 +365,109 @@ async fn delay_level(run: &Run) -> Outcome {
     ensure(waited >= Duration::from_millis(900), || {
         format!("arrived after {waited:?}")
     })
+}
+
+/// What a consumer of the timer scenario must see once `last` has come: `on time` stored (that
+/// is, delivered) not more than a second before `due` (brokers keep due times to the second,
+/// rounded down), and `recalled` never.
+async fn timer_outcome(seen: &Seen, due: SystemTime) -> Outcome {
+    seen.until("the last timer message", |m| {
+        m.iter().any(|m| body(m) == "last")
+    })
+    .await?;
+    let got = seen.messages.lock().clone();
+    ensure(!got.iter().any(|m| body(m) == "recalled"), || {
+        "the recalled message came".to_owned()
+    })?;
+    let on_time = got
+        .iter()
+        .find(|m| body(m) == "on time")
+        .ok_or("the first timer message did not come")?;
+    let early = mq_client_api::wire_time::to_millis(due) - on_time.store_timestamp;
+    ensure(early <= 1000, || {
+        format!("delivered {early} ms before its time")
+    })
+}
+
+/// Sends the timer messages of [`timer_outcome`] with `send` (`on time` and `recalled` due at
+/// `due`, `last` a second later) and recalls `recalled` with `recall`, which must answer its id.
+async fn send_timers<S, SF, R, RF>(topic: &str, due: SystemTime, send: S, recall: R) -> Outcome
+where
+    S: Fn(Message) -> SF,
+    SF: Future<Output = Result<SendResult, String>>,
+    R: Fn(String) -> RF,
+    RF: Future<Output = Result<String, String>>,
+{
+    send(Message::new(topic, "on time").with_deliver_time(due)).await?;
+    let r = send(Message::new(topic, "recalled").with_deliver_time(due)).await?;
+    let handle = r
+        .recall_handle
+        .ok_or("no recall handle in the send result")?;
+    let id = recall(handle).await.map_err(|e| format!("recall: {e}"))?;
+    ensure(id == r.msg_id, || {
+        format!("recall answered {id} for {}", r.msg_id)
+    })?;
+    send(Message::new(topic, "last").with_deliver_time(due + Duration::from_secs(1))).await?;
+    Ok(())
+}
+
+/// Timer messages (RocketMQ 5): one due in 2 s comes then, one due then too but recalled by
+/// its handle never comes.
+async fn timer_and_recall(run: &Run) -> Outcome {
+    let p = run.producer("timer").await?;
+    let topic = run.topic(&p, "Timer").await?;
+    let (c, seen) = recording_consumer(run, "timer-c", &topic, |c| c).await?;
+    let due = SystemTime::now() + Duration::from_secs(2);
+    let (producer, t) = (&p, topic.as_str());
+    let sent = send_timers(
+        t,
+        due,
+        |m| async move { producer.send(m).await.map_err(|e| e.to_string()) },
+        |h| async move {
+            producer
+                .recall_message(t, &h)
+                .await
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await;
+    let result = match sent {
+        Ok(()) => timer_outcome(&seen, due).await,
+        Err(e) => Err(e),
+    };
+    c.shutdown().await;
+    p.shutdown().await;
+    result
+}
+
+/// [`timer_and_recall`] with our gRPC producer through the proxy at `endpoint` (a topic of
+/// type DELAY, which Apache RocketMQ's proxy checks), read by a remoting consumer.
+async fn grpc_timer_and_recall(run: &Run, endpoint: &str) -> Outcome {
+    let admin = run.producer("grpc_timer_admin").await?;
+    let topic = run
+        .typed_topic(&admin, "GrpcTimer", &[("message.type", "DELAY")])
+        .await?;
+    admin.shutdown().await;
+    let (c, seen) = recording_consumer(run, "grpc-timer-c", &topic, |c| c).await?;
+    let producer = GrpcProducer::start(GrpcProducerConfig::new(endpoint).with_topic(&topic))
+        .await
+        .map_err(|e| format!("gRPC producer start: {e}"))?;
+    let due = SystemTime::now() + Duration::from_secs(2);
+    let (p, t) = (&producer, topic.as_str());
+    let sent = send_timers(
+        t,
+        due,
+        |m| async move { p.send(m).await.map_err(|e| e.to_string()) },
+        |h| async move { p.recall_message(t, &h).await.map_err(|e| e.to_string()) },
+    )
+    .await;
+    let result = match sent {
+        Ok(()) => timer_outcome(&seen, due).await,
+        Err(e) => Err(e),
+    };
+    producer.shutdown().await;
+    c.shutdown().await;
+    result
 }
 
 /// Decides by body: `commit`, `rollback`, or `check` (unknown now, committed when the broker
@@ -931,6 +1034,12 @@ async fn main() -> ExitCode {
     )
     .await;
     check(
+        "timer message comes at its time, a recalled one never",
+        timer_and_recall(&run),
+        t,
+    )
+    .await;
+    check(
         "transactions, rollback never delivered, commit and check-back delivered",
         transactions(&run),
         t,
@@ -1004,6 +1113,12 @@ async fn main() -> ExitCode {
                 "gRPC batch through {label}, one request stored in one queue at consecutive offsets, each message with its own id"
             ),
             grpc_batch(&run, endpoint),
+            t,
+        )
+        .await;
+        check(
+            &format!("gRPC timer message through {label} comes at its time, a recalled one never"),
+            grpc_timer_and_recall(&run, endpoint),
             t,
         )
         .await;

@@ -1,5 +1,6 @@
 package interop;
 
+import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
@@ -108,6 +109,7 @@ public final class Client53 {
             // Oneway has no result: the consumers look for it by its unique key.
             sent.put(org.apache.rocketmq.common.message.MessageClientIDSetter.getUniqID(m), m);
         });
+        check("timer message comes at its time, a recalled one never", () -> timers(namesrv, producer));
         check("push consumer reads every message once", () -> consumeAll(namesrv, false));
         check("lite pull consumer reads every message once", () -> consumeAll(namesrv, true));
         producer.shutdown();
@@ -248,6 +250,59 @@ public final class Client53 {
         }
         System.out.println("java-5.3: " + passed + " passed, " + failed + " failed");
         System.exit(failed == 0 ? 0 : 1);
+    }
+
+    /**
+     * Timer messages (5.x): one due in 3 s (setDeliverTimeMs), one due then too but recalled
+     * with the handle its send answered with, and one due in 5 s (setDelayTimeSec) after which
+     * the others would have come. A push consumer must read the first (not more than a second
+     * early: brokers keep times to the second) and the last, and never the recalled one.
+     */
+    private static void timers(String namesrv, DefaultMQProducer producer) throws Exception {
+        String topic = "Interop53Timer";
+        long due = System.currentTimeMillis() + 3_000;
+        Message onTime = new Message(topic, "timer", "on-time".getBytes(StandardCharsets.UTF_8));
+        onTime.setDeliverTimeMs(due);
+        SendResult r = producer.send(onTime);
+        require(r.getSendStatus() == SendStatus.SEND_OK, "status " + r.getSendStatus());
+        Message recalled = new Message(topic, "timer", "recalled".getBytes(StandardCharsets.UTF_8));
+        recalled.setDeliverTimeMs(due);
+        SendResult rr = producer.send(recalled);
+        require(rr.getRecallHandle() != null && !rr.getRecallHandle().isEmpty(),
+            "no recall handle in the send result");
+        String id = producer.recallMessage(topic, rr.getRecallHandle());
+        require(rr.getMsgId().equals(id), "recall answered " + id + " for " + rr.getMsgId());
+        Message last = new Message(topic, "timer", "last".getBytes(StandardCharsets.UTF_8));
+        last.setDelayTimeSec(5);
+        producer.send(last);
+
+        Map<String, Long> arrived = new ConcurrentHashMap<>();
+        CountDownLatch lastCame = new CountDownLatch(1);
+        DefaultMQPushConsumer c = new DefaultMQPushConsumer("timer53");
+        c.setNamesrvAddr(namesrv);
+        c.setInstanceName("timer53");
+        c.setConsumeFromWhere(ConsumeFromWhere.CONSUME_FROM_FIRST_OFFSET);
+        c.subscribe(topic, "*");
+        c.registerMessageListener((MessageListenerConcurrently) (msgs, ctx) -> {
+            for (MessageExt m : msgs) {
+                String body = new String(m.getBody(), StandardCharsets.UTF_8);
+                arrived.putIfAbsent(body, System.currentTimeMillis());
+                if (body.equals("last")) {
+                    lastCame.countDown();
+                }
+            }
+            return ConsumeConcurrentlyStatus.CONSUME_SUCCESS;
+        });
+        c.start();
+        try {
+            require(lastCame.await(30, TimeUnit.SECONDS), "the last timer message did not come; read " + arrived.keySet());
+        } finally {
+            c.shutdown();
+        }
+        require(!arrived.containsKey("recalled"), "the recalled message came");
+        Long at = arrived.get("on-time");
+        require(at != null, "the first timer message did not come; read " + arrived.keySet());
+        require(at >= due - 1_000, "came " + (due - at) + " ms before its time");
     }
 
     private static Message message(String tag, int i, int size) {
