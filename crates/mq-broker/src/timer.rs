@@ -101,12 +101,15 @@ impl CoreHandle {
     /// longest wait, or a deletion for a time already past.
     pub(crate) fn route_timer(&self, ext: &mut MessageExt) -> Result<(), String> {
         let m = &ext.message;
+        // Most messages are not timers: one lookup, nothing more.
+        if !m.properties().any_name_starts_with("TIMER_") {
+            return Ok(());
+        }
         let asked = (
             m.property(property::TIMER_DELAY_SEC),
             m.property(property::TIMER_DELAY_MS),
             m.property(property::TIMER_DELIVER_MS),
         );
-        // Most messages are not timers: three lookups, nothing more.
         if asked == (None, None, None)
             || m.topic == TIMER_TOPIC
             || m.property(property::TIMER_OUT_MS).is_some()

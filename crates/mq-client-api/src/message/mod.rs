@@ -210,6 +210,11 @@ impl Properties {
         self.0.contains_key(name)
     }
 
+    /// Whether some property's name starts with `prefix` (one lookup: names are kept sorted).
+    pub fn any_name_starts_with(&self, prefix: &str) -> bool {
+        self.0.any_key_starts_with(prefix)
+    }
+
     /// Sets `name` to `value`, replacing an earlier value.
     pub fn insert(&mut self, name: &str, value: &str) {
         self.0.insert_str(name, value);

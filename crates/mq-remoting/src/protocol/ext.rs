@@ -324,6 +324,16 @@ impl ExtFields {
         self.view().find(key.as_bytes()).is_ok()
     }
 
+    /// Whether some key starts with `prefix`: one lookup, as the keys are sorted (the first
+    /// key not before `prefix` is the only one to look at).
+    pub fn any_key_starts_with(&self, prefix: &str) -> bool {
+        let s = self.view();
+        let (Ok(i) | Err(i)) = s.find(prefix.as_bytes());
+        s.entries
+            .get(i)
+            .is_some_and(|e| s.key_bytes(e.key).starts_with(prefix.as_bytes()))
+    }
+
     /// Removes `key`; returns its value.
     pub fn remove(&mut self, key: &str) -> Option<String> {
         self.own();
@@ -581,6 +591,8 @@ mod tests {
         assert_eq!(e.get("c"), Some("3"));
         assert_eq!(&e["a"], "1");
         assert!(e.contains_key("b") && !e.contains_key("d"));
+        assert!(e.any_key_starts_with("") && e.any_key_starts_with("c"));
+        assert!(!e.any_key_starts_with("bb") && !e.any_key_starts_with("d"));
         assert_eq!(e.remove("b").as_deref(), Some("two"));
         assert_eq!(e.len(), 2);
         assert_eq!(e.text_len(), 4);
