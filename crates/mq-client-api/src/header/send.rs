@@ -235,11 +235,11 @@ impl<'a> SendHeaderRef<'a> {
             ("SendMessageRequestHeader", &V1_NAMES)
         };
         let mut text: [Option<&'a str>; 14] = [None; 14];
-        for (key, value) in ext {
-            let slot = match (v2, key.as_bytes()) {
+        for (key, value) in ext.iter_key_bytes() {
+            let slot = match (v2, key) {
                 (true, &[c @ b'a'..=b'n']) => Some(usize::from(c - b'a')),
                 (true, _) => None,
-                (false, _) => V1_NAMES.iter().position(|n| *n == key),
+                (false, _) => V1_NAMES.iter().position(|n| n.as_bytes() == key),
             };
             if let Some(i) = slot {
                 text[i] = Some(value);

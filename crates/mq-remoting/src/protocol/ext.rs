@@ -351,6 +351,15 @@ impl ExtFields {
         }
     }
 
+    /// The fields in key order, each key as bytes: for a decoder that matches known keys, which
+    /// needs no `&str` of them (and so none of a `&str` slice's checks).
+    pub fn iter_key_bytes(&self) -> impl ExactSizeIterator<Item = (&[u8], &str)> + '_ {
+        let s = self.view();
+        s.entries
+            .iter()
+            .map(|e| (s.key_bytes(e.key), s.text(e.value)))
+    }
+
     /// The keys in order.
     pub fn keys(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
         let s = self.view();
@@ -596,6 +605,11 @@ mod tests {
         assert_eq!(e.remove("b").as_deref(), Some("two"));
         assert_eq!(e.len(), 2);
         assert_eq!(e.text_len(), 4);
+        assert!(
+            e.iter_key_bytes()
+                .map(|(k, v)| (std::str::from_utf8(k).unwrap(), v))
+                .eq(e.iter())
+        );
         let same: ExtFields = [("c", "3"), ("a", "1")].into_iter().collect();
         assert_eq!(e, same);
     }
