@@ -392,8 +392,10 @@ impl CoreHandle {
                 born_host: self.0.addr,
                 ..MessageExt::default()
             };
-            self.0.store.put(record, self.0.addr).await?;
+            // Delivered: not again in this run, even if its record cannot be stored (then only
+            // a restart may deliver it again).
             self.0.timers.0.lock().remove(due, offset);
+            self.0.store.put(record, self.0.addr).await?;
         }
     }
 }
