@@ -504,4 +504,23 @@ mod tests {
         let (msg, _) = to_remoting(&delayed(at), &levels, 1024).unwrap();
         assert_eq!((msg.delay_level(), msg.deliver_time()), (2, None));
     }
+
+    #[test]
+    fn a_delivered_timer_message_shows_its_delivery_time_and_no_timer_property() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let mut ext = MessageExt {
+            message: Message::new("T", "x").with_deliver_time(at),
+            ..MessageExt::default()
+        };
+        ext.message
+            .set_property(property::TIMER_OUT_MS, "1700000000000");
+        let m = to_grpc(&ext, "handle", 1, Duration::from_secs(30));
+        let sys = m.system_properties.unwrap();
+        assert_eq!(
+            sys.delivery_timestamp,
+            Some(prost_types::Timestamp::from(at))
+        );
+        assert_eq!(sys.message_type, v2::MessageType::Delay as i32);
+        assert!(m.user_properties.is_empty(), "{:?}", m.user_properties);
+    }
 }

@@ -5,6 +5,8 @@
 
 use prost::Message as _;
 
+use mq_client_api::message::RecallHandle;
+
 use crate::{convert, v2};
 
 /// Decodes `data` as each request the proxy reads a message from, and converts what decodes.
@@ -41,5 +43,16 @@ pub fn check_request(data: &[u8]) {
     {
         assert!(!read.access_key.is_empty());
         let _ = read.signed(text, text);
+    }
+    // A recall handle, as RecallMessage carries it (and RECALL_MESSAGE to a broker): what
+    // reads writes back to the same handle.
+    let handles = v2::RecallMessageRequest::decode(data)
+        .map(|r| r.recall_handle)
+        .into_iter()
+        .chain(std::str::from_utf8(data).map(str::to_owned));
+    for text in handles {
+        if let Ok(handle) = RecallHandle::decode(&text) {
+            assert_eq!(RecallHandle::decode(&handle.encode()), Ok(handle));
+        }
     }
 }

@@ -107,6 +107,29 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Any text reads as a handle or is refused, without a panic; what our brokers write
+        /// reads back as written.
+        #[test]
+        fn any_text_is_read_or_refused_and_handles_read_back(
+            text in ".{0,80}",
+            topic in "[A-Za-z0-9_%-]{1,20}",
+            broker in "[a-z0-9-]{1,12}",
+            ms in proptest::prelude::any::<i64>(),
+            id in "[0-9A-F]{32}",
+        ) {
+            let _ = RecallHandle::decode(&text);
+            let _ = RecallHandle::decode(&URL_SAFE.encode(&text));
+            let handle = RecallHandle {
+                topic,
+                broker_name: broker,
+                deliver_time: wire_time::from_millis(ms),
+                message_id: id,
+            };
+            proptest::prop_assert_eq!(RecallHandle::decode(&handle.encode()), Ok(handle));
+        }
+    }
+
     #[test]
     fn refuses_what_is_not_a_version_1_handle() {
         for bad in [
