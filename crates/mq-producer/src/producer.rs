@@ -475,8 +475,10 @@ impl Producer {
         let engine = Arc::clone(&self.inner);
         // The send keeps the producer running until it has an outcome.
         let owner = self.owner.clone();
+        // Delayed and timer messages go alone: in a batch, brokers would not keep their time.
         if let Some(batching) = self.inner.config.batching
             && msg.delay_level() == 0
+            && !msg.is_timer()
         {
             // Gathered with other async sends of the topic; the outcome comes back per message.
             // Room is taken per message before it joins a batch, so the accumulator is bounded

@@ -15,6 +15,10 @@ pub enum BatchError {
     /// A message has a delay level.
     #[error("TimeDelayLevel is not supported for batching")]
     DelayNotSupported,
+    /// A timer message (a delivery time or a wait): brokers keep its time only when it is
+    /// sent alone.
+    #[error("timer messages are not supported for batching")]
+    TimerNotSupported,
     /// A retry topic.
     #[error("retry group topics are not supported for batching")]
     RetryTopic,
@@ -44,6 +48,9 @@ pub fn check_batch(messages: &[Message]) -> Result<usize, BatchError> {
     for m in messages {
         if m.delay_level() > 0 {
             return Err(BatchError::DelayNotSupported);
+        }
+        if m.is_timer() {
+            return Err(BatchError::TimerNotSupported);
         }
         if crate::names::is_retry_topic(&m.topic) {
             return Err(BatchError::RetryTopic);
@@ -174,6 +181,10 @@ mod tests {
         assert_eq!(
             encode_batch(&[a.clone().with_delay_level(2)]),
             Err(BatchError::DelayNotSupported)
+        );
+        assert_eq!(
+            encode_batch(&[a.clone().with_delay(std::time::Duration::from_secs(5))]),
+            Err(BatchError::TimerNotSupported)
         );
         assert_eq!(
             encode_batch(&[Message::new("%RETRY%g", "a")]),

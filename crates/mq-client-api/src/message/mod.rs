@@ -367,6 +367,13 @@ impl Message {
         self
     }
 
+    /// Whether this is a timer message: it names a delivery time or a wait
+    /// (`TIMER_DELIVER_MS`, `TIMER_DELAY_SEC`, `TIMER_DELAY_MS`), or is a recall's deletion
+    /// (`TIMER_DEL_UNIQKEY`). One lookup: the names share the prefix `TIMER_DEL`.
+    pub fn is_timer(&self) -> bool {
+        self.properties.any_name_starts_with("TIMER_DEL")
+    }
+
     /// When a timer message is to be delivered, if it asked for a time (`TIMER_DELIVER_MS`).
     pub fn deliver_time(&self) -> Option<SystemTime> {
         self.property(property::TIMER_DELIVER_MS)

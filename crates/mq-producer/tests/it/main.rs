@@ -765,6 +765,13 @@ async fn auto_batching_gathers_async_sends_and_keeps_per_message_results() {
         assert_eq!(m.msg_id(), results[i].msg_id);
         assert_eq!(m.offset_msg_id(), results[i].offset_msg_id);
     }
+    // A timer message goes alone, so the broker keeps its time (and answers its recall
+    // handle); in a batch it would be delivered at once.
+    let timer = p
+        .send_async(Message::new("Gathered", "later").with_delay(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert!(timer.recall_handle.is_some(), "{timer:?}");
     p.shutdown().await;
     cluster.shutdown().await;
 }
