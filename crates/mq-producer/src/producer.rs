@@ -645,8 +645,9 @@ impl Producer {
 
     /// Recalls a timer message ([`Message::with_deliver_time`]) before it is delivered, with
     /// the handle its send answered with ([`SendResult::recall_handle`]; 5.3 brokers and ours).
-    /// Returns the message's unique id. A recall of a message already delivered succeeds and
-    /// does nothing, as on a Java broker. Within the send timeout.
+    /// Returns the message's unique id. Brokers deliver up to a second early (they keep times
+    /// to the second): a recall in that second may succeed and do nothing, as on a Java
+    /// broker; after the time it is refused. Within the send timeout.
     ///
     /// # Errors
     /// [`ProducerError::RecallHandle`] for a handle no broker gave;
