@@ -535,34 +535,9 @@ pub fn put_properties(props: &Properties, dst: &mut impl bytes::BufMut) {
 /// first `\x01`, which must be neither the first nor the last character; other segments are
 /// ignored. Values may contain further `\x01`.
 pub fn decode_properties(s: &str) -> Properties {
-    // Names and values take the text less its separators; room is left for a few more that
-    // the receiver sets (the broker's CLUSTER, a consumer's ARRIVE_TIME).
-    let mut props = Properties::with_capacity(8, s.len() + 64);
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    while start < bytes.len() {
-        let rest = &bytes[start..];
-        let len = rest
-            .iter()
-            .position(|&b| b == PROPERTY_SEPARATOR as u8)
-            .unwrap_or(rest.len());
-        let segment = &rest[..len];
-        if let Some(i) = segment
-            .iter()
-            .position(|&b| b == NAME_VALUE_SEPARATOR as u8)
-            && i > 0
-            && i + 1 < len
-        {
-            // Cut at ASCII separators: char boundaries.
-            if let (Some(name), Some(value)) =
-                (s.get(start..start + i), s.get(start + i + 1..start + len))
-            {
-                props.insert(name, value);
-            }
-        }
-        start += len + 1;
-    }
-    props
+    // Room is left for a few more that the receiver sets (the broker's CLUSTER, a consumer's
+    // ARRIVE_TIME).
+    Properties(ExtFields::from_properties_string(s, 64))
 }
 
 #[cfg(test)]

@@ -390,6 +390,42 @@ impl ExtFields {
         self.arena.len() + keys + 6 * self.entries.len()
     }
 
+    /// The fields of a message's properties string (`name\u{1}value\u{2}` segments, spec
+    /// §6.2), read with one copy of `text` into the arena, with room for `room` more bytes of
+    /// fields set later. A segment with an empty name or value, or without `\u{1}`, is
+    /// skipped; a value may hold `\u{1}` itself; of repeated names the last wins.
+    pub fn from_properties_string(text: &str, room: usize) -> Self {
+        const NAME_VALUE: u8 = 1;
+        const PAIR: u8 = 2;
+        let mut arena = String::with_capacity(text.len() + room);
+        arena.push_str(text);
+        let bytes = text.as_bytes();
+        let mut entries = Vec::with_capacity(8);
+        let mut sorted = true;
+        let mut prev: &[u8] = &[];
+        let mut start = 0;
+        while start < bytes.len() {
+            let rest = &bytes[start..];
+            let len = rest.iter().position(|&b| b == PAIR).unwrap_or(rest.len());
+            let segment = &rest[..len];
+            if let Some(i) = segment.iter().position(|&b| b == NAME_VALUE)
+                && i > 0
+                && i + 1 < len
+            {
+                // Cut at ASCII separators: char boundaries.
+                let key = &segment[..i];
+                sorted &= entries.is_empty() || key_before(prev, key);
+                prev = key;
+                entries.push(Entry::decoded(
+                    span_at(start, i),
+                    span_at(start + i + 1, len - i - 1),
+                ));
+            }
+            start += len + 1;
+        }
+        Self::from_decoded(arena, entries, sorted)
+    }
+
     /// Fields decoded elsewhere as spans of `arena` that start and end at char boundaries
     /// (checked by the caller), sorted as by [`ExtFields::finish_decoded`] unless the caller
     /// saw their keys arrive strictly in order (`sorted`).
@@ -643,6 +679,24 @@ mod tests {
             let mut digits = [0u8; 20];
             let expected = v.to_string();
             proptest::prop_assert_eq!(int_digits(v, &mut digits), expected.as_bytes());
+        }
+
+        /// A properties string reads as inserting its well-formed segments one by one does.
+        #[test]
+        fn a_properties_string_reads_as_its_segments_inserted_in_turn(
+            text in "[ab\u{1}\u{2}é]{0,40}",
+        ) {
+            let mut expected = ExtFields::new();
+            for segment in text.split('\u{2}') {
+                if let Some((name, value)) = segment.split_once('\u{1}')
+                    && !name.is_empty()
+                    && !value.is_empty()
+                {
+                    expected.insert_str(name, value);
+                }
+            }
+            let read = ExtFields::from_properties_string(&text, 8);
+            proptest::prop_assert_eq!(read, expected);
         }
 
         /// Keys compare as byte strings do, short or long, sharing a prefix or not.
