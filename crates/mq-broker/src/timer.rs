@@ -102,28 +102,16 @@ impl CoreHandle {
     pub(crate) fn route_timer(&self, ext: &mut MessageExt) -> Result<(), String> {
         let m = &ext.message;
         // Most messages are not timers: one lookup, nothing more.
-        if !m.properties().any_name_starts_with("TIMER_") {
-            return Ok(());
-        }
-        let asked = (
-            m.property(property::TIMER_DELAY_SEC),
-            m.property(property::TIMER_DELAY_MS),
-            m.property(property::TIMER_DELIVER_MS),
-        );
-        if asked == (None, None, None)
-            || m.topic == TIMER_TOPIC
-            || m.property(property::TIMER_OUT_MS).is_some()
-        {
+        if !m.is_timer() || m.topic == TIMER_TOPIC || m.property(property::TIMER_OUT_MS).is_some() {
             return Ok(());
         }
         let max_delay = self.0.config.timer_max_delay;
         let now = now_ms();
-        let number = |v: &str| v.parse::<i64>().map_err(|_| illegal(max_delay));
-        let due = match asked {
-            (Some(secs), _, _) => now.saturating_add(number(secs)?.saturating_mul(1000)),
-            (None, Some(ms), _) => now.saturating_add(number(ms)?),
-            (None, None, Some(at)) => number(at)?,
-            (None, None, None) => return Ok(()),
+        let due = match m.timer_due(wire_time::from_millis(now)) {
+            Ok(Some(due)) => wire_time::to_millis(due),
+            // Only a deletion key, no time: a plain message, as on a Java broker.
+            Ok(None) => return Ok(()),
+            Err(_) => return Err(illegal(max_delay)),
         };
         if due <= now {
             if m.property(property::TIMER_DEL_UNIQKEY).is_some() {

@@ -311,7 +311,7 @@ fn outline(msg: &Message) -> v2::Message {
         v2::MessageType::Transaction
     } else if group.is_some() {
         v2::MessageType::Fifo
-    } else if msg.delay_level() > 0 || timer_due(msg).is_some() {
+    } else if msg.delay_level() > 0 || msg.is_timer() {
         v2::MessageType::Delay
     } else {
         v2::MessageType::Normal
@@ -368,19 +368,6 @@ pub fn to_grpc(m: &MessageExt, handle: &str, attempt: u32, invisible: Duration) 
     out
 }
 
-/// When a timer message is due, as a 5.x proxy reads it: now plus `TIMER_DELAY_SEC`, else now
-/// plus `TIMER_DELAY_MS`, else `TIMER_DELIVER_MS`.
-fn timer_due(msg: &Message) -> Option<SystemTime> {
-    let number = |key| msg.property(key).and_then(|v| v.parse::<u64>().ok());
-    if let Some(secs) = number(property::TIMER_DELAY_SEC) {
-        return SystemTime::now().checked_add(Duration::from_secs(secs));
-    }
-    if let Some(ms) = number(property::TIMER_DELAY_MS) {
-        return SystemTime::now().checked_add(Duration::from_millis(ms));
-    }
-    msg.deliver_time()
-}
-
 /// A message as a gRPC producer sends it (see `outline`), born now on `born_host`, with the
 /// delivery time it asks for: a timer's ([`Message::with_deliver_time`],
 /// [`Message::with_delay`]), else its delay level's by `delay_levels`. The id must have been
@@ -397,7 +384,7 @@ pub fn from_message(msg: &Message, born_host: &str, delay_levels: &[Duration]) -
         sys.born_timestamp = Some(prost_types::Timestamp::from(now));
         sys.born_host = born_host.to_owned();
         sys.delivery_timestamp = leveled
-            .or_else(|| timer_due(msg))
+            .or_else(|| msg.timer_due(now).ok().flatten())
             .map(prost_types::Timestamp::from);
     }
     out

@@ -374,6 +374,29 @@ impl Message {
         self.properties.any_name_starts_with("TIMER_DEL")
     }
 
+    /// When a timer message is due, as a 5.x broker reads it: `TIMER_DELAY_SEC` after `now`,
+    /// else `TIMER_DELAY_MS` after `now`, else `TIMER_DELIVER_MS`; `None` when it names none.
+    ///
+    /// # Errors
+    /// When the property that counts is not a number.
+    pub fn timer_due(
+        &self,
+        now: SystemTime,
+    ) -> Result<Option<SystemTime>, std::num::ParseIntError> {
+        let number = |key| self.property(key).map(str::parse::<i64>).transpose();
+        let now = crate::wire_time::to_millis(now);
+        let due = if let Some(secs) = number(property::TIMER_DELAY_SEC)? {
+            now.saturating_add(secs.saturating_mul(1000))
+        } else if let Some(ms) = number(property::TIMER_DELAY_MS)? {
+            now.saturating_add(ms)
+        } else if let Some(at) = number(property::TIMER_DELIVER_MS)? {
+            at
+        } else {
+            return Ok(None);
+        };
+        Ok(Some(crate::wire_time::from_millis(due)))
+    }
+
     /// When a timer message is to be delivered, if it asked for a time (`TIMER_DELIVER_MS`).
     pub fn deliver_time(&self) -> Option<SystemTime> {
         self.property(property::TIMER_DELIVER_MS)
@@ -558,6 +581,23 @@ mod tests {
         assert_eq!(m.keys(), vec!["k1", "k2"]);
         assert!(m.wait_store_msg_ok());
         assert_eq!(encode_properties(&Properties::new()), "");
+    }
+
+    #[test]
+    fn a_timer_is_due_by_its_wait_before_its_time_as_a_5x_broker_reads_it() {
+        let now = crate::wire_time::from_millis(1_000_000);
+        let at = |m: &Message| m.timer_due(now).map(|d| d.map(crate::wire_time::to_millis));
+        let mut m = Message::new("T", "b");
+        assert_eq!(at(&m), Ok(None));
+        m.set_property(property::TIMER_DELIVER_MS, "5000000");
+        assert_eq!(at(&m), Ok(Some(5_000_000)));
+        m.set_property(property::TIMER_DELAY_MS, "250");
+        assert_eq!(at(&m), Ok(Some(1_000_250)));
+        m.set_property(property::TIMER_DELAY_SEC, "3");
+        assert_eq!(at(&m), Ok(Some(1_003_000)));
+        m.set_property(property::TIMER_DELAY_SEC, "soon");
+        assert!(at(&m).is_err(), "the one that counts is not a number");
+        assert!(m.is_timer());
     }
 
     #[test]
