@@ -13,15 +13,17 @@ use crate::body::{
     self, ClusterInfo, ConsumerListByGroupBody, HeartbeatData, KvTable, LockBatchRequestBody,
     LockBatchResponseBody, MessageQueue, RegisterBrokerBody, TopicList, TopicRouteData,
 };
-use crate::code::{PullStatus, RequestCode, ResponseCode, SendStatus};
+use crate::code::{PopStatus, PullStatus, RequestCode, ResponseCode, SendStatus};
 use crate::error::ClientApiError;
 use crate::header::{
+    AckMessageRequestHeader, ChangeInvisibleTimeRequestHeader, ChangeInvisibleTimeResponseHeader,
     CommandHeader, ConsumerSendMsgBackRequestHeader, CreateTopicRequestHeader,
     DeleteSubscriptionGroupRequestHeader, EndTransactionRequestHeader,
     GetConsumerListByGroupRequestHeader, GetEarliestMsgStoretimeRequestHeader,
     GetEarliestMsgStoretimeResponseHeader, GetMaxOffsetRequestHeader, GetMaxOffsetResponseHeader,
     GetMinOffsetRequestHeader, GetMinOffsetResponseHeader, GetRouteInfoRequestHeader,
-    GetSubscriptionGroupConfigRequestHeader, PullMessageRequestHeader, PullMessageResponseHeader,
+    GetSubscriptionGroupConfigRequestHeader, PopExtraInfo, PopMessageRequestHeader,
+    PopMessageResponseHeader, PullMessageRequestHeader, PullMessageResponseHeader,
     QueryConsumerOffsetRequestHeader, QueryConsumerOffsetResponseHeader, QueryMessageRequestHeader,
     RecallMessageRequestHeader, RecallMessageResponseHeader, RegisterBrokerRequestHeader,
     RegisterBrokerResponseHeader, SearchOffsetRequestHeader, SearchOffsetResponseHeader,
@@ -133,6 +135,31 @@ pub struct PullResult {
     pub suggest_which_broker_id: i64,
     /// Messages (bodies decompressed; MIN_OFFSET/MAX_OFFSET set; transaction ids filled).
     pub messages: Vec<MessageExt>,
+}
+
+/// What a pop returns. Java: `PopResult`.
+#[derive(Clone, Debug)]
+pub struct PopResult {
+    /// Outcome.
+    pub status: PopStatus,
+    /// When the broker popped them.
+    pub popped_at: SystemTime,
+    /// How long they stay invisible from then unless acknowledged.
+    pub invisible: Duration,
+    /// Messages left in the popped queues after these.
+    pub rest: i64,
+    /// The messages, each with the checkpoint that acknowledges it.
+    pub messages: Vec<PoppedMessage>,
+}
+
+/// A popped message and its checkpoint (Java: the `POP_CK` property), which
+/// [`ClientApi::ack_message`] and [`ClientApi::change_invisible_time`] name it by.
+#[derive(Clone, Debug)]
+pub struct PoppedMessage {
+    /// The message (body decompressed; its reconsume times count earlier deliveries).
+    pub message: MessageExt,
+    /// Its checkpoint.
+    pub checkpoint: PopExtraInfo,
 }
 
 /// What a broker registration returns.
@@ -572,6 +599,75 @@ impl ClientApi {
         })
     }
 
+    /// Pops messages of a group from `broker_name` at `addr`: they stay invisible to the
+    /// group's other pops until acknowledged or until the invisible time passes. `timeout` must
+    /// exceed the header's poll time.
+    ///
+    /// # Errors
+    /// [`ClientApiError::Broker`] for codes outside the pop statuses; transport errors.
+    pub async fn pop_message(
+        &self,
+        broker_name: &str,
+        addr: &str,
+        header: &PopMessageRequestHeader,
+        timeout: Duration,
+    ) -> Result<PopResult, ClientApiError> {
+        let request = self.request(RequestCode::POP_MESSAGE, header);
+        let response = self.call(addr, request, timeout).await?;
+        let Some(status) = PopStatus::from_response(ResponseCode(response.code)) else {
+            return Err(broker_error(addr, response));
+        };
+        let h: PopMessageResponseHeader = decode_header(addr, &response)?;
+        let messages = if status == PopStatus::Found {
+            popped_messages(broker_name, &h, decode_records(&response.body, false, true))
+        } else {
+            Vec::new()
+        };
+        Ok(PopResult {
+            status,
+            popped_at: crate::wire_time::from_millis(h.pop_time),
+            invisible: Duration::from_millis(u64::try_from(h.invisible_time).unwrap_or(0)),
+            rest: h.rest_num,
+            messages,
+        })
+    }
+
+    /// Acknowledges a popped message.
+    ///
+    /// # Errors
+    /// [`ClientApiError::Broker`] (NO_MESSAGE for an offset the queue no longer holds);
+    /// transport errors.
+    pub async fn ack_message(
+        &self,
+        addr: &str,
+        header: &AckMessageRequestHeader,
+        timeout: Duration,
+    ) -> Result<(), ClientApiError> {
+        let request = self.request(RequestCode::ACK_MESSAGE, header);
+        self.call_ok(addr, request, timeout).await.map(drop)
+    }
+
+    /// Keeps a popped message invisible for the header's time from now; the answer holds its
+    /// new checkpoint's times.
+    ///
+    /// # Errors
+    /// [`ClientApiError::Broker`] (NO_MESSAGE when the checkpoint no longer holds the
+    /// message); transport errors.
+    pub async fn change_invisible_time(
+        &self,
+        addr: &str,
+        header: &ChangeInvisibleTimeRequestHeader,
+        timeout: Duration,
+    ) -> Result<ChangeInvisibleTimeResponseHeader, ClientApiError> {
+        self.call_for(
+            addr,
+            RequestCode::CHANGE_MESSAGE_INVISIBLETIME,
+            header,
+            timeout,
+        )
+        .await
+    }
+
     /// A consumer group's committed offset.
     ///
     /// # Errors
@@ -923,6 +1019,53 @@ fn parse_route(addr: &str, response: RemotingCommand) -> Result<TopicRouteData, 
 }
 
 /// Turns a non-SUCCESS response into [`ClientApiError::Broker`].
+/// Each popped message with its checkpoint, built as Java's client does from the answer's
+/// per-queue start offsets (`mark queueId offset;…`).
+fn popped_messages(
+    broker_name: &str,
+    h: &PopMessageResponseHeader,
+    messages: Vec<MessageExt>,
+) -> Vec<PoppedMessage> {
+    let starts: Vec<(&str, i32, i64)> = h
+        .start_offset_info
+        .as_deref()
+        .unwrap_or("")
+        .split(';')
+        .filter_map(|one| {
+            let mut f = one.split(' ');
+            let mark = f.next()?;
+            let q = f.next()?.parse().ok()?;
+            let start = f.next()?.parse().ok()?;
+            Some((mark, q, start))
+        })
+        .collect();
+    messages
+        .into_iter()
+        .map(|message| {
+            let mark = crate::header::pop_topic_mark(&message.message.topic);
+            let start = starts
+                .iter()
+                .find(|(m, q, _)| *m == mark && *q == message.queue_id)
+                .map_or(message.queue_offset, |s| s.2);
+            let checkpoint = PopExtraInfo {
+                checkpoint_offset: start,
+                pop_time: h.pop_time,
+                invisible_time: h.invisible_time,
+                revive_qid: h.revive_qid,
+                topic_mark: mark.to_owned(),
+                broker_name: broker_name.to_owned(),
+                queue_id: message.queue_id,
+                queue_offset: Some(message.queue_offset),
+                commit_log_offset: None,
+            };
+            PoppedMessage {
+                message,
+                checkpoint,
+            }
+        })
+        .collect()
+}
+
 fn expect_success(
     addr: &str,
     response: RemotingCommand,

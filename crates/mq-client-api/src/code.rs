@@ -377,6 +377,30 @@ impl PullStatus {
     }
 }
 
+/// Outcome of a pop (Java `PopStatus`).
+#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
+#[non_exhaustive]
+pub enum PopStatus {
+    /// Messages were popped.
+    Found,
+    /// Nothing to pop (after the poll time, when there was one).
+    NoNewMsg,
+    /// The broker holds as many waiting pops as it may; pop again later.
+    PollingFull,
+}
+
+impl PopStatus {
+    /// The status for a pop response code; `None` means a broker error.
+    pub fn from_response(code: ResponseCode) -> Option<Self> {
+        match code {
+            ResponseCode::SUCCESS => Some(Self::Found),
+            ResponseCode::PULL_NOT_FOUND | ResponseCode::POLLING_TIMEOUT => Some(Self::NoNewMsg),
+            ResponseCode::POLLING_FULL => Some(Self::PollingFull),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,6 +25,19 @@ pub fn check_json_bodies(data: &[u8]) {
     }
 }
 
+/// Reads `data` as a pop checkpoint (the `extraInfo` a broker is acked with): whatever parses
+/// must read back the same after it is written out again.
+pub fn check_pop_checkpoint(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(ck) = crate::header::PopExtraInfo::parse(text) {
+        let again =
+            crate::header::PopExtraInfo::parse(&ck.to_string()).expect("checkpoint re-parses");
+        assert_eq!(again, ck);
+    }
+}
+
 /// Decodes `data` as stored records; re-encoding a decoded record and decoding it again must
 /// give the same record (a fixpoint: the first decode may normalise, e.g. drop malformed
 /// property segments or pick the V1 magic for a short topic). BODYCRC is recomputed on

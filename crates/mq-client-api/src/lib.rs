@@ -49,8 +49,11 @@ pub mod wire_time;
 #[doc(hidden)]
 pub mod fuzz_oracle;
 
-pub use api::{ApiConfig, ClientApi, PullResult, RegisterBrokerResult, SendRequest, SendResult};
+pub use api::{
+    ApiConfig, ClientApi, PopResult, PoppedMessage, PullResult, RegisterBrokerResult, SendRequest,
+    SendResult,
+};
 pub use body::MessageQueue;
-pub use code::{PullStatus, RequestCode, ResponseCode, SendStatus};
+pub use code::{PopStatus, PullStatus, RequestCode, ResponseCode, SendStatus};
 pub use error::ClientApiError;
 pub use message::{Message, MessageExt};

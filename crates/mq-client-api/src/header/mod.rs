@@ -10,6 +10,7 @@ mod admin;
 mod client;
 mod namesrv;
 mod offset;
+mod pop;
 mod pull;
 mod send;
 mod transaction;
@@ -33,6 +34,11 @@ pub use offset::{
     GetMinOffsetResponseHeader, QueryConsumerOffsetRequestHeader,
     QueryConsumerOffsetResponseHeader, QueryMessageRequestHeader, QueryMessageResponseHeader,
     SearchOffsetRequestHeader, SearchOffsetResponseHeader, UpdateConsumerOffsetRequestHeader,
+};
+pub use pop::{
+    AckMessageRequestHeader, ChangeInvisibleTimeRequestHeader, ChangeInvisibleTimeResponseHeader,
+    POP_ORDER_REVIVE_QUEUE, PopExtraInfo, PopMessageRequestHeader, PopMessageResponseHeader,
+    consume_init_mode, pop_topic_mark,
 };
 pub use pull::{
     ConsumerSendMsgBackRequestHeader, PullMessageRequestHeader, PullMessageResponseHeader,

@@ -16,7 +16,10 @@ fn replay(target: &str, check: fn(&[u8])) {
 
 #[test]
 fn json_body_corpus_holds_its_invariants() {
-    replay("json_body", mq_client_api::fuzz_oracle::check_json_bodies);
+    replay("json_body", |data| {
+        mq_client_api::fuzz_oracle::check_json_bodies(data);
+        mq_client_api::fuzz_oracle::check_pop_checkpoint(data);
+    });
 }
 
 #[test]
