@@ -352,7 +352,7 @@ fn resources(request: &RemotingCommand) -> Result<Vec<(Resource, u8)>, String> {
         })
     };
     let topic_sub = |key: &str| ext(key).map(|t| (Resource::Topic(t), perm::SUB));
-    let out = match RequestCode(request.code) {
+    let out = match crate::broker::pop_code(RequestCode(request.code)) {
         RequestCode::SEND_MESSAGE | RequestCode::SEND_REPLY_MESSAGE => {
             send(ext("topic")).into_iter().collect()
         }
@@ -365,7 +365,11 @@ fn resources(request: &RemotingCommand) -> Result<Vec<(Resource, u8)>, String> {
             .map(|t| (Resource::Topic(t), perm::PUB))
             .into_iter()
             .collect(),
-        RequestCode::PULL_MESSAGE | RequestCode::LITE_PULL_MESSAGE => topic_sub("topic")
+        RequestCode::PULL_MESSAGE
+        | RequestCode::LITE_PULL_MESSAGE
+        | RequestCode::POP_MESSAGE
+        | RequestCode::ACK_MESSAGE
+        | RequestCode::CHANGE_MESSAGE_INVISIBLETIME => topic_sub("topic")
             .into_iter()
             .chain(group("consumerGroup"))
             .collect(),

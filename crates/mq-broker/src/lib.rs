@@ -37,6 +37,7 @@
 
 pub mod acl;
 pub mod broker;
+mod pop;
 mod schedule;
 pub mod state;
 pub mod store;

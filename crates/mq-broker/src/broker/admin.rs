@@ -116,6 +116,7 @@ impl CoreHandle {
         }
         if h.clean_offset {
             self.0.offsets.remove_group(&h.group_name);
+            self.0.pop.remove_group(&h.group_name);
         }
         respond(req, ResponseCode::SUCCESS, None)
     }

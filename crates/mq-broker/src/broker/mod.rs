@@ -248,6 +248,8 @@ pub(crate) struct Core {
     watched: mq_remoting::ConnectionWatches,
     pub(crate) transactions: crate::transaction::TransactionState,
     pub(crate) timers: crate::timer::Timers,
+    /// Pop consumption's positions and messages in flight.
+    pub(crate) pop: crate::pop::PopState,
     /// Orderly-consumption queue locks: (group, queue) → (client id, expiry).
     locks: parking_lot::Mutex<
         std::collections::HashMap<(String, mq_client_api::MessageQueue), (String, Instant)>,
@@ -333,6 +335,7 @@ impl Broker {
             watched: mq_remoting::ConnectionWatches::default(),
             transactions: crate::transaction::TransactionState::default(),
             timers: crate::timer::Timers::default(),
+            pop: crate::pop::PopState::default(),
             locks: parking_lot::Mutex::new(std::collections::HashMap::new()),
             token: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -424,14 +427,10 @@ impl Drop for Broker {
     }
 }
 
-/// The 5.x client-facing codes this broker does not serve, with their name and the feature each
-/// belongs to, so that a client hears what is missing (spec §10 #9). The pop codes come in two
-/// numberings: 5.3's (200050…, above 16 bits, so JSON headers only) and the newer 3442… that
-/// fits a ROCKETMQ header, read here as 5.3's.
-fn unsupported_feature(code: RequestCode) -> Option<(&'static str, &'static str)> {
-    const POP: &str = "pop consumption (receive, ack, change invisible time)";
-    const SERVER_REBALANCE: &str = "server-side queue assignment (pop mode)";
-    let code = match code.0 {
+/// The pop codes in their newer numbering (3442…, which fits a ROCKETMQ header) read as 5.3's
+/// (200050…, above 16 bits, so JSON headers only); other codes as they are.
+pub(crate) fn pop_code(code: RequestCode) -> RequestCode {
+    match code.0 {
         3442 => RequestCode::POP_MESSAGE,
         3443 => RequestCode::ACK_MESSAGE,
         3444 => RequestCode::PEEK_MESSAGE,
@@ -440,21 +439,26 @@ fn unsupported_feature(code: RequestCode) -> Option<(&'static str, &'static str)
         3447 => RequestCode::POLLING_INFO,
         3543 => RequestCode::BATCH_ACK_MESSAGE,
         _ => code,
-    };
-    let feature = match code {
-        RequestCode::POP_MESSAGE
-        | RequestCode::ACK_MESSAGE
-        | RequestCode::BATCH_ACK_MESSAGE
-        | RequestCode::PEEK_MESSAGE
-        | RequestCode::CHANGE_MESSAGE_INVISIBLETIME
-        | RequestCode::NOTIFICATION
-        | RequestCode::POLLING_INFO => POP,
+    }
+}
+
+/// The 5.x client-facing codes this broker does not serve, with their name and the feature each
+/// belongs to, so that a client hears what is missing (spec §10 #9).
+fn unsupported_feature(code: RequestCode) -> Option<(&'static str, &'static str)> {
+    let feature = match pop_code(code) {
+        RequestCode::BATCH_ACK_MESSAGE => {
+            "acknowledging popped messages in batches (ack them one by one)"
+        }
+        RequestCode::PEEK_MESSAGE => "peeking at messages without popping them",
+        RequestCode::NOTIFICATION | RequestCode::POLLING_INFO => {
+            "pop notifications (pop with a poll time instead)"
+        }
         RequestCode::QUERY_ASSIGNMENT
         | RequestCode::SET_MESSAGE_REQUEST_MODE
-        | RequestCode::GET_ALL_MESSAGE_REQUEST_MODE => SERVER_REBALANCE,
+        | RequestCode::GET_ALL_MESSAGE_REQUEST_MODE => "server-side queue assignment (pop mode)",
         _ => return None,
     };
-    Some((code.name()?, feature))
+    Some((pop_code(code).name()?, feature))
 }
 
 /// The request header of type `$ty`, or (from the handler) the answer saying why it is not one.
@@ -470,6 +474,7 @@ macro_rules! decode_or_answer {
 mod admin;
 mod clients;
 mod offsets;
+mod pop;
 mod pull;
 mod reply;
 mod send;
@@ -564,7 +569,7 @@ impl CoreHandle {
         ctx: RequestContext,
         req: RemotingCommand,
     ) -> Option<RemotingCommand> {
-        let answer = match RequestCode(req.code) {
+        let answer = match pop_code(RequestCode(req.code)) {
             RequestCode::SEND_MESSAGE
             | RequestCode::SEND_MESSAGE_V2
             | RequestCode::SEND_BATCH_MESSAGE => self.send(&ctx, req).await,
@@ -573,6 +578,9 @@ impl CoreHandle {
             }
             // 5.x lite pull consumers (Java's DefaultLitePullConsumer too) pull with 361.
             RequestCode::PULL_MESSAGE | RequestCode::LITE_PULL_MESSAGE => self.pull(req).await,
+            RequestCode::POP_MESSAGE => self.pop(req).await,
+            RequestCode::ACK_MESSAGE => self.ack(&req),
+            RequestCode::CHANGE_MESSAGE_INVISIBLETIME => self.change_invisible_time(&req),
             RequestCode::QUERY_CONSUMER_OFFSET => self.query_consumer_offset(&req),
             RequestCode::UPDATE_CONSUMER_OFFSET => self.update_consumer_offset(&req),
             RequestCode::HEART_BEAT => self.heartbeat(&ctx, &req).await,
@@ -600,9 +608,9 @@ impl CoreHandle {
                 Some(match unsupported_feature(other) {
                     Some((name, feature)) => format!(
                         "{name} ({}): {feature} is not supported by this broker",
-                        other.0
+                        req.code
                     ),
-                    None => format!(" request type {} not supported", other.0),
+                    None => format!(" request type {} not supported", req.code),
                 }),
             ),
         };

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mq_client_api::ResponseCode;
-use mq_client_api::body::perm;
+use mq_client_api::body::{TopicConfig, perm};
 use mq_client_api::header::{
     CommandHeader, PullMessageRequestHeader, PullMessageResponseHeader, pull_sys_flag,
 };
@@ -21,37 +21,51 @@ use super::CoreHandle;
 use crate::store::GetStatus;
 
 impl CoreHandle {
+    /// The config of `topic` when it exists, is readable and has queue `queue_id`, or the code and a Java broker's remark saying why not (`reading` names the read
+    /// in it; `bad_queue` is the code for a queue it does not have).
+    pub(super) fn readable_queue(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        reading: &str,
+        bad_queue: ResponseCode,
+    ) -> Result<TopicConfig, (ResponseCode, String)> {
+        let Some(tc) = self.0.topics.get(topic) else {
+            return Err((
+                ResponseCode::TOPIC_NOT_EXIST,
+                format!("topic[{topic}] not exist, apply first please!"),
+            ));
+        };
+        if tc.perm & perm::READ == 0 {
+            return Err((
+                ResponseCode::NO_PERMISSION,
+                format!("the topic[{topic}] {reading} message is forbidden"),
+            ));
+        }
+        if queue_id < -1
+            || queue_id >= tc.read_queue_nums
+            || (queue_id == -1 && reading == "pulling")
+        {
+            return Err((
+                bad_queue,
+                format!(
+                    "queueId[{queue_id}] is illegal, topic:[{topic}] topicConfig.readQueueNums:[{}]",
+                    tc.read_queue_nums
+                ),
+            ));
+        }
+        Ok(tc)
+    }
+
     pub(crate) async fn pull(self: &Arc<Self>, req: RemotingCommand) -> RemotingCommand {
         let h = match PullMessageRequestHeader::decode(&req.ext_fields) {
             Ok(h) => h,
             Err(e) => return header_error(&req, &e),
         };
-        let Some(tc) = self.0.topics.get(&h.topic) else {
-            return respond(
-                &req,
-                ResponseCode::TOPIC_NOT_EXIST,
-                Some(format!("topic[{}] not exist, apply first please!", h.topic)),
-            );
-        };
-        if tc.perm & perm::READ == 0 {
-            return respond(
-                &req,
-                ResponseCode::NO_PERMISSION,
-                Some(format!(
-                    "the topic[{}] pulling message is forbidden",
-                    h.topic
-                )),
-            );
-        }
-        if h.queue_id < 0 || h.queue_id >= tc.read_queue_nums {
-            return respond(
-                &req,
-                ResponseCode::SYSTEM_ERROR,
-                Some(format!(
-                    "queueId[{}] is illegal, topic:[{}] topicConfig.readQueueNums:[{}]",
-                    h.queue_id, h.topic, tc.read_queue_nums
-                )),
-            );
+        if let Err((code, remark)) =
+            self.readable_queue(&h.topic, h.queue_id, "pulling", ResponseCode::SYSTEM_ERROR)
+        {
+            return respond(&req, code, Some(remark));
         }
         if h.sys_flag & pull_sys_flag::COMMIT_OFFSET != 0 && h.commit_offset >= 0 {
             self.0

@@ -78,7 +78,7 @@ impl CoreHandle {
         reqs: Vec<RemotingCommand>,
     ) -> Vec<Option<RemotingCommand>> {
         let mut answers: Vec<Option<RemotingCommand>> = Vec::with_capacity(reqs.len());
-        let mut planned: Vec<(usize, i32, Option<String>)> = Vec::new();
+        let mut planned: Vec<(usize, i32, AnswerExtras)> = Vec::new();
         let mut groups: Vec<Vec<MessageExt>> = Vec::new();
         let mut created = false;
         for (i, req) in reqs.iter().enumerate() {
@@ -86,7 +86,7 @@ impl CoreHandle {
                 Ok(plan) => {
                     created |= plan.created;
                     let mut messages = plan.messages;
-                    let mut recall_handle = None;
+                    let mut extras = AnswerExtras::default();
                     // A batch is appended as it is, one unit taking contiguous offsets; a single
                     // message may be diverted (half, delayed or timer).
                     if let (false, [ext]) = (plan.batch, messages.as_mut_slice()) {
@@ -98,9 +98,15 @@ impl CoreHandle {
                             )));
                             continue;
                         }
-                        recall_handle = self.recall_handle(ext);
+                        extras.recall_handle = self.recall_handle(ext);
+                        // A half message's answer names its transaction, which Apache
+                        // RocketMQ's proxy hands its gRPC producer to end it with (a Java 5
+                        // broker answers every single send so).
+                        if ext.message.is_transaction_prepared() {
+                            extras.transaction_id = ext.message.uniq_key().map(str::to_owned);
+                        }
                     }
-                    planned.push((i, plan.queue_id, recall_handle));
+                    planned.push((i, plan.queue_id, extras));
                     groups.push(messages);
                     answers.push(None);
                 }
@@ -116,8 +122,8 @@ impl CoreHandle {
             // the send is answered, so a consumer started on that answer finds it.
             self.register_all().await;
         }
-        for ((i, queue_id, recall_handle), stored) in planned.into_iter().zip(stored) {
-            answers[i] = Some(send_answer(&reqs[i], queue_id, recall_handle, stored));
+        for ((i, queue_id, extras), stored) in planned.into_iter().zip(stored) {
+            answers[i] = Some(send_answer(&reqs[i], queue_id, extras, stored));
         }
         answers
     }
@@ -284,11 +290,20 @@ pub(super) struct SendPlan {
     pub(super) created: bool,
 }
 
+/// What a single send's answer says besides where the message was stored.
+#[derive(Debug, Default)]
+struct AnswerExtras {
+    /// A timer message's recall handle.
+    recall_handle: Option<String>,
+    /// A half message's transaction id (its unique key).
+    transaction_id: Option<String>,
+}
+
 /// The answer to a send whose messages the store took (or failed to).
 fn send_answer(
     req: &RemotingCommand,
     queue_id: i32,
-    recall_handle: Option<String>,
+    extras: AnswerExtras,
     stored: io::Result<Vec<crate::store::PutResult>>,
 ) -> RemotingCommand {
     let mut results = match stored {
@@ -318,8 +333,11 @@ fn send_answer(
     };
     let mut answer = respond(req, code, None);
     stored_at(&mut answer, msg_id, queue_id, first_offset);
-    if let Some(handle) = recall_handle {
+    if let Some(handle) = extras.recall_handle {
         answer.ext_fields.insert("recallHandle", handle);
+    }
+    if let Some(id) = extras.transaction_id {
+        answer.ext_fields.insert("transactionId", id);
     }
     answer
 }

@@ -172,6 +172,13 @@ async fn transactions_commit_rollback_and_check() {
         req.header.sys_flag = sys_flag::TRANSACTION_PREPARED_TYPE;
         results.push(producer.send(&addr, req, T).await.unwrap());
     }
+    // Each answer names its transaction (its unique key), as a Java 5 broker's does: Apache
+    // RocketMQ's proxy hands it to its gRPC producer to end the transaction with.
+    let ids: Vec<_> = results
+        .iter()
+        .map(|r| r.transaction_id.as_deref())
+        .collect();
+    assert_eq!(ids, [Some("U0000"), Some("U0001"), Some("U0002")]);
     let real = plain_api();
     let r = real.pull(&addr, &pull_header("Tx", 0, 0), T).await.unwrap();
     assert!(r.messages.is_empty(), "half messages are invisible");

@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 
 mod acl;
 mod advanced;
+mod pop;
 mod timer;
 
 const T: Duration = Duration::from_secs(20);
@@ -39,6 +40,18 @@ async fn broker(
     Broker::start(configure(BrokerConfig::new(dir)))
         .await
         .unwrap()
+}
+
+/// Returns once a read (pull or pop) is parked on the broker, waiting for appends: a signal,
+/// not a sleep.
+async fn parked(b: &Broker) {
+    tokio::time::timeout(T, async {
+        while b.store().waiting_readers() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("a read parks");
 }
 
 fn pull_header(topic: &str, queue_id: i32, offset: i64) -> PullMessageRequestHeader {
@@ -238,14 +251,7 @@ async fn a_parked_pull_returns_as_soon_as_a_message_arrives() {
     h.suspend_timeout_millis = 600_000;
     let (a, ad) = (api.clone(), addr.clone());
     let pull = tokio::spawn(async move { a.pull(&ad, &h, Duration::from_secs(700)).await });
-    // Signal, not sleep: wait until the pull is waiting for appends.
-    tokio::time::timeout(T, async {
-        while b.store().waiting_readers() == 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .unwrap();
+    parked(&b).await;
     api.send(&addr, send_request("Poll", 0, &msg("Poll", 1)), T)
         .await
         .unwrap();
@@ -614,13 +620,16 @@ async fn unserved_5x_client_codes_are_answered_with_the_missing_feature() {
     let api = plain_api();
     for (code, feature) in [
         (
-            RequestCode::POP_MESSAGE.0,
-            "POP_MESSAGE (200050): pop consumption",
+            RequestCode::BATCH_ACK_MESSAGE.0,
+            "BATCH_ACK_MESSAGE (200151): acknowledging popped messages in batches",
         ),
-        (3442, "POP_MESSAGE (3442): pop consumption"),
         (
-            RequestCode::ACK_MESSAGE.0,
-            "ACK_MESSAGE (200051): pop consumption",
+            3543,
+            "BATCH_ACK_MESSAGE (3543): acknowledging popped messages in batches",
+        ),
+        (
+            RequestCode::PEEK_MESSAGE.0,
+            "PEEK_MESSAGE (200052): peeking at messages",
         ),
         (
             RequestCode::QUERY_ASSIGNMENT.0,
