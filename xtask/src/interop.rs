@@ -76,12 +76,18 @@ const GRPC_TLS_ENDPOINT: &str = "127.0.0.1:8083";
 const GRPC_ACL_ENDPOINT: &str = "127.0.0.1:8084";
 
 /// Where Apache RocketMQ's own gRPC proxy (`rocketmq-proxy`, cluster mode) listens in front of
-/// the Java 5.3 engine: our gRPC producer and simple consumer are checked through it.
+/// our broker and the Java 5.3 engine: our gRPC producer and simple consumer, and Java's gRPC
+/// client, are checked through it.
 const JAVA_PROXY_ENDPOINT: &str = "127.0.0.1:8181";
 
-/// Whether `server` runs Apache RocketMQ's gRPC proxy beside it (at [`JAVA_PROXY_ENDPOINT`]).
+/// What the Java gRPC client's topics and groups are named with through Apache RocketMQ's proxy,
+/// apart from those through ours.
+const JAVA_PROXY_SUFFIX: &str = "Apache";
+
+/// Whether `server` runs Apache RocketMQ's gRPC proxy in front of it (at
+/// [`JAVA_PROXY_ENDPOINT`]): ours and the 5.x engine, whose brokers serve pop consumption.
 fn has_java_proxy(server: &str) -> bool {
-    !server.starts_with('4') && server != "ours"
+    !server.starts_with('4')
 }
 
 /// Whether `server` runs a TLS-enforcing broker beside it (at [`TLS_NAMESRV`]).
@@ -392,10 +398,11 @@ pub(crate) fn interop(args: &[String]) -> Result {
 /// Runs this program's `task` for `server` in a fresh loopback-only network namespace, with the
 /// engine's jars fetched (Java servers) and a fresh work dir; returns the dir and the exit.
 fn run_in_netns(task: &str, server: &str, mq: &Path) -> Result<(PathBuf, ExitStatus)> {
-    let lib = if server == "ours" {
-        PathBuf::new()
-    } else {
-        fetch(server)?
+    // Ours needs the 5.x engine's jars for Apache RocketMQ's proxy in front of it.
+    let lib = match (server, task) {
+        ("ours", "interop-netns") => fetch("5.3")?,
+        ("ours", _) => PathBuf::new(),
+        _ => fetch(server)?,
     };
     let work = std::env::temp_dir().join(format!("mq-{task}-{server}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&work);
@@ -452,13 +459,16 @@ fn matrix(rows: &[Row]) -> String {
          `rocketmq-client-java` 5.0.8, Python's `rocketmq-python-client` 5.1.2, Node's \
          `rocketmq-client-nodejs` 1.0.8 and Go's `rocketmq-clients/golang/v5` 5.1.2 through our \
          proxy (`mq proxy`) in front of each server, and \
-         `rocketmq-client-go/v2`. A cell is `pass`; \
+         `rocketmq-client-go/v2`; ours and Java's gRPC client also through Apache RocketMQ's \
+         `rocketmq-proxy` 5.3.3 in front of ours and the 5.3 engine (which consumes with pop). \
+         A cell is `pass`; \
          `known upstream` where the Java engine or client fails on its own, recognised by the \
          exact failure (the Java client against the Java server shows the same); `FAIL` with the \
          reason; `—` where the scenario does not apply (LZ4 and ZSTD bodies on 4.x; the ACL \
          rows, run against an ACL 1.0 broker beside ours and the 4.9 engine, not 5.3, the gRPC \
          ones through our proxy checking the same accounts; the TLS \
-         rows, against a TLS-enforcing broker beside ours).\n",
+         rows, against a TLS-enforcing broker beside ours; the rows through Apache RocketMQ's \
+         proxy on 4.x, which has no pop).\n",
     );
     let servers: Vec<&str> = SERVERS.to_vec();
     let label = |s: &str| match s {
@@ -845,6 +855,43 @@ pub(crate) fn in_netns(args: &[String]) -> Result {
         ok && out.contains("FIFO"),
         &last_line(&out),
     );
+    // Apache RocketMQ's proxy checks each send against its topic's message type (a topic
+    // without one takes normal messages only): the Java gRPC client's topics through it are
+    // made with theirs, and its FIFO group, all named with JAVA_PROXY_SUFFIX.
+    if has_java_proxy(server) {
+        let mut made = Vec::new();
+        let mut all_ok = true;
+        for (topic, kind) in [
+            ("GrpcNormal", "normal"),
+            ("GrpcSimple", "normal"),
+            ("GrpcPush", "normal"),
+            ("GrpcFifo", "fifo"),
+            ("GrpcFifoOrder", "fifo"),
+            ("GrpcDelay", "delay"),
+            ("GrpcTx", "transaction"),
+        ] {
+            let topic = format!("{topic}{JAVA_PROXY_SUFFIX}");
+            let args = ["topic", "create", "--topic", &topic, "--message-type", kind];
+            let (ok, out) = mq_run_at(mq, &args, NAMESRV, work)?;
+            all_ok &= ok && out.contains(&kind.to_uppercase());
+            made.push(last_line(&out));
+        }
+        let group = format!("GrpcFifoGroup{JAVA_PROXY_SUFFIX}");
+        let (ok, out) = mq_run_at(
+            mq,
+            &["group", "create", "--group", &group, "--fifo"],
+            NAMESRV,
+            work,
+        )?;
+        all_ok &= ok && out.contains("FIFO");
+        made.push(last_line(&out));
+        record(
+            "ours",
+            "creates topics with RocketMQ 5 message types (mq topic create --message-type)",
+            all_ok,
+            &made.join("; "),
+        );
+    }
     // The official clients, each scenario a row.
     let dir = root().join("interop");
     let mut ours = Command::new(mq.with_file_name("mq-interop-client"));
@@ -913,6 +960,15 @@ pub(crate) fn in_netns(args: &[String]) -> Result {
         ("go grpc", go_grpc(&dir, work, &[GRPC_TLS_ENDPOINT])),
         ("go", go(&dir, work, &[NAMESRV])),
     ];
+    if has_java_proxy(server) {
+        let via = [
+            "via",
+            "through Apache RocketMQ's proxy",
+            JAVA_PROXY_SUFFIX,
+            JAVA_PROXY_ENDPOINT,
+        ];
+        programs.push(("java grpc", java_grpc(&dir, work, &via)));
+    }
     if has_acl_broker(server) {
         let acl = ["acl", GRPC_ACL_ENDPOINT, ACL_ACCOUNT.0, ACL_ACCOUNT.1];
         programs.push(("java grpc", java_grpc(&dir, work, &acl)));
@@ -1043,12 +1099,16 @@ fn start_in_netns<'a>(
     if !up.success() {
         return Err("cannot bring lo up in the namespace".into());
     }
-    let servers = if server == "ours" {
+    let mut servers = if server == "ours" {
         start_ours(mq, work)?
     } else {
         start_engine(server, lib, work)?
     };
     wait_for_route(mq)?;
+    if server == "ours" && task == "interop-netns" {
+        // Apache RocketMQ's proxy in front of our broker: it consumes with pop.
+        servers.push(start_java_proxy(lib, work)?);
+    }
     Ok((server, work, mq, servers))
 }
 
@@ -1252,43 +1312,7 @@ fn start_engine(engine: &str, lib: &Path, work: &Path) -> Result<Vec<Server>> {
     )?;
     broker.wait_for("boot success")?;
     if !is_4x {
-        // The proxy in cluster mode, in front of the name server and broker above.
-        let (_, port) = JAVA_PROXY_ENDPOINT
-            .rsplit_once(':')
-            .ok_or("JAVA_PROXY_ENDPOINT has no port")?;
-        write(
-            "rmq-proxy.json",
-            format!(
-                "{{\"rocketMQClusterName\":\"DefaultCluster\",\"namesrvAddr\":\"{NAMESRV}\",\
-                 \"grpcServerPort\":{port},\"remotingListenPort\":8180,\"proxyMode\":\"cluster\"}}"
-            ),
-        )?;
-        // The proxy creates its system topics on the cluster as it starts, and gives up when
-        // the name server does not list the broker yet: started again, a few times, until the
-        // broker's registration has landed.
-        let mut attempt = 1;
-        let proxy = loop {
-            let mut c = Command::new("java");
-            c.args(["-Xms256m", "-Xmx256m", "-XX:+UseG1GC"])
-                .arg(format!("-Duser.home={}", work.join("user-proxy").display()))
-                .arg(format!("-Drocketmq.home.dir={}", home.display()))
-                .arg("-cp")
-                .arg(format!("{}/*", lib.display()))
-                .arg("org.apache.rocketmq.proxy.ProxyStartup")
-                .arg("-pc")
-                .arg(work.join("rmq-proxy.json"))
-                .args(["-pm", "cluster"]);
-            let mut proxy = Server::start("Java gRPC proxy", &mut c, work)?;
-            match proxy.wait_for("rocketmq-proxy startup successfully") {
-                Ok(()) => break proxy,
-                Err(e) if attempt < 3 && proxy.output().contains("create system") => {
-                    eprintln!("interop: the Java gRPC proxy did not start ({e}); again");
-                    attempt += 1;
-                    std::thread::sleep(Duration::from_secs(2));
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        let proxy = start_java_proxy(lib, work)?;
         return Ok(vec![namesrv, bare, broker, proxy]);
     }
     let mut acl_namesrv = Server::start(
@@ -1309,6 +1333,51 @@ fn start_engine(engine: &str, lib: &Path, work: &Path) -> Result<Vec<Server>> {
     )?;
     acl_broker.wait_for("boot success")?;
     Ok(vec![namesrv, bare, broker, acl_namesrv, acl_broker])
+}
+
+/// Starts Apache RocketMQ's gRPC proxy (`rocketmq-proxy`, cluster mode, from the 5.x engine's
+/// jars in `lib`) at [`JAVA_PROXY_ENDPOINT`], in front of the cluster at [`NAMESRV`].
+fn start_java_proxy(lib: &Path, work: &Path) -> Result<Server> {
+    let home = work.join("home");
+    fs::create_dir_all(home.join("conf")).map_err(|e| e.to_string())?;
+    let (_, port) = JAVA_PROXY_ENDPOINT
+        .rsplit_once(':')
+        .ok_or("JAVA_PROXY_ENDPOINT has no port")?;
+    let conf = work.join("rmq-proxy.json");
+    fs::write(
+        &conf,
+        format!(
+            "{{\"rocketMQClusterName\":\"DefaultCluster\",\"namesrvAddr\":\"{NAMESRV}\",\
+             \"grpcServerPort\":{port},\"remotingListenPort\":8180,\"proxyMode\":\"cluster\"}}"
+        ),
+    )
+    .map_err(|e| format!("rmq-proxy.json: {e}"))?;
+    // The proxy creates its system topics on the cluster as it starts, and gives up when the
+    // name server does not list the broker yet: started again, a few times, until the
+    // broker's registration has landed.
+    let mut attempt = 1;
+    loop {
+        let mut c = Command::new("java");
+        c.args(["-Xms256m", "-Xmx256m", "-XX:+UseG1GC"])
+            .arg(format!("-Duser.home={}", work.join("user-proxy").display()))
+            .arg(format!("-Drocketmq.home.dir={}", home.display()))
+            .arg("-cp")
+            .arg(format!("{}/*", lib.display()))
+            .arg("org.apache.rocketmq.proxy.ProxyStartup")
+            .arg("-pc")
+            .arg(&conf)
+            .args(["-pm", "cluster"]);
+        let mut proxy = Server::start("Java gRPC proxy", &mut c, work)?;
+        match proxy.wait_for("rocketmq-proxy startup successfully") {
+            Ok(()) => return Ok(proxy),
+            Err(e) if attempt < 3 && proxy.output().contains("create system") => {
+                eprintln!("interop: the Java gRPC proxy did not start ({e}); again");
+                attempt += 1;
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// A Java client program of `interop/CLIENT` with `args`.

@@ -211,6 +211,7 @@ pub(crate) async fn create_topic_everywhere(
     security: &Security,
     topic: &str,
     queues: i32,
+    attributes: Option<String>,
     timeout: Duration,
 ) -> Result<Vec<(String, String)>, String> {
     mq_client_api::validate::validate_topic(topic).map_err(|e| e.to_string())?;
@@ -226,7 +227,7 @@ pub(crate) async fn create_topic_everywhere(
         topic_filter_type: "SINGLE_TAG".into(),
         topic_sys_flag: Some(0),
         order: false,
-        attributes: None,
+        attributes,
     };
     for (_, addr) in &masters {
         api.create_topic(addr, &header, left(deadline))
@@ -236,18 +237,28 @@ pub(crate) async fn create_topic_everywhere(
     Ok(masters)
 }
 
-/// `mq topic create`: creates the topic on every master broker of the cluster.
-pub(crate) async fn topic_create(target: &Target, topic: &str, queues: i32) -> Result<(), String> {
+/// `mq topic create`: creates the topic on every master broker of the cluster, with 5.x
+/// attributes (`+message.type=FIFO`) when given.
+pub(crate) async fn topic_create(
+    target: &Target,
+    topic: &str,
+    queues: i32,
+    attributes: Option<String>,
+) -> Result<(), String> {
+    let said = attributes
+        .as_deref()
+        .map_or_else(String::new, |a| format!(" ({a})"));
     for (name, addr) in create_topic_everywhere(
         &target.namesrv,
         &target.security,
         topic,
         queues,
+        attributes,
         target.timeout,
     )
     .await?
     {
-        println!("created {topic} with {queues} queues on {name} ({addr})");
+        println!("created {topic} with {queues} queues{said} on {name} ({addr})");
     }
     Ok(())
 }

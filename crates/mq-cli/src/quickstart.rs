@@ -144,6 +144,7 @@ pub(crate) async fn run(args: QuickstartArgs) -> Result<(), String> {
             &crate::options::Security::default(),
             &topic,
             4,
+            None,
             Duration::from_secs(10),
         )
         .await?;

@@ -424,6 +424,36 @@ fn send_consume_route_topic_and_cluster_against_mq_serve() {
     let server = serve(store.path());
     let ns = server.namesrv.as_str();
     create_topic(ns, "CliTopic", "2");
+    // A topic for RocketMQ 5's typed sends: its message type reaches the broker's config,
+    // which Apache RocketMQ's proxy checks sends against.
+    let (ok, out, err) = mq(&[
+        "topic",
+        "create",
+        "--namesrv",
+        ns,
+        "--topic",
+        "CliFifo",
+        "--message-type",
+        "fifo",
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("created CliFifo with 4 queues (+message.type=FIFO)"),
+        "{out}"
+    );
+    let config = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let api = mq_test_support::plain_api();
+        let header = mq_client_api::header::GetTopicConfigRequestHeader {
+            topic: "CliFifo".into(),
+        };
+        let request = api.request(mq_client_api::RequestCode::GET_TOPIC_CONFIG, &header);
+        api.remoting()
+            .invoke(&server.broker, request, Duration::from_secs(5))
+            .await
+            .unwrap()
+    });
+    let tc: serde_json::Value = serde_json::from_slice(&config.body).unwrap();
+    assert_eq!(tc["attributes"]["message.type"], "FIFO", "{tc}");
     let send = |body: &str, extra: &[&str]| {
         let mut args = vec![
             "send",

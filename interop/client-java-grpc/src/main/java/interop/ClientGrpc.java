@@ -25,11 +25,21 @@ import org.apache.rocketmq.client.apis.producer.TransactionResolution;
  * N (the cross flow: bodies "cross message I", tag "cross"), or ClientGrpc tls ENDPOINT (a proxy
  * that enforces TLS: the client with its default, SSL on), or ClientGrpc acl ENDPOINT AK SK (a
  * proxy that checks ACL: the client signs with the account). Prints PASS or FAIL per scenario and
- * exits 1 on any failure.
+ * exits 1 on any failure. ClientGrpc via LABEL SUFFIX ENDPOINT runs the first flow through another
+ * proxy, its topics and groups named with SUFFIX and its scenarios with LABEL.
  */
 public final class ClientGrpc {
     private static int passed;
     private static int failed;
+    /** Before each scenario's name (the "via" mode). */
+    private static String label = "";
+    /** After each topic's and group's name (the "via" mode). */
+    private static String suffix = "";
+
+    /** A topic or group of this run. */
+    private static String named(String name) {
+        return name + suffix;
+    }
 
     interface Check {
         void run() throws Exception;
@@ -43,6 +53,12 @@ public final class ClientGrpc {
         if (args[0].equals("acl")) {
             withAcl(args[1], args[2], args[3]);
             return;
+        }
+        if (args[0].equals("via")) {
+            // Through another proxy, on topics and groups of their own: LABEL SUFFIX ENDPOINT.
+            label = args[1] + ": ";
+            suffix = args[2];
+            args = new String[] {args[3]};
         }
         boolean cross = args[0].equals("produce");
         String endpoint = cross ? args[1] : args[0];
@@ -71,11 +87,11 @@ public final class ClientGrpc {
         }
         Producer producer = provider.newProducerBuilder()
             .setClientConfiguration(config)
-            .setTopics("GrpcNormal", "GrpcSimple")
+            .setTopics(named("GrpcNormal"), named("GrpcSimple"))
             .build();
         check("producer: normal send", () -> {
             Message m = provider.newMessageBuilder()
-                .setTopic("GrpcNormal")
+                .setTopic(named("GrpcNormal"))
                 .setTag("TagA")
                 .setKeys("key-1")
                 .addProperty("color", "blue")
@@ -87,7 +103,7 @@ public final class ClientGrpc {
         check("producer: FIFO send with a message group", () -> {
             for (int i = 0; i < 5; i++) {
                 Message m = provider.newMessageBuilder()
-                    .setTopic("GrpcFifo")
+                    .setTopic(named("GrpcFifo"))
                     .setMessageGroup("order-42")
                     .setBody(("fifo " + i).getBytes(StandardCharsets.UTF_8))
                     .build();
@@ -96,14 +112,14 @@ public final class ClientGrpc {
         });
         check("producer: delayed send", () -> {
             Message m = provider.newMessageBuilder()
-                .setTopic("GrpcDelay")
+                .setTopic(named("GrpcDelay"))
                 .setDeliveryTimestamp(System.currentTimeMillis() + 1_000)
                 .setBody("later".getBytes(StandardCharsets.UTF_8))
                 .build();
             producer.send(m);
         });
         check("producer: transactions, committed delivered and rolled back not", () -> {
-            String topic = "GrpcTx";
+            String topic = named("GrpcTx");
             Producer tx = provider.newProducerBuilder()
                 .setClientConfiguration(config)
                 .setTopics(topic)
@@ -123,7 +139,7 @@ public final class ClientGrpc {
             } finally {
                 tx.close();
             }
-            SimpleConsumer consumer = simpleConsumer(provider, config, "GrpcTxGroup", topic, FilterExpression.SUB_ALL);
+            SimpleConsumer consumer = simpleConsumer(provider, config, named("GrpcTxGroup"), topic, FilterExpression.SUB_ALL);
             java.util.List<String> got = new java.util.ArrayList<>();
             try {
                 long until = System.currentTimeMillis() + 30_000;
@@ -144,7 +160,7 @@ public final class ClientGrpc {
             require(got.equals(java.util.Collections.singletonList("tx commit")), "received " + got);
         });
         check("simple consumer: receives and acks every message once", () -> {
-            String topic = "GrpcSimple";
+            String topic = named("GrpcSimple");
             int n = 10;
             java.util.Set<String> sent = new java.util.HashSet<>();
             for (int i = 0; i < n; i++) {
@@ -154,13 +170,13 @@ public final class ClientGrpc {
                 sent.add(body);
             }
             java.util.Map<String, Integer> seen = receiveCounts(
-                simpleConsumer(provider, config, "GrpcSimpleGroup", topic, new FilterExpression("TagS")),
+                simpleConsumer(provider, config, named("GrpcSimpleGroup"), topic, new FilterExpression("TagS")),
                 counts -> counts.size() >= n, 60_000);
             require(seen.keySet().equals(sent), "received " + seen.keySet());
             require(seen.values().stream().allMatch(c -> c == 1), "received twice: " + seen);
         });
         check("push consumer: its listener gets every message once", () -> {
-            String topic = "GrpcPush";
+            String topic = named("GrpcPush");
             int n = 10;
             java.util.Set<String> sent = new java.util.HashSet<>();
             for (int i = 0; i < n; i++) {
@@ -173,7 +189,7 @@ public final class ClientGrpc {
             java.util.concurrent.CountDownLatch all = new java.util.concurrent.CountDownLatch(n);
             PushConsumer consumer = provider.newPushConsumerBuilder()
                 .setClientConfiguration(config)
-                .setConsumerGroup("GrpcPushGroup")
+                .setConsumerGroup(named("GrpcPushGroup"))
                 .setSubscriptionExpressions(java.util.Collections.singletonMap(topic, new FilterExpression("TagP")))
                 .setMessageListener(m -> {
                     String body = StandardCharsets.UTF_8.decode(m.getBody()).toString();
@@ -195,7 +211,7 @@ public final class ClientGrpc {
             // GrpcFifoGroup consumes in order (the harness made its config on every broker):
             // the proxy holds a queue's next messages back until the ones before are
             // acknowledged, and the client consumes a message group one message at a time.
-            String topic = "GrpcFifoOrder";
+            String topic = named("GrpcFifoOrder");
             int n = 10;
             java.util.List<String> sent = new java.util.ArrayList<>();
             java.util.function.IntConsumer send = i -> {
@@ -217,7 +233,7 @@ public final class ClientGrpc {
             java.util.concurrent.CountDownLatch all = new java.util.concurrent.CountDownLatch(n);
             PushConsumer consumer = provider.newPushConsumerBuilder()
                 .setClientConfiguration(config)
-                .setConsumerGroup("GrpcFifoGroup")
+                .setConsumerGroup(named("GrpcFifoGroup"))
                 .setSubscriptionExpressions(java.util.Collections.singletonMap(topic, FilterExpression.SUB_ALL))
                 .setMessageListener(m -> {
                     if (busy.incrementAndGet() > 1) {
@@ -369,10 +385,10 @@ public final class ClientGrpc {
         try {
             c.run();
             passed++;
-            System.out.println("PASS " + name);
+            System.out.println("PASS " + label + name);
         } catch (Throwable e) {
             failed++;
-            System.out.println("FAIL " + name + "\t" + e);
+            System.out.println("FAIL " + label + name + "\t" + e);
             e.printStackTrace(System.out);
         }
     }
