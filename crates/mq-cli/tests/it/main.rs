@@ -442,7 +442,7 @@ fn send_consume_route_topic_and_cluster_against_mq_serve() {
         "{out}"
     );
     let config = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let api = mq_test_support::plain_api();
+        let api = plain_api();
         let header = mq_client_api::header::GetTopicConfigRequestHeader {
             topic: "CliFifo".into(),
         };
