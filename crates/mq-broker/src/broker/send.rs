@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use mq_client_api::body::{TopicConfig, perm};
 use mq_client_api::header::SendHeaderRef;
-use mq_client_api::message::{Message, MessageExt, decode_batch, decode_properties, property};
+use mq_client_api::message::{
+    Message, MessageExt, decode_batch, decode_properties, property, sys_flag,
+};
 use mq_client_api::validate::TOPIC_MAX_LEN;
 use mq_client_api::{RequestCode, ResponseCode};
 use mq_remoting::{ExtFields, FieldSink, RemotingCommand, RequestContext, TypedFields};
@@ -102,7 +104,9 @@ impl CoreHandle {
                         // A half message's answer names its transaction, which Apache
                         // RocketMQ's proxy hands its gRPC producer to end it with (a Java 5
                         // broker answers every single send so).
-                        if ext.message.is_transaction_prepared() {
+                        if sys_flag::transaction_value(ext.sys_flag)
+                            == sys_flag::TRANSACTION_PREPARED_TYPE
+                        {
                             extras.transaction_id = ext.message.uniq_key().map(str::to_owned);
                         }
                     }
