@@ -111,8 +111,28 @@ fn bytes_at<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
 /// The hash a key is indexed by: FNV-1a (64 bits) of the topic, a 0x01 byte and the key.
 /// Stable across processes and versions, since it is stored.
 pub(crate) fn key_hash(topic: &str, key: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in topic.bytes().chain([1]).chain(key.bytes()) {
+    KeyHash::of_topic(topic).key(key)
+}
+
+/// [`key_hash`] for several keys of one topic: the topic is hashed once.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KeyHash(u64);
+
+impl KeyHash {
+    /// FNV-1a's state after the topic and the 0x01 byte.
+    pub(crate) fn of_topic(topic: &str) -> Self {
+        Self(fnv1a(fnv1a(0xcbf2_9ce4_8422_2325, topic.as_bytes()), &[1]))
+    }
+
+    /// The hash of `key` in this topic.
+    pub(crate) fn key(self, key: &str) -> u64 {
+        fnv1a(self.0, key.as_bytes())
+    }
+}
+
+/// FNV-1a (64 bits) from state `h` over `bytes`.
+fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -471,6 +491,16 @@ mod tests {
             size: 100,
             tag_hash: i,
         }
+    }
+
+    /// The key index's hash is stored: it must stay FNV-1a 64 of topic, 0x01 and key, whether
+    /// the topic's part is computed once for several keys or not.
+    #[test]
+    fn key_hashes_stay_fnv1a_of_topic_separator_and_key() {
+        assert_eq!(key_hash("TopicA", "key-1"), 0x5ca6_017c_67ac_2f3f);
+        let topic = KeyHash::of_topic("TopicA");
+        assert_eq!(topic.key("key-1"), 0x5ca6_017c_67ac_2f3f);
+        assert_ne!(topic.key("key-2"), topic.key("key-1"));
     }
 
     #[test]

@@ -22,10 +22,11 @@ pub enum IdError {
 
 /// Upper-case hex, two digits a byte.
 pub(crate) fn to_hex(bytes: &[u8]) -> String {
-    let digits: Vec<u8> = bytes
-        .iter()
-        .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xF)]])
-        .collect();
+    // Sized once: a broker writes one of these (an offset id) for every message it stores.
+    let mut digits = Vec::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        digits.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xF)]]);
+    }
     // HEX holds ASCII digits only: always UTF-8.
     String::from_utf8(digits).unwrap_or_default()
 }
