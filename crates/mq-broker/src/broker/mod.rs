@@ -248,6 +248,9 @@ pub(crate) struct Core {
     watched: mq_remoting::ConnectionWatches,
     pub(crate) transactions: crate::transaction::TransactionState,
     pub(crate) timers: crate::timer::Timers,
+    /// `CLUSTER` and the cluster's name as a properties string: what every message taken from
+    /// a producer is stored with.
+    pub(crate) cluster_stamp: String,
     /// Pop consumption's positions and messages in flight.
     pub(crate) pop: crate::pop::PopState,
     /// Orderly-consumption queue locks: (group, queue) → (client id, expiry).
@@ -323,8 +326,17 @@ impl Broker {
             client_config = client_config.with_tls(tls.clone());
         }
         let remoting = RemotingClient::new(client_config);
+        let cluster_stamp = mq_client_api::message::encode_properties(
+            &[(
+                mq_client_api::message::property::CLUSTER,
+                config.cluster_name.as_str(),
+            )]
+            .into_iter()
+            .collect(),
+        );
         let core = Arc::new(CoreHandle(Core {
             addr: server.local_addr(),
+            cluster_stamp,
             config,
             store,
             topics,

@@ -41,6 +41,10 @@ impl CoreHandle {
                 Some("a reply is one message, not a batch".into()),
             );
         };
+        // The reply names the cluster, pushed and stored (see `send_group`).
+        reply
+            .message
+            .set_property(property::CLUSTER, &self.0.config.cluster_name);
         let pushed = self.push_reply(&req, &mut reply).await;
         let mut answer = match &pushed {
             Ok(()) => respond(&req, ResponseCode::SUCCESS, None),

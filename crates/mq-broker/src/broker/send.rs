@@ -120,7 +120,14 @@ impl CoreHandle {
         if groups.is_empty() {
             return answers;
         }
-        let stored = self.0.store.put_groups(groups, self.0.addr).await;
+        // Every stored message names the cluster (4.6+): a replier sends its reply to the
+        // cluster's reply topic. Stamped as the records are written, after the message's own
+        // properties, which are then copied as they came.
+        let stored = self
+            .0
+            .store
+            .put_groups_stamped(groups, self.0.addr, &self.0.cluster_stamp)
+            .await;
         if created {
             // As a Java broker does: the route of a topic a send created is registered before
             // the send is answered, so a consumer started on that answer finds it.
@@ -217,7 +224,7 @@ impl CoreHandle {
         } else {
             header.queue_id
         };
-        let mut messages: Vec<Message> = if header.batch {
+        let messages: Vec<Message> = if header.batch {
             match decode_batch(topic, &req.body) {
                 Ok(m) => m,
                 Err(e) => {
@@ -236,11 +243,6 @@ impl CoreHandle {
                 req.body.clone(),
             )]
         };
-        // Every stored message names the cluster (4.6+): a replier sends its reply to the
-        // cluster's reply topic.
-        for m in &mut messages {
-            m.set_property(property::CLUSTER, &self.0.config.cluster_name);
-        }
         let born_host = ctx
             .connection()
             .peer_socket_addr()

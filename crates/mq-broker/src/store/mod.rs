@@ -211,10 +211,20 @@ impl Indexes {
     /// Indexes a stored record.
     fn add(&mut self, msg: &MessageExt, size: i32) {
         let m = &msg.message;
+        // The three properties an index needs, found in one pass over them.
+        let (mut tags, mut keys, mut uniq) = (None, None, None);
+        for (name, value) in m.properties().iter() {
+            match name {
+                property::TAGS => tags = Some(value),
+                property::KEYS => keys = Some(value),
+                property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX => uniq = Some(value),
+                _ => {}
+            }
+        }
         let entry = CqEntry {
             phys: msg.commit_log_offset,
             size,
-            tag_hash: m.tags().map_or(0, |t| i64::from(java_hash(t))),
+            tag_hash: tags.map_or(0, |t| i64::from(java_hash(t))),
         };
         // The topic's name is copied only for its first message.
         let queue_dir = &self.queue_dir;
@@ -240,11 +250,14 @@ impl Indexes {
             }
         }
         self.unwritten += 1;
-        let uniq = m.property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX);
-        for key in m.keys().into_iter().chain(uniq) {
+        let topic = queue::KeyHash::of_topic(&m.topic);
+        let keys = keys
+            .into_iter()
+            .flat_map(|k| k.split(' ').filter(|k| !k.is_empty()));
+        for key in keys.chain(uniq) {
             self.unwritten += 1;
             self.keys.push(KeyEntry {
-                hash: key_hash(&m.topic, key),
+                hash: topic.key(key),
                 phys: msg.commit_log_offset,
                 size,
             });
@@ -487,6 +500,18 @@ impl MessageStore {
         groups: Vec<Vec<MessageExt>>,
         store_host: SocketAddr,
     ) -> Vec<io::Result<Vec<PutResult>>> {
+        self.put_groups_stamped(groups, store_host, "").await
+    }
+
+    /// [`MessageStore::put_groups`], each record's properties string ending with `stamp`, a
+    /// properties string (`name\u{1}value\u{2}`…) of what the broker adds to every message it
+    /// takes from a producer: read back, its values win over the message's own.
+    pub async fn put_groups_stamped(
+        &self,
+        groups: Vec<Vec<MessageExt>>,
+        store_host: SocketAddr,
+        stamp: &str,
+    ) -> Vec<io::Result<Vec<PutResult>>> {
         let (mut out, end, index_full, touched) = {
             let mut guard = self.shared.inner.lock();
             let inner = &mut *guard;
@@ -497,7 +522,7 @@ impl MessageStore {
             } else {
                 Vec::new()
             };
-            let (out, end) = append_groups(inner, groups, store_host);
+            let (out, end) = append_groups(inner, groups, store_host, stamp);
             (out, end, inner.index.unwritten >= INDEX_TAIL_LIMIT, touched)
         };
         if index_full {
@@ -787,6 +812,7 @@ fn append_groups(
     inner: &mut Inner,
     groups: Vec<Vec<MessageExt>>,
     store_host: SocketAddr,
+    stamp: &str,
 ) -> (Vec<io::Result<Vec<PutResult>>>, i64) {
     let mut out: Vec<io::Result<Vec<PutResult>>> = Vec::with_capacity(groups.len());
     // Records still in the pending buffer, with the group each belongs to (room for them all
@@ -821,7 +847,7 @@ fn append_groups(
             msg.queue_offset = inner.index.max_offset(&msg.message.topic, msg.queue_id);
             msg.store_host = store_host;
             msg.store_timestamp = stored_at;
-            let record = match PreparedRecord::new(&msg) {
+            let record = match PreparedRecord::with_extra_properties(&msg, stamp) {
                 Ok(r) => r,
                 Err(e) => {
                     failed = Some(io::Error::new(io::ErrorKind::InvalidInput, e));
@@ -853,7 +879,9 @@ fn append_groups(
                 unwritten.clear();
             }
             msg.commit_log_offset = phys;
-            inner.log.append_with(|buf| record.write(&msg, buf));
+            inner
+                .log
+                .append_with(|buf| record.write_with_extra(&msg, stamp, buf));
             inner.index.add(&msg, record.len() as i32);
             results.push(PutResult {
                 phys_offset: phys,

@@ -101,6 +101,10 @@ async fn send_auto_creates_and_pull_reads_back() {
     assert_eq!(&m.message.body[..], b"payload-0");
     assert_eq!(m.message.tags(), Some("even"));
     assert_eq!(m.msg_id(), "U0000");
+    assert_eq!(
+        m.message.property(property::CLUSTER),
+        Some("DefaultCluster")
+    );
     assert_eq!(m.queue_offset, 0);
     // Auto-created with min(client 4, TBW102 8) queues.
     let route_queues = api
@@ -142,7 +146,9 @@ async fn batches_are_split_and_tags_filter_pulls() {
     let b = broker(dir.path(), |c| c).await;
     let addr = b.local_addr().to_string();
     let api = plain_api();
-    let msgs: Vec<Message> = (0..6).map(|i| msg("Batch", i)).collect();
+    let mut msgs: Vec<Message> = (0..6).map(|i| msg("Batch", i)).collect();
+    // A message that names another cluster (relayed from one) is stored naming this one.
+    msgs[1].set_property(property::CLUSTER, "ElsewhereCluster");
     let mut req = send_request("Batch", 0, &msgs[0]);
     req.header.batch = true;
     req.header.properties = None;
@@ -155,6 +161,15 @@ async fn batches_are_split_and_tags_filter_pulls() {
     let r = api.pull(&addr, &h, T).await.unwrap();
     let bodies: Vec<&[u8]> = r.messages.iter().map(|m| &m.message.body[..]).collect();
     assert_eq!(bodies, vec![&b"payload-1"[..], b"payload-3", b"payload-5"]);
+    // Every stored message names the broker's cluster (a replier's reply goes to its reply
+    // topic), its own properties kept.
+    for m in &r.messages {
+        assert_eq!(
+            m.message.property(property::CLUSTER),
+            Some("DefaultCluster")
+        );
+        assert_eq!(m.message.tags(), Some("odd"));
+    }
     let _ = b.shutdown(T).await;
 }
 

@@ -541,11 +541,20 @@ pub fn encode_properties(props: &Properties) -> String {
 
 /// The length in bytes of [`encode_properties`]' text.
 pub fn properties_len(props: &Properties) -> usize {
+    if let Some(text) = props.0.as_properties_string() {
+        return text.len();
+    }
     props.iter().map(|(k, v)| k.len() + v.len() + 2).sum()
 }
 
-/// Appends [`encode_properties`]' text to `dst` without building it first.
+/// Appends [`encode_properties`]' text to `dst` without building it first: one copy when the
+/// properties are still the sorted string they were read from (a broker storing what a client
+/// sent).
 pub fn put_properties(props: &Properties, dst: &mut impl bytes::BufMut) {
+    if let Some(text) = props.0.as_properties_string() {
+        dst.put_slice(text.as_bytes());
+        return;
+    }
     for (k, v) in props {
         dst.put_slice(k.as_bytes());
         dst.put_u8(NAME_VALUE_SEPARATOR as u8);

@@ -175,8 +175,11 @@ pub fn encode_record(msg: &MessageExt) -> Result<Bytes, RecordError> {
 /// (to place it), then set its offsets and write it straight into its own buffer.
 #[derive(Clone, Debug)]
 pub struct PreparedRecord {
-    /// The length of the properties string, written from the message's properties.
+    /// The length of the properties string, written from the message's properties (and the
+    /// extra properties text after them).
     props: usize,
+    /// The length of the extra properties text.
+    extra: usize,
     total: usize,
 }
 
@@ -186,7 +189,20 @@ impl PreparedRecord {
     /// # Errors
     /// [`RecordError::TooLong`] when the topic or properties do not fit the format.
     pub fn new(msg: &MessageExt) -> Result<Self, RecordError> {
-        let props = properties_len(&msg.message.properties);
+        Self::with_extra_properties(msg, "")
+    }
+
+    /// As [`PreparedRecord::new`], for a record whose properties string ends with `extra`, a
+    /// properties string itself (`name\u{1}value\u{2}`…; see
+    /// [`PreparedRecord::write_with_extra`]). A name in both is read with its value in `extra`,
+    /// the last one, as every client reads repeated names: a broker stamps what it adds to
+    /// every message (its `CLUSTER`) so, as a Java broker appends a batch's properties to each
+    /// of its messages, without changing the message's own.
+    ///
+    /// # Errors
+    /// [`RecordError::TooLong`] when the topic or properties do not fit the format.
+    pub fn with_extra_properties(msg: &MessageExt, extra: &str) -> Result<Self, RecordError> {
+        let props = properties_len(&msg.message.properties) + extra.len();
         let topic = msg.message.topic.len();
         if props > i16::MAX as usize {
             return Err(RecordError::TooLong {
@@ -201,7 +217,11 @@ impl PreparedRecord {
             });
         }
         let total = msg.record_len(props);
-        Ok(Self { props, total })
+        Ok(Self {
+            props,
+            extra: extra.len(),
+            total,
+        })
     }
 
     /// The record's size in bytes.
@@ -218,6 +238,17 @@ impl PreparedRecord {
     /// `b`. The IPv6 flags are set from the host addresses, BODYCRC is computed, and the V2
     /// magic is used only for topics over 127 bytes.
     pub fn write(&self, msg: &MessageExt, b: &mut BytesMut) {
+        self.write_with_extra(msg, "", b);
+    }
+
+    /// [`PreparedRecord::write`] for a record prepared with
+    /// [`PreparedRecord::with_extra_properties`]: `extra` must be the same text.
+    pub fn write_with_extra(&self, msg: &MessageExt, extra: &str, b: &mut BytesMut) {
+        debug_assert_eq!(
+            extra.len(),
+            self.extra,
+            "the extra text the record was prepared with"
+        );
         let topic = msg.message.topic.as_bytes();
         let body = &msg.message.body;
         let mut flag = msg.sys_flag & !(sys_flag::BORNHOST_V6 | sys_flag::STOREHOSTADDRESS_V6);
@@ -255,6 +286,7 @@ impl PreparedRecord {
         b.put_slice(topic);
         b.put_i16(self.props as i16);
         put_properties(&msg.message.properties, b);
+        b.put_slice(extra.as_bytes());
     }
 }
 

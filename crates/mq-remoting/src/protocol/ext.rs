@@ -324,6 +324,33 @@ impl ExtFields {
         self.view().find(key.as_bytes()).is_ok()
     }
 
+    /// The fields as a message's properties string (`name\u{1}value\u{2}` for each, in key
+    /// order) when the arena already is exactly that: fields read by
+    /// [`ExtFields::from_properties_string`] from a sorted string without repeats or skipped
+    /// segments, and not changed since. Writing them out is then one copy; `None` otherwise.
+    pub fn as_properties_string(&self) -> Option<&str> {
+        if self.typed.is_some() {
+            return None;
+        }
+        let arena = self.arena.as_bytes();
+        let mut at = 0u32;
+        for e in &self.entries {
+            let Key::Arena((key_start, key_end)) = e.key else {
+                return None;
+            };
+            let (value_start, value_end) = e.value;
+            let tiled = key_start == at
+                && value_start == key_end + 1
+                && arena.get(key_end as usize) == Some(&1)
+                && arena.get(value_end as usize) == Some(&2);
+            if !tiled {
+                return None;
+            }
+            at = value_end + 1;
+        }
+        (at as usize == arena.len()).then_some(self.arena.as_str())
+    }
+
     /// Whether some key starts with `prefix`: one lookup, as the keys are sorted (the first
     /// key not before `prefix` is the only one to look at).
     pub fn any_key_starts_with(&self, prefix: &str) -> bool {
@@ -696,6 +723,12 @@ mod tests {
                 }
             }
             let read = ExtFields::from_properties_string(&text, 8);
+            // When the text is taken as it is, it is exactly what writing the fields gives.
+            if let Some(whole) = read.as_properties_string() {
+                let written: String =
+                    read.iter().map(|(k, v)| format!("{k}\u{1}{v}\u{2}")).collect();
+                proptest::prop_assert_eq!(whole, written.as_str());
+            }
             proptest::prop_assert_eq!(read, expected);
         }
 
@@ -709,6 +742,32 @@ mod tests {
             let (a, b) = (format!("{prefix}{a}"), format!("{prefix}{b}"));
             proptest::prop_assert_eq!(key_cmp(a.as_bytes(), b.as_bytes()), a.cmp(&b));
         }
+    }
+
+    #[test]
+    fn a_sorted_properties_string_is_written_back_as_it_came_until_changed() {
+        let text = "KEYS\u{1}k1\u{2}TAGS\u{1}a\u{1}b\u{2}UNIQ_KEY\u{1}U1\u{2}";
+        let mut read = ExtFields::from_properties_string(text, 8);
+        assert_eq!(read.as_properties_string(), Some(text));
+        read.insert_str("CLUSTER", "c");
+        assert_eq!(read.as_properties_string(), None);
+        for text in [
+            // Out of order, repeated, a segment skipped, no final separator.
+            "TAGS\u{1}a\u{2}KEYS\u{1}k\u{2}",
+            "KEYS\u{1}k\u{2}KEYS\u{1}j\u{2}",
+            "KEYS\u{1}k\u{2}\u{1}x\u{2}TAGS\u{1}a\u{2}",
+            "KEYS\u{1}k",
+        ] {
+            assert_eq!(
+                ExtFields::from_properties_string(text, 0).as_properties_string(),
+                None,
+                "{text:?}"
+            );
+        }
+        assert_eq!(
+            ExtFields::from_properties_string("", 0).as_properties_string(),
+            Some("")
+        );
     }
 
     #[test]
