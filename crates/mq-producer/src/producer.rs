@@ -1118,6 +1118,8 @@ impl Engine {
         // Ids of one batch are made at one instant (the counter tells them apart).
         let now = SystemTime::now();
         let mut checked_topic: Option<String> = None;
+        // The batch's ids, comma-joined as its send result gives them.
+        let mut ids = String::with_capacity(msgs.len() * 33);
         for m in msgs.iter_mut() {
             // A batch has one topic: its name is checked once (a second one fails below).
             if checked_topic.as_deref() == Some(m.topic.as_str()) {
@@ -1126,11 +1128,16 @@ impl Engine {
                 validate_message(m, self.config.max_message_size)?;
                 checked_topic = Some(m.topic.clone());
             }
-            if m.uniq_key().is_none() {
-                m.set_property(
-                    property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX,
-                    self.ids.next_id_at(now),
-                );
+            if !ids.is_empty() {
+                ids.push(',');
+            }
+            match m.uniq_key() {
+                Some(id) => ids.push_str(id),
+                None => {
+                    let id = self.ids.next_id_at(now);
+                    ids.push_str(&id);
+                    m.set_property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX, id);
+                }
             }
         }
         let body = encode_batch(msgs)?;
@@ -1141,11 +1148,6 @@ impl Engine {
             }
             .into());
         }
-        let ids = msgs
-            .iter()
-            .filter_map(Message::uniq_key)
-            .collect::<Vec<_>>()
-            .join(",");
         // encode_batch refused an empty batch.
         let first = &msgs[0];
         Ok(Payload::Batch {

@@ -3,7 +3,10 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::{Message, decode_properties, properties_len, put_properties};
+use super::{
+    Message, TIMER_NAME_PREFIX, decode_properties, delay_level_of, property, put_properties,
+    waits_for_store,
+};
 
 /// A batch was refused. The caller is at fault.
 #[derive(Clone, Debug, Eq, PartialEq, thiserror::Error)]
@@ -42,14 +45,49 @@ pub enum BatchError {
 /// # Errors
 /// [`BatchError`] when a rule is broken.
 pub fn check_batch(messages: &[Message]) -> Result<usize, BatchError> {
+    checked(messages).map(|(size, _)| size)
+}
+
+/// What the batch rules need of one message's properties, read in one pass.
+struct Facts {
+    delay_level: i32,
+    timer: bool,
+    wait: bool,
+    props_len: usize,
+}
+
+impl Facts {
+    fn of(m: &Message) -> Self {
+        let (mut delay, mut wait, mut timer, mut props_len) = (None, None, false, 0);
+        for (name, value) in m.properties.iter() {
+            props_len += name.len() + value.len() + 2;
+            match name {
+                property::DELAY_TIME_LEVEL => delay = Some(value),
+                property::WAIT_STORE_MSG_OK => wait = Some(value),
+                _ => timer |= name.starts_with(TIMER_NAME_PREFIX),
+            }
+        }
+        Self {
+            delay_level: delay_level_of(delay),
+            timer,
+            wait: waits_for_store(wait),
+            props_len,
+        }
+    }
+}
+
+/// [`check_batch`], with each message's properties length.
+fn checked(messages: &[Message]) -> Result<(usize, Vec<usize>), BatchError> {
     let first = messages.first().ok_or(BatchError::Empty)?;
-    let wait = first.wait_store_msg_ok();
+    let mut wait = None;
     let mut size = 0;
+    let mut lens = Vec::with_capacity(messages.len());
     for m in messages {
-        if m.delay_level() > 0 {
+        let facts = Facts::of(m);
+        if facts.delay_level > 0 {
             return Err(BatchError::DelayNotSupported);
         }
-        if m.is_timer() {
+        if facts.timer {
             return Err(BatchError::TimerNotSupported);
         }
         if crate::names::is_retry_topic(&m.topic) {
@@ -58,16 +96,16 @@ pub fn check_batch(messages: &[Message]) -> Result<usize, BatchError> {
         if m.topic != first.topic {
             return Err(BatchError::MixedTopics);
         }
-        if m.wait_store_msg_ok() != wait {
+        if *wait.get_or_insert(facts.wait) != facts.wait {
             return Err(BatchError::MixedWaitStore);
         }
-        let props_len = properties_len(&m.properties);
-        if props_len > i16::MAX as usize {
-            return Err(BatchError::PropertiesTooLong(props_len));
+        if facts.props_len > i16::MAX as usize {
+            return Err(BatchError::PropertiesTooLong(facts.props_len));
         }
-        size += record_len(m, props_len);
+        size += record_len(m, facts.props_len);
+        lens.push(facts.props_len);
     }
-    Ok(size)
+    Ok((size, lens))
 }
 
 /// Checks the batch rules and encodes the body. Each message should already carry its
@@ -76,11 +114,10 @@ pub fn check_batch(messages: &[Message]) -> Result<usize, BatchError> {
 /// # Errors
 /// [`BatchError`] when a rule is broken.
 pub fn encode_batch(messages: &[Message]) -> Result<Bytes, BatchError> {
-    let size = check_batch(messages)?;
+    let (size, lens) = checked(messages)?;
     let mut out = BytesMut::with_capacity(size);
-    for m in messages {
+    for (m, props_len) in messages.iter().zip(lens) {
         // The properties are written straight into the body: their length is known first.
-        let props_len = properties_len(&m.properties);
         let total = record_len(m, props_len);
         out.put_i32(total as i32);
         out.put_i32(0);

@@ -371,7 +371,7 @@ impl Message {
     /// (`TIMER_DELIVER_MS`, `TIMER_DELAY_SEC`, `TIMER_DELAY_MS`), or is a recall's deletion
     /// (`TIMER_DEL_UNIQKEY`). One lookup: the names share the prefix `TIMER_DEL`.
     pub fn is_timer(&self) -> bool {
-        self.properties.any_name_starts_with("TIMER_DEL")
+        self.properties.any_name_starts_with(TIMER_NAME_PREFIX)
     }
 
     /// When a timer message is due, as a 5.x broker reads it: `TIMER_DELAY_SEC` after `now`,
@@ -475,14 +475,12 @@ impl Message {
 
     /// The delay level (0 when absent or unparsable).
     pub fn delay_level(&self) -> i32 {
-        self.property(property::DELAY_TIME_LEVEL)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        delay_level_of(self.property(property::DELAY_TIME_LEVEL))
     }
 
     /// Whether the broker answers only after storing (absent means true).
     pub fn wait_store_msg_ok(&self) -> bool {
-        self.property(property::WAIT_STORE_MSG_OK) != Some("false")
+        waits_for_store(self.property(property::WAIT_STORE_MSG_OK))
     }
 
     /// The client unique id (`UNIQ_KEY`), set once at first send.
@@ -537,6 +535,20 @@ pub fn encode_properties(props: &Properties) -> String {
         s.push(PROPERTY_SEPARATOR);
     }
     s
+}
+
+/// What the names of a timer message's properties start with (`TIMER_DELIVER_MS`,
+/// `TIMER_DELAY_SEC`, `TIMER_DELAY_MS`).
+pub(crate) const TIMER_NAME_PREFIX: &str = "TIMER_DEL";
+
+/// The delay level a `DELAY` value names (0 when absent or unparsable).
+pub(crate) fn delay_level_of(value: Option<&str>) -> i32 {
+    value.and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// Whether a `WAIT` value asks the broker to answer only after storing (absent means true).
+pub(crate) fn waits_for_store(value: Option<&str>) -> bool {
+    value != Some("false")
 }
 
 /// The length in bytes of [`encode_properties`]' text.
