@@ -626,7 +626,7 @@ impl ClientApi {
         Ok(PopResult {
             status,
             popped_at: crate::wire_time::from_millis(h.pop_time),
-            invisible: Duration::from_millis(u64::try_from(h.invisible_time).unwrap_or(0)),
+            invisible: crate::wire_time::millis_duration(h.invisible_time),
             rest: h.rest_num,
             messages,
         })

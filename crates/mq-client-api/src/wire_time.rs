@@ -27,6 +27,11 @@ pub fn duration_millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Wire milliseconds as a duration; a negative count is none.
+pub fn millis_duration(ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
 /// The current time as wire milliseconds.
 pub fn now_millis() -> i64 {
     to_millis(SystemTime::now())

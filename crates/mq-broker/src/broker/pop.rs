@@ -18,7 +18,9 @@ use mq_client_api::header::{
 use mq_client_api::message::{decode_record, encode_record};
 use mq_client_api::names::{expression_tags, is_retry_topic};
 use mq_client_api::validate::java_hash;
-use mq_client_api::wire_time::{duration_millis, from_millis, now_millis, to_millis};
+use mq_client_api::wire_time::{
+    duration_millis, from_millis, millis_duration, now_millis, to_millis,
+};
 use mq_remoting::RemotingCommand;
 use tokio::time::Instant;
 use tracing::debug;
@@ -114,12 +116,11 @@ impl CoreHandle {
             topic: h.topic,
             queues,
             max: usize::try_from(h.max_msg_nums.clamp(1, MAX_POP_NUMS)).unwrap_or(1),
-            invisible: Duration::from_millis(u64::try_from(h.invisible_time).unwrap_or(0)),
+            invisible: millis_duration(h.invisible_time),
             order,
             init_mode: h.init_mode,
         };
-        let deadline =
-            Instant::now() + Duration::from_millis(u64::try_from(h.poll_time).unwrap_or(0));
+        let deadline = Instant::now() + millis_duration(h.poll_time);
         // Only a pop that may park watches its queues.
         let watches: Vec<_> = if h.poll_time > 0 {
             p.queues
@@ -333,7 +334,7 @@ impl CoreHandle {
             Ok(ck) => ck,
             Err((code, remark)) => return respond(req, code, Some(remark)),
         };
-        let invisible = Duration::from_millis(u64::try_from(h.invisible_time).unwrap_or(0));
+        let invisible = millis_duration(h.invisible_time);
         let now_ms = now_millis();
         let key = (h.consumer_group, h.topic, h.queue_id);
         let mut positions = self.0.pop.lock();

@@ -2,7 +2,6 @@
 //! something arrives or the suspend time passes.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use mq_client_api::ResponseCode;
@@ -79,8 +78,8 @@ impl CoreHandle {
             .map(|tags| tags.map(|t| i64::from(java_hash(t))).collect());
         let max = usize::try_from(h.max_msg_nums).unwrap_or(0).clamp(1, 512);
         let suspend = h.sys_flag & pull_sys_flag::SUSPEND != 0 && h.suspend_timeout_millis > 0;
-        let deadline = Instant::now()
-            + Duration::from_millis(u64::try_from(h.suspend_timeout_millis).unwrap_or(0));
+        let deadline =
+            Instant::now() + mq_client_api::wire_time::millis_duration(h.suspend_timeout_millis);
         // Only a pull that may park watches its queue.
         let watch = suspend.then(|| self.0.store.watch_queue(&h.topic, h.queue_id));
         loop {

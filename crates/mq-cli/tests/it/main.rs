@@ -373,9 +373,10 @@ fn mq(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-/// `mq topic create` of `topic` with `queues` queues per broker, checked.
-fn create_topic(ns: &str, topic: &str, queues: &str) {
-    let (ok, out, err) = mq(&[
+/// `mq topic create` of `topic` with `queues` queues per broker and `extra` arguments, checked;
+/// what it printed.
+fn create_topic(ns: &str, topic: &str, queues: &str, extra: &[&str]) -> String {
+    let mut args = vec![
         "topic",
         "create",
         "--namesrv",
@@ -384,12 +385,15 @@ fn create_topic(ns: &str, topic: &str, queues: &str) {
         topic,
         "--queues",
         queues,
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let (ok, out, err) = mq(&args);
     assert!(ok, "{err}");
     assert!(
         out.contains(&format!("created {topic} with {queues} queues")),
         "{out}"
     );
+    out
 }
 
 /// The bodies `mq consume` prints for `count` messages of `topic` from the first offset,
@@ -423,24 +427,11 @@ fn send_consume_route_topic_and_cluster_against_mq_serve() {
     let store = tempfile::tempdir().unwrap();
     let server = serve(store.path());
     let ns = server.namesrv.as_str();
-    create_topic(ns, "CliTopic", "2");
+    create_topic(ns, "CliTopic", "2", &[]);
     // A topic for RocketMQ 5's typed sends: its message type reaches the broker's config,
     // which Apache RocketMQ's proxy checks sends against.
-    let (ok, out, err) = mq(&[
-        "topic",
-        "create",
-        "--namesrv",
-        ns,
-        "--topic",
-        "CliFifo",
-        "--message-type",
-        "fifo",
-    ]);
-    assert!(ok, "{err}");
-    assert!(
-        out.contains("created CliFifo with 4 queues (+message.type=FIFO)"),
-        "{out}"
-    );
+    let out = create_topic(ns, "CliFifo", "4", &["--message-type", "fifo"]);
+    assert!(out.contains("(+message.type=FIFO)"), "{out}");
     let config = tokio::runtime::Runtime::new().unwrap().block_on(async {
         let api = plain_api();
         let header = mq_client_api::header::GetTopicConfigRequestHeader {
@@ -711,7 +702,7 @@ fn separate_name_server_and_broker_processes_make_a_cluster() {
     for b in &brokers {
         assert!(out.contains(&b.broker), "{out}");
     }
-    create_topic(ns, "Spread", "2");
+    create_topic(ns, "Spread", "2", &[]);
     let (ok, out, _) = mq(&["route", "--namesrv", ns, "--topic", "Spread"]);
     assert!(ok);
     let route: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
@@ -735,7 +726,7 @@ fn separate_name_server_and_broker_processes_make_a_cluster() {
     let expected: Vec<String> = (0..8).map(|i| format!("m {i}")).collect();
     assert_eq!(bodies, expected, "{out}");
     // `mq bench consume` feeds a topic of both brokers and drains it again.
-    create_topic(ns, "BenchSpread", "2");
+    create_topic(ns, "BenchSpread", "2", &[]);
     let (ok, out, err) = mq(&[
         "bench",
         "consume",

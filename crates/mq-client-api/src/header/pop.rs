@@ -129,7 +129,7 @@ header! {
 /// (Java: `ExtraInfoUtil.getRetry`): `0` the topic itself, `1` a `%RETRY%` topic, `2` a
 /// 5.x pop retry topic (`%RETRY%group+topic`).
 pub fn pop_topic_mark(topic: &str) -> &'static str {
-    if topic.starts_with(crate::names::RETRY_PREFIX) {
+    if crate::names::is_retry_topic(topic) {
         if topic.contains('+') { "2" } else { "1" }
     } else {
         "0"
