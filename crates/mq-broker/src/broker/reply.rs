@@ -62,7 +62,7 @@ impl CoreHandle {
             {
                 Some(Ok(stored)) => {
                     if let Some(r) = stored.into_iter().next() {
-                        (msg_id, queue_offset) = (r.msg_id, r.queue_offset);
+                        (msg_id, queue_offset) = (r.msg_id(), r.queue_offset);
                     }
                 }
                 Some(Err(e)) => warn!(cause = %e, "storing a reply failed"),

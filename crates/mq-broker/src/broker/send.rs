@@ -312,7 +312,7 @@ fn send_answer(
     extras: AnswerExtras,
     stored: io::Result<Vec<crate::store::PutResult>>,
 ) -> RemotingCommand {
-    let mut results = match stored {
+    let results = match stored {
         Ok(r) => r,
         Err(e) => {
             warn!(cause = %e, "store append failed");
@@ -329,14 +329,14 @@ fn send_answer(
     } else {
         ResponseCode::FLUSH_DISK_TIMEOUT
     };
-    let msg_id = match results.as_mut_slice() {
-        [one] => std::mem::take(&mut one.msg_id),
-        many => many
-            .iter()
-            .map(|r| r.msg_id.as_str())
-            .collect::<Vec<_>>()
-            .join(","),
-    };
+    // A batch's ids joined as they are written, in one string sized once.
+    let mut msg_id = String::with_capacity(results.len() * 33);
+    for (i, r) in results.iter().enumerate() {
+        if i > 0 {
+            msg_id.push(',');
+        }
+        r.push_msg_id(&mut msg_id);
+    }
     let mut answer = respond(req, code, None);
     stored_at(&mut answer, msg_id, queue_id, first_offset);
     if let Some(handle) = extras.recall_handle {

@@ -21,7 +21,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use mq_client_api::message::{MessageExt, PreparedRecord, decode_record, property, sys_flag};
+use mq_client_api::message::{
+    MessageExt, PreparedRecord, decode_record, encode_offset_msg_id, property, push_offset_msg_id,
+    sys_flag,
+};
 use mq_client_api::validate::java_hash;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
@@ -97,10 +100,22 @@ pub struct PutResult {
     pub phys_offset: i64,
     /// Consume-queue offset.
     pub queue_offset: i64,
-    /// Offset message id.
-    pub msg_id: String,
+    /// The broker address the record was stored under (the host part of its offset id).
+    pub store_host: SocketAddr,
     /// False when a SYNC flush missed its deadline (the message is stored all the same).
     pub flushed_in_time: bool,
+}
+
+impl PutResult {
+    /// The offset message id.
+    pub fn msg_id(&self) -> String {
+        encode_offset_msg_id(self.store_host, self.phys_offset)
+    }
+
+    /// [`PutResult::msg_id`] appended to `out` (a batch's ids joined in one string).
+    pub fn push_msg_id(&self, out: &mut String) {
+        push_offset_msg_id(out, self.store_host, self.phys_offset);
+    }
 }
 
 /// What a read of a queue found (broker side of spec §3.4).
@@ -843,8 +858,20 @@ fn append_groups(
         }
         let mut results = Vec::with_capacity(msgs.len());
         let mut failed = None;
+        // A batch's messages share one queue: its offsets are counted on from the first,
+        // without a lookup for each message.
+        let one_queue = msgs
+            .windows(2)
+            .all(|w| w[0].queue_id == w[1].queue_id && w[0].message.topic == w[1].message.topic);
+        let mut next_offset = None;
         for mut msg in msgs {
-            msg.queue_offset = inner.index.max_offset(&msg.message.topic, msg.queue_id);
+            msg.queue_offset = match next_offset {
+                Some(offset) => offset,
+                None => inner.index.max_offset(&msg.message.topic, msg.queue_id),
+            };
+            if one_queue {
+                next_offset = Some(msg.queue_offset + 1);
+            }
             msg.store_host = store_host;
             msg.store_timestamp = stored_at;
             let record = match PreparedRecord::with_extra_properties(&msg, stamp) {
@@ -886,7 +913,7 @@ fn append_groups(
             results.push(PutResult {
                 phys_offset: phys,
                 queue_offset: msg.queue_offset,
-                msg_id: msg.offset_msg_id(),
+                store_host,
                 flushed_in_time: true,
             });
             unwritten.push((g, msg));

@@ -165,12 +165,14 @@ pub fn decode_batch(topic: &str, body: &Bytes) -> Result<Vec<Message>, BatchErro
         if src.remaining() < props_len || total != 22 + body_len + props_len {
             return Err(bad());
         }
-        let props = src.split_to(props_len);
-        let props = std::str::from_utf8(&props).map_err(|_| bad())?;
+        // Read in place: the properties are copied into the message's own fields.
+        let props = std::str::from_utf8(&src[..props_len]).map_err(|_| bad())?;
+        let properties = decode_properties(props);
+        src.advance(props_len);
         out.push(Message {
             topic: topic.to_owned(),
             flag,
-            properties: decode_properties(props),
+            properties,
             body: msg_body,
             transaction_id: None,
         });

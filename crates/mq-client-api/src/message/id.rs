@@ -22,13 +22,25 @@ pub enum IdError {
 
 /// Upper-case hex, two digits a byte.
 pub(crate) fn to_hex(bytes: &[u8]) -> String {
-    // Sized once: a broker writes one of these (an offset id) for every message it stores.
-    let mut digits = Vec::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        digits.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xF)]]);
+    let mut out = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut out, bytes);
+    out
+}
+
+/// Appends `bytes` to `out` as upper-case hex, two digits a byte.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    // A broker writes an offset id (16 or 28 bytes) for every message it stores: converted
+    // on the stack in chunks, each appended at once, instead of a push per digit.
+    let mut digits = [0u8; 64];
+    for chunk in bytes.chunks(digits.len() / 2) {
+        let text = &mut digits[..chunk.len() * 2];
+        for (pair, b) in text.chunks_exact_mut(2).zip(chunk) {
+            pair[0] = HEX[usize::from(b >> 4)];
+            pair[1] = HEX[usize::from(b & 0xF)];
+        }
+        // HEX holds ASCII digits only: always UTF-8.
+        out.push_str(std::str::from_utf8(text).unwrap_or_default());
     }
-    // HEX holds ASCII digits only: always UTF-8.
-    String::from_utf8(digits).unwrap_or_default()
 }
 
 fn from_hex(s: &str) -> Result<Vec<u8>, IdError> {
@@ -58,6 +70,14 @@ pub(crate) fn hex_bytes(text: &str) -> Option<Vec<u8>> {
 /// `hex(storeIp ++ storePort(i32) ++ commitLogOffset(i64))`: 32 uppercase hex characters for
 /// IPv4, 56 for IPv6.
 pub fn encode_offset_msg_id(store_host: SocketAddr, commit_log_offset: i64) -> String {
+    let mut id = String::with_capacity(if store_host.is_ipv4() { 32 } else { 56 });
+    push_offset_msg_id(&mut id, store_host, commit_log_offset);
+    id
+}
+
+/// [`encode_offset_msg_id`] appended to `out`: a batch's ids are written into one string
+/// without one of their own each.
+pub fn push_offset_msg_id(out: &mut String, store_host: SocketAddr, commit_log_offset: i64) {
     // Address, port and offset: at most 16 + 4 + 8 bytes, on the stack.
     let mut b = [0u8; 28];
     let ip = match store_host.ip() {
@@ -72,7 +92,7 @@ pub fn encode_offset_msg_id(store_host: SocketAddr, commit_log_offset: i64) -> S
     };
     b[ip..ip + 4].copy_from_slice(&i32::from(store_host.port()).to_be_bytes());
     b[ip + 4..ip + 12].copy_from_slice(&commit_log_offset.to_be_bytes());
-    to_hex(&b[..ip + 12])
+    push_hex(out, &b[..ip + 12]);
 }
 
 /// Parses an offset message id into the broker address and commit-log offset.
@@ -199,7 +219,6 @@ impl UniqueIdGenerator {
         // At most 31 days (2 678 399 999 ms) after the month's start: always fits 32 bits.
         let since_start = u32::try_from(now - start).unwrap_or(u32::MAX);
         let counter = self.counter.fetch_add(1, Ordering::Relaxed);
-        const HEX: &[u8; 16] = b"0123456789ABCDEF";
         // The 48 bits of time and counter as 12 hex digits, most significant first.
         let tail = (u64::from(since_start) << 16) | u64::from(counter);
         let mut digits = [0u8; 12];
@@ -267,6 +286,31 @@ mod tests {
         assert_eq!(v6.len(), 56);
         assert!(decode_offset_msg_id("ABC").is_err());
         assert!(decode_offset_msg_id("ZZ00000100002A9F0000000000001234").is_err());
+    }
+
+    /// A batch answer's ids are appended to one string: each reads back as made alone.
+    #[test]
+    fn offset_ids_appended_to_a_list_read_back_one_by_one() {
+        let hosts: [SocketAddr; 2] = [
+            "10.1.2.3:10911".parse().unwrap(),
+            "[2001:db8::7]:30911".parse().unwrap(),
+        ];
+        let mut list = String::new();
+        for (i, host) in hosts.iter().enumerate() {
+            if i > 0 {
+                list.push(',');
+            }
+            push_offset_msg_id(&mut list, *host, 1 << 40 | i as i64);
+        }
+        let ids: Vec<&str> = list.split(',').collect();
+        assert_eq!(ids.len(), 2);
+        for (i, (id, host)) in ids.iter().zip(hosts).enumerate() {
+            assert_eq!(*id, encode_offset_msg_id(host, 1 << 40 | i as i64));
+            assert_eq!(
+                decode_offset_msg_id(id).unwrap(),
+                (host, 1 << 40 | i as i64)
+            );
+        }
     }
 
     /// 2026-01-31T23:59:59.999Z, the last millisecond of a 31-day month.

@@ -20,7 +20,7 @@ pub use compression::{
 };
 pub use id::{
     IdError, UniqueIdGenerator, UniqueIdParts, decode_offset_msg_id, encode_offset_msg_id,
-    parse_unique_id,
+    parse_unique_id, push_offset_msg_id,
 };
 pub use recall::{RecallHandle, RecallHandleError};
 pub use record::{
