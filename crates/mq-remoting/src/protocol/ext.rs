@@ -433,9 +433,10 @@ impl ExtFields {
         let mut start = 0;
         while start < bytes.len() {
             let rest = &bytes[start..];
-            let len = rest.iter().position(|&b| b == PAIR).unwrap_or(rest.len());
+            // memchr: a word at a time, where a byte loop costs several instructions a byte.
+            let len = memchr::memchr(PAIR, rest).unwrap_or(rest.len());
             let segment = &rest[..len];
-            if let Some(i) = segment.iter().position(|&b| b == NAME_VALUE)
+            if let Some(i) = memchr::memchr(NAME_VALUE, segment)
                 && i > 0
                 && i + 1 < len
             {
