@@ -1142,6 +1142,47 @@ mod tests {
             .collect()
     }
 
+    /// Queue offsets go on from what a queue holds, a batch's one after another and a group
+    /// of several queues' messages each by its own queue; every result's offset id names
+    /// the record's place in the commit log.
+    #[tokio::test]
+    async fn groups_take_the_next_offsets_of_their_queues() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MessageStore::open(StoreConfig::new(dir.path())).unwrap();
+        let on = |queue_id, body: &str| MessageExt {
+            queue_id,
+            ..ext("T", "k", body)
+        };
+        store
+            .put_batch(vec![on(0, "a"), on(0, "b")], host())
+            .await
+            .unwrap();
+        let groups = vec![
+            vec![on(0, "c"), on(0, "d"), on(0, "e")],
+            vec![on(1, "f"), on(0, "g"), on(1, "h")],
+            vec![on(0, "i")],
+        ];
+        let offsets: Vec<Vec<i64>> = store
+            .put_groups(groups, host())
+            .await
+            .into_iter()
+            .map(|g| g.unwrap().iter().map(|r| r.queue_offset).collect())
+            .collect();
+        assert_eq!(offsets, [vec![2, 3, 4], vec![0, 5, 1], vec![6]]);
+        assert_eq!(store.max_offset("T", 0), 7);
+        assert_eq!(store.max_offset("T", 1), 2);
+        let got = store.get("T", 0, 0, 32, None).unwrap();
+        let read = decode_records(&got.body);
+        let bodies: Vec<&[u8]> = read.iter().map(|m| &m.message.body[..]).collect();
+        assert_eq!(bodies, [&b"a"[..], b"b", b"c", b"d", b"e", b"g", b"i"]);
+        let stored = store.put(on(1, "j"), host()).await.unwrap();
+        assert_eq!(stored.queue_offset, 2);
+        assert_eq!(
+            mq_client_api::message::decode_offset_msg_id(&stored.msg_id()).unwrap(),
+            (host(), stored.phys_offset)
+        );
+    }
+
     /// A batch that does not fit the current segment is written in two parts (one write
     /// before the roll, one after); offsets, reads and key lookups hold across the roll and a
     /// reopen, and a key is only found in its own topic.
