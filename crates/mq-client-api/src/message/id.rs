@@ -219,16 +219,13 @@ impl UniqueIdGenerator {
         // At most 31 days (2 678 399 999 ms) after the month's start: always fits 32 bits.
         let since_start = u32::try_from(now - start).unwrap_or(u32::MAX);
         let counter = self.counter.fetch_add(1, Ordering::Relaxed);
-        // The 48 bits of time and counter as 12 hex digits, most significant first.
-        let tail = (u64::from(since_start) << 16) | u64::from(counter);
-        let mut digits = [0u8; 12];
-        for (i, d) in digits.iter_mut().enumerate() {
-            *d = HEX[((tail >> (44 - 4 * i)) & 0xf) as usize];
-        }
-        let mut id = String::with_capacity(self.prefix.len() + digits.len());
+        // Time and counter: 6 bytes, 12 hex digits, most significant first.
+        let mut tail = [0u8; 6];
+        tail[..4].copy_from_slice(&since_start.to_be_bytes());
+        tail[4..].copy_from_slice(&counter.to_be_bytes());
+        let mut id = String::with_capacity(self.prefix.len() + 2 * tail.len());
         id.push_str(&self.prefix);
-        // Hex digits are ASCII.
-        id.push_str(std::str::from_utf8(&digits).unwrap_or_default());
+        push_hex(&mut id, &tail);
         id
     }
 }
