@@ -11,6 +11,7 @@ use criterion::{
     BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
     measurement::WallTime,
 };
+use mq_benches::java_send_header;
 use mq_client_api::header::{
     CommandHeader, SendHeaderRef, SendMessageRequestHeader, SendMessageRequestHeaderV2,
     SendV2Fields,
@@ -21,26 +22,6 @@ const CODECS: [(&str, SerializeType); 2] = [
     ("json", SerializeType::Json),
     ("rocketmq", SerializeType::RocketMq),
 ];
-
-/// The send header as the Java producer fills it.
-fn header() -> SendMessageRequestHeader {
-    SendMessageRequestHeader {
-        producer_group: "please_rename_unique_group_name".into(),
-        topic: "TopicTest".into(),
-        default_topic: "TBW102".into(),
-        default_topic_queue_nums: 4,
-        queue_id: 3,
-        sys_flag: 0,
-        born_timestamp: 1_700_000_000_000,
-        flag: 0,
-        properties: Some(
-            "TAGS\u{1}TagA\u{2}WAIT\u{1}true\u{2}UNIQ_KEY\u{1}7F0000010C2A18B4AAC2123456780000\u{2}"
-                .into(),
-        ),
-        reconsume_times: Some(0),
-        ..Default::default()
-    }
-}
 
 /// A SEND_MESSAGE_V2 request (single-letter keys) of `header` with a body of `body` bytes.
 fn send_v2(header: &SendMessageRequestHeader, ty: SerializeType, body: usize) -> RemotingCommand {
@@ -84,7 +65,7 @@ fn headers(c: &mut Criterion) {
     let codec = FrameCodec::default();
     let mut g = c.benchmark_group("header");
     for (name, ty) in CODECS {
-        let cmd = send_v2(&header(), ty, 0);
+        let cmd = send_v2(&java_send_header(), ty, 0);
         g.bench_function(BenchmarkId::new("encode", name), |b| {
             let mut buf = BytesMut::with_capacity(1024);
             b.iter(|| {
@@ -107,7 +88,7 @@ fn headers(c: &mut Criterion) {
 /// place as the broker reads it.
 fn typed_send_header(c: &mut Criterion) {
     let codec = FrameCodec::default();
-    let header = header();
+    let header = java_send_header();
     let typed = Arc::new(SendV2Fields(header.clone()));
     let mut g = c.benchmark_group("send_v2_header");
     for (name, ty) in CODECS {
@@ -145,7 +126,7 @@ fn frames(c: &mut Criterion) {
     let codec = FrameCodec::default();
     let mut g = c.benchmark_group("frame");
     for size in [128usize, 1024, 4 * 1024 * 1024] {
-        let cmd = send_v2(&header(), SerializeType::RocketMq, size);
+        let cmd = send_v2(&java_send_header(), SerializeType::RocketMq, size);
         g.throughput(Throughput::Bytes(size as u64));
         if size > 1 << 20 {
             g.sample_size(20);

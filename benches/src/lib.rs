@@ -163,3 +163,24 @@ pub async fn remoting_run(
     })
     .await
 }
+
+/// The send header as the Java producer fills it: what the header benchmarks encode and
+/// decode.
+pub fn java_send_header() -> mq_client_api::header::SendMessageRequestHeader {
+    mq_client_api::header::SendMessageRequestHeader {
+        producer_group: "please_rename_unique_group_name".into(),
+        topic: "TopicTest".into(),
+        default_topic: "TBW102".into(),
+        default_topic_queue_nums: 4,
+        queue_id: 3,
+        sys_flag: 0,
+        born_timestamp: 1_700_000_000_000,
+        flag: 0,
+        properties: Some(
+            "TAGS\u{1}TagA\u{2}WAIT\u{1}true\u{2}UNIQ_KEY\u{1}7F0000010C2A18B4AAC2123456780000\u{2}"
+                .into(),
+        ),
+        reconsume_times: Some(0),
+        ..Default::default()
+    }
+}

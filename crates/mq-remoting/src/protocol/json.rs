@@ -202,11 +202,6 @@ mod fast {
     use crate::protocol::command::{ExtFields, LanguageCode, RemotingCommand, SerializeType};
     use crate::protocol::ext::{Entry, Span, key_before, span_at};
 
-    /// The bytes of `span` in `arena` (spans made by `string_span` are always inside it).
-    fn piece(arena: &[u8], (start, end): Span) -> &[u8] {
-        arena.get(start as usize..end as usize).unwrap_or_default()
-    }
-
     /// The value of one hexadecimal digit.
     fn hex_digit(c: u8) -> Option<u8> {
         match c {
@@ -236,30 +231,28 @@ mod fast {
             s.i += 1;
         } else {
             loop {
-                let key = s.raw_string()?;
-                s.eat(b':')?;
-                let bit = match key.as_bytes() {
-                    b"code" => {
+                let bit = match s.property()? {
+                    Property::Code => {
                         cmd.code = s.lenient_int()?;
                         1
                     }
-                    b"flag" => {
+                    Property::Flag => {
                         cmd.flag = s.lenient_int()?;
                         2
                     }
-                    b"opaque" => {
+                    Property::Opaque => {
                         cmd.opaque = s.lenient_int()?;
                         4
                     }
-                    b"version" => {
+                    Property::Version => {
                         cmd.version = s.lenient_int()?;
                         8
                     }
-                    b"language" => {
+                    Property::Language => {
                         cmd.language = s.language()?;
                         16
                     }
-                    b"remark" => {
+                    Property::Remark => {
                         cmd.remark = if s.null() {
                             None
                         } else {
@@ -269,14 +262,17 @@ mod fast {
                         };
                         32
                     }
-                    b"extFields" => {
+                    Property::ExtFields => {
                         if !s.null() {
                             cmd.ext_fields = s.ext_fields()?;
                         }
                         64
                     }
-                    _ => {
-                        s.skip_scalar()?;
+                    Property::Other => {
+                        // The serialize type as every writer puts it, else any scalar.
+                        if !s.literal(b"\"JSON\"") {
+                            s.skip_scalar()?;
+                        }
                         0
                     }
                 };
@@ -297,6 +293,34 @@ mod fast {
         }
         s.ws();
         (s.i == src.len()).then_some(cmd)
+    }
+
+    /// A property of the header object.
+    #[derive(Clone, Copy)]
+    enum Property {
+        Code,
+        ExtFields,
+        Flag,
+        Language,
+        Opaque,
+        Remark,
+        Version,
+        /// Unknown, or `serializeTypeCurrentRPC` (whose value the JSON reader already knows).
+        Other,
+    }
+
+    /// The property named by `name`.
+    fn named(name: &[u8]) -> Property {
+        match name {
+            b"code" => Property::Code,
+            b"extFields" => Property::ExtFields,
+            b"flag" => Property::Flag,
+            b"language" => Property::Language,
+            b"opaque" => Property::Opaque,
+            b"remark" => Property::Remark,
+            b"version" => Property::Version,
+            _ => Property::Other,
+        }
     }
 
     struct Scan<'a> {
@@ -330,6 +354,35 @@ mod fast {
                 self.i += word.len();
             }
             hit
+        }
+
+        /// A property's name and its colon, the cursor then at its value.
+        fn property(&mut self) -> Option<Property> {
+            // As writers put it: no space, a name without escapes, the colon right after;
+            // each compared whole, its length known here.
+            let rest = self.b.get(self.i..).unwrap_or_default();
+            let at = |spelled: &[u8], property| {
+                rest.starts_with(spelled)
+                    .then_some((spelled.len(), property))
+            };
+            let known = match rest.get(1) {
+                Some(b'c') => at(b"\"code\":", Property::Code),
+                Some(b'e') => at(b"\"extFields\":", Property::ExtFields),
+                Some(b'f') => at(b"\"flag\":", Property::Flag),
+                Some(b'l') => at(b"\"language\":", Property::Language),
+                Some(b'o') => at(b"\"opaque\":", Property::Opaque),
+                Some(b'r') => at(b"\"remark\":", Property::Remark),
+                Some(b's') => at(b"\"serializeTypeCurrentRPC\":", Property::Other),
+                Some(b'v') => at(b"\"version\":", Property::Version),
+                _ => None,
+            };
+            if let Some((len, property)) = known {
+                self.i += len;
+                return Some(property);
+            }
+            let name = self.raw_string()?;
+            self.eat(b':')?;
+            Some(named(name.as_bytes()))
         }
 
         fn null(&mut self) -> bool {
@@ -481,6 +534,25 @@ mod fast {
 
         /// An `int` property: a number, a numeric string or null (see `LenientInt`).
         fn lenient_int(&mut self) -> Option<i32> {
+            // A small non-negative number right at the cursor, as writers put code, flag and
+            // version (an opaque grows past the fast path's nine digits only after a long run).
+            let mut n: u32 = 0;
+            let mut at = self.i;
+            while let Some(&c) = self.b.get(at) {
+                let d = c.wrapping_sub(b'0');
+                if d > 9 || at - self.i == 9 {
+                    break;
+                }
+                n = n * 10 + u32::from(d);
+                at += 1;
+            }
+            let digits = at - self.i;
+            if (digits == 1 || (digits > 1 && self.b[self.i] != b'0'))
+                && matches!(self.b.get(at), Some(b',' | b'}'))
+            {
+                self.i = at;
+                return i32::try_from(n).ok();
+            }
             match self.peek()? {
                 b'"' => {
                     let mut t = String::new();
@@ -494,6 +566,14 @@ mod fast {
 
         /// The `language` property (see `LenientLanguage`).
         fn language(&mut self) -> Option<LanguageCode> {
+            if self.b.get(self.i) == Some(&b'"') {
+                self.i += 1;
+                if let Some((start, end)) = self.plain() {
+                    let name = self.t.get(start..end)?;
+                    return Some(LanguageCode::from_name(name).unwrap_or(LanguageCode::Other));
+                }
+                self.i -= 1;
+            }
             match self.peek()? {
                 b'"' => {
                     let name = self.raw_string()?;
@@ -517,7 +597,9 @@ mod fast {
             arena.push_str(self.t);
             let mut entries = Vec::with_capacity(16);
             let mut sorted = true;
-            let mut prev: Span = (0, 0);
+            // The key before, as it stands in the header (an escaped key, rare, is not
+            // compared: the fields are then sorted by `from_decoded`).
+            let mut prev: Option<&[u8]> = None;
             self.eat(b'{')?;
             if self.peek()? == b'}' {
                 self.i += 1;
@@ -532,6 +614,7 @@ mod fast {
                         key
                     }
                 };
+                let key_text = self.b.get(key.0 as usize..key.1 as usize);
                 // A string, or null (skipped).
                 let value = if self.b.get(self.i) == Some(&b'"') {
                     self.i += 1;
@@ -544,11 +627,12 @@ mod fast {
                 };
                 if let Some(value) = value {
                     if !entries.is_empty() {
-                        let bytes = arena.as_bytes();
-                        let (a, b) = (piece(bytes, prev), piece(bytes, key));
-                        sorted &= key_before(a, b);
+                        sorted &= match (prev, key_text) {
+                            (Some(a), Some(b)) => key_before(a, b),
+                            _ => false,
+                        };
                     }
-                    prev = key;
+                    prev = key_text;
                     entries.push(Entry::decoded(key, value));
                 }
                 let next = match self.b.get(self.i) {
@@ -573,10 +657,17 @@ mod fast {
         }
 
         /// [`Scan::string_span`] after the opening quote.
+        #[inline]
         fn string_text(&mut self, arena: &mut String) -> Option<Span> {
             if let Some((start, end)) = self.plain() {
                 return Some(span_at(start, end - start));
             }
+            self.escaped_onto(arena)
+        }
+
+        /// A string with escapes, unescaped onto the arena's end: its span there.
+        #[inline(never)]
+        fn escaped_onto(&mut self, arena: &mut String) -> Option<Span> {
             let at = arena.len();
             self.string_rest(Some(arena))?;
             Some(span_at(at, arena.len() - at))
