@@ -10,7 +10,8 @@
 //! The difference of the two totals over 10 000 is the cost of one step. Steps: `request`
 //! (the broker reads a SEND_MESSAGE_V2 request frame and its header, in place), `response`
 //! (the producer reads a send response frame and its header), `encode` (the producer writes
-//! a SEND_MESSAGE_V2 request header from its typed fields).
+//! a SEND_MESSAGE_V2 request header from its typed fields), `answer` (the broker writes a
+//! send's answer header).
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
@@ -22,7 +23,7 @@ use mq_benches::java_send_header;
 use mq_client_api::header::{
     CommandHeader, SendHeaderRef, SendMessageResponseHeader, SendV2Fields,
 };
-use mq_remoting::{ExtFields, FrameCodec, RemotingCommand, SerializeType};
+use mq_remoting::{ExtFields, FieldSink, FrameCodec, RemotingCommand, SerializeType, TypedFields};
 
 /// The frame of `cmd`, JSON header, no body.
 fn frame(mut cmd: RemotingCommand) -> Bytes {
@@ -30,6 +31,28 @@ fn frame(mut cmd: RemotingCommand) -> Bytes {
     let mut buf = BytesMut::new();
     FrameCodec::default().encode(&cmd, &mut buf).unwrap();
     buf.freeze()
+}
+
+/// The fields our broker answers a send with, written as its typed answer writes them.
+#[derive(Debug)]
+struct SendAnswer {
+    msg_id: String,
+    queue_id: i32,
+    offset: i64,
+}
+
+impl TypedFields for SendAnswer {
+    fn write_fields(&self, sink: &mut dyn FieldSink) {
+        sink.str_field("MSG_REGION", "DefaultRegion");
+        sink.str_field("TRACE_ON", "true");
+        sink.str_field("msgId", &self.msg_id);
+        sink.int_field("queueId", i64::from(self.queue_id));
+        sink.int_field("queueOffset", self.offset);
+    }
+
+    fn text_len_hint(&self) -> usize {
+        96 + self.msg_id.len()
+    }
 }
 
 fn main() {
@@ -59,8 +82,7 @@ fn main() {
             frame(cmd)
         }
         "encode" => {
-            let typed: Arc<dyn mq_remoting::TypedFields> =
-                Arc::new(SendV2Fields(java_send_header()));
+            let typed: Arc<dyn TypedFields> = Arc::new(SendV2Fields(java_send_header()));
             let mut buf = BytesMut::with_capacity(1024);
             for _ in 0..n {
                 buf.clear();
@@ -72,8 +94,26 @@ fn main() {
             println!("{} bytes", buf.len());
             return;
         }
+        "answer" => {
+            let mut buf = BytesMut::with_capacity(1024);
+            for i in 0..n {
+                buf.clear();
+                let fields = Arc::new(SendAnswer {
+                    msg_id: "7F00000100002A9F00000000001E8480".into(),
+                    queue_id: 3,
+                    offset: 123_456 + i as i64,
+                });
+                let mut cmd = RemotingCommand::response(0, None)
+                    .with_opaque(42)
+                    .with_ext_fields(ExtFields::typed(fields));
+                cmd.flag = 1;
+                codec.encode_head(&cmd, &mut buf).unwrap();
+            }
+            println!("{} bytes", buf.len());
+            return;
+        }
         _ => {
-            eprintln!("usage: header_loop request|response|encode [count]");
+            eprintln!("usage: header_loop request|response|encode|answer [count]");
             std::process::exit(2);
         }
     };

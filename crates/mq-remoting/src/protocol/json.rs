@@ -437,6 +437,18 @@ mod fast {
                         return Some(());
                     }
                     b'\\' => {
+                        // The common escape in headers, `\u00XX` below 0x80 (the separators of
+                        // a properties string), is one byte of text.
+                        if let Some(&[b'u', b'0', b'0', hi @ b'0'..=b'7', lo]) =
+                            self.b.get(self.i + 1..self.i + 6)
+                            && let Some(lo) = hex_digit(lo)
+                        {
+                            self.i += 6;
+                            if let Some(o) = out.as_deref_mut() {
+                                o.push(char::from((hi - b'0') << 4 | lo));
+                            }
+                            continue;
+                        }
                         let c = self.escape()?;
                         if let Some(o) = out.as_deref_mut() {
                             o.push(c);
