@@ -224,9 +224,23 @@ impl CoreHandle {
         } else {
             header.queue_id
         };
-        let messages: Vec<Message> = if header.batch {
+        let born_host = ctx
+            .connection()
+            .peer_socket_addr()
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let batch = header.batch;
+        let ext = |message, sys_flag| MessageExt {
+            message,
+            queue_id,
+            sys_flag,
+            born_timestamp: header.born_timestamp,
+            born_host,
+            reconsume_times: header.reconsume_times.unwrap_or(0),
+            ..MessageExt::default()
+        };
+        let exts: Vec<MessageExt> = if batch {
             match decode_batch(topic, &req.body) {
-                Ok(m) => m,
+                Ok(m) => m.into_iter().map(|m| ext(m, 0)).collect(),
                 Err(e) => {
                     return Err(respond(
                         req,
@@ -236,30 +250,17 @@ impl CoreHandle {
                 }
             }
         } else {
-            vec![Message::from_parts(
-                topic.to_owned(),
-                header.flag,
-                decode_properties(props),
-                req.body.clone(),
+            // Built where it is kept: one allocation for the one message.
+            vec![ext(
+                Message::from_parts(
+                    topic.to_owned(),
+                    header.flag,
+                    decode_properties(props),
+                    req.body.clone(),
+                ),
+                header.sys_flag,
             )]
         };
-        let born_host = ctx
-            .connection()
-            .peer_socket_addr()
-            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let batch = header.batch;
-        let exts: Vec<MessageExt> = messages
-            .into_iter()
-            .map(|message| MessageExt {
-                message,
-                queue_id,
-                sys_flag: if batch { 0 } else { header.sys_flag },
-                born_timestamp: header.born_timestamp,
-                born_host,
-                reconsume_times: header.reconsume_times.unwrap_or(0),
-                ..MessageExt::default()
-            })
-            .collect();
         Ok(SendPlan {
             messages: exts,
             queue_id,
