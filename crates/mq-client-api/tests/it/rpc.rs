@@ -98,12 +98,31 @@ fn answer(req: RemotingCommand, seen: &Seen) -> Option<RemotingCommand> {
                 "Slow" => ResponseCode::FLUSH_DISK_TIMEOUT,
                 _ => ResponseCode::SUCCESS,
             };
-            RemotingCommand::response_to(&req, response_code.0, None)
-                .with_ext("msgId", "7F00000100002A9F0000000000001234")
+            // "NoId" is answered without its offset id, "BadOffset" with an offset that is not
+            // a number, "Plain" with an empty region, tracing off and the optional fields.
+            let topic = &*h.topic;
+            let mut answer = RemotingCommand::response_to(&req, response_code.0, None)
                 .with_ext("queueId", h.queue_id.to_string())
-                .with_ext("queueOffset", (10 * i64::from(code.0)).to_string())
-                .with_ext("MSG_REGION", "DefaultRegion")
-                .with_ext("TRACE_ON", "true")
+                .with_ext(
+                    "queueOffset",
+                    if topic == "BadOffset" {
+                        "x".to_owned()
+                    } else {
+                        (10 * i64::from(code.0)).to_string()
+                    },
+                )
+                .with_ext("MSG_REGION", if topic == "Plain" { "" } else { "DefaultRegion" })
+                .with_ext("TRACE_ON", if topic == "Plain" { "false" } else { "true" });
+            if topic != "NoId" {
+                answer = answer.with_ext("msgId", "7F00000100002A9F0000000000001234");
+            }
+            if topic == "Plain" {
+                answer = answer
+                    .with_ext("transactionId", "T1")
+                    .with_ext("recallHandle", "")
+                    .with_ext("batchUniqId", "B1");
+            }
+            answer
         }
         RequestCode::HEART_BEAT => {
             let hb: HeartbeatData = from_json("heartbeat", &req.body).unwrap();
@@ -378,6 +397,61 @@ async fn sends_in_every_header_form() {
         .unwrap();
     assert_eq!(r.queue_offset, 3200, "batches use SEND_BATCH_MESSAGE");
     assert_eq!(r.msg_id, "U1,U2");
+}
+
+#[tokio::test]
+async fn send_answers_are_read_by_the_response_header_rules() {
+    let f = fixture(ApiConfig::default()).await;
+    let r = f
+        .api
+        .send(&f.addr, send_request("Plain", false), T)
+        .await
+        .unwrap();
+    assert_eq!(r.offset_msg_id, "7F00000100002A9F0000000000001234");
+    assert_eq!(
+        r.region_id, "DefaultRegion",
+        "an empty region is the default one"
+    );
+    assert!(!r.trace_on);
+    assert_eq!(r.transaction_id.as_deref(), Some("T1"));
+    assert_eq!(r.recall_handle, None, "an empty recall handle is none");
+    let e = f
+        .api
+        .send(&f.addr, send_request("NoId", false), T)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            ClientApiError::Header {
+                source: HeaderError::MissingField {
+                    header: "SendMessageResponseHeader",
+                    field: "msgId"
+                },
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let e = f
+        .api
+        .send(&f.addr, send_request("BadOffset", false), T)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            ClientApiError::Header {
+                source: HeaderError::InvalidField {
+                    header: "SendMessageResponseHeader",
+                    field: "queueOffset",
+                    value,
+                },
+                ..
+            } if value == "x"
+        ),
+        "{e:?}"
+    );
 }
 
 #[tokio::test]
