@@ -16,9 +16,9 @@ use crate::body::{
 use crate::code::{PopStatus, PullStatus, RequestCode, ResponseCode, SendStatus};
 use crate::error::ClientApiError;
 use crate::header::{
-    self, AckMessageRequestHeader, ChangeInvisibleTimeRequestHeader,
-    ChangeInvisibleTimeResponseHeader, CommandHeader, ConsumerSendMsgBackRequestHeader,
-    CreateTopicRequestHeader, DeleteSubscriptionGroupRequestHeader, EndTransactionRequestHeader,
+    AckMessageRequestHeader, ChangeInvisibleTimeRequestHeader, ChangeInvisibleTimeResponseHeader,
+    CommandHeader, ConsumerSendMsgBackRequestHeader, CreateTopicRequestHeader,
+    DeleteSubscriptionGroupRequestHeader, EndTransactionRequestHeader,
     GetConsumerListByGroupRequestHeader, GetEarliestMsgStoretimeRequestHeader,
     GetEarliestMsgStoretimeResponseHeader, GetMaxOffsetRequestHeader, GetMaxOffsetResponseHeader,
     GetMinOffsetRequestHeader, GetMinOffsetResponseHeader, GetRouteInfoRequestHeader,
@@ -27,8 +27,9 @@ use crate::header::{
     QueryConsumerOffsetRequestHeader, QueryConsumerOffsetResponseHeader, QueryMessageRequestHeader,
     RecallMessageRequestHeader, RecallMessageResponseHeader, RegisterBrokerRequestHeader,
     RegisterBrokerResponseHeader, SearchOffsetRequestHeader, SearchOffsetResponseHeader,
-    SendMessageRequestHeader, SendV2Fields, UnregisterBrokerRequestHeader,
-    UnregisterClientRequestHeader, UpdateConsumerOffsetRequestHeader, ViewMessageRequestHeader,
+    SendMessageRequestHeader, SendMessageResponseHeader, SendV2Fields,
+    UnregisterBrokerRequestHeader, UnregisterClientRequestHeader,
+    UpdateConsumerOffsetRequestHeader, ViewMessageRequestHeader,
 };
 use crate::message::{MessageExt, decode_record, decode_records, property};
 
@@ -1041,7 +1042,7 @@ fn popped_messages(
     messages
         .into_iter()
         .map(|message| {
-            let mark = header::pop_topic_mark(&message.message.topic);
+            let mark = crate::header::pop_topic_mark(&message.message.topic);
             let start = starts
                 .iter()
                 .find(|(m, q, _)| *m == mark && *q == message.queue_id)
@@ -1126,28 +1127,19 @@ fn send_result(
     let Some(status) = SendStatus::from_response(ResponseCode(response.code)) else {
         return Err(broker_error(addr, response.clone()));
     };
-    // The fields of SendMessageResponseHeader, by its rules, read in place: only what the
-    // result keeps is copied.
-    const HEADER: &str = "SendMessageResponseHeader";
-    let ext = &response.ext_fields;
-    let field = |source| ClientApiError::Header {
-        addr: addr.to_owned(),
-        source,
-    };
-    let offset_msg_id = header::required_text(ext.get("msgId"), HEADER, "msgId").map_err(field)?;
-    let queue_id = header::required(ext.get("queueId"), HEADER, "queueId").map_err(field)?;
-    let queue_offset =
-        header::required(ext.get("queueOffset"), HEADER, "queueOffset").map_err(field)?;
-    let text = |key| ext.get(key).filter(|v| !v.is_empty());
+    let h: SendMessageResponseHeader = decode_header(addr, response)?;
     Ok(SendResult {
         status,
         msg_id: req.msg_id,
-        offset_msg_id: offset_msg_id.to_owned(),
-        message_queue: MessageQueue::new(&*req.topic, req.broker_name, queue_id),
-        queue_offset,
-        transaction_id: ext.get("transactionId").map(str::to_owned),
-        region_id: text("MSG_REGION").unwrap_or("DefaultRegion").to_owned(),
-        trace_on: ext.get("TRACE_ON") != Some("false"),
-        recall_handle: text("recallHandle").map(str::to_owned),
+        offset_msg_id: h.msg_id,
+        message_queue: MessageQueue::new(&*req.topic, req.broker_name, h.queue_id),
+        queue_offset: h.queue_offset,
+        transaction_id: h.transaction_id,
+        region_id: h
+            .msg_region
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| "DefaultRegion".to_owned()),
+        trace_on: h.trace_on.as_deref() != Some("false"),
+        recall_handle: h.recall_handle.filter(|r| !r.is_empty()),
     })
 }
