@@ -214,8 +214,8 @@ impl RemotingClient {
             let (_permit, conn) = self
                 .ready(InvokeKind::Sync, addr, timeout, deadline)
                 .await?;
-            let (key, rx) = conn.begin(request)?;
-            conn.finish(key, rx, deadline, started).await
+            let (key, rx) = conn.begin(request, started, deadline)?;
+            conn.finish(key, rx).await
         }
     }
 
@@ -270,10 +270,10 @@ impl RemotingClient {
         let executor = endpoint.executor.clone();
         let started = Instant::now();
         // Written now, in call order; only the wait for the response runs in the background.
-        let (key, rx) = conn.begin(request)?;
+        let (key, rx) = conn.begin(request, started, deadline)?;
         endpoint.work_tasks.spawn(
             async move {
-                let reply = conn.finish(key, rx, deadline, started).await;
+                let reply = conn.finish(key, rx).await;
                 executor.submit(move || {
                     callback(reply);
                     // The permit is released after the callback (Java's `finally`).

@@ -49,7 +49,9 @@ pub(crate) struct Endpoint {
     pub(crate) codec: FrameCodec,
     opaque: AtomicI32,
     generation: AtomicU64,
-    pub(crate) pending: PendingTable,
+    pub(crate) pending: Arc<PendingTable>,
+    /// Whether the task that expires pending requests runs (started with the first connection).
+    expiring: AtomicBool,
     pub(crate) dispatcher: Dispatcher,
     sync_permits: Arc<Semaphore>,
     async_permits: Arc<Semaphore>,
@@ -111,7 +113,8 @@ impl Endpoint {
             codec,
             opaque: AtomicI32::new(0),
             generation: AtomicU64::new(1),
-            pending: PendingTable::default(),
+            pending: Arc::default(),
+            expiring: AtomicBool::new(false),
             dispatcher,
             sync_permits: Arc::new(Semaphore::new(permits.sync)),
             async_permits: Arc::new(Semaphore::new(permits.async_)),
@@ -198,6 +201,9 @@ impl Endpoint {
         R: AsyncRead + Send + Unpin + 'static,
         W: AsyncWrite + Send + Unpin + 'static,
     {
+        if !self.expiring.swap(true, Ordering::Relaxed) {
+            self.start_expiry();
+        }
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
         let peer = peer_socket.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
         let conn = Arc::new(Connection {
@@ -223,6 +229,36 @@ impl Endpoint {
         self.io_tasks
             .spawn(writer.write_loop(write).instrument(span));
         conn
+    }
+}
+
+impl Endpoint {
+    /// Starts the task that fails requests at their deadlines. It holds the endpoint weakly, to
+    /// name the peer of what it fails, and ends with the endpoint's token.
+    fn start_expiry(self: &Arc<Self>) {
+        let pending = Arc::clone(&self.pending);
+        let stop = self.token.clone();
+        let endpoint = Arc::downgrade(self);
+        let peer = move |generation| {
+            endpoint
+                .upgrade()
+                .and_then(|e| {
+                    let connections = e.connections.read();
+                    connections.get(&generation).map(|c| c.peer.clone())
+                })
+                .unwrap_or_else(|| "unknown".to_owned())
+        };
+        self.io_tasks.spawn(
+            async move { pending.expire(stop, peer).await }
+                .instrument(tracing::debug_span!("expiry", role = self.role)),
+        );
+    }
+}
+
+/// An endpoint dropped without being stopped still ends its tasks.
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.token.cancel();
     }
 }
 
@@ -344,15 +380,19 @@ impl Connection {
         started: Instant,
         deadline: Instant,
     ) -> Reply {
-        let (key, rx) = self.begin(cmd)?;
-        self.finish(key, rx, deadline, started).await
+        let (key, rx) = self.begin(cmd, started, deadline)?;
+        self.finish(key, rx).await
     }
 
     /// Registers a request and queues its frame for the writer, now: frames of successive
-    /// calls go out in call order. The entry is removed again if the request cannot be queued.
+    /// calls go out in call order. The entry is removed again if the request cannot be queued;
+    /// otherwise it fails with a timeout at `deadline` unless answered first (`started` is when
+    /// the caller's wait began, what the timeout reports as elapsed).
     pub(crate) fn begin(
         &self,
         mut cmd: RemotingCommand,
+        started: Instant,
+        deadline: Instant,
     ) -> Result<(RequestKey, oneshot::Receiver<Reply>), RemotingError> {
         cmd.flag &= !(FLAG_RESPONSE | FLAG_ONEWAY);
         if let Some(hook) = &self.endpoint.request_hook {
@@ -364,7 +404,11 @@ impl Connection {
             opaque,
         };
         let rx = loop {
-            if let Some(rx) = self.endpoint.pending.register(key_for(opaque)) {
+            if let Some(rx) = self
+                .endpoint
+                .pending
+                .register(key_for(opaque), started, deadline)
+            {
                 break rx;
             }
             opaque = self.endpoint.next_opaque();
@@ -379,29 +423,20 @@ impl Connection {
         }
         self.send(&cmd, None)?;
         // Queued: from here the entry is the waiter's to remove.
-        std::mem::forget(guard);
+        guard.disarm();
         Ok((key, rx))
     }
 
-    /// Waits for the response of a request started with [`Connection::begin`] until
-    /// `deadline`; the entry is removed on every exit path.
-    pub(crate) async fn finish(
-        &self,
-        key: RequestKey,
-        rx: oneshot::Receiver<Reply>,
-        deadline: Instant,
-        started: Instant,
-    ) -> Reply {
-        let _guard = PendingGuard::new(&self.endpoint.pending, key);
-        match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(_)) => Err(self.closed_error()),
-            Err(_) => Err(RemotingError::Timeout {
-                opaque: key.opaque,
-                addr: self.peer.clone(),
-                elapsed: started.elapsed(),
-            }),
-        }
+    /// Waits for the response of a request started with [`Connection::begin`]: the response,
+    /// the timeout at its deadline, or the connection's failure. Dropped before that, it
+    /// removes the entry.
+    pub(crate) async fn finish(&self, key: RequestKey, rx: oneshot::Receiver<Reply>) -> Reply {
+        let guard = PendingGuard::new(&self.endpoint.pending, key);
+        let reply = rx.await;
+        // Whoever ended the wait (response, failure, expiry) took the entry out first; a
+        // sender dropped unsent went with its entry too.
+        guard.disarm();
+        reply.unwrap_or_else(|_| Err(self.closed_error()))
     }
 
     /// Sends a oneway request; `permit` is released once it is written.
