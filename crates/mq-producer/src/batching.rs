@@ -115,7 +115,7 @@ async fn flush(engine: &Arc<Engine>, mut batch: Open) {
         Ok(mut payload) => engine
             .send_core(
                 &mut payload,
-                Target::Auto,
+                &Target::Auto,
                 CommunicationMode::Async,
                 batch.deadline,
             )

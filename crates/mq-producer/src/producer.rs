@@ -422,7 +422,7 @@ impl Producer {
             let r = engine
                 .run(
                     &mut payload,
-                    Target::Auto,
+                    &Target::Auto,
                     CommunicationMode::Async,
                     deadline,
                 )
@@ -458,7 +458,7 @@ impl Producer {
             .inner
             .send_core(
                 &mut payload,
-                Target::Auto,
+                &Target::Auto,
                 CommunicationMode::Sync,
                 deadline,
             )
@@ -508,13 +508,14 @@ impl Producer {
                 r
             });
         }
+        // Made here: the block then holds the message once, not also as captured.
+        let mut payload = Payload::Single(msg);
         Box::pin(async move {
             let _owner = owner;
-            let mut payload = Payload::Single(msg);
             let r = engine
                 .send_core(
                     &mut payload,
-                    Target::Auto,
+                    &Target::Auto,
                     CommunicationMode::Async,
                     deadline,
                 )
@@ -553,7 +554,7 @@ impl Producer {
             .inner
             .send_core(
                 &mut payload,
-                Target::Auto,
+                &Target::Auto,
                 CommunicationMode::Oneway,
                 deadline,
             )
@@ -579,7 +580,7 @@ impl Producer {
             .inner
             .send_core(
                 &mut payload,
-                Target::Queue(queue),
+                &Target::Queue(queue),
                 CommunicationMode::Sync,
                 deadline,
             )
@@ -606,7 +607,7 @@ impl Producer {
             .inner
             .send_core(
                 &mut payload,
-                Target::Selector(selector, arg),
+                &Target::Selector(selector, arg),
                 CommunicationMode::Sync,
                 deadline,
             )
@@ -634,7 +635,7 @@ impl Producer {
         self.inner
             .send_core(
                 &mut payload,
-                Target::Auto,
+                &Target::Auto,
                 CommunicationMode::Sync,
                 deadline,
             )
@@ -1040,7 +1041,7 @@ impl Engine {
     pub(crate) async fn send_core(
         self: &Arc<Self>,
         payload: &mut Payload,
-        target: Target<'_>,
+        target: &Target<'_>,
         mode: CommunicationMode,
         deadline: Instant,
     ) -> Result<Option<SendResult>, ProducerError> {
@@ -1058,7 +1059,7 @@ impl Engine {
     pub(crate) async fn run(
         &self,
         payload: &mut Payload,
-        target: Target<'_>,
+        target: &Target<'_>,
         mode: CommunicationMode,
         deadline: Instant,
     ) -> Result<Option<SendResult>, ProducerError> {
@@ -1338,7 +1339,7 @@ impl Engine {
     async fn send_core_inner(
         &self,
         payload: &mut Payload,
-        target: Target<'_>,
+        target: &Target<'_>,
         mode: CommunicationMode,
         deadline: Instant,
     ) -> Result<Option<SendResult>, ProducerError> {
@@ -1362,19 +1363,21 @@ impl Engine {
             ),
         };
         let mut first_check = Some(first_check);
-        let policy = RetryPolicy::new(&self.config, &target, mode);
+        let policy = RetryPolicy::new(&self.config, target, mode);
         let mut attempts = 0u32;
         // The brokers of attempts that did not end the send (none, when the first succeeds).
         let mut brokers: Vec<String> = Vec::new();
-        let mut last_error: Option<ClientApiError> = None;
-        let mut not_stored: Option<SendResult> = None;
+        // Boxed, as they are rare: the send's future, which holds them across every await,
+        // stays small enough for the allocator's fast path.
+        let mut last_error: Option<Box<ClientApiError>> = None;
+        let mut not_stored: Option<Box<SendResult>> = None;
         while attempts < policy.max_attempts
             && first_check
                 .take()
                 .unwrap_or_else(|| Instant::now() < deadline)
         {
             let last = brokers.last().map(String::as_str);
-            let Some(mq) = self.select_queue(&target, &info, &topic, payload, last)? else {
+            let Some(mq) = self.select_queue(target, &info, &topic, payload, last)? else {
                 break;
             };
             attempts += 1;
@@ -1386,7 +1389,7 @@ impl Engine {
                 Err(e) => {
                     // No master to send to: the next attempt picks another broker.
                     brokers.push(mq.broker_name.clone());
-                    last_error = Some(e);
+                    last_error = Some(Box::new(e));
                     continue;
                 }
             };
@@ -1407,7 +1410,7 @@ impl Engine {
                 Next::Done(r) => return Ok(r),
                 Next::NotStored(r) => {
                     brokers.push(mq.broker_name.clone());
-                    not_stored = Some(r);
+                    not_stored = Some(Box::new(r));
                     continue;
                 }
                 Next::Retry(e) => (e, true),
@@ -1427,10 +1430,10 @@ impl Engine {
                     source: Box::new(e),
                 });
             }
-            last_error = Some(e);
+            last_error = Some(Box::new(e));
         }
         if let Some(r) = not_stored {
-            return Ok(Some(r));
+            return Ok(Some(*r));
         }
         let elapsed = started.elapsed();
         match last_error {
@@ -1441,7 +1444,7 @@ impl Engine {
                     attempts,
                     brokers,
                     elapsed,
-                    source: Box::new(source),
+                    source,
                 })
             }
             None => Err(ProducerError::DeadlineExceeded {

@@ -182,7 +182,7 @@ impl Engine {
         let target = queue.map_or(Target::Auto, Target::Queue);
         let mut payload = Payload::Single(msg);
         let sent = self
-            .send_core(&mut payload, target, CommunicationMode::Sync, deadline)
+            .send_core(&mut payload, &target, CommunicationMode::Sync, deadline)
             .await
             .and_then(stored);
         if let Err(e) = sent {
