@@ -416,9 +416,10 @@ impl Producer {
             Err(e) => return Err(SendError::new(e, msg)),
         };
         let owner = self.owner.clone();
+        // Made here, as in `send_async`: the block holds the message once.
+        let mut payload = Payload::Single(msg);
         Ok(Box::pin(async move {
             let _owner = owner;
-            let mut payload = Payload::Single(msg);
             let r = engine
                 .run(
                     &mut payload,

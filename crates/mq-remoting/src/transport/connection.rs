@@ -230,9 +230,7 @@ impl Endpoint {
             .spawn(writer.write_loop(write).instrument(span));
         conn
     }
-}
 
-impl Endpoint {
     /// Starts the task that fails requests at their deadlines. It holds the endpoint weakly, to
     /// name the peer of what it fails, and ends with the endpoint's token.
     fn start_expiry(self: &Arc<Self>) {
