@@ -198,6 +198,9 @@ impl Drop for PendingGuard<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
     use super::*;
 
     fn key(generation: u64, opaque: i32) -> RequestKey {
@@ -208,7 +211,7 @@ mod tests {
         /// Registers with a deadline far off.
         fn add(&self, key: RequestKey) -> Option<oneshot::Receiver<Reply>> {
             let now = Instant::now();
-            self.register(key, now, now + std::time::Duration::from_secs(3600))
+            self.register(key, now, now + Duration::from_secs(3600))
         }
     }
 
@@ -266,21 +269,6 @@ mod tests {
         drop(PendingGuard::new(&table, key(3, 3)));
         assert_eq!(table.len(), 0);
     }
-}
-
-#[cfg(test)]
-mod expiry_tests {
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    use super::*;
-
-    fn key(opaque: i32) -> RequestKey {
-        RequestKey {
-            generation: 1,
-            opaque,
-        }
-    }
 
     /// The table with its expiry task running; the task ends when the token is dropped.
     fn expiring() -> (Arc<PendingTable>, tokio_util::sync::DropGuard) {
@@ -297,7 +285,7 @@ mod expiry_tests {
         timeout: Duration,
     ) -> oneshot::Receiver<Reply> {
         let now = Instant::now();
-        table.register(key(opaque), now, now + timeout).unwrap()
+        table.register(key(1, opaque), now, now + timeout).unwrap()
     }
 
     /// Registers a request for `timeout`, and checks that it fails with a timeout exactly then,
@@ -338,7 +326,7 @@ mod expiry_tests {
     async fn answered_requests_are_not_expired_and_later_ones_still_are() {
         let (table, _stop) = expiring();
         let first = register_for(&table, 1, Duration::from_secs(1));
-        assert!(table.complete(key(1), RemotingCommand::response(0, None)));
+        assert!(table.complete(key(1, 1), RemotingCommand::response(0, None)));
         assert!(first.await.unwrap().is_ok());
         // Registered after the answer, while the task still waits for the first deadline.
         tokio::time::sleep(Duration::from_millis(500)).await;
