@@ -19,6 +19,7 @@ use mq_client_api::{ClientApiError, Message, MessageQueue, ResponseCode, SendReq
 use mq_client_instance::{
     ClientInstance, ClientManager, InstanceError, ProducerMember, ServiceState, StateMachine,
 };
+use mq_remoting::Permits;
 use parking_lot::RwLock;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
@@ -134,8 +135,8 @@ pub(crate) struct Engine {
     ids: UniqueIdGenerator,
     transaction_listener: RwLock<Option<Arc<dyn crate::transaction::TransactionListener>>>,
     pub(crate) accumulator: crate::batching::Accumulator,
-    inflight_messages: Arc<tokio::sync::Semaphore>,
-    inflight_bytes: Arc<tokio::sync::Semaphore>,
+    inflight_messages: Permits,
+    inflight_bytes: Permits,
     inflight: std::sync::atomic::AtomicUsize,
     /// Callback sends accepted but not yet called back.
     pending_callbacks: std::sync::atomic::AtomicUsize,
@@ -217,12 +218,8 @@ impl Producer {
     /// A producer with `config` (state CREATED). Call [`Producer::start`] before sending.
     pub fn new(config: ProducerConfig) -> Self {
         let ids = UniqueIdGenerator::new(Some(config.client.client_ip));
-        let max_messages = config
-            .max_in_flight_messages
-            .min(tokio::sync::Semaphore::MAX_PERMITS);
-        let max_bytes = config
-            .max_in_flight_bytes
-            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        let inflight_messages = Permits::new(config.max_in_flight_messages);
+        let inflight_bytes = Permits::new(config.max_in_flight_bytes);
         let inner = Arc::new(Engine {
             default_topic: config.create_topic_key.as_str().into(),
             config,
@@ -236,8 +233,8 @@ impl Producer {
             ids,
             transaction_listener: RwLock::new(None),
             accumulator: crate::batching::Accumulator::default(),
-            inflight_messages: Arc::new(tokio::sync::Semaphore::new(max_messages)),
-            inflight_bytes: Arc::new(tokio::sync::Semaphore::new(max_bytes)),
+            inflight_messages,
+            inflight_bytes,
             inflight: std::sync::atomic::AtomicUsize::new(0),
             pending_callbacks: std::sync::atomic::AtomicUsize::new(0),
             idle: tokio::sync::Notify::new(),
@@ -904,12 +901,14 @@ pub(crate) fn stored(r: Option<SendResult>) -> Result<SendResult, ProducerError>
 /// `'static` send future can hold it.
 pub(crate) struct Room {
     engine: Arc<Engine>,
-    _messages: tokio::sync::OwnedSemaphorePermit,
-    _bytes: tokio::sync::OwnedSemaphorePermit,
+    /// The byte permits taken (one message permit besides).
+    bytes: usize,
 }
 
 impl Drop for Room {
     fn drop(&mut self) {
+        self.engine.inflight_messages.give(1);
+        self.engine.inflight_bytes.give(self.bytes);
         if self
             .engine
             .inflight
@@ -954,26 +953,18 @@ impl Engine {
         });
     }
 
-    fn byte_permits(&self, bytes: usize) -> u32 {
+    fn byte_permits(&self, bytes: usize) -> usize {
         // A body larger than the whole bound takes all of it rather than waiting forever.
-        let max = self
-            .config
-            .max_in_flight_bytes
-            .min(tokio::sync::Semaphore::MAX_PERMITS);
-        u32::try_from(bytes.clamp(1, max)).unwrap_or(u32::MAX)
+        bytes.clamp(1, self.config.max_in_flight_bytes.max(1))
     }
 
-    fn room(
-        self: &Arc<Self>,
-        messages: tokio::sync::OwnedSemaphorePermit,
-        bytes: tokio::sync::OwnedSemaphorePermit,
-    ) -> Room {
+    /// The room of a send that took one message permit and `bytes` byte permits.
+    fn room(self: &Arc<Self>, bytes: usize) -> Room {
         self.inflight
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Room {
             engine: Arc::clone(self),
-            _messages: messages,
-            _bytes: bytes,
+            bytes,
         }
     }
 
@@ -983,13 +974,15 @@ impl Engine {
             messages: self.config.max_in_flight_messages,
             bytes: self.config.max_in_flight_bytes,
         };
-        let messages = Arc::clone(&self.inflight_messages)
-            .try_acquire_owned()
-            .map_err(|_| full())?;
-        let bytes = Arc::clone(&self.inflight_bytes)
-            .try_acquire_many_owned(self.byte_permits(bytes))
-            .map_err(|_| full())?;
-        Ok(self.room(messages, bytes))
+        if !self.inflight_messages.try_take(1) {
+            return Err(full());
+        }
+        let bytes = self.byte_permits(bytes);
+        if !self.inflight_bytes.try_take(bytes) {
+            self.inflight_messages.give(1);
+            return Err(full());
+        }
+        Ok(self.room(bytes))
     }
 
     /// Waits (until `deadline`) for room for one send of `bytes`.
@@ -1021,21 +1014,18 @@ impl Engine {
             brokers: Vec::new(),
             elapsed: started.elapsed(),
         };
-        let messages = tokio::time::timeout_at(
-            deadline,
-            Arc::clone(&self.inflight_messages).acquire_owned(),
-        )
-        .await
-        .map_err(|_| timed_out())?
-        .map_err(|_| ProducerError::ShutDown)?;
-        let bytes = tokio::time::timeout_at(
-            deadline,
-            Arc::clone(&self.inflight_bytes).acquire_many_owned(self.byte_permits(bytes)),
-        )
-        .await
-        .map_err(|_| timed_out())?
-        .map_err(|_| ProducerError::ShutDown)?;
-        Ok(self.room(messages, bytes))
+        tokio::time::timeout_at(deadline, self.inflight_messages.take(1))
+            .await
+            .map_err(|_| timed_out())?;
+        let bytes = self.byte_permits(bytes);
+        if tokio::time::timeout_at(deadline, self.inflight_bytes.take(bytes))
+            .await
+            .is_err()
+        {
+            self.inflight_messages.give(1);
+            return Err(timed_out());
+        }
+        Ok(self.room(bytes))
     }
 
     /// The send path with admission: waits for room in the in-flight bounds, then runs.

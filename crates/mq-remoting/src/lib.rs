@@ -15,6 +15,8 @@
 //!   pending-request table and coalescing writer, the name-server list, the callback executor,
 //!   and TLS ([`ServerTls`], [`ClientTls`], [`TlsMode`]).
 //! * [`error`]: [`RemotingError`], [`DecodeError`], [`EncodeError`].
+//! * [`permits`]: [`Permits`], the counting bound every request passes (also the producer's
+//!   in-flight bounds).
 //!
 //! # Example
 //! ```no_run
@@ -35,10 +37,12 @@
 pub mod error;
 #[doc(hidden)]
 pub mod fuzz_oracle;
+pub mod permits;
 pub mod protocol;
 pub mod transport;
 
 pub use error::{DecodeError, EncodeError, InvokeKind, RemotingError};
+pub use permits::{Permit, Permits};
 pub use protocol::{
     ExtFields, ExtFieldsIter, FieldSink, FrameCodec, LanguageCode, RemotingCommand, SerializeType,
     TypedFields, sys_code,

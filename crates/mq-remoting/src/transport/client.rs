@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, instrument};
 
-use super::connection::{Connection, ConnectionHandle, Endpoint, Permits, RequestHook};
+use super::connection::{Connection, ConnectionHandle, Endpoint, PermitCounts, RequestHook};
 use super::executor::CallbackExecutor;
 use super::namesrv::NameServerList;
 use super::processor::{Dispatcher, RequestProcessor};
@@ -141,7 +141,7 @@ impl RemotingClient {
         let endpoint = Endpoint::new(
             "client",
             FrameCodec::new(config.max_frame_len),
-            Permits {
+            PermitCounts {
                 sync: config.sync_permits,
                 async_: config.async_permits,
                 oneway: config.oneway_permits,
@@ -374,7 +374,7 @@ impl RemotingClient {
         addr: &str,
         timeout: Duration,
         deadline: Instant,
-    ) -> Result<(tokio::sync::OwnedSemaphorePermit, Arc<Connection>), RemotingError> {
+    ) -> Result<(crate::permits::Permit, Arc<Connection>), RemotingError> {
         let permit = self.inner.endpoint.acquire(kind, timeout).await?;
         let conn = self.connection(addr, deadline).await?;
         Ok((permit, conn))

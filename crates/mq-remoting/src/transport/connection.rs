@@ -15,7 +15,7 @@ use futures_util::FutureExt;
 use parking_lot::RwLock;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -25,6 +25,7 @@ use super::executor::CallbackExecutor;
 use super::pending::{PendingGuard, PendingTable, Reply, RequestKey};
 use super::processor::{Dispatcher, HookAction, RequestContext};
 use crate::error::{InvokeKind, RemotingError};
+use crate::permits::{Permit, Permits};
 use crate::protocol::{FLAG_ONEWAY, FLAG_RESPONSE, FrameCodec, RemotingCommand, sys_code};
 
 /// Bodies at least this large are written straight from their own buffer instead of being
@@ -38,7 +39,7 @@ const ORDERED_GROUP_MAX: usize = 64;
 
 /// Limits of the three invoke styles (spec §2.1).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Permits {
+pub(crate) struct PermitCounts {
     pub(crate) sync: usize,
     pub(crate) async_: usize,
     pub(crate) oneway: usize,
@@ -53,10 +54,10 @@ pub(crate) struct Endpoint {
     /// Whether the task that expires pending requests runs (started with the first connection).
     expiring: AtomicBool,
     pub(crate) dispatcher: Dispatcher,
-    sync_permits: Arc<Semaphore>,
-    async_permits: Arc<Semaphore>,
-    oneway_permits: Arc<Semaphore>,
-    permits: Permits,
+    sync_permits: Arc<Permits>,
+    async_permits: Arc<Permits>,
+    oneway_permits: Arc<Permits>,
+    permits: PermitCounts,
     pub(crate) executor: CallbackExecutor,
     /// Cancelled to stop everything at once (connections close, handlers abort), by
     /// [`Endpoint::stop`].
@@ -104,7 +105,7 @@ impl Endpoint {
     pub(crate) fn new(
         role: &'static str,
         codec: FrameCodec,
-        permits: Permits,
+        permits: PermitCounts,
         dispatcher: Dispatcher,
         executor: CallbackExecutor,
         request_hook: Option<Arc<dyn RequestHook>>,
@@ -116,9 +117,9 @@ impl Endpoint {
             pending: Arc::default(),
             expiring: AtomicBool::new(false),
             dispatcher,
-            sync_permits: Arc::new(Semaphore::new(permits.sync)),
-            async_permits: Arc::new(Semaphore::new(permits.async_)),
-            oneway_permits: Arc::new(Semaphore::new(permits.oneway)),
+            sync_permits: Arc::new(Permits::new(permits.sync)),
+            async_permits: Arc::new(Permits::new(permits.async_)),
+            oneway_permits: Arc::new(Permits::new(permits.oneway)),
             permits,
             executor,
             token: CancellationToken::new(),
@@ -142,7 +143,7 @@ impl Endpoint {
         &self,
         kind: InvokeKind,
         timeout: Duration,
-    ) -> Result<OwnedSemaphorePermit, RemotingError> {
+    ) -> Result<Permit, RemotingError> {
         let (sem, size) = match kind {
             InvokeKind::Sync => (&self.sync_permits, self.permits.sync),
             InvokeKind::Async => (&self.async_permits, self.permits.async_),
@@ -152,20 +153,13 @@ impl Endpoint {
             kind,
             permits: size,
         };
-        if let Ok(p) = Arc::clone(sem).try_acquire_owned() {
+        if let Some(p) = sem.try_acquire(1) {
             return Ok(p);
         }
         // Waiting is rare: boxed, so that the timer does not weigh on the future of every call.
-        match Box::pin(tokio::time::timeout(
-            timeout,
-            Arc::clone(sem).acquire_owned(),
-        ))
-        .await
-        {
-            Ok(Ok(p)) => Ok(p),
-            // Closed semaphore: we never close them, but treat it as exhaustion.
-            Ok(Err(_)) | Err(_) => Err(too_many()),
-        }
+        Box::pin(tokio::time::timeout(timeout, sem.acquire(1)))
+            .await
+            .map_err(|_| too_many())
     }
 
     /// Starts the read and write loops of a freshly connected or accepted TCP stream.
@@ -269,7 +263,7 @@ struct Outgoing {
     /// Encoded frames after the last segment.
     buf: BytesMut,
     /// Released once what is queued is written (oneway permits, spec §2.1).
-    permits: Vec<OwnedSemaphorePermit>,
+    permits: Vec<Permit>,
     /// The writer has stopped: nothing more can be sent.
     closed: bool,
 }
@@ -341,11 +335,7 @@ impl Connection {
     }
 
     /// Encodes `cmd` straight into the outgoing buffer and wakes the writer.
-    fn send(
-        &self,
-        cmd: &RemotingCommand,
-        permit: Option<OwnedSemaphorePermit>,
-    ) -> Result<(), RemotingError> {
+    fn send(&self, cmd: &RemotingCommand, permit: Option<Permit>) -> Result<(), RemotingError> {
         let mut out = self.out.lock();
         if out.closed {
             return Err(self.closed_error());
@@ -441,7 +431,7 @@ impl Connection {
     pub(crate) fn send_oneway(
         &self,
         mut cmd: RemotingCommand,
-        permit: Option<OwnedSemaphorePermit>,
+        permit: Option<Permit>,
     ) -> Result<(), RemotingError> {
         cmd.flag = (cmd.flag & !FLAG_RESPONSE) | FLAG_ONEWAY;
         if let Some(hook) = &self.endpoint.request_hook {

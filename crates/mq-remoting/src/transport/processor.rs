@@ -7,9 +7,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::connection::ConnectionHandle;
+use crate::permits::{Permit, Permits};
 use crate::protocol::{RemotingCommand, SerializeType};
 
 /// A boxed, sendable future.
@@ -132,7 +132,7 @@ impl RequestContext {
 pub(crate) struct Dispatcher {
     by_code: RwLock<HashMap<i32, Arc<dyn RequestProcessor>>>,
     default: RwLock<Option<Arc<dyn RequestProcessor>>>,
-    admission: Arc<Semaphore>,
+    admission: Arc<Permits>,
     hooks: RwLock<Vec<Arc<dyn RpcHook>>>,
     ordered: RwLock<std::collections::HashSet<i32>>,
     pub(crate) response_serialize: Option<SerializeType>,
@@ -154,7 +154,7 @@ impl Dispatcher {
         Self {
             by_code: RwLock::new(HashMap::new()),
             default: RwLock::new(None),
-            admission: Arc::new(Semaphore::new(max_concurrent)),
+            admission: Arc::new(Permits::new(max_concurrent)),
             hooks: RwLock::new(Vec::new()),
             ordered: RwLock::new(std::collections::HashSet::new()),
             response_serialize,
@@ -194,7 +194,7 @@ impl Dispatcher {
     }
 
     /// A slot for one more concurrent request; `None` when the endpoint is saturated.
-    pub(crate) fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
-        Arc::clone(&self.admission).try_acquire_owned().ok()
+    pub(crate) fn try_admit(&self) -> Option<Permit> {
+        self.admission.try_acquire(1)
     }
 }

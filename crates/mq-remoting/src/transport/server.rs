@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, warn};
 
-use super::connection::{ConnectionHandle, Endpoint, Permits};
+use super::connection::{ConnectionHandle, Endpoint, PermitCounts};
 use super::executor::CallbackExecutor;
 use super::processor::{Dispatcher, RequestProcessor};
 use super::tls::{ServerTls, TlsMode, starts_tls};
@@ -120,7 +120,7 @@ impl RemotingServer {
         let endpoint = Arc::new(Endpoint::new(
             "server",
             FrameCodec::new(config.max_frame_len),
-            Permits {
+            PermitCounts {
                 sync: config.permits.0,
                 async_: config.permits.1,
                 oneway: config.permits.2,
