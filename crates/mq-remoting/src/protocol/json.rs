@@ -9,7 +9,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use super::command::{ExtFields, LanguageCode, RemotingCommand, SerializeType};
 use super::ext::{FieldSink, KeyOrder};
-use super::out::{Out, write_sized};
+use super::out::{self, Out, write_sized};
 use crate::error::DecodeError;
 
 /// Appends the JSON header of `cmd` to `dst`, properties in the alphabetical order fastjson uses:
@@ -35,15 +35,32 @@ impl Out<'_> {
     /// copy for a key of one character that needs no escape (typed headers' keys).
     #[inline]
     fn key(&mut self, sep: &[u8], s: &str) {
-        if let (&[comma], &[c]) = (sep, s.as_bytes())
-            && !STOP[usize::from(c)]
-        {
-            self.array([comma, b'"', c, b'"', b':']);
-        } else {
-            self.put(sep);
-            self.string(s);
-            self.byte(b':');
+        let b = s.as_bytes();
+        if let &[comma] = sep {
+            if let &[c] = b
+                && !STOP[usize::from(c)]
+            {
+                self.array([comma, b'"', c, b'"', b':']);
+                return;
+            }
+            // The keys of typed answers (`queueOffset`, `MSG_REGION`): seen plain in a word
+            // or two and written under one bounds check.
+            if (2..=16).contains(&b.len()) && !short_has_stop(b) {
+                let n = b.len();
+                if let Some(d) = self.buf.get_mut(self.at..self.at + n + 4) {
+                    d[0] = comma;
+                    d[1] = b'"';
+                    out::copy_short(&mut d[2..n + 2], b);
+                    d[n + 2] = b'"';
+                    d[n + 3] = b':';
+                }
+                self.at += n + 4;
+                return;
+            }
         }
+        self.put(sep);
+        self.string(s);
+        self.byte(b':');
     }
 
     /// A JSON string literal.
@@ -748,27 +765,14 @@ const STOP: [bool; 256] = {
     t
 };
 
-/// The index of the first [`STOP`] byte in `b`.
-///
-/// Eight bytes at a time: for a word `x`, `(x - 0x01..) & !x & 0x80..` flags its zero bytes,
-/// and `(x - 0x20..) & !x & 0x80..` its bytes below 0x20. A flag can be spurious only above a
-/// real one (a borrow carries upwards), so the lowest flag of the word, little-endian, is exact.
-/// Bytes of 0x80 and above are never flagged.
+/// The index of the first [`STOP`] byte in `b`, eight bytes at a time ([`stop_flags`]).
 pub(super) fn find_stop(b: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
     let mut chunks = b.chunks_exact(8);
     let mut at = 0;
     for chunk in &mut chunks {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(word);
-        let quote = x ^ (ONES * u64::from(b'"'));
-        let backslash = x ^ (ONES * u64::from(b'\\'));
-        let flags = (x.wrapping_sub(ONES * 0x20) & !x
-            | quote.wrapping_sub(ONES) & !quote
-            | backslash.wrapping_sub(ONES) & !backslash)
-            & HIGH;
+        let flags = stop_flags(u64::from_le_bytes(word));
         if flags != 0 {
             return Some(at + (flags.trailing_zeros() / 8) as usize);
         }
@@ -779,6 +783,45 @@ pub(super) fn find_stop(b: &[u8]) -> Option<usize> {
         .iter()
         .position(|&c| STOP[usize::from(c)])
         .map(|n| at + n)
+}
+
+/// Whether `b`, of 2 to 16 bytes, holds a [`STOP`] byte: one or two words (overlapping, or
+/// made of two overlapping halves), with no loop.
+#[inline]
+fn short_has_stop(b: &[u8]) -> bool {
+    let n = b.len();
+    let word = |w: &[u8]| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(w);
+        u64::from_le_bytes(a)
+    };
+    let half = |w: &[u8]| {
+        let mut a = [0u8; 4];
+        a.copy_from_slice(w);
+        u64::from(u32::from_le_bytes(a))
+    };
+    let flags = match n {
+        8..=16 => stop_flags(word(&b[..8])) | stop_flags(word(&b[n - 8..])),
+        4..=7 => stop_flags(half(&b[..4]) | half(&b[n - 4..]) << 32),
+        _ => return b.iter().any(|&c| STOP[usize::from(c)]),
+    };
+    flags != 0
+}
+
+/// The high bit of each byte of the word `x` that may be a [`STOP`] byte: `(x - 0x01..) & !x &
+/// 0x80..` flags its zero bytes, and `(x - 0x20..) & !x & 0x80..` its bytes below 0x20. A flag
+/// can be spurious only above a real one (a borrow carries upwards), so the lowest flag of the
+/// word, little-endian, is exact. Bytes of 0x80 and above are never flagged.
+#[inline]
+fn stop_flags(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let quote = x ^ (ONES * u64::from(b'"'));
+    let backslash = x ^ (ONES * u64::from(b'\\'));
+    (x.wrapping_sub(ONES * 0x20) & !x
+        | quote.wrapping_sub(ONES) & !quote
+        | backslash.wrapping_sub(ONES) & !backslash)
+        & HIGH
 }
 
 #[derive(Deserialize)]

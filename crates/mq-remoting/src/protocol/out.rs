@@ -73,7 +73,7 @@ impl Out<'_> {
 /// `dst.copy_from_slice(src)` (equal lengths) without a call to `memcpy` for the short pieces a
 /// header is made of: two overlapping fixed-size copies cover any length from n to 2n.
 #[inline]
-fn copy_short(dst: &mut [u8], src: &[u8]) {
+pub(super) fn copy_short(dst: &mut [u8], src: &[u8]) {
     let n = src.len();
     // The one caller gives equal lengths; this lets the compiler drop the bounds checks below.
     if n != dst.len() {

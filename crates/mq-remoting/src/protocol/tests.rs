@@ -463,7 +463,30 @@ fn arb_given_fields() -> impl Strategy<Value = Vec<(&'static str, Result<i64, St
     proptest::collection::vec(
         (
             prop::sample::select(vec![
-                "a", "b", "c", "k", "n", "zz", "\u{e9}", "q\"t", "\u{1}",
+                "a",
+                "b",
+                "c",
+                "k",
+                "n",
+                "zz",
+                "\u{e9}",
+                "q\"t",
+                "\u{1}",
+                // Keys of 2 to 16 bytes are checked a word at a time: stops at either end
+                // and in the middle, and lengths on each side of the word sizes.
+                "d\"",
+                "\\d",
+                "dd\u{1f}d",
+                "ee\"eee",
+                "msgId",
+                "MSG_REGION",
+                "queueOffset",
+                "f\u{7}ffffffff",
+                "ggggggggggg\\",
+                "hhhhhhhh\"hhhhhhh",
+                "iiiiiiiiiiiiiiii",
+                "jjjjjjjjjjjjjjjjj",
+                "k\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}",
             ]),
             prop_oneof![
                 any::<i64>().prop_map(Ok),
