@@ -44,17 +44,11 @@ impl Out<'_> {
                 return;
             }
             // The keys of typed answers (`queueOffset`, `MSG_REGION`): seen plain in a word
-            // or two and written under one bounds check.
+            // or two, written without a scan.
             if (2..=16).contains(&b.len()) && !short_has_stop(b) {
-                let n = b.len();
-                if let Some(d) = self.buf.get_mut(self.at..self.at + n + 4) {
-                    d[0] = comma;
-                    d[1] = b'"';
-                    out::copy_short(&mut d[2..n + 2], b);
-                    d[n + 2] = b'"';
-                    d[n + 3] = b':';
-                }
-                self.at += n + 4;
+                self.byte(comma);
+                self.quoted(b);
+                self.byte(b':');
                 return;
             }
         }
@@ -66,12 +60,32 @@ impl Out<'_> {
     /// A JSON string literal.
     #[inline]
     fn string(&mut self, s: &str) {
-        self.byte(b'"');
-        match find_stop(s.as_bytes()) {
-            None => self.put(s.as_bytes()),
-            Some(n) => self.escaped(s.as_bytes(), n),
+        let b = s.as_bytes();
+        let stop = if (2..=16).contains(&b.len()) {
+            short_has_stop(b).then(|| find_stop(b)).flatten()
+        } else {
+            find_stop(b)
+        };
+        match stop {
+            None => self.quoted(b),
+            Some(n) => {
+                self.byte(b'"');
+                self.escaped(b, n);
+                self.byte(b'"');
+            }
         }
-        self.byte(b'"');
+    }
+
+    /// `b` between quotes, under one bounds check.
+    #[inline]
+    fn quoted(&mut self, b: &[u8]) {
+        let n = b.len();
+        if let Some(d) = self.buf.get_mut(self.at..self.at + n + 2) {
+            d[0] = b'"';
+            out::copy_short(&mut d[1..=n], b);
+            d[n + 1] = b'"';
+        }
+        self.at += n + 2;
     }
 
     /// The text of a string that holds a byte to escape, the first at `first`.
