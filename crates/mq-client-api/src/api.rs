@@ -27,9 +27,8 @@ use crate::header::{
     QueryConsumerOffsetRequestHeader, QueryConsumerOffsetResponseHeader, QueryMessageRequestHeader,
     RecallMessageRequestHeader, RecallMessageResponseHeader, RegisterBrokerRequestHeader,
     RegisterBrokerResponseHeader, SearchOffsetRequestHeader, SearchOffsetResponseHeader,
-    SendMessageRequestHeader, SendMessageResponseHeader, SendV2Fields,
-    UnregisterBrokerRequestHeader, UnregisterClientRequestHeader,
-    UpdateConsumerOffsetRequestHeader, ViewMessageRequestHeader,
+    SendMessageRequestHeader, SendResponseRef, SendV2Fields, UnregisterBrokerRequestHeader,
+    UnregisterClientRequestHeader, UpdateConsumerOffsetRequestHeader, ViewMessageRequestHeader,
 };
 use crate::message::{MessageExt, decode_record, decode_records, property};
 
@@ -1089,10 +1088,14 @@ fn decode_header<H: CommandHeader>(
     addr: &str,
     response: &RemotingCommand,
 ) -> Result<H, ClientApiError> {
-    H::decode(&response.ext_fields).map_err(|source| ClientApiError::Header {
+    H::decode(&response.ext_fields).map_err(|source| header_error(addr, source))
+}
+
+fn header_error(addr: &str, source: crate::header::HeaderError) -> ClientApiError {
+    ClientApiError::Header {
         addr: addr.to_owned(),
         source,
-    })
+    }
 }
 
 fn parse_body<T: serde::de::DeserializeOwned>(
@@ -1127,19 +1130,21 @@ fn send_result(
     let Some(status) = SendStatus::from_response(ResponseCode(response.code)) else {
         return Err(broker_error(addr, response.clone()));
     };
-    let h: SendMessageResponseHeader = decode_header(addr, response)?;
+    let h = SendResponseRef::decode(&response.ext_fields)
+        .map_err(|source| header_error(addr, source))?;
     Ok(SendResult {
         status,
         msg_id: req.msg_id,
-        offset_msg_id: h.msg_id,
+        offset_msg_id: h.msg_id.to_owned(),
         message_queue: MessageQueue::new(&*req.topic, req.broker_name, h.queue_id),
         queue_offset: h.queue_offset,
-        transaction_id: h.transaction_id,
+        transaction_id: h.transaction_id.map(str::to_owned),
         region_id: h
             .msg_region
             .filter(|r| !r.is_empty())
-            .unwrap_or_else(|| "DefaultRegion".to_owned()),
-        trace_on: h.trace_on.as_deref() != Some("false"),
-        recall_handle: h.recall_handle.filter(|r| !r.is_empty()),
+            .unwrap_or("DefaultRegion")
+            .to_owned(),
+        trace_on: h.trace_on != Some("false"),
+        recall_handle: h.recall_handle.filter(|r| !r.is_empty()).map(str::to_owned),
     })
 }

@@ -47,7 +47,7 @@ pub use pull::{
 pub use send::{
     RecallMessageRequestHeader, RecallMessageResponseHeader, ReplyMessageRequestHeader,
     SendHeaderRef, SendMessageRequestHeader, SendMessageRequestHeaderV2, SendMessageResponseHeader,
-    SendV2Fields,
+    SendResponseRef, SendV2Fields,
 };
 pub use transaction::{
     CheckTransactionStateRequestHeader, EndTransactionRequestHeader, transaction_type,

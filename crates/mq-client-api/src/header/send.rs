@@ -307,6 +307,63 @@ header! {
     }
 }
 
+/// [`SendMessageResponseHeader`]'s fields as a producer reads them, their text borrowed from
+/// the answer and found in one walk over its fields (`batchUniqId` is not read).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SendResponseRef<'a> {
+    /// Offset message id(s): comma-joined for a batch.
+    pub msg_id: &'a str,
+    /// The queue used.
+    pub queue_id: i32,
+    /// Consume-queue offset of the (first) stored message.
+    pub queue_offset: i64,
+    /// Transaction id.
+    pub transaction_id: Option<&'a str>,
+    /// The broker's region.
+    pub msg_region: Option<&'a str>,
+    /// Whether tracing is on (`false` turns it off).
+    pub trace_on: Option<&'a str>,
+    /// 5.3: a timer message's recall handle.
+    pub recall_handle: Option<&'a str>,
+}
+
+/// The names [`SendResponseRef`] reads, in the order of its fields.
+const RESPONSE_NAMES: [&str; 7] = [
+    "msgId",
+    "queueId",
+    "queueOffset",
+    "transactionId",
+    "MSG_REGION",
+    "TRACE_ON",
+    "recallHandle",
+];
+
+impl<'a> SendResponseRef<'a> {
+    /// Reads the fields by the rules and with the errors of [`SendMessageResponseHeader`]'s
+    /// decoder.
+    ///
+    /// # Errors
+    /// [`HeaderError`] when a required field is missing or a number does not parse.
+    pub fn decode(ext: &'a ExtFields) -> Result<Self, HeaderError> {
+        const JAVA: &str = "SendMessageResponseHeader";
+        let mut text: [Option<&'a str>; 7] = [None; 7];
+        for (key, value) in ext.iter_key_bytes() {
+            if let Some(i) = RESPONSE_NAMES.iter().position(|n| n.as_bytes() == key) {
+                text[i] = Some(value);
+            }
+        }
+        Ok(Self {
+            msg_id: required_text(text[0], JAVA, RESPONSE_NAMES[0])?,
+            queue_id: required(text[1], JAVA, RESPONSE_NAMES[1])?,
+            queue_offset: required(text[2], JAVA, RESPONSE_NAMES[2])?,
+            transaction_id: text[3],
+            msg_region: text[4],
+            trace_on: text[5],
+            recall_handle: text[6],
+        })
+    }
+}
+
 header! {
     /// Recall a timer message before it is delivered (RECALL_MESSAGE, 370; 5.3).
     RecallMessageRequestHeader("RecallMessageRequestHeader") {
@@ -409,6 +466,34 @@ mod tests {
                 };
                 prop_assert_eq!(borrowed, owned);
             }
+        }
+
+        /// The producer's borrowed reader of a send's answer gives the owned decoder's fields
+        /// (or its error) for any subset of them, with any text.
+        #[test]
+        fn the_borrowed_send_answer_reads_as_the_owned_decoder(
+            fields in proptest::collection::vec(proptest::option::weighted(0.9, any_text()), 7),
+            batch_id in proptest::option::of(any_text()),
+        ) {
+            let mut ext = ExtFields::new();
+            for (name, text) in RESPONSE_NAMES.iter().zip(&fields) {
+                if let Some(text) = text {
+                    ext.insert(*name, text);
+                }
+            }
+            if let Some(text) = &batch_id {
+                ext.insert("batchUniqId", text);
+            }
+            let borrowed = SendResponseRef::decode(&ext).map(|h| {
+                (h.msg_id.to_owned(), h.queue_id, h.queue_offset, h.transaction_id.map(str::to_owned),
+                    h.msg_region.map(str::to_owned), h.trace_on.map(str::to_owned),
+                    h.recall_handle.map(str::to_owned))
+            });
+            let owned = SendMessageResponseHeader::decode(&ext).map(|h| {
+                (h.msg_id, h.queue_id, h.queue_offset, h.transaction_id, h.msg_region, h.trace_on,
+                    h.recall_handle)
+            });
+            prop_assert_eq!(borrowed, owned);
         }
 
         /// A well-formed header reads back as written, under either key set.
