@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use mq_remoting::{ExtFields, LanguageCode, RemotingClient, RemotingCommand, SerializeType};
+use mq_remoting::{
+    ExtFields, LanguageCode, RemotingClient, RemotingCommand, RequestGroup, SerializeType,
+};
 
 use crate::body::{
     self, ClusterInfo, ConsumerListByGroupBody, HeartbeatData, KvTable, LockBatchRequestBody,
@@ -412,13 +414,30 @@ impl ClientApi {
         req: SendRequest,
         timeout: Duration,
     ) -> impl Future<Output = Result<SendResult, ClientApiError>> + Send + 'a {
+        self.send_in(addr, req, timeout, RequestGroup::NONE)
+    }
+
+    /// [`ClientApi::send`] as a request of `group`, which its owner can end at once with
+    /// [`mq_remoting::RemotingClient::abort_group`] (a producer dropped or past its shutdown
+    /// grace).
+    ///
+    /// # Errors
+    /// As for [`ClientApi::send`], and [`mq_remoting::RemotingError::Aborted`] inside
+    /// [`ClientApiError::Remoting`].
+    pub fn send_in<'a>(
+        &'a self,
+        addr: &'a str,
+        req: SendRequest,
+        timeout: Duration,
+        group: RequestGroup,
+    ) -> impl Future<Output = Result<SendResult, ClientApiError>> + Send + 'a {
         // Built before the future, which then holds only the command and what the result
         // needs: an async fn would keep the whole request beside them for the send's lifetime.
         // The answer is read by a combinator around the invoke, which keeps it in one place
         // (an async block awaiting it would hold it twice: as captured and as awaited).
         let (command, sent) = self.send_command_owned(req);
         self.remoting
-            .invoke(addr, command, timeout)
+            .invoke_in(addr, command, timeout, group)
             .map(move |response| send_result(addr, sent, &response?))
     }
 

@@ -182,8 +182,7 @@ impl Engine {
         if let Some(a) = instance.broker_master(broker) {
             return Ok(a);
         }
-        // Rare: boxed, so that it does not weigh on the future of every send.
-        let _ = Box::pin(instance.update_route(topic, left(deadline))).await;
+        self.refresh_route(instance, topic, deadline).await;
         instance
             .broker_master(broker)
             .ok_or_else(|| ClientApiError::Broker {
@@ -231,7 +230,10 @@ impl Engine {
                 .send_oneway(to.addr, request, remaining)
                 .await
                 .map(|()| None),
-            _ => api.send(to.addr, request, remaining).await.map(Some),
+            _ => api
+                .send_in(to.addr, request, remaining, self.group())
+                .await
+                .map(Some),
         };
         rename_to_user(&mut outcome, to.user_topic);
         self.record_latency(&to.queue.broker_name, started, &outcome);

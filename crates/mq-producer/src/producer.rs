@@ -19,7 +19,7 @@ use mq_client_api::{ClientApiError, Message, MessageQueue, ResponseCode, SendReq
 use mq_client_instance::{
     ClientInstance, ClientManager, InstanceError, ProducerMember, ServiceState, StateMachine,
 };
-use mq_remoting::Permits;
+use mq_remoting::{Permits, RequestGroup};
 use parking_lot::RwLock;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
@@ -141,7 +141,12 @@ pub(crate) struct Engine {
     /// Callback sends accepted but not yet called back.
     pending_callbacks: std::sync::atomic::AtomicUsize,
     idle: tokio::sync::Notify,
+    /// Cancelled when the sends in flight are cut short (dropped without shutdown, or past
+    /// the shutdown's grace): the waits of a send that are not its request (room, routes).
     abort: tokio_util::sync::CancellationToken,
+    /// The group of this producer's requests, aborted with `abort`: a request waiting for its
+    /// answer ends then without a second wait beside it.
+    group: RequestGroup,
     pub(crate) tasks: TaskTracker,
 }
 
@@ -239,6 +244,7 @@ impl Producer {
             pending_callbacks: std::sync::atomic::AtomicUsize::new(0),
             idle: tokio::sync::Notify::new(),
             abort: tokio_util::sync::CancellationToken::new(),
+            group: RequestGroup::new(),
             tasks: TaskTracker::new(),
         });
         let owner = Some(Arc::new(Owner(Arc::clone(&inner))));
@@ -343,7 +349,7 @@ impl Producer {
         let cut_short = match self.wait_idle(deadline).await {
             Ok(()) => 0,
             Err(in_flight) => {
-                e.abort.cancel();
+                e.abort_sends();
                 in_flight
             }
         };
@@ -997,7 +1003,7 @@ impl Engine {
             return Ok(room);
         }
         // Boxed, so that the timers do not weigh on the future of every send.
-        Box::pin(self.wait_for_room(topic, bytes, deadline)).await
+        Box::pin(self.unless_aborted(self.wait_for_room(topic, bytes, deadline))).await
     }
 
     /// [`Engine::admit`] when the bounds are reached: waits for room.
@@ -1054,12 +1060,57 @@ impl Engine {
         mode: CommunicationMode,
         deadline: Instant,
     ) -> Result<Option<SendResult>, ProducerError> {
-        // Biased: the send is polled first and no random branch order is drawn per poll.
+        // Cut short, a send fails where it waits (its request with the group's abort, the
+        // rarer waits by `unless_aborted`, a connection being made when its request begins):
+        // whatever its error, it ended because the sends were aborted.
+        let r = self.send_core_inner(payload, target, mode, deadline).await;
+        if r.is_err() && self.abort.is_cancelled() {
+            return Err(ProducerError::ShutDown);
+        }
+        r
+    }
+
+    /// `wait`, or [`ProducerError::ShutDown`] as soon as the sends in flight are cut short: for
+    /// the waits of a send that are not its request (room in the bounds, a route lookup).
+    pub(crate) async fn unless_aborted<T>(
+        &self,
+        wait: impl Future<Output = Result<T, ProducerError>>,
+    ) -> Result<T, ProducerError> {
         tokio::select! {
             biased;
-            r = self.send_core_inner(payload, target, mode, deadline) => r,
+            r = wait => r,
             () = self.abort.cancelled() => Err(ProducerError::ShutDown),
         }
+    }
+
+    /// Cuts the sends in flight short: each ends with [`ProducerError::ShutDown`] where it
+    /// waits.
+    fn abort_sends(&self) {
+        self.abort.cancel();
+        if let Some(instance) = self.instance.read().as_ref() {
+            instance.api().remoting().abort_group(self.group);
+        }
+    }
+
+    /// Looks the route of `topic` up again, within the deadline and unless the sends are cut
+    /// short meanwhile; what it finds is read from the instance afterwards.
+    pub(crate) async fn refresh_route(
+        &self,
+        instance: &ClientInstance,
+        topic: &str,
+        deadline: Instant,
+    ) {
+        // Rare: boxed, so that it does not weigh on the future of every send.
+        let _ = Box::pin(self.unless_aborted(async {
+            let _ = instance.update_route(topic, left(deadline)).await;
+            Ok(())
+        }))
+        .await;
+    }
+
+    /// This producer's request group.
+    pub(crate) fn group(&self) -> RequestGroup {
+        self.group
     }
 
     /// What dropping the last user handle of a running producer does: sends in flight end
@@ -1074,7 +1125,7 @@ impl Engine {
             return;
         }
         warn!(group = %self.config.group, in_flight = self.inflight.load(std::sync::atomic::Ordering::Acquire), "producer dropped without shutdown; sends in flight end now");
-        self.abort.cancel();
+        self.abort_sends();
         self.tasks.close();
         let instance = self.instance.write().take();
         if let Some(instance) = instance {
@@ -1171,7 +1222,7 @@ impl Engine {
             return Ok(info);
         }
         // A lookup is rare: boxed, so that it does not weigh on the future of every send.
-        Box::pin(self.lookup_publish_info(instance, topic, deadline)).await
+        Box::pin(self.unless_aborted(self.lookup_publish_info(instance, topic, deadline))).await
     }
 
     /// [`Engine::publish_info`] when the topic's route is not known yet.
@@ -1349,7 +1400,10 @@ impl Engine {
             Some(info) => (info, started < deadline),
             // A lookup is rare: boxed, so that it does not weigh on the future of every send.
             None => (
-                Box::pin(self.lookup_publish_info(&instance, &topic, deadline)).await?,
+                Box::pin(
+                    self.unless_aborted(self.lookup_publish_info(&instance, &topic, deadline)),
+                )
+                .await?,
                 Instant::now() < deadline,
             ),
         };
@@ -1409,7 +1463,7 @@ impl Engine {
             };
             brokers.push(mq.broker_name.clone());
             if e.response_code() == Some(ResponseCode::TOPIC_NOT_EXIST) {
-                let _ = Box::pin(instance.update_route(&topic, left(deadline))).await;
+                self.refresh_route(&instance, &topic, deadline).await;
             }
             debug!(topic = %user_topic, broker = %mq.broker_name, attempt = attempts, cause = %e, retry, "send attempt failed");
             if !retry {

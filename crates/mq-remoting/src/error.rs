@@ -166,16 +166,21 @@ pub enum RemotingError {
     /// Caller: the client or server has been shut down.
     #[error("the remoting endpoint is shut down")]
     Shutdown,
+    /// Caller: the request's group was aborted by its owner
+    /// ([`crate::RemotingClient::abort_group`]); it may have been written.
+    #[error("the request's group was aborted")]
+    Aborted,
 }
 
 impl RemotingError {
     /// Whether the request may have reached the peer (so retrying may duplicate it).
     ///
-    /// False only when the failure happened before anything was written.
+    /// False only when the failure happened before anything was written (an aborted request
+    /// may have been written, or not).
     pub fn possibly_delivered(&self) -> bool {
         matches!(
             self,
-            Self::Timeout { .. } | Self::ConnectionClosed { .. } | Self::Io { .. }
+            Self::Timeout { .. } | Self::ConnectionClosed { .. } | Self::Io { .. } | Self::Aborted
         )
     }
 

@@ -49,7 +49,7 @@ pub use protocol::{
 };
 pub use transport::{
     BoxFuture, CallbackExecutor, ClientConfig, ClientTls, ConnectionHandle, ConnectionWatches,
-    HookAction, NameServerList, RemotingClient, RemotingServer, RequestContext, RequestHook,
-    RequestProcessor, RpcHook, ServerConfig, ServerTls, ShutdownReport, TlsError, TlsMode,
-    processor_fn, starts_tls,
+    HookAction, NameServerList, RemotingClient, RemotingServer, RequestContext, RequestGroup,
+    RequestHook, RequestProcessor, RpcHook, ServerConfig, ServerTls, ShutdownReport, TlsError,
+    TlsMode, processor_fn, starts_tls,
 };

@@ -843,11 +843,15 @@ async fn backpressure_flush_and_shutdown_account_for_every_send() {
         Err(ProducerError::FlushTimedOut { in_flight: 4 })
     ));
 
-    // Shutdown gives them a grace period, then ends each one with a typed error.
-    assert_eq!(
-        p.shutdown_with_deadline(Duration::from_millis(100)).await,
-        4
-    );
+    // Shutdown gives them a grace period, then ends each one with a typed error: at once,
+    // not when their 30 s send timeout would end them.
+    let cut_short = tokio::time::timeout(
+        Duration::from_secs(10),
+        p.shutdown_with_deadline(Duration::from_millis(100)),
+    )
+    .await
+    .expect("the shutdown ends once its grace is over");
+    assert_eq!(cut_short, 4);
     drop(tx);
     let mut ended = 0;
     while let Some(r) = rx.recv().await {

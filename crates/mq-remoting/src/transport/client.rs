@@ -13,6 +13,7 @@ use tracing::{Instrument, debug, instrument};
 use super::connection::{Connection, ConnectionHandle, Endpoint, PermitCounts, RequestHook};
 use super::executor::CallbackExecutor;
 use super::namesrv::NameServerList;
+use super::pending::RequestGroup;
 use super::processor::{Dispatcher, RequestProcessor};
 use super::server::ShutdownReport;
 use super::tls::ClientTls;
@@ -195,15 +196,31 @@ impl RemotingClient {
     ///
     /// # Cancel safety
     /// Dropping the future removes the pending entry; a response arriving later is dropped.
-    #[expect(
-        clippy::manual_async_fn,
-        reason = "an async fn would hold the request twice in its state"
-    )]
     pub fn invoke<'a>(
         &'a self,
         addr: &'a str,
         request: RemotingCommand,
         timeout: Duration,
+    ) -> impl Future<Output = Result<RemotingCommand, RemotingError>> + Send + 'a {
+        self.invoke_in(addr, request, timeout, RequestGroup::NONE)
+    }
+
+    /// [`RemotingClient::invoke`] as a request of `group`: it also ends, with
+    /// [`RemotingError::Aborted`], when the group is aborted ([`RemotingClient::abort_group`]),
+    /// and is refused when it begins after that.
+    ///
+    /// # Errors
+    /// As for [`RemotingClient::invoke`], and [`RemotingError::Aborted`].
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would hold the request twice in its state"
+    )]
+    pub fn invoke_in<'a>(
+        &'a self,
+        addr: &'a str,
+        request: RemotingCommand,
+        timeout: Duration,
+        group: RequestGroup,
     ) -> impl Future<Output = Result<RemotingCommand, RemotingError>> + Send + 'a {
         // A block, not an async fn: an async fn keeps its arguments twice in its state (as
         // passed and as bound), and this future sits inside every send's. The request is
@@ -214,9 +231,15 @@ impl RemotingClient {
             let (_permit, conn) = self
                 .ready(InvokeKind::Sync, addr, timeout, deadline)
                 .await?;
-            let (key, rx) = conn.begin(request, started, deadline)?;
+            let (key, rx) = conn.begin(request, started, deadline, group)?;
             conn.finish(key, rx).await
         }
+    }
+
+    /// Ends every request of `group` now with [`RemotingError::Aborted`], on every
+    /// connection, and refuses the group's later requests. Returns how many were ended.
+    pub fn abort_group(&self, group: RequestGroup) -> usize {
+        self.inner.endpoint.pending.abort_group(group)
     }
 
     /// Sends `request` without expecting a response (the ONEWAY flag is set). Returns once the
@@ -270,7 +293,7 @@ impl RemotingClient {
         let executor = endpoint.executor.clone();
         let started = Instant::now();
         // Written now, in call order; only the wait for the response runs in the background.
-        let (key, rx) = conn.begin(request, started, deadline)?;
+        let (key, rx) = conn.begin(request, started, deadline, RequestGroup::NONE)?;
         endpoint.work_tasks.spawn(
             async move {
                 let reply = conn.finish(key, rx).await;

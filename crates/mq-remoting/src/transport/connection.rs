@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, trace, warn};
 
 use super::executor::CallbackExecutor;
-use super::pending::{PendingGuard, PendingTable, Reply, RequestKey};
+use super::pending::{PendingGuard, PendingTable, Refused, Reply, RequestGroup, RequestKey};
 use super::processor::{Dispatcher, HookAction, RequestContext};
 use crate::error::{InvokeKind, RemotingError};
 use crate::permits::{Permit, Permits};
@@ -358,17 +358,16 @@ impl Connection {
         Ok(())
     }
 
-    /// Sends a request and waits for its response until `deadline`. The entry is registered
-    /// before the write and removed on every exit path (response, timeout, cancellation).
     /// Sends `cmd` and waits for its response until `deadline`; `started` is when the caller's
-    /// wait began (what a timeout reports as elapsed).
+    /// wait began (what a timeout reports as elapsed). The entry is registered before the write
+    /// and removed on every exit path (response, timeout, cancellation).
     pub(crate) async fn request(
         &self,
         cmd: RemotingCommand,
         started: Instant,
         deadline: Instant,
     ) -> Reply {
-        let (key, rx) = self.begin(cmd, started, deadline)?;
+        let (key, rx) = self.begin(cmd, started, deadline, RequestGroup::NONE)?;
         self.finish(key, rx).await
     }
 
@@ -381,6 +380,7 @@ impl Connection {
         mut cmd: RemotingCommand,
         started: Instant,
         deadline: Instant,
+        group: RequestGroup,
     ) -> Result<(RequestKey, oneshot::Receiver<Reply>), RemotingError> {
         cmd.flag &= !(FLAG_RESPONSE | FLAG_ONEWAY);
         if let Some(hook) = &self.endpoint.request_hook {
@@ -392,14 +392,15 @@ impl Connection {
             opaque,
         };
         let rx = loop {
-            if let Some(rx) = self
+            match self
                 .endpoint
                 .pending
-                .register(key_for(opaque), started, deadline)
+                .register(key_for(opaque), started, deadline, group)
             {
-                break rx;
+                Ok(rx) => break rx,
+                Err(Refused::KeyInUse) => opaque = self.endpoint.next_opaque(),
+                Err(Refused::Aborted) => return Err(RemotingError::Aborted),
             }
-            opaque = self.endpoint.next_opaque();
         };
         let key = key_for(opaque);
         let guard = PendingGuard::new(&self.endpoint.pending, key);

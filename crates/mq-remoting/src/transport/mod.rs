@@ -17,6 +17,7 @@ pub use client::{ClientConfig, DEFAULT_CLIENT_PERMITS, DEFAULT_CONNECT_TIMEOUT, 
 pub use connection::{ConnectionHandle, ConnectionWatches, RequestHook};
 pub use executor::CallbackExecutor;
 pub use namesrv::NameServerList;
+pub use pending::RequestGroup;
 pub use processor::{
     BoxFuture, HookAction, RequestContext, RequestProcessor, RpcHook, processor_fn,
 };

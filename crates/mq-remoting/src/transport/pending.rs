@@ -5,6 +5,7 @@
 //! sleeps until the earliest of them and fails what is due, instead of a timer per request.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use tokio::sync::{Notify, oneshot};
@@ -26,6 +27,29 @@ pub(crate) struct RequestKey {
     pub(crate) opaque: i32,
 }
 
+/// A set of requests that can be failed together, at once, by their owner (a producer's
+/// sends, ended when the producer is dropped or its shutdown grace runs out): one tag on each
+/// pending request instead of a second wait beside every request.
+#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
+pub struct RequestGroup(u64);
+
+impl RequestGroup {
+    /// No group: such requests end only by their answer, deadline or connection.
+    pub const NONE: Self = Self(0);
+
+    /// A group of its own, distinct from every other made in this process.
+    pub fn new() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl Default for RequestGroup {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// One outstanding request: where its reply goes and how long it waits.
 #[derive(Debug)]
 struct Waiter {
@@ -33,6 +57,7 @@ struct Waiter {
     /// When the caller's wait began (what a timeout reports as elapsed).
     started: Instant,
     deadline: Instant,
+    group: RequestGroup,
 }
 
 #[derive(Debug, Default)]
@@ -41,6 +66,17 @@ struct Table {
     /// When the expiry task looks next: never later than the earliest deadline in `map`;
     /// `None` when it waits for a registration.
     wake_at: Option<Instant>,
+    /// Groups failed so far: their later requests are refused at registration.
+    aborted: Vec<RequestGroup>,
+}
+
+/// Why a request could not be registered.
+#[derive(Debug, Eq, PartialEq)]
+pub(crate) enum Refused {
+    /// The key is in use (an opaque that wrapped around onto a request still outstanding).
+    KeyInUse,
+    /// The request's group was aborted.
+    Aborted,
 }
 
 /// Outstanding requests of one endpoint (client or server), across all its connections.
@@ -52,18 +88,21 @@ pub(crate) struct PendingTable {
 }
 
 impl PendingTable {
-    /// Registers a request before it is written, to be failed with a timeout at `deadline`
-    /// unless answered first. Returns `None` when the key is already in use (an opaque that
-    /// wrapped around onto a request still outstanding).
+    /// Registers a request of `group` before it is written, to be failed with a timeout at
+    /// `deadline` unless answered first (or its group aborted).
     pub(crate) fn register(
         &self,
         key: RequestKey,
         started: Instant,
         deadline: Instant,
-    ) -> Option<oneshot::Receiver<Reply>> {
+        group: RequestGroup,
+    ) -> Result<oneshot::Receiver<Reply>, Refused> {
         let mut table = self.table.lock();
         if table.map.contains_key(&key) {
-            return None;
+            return Err(Refused::KeyInUse);
+        }
+        if !table.aborted.is_empty() && table.aborted.contains(&group) {
+            return Err(Refused::Aborted);
         }
         let (tx, rx) = oneshot::channel();
         table.map.insert(
@@ -72,6 +111,7 @@ impl PendingTable {
                 tx,
                 started,
                 deadline,
+                group,
             },
         );
         // With one timeout for every call, deadlines come in order and this is rare: the
@@ -84,7 +124,7 @@ impl PendingTable {
         if sooner {
             self.earlier.notify_one();
         }
-        Some(rx)
+        Ok(rx)
     }
 
     /// Completes a request with its response. Returns false for a late or unknown response
@@ -121,6 +161,27 @@ impl PendingTable {
         for (_, w) in failed {
             // The waiter may already be gone (cancelled); nothing to tell it then.
             let _ = w.tx.send(Err(make_error()));
+        }
+        n
+    }
+
+    /// Fails every request of `group` with [`RemotingError::Aborted`], and refuses its later
+    /// ones. Returns how many were failed.
+    pub(crate) fn abort_group(&self, group: RequestGroup) -> usize {
+        if group == RequestGroup::NONE {
+            return 0;
+        }
+        let failed: Vec<_> = {
+            let mut table = self.table.lock();
+            if !table.aborted.contains(&group) {
+                table.aborted.push(group);
+            }
+            table.map.extract_if(|_, w| w.group == group).collect()
+        };
+        let n = failed.len();
+        for (_, w) in failed {
+            // The waiter may already be gone (cancelled); nothing to tell it then.
+            let _ = w.tx.send(Err(RemotingError::Aborted));
         }
         n
     }
@@ -211,7 +272,13 @@ mod tests {
         /// Registers with a deadline far off.
         fn add(&self, key: RequestKey) -> Option<oneshot::Receiver<Reply>> {
             let now = Instant::now();
-            self.register(key, now, now + Duration::from_secs(3600))
+            self.register(
+                key,
+                now,
+                now + Duration::from_secs(3600),
+                RequestGroup::NONE,
+            )
+            .ok()
         }
     }
 
@@ -263,6 +330,39 @@ mod tests {
     }
 
     #[test]
+    fn aborting_a_group_fails_its_requests_and_refuses_its_later_ones() {
+        let table = PendingTable::default();
+        let (a, b) = (RequestGroup::new(), RequestGroup::new());
+        let far = Instant::now() + Duration::from_secs(3600);
+        let now = Instant::now();
+        let mut in_a = table.register(key(1, 1), now, far, a).unwrap();
+        let mut in_b = table.register(key(1, 2), now, far, b).unwrap();
+        let mut none = table
+            .register(key(2, 3), now, far, RequestGroup::NONE)
+            .unwrap();
+        assert_eq!(table.abort_group(a), 1);
+        assert!(matches!(in_a.try_recv(), Ok(Err(RemotingError::Aborted))));
+        assert!(
+            in_b.try_recv().is_err(),
+            "another group's request still waits"
+        );
+        assert!(none.try_recv().is_err(), "an ungrouped request still waits");
+        assert_eq!(table.len(), 2);
+        assert_eq!(
+            table.register(key(1, 4), now, far, a).err(),
+            Some(Refused::Aborted),
+            "a request of the aborted group made later is refused"
+        );
+        assert!(table.register(key(1, 5), now, far, b).is_ok());
+        assert_eq!(
+            table.abort_group(RequestGroup::NONE),
+            0,
+            "NONE is never aborted"
+        );
+        assert_eq!(table.len(), 3);
+    }
+
+    #[test]
     fn guard_removes_entry_on_drop() {
         let table = PendingTable::default();
         let _rx = table.add(key(3, 3)).unwrap();
@@ -285,7 +385,9 @@ mod tests {
         timeout: Duration,
     ) -> oneshot::Receiver<Reply> {
         let now = Instant::now();
-        table.register(key(1, opaque), now, now + timeout).unwrap()
+        table
+            .register(key(1, opaque), now, now + timeout, RequestGroup::NONE)
+            .unwrap()
     }
 
     /// Registers a request for `timeout`, and checks that it fails with a timeout exactly then,
