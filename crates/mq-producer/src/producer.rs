@@ -1020,18 +1020,19 @@ impl Engine {
             brokers: Vec::new(),
             elapsed: started.elapsed(),
         };
-        tokio::time::timeout_at(deadline, self.inflight_messages.take(1))
+        // Guarded: given back if the bytes' wait times out or this wait is dropped.
+        let message = tokio::time::timeout_at(deadline, self.inflight_messages.take_guarded(1))
             .await
             .map_err(|_| timed_out())?;
-        let bytes = self.byte_permits(bytes);
-        if tokio::time::timeout_at(deadline, self.inflight_bytes.take(bytes))
-            .await
-            .is_err()
-        {
-            self.inflight_messages.give(1);
-            return Err(timed_out());
-        }
-        Ok(self.room(bytes))
+        let bytes = tokio::time::timeout_at(
+            deadline,
+            self.inflight_bytes.take_guarded(self.byte_permits(bytes)),
+        )
+        .await
+        .map_err(|_| timed_out())?;
+        // The room gives both back from here.
+        message.keep();
+        Ok(self.room(bytes.keep()))
     }
 
     /// The send path with admission: waits for room in the in-flight bounds, then runs.

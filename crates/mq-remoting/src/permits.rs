@@ -90,6 +90,14 @@ impl Permits {
         Permit::new(Arc::clone(self), n)
     }
 
+    /// [`Permits::take`], given back when the returned guard is dropped unless it is kept
+    /// ([`Taken::keep`]): for a caller that takes from several bounds in turn and may be
+    /// cancelled between them.
+    pub async fn take_guarded(&self, n: usize) -> Taken<'_> {
+        self.take(n).await;
+        Taken { permits: self, n }
+    }
+
     fn take_now(&self, n: usize) -> bool {
         let mut free = self.free.load(Ordering::SeqCst);
         loop {
@@ -120,6 +128,30 @@ impl<'a> Waiting<'a> {
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Permits taken from a borrowed [`Permits`]: given back when dropped, unless kept.
+#[derive(Debug)]
+#[must_use = "the permits are given back at once when the guard is dropped"]
+pub struct Taken<'a> {
+    permits: &'a Permits,
+    n: usize,
+}
+
+impl Taken<'_> {
+    /// Keeps the permits taken: the caller now gives them back itself
+    /// ([`Permits::give`]). Returns how many they are.
+    pub fn keep(self) -> usize {
+        let n = self.n;
+        std::mem::forget(self);
+        n
+    }
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        self.permits.give(self.n);
     }
 }
 
@@ -202,6 +234,17 @@ mod tests {
             p.try_take(2),
             "nobody waits any more: the fast path is open"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_guard_gives_back_unless_kept() {
+        let p = Permits::new(3);
+        let taken = p.take_guarded(2).await;
+        assert_eq!(p.available(), 1);
+        drop(taken);
+        assert_eq!(p.available(), 3, "dropped: given back");
+        assert_eq!(p.take_guarded(2).await.keep(), 2);
+        assert_eq!(p.available(), 1, "kept: still taken");
     }
 
     /// Many tasks on several threads take and give back permits: the bound holds at every

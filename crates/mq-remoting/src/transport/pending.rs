@@ -4,7 +4,7 @@
 //! Deadlines live in the table too: one expiry task per endpoint ([`PendingTable::expire`])
 //! sleeps until the earliest of them and fails what is due, instead of a timer per request.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
@@ -66,8 +66,10 @@ struct Table {
     /// When the expiry task looks next: never later than the earliest deadline in `map`;
     /// `None` when it waits for a registration.
     wake_at: Option<Instant>,
-    /// Groups failed so far: their later requests are refused at registration.
-    aborted: Vec<RequestGroup>,
+    /// Groups failed so far: their later requests are refused at registration (a request may
+    /// begin after its group was aborted while it waited for a connection). One entry per
+    /// aborted group, never removed: a group is never used again.
+    aborted: HashSet<RequestGroup, foldhash::fast::RandomState>,
 }
 
 /// Why a request could not be registered.
@@ -173,9 +175,7 @@ impl PendingTable {
         }
         let failed: Vec<_> = {
             let mut table = self.table.lock();
-            if !table.aborted.contains(&group) {
-                table.aborted.push(group);
-            }
+            table.aborted.insert(group);
             table.map.extract_if(|_, w| w.group == group).collect()
         };
         let n = failed.len();
