@@ -10,8 +10,8 @@
 //! The difference of the two totals over 10 000 is the cost of one step. Steps: `request`
 //! (the broker reads a SEND_MESSAGE_V2 request frame and its header, in place), `response`
 //! (the producer reads a send response frame and its header), `encode` (the producer writes
-//! a SEND_MESSAGE_V2 request header from its typed fields), `answer` (the broker writes a
-//! send's answer header).
+//! a SEND_MESSAGE_V2 request header from its typed fields), `encode_owned` (the same fields
+//! from an owned map), `answer` (the broker writes a send's answer header).
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
@@ -94,6 +94,18 @@ fn main() {
             println!("{} bytes", buf.len());
             return;
         }
+        "encode_owned" => {
+            // The same fields as an owned map (V1 headers, every other request).
+            let mut cmd = RemotingCommand::request(310).with_opaque(42);
+            java_send_header().encode_v2(&mut cmd.ext_fields);
+            let mut buf = BytesMut::with_capacity(1024);
+            for _ in 0..n {
+                buf.clear();
+                codec.encode_head(black_box(&cmd), &mut buf).unwrap();
+            }
+            println!("{} bytes", buf.len());
+            return;
+        }
         "answer" => {
             let mut buf = BytesMut::with_capacity(1024);
             for i in 0..n {
@@ -113,7 +125,7 @@ fn main() {
             return;
         }
         _ => {
-            eprintln!("usage: header_loop request|response|encode|answer [count]");
+            eprintln!("usage: header_loop request|response|encode|encode_owned|answer [count]");
             std::process::exit(2);
         }
     };

@@ -32,7 +32,8 @@ const FIXED_TEXT: usize = 192;
 
 impl Out<'_> {
     /// A member's key and colon after `sep` (a comma, or the text opening `extFields`): in one
-    /// copy for a key of one character that needs no escape (typed headers' keys).
+    /// copy for a key of one character that needs no escape (the V2 send header's), without a
+    /// scan for a plain key of up to 16 bytes (typed answers').
     #[inline]
     fn key(&mut self, sep: &[u8], s: &str) {
         let b = s.as_bytes();
@@ -800,7 +801,8 @@ pub(super) fn find_stop(b: &[u8]) -> Option<usize> {
 }
 
 /// Whether `b`, of 2 to 16 bytes, holds a [`STOP`] byte: one or two words (overlapping, or
-/// made of two overlapping halves), with no loop.
+/// made of two overlapping halves), with no loop. A flag of [`stop_flags`] is only ever
+/// spurious above a real one, so any flag means a stop.
 #[inline]
 fn short_has_stop(b: &[u8]) -> bool {
     let n = b.len();

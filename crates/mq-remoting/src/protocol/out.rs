@@ -75,7 +75,7 @@ impl Out<'_> {
 #[inline]
 pub(super) fn copy_short(dst: &mut [u8], src: &[u8]) {
     let n = src.len();
-    // The one caller gives equal lengths; this lets the compiler drop the bounds checks below.
+    // Callers give equal lengths; this lets the compiler drop the bounds checks below.
     if n != dst.len() {
         return;
     }
