@@ -59,7 +59,7 @@ impl Out<'_> {
     }
 
     /// A JSON string literal.
-    #[inline]
+    #[inline(always)]
     fn string(&mut self, s: &str) {
         let b = s.as_bytes();
         let stop = if (2..=16).contains(&b.len()) {
