@@ -1509,7 +1509,9 @@ impl Engine {
     pub(crate) fn prepare(&self, m: &mut Message) -> Result<(), ProducerError> {
         validate_message(m, self.config.max_message_size)?;
         if m.uniq_key().is_none() {
-            m.set_property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX, self.ids.next_id());
+            self.ids.next_id_with(SystemTime::now(), |id| {
+                m.set_property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX, id);
+            });
         }
         Ok(())
     }

@@ -34,12 +34,17 @@ fn push_hex(out: &mut String, bytes: &[u8]) {
     let mut digits = [0u8; 64];
     for chunk in bytes.chunks(digits.len() / 2) {
         let text = &mut digits[..chunk.len() * 2];
-        for (pair, b) in text.chunks_exact_mut(2).zip(chunk) {
-            pair[0] = HEX[usize::from(b >> 4)];
-            pair[1] = HEX[usize::from(b & 0xF)];
-        }
+        hex_into(text, chunk);
         // HEX holds ASCII digits only: always UTF-8.
         out.push_str(std::str::from_utf8(text).unwrap_or_default());
+    }
+}
+
+/// `bytes` as upper-case hex digits into `out`, two a byte (`out` has room for them).
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xF)];
     }
 }
 
@@ -204,6 +209,12 @@ impl UniqueIdGenerator {
 
     /// A fresh id made at `now` (the clock is a parameter so that month edges can be tested).
     pub fn next_id_at(&self, now: SystemTime) -> String {
+        self.next_id_with(now, str::to_owned)
+    }
+
+    /// A fresh id made at `now`, handed to `use_id` from a buffer on the stack: for a caller
+    /// that copies it anyway (into a message's properties), no allocation of its own.
+    pub fn next_id_with<R>(&self, now: SystemTime, use_id: impl FnOnce(&str) -> R) -> R {
         let now = wire_time::to_millis(now);
         const DAY: i64 = 86_400_000;
         let packed = self.month.load(Ordering::Relaxed);
@@ -223,10 +234,15 @@ impl UniqueIdGenerator {
         let mut tail = [0u8; 6];
         tail[..4].copy_from_slice(&since_start.to_be_bytes());
         tail[4..].copy_from_slice(&counter.to_be_bytes());
-        let mut id = String::with_capacity(self.prefix.len() + 2 * tail.len());
-        id.push_str(&self.prefix);
-        push_hex(&mut id, &tail);
-        id
+        // The prefix is 20 digits for an IPv4 address, 44 for IPv6: with the tail's 12, at
+        // most 56, so the bound below never cuts it (it only keeps the copy in range).
+        let mut text = [0u8; 64];
+        let prefix = self.prefix.as_bytes();
+        let n = prefix.len().min(text.len() - 2 * tail.len());
+        text[..n].copy_from_slice(&prefix[..n]);
+        hex_into(&mut text[n..n + 2 * tail.len()], &tail);
+        // Hex digits only: always UTF-8.
+        use_id(std::str::from_utf8(&text[..n + 2 * tail.len()]).unwrap_or_default())
     }
 }
 
