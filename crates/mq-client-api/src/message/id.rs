@@ -355,6 +355,19 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_client_id_carries_the_whole_address() {
+        let g = UniqueIdGenerator::new(Some("fd00::1:2".parse().unwrap()));
+        let id = g.next_id_at(at(JAN_LAST_MS));
+        assert_eq!(id.len(), 56);
+        let p = parse_unique_id(&id).unwrap();
+        assert_eq!(
+            p.ip,
+            "fd00::1:2".parse::<Ipv6Addr>().unwrap().octets().to_vec()
+        );
+        assert_eq!(p.millis_in_month, 2_678_399_999);
+    }
+
+    #[test]
     fn the_month_field_holds_the_last_millisecond_of_a_31_day_month() {
         let g = UniqueIdGenerator::new(None);
         let last = parse_unique_id(&g.next_id_at(at(JAN_LAST_MS))).unwrap();
