@@ -636,7 +636,12 @@ fn fetch(engine: &str) -> Result<PathBuf> {
     Ok(lib)
 }
 
-/// A server process, killed when dropped: nothing outlives the run.
+/// How long a server has to exit after SIGTERM before it is killed.
+const STOP_LIMIT: Duration = Duration::from_secs(10);
+
+/// A server process, stopped when dropped: nothing outlives the run. It gets SIGTERM first, so
+/// that it cleans up after itself (`mq serve` removes a temporary store, a JVM runs its shutdown
+/// hooks), and SIGKILL only when it has not exited within [`STOP_LIMIT`].
 pub(crate) struct Server {
     name: String,
     child: Child,
@@ -645,9 +650,25 @@ pub(crate) struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) && self.signal("TERM") {
+            let deadline = Instant::now() + STOP_LIMIT;
+            // Polling: a child's exit has no other signal to wait on with a limit.
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Stops `servers` together: all get SIGTERM at once, so their shutdowns overlap, then each is
+/// dropped (waited for, killed past [`STOP_LIMIT`]).
+pub(crate) fn stop_all(servers: Vec<Server>) {
+    for server in &servers {
+        server.signal("TERM");
+    }
+    drop(servers);
 }
 
 impl Server {
@@ -676,13 +697,18 @@ impl Server {
         self.child.id()
     }
 
+    /// Sends `signal` (a `kill` name: INT, TERM…); whether it was delivered.
+    fn signal(&self, signal: &str) -> bool {
+        Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
     /// Sends `signal` (a `kill` name: INT, KILL…) and waits for the process to exit.
     pub(crate) fn stop(&mut self, signal: &str) -> Result {
-        let ok = Command::new("kill")
-            .args([format!("-{signal}"), self.child.id().to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
+        if !self.signal(signal) {
             return Err(format!("kill -{signal} {} failed", self.name));
         }
         self.child
@@ -727,7 +753,7 @@ impl Server {
 /// Inside the namespace: `interop-netns SERVER LIB WORK MQ`; writes the rows to
 /// `WORK/rows.tsv`.
 pub(crate) fn in_netns(args: &[String]) -> Result {
-    let (server, work, mq, _servers) = start_in_netns("interop-netns", args)?;
+    let (server, work, mq, servers) = start_in_netns("interop-netns", args)?;
     eprintln!("interop {server}: up");
     let mut rows = Vec::new();
     let mut record = |client: &str, scenario: &str, ok: bool, reason: &str| {
@@ -1074,6 +1100,7 @@ pub(crate) fn in_netns(args: &[String]) -> Result {
     }
     let tsv: String = rows.iter().map(Row::tsv).collect();
     fs::write(work.join("rows.tsv"), tsv).map_err(|e| e.to_string())?;
+    stop_all(servers);
     if rows.iter().all(|r| r.ok) {
         Ok(())
     } else {
@@ -1114,12 +1141,19 @@ fn start_in_netns<'a>(
 
 /// Starts `mq serve`, and beside it one without auto-creation (the no-route name server).
 fn start_ours(mq: &Path, work: &Path) -> Result<Vec<Server>> {
-    let mut main = Server::start("mq serve", Command::new(mq).arg("serve"), work)?;
+    // Each store in `work`, which the run removes, even if a server has to be killed.
+    let serve = |name: &str| {
+        let mut c = Command::new(mq);
+        c.arg("serve")
+            .arg("--store-dir")
+            .arg(work.join(format!("store-{name}")));
+        c
+    };
+    let mut main = Server::start("mq serve", &mut serve("broker-a"), work)?;
     main.wait_for("broker listening on")?;
     let mut strict = Server::start(
         "mq serve without auto-create",
-        Command::new(mq).args([
-            "serve",
+        serve("broker-x").args([
             "--namesrv-port",
             "9877",
             "--broker-port",
@@ -1136,9 +1170,8 @@ fn start_ours(mq: &Path, work: &Path) -> Result<Vec<Server>> {
     fs::write(&acl_file, plain_acl_yml()).map_err(|e| format!("plain_acl.yml: {e}"))?;
     let mut acl = Server::start(
         "mq serve with ACL",
-        Command::new(mq)
+        serve("broker-acl")
             .args([
-                "serve",
                 "--namesrv-port",
                 "9878",
                 "--broker-port",
@@ -1154,9 +1187,8 @@ fn start_ours(mq: &Path, work: &Path) -> Result<Vec<Server>> {
     let (cert, key) = tls_files(work)?;
     let mut tls = Server::start(
         "mq serve with TLS enforced",
-        Command::new(mq)
+        serve("broker-tls")
             .args([
-                "serve",
                 "--namesrv-port",
                 "9879",
                 "--broker-port",
@@ -1256,7 +1288,7 @@ fn start_engine(engine: &str, lib: &Path, work: &Path) -> Result<Vec<Server>> {
         }
     }
     let java = |class: &str, conf: &str, logback: &str, user: &str| {
-        let mut c = Command::new("java");
+        let mut c = java_command(work);
         // 5.3's timer wheel (which pop consumption needs for its redelivery) takes direct
         // buffers beyond the 256 MB that -Xmx would allow them; the broker then fails pops and
         // scheduled deliveries with OutOfMemoryError.
@@ -1357,7 +1389,7 @@ fn start_java_proxy(lib: &Path, work: &Path) -> Result<Server> {
     // broker's registration has landed.
     let mut attempt = 1;
     loop {
-        let mut c = Command::new("java");
+        let mut c = java_command(work);
         c.args(["-Xms256m", "-Xmx256m", "-XX:+UseG1GC"])
             .arg(format!("-Duser.home={}", work.join("user-proxy").display()))
             .arg(format!("-Drocketmq.home.dir={}", home.display()))
@@ -1380,15 +1412,28 @@ fn start_java_proxy(lib: &Path, work: &Path) -> Result<Server> {
     }
 }
 
-/// A Java client program of `interop/CLIENT` with `args`.
+/// `java`, with its temporary files (Netty's self-signed certificates, for one) in `work`,
+/// which the run removes, rather than in `/tmp`, where a killed JVM would leave them.
+fn java_command(work: &Path) -> Command {
+    let tmp = work.join("java-tmp");
+    // A JVM whose temporary directory is missing fails only when it makes a file: say why here.
+    if let Err(e) = fs::create_dir_all(&tmp) {
+        eprintln!("interop: cannot make {}: {e}", tmp.display());
+    }
+    let mut c = Command::new("java");
+    c.arg(format!("-Djava.io.tmpdir={}", tmp.display()));
+    c
+}
+
 /// RocketMQ 5's Java gRPC client program (`interop/client-java-grpc`) with `args`.
 fn java_grpc(dir: &Path, work: &Path, args: &[&str]) -> Command {
     java(dir, "client-java-grpc", "interop.ClientGrpc", work, args)
 }
 
+/// A Java client program of `interop/CLIENT` with `args`.
 fn java(dir: &Path, client: &str, class: &str, work: &Path, args: &[&str]) -> Command {
     let home = dir.join(client);
-    let mut c = Command::new("java");
+    let mut c = java_command(work);
     c.args([
         // Netty of 4.5.1's era reaches into JDK internals.
         "--add-opens",
@@ -1856,7 +1901,7 @@ pub(crate) fn bench_in_netns(args: &[String]) -> Result {
             let _ = writeln!(tsv, "java\t{mode}\t{tps:.1}\t{cpu:.2}\t{per:.2}");
         }
     }
-    drop(servers);
+    stop_all(servers);
     fs::write(work.join("bench.tsv"), &tsv).map_err(|e| e.to_string())?;
     eprintln!("interop-bench {server}:\n{tsv}");
     Ok(())

@@ -36,9 +36,10 @@ struct Cli {
 enum Command {
     /// Start an embedded cluster, send in every mode, consume everything back and verify it.
     Quickstart(quickstart::QuickstartArgs),
-    /// Run a name server and a broker in this process until Ctrl-C.
+    /// Run a name server and a broker in this process until Ctrl-C or SIGTERM.
     Serve(ServeArgs),
-    /// Run a name server alone until Ctrl-C (Java `mqnamesrv`); brokers join it with `mq broker`.
+    /// Run a name server alone until Ctrl-C or SIGTERM (Java `mqnamesrv`); brokers join it with
+    /// `mq broker`.
     Namesrv {
         /// Address to listen on and advertise (loopback by default; widen deliberately).
         #[arg(long, default_value = "127.0.0.1")]
@@ -49,7 +50,7 @@ enum Command {
         #[command(flatten)]
         tls: options::ServerTlsArgs,
     },
-    /// Run a broker alone until Ctrl-C, registered with running name servers (Java
+    /// Run a broker alone until Ctrl-C or SIGTERM, registered with running name servers (Java
     /// `mqbroker`). Several, with other names, ports and stores, make a cluster.
     Broker {
         /// Name servers to register with, `host:port;host:port`.
@@ -61,8 +62,8 @@ enum Command {
         #[command(flatten)]
         broker: BrokerArgs,
     },
-    /// Run RocketMQ 5's gRPC proxy alone until Ctrl-C, in front of a running cluster (ours or
-    /// Apache RocketMQ's), for RocketMQ 5's gRPC clients.
+    /// Run RocketMQ 5's gRPC proxy alone until Ctrl-C or SIGTERM, in front of a running cluster
+    /// (ours or Apache RocketMQ's), for RocketMQ 5's gRPC clients.
     Proxy {
         /// The cluster's name servers, `host:port;host:port`.
         #[arg(long)]
@@ -381,7 +382,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(args).await,
             Command::Namesrv { host, port, tls } => {
                 let namesrv = start_namesrv(host, port, &tls).await?;
-                until_ctrl_c().await?;
+                until_stop_signal().await?;
                 let _ = namesrv.shutdown(Duration::from_secs(5)).await;
                 Ok(())
             }
@@ -398,7 +399,7 @@ fn main() -> ExitCode {
                     .collect();
                 let acl = load_acl(broker.acl.as_deref())?;
                 let (_temp, broker) = start_broker(broker, port, name_servers, acl).await?;
-                until_ctrl_c().await?;
+                until_stop_signal().await?;
                 let _ = broker.shutdown(Duration::from_secs(5)).await;
                 Ok(())
             }
@@ -435,7 +436,7 @@ fn main() -> ExitCode {
                     },
                 )
                 .await?;
-                until_ctrl_c().await?;
+                until_stop_signal().await?;
                 proxy.shutdown().await;
                 Ok(())
             }
@@ -589,7 +590,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         }
         None => None,
     };
-    until_ctrl_c().await?;
+    until_stop_signal().await?;
     if let Some(proxy) = grpc {
         proxy.shutdown().await;
     }
@@ -733,7 +734,22 @@ async fn start_broker(
     Ok((temp, broker))
 }
 
-async fn until_ctrl_c() -> Result<(), String> {
+/// Waits for Ctrl-C (SIGINT) or, on Unix, SIGTERM (what `kill`, systemd and container
+/// runtimes send): either stops a server the same orderly way, removing its temporary store.
+async fn until_stop_signal() -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term =
+            signal(SignalKind::terminate()).map_err(|e| format!("cannot wait for SIGTERM: {e}"))?;
+        tokio::select! {
+            done = tokio::signal::ctrl_c() => {
+                done.map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
+            }
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
     tokio::signal::ctrl_c()
         .await
         .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;

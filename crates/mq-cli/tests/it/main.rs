@@ -9,7 +9,7 @@
 )]
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -629,6 +629,25 @@ fn signal(server: &Server, sig: &str) {
         .unwrap()
         .success();
     assert!(ok, "kill {sig}");
+}
+
+/// `kill`, systemd and container runtimes stop a server with SIGTERM: `mq serve` then shuts
+/// down as on Ctrl-C, exits with success and removes the temporary store it made.
+#[test]
+fn serve_stops_cleanly_on_sigterm_and_removes_its_temporary_store() {
+    let args = ["serve", "--namesrv-port", "0", "--broker-port", "0"];
+    let (child, lines) = spawn_until(&args, "store at ");
+    let mut server = Server {
+        child,
+        broker: address(&lines, "broker listening on "),
+        namesrv: address(&lines, "name server listening on "),
+    };
+    let store = PathBuf::from(address(&lines, "store at "));
+    assert!(store.is_dir(), "{}", store.display());
+    signal(&server, "-TERM");
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!store.exists(), "{} is left behind", store.display());
 }
 
 #[test]
