@@ -27,11 +27,80 @@ struct Open {
     deadline: Instant,
 }
 
-/// Open batches by (topic, wait-store flag): messages of one batch must agree on both.
+impl Open {
+    /// Adds a message; whether the batch is full with it.
+    fn add(
+        &mut self,
+        msg: Message,
+        waiter: Waiter,
+        deadline: Instant,
+        config: &BatchingConfig,
+    ) -> bool {
+        self.bytes += msg.body.len();
+        self.deadline = self.deadline.min(deadline);
+        self.msgs.push(msg);
+        self.waiters.push(waiter);
+        self.bytes >= config.max_bytes || self.msgs.len() >= config.max_messages
+    }
+}
+
+/// The open batches: messages of one batch agree on their topic and on their wait-store flag.
 #[derive(Debug, Default)]
 pub(crate) struct Accumulator {
-    open: Mutex<HashMap<(String, bool), Open>>,
-    next_id: Mutex<u64>,
+    batches: Mutex<Batches>,
+}
+
+#[derive(Debug, Default)]
+struct Batches {
+    /// By topic, found with the message's own topic (no key is made per message); a topic
+    /// stays only while it has an open batch.
+    by_topic: HashMap<String, Slots, foldhash::fast::RandomState>,
+    next_id: u64,
+    /// How many messages the last closed batch held: a new batch has room for as many, so
+    /// that its lists do not grow (and copy what they hold) as messages join.
+    last_len: usize,
+}
+
+/// A topic's open batches, one per wait-store flag (`false`, `true`).
+#[derive(Debug, Default)]
+struct Slots([Option<Open>; 2]);
+
+impl Batches {
+    /// A new, empty batch.
+    fn open(&mut self, deadline: Instant, config: &BatchingConfig) -> Open {
+        self.next_id += 1;
+        let room = self.last_len.min(config.max_messages);
+        Open {
+            id: self.next_id,
+            msgs: Vec::with_capacity(room),
+            waiters: Vec::with_capacity(room),
+            bytes: 0,
+            deadline,
+        }
+    }
+
+    /// Takes `topic`'s open batch for `wait` when it is batch `id` (its linger timer: the
+    /// batch may have filled and left already).
+    fn take(&mut self, topic: &str, wait: bool, id: u64) -> Option<Open> {
+        let slots = self.by_topic.get_mut(topic)?;
+        let slot = &mut slots.0[usize::from(wait)];
+        let batch = slot.take_if(|b| b.id == id)?;
+        self.closed(topic, &batch);
+        Some(batch)
+    }
+
+    /// Bookkeeping for `batch`, just taken out of `topic`'s slots: the topic is forgotten
+    /// when it has no open batch left.
+    fn closed(&mut self, topic: &str, batch: &Open) {
+        if self
+            .by_topic
+            .get(topic)
+            .is_some_and(|s| s.0.iter().all(Option::is_none))
+        {
+            self.by_topic.remove(topic);
+        }
+        self.last_len = batch.msgs.len();
+    }
 }
 
 /// Adds `msg` to its topic's open batch (opening one, with a linger timer, if needed) and
@@ -47,47 +116,55 @@ pub(crate) fn enqueue(
         let _ = tx.send(Err(SendError::new(e, msg)));
         return rx;
     }
-    let key = (msg.topic.clone(), msg.wait_store_msg_ok());
-    let acc = &engine.accumulator;
+    let wait = msg.wait_store_msg_ok();
+    let slot = usize::from(wait);
+    // The batch to send now (it is full), and the linger timer to start (a new batch).
     let (full, opened) = {
-        let mut open = acc.open.lock();
-        let mut opened = None;
-        let batch = open.entry(key.clone()).or_insert_with(|| {
-            let mut id = acc.next_id.lock();
-            *id += 1;
-            opened = Some(*id);
-            Open {
-                id: *id,
-                msgs: Vec::new(),
-                waiters: Vec::new(),
-                bytes: 0,
-                deadline,
+        let mut batches = engine.accumulator.batches.lock();
+        let b = &mut *batches;
+        let joined = match b.by_topic.get_mut(msg.topic.as_str()) {
+            Some(slots) => match &mut slots.0[slot] {
+                Some(batch) => Ok(batch
+                    .add(msg, tx, deadline, &config)
+                    .then(|| slots.0[slot].take())
+                    .flatten()),
+                None => Err((msg, tx)),
+            },
+            None => Err((msg, tx)),
+        };
+        match joined {
+            Ok(full) => {
+                if let Some(batch) = &full
+                    && let Some(first) = batch.msgs.first()
+                {
+                    b.closed(&first.topic, batch);
+                }
+                (full, None)
             }
-        });
-        batch.bytes += msg.body.len();
-        batch.deadline = batch.deadline.min(deadline);
-        batch.msgs.push(msg);
-        batch.waiters.push(tx);
-        let full = (batch.bytes >= config.max_bytes || batch.msgs.len() >= config.max_messages)
-            .then(|| open.remove(&key))
-            .flatten();
-        (full, opened)
+            Err((msg, tx)) => {
+                // A new batch: its topic is copied once, for its linger timer.
+                let topic = msg.topic.clone();
+                let mut batch = b.open(deadline, &config);
+                if batch.add(msg, tx, deadline, &config) {
+                    b.last_len = batch.msgs.len();
+                    (Some(batch), None)
+                } else {
+                    let id = batch.id;
+                    b.by_topic.entry(topic.clone()).or_default().0[slot] = Some(batch);
+                    (None, Some((topic, id)))
+                }
+            }
+        }
     };
     if let Some(batch) = full {
         let e = Arc::clone(engine);
         engine.tasks.spawn(async move { flush(&e, batch).await });
-    } else if let Some(id) = opened {
+    } else if let Some((topic, id)) = opened {
         // The linger timer of a new batch: send it when the time is up, unless it filled first.
         let e = Arc::clone(engine);
         engine.tasks.spawn(async move {
             tokio::time::sleep(config.linger).await;
-            let batch = {
-                let mut open = e.accumulator.open.lock();
-                match open.get(&key) {
-                    Some(b) if b.id == id => open.remove(&key),
-                    _ => None,
-                }
-            };
+            let batch = e.accumulator.batches.lock().take(&topic, wait, id);
             if let Some(batch) = batch {
                 flush(&e, batch).await;
             }
@@ -184,7 +261,45 @@ impl<'a> Iterator for Commas<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::Commas;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A topic is kept while one of its two batches is open and forgotten after: a producer
+    /// that sends to ever new topics does not grow. A linger timer whose batch already left
+    /// (the id is another batch's now) takes nothing.
+    #[test]
+    fn a_topic_is_forgotten_when_its_last_open_batch_closes() {
+        let config = BatchingConfig::new(Duration::from_millis(5), 1 << 20, 8);
+        let deadline = Instant::now();
+        let mut b = Batches::default();
+        let mut ids = Vec::new();
+        for wait in [false, true] {
+            let mut batch = b.open(deadline, &config);
+            for i in 0..3 {
+                let (tx, _rx) = oneshot::channel();
+                let msg = Message::new("T", format!("m{i}")).with_wait_store_msg_ok(wait);
+                assert!(!batch.add(msg, tx, deadline, &config));
+            }
+            ids.push(batch.id);
+            b.by_topic.entry("T".into()).or_default().0[usize::from(wait)] = Some(batch);
+        }
+        assert!(
+            b.take("T", false, ids[1]).is_none(),
+            "another batch's timer"
+        );
+        let first = b.take("T", false, ids[0]).map(|b| b.msgs.len());
+        assert_eq!(first, Some(3));
+        assert!(
+            b.by_topic.contains_key("T"),
+            "its other batch is still open"
+        );
+        assert!(b.take("T", false, ids[0]).is_none(), "taken already");
+        assert!(b.take("T", true, ids[1]).is_some());
+        assert!(b.by_topic.is_empty());
+        // The next batch has room for as many messages as the last one held.
+        assert_eq!(b.open(deadline, &config).msgs.capacity(), 3);
+    }
 
     /// Each message of a batch takes its own item of the answer's lists, empty ones
     /// included; past the end there is none (a waiter then reads an empty id).

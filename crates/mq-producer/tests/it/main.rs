@@ -776,6 +776,44 @@ async fn auto_batching_gathers_async_sends_and_keeps_per_message_results() {
     cluster.shutdown().await;
 }
 
+/// Sends to two topics, with and without waiting for the store, interleaved: every batch holds
+/// messages of one topic and one flag, and each result points at its own message, stored with
+/// its own flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_batching_keeps_topics_and_wait_flags_apart() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let p = Producer::new(config(&cluster, "batched-apart").with_batching(
+        mq_producer::BatchingConfig::new(Duration::from_millis(20), 1 << 20, 16),
+    ));
+    p.start().await.unwrap();
+    let sent: Vec<(&str, bool, String)> = (0..200)
+        .map(|i| {
+            let topic = if i % 2 == 0 { "ApartA" } else { "ApartB" };
+            (topic, i % 3 != 0, format!("a{i}"))
+        })
+        .collect();
+    // Twice the batch size of each kind, and a rest that only the linger timer sends.
+    let futures: Vec<_> = sent
+        .iter()
+        .map(|(topic, wait, body)| {
+            p.send_async(Message::new(*topic, body.clone()).with_wait_store_msg_ok(*wait))
+        })
+        .collect();
+    let mut results = Vec::new();
+    for f in futures {
+        results.push(f.await.unwrap());
+    }
+    for ((topic, wait, body), r) in sent.iter().zip(&results) {
+        assert_eq!(r.message_queue.topic, *topic, "{body}");
+        let m = stored(&cluster, r).await;
+        assert_eq!(m.message.body, Bytes::from(body.clone()));
+        assert_eq!(m.message.wait_store_msg_ok(), *wait, "{body}");
+        assert_eq!(m.msg_id(), r.msg_id);
+    }
+    p.shutdown().await;
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backpressure_flush_and_shutdown_account_for_every_send() {
     let cluster = Cluster::builder().start().await.unwrap();
