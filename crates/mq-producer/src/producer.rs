@@ -1177,11 +1177,11 @@ impl Engine {
             }
             match m.uniq_key() {
                 Some(id) => ids.push_str(id),
-                None => {
-                    let id = self.ids.next_id_at(now);
-                    ids.push_str(&id);
+                // Made on the stack, copied into the list and the properties.
+                None => self.ids.next_id_with(now, |id| {
+                    ids.push_str(id);
                     m.set_property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX, id);
-                }
+                }),
             }
         }
         let body = encode_batch(msgs)?;
