@@ -143,6 +143,23 @@ impl FieldSink for JsonFields<'_, '_> {
     }
 
     fn int_field(&mut self, key: &'static str, value: i64) {
+        // Most numbers of a send header are one digit (queue id, flags, counts), and the V2
+        // header's keys are one character: `,"e":"3"` is then one word.
+        if let Ok(d @ 0..=9) = u8::try_from(value) {
+            if let &[c] = key.as_bytes()
+                && !STOP[usize::from(c)]
+                && self.order.any()
+            {
+                // Not the first key: its separator is a comma.
+                self.order.see(key);
+                self.out
+                    .array([b',', b'"', c, b'"', b':', b'"', b'0' + d, b'"']);
+            } else {
+                self.key(key);
+                self.out.array([b'"', b'0' + d, b'"']);
+            }
+            return;
+        }
         self.key(key);
         self.out.byte(b'"');
         self.out.int(value);

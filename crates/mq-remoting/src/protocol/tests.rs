@@ -490,6 +490,8 @@ fn arb_given_fields() -> impl Strategy<Value = Vec<(&'static str, Result<i64, St
             ]),
             prop_oneof![
                 any::<i64>().prop_map(Ok),
+                // One digit, and either side of it, as most numbers of a send header are.
+                (-12i64..=12).prop_map(Ok),
                 "(\\PC|[\\x00-\\x1f\"\\\\]){0,40}".prop_map(Err),
             ],
         ),
