@@ -73,16 +73,26 @@ pub enum ValidationError {
     },
 }
 
+/// Whether a byte may stand in a topic or group name: ASCII letters and digits, `%`, `|`, `_`
+/// and `-` (Java's `^[%|a-zA-Z0-9_-]+$`), looked up rather than tested per byte.
+const NAME_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'%' | b'|' | b'_' | b'-');
+        b += 1;
+    }
+    table
+};
+
 fn check_name(what: &'static str, name: &str, max: usize) -> Result<(), ValidationError> {
     // A name of legal characters only is blank only when empty: the (Unicode) trim is paid by
     // names that fail.
     if name.is_empty() {
         return Err(ValidationError::Blank { what });
     }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'%' | b'|' | b'_' | b'-'))
-    {
+    if !name.bytes().all(|b| NAME_BYTES[usize::from(b)]) {
         if name.trim().is_empty() {
             return Err(ValidationError::Blank { what });
         }
@@ -207,6 +217,23 @@ mod tests {
             validate_topic("SCHEDULE_TOPIC_XXXX"),
             Err(ValidationError::ReservedTopic(_))
         ));
+    }
+
+    /// Java's rule, `^[%|a-zA-Z0-9_-]+$`, byte by byte: every ASCII character, and one
+    /// beyond ASCII.
+    #[test]
+    fn a_name_takes_exactly_the_characters_java_allows() {
+        for c in (0u8..128).map(char::from).chain(['\u{e9}']) {
+            let legal = c.is_ascii_alphanumeric() || "%|_-".contains(c);
+            let r = validate_topic(&format!("t{c}t"));
+            assert_eq!(r.is_ok(), legal, "{c:?}: {r:?}");
+            if !legal {
+                assert!(
+                    matches!(r, Err(ValidationError::IllegalCharacters { .. })),
+                    "{c:?}: {r:?}"
+                );
+            }
+        }
     }
 
     #[test]
