@@ -825,24 +825,26 @@ fn touched_queues(groups: &[Vec<MessageExt>]) -> Vec<(String, i32)> {
 /// log's end.
 fn append_groups(
     inner: &mut Inner,
-    groups: Vec<Vec<MessageExt>>,
+    mut groups: Vec<Vec<MessageExt>>,
     store_host: SocketAddr,
     stamp: &str,
 ) -> (Vec<io::Result<Vec<PutResult>>>, i64) {
     let mut out: Vec<io::Result<Vec<PutResult>>> = Vec::with_capacity(groups.len());
-    // Records still in the pending buffer, with the group each belongs to (room for them all
-    // at once: a message is large, and growing by doubling copies each several times).
-    let mut unwritten: Vec<(usize, MessageExt)> =
-        Vec::with_capacity(groups.iter().map(Vec::len).sum());
+    // Records still in the pending buffer, as (group, place in the group): the messages stay
+    // where they are, since a message is large and moving it is a copy.
+    let mut unwritten: Vec<(usize, usize)> = Vec::with_capacity(groups.iter().map(Vec::len).sum());
     // A failed write loses what was pending: those records leave the index and their groups
     // fail; later groups are not tried.
     let lost = |inner: &mut Inner,
-                unwritten: &mut Vec<(usize, MessageExt)>,
+                groups: &[Vec<MessageExt>],
+                unwritten: &mut Vec<(usize, usize)>,
                 out: &mut Vec<io::Result<Vec<PutResult>>>,
                 e: &io::Error| {
         inner.log.discard_pending();
-        for (g, msg) in unwritten.drain(..).rev() {
-            inner.index.remove_last(&msg);
+        for (g, i) in unwritten.drain(..).rev() {
+            if let Some(msg) = groups.get(g).and_then(|msgs| msgs.get(i)) {
+                inner.index.remove_last(msg);
+            }
             if let Some(slot) = out.get_mut(g) {
                 *slot = Err(io::Error::new(e.kind(), e.to_string()));
             }
@@ -851,20 +853,22 @@ fn append_groups(
     let mut broken: Option<io::Error> = None;
     // One store time for everything appended under this lock hold (microseconds apart).
     let stored_at = now_ms();
-    for (g, msgs) in groups.into_iter().enumerate() {
+    for g in 0..groups.len() {
         if let Some(e) = &broken {
             out.push(Err(io::Error::new(e.kind(), e.to_string())));
             continue;
         }
-        let mut results = Vec::with_capacity(msgs.len());
+        let count = groups[g].len();
+        let mut results = Vec::with_capacity(count);
         let mut failed = None;
         // A batch's messages share one queue: its offsets are counted on from the first,
         // without a lookup for each message.
-        let one_queue = msgs
+        let one_queue = groups[g]
             .windows(2)
             .all(|w| w[0].queue_id == w[1].queue_id && w[0].message.topic == w[1].message.topic);
         let mut next_offset = None;
-        for mut msg in msgs {
+        for i in 0..count {
+            let msg = &mut groups[g][i];
             msg.queue_offset = match next_offset {
                 Some(offset) => offset,
                 None => inner.index.max_offset(&msg.message.topic, msg.queue_id),
@@ -874,7 +878,7 @@ fn append_groups(
             }
             msg.store_host = store_host;
             msg.store_timestamp = stored_at;
-            let record = match PreparedRecord::with_extra_properties(&msg, stamp) {
+            let record = match PreparedRecord::with_extra_properties(msg, stamp) {
                 Ok(r) => r,
                 Err(e) => {
                     failed = Some(io::Error::new(io::ErrorKind::InvalidInput, e));
@@ -895,7 +899,7 @@ fn append_groups(
                         // they are stored and stay indexed.
                         unwritten.clear();
                     } else {
-                        lost(inner, &mut unwritten, &mut out, &e);
+                        lost(inner, &groups, &mut unwritten, &mut out, &e);
                     }
                     broken = Some(e);
                     break;
@@ -908,15 +912,15 @@ fn append_groups(
             msg.commit_log_offset = phys;
             inner
                 .log
-                .append_with(|buf| record.write_with_extra(&msg, stamp, buf));
-            inner.index.add(&msg, record.len() as i32);
+                .append_with(|buf| record.write_with_extra(msg, stamp, buf));
+            inner.index.add(msg, record.len() as i32);
             results.push(PutResult {
                 phys_offset: phys,
                 queue_offset: msg.queue_offset,
                 store_host,
                 flushed_in_time: true,
             });
-            unwritten.push((g, msg));
+            unwritten.push((g, i));
         }
         if broken.is_none() {
             out.push(match failed {
@@ -928,7 +932,7 @@ fn append_groups(
     if broken.is_none()
         && let Err(e) = inner.log.write_pending()
     {
-        lost(inner, &mut unwritten, &mut out, &e);
+        lost(inner, &groups, &mut unwritten, &mut out, &e);
     }
     (out, inner.log.write_offset())
 }
@@ -1255,6 +1259,42 @@ mod tests {
             .map(|m| String::from_utf8(m.message.body.to_vec()).unwrap())
             .collect();
         assert_eq!(bodies, ["first", "last"]);
+        store.shutdown().await;
+    }
+
+    /// A write that fails (the disk is full) fails the groups whose records it held and takes
+    /// them out of the indexes: the queue and the key index show only what is stored, and
+    /// what was written before the failure stays readable.
+    #[tokio::test]
+    async fn a_failed_write_fails_its_groups_and_leaves_them_out_of_the_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = StoreConfig::new(dir.path());
+        config.segment_size = 1024;
+        let store = MessageStore::open(config).unwrap();
+        store.put(ext("T", "a", "first"), host()).await.unwrap();
+        // The second segment is a device that refuses every write (ENOSPC).
+        let second = dir.path().join("commitlog").join(format!("{:020}", 1024));
+        std::os::unix::fs::symlink("/dev/full", second).unwrap();
+        let body = "x".repeat(400);
+        let groups = vec![
+            // Fits the first segment: written before the log rolls over.
+            vec![ext("T", "b", &body)],
+            // Does not fit: goes to the second segment, with what follows it.
+            vec![ext("T", "c", &body), ext("T", "d", "after")],
+            vec![ext("T", "e", "last")],
+        ];
+        let out = store.put_groups(groups, host()).await;
+        assert_eq!(out[0].as_ref().unwrap()[0].queue_offset, 1);
+        for failed in &out[1..] {
+            let kind = failed.as_ref().unwrap_err().kind();
+            assert_eq!(kind, io::ErrorKind::StorageFull, "{failed:?}");
+        }
+        assert_eq!(store.max_offset("T", 0), 2);
+        assert_eq!(read_all(&store, "T"), ["first".to_owned(), body]);
+        for (key, stored) in [("a", 1), ("b", 1), ("c", 0), ("d", 0), ("e", 0)] {
+            let found = store.query_by_key("T", key, 32).unwrap();
+            assert_eq!(found.len(), stored, "records found by key {key}");
+        }
         store.shutdown().await;
     }
 
