@@ -9,7 +9,7 @@ use std::sync::Arc;
 use mq_client_api::body::{TopicConfig, perm};
 use mq_client_api::header::SendHeaderRef;
 use mq_client_api::message::{
-    Message, MessageExt, decode_batch, decode_properties, property, sys_flag,
+    Message, MessageExt, decode_batch_with, decode_properties, property, sys_flag,
 };
 use mq_client_api::validate::TOPIC_MAX_LEN;
 use mq_client_api::{RequestCode, ResponseCode};
@@ -239,8 +239,8 @@ impl CoreHandle {
             ..MessageExt::default()
         };
         let exts: Vec<MessageExt> = if batch {
-            match decode_batch(topic, &req.body) {
-                Ok(m) => m.into_iter().map(|m| ext(m, 0)).collect(),
+            match decode_batch_with(topic, &req.body, |m| ext(m, 0)) {
+                Ok(m) => m,
                 Err(e) => {
                     return Err(respond(
                         req,

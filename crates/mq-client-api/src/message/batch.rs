@@ -142,6 +142,20 @@ fn record_len(m: &Message, props_len: usize) -> usize {
 /// # Errors
 /// [`BatchError::Malformed`] when a record's lengths do not add up.
 pub fn decode_batch(topic: &str, body: &Bytes) -> Result<Vec<Message>, BatchError> {
+    decode_batch_with(topic, body, |m| m)
+}
+
+/// [`decode_batch`], each message passed through `wrap` as it is read: a broker builds its
+/// stored form (a message with its queue and hosts) in place instead of moving every message
+/// from one list into another.
+///
+/// # Errors
+/// [`BatchError::Malformed`] when a record's lengths do not add up.
+pub fn decode_batch_with<T>(
+    topic: &str,
+    body: &Bytes,
+    mut wrap: impl FnMut(Message) -> T,
+) -> Result<Vec<T>, BatchError> {
     let mut src = body.clone();
     // Room for every entry at once, up to a bound: a malformed body claiming many small
     // entries makes no large allocation before it fails.
@@ -169,13 +183,13 @@ pub fn decode_batch(topic: &str, body: &Bytes) -> Result<Vec<Message>, BatchErro
         let props = std::str::from_utf8(&src[..props_len]).map_err(|_| bad())?;
         let properties = decode_properties(props);
         src.advance(props_len);
-        out.push(Message {
+        out.push(wrap(Message {
             topic: topic.to_owned(),
             flag,
             properties,
             body: msg_body,
             transaction_id: None,
-        });
+        }));
     }
     if out.is_empty() {
         return Err(BatchError::Empty);

@@ -13,7 +13,7 @@ pub(crate) mod id;
 mod recall;
 mod record;
 
-pub use batch::{BatchError, check_batch, decode_batch, encode_batch};
+pub use batch::{BatchError, check_batch, decode_batch, decode_batch_with, encode_batch};
 pub use compression::{
     CompressionError, CompressionType, Compressor, DEFAULT_COMPRESS_LEVEL, DEFAULT_COMPRESS_OVER,
     MAX_DECOMPRESSED, decompress_for,
