@@ -261,22 +261,25 @@ impl PreparedRecord {
         let v2 = topic.len() > 127;
         b.reserve(self.total);
         // Lengths were checked by `new` (topic and properties ≤ i16::MAX, so the total and
-        // the body length fit an i32 for any body a frame can carry).
-        b.put_i32(self.total as i32);
-        b.put_i32(if v2 { MAGIC_V2 } else { MAGIC_V1 });
-        b.put_i32(body_crc(body));
-        b.put_i32(msg.queue_id);
-        b.put_i32(msg.message.flag);
-        b.put_i64(msg.queue_offset);
-        b.put_i64(msg.commit_log_offset);
-        b.put_i32(flag);
-        b.put_i64(msg.born_timestamp);
-        put_host(b, msg.born_host);
-        b.put_i64(msg.store_timestamp);
-        put_host(b, msg.store_host);
-        b.put_i32(msg.reconsume_times);
-        b.put_i64(msg.prepared_transaction_offset);
-        b.put_i32(body.len() as i32);
+        // the body length fit an i32 for any body a frame can carry). The fixed fields are
+        // put together on the stack and appended at once.
+        let mut head = Head::default();
+        head.put(&(self.total as i32).to_be_bytes());
+        head.put(&(if v2 { MAGIC_V2 } else { MAGIC_V1 }).to_be_bytes());
+        head.put(&body_crc(body).to_be_bytes());
+        head.put(&msg.queue_id.to_be_bytes());
+        head.put(&msg.message.flag.to_be_bytes());
+        head.put(&msg.queue_offset.to_be_bytes());
+        head.put(&msg.commit_log_offset.to_be_bytes());
+        head.put(&flag.to_be_bytes());
+        head.put(&msg.born_timestamp.to_be_bytes());
+        head.put_host(msg.born_host);
+        head.put(&msg.store_timestamp.to_be_bytes());
+        head.put_host(msg.store_host);
+        head.put(&msg.reconsume_times.to_be_bytes());
+        head.put(&msg.prepared_transaction_offset.to_be_bytes());
+        head.put(&(body.len() as i32).to_be_bytes());
+        b.put_slice(head.bytes());
         b.put_slice(body);
         if v2 {
             b.put_i16(topic.len() as i16);
@@ -290,12 +293,40 @@ impl PreparedRecord {
     }
 }
 
-fn put_host(b: &mut BytesMut, addr: SocketAddr) {
-    match addr.ip() {
-        IpAddr::V4(ip) => b.put_slice(&ip.octets()),
-        IpAddr::V6(ip) => b.put_slice(&ip.octets()),
+/// A record's fixed fields, up to the body: at most 112 bytes (both hosts IPv6).
+struct Head {
+    buf: [u8; 112],
+    len: usize,
+}
+
+impl Default for Head {
+    fn default() -> Self {
+        Self {
+            buf: [0; 112],
+            len: 0,
+        }
     }
-    b.put_i32(i32::from(addr.port()));
+}
+
+impl Head {
+    /// Appends `bytes`; the fields of one record always fit (see the size above).
+    fn put(&mut self, bytes: &[u8]) {
+        let end = self.len + bytes.len();
+        self.buf[self.len..end].copy_from_slice(bytes);
+        self.len = end;
+    }
+
+    fn put_host(&mut self, addr: SocketAddr) {
+        match addr.ip() {
+            IpAddr::V4(ip) => self.put(&ip.octets()),
+            IpAddr::V6(ip) => self.put(&ip.octets()),
+        }
+        self.put(&i32::from(addr.port()).to_be_bytes());
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 /// Decodes one record from the front of `src`, advancing it past the record. With
