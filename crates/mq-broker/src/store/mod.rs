@@ -225,6 +225,12 @@ impl Indexes {
 
     /// Indexes a stored record.
     fn add(&mut self, msg: &MessageExt, size: i32) {
+        self.add_in(msg, size, queue::KeyHash::of_topic(&msg.message.topic));
+    }
+
+    /// [`Indexes::add`] with the key hash of the record's topic already made: a batch's
+    /// messages share their topic, and the hash goes a byte at a time.
+    fn add_in(&mut self, msg: &MessageExt, size: i32, topic: queue::KeyHash) {
         let m = &msg.message;
         // The three properties an index needs, found in one pass over them.
         let (mut tags, mut keys, mut uniq) = (None, None, None);
@@ -265,7 +271,6 @@ impl Indexes {
             }
         }
         self.unwritten += 1;
-        let topic = queue::KeyHash::of_topic(&m.topic);
         let keys = keys
             .into_iter()
             .flat_map(|k| k.split(' ').filter(|k| !k.is_empty()));
@@ -867,6 +872,10 @@ fn append_groups(
             .windows(2)
             .all(|w| w[0].queue_id == w[1].queue_id && w[0].message.topic == w[1].message.topic);
         let mut next_offset = None;
+        let group_topic = groups[g]
+            .first()
+            .filter(|_| one_queue)
+            .map(|m| queue::KeyHash::of_topic(&m.message.topic));
         for i in 0..count {
             let msg = &mut groups[g][i];
             msg.queue_offset = match next_offset {
@@ -913,7 +922,8 @@ fn append_groups(
             inner
                 .log
                 .append_with(|buf| record.write_with_extra(msg, stamp, buf));
-            inner.index.add(msg, record.len() as i32);
+            let topic = group_topic.unwrap_or_else(|| queue::KeyHash::of_topic(&msg.message.topic));
+            inner.index.add_in(msg, record.len() as i32, topic);
             results.push(PutResult {
                 phys_offset: phys,
                 queue_offset: msg.queue_offset,
