@@ -381,8 +381,9 @@ fn main() -> ExitCode {
             Command::Quickstart(args) => quickstart::run(args).await,
             Command::Serve(args) => serve(args).await,
             Command::Namesrv { host, port, tls } => {
+                let stop = StopSignal::listen()?;
                 let namesrv = start_namesrv(host, port, &tls).await?;
-                until_stop_signal().await?;
+                stop.wait().await?;
                 let _ = namesrv.shutdown(Duration::from_secs(5)).await;
                 Ok(())
             }
@@ -391,6 +392,7 @@ fn main() -> ExitCode {
                 port,
                 broker,
             } => {
+                let stop = StopSignal::listen()?;
                 let name_servers = namesrv
                     .split(';')
                     .map(str::trim)
@@ -399,7 +401,7 @@ fn main() -> ExitCode {
                     .collect();
                 let acl = load_acl(broker.acl.as_deref())?;
                 let (_temp, broker) = start_broker(broker, port, name_servers, acl).await?;
-                until_stop_signal().await?;
+                stop.wait().await?;
                 let _ = broker.shutdown(Duration::from_secs(5)).await;
                 Ok(())
             }
@@ -414,6 +416,7 @@ fn main() -> ExitCode {
                 cluster_tls_ca,
                 delay_levels_for_delivery,
             } => {
+                let stop = StopSignal::listen()?;
                 let acl = load_acl(acl.as_deref())?;
                 let credentials = access_key
                     .zip(secret_key)
@@ -436,7 +439,7 @@ fn main() -> ExitCode {
                     },
                 )
                 .await?;
-                until_stop_signal().await?;
+                stop.wait().await?;
                 proxy.shutdown().await;
                 Ok(())
             }
@@ -549,6 +552,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
+    let stop = StopSignal::listen()?;
     let namesrv = start_namesrv(args.broker.host, args.namesrv_port, &args.broker.tls).await?;
     let ns_addr = namesrv.local_addr().to_string();
     let host = args.broker.host;
@@ -590,7 +594,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         }
         None => None,
     };
-    until_stop_signal().await?;
+    stop.wait().await?;
     if let Some(proxy) = grpc {
         proxy.shutdown().await;
     }
@@ -734,27 +738,48 @@ async fn start_broker(
     Ok((temp, broker))
 }
 
-/// Waits for Ctrl-C (SIGINT) or, on Unix, SIGTERM (what `kill`, systemd and container
-/// runtimes send): either stops a server the same orderly way, removing its temporary store.
-async fn until_stop_signal() -> Result<(), String> {
+/// Ctrl-C (SIGINT) or, on Unix, SIGTERM (what `kill`, systemd and container runtimes send):
+/// either stops a server the same orderly way, removing its temporary store. A server listens
+/// before it starts, so that a signal that comes while it starts (right after its first
+/// lines, say) is kept for [`StopSignal::wait`] instead of killing the process outright.
+struct StopSignal {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term =
-            signal(SignalKind::terminate()).map_err(|e| format!("cannot wait for SIGTERM: {e}"))?;
-        tokio::select! {
-            done = tokio::signal::ctrl_c() => {
-                done.map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
-            }
-            _ = term.recv() => {}
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignal {
+    /// Starts listening (on Unix; elsewhere Ctrl-C is listened for by `wait`).
+    fn listen() -> Result<Self, String> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let listen =
+                |kind, name| signal(kind).map_err(|e| format!("cannot listen for {name}: {e}"));
+            Ok(Self {
+                interrupt: listen(SignalKind::interrupt(), "Ctrl-C")?,
+                terminate: listen(SignalKind::terminate(), "SIGTERM")?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Self {})
     }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c()
-        .await
-        .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
-    say("shutting down");
-    Ok(())
+
+    /// Waits for either signal, received since [`StopSignal::listen`].
+    async fn wait(mut self) -> Result<(), String> {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        tokio::signal::ctrl_c()
+            .await
+            .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
+        say("shutting down");
+        Ok(())
+    }
 }
 
 /// Prints a status line; a closed stdout (the reader went away) must not stop the server.

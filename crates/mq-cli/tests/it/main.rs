@@ -632,21 +632,31 @@ fn signal(server: &Server, sig: &str) {
 }
 
 /// `kill`, systemd and container runtimes stop a server with SIGTERM: `mq serve` then shuts
-/// down as on Ctrl-C, exits with success and removes the temporary store it made.
+/// down as on Ctrl-C, exits with success and removes the temporary store it made — also when
+/// the signal comes while it is still starting (here: right after its first line, while the
+/// broker opens its store).
 #[test]
 fn serve_stops_cleanly_on_sigterm_and_removes_its_temporary_store() {
-    let args = ["serve", "--namesrv-port", "0", "--broker-port", "0"];
-    let (child, lines) = spawn_until(&args, "store at ");
-    let mut server = Server {
-        child,
-        broker: address(&lines, "broker listening on "),
-        namesrv: address(&lines, "name server listening on "),
-    };
-    let store = PathBuf::from(address(&lines, "store at "));
-    assert!(store.is_dir(), "{}", store.display());
-    signal(&server, "-TERM");
-    let status = server.child.wait().unwrap();
-    assert!(status.success(), "{status}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mq"))
+        .args(["serve", "--namesrv-port", "0", "--broker-port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("a first line").unwrap();
+    assert!(first.starts_with("name server listening on "), "{first}");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // The rest of what it prints, to its end.
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}; printed {rest:?}");
+    assert!(rest.iter().any(|l| l == "shutting down"), "{rest:?}");
+    let store = PathBuf::from(address(&rest, "store at "));
     assert!(!store.exists(), "{} is left behind", store.display());
 }
 
