@@ -643,8 +643,17 @@ fn serve_stops_cleanly_on_sigterm_and_removes_its_temporary_store() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().expect("a first line").unwrap();
+    // Lines as they come, until the process closes its output; each wait bounded by `T`.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let first = rx.recv_timeout(T).expect("a first line within T");
     assert!(first.starts_with("name server listening on "), "{first}");
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -652,7 +661,17 @@ fn serve_stops_cleanly_on_sigterm_and_removes_its_temporary_store() {
         .unwrap();
     assert!(killed.success());
     // The rest of what it prints, to its end.
-    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let mut rest = Vec::new();
+    loop {
+        match rx.recv_timeout(T) {
+            Ok(line) => rest.push(line),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                panic!("mq serve still runs {T:?} after SIGTERM; printed {rest:?}");
+            }
+        }
+    }
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}; printed {rest:?}");
     assert!(rest.iter().any(|l| l == "shutting down"), "{rest:?}");
