@@ -1203,8 +1203,7 @@ mod tests {
     #[tokio::test]
     async fn batches_span_segments_and_keys_are_exact_after_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = StoreConfig::new(dir.path());
-        config.segment_size = 1024;
+        let config = small_segments(dir.path());
         let store = MessageStore::open(config.clone()).unwrap();
         let batch: Vec<MessageExt> = (0..12)
             .map(|i| ext("T", &format!("k{}", i % 3), &format!("body-{i}")))
@@ -1247,8 +1246,7 @@ mod tests {
     #[tokio::test]
     async fn an_oversized_record_fails_only_its_group() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = StoreConfig::new(dir.path());
-        config.segment_size = 1024;
+        let config = small_segments(dir.path());
         let store = MessageStore::open(config).unwrap();
         let huge = "x".repeat(2048);
         let groups = vec![
@@ -1278,8 +1276,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_write_fails_its_groups_and_leaves_them_out_of_the_indexes() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = StoreConfig::new(dir.path());
-        config.segment_size = 1024;
+        let config = small_segments(dir.path());
         let store = MessageStore::open(config).unwrap();
         store.put(ext("T", "a", "first"), host()).await.unwrap();
         // The second segment is a device that refuses every write (ENOSPC).
@@ -1306,6 +1303,13 @@ mod tests {
             assert_eq!(found.len(), stored, "records found by key {key}");
         }
         store.shutdown().await;
+    }
+
+    /// A store of 1 KiB segments: a few records roll the log over.
+    fn small_segments(dir: &Path) -> StoreConfig {
+        let mut config = StoreConfig::new(dir);
+        config.segment_size = 1024;
+        config
     }
 
     /// A store whose flusher never runs by itself: what reaches the files is what the test
@@ -1426,8 +1430,7 @@ mod tests {
     #[tokio::test]
     async fn retention_moves_min_offsets_past_deleted_segments() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = StoreConfig::new(dir.path());
-        config.segment_size = 1024;
+        let config = small_segments(dir.path());
         let store = MessageStore::open(config.clone()).unwrap();
         put_range(&store, 0..40).await;
         store.flush().await.unwrap();
