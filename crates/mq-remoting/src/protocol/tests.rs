@@ -376,6 +376,40 @@ fn json_fast_reader_cases_match_serde() {
     );
 }
 
+/// The fast reader refuses bytes that are not UTF-8 as serde refuses them, next to an escape
+/// and inside or outside the fields, and reads multi-byte text beside escapes back whole.
+#[test]
+fn json_fast_reader_refuses_what_is_not_utf8_as_serde_does() {
+    let cases: &[&[u8]] = &[
+        b"{\"extFields\":{\"a\":\"\\u0001\xc3\"}}",
+        b"{\"extFields\":{\"a\":\"\xc3\\u00a9\"}}",
+        b"{\"extFields\":{\"a\":\"\xa9\\n\"}}",
+        b"{\"extFields\":{\"a\":\"\\n\xa9\"}}",
+        b"{\"extFields\":{\"\\u0061\xff\":\"b\"}}",
+        b"{\"extFields\":{\"a\":\"b\"},\"remark\":\"\xc3\"}",
+        b"{\"extFields\":{\"a\":\"b\"},\"other\":\"\xff\"}",
+        b"{\"remark\":\"x\\n\xc3\"}",
+        b"{\"other\":\"\xc3\",\"code\":1}",
+        b"{\"language\":\"J\xc3\"}",
+        b"{\"code\":1}\xc3",
+        // Valid: multi-byte text beside escapes, in keys, values and the remark.
+        "{\"extFields\":{\"a\":\"\\u0001\u{e9}\u{1f600}\\u0002\u{e9}\",\"b\":\"\u{e9}\"}}"
+            .as_bytes(),
+        "{\"extFields\":{\"\\u0001\u{e9}\":\"\\\"\u{20ac}\"},\"remark\":\"\u{e9}\\n\"}".as_bytes(),
+    ];
+    for case in cases {
+        let fast = json::decode_header(case);
+        let serde = json::decode_header_serde(case);
+        assert_eq!(fast, serde, "{}", String::from_utf8_lossy(case));
+    }
+    let cmd = json::decode_header(cases[11]).unwrap();
+    assert_eq!(cmd.ext("a"), Some("\u{1}\u{e9}\u{1f600}\u{2}\u{e9}"));
+    assert_eq!(cmd.ext("b"), Some("\u{e9}"));
+    let cmd = json::decode_header(cases[12]).unwrap();
+    assert_eq!(cmd.ext("\u{1}\u{e9}"), Some("\"\u{20ac}"));
+    assert_eq!(cmd.remark.as_deref(), Some("\u{e9}\n"));
+}
+
 /// Long fields (whose length bytes are not ASCII), escaped JSON strings, multi-byte text and
 /// fields added after decoding all read back as they were written.
 #[test]
