@@ -348,34 +348,48 @@ pub(crate) async fn produce(
             use futures_util::StreamExt;
             let mut inflight = futures_util::stream::FuturesUnordered::new();
             let mut mine = LocalStats::new();
-            loop {
-                while inflight.len() < window {
-                    // One clock reading: the send's start, and the time limit's check.
-                    let t = Instant::now();
-                    let exhausted = if limited {
-                        remaining
-                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                                n.checked_sub(1)
-                            })
-                            .is_err()
-                    } else {
-                        t >= stop_at
-                    };
-                    if exhausted {
-                        break;
-                    }
-                    let fut = send(body.clone());
-                    inflight.push(async move { (fut.await, t, t.elapsed()) });
+            // One clock reading: the send's start, and the time limit's check.
+            let next = || {
+                let t = Instant::now();
+                let exhausted = if limited {
+                    remaining
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                        .is_err()
+                } else {
+                    t >= stop_at
+                };
+                (!exhausted).then_some(t)
+            };
+            let mut outcome = |r: Result<u64, bool>, t: Instant, latency: Duration| match r {
+                Ok(n) => mine.record(&s, t, latency, n),
+                Err(true) => {
+                    s.response_failed.fetch_add(1, Ordering::Relaxed);
                 }
-                match inflight.next().await {
-                    Some((Ok(n), t, latency)) => mine.record(&s, t, latency, n),
-                    Some((Err(true), _, _)) => {
-                        s.response_failed.fetch_add(1, Ordering::Relaxed);
+                Err(false) => {
+                    s.send_failed.fetch_add(1, Ordering::Relaxed);
+                }
+            };
+            if window == 1 {
+                // One send at a time, awaited as an application awaits it. (A set of futures
+                // would wake this task again after every poll that leaves its only send
+                // pending, and that extra wake moves work to the other worker thread.)
+                while let Some(t) = next() {
+                    let r = send(body.clone()).await;
+                    outcome(r, t, t.elapsed());
+                }
+            } else {
+                loop {
+                    while inflight.len() < window {
+                        let Some(t) = next() else {
+                            break;
+                        };
+                        let fut = send(body.clone());
+                        inflight.push(async move { (fut.await, t, t.elapsed()) });
                     }
-                    Some((Err(false), _, _)) => {
-                        s.send_failed.fetch_add(1, Ordering::Relaxed);
+                    match inflight.next().await {
+                        Some((r, t, latency)) => outcome(r, t, latency),
+                        None => break,
                     }
-                    None => break,
                 }
             }
             mine.finish(&s);

@@ -587,6 +587,18 @@ fn bench_json_reports_sane_numbers_and_a_plot() {
     assert!(v["ratio_to_echo"].as_f64().unwrap() > 0.0);
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("polyline"));
+    // One send at a time per task (sync, window 1, each send awaited): every send counted once.
+    let (ok, out, err) = mq(&[
+        "bench", "produce", "--count", "300", "--tasks", "3", "--mode", "sync", "--window", "1",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (v["ok"].as_u64(), v["send_failed"].as_u64()),
+        (Some(300), Some(0)),
+        "{v}"
+    );
     let (ok, _, err) = mq(&["bench", "produce", "--mode", "sideways"]);
     assert!(!ok && err.contains("invalid value 'sideways'"));
     // Over gRPC, through a proxy started in front of the embedded cluster: every send counted,
