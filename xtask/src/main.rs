@@ -511,6 +511,33 @@ fn produce_args<'a>(
     ]
 }
 
+/// The page's section on one sync send at a time: its latency as a ratio to the echo's round
+/// trip at depth 1 (one over the echo's rate), beside each side's CPU per message.
+fn one_at_a_time_section(v: &serde_json::Value) -> String {
+    let num = |k: &str| v[k].as_f64();
+    let show = |x: Option<f64>, digits: usize| {
+        x.map_or_else(|| "-".to_owned(), |x| format!("{x:.digits$}"))
+    };
+    let us = |k: &str| num(k).map(|ms| ms * 1000.0);
+    let echo_rtt = num("echo_tps").filter(|t| *t > 0.0).map(|t| 1e6 / t);
+    let ratio = us("p50_ms").zip(echo_rtt).map(|(p50, rtt)| p50 / rtt);
+    format!(
+        "\n## One send at a time\n\nSync 1 KiB sends from one task, each awaited before the \
+         next (1 in flight), as a service that sends as it handles its own requests. The echo's \
+         round trip is its mean at the same depth (one over its rate).\n\n\
+         | msg/s | p50 µs | p99 µs | echo round trip µs | p50 / echo round trip | client CPU µs/msg | broker CPU µs/msg |\n\
+         | --- | --- | --- | --- | --- | --- | --- |\n\
+         | {} | {} | {} | {} | {} | {} | {} |\n",
+        show(num("tps"), 0),
+        show(us("p50_ms"), 0),
+        show(us("p99_ms"), 0),
+        show(echo_rtt, 0),
+        show(ratio, 2),
+        show(num("cpu_us_per_msg"), 1),
+        show(num("broker_cpu_us_per_msg"), 1),
+    )
+}
+
 /// Starts `mq serve` with `extra` flags on free loopback ports with a fresh store under
 /// `work`; returns the server (killed on drop) and its name server address.
 fn mq_serve(
@@ -759,6 +786,14 @@ fn bench(args: &[String]) -> Result {
         let v = mq_bench_json(&mq, &args)?;
         rows.push((name, size.to_owned(), v, file));
     }
+    // One send at a time, as a service that awaits each send: the latency against the echo's
+    // round trip at the same depth.
+    let mut single = produce_args(&namesrv, &pid, "sync", "1024", duration, "1");
+    if let Some(i) = single.iter().position(|a| *a == "--tasks") {
+        single[i + 1] = "1";
+    }
+    single.extend(["--baseline", "echo"]);
+    let one_at_a_time = mq_bench_json(&mq, &single)?;
     let plot = perf.join("consume-1024.svg");
     let plot = plot.to_string_lossy();
     let consumed = mq_bench_json(
@@ -851,6 +886,7 @@ fn bench(args: &[String]) -> Result {
          10 ms ticks) divided by the messages acknowledged: the client's is `mq bench`'s own \
          process, the broker's is the `mq serve` process (name server included, idle here).\n",
     );
+    md.push_str(&one_at_a_time_section(&one_at_a_time));
     md.push_str(
         "\n## Security: ACL signatures and TLS\n\nAsync 1 KiB sends, 64 × 16 in flight, each \
          against its own `mq serve`: plain, with `--acl` (every request signed by the client \
