@@ -44,6 +44,9 @@ pub struct ClientConfig {
     pub credentials: Option<Credentials>,
     /// TLS to every name server and broker (Java `tls.enable`). Default none: plain TCP.
     pub tls: Option<ClientTls>,
+    /// Coalesce each connection's writes (default false); see
+    /// [`ClientConfig::with_coalesced_writes`].
+    pub coalesce_writes: bool,
 }
 
 impl Default for ClientConfig {
@@ -61,6 +64,7 @@ impl Default for ClientConfig {
             request_timeout: Duration::from_secs(3),
             credentials: None,
             tls: None,
+            coalesce_writes: false,
         }
     }
 }
@@ -116,6 +120,7 @@ impl ClientConfig {
             request_timeout,
             credentials,
             tls,
+            coalesce_writes,
         } = self;
         [
             ("name_servers", *name_servers == other.name_servers),
@@ -136,6 +141,7 @@ impl ClientConfig {
             ("request_timeout", *request_timeout == other.request_timeout),
             ("credentials", *credentials == other.credentials),
             ("tls", *tls == other.tls),
+            ("coalesce_writes", *coalesce_writes == other.coalesce_writes),
         ]
         .into_iter()
         .filter_map(|(name, same)| (!same).then_some(name))
@@ -185,7 +191,7 @@ impl ClientConfig {
         if let Some(tls) = &self.tls {
             config = config.with_tls(tls.clone());
         }
-        config
+        config.with_coalesced_writes(self.coalesce_writes)
     }
 
     /// Speaks TLS to every name server and broker, trusting and verifying as `tls` says.
@@ -241,6 +247,17 @@ impl ClientConfig {
     #[must_use]
     pub fn with_namespace(mut self, ns: impl Into<String>) -> Self {
         self.namespace = Some(ns.into());
+        self
+    }
+
+    /// Coalesces each connection's writes (default off): before a write, the tasks that are
+    /// ready queue their requests too, so that one write carries them all. Pays for services
+    /// where many tasks each await one send at a time (fewer syscalls, less CPU per message);
+    /// costs throughput for pipelined async sends, whose writes are full already. See
+    /// `docs/performance.md` for both.
+    #[must_use]
+    pub fn with_coalesced_writes(mut self, on: bool) -> Self {
+        self.coalesce_writes = on;
         self
     }
 

@@ -75,6 +75,9 @@ pub(crate) struct Endpoint {
     pub(crate) role: &'static str,
     /// Rewrites every request this endpoint sends (a client's signer), just before encoding.
     pub(crate) request_hook: Option<Arc<dyn RequestHook>>,
+    /// Writers let ready tasks queue their frames before each write
+    /// ([`crate::ClientConfig::with_coalesced_writes`]).
+    coalesce_writes: bool,
 }
 
 /// Rewrites every request a client sends, just before it is encoded: how credentials sign
@@ -130,7 +133,14 @@ impl Endpoint {
             connections: RwLock::new(HashMap::new()),
             role,
             request_hook,
+            coalesce_writes: false,
         }
+    }
+
+    /// Sets whether writers coalesce ([`crate::ClientConfig::with_coalesced_writes`]).
+    pub(crate) fn with_coalesced_writes(mut self, on: bool) -> Self {
+        self.coalesce_writes = on;
+        self
     }
 
     fn next_opaque(&self) -> i32 {
@@ -736,6 +746,7 @@ impl Connection {
     async fn write_loop<W: AsyncWrite + Unpin>(self: Arc<Self>, mut write: W) {
         // Two buffers in turn: senders fill one while the other is written.
         let mut spare = BytesMut::with_capacity(64 * 1024);
+        let mut coalescing = Coalescing::new(self.endpoint.coalesce_writes);
         let result: std::io::Result<()> = async {
             loop {
                 let last = tokio::select! {
@@ -744,6 +755,16 @@ impl Connection {
                     // Flush what was queued before the close, then stop.
                     () = self.closed.cancelled() => true,
                 };
+                if !last && coalescing.wait_now() {
+                    let queued = self.out.lock().buf.len();
+                    if queued < COALESCE_BELOW {
+                        // The runtime runs a woken task next: the writer, woken by the first
+                        // frame, would write it alone. Yielding lets the tasks that are
+                        // ready now queue theirs first.
+                        tokio::task::yield_now().await;
+                        coalescing.gained(self.out.lock().buf.len() > queued);
+                    }
+                }
                 let (segments, permits) = {
                     let mut out = self.out.lock();
                     if last {
@@ -781,6 +802,42 @@ impl Connection {
         self.out.lock().closed = true;
         let _ = write.shutdown().await;
         self.shut();
+    }
+}
+
+/// Queued bytes below which a coalescing writer waits for ready tasks before it writes.
+const COALESCE_BELOW: usize = 4 * 1024;
+
+/// While waiting gains no frame, a coalescing writer waits once in this many wake-ups.
+const COALESCE_PROBE: u32 = 16;
+
+/// When a coalescing writer waits before a write ([`Endpoint::coalesce_writes`]): at every
+/// wake-up while waiting gains frames, else once in [`COALESCE_PROBE`] wake-ups, to notice
+/// when it pays again.
+struct Coalescing {
+    on: bool,
+    pays: bool,
+    wakes: u32,
+}
+
+impl Coalescing {
+    fn new(on: bool) -> Self {
+        Self {
+            on,
+            pays: true,
+            wakes: 0,
+        }
+    }
+
+    /// Whether to wait at this wake-up.
+    fn wait_now(&mut self) -> bool {
+        self.wakes = self.wakes.wrapping_add(1);
+        self.on && (self.pays || self.wakes.is_multiple_of(COALESCE_PROBE))
+    }
+
+    /// Notes whether the last wait gained frames.
+    fn gained(&mut self, more: bool) {
+        self.pays = more;
     }
 }
 

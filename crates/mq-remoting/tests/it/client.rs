@@ -78,6 +78,43 @@ async fn ten_thousand_concurrent_requests_reach_the_right_callers() {
     let _ = server.shutdown(LONG).await;
 }
 
+/// With coalesced writes, many callers that each await one request at a time, and then one
+/// caller alone (whose waits gain nothing, so that the writer mostly stops waiting), all get
+/// their own answers, within a bound that a writer holding a frame back would miss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalesced_writes_answer_every_caller() {
+    trace_init();
+    let server = echo_server().await;
+    let addr = server.local_addr().to_string();
+    let client = RemotingClient::new(ClientConfig::default().with_coalesced_writes(true));
+    let call = |client: RemotingClient, addr: String, n: u32| async move {
+        let req = RemotingCommand::request(ECHO).with_ext("n", n.to_string());
+        let resp = client
+            .invoke(&addr, req, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(resp.ext("n"), Some(n.to_string().as_str()));
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..64u32 {
+        let (client, addr) = (client.clone(), addr.clone());
+        tasks.spawn(async move {
+            for i in 0..50 {
+                call(client.clone(), addr.clone(), t * 1000 + i).await;
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    for i in 0..200 {
+        call(client.clone(), addr.clone(), i).await;
+    }
+    assert_eq!(client.pending_requests(), 0);
+    assert!(client.shutdown(LONG).await.completed);
+    let _ = server.shutdown(LONG).await;
+}
+
 fn within_a_tick(d: Duration, secs: u64) -> bool {
     d >= Duration::from_secs(secs) && d <= Duration::from_secs(secs) + Duration::from_millis(2)
 }
