@@ -476,6 +476,8 @@ enum Wire {
     Json,
     /// Remoting with ROCKETMQ (binary) headers.
     RocketMq,
+    /// Remoting with JSON headers, the client's writes coalesced (`--coalesce-writes`).
+    Coalesced,
     /// RocketMQ 5's gRPC, through the proxy.
     Grpc,
 }
@@ -740,7 +742,8 @@ fn bench(args: &[String]) -> Result {
     let duration = if quick { "2" } else { "5" };
     let pid = server.pid().to_string();
     let mut rows = Vec::new();
-    // Every mode at two sizes over remoting, async 1 KiB again with ROCKETMQ headers, then
+    // Every mode at two sizes over remoting, sync and async 1 KiB again with the client's
+    // writes coalesced, async 1 KiB again with ROCKETMQ headers, then
     // sync and async over gRPC (RocketMQ 5's transport, through the proxy of the same
     // `mq serve`, by our GrpcProducer).
     let mut runs: Vec<(&str, &str, Wire)> = Vec::new();
@@ -750,6 +753,8 @@ fn bench(args: &[String]) -> Result {
         }
     }
     runs.extend([
+        ("sync", "1024", Wire::Coalesced),
+        ("async", "1024", Wire::Coalesced),
         ("async", "1024", Wire::RocketMq),
         ("sync", "1024", Wire::Grpc),
         ("async", "1024", Wire::Grpc),
@@ -769,6 +774,10 @@ fn bench(args: &[String]) -> Result {
                 format!("produce {mode}, ROCKETMQ headers"),
                 format!("perf/produce-{mode}-rocketmq-{size}.svg"),
             ),
+            Wire::Coalesced => (
+                format!("produce {mode}, coalesced writes"),
+                format!("perf/produce-{mode}-coalesced-{size}.svg"),
+            ),
             Wire::Grpc => (
                 format!("produce {mode} over gRPC"),
                 format!("perf/produce-{mode}-grpc-{size}.svg"),
@@ -781,6 +790,7 @@ fn bench(args: &[String]) -> Result {
         match wire {
             Wire::Json => {}
             Wire::RocketMq => args.extend(["--codec", "rocketmq"]),
+            Wire::Coalesced => args.push("--coalesce-writes"),
             Wire::Grpc => args.extend(["--transport", "grpc", "--grpc-endpoint", &grpc]),
         }
         let v = mq_bench_json(&mq, &args)?;
@@ -873,6 +883,9 @@ fn bench(args: &[String]) -> Result {
     );
     md.push_str(
         "The ROCKETMQ row sends the async 1 KiB messages with request headers in RocketMQ's binary serialize type (`mq bench --codec rocketmq`, `ClientConfig::with_serialize_type`; Java clients: `-Drocketmq.serialize.type=ROCKETMQ`) instead of the default JSON; the broker answers in the request's type. ",
+    );
+    md.push_str(
+        "The coalesced-writes rows run with `ClientConfig::with_coalesced_writes` (`mq bench --coalesce-writes`): before each write the client's connection lets the tasks that are ready queue their requests too; compare them with the rows of the same mode and size above. ",
     );
     md.push_str(
         "The gRPC rows send through the gRPC proxy of the same `mq serve` (`--grpc-port`) with `GrpcProducer`, one message per request; the proxy's CPU is in the broker column. ",

@@ -88,6 +88,9 @@ pub(crate) struct BenchArgs {
     /// Body compression (bodies of 4 KiB and more).
     #[arg(long, value_enum, default_value = "none")]
     compress: Compress,
+    /// Coalesce the client's writes (`ClientConfig::with_coalesced_writes`).
+    #[arg(long)]
+    coalesce_writes: bool,
     /// Print the results as JSON on stdout (and no periodic lines).
     #[arg(long)]
     json: bool,
@@ -290,6 +293,7 @@ fn producer_config(
         ClientConfig::new(ns).with_instance_name(format!("mq-bench-{}", std::process::id())),
     )?;
     client.serialize_type = args.codec.serialize_type();
+    client.coalesce_writes = args.coalesce_writes;
     let mut config = ProducerConfig::new("mq_bench_producer", ns).with_client(client);
     if mode == Some(Mode::AutoBatch) {
         config = config.with_batching(mq_producer::BatchingConfig::default());
