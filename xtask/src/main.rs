@@ -513,31 +513,37 @@ fn produce_args<'a>(
     ]
 }
 
-/// The page's section on one sync send at a time: its latency as a ratio to the echo's round
-/// trip at depth 1 (one over the echo's rate), beside each side's CPU per message.
-fn one_at_a_time_section(v: &serde_json::Value) -> String {
-    let num = |k: &str| v[k].as_f64();
-    let show = |x: Option<f64>, digits: usize| {
-        x.map_or_else(|| "-".to_owned(), |x| format!("{x:.digits$}"))
-    };
-    let us = |k: &str| num(k).map(|ms| ms * 1000.0);
-    let echo_rtt = num("echo_tps").filter(|t| *t > 0.0).map(|t| 1e6 / t);
-    let ratio = us("p50_ms").zip(echo_rtt).map(|(p50, rtt)| p50 / rtt);
-    format!(
+/// The page's section on one sync send at a time, a row per client setting: its latency as a
+/// ratio to the echo's round trip at depth 1 (one over the echo's rate), beside each side's
+/// CPU per message.
+fn one_at_a_time_section(rows: &[(&str, serde_json::Value)]) -> String {
+    let mut md = String::from(
         "\n## One send at a time\n\nSync 1 KiB sends from one task, each awaited before the \
          next (1 in flight), as a service that sends as it handles its own requests. The echo's \
          round trip is its mean at the same depth (one over its rate).\n\n\
-         | msg/s | p50 µs | p99 µs | echo round trip µs | p50 / echo round trip | client CPU µs/msg | broker CPU µs/msg |\n\
-         | --- | --- | --- | --- | --- | --- | --- |\n\
-         | {} | {} | {} | {} | {} | {} | {} |\n",
-        show(num("tps"), 0),
-        show(us("p50_ms"), 0),
-        show(us("p99_ms"), 0),
-        show(echo_rtt, 0),
-        show(ratio, 2),
-        show(num("cpu_us_per_msg"), 1),
-        show(num("broker_cpu_us_per_msg"), 1),
-    )
+         | client | msg/s | p50 µs | p99 µs | echo round trip µs | p50 / echo round trip | client CPU µs/msg | broker CPU µs/msg |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for (name, v) in rows {
+        let num = |k: &str| v[k].as_f64();
+        let show = |x: Option<f64>, digits: usize| {
+            x.map_or_else(|| "-".to_owned(), |x| format!("{x:.digits$}"))
+        };
+        let us = |k: &str| num(k).map(|ms| ms * 1000.0);
+        let echo_rtt = num("echo_tps").filter(|t| *t > 0.0).map(|t| 1e6 / t);
+        let ratio = us("p50_ms").zip(echo_rtt).map(|(p50, rtt)| p50 / rtt);
+        md.push_str(&format!(
+            "| {name} | {} | {} | {} | {} | {} | {} | {} |\n",
+            show(num("tps"), 0),
+            show(us("p50_ms"), 0),
+            show(us("p99_ms"), 0),
+            show(echo_rtt, 0),
+            show(ratio, 2),
+            show(num("cpu_us_per_msg"), 1),
+            show(num("broker_cpu_us_per_msg"), 1),
+        ));
+    }
+    md
 }
 
 /// Starts `mq serve` with `extra` flags on free loopback ports with a fresh store under
@@ -803,7 +809,9 @@ fn bench(args: &[String]) -> Result {
         single[i + 1] = "1";
     }
     single.extend(["--baseline", "echo"]);
-    let one_at_a_time = mq_bench_json(&mq, &single)?;
+    let mut one_at_a_time = vec![("default", mq_bench_json(&mq, &single)?)];
+    single.push("--coalesce-writes");
+    one_at_a_time.push(("coalesced writes", mq_bench_json(&mq, &single)?));
     let plot = perf.join("consume-1024.svg");
     let plot = plot.to_string_lossy();
     let consumed = mq_bench_json(
