@@ -513,16 +513,20 @@ fn produce_args<'a>(
     ]
 }
 
-/// The page's section on one sync send at a time, a row per client setting: its latency as a
-/// ratio to the echo's round trip at depth 1 (one over the echo's rate), beside each side's
-/// CPU per message.
+/// The page's section on one sync send at a time, a row per client setting and echo: its
+/// latency as a ratio to the echo's round trip at depth 1 (one over the echo's rate), beside
+/// each side's CPU per message.
 fn one_at_a_time_section(rows: &[(&str, serde_json::Value)]) -> String {
     let mut md = String::from(
         "\n## One send at a time\n\nSync 1 KiB sends from one task, each awaited before the \
          next (1 in flight), as a service that sends as it handles its own requests. The echo's \
-         round trip is its mean at the same depth (one over its rate).\n\n\
-         | client | msg/s | p50 µs | p99 µs | echo round trip µs | p50 / echo round trip | client CPU µs/msg | broker CPU µs/msg |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+         round trip is its mean at the same depth (one over its rate), measured in the same run \
+         against an echo served in the bench's own process (`--baseline echo`) or by a process \
+         of its own, as our broker is (`--baseline echo-process`): a round trip between two \
+         processes also waits for the other one to be woken, which on a virtual machine whose \
+         other CPU is idle costs tens of microseconds each way.\n\n\
+         | client | echo | msg/s | p50 µs | p99 µs | echo round trip µs | p50 / echo round trip | client CPU µs/msg | broker CPU µs/msg |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for (name, v) in rows {
         let num = |k: &str| v[k].as_f64();
@@ -533,7 +537,8 @@ fn one_at_a_time_section(rows: &[(&str, serde_json::Value)]) -> String {
         let echo_rtt = num("echo_tps").filter(|t| *t > 0.0).map(|t| 1e6 / t);
         let ratio = us("p50_ms").zip(echo_rtt).map(|(p50, rtt)| p50 / rtt);
         md.push_str(&format!(
-            "| {name} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            v["echo"].as_str().unwrap_or("-"),
             show(num("tps"), 0),
             show(us("p50_ms"), 0),
             show(us("p99_ms"), 0),
@@ -808,10 +813,18 @@ fn bench(args: &[String]) -> Result {
     if let Some(i) = single.iter().position(|a| *a == "--tasks") {
         single[i + 1] = "1";
     }
-    single.extend(["--baseline", "echo"]);
-    let mut one_at_a_time = vec![("default", mq_bench_json(&mq, &single)?)];
-    single.push("--coalesce-writes");
-    one_at_a_time.push(("coalesced writes", mq_bench_json(&mq, &single)?));
+    let mut one_at_a_time = Vec::new();
+    for echo in ["echo", "echo-process"] {
+        for (name, extra) in [
+            ("default", None),
+            ("coalesced writes", Some("--coalesce-writes")),
+        ] {
+            let mut args = single.clone();
+            args.extend(["--baseline", echo]);
+            args.extend(extra);
+            one_at_a_time.push((name, mq_bench_json(&mq, &args)?));
+        }
+    }
     let plot = perf.join("consume-1024.svg");
     let plot = plot.to_string_lossy();
     let consumed = mq_bench_json(

@@ -54,8 +54,11 @@ type SendFn =
 /// Baselines.
 #[derive(Clone, Copy, Debug, Eq, PartialEq, clap::ValueEnum)]
 pub(crate) enum Baseline {
-    /// A raw framed TCP echo with the same size and in-flight depth.
+    /// A raw framed TCP echo with the same size and in-flight depth, served in this process.
     Echo,
+    /// The same echo served by a process of its own (`mq bench echo-server`), so that each
+    /// round trip crosses processes as ours does to a separate broker.
+    EchoProcess,
 }
 
 /// Settings shared by both benchmarks.
@@ -407,7 +410,7 @@ pub(crate) async fn produce(
         .map(|(pid, start)| cpu_of(pid).saturating_sub(start));
     stop.shutdown().await;
     let baseline = match args.baseline {
-        Some(Baseline::Echo) => Some(echo_baseline(&args).await),
+        Some(which) => Some(echo_baseline(&args, which).await?),
         None => None,
     };
     let name = match transport {
@@ -753,9 +756,16 @@ async fn report_loop(
 }
 
 /// Runs the raw framed echo with the same size and depth, for the same message count or about
-/// the same time; returns its messages per second.
-async fn echo_baseline(args: &BenchArgs) -> f64 {
-    let addr = mq_benches::raw_echo_server().await;
+/// the same time, served here or by a child process (`which`); returns what it measured.
+async fn echo_baseline(args: &BenchArgs, which: Baseline) -> Result<Echoed, String> {
+    // The child, when there is one, lives as long as this value (killed on drop).
+    let (addr, _child) = match which {
+        Baseline::Echo => (mq_benches::raw_echo_server().await, None),
+        Baseline::EchoProcess => {
+            let (addr, child) = echo_process().await?;
+            (addr, Some(child))
+        }
+    };
     let depth = args.tasks.max(1) * args.window.max(1);
     let count = match args.count {
         Some(n) => n.max(1),
@@ -767,7 +777,93 @@ async fn echo_baseline(args: &BenchArgs) -> f64 {
         }
     };
     let took = mq_benches::raw_echo_run(addr, args.size, depth, count).await;
-    count as f64 / took.as_secs_f64().max(1e-9)
+    Ok(Echoed {
+        tps: count as f64 / took.as_secs_f64().max(1e-9),
+        served: match which {
+            Baseline::Echo => "in-process",
+            Baseline::EchoProcess => "separate-process",
+        },
+    })
+}
+
+/// What the echo baseline measured.
+#[derive(Clone, Copy, Debug)]
+struct Echoed {
+    /// Round trips per second.
+    tps: f64,
+    /// Where the echo ran: `in-process` or `separate-process`.
+    served: &'static str,
+}
+
+/// How long a child echo server may take to say where it listens.
+const ECHO_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Starts `mq bench echo-server` as a child of this process and reads the address it listens
+/// on. The child is killed when the returned handle drops, and ends by itself when this
+/// process goes away (its standard input closes).
+async fn echo_process() -> Result<(SocketAddr, tokio::process::Child), String> {
+    use tokio::io::AsyncBufReadExt as _;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let mut child = tokio::process::Command::new(exe)
+        .args(["bench", "echo-server"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start the echo server process: {e}"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or("the echo server process has no standard output")?;
+    let mut line = String::new();
+    let mut stdout = tokio::io::BufReader::new(stdout);
+    let read = stdout.read_line(&mut line);
+    match tokio::time::timeout(ECHO_START_TIMEOUT, read).await {
+        Ok(Ok(n)) if n > 0 => {}
+        Ok(Ok(_)) => return Err("the echo server process ended before it listened".into()),
+        Ok(Err(e)) => return Err(format!("cannot read the echo server's address: {e}")),
+        Err(_) => {
+            return Err(format!(
+                "the echo server process did not say where it listens within {ECHO_START_TIMEOUT:?}"
+            ));
+        }
+    }
+    let addr = line
+        .trim()
+        .strip_prefix(ECHO_LISTENING)
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| format!("unexpected line from the echo server process: {line:?}"))?;
+    Ok((addr, child))
+}
+
+/// The first line `mq bench echo-server` prints, before its address.
+const ECHO_LISTENING: &str = "echo listening on ";
+
+/// `mq bench echo-server`: serves the raw framed echo on a free loopback port, prints
+/// `echo listening on ADDR`, and serves until its standard input closes or `stop` ends.
+pub(crate) async fn echo_server(stop: impl Future<Output = ()>) -> Result<(), String> {
+    use tokio::io::AsyncReadExt as _;
+    let addr = mq_benches::raw_echo_server().await;
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{ECHO_LISTENING}{addr}")
+            .and_then(|()| out.flush())
+            .map_err(|e| format!("cannot print the echo server's address: {e}"))?;
+    }
+    let mut stdin = tokio::io::stdin();
+    let mut sink = [0u8; 64];
+    let stdin_closed = async {
+        while let Ok(n) = stdin.read(&mut sink).await
+            && n > 0
+        {}
+    };
+    tokio::select! {
+        () = stdin_closed => {}
+        () = stop => {}
+    }
+    Ok(())
 }
 
 /// CPU spent over the measured window.
@@ -786,7 +882,7 @@ fn finish(
     stats: &Stats,
     samples: &[Sample],
     elapsed: Duration,
-    baseline: Option<f64>,
+    baseline: Option<Echoed>,
     cpu: Option<CpuUse>,
 ) -> Result<(), String> {
     let ok = stats.ok.load(Ordering::Relaxed);
@@ -801,7 +897,7 @@ fn finish(
     };
     // Messages over the whole run: exact for short runs that end between samples.
     let tps = stats.ok.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64().max(1e-9);
-    let ratio = baseline.map(|b| tps / b.max(1e-9));
+    let ratio = baseline.map(|b| tps / b.tps.max(1e-9));
     if let Some(path) = &args.plot {
         std::fs::write(path, svg(name, samples, hist.as_ref()))
             .map_err(|e| format!("cannot write the plot to {}: {e}", path.display()))?;
@@ -819,7 +915,11 @@ fn finish(
             stats.response_failed.load(Ordering::Relaxed)
         );
         if let (Some(b), Some(r)) = (baseline, ratio) {
-            let _ = write!(out, ",\"echo_tps\":{b:.1},\"ratio_to_echo\":{r:.3}");
+            let _ = write!(
+                out,
+                ",\"echo_tps\":{:.1},\"echo\":\"{}\",\"ratio_to_echo\":{r:.3}",
+                b.tps, b.served
+            );
         }
         if let Some((us, scope)) = cpu_per_msg {
             let _ = write!(out, ",\"cpu_us_per_msg\":{us:.2},\"cpu_scope\":\"{scope}\"");
@@ -846,7 +946,10 @@ fn finish(
             println!("broker CPU per message: {us:.1} µs");
         }
         if let (Some(b), Some(r)) = (baseline, ratio) {
-            println!("raw framed TCP echo: {b:.0} msg/s; ratio {r:.3}");
+            println!(
+                "raw framed TCP echo ({}): {:.0} msg/s; ratio {r:.3}",
+                b.served, b.tps
+            );
         }
     }
     Ok(())

@@ -207,6 +207,10 @@ enum BenchCommand {
         #[command(flatten)]
         args: bench::BenchArgs,
     },
+    /// The raw framed echo of `--baseline echo-process`, served until standard input closes
+    /// (started by `mq bench` itself).
+    #[command(hide = true)]
+    EchoServer,
 }
 
 #[derive(Debug, clap::Args)]
@@ -539,6 +543,15 @@ fn main() -> ExitCode {
             Command::Bench {
                 which: BenchCommand::Consume { args },
             } => bench::consume(args).await,
+            Command::Bench {
+                which: BenchCommand::EchoServer,
+            } => {
+                let stop = StopSignal::listen()?;
+                bench::echo_server(async {
+                    let _ = stop.wait().await;
+                })
+                .await
+            }
         }
     });
     match result {

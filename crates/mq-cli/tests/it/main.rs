@@ -585,6 +585,7 @@ fn bench_json_reports_sane_numbers_and_a_plot() {
     let (p50, p99) = (v["p50_ms"].as_f64().unwrap(), v["p99_ms"].as_f64().unwrap());
     assert!(p50 > 0.0 && p50 <= p99, "{v}");
     assert!(v["ratio_to_echo"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["echo"], "in-process", "{v}");
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("polyline"));
     // One send at a time per task (sync, window 1, each send awaited): every send counted once.
@@ -599,6 +600,25 @@ fn bench_json_reports_sane_numbers_and_a_plot() {
         (Some(300), Some(0)),
         "{v}"
     );
+    // The echo served by a process of its own: measured, and the child gone afterwards.
+    let (ok, out, err) = mq(&[
+        "bench",
+        "produce",
+        "--count",
+        "300",
+        "--tasks",
+        "1",
+        "--mode",
+        "sync",
+        "--json",
+        "--baseline",
+        "echo-process",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["echo"], "separate-process", "{v}");
+    assert!(v["echo_tps"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["ratio_to_echo"].as_f64().unwrap() > 0.0, "{v}");
     let (ok, _, err) = mq(&["bench", "produce", "--mode", "sideways"]);
     assert!(!ok && err.contains("invalid value 'sideways'"));
     // Over gRPC, through a proxy started in front of the embedded cluster: every send counted,
