@@ -551,6 +551,35 @@ fn one_at_a_time_section(rows: &[(&str, serde_json::Value)]) -> String {
     md
 }
 
+/// The page's section on the client's memory over a long run: its anonymous resident memory
+/// at the end, and what it gained per message from a third into the run to its end.
+fn memory_section(rows: &[(String, &str, serde_json::Value)], seconds: &str) -> String {
+    let mut md = format!(
+        "\n## Client memory over a long run\n\n`mq bench` sends for {seconds} s, 64 × 16 in \
+         flight. Anon RSS is the process's anonymous resident memory (`RssAnon` in \
+         `/proc/PID/status`: heap and stacks) at the end; growth is what it gained per \
+         acknowledged message from a third into the run (past start-up and the first round of \
+         buffers) to the end. A client that does not grow with the messages it sends reads near \
+         zero; shorter runs still count part of the start-up.\n\n\
+         | bench | size (B) | messages | msg/s | anon RSS MB | growth B/msg |\n\
+         | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for (name, size, v) in rows {
+        let show = |k: &str, digits: usize| {
+            v[k].as_f64()
+                .map_or_else(|| "-".to_owned(), |x| format!("{x:.digits$}"))
+        };
+        md.push_str(&format!(
+            "| {name} | {size} | {} | {} | {} | {} |\n",
+            show("ok", 0),
+            show("tps", 0),
+            show("rss_mb", 1),
+            show("rss_growth_bytes_per_msg", 3),
+        ));
+    }
+    md
+}
+
 /// Starts `mq serve` with `extra` flags on free loopback ports with a fresh store under
 /// `work`; returns the server (killed on drop) and its name server address.
 fn mq_serve(
@@ -825,6 +854,13 @@ fn bench(args: &[String]) -> Result {
             one_at_a_time.push((name, mq_bench_json(&mq, &args)?));
         }
     }
+    // The client's memory over a run long enough to leave its start-up behind.
+    let long = if quick { "6" } else { "30" };
+    let mut memory = Vec::new();
+    for (mode, size, window) in [("async", "1024", "16"), ("auto-batch", "100", "16")] {
+        let args = produce_args(&namesrv, &pid, mode, size, long, window);
+        memory.push((format!("produce {mode}"), size, mq_bench_json(&mq, &args)?));
+    }
     let plot = perf.join("consume-1024.svg");
     let plot = plot.to_string_lossy();
     let consumed = mq_bench_json(
@@ -921,6 +957,7 @@ fn bench(args: &[String]) -> Result {
          process, the broker's is the `mq serve` process (name server included, idle here).\n",
     );
     md.push_str(&one_at_a_time_section(&one_at_a_time));
+    md.push_str(&memory_section(&memory, long));
     md.push_str(
         "\n## Security: ACL signatures and TLS\n\nAsync 1 KiB sends, 64 × 16 in flight, each \
          against its own `mq serve`: plain, with `--acl` (every request signed by the client \

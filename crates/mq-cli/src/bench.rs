@@ -236,6 +236,39 @@ struct Sample {
     tps: f64,
     avg_ms: f64,
     max_ms: f64,
+    /// Messages acknowledged since the start.
+    ok: u64,
+    /// This process's anonymous resident memory, bytes ([`rss_anon`]).
+    rss: Option<u64>,
+}
+
+/// This process's anonymous resident memory in bytes (`RssAnon` in `/proc/self/status`): its
+/// heap and stacks, not its code or mapped files. `None` where there is no such file.
+fn rss_anon() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// Anonymous memory gained per acknowledged message from a third into the run (past start-up
+/// and the first round of buffers) to its last sample, in bytes: near zero when the process
+/// does not grow with the messages it sends. `None` without three samples, memory readings or
+/// messages between them.
+fn rss_growth_per_msg(samples: &[Sample]) -> Option<f64> {
+    if samples.len() < 3 {
+        return None;
+    }
+    let from = samples.get(samples.len() / 3)?;
+    let to = samples.last()?;
+    let msgs = to.ok.checked_sub(from.ok).filter(|n| *n > 0)?;
+    Some((to.rss? as f64 - from.rss? as f64) / msgs as f64)
 }
 
 struct Cluster {
@@ -730,6 +763,8 @@ async fn report_loop(
                     tps: (ok - last_ok) as f64,
                     avg_ms: stats.window_sum_us.swap(0, Ordering::Relaxed) as f64 / n as f64 / 1000.0,
                     max_ms: stats.window_max_us.swap(0, Ordering::Relaxed) as f64 / 1000.0,
+                    ok,
+                    rss: rss_anon(),
                 };
                 last_ok = ok;
                 samples.push(sample);
@@ -898,6 +933,8 @@ fn finish(
     // Messages over the whole run: exact for short runs that end between samples.
     let tps = stats.ok.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64().max(1e-9);
     let ratio = baseline.map(|b| tps / b.tps.max(1e-9));
+    let rss_mb = rss_anon().map(|b| b as f64 / (1024.0 * 1024.0));
+    let rss_growth = rss_growth_per_msg(samples);
     if let Some(path) = &args.plot {
         std::fs::write(path, svg(name, samples, hist.as_ref()))
             .map_err(|e| format!("cannot write the plot to {}: {e}", path.display()))?;
@@ -927,6 +964,12 @@ fn finish(
         if let Some(us) = broker_per_msg {
             let _ = write!(out, ",\"broker_cpu_us_per_msg\":{us:.2}");
         }
+        if let Some(mb) = rss_mb {
+            let _ = write!(out, ",\"rss_mb\":{mb:.1}");
+        }
+        if let Some(b) = rss_growth {
+            let _ = write!(out, ",\"rss_growth_bytes_per_msg\":{b:.3}");
+        }
         out.push('}');
         println!("{out}");
     } else {
@@ -944,6 +987,12 @@ fn finish(
         }
         if let Some(us) = broker_per_msg {
             println!("broker CPU per message: {us:.1} µs");
+        }
+        if let Some(mb) = rss_mb {
+            match rss_growth {
+                Some(b) => println!("anon RSS: {mb:.1} MB, {b:.3} bytes more per message"),
+                None => println!("anon RSS: {mb:.1} MB"),
+            }
         }
         if let (Some(b), Some(r)) = (baseline, ratio) {
             println!(
@@ -1044,4 +1093,61 @@ fn svg(name: &str, samples: &[Sample], hist: Option<&Histogram<u64>>) -> String 
     );
     s.push_str("</svg>\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(ok: u64, rss: Option<u64>) -> Sample {
+        Sample {
+            second: 0,
+            tps: 0.0,
+            avg_ms: 0.0,
+            max_ms: 0.0,
+            ok,
+            rss,
+        }
+    }
+
+    /// Growth is measured from a third into the run to its end: what start-up allocated does
+    /// not count, what the messages after it added does, per message.
+    #[test]
+    fn rss_growth_is_the_slope_after_the_first_third() {
+        let mib = 1 << 20;
+        // Start-up takes 50 MiB in the first second, then each message adds 2 bytes.
+        let samples = [
+            sample(0, Some(mib)),
+            sample(500, Some(51 * mib)),
+            sample(1000, Some(51 * mib + 1000)),
+            sample(1500, Some(51 * mib + 2000)),
+            sample(2000, Some(51 * mib + 3000)),
+        ];
+        assert_eq!(rss_growth_per_msg(&samples), Some(2.0));
+        // Memory given back reads as negative growth.
+        let shrinking = [
+            sample(0, Some(10 * mib)),
+            sample(100, Some(10 * mib)),
+            sample(200, Some(10 * mib - 400)),
+        ];
+        assert_eq!(rss_growth_per_msg(&shrinking), Some(-4.0));
+        // Too few samples, a missing reading, or no message in between: no figure.
+        assert_eq!(rss_growth_per_msg(&samples[..2]), None);
+        let unread = [sample(0, None), sample(10, None), sample(20, None)];
+        assert_eq!(rss_growth_per_msg(&unread), None);
+        let stalled = [sample(5, Some(1)), sample(5, Some(2)), sample(5, Some(3))];
+        assert_eq!(rss_growth_per_msg(&stalled), None);
+    }
+
+    /// The reading is this process's anonymous memory: it grows by at least what is allocated
+    /// and touched.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn rss_anon_sees_touched_memory() {
+        let before = rss_anon().unwrap_or(0);
+        let block = vec![1u8; 64 << 20];
+        let after = rss_anon().unwrap_or(0);
+        assert!(std::hint::black_box(&block).iter().all(|b| *b == 1));
+        assert!(after >= before + (60 << 20), "{before} -> {after}");
+    }
 }

@@ -586,6 +586,9 @@ fn bench_json_reports_sane_numbers_and_a_plot() {
     assert!(p50 > 0.0 && p50 <= p99, "{v}");
     assert!(v["ratio_to_echo"].as_f64().unwrap() > 0.0);
     assert_eq!(v["echo"], "in-process", "{v}");
+    // The process's memory, read at the end (Linux).
+    #[cfg(target_os = "linux")]
+    assert!(v["rss_mb"].as_f64().is_some_and(|mb| mb > 0.0), "{v}");
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("polyline"));
     // One send at a time per task (sync, window 1, each send awaited): every send counted once.
