@@ -887,18 +887,38 @@ pub(crate) async fn echo_server(stop: impl Future<Output = ()>) -> Result<(), St
             .and_then(|()| out.flush())
             .map_err(|e| format!("cannot print the echo server's address: {e}"))?;
     }
-    let mut stdin = tokio::io::stdin();
-    let mut sink = [0u8; 64];
     let stdin_closed = async {
-        while let Ok(n) = stdin.read(&mut sink).await
-            && n > 0
-        {}
+        match stdin_pipe() {
+            Some(mut pipe) => {
+                let mut sink = [0u8; 64];
+                while let Ok(n) = pipe.read(&mut sink).await
+                    && n > 0
+                {}
+            }
+            // Not a pipe (a terminal, say): only a stop signal ends the server.
+            None => std::future::pending().await,
+        }
     };
     tokio::select! {
         () = stdin_closed => {}
         () = stop => {}
     }
     Ok(())
+}
+
+/// Standard input as a pipe read through the runtime's reactor, when it is one. Unlike
+/// `tokio::io::stdin`, whose read blocks a thread that the runtime then waits for on shutdown,
+/// a stop signal ends the server at once.
+#[cfg(unix)]
+fn stdin_pipe() -> Option<tokio::net::unix::pipe::Receiver> {
+    use std::os::fd::AsFd as _;
+    let fd = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
+    tokio::net::unix::pipe::Receiver::from_file(std::fs::File::from(fd)).ok()
+}
+
+#[cfg(not(unix))]
+fn stdin_pipe() -> Option<tokio::io::Empty> {
+    None
 }
 
 /// CPU spent over the measured window.

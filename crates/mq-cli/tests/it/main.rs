@@ -603,7 +603,8 @@ fn bench_json_reports_sane_numbers_and_a_plot() {
         (Some(300), Some(0)),
         "{v}"
     );
-    // The echo served by a process of its own: measured, and the child gone afterwards.
+    // The echo served by a process of its own: named and measured. (The child shares the
+    // bench's stderr, so `output()` returns only once the child has gone too.)
     let (ok, out, err) = mq(&[
         "bench",
         "produce",
