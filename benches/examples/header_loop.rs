@@ -7,7 +7,8 @@
 //! valgrind --tool=callgrind target/release/examples/header_loop request 11000
 //! ```
 //!
-//! The difference of the two totals over 10 000 is the cost of one step. Steps: `request`
+//! The difference of the two totals over 10 000 is the cost of one step. A third argument,
+//! `rocketmq`, runs the step with ROCKETMQ headers instead of JSON ones. Steps: `request`
 //! (the broker reads a SEND_MESSAGE_V2 request frame and its header, in place), `response`
 //! (the producer reads a send response frame and its header), `encode` (the producer writes
 //! a SEND_MESSAGE_V2 request header from its typed fields), `encode_owned` (the same fields
@@ -25,9 +26,9 @@ use mq_client_api::header::{
 };
 use mq_remoting::{ExtFields, FieldSink, FrameCodec, RemotingCommand, SerializeType, TypedFields};
 
-/// The frame of `cmd`, JSON header, no body.
-fn frame(mut cmd: RemotingCommand) -> Bytes {
-    cmd = cmd.with_opaque(42).with_serialize_type(SerializeType::Json);
+/// The frame of `cmd`, header of type `ty`, no body.
+fn frame(mut cmd: RemotingCommand, ty: SerializeType) -> Bytes {
+    cmd = cmd.with_opaque(42).with_serialize_type(ty);
     let mut buf = BytesMut::new();
     FrameCodec::default().encode(&cmd, &mut buf).unwrap();
     buf.freeze()
@@ -59,12 +60,16 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let step = args.next().unwrap_or_default();
     let n: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(10_000);
+    let ty = match args.next().as_deref() {
+        Some("rocketmq") => SerializeType::RocketMq,
+        _ => SerializeType::Json,
+    };
     let codec = FrameCodec::default();
     let frame = match step.as_str() {
         "request" => {
             let mut cmd = RemotingCommand::request(310);
             java_send_header().encode_v2(&mut cmd.ext_fields);
-            frame(cmd)
+            frame(cmd, ty)
         }
         "response" => {
             // The fields our broker answers a send with.
@@ -79,7 +84,7 @@ fn main() {
             ] {
                 cmd.ext_fields.insert(k, v);
             }
-            frame(cmd)
+            frame(cmd, ty)
         }
         "encode" => {
             let typed: Arc<dyn TypedFields> = Arc::new(SendV2Fields(java_send_header()));
@@ -88,6 +93,7 @@ fn main() {
                 buf.clear();
                 let cmd = RemotingCommand::request(310)
                     .with_opaque(42)
+                    .with_serialize_type(ty)
                     .with_ext_fields(ExtFields::typed(black_box(Arc::clone(&typed))));
                 codec.encode_head(&cmd, &mut buf).unwrap();
             }
@@ -96,7 +102,9 @@ fn main() {
         }
         "encode_owned" => {
             // The same fields as an owned map (V1 headers, every other request).
-            let mut cmd = RemotingCommand::request(310).with_opaque(42);
+            let mut cmd = RemotingCommand::request(310)
+                .with_opaque(42)
+                .with_serialize_type(ty);
             java_send_header().encode_v2(&mut cmd.ext_fields);
             let mut buf = BytesMut::with_capacity(1024);
             for _ in 0..n {
@@ -117,6 +125,7 @@ fn main() {
                 });
                 let mut cmd = RemotingCommand::response(0, None)
                     .with_opaque(42)
+                    .with_serialize_type(ty)
                     .with_ext_fields(ExtFields::typed(fields));
                 cmd.flag = 1;
                 codec.encode_head(&cmd, &mut buf).unwrap();
@@ -125,7 +134,9 @@ fn main() {
             return;
         }
         _ => {
-            eprintln!("usage: header_loop request|response|encode|encode_owned|answer [count]");
+            eprintln!(
+                "usage: header_loop request|response|encode|encode_owned|answer [count [json|rocketmq]]"
+            );
             std::process::exit(2);
         }
     };

@@ -180,7 +180,12 @@ impl FieldValue for bool {
     /// Java `Boolean.parseBoolean`: `true` in any case is true, anything else (including the
     /// `"1"` the C++ client sends) is false.
     fn from_field(s: &str) -> Option<Self> {
-        Some(s.trim().eq_ignore_ascii_case("true"))
+        // What writers send, decided without a trim; any other text takes the general rule.
+        Some(match s {
+            "false" => false,
+            "true" => true,
+            _ => s.trim().eq_ignore_ascii_case("true"),
+        })
     }
 }
 
@@ -311,6 +316,12 @@ mod field_value_tests {
         ) {
             prop_assert_eq!(i64::from_field(&s), s.trim().parse::<i64>().ok());
             prop_assert_eq!(i32::from_field(&s), s.trim().parse::<i32>().ok());
+        }
+
+        /// The shortcut for `true` and `false` reads every text as the general rule does.
+        #[test]
+        fn booleans_read_as_trim_and_compare(s in "[ \t]?(true|false|TRUE|True|1|tru|truex)?[ ]?") {
+            prop_assert_eq!(bool::from_field(&s), Some(s.trim().eq_ignore_ascii_case("true")));
         }
     }
 }

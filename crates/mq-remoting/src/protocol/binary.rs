@@ -5,7 +5,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::command::{ExtFields, LanguageCode, RemotingCommand, SerializeType};
 use super::ext::{Entry, FieldSink, KeyOrder, key_before};
-use super::out::{Out, write_sized};
+use super::out::{Out, copy_short, write_sized};
 use crate::error::{DecodeError, EncodeError};
 
 /// Appends the binary header of `cmd` to `dst`.
@@ -109,13 +109,48 @@ struct BinaryFields<'o, 'a> {
 }
 
 impl BinaryFields<'_, '_> {
+    #[inline]
     fn field(&mut self, key: &'static str, value: &[u8]) {
         self.order.see(key);
-        if self.error.is_none()
-            && let Err(e) = put_field(self.out, key, value)
+        // A key of one byte (the V2 send header's): the entry under one bounds check, its
+        // lengths and key in one copy.
+        if let &[k] = key.as_bytes()
+            && let Ok(len) = i32::try_from(value.len())
         {
-            self.error = Some(e);
+            let (at, n) = (self.out.at, value.len());
+            if let Some(d) = self.out.buf.get_mut(at..at + 7 + n) {
+                let [v0, v1, v2, v3] = len.to_be_bytes();
+                d[..7].copy_from_slice(&[0, 1, k, v0, v1, v2, v3]);
+                copy_short(&mut d[7..], value);
+            }
+            self.out.at = at + 7 + n;
+            return;
         }
+        self.long_key_field(key, value);
+    }
+
+    /// [`BinaryFields::field`] for other keys (typed answers'): the entry under one bounds
+    /// check too.
+    #[inline(never)]
+    fn long_key_field(&mut self, key: &'static str, value: &[u8]) {
+        let (k, v) = (key.as_bytes(), value);
+        let (Ok(key_len), Ok(value_len)) = (i16::try_from(k.len()), i32::try_from(v.len())) else {
+            if self.error.is_none()
+                && let Err(e) = put_field(self.out, key, value)
+            {
+                self.error = Some(e);
+            }
+            return;
+        };
+        let n = k.len();
+        let end = self.out.at + 6 + n + v.len();
+        if let Some(d) = self.out.buf.get_mut(self.out.at..end) {
+            d[..2].copy_from_slice(&key_len.to_be_bytes());
+            copy_short(&mut d[2..2 + n], k);
+            d[2 + n..6 + n].copy_from_slice(&value_len.to_be_bytes());
+            copy_short(&mut d[6 + n..], v);
+        }
+        self.out.at = end;
     }
 }
 
@@ -125,6 +160,11 @@ impl FieldSink for BinaryFields<'_, '_> {
     }
 
     fn int_field(&mut self, key: &'static str, value: i64) {
+        // Most numbers of a send header are one digit (queue id, flags, counts).
+        if let Ok(d @ 0..=9) = u8::try_from(value) {
+            self.field(key, &[b'0' + d]);
+            return;
+        }
         let mut digits = [0u8; 20];
         self.field(key, super::ext::int_digits(value, &mut digits));
     }

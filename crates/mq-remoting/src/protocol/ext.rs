@@ -246,19 +246,26 @@ impl ExtFields {
     }
 
     /// The position of `key`, or where it would go.
+    #[inline]
     fn find(&self, key: &[u8]) -> Result<usize, usize> {
         // A header holds a dozen fields: a walk in order beats ordered comparisons, and the
         // first byte settles almost every step without a memcmp call.
-        if self.entries.len() <= 16 {
-            for (i, e) in self.entries.iter().enumerate() {
-                match key_cmp(self.key_bytes(e.key), key) {
-                    std::cmp::Ordering::Less => {}
-                    std::cmp::Ordering::Equal => return Ok(i),
-                    std::cmp::Ordering::Greater => return Err(i),
-                }
-            }
-            return Err(self.entries.len());
+        if self.entries.len() > 16 {
+            return self.find_many(key);
         }
+        for (i, e) in self.entries.iter().enumerate() {
+            match key_cmp(self.key_bytes(e.key), key) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => return Ok(i),
+                std::cmp::Ordering::Greater => return Err(i),
+            }
+        }
+        Err(self.entries.len())
+    }
+
+    /// [`ExtFields::find`] among many fields, out of the way of the common case.
+    #[inline(never)]
+    fn find_many(&self, key: &[u8]) -> Result<usize, usize> {
         self.entries
             .binary_search_by(|e| self.key_bytes(e.key).cmp(key))
     }
@@ -506,25 +513,52 @@ pub(crate) fn key_before(a: &[u8], b: &[u8]) -> bool {
     key_cmp(a, b).is_lt()
 }
 
-/// The order of [`key_before`].
+/// The order of [`key_before`]: the first byte decides most comparisons, inline.
+#[inline(always)]
 fn key_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
     match a.first().cmp(&b.first()) {
-        std::cmp::Ordering::Equal => {
-            // Keys are short: a loop costs less than the call to `memcmp` (a key found is
-            // compared to its end).
-            let n = a.len().min(b.len());
-            if n > 32 {
-                return a.cmp(b);
-            }
-            for (x, y) in a[..n].iter().zip(&b[..n]).skip(1) {
-                if x != y {
-                    return x.cmp(y);
-                }
-            }
-            a.len().cmp(&b.len())
-        }
+        std::cmp::Ordering::Equal => key_cmp_rest(a, b),
         unequal => unequal,
     }
+}
+
+/// [`key_cmp`] of keys whose first bytes are equal. Keys are short: the common prefix's bytes
+/// are compared as two big-endian numbers, its head and its tail (overlapping: once the heads
+/// are equal, the tails differ only where the prefixes do), without a loop or a call to
+/// `memcmp`.
+fn key_cmp_rest(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let n = a.len().min(b.len());
+    let prefix = match n {
+        0 | 1 => Ordering::Equal,
+        2 | 3 => (a[1], a[n - 1]).cmp(&(b[1], b[n - 1])),
+        4..=8 => {
+            let word = |s: &[u8]| (be32(&s[..4]), be32(&s[n - 4..n]));
+            word(a).cmp(&word(b))
+        }
+        9..=16 => {
+            let word = |s: &[u8]| (be64(&s[..8]), be64(&s[n - 8..n]));
+            word(a).cmp(&word(b))
+        }
+        _ => a[..n].cmp(&b[..n]),
+    };
+    prefix.then(a.len().cmp(&b.len()))
+}
+
+/// The first four bytes of `s` as a big-endian number.
+#[inline]
+fn be32(s: &[u8]) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&s[..4]);
+    u32::from_be_bytes(w)
+}
+
+/// The first eight bytes of `s` as a big-endian number.
+#[inline]
+fn be64(s: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&s[..8]);
+    u64::from_be_bytes(w)
 }
 
 /// The decimal text of `v` (Java `Long.toString`) as ASCII bytes at the end of `buf`: two

@@ -90,29 +90,41 @@ impl Out<'_> {
     }
 
     /// The text of a string that holds a byte to escape, the first at `first`.
+    ///
+    /// A word at a time while there is room: each step stores the next eight bytes whole,
+    /// keeps those before the first byte to escape ([`stop_flags`]) and stores that byte's
+    /// escape over the rest. A properties string has a separator every few bytes; a run, a
+    /// copy and an escape for each cost about three times as much.
     #[inline(never)]
     fn escaped(&mut self, s: &[u8], first: usize) {
         self.put(&s[..first]);
-        let mut rest = &s[first..];
+        let mut i = first;
+        if let Some(d) = self.buf.get_mut(self.at..) {
+            let mut j = 0;
+            // A step writes at most 15 bytes: a word, and an escape from within it.
+            while let (Some(chunk), Some(to)) = (s.get(i..i + 8), d.get_mut(j..j + 16)) {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(chunk);
+                to[..8].copy_from_slice(&word);
+                let flags = stop_flags(u64::from_le_bytes(word));
+                if flags == 0 {
+                    i += 8;
+                    j += 8;
+                    continue;
+                }
+                let k = (flags.trailing_zeros() / 8) as usize;
+                let (escape, len) = ESCAPES[usize::from(word[k])];
+                to[k..k + 8].copy_from_slice(&escape);
+                i += k + 1;
+                j += k + usize::from(len);
+            }
+            self.at += j;
+        }
+        let mut rest = &s[i..];
         while let Some(n) = find_stop(rest) {
             self.put(&rest[..n]);
-            let b = rest[n];
-            match b {
-                b'"' => self.put(b"\\\""),
-                b'\\' => self.put(b"\\\\"),
-                b'\n' => self.put(b"\\n"),
-                b'\r' => self.put(b"\\r"),
-                b'\t' => self.put(b"\\t"),
-                0x08 => self.put(b"\\b"),
-                0x0c => self.put(b"\\f"),
-                // Only control characters are left (`find_stop`).
-                _ => {
-                    if let Some(d) = self.buf.get_mut(self.at..self.at + 6) {
-                        d.copy_from_slice(&CONTROL_ESCAPES[usize::from(b & 0x1f)]);
-                    }
-                    self.at += 6;
-                }
-            }
+            let (escape, len) = ESCAPES[usize::from(rest[n])];
+            self.put(&escape[..usize::from(len)]);
             rest = &rest[n + 1..];
         }
         self.put(rest);
@@ -771,14 +783,38 @@ mod fast {
     }
 }
 
-/// `\u00XX` for each control character (the writer uses the short escapes where JSON has them).
-const CONTROL_ESCAPES: [[u8; 6]; 32] = {
+/// The escape of each [`STOP`] byte, padded to eight bytes, and its length: the short escapes
+/// where JSON has them, `\u00XX` for the other control characters. Other bytes are never
+/// looked up (their entry is the byte itself).
+const ESCAPES: [([u8; 8], u8); 256] = {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut t = [[0u8; 6]; 32];
+    let mut t = [([0u8; 8], 1u8); 256];
     let mut c = 0;
-    while c < 32 {
-        t[c] = [b'\\', b'u', b'0', b'0', HEX[c >> 4], HEX[c & 0xf]];
+    while c < 256 {
+        t[c].0[0] = c as u8;
         c += 1;
+    }
+    c = 0;
+    while c < 0x20 {
+        t[c] = (
+            [b'\\', b'u', b'0', b'0', HEX[c >> 4], HEX[c & 0xf], 0, 0],
+            6,
+        );
+        c += 1;
+    }
+    let short: [(u8, u8); 7] = [
+        (b'"', b'"'),
+        (b'\\', b'\\'),
+        (b'\n', b'n'),
+        (b'\r', b'r'),
+        (b'\t', b't'),
+        (0x08, b'b'),
+        (0x0c, b'f'),
+    ];
+    let mut k = 0;
+    while k < short.len() {
+        t[short[k].0 as usize] = ([b'\\', short[k].1, 0, 0, 0, 0, 0, 0], 2);
+        k += 1;
     }
     t
 };
