@@ -436,9 +436,25 @@ impl ClientApi {
         // The answer is read by a combinator around the invoke, which keeps it in one place
         // (an async block awaiting it would hold it twice: as captured and as awaited).
         let (command, sent) = self.send_command_owned(req);
-        self.remoting
-            .invoke_in(addr, command, timeout, group)
-            .map(move |response| send_result(addr, sent, &response?))
+        let invoke = self.remoting.invoke_in(addr, command, timeout, group);
+        invoke.map(move |response| send_result(addr, sent, &response?))
+    }
+
+    /// [`ClientApi::send_in`] within a deadline rather than a timeout (see
+    /// [`mq_remoting::RemotingClient::invoke_until`]).
+    ///
+    /// # Errors
+    /// As for [`ClientApi::send_in`].
+    pub fn send_until<'a>(
+        &'a self,
+        addr: &'a str,
+        req: SendRequest,
+        deadline: tokio::time::Instant,
+        group: RequestGroup,
+    ) -> impl Future<Output = Result<SendResult, ClientApiError>> + Send + 'a {
+        let (command, sent) = self.send_command_owned(req);
+        let invoke = self.remoting.invoke_until(addr, command, deadline, group);
+        invoke.map(move |response| send_result(addr, sent, &response?))
     }
 
     /// Sends a message and hands the result to `callback` on the callback executor.

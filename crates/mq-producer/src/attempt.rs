@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use mq_client_api::{ClientApiError, Message, MessageQueue, ResponseCode, SendResult, SendStatus};
@@ -94,6 +95,9 @@ pub(crate) struct AttemptTo<'a> {
     pub(crate) mode: CommunicationMode,
     /// 1 for the first attempt.
     pub(crate) attempt: u32,
+    /// The born timestamp when the clock was read for this attempt already (the first
+    /// attempt of a message given its id just before); read anew otherwise.
+    pub(crate) born: Option<SystemTime>,
 }
 
 /// The hooks of an attempt and what they see of it.
@@ -200,8 +204,13 @@ impl Engine {
         payload: &Payload,
         deadline: Instant,
     ) -> AttemptOutcome {
-        let (request, sent) =
-            self.build_request(to.instance, payload, to.queue, Arc::clone(to.topic));
+        let (request, sent) = self.build_request(
+            to.instance,
+            payload,
+            to.queue,
+            Arc::clone(to.topic),
+            to.born.unwrap_or_else(SystemTime::now),
+        );
         let hooks = self.hooks();
         // What hooks see is built only when there are hooks.
         let user_mq = (!hooks.is_empty())
@@ -223,15 +232,15 @@ impl Engine {
         }
         // Read again: a route refresh or the hooks may have taken time since the send began.
         let started = self.latency_started();
-        let remaining = left(deadline);
         let api = to.instance.api();
         let mut outcome = match to.mode {
             CommunicationMode::Oneway => api
-                .send_oneway(to.addr, request, remaining)
+                .send_oneway(to.addr, request, left(deadline))
                 .await
                 .map(|()| None),
+            // The deadline as it is: what is left of it is read once, where the request starts.
             _ => api
-                .send_in(to.addr, request, remaining, self.group())
+                .send_until(to.addr, request, deadline, self.group())
                 .await
                 .map(Some),
         };
@@ -262,8 +271,13 @@ impl Engine {
         let addr = self
             .broker_addr(instance, &queue.topic, &queue.broker_name, deadline)
             .await?;
-        let (request, sent) =
-            self.build_request(instance, payload, queue, queue.topic.as_str().into());
+        let (request, sent) = self.build_request(
+            instance,
+            payload,
+            queue,
+            queue.topic.as_str().into(),
+            SystemTime::now(),
+        );
         let hooks = self.hooks();
         let user_topic = instance.config().unwrap_name(&queue.topic).to_owned();
         let user_mq = MessageQueue::new(&user_topic, &queue.broker_name, queue.queue_id);

@@ -1295,6 +1295,7 @@ impl Engine {
         payload: &'p Payload,
         mq: &MessageQueue,
         topic: Arc<str>,
+        born: SystemTime,
     ) -> (SendRequest, Cow<'p, Message>) {
         let namespace = instance.config().namespace.as_ref();
         let (mut header, body, msg_id, reply, sent) = match payload {
@@ -1365,7 +1366,7 @@ impl Engine {
         header.default_topic = Arc::clone(&self.default_topic);
         header.default_topic_queue_nums = self.config.default_topic_queue_nums;
         header.queue_id = mq.queue_id;
-        header.born_timestamp = mq_client_api::wire_time::now_millis();
+        header.born_timestamp = mq_client_api::wire_time::to_millis(born);
         (
             SendRequest {
                 header,
@@ -1388,8 +1389,9 @@ impl Engine {
     ) -> Result<Option<SendResult>, ProducerError> {
         let started = Instant::now();
         let instance = self.running_instance()?;
+        let mut born = None;
         if let Payload::Single(m) = payload {
-            self.prepare(m)?;
+            born = self.prepare(m)?;
         }
         let payload = &*payload;
         let user_topic = payload.topic();
@@ -1447,6 +1449,7 @@ impl Engine {
                 user_topic,
                 mode,
                 attempt: attempts,
+                born: born.take(),
             };
             // Boxed: the attempt's future (the request, the connection's wait) is the largest
             // part of a send's, and every future around this one would otherwise carry it
@@ -1503,17 +1506,21 @@ impl Engine {
     }
 
     /// Checks a single message and gives it its `UNIQ_KEY` (once: kept across retries).
+    /// Returns the time the id was made of, when it made one: the first attempt's born
+    /// timestamp, which then takes no clock reading of its own.
     ///
     /// # Errors
     /// [`ProducerError::Validation`].
-    pub(crate) fn prepare(&self, m: &mut Message) -> Result<(), ProducerError> {
+    pub(crate) fn prepare(&self, m: &mut Message) -> Result<Option<SystemTime>, ProducerError> {
         validate_message(m, self.config.max_message_size)?;
-        if m.uniq_key().is_none() {
-            self.ids.next_id_with(SystemTime::now(), |id| {
-                m.set_property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX, id);
-            });
+        if m.uniq_key().is_some() {
+            return Ok(None);
         }
-        Ok(())
+        let now = SystemTime::now();
+        self.ids.next_id_with(now, |id| {
+            m.set_property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX, id);
+        });
+        Ok(Some(now))
     }
 }
 

@@ -233,10 +233,6 @@ impl RemotingClient {
     ///
     /// # Errors
     /// As for [`RemotingClient::invoke`], and [`RemotingError::Aborted`].
-    #[expect(
-        clippy::manual_async_fn,
-        reason = "an async fn would hold the request twice in its state"
-    )]
     pub fn invoke_in<'a>(
         &'a self,
         addr: &'a str,
@@ -244,12 +240,45 @@ impl RemotingClient {
         timeout: Duration,
         group: RequestGroup,
     ) -> impl Future<Output = Result<RemotingCommand, RemotingError>> + Send + 'a {
+        self.invoke_within(addr, request, Budget::Timeout(timeout), group)
+    }
+
+    /// [`RemotingClient::invoke_in`] within a deadline rather than a timeout: for a caller
+    /// that keeps one deadline over several steps, which then needs no clock reading of its
+    /// own to turn what is left of it into a timeout.
+    ///
+    /// # Errors
+    /// As for [`RemotingClient::invoke_in`].
+    pub fn invoke_until<'a>(
+        &'a self,
+        addr: &'a str,
+        request: RemotingCommand,
+        deadline: Instant,
+        group: RequestGroup,
+    ) -> impl Future<Output = Result<RemotingCommand, RemotingError>> + Send + 'a {
+        self.invoke_within(addr, request, Budget::Deadline(deadline), group)
+    }
+
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would hold the request twice in its state"
+    )]
+    fn invoke_within<'a>(
+        &'a self,
+        addr: &'a str,
+        request: RemotingCommand,
+        budget: Budget,
+        group: RequestGroup,
+    ) -> impl Future<Output = Result<RemotingCommand, RemotingError>> + Send + 'a {
         // A block, not an async fn: an async fn keeps its arguments twice in its state (as
         // passed and as bound), and this future sits inside every send's. The request is
         // written before the last wait, which then holds only its key.
         async move {
             let started = Instant::now();
-            let deadline = started + timeout;
+            let (timeout, deadline) = match budget {
+                Budget::Timeout(t) => (t, started + t),
+                Budget::Deadline(d) => (d.saturating_duration_since(started), d),
+            };
             let (_permit, conn) = self
                 .ready(InvokeKind::Sync, addr, timeout, deadline)
                 .await?;
@@ -555,4 +584,11 @@ impl RemotingClient {
             completed: io_done && work_done && callbacks_done,
         }
     }
+}
+
+/// How long a request may take: a timeout from when it starts, or a deadline.
+#[derive(Clone, Copy)]
+enum Budget {
+    Timeout(Duration),
+    Deadline(Instant),
 }
