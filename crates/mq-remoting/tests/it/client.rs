@@ -153,6 +153,56 @@ async fn timeout_removes_the_entry_and_reports_elapsed_time() {
     assert_eq!(resp.code, sys_code::SUCCESS);
 }
 
+/// A request within a deadline: answered before it, or ended at it (not at a timeout counted
+/// from some other moment), its entry gone; a deadline already past ends it without a wait
+/// (the request is still written, as one with a zero timeout is).
+#[tokio::test]
+async fn invoke_until_ends_at_the_deadline() {
+    let (server, mut seen, release) = stalling_server().await;
+    let addr = server.local_addr().to_string();
+    let client = client();
+    client.connect(&addr, LONG).await.unwrap();
+    let group = mq_remoting::RequestGroup::NONE;
+    let resp = client
+        .invoke_until(
+            &addr,
+            RemotingCommand::request(ECHO),
+            tokio::time::Instant::now() + LONG,
+            group,
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.code, sys_code::SUCCESS);
+    tokio::time::pause();
+    let started = tokio::time::Instant::now();
+    // A deadline set earlier, with part of it spent before the request is made.
+    let deadline = started + Duration::from_secs(5);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let err = client
+        .invoke_until(&addr, RemotingCommand::request(STALL), deadline, group)
+        .await
+        .unwrap_err();
+    match err {
+        RemotingError::Timeout { elapsed, .. } => assert!(within_a_tick(elapsed, 3)),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(within_a_tick(started.elapsed(), 5));
+    assert_eq!(client.pending_requests(), 0);
+    seen.recv().await.unwrap();
+    let before = tokio::time::Instant::now();
+    let err = client
+        .invoke_until(&addr, RemotingCommand::request(STALL), started, group)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RemotingError::Timeout { .. }), "{err:?}");
+    assert_eq!(before.elapsed(), Duration::ZERO);
+    assert_eq!(client.pending_requests(), 0);
+    tokio::time::resume();
+    // The stalled processors never answer: the server is stopped without waiting for them.
+    drop(release);
+    let _ = server.shutdown(Duration::ZERO).await;
+}
+
 #[tokio::test]
 async fn server_going_away_fails_pending_calls_at_once() {
     let (server, mut seen, _release) = stalling_server().await;
