@@ -628,7 +628,9 @@ async fn admin_operations() {
         .collect();
     brokers.sort_unstable();
     assert_eq!(brokers, ["broker-a", "broker-b"]);
+    let before = mq_client_api::wire_time::now_millis();
     let r = p.send(Message::new("Created", "x")).await.unwrap();
+    let after = mq_client_api::wire_time::now_millis();
     assert!(
         r.message_queue.queue_id < 2,
         "the topic has the queues asked for"
@@ -643,6 +645,12 @@ async fn admin_operations() {
     let viewed = p.view_message(&r.offset_msg_id).await.unwrap();
     assert_eq!(&viewed.message.body[..], b"x");
     assert_eq!(viewed.msg_id(), r.msg_id);
+    // Born while it was being sent (the time its id was made of).
+    let born = viewed.born_timestamp;
+    assert!(
+        (before..=after).contains(&born),
+        "{before} <= {born} <= {after}"
+    );
     p.shutdown().await;
     cluster.shutdown().await;
 }
