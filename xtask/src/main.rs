@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
+mod instructions;
 mod interop;
 mod store_bench;
 
@@ -67,10 +68,11 @@ fn main() -> ExitCode {
         "interop-bench" => interop::interop_bench(rest),
         "interop-bench-netns" => interop::bench_in_netns(rest),
         "store-bench" => store_bench::store_bench(rest),
+        "instructions" => instructions::instructions(rest),
         "examples" => examples(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|check-layers|check-conventions|fuzz-smoke [secs]|bench [--quick] [--skip-criterion] [--skip-store]|soak-tests [runs]|examples|interop [ours|5.3|4.9]…|interop-bench|store-bench [--quick]>"
+                "usage: cargo xtask <ci|check-layers|check-conventions|fuzz-smoke [secs]|bench [--quick] [--skip-criterion] [--skip-store]|soak-tests [runs]|examples|interop [ours|5.3|4.9]…|interop-bench|store-bench [--quick]|instructions [--quick]>"
             );
             return ExitCode::from(2);
         }
@@ -582,7 +584,7 @@ fn memory_section(rows: &[(String, &str, serde_json::Value)], seconds: &str) -> 
 
 /// Starts `mq serve` with `extra` flags on free loopback ports with a fresh store under
 /// `work`; returns the server (killed on drop) and its name server address.
-fn mq_serve(
+pub(crate) fn mq_serve(
     mq: &Path,
     work: &Path,
     extra: &[&std::ffi::OsStr],
