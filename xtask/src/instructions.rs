@@ -9,18 +9,40 @@
 //! with one worker thread (`TOKIO_WORKER_THREADS=1`), so that callgrind, which runs threads one
 //! at a time, measures the code rather than its waits.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use crate::interop::Server;
-use crate::{Result, cargo, mq_bench_json, mq_serve, root, target_dir};
+use crate::{Result, bench_json, cargo, mq_bench_json, mq_serve, root, start_serve, target_dir};
 
-/// The bench rows: mode, message size, sends in flight per task (64 tasks).
-const ROWS: &[(&str, &str, &str)] = &[
-    ("sync", "1024", "1"),
-    ("async", "1024", "16"),
-    ("auto-batch", "100", "16"),
-    ("batch", "100", "16"),
+/// A bench row: mode, message size, sends in flight per task (64 tasks).
+#[derive(Clone, Copy)]
+struct Row {
+    mode: &'static str,
+    size: &'static str,
+    window: &'static str,
+}
+
+const ROWS: &[Row] = &[
+    Row {
+        mode: "sync",
+        size: "1024",
+        window: "1",
+    },
+    Row {
+        mode: "async",
+        size: "1024",
+        window: "16",
+    },
+    Row {
+        mode: "auto-batch",
+        size: "100",
+        window: "16",
+    },
+    Row {
+        mode: "batch",
+        size: "100",
+        window: "16",
+    },
 ];
 
 /// The steps of `header_loop` (see `benches/examples/header_loop.rs`).
@@ -63,11 +85,14 @@ pub(crate) fn instructions(args: &[String]) -> Result {
         (10_000, 30_000)
     };
     let mut rows = Vec::new();
-    for &(mode, size, window) in ROWS {
-        let client = per_message(few, many, |n| client_run(&mq, &work, mode, size, window, n))?;
-        let broker = per_message(few, many, |n| broker_run(&mq, &work, mode, size, window, n))?;
-        eprintln!("{mode} {size} B: client {client:.0}, broker {broker:.0} instructions/msg");
-        rows.push((mode, size, window, client, broker));
+    for &row in ROWS {
+        let client = per_message(few, many, |n| client_run(&mq, &work, row, n))?;
+        let broker = per_message(few, many, |n| broker_run(&mq, &work, row, n))?;
+        eprintln!(
+            "{} {} B: client {client:.0}, broker {broker:.0} instructions/msg",
+            row.mode, row.size
+        );
+        rows.push((row, client, broker));
     }
     let header_loop = release.join("examples/header_loop");
     let mut steps = Vec::new();
@@ -129,25 +154,19 @@ fn total(out: &Path) -> Result<u64> {
         .ok_or_else(|| format!("{}: no summary line", out.display()))
 }
 
-/// `mq bench produce` arguments for `sends` sends of one row.
-fn bench_args<'a>(
-    namesrv: &'a str,
-    mode: &'a str,
-    size: &'a str,
-    window: &'a str,
-    sends: &'a str,
-) -> Vec<&'a str> {
+/// `mq bench produce` arguments for `sends` sends of `row`.
+fn bench_args<'a>(namesrv: &'a str, row: Row, sends: &'a str) -> Vec<&'a str> {
     vec![
         "bench",
         "produce",
         "--namesrv",
         namesrv,
         "--mode",
-        mode,
+        row.mode,
         "--size",
-        size,
+        row.size,
         "--window",
-        window,
+        row.window,
         "--tasks",
         "64",
         "--count",
@@ -165,78 +184,39 @@ fn acknowledged(v: &serde_json::Value) -> Result<u64> {
 
 /// The client counted: `mq serve` as it is, the bench under callgrind. Returns the bench's
 /// instructions and the messages it had acknowledged.
-fn client_run(
-    mq: &Path,
-    work: &Path,
-    mode: &str,
-    size: &str,
-    window: &str,
-    sends: u64,
-) -> Result<(u64, u64)> {
+fn client_run(mq: &Path, work: &Path, row: Row, sends: u64) -> Result<(u64, u64)> {
     let (_server, namesrv) = mq_serve(mq, &work.join("serve"), &[])?;
-    let out = work.join(format!("callgrind.client.{mode}.{sends}"));
+    let out = work.join(format!("callgrind.client.{}.{sends}", row.mode));
     let sends = sends.to_string();
-    let result = callgrind(&out)
-        .arg(mq)
-        .args(bench_args(&namesrv, mode, size, window, &sends))
-        .output()
-        .map_err(|e| format!("mq bench: {e}"))?;
-    if !result.status.success() {
-        return Err(format!(
-            "mq bench under callgrind failed: {}",
-            String::from_utf8_lossy(&result.stderr)
-        ));
-    }
-    let v: serde_json::Value =
-        serde_json::from_slice(&result.stdout).map_err(|e| format!("bad bench JSON: {e}"))?;
+    let v = bench_json(
+        callgrind(&out)
+            .arg(mq)
+            .args(bench_args(&namesrv, row, &sends)),
+    )?;
     Ok((total(&out)?, acknowledged(&v)?))
 }
 
 /// The broker counted: `mq serve` under callgrind (stopped with SIGINT, when callgrind writes
 /// its counts), the bench as it is.
-fn broker_run(
-    mq: &Path,
-    work: &Path,
-    mode: &str,
-    size: &str,
-    window: &str,
-    sends: u64,
-) -> Result<(u64, u64)> {
-    let dir: PathBuf = work.join("serve-counted");
+fn broker_run(mq: &Path, work: &Path, row: Row, sends: u64) -> Result<(u64, u64)> {
+    let dir = work.join("serve-counted");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let out = work.join(format!("callgrind.broker.{mode}.{sends}"));
-    let mut cmd = callgrind(&out);
-    cmd.arg(mq)
-        .args([
-            "serve",
-            "--namesrv-port",
-            "0",
-            "--broker-port",
-            "0",
-            "--store-dir",
-        ])
+    let out = work.join(format!("callgrind.broker.{}.{sends}", row.mode));
+    let mut command = callgrind(&out);
+    command
+        .arg(mq)
+        .args(["serve", "--namesrv-port", "0", "--broker-port", "0"])
+        .arg("--store-dir")
         .arg(dir.join("store"));
-    let mut server = Server::start("mq serve under callgrind", &mut cmd, &dir)?;
-    server.wait_for("broker listening on")?;
-    let namesrv = server
-        .output()
-        .lines()
-        .find_map(|l| l.strip_prefix("name server listening on "))
-        .map(|a| a.trim().to_owned())
-        .ok_or("mq serve printed no name server address")?;
+    let (mut server, namesrv) = start_serve("mq serve under callgrind", &mut command, &dir)?;
     let sends = sends.to_string();
-    let v = mq_bench_json(mq, &bench_args(&namesrv, mode, size, window, &sends))?;
+    let v = mq_bench_json(mq, &bench_args(&namesrv, row, &sends))?;
     server.stop("INT")?;
     Ok((total(&out)?, acknowledged(&v)?))
 }
 
-fn page(
-    rows: &[(&str, &str, &str, f64, f64)],
-    steps: &[(&str, &str, Vec<u64>)],
-    few: u64,
-    many: u64,
-) -> String {
+fn page(rows: &[(Row, f64, f64)], steps: &[(&str, &str, Vec<u64>)], few: u64, many: u64) -> String {
     let mut md = format!(
         "# Instructions per message\n\nGenerated by `cargo xtask instructions` (callgrind; see \
          `xtask/src/instructions.rs`). Instruction counts move by well under a percent from one \
@@ -249,7 +229,7 @@ fn page(
          | bench (64 tasks) | size (B) | in flight per task | client instructions/msg | broker instructions/msg |\n\
          | --- | --- | --- | --- | --- |\n"
     );
-    for (mode, size, window, client, broker) in rows {
+    for (Row { mode, size, window }, client, broker) in rows {
         md.push_str(&format!(
             "| produce {mode} | {size} | {window} | {client:.0} | {broker:.0} |\n"
         ));

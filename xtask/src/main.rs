@@ -611,15 +611,23 @@ fn start_mq_serve_with(
     work: &Path,
     extra: &[&std::ffi::OsStr],
 ) -> Result<(interop::Server, String)> {
-    let mut server = interop::Server::start(
-        "mq serve",
-        Command::new(mq)
-            .args(["serve", "--namesrv-port", "0", "--broker-port", "0"])
-            .arg("--store-dir")
-            .arg(store)
-            .args(extra),
-        work,
-    )?;
+    let mut command = Command::new(mq);
+    command
+        .args(["serve", "--namesrv-port", "0", "--broker-port", "0"])
+        .arg("--store-dir")
+        .arg(store)
+        .args(extra);
+    start_serve("mq serve", &mut command, work)
+}
+
+/// Starts `command`, an `mq serve` (possibly run by another program, as callgrind), named
+/// `name`; returns it once its broker listens, and its name server address.
+pub(crate) fn start_serve(
+    name: &str,
+    command: &mut Command,
+    work: &Path,
+) -> Result<(interop::Server, String)> {
+    let mut server = interop::Server::start(name, command, work)?;
     server.wait_for("broker listening on")?;
     let namesrv = server
         .output()
@@ -632,14 +640,16 @@ fn start_mq_serve_with(
 
 /// Runs `mq ARGS` (a `bench` with `--json`) and returns the JSON it printed.
 pub(crate) fn mq_bench_json(mq: &Path, args: &[&str]) -> Result<serde_json::Value> {
-    let out = Command::new(mq)
-        .args(args)
-        .output()
-        .map_err(|e| e.to_string())?;
+    bench_json(Command::new(mq).args(args))
+}
+
+/// Runs `command` (an `mq bench` with `--json`, possibly run by another program) and returns
+/// the JSON it printed.
+pub(crate) fn bench_json(command: &mut Command) -> Result<serde_json::Value> {
+    let out = command.output().map_err(|e| e.to_string())?;
     if !out.status.success() {
         return Err(format!(
-            "mq {} failed: {}",
-            args.first().copied().unwrap_or_default(),
+            "{command:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         ));
     }
