@@ -296,8 +296,23 @@ impl mq_remoting::RpcHook for BusyFor {
 
 #[tokio::test]
 async fn rpc_hooks_can_answer_or_close_before_the_processor() {
+    hooks_answer_or_close(false).await;
+}
+
+/// Ordered requests (a broker's sends) pass the hooks too.
+#[tokio::test]
+async fn rpc_hooks_can_answer_or_close_before_an_ordered_processor() {
+    hooks_answer_or_close(true).await;
+}
+
+async fn hooks_answer_or_close(ordered: bool) {
     let server = echo_server().await;
     server.register_processor(ECHO + 1, super::echo());
+    if ordered {
+        for code in [ECHO, ECHO + 1, 4242] {
+            server.set_ordered(code);
+        }
+    }
     server.add_rpc_hook(Arc::new(BusyFor(ECHO)));
     let addr = server.local_addr().to_string();
     let c = client();
