@@ -14,14 +14,23 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-/// The binary's allocator (libraries never choose one). glibc's malloc was about a quarter of
-/// the client's CPU profile; A/B with `mq serve` and `mq bench` as separate processes, 64
-/// senders, 1 KiB, three paired rounds: client CPU per message −17 to −31 % (sync) and −10 to
-/// −31 % (async), broker −1 to −14 %, throughput +8 to +28 %. The cost: on batches of 100 B
-/// the broker spends 7–10 % more CPU per message (throughput −6 to −10 %) while the client still
-/// saves 28 %; the broker's per-message allocations in batch appends are the place to look.
+/// The binary's allocator (libraries never choose one): mimalloc's v2 line, built to be malloc
+/// itself (its `override` feature), so that Rust's allocations (through `System`, which asks
+/// `malloc` for any block aligned to 16 bytes or less) and those of the C code linked in (zstd)
+/// come from one allocator by its plain small-block path. `mimalloc::MiMalloc` asks for every
+/// block by `mi_malloc_aligned`, about 25 instructions more per allocation; a send makes about
+/// 17 on each side. Callgrind, instructions per message (`cargo xtask instructions`' method):
+/// client async 1 KiB 15,722 → 15,285, auto-batch 100 B 5,792 → 5,481; broker async 1 KiB
+/// 13,657 → 13,442.
+///
+/// glibc's malloc before it was about a quarter of the client's CPU profile; A/B with `mq serve`
+/// and `mq bench` as separate processes, 64 senders, 1 KiB, three paired rounds: client CPU
+/// per message −17 to −31 % (sync) and −10 to −31 % (async), broker −1 to −14 %, throughput +8
+/// to +28 %.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: std::alloc::System = std::alloc::System;
+// Linked for its `malloc`, which `System` calls; nothing names it.
+use mimalloc as _;
 use mq_broker::{Broker, BrokerConfig, FlushMode};
 use mq_namesrv::{NameServer, NamesrvConfig};
 
