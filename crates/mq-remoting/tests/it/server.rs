@@ -469,6 +469,91 @@ async fn queued_ordered_requests_reach_the_processor_as_one_group() {
     assert!(report.completed, "{report:?}");
 }
 
+/// A group of queued ordered requests goes to its processors in runs: consecutive requests of
+/// one processor (under any of its codes) together, a request whose code has no processor
+/// answered on its own as not supported, every answer to its own request.
+#[tokio::test]
+async fn a_queued_group_reaches_each_processor_as_its_consecutive_runs() {
+    let server = RemotingServer::bind(ServerConfig::default()).await.unwrap();
+    let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let (a_groups, b_groups) = (
+        Arc::new(parking_lot::Mutex::new(Vec::new())),
+        Arc::new(parking_lot::Mutex::new(Vec::new())),
+    );
+    let a: Arc<dyn mq_remoting::RequestProcessor> = Arc::new(Grouping {
+        started: Arc::clone(&started),
+        release: Arc::clone(&release),
+        groups: Arc::clone(&a_groups),
+    });
+    let b = Arc::new(Grouping {
+        started: Arc::new(Notify::new()),
+        release: Arc::new(Notify::new()),
+        groups: Arc::clone(&b_groups),
+    });
+    const PING: i32 = ECHO + 1;
+    const A2: i32 = ECHO + 2;
+    const B: i32 = ECHO + 3;
+    const NONE: i32 = ECHO + 4;
+    server.register_processor(ECHO, Arc::clone(&a));
+    server.register_processor(A2, a);
+    server.register_processor(B, b);
+    server.register_processor(PING, super::echo());
+    for code in [ECHO, A2, B, NONE] {
+        server.set_ordered(code);
+    }
+    let mut stream = TcpStream::connect(server.local_addr()).await.unwrap();
+    let request = |opaque: i32, code: i32| {
+        RemotingCommand::request(code)
+            .with_opaque(opaque)
+            .with_remark(if opaque == 1 {
+                "block".to_owned()
+            } else {
+                format!("r{opaque}")
+            })
+    };
+    send_frame(&mut stream, &request(1, ECHO)).await;
+    started.notified().await;
+    let queued = [
+        (2, ECHO),
+        (3, A2),
+        (4, ECHO),
+        (5, B),
+        (6, B),
+        (7, NONE),
+        (8, A2),
+        (9, ECHO),
+        (10, B),
+    ];
+    for (opaque, code) in queued {
+        send_frame(&mut stream, &request(opaque, code)).await;
+    }
+    send_frame(&mut stream, &request(13, PING)).await;
+    let mut buf = BytesMut::new();
+    assert_eq!(read_frame(&mut stream, &mut buf).await.unwrap().opaque, 13);
+    release.notify_one();
+    let mut answered = Vec::new();
+    for _ in 0..10 {
+        let r = read_frame(&mut stream, &mut buf).await.unwrap();
+        if r.opaque == 7 {
+            assert_eq!(r.code, sys_code::REQUEST_CODE_NOT_SUPPORTED);
+        } else {
+            assert_eq!(r.code, sys_code::SUCCESS);
+            assert_eq!(
+                r.remark.as_deref(),
+                Some(expected_remark(r.opaque).as_str())
+            );
+        }
+        answered.push(r.opaque);
+    }
+    // Answers come in request order: each run is answered before the next one runs.
+    assert_eq!(answered, (1..=10).collect::<Vec<_>>());
+    // A: 2-4 (two codes, one processor), then 8-9; B: 5-6, then 10 alone (not a group).
+    assert_eq!(*a_groups.lock(), vec![3, 2]);
+    assert_eq!(*b_groups.lock(), vec![2]);
+    let report = server.shutdown(Duration::from_secs(10)).await;
+    assert!(report.completed, "{report:?}");
+}
+
 fn expected_remark(opaque: i32) -> String {
     if opaque == 1 {
         "block".to_owned()
