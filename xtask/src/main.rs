@@ -629,13 +629,19 @@ pub(crate) fn start_serve(
 ) -> Result<(interop::Server, String)> {
     let mut server = interop::Server::start(name, command, work)?;
     server.wait_for("broker listening on")?;
-    let namesrv = server
+    let namesrv = printed_address(&server, "name server")?;
+    Ok((server, namesrv))
+}
+
+/// The address `mq serve` printed for `what` (`<what> listening on <address>`).
+fn printed_address(server: &interop::Server, what: &str) -> Result<String> {
+    let prefix = format!("{what} listening on ");
+    server
         .output()
         .lines()
-        .find_map(|l| l.strip_prefix("name server listening on "))
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
         .map(|a| a.trim().to_owned())
-        .ok_or("mq serve printed no name server address")?;
-    Ok((server, namesrv))
+        .ok_or_else(|| format!("mq serve printed no {what} address"))
 }
 
 /// Runs `mq ARGS` (a `bench` with `--json`) and returns the JSON it printed.
@@ -720,6 +726,35 @@ fn security_rows(mq: &Path, duration: &str) -> Result<Vec<(String, serde_json::V
     Ok(rows)
 }
 
+/// The `mq serve` of one `cargo xtask bench` run, with its gRPC proxy (so that the gRPC rows'
+/// proxy CPU counts on the server's side), on an empty store in `work`, stopped when dropped
+/// (the next one removes its store).
+///
+/// A run gets a server of its own: on these machines the broker's writes slowed down once one
+/// store held some 5 GB (pwrite 18 → 82 µs a call, its CPU per message 2.0 → 4.5 µs, most of
+/// it in the kernel's copy into the page cache), so that rows run later on one shared server
+/// were measured against a slower broker than the first ones.
+struct BenchServe {
+    _server: interop::Server,
+    namesrv: String,
+    grpc: String,
+    pid: String,
+}
+
+impl BenchServe {
+    fn start(mq: &Path, work: &Path) -> Result<Self> {
+        let (server, namesrv) = mq_serve(mq, work, &["--grpc-port".as_ref(), "0".as_ref()])?;
+        let grpc = printed_address(&server, "gRPC proxy")?;
+        let pid = server.pid().to_string();
+        Ok(Self {
+            _server: server,
+            namesrv,
+            grpc,
+            pid,
+        })
+    }
+}
+
 /// Runs the criterion suites and a fixed `mq bench` matrix, then writes
 /// `docs/performance.md` and the plots in `docs/perf/` (regenerated, never hand-edited), then
 /// the store's fill rows (`store-bench`, which needs about 5 GB of disk, 1.5 with `--quick`).
@@ -781,18 +816,10 @@ fn bench(args: &[String]) -> Result {
     }
     cargo(&["build", "--release", "-p", "mq-cli"], &[])?;
     let mq = target_dir().join("release/mq");
-    // The broker runs as its own process, as users run it, so that each side's CPU is its own.
+    // The broker runs as its own process, as users run it, so that each side's CPU is its own:
+    // a fresh one on an empty store for every run (see `BenchServe`).
     let work = target_dir().join("bench-serve");
-    // With its gRPC proxy, so that the gRPC rows' proxy CPU counts on the server's side.
-    let (server, namesrv) = mq_serve(&mq, &work, &["--grpc-port".as_ref(), "0".as_ref()])?;
-    let grpc = server
-        .output()
-        .lines()
-        .find_map(|l| l.strip_prefix("gRPC proxy listening on "))
-        .map(|a| a.trim().to_owned())
-        .ok_or("mq serve printed no gRPC proxy address")?;
     let duration = if quick { "2" } else { "5" };
-    let pid = server.pid().to_string();
     let mut rows = Vec::new();
     // Every mode at two sizes over remoting, sync and async 1 KiB again with the client's
     // writes coalesced, async 1 KiB again with ROCKETMQ headers, then
@@ -837,30 +864,32 @@ fn bench(args: &[String]) -> Result {
         };
         let plot = root.join("docs").join(&file);
         let plot = plot.to_string_lossy();
-        let mut args = produce_args(&namesrv, &pid, mode, size, duration, window);
+        let serve = BenchServe::start(&mq, &work)?;
+        let (namesrv, pid, grpc) = (&serve.namesrv, &serve.pid, &serve.grpc);
+        let mut args = produce_args(namesrv, pid, mode, size, duration, window);
         args.extend(["--baseline", "echo", "--plot", &plot]);
         match wire {
             Wire::Json => {}
             Wire::RocketMq => args.extend(["--codec", "rocketmq"]),
             Wire::Coalesced => args.push("--coalesce-writes"),
-            Wire::Grpc => args.extend(["--transport", "grpc", "--grpc-endpoint", &grpc]),
+            Wire::Grpc => args.extend(["--transport", "grpc", "--grpc-endpoint", grpc]),
         }
         let v = mq_bench_json(&mq, &args)?;
         rows.push((name, size.to_owned(), v, file));
     }
     // One send at a time, as a service that awaits each send: the latency against the echo's
     // round trip at the same depth.
-    let mut single = produce_args(&namesrv, &pid, "sync", "1024", duration, "1");
-    if let Some(i) = single.iter().position(|a| *a == "--tasks") {
-        single[i + 1] = "1";
-    }
     let mut one_at_a_time = Vec::new();
     for echo in ["echo", "echo-process"] {
         for (name, extra) in [
             ("default", None),
             ("coalesced writes", Some("--coalesce-writes")),
         ] {
-            let mut args = single.clone();
+            let serve = BenchServe::start(&mq, &work)?;
+            let mut args = produce_args(&serve.namesrv, &serve.pid, "sync", "1024", duration, "1");
+            if let Some(i) = args.iter().position(|a| *a == "--tasks") {
+                args[i + 1] = "1";
+            }
             args.extend(["--baseline", echo]);
             args.extend(extra);
             one_at_a_time.push((name, mq_bench_json(&mq, &args)?));
@@ -870,18 +899,21 @@ fn bench(args: &[String]) -> Result {
     let long = if quick { "6" } else { "30" };
     let mut memory = Vec::new();
     for (mode, size, window) in [("async", "1024", "16"), ("auto-batch", "100", "16")] {
-        let args = produce_args(&namesrv, &pid, mode, size, long, window);
+        let serve = BenchServe::start(&mq, &work)?;
+        let args = produce_args(&serve.namesrv, &serve.pid, mode, size, long, window);
         memory.push((format!("produce {mode}"), size, mq_bench_json(&mq, &args)?));
     }
     let plot = perf.join("consume-1024.svg");
     let plot = plot.to_string_lossy();
+    let serve = BenchServe::start(&mq, &work)?;
+    let namesrv = &serve.namesrv;
     let consumed = mq_bench_json(
         &mq,
         &[
             "bench",
             "consume",
             "--namesrv",
-            &namesrv,
+            namesrv,
             "--topic",
             "BenchConsume",
             "--size",
@@ -893,7 +925,7 @@ fn bench(args: &[String]) -> Result {
             &plot,
         ],
     );
-    drop(server);
+    drop(serve);
     let _ = std::fs::remove_dir_all(&work);
     let v = consumed?;
     rows.push((
@@ -917,6 +949,9 @@ fn bench(args: &[String]) -> Result {
     );
     md.push_str("machines are shared and noisy: read the ratio, not the absolute number.\n\n");
     md.push_str("## `mq bench` against `mq serve` in its own process (ASYNC flush)\n\n");
+    md.push_str(
+        "Every row runs against an `mq serve` of its own, started on an empty store: on these machines a broker's writes slow down once its store holds some 5 GB (its CPU per 1 KiB message about doubles, in the kernel's copy into the page cache), which rows run later on one long-lived server would otherwise pay and the first ones not.\n\n",
+    );
     md.push_str("| bench | size (B) | msg/s | p50 ms | p99 ms | p999 ms | echo msg/s | ratio to echo | client CPU µs/msg | broker CPU µs/msg | plot |\n");
     md.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
     for (name, size, v, plot) in &rows {
