@@ -165,7 +165,7 @@ impl FieldSink for BinaryFields<'_, '_> {
             self.field(key, &[b'0' + d]);
             return;
         }
-        let mut digits = [0u8; 20];
+        let mut digits = itoa::Buffer::new();
         self.field(key, super::ext::int_digits(value, &mut digits));
     }
 }

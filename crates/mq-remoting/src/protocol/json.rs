@@ -53,6 +53,14 @@ impl Out<'_> {
                 return;
             }
         }
+        if let &[c] = b
+            && !STOP[usize::from(c)]
+        {
+            // The first of the V2 send header's keys, after the text opening `extFields`.
+            self.put(sep);
+            self.array([b'"', c, b'"', b':']);
+            return;
+        }
         self.put(sep);
         self.string(s);
         self.byte(b':');
@@ -87,6 +95,19 @@ impl Out<'_> {
             d[n + 1] = b'"';
         }
         self.at += n + 2;
+    }
+
+    /// `head`, then `b` (at most 16 bytes, none to escape), then a closing quote, under one
+    /// bounds check.
+    #[inline(always)]
+    fn member(&mut self, head: [u8; 6], b: &[u8]) {
+        let n = b.len();
+        if let Some(d) = self.buf.get_mut(self.at..self.at + n + 7) {
+            d[..6].copy_from_slice(&head);
+            out::copy_short(&mut d[6..6 + n], b);
+            d[6 + n] = b'"';
+        }
+        self.at += n + 7;
     }
 
     /// The text of a string that holds a byte to escape, the first at `first`.
@@ -146,36 +167,68 @@ impl JsonFields<'_, '_> {
         };
         self.out.key(sep, key);
     }
-}
 
-impl FieldSink for JsonFields<'_, '_> {
-    fn str_field(&mut self, key: &'static str, value: &str) {
-        self.key(key);
+    /// The key's one character when it is one that needs no escape and follows a smaller one
+    /// (so its separator is a comma), as the V2 send header's keys after `a` do; the key is
+    /// then seen. `None` leaves the key to be written in full.
+    #[inline(always)]
+    fn letter(&mut self, key: &'static str) -> Option<u8> {
+        match key.as_bytes() {
+            &[c] if !STOP[usize::from(c)] => self.order.see_letter(key),
+            _ => None,
+        }
+    }
+
+    #[inline(never)]
+    fn str_field_in_full(&mut self, key: &'static str, value: &str) {
+        match self.letter(key) {
+            Some(c) => self.out.array([b',', b'"', c, b'"', b':']),
+            None => self.key(key),
+        }
         self.out.string(value);
     }
 
-    fn int_field(&mut self, key: &'static str, value: i64) {
-        // Most numbers of a send header are one digit (queue id, flags, counts), and the V2
-        // header's keys are one character: `,"e":"3"` is then one word.
-        if let Ok(d @ 0..=9) = u8::try_from(value) {
-            if let &[c] = key.as_bytes()
-                && !STOP[usize::from(c)]
-                && self.order.any()
-            {
-                // Not the first key: its separator is a comma.
-                self.order.see(key);
-                self.out
-                    .array([b',', b'"', c, b'"', b':', b'"', b'0' + d, b'"']);
-            } else {
+    #[inline(never)]
+    fn int_field_in_full(&mut self, key: &'static str, value: i64) {
+        match self.letter(key) {
+            Some(c) => self.out.array([b',', b'"', c, b'"', b':', b'"']),
+            None => {
                 self.key(key);
-                self.out.array([b'"', b'0' + d, b'"']);
+                self.out.byte(b'"');
             }
-            return;
         }
-        self.key(key);
-        self.out.byte(b'"');
         self.out.int(value);
         self.out.byte(b'"');
+    }
+}
+
+/// Each field of a send header is one call; the common ones (a one-letter key after the first,
+/// a short plain text or a one-digit number) are written under one bounds check, in a function
+/// small enough to need no saved registers, the rest out of line.
+impl FieldSink for JsonFields<'_, '_> {
+    fn str_field(&mut self, key: &'static str, value: &str) {
+        let b = value.as_bytes();
+        if b.len() <= 16
+            && !short_has_stop(b)
+            && let Some(c) = self.letter(key)
+        {
+            self.out.member([b',', b'"', c, b'"', b':', b'"'], b);
+            return;
+        }
+        self.str_field_in_full(key, value);
+    }
+
+    fn int_field(&mut self, key: &'static str, value: i64) {
+        // Most numbers of a send header are one digit (queue id, flags, counts): `,"e":"3"`
+        // is then one word.
+        if let Ok(d @ 0..=9) = u8::try_from(value)
+            && let Some(c) = self.letter(key)
+        {
+            self.out
+                .array([b',', b'"', c, b'"', b':', b'"', b'0' + d, b'"']);
+            return;
+        }
+        self.int_field_in_full(key, value);
     }
 }
 
@@ -846,9 +899,19 @@ pub(super) fn find_stop(b: &[u8]) -> Option<usize> {
         }
         at += 8;
     }
-    chunks
-        .remainder()
-        .iter()
+    let rest = chunks.remainder();
+    if rest.is_empty() {
+        return None;
+    }
+    // The last eight bytes, overlapping those already seen to hold no stop: its lowest flag,
+    // if any, is the first stop of the rest.
+    if let Some(tail) = b.len().checked_sub(8).and_then(|start| b.get(start..)) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(tail);
+        let flags = stop_flags(u64::from_le_bytes(word));
+        return (flags != 0).then(|| b.len() - 8 + (flags.trailing_zeros() / 8) as usize);
+    }
+    rest.iter()
         .position(|&c| STOP[usize::from(c)])
         .map(|n| at + n)
 }

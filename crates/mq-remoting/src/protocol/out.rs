@@ -65,7 +65,12 @@ impl Out<'_> {
 
     #[inline]
     pub(super) fn int(&mut self, v: i64) {
-        let mut digits = [0u8; 20];
+        // A header's flag and version, and many a code, opaque and count, are one digit.
+        if let Ok(d @ 0..=9) = u8::try_from(v) {
+            self.byte(b'0' + d);
+            return;
+        }
+        let mut digits = itoa::Buffer::new();
         self.put(super::ext::int_digits(v, &mut digits));
     }
 }
