@@ -210,7 +210,9 @@ impl RemotingClient {
     }
 
     /// Sends `request` to `addr` and waits for the response. `timeout` covers waiting for a
-    /// permit, connecting, writing and the response.
+    /// permit, connecting, writing and the response; a zero timeout (or, for
+    /// [`RemotingClient::invoke_until`], a deadline already past) fails with
+    /// [`RemotingError::Timeout`] without sending anything.
     ///
     /// # Errors
     /// [`RemotingError::Connect`], [`RemotingError::Timeout`], [`RemotingError::ConnectionClosed`],
@@ -279,6 +281,9 @@ impl RemotingClient {
                 Budget::Timeout(t) => (t, started + t),
                 Budget::Deadline(d) => (d.saturating_duration_since(started), d),
             };
+            if timeout.is_zero() {
+                return Err(out_of_time(&request, addr));
+            }
             let (_permit, conn) = self
                 .ready(InvokeKind::Sync, addr, timeout, deadline)
                 .await?;
@@ -324,8 +329,8 @@ impl RemotingClient {
     /// with the response, a timeout, or the connection's failure.
     ///
     /// # Errors
-    /// Failures before the write (no permit, connect failure, encode error) are returned and the
-    /// callback is not called.
+    /// Failures before the write (no permit, connect failure, encode error, no time left of
+    /// `timeout` once ready to write) are returned and the callback is not called.
     pub async fn invoke_with_callback<F>(
         &self,
         addr: &str,
@@ -343,6 +348,9 @@ impl RemotingClient {
             .await?;
         let executor = endpoint.executor.clone();
         let started = Instant::now();
+        if started >= deadline {
+            return Err(out_of_time(&request, addr));
+        }
         // Written now, in call order; only the wait for the response runs in the background.
         let (key, rx) = conn.begin(request, started, deadline, RequestGroup::NONE)?;
         endpoint.work_tasks.spawn(
@@ -583,6 +591,17 @@ impl RemotingClient {
             unfinished_tasks: endpoint.io_tasks.len() + endpoint.work_tasks.len(),
             completed: io_done && work_done && callbacks_done,
         }
+    }
+}
+
+/// The error of a request whose caller has no time left when it would be written: it is not
+/// sent, as Java's client refuses a request whose time is spent (an answer could not be
+/// waited for, and the peer would act on a request the caller was told had failed).
+fn out_of_time(request: &RemotingCommand, addr: &str) -> RemotingError {
+    RemotingError::Timeout {
+        opaque: request.opaque,
+        addr: addr.to_owned(),
+        elapsed: Duration::ZERO,
     }
 }
 

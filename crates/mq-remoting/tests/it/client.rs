@@ -197,6 +197,33 @@ async fn invoke_until_ends_at_the_deadline() {
     assert!(matches!(err, RemotingError::Timeout { .. }), "{err:?}");
     assert_eq!(before.elapsed(), Duration::ZERO);
     assert_eq!(client.pending_requests(), 0);
+    // A request with a callback and no time is refused before it is written too, and its
+    // callback is not called.
+    let err = client
+        .invoke_with_callback(
+            &addr,
+            RemotingCommand::request(STALL),
+            Duration::ZERO,
+            |reply| panic!("called back with {reply:?}"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RemotingError::Timeout { .. }), "{err:?}");
+    // Neither was sent: the next request the server sees is the one after them (the
+    // connection delivers in order), known by the opaque its timeout reports.
+    let err = client
+        .invoke_until(
+            &addr,
+            RemotingCommand::request(STALL),
+            tokio::time::Instant::now() + Duration::from_secs(1),
+            group,
+        )
+        .await
+        .unwrap_err();
+    let RemotingError::Timeout { opaque, .. } = err else {
+        panic!("expected a timeout, got {err:?}");
+    };
+    assert_eq!(seen.recv().await, Some(opaque));
     tokio::time::resume();
     // The stalled processors never answer: the server is stopped without waiting for them.
     drop(release);
