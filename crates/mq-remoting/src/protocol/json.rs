@@ -308,7 +308,7 @@ pub(crate) fn decode_header_serde(src: &[u8]) -> Result<RemotingCommand, DecodeE
     })
 }
 
-mod fast {
+pub(in crate::protocol) mod fast {
     //! The single-pass reader for well-formed headers. Every function returns `None` as soon as
     //! the input leaves the common shape; the caller then asks the serde reader.
 
@@ -326,7 +326,7 @@ mod fast {
         }
     }
 
-    pub(super) fn decode(src: &[u8]) -> Option<RemotingCommand> {
+    pub(in crate::protocol) fn decode(src: &[u8]) -> Option<RemotingCommand> {
         // Checked once: runs of text are then sliced out at ASCII delimiters, which are char
         // boundaries. Bytes that are not UTF-8 make JSON invalid anywhere, strings included.
         let text = std::str::from_utf8(src).ok()?;
@@ -660,8 +660,32 @@ mod fast {
 
         /// An `int` property: a number, a numeric string or null (see `LenientInt`).
         fn lenient_int(&mut self) -> Option<i32> {
-            // A small non-negative number right at the cursor, as writers put code, flag and
-            // version (an opaque grows past the fast path's nine digits only after a long run).
+            // One to three digits and the end of the member, as writers put flag, version,
+            // most codes and a young opaque: read by their pattern, without a loop.
+            let digit = |c: u8| i32::from(c - b'0');
+            let (n, len) = match *self.b.get(self.i..)? {
+                [d @ b'0'..=b'9', b',' | b'}', ..] => (digit(d), 1),
+                [a @ b'1'..=b'9', b @ b'0'..=b'9', b',' | b'}', ..] => {
+                    (digit(a) * 10 + digit(b), 2)
+                }
+                [
+                    a @ b'1'..=b'9',
+                    b @ b'0'..=b'9',
+                    c @ b'0'..=b'9',
+                    b',' | b'}',
+                    ..,
+                ] => (digit(a) * 100 + digit(b) * 10 + digit(c), 3),
+                _ => return self.lenient_int_in_full(),
+            };
+            self.i += len;
+            Some(n)
+        }
+
+        /// [`Scan::lenient_int`] beyond three digits, and its other shapes.
+        #[inline(never)]
+        fn lenient_int_in_full(&mut self) -> Option<i32> {
+            // A small non-negative number right at the cursor (an opaque grows past the fast
+            // path's nine digits only after a long run).
             let mut n: u32 = 0;
             let mut at = self.i;
             while let Some(&c) = self.b.get(at) {
@@ -899,19 +923,9 @@ pub(super) fn find_stop(b: &[u8]) -> Option<usize> {
         }
         at += 8;
     }
-    let rest = chunks.remainder();
-    if rest.is_empty() {
-        return None;
-    }
-    // The last eight bytes, overlapping those already seen to hold no stop: its lowest flag,
-    // if any, is the first stop of the rest.
-    if let Some(tail) = b.len().checked_sub(8).and_then(|start| b.get(start..)) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(tail);
-        let flags = stop_flags(u64::from_le_bytes(word));
-        return (flags != 0).then(|| b.len() - 8 + (flags.trailing_zeros() / 8) as usize);
-    }
-    rest.iter()
+    chunks
+        .remainder()
+        .iter()
         .position(|&c| STOP[usize::from(c)])
         .map(|n| at + n)
 }

@@ -343,6 +343,14 @@ fn json_fast_reader_cases_match_serde() {
         r#"{"code":-01}"#,
         r#"{"code":1,}"#,
         r#"{"code":0123}"#,
+        // One to three digits are read by their pattern: leading zeros are refused there too.
+        r#"{"code":01,"flag":0}"#,
+        r#"{"flag":00}"#,
+        r#"{"code":012}"#,
+        r#"{"opaque":001}"#,
+        r#"{"code":7,"flag":42,"opaque":310,"version":4000}"#,
+        r#"{"code":10}"#,
+        r#"{"code":100,"flag":99,"version":999}"#,
         r#"{"code":123456789,"opaque":1234567890,"version":0}"#,
         r#"{"code":12345678901}"#,
         r#"{"code" :1,"flag": 2,"opaque" : 3}"#,
@@ -366,6 +374,18 @@ fn json_fast_reader_cases_match_serde() {
         let fast = json::decode_header(case.as_bytes());
         let serde = json::decode_header_serde(case.as_bytes());
         assert_eq!(fast, serde, "{case}");
+    }
+    // Numbers as writers put them are the fast reader's own, not left to serde.
+    for case in [
+        r#"{"code":7,"flag":42,"opaque":310,"version":4000}"#,
+        r#"{"code":100,"flag":99,"version":999}"#,
+    ] {
+        let fast = json::fast::decode(case.as_bytes());
+        assert_eq!(
+            fast,
+            json::decode_header_serde(case.as_bytes()).ok(),
+            "{case}"
+        );
     }
     let cmd = json::decode_header(cases[0].as_bytes()).unwrap();
     assert_eq!(cmd.ext("n"), Some("p\u{1}q\u{2}\u{1f600}\n\"/"));
