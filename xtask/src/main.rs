@@ -743,7 +743,9 @@ struct BenchServe {
 
 impl BenchServe {
     fn start(mq: &Path, work: &Path) -> Result<Self> {
-        let (server, namesrv) = mq_serve(mq, work, &["--grpc-port".as_ref(), "0".as_ref()])?;
+        let (mut server, namesrv) = mq_serve(mq, work, &["--grpc-port".as_ref(), "0".as_ref()])?;
+        // Printed after the broker's line, which is all `mq_serve` waits for.
+        server.wait_for("gRPC proxy listening on")?;
         let grpc = printed_address(&server, "gRPC proxy")?;
         let pid = server.pid().to_string();
         Ok(Self {
