@@ -38,12 +38,6 @@ impl Out<'_> {
     fn key(&mut self, sep: &[u8], s: &str) {
         let b = s.as_bytes();
         if let &[comma] = sep {
-            if let &[c] = b
-                && !STOP[usize::from(c)]
-            {
-                self.array([comma, b'"', c, b'"', b':']);
-                return;
-            }
             // The keys of typed answers (`queueOffset`, `MSG_REGION`): seen plain in a word
             // or two, written without a scan.
             if (2..=16).contains(&b.len()) && !short_has_stop(b) {
@@ -56,7 +50,8 @@ impl Out<'_> {
         if let &[c] = b
             && !STOP[usize::from(c)]
         {
-            // The first of the V2 send header's keys, after the text opening `extFields`.
+            // A key of one character (the V2 send header's first, after the text opening
+            // `extFields`; the others are written by `JsonFields` with their values).
             self.put(sep);
             self.array([b'"', c, b'"', b':']);
             return;
@@ -179,6 +174,8 @@ impl JsonFields<'_, '_> {
         }
     }
 
+    /// A field beyond the fast path of [`FieldSink::str_field`]: its key is seen here when
+    /// the fast path left it unseen (a long or escaped value), or seen again for nothing.
     #[inline(never)]
     fn str_field_in_full(&mut self, key: &'static str, value: &str) {
         match self.letter(key) {
@@ -188,6 +185,8 @@ impl JsonFields<'_, '_> {
         self.out.string(value);
     }
 
+    /// A field beyond the fast path of [`FieldSink::int_field`], its key as for
+    /// [`JsonFields::str_field_in_full`].
     #[inline(never)]
     fn int_field_in_full(&mut self, key: &'static str, value: i64) {
         match self.letter(key) {
