@@ -1392,7 +1392,8 @@ fn start_java_proxy(lib: &Path, work: &Path) -> Result<Server> {
     .map_err(|e| format!("rmq-proxy.json: {e}"))?;
     // The proxy creates its system topics on the cluster as it starts, and gives up when the
     // name server does not list the broker yet. Callers start it once the name server routes
-    // TBW102; should it still give up, it is started again, a few times.
+    // TBW102; should it still give up creating them, it is started again, up to three times
+    // in all.
     let mut attempt = 1;
     loop {
         let mut c = java_command(work);
@@ -1409,9 +1410,10 @@ fn start_java_proxy(lib: &Path, work: &Path) -> Result<Server> {
         match proxy.wait_for("rocketmq-proxy startup successfully") {
             Ok(()) => return Ok(proxy),
             Err(e) if attempt < 3 && proxy.output().contains("create system") => {
+                // Started again at once: a JVM's start takes seconds of its own, and the
+                // broker's registration, which the caller waited for, is not what it waits on.
                 eprintln!("interop: the Java gRPC proxy did not start ({e}); again");
                 attempt += 1;
-                std::thread::sleep(Duration::from_secs(2));
             }
             Err(e) => return Err(e),
         }
