@@ -215,6 +215,13 @@ impl Properties {
         self.0.any_key_starts_with(prefix)
     }
 
+    /// Whether every name is non-empty and no name or value holds a separator of the
+    /// properties string (`\x01`, `\x02`).
+    pub fn separators_free(&self) -> bool {
+        self.0
+            .keys_present_and_free_of(NAME_VALUE_SEPARATOR as u8, PROPERTY_SEPARATOR as u8)
+    }
+
     /// Sets `name` to `value`, replacing an earlier value.
     pub fn insert(&mut self, name: &str, value: &str) {
         self.0.insert_str(name, value);
@@ -287,7 +294,8 @@ impl Message {
     pub fn new(topic: impl Into<String>, body: impl Into<Bytes>) -> Self {
         // Room for the properties a send adds (UNIQ_KEY, tags, keys) without growing.
         let mut properties = Properties::with_capacity(4, 96);
-        properties.insert(property::WAIT_STORE_MSG_OK, "true");
+        // The name is the program's: kept by reference, not copied into the text.
+        properties.0.insert(property::WAIT_STORE_MSG_OK, "true");
         Self {
             topic: topic.into(),
             flag: 0,

@@ -409,6 +409,27 @@ impl ExtFields {
             .map(|e| (s.key_bytes(e.key), s.text(e.value)))
     }
 
+    /// Whether no key is empty and no key or value holds byte `a` or `b` (message properties:
+    /// their separators). One search of the arena answers the common case; when it finds such a
+    /// byte, which may be in text a replaced value left behind, the fields are walked.
+    pub fn keys_present_and_free_of(&self, a: u8, b: u8) -> bool {
+        let s = self.view();
+        let free = |t: &[u8]| memchr::memchr2(a, b, t).is_none();
+        if free(s.arena.as_bytes()) {
+            // Every arena text is clean: left to check are empty keys and keys the program
+            // names, which are not in the arena.
+            s.entries.iter().all(|e| match e.key {
+                Key::Static(k) => !k.is_empty() && free(k.as_bytes()),
+                Key::Arena((start, end)) => start != end,
+            })
+        } else {
+            s.entries.iter().all(|e| {
+                let key = s.key_bytes(e.key);
+                !key.is_empty() && free(key) && free(s.text(e.value).as_bytes())
+            })
+        }
+    }
+
     /// The keys in order.
     pub fn keys(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
         let s = self.view();
@@ -671,6 +692,38 @@ impl<'a> IntoIterator for &'a ExtFields {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The one search of the arena never decides alone where it could be wrong: text that a
+    /// replaced or removed value left behind does not count, and keys outside the arena (the
+    /// program's, empty ones) are checked too.
+    #[test]
+    fn separator_check_answers_for_the_live_fields_only() {
+        let free = |e: &ExtFields| e.keys_present_and_free_of(1, 2);
+        let mut e = ExtFields::new();
+        e.insert_str("a", "x\u{1}y");
+        assert!(!free(&e), "in a value");
+        e.insert_str("a", "xy");
+        assert!(free(&e), "the old value is left in the arena only");
+        e.insert_str("b\u{2}", "z");
+        assert!(!free(&e), "in a key");
+        assert_eq!(e.remove("b\u{2}").as_deref(), Some("z"));
+        assert!(free(&e), "removed");
+        e.insert_str("", "z");
+        assert!(!free(&e), "an empty key");
+        let mut e = ExtFields::new();
+        e.insert_str("", "z");
+        assert!(!free(&e), "an empty key in a clean arena");
+        let mut e = ExtFields::new();
+        e.insert("c", "1");
+        e.insert_int("d", 2);
+        assert!(free(&e), "the program's keys");
+        e.insert("", "3");
+        assert!(!free(&e), "an empty key the program names");
+        let mut e = ExtFields::new();
+        e.insert("k\u{1}", "v");
+        assert!(!free(&e), "a separator in a key the program names");
+        assert!(free(&ExtFields::new()));
+    }
 
     #[test]
     fn behaves_as_a_sorted_map() {
