@@ -1159,8 +1159,9 @@ impl Engine {
     }
 
     pub(crate) fn batch_payload(&self, msgs: &mut [Message]) -> Result<Payload, ProducerError> {
-        // Ids of one batch are made at one instant (the counter tells them apart).
-        let now = SystemTime::now();
+        // Ids of one batch are made at one instant (the counter tells them apart): the
+        // clock is read once.
+        let clock = self.ids.clock(SystemTime::now());
         let mut checked_topic: Option<String> = None;
         // The batch's ids, comma-joined as its send result gives them.
         let mut ids = String::with_capacity(msgs.len() * 33);
@@ -1178,7 +1179,7 @@ impl Engine {
             match m.uniq_key() {
                 Some(id) => ids.push_str(id),
                 // Made on the stack, copied into the list and the properties.
-                None => self.ids.next_id_with(now, |id| {
+                None => self.ids.next_id_on(clock, |id| {
                     ids.push_str(id);
                     m.set_property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX, id);
                 }),

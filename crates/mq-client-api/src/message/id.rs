@@ -215,6 +215,12 @@ impl UniqueIdGenerator {
     /// A fresh id made at `now`, handed to `use_id` from a buffer on the stack: for a caller
     /// that copies it anyway (into a message's properties), no allocation of its own.
     pub fn next_id_with<R>(&self, now: SystemTime, use_id: impl FnOnce(&str) -> R) -> R {
+        self.next_id_on(self.clock(now), use_id)
+    }
+
+    /// The time part of ids made at `now`, for [`UniqueIdGenerator::next_id_on`]: the ids of
+    /// one batch share it, and the clock is read and the month worked out once for them all.
+    pub fn clock(&self, now: SystemTime) -> IdClock {
         let now = wire_time::to_millis(now);
         const DAY: i64 = 86_400_000;
         let packed = self.month.load(Ordering::Relaxed);
@@ -228,11 +234,18 @@ impl UniqueIdGenerator {
                 .store((s << 6) | ((end - s) / DAY), Ordering::Relaxed);
         }
         // At most 31 days (2 678 399 999 ms) after the month's start: always fits 32 bits.
-        let since_start = u32::try_from(now - start).unwrap_or(u32::MAX);
+        IdClock {
+            since_month_start: u32::try_from(now - start).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// [`UniqueIdGenerator::next_id_with`] at the time of `clock`: ids made on one clock
+    /// differ in their counter.
+    pub fn next_id_on<R>(&self, clock: IdClock, use_id: impl FnOnce(&str) -> R) -> R {
         let counter = self.counter.fetch_add(1, Ordering::Relaxed);
         // Time and counter: 6 bytes, 12 hex digits, most significant first.
         let mut tail = [0u8; 6];
-        tail[..4].copy_from_slice(&since_start.to_be_bytes());
+        tail[..4].copy_from_slice(&clock.since_month_start.to_be_bytes());
         tail[4..].copy_from_slice(&counter.to_be_bytes());
         // The prefix is 20 digits for an IPv4 address, 44 for IPv6: with the tail's 12, at
         // most 56, so the bound below never cuts it (it only keeps the copy in range).
@@ -244,6 +257,13 @@ impl UniqueIdGenerator {
         // Hex digits only: always UTF-8.
         use_id(std::str::from_utf8(&text[..n + 2 * tail.len()]).unwrap_or_default())
     }
+}
+
+/// The time part of client unique ids made at one instant ([`UniqueIdGenerator::clock`]).
+#[derive(Clone, Copy, Debug)]
+pub struct IdClock {
+    /// Milliseconds since the start of the month (UTC).
+    since_month_start: u32,
 }
 
 /// Start and end (ms since the epoch, UTC) of the month containing `ms`.
@@ -352,6 +372,28 @@ mod tests {
             p.since_month_start(),
             Duration::from_millis(30 * 86_400_000 - 1)
         );
+    }
+
+    /// Ids made on one clock (a batch's) are those made one by one at its instant: the same
+    /// prefix and time, the counter one up each.
+    #[test]
+    fn ids_on_one_clock_are_those_made_at_its_instant() {
+        let g = UniqueIdGenerator::new(Some("10.0.0.5".parse().unwrap()));
+        let now = at(JAN_LAST_MS - 5);
+        let clock = g.clock(now);
+        let batch: Vec<String> = (0..3).map(|_| g.next_id_on(clock, str::to_owned)).collect();
+        let alone = g.next_id_at(now);
+        let parts: Vec<UniqueIdParts> = batch
+            .iter()
+            .chain([&alone])
+            .map(|id| parse_unique_id(id).unwrap())
+            .collect();
+        for (i, p) in parts.iter().enumerate() {
+            assert_eq!(p.millis_in_month, 2_678_399_994, "id {i}");
+            assert_eq!(p.counter, parts[0].counter.wrapping_add(i as u16), "id {i}");
+            let origin = |p: &UniqueIdParts| (p.ip.clone(), p.pid, p.random);
+            assert_eq!(origin(p), origin(&parts[0]), "id {i}");
+        }
     }
 
     #[test]

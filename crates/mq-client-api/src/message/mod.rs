@@ -19,7 +19,7 @@ pub use compression::{
     MAX_DECOMPRESSED, decompress_for,
 };
 pub use id::{
-    IdError, UniqueIdGenerator, UniqueIdParts, decode_offset_msg_id, encode_offset_msg_id,
+    IdClock, IdError, UniqueIdGenerator, UniqueIdParts, decode_offset_msg_id, encode_offset_msg_id,
     parse_unique_id, push_offset_msg_id,
 };
 pub use recall::{RecallHandle, RecallHandleError};
