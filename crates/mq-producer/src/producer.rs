@@ -3,7 +3,9 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -21,6 +23,7 @@ use mq_client_instance::{
 };
 use mq_remoting::{Permits, RequestGroup};
 use parking_lot::RwLock;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -421,7 +424,7 @@ impl Producer {
         let owner = self.owner.clone();
         // Made here, as in `send_async`: the block holds the message once.
         let mut payload = Payload::Single(msg);
-        Ok(Box::pin(async move {
+        Ok(SendFuture::boxed(async move {
             let _owner = owner;
             let r = engine
                 .run(
@@ -488,16 +491,16 @@ impl Producer {
             // Room is taken per message before it joins a batch, so the accumulator is bounded
             // too: at once when there is room (the message joins its batch now), otherwise by
             // waiting inside the future, within the deadline.
-            if let Ok(guard) = engine.try_admit(msg.body.len()) {
+            if let Ok(room) = engine.try_admit(msg.body.len()) {
                 let rx = crate::batching::enqueue(&engine, batching, msg, deadline);
-                return Box::pin(async move {
-                    let _owner = owner;
-                    let r = crate::batching::outcome(rx.await);
-                    drop(guard);
-                    r
+                // No future of its own to box: the send waits on its batch's answer alone.
+                return SendFuture(Pending::Batched {
+                    rx,
+                    _room: room,
+                    _owner: owner,
                 });
             }
-            return Box::pin(async move {
+            return SendFuture::boxed(async move {
                 let _owner = owner;
                 if let Err(e) = engine.ensure_running() {
                     return Err(SendError::new(e, msg));
@@ -514,7 +517,7 @@ impl Producer {
         }
         // Made here: the block then holds the message once, not also as captured.
         let mut payload = Payload::Single(msg);
-        Box::pin(async move {
+        SendFuture::boxed(async move {
             let _owner = owner;
             let r = engine
                 .send_core(
@@ -870,7 +873,63 @@ pub(crate) fn left(deadline: Instant) -> Duration {
 }
 
 /// The future of an async send: its outcome, a failure handing the message back.
-pub type SendFuture = mq_remoting::BoxFuture<'static, Result<SendResult, SendError>>;
+///
+/// Dropping it does not stop the send; its outcome is then not told to anyone. Like any
+/// future, it is not to be polled again once it has given its outcome.
+#[must_use = "the outcome of the send comes from awaiting it"]
+pub struct SendFuture(Pending);
+
+enum Pending {
+    /// A message in an auto-batch: its own outcome comes from the batch's answer. The room it
+    /// took in the in-flight bounds, and the producer, are held until then.
+    Batched {
+        rx: oneshot::Receiver<crate::batching::Outcome>,
+        _room: Room,
+        _owner: Option<Arc<Owner>>,
+    },
+    /// Any other send.
+    Boxed(mq_remoting::BoxFuture<'static, Result<SendResult, SendError>>),
+    /// The outcome was given; the batched send's room and owner are released.
+    Done,
+}
+
+impl SendFuture {
+    fn boxed(f: impl Future<Output = Result<SendResult, SendError>> + Send + 'static) -> Self {
+        Self(Pending::Boxed(Box::pin(f)))
+    }
+}
+
+impl Future for SendFuture {
+    type Output = Result<SendResult, SendError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        match &mut this.0 {
+            Pending::Batched { rx, .. } => {
+                let outcome = std::task::ready!(Pin::new(rx).poll(cx));
+                // The room goes back as soon as the outcome is known, as it does for an
+                // unbatched send, not when the caller drops this future.
+                this.0 = Pending::Done;
+                Poll::Ready(crate::batching::outcome(outcome))
+            }
+            Pending::Boxed(f) => f.as_mut().poll(cx),
+            // The contract of `Future::poll`: a future that gave its outcome is not polled
+            // again (an `async` block panics then too).
+            Pending::Done => panic!("SendFuture polled after it gave its outcome"),
+        }
+    }
+}
+
+impl std::fmt::Debug for SendFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self.0 {
+            Pending::Batched { .. } => "batched",
+            Pending::Boxed(_) => "sending",
+            Pending::Done => "done",
+        };
+        f.debug_tuple("SendFuture").field(&state).finish()
+    }
+}
 
 /// A failed send's cause with its message handed back.
 pub(crate) fn handed_back<T>(
@@ -938,7 +997,7 @@ impl Engine {
     /// from the call until the callback has run, so `flush` and `shutdown` wait for it.
     pub(crate) fn spawn_callback<T, F>(
         self: &Arc<Self>,
-        fut: mq_remoting::BoxFuture<'static, T>,
+        fut: impl Future<Output = T> + Send + 'static,
         callback: F,
     ) where
         T: Send + 'static,
