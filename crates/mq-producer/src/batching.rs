@@ -197,8 +197,11 @@ async fn flush(engine: &Arc<Engine>, mut batch: Open) {
         .unwrap_or_default();
     let size = batch.msgs.len();
     let outcome = match engine.batch_payload(&mut batch.msgs) {
+        // Each message took its room in the in-flight bounds when it joined: the batch is
+        // not admitted again (with room for one more message than it holds, or none left, it
+        // would wait for its own messages' room until its deadline).
         Ok(mut payload) => engine
-            .send_core(
+            .run(
                 &mut payload,
                 &Target::Auto,
                 CommunicationMode::Async,

@@ -1448,7 +1448,14 @@ impl Engine {
         deadline: Instant,
     ) -> Result<Option<SendResult>, ProducerError> {
         let started = Instant::now();
-        let instance = self.running_instance()?;
+        // Not the state: every way in checked it when it took the send, and a send taken
+        // before a shutdown began (a batch whose linger ends after it) is sent within the
+        // shutdown's grace, which ends by aborting it.
+        let instance = self
+            .instance
+            .read()
+            .clone()
+            .ok_or(ProducerError::State(ServiceState::ShutdownAlready))?;
         let mut born = None;
         if let Payload::Single(m) = payload {
             born = self.prepare(m)?;

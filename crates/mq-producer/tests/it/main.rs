@@ -784,6 +784,70 @@ async fn auto_batching_gathers_async_sends_and_keeps_per_message_results() {
     cluster.shutdown().await;
 }
 
+/// A batched send gives its room in the in-flight bounds back with its outcome, not when the
+/// caller drops its future: a caller that keeps finished futures around can still send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batched_send_frees_its_room_with_its_outcome() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let p = Producer::new(
+        config(&cluster, "batched-room")
+            .with_max_in_flight(1, 1 << 20)
+            .with_batching(mq_producer::BatchingConfig::new(
+                Duration::from_millis(1),
+                1 << 20,
+                16,
+            )),
+    );
+    p.start().await.unwrap();
+    let mut kept = Vec::new();
+    for i in 0..3 {
+        let mut f = p.send_async(Message::new("Room", format!("r{i}")));
+        let r = (&mut f).await.unwrap();
+        assert_eq!(r.message_queue.topic, "Room");
+        assert_eq!(p.in_flight(), 0, "send {i}: {f:?} still holds room");
+        kept.push(f);
+    }
+    p.flush(Duration::from_secs(5)).await.unwrap();
+    drop(kept);
+    p.shutdown().await;
+    cluster.shutdown().await;
+}
+
+/// Messages that joined a batch before the shutdown began are sent within its grace, not
+/// failed because the batch's linger ended after it began; a send after it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_sends_the_batch_its_messages_joined_before() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let p = Producer::new(config(&cluster, "batched-shutdown").with_batching(
+        mq_producer::BatchingConfig::new(Duration::from_millis(500), 1 << 20, 64),
+    ));
+    p.start().await.unwrap();
+    // The route is known first: the batch's send then waits on nothing but the broker.
+    p.send(Message::new("Lingering", "warm")).await.unwrap();
+    let futures: Vec<_> = (0..3)
+        .map(|i| p.send_async(Message::new("Lingering", format!("l{i}"))))
+        .collect();
+    let (cut_short, results) = tokio::join!(
+        p.shutdown_with_deadline(Duration::from_secs(20)),
+        futures_util::future::join_all(futures)
+    );
+    assert_eq!(cut_short, 0);
+    for (i, r) in results.into_iter().enumerate() {
+        let r = r.unwrap_or_else(|e| panic!("message {i}: {e:?}"));
+        let m = stored(&cluster, &r).await;
+        assert_eq!(m.message.body, Bytes::from(format!("l{i}")));
+    }
+    let refused = p.send_async(Message::new("Lingering", "late")).await;
+    assert!(
+        matches!(
+            refused.as_ref().map_err(|e| e.error()),
+            Err(ProducerError::State(_))
+        ),
+        "{refused:?}"
+    );
+    cluster.shutdown().await;
+}
+
 /// Sends to two topics, with and without waiting for the store, interleaved: every batch holds
 /// messages of one topic and one flag, and each result points at its own message, stored with
 /// its own flag.
