@@ -40,12 +40,38 @@ fn push_hex(out: &mut String, bytes: &[u8]) {
     }
 }
 
-/// `bytes` as upper-case hex digits into `out`, two a byte (`out` has room for them).
+/// `bytes` as upper-case hex digits into `out`, two a byte (`out` has room for them): eight
+/// bytes a step in machine words, the rest by table.
 fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    let (mut out, mut bytes) = (out, bytes);
+    while let Some((eight, rest)) = bytes.split_first_chunk::<8>() {
+        let Some((digits, more)) = std::mem::take(&mut out).split_first_chunk_mut::<16>() else {
+            return;
+        };
+        let v = u64::from_be_bytes(*eight);
+        let (high, low) = digits.split_at_mut(8);
+        high.copy_from_slice(&hex8((v >> 32) as u32).to_be_bytes());
+        low.copy_from_slice(&hex8(v as u32).to_be_bytes());
+        (out, bytes) = (more, rest);
+    }
     for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
         pair[0] = HEX[usize::from(b >> 4)];
         pair[1] = HEX[usize::from(b & 0xF)];
     }
+}
+
+/// The eight hex digits of `x`, upper case, most significant in the highest byte.
+fn hex8(x: u32) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    // Spread the nibbles out, one to a byte: 0xAABBCCDD -> 0x0A0A0B0B0C0C0D0D, by halves.
+    let x = u64::from(x);
+    let x = (x | (x << 16)) & 0x0000_FFFF_0000_FFFF;
+    let x = (x | (x << 8)) & 0x00FF_00FF_00FF_00FF;
+    let x = (x | (x << 4)) & 0x0F0F_0F0F_0F0F_0F0F;
+    // A nibble of 10 or more carries into bit 4 when 6 is added (no byte overflows): its
+    // digit is a letter, 7 past where the digits' run would put it.
+    let letters = ((x + 6 * ONES) >> 4) & ONES;
+    x + u64::from(b'0') * ONES + 7 * letters
 }
 
 fn from_hex(s: &str) -> Result<Vec<u8>, IdError> {
