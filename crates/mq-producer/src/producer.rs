@@ -874,8 +874,9 @@ pub(crate) fn left(deadline: Instant) -> Duration {
 
 /// The future of an async send: its outcome, a failure handing the message back.
 ///
-/// Dropping it does not stop the send; its outcome is then not told to anyone. Like any
-/// future, it is not to be polled again once it has given its outcome.
+/// A message taken into an auto-batch goes with its batch whether or not this future is
+/// awaited; any other send is made as the future is polled, and dropping it first drops the
+/// send. Like any future, it is not to be polled again once it has given its outcome.
 #[must_use = "the outcome of the send comes from awaiting it"]
 pub struct SendFuture(Pending);
 
