@@ -473,26 +473,35 @@ impl ExtFields {
         let mut entries = Vec::with_capacity(8);
         let mut sorted = true;
         let mut prev: &[u8] = &[];
-        let mut start = 0;
-        while start < bytes.len() {
-            let rest = &bytes[start..];
-            // memchr: a word at a time, where a byte loop costs several instructions a byte.
-            let len = memchr::memchr(PAIR, rest).unwrap_or(rest.len());
-            let segment = &rest[..len];
-            if let Some(i) = memchr::memchr(NAME_VALUE, segment)
-                && i > 0
-                && i + 1 < len
+        // The segment being read: where it starts, and its first NAME_VALUE.
+        let (mut start, mut split) = (0, None);
+        let mut segment_end = |start: usize, split: Option<usize>, end: usize| {
+            if let Some(i) = split
+                && i > start
+                && i + 1 < end
             {
                 // Cut at ASCII separators: char boundaries.
-                let key = &segment[..i];
+                let key = &bytes[start..i];
                 sorted &= entries.is_empty() || key_before(prev, key);
                 prev = key;
                 entries.push(Entry::decoded(
-                    span_at(start, i),
-                    span_at(start + i + 1, len - i - 1),
+                    span_at(start, i - start),
+                    span_at(i + 1, end - i - 1),
                 ));
             }
-            start += len + 1;
+        };
+        // One pass over the text for both separators, a word at a time: a message's
+        // properties are a few dozen bytes, where a search per separator cost more.
+        for_each_of_either(bytes, NAME_VALUE, PAIR, |at, separator| {
+            if separator == PAIR {
+                segment_end(start, split, at);
+                (start, split) = (at + 1, None);
+            } else if split.is_none() {
+                split = Some(at);
+            }
+        });
+        if start < bytes.len() {
+            segment_end(start, split, bytes.len());
         }
         Self::from_decoded(arena, entries, sorted)
     }
@@ -542,22 +551,59 @@ impl ExtFields {
     }
 }
 
-/// Whether `text` holds byte `a` or byte `b`: eight bytes a step, with no branch but the
-/// loop's (a message's properties are a few dozen bytes, where `memchr2`'s set-up and a
-/// byte-wise loop each cost more).
+/// Bytes of a word at a time: a message's properties are a few dozen bytes, where
+/// `memchr`'s set-up and a loop over bytes each cost more than eight bytes a step.
+const LOW_BITS: u64 = u64::from_ne_bytes([0x01; 8]);
+
+/// The marks (a byte's high bit) of the bytes of `x` that are `a` or `b`: no such byte goes
+/// unmarked, but a byte above one may be marked too (a borrow of the subtraction in the
+/// classic "has a zero byte" test, here on `x` xor each byte). So a mark says a word holds
+/// one, and the lowest mark is one; the others are to be read back.
+#[inline]
+fn marks_of_either(x: u64, a: u8, b: u8) -> u64 {
+    const HIGH_BITS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let zero = |v: u64| v.wrapping_sub(LOW_BITS) & !v & HIGH_BITS;
+    zero(x ^ (LOW_BITS * u64::from(a))) | zero(x ^ (LOW_BITS * u64::from(b)))
+}
+
+/// The word at `w`, eight bytes (read little-endian).
+#[inline]
+fn word_at(w: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(w);
+    u64::from_le_bytes(word)
+}
+
+/// Calls `found` with the position and value of every byte of `text` that is `a` or `b`, in
+/// order.
+fn for_each_of_either(text: &[u8], a: u8, b: u8, mut found: impl FnMut(usize, u8)) {
+    let mut words = text.chunks_exact(8);
+    let mut base = 0;
+    for w in &mut words {
+        let mut marks = marks_of_either(word_at(w), a, b);
+        while marks != 0 {
+            let at = (marks.trailing_zeros() / 8) as usize;
+            let c = w[at];
+            if c == a || c == b {
+                found(base + at, c);
+            }
+            marks &= marks - 1;
+        }
+        base += 8;
+    }
+    for (i, &c) in words.remainder().iter().enumerate() {
+        if c == a || c == b {
+            found(base + i, c);
+        }
+    }
+}
+
+/// Whether `text` holds byte `a` or byte `b`, with no branch but the loop's.
 fn holds_either(text: &[u8], a: u8, b: u8) -> bool {
-    const LOW: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    let (wa, wb) = (LOW * u64::from(a), LOW * u64::from(b));
-    // A zero byte of `x ^ w` is a byte equal to w's: found as the classic "has zero byte".
-    let zero = |v: u64| v.wrapping_sub(LOW) & !v & HIGH;
-    let hit = |x: u64| zero(x ^ wa) | zero(x ^ wb);
     let mut words = text.chunks_exact(8);
     let mut found = 0;
     for w in &mut words {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(w);
-        found |= hit(u64::from_ne_bytes(word));
+        found |= marks_of_either(word_at(w), a, b);
     }
     found != 0 || words.remainder().iter().any(|&c| c == a || c == b)
 }
@@ -805,8 +851,9 @@ mod tests {
             proptest::prop_assert_eq!(ext.get("n"), Some(expected.as_str()));
         }
 
-        /// The word-wise search finds a byte wherever it is: in a whole word, in the tail,
-        /// at either edge, next to bytes that differ from it by one bit.
+        /// The word-wise searches find a byte wherever it is, and nothing else: in a whole
+        /// word, in the tail, at either edge, above a match (where a borrow marks bytes too),
+        /// next to bytes that differ from it by one bit.
         #[test]
         fn holds_either_finds_what_a_byte_walk_finds(
             text in proptest::collection::vec(
@@ -818,6 +865,15 @@ mod tests {
         ) {
             let walked = text.iter().any(|&c| c == a || c == b);
             proptest::prop_assert_eq!(holds_either(&text, a, b), walked);
+            let mut found = Vec::new();
+            for_each_of_either(&text, a, b, |at, c| found.push((at, c)));
+            let expected: Vec<(usize, u8)> = text
+                .iter()
+                .enumerate()
+                .filter(|&(_, &c)| c == a || c == b)
+                .map(|(at, &c)| (at, c))
+                .collect();
+            proptest::prop_assert_eq!(found, expected);
         }
 
         /// A properties string reads as inserting its well-formed segments one by one does.
