@@ -404,8 +404,17 @@ impl Producer {
         }
     }
 
-    /// Like [`Producer::send_async`], but fails at once with [`ProducerError::QueueFull`]
-    /// instead of waiting when the in-flight bounds are reached.
+    /// The auto-batching `msg` goes through, if any. Delayed and timer messages go alone: in
+    /// a batch, brokers would not keep their time.
+    fn batching_for(&self, msg: &Message) -> Option<crate::config::BatchingConfig> {
+        self.inner
+            .config
+            .batching
+            .filter(|_| msg.delay_level() == 0 && !msg.is_timer())
+    }
+
+    /// Like [`Producer::send_async`] (auto-batched when it is on), but fails at once with
+    /// [`ProducerError::QueueFull`] instead of waiting when the in-flight bounds are reached.
     ///
     /// # Errors
     /// [`ProducerError::QueueFull`] or [`ProducerError::State`] before anything is sent, with
@@ -422,6 +431,14 @@ impl Producer {
             Err(e) => return Err(SendError::new(e, msg)),
         };
         let owner = self.owner.clone();
+        if let Some(batching) = self.batching_for(&msg) {
+            let rx = crate::batching::enqueue(&engine, batching, msg, deadline);
+            return Ok(SendFuture(Pending::Batched {
+                rx,
+                _room: guard,
+                _owner: owner,
+            }));
+        }
         // Made here, as in `send_async`: the block holds the message once.
         let mut payload = Payload::Single(msg);
         Ok(SendFuture::boxed(async move {
@@ -482,11 +499,7 @@ impl Producer {
         let engine = Arc::clone(&self.inner);
         // The send keeps the producer running until it has an outcome.
         let owner = self.owner.clone();
-        // Delayed and timer messages go alone: in a batch, brokers would not keep their time.
-        if let Some(batching) = self.inner.config.batching
-            && msg.delay_level() == 0
-            && !msg.is_timer()
-        {
+        if let Some(batching) = self.batching_for(&msg) {
             // Gathered with other async sends of the topic; the outcome comes back per message.
             // Room is taken per message before it joins a batch, so the accumulator is bounded
             // too: at once when there is room (the message joins its batch now), otherwise by

@@ -813,6 +813,49 @@ async fn a_batched_send_frees_its_room_with_its_outcome() {
     cluster.shutdown().await;
 }
 
+/// With auto-batching on, `try_send_async` gathers sends as `send_async` does, and still
+/// refuses at once past the in-flight bounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn try_send_async_joins_the_auto_batch() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let p = Producer::new(
+        config(&cluster, "batched-try")
+            .with_max_in_flight(100, 1 << 20)
+            .with_batching(mq_producer::BatchingConfig::new(
+                Duration::from_millis(20),
+                1 << 20,
+                64,
+            )),
+    );
+    p.start().await.unwrap();
+    let rec = Arc::new(Recorder::default());
+    p.add_hook(rec.clone());
+    let futures: Vec<_> = (0..100)
+        .map(|i| {
+            p.try_send_async(Message::new("TryGathered", format!("t{i}")))
+                .unwrap()
+        })
+        .collect();
+    assert!(matches!(
+        p.try_send_async(Message::new("TryGathered", "over"))
+            .map_err(ProducerError::from),
+        Err(ProducerError::QueueFull { messages: 100, .. })
+    ));
+    let mut results = Vec::new();
+    for f in futures {
+        results.push(f.await.unwrap());
+    }
+    let attempts = rec.before.load(Ordering::SeqCst);
+    assert!(attempts <= 10, "100 sends went out in {attempts} requests");
+    for i in [0usize, 63, 64, 99] {
+        let m = stored(&cluster, &results[i]).await;
+        assert_eq!(m.message.body, Bytes::from(format!("t{i}")));
+        assert_eq!(m.msg_id(), results[i].msg_id);
+    }
+    p.shutdown().await;
+    cluster.shutdown().await;
+}
+
 /// Messages that joined a batch before the shutdown began are sent within its grace, not
 /// failed because the batch's linger ended after it began; a send after it is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
