@@ -121,6 +121,31 @@ struct Stats {
     window_max_us: AtomicU64,
     window_sum_us: AtomicU64,
     window_n: AtomicU64,
+    /// Requests the producer made in the measured window, when counted (auto-batch: how
+    /// many messages went in each).
+    requests: Mutex<Option<u64>>,
+}
+
+/// Counts the producer's requests (attempts), through its send hook.
+#[derive(Default)]
+struct RequestCounter(AtomicU64);
+
+impl RequestCounter {
+    fn count(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl mq_producer::SendHook for RequestCounter {
+    fn name(&self) -> &str {
+        "bench-requests"
+    }
+
+    fn before(&self, _: &mq_producer::SendContext<'_>) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn after(&self, _: &mq_producer::SendContext<'_>) {}
 }
 
 impl Stats {
@@ -348,10 +373,16 @@ pub(crate) async fn produce(
     let cluster = cluster(args.namesrv.as_deref()).await?;
     let warm = bytes::Bytes::from(vec![b'w'; args.size.max(1)]);
     let in_process_proxy = transport == Transport::Grpc && grpc_endpoint.is_none();
+    // Auto-batching decides how many messages go in a request: counted, not assumed.
+    let requests = (transport == Transport::Remoting && mode == Mode::AutoBatch)
+        .then(|| Arc::new(RequestCounter::default()));
     let (send, stop): (SendFn, Stop) = match transport {
         Transport::Remoting => {
             let producer = Producer::new(producer_config(&args, &cluster.addr, Some(mode))?);
             producer.start().await.map_err(|e| e.to_string())?;
+            if let Some(counter) = &requests {
+                producer.add_hook(Arc::clone(counter) as Arc<dyn mq_producer::SendHook>);
+            }
             (
                 remoting_send(&producer, &args.topic, mode),
                 Stop::Producer(producer),
@@ -368,6 +399,7 @@ pub(crate) async fn produce(
         .map_err(|_| "warm-up send failed".to_owned())?;
     let stats = Stats::new();
     let body = bytes::Bytes::from(vec![b'x'; args.size.max(1)]);
+    let requests_start = requests.as_ref().map(|c| c.count());
     let cpu_start = process_cpu();
     let broker_start = args.broker_pid.map(cpu_of);
     let stop_at = Instant::now() + Duration::from_secs(args.duration);
@@ -436,6 +468,9 @@ pub(crate) async fn produce(
         });
     }
     let (samples, elapsed) = report_loop(&args, &stats, &mut tasks, "Send").await;
+    *stats.requests.lock() = requests
+        .zip(requests_start)
+        .map(|(c, start)| c.count().saturating_sub(start));
     let cpu = process_cpu().saturating_sub(cpu_start);
     let broker_cpu = args
         .broker_pid
@@ -955,6 +990,7 @@ fn finish(
     let ratio = baseline.map(|b| tps / b.tps.max(1e-9));
     let rss_mb = rss_anon().map(|b| b as f64 / (1024.0 * 1024.0));
     let rss_growth = rss_growth_per_msg(samples);
+    let requests = *stats.requests.lock();
     if let Some(path) = &args.plot {
         std::fs::write(path, svg(name, samples, hist.as_ref()))
             .map_err(|e| format!("cannot write the plot to {}: {e}", path.display()))?;
@@ -990,6 +1026,13 @@ fn finish(
         if let Some(b) = rss_growth {
             let _ = write!(out, ",\"rss_growth_bytes_per_msg\":{b:.3}");
         }
+        if let Some(n) = requests {
+            let _ = write!(
+                out,
+                ",\"requests\":{n},\"msgs_per_request\":{:.1}",
+                ok as f64 / n.max(1) as f64
+            );
+        }
         out.push('}');
         println!("{out}");
     } else {
@@ -1007,6 +1050,12 @@ fn finish(
         }
         if let Some(us) = broker_per_msg {
             println!("broker CPU per message: {us:.1} µs");
+        }
+        if let Some(n) = requests {
+            println!(
+                "requests: {n}, {:.1} messages each",
+                ok as f64 / n.max(1) as f64
+            );
         }
         if let Some(mb) = rss_mb {
             match rss_growth {

@@ -591,6 +591,34 @@ fn bench_json_reports_sane_numbers_and_a_plot() {
     assert!(v["rss_mb"].as_f64().is_some_and(|mb| mb > 0.0), "{v}");
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("polyline"));
+    // Requests are counted only where auto-batching decides how many messages each holds.
+    assert!(v["requests"].is_null(), "{v}");
+    let (ok, out, err) = mq(&[
+        "bench",
+        "produce",
+        "--count",
+        "2000",
+        "--tasks",
+        "8",
+        "--size",
+        "100",
+        "--mode",
+        "auto-batch",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["ok"], 2000, "{v}");
+    let requests = v["requests"].as_u64().unwrap();
+    assert!(
+        (1..2000).contains(&requests),
+        "2000 messages in {requests} requests: {v}"
+    );
+    let each = v["msgs_per_request"].as_f64().unwrap();
+    assert!(
+        (each * requests as f64 - 2000.0).abs() < requests as f64 * 0.1,
+        "{v}"
+    );
     // One send at a time per task (sync, window 1, each send awaited): every send counted once.
     let (ok, out, err) = mq(&[
         "bench", "produce", "--count", "300", "--tasks", "3", "--mode", "sync", "--window", "1",
