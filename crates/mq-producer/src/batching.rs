@@ -16,9 +16,77 @@ use crate::error::{ProducerError, SendError};
 use crate::hook::CommunicationMode;
 use crate::producer::{Engine, Target};
 
-/// A batched message's own outcome. The result is boxed: it is moved a dozen times between
-/// the batch's task and the caller's future, and as 192 bytes each move was a `memcpy` call.
-pub(crate) type Outcome = Result<Box<SendResult>, SendError>;
+/// A batched message's own outcome: its place in its batch's answer, or its failure.
+pub(crate) type Outcome = Result<Stored, SendError>;
+
+/// A batch's answer, shared by its messages.
+#[derive(Debug)]
+struct Answer {
+    /// The batch's result: its ids comma-joined, the queue offset of its first message.
+    result: SendResult,
+    /// Each message's id and offset id: byte ranges of the joined lists.
+    spans: Vec<[(u32, u32); 2]>,
+}
+
+/// A batched message stored: the `index`th of its batch's answer.
+///
+/// Its own [`SendResult`] is made from the answer by the task that awaits it, not by the
+/// batch's task: the result's strings are then allocated on the thread that frees them. Made
+/// by the batch's task and freed on another worker thread, they cost the allocator its
+/// cross-thread frees, and the client twice the CPU per message in runs where the batch's
+/// task and the senders ran on different workers.
+#[derive(Debug)]
+pub(crate) struct Stored {
+    answer: Arc<Answer>,
+    index: usize,
+}
+
+impl Stored {
+    /// This message's own result: its ids, its queue offset inside the batch.
+    fn result(&self) -> SendResult {
+        let r = &self.answer.result;
+        let [id, offset] = self
+            .answer
+            .spans
+            .get(self.index)
+            .copied()
+            .unwrap_or_default();
+        // Spans are cut at ASCII commas: char boundaries. A list shorter than the batch
+        // leaves its last messages an empty id.
+        let text = |list: &str, (start, end): (u32, u32)| {
+            list.get(start as usize..end as usize)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        SendResult {
+            status: r.status,
+            msg_id: text(&r.msg_id, id),
+            offset_msg_id: text(&r.offset_msg_id, offset),
+            message_queue: r.message_queue.clone(),
+            queue_offset: r.queue_offset + self.index as i64,
+            transaction_id: r.transaction_id.clone(),
+            region_id: r.region_id.clone(),
+            trace_on: r.trace_on,
+            // Only single timer messages have one.
+            recall_handle: None,
+        }
+    }
+}
+
+/// The byte ranges of the first `n` items of the comma-joined `ids` and `offsets`: found
+/// once for the batch (with `memchr`; `str::split` cost hundreds of instructions an item).
+fn spans(ids: &str, offsets: &str, n: usize) -> Vec<[(u32, u32); 2]> {
+    let mut ids = ranges(ids);
+    let mut offsets = ranges(offsets);
+    (0..n)
+        .map(|_| {
+            [
+                ids.next().unwrap_or_default(),
+                offsets.next().unwrap_or_default(),
+            ]
+        })
+        .collect()
+}
 
 type Waiter = oneshot::Sender<Outcome>;
 
@@ -183,7 +251,7 @@ pub(crate) fn outcome(
     received: Result<Outcome, oneshot::error::RecvError>,
 ) -> Result<SendResult, SendError> {
     match received {
-        Ok(Ok(result)) => Ok(*result),
+        Ok(Ok(stored)) => Ok(stored.result()),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(SendError::lost(ProducerError::ShutDown)),
     }
@@ -213,25 +281,15 @@ async fn flush(engine: &Arc<Engine>, mut batch: Open) {
     };
     match outcome {
         Ok(r) => {
-            let mut ids = Commas(&r.msg_id);
-            let mut offsets = Commas(&r.offset_msg_id);
-            for (i, waiter) in batch.waiters.into_iter().enumerate() {
-                // Each message's own ids, not a copy of the batch's joined lists: cloning the
-                // whole result per message cost time in the square of the batch's size.
-                let one = Box::new(SendResult {
-                    status: r.status,
-                    msg_id: ids.next().unwrap_or_default().to_owned(),
-                    offset_msg_id: offsets.next().unwrap_or_default().to_owned(),
-                    message_queue: r.message_queue.clone(),
-                    queue_offset: r.queue_offset + i as i64,
-                    transaction_id: r.transaction_id.clone(),
-                    region_id: r.region_id.clone(),
-                    trace_on: r.trace_on,
-                    // Only single timer messages have one.
-                    recall_handle: None,
-                });
+            let spans = spans(&r.msg_id, &r.offset_msg_id, batch.waiters.len());
+            let answer = Arc::new(Answer { result: r, spans });
+            for (index, waiter) in batch.waiters.into_iter().enumerate() {
+                let stored = Stored {
+                    answer: Arc::clone(&answer),
+                    index,
+                };
                 // The caller may have stopped waiting; nothing to tell it then.
-                let _ = waiter.send(Ok(one));
+                let _ = waiter.send(Ok(stored));
             }
         }
         Err(e) => {
@@ -247,6 +305,18 @@ async fn flush(engine: &Arc<Engine>, mut batch: Open) {
             }
         }
     }
+}
+
+/// The byte ranges of the items of the comma-joined `list`.
+fn ranges(list: &str) -> impl Iterator<Item = (u32, u32)> + '_ {
+    let at = |i: usize| u32::try_from(i).unwrap_or(u32::MAX);
+    let mut start = 0;
+    Commas(list).map(move |item| {
+        let range = (at(start), at(start + item.len()));
+        // The next item starts after this one's comma.
+        start += item.len() + 1;
+        range
+    })
 }
 
 /// The items of a comma-joined list, found with `memchr` (a batch's answer lists hundreds of
@@ -325,6 +395,16 @@ mod tests {
         ];
         for (list, items) in cases {
             assert_eq!(Commas(list).collect::<Vec<_>>(), items, "{list:?}");
+            // The spans a batch's messages read their ids by: the same items, then none.
+            let cut: Vec<&str> = spans(list, list, items.len() + 1)
+                .iter()
+                .map(|[(start, end), offset]| {
+                    assert_eq!((*start, *end), *offset);
+                    &list[*start as usize..*end as usize]
+                })
+                .collect();
+            assert_eq!(cut[..items.len()], *items, "{list:?}");
+            assert_eq!(cut[items.len()], "", "{list:?}: past the end");
         }
     }
 }
