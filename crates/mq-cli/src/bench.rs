@@ -990,7 +990,11 @@ fn finish(
     let ratio = baseline.map(|b| tps / b.tps.max(1e-9));
     let rss_mb = rss_anon().map(|b| b as f64 / (1024.0 * 1024.0));
     let rss_growth = rss_growth_per_msg(samples);
-    let requests = *stats.requests.lock();
+    // Requests, and the messages each held on average.
+    let requests = stats
+        .requests
+        .lock()
+        .map(|n| (n, ok as f64 / n.max(1) as f64));
     if let Some(path) = &args.plot {
         std::fs::write(path, svg(name, samples, hist.as_ref()))
             .map_err(|e| format!("cannot write the plot to {}: {e}", path.display()))?;
@@ -1026,12 +1030,8 @@ fn finish(
         if let Some(b) = rss_growth {
             let _ = write!(out, ",\"rss_growth_bytes_per_msg\":{b:.3}");
         }
-        if let Some(n) = requests {
-            let _ = write!(
-                out,
-                ",\"requests\":{n},\"msgs_per_request\":{:.1}",
-                ok as f64 / n.max(1) as f64
-            );
+        if let Some((n, each)) = requests {
+            let _ = write!(out, ",\"requests\":{n},\"msgs_per_request\":{each:.1}");
         }
         out.push('}');
         println!("{out}");
@@ -1051,11 +1051,8 @@ fn finish(
         if let Some(us) = broker_per_msg {
             println!("broker CPU per message: {us:.1} µs");
         }
-        if let Some(n) = requests {
-            println!(
-                "requests: {n}, {:.1} messages each",
-                ok as f64 / n.max(1) as f64
-            );
+        if let Some((n, each)) = requests {
+            println!("requests: {n}, {each:.1} messages each");
         }
         if let Some(mb) = rss_mb {
             match rss_growth {
