@@ -5,7 +5,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::SystemTime;
 
+use bytes::BytesMut;
+use mq_client_api::message::{BatchError, IdClock, UniqueIdGenerator, property, put_batch_record};
+use mq_client_api::validate::{ValidationError, validate_body, validate_topic};
 use mq_client_api::{Message, SendResult};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
@@ -14,10 +18,10 @@ use tokio::time::Instant;
 use crate::config::BatchingConfig;
 use crate::error::{ProducerError, SendError};
 use crate::hook::CommunicationMode;
-use crate::producer::{Engine, Target};
+use crate::producer::{Engine, Payload, Target};
 
 /// A batched message's own outcome: its place in its batch's answer, or its failure.
-pub(crate) type Outcome = Result<Stored, SendError>;
+pub(crate) type Outcome = Result<Stored, Failed>;
 
 /// A batch's answer, shared by its messages.
 #[derive(Debug)]
@@ -90,30 +94,89 @@ fn spans(ids: &str, offsets: &str, n: usize) -> Vec<[(u32, u32); 2]> {
 
 type Waiter = oneshot::Sender<Outcome>;
 
+/// Why a batch failed, told to each of its messages: each sender hands its own message back
+/// with it.
+#[derive(Debug)]
+pub(crate) struct Failed {
+    /// Messages in the batch.
+    size: usize,
+    cause: Arc<ProducerError>,
+}
+
+/// An open batch: its body and its ids, written as messages join. The messages stay with
+/// their senders, which free them (or hand them back) on their own threads; the batch's
+/// task, often on another worker thread, never touches them.
 #[derive(Debug)]
 struct Open {
     id: u64,
-    msgs: Vec<Message>,
+    topic: String,
+    wait: bool,
+    /// The batch's records, one per message.
+    body: BytesMut,
+    /// The messages' ids, comma-joined as the batch's send result gives them.
+    ids: String,
     waiters: Vec<Waiter>,
+    /// The messages' bodies, in bytes (what `max_bytes` bounds).
     bytes: usize,
     deadline: Instant,
+    /// The time part of the ids made for the batch's messages: read once, when it opens.
+    clock: IdClock,
+}
+
+/// Why a message did not join a batch.
+enum Refused {
+    /// Its record, of `size` bytes, would take the batch's body past the largest message.
+    Full { size: usize },
+    /// The message itself broke a batch rule.
+    Rule(BatchError),
 }
 
 impl Open {
-    /// Adds a message; whether the batch is full with it.
+    /// Adds `msg`'s record and id (giving it an id first if it has none); whether the batch
+    /// is full with it. A refused message leaves the batch as it was.
     fn add(
         &mut self,
-        msg: Message,
+        rules: &Rules<'_>,
+        msg: &mut Message,
         waiter: Waiter,
         deadline: Instant,
-        config: &BatchingConfig,
-    ) -> bool {
+    ) -> Result<bool, (Refused, Waiter)> {
+        let (body_at, ids_at) = (self.body.len(), self.ids.len());
+        if !self.ids.is_empty() {
+            self.ids.push(',');
+        }
+        let ids = &mut self.ids;
+        match msg.uniq_key() {
+            Some(id) => ids.push_str(id),
+            // Made on the stack, copied into the list and the properties.
+            None => rules.ids.next_id_on(self.clock, |id| {
+                ids.push_str(id);
+                msg.set_property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX, id);
+            }),
+        }
+        let refused = match put_batch_record(msg, &mut self.body) {
+            Ok(_) if self.body.len() <= rules.max_message_size => None,
+            Ok(size) => Some(Refused::Full { size }),
+            Err(e) => Some(Refused::Rule(e)),
+        };
+        if let Some(refused) = refused {
+            self.body.truncate(body_at);
+            self.ids.truncate(ids_at);
+            return Err((refused, waiter));
+        }
         self.bytes += msg.body.len();
         self.deadline = self.deadline.min(deadline);
-        self.msgs.push(msg);
         self.waiters.push(waiter);
-        self.bytes >= config.max_bytes || self.msgs.len() >= config.max_messages
+        Ok(self.bytes >= rules.config.max_bytes || self.waiters.len() >= rules.config.max_messages)
     }
+}
+
+/// What a batch is made by: the producer's id generator and largest message, and the
+/// batching settings.
+struct Rules<'a> {
+    ids: &'a UniqueIdGenerator,
+    max_message_size: usize,
+    config: BatchingConfig,
 }
 
 /// The open batches: messages of one batch agree on their topic and on their wait-store flag.
@@ -128,9 +191,10 @@ struct Batches {
     /// stays only while it has an open batch.
     by_topic: HashMap<String, Slots, foldhash::fast::RandomState>,
     next_id: u64,
-    /// How many messages the last closed batch held: a new batch has room for as many, so
-    /// that its lists do not grow (and copy what they hold) as messages join.
+    /// How many messages, and body bytes, the last closed batch held: a new batch has room
+    /// for as many, so that its lists do not grow (and copy what they hold) as messages join.
     last_len: usize,
+    last_bytes: usize,
 }
 
 /// A topic's open batches, one per wait-store flag (`false`, `true`).
@@ -138,16 +202,20 @@ struct Batches {
 struct Slots([Option<Open>; 2]);
 
 impl Batches {
-    /// A new, empty batch.
-    fn open(&mut self, deadline: Instant, config: &BatchingConfig) -> Open {
+    /// A new, empty batch of `topic` for `wait`.
+    fn open(&mut self, rules: &Rules<'_>, topic: &str, wait: bool, deadline: Instant) -> Open {
         self.next_id += 1;
-        let room = self.last_len.min(config.max_messages);
+        let room = self.last_len.min(rules.config.max_messages);
         Open {
             id: self.next_id,
-            msgs: Vec::with_capacity(room),
+            topic: topic.to_owned(),
+            wait,
+            body: BytesMut::with_capacity(self.last_bytes.min(rules.max_message_size)),
+            ids: String::with_capacity(room * 33),
             waiters: Vec::with_capacity(room),
             bytes: 0,
             deadline,
+            clock: rules.ids.clock(SystemTime::now()),
         }
     }
 
@@ -157,81 +225,87 @@ impl Batches {
         let slots = self.by_topic.get_mut(topic)?;
         let slot = &mut slots.0[usize::from(wait)];
         let batch = slot.take_if(|b| b.id == id)?;
-        self.closed(topic, &batch);
+        self.closed(&batch);
         Some(batch)
     }
 
-    /// Bookkeeping for `batch`, just taken out of `topic`'s slots: the topic is forgotten
+    /// Takes `topic`'s open batch for `wait`, full.
+    fn take_full(&mut self, topic: &str, wait: bool) -> Option<Open> {
+        let batch = self.by_topic.get_mut(topic)?.0[usize::from(wait)].take()?;
+        self.closed(&batch);
+        Some(batch)
+    }
+
+    /// Bookkeeping for `batch`, just taken out of its topic's slots: the topic is forgotten
     /// when it has no open batch left.
-    fn closed(&mut self, topic: &str, batch: &Open) {
+    fn closed(&mut self, batch: &Open) {
         if self
             .by_topic
-            .get(topic)
+            .get(&batch.topic)
             .is_some_and(|s| s.0.iter().all(Option::is_none))
         {
-            self.by_topic.remove(topic);
+            self.by_topic.remove(&batch.topic);
         }
-        self.last_len = batch.msgs.len();
+        self.last_len = batch.waiters.len();
+        self.last_bytes = batch.body.len();
     }
 }
 
-/// Adds `msg` to its topic's open batch (opening one, with a linger timer, if needed) and
-/// returns the receiver of its own outcome.
+/// What joining a batch led to: batches to send now (full), a linger timer to start (for a
+/// new batch, by its topic and id).
+#[derive(Default)]
+struct Joined {
+    /// The batch the message joined, or the one it found with no room for its record.
+    full: Option<Open>,
+    /// The batch the message opened, when it is full at once.
+    next_full: Option<Open>,
+    opened: Option<(String, u64)>,
+}
+
+/// Adds `msg`'s record to its topic's open batch (opening one, with a linger timer, if
+/// needed) and returns the receiver of its outcome. The message stays with the caller: it
+/// gets its id here, and is handed back if its batch fails.
+///
+/// # Errors
+/// The producer is not running, or the message breaks a rule (validation, batch rules, size):
+/// it joined no batch then.
 pub(crate) fn enqueue(
     engine: &Arc<Engine>,
     config: BatchingConfig,
-    msg: Message,
+    msg: &mut Message,
     deadline: Instant,
-) -> oneshot::Receiver<Outcome> {
-    let (tx, rx) = oneshot::channel();
-    if let Err(e) = engine.ensure_running() {
-        let _ = tx.send(Err(SendError::new(e, msg)));
-        return rx;
-    }
+) -> Result<oneshot::Receiver<Outcome>, ProducerError> {
+    engine.ensure_running()?;
+    validate_body(msg, engine.config.max_message_size)?;
     let wait = msg.wait_store_msg_ok();
-    let slot = usize::from(wait);
-    // The batch to send now (it is full), and the linger timer to start (a new batch).
-    let (full, opened) = {
-        let mut batches = engine.accumulator.batches.lock();
-        let b = &mut *batches;
-        let joined = match b.by_topic.get_mut(msg.topic.as_str()) {
-            Some(slots) => match &mut slots.0[slot] {
-                Some(batch) => Ok(batch
-                    .add(msg, tx, deadline, &config)
-                    .then(|| slots.0[slot].take())
-                    .flatten()),
-                None => Err((msg, tx)),
-            },
-            None => Err((msg, tx)),
-        };
-        match joined {
-            Ok(full) => {
-                if let Some(batch) = &full
-                    && let Some(first) = batch.msgs.first()
-                {
-                    b.closed(&first.topic, batch);
-                }
-                (full, None)
-            }
-            Err((msg, tx)) => {
-                // A new batch: its topic is copied once, for its linger timer.
-                let topic = msg.topic.clone();
-                let mut batch = b.open(deadline, &config);
-                if batch.add(msg, tx, deadline, &config) {
-                    b.last_len = batch.msgs.len();
-                    (Some(batch), None)
-                } else {
-                    let id = batch.id;
-                    b.by_topic.entry(topic.clone()).or_default().0[slot] = Some(batch);
-                    (None, Some((topic, id)))
-                }
-            }
-        }
+    let (tx, rx) = oneshot::channel();
+    let rules = Rules {
+        ids: &engine.ids,
+        max_message_size: engine.config.max_message_size,
+        config,
     };
-    if let Some(batch) = full {
+    // Written in place: a batch is large to move, and most messages close none.
+    let mut joined = Joined::default();
+    join(
+        &mut engine.accumulator.batches.lock(),
+        &rules,
+        msg,
+        wait,
+        tx,
+        deadline,
+        &mut joined,
+    )?;
+    let send = |batch: Open| {
         let e = Arc::clone(engine);
         engine.tasks.spawn(async move { flush(&e, batch).await });
-    } else if let Some((topic, id)) = opened {
+    };
+    if let Some(batch) = joined.full {
+        send(batch);
+    }
+    if let Some(batch) = joined.next_full {
+        send(batch);
+    }
+    if let Some((topic, id)) = joined.opened {
         // The linger timer of a new batch: send it when the time is up, unless it filled first.
         let e = Arc::clone(engine);
         engine.tasks.spawn(async move {
@@ -242,46 +316,111 @@ pub(crate) fn enqueue(
             }
         });
     }
-    rx
+    Ok(rx)
 }
 
-/// What a waiting async send gets: its outcome, or [`ProducerError::ShutDown`] when the
-/// accumulator went away with its runtime, and the message with it.
+/// [`enqueue`] under the accumulator's lock.
+fn join(
+    b: &mut Batches,
+    rules: &Rules<'_>,
+    msg: &mut Message,
+    wait: bool,
+    tx: Waiter,
+    deadline: Instant,
+    joined: &mut Joined,
+) -> Result<(), ProducerError> {
+    let slot = usize::from(wait);
+    let tx = match b
+        .by_topic
+        .get_mut(msg.topic.as_str())
+        .and_then(|slots| slots.0[slot].as_mut())
+    {
+        Some(batch) => match batch.add(rules, msg, tx, deadline) {
+            Ok(false) => return Ok(()),
+            Ok(true) => {
+                joined.full = b.take_full(&msg.topic, wait);
+                return Ok(());
+            }
+            // The open batch has no room for this record: it goes as it is, and the message
+            // opens the next one.
+            Err((Refused::Full { .. }, tx)) => {
+                joined.full = b.take_full(&msg.topic, wait);
+                tx
+            }
+            Err((Refused::Rule(e), _)) => return Err(e.into()),
+        },
+        None => {
+            // The batch's topic is checked once, when it opens.
+            validate_topic(&msg.topic)?;
+            tx
+        }
+    };
+    let mut batch = b.open(rules, &msg.topic, wait, deadline);
+    match batch.add(rules, msg, tx, deadline) {
+        Ok(true) => {
+            b.last_len = batch.waiters.len();
+            b.last_bytes = batch.body.len();
+            joined.next_full = Some(batch);
+        }
+        Ok(false) => {
+            let topic = batch.topic.clone();
+            joined.opened = Some((topic.clone(), batch.id));
+            b.by_topic.entry(topic).or_default().0[slot] = Some(batch);
+        }
+        // Alone in a batch, a record that overflows it is too large to send.
+        Err((Refused::Full { size }, _)) => {
+            let max = rules.max_message_size;
+            return Err(ValidationError::BodyTooLarge { size, max }.into());
+        }
+        Err((Refused::Rule(e), _)) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+/// What a waiting async send gets: its result, its batch's failure, or
+/// [`ProducerError::ShutDown`] when the accumulator went away with its runtime. `msg` is the
+/// sender's own message: handed back on failure, freed here otherwise.
 pub(crate) fn outcome(
     received: Result<Outcome, oneshot::error::RecvError>,
+    msg: Message,
 ) -> Result<SendResult, SendError> {
     match received {
         Ok(Ok(stored)) => Ok(stored.result()),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(SendError::lost(ProducerError::ShutDown)),
+        Ok(Err(failed)) => {
+            let e = ProducerError::BatchFailed {
+                topic: msg.topic.clone(),
+                size: failed.size,
+                cause: failed.cause,
+            };
+            Err(SendError::new(e, msg))
+        }
+        Err(_) => Err(SendError::new(ProducerError::ShutDown, msg)),
     }
 }
 
-async fn flush(engine: &Arc<Engine>, mut batch: Open) {
-    let topic = batch
-        .msgs
-        .first()
-        .map(|m| m.topic.clone())
-        .unwrap_or_default();
-    let size = batch.msgs.len();
-    let outcome = match engine.batch_payload(&mut batch.msgs) {
-        // Each message took its room in the in-flight bounds when it joined: the batch is
-        // not admitted again (with room for one more message than it holds, or none left, it
-        // would wait for its own messages' room until its deadline).
-        Ok(mut payload) => engine
-            .run(
-                &mut payload,
-                &Target::Auto,
-                CommunicationMode::Async,
-                batch.deadline,
-            )
-            .await
-            .and_then(|r| r.ok_or(ProducerError::ShutDown)),
-        Err(e) => Err(e),
+async fn flush(engine: &Arc<Engine>, batch: Open) {
+    let size = batch.waiters.len();
+    let mut payload = Payload::Batch {
+        topic: batch.topic,
+        body: batch.body.freeze(),
+        ids: batch.ids,
+        wait: batch.wait,
     };
+    // Each message took its room in the in-flight bounds when it joined: the batch is not
+    // admitted again (with room for one more message than it holds, or none left, it would
+    // wait for its own messages' room until its deadline).
+    let outcome = engine
+        .run(
+            &mut payload,
+            &Target::Auto,
+            CommunicationMode::Async,
+            batch.deadline,
+        )
+        .await
+        .and_then(|r| r.ok_or(ProducerError::ShutDown));
     match outcome {
         Ok(r) => {
-            let spans = spans(&r.msg_id, &r.offset_msg_id, batch.waiters.len());
+            let spans = spans(&r.msg_id, &r.offset_msg_id, size);
             let answer = Arc::new(Answer { result: r, spans });
             for (index, waiter) in batch.waiters.into_iter().enumerate() {
                 let stored = Stored {
@@ -293,15 +432,11 @@ async fn flush(engine: &Arc<Engine>, mut batch: Open) {
             }
         }
         Err(e) => {
-            // Each message goes back to its own sender with the batch's cause.
+            // Each sender hands its own message back with the batch's cause.
             let cause = Arc::new(e);
-            for (waiter, msg) in batch.waiters.into_iter().zip(batch.msgs) {
-                let e = ProducerError::BatchFailed {
-                    topic: topic.clone(),
-                    size,
-                    cause: Arc::clone(&cause),
-                };
-                let _ = waiter.send(Err(SendError::new(e, msg)));
+            for waiter in batch.waiters {
+                let cause = Arc::clone(&cause);
+                let _ = waiter.send(Err(Failed { size, cause }));
             }
         }
     }
@@ -351,16 +486,24 @@ mod tests {
     /// (the id is another batch's now) takes nothing.
     #[test]
     fn a_topic_is_forgotten_when_its_last_open_batch_closes() {
-        let config = BatchingConfig::new(Duration::from_millis(5), 1 << 20, 8);
+        let generator = UniqueIdGenerator::new(None);
+        let rules = Rules {
+            ids: &generator,
+            max_message_size: 1 << 20,
+            config: BatchingConfig::new(Duration::from_millis(5), 1 << 20, 8),
+        };
         let deadline = Instant::now();
         let mut b = Batches::default();
         let mut ids = Vec::new();
         for wait in [false, true] {
-            let mut batch = b.open(deadline, &config);
+            let mut batch = b.open(&rules, "T", wait, deadline);
             for i in 0..3 {
                 let (tx, _rx) = oneshot::channel();
-                let msg = Message::new("T", format!("m{i}")).with_wait_store_msg_ok(wait);
-                assert!(!batch.add(msg, tx, deadline, &config));
+                let mut msg = Message::new("T", format!("m{i}")).with_wait_store_msg_ok(wait);
+                assert!(matches!(
+                    batch.add(&rules, &mut msg, tx, deadline),
+                    Ok(false)
+                ));
             }
             ids.push(batch.id);
             b.by_topic.entry("T".into()).or_default().0[usize::from(wait)] = Some(batch);
@@ -369,7 +512,7 @@ mod tests {
             b.take("T", false, ids[1]).is_none(),
             "another batch's timer"
         );
-        let first = b.take("T", false, ids[0]).map(|b| b.msgs.len());
+        let first = b.take("T", false, ids[0]).map(|b| b.waiters.len());
         assert_eq!(first, Some(3));
         assert!(
             b.by_topic.contains_key("T"),
@@ -379,7 +522,7 @@ mod tests {
         assert!(b.take("T", true, ids[1]).is_some());
         assert!(b.by_topic.is_empty());
         // The next batch has room for as many messages as the last one held.
-        assert_eq!(b.open(deadline, &config).msgs.capacity(), 3);
+        assert_eq!(b.open(&rules, "T", false, deadline).waiters.capacity(), 3);
     }
 
     /// Each message of a batch takes its own item of the answer's lists, empty ones

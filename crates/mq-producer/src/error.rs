@@ -262,25 +262,12 @@ pub struct SendError<M = Message>(Box<Failed<M>>);
 #[derive(Debug)]
 struct Failed<M> {
     error: ProducerError,
-    /// `None` only when the producer's tasks were dropped with their runtime before the send
-    /// had an outcome.
-    message: Option<M>,
+    message: M,
 }
 
 impl<M> SendError<M> {
     pub(crate) fn new(error: ProducerError, message: M) -> Self {
-        Self(Box::new(Failed {
-            error,
-            message: Some(message),
-        }))
-    }
-
-    /// A send whose message went away with the producer's runtime.
-    pub(crate) fn lost(error: ProducerError) -> Self {
-        Self(Box::new(Failed {
-            error,
-            message: None,
-        }))
+        Self(Box::new(Failed { error, message }))
     }
 
     /// Why the send failed.
@@ -288,19 +275,19 @@ impl<M> SendError<M> {
         &self.0.error
     }
 
-    /// What was being sent (`None` only when it went away with the producer's runtime).
-    pub fn message(&self) -> Option<&M> {
-        self.0.message.as_ref()
+    /// What was being sent.
+    pub fn message(&self) -> &M {
+        &self.0.message
     }
 
     /// The cause and what was being sent.
-    pub fn into_parts(self) -> (ProducerError, Option<M>) {
+    pub fn into_parts(self) -> (ProducerError, M) {
         let failed = *self.0;
         (failed.error, failed.message)
     }
 
     /// What was being sent, for another try.
-    pub fn into_message(self) -> Option<M> {
+    pub fn into_message(self) -> M {
         self.0.message
     }
 

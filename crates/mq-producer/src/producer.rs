@@ -135,7 +135,7 @@ pub(crate) struct Engine {
     hooks: RwLock<Vec<Arc<dyn SendHook>>>,
     /// Whether `hooks` has ever had one: sends look at the list only then.
     has_hooks: std::sync::atomic::AtomicBool,
-    ids: UniqueIdGenerator,
+    pub(crate) ids: UniqueIdGenerator,
     transaction_listener: RwLock<Option<Arc<dyn crate::transaction::TransactionListener>>>,
     pub(crate) accumulator: crate::batching::Accumulator,
     inflight_messages: Permits,
@@ -432,12 +432,16 @@ impl Producer {
         };
         let owner = self.owner.clone();
         if let Some(batching) = self.batching_for(&msg) {
-            let rx = crate::batching::enqueue(&engine, batching, msg, deadline);
-            return Ok(SendFuture(Pending::Batched {
-                rx,
-                _room: guard,
-                _owner: owner,
-            }));
+            let mut msg = msg;
+            return match crate::batching::enqueue(&engine, batching, &mut msg, deadline) {
+                Ok(rx) => Ok(SendFuture(Pending::Batched {
+                    rx,
+                    msg,
+                    _room: guard,
+                    _owner: owner,
+                })),
+                Err(e) => Err(SendError::new(e, msg)),
+            };
         }
         // Made here, as in `send_async`: the block holds the message once.
         let mut payload = Payload::Single(msg);
@@ -504,14 +508,18 @@ impl Producer {
             // Room is taken per message before it joins a batch, so the accumulator is bounded
             // too: at once when there is room (the message joins its batch now), otherwise by
             // waiting inside the future, within the deadline.
+            let mut msg = msg;
             if let Ok(room) = engine.try_admit(msg.body.len()) {
-                let rx = crate::batching::enqueue(&engine, batching, msg, deadline);
                 // No future of its own to box: the send waits on its batch's answer alone.
-                return SendFuture(Pending::Batched {
-                    rx,
-                    _room: room,
-                    _owner: owner,
-                });
+                return match crate::batching::enqueue(&engine, batching, &mut msg, deadline) {
+                    Ok(rx) => SendFuture(Pending::Batched {
+                        rx,
+                        msg,
+                        _room: room,
+                        _owner: owner,
+                    }),
+                    Err(e) => SendFuture(Pending::Refused(Some(SendError::new(e, msg)))),
+                };
             }
             return SendFuture::boxed(async move {
                 let _owner = owner;
@@ -522,8 +530,10 @@ impl Producer {
                     Ok(a) => a,
                     Err(e) => return Err(SendError::new(e, msg)),
                 };
-                let rx = crate::batching::enqueue(&engine, batching, msg, deadline);
-                let r = crate::batching::outcome(rx.await);
+                let r = match crate::batching::enqueue(&engine, batching, &mut msg, deadline) {
+                    Ok(rx) => crate::batching::outcome(rx.await, msg),
+                    Err(e) => Err(SendError::new(e, msg)),
+                };
                 drop(admission);
                 r
             });
@@ -894,13 +904,17 @@ pub(crate) fn left(deadline: Instant) -> Duration {
 pub struct SendFuture(Pending);
 
 enum Pending {
-    /// A message in an auto-batch: its own outcome comes from the batch's answer. The room it
-    /// took in the in-flight bounds, and the producer, are held until then.
+    /// A message in an auto-batch: its own outcome comes from the batch's answer. The message
+    /// (handed back if the batch fails), the room it took in the in-flight bounds, and the
+    /// producer, are held until then.
     Batched {
         rx: oneshot::Receiver<crate::batching::Outcome>,
+        msg: Message,
         _room: Room,
         _owner: Option<Arc<Owner>>,
     },
+    /// A message that could not join a batch, with why.
+    Refused(Option<SendError>),
     /// Any other send.
     Boxed(mq_remoting::BoxFuture<'static, Result<SendResult, SendError>>),
     /// The outcome was given; the batched send's room and owner are released.
@@ -923,8 +937,20 @@ impl Future for SendFuture {
                 let outcome = std::task::ready!(Pin::new(rx).poll(cx));
                 // The room goes back as soon as the outcome is known, as it does for an
                 // unbatched send, not when the caller drops this future.
+                let Pending::Batched { msg, .. } = std::mem::replace(&mut this.0, Pending::Done)
+                else {
+                    // Matched just above.
+                    unreachable!("SendFuture left its batched state while polled")
+                };
+                Poll::Ready(crate::batching::outcome(outcome, msg))
+            }
+            Pending::Refused(e) => {
+                let e = e.take();
                 this.0 = Pending::Done;
-                Poll::Ready(crate::batching::outcome(outcome))
+                match e {
+                    Some(e) => Poll::Ready(Err(e)),
+                    None => panic!("SendFuture polled after it gave its outcome"),
+                }
             }
             Pending::Boxed(f) => f.as_mut().poll(cx),
             // The contract of `Future::poll`: a future that gave its outcome is not polled
@@ -938,6 +964,7 @@ impl std::fmt::Debug for SendFuture {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match self.0 {
             Pending::Batched { .. } => "batched",
+            Pending::Refused(_) => "refused",
             Pending::Boxed(_) => "sending",
             Pending::Done => "done",
         };

@@ -76,14 +76,11 @@ impl Facts {
     }
 }
 
-/// [`check_batch`], with each message's properties length.
-fn checked(messages: &[Message]) -> Result<(usize, Vec<usize>), BatchError> {
-    let first = messages.first().ok_or(BatchError::Empty)?;
-    let mut wait = None;
-    let mut size = 0;
-    let mut lens = Vec::with_capacity(messages.len());
-    for m in messages {
-        let facts = Facts::of(m);
+impl Facts {
+    /// `m`'s facts, when it keeps the rules that concern a message alone: no delay level, no
+    /// timer, no retry topic, properties that fit their 2-byte length.
+    fn checked(m: &Message) -> Result<Self, BatchError> {
+        let facts = Self::of(m);
         if facts.delay_level > 0 {
             return Err(BatchError::DelayNotSupported);
         }
@@ -93,14 +90,26 @@ fn checked(messages: &[Message]) -> Result<(usize, Vec<usize>), BatchError> {
         if crate::names::is_retry_topic(&m.topic) {
             return Err(BatchError::RetryTopic);
         }
+        if facts.props_len > i16::MAX as usize {
+            return Err(BatchError::PropertiesTooLong(facts.props_len));
+        }
+        Ok(facts)
+    }
+}
+
+/// [`check_batch`], with each message's properties length.
+fn checked(messages: &[Message]) -> Result<(usize, Vec<usize>), BatchError> {
+    let first = messages.first().ok_or(BatchError::Empty)?;
+    let mut wait = None;
+    let mut size = 0;
+    let mut lens = Vec::with_capacity(messages.len());
+    for m in messages {
+        let facts = Facts::checked(m)?;
         if m.topic != first.topic {
             return Err(BatchError::MixedTopics);
         }
         if *wait.get_or_insert(facts.wait) != facts.wait {
             return Err(BatchError::MixedWaitStore);
-        }
-        if facts.props_len > i16::MAX as usize {
-            return Err(BatchError::PropertiesTooLong(facts.props_len));
         }
         size += record_len(m, facts.props_len);
         lens.push(facts.props_len);
@@ -118,17 +127,39 @@ pub fn encode_batch(messages: &[Message]) -> Result<Bytes, BatchError> {
     let mut out = BytesMut::with_capacity(size);
     for (m, props_len) in messages.iter().zip(lens) {
         // The properties are written straight into the body: their length is known first.
-        let total = record_len(m, props_len);
-        out.put_i32(total as i32);
-        out.put_i32(0);
-        out.put_i32(0);
-        out.put_i32(m.flag);
-        out.put_i32(m.body.len() as i32);
-        out.put_slice(&m.body);
-        out.put_i16(props_len as i16);
+        put_record_head(m, props_len, &mut out);
         put_properties(&m.properties, &mut out);
     }
     Ok(out.freeze())
+}
+
+/// Appends `m`'s record to the batch body `out`, as [`encode_batch`] writes it, and returns
+/// the record's length: for a caller that gathers a batch one message at a time and keeps
+/// the messages apart from it. The rules that concern a message alone are checked (its delay
+/// level, its timer, a retry topic, its properties' length); keeping one topic and one
+/// wait-store flag per batch is the caller's part. `m` should already carry its `UNIQ_KEY`.
+///
+/// # Errors
+/// [`BatchError`] when a rule is broken; `out` is then as it was.
+pub fn put_batch_record(m: &Message, out: &mut BytesMut) -> Result<usize, BatchError> {
+    let facts = Facts::checked(m)?;
+    let len = record_len(m, facts.props_len);
+    out.reserve(len);
+    put_record_head(m, facts.props_len, out);
+    put_properties(&m.properties, out);
+    Ok(len)
+}
+
+/// A record's fields up to its properties, which come next; `props_len` fits 15 bits.
+fn put_record_head(m: &Message, props_len: usize, out: &mut BytesMut) {
+    // Lengths fit: a body is at most `i32::MAX` bytes on the wire, properties 32 767.
+    out.put_i32(record_len(m, props_len) as i32);
+    out.put_i32(0);
+    out.put_i32(0);
+    out.put_i32(m.flag);
+    out.put_i32(m.body.len() as i32);
+    out.put_slice(&m.body);
+    out.put_i16(props_len as i16);
 }
 
 /// The length of a message's record in a batch body, with a properties string of
@@ -247,6 +278,49 @@ mod tests {
             encode_batch(&[a.clone(), a.with_wait_store_msg_ok(false)]),
             Err(BatchError::MixedWaitStore)
         );
+    }
+
+    /// Records appended one at a time make the body `encode_batch` makes of the list; a
+    /// message that breaks a rule of its own appends nothing.
+    #[test]
+    fn records_put_one_by_one_make_the_batch_body() {
+        let msgs = [
+            Message::new("T", "a").with_flag(3),
+            Message::new("T", vec![7u8; 300]).with_keys(["k1", "k2"]),
+            Message::new("T", "c").with_tags("t"),
+        ];
+        let mut out = BytesMut::new();
+        let mut total = 0;
+        for m in &msgs {
+            total += put_batch_record(m, &mut out).unwrap();
+        }
+        assert_eq!(out.len(), total);
+        assert_eq!(out.freeze(), encode_batch(&msgs).unwrap());
+
+        let mut out = BytesMut::from(&b"kept"[..]);
+        let refused = [
+            (
+                msgs[0].clone().with_delay_level(2),
+                BatchError::DelayNotSupported,
+            ),
+            (
+                msgs[0]
+                    .clone()
+                    .with_delay(std::time::Duration::from_secs(5)),
+                BatchError::TimerNotSupported,
+            ),
+            (Message::new("%RETRY%g", "a"), BatchError::RetryTopic),
+        ];
+        for (m, e) in refused {
+            assert_eq!(put_batch_record(&m, &mut out), Err(e));
+        }
+        let mut long = Message::new("T", "a");
+        long.set_property("Long", "x".repeat(40_000));
+        assert!(matches!(
+            put_batch_record(&long, &mut out),
+            Err(BatchError::PropertiesTooLong(_))
+        ));
+        assert_eq!(&out[..], b"kept");
     }
 
     #[test]

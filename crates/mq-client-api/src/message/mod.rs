@@ -13,7 +13,9 @@ pub(crate) mod id;
 mod recall;
 mod record;
 
-pub use batch::{BatchError, check_batch, decode_batch, decode_batch_with, encode_batch};
+pub use batch::{
+    BatchError, check_batch, decode_batch, decode_batch_with, encode_batch, put_batch_record,
+};
 pub use compression::{
     CompressionError, CompressionType, Compressor, DEFAULT_COMPRESS_LEVEL, DEFAULT_COMPRESS_OVER,
     MAX_DECOMPRESSED, decompress_for,

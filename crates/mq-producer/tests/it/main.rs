@@ -91,7 +91,7 @@ async fn zero_message_is_refused_before_any_io() {
         matches!(&e, ProducerError::Validation(ValidationError::BadProperty { name }) if name == "Custom"),
         "{e:?}"
     );
-    let mut back = back.expect("the message is handed back");
+    let mut back = back;
     assert_eq!(back.property("Custom"), Some("one\u{2}two"));
     let (e, batch) = p
         .send_batch(vec![Message::new("FooBar", "ok"), back.clone()])
@@ -105,7 +105,7 @@ async fn zero_message_is_refused_before_any_io() {
         ),
         "{e:?}"
     );
-    assert_eq!(batch.map(|b| b.len()), Some(2), "the batch is handed back");
+    assert_eq!(batch.len(), 2, "the batch is handed back");
     back.set_property("Custom", "one two");
     assert_eq!(p.send(back).await.unwrap().status, SendStatus::SendOk);
     p.shutdown().await;
@@ -234,6 +234,8 @@ struct Recorder {
     after_err: AtomicU32,
     codes: parking_lot::Mutex<Vec<Option<ResponseCode>>>,
     ids: parking_lot::Mutex<Vec<String>>,
+    /// The body of each attempt (a batch's: its records).
+    bodies: parking_lot::Mutex<Vec<usize>>,
 }
 
 impl SendHook for Recorder {
@@ -246,6 +248,7 @@ impl SendHook for Recorder {
         if let Some(id) = ctx.message.uniq_key() {
             self.ids.lock().push(id.to_owned());
         }
+        self.bodies.lock().push(ctx.message.body.len());
         self.before.fetch_add(1, Ordering::SeqCst);
     }
     fn after(&self, ctx: &SendContext<'_>) {
@@ -929,6 +932,122 @@ async fn auto_batching_keeps_topics_and_wait_flags_apart() {
     cluster.shutdown().await;
 }
 
+/// A message that breaks a rule is refused alone: its batchmates are sent, in one request,
+/// and it comes back with its own error and body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_breaks_a_rule_is_refused_alone_in_its_batch() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let p = Producer::new(config(&cluster, "batched-rule").with_batching(
+        mq_producer::BatchingConfig::new(Duration::from_secs(1), 1 << 20, 64),
+    ));
+    p.start().await.unwrap();
+    // The topic's route is known first: the count below is then the batch's requests alone.
+    p.send(Message::new("Ruled", "warm")).await.unwrap();
+    let rec = Arc::new(Recorder::default());
+    p.add_hook(rec.clone());
+    let mut bad = Message::new("Ruled", "bad");
+    bad.set_property("Custom", "one\u{2}two");
+    let mut futures: Vec<_> = (0..5)
+        .map(|i| p.send_async(Message::new("Ruled", format!("r{i}"))))
+        .collect();
+    let refused = p.send_async(bad);
+    futures.extend((5..10).map(|i| p.send_async(Message::new("Ruled", format!("r{i}")))));
+    let (e, back) = refused.await.unwrap_err().into_parts();
+    assert!(
+        matches!(&e, ProducerError::Validation(ValidationError::BadProperty { name }) if name == "Custom"),
+        "{e:?}"
+    );
+    assert_eq!(back.body, Bytes::from("bad"), "the message is handed back");
+    for (i, f) in futures.into_iter().enumerate() {
+        let r = f.await.unwrap();
+        let m = stored(&cluster, &r).await;
+        assert_eq!(m.message.body, Bytes::from(format!("r{i}")));
+    }
+    assert_eq!(rec.before.load(Ordering::SeqCst), 1, "ten sends, one batch");
+    p.shutdown().await;
+    cluster.shutdown().await;
+}
+
+/// A batch body never outgrows the largest message a producer sends: a batch with no room
+/// for the next message's record is sent as it is, and that message opens the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_batches_stay_within_the_largest_message() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let p = Producer::new(
+        config(&cluster, "batched-size")
+            .with_max_message_size(1024)
+            .with_batching(mq_producer::BatchingConfig::new(
+                Duration::from_millis(50),
+                1 << 20,
+                64,
+            )),
+    );
+    p.start().await.unwrap();
+    p.send(Message::new("Sized", "warm")).await.unwrap();
+    let rec = Arc::new(Recorder::default());
+    p.add_hook(rec.clone());
+    let bodies: Vec<String> = (0..20).map(|i| format!("{i:0>300}")).collect();
+    let futures: Vec<_> = bodies
+        .iter()
+        .map(|b| p.send_async(Message::new("Sized", b.clone())))
+        .collect();
+    for (body, f) in bodies.iter().zip(futures) {
+        let r = f.await.unwrap();
+        assert_eq!(
+            stored(&cluster, &r).await.message.body,
+            Bytes::from(body.clone())
+        );
+    }
+    // Two records of 300-byte bodies fit in 1024 bytes, three do not: at least 10 requests
+    // (more if a linger timer ended a batch of one first), none past the size.
+    let bodies = rec.bodies.lock().clone();
+    assert!(bodies.len() >= 10, "{bodies:?}");
+    assert!(bodies.iter().all(|&n| n <= 1024), "{bodies:?}");
+    p.shutdown().await;
+    cluster.shutdown().await;
+}
+
+/// A failed batch hands each sender its own message back, with its id, so that it can be
+/// sent again as the same message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_batch_hands_each_message_back() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let p = Producer::new(
+        config(&cluster, "batched-failed")
+            .with_retries(0, 0)
+            .with_batching(mq_producer::BatchingConfig::new(
+                Duration::from_secs(1),
+                1 << 20,
+                64,
+            )),
+    );
+    p.start().await.unwrap();
+    p.send(Message::new("Refusing", "warm")).await.unwrap();
+    cluster.faults(0).inject(
+        RequestCode::SEND_BATCH_MESSAGE.0,
+        Fault::Respond(ResponseCode::SYSTEM_ERROR.0),
+    );
+    let futures: Vec<_> = (0..8)
+        .map(|i| p.send_async(Message::new("Refusing", format!("f{i}"))))
+        .collect();
+    let mut ids = Vec::new();
+    for (i, f) in futures.into_iter().enumerate() {
+        let (e, back) = f.await.unwrap_err().into_parts();
+        assert!(
+            matches!(&e, ProducerError::BatchFailed { topic, size: 8, .. } if topic == "Refusing"),
+            "{e:?}"
+        );
+        assert_eq!(back.body, Bytes::from(format!("f{i}")), "its own message");
+        ids.push(back.uniq_key().map(str::to_owned).expect("an id was given"));
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 8, "each message has its own id");
+    cluster.faults(0).clear();
+    p.shutdown().await;
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backpressure_flush_and_shutdown_account_for_every_send() {
     let cluster = Cluster::builder().start().await.unwrap();
@@ -1010,10 +1129,7 @@ async fn backpressure_flush_and_shutdown_account_for_every_send() {
     while let Some(r) = rx.recv().await {
         // Each message comes back with its error, to be sent again or kept.
         let (e, msg) = r.unwrap_err().into_parts();
-        assert!(
-            msg.is_some_and(|m| !m.body.is_empty()),
-            "the message is handed back"
-        );
+        assert!(!msg.body.is_empty(), "the message is handed back");
         assert!(matches!(e, ProducerError::ShutDown), "{e:?}");
         assert_eq!(
             e.delivery_state(),

@@ -145,7 +145,7 @@ async fn a_request_nobody_answers_fails_by_its_deadline_and_a_late_reply_is_drop
 
     // The request handed back carries what a replier needs once stored, except the cluster,
     // which its broker stamps: the stored copy has it.
-    let request = failed.into_message().unwrap();
+    let request = failed.into_message();
     let id = request
         .property(property::CORRELATION_ID)
         .unwrap()
