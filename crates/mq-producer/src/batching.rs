@@ -47,7 +47,7 @@ pub(crate) struct Stored {
 
 impl Stored {
     /// This message's own result: its ids, its queue offset inside the batch.
-    fn result(&self) -> SendResult {
+    pub(crate) fn result(&self) -> SendResult {
         let r = &self.answer.result;
         let [id, offset] = self
             .answer

@@ -936,7 +936,13 @@ impl Future for SendFuture {
             Pending::Batched { rx, .. } => {
                 let outcome = std::task::ready!(Pin::new(rx).poll(cx));
                 // The room goes back as soon as the outcome is known, as it does for an
-                // unbatched send, not when the caller drops this future.
+                // unbatched send, not when the caller drops this future. A stored message is
+                // dropped where it is; only a failed one is moved out, to be handed back.
+                if let Ok(Ok(stored)) = &outcome {
+                    let r = stored.result();
+                    this.0 = Pending::Done;
+                    return Poll::Ready(Ok(r));
+                }
                 let Pending::Batched { msg, .. } = std::mem::replace(&mut this.0, Pending::Done)
                 else {
                     // Matched just above.
