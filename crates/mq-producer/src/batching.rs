@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use crate::config::BatchingConfig;
 use crate::error::{ProducerError, SendError};
 use crate::hook::CommunicationMode;
-use crate::producer::{Engine, Payload, Target};
+use crate::producer::{Engine, Padded, Payload, Target};
 
 /// A batched message's own outcome: its place in its batch's answer, or its failure.
 pub(crate) type Outcome = Result<Stored, Failed>;
@@ -180,9 +180,30 @@ struct Rules<'a> {
 }
 
 /// The open batches: messages of one batch agree on their topic and on their wait-store flag.
+///
+/// Each worker thread fills batches of its own ([`SHARDS`] sets, by thread): messages sent from
+/// two threads at once do not write the same lock and lists, which would move their cache
+/// lines between the two cores on every message.
 #[derive(Debug, Default)]
 pub(crate) struct Accumulator {
-    batches: Mutex<Batches>,
+    shards: [Padded<Mutex<Batches>>; SHARDS],
+}
+
+/// How many sets of open batches an accumulator keeps.
+const SHARDS: usize = 4;
+
+impl Accumulator {
+    /// The open batches of the calling thread.
+    fn shard(&self) -> (usize, &Mutex<Batches>) {
+        thread_local! {
+            static SHARD: usize = {
+                static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % SHARDS
+            };
+        }
+        let i = SHARD.with(|s| *s);
+        (i, &self.shards[i % SHARDS])
+    }
 }
 
 #[derive(Debug, Default)]
@@ -286,8 +307,9 @@ pub(crate) fn enqueue(
     };
     // Written in place: a batch is large to move, and most messages close none.
     let mut joined = Joined::default();
+    let (shard, batches) = engine.accumulator.shard();
     join(
-        &mut engine.accumulator.batches.lock(),
+        &mut batches.lock(),
         &rules,
         msg,
         wait,
@@ -310,7 +332,7 @@ pub(crate) fn enqueue(
         let e = Arc::clone(engine);
         engine.tasks.spawn(async move {
             tokio::time::sleep(config.linger).await;
-            let batch = e.accumulator.batches.lock().take(&topic, wait, id);
+            let batch = e.accumulator.shards[shard].lock().take(&topic, wait, id);
             if let Some(batch) = batch {
                 flush(&e, batch).await;
             }

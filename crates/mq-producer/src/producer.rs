@@ -74,6 +74,21 @@ pub struct Producer {
     pub(crate) owner: Option<Arc<Owner>>,
 }
 
+/// A value on cache lines of its own: counters that every send writes, kept apart from each
+/// other and from the fields sends only read. When two worker threads send at once, a line
+/// that both write moves between their cores on every write, and fields beside it with it.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct Padded<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// Stops the engine when the last user handle goes. Holds the engine itself: a producer's
 /// fields drop in order, so its own reference may already be gone.
 #[derive(Debug)]
@@ -135,12 +150,12 @@ pub(crate) struct Engine {
     hooks: RwLock<Vec<Arc<dyn SendHook>>>,
     /// Whether `hooks` has ever had one: sends look at the list only then.
     has_hooks: std::sync::atomic::AtomicBool,
-    pub(crate) ids: UniqueIdGenerator,
+    pub(crate) ids: Padded<UniqueIdGenerator>,
     transaction_listener: RwLock<Option<Arc<dyn crate::transaction::TransactionListener>>>,
     pub(crate) accumulator: crate::batching::Accumulator,
-    inflight_messages: Permits,
-    inflight_bytes: Permits,
-    inflight: std::sync::atomic::AtomicUsize,
+    inflight_messages: Padded<Permits>,
+    inflight_bytes: Padded<Permits>,
+    inflight: Padded<std::sync::atomic::AtomicUsize>,
     /// Callback sends accepted but not yet called back.
     pending_callbacks: std::sync::atomic::AtomicUsize,
     idle: tokio::sync::Notify,
@@ -238,12 +253,12 @@ impl Producer {
             faults: LatencyFaultTolerance::default(),
             hooks: RwLock::new(Vec::new()),
             has_hooks: std::sync::atomic::AtomicBool::new(false),
-            ids,
+            ids: Padded(ids),
             transaction_listener: RwLock::new(None),
             accumulator: crate::batching::Accumulator::default(),
-            inflight_messages,
-            inflight_bytes,
-            inflight: std::sync::atomic::AtomicUsize::new(0),
+            inflight_messages: Padded(inflight_messages),
+            inflight_bytes: Padded(inflight_bytes),
+            inflight: Padded(std::sync::atomic::AtomicUsize::new(0)),
             pending_callbacks: std::sync::atomic::AtomicUsize::new(0),
             idle: tokio::sync::Notify::new(),
             abort: tokio_util::sync::CancellationToken::new(),
@@ -424,16 +439,15 @@ impl Producer {
             return Err(SendError::new(e, msg));
         }
         let deadline = Instant::now() + self.inner.config.send_timeout;
-        let engine = Arc::clone(&self.inner);
         // Take the room now; the future keeps it until the send has an outcome.
-        let guard = match engine.try_admit(msg.body.len()) {
+        let guard = match self.inner.try_admit(msg.body.len()) {
             Ok(g) => g,
             Err(e) => return Err(SendError::new(e, msg)),
         };
         let owner = self.owner.clone();
         if let Some(batching) = self.batching_for(&msg) {
             let mut msg = msg;
-            return match crate::batching::enqueue(&engine, batching, &mut msg, deadline) {
+            return match crate::batching::enqueue(&self.inner, batching, &mut msg, deadline) {
                 Ok(rx) => Ok(SendFuture(Pending::Batched {
                     rx,
                     msg,
@@ -445,6 +459,7 @@ impl Producer {
         }
         // Made here, as in `send_async`: the block holds the message once.
         let mut payload = Payload::Single(msg);
+        let engine = Arc::clone(&self.inner);
         Ok(SendFuture::boxed(async move {
             let _owner = owner;
             let r = engine
@@ -500,7 +515,6 @@ impl Producer {
     /// when the future is first polled. A failure hands the message back.
     pub fn send_async(&self, msg: Message) -> SendFuture {
         let deadline = Instant::now() + self.inner.config.send_timeout;
-        let engine = Arc::clone(&self.inner);
         // The send keeps the producer running until it has an outcome.
         let owner = self.owner.clone();
         if let Some(batching) = self.batching_for(&msg) {
@@ -509,9 +523,10 @@ impl Producer {
             // too: at once when there is room (the message joins its batch now), otherwise by
             // waiting inside the future, within the deadline.
             let mut msg = msg;
-            if let Ok(room) = engine.try_admit(msg.body.len()) {
-                // No future of its own to box: the send waits on its batch's answer alone.
-                return match crate::batching::enqueue(&engine, batching, &mut msg, deadline) {
+            if let Ok(room) = self.inner.try_admit(msg.body.len()) {
+                // No future of its own to box: the send waits on its batch's answer alone, and
+                // holds the engine through its room (no count of its own taken on it).
+                return match crate::batching::enqueue(&self.inner, batching, &mut msg, deadline) {
                     Ok(rx) => SendFuture(Pending::Batched {
                         rx,
                         msg,
@@ -521,6 +536,7 @@ impl Producer {
                     Err(e) => SendFuture(Pending::Refused(Some(SendError::new(e, msg)))),
                 };
             }
+            let engine = Arc::clone(&self.inner);
             return SendFuture::boxed(async move {
                 let _owner = owner;
                 if let Err(e) = engine.ensure_running() {
@@ -540,6 +556,7 @@ impl Producer {
         }
         // Made here: the block then holds the message once, not also as captured.
         let mut payload = Payload::Single(msg);
+        let engine = Arc::clone(&self.inner);
         SendFuture::boxed(async move {
             let _owner = owner;
             let r = engine
