@@ -119,9 +119,18 @@ struct Open {
     /// The messages' bodies, in bytes (what `max_bytes` bounds).
     bytes: usize,
     deadline: Instant,
-    /// The time part of the ids made for the batch's messages: read once, when it opens.
+    /// The time part of the ids made for the batch's messages: read when it opens, and again
+    /// for a message that comes [`CLOCK_FOR`] later or more.
     clock: IdClock,
+    /// The deadline of the message the clock was read for: deadlines are its arrival time plus
+    /// the producer's one send timeout.
+    clock_at: Instant,
 }
+
+/// How long a batch's clock serves its ids. An id is its time and a 16-bit counter: an old
+/// time used while the counter goes round would make an id again, and that takes 65 536
+/// sends, some 65 ms at a million a second.
+const CLOCK_FOR: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Why a message did not join a batch.
 enum Refused {
@@ -144,6 +153,10 @@ impl Open {
         let (body_at, ids_at) = (self.body.len(), self.ids.len());
         if !self.ids.is_empty() {
             self.ids.push(',');
+        }
+        if deadline >= self.clock_at + CLOCK_FOR {
+            self.clock = rules.ids.clock(SystemTime::now());
+            self.clock_at = deadline;
         }
         let ids = &mut self.ids;
         match msg.uniq_key() {
@@ -237,6 +250,7 @@ impl Batches {
             bytes: 0,
             deadline,
             clock: rules.ids.clock(SystemTime::now()),
+            clock_at: deadline,
         }
     }
 
@@ -503,17 +517,22 @@ mod tests {
 
     use super::*;
 
+    /// Batches of up to 8 messages and 1 MiB.
+    fn rules(ids: &UniqueIdGenerator) -> Rules<'_> {
+        Rules {
+            ids,
+            max_message_size: 1 << 20,
+            config: BatchingConfig::new(Duration::from_millis(5), 1 << 20, 8),
+        }
+    }
+
     /// A topic is kept while one of its two batches is open and forgotten after: a producer
     /// that sends to ever new topics does not grow. A linger timer whose batch already left
     /// (the id is another batch's now) takes nothing.
     #[test]
     fn a_topic_is_forgotten_when_its_last_open_batch_closes() {
         let generator = UniqueIdGenerator::new(None);
-        let rules = Rules {
-            ids: &generator,
-            max_message_size: 1 << 20,
-            config: BatchingConfig::new(Duration::from_millis(5), 1 << 20, 8),
-        };
+        let rules = rules(&generator);
         let deadline = Instant::now();
         let mut b = Batches::default();
         let mut ids = Vec::new();
@@ -545,6 +564,32 @@ mod tests {
         assert!(b.by_topic.is_empty());
         // The next batch has room for as many messages as the last one held.
         assert_eq!(b.open(&rules, "T", false, deadline).waiters.capacity(), 3);
+    }
+
+    /// A batch's clock is read again for a message that comes a millisecond or more after the
+    /// one it was read for: a clock kept for long would make ids again once the counter went
+    /// round.
+    #[test]
+    fn a_batch_reads_its_clock_again_after_a_millisecond() {
+        let generator = UniqueIdGenerator::new(None);
+        let rules = rules(&generator);
+        let opened = Instant::now();
+        let mut b = Batches::default();
+        let mut batch = b.open(&rules, "T", false, opened);
+        for (at, read_for) in [(0, 0), (999, 0), (1000, 1000), (1500, 1000), (2100, 2100)] {
+            let (tx, _rx) = oneshot::channel();
+            let mut msg = Message::new("T", "m");
+            let deadline = opened + Duration::from_micros(at);
+            assert!(matches!(
+                batch.add(&rules, &mut msg, tx, deadline),
+                Ok(false)
+            ));
+            assert_eq!(
+                batch.clock_at,
+                opened + Duration::from_micros(read_for),
+                "message at {at} us"
+            );
+        }
     }
 
     /// Each message of a batch takes its own item of the answer's lists, empty ones
