@@ -122,8 +122,10 @@ struct Open {
     /// The time part of the ids made for the batch's messages: read when it opens, and again
     /// for a message that comes [`CLOCK_FOR`] later or more.
     clock: IdClock,
-    /// The deadline of the message the clock was read for: deadlines are its arrival time plus
-    /// the producer's one send timeout.
+    /// The deadline of the message the clock was read for: a deadline is the send's start
+    /// plus the producer's one send timeout, so later deadlines come from later sends. (A send
+    /// that waited for room joins late with an early deadline; the batch's linger still bounds
+    /// how long its clock serves.)
     clock_at: Instant,
 }
 
