@@ -64,9 +64,10 @@ pub struct ProducerConfig {
     /// off.
     pub batching: Option<BatchingConfig>,
     /// Backpressure: sends in flight at most (a send waits for room within its deadline).
-    /// Default 10 000.
+    /// Default 10 000; a bound above 16 777 215 acts as that.
     pub max_in_flight_messages: usize,
-    /// Backpressure: body bytes in flight at most. Default 64 MiB.
+    /// Backpressure: body bytes in flight at most. Default 64 MiB; a bound above 2^40 - 1
+    /// (a terabyte) acts as that.
     pub max_in_flight_bytes: usize,
 }
 

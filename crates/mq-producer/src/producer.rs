@@ -21,7 +21,7 @@ use mq_client_api::{ClientApiError, Message, MessageQueue, ResponseCode, SendReq
 use mq_client_instance::{
     ClientInstance, ClientManager, InstanceError, ProducerMember, ServiceState, StateMachine,
 };
-use mq_remoting::{Permits, RequestGroup};
+use mq_remoting::{PAIR_MAX_HIGH, PAIR_MAX_LOW, Permits, RequestGroup};
 use parking_lot::RwLock;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -153,9 +153,10 @@ pub(crate) struct Engine {
     pub(crate) ids: Padded<UniqueIdGenerator>,
     transaction_listener: RwLock<Option<Arc<dyn crate::transaction::TransactionListener>>>,
     pub(crate) accumulator: crate::batching::Accumulator,
-    inflight_messages: Padded<Permits>,
-    inflight_bytes: Padded<Permits>,
-    inflight: Padded<std::sync::atomic::AtomicUsize>,
+    /// The in-flight bounds, messages and bytes, in one word ([`Permits::pair`]): a send
+    /// takes and gives back both with one atomic operation each. The sends in flight are the
+    /// message permits taken.
+    inflight: Padded<Permits>,
     /// Callback sends accepted but not yet called back.
     pending_callbacks: std::sync::atomic::AtomicUsize,
     idle: tokio::sync::Notify,
@@ -241,8 +242,7 @@ impl Producer {
     /// A producer with `config` (state CREATED). Call [`Producer::start`] before sending.
     pub fn new(config: ProducerConfig) -> Self {
         let ids = UniqueIdGenerator::new(Some(config.client.client_ip));
-        let inflight_messages = Permits::new(config.max_in_flight_messages);
-        let inflight_bytes = Permits::new(config.max_in_flight_bytes);
+        let inflight = Permits::pair(config.max_in_flight_messages, config.max_in_flight_bytes);
         let inner = Arc::new(Engine {
             default_topic: config.create_topic_key.as_str().into(),
             config,
@@ -256,9 +256,7 @@ impl Producer {
             ids: Padded(ids),
             transaction_listener: RwLock::new(None),
             accumulator: crate::batching::Accumulator::default(),
-            inflight_messages: Padded(inflight_messages),
-            inflight_bytes: Padded(inflight_bytes),
-            inflight: Padded(std::sync::atomic::AtomicUsize::new(0)),
+            inflight: Padded(inflight),
             pending_callbacks: std::sync::atomic::AtomicUsize::new(0),
             idle: tokio::sync::Notify::new(),
             abort: tokio_util::sync::CancellationToken::new(),
@@ -395,9 +393,7 @@ impl Producer {
 
     /// Sends in flight (admitted and without an outcome yet).
     pub fn in_flight(&self) -> usize {
-        self.inner
-            .inflight
-            .load(std::sync::atomic::Ordering::Acquire)
+        self.inner.in_flight()
     }
 
     async fn wait_idle(&self, deadline: Instant) -> Result<(), usize> {
@@ -439,12 +435,15 @@ impl Producer {
             return Err(SendError::new(e, msg));
         }
         let deadline = Instant::now() + self.inner.config.send_timeout;
-        // Take the room now; the future keeps it until the send has an outcome.
-        let guard = match self.inner.try_admit(msg.body.len()) {
+        // Take the room now; the future keeps it (and through it the producer running) until
+        // the send has an outcome.
+        let guard = match self
+            .inner
+            .try_admit_for(msg.body.len(), self.owner.as_ref())
+        {
             Ok(g) => g,
             Err(e) => return Err(SendError::new(e, msg)),
         };
-        let owner = self.owner.clone();
         if let Some(batching) = self.batching_for(&msg) {
             let mut msg = msg;
             return match crate::batching::enqueue(&self.inner, batching, &mut msg, deadline) {
@@ -452,7 +451,6 @@ impl Producer {
                     rx,
                     msg,
                     _room: guard,
-                    _owner: owner,
                 })),
                 Err(e) => Err(SendError::new(e, msg)),
             };
@@ -461,7 +459,6 @@ impl Producer {
         let mut payload = Payload::Single(msg);
         let engine = Arc::clone(&self.inner);
         Ok(SendFuture::boxed(async move {
-            let _owner = owner;
             let r = engine
                 .run(
                     &mut payload,
@@ -515,27 +512,29 @@ impl Producer {
     /// when the future is first polled. A failure hands the message back.
     pub fn send_async(&self, msg: Message) -> SendFuture {
         let deadline = Instant::now() + self.inner.config.send_timeout;
-        // The send keeps the producer running until it has an outcome.
-        let owner = self.owner.clone();
         if let Some(batching) = self.batching_for(&msg) {
             // Gathered with other async sends of the topic; the outcome comes back per message.
             // Room is taken per message before it joins a batch, so the accumulator is bounded
             // too: at once when there is room (the message joins its batch now), otherwise by
             // waiting inside the future, within the deadline.
             let mut msg = msg;
-            if let Ok(room) = self.inner.try_admit(msg.body.len()) {
+            if let Ok(room) = self
+                .inner
+                .try_admit_for(msg.body.len(), self.owner.as_ref())
+            {
                 // No future of its own to box: the send waits on its batch's answer alone, and
-                // holds the engine through its room (no count of its own taken on it).
+                // its room holds the producer running (no count of its own taken on it).
                 return match crate::batching::enqueue(&self.inner, batching, &mut msg, deadline) {
                     Ok(rx) => SendFuture(Pending::Batched {
                         rx,
                         msg,
                         _room: room,
-                        _owner: owner,
                     }),
                     Err(e) => SendFuture(Pending::Refused(Some(SendError::new(e, msg)))),
                 };
             }
+            // The send keeps the producer running until it has an outcome.
+            let owner = self.owner.clone();
             let engine = Arc::clone(&self.inner);
             return SendFuture::boxed(async move {
                 let _owner = owner;
@@ -554,6 +553,7 @@ impl Producer {
                 r
             });
         }
+        let owner = self.owner.clone();
         // Made here: the block then holds the message once, not also as captured.
         let mut payload = Payload::Single(msg);
         let engine = Arc::clone(&self.inner);
@@ -922,19 +922,18 @@ pub struct SendFuture(Pending);
 
 enum Pending {
     /// A message in an auto-batch: its own outcome comes from the batch's answer. The message
-    /// (handed back if the batch fails), the room it took in the in-flight bounds, and the
-    /// producer, are held until then.
+    /// (handed back if the batch fails) and the room it took in the in-flight bounds (which
+    /// holds the producer) are held until then.
     Batched {
         rx: oneshot::Receiver<crate::batching::Outcome>,
         msg: Message,
         _room: Room,
-        _owner: Option<Arc<Owner>>,
     },
     /// A message that could not join a batch, with why.
     Refused(Option<SendError>),
     /// Any other send.
     Boxed(mq_remoting::BoxFuture<'static, Result<SendResult, SendError>>),
-    /// The outcome was given; the batched send's room and owner are released.
+    /// The outcome was given; the batched send's room is released.
     Done,
 }
 
@@ -1029,22 +1028,33 @@ pub(crate) fn stored(r: Option<SendResult>) -> Result<SendResult, ProducerError>
 /// Room taken in the in-flight bounds; released (and `flush` woken) when dropped. Owned, so a
 /// `'static` send future can hold it.
 pub(crate) struct Room {
-    engine: Arc<Engine>,
+    holder: Holder,
     /// The byte permits taken (one message permit besides).
     bytes: usize,
 }
 
+/// What a [`Room`] keeps the engine by: the producer's [`Owner`] for a send made through a
+/// user's handle, which so keeps the producer running with the same count (a count is a
+/// shared line every send writes twice, moving between cores when two threads send).
+enum Holder {
+    Engine(Arc<Engine>),
+    Owner(Arc<Owner>),
+}
+
+impl Room {
+    fn engine(&self) -> &Engine {
+        match &self.holder {
+            Holder::Engine(e) => e,
+            Holder::Owner(o) => &o.0,
+        }
+    }
+}
+
 impl Drop for Room {
     fn drop(&mut self) {
-        self.engine.inflight_messages.give(1);
-        self.engine.inflight_bytes.give(self.bytes);
-        if self
-            .engine
-            .inflight
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
-            == 1
-        {
-            self.engine.idle.notify_waiters();
+        let engine = self.engine();
+        if engine.inflight.give_pair(1, self.bytes) {
+            engine.idle.notify_waiters();
         }
     }
 }
@@ -1084,34 +1094,47 @@ impl Engine {
 
     fn byte_permits(&self, bytes: usize) -> usize {
         // A body larger than the whole bound takes all of it rather than waiting forever.
-        bytes.clamp(1, self.config.max_in_flight_bytes.max(1))
+        bytes.clamp(1, self.config.max_in_flight_bytes.clamp(1, PAIR_MAX_HIGH))
+    }
+
+    /// Sends in flight: the message permits taken.
+    fn in_flight(&self) -> usize {
+        let bound = self.config.max_in_flight_messages.min(PAIR_MAX_LOW);
+        bound.saturating_sub(self.inflight.available_pair().0)
     }
 
     /// The room of a send that took one message permit and `bytes` byte permits.
     fn room(self: &Arc<Self>, bytes: usize) -> Room {
-        self.inflight
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Room {
-            engine: Arc::clone(self),
+            holder: Holder::Engine(Arc::clone(self)),
             bytes,
         }
     }
 
     /// Room for one send of `bytes` now, or [`ProducerError::QueueFull`].
     pub(crate) fn try_admit(self: &Arc<Self>, bytes: usize) -> Result<Room, ProducerError> {
-        let full = || ProducerError::QueueFull {
-            messages: self.config.max_in_flight_messages,
-            bytes: self.config.max_in_flight_bytes,
-        };
-        if !self.inflight_messages.try_take(1) {
-            return Err(full());
-        }
+        self.try_admit_for(bytes, None)
+    }
+
+    /// [`Engine::try_admit`] for a send of a user's handle, whose room holds the producer's
+    /// `owner` (when it has one) instead of the engine: the send keeps both with one count.
+    pub(crate) fn try_admit_for(
+        self: &Arc<Self>,
+        bytes: usize,
+        owner: Option<&Arc<Owner>>,
+    ) -> Result<Room, ProducerError> {
         let bytes = self.byte_permits(bytes);
-        if !self.inflight_bytes.try_take(bytes) {
-            self.inflight_messages.give(1);
-            return Err(full());
+        if !self.inflight.try_take_pair(1, bytes) {
+            return Err(ProducerError::QueueFull {
+                messages: self.config.max_in_flight_messages,
+                bytes: self.config.max_in_flight_bytes,
+            });
         }
-        Ok(self.room(bytes))
+        let holder = match owner {
+            Some(o) => Holder::Owner(Arc::clone(o)),
+            None => Holder::Engine(Arc::clone(self)),
+        };
+        Ok(Room { holder, bytes })
     }
 
     /// Waits (until `deadline`) for room for one send of `bytes`.
@@ -1143,19 +1166,12 @@ impl Engine {
             brokers: Vec::new(),
             elapsed: started.elapsed(),
         };
-        // Guarded: given back if the bytes' wait times out or this wait is dropped.
-        let message = tokio::time::timeout_at(deadline, self.inflight_messages.take_guarded(1))
+        // Both bounds at once; a wait that times out or is dropped has taken nothing.
+        let bytes = self.byte_permits(bytes);
+        tokio::time::timeout_at(deadline, self.inflight.take_pair(1, bytes))
             .await
             .map_err(|_| timed_out())?;
-        let bytes = tokio::time::timeout_at(
-            deadline,
-            self.inflight_bytes.take_guarded(self.byte_permits(bytes)),
-        )
-        .await
-        .map_err(|_| timed_out())?;
-        // The room gives both back from here.
-        message.keep();
-        Ok(self.room(bytes.keep()))
+        Ok(self.room(bytes))
     }
 
     /// The send path with admission: waits for room in the in-flight bounds, then runs.
@@ -1248,7 +1264,7 @@ impl Engine {
         {
             return;
         }
-        warn!(group = %self.config.group, in_flight = self.inflight.load(std::sync::atomic::Ordering::Acquire), "producer dropped without shutdown; sends in flight end now");
+        warn!(group = %self.config.group, in_flight = self.in_flight(), "producer dropped without shutdown; sends in flight end now");
         self.abort_sends();
         self.tasks.close();
         let instance = self.instance.write().take();

@@ -42,7 +42,7 @@ pub mod protocol;
 pub mod transport;
 
 pub use error::{DecodeError, EncodeError, InvokeKind, RemotingError};
-pub use permits::{Permit, Permits, Taken};
+pub use permits::{PAIR_MAX_HIGH, PAIR_MAX_LOW, Permit, Permits, Taken};
 pub use protocol::{
     ExtFields, ExtFieldsIter, FieldSink, FrameCodec, LanguageCode, RemotingCommand, SerializeType,
     TypedFields, sys_code,

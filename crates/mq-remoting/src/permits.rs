@@ -7,17 +7,38 @@
 //! waits; here it is one atomic add and one load. Waiting is as fair as the semaphore's: while
 //! any task waits, nobody takes permits past it, and waiters are served one at a time in the
 //! order they came (a FIFO lock decides whose turn it is).
+//!
+//! A [`Permits::pair`] keeps two bounds that are taken and given back together (a producer's
+//! messages and bytes in flight) in the same word: one atomic operation serves both, so a send
+//! writes one cache line where two counts would have it write two, each moving between cores
+//! when two threads send.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use tokio::sync::Notify;
 
+/// Bits of the first bound of a [`Permits::pair`]: up to 16 777 215 permits.
+const PAIR_LOW_BITS: u32 = 24;
+
+/// The largest first bound of a [`Permits::pair`].
+pub const PAIR_MAX_LOW: usize = (1 << PAIR_LOW_BITS) - 1;
+
+/// The largest second bound of a [`Permits::pair`]: 2^40 - 1 (a terabyte, counted in bytes).
+pub const PAIR_MAX_HIGH: usize = (1 << (64 - PAIR_LOW_BITS)) - 1;
+
 /// A number of permits, taken with [`Permits::try_take`] or [`Permits::take`] and given back
-/// with [`Permits::give`], or held by a [`Permit`] that gives them back when dropped.
+/// with [`Permits::give`], or held by a [`Permit`] that gives them back when dropped; or two
+/// such numbers taken and given back together ([`Permits::pair`]).
 #[derive(Debug)]
 pub struct Permits {
-    free: AtomicUsize,
+    /// The permits free: one count, or a pair's two, the first in the low [`Permits::split`]
+    /// bits.
+    free: AtomicU64,
+    /// Bits of the first count of a pair; 0 for one count.
+    split: u32,
+    /// `free` when every permit is free.
+    all: u64,
     /// Tasks in [`Permits::take`] that found too few permits; while any, the fast path is shut.
     waiting: AtomicUsize,
     /// Woken on each give-back while someone waits.
@@ -26,31 +47,91 @@ pub struct Permits {
     turn: tokio::sync::Mutex<()>,
 }
 
+/// A count as a word of permits (a `usize` fits a `u64` on every target Rust supports here).
+fn word(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
 impl Permits {
     /// `n` permits, all free.
     pub fn new(n: usize) -> Self {
+        Self::with_word(word(n), 0)
+    }
+
+    /// Two bounds, `low` and `high` permits, taken and given back together
+    /// ([`Permits::try_take_pair`], [`Permits::take_pair`], [`Permits::give_pair`]); the
+    /// single-count methods must not be used on them. Bounds and amounts above
+    /// [`PAIR_MAX_LOW`] and [`PAIR_MAX_HIGH`] act as those.
+    pub fn pair(low: usize, high: usize) -> Self {
+        let low = word(low.min(PAIR_MAX_LOW));
+        let high = word(high.min(PAIR_MAX_HIGH));
+        Self::with_word(high << PAIR_LOW_BITS | low, PAIR_LOW_BITS)
+    }
+
+    fn with_word(all: u64, split: u32) -> Self {
         Self {
-            free: AtomicUsize::new(n),
+            free: AtomicU64::new(all),
+            split,
+            all,
             waiting: AtomicUsize::new(0),
             given: Notify::new(),
             turn: tokio::sync::Mutex::new(()),
         }
     }
 
+    /// The word of a pair's `low` and `high` permits, each cut to the most its count can
+    /// hold (as the bounds were: taking and giving back cut the same amounts).
+    fn pair_word(&self, low: usize, high: usize) -> u64 {
+        let low = word(low.min(PAIR_MAX_LOW));
+        let high = word(high.min(PAIR_MAX_HIGH));
+        high << self.split | low
+    }
+
+    /// The bits of a pair's first count.
+    fn low_mask(&self) -> u64 {
+        (1u64 << self.split) - 1
+    }
+
     /// The permits free now.
     pub fn available(&self) -> usize {
-        self.free.load(Ordering::Acquire)
+        usize::try_from(self.free.load(Ordering::Acquire)).unwrap_or(usize::MAX)
+    }
+
+    /// A pair's permits free now: the first bound's and the second's.
+    pub fn available_pair(&self) -> (usize, usize) {
+        let free = self.free.load(Ordering::Acquire);
+        let low = usize::try_from(free & self.low_mask()).unwrap_or(usize::MAX);
+        let high = usize::try_from(free >> self.split).unwrap_or(usize::MAX);
+        (low, high)
     }
 
     /// Takes `n` permits if they are free and nobody waits for permits.
     pub fn try_take(&self, n: usize) -> bool {
+        self.try_take_word(word(n))
+    }
+
+    /// Takes `low` and `high` permits of a pair if both are free and nobody waits.
+    pub fn try_take_pair(&self, low: usize, high: usize) -> bool {
+        self.try_take_word(self.pair_word(low, high))
+    }
+
+    fn try_take_word(&self, n: u64) -> bool {
         self.waiting.load(Ordering::SeqCst) == 0 && self.take_now(n)
     }
 
     /// Takes `n` permits, waiting (behind earlier waiters) until they are free. Cancel-safe: a
     /// dropped wait has taken nothing. Waits forever for more permits than there are.
     pub async fn take(&self, n: usize) {
-        if self.try_take(n) {
+        self.take_word(word(n)).await;
+    }
+
+    /// [`Permits::take`] of a pair's `low` and `high` permits, both at once.
+    pub async fn take_pair(&self, low: usize, high: usize) {
+        self.take_word(self.pair_word(low, high)).await;
+    }
+
+    async fn take_word(&self, n: u64) {
+        if self.try_take_word(n) {
             return;
         }
         let _waiting = Waiting::enter(&self.waiting);
@@ -71,12 +152,23 @@ impl Permits {
         if n == 0 {
             return;
         }
-        self.free.fetch_add(n, Ordering::SeqCst);
+        self.give_word(word(n));
+    }
+
+    /// Gives a pair's `low` and `high` permits back; whether every permit is free now.
+    pub fn give_pair(&self, low: usize, high: usize) -> bool {
+        self.give_word(self.pair_word(low, high))
+    }
+
+    /// Gives `n` back; whether every permit is free now.
+    fn give_word(&self, n: u64) -> bool {
+        let before = self.free.fetch_add(n, Ordering::SeqCst);
         // Sequentially consistent with the waiter's count and check: either the waiter's
         // check sees these permits, or this load sees the waiter and wakes it.
         if self.waiting.load(Ordering::SeqCst) > 0 {
             self.given.notify_waiters();
         }
+        before.wrapping_add(n) == self.all
     }
 
     /// [`Permits::try_take`], held by a guard.
@@ -98,16 +190,20 @@ impl Permits {
         Taken { permits: self, n }
     }
 
-    fn take_now(&self, n: usize) -> bool {
+    fn take_now(&self, n: u64) -> bool {
+        let low = self.low_mask();
         let mut free = self.free.load(Ordering::SeqCst);
         loop {
-            let Some(left) = free.checked_sub(n) else {
+            // Each count on its own: a pair's first may not borrow from its second.
+            if free & low < n & low || free >> self.split < n >> self.split {
                 return false;
-            };
-            match self
-                .free
-                .compare_exchange_weak(free, left, Ordering::SeqCst, Ordering::SeqCst)
-            {
+            }
+            match self.free.compare_exchange_weak(
+                free,
+                free - n,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
                 Ok(_) => return true,
                 Err(now) => free = now,
             }
@@ -196,6 +292,58 @@ mod tests {
         drop(a);
         p.give(1);
         assert_eq!(p.available(), 3);
+    }
+
+    #[test]
+    fn a_pair_takes_each_bound_on_its_own() {
+        // One message and a thousand bytes: once the message is taken, no byte left can stand
+        // in for it (in one word, the first count would borrow from the second).
+        let p = Permits::pair(1, 1000);
+        assert!(p.try_take_pair(1, 10));
+        assert_eq!(p.available_pair(), (0, 990));
+        assert!(!p.try_take_pair(1, 10), "no message permit is free");
+        assert_eq!(p.available_pair(), (0, 990), "a refused take takes nothing");
+        assert!(p.give_pair(1, 10), "every permit is back");
+        // And bytes run out before messages do.
+        let p = Permits::pair(3, 100);
+        assert!(p.try_take_pair(1, 60));
+        assert!(!p.try_take_pair(1, 60), "40 bytes are free, not 60");
+        assert!(p.try_take_pair(1, 40));
+        assert_eq!(p.available_pair(), (1, 0));
+        assert!(!p.give_pair(1, 40), "one send still holds room");
+        assert!(p.give_pair(1, 60));
+        assert_eq!(p.available_pair(), (3, 100));
+    }
+
+    #[test]
+    fn a_pair_bounds_past_its_widths_act_as_the_widths() {
+        let p = Permits::pair(usize::MAX, usize::MAX);
+        assert_eq!(p.available_pair(), (PAIR_MAX_LOW, PAIR_MAX_HIGH));
+        assert!(
+            p.try_take_pair(1, usize::MAX),
+            "an amount past the bound is cut to it"
+        );
+        assert_eq!(p.available_pair(), (PAIR_MAX_LOW - 1, 0));
+        assert!(p.give_pair(1, usize::MAX));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pair_waiter_gets_both_once_both_are_given_back() {
+        let p = Arc::new(Permits::pair(2, 100));
+        assert!(p.try_take_pair(1, 100));
+        let waiter = {
+            let p = Arc::clone(&p);
+            tokio::spawn(async move { p.take_pair(1, 50).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "a message is free, but no byte");
+        assert!(
+            !p.try_take_pair(1, 0),
+            "the fast path is shut while a task waits"
+        );
+        p.give_pair(1, 100);
+        waiter.await.expect("the waiter is served");
+        assert_eq!(p.available_pair(), (1, 50));
     }
 
     #[tokio::test(start_paused = true)]
