@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::BytesMut;
-use mq_client_api::message::{BatchError, IdClock, UniqueIdGenerator, property, put_batch_record};
+use mq_client_api::message::{
+    BatchError, IdClock, SendTraits, UniqueIdGenerator, put_batch_record,
+};
 use mq_client_api::validate::{ValidationError, validate_body, validate_topic};
 use mq_client_api::{Message, SendResult};
 use parking_lot::Mutex;
@@ -149,6 +151,7 @@ impl Open {
         &mut self,
         rules: &Rules<'_>,
         msg: &mut Message,
+        has_id: bool,
         waiter: Waiter,
         deadline: Instant,
     ) -> Result<bool, (Refused, Waiter)> {
@@ -161,12 +164,14 @@ impl Open {
             self.clock_at = deadline;
         }
         let ids = &mut self.ids;
-        match msg.uniq_key() {
+        // Looked up only when the sender's one pass over the properties saw it.
+        let known = if has_id { msg.uniq_key() } else { None };
+        match known {
             Some(id) => ids.push_str(id),
             // Made on the stack, copied into the list and the properties.
             None => rules.ids.next_id_on(self.clock, |id| {
                 ids.push_str(id);
-                msg.set_property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX, id);
+                msg.set_uniq_key(id);
             }),
         }
         let refused = match put_batch_record(msg, &mut self.body) {
@@ -310,11 +315,12 @@ pub(crate) fn enqueue(
     engine: &Arc<Engine>,
     config: BatchingConfig,
     msg: &mut Message,
+    traits: SendTraits,
     deadline: Instant,
 ) -> Result<oneshot::Receiver<Outcome>, ProducerError> {
     engine.ensure_running()?;
     validate_body(msg, engine.config.max_message_size)?;
-    let wait = msg.wait_store_msg_ok();
+    let wait = traits.wait;
     let (tx, rx) = oneshot::channel();
     let rules = Rules {
         ids: &engine.ids,
@@ -328,7 +334,7 @@ pub(crate) fn enqueue(
         &mut batches.lock(),
         &rules,
         msg,
-        wait,
+        traits,
         tx,
         deadline,
         &mut joined,
@@ -362,18 +368,19 @@ fn join(
     b: &mut Batches,
     rules: &Rules<'_>,
     msg: &mut Message,
-    wait: bool,
+    traits: SendTraits,
     tx: Waiter,
     deadline: Instant,
     joined: &mut Joined,
 ) -> Result<(), ProducerError> {
+    let wait = traits.wait;
     let slot = usize::from(wait);
     let tx = match b
         .by_topic
         .get_mut(msg.topic.as_str())
         .and_then(|slots| slots.0[slot].as_mut())
     {
-        Some(batch) => match batch.add(rules, msg, tx, deadline) {
+        Some(batch) => match batch.add(rules, msg, traits.has_id, tx, deadline) {
             Ok(false) => return Ok(()),
             Ok(true) => {
                 joined.full = b.take_full(&msg.topic, wait);
@@ -394,7 +401,7 @@ fn join(
         }
     };
     let mut batch = b.open(rules, &msg.topic, wait, deadline);
-    match batch.add(rules, msg, tx, deadline) {
+    match batch.add(rules, msg, traits.has_id, tx, deadline) {
         Ok(true) => {
             b.last_len = batch.waiters.len();
             b.last_bytes = batch.body.len();
@@ -544,7 +551,7 @@ mod tests {
                 let (tx, _rx) = oneshot::channel();
                 let mut msg = Message::new("T", format!("m{i}")).with_wait_store_msg_ok(wait);
                 assert!(matches!(
-                    batch.add(&rules, &mut msg, tx, deadline),
+                    batch.add(&rules, &mut msg, false, tx, deadline),
                     Ok(false)
                 ));
             }
@@ -568,6 +575,33 @@ mod tests {
         assert_eq!(b.open(&rules, "T", false, deadline).waiters.capacity(), 3);
     }
 
+    /// A message that has its id keeps it in the batch (a send that is tried again); one
+    /// without is given one, set on the message too.
+    #[test]
+    fn a_message_keeps_the_id_it_has_and_gets_one_otherwise() {
+        let generator = UniqueIdGenerator::new(None);
+        let rules = rules(&generator);
+        let deadline = Instant::now();
+        let mut batch = Batches::default().open(&rules, "T", true, deadline);
+        let mut sent = Message::new("T", "again");
+        sent.set_uniq_key("7F0000010000000000000000000000AB");
+        let mut fresh = Message::new("T", "new");
+        for msg in [&mut sent, &mut fresh] {
+            let (tx, _rx) = oneshot::channel();
+            let has_id = msg.send_traits().has_id;
+            assert!(matches!(
+                batch.add(&rules, msg, has_id, tx, deadline),
+                Ok(false)
+            ));
+        }
+        let fresh_id = fresh.uniq_key().expect("a new id is set on the message");
+        assert_ne!(fresh_id, "7F0000010000000000000000000000AB");
+        assert_eq!(
+            batch.ids,
+            format!("7F0000010000000000000000000000AB,{fresh_id}")
+        );
+    }
+
     /// A batch's clock is read again for a message that comes a millisecond or more after the
     /// one it was read for: a clock kept for long would make ids again once the counter went
     /// round.
@@ -583,7 +617,7 @@ mod tests {
             let mut msg = Message::new("T", "m");
             let deadline = opened + Duration::from_micros(at);
             assert!(matches!(
-                batch.add(&rules, &mut msg, tx, deadline),
+                batch.add(&rules, &mut msg, false, tx, deadline),
                 Ok(false)
             ));
             assert_eq!(

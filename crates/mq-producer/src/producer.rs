@@ -14,7 +14,8 @@ use mq_client_api::header::{
     CheckTransactionStateRequestHeader, CreateTopicRequestHeader, SendMessageRequestHeader,
 };
 use mq_client_api::message::{
-    MessageExt, UniqueIdGenerator, decode_offset_msg_id, encode_batch, property, sys_flag,
+    MessageExt, SendTraits, UniqueIdGenerator, decode_offset_msg_id, encode_batch, property,
+    sys_flag,
 };
 use mq_client_api::validate::{validate_body, validate_message, validate_topic};
 use mq_client_api::{ClientApiError, Message, MessageQueue, ResponseCode, SendRequest, SendResult};
@@ -417,11 +418,11 @@ impl Producer {
 
     /// The auto-batching `msg` goes through, if any. Delayed and timer messages go alone: in
     /// a batch, brokers would not keep their time.
-    fn batching_for(&self, msg: &Message) -> Option<crate::config::BatchingConfig> {
+    fn batching_for(&self, traits: &SendTraits) -> Option<crate::config::BatchingConfig> {
         self.inner
             .config
             .batching
-            .filter(|_| msg.delay_level() == 0 && !msg.is_timer())
+            .filter(|_| traits.delay_level == 0 && !traits.timer)
     }
 
     /// Like [`Producer::send_async`] (auto-batched when it is on), but fails at once with
@@ -444,9 +445,11 @@ impl Producer {
             Ok(g) => g,
             Err(e) => return Err(SendError::new(e, msg)),
         };
-        if let Some(batching) = self.batching_for(&msg) {
+        let traits = msg.send_traits();
+        if let Some(batching) = self.batching_for(&traits) {
             let mut msg = msg;
-            return match crate::batching::enqueue(&self.inner, batching, &mut msg, deadline) {
+            return match crate::batching::enqueue(&self.inner, batching, &mut msg, traits, deadline)
+            {
                 Ok(rx) => Ok(SendFuture(Pending::Batched {
                     rx,
                     msg,
@@ -512,7 +515,8 @@ impl Producer {
     /// when the future is first polled. A failure hands the message back.
     pub fn send_async(&self, msg: Message) -> SendFuture {
         let deadline = Instant::now() + self.inner.config.send_timeout;
-        if let Some(batching) = self.batching_for(&msg) {
+        let traits = msg.send_traits();
+        if let Some(batching) = self.batching_for(&traits) {
             // Gathered with other async sends of the topic; the outcome comes back per message.
             // Room is taken per message before it joins a batch, so the accumulator is bounded
             // too: at once when there is room (the message joins its batch now), otherwise by
@@ -524,7 +528,13 @@ impl Producer {
             {
                 // No future of its own to box: the send waits on its batch's answer alone, and
                 // its room holds the producer running (no count of its own taken on it).
-                return match crate::batching::enqueue(&self.inner, batching, &mut msg, deadline) {
+                return match crate::batching::enqueue(
+                    &self.inner,
+                    batching,
+                    &mut msg,
+                    traits,
+                    deadline,
+                ) {
                     Ok(rx) => SendFuture(Pending::Batched {
                         rx,
                         msg,
@@ -545,10 +555,11 @@ impl Producer {
                     Ok(a) => a,
                     Err(e) => return Err(SendError::new(e, msg)),
                 };
-                let r = match crate::batching::enqueue(&engine, batching, &mut msg, deadline) {
-                    Ok(rx) => crate::batching::outcome(rx.await, msg),
-                    Err(e) => Err(SendError::new(e, msg)),
-                };
+                let r =
+                    match crate::batching::enqueue(&engine, batching, &mut msg, traits, deadline) {
+                        Ok(rx) => crate::batching::outcome(rx.await, msg),
+                        Err(e) => Err(SendError::new(e, msg)),
+                    };
                 drop(admission);
                 r
             });

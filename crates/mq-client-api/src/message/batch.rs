@@ -4,8 +4,8 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::{
-    Message, TIMER_NAME_PREFIX, decode_properties, delay_level_of, property, put_properties,
-    waits_for_store,
+    Message, NAME_VALUE_SEPARATOR, PROPERTY_SEPARATOR, SendTraits, TraitsSeen, decode_properties,
+    put_properties,
 };
 
 /// A batch was refused. The caller is at fault.
@@ -49,52 +49,31 @@ pub fn check_batch(messages: &[Message]) -> Result<usize, BatchError> {
 }
 
 /// What the batch rules need of one message's properties, read in one pass.
-struct Facts {
-    delay_level: i32,
-    timer: bool,
-    wait: bool,
-    props_len: usize,
+type Facts = SendTraits;
+
+/// `m`'s facts, when it keeps the rules that concern a message alone.
+fn checked_facts(m: &Message) -> Result<Facts, BatchError> {
+    let facts = m.send_traits();
+    keeps_the_rules(&facts, m)?;
+    Ok(facts)
 }
 
-impl Facts {
-    fn of(m: &Message) -> Self {
-        let (mut delay, mut wait, mut timer, mut props_len) = (None, None, false, 0);
-        for (name, value) in m.properties.iter() {
-            props_len += name.len() + value.len() + 2;
-            match name {
-                property::DELAY_TIME_LEVEL => delay = Some(value),
-                property::WAIT_STORE_MSG_OK => wait = Some(value),
-                _ => timer |= name.starts_with(TIMER_NAME_PREFIX),
-            }
-        }
-        Self {
-            delay_level: delay_level_of(delay),
-            timer,
-            wait: waits_for_store(wait),
-            props_len,
-        }
+/// Whether a message of `facts` keeps the rules that concern a message alone: no delay level,
+/// no timer, no retry topic, properties that fit their 2-byte length.
+fn keeps_the_rules(facts: &Facts, m: &Message) -> Result<(), BatchError> {
+    if facts.delay_level > 0 {
+        return Err(BatchError::DelayNotSupported);
     }
-}
-
-impl Facts {
-    /// `m`'s facts, when it keeps the rules that concern a message alone: no delay level, no
-    /// timer, no retry topic, properties that fit their 2-byte length.
-    fn checked(m: &Message) -> Result<Self, BatchError> {
-        let facts = Self::of(m);
-        if facts.delay_level > 0 {
-            return Err(BatchError::DelayNotSupported);
-        }
-        if facts.timer {
-            return Err(BatchError::TimerNotSupported);
-        }
-        if crate::names::is_retry_topic(&m.topic) {
-            return Err(BatchError::RetryTopic);
-        }
-        if facts.props_len > i16::MAX as usize {
-            return Err(BatchError::PropertiesTooLong(facts.props_len));
-        }
-        Ok(facts)
+    if facts.timer {
+        return Err(BatchError::TimerNotSupported);
     }
+    if crate::names::is_retry_topic(&m.topic) {
+        return Err(BatchError::RetryTopic);
+    }
+    if facts.properties_len > i16::MAX as usize {
+        return Err(BatchError::PropertiesTooLong(facts.properties_len));
+    }
+    Ok(())
 }
 
 /// [`check_batch`], with each message's properties length.
@@ -104,15 +83,15 @@ fn checked(messages: &[Message]) -> Result<(usize, Vec<usize>), BatchError> {
     let mut size = 0;
     let mut lens = Vec::with_capacity(messages.len());
     for m in messages {
-        let facts = Facts::checked(m)?;
+        let facts = checked_facts(m)?;
         if m.topic != first.topic {
             return Err(BatchError::MixedTopics);
         }
         if *wait.get_or_insert(facts.wait) != facts.wait {
             return Err(BatchError::MixedWaitStore);
         }
-        size += record_len(m, facts.props_len);
-        lens.push(facts.props_len);
+        size += record_len(m, facts.properties_len);
+        lens.push(facts.properties_len);
     }
     Ok((size, lens))
 }
@@ -142,11 +121,31 @@ pub fn encode_batch(messages: &[Message]) -> Result<Bytes, BatchError> {
 /// # Errors
 /// [`BatchError`] when a rule is broken; `out` is then as it was.
 pub fn put_batch_record(m: &Message, out: &mut BytesMut) -> Result<usize, BatchError> {
-    let facts = Facts::checked(m)?;
-    let len = record_len(m, facts.props_len);
-    out.reserve(len);
-    put_record_head(m, facts.props_len, out);
-    put_properties(&m.properties, out);
+    let start = out.len();
+    let props = &m.properties.0;
+    out.reserve(record_len(m, props.text_len() + 2 * props.len()));
+    // One pass over the properties writes them and reads the rules' facts; the lengths are
+    // patched in once known.
+    put_record_head(m, 0, out);
+    let props_at = out.len();
+    let mut seen = TraitsSeen::default();
+    for (name, value) in m.properties.0.iter_key_bytes() {
+        seen.note(name, value);
+        out.put_slice(name);
+        out.put_u8(NAME_VALUE_SEPARATOR as u8);
+        out.put_slice(value.as_bytes());
+        out.put_u8(PROPERTY_SEPARATOR as u8);
+    }
+    if let Err(e) = keeps_the_rules(&seen.traits(), m) {
+        out.truncate(start);
+        return Err(e);
+    }
+    let props_len = out.len() - props_at;
+    let len = record_len(m, props_len);
+    // Both fit: the rules bound the properties to 15 bits; a body is at most `i32::MAX` bytes
+    // on the wire.
+    out[start..start + 4].copy_from_slice(&(len as i32).to_be_bytes());
+    out[props_at - 2..props_at].copy_from_slice(&(props_len as i16).to_be_bytes());
     Ok(len)
 }
 
@@ -288,6 +287,8 @@ mod tests {
             Message::new("T", "a").with_flag(3),
             Message::new("T", vec![7u8; 300]).with_keys(["k1", "k2"]),
             Message::new("T", "c").with_tags("t"),
+            // Properties past the room made for them.
+            Message::new("T", "d").with_keys(["k".repeat(200)]),
         ];
         let mut out = BytesMut::new();
         let mut total = 0;

@@ -377,6 +377,24 @@ impl Message {
         self
     }
 
+    /// What a send decides by, of this message's properties, read in one pass (four lookups
+    /// would each walk them).
+    pub fn send_traits(&self) -> SendTraits {
+        let mut seen = TraitsSeen::default();
+        for (name, value) in self.properties.0.iter_key_bytes() {
+            seen.note(name, value);
+        }
+        seen.traits()
+    }
+
+    /// Sets the client unique id (`UNIQ_KEY`), as a send does to a message without one.
+    pub fn set_uniq_key(&mut self, id: &str) {
+        // The name is the program's: kept by reference, not copied into the text.
+        self.properties
+            .0
+            .insert(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX, id);
+    }
+
     /// Whether this is a timer message: it names a delivery time or a wait
     /// (`TIMER_DELIVER_MS`, `TIMER_DELAY_SEC`, `TIMER_DELAY_MS`), or is a recall's deletion
     /// (`TIMER_DEL_UNIQKEY`). One lookup: the names share the prefix `TIMER_DEL`.
@@ -532,8 +550,8 @@ pub enum PropertyError {
     },
 }
 
-const NAME_VALUE_SEPARATOR: char = '\u{1}';
-const PROPERTY_SEPARATOR: char = '\u{2}';
+pub(crate) const NAME_VALUE_SEPARATOR: char = '\u{1}';
+pub(crate) const PROPERTY_SEPARATOR: char = '\u{2}';
 
 /// Encodes properties as `name\x01value\x02` per pair (spec §6.1).
 pub fn encode_properties(props: &Properties) -> String {
@@ -545,6 +563,62 @@ pub fn encode_properties(props: &Properties) -> String {
         s.push(PROPERTY_SEPARATOR);
     }
     s
+}
+
+/// What a send decides by, of a message's properties ([`Message::send_traits`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendTraits {
+    /// The delay level ([`Message::delay_level`]).
+    pub delay_level: i32,
+    /// Whether it is a timer message ([`Message::is_timer`]).
+    pub timer: bool,
+    /// Whether the broker answers only after storing ([`Message::wait_store_msg_ok`]).
+    pub wait: bool,
+    /// Whether it has its client unique id ([`Message::uniq_key`]).
+    pub has_id: bool,
+    /// The length in bytes of its properties string ([`properties_len`]).
+    pub properties_len: usize,
+}
+
+/// [`SendTraits`] as the properties are walked: for a caller that walks them for more.
+#[derive(Default)]
+pub(crate) struct TraitsSeen<'a> {
+    delay: Option<&'a str>,
+    wait: Option<&'a str>,
+    timer: bool,
+    has_id: bool,
+    properties_len: usize,
+}
+
+impl<'a> TraitsSeen<'a> {
+    /// Notes the property `name` of `value`. Names are told apart by their first byte, so
+    /// most are compared with none of the names looked for.
+    #[inline]
+    pub(crate) fn note(&mut self, name: &[u8], value: &'a str) {
+        const DELAY: &[u8] = property::DELAY_TIME_LEVEL.as_bytes();
+        const WAIT: &[u8] = property::WAIT_STORE_MSG_OK.as_bytes();
+        const ID: &[u8] = property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX.as_bytes();
+        const TIMER: &[u8] = TIMER_NAME_PREFIX.as_bytes();
+        self.properties_len += name.len() + value.len() + 2;
+        match name.first() {
+            Some(&c) if c == DELAY[0] && name == DELAY => self.delay = Some(value),
+            Some(&c) if c == WAIT[0] && name == WAIT => self.wait = Some(value),
+            Some(&c) if c == ID[0] && name == ID => self.has_id = true,
+            Some(&c) if c == TIMER[0] => self.timer |= name.starts_with(TIMER),
+            _ => {}
+        }
+    }
+
+    /// What was seen.
+    pub(crate) fn traits(self) -> SendTraits {
+        SendTraits {
+            delay_level: delay_level_of(self.delay),
+            timer: self.timer,
+            wait: waits_for_store(self.wait),
+            has_id: self.has_id,
+            properties_len: self.properties_len,
+        }
+    }
 }
 
 /// What the names of a timer message's properties start with (`TIMER_DELIVER_MS`,
@@ -599,6 +673,37 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    /// One pass over the properties says what the lookups one by one say.
+    #[test]
+    fn send_traits_are_what_each_lookup_says() {
+        let plain = Message::new("T", "b");
+        let delayed = Message::new("T", "b").with_delay_level(3).with_tags("A");
+        let mut timer = Message::new("T", "b")
+            .with_delay(Duration::from_secs(5))
+            .with_wait_store_msg_ok(false);
+        timer.set_uniq_key("0A");
+        let mut bare = Message::new("T", "b");
+        bare.clear_property(property::WAIT_STORE_MSG_OK);
+        for m in [&plain, &delayed, &timer, &bare] {
+            assert_eq!(
+                m.send_traits(),
+                SendTraits {
+                    delay_level: m.delay_level(),
+                    timer: m.is_timer(),
+                    wait: m.wait_store_msg_ok(),
+                    has_id: m.uniq_key().is_some(),
+                    properties_len: properties_len(&m.properties),
+                },
+                "{:?}",
+                m.properties
+            );
+        }
+        let t = timer.send_traits();
+        assert!(t.timer && !t.wait && t.has_id, "{t:?}");
+        assert_eq!(delayed.send_traits().delay_level, 3);
+        assert!(bare.send_traits().wait, "absent WAIT means true");
+    }
 
     #[test]
     fn properties_string_layout() {

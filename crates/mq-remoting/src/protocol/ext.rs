@@ -436,9 +436,20 @@ impl ExtFields {
         s.entries.iter().map(|e| s.key_text(e.key))
     }
 
-    /// Total bytes of keys and values.
+    /// Total bytes of keys and values: summed from where they are, without reading them.
     pub fn text_len(&self) -> usize {
-        self.iter().map(|(k, v)| k.len() + v.len()).sum()
+        let s = self.view();
+        let len = |(start, end): Span| end.saturating_sub(start) as usize;
+        s.entries
+            .iter()
+            .map(|e| {
+                let key = match e.key {
+                    Key::Static(k) => k.len(),
+                    Key::Arena(span) => len(span),
+                };
+                key + len(e.value)
+            })
+            .sum()
     }
 
     /// The length of these fields as JSON object members when no character needs an escape:
@@ -803,6 +814,11 @@ mod tests {
             vec![("a", "1"), ("b", "two"), ("c", "3")]
         );
         assert_eq!(e.get("c"), Some("3"));
+        assert_eq!(
+            e.text_len(),
+            8,
+            "a replaced value's old text is not counted"
+        );
         assert_eq!(&e["a"], "1");
         assert!(e.contains_key("b") && !e.contains_key("d"));
         assert!(e.any_key_starts_with("") && e.any_key_starts_with("c"));
