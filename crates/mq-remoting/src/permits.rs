@@ -24,8 +24,9 @@ const PAIR_LOW_BITS: u32 = 24;
 /// The largest first bound of a [`Permits::pair`].
 pub const PAIR_MAX_LOW: usize = (1 << PAIR_LOW_BITS) - 1;
 
-/// The largest second bound of a [`Permits::pair`]: 2^40 - 1 (a terabyte, counted in bytes).
-pub const PAIR_MAX_HIGH: usize = (1 << (64 - PAIR_LOW_BITS)) - 1;
+/// The largest second bound of a [`Permits::pair`]: 2^40 - 1 (a terabyte, counted in bytes;
+/// on a 32-bit target, the largest `usize`, which the cast keeps).
+pub const PAIR_MAX_HIGH: usize = (u64::MAX >> PAIR_LOW_BITS) as usize;
 
 /// A number of permits, taken with [`Permits::try_take`] or [`Permits::take`] and given back
 /// with [`Permits::give`], or held by a [`Permit`] that gives them back when dropped; or two
