@@ -418,11 +418,11 @@ impl Producer {
 
     /// The auto-batching `msg` goes through, if any. Delayed and timer messages go alone: in
     /// a batch, brokers would not keep their time.
-    fn batching_for(&self, traits: &SendTraits) -> Option<crate::config::BatchingConfig> {
-        self.inner
-            .config
-            .batching
-            .filter(|_| traits.delay_level == 0 && !traits.timer)
+    fn batching_for(&self, msg: &Message) -> Option<(crate::config::BatchingConfig, SendTraits)> {
+        // The properties are read only when batching is on.
+        let config = self.inner.config.batching?;
+        let traits = msg.send_traits();
+        (traits.delay_level == 0 && !traits.timer).then_some((config, traits))
     }
 
     /// Like [`Producer::send_async`] (auto-batched when it is on), but fails at once with
@@ -445,8 +445,7 @@ impl Producer {
             Ok(g) => g,
             Err(e) => return Err(SendError::new(e, msg)),
         };
-        let traits = msg.send_traits();
-        if let Some(batching) = self.batching_for(&traits) {
+        if let Some((batching, traits)) = self.batching_for(&msg) {
             let mut msg = msg;
             return match crate::batching::enqueue(&self.inner, batching, &mut msg, traits, deadline)
             {
@@ -515,8 +514,7 @@ impl Producer {
     /// when the future is first polled. A failure hands the message back.
     pub fn send_async(&self, msg: Message) -> SendFuture {
         let deadline = Instant::now() + self.inner.config.send_timeout;
-        let traits = msg.send_traits();
-        if let Some(batching) = self.batching_for(&traits) {
+        if let Some((batching, traits)) = self.batching_for(&msg) {
             // Gathered with other async sends of the topic; the outcome comes back per message.
             // Room is taken per message before it joins a batch, so the accumulator is bounded
             // too: at once when there is room (the message joins its batch now), otherwise by

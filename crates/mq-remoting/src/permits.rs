@@ -191,12 +191,20 @@ impl Permits {
         Taken { permits: self, n }
     }
 
-    fn take_now(&self, n: u64) -> bool {
+    /// Whether `n` can be taken from `free`: each count on its own, as a pair's first may not
+    /// borrow from its second.
+    fn fits(&self, free: u64, n: u64) -> bool {
+        if self.split == 0 {
+            return free >= n;
+        }
         let low = self.low_mask();
+        free & low >= n & low && free >> self.split >= n >> self.split
+    }
+
+    fn take_now(&self, n: u64) -> bool {
         let mut free = self.free.load(Ordering::SeqCst);
         loop {
-            // Each count on its own: a pair's first may not borrow from its second.
-            if free & low < n & low || free >> self.split < n >> self.split {
+            if !self.fits(free, n) {
                 return false;
             }
             match self.free.compare_exchange_weak(
