@@ -221,8 +221,9 @@ impl Accumulator {
                 NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % SHARDS
             };
         }
+        // Below SHARDS: taken modulo it once, when the thread first asks.
         let i = SHARD.with(|s| *s);
-        (i, &self.shards[i % SHARDS])
+        (i, &self.shards[i])
     }
 }
 
@@ -535,6 +536,16 @@ mod tests {
         }
     }
 
+    /// Adds `msg` to `batch`, which it joins without filling it.
+    fn joins(batch: &mut Open, rules: &Rules<'_>, msg: &mut Message, deadline: Instant) {
+        let (tx, _rx) = oneshot::channel();
+        let has_id = msg.send_traits().has_id;
+        assert!(matches!(
+            batch.add(rules, msg, has_id, tx, deadline),
+            Ok(false)
+        ));
+    }
+
     /// A topic is kept while one of its two batches is open and forgotten after: a producer
     /// that sends to ever new topics does not grow. A linger timer whose batch already left
     /// (the id is another batch's now) takes nothing.
@@ -548,12 +559,8 @@ mod tests {
         for wait in [false, true] {
             let mut batch = b.open(&rules, "T", wait, deadline);
             for i in 0..3 {
-                let (tx, _rx) = oneshot::channel();
                 let mut msg = Message::new("T", format!("m{i}")).with_wait_store_msg_ok(wait);
-                assert!(matches!(
-                    batch.add(&rules, &mut msg, false, tx, deadline),
-                    Ok(false)
-                ));
+                joins(&mut batch, &rules, &mut msg, deadline);
             }
             ids.push(batch.id);
             b.by_topic.entry("T".into()).or_default().0[usize::from(wait)] = Some(batch);
@@ -587,12 +594,7 @@ mod tests {
         sent.set_uniq_key("7F0000010000000000000000000000AB");
         let mut fresh = Message::new("T", "new");
         for msg in [&mut sent, &mut fresh] {
-            let (tx, _rx) = oneshot::channel();
-            let has_id = msg.send_traits().has_id;
-            assert!(matches!(
-                batch.add(&rules, msg, has_id, tx, deadline),
-                Ok(false)
-            ));
+            joins(&mut batch, &rules, msg, deadline);
         }
         let fresh_id = fresh.uniq_key().expect("a new id is set on the message");
         assert_ne!(fresh_id, "7F0000010000000000000000000000AB");
@@ -613,13 +615,13 @@ mod tests {
         let mut b = Batches::default();
         let mut batch = b.open(&rules, "T", false, opened);
         for (at, read_for) in [(0, 0), (999, 0), (1000, 1000), (1500, 1000), (2100, 2100)] {
-            let (tx, _rx) = oneshot::channel();
             let mut msg = Message::new("T", "m");
-            let deadline = opened + Duration::from_micros(at);
-            assert!(matches!(
-                batch.add(&rules, &mut msg, false, tx, deadline),
-                Ok(false)
-            ));
+            joins(
+                &mut batch,
+                &rules,
+                &mut msg,
+                opened + Duration::from_micros(at),
+            );
             assert_eq!(
                 batch.clock_at,
                 opened + Duration::from_micros(read_for),

@@ -5,7 +5,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::{
     Message, NAME_VALUE_SEPARATOR, PROPERTY_SEPARATOR, SendTraits, TraitsSeen, decode_properties,
-    put_properties,
+    properties_len, put_properties,
 };
 
 /// A batch was refused. The caller is at fault.
@@ -48,11 +48,8 @@ pub fn check_batch(messages: &[Message]) -> Result<usize, BatchError> {
     checked(messages).map(|(size, _)| size)
 }
 
-/// What the batch rules need of one message's properties, read in one pass.
-type Facts = SendTraits;
-
 /// `m`'s facts, when it keeps the rules that concern a message alone.
-fn checked_facts(m: &Message) -> Result<Facts, BatchError> {
+fn checked_facts(m: &Message) -> Result<SendTraits, BatchError> {
     let facts = m.send_traits();
     keeps_the_rules(&facts, m)?;
     Ok(facts)
@@ -60,7 +57,7 @@ fn checked_facts(m: &Message) -> Result<Facts, BatchError> {
 
 /// Whether a message of `facts` keeps the rules that concern a message alone: no delay level,
 /// no timer, no retry topic, properties that fit their 2-byte length.
-fn keeps_the_rules(facts: &Facts, m: &Message) -> Result<(), BatchError> {
+fn keeps_the_rules(facts: &SendTraits, m: &Message) -> Result<(), BatchError> {
     if facts.delay_level > 0 {
         return Err(BatchError::DelayNotSupported);
     }
@@ -122,8 +119,7 @@ pub fn encode_batch(messages: &[Message]) -> Result<Bytes, BatchError> {
 /// [`BatchError`] when a rule is broken; `out` is then as it was.
 pub fn put_batch_record(m: &Message, out: &mut BytesMut) -> Result<usize, BatchError> {
     let start = out.len();
-    let props = &m.properties.0;
-    out.reserve(record_len(m, props.text_len() + 2 * props.len()));
+    out.reserve(record_len(m, properties_len(&m.properties)));
     // One pass over the properties writes them and reads the rules' facts; the lengths are
     // patched in once known.
     put_record_head(m, 0, out);

@@ -635,12 +635,10 @@ pub(crate) fn waits_for_store(value: Option<&str>) -> bool {
     value != Some("false")
 }
 
-/// The length in bytes of [`encode_properties`]' text.
+/// The length in bytes of [`encode_properties`]' text: summed from where the names and
+/// values are, without reading them.
 pub fn properties_len(props: &Properties) -> usize {
-    if let Some(text) = props.0.as_properties_string() {
-        return text.len();
-    }
-    props.iter().map(|(k, v)| k.len() + v.len() + 2).sum()
+    props.0.text_len() + 2 * props.0.len()
 }
 
 /// Appends [`encode_properties`]' text to `dst` without building it first: one copy when the
