@@ -42,7 +42,8 @@ pub(crate) use crate::options::{Codec, Compress};
 pub(crate) enum Transport {
     /// Remoting, with our producer.
     Remoting,
-    /// RocketMQ 5's gRPC, through a proxy (`SendMessage` per request).
+    /// RocketMQ 5's gRPC, through a proxy (`SendMessage` per send; in auto-batch mode the
+    /// producer gathers sends into batches).
     Grpc,
 }
 
@@ -589,23 +590,26 @@ async fn grpc_send(
         }
     };
     let per_request = match mode {
-        Mode::Sync | Mode::Async => 1,
+        Mode::Sync | Mode::Async | Mode::AutoBatch => 1,
         Mode::Batch => 16,
-        Mode::Oneway | Mode::AutoBatch => {
+        Mode::Oneway => {
             return Err(format!(
-                "--transport grpc has no {mode:?} mode: use sync, async or batch"
+                "--transport grpc has no {mode:?} mode: use sync, async, auto-batch or batch"
             ));
         }
     };
     let topic = args.topic.clone();
     if per_request == 1 {
-        // One message per request: our gRPC producer, with its rules (ids, deadline, retries).
+        // One message per send: our gRPC producer, with its rules (ids, deadline, retries);
+        // in auto-batch mode it gathers the sends to the topic into batches.
+        let mut config = mq_producer::GrpcProducerConfig::new(&endpoint).with_topic(&topic);
+        if mode == Mode::AutoBatch {
+            config = config.with_batching(mq_producer::BatchingConfig::default());
+        }
         let producer = Arc::new(
-            mq_producer::GrpcProducer::start(
-                mq_producer::GrpcProducerConfig::new(&endpoint).with_topic(&topic),
-            )
-            .await
-            .map_err(|e| e.to_string())?,
+            mq_producer::GrpcProducer::start(config)
+                .await
+                .map_err(|e| e.to_string())?,
         );
         let send: SendFn = Arc::new(move |body: bytes::Bytes| {
             let (producer, topic) = (Arc::clone(&producer), topic.clone());

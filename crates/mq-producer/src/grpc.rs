@@ -20,7 +20,11 @@ use mq_grpc::convert::{SHARDING_KEY, from_message, group_hash, to_message_ext};
 use mq_grpc::{GrpcClientConfig, GrpcError, GrpcSession, v2};
 use mq_remoting::ClientTls;
 use parking_lot::Mutex;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::config::BatchingConfig;
 use crate::error::{ProducerError, SendError};
 use crate::transaction::{LocalTransactionState, TransactionListener, TransactionSendResult};
 
@@ -44,6 +48,9 @@ pub struct GrpcProducerConfig {
     /// The ACL account every call is signed with, for a proxy that checks ACL; none: calls
     /// are not signed.
     pub credentials: Option<mq_client_api::acl::Credentials>,
+    /// Auto-batching of [`GrpcProducer::send`]: sends to one topic made at about the same
+    /// time go to the proxy in one request. None (the default): one request per send.
+    pub batching: Option<BatchingConfig>,
 }
 
 impl GrpcProducerConfig {
@@ -58,7 +65,15 @@ impl GrpcProducerConfig {
             namespace: String::new(),
             tls: None,
             credentials: None,
+            batching: None,
         }
+    }
+
+    /// Gathers sends to one topic into one request ([`GrpcProducerConfig::batching`]).
+    #[must_use]
+    pub fn with_batching(mut self, batching: BatchingConfig) -> Self {
+        self.batching = Some(batching);
+        self
     }
 
     /// Signs every call with `credentials` (an account of the proxy's ACL).
@@ -121,6 +136,13 @@ impl GrpcProducerConfig {
 /// # Ok(()) }
 /// ```
 pub struct GrpcProducer {
+    core: Arc<Core>,
+    /// The open batches of auto-batched sends, when batching is on.
+    gather: Option<Arc<Gather>>,
+}
+
+/// What a producer's sends share, with the tasks that send its gathered batches.
+struct Core {
     session: GrpcSession,
     /// Runs local transactions and answers the proxy's checks (a transactional producer).
     listener: Option<Arc<dyn TransactionListener>>,
@@ -135,9 +157,9 @@ pub struct GrpcProducer {
 impl std::fmt::Debug for GrpcProducer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GrpcProducer")
-            .field("session", &self.session)
-            .field("config", &self.config)
-            .field("transactional", &self.listener.is_some())
+            .field("session", &self.core.session)
+            .field("config", &self.core.config)
+            .field("transactional", &self.core.listener.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -202,7 +224,10 @@ impl GrpcProducer {
             .await
             .ok()
             .flatten();
-        let producer = Self {
+        let gather = config
+            .batching
+            .map(|batching| Arc::new(Gather::new(batching)));
+        let core = Core {
             session,
             listener,
             born_host: ip.map(|ip| ip.to_string()).unwrap_or_default(),
@@ -211,26 +236,50 @@ impl GrpcProducer {
             routes: Mutex::new(HashMap::new()),
             turn: AtomicUsize::new(0),
         };
-        for t in &producer.config.topics {
-            producer.queues(t, deadline).await?;
+        for t in &core.config.topics {
+            core.queues(t, deadline).await?;
         }
-        Ok(producer)
+        Ok(Self {
+            core: Arc::new(core),
+            gather,
+        })
     }
 
     /// The producer's configuration.
     pub fn config(&self) -> &GrpcProducerConfig {
-        &self.config
+        &self.core.config
     }
 
     /// Sends `msg` and waits for the proxy's answer, within the send timeout.
     ///
+    /// With [batching](GrpcProducerConfig::with_batching), a message that may go in a batch
+    /// (no delay or delivery time, no message group, not a retry topic) waits up to the
+    /// linger time for other sends to its topic, and goes with them in one request; its
+    /// result is its own (its id, its queue offset).
+    ///
     /// # Errors
     /// With the message handed back: [`ProducerError::Validation`] before any attempt;
     /// [`ProducerError::GrpcSendFailed`] naming the proxy, the attempts and the last error
-    /// once no attempt is left or the deadline passed.
+    /// once no attempt is left or the deadline passed; for a batched message,
+    /// [`ProducerError::BatchFailed`] with that error as its cause.
     pub async fn send(&self, mut msg: Message) -> Result<SendResult, SendError> {
+        if let Some(gather) = &self.gather
+            && may_join(&msg)
+        {
+            // Checked and given its id first: its size in a batch counts the id.
+            if let Err(e) = self.core.ready(&mut msg) {
+                return Err(SendError::new(e, msg));
+            }
+            if let Ok(size) = check_batch(std::slice::from_ref(&msg)) {
+                return self.send_gathered(gather, msg, size).await;
+            }
+        }
         match self
-            .send_attempts(std::slice::from_mut(&mut msg), 1 + self.config.retry_times)
+            .core
+            .send_attempts(
+                std::slice::from_mut(&mut msg),
+                1 + self.core.config.retry_times,
+            )
             .await
         {
             // One result per message sent: `attempt` checked the count.
@@ -252,15 +301,12 @@ impl GrpcProducer {
         &self,
         mut msgs: Vec<Message>,
     ) -> Result<Vec<SendResult>, SendError<Vec<Message>>> {
+        let max = self.core.config.max_message_size;
         let checked = check_batch(&msgs)
             .map_err(ProducerError::from)
             .and_then(|size| {
-                if size > self.config.max_message_size {
-                    return Err(ValidationError::BodyTooLarge {
-                        size,
-                        max: self.config.max_message_size,
-                    }
-                    .into());
+                if size > max {
+                    return Err(ValidationError::BodyTooLarge { size, max }.into());
                 }
                 Ok(())
             });
@@ -268,7 +314,8 @@ impl GrpcProducer {
             return Err(SendError::new(e, msgs));
         }
         match self
-            .send_attempts(&mut msgs, 1 + self.config.retry_times)
+            .core
+            .send_attempts(&mut msgs, 1 + self.core.config.retry_times)
             .await
         {
             Ok(r) => Ok(r),
@@ -276,57 +323,62 @@ impl GrpcProducer {
         }
     }
 
-    /// Validates `msgs` (one message, or a checked batch of one topic), gives each its
-    /// `UNIQ_KEY`, and sends them in one request in up to `max_attempts` attempts within the
-    /// send timeout, another queue after a failure that a retry may help.
-    async fn send_attempts(
+    /// [`GrpcProducer::send`] of a message ready to send (checked, with its id) that may go in
+    /// a batch, of `size` bytes as a batch counts them: converted, it joins its topic's open
+    /// batch, and waits for that batch's answer. The message stays here, to be handed back if
+    /// the batch fails.
+    async fn send_gathered(
         &self,
-        msgs: &mut [Message],
-        max_attempts: u32,
-    ) -> Result<Vec<SendResult>, ProducerError> {
+        gather: &Arc<Gather>,
+        msg: Message,
+        size: usize,
+    ) -> Result<SendResult, SendError> {
         let started = Instant::now();
-        let deadline = started + self.config.send_timeout;
-        for msg in msgs.iter_mut() {
-            validate_message(msg, self.config.max_message_size)?;
-            if msg.uniq_key().is_none() {
-                msg.set_property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX, self.ids.next_id());
-            }
+        let deadline = started + self.core.config.send_timeout;
+        let sent = self.core.prepare(&msg);
+        let (tx, rx) = oneshot::channel();
+        let joined = gather.join(
+            &msg.topic,
+            Member {
+                sent,
+                size,
+                waiter: tx,
+                started,
+                deadline,
+            },
+            self.core.config.max_message_size,
+        );
+        for batch in [joined.before, joined.full].into_iter().flatten() {
+            gather.tasks.spawn(flush(Arc::clone(&self.core), batch));
         }
-        // Callers pass one message or a checked (non-empty) batch.
-        let Some(first) = msgs.first() else {
-            return Err(BatchError::Empty.into());
-        };
-        let mut attempts = 0;
-        let mut failed_broker: Option<String> = None;
-        let mut last: Option<GrpcError> = None;
-        while attempts < max_attempts && Instant::now() < deadline {
-            attempts += 1;
-            let outcome = match self.queue(first, failed_broker.as_deref(), deadline).await {
-                Ok(queue) => self.attempt(msgs, &queue, deadline).await.inspect_err(|_| {
-                    failed_broker = broker_of(&queue).map(str::to_owned);
-                }),
-                Err(e) => Err(e),
-            };
-            match outcome {
-                Ok(r) => return Ok(r),
-                Err(e) => {
-                    self.routes.lock().remove(&first.topic);
-                    let retry = e.is_retriable();
-                    tracing::debug!(topic = %first.topic, attempt = attempts, error = %e, retry, "gRPC send attempt failed");
-                    last = Some(e);
-                    if !retry {
-                        break;
-                    }
+        if let Some(id) = joined.opened {
+            // The new batch's linger: sent when the time is up, unless it filled first.
+            let (core, g) = (Arc::clone(&self.core), Arc::clone(gather));
+            let topic = msg.topic.clone();
+            gather.tasks.spawn(async move {
+                // Cut short by shutdown (which sends every open batch itself) and by drop.
+                tokio::select! {
+                    () = tokio::time::sleep(g.config.linger) => {}
+                    () = g.closing.cancelled() => {}
                 }
-            }
+                let batch = g.take(&topic, id);
+                if let Some(batch) = batch {
+                    flush(core, batch).await;
+                }
+            });
         }
-        Err(ProducerError::GrpcSendFailed {
-            topic: first.topic.clone(),
-            endpoint: self.config.endpoint.clone(),
-            attempts,
-            elapsed: started.elapsed(),
-            source: last.map(Box::new),
-        })
+        match rx.await {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err((size, cause))) => {
+                let topic = msg.topic.clone();
+                Err(SendError::new(
+                    ProducerError::BatchFailed { topic, size, cause },
+                    msg,
+                ))
+            }
+            // The batch's task was stopped with its runtime.
+            Err(_) => Err(SendError::new(ProducerError::ShutDown, msg)),
+        }
     }
 
     /// Sends `msg` as a half message (one attempt: a second could leave two), runs the local
@@ -343,18 +395,23 @@ impl GrpcProducer {
         arg: &str,
     ) -> Result<TransactionSendResult, SendError> {
         msg.set_property(property::TRANSACTION_PREPARED, "true");
-        let send = match self.send_attempts(std::slice::from_mut(&mut msg), 1).await {
+        let send = match self
+            .core
+            .send_attempts(std::slice::from_mut(&mut msg), 1)
+            .await
+        {
             // One result per message sent: `attempt` checked the count.
             Ok(mut r) => r.remove(0),
             Err(e) => return Err(SendError::new(e, msg)),
         };
         msg.transaction_id.clone_from(&send.transaction_id);
-        let local_state = match &self.listener {
+        let local_state = match &self.core.listener {
             Some(l) => l.execute(&msg, arg),
             None => LocalTransactionState::Unknown,
         };
         if let Some(resolution) = resolution(local_state) {
             let ended = self
+                .core
                 .session
                 .end_transaction(
                     &msg.topic,
@@ -362,7 +419,7 @@ impl GrpcProducer {
                     send.transaction_id.as_deref().unwrap_or_default(),
                     resolution,
                     v2::TransactionSource::SourceClient,
-                    Instant::now() + self.config.send_timeout,
+                    Instant::now() + self.core.config.send_timeout,
                 )
                 .await;
             if let Err(e) = ended {
@@ -383,32 +440,149 @@ impl GrpcProducer {
         topic: &str,
         recall_handle: &str,
     ) -> Result<String, ProducerError> {
-        let deadline = Instant::now() + self.config.send_timeout;
+        let deadline = Instant::now() + self.core.config.send_timeout;
         Ok(self
+            .core
             .session
             .recall_message(topic, recall_handle, deadline)
             .await?)
     }
 
-    /// One attempt of `msgs` (one request) to `queue`: a result per message, or the first
+    /// Tells the proxy the producer leaves and stops its session. Dropping the producer stops
+    /// the session too, without telling the proxy.
+    ///
+    /// Open batches are sent first, and their sends answered.
+    pub async fn shutdown(self) {
+        if let Some(gather) = &self.gather {
+            for batch in gather.take_all() {
+                gather.tasks.spawn(flush(Arc::clone(&self.core), batch));
+            }
+            gather.closing.cancel();
+            gather.tasks.close();
+            gather.tasks.wait().await;
+        }
+        let deadline = Instant::now() + self.core.config.send_timeout;
+        if let Err(e) = self.core.session.terminate(None, deadline).await {
+            tracing::debug!(error = %e, "the proxy did not take the termination notice");
+        }
+    }
+}
+
+impl Core {
+    /// Checks `msg` and gives it its `UNIQ_KEY` when it has none.
+    fn ready(&self, msg: &mut Message) -> Result<(), ProducerError> {
+        validate_message(msg, self.config.max_message_size)?;
+        if msg.uniq_key().is_none() {
+            msg.set_property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX, self.ids.next_id());
+        }
+        Ok(())
+    }
+
+    /// `msg` as it is sent (its queue is set by each attempt).
+    fn prepare(&self, msg: &Message) -> v2::Message {
+        let mut m = from_message(
+            msg,
+            &self.born_host,
+            &mq_client_api::names::default_delay_levels(),
+        );
+        m.topic = Some(self.session.resource(&msg.topic));
+        m
+    }
+
+    /// Checks `msgs` (one message, or a checked batch of one topic), gives each its
+    /// `UNIQ_KEY`, and sends them in one request ([`Core::send_prepared`]).
+    async fn send_attempts(
+        &self,
+        msgs: &mut [Message],
+        max_attempts: u32,
+    ) -> Result<Vec<SendResult>, ProducerError> {
+        let started = Instant::now();
+        let deadline = started + self.config.send_timeout;
+        for msg in msgs.iter_mut() {
+            self.ready(msg)?;
+        }
+        // Callers pass one message or a checked (non-empty) batch.
+        let Some(first) = msgs.first() else {
+            return Err(BatchError::Empty.into());
+        };
+        let sent = msgs.iter().map(|m| self.prepare(m)).collect();
+        let batch = Prepared {
+            topic: &first.topic,
+            group: first.property(SHARDING_KEY),
+            sent,
+        };
+        self.send_prepared(&batch, max_attempts, started, deadline)
+            .await
+    }
+
+    /// Sends `batch` in one request in up to `max_attempts` attempts before `deadline`,
+    /// another queue after a failure that a retry may help.
+    async fn send_prepared(
+        &self,
+        batch: &Prepared<'_>,
+        max_attempts: u32,
+        started: Instant,
+        deadline: Instant,
+    ) -> Result<Vec<SendResult>, ProducerError> {
+        let topic = batch.topic;
+        let mut attempts = 0;
+        let mut failed_broker: Option<String> = None;
+        let mut last: Option<GrpcError> = None;
+        while attempts < max_attempts && Instant::now() < deadline {
+            attempts += 1;
+            let outcome = match self
+                .queue(topic, batch.group, failed_broker.as_deref(), deadline)
+                .await
+            {
+                Ok(queue) => self
+                    .attempt(batch, &queue, deadline)
+                    .await
+                    .inspect_err(|_| {
+                        failed_broker = broker_of(&queue).map(str::to_owned);
+                    }),
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(r) => return Ok(r),
+                Err(e) => {
+                    self.routes.lock().remove(topic);
+                    let retry = e.is_retriable();
+                    tracing::debug!(topic = %topic, attempt = attempts, error = %e, retry, "gRPC send attempt failed");
+                    last = Some(e);
+                    if !retry {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(ProducerError::GrpcSendFailed {
+            topic: topic.to_owned(),
+            endpoint: self.config.endpoint.clone(),
+            attempts,
+            elapsed: started.elapsed(),
+            source: last.map(Box::new),
+        })
+    }
+
+    /// One attempt of `batch` (one request) to `queue`: a result per message, or the first
     /// refusal. A batch may be answered with an entry per message, or, as Apache RocketMQ's
     /// proxy answers, with one entry for the whole batch (its first offset); each result then
     /// carries its message's own id.
     async fn attempt(
         &self,
-        msgs: &[Message],
+        batch: &Prepared<'_>,
         queue: &v2::MessageQueue,
         deadline: Instant,
     ) -> Result<Vec<SendResult>, GrpcError> {
-        let delays = mq_client_api::names::default_delay_levels();
-        let sent = msgs
+        let n = batch.sent.len();
+        let sent = batch
+            .sent
             .iter()
-            .map(|msg| {
-                let mut m = from_message(msg, &self.born_host, &delays);
+            .map(|m| {
+                let mut m = m.clone();
                 if let Some(sys) = m.system_properties.as_mut() {
                     sys.queue_id = queue.id;
                 }
-                m.topic = Some(self.session.resource(&msg.topic));
                 m
             })
             .collect();
@@ -425,7 +599,7 @@ impl GrpcProducer {
                 message: s.message.clone(),
             });
         }
-        let per_message = entries.len() == msgs.len();
+        let per_message = entries.len() == n;
         let Some(first) = entries
             .first()
             .filter(|_| per_message || entries.len() == 1)
@@ -436,19 +610,18 @@ impl GrpcProducer {
                 rpc: "SendMessage",
                 code: v2::Code::Unspecified as i32,
                 message: format!(
-                    "the answer holds {} entries for {} messages",
-                    entries.len(),
-                    msgs.len()
+                    "the answer holds {} entries for {n} messages",
+                    entries.len()
                 ),
             });
         };
         let broker = broker_of(queue).unwrap_or("");
         let text = |t: &str| Some(t.to_owned()).filter(|t| !t.is_empty());
-        let result = |msg: &Message, msg_id: String, offset: i64| SendResult {
+        let result = |msg_id: String, offset: i64| SendResult {
             status: SendStatus::SendOk,
             msg_id,
             offset_msg_id: String::new(),
-            message_queue: MessageQueue::new(&msg.topic, broker, queue.id),
+            message_queue: MessageQueue::new(batch.topic, broker, queue.id),
             queue_offset: offset,
             transaction_id: None,
             region_id: "DefaultRegion".into(),
@@ -456,20 +629,26 @@ impl GrpcProducer {
             recall_handle: None,
         };
         if per_message {
-            return Ok(msgs
+            return Ok(entries
                 .iter()
-                .zip(&entries)
-                .map(|(msg, e)| SendResult {
+                .map(|e| SendResult {
                     transaction_id: text(&e.transaction_id),
                     recall_handle: text(&e.recall_handle),
-                    ..result(msg, e.message_id.clone(), e.offset)
+                    ..result(e.message_id.clone(), e.offset)
                 })
                 .collect());
         }
-        Ok(msgs
+        let id = |m: &v2::Message| {
+            m.system_properties
+                .as_ref()
+                .map(|s| s.message_id.clone())
+                .unwrap_or_default()
+        };
+        Ok(batch
+            .sent
             .iter()
             .zip(first.offset..)
-            .map(|(msg, offset)| result(msg, msg.uniq_key().unwrap_or_default().to_owned(), offset))
+            .map(|(m, offset)| result(id(m), offset))
             .collect())
     }
 
@@ -477,12 +656,13 @@ impl GrpcProducer {
     /// keeps one queue), otherwise in turn, avoiding `avoid`'s queues while others exist.
     async fn queue(
         &self,
-        msg: &Message,
+        topic: &str,
+        group: Option<&str>,
         avoid: Option<&str>,
         deadline: Instant,
     ) -> Result<v2::MessageQueue, GrpcError> {
-        let queues = self.queues(&msg.topic, deadline).await?;
-        if let Some(group) = msg.property(SHARDING_KEY) {
+        let queues = self.queues(topic, deadline).await?;
+        if let Some(group) = group {
             return Ok(queues[group_hash(group) as usize % queues.len()].clone());
         }
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
@@ -537,13 +717,14 @@ impl GrpcProducer {
             .insert(topic.to_owned(), Arc::clone(&queues));
         Ok(queues)
     }
+}
 
-    /// Tells the proxy the producer leaves and stops its session. Dropping the producer stops
-    /// the session too, without telling the proxy.
-    pub async fn shutdown(self) {
-        let deadline = Instant::now() + self.config.send_timeout;
-        if let Err(e) = self.session.terminate(None, deadline).await {
-            tracing::debug!(error = %e, "the proxy did not take the termination notice");
+/// A producer dropped without [`GrpcProducer::shutdown`] sends its open batches at once: their
+/// tasks end by themselves once the batches are answered.
+impl Drop for GrpcProducer {
+    fn drop(&mut self) {
+        if let Some(gather) = &self.gather {
+            gather.closing.cancel();
         }
     }
 }
@@ -615,4 +796,197 @@ async fn local_ip(endpoint: &str) -> Option<std::net::IpAddr> {
     let socket = tokio::net::UdpSocket::bind("0.0.0.0:0").await.ok()?;
     socket.connect(endpoint).await.ok()?;
     socket.local_addr().ok().map(|a| a.ip())
+}
+
+/// Messages ready to go in one request: of `topic`, queued by `group` when they have one.
+struct Prepared<'a> {
+    topic: &'a str,
+    group: Option<&'a str>,
+    sent: Vec<v2::Message>,
+}
+
+/// Whether `msg` may go in a batch as far as its group and type say: not in a message group
+/// (a group keeps its queue and order: its messages go one by one), not a transaction's half
+/// message. The batch rules ([`check_batch`]: no delay or delivery time, not a retry topic)
+/// decide the rest.
+fn may_join(msg: &Message) -> bool {
+    msg.property(SHARDING_KEY).is_none()
+        && msg.property(property::TRANSACTION_PREPARED) != Some("true")
+}
+
+/// What a batched send's task hears: its result, or its batch's size and failure.
+type Outcome = Result<SendResult, (usize, Arc<ProducerError>)>;
+
+/// A message in a batch, and who waits for it.
+struct Member {
+    sent: v2::Message,
+    /// What it counts for against the largest message (a batch is one message to the proxy).
+    size: usize,
+    waiter: oneshot::Sender<Outcome>,
+    started: Instant,
+    deadline: Instant,
+}
+
+/// An open batch of one topic.
+struct Batch {
+    id: u64,
+    topic: String,
+    sent: Vec<v2::Message>,
+    waiters: Vec<oneshot::Sender<Outcome>>,
+    size: usize,
+    bytes: usize,
+    /// When its first send started (the batch's failure counts its time from there).
+    started: Instant,
+    /// The earliest of its sends' deadlines.
+    deadline: Instant,
+}
+
+impl Batch {
+    fn add(&mut self, m: Member) {
+        self.size += m.size;
+        self.bytes += m.sent.body.len();
+        self.started = self.started.min(m.started);
+        self.deadline = self.deadline.min(m.deadline);
+        self.sent.push(m.sent);
+        self.waiters.push(m.waiter);
+    }
+
+    fn is_full(&self, config: &BatchingConfig) -> bool {
+        self.bytes >= config.max_bytes || self.sent.len() >= config.max_messages
+    }
+}
+
+/// The open batches of a producer's sends, by topic, and the tasks that send them.
+struct Gather {
+    config: BatchingConfig,
+    open: Mutex<Open>,
+    /// Each batch's linger and its send: waited for by [`GrpcProducer::shutdown`]; after a
+    /// drop they end by themselves, the batch sent and its sends answered.
+    tasks: TaskTracker,
+    /// Set by shutdown and drop: lingers end at once.
+    closing: CancellationToken,
+}
+
+#[derive(Default)]
+struct Open {
+    by_topic: HashMap<String, Batch>,
+    next_id: u64,
+}
+
+/// What joining a batch led to.
+#[derive(Default)]
+struct Joined {
+    /// The batch that had no room left for the message: to send now.
+    before: Option<Batch>,
+    /// The batch the message joined, full with it: to send now.
+    full: Option<Batch>,
+    /// The id of the batch the message opened: its linger starts.
+    opened: Option<u64>,
+}
+
+impl Gather {
+    fn new(config: BatchingConfig) -> Self {
+        Self {
+            config,
+            open: Mutex::new(Open::default()),
+            tasks: TaskTracker::new(),
+            closing: CancellationToken::new(),
+        }
+    }
+
+    /// Adds `m` to `topic`'s open batch, opening one when there is none, or when `m` would
+    /// take the open one past `max_size`.
+    fn join(&self, topic: &str, m: Member, max_size: usize) -> Joined {
+        let mut joined = Joined::default();
+        let mut open = self.open.lock();
+        if open
+            .by_topic
+            .get(topic)
+            .is_some_and(|b| b.size + m.size > max_size)
+        {
+            joined.before = open.by_topic.remove(topic);
+        }
+        let full = match open.by_topic.get_mut(topic) {
+            Some(batch) => {
+                batch.add(m);
+                batch.is_full(&self.config)
+            }
+            None => {
+                open.next_id += 1;
+                let mut batch = Batch {
+                    id: open.next_id,
+                    topic: topic.to_owned(),
+                    sent: Vec::new(),
+                    waiters: Vec::new(),
+                    size: 0,
+                    bytes: 0,
+                    started: m.started,
+                    deadline: m.deadline,
+                };
+                batch.add(m);
+                if batch.is_full(&self.config) {
+                    joined.full = Some(batch);
+                } else {
+                    joined.opened = Some(batch.id);
+                    open.by_topic.insert(topic.to_owned(), batch);
+                }
+                false
+            }
+        };
+        if full {
+            joined.full = open.by_topic.remove(topic);
+        }
+        joined
+    }
+
+    /// Takes `topic`'s open batch when it is batch `id` (it may have filled and gone).
+    fn take(&self, topic: &str, id: u64) -> Option<Batch> {
+        let mut open = self.open.lock();
+        if open.by_topic.get(topic)?.id != id {
+            return None;
+        }
+        open.by_topic.remove(topic)
+    }
+
+    /// Takes every open batch.
+    fn take_all(&self) -> Vec<Batch> {
+        self.open.lock().by_topic.drain().map(|(_, b)| b).collect()
+    }
+}
+
+/// Sends `batch` with the rules of one send, and answers each of its sends.
+async fn flush(core: Arc<Core>, batch: Batch) {
+    let Batch {
+        topic,
+        sent,
+        waiters,
+        started,
+        deadline,
+        ..
+    } = batch;
+    let n = sent.len();
+    let prepared = Prepared {
+        topic: &topic,
+        group: None,
+        sent,
+    };
+    let max_attempts = 1 + core.config.retry_times;
+    let outcome = core
+        .send_prepared(&prepared, max_attempts, started, deadline)
+        .await;
+    match outcome {
+        // One result per message: `attempt` checked the count.
+        Ok(results) => {
+            for (waiter, result) in waiters.into_iter().zip(results) {
+                // A send no longer awaited: its result has no one to go to.
+                let _ = waiter.send(Ok(result));
+            }
+        }
+        Err(e) => {
+            let cause = Arc::new(e);
+            for waiter in waiters {
+                let _ = waiter.send(Err((n, Arc::clone(&cause))));
+            }
+        }
+    }
 }

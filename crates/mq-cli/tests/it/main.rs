@@ -653,27 +653,34 @@ fn bench_json_reports_sane_numbers_and_a_plot() {
     assert!(v["ratio_to_echo"].as_f64().unwrap() > 0.0, "{v}");
     let (ok, _, err) = mq(&["bench", "produce", "--mode", "sideways"]);
     assert!(!ok && err.contains("invalid value 'sideways'"));
-    // Over gRPC, through a proxy started in front of the embedded cluster: every send counted,
-    // and a mode gRPC has no word for is a clear error.
-    let (ok, out, err) = mq(&[
-        "bench",
-        "produce",
-        "--transport",
-        "grpc",
-        "--count",
-        "500",
-        "--tasks",
-        "4",
-        "--mode",
-        "async",
-        "--window",
-        "4",
-        "--json",
-    ]);
-    assert!(ok, "{err}");
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(v["ok"], 500, "{v}");
-    assert_eq!(v["bench"], "produce async grpc");
+    // Over gRPC, through a proxy started in front of the embedded cluster, one by one and
+    // auto-batched: every send counted and answered, and a mode gRPC has no word for is a
+    // clear error.
+    for (mode, name) in [
+        ("async", "produce async grpc"),
+        ("auto-batch", "produce autobatch grpc"),
+    ] {
+        let (ok, out, err) = mq(&[
+            "bench",
+            "produce",
+            "--transport",
+            "grpc",
+            "--count",
+            "500",
+            "--tasks",
+            "4",
+            "--mode",
+            mode,
+            "--window",
+            "4",
+            "--json",
+        ]);
+        assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(v["ok"], 500, "{v}");
+        assert_eq!(v["send_failed"], 0, "{v}");
+        assert_eq!(v["bench"], name);
+    }
     let (ok, _, err) = mq(&[
         "bench",
         "produce",

@@ -15,8 +15,8 @@ use mq_consumer::{
 };
 use mq_grpc::{GrpcError, GrpcProxy, GrpcProxyConfig, v2};
 use mq_producer::{
-    GrpcProducer, GrpcProducerConfig, LocalTransactionState, Producer, ProducerConfig,
-    ProducerError, TransactionListener,
+    BatchingConfig, GrpcProducer, GrpcProducerConfig, LocalTransactionState, Producer,
+    ProducerConfig, ProducerError, TransactionListener,
 };
 use mq_test_support::{Cluster, Fault};
 
@@ -71,6 +71,31 @@ async fn receive_n(c: &SimpleConsumer, n: usize, invisible: Duration) -> Vec<Rec
         got.extend(c.receive(32, invisible).await.unwrap());
     }
     got
+}
+
+/// A simple consumer of `topic`'s `tag` in `group`, and the first `n` messages it receives:
+/// body, queue offset and id, in body order.
+async fn read_back(
+    endpoint: &str,
+    group: &str,
+    topic: &str,
+    tag: &str,
+    n: usize,
+) -> (SimpleConsumer, Vec<(String, i64, String)>) {
+    let simple = SimpleConsumer::start(
+        SimpleConsumerConfig::new(group, endpoint)
+            .subscribe(topic, tag)
+            .with_await_duration(Duration::from_secs(1)),
+    )
+    .await
+    .unwrap();
+    let got = receive_n(&simple, n, Duration::from_secs(60)).await;
+    let mut read: Vec<(String, i64, String)> = got
+        .iter()
+        .map(|m| (body(m), m.message.queue_offset, m.message_id().to_owned()))
+        .collect();
+    read.sort();
+    (simple, read)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -311,23 +336,11 @@ async fn a_grpc_batch_is_stored_together_and_a_bad_one_not_at_all() {
         .unwrap_err();
     assert!(!e.error().possibly_delivered(), "{e}");
     // What a consumer reads is the good batch, in order, with the ids the producer reported.
-    let simple = SimpleConsumer::start(
-        SimpleConsumerConfig::new("grpc_batch_cg", &endpoint)
-            .subscribe("GrpcBatch", "TagB")
-            .with_await_duration(Duration::from_secs(1)),
-    )
-    .await
-    .unwrap();
-    let got = receive_n(&simple, 5, Duration::from_secs(60)).await;
-    let mut read: Vec<(i64, String, String)> = got
-        .iter()
-        .map(|m| (m.message.queue_offset, body(m), m.message_id().to_owned()))
-        .collect();
-    read.sort();
-    let expected: Vec<(i64, String, String)> = results
+    let (simple, read) = read_back(&endpoint, "grpc_batch_cg", "GrpcBatch", "TagB", 5).await;
+    let expected: Vec<(String, i64, String)> = results
         .iter()
         .enumerate()
-        .map(|(i, r)| (r.queue_offset, format!("b{i}"), r.msg_id.clone()))
+        .map(|(i, r)| (format!("b{i}"), r.queue_offset, r.msg_id.clone()))
         .collect();
     assert_eq!(read, expected);
     assert!(
@@ -339,6 +352,115 @@ async fn a_grpc_batch_is_stored_together_and_a_bad_one_not_at_all() {
         "nothing of the refused batches was stored"
     );
     simple.shutdown().await;
+    producer.shutdown().await;
+    proxy.shutdown().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grpc_producer_gathers_sends_into_batches_and_answers_each() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let proxy = proxy(&cluster).await;
+    let endpoint = proxy.local_addr().to_string();
+    let start = |linger: Duration| {
+        GrpcProducer::start(
+            GrpcProducerConfig::new(&endpoint)
+                .with_topic("GrpcGather")
+                .with_batching(BatchingConfig::new(linger, 1 << 20, 8)),
+        )
+    };
+    // Batches close at 8 messages, or after a linger longer than a send may take.
+    let producer = start(Duration::from_secs(60)).await.unwrap();
+    let gathered =
+        |i: usize| Message::new("GrpcGather", format!("g{i}").into_bytes()).with_tags("TagG");
+    // Eight sends at once fill one batch, which goes at once: one request, so one queue and
+    // consecutive offsets; each send its own result.
+    let results: Vec<_> =
+        futures_util::future::join_all((0..8).map(|i| producer.send(gathered(i))))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    let queue = &results[0].message_queue;
+    assert!(
+        results.iter().all(|r| &r.message_queue == queue),
+        "{results:?}"
+    );
+    let first = results.iter().map(|r| r.queue_offset).min().unwrap();
+    let offsets: BTreeSet<i64> = results.iter().map(|r| r.queue_offset).collect();
+    assert_eq!(offsets, (first..first + 8).collect(), "{results:?}");
+    // A send its caller gave up on after it joined a batch still goes: dropped, the producer
+    // cuts its batches' lingers short.
+    let mut given_up = Box::pin(producer.send(gathered(9)));
+    assert!(
+        futures_util::FutureExt::now_or_never(&mut given_up).is_none(),
+        "waits for its batch"
+    );
+    drop(given_up);
+    drop(producer);
+    // With a short linger, a send alone goes when it is up.
+    let producer = start(Duration::from_millis(20)).await.unwrap();
+    let alone = tokio::time::timeout(Duration::from_secs(10), producer.send(gathered(8)))
+        .await
+        .expect("a lone send is sent after the linger")
+        .unwrap();
+    assert_eq!(alone.status, SendStatus::SendOk);
+    // What may not share a request is still sent: a delayed message, one of a message group.
+    let delayed = producer
+        .send(Message::new("GrpcGather", "later").with_delay_level(1))
+        .await
+        .unwrap();
+    assert_eq!(delayed.status, SendStatus::SendOk);
+    let mut in_group = Message::new("GrpcGather", "in a group");
+    in_group.set_property(mq_grpc::convert::SHARDING_KEY, "group-1");
+    let grouped = producer.send(in_group).await.unwrap();
+    assert_eq!(grouped.status, SendStatus::SendOk);
+    // What a consumer reads of the batches: each body at the offset and with the id its send
+    // was answered with.
+    let (simple, mut read) = read_back(&endpoint, "grpc_gather_cg", "GrpcGather", "TagG", 10).await;
+    let given_up = read.iter().position(|(b, ..)| b == "g9");
+    assert!(given_up.is_some(), "the given-up send was stored: {read:?}");
+    read.retain(|(b, ..)| b != "g9");
+    let mut expected: Vec<(String, i64, String)> = results
+        .iter()
+        .chain([&alone])
+        .enumerate()
+        .map(|(i, r)| (format!("g{i}"), r.queue_offset, r.msg_id.clone()))
+        .collect();
+    expected.sort();
+    assert_eq!(read, expected);
+    simple.shutdown().await;
+    // A batch refused: each send hears it, with its own message back.
+    let send_batch = mq_client_api::RequestCode::SEND_BATCH_MESSAGE.0;
+    cluster
+        .faults(0)
+        .inject(send_batch, Fault::Respond(ResponseCode::NO_PERMISSION.0));
+    let failed = futures_util::future::join_all((0..3).map(|i| {
+        producer.send(Message::new(
+            "GrpcGather",
+            format!("refused {i}").into_bytes(),
+        ))
+    }))
+    .await;
+    for (i, outcome) in failed.into_iter().enumerate() {
+        let e = outcome.unwrap_err();
+        match e.error() {
+            ProducerError::BatchFailed { topic, size, cause } => {
+                assert_eq!(topic, "GrpcGather");
+                assert_eq!(*size, 3);
+                assert!(
+                    matches!(**cause, ProducerError::GrpcSendFailed { .. }),
+                    "{cause}"
+                );
+            }
+            other => panic!("{other}"),
+        }
+        assert!(!e.error().possibly_delivered(), "{e}");
+        let back = e.into_message();
+        assert_eq!(back.body, format!("refused {i}").into_bytes());
+        assert!(back.uniq_key().is_some());
+    }
+    cluster.faults(0).clear();
     producer.shutdown().await;
     proxy.shutdown().await;
     cluster.shutdown().await;
