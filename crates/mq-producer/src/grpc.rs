@@ -7,6 +7,7 @@
 //! broker, up to `1 + retry_times` attempts, unless the failure says a retry cannot help (a
 //! bad message, a forbidden topic); a failed send hands the message back.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -149,6 +150,8 @@ struct Core {
     config: GrpcProducerConfig,
     ids: UniqueIdGenerator,
     born_host: String,
+    /// The delay of each delay level (a delayed message's delivery time).
+    delays: Vec<Duration>,
     /// Writable queues by topic, until a send to the topic fails.
     routes: Mutex<HashMap<String, Arc<[v2::MessageQueue]>>>,
     turn: AtomicUsize,
@@ -231,6 +234,7 @@ impl GrpcProducer {
             session,
             listener,
             born_host: ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            delays: mq_client_api::names::default_delay_levels(),
             ids: UniqueIdGenerator::new(ip),
             config,
             routes: Mutex::new(HashMap::new()),
@@ -324,9 +328,8 @@ impl GrpcProducer {
     }
 
     /// [`GrpcProducer::send`] of a message ready to send (checked, with its id) that may go in
-    /// a batch, of `size` bytes as a batch counts them: converted, it joins its topic's open
-    /// batch, and waits for that batch's answer. The message stays here, to be handed back if
-    /// the batch fails.
+    /// a batch, of `size` bytes as a batch counts them: it joins its topic's open batch, shared
+    /// with it, and waits for that batch's answer; handed back if the batch fails.
     async fn send_gathered(
         &self,
         gather: &Arc<Gather>,
@@ -335,12 +338,13 @@ impl GrpcProducer {
     ) -> Result<SendResult, SendError> {
         let started = Instant::now();
         let deadline = started + self.core.config.send_timeout;
-        let sent = self.core.prepare(&msg);
+        // Shared with the batch until it is answered (the batch lets go of it first).
+        let msg = Arc::new(msg);
         let (tx, rx) = oneshot::channel();
         let joined = gather.join(
             &msg.topic,
             Member {
-                sent,
+                msg: Arc::clone(&msg),
                 size,
                 waiter: tx,
                 started,
@@ -367,18 +371,17 @@ impl GrpcProducer {
                 }
             });
         }
-        match rx.await {
-            Ok(Ok(result)) => Ok(result),
+        let error = match rx.await {
+            Ok(Ok(result)) => return Ok(result),
             Ok(Err((size, cause))) => {
                 let topic = msg.topic.clone();
-                Err(SendError::new(
-                    ProducerError::BatchFailed { topic, size, cause },
-                    msg,
-                ))
+                ProducerError::BatchFailed { topic, size, cause }
             }
             // The batch's task was stopped with its runtime.
-            Err(_) => Err(SendError::new(ProducerError::ShutDown, msg)),
-        }
+            Err(_) => ProducerError::ShutDown,
+        };
+        // The batch has let go of the message: it comes back without a copy.
+        Err(SendError::new(error, Arc::unwrap_or_clone(msg)))
     }
 
     /// Sends `msg` as a half message (one attempt: a second could leave two), runs the local
@@ -478,17 +481,6 @@ impl Core {
         Ok(())
     }
 
-    /// `msg` as it is sent (its queue is set by each attempt).
-    fn prepare(&self, msg: &Message) -> v2::Message {
-        let mut m = from_message(
-            msg,
-            &self.born_host,
-            &mq_client_api::names::default_delay_levels(),
-        );
-        m.topic = Some(self.session.resource(&msg.topic));
-        m
-    }
-
     /// Checks `msgs` (one message, or a checked batch of one topic), gives each its
     /// `UNIQ_KEY`, and sends them in one request ([`Core::send_prepared`]).
     async fn send_attempts(
@@ -505,11 +497,10 @@ impl Core {
         let Some(first) = msgs.first() else {
             return Err(BatchError::Empty.into());
         };
-        let sent = msgs.iter().map(|m| self.prepare(m)).collect();
         let batch = Prepared {
             topic: &first.topic,
             group: first.property(SHARDING_KEY),
-            sent,
+            msgs,
         };
         self.send_prepared(&batch, max_attempts, started, deadline)
             .await
@@ -519,7 +510,7 @@ impl Core {
     /// another queue after a failure that a retry may help.
     async fn send_prepared(
         &self,
-        batch: &Prepared<'_>,
+        batch: &Prepared<'_, impl Borrow<Message> + Sync>,
         max_attempts: u32,
         started: Instant,
         deadline: Instant,
@@ -570,19 +561,21 @@ impl Core {
     /// carries its message's own id.
     async fn attempt(
         &self,
-        batch: &Prepared<'_>,
+        batch: &Prepared<'_, impl Borrow<Message> + Sync>,
         queue: &v2::MessageQueue,
         deadline: Instant,
     ) -> Result<Vec<SendResult>, GrpcError> {
-        let n = batch.sent.len();
+        let n = batch.msgs.len();
         let sent = batch
-            .sent
+            .msgs
             .iter()
-            .map(|m| {
-                let mut m = m.clone();
+            .map(|msg| {
+                let msg = msg.borrow();
+                let mut m = from_message(msg, &self.born_host, &self.delays);
                 if let Some(sys) = m.system_properties.as_mut() {
                     sys.queue_id = queue.id;
                 }
+                m.topic = Some(self.session.resource(&msg.topic));
                 m
             })
             .collect();
@@ -638,17 +631,14 @@ impl Core {
                 })
                 .collect());
         }
-        let id = |m: &v2::Message| {
-            m.system_properties
-                .as_ref()
-                .map(|s| s.message_id.clone())
-                .unwrap_or_default()
-        };
         Ok(batch
-            .sent
+            .msgs
             .iter()
             .zip(first.offset..)
-            .map(|(m, offset)| result(id(m), offset))
+            .map(|(msg, offset)| {
+                let id = msg.borrow().uniq_key().unwrap_or_default().to_owned();
+                result(id, offset)
+            })
             .collect())
     }
 
@@ -798,11 +788,12 @@ async fn local_ip(endpoint: &str) -> Option<std::net::IpAddr> {
     socket.local_addr().ok().map(|a| a.ip())
 }
 
-/// Messages ready to go in one request: of `topic`, queued by `group` when they have one.
-struct Prepared<'a> {
+/// Messages ready to go in one request (checked, with their ids): of `topic`, queued by
+/// `group` when they have one.
+struct Prepared<'a, M> {
     topic: &'a str,
     group: Option<&'a str>,
-    sent: Vec<v2::Message>,
+    msgs: &'a [M],
 }
 
 /// Whether `msg` may go in a batch as far as its group and type say: not in a message group
@@ -819,7 +810,7 @@ type Outcome = Result<SendResult, (usize, Arc<ProducerError>)>;
 
 /// A message in a batch, and who waits for it.
 struct Member {
-    sent: v2::Message,
+    msg: Arc<Message>,
     /// What it counts for against the largest message (a batch is one message to the proxy).
     size: usize,
     waiter: oneshot::Sender<Outcome>,
@@ -831,7 +822,7 @@ struct Member {
 struct Batch {
     id: u64,
     topic: String,
-    sent: Vec<v2::Message>,
+    msgs: Vec<Arc<Message>>,
     waiters: Vec<oneshot::Sender<Outcome>>,
     size: usize,
     bytes: usize,
@@ -844,15 +835,15 @@ struct Batch {
 impl Batch {
     fn add(&mut self, m: Member) {
         self.size += m.size;
-        self.bytes += m.sent.body.len();
+        self.bytes += m.msg.body.len();
         self.started = self.started.min(m.started);
         self.deadline = self.deadline.min(m.deadline);
-        self.sent.push(m.sent);
+        self.msgs.push(m.msg);
         self.waiters.push(m.waiter);
     }
 
     fn is_full(&self, config: &BatchingConfig) -> bool {
-        self.bytes >= config.max_bytes || self.sent.len() >= config.max_messages
+        self.bytes >= config.max_bytes || self.msgs.len() >= config.max_messages
     }
 }
 
@@ -916,7 +907,7 @@ impl Gather {
                 let mut batch = Batch {
                     id: open.next_id,
                     topic: topic.to_owned(),
-                    sent: Vec::new(),
+                    msgs: Vec::new(),
                     waiters: Vec::new(),
                     size: 0,
                     bytes: 0,
@@ -958,22 +949,24 @@ impl Gather {
 async fn flush(core: Arc<Core>, batch: Batch) {
     let Batch {
         topic,
-        sent,
+        msgs,
         waiters,
         started,
         deadline,
         ..
     } = batch;
-    let n = sent.len();
+    let n = msgs.len();
     let prepared = Prepared {
         topic: &topic,
         group: None,
-        sent,
+        msgs: &msgs,
     };
     let max_attempts = 1 + core.config.retry_times;
     let outcome = core
         .send_prepared(&prepared, max_attempts, started, deadline)
         .await;
+    // Let go of the messages before the answers: a failed send takes its own back whole.
+    drop(msgs);
     match outcome {
         // One result per message: `attempt` checked the count.
         Ok(results) => {
