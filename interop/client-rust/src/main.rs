@@ -869,6 +869,86 @@ async fn grpc_batch(run: &Run, endpoint: &str) -> Outcome {
     ensure(got == sent, || format!("sent {sent:?}, received {got:?}"))
 }
 
+/// Through the gRPC proxy at `endpoint`, our gRPC producer's auto-batching: 60 sends at once,
+/// gathered into batches of up to 16, each answered with its own id and received once with it.
+async fn grpc_auto_batching(run: &Run, endpoint: &str) -> Outcome {
+    const N: usize = 60;
+    let admin = run.producer("grpc_gather_admin").await?;
+    let topic = run.topic(&admin, "GrpcGather").await?;
+    admin.shutdown().await;
+    let batching = BatchingConfig::new(Duration::from_millis(50), 1 << 20, 16);
+    let producer = GrpcProducer::start(
+        GrpcProducerConfig::new(endpoint)
+            .with_topic(&topic)
+            .with_batching(batching),
+    )
+    .await
+    .map_err(|e| format!("gRPC producer start: {e}"))?;
+    let producer = Arc::new(producer);
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..N {
+        let (p, topic) = (Arc::clone(&producer), topic.clone());
+        sends.spawn(async move {
+            let body = format!("gathered {i}");
+            p.send(Message::new(&topic, body.clone()).with_tags("TagG"))
+                .await
+                .map(|r| (body, r.msg_id))
+                .map_err(|e| format!("gRPC send {i}: {}", e.error()))
+        });
+    }
+    let mut sent = BTreeMap::new();
+    while let Some(joined) = sends.join_next().await {
+        let (body, id) = joined.map_err(|e| format!("send task: {e}"))??;
+        sent.insert(body, id);
+    }
+    if let Ok(p) = Arc::try_unwrap(producer) {
+        p.shutdown().await;
+    }
+    let distinct = |ids: &BTreeMap<String, String>| ids.values().collect::<BTreeSet<_>>().len();
+    ensure(distinct(&sent) == N, || {
+        format!("answered ids {sent:?}: expected {N} distinct")
+    })?;
+    let consumer = simple_consumer(
+        run,
+        endpoint,
+        "grpc_gather_cg",
+        &topic,
+        "TagG",
+        Duration::from_secs(10),
+    )
+    .await?;
+    let deadline = Instant::now() + SCENARIO_LIMIT;
+    let mut got = BTreeMap::new();
+    while got.len() < N && Instant::now() < deadline {
+        for m in consumer
+            .receive(32, Duration::from_secs(30))
+            .await
+            .map_err(|e| format!("receive: {e}"))?
+        {
+            got.insert(
+                String::from_utf8_lossy(&m.message.message.body).into_owned(),
+                m.message_id().to_owned(),
+            );
+            consumer.ack(&m).await.map_err(|e| format!("ack: {e}"))?;
+        }
+    }
+    consumer.shutdown().await;
+    // Every body arrived, but some with another message's id (its batch's first): the shape
+    // of a Java broker's known bug (the harness names it), told apart from any other failure.
+    let ids: BTreeSet<&String> = sent.values().collect();
+    if got != sent
+        && got.keys().eq(sent.keys())
+        && got.values().all(|id| ids.contains(id))
+        && distinct(&got) < N
+    {
+        return Err(format!(
+            "every message received, some with another message's id: {} ids for {N} messages",
+            distinct(&got)
+        ));
+    }
+    ensure(got == sent, || format!("sent {sent:?}, received {got:?}"))
+}
+
 /// Through the gRPC proxy at `endpoint`: our gRPC producer sends 10 messages to a topic made
 /// first over remoting, our simple consumer receives each once and acknowledges all but one;
 /// that one gets a new invisible time, and the new receipt handle acknowledges it. With
@@ -1113,6 +1193,14 @@ async fn main() -> ExitCode {
                 "gRPC batch through {label}, one request stored in one queue at consecutive offsets, each message with its own id"
             ),
             grpc_batch(&run, endpoint),
+            t,
+        )
+        .await;
+        check(
+            &format!(
+                "gRPC auto-batching through {label}, concurrent sends each answered and received with its own id"
+            ),
+            grpc_auto_batching(&run, endpoint),
             t,
         )
         .await;
