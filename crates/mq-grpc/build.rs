@@ -13,6 +13,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Prost's codec, sizing its buffer before it writes (see `src/codec.rs`).
+        .codec_path("crate::codec::SizedCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

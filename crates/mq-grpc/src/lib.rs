@@ -14,6 +14,7 @@
 //! May depend on: `mq-remoting`, `mq-client-api`.
 
 pub mod client;
+pub mod codec;
 pub mod convert;
 pub mod fuzz_oracle;
 mod offset;
