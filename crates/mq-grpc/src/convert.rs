@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use mq_client_api::ClientApiError;
-use mq_client_api::message::{Message, MessageExt, property};
+use mq_client_api::message::{Message, MessageExt, SendTraits, property};
 use mq_client_api::{ResponseCode, validate};
 
 use crate::v2;
@@ -295,23 +295,31 @@ pub fn timestamp_of(ms: i64) -> prost_types::Timestamp {
 
 /// The parts of a gRPC message that come from the message alone: topic, body, user
 /// properties, and tag, keys, id (`UNIQ_KEY`), FIFO group ([`SHARDING_KEY`]) and type as system
-/// properties. Callers add what belongs to sending or to a delivery.
-fn outline(msg: &Message) -> v2::Message {
-    let user_properties = msg
-        .properties()
-        .iter()
-        .filter(|(k, _)| {
-            // What Java's proxy leaves out too: the system's own properties.
-            !SYSTEM_KEYS.contains(k) && !property::RESERVED.contains(k) && !k.starts_with("__")
-        })
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-    let group = msg.property(SHARDING_KEY).map(str::to_owned);
-    let message_type = if msg.is_transaction_prepared() {
+/// properties. Callers add what belongs to sending or to a delivery. `traits` are the
+/// message's ([`Message::send_traits`]: its delay and timer read in the same pass as the rest).
+fn outline(msg: &Message, traits: &SendTraits) -> v2::Message {
+    // One pass over the properties: the system ones read, the user ones kept.
+    let mut user_properties = std::collections::HashMap::new();
+    let (mut tag, mut keys, mut id, mut group, mut prepared) = (None, "", "", None, false);
+    for (k, v) in msg.properties().iter() {
+        match k {
+            property::TAGS => tag = Some(v),
+            property::KEYS => keys = v,
+            property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX => id = v,
+            SHARDING_KEY => group = Some(v),
+            property::TRANSACTION_PREPARED => prepared = v == "true",
+            _ => {}
+        }
+        // What Java's proxy leaves out too: the system's own properties.
+        if !SYSTEM_KEYS.contains(&k) && !property::RESERVED.contains(&k) && !k.starts_with("__") {
+            user_properties.insert(k.to_owned(), v.to_owned());
+        }
+    }
+    let message_type = if prepared {
         v2::MessageType::Transaction
     } else if group.is_some() {
         v2::MessageType::Fifo
-    } else if msg.delay_level() > 0 || msg.is_timer() {
+    } else if traits.delay_level > 0 || traits.timer {
         v2::MessageType::Delay
     } else {
         v2::MessageType::Normal
@@ -323,12 +331,17 @@ fn outline(msg: &Message) -> v2::Message {
         }),
         user_properties,
         system_properties: Some(v2::SystemProperties {
-            tag: msg.tags().map(str::to_owned),
-            keys: msg.keys().into_iter().map(str::to_owned).collect(),
-            message_id: msg.uniq_key().unwrap_or_default().to_owned(),
+            tag: tag.map(str::to_owned),
+            // As `Message::keys` splits them.
+            keys: keys
+                .split(' ')
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            message_id: id.to_owned(),
             body_encoding: v2::Encoding::Identity as i32,
             message_type: message_type as i32,
-            message_group: group,
+            message_group: group.map(str::to_owned),
             ..Default::default()
         }),
         body: msg.body.to_vec(),
@@ -339,7 +352,7 @@ fn outline(msg: &Message) -> v2::Message {
 /// invisible time. Its body digest is MD5 in upper-case hex, as Apache RocketMQ's proxy writes
 /// it: the clients disagree on how CRC32 is written (Node: decimal, Java: hex), not on MD5.
 pub fn to_grpc(m: &MessageExt, handle: &str, attempt: u32, invisible: Duration) -> v2::Message {
-    let mut out = outline(&m.message);
+    let mut out = outline(&m.message, &m.message.send_traits());
     let md5 = {
         use md5::Digest as _;
         let digest = md5::Md5::digest(&m.message.body);
@@ -373,9 +386,10 @@ pub fn to_grpc(m: &MessageExt, handle: &str, attempt: u32, invisible: Duration) 
 /// [`Message::with_delay`]), else its delay level's by `delay_levels`. The id must have been
 /// set.
 pub fn from_message(msg: &Message, born_host: &str, delay_levels: &[Duration]) -> v2::Message {
-    let mut out = outline(msg);
+    let traits = msg.send_traits();
+    let mut out = outline(msg, &traits);
     let now = SystemTime::now();
-    let leveled = usize::try_from(msg.delay_level())
+    let leveled = usize::try_from(traits.delay_level)
         .ok()
         .filter(|l| *l > 0)
         .and_then(|l| delay_levels.get(l - 1))
@@ -383,8 +397,14 @@ pub fn from_message(msg: &Message, born_host: &str, delay_levels: &[Duration]) -
     if let Some(sys) = out.system_properties.as_mut() {
         sys.born_timestamp = Some(prost_types::Timestamp::from(now));
         sys.born_host = born_host.to_owned();
+        // Only a timer message names a due time.
         sys.delivery_timestamp = leveled
-            .or_else(|| msg.timer_due(now).ok().flatten())
+            .or_else(|| {
+                traits
+                    .timer
+                    .then(|| msg.timer_due(now).ok().flatten())
+                    .flatten()
+            })
             .map(prost_types::Timestamp::from);
     }
     out
@@ -461,6 +481,54 @@ mod tests {
             body: b"x".to_vec(),
             ..Default::default()
         }
+    }
+
+    /// What a gRPC producer sends of a message: system properties from its own, the rest as
+    /// user properties, and the type its properties make it.
+    #[test]
+    fn a_sent_message_carries_its_properties_where_the_contract_puts_them() {
+        let mut m = Message::new("T", "body").with_tags("TagA");
+        m.set_property(property::KEYS, "k1  k2");
+        m.set_property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX, "0A01");
+        m.set_property(SHARDING_KEY, "group-1");
+        m.set_property("color", "blue");
+        m.set_property(property::WAIT_STORE_MSG_OK, "true");
+        m.set_property("__internal", "x");
+        let delays = [Duration::from_secs(1)];
+        let sent = from_message(&m, "10.0.0.1", &delays);
+        let sys = sent.system_properties.clone().unwrap_or_default();
+        assert_eq!(sys.tag.as_deref(), Some("TagA"));
+        assert_eq!(sys.keys, ["k1", "k2"]);
+        assert_eq!(sys.message_id, "0A01");
+        assert_eq!(sys.message_group.as_deref(), Some("group-1"));
+        assert_eq!(sys.message_type, v2::MessageType::Fifo as i32);
+        assert_eq!(sys.born_host, "10.0.0.1");
+        assert_eq!(sys.delivery_timestamp, None);
+        let user: Vec<(&str, &str)> = sent
+            .user_properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(user, [("color", "blue")]);
+        // A half message is a transaction's, whatever else it is.
+        m.set_property(property::TRANSACTION_PREPARED, "true");
+        let sys = from_message(&m, "", &delays)
+            .system_properties
+            .unwrap_or_default();
+        assert_eq!(sys.message_type, v2::MessageType::Transaction as i32);
+        // A delay level: due after its delay; a plain message is normal.
+        let delayed = Message::new("T", "b").with_delay_level(1);
+        let sys = from_message(&delayed, "", &delays)
+            .system_properties
+            .unwrap_or_default();
+        assert_eq!(sys.message_type, v2::MessageType::Delay as i32);
+        assert!(sys.delivery_timestamp.is_some());
+        let plain = Message::new("T", "b");
+        let sys = from_message(&plain, "", &delays)
+            .system_properties
+            .unwrap_or_default();
+        assert_eq!(sys.message_type, v2::MessageType::Normal as i32);
+        assert!(sys.tag.is_none() && sys.keys.is_empty() && sys.message_group.is_none());
     }
 
     #[test]
