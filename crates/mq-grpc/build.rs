@@ -15,6 +15,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         // Prost's codec, sizing its buffer before it writes (see `src/codec.rs`).
         .codec_path("crate::codec::SizedCodec")
+        // A message's body as `Bytes`: sent without a copy of the caller's body, and read as a
+        // slice of the request.
+        .bytes(".apache.rocketmq.v2.Message.body")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -634,7 +634,7 @@ async fn grpc_send(
                 resource_namespace: String::new(),
                 name: topic.clone(),
             }),
-            body: body.to_vec(),
+            body,
             ..Default::default()
         };
         Box::pin(async move {

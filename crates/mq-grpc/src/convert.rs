@@ -153,7 +153,7 @@ pub fn to_remoting(
     let sys = m.system_properties.clone().unwrap_or_default();
     let body = match v2::Encoding::try_from(sys.body_encoding) {
         Ok(v2::Encoding::Gzip) => Bytes::from(gunzip(&m.body, max_body)?),
-        _ => Bytes::copy_from_slice(&m.body),
+        _ => m.body.clone(),
     };
     if body.is_empty() {
         return Err(status(
@@ -344,7 +344,7 @@ fn outline(msg: &Message, traits: &SendTraits) -> v2::Message {
             message_group: group.map(str::to_owned),
             ..Default::default()
         }),
-        body: msg.body.to_vec(),
+        body: msg.body.clone(),
     }
 }
 
@@ -421,7 +421,7 @@ pub fn to_message_ext(m: &v2::Message, max_body: usize) -> Result<MessageExt, Re
     let sys = m.system_properties.clone().unwrap_or_default();
     let body = match v2::Encoding::try_from(sys.body_encoding) {
         Ok(v2::Encoding::Gzip) => Bytes::from(gunzip(&m.body, max_body)?),
-        _ => Bytes::copy_from_slice(&m.body),
+        _ => m.body.clone(),
     };
     let mut msg = Message::new(resource_name(m.topic.as_ref()), body);
     // What a server sends is kept as it came, reserved names included (a proxy may pass the
@@ -478,7 +478,7 @@ mod tests {
                 message_type: v2::MessageType::Delay as i32,
                 ..Default::default()
             }),
-            body: b"x".to_vec(),
+            body: Bytes::from_static(b"x"),
             ..Default::default()
         }
     }

@@ -958,7 +958,7 @@ async fn serve_with_a_grpc_port_answers_rocketmq_5_clients() {
                     resource_namespace: String::new(),
                     name: "CliGrpc".into(),
                 }),
-                body: b"over grpc".to_vec(),
+                body: b"over grpc".to_vec().into(),
                 ..Default::default()
             }],
         })
@@ -999,7 +999,7 @@ async fn serve_with_acl_and_a_grpc_port_checks_grpc_calls_against_the_same_accou
                     resource_namespace: String::new(),
                     name: "CliGrpcAcl".into(),
                 }),
-                body: b"signed over grpc".to_vec(),
+                body: b"signed over grpc".to_vec().into(),
                 ..Default::default()
             }],
         });

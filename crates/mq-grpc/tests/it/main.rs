@@ -78,7 +78,7 @@ fn message(topic: &str, body: &[u8], sys: v2::SystemProperties) -> v2::Message {
         topic: resource(topic),
         user_properties: HashMap::from([("color".to_owned(), "blue".to_owned())]),
         system_properties: Some(sys),
-        body: body.to_vec(),
+        body: bytes::Bytes::copy_from_slice(body),
     }
 }
 
@@ -917,7 +917,7 @@ async fn transactions_commit_roll_back_and_recover_through_telemetry() {
     .expect("the broker's check reaches the producer");
     assert_eq!(
         recover.message.as_ref().map(|m| m.body.clone()),
-        Some(b"orphan".to_vec())
+        Some(bytes::Bytes::from_static(b"orphan"))
     );
     let check = v2::SendResultEntry {
         message_id: orphan.entries[0].message_id.clone(),
