@@ -804,6 +804,30 @@ async fn grpc_transactions(run: &Run, endpoint: &str) -> Outcome {
     )
 }
 
+/// Receives and acknowledges until `n` bodies came (or the scenario's time is up): each body
+/// with the id it came with.
+async fn receive_acking(
+    consumer: &SimpleConsumer,
+    n: usize,
+) -> Result<BTreeMap<String, String>, String> {
+    let deadline = Instant::now() + SCENARIO_LIMIT;
+    let mut got = BTreeMap::new();
+    while got.len() < n && Instant::now() < deadline {
+        for m in consumer
+            .receive(32, Duration::from_secs(30))
+            .await
+            .map_err(|e| format!("receive: {e}"))?
+        {
+            got.insert(
+                String::from_utf8_lossy(&m.message.message.body).into_owned(),
+                m.message_id().to_owned(),
+            );
+            consumer.ack(&m).await.map_err(|e| format!("ack: {e}"))?;
+        }
+    }
+    Ok(got)
+}
+
 /// Through the gRPC proxy at `endpoint`, our gRPC producer's batch: 8 messages in one request,
 /// stored in one queue at consecutive offsets, each reported and received with its own id.
 async fn grpc_batch(run: &Run, endpoint: &str) -> Outcome {
@@ -842,21 +866,7 @@ async fn grpc_batch(run: &Run, endpoint: &str) -> Outcome {
         Duration::from_secs(10),
     )
     .await?;
-    let deadline = Instant::now() + SCENARIO_LIMIT;
-    let mut got = BTreeMap::new();
-    while got.len() < sent.len() && Instant::now() < deadline {
-        for m in consumer
-            .receive(16, Duration::from_secs(30))
-            .await
-            .map_err(|e| format!("receive: {e}"))?
-        {
-            got.insert(
-                String::from_utf8_lossy(&m.message.message.body).into_owned(),
-                m.message_id().to_owned(),
-            );
-            consumer.ack(&m).await.map_err(|e| format!("ack: {e}"))?;
-        }
-    }
+    let got = receive_acking(&consumer, sent.len()).await?;
     consumer.shutdown().await;
     // Every body arrived, but each with the batch's first id: the shape of a Java broker's
     // known bug (the harness names it), told apart from any other failure.
@@ -917,21 +927,7 @@ async fn grpc_auto_batching(run: &Run, endpoint: &str) -> Outcome {
         Duration::from_secs(10),
     )
     .await?;
-    let deadline = Instant::now() + SCENARIO_LIMIT;
-    let mut got = BTreeMap::new();
-    while got.len() < N && Instant::now() < deadline {
-        for m in consumer
-            .receive(32, Duration::from_secs(30))
-            .await
-            .map_err(|e| format!("receive: {e}"))?
-        {
-            got.insert(
-                String::from_utf8_lossy(&m.message.message.body).into_owned(),
-                m.message_id().to_owned(),
-            );
-            consumer.ack(&m).await.map_err(|e| format!("ack: {e}"))?;
-        }
-    }
+    let got = receive_acking(&consumer, N).await?;
     consumer.shutdown().await;
     // Every body arrived, but some with another message's id (its batch's first): the shape
     // of a Java broker's known bug (the harness names it), told apart from any other failure.
