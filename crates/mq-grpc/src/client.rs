@@ -403,28 +403,13 @@ impl GrpcSession {
     }
 
     fn metadata(&self, md: &mut MetadataMap) {
-        for (key, value) in &self.inner.headers {
-            md.insert(*key, value.clone());
-        }
         let id = self.inner.requests.fetch_add(1, Ordering::Relaxed);
-        // Digits only: always ASCII.
-        if let Ok(v) = AsciiMetadataValue::try_from(id.to_string()) {
-            md.insert("x-mq-request-id", v);
-        }
-        if let Some(credentials) = &self.inner.config.credentials {
-            use mq_client_api::acl;
-            let now = acl::grpc_date_time(std::time::SystemTime::now());
-            let signed = acl::grpc_authorization(credentials, &now);
-            // Digits and letters, and an access key that is not ASCII signs nothing: the
-            // proxy then answers that no account is named.
-            if let (Ok(now), Ok(signed)) = (
-                AsciiMetadataValue::try_from(now),
-                AsciiMetadataValue::try_from(signed),
-            ) {
-                md.insert(acl::GRPC_DATE_TIME, now);
-                md.insert(acl::GRPC_AUTHORIZATION, signed);
-            }
-        }
+        call_metadata(
+            md,
+            &self.inner.headers,
+            id,
+            self.inner.config.credentials.as_ref(),
+        );
     }
 
     /// Runs `call` within `deadline`, mapping its failures.
@@ -898,6 +883,56 @@ async fn keep_alive(
     drop(outbound);
 }
 
+/// Adds to `md` the headers of every call (`fixed`), the request's id, and its signature when
+/// there are `credentials`. Those whose value differs on every call, and the signature, are
+/// sent never indexed, as is a `grpc-timeout` already in `md`.
+fn call_metadata(
+    md: &mut MetadataMap,
+    fixed: &[(&'static str, AsciiMetadataValue)],
+    id: u64,
+    credentials: Option<&mq_client_api::acl::Credentials>,
+) {
+    if let Some(timeout) = md.get_mut("grpc-timeout") {
+        never_indexed(timeout);
+    }
+    for (key, value) in fixed {
+        md.insert(*key, value.clone());
+    }
+    // Digits only: always ASCII.
+    if let Ok(mut v) = AsciiMetadataValue::try_from(id.to_string()) {
+        never_indexed(&mut v);
+        md.insert("x-mq-request-id", v);
+    }
+    if let Some(credentials) = credentials {
+        use mq_client_api::acl;
+        let now = acl::grpc_date_time(std::time::SystemTime::now());
+        let signed = acl::grpc_authorization(credentials, &now);
+        // Digits and letters, and an access key that is not ASCII signs nothing: the proxy
+        // then answers that no account is named.
+        if let (Ok(mut now), Ok(mut signed)) = (
+            AsciiMetadataValue::try_from(now),
+            AsciiMetadataValue::try_from(signed),
+        ) {
+            never_indexed(&mut now);
+            never_indexed(&mut signed);
+            md.insert(acl::GRPC_DATE_TIME, now);
+            md.insert(acl::GRPC_AUTHORIZATION, signed);
+        }
+    }
+}
+
+/// Sends `value` as an HPACK literal that is never indexed (RFC 7541 §6.2.3), for a header
+/// whose value differs on every call (the request id, the timeout, the signature's time) or is
+/// a credential (the signature).
+///
+/// Indexed, each such value entered the dynamic tables of both ends: every call then compared
+/// its value with the ones before it (the table's entries of the same name), and pushed out
+/// the headers that do repeat (the client id, language, version), which went out as literals
+/// again.
+fn never_indexed(value: &mut AsciiMetadataValue) {
+    value.set_sensitive(true);
+}
+
 /// What is left before `deadline` (at least a millisecond, so a `grpc-timeout` is never zero).
 fn left(deadline: Instant) -> Duration {
     deadline
@@ -948,3 +983,42 @@ answers!(
     v2::EndTransactionResponse,
     v2::RecallMessageResponse
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values that differ on every call, and the signature, go out never indexed; the headers
+    /// that repeat stay indexable, so each call sends them as a table index.
+    #[test]
+    fn per_call_values_and_the_signature_are_never_indexed() {
+        let fixed = [
+            (
+                "x-mq-client-id",
+                AsciiMetadataValue::from_static("client-1"),
+            ),
+            ("x-mq-language", AsciiMetadataValue::from_static("RUST")),
+        ];
+        let credentials = mq_client_api::acl::Credentials::new("ak", "sk");
+        let mut request = Request::new(());
+        request.set_timeout(Duration::from_secs(3));
+        call_metadata(request.metadata_mut(), &fixed, 7, Some(&credentials));
+        let md = request.metadata();
+        let sensitive = |key: &str| md.get(key).map(AsciiMetadataValue::is_sensitive);
+        assert_eq!(
+            md.get("x-mq-request-id").map(|v| v.as_encoded_bytes()),
+            Some(&b"7"[..])
+        );
+        for key in [
+            "x-mq-request-id",
+            "grpc-timeout",
+            mq_client_api::acl::GRPC_DATE_TIME,
+            mq_client_api::acl::GRPC_AUTHORIZATION,
+        ] {
+            assert_eq!(sensitive(key), Some(true), "{key}");
+        }
+        for key in ["x-mq-client-id", "x-mq-language"] {
+            assert_eq!(sensitive(key), Some(false), "{key}");
+        }
+    }
+}
