@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Streaming};
+use tonic::{Extensions, Request, Streaming};
 use tracing::{debug, warn};
 
 use crate::convert::duration;
@@ -229,7 +229,7 @@ struct Inner {
     server_settings: Mutex<Option<v2::Settings>>,
     requests: AtomicU64,
     /// The headers of every call, made once.
-    headers: Vec<(&'static str, AsciiMetadataValue)>,
+    headers: MetadataMap,
     /// Answers the server's questions about undecided transactions.
     orphans: Option<OrphanHandler>,
     stop: CancellationToken,
@@ -320,23 +320,8 @@ impl GrpcSession {
             platform: std::env::consts::OS.to_owned(),
             hostname: host_name(),
         });
-        let mut headers = vec![
-            ("x-mq-client-id", config.client_id.as_str()),
-            ("x-mq-language", "RUST"),
-            ("x-mq-protocol", "v2"),
-            ("x-mq-client-version", env!("CARGO_PKG_VERSION")),
-        ];
-        if !config.namespace.is_empty() {
-            headers.push(("x-mq-namespace", config.namespace.as_str()));
-        }
-        // Values made of ids and names; one that is not ASCII is left out rather than failing
-        // every call.
-        let headers = headers
-            .into_iter()
-            .filter_map(|(k, v)| AsciiMetadataValue::try_from(v).ok().map(|v| (k, v)))
-            .collect();
         let inner = Arc::new(Inner {
-            headers,
+            headers: fixed_headers(&config),
             client: MessagingServiceClient::new(channel),
             config,
             settings,
@@ -396,20 +381,15 @@ impl GrpcSession {
     /// The request of `message` with the contract's metadata and a `grpc-timeout` of what is
     /// left before `deadline`.
     fn request<T>(&self, message: T, deadline: Instant) -> Request<T> {
-        let mut r = Request::new(message);
-        r.set_timeout(left(deadline));
-        self.metadata(r.metadata_mut());
-        r
+        call_request(self.metadata(), message, left(deadline))
     }
 
-    fn metadata(&self, md: &mut MetadataMap) {
+    /// The metadata of a call: a copy of the session's fixed headers, with the call's own.
+    fn metadata(&self) -> MetadataMap {
+        let mut md = self.inner.headers.clone();
         let id = self.inner.requests.fetch_add(1, Ordering::Relaxed);
-        call_metadata(
-            md,
-            &self.inner.headers,
-            id,
-            self.inner.config.credentials.as_ref(),
-        );
+        call_metadata(&mut md, id, self.inner.config.credentials.as_ref());
+        md
     }
 
     /// Runs `call` within `deadline`, mapping its failures.
@@ -517,8 +497,7 @@ impl GrpcSession {
         // The stream lives as long as the session: no `grpc-timeout`, or a server that keeps
         // it (Apache RocketMQ's proxy) cancels it once the opening deadline passes, and can no
         // longer ask about orphaned transactions. Opening it is bounded by `call`.
-        let mut request = Request::new(outbound);
-        self.metadata(request.metadata_mut());
+        let request = Request::from_parts(self.metadata(), Extensions::default(), outbound);
         let mut inbound = self
             .call("Telemetry", deadline, client.telemetry(request))
             .await?;
@@ -883,21 +862,47 @@ async fn keep_alive(
     drop(outbound);
 }
 
-/// Adds to `md` the headers of every call (`fixed`), the request's id, and its signature when
-/// there are `credentials`. Those whose value differs on every call, and the signature, are
-/// sent never indexed, as is a `grpc-timeout` already in `md`.
+/// The headers every call of a session carries, made once: each call starts from a copy,
+/// rather than checking and hashing each name again.
+fn fixed_headers(config: &GrpcClientConfig) -> MetadataMap {
+    let mut headers = vec![
+        ("x-mq-client-id", config.client_id.as_str()),
+        ("x-mq-language", "RUST"),
+        ("x-mq-protocol", "v2"),
+        ("x-mq-client-version", env!("CARGO_PKG_VERSION")),
+    ];
+    if !config.namespace.is_empty() {
+        headers.push(("x-mq-namespace", config.namespace.as_str()));
+    }
+    let mut md = MetadataMap::with_capacity(headers.len() + 4);
+    for (key, value) in headers {
+        // Values made of ids and names; one that is not ASCII is left out rather than failing
+        // every call.
+        if let Ok(value) = AsciiMetadataValue::try_from(value) {
+            md.insert(key, value);
+        }
+    }
+    md
+}
+
+/// A unary call's request: `message` with `metadata` and a `grpc-timeout` of `timeout`, sent
+/// never indexed (what is left differs on every call).
+fn call_request<T>(metadata: MetadataMap, message: T, timeout: Duration) -> Request<T> {
+    let mut r = Request::from_parts(metadata, Extensions::default(), message);
+    r.set_timeout(timeout);
+    if let Some(timeout) = r.metadata_mut().get_mut("grpc-timeout") {
+        never_indexed(timeout);
+    }
+    r
+}
+
+/// Adds to `md` the request's id, and its signature when there are `credentials`: each sent
+/// never indexed.
 fn call_metadata(
     md: &mut MetadataMap,
-    fixed: &[(&'static str, AsciiMetadataValue)],
     id: u64,
     credentials: Option<&mq_client_api::acl::Credentials>,
 ) {
-    if let Some(timeout) = md.get_mut("grpc-timeout") {
-        never_indexed(timeout);
-    }
-    for (key, value) in fixed {
-        md.insert(*key, value.clone());
-    }
     // Digits only: always ASCII.
     if let Ok(mut v) = AsciiMetadataValue::try_from(id.to_string()) {
         never_indexed(&mut v);
@@ -992,17 +997,11 @@ mod tests {
     /// that repeat stay indexable, so each call sends them as a table index.
     #[test]
     fn per_call_values_and_the_signature_are_never_indexed() {
-        let fixed = [
-            (
-                "x-mq-client-id",
-                AsciiMetadataValue::from_static("client-1"),
-            ),
-            ("x-mq-language", AsciiMetadataValue::from_static("RUST")),
-        ];
-        let credentials = mq_client_api::acl::Credentials::new("ak", "sk");
-        let mut request = Request::new(());
-        request.set_timeout(Duration::from_secs(3));
-        call_metadata(request.metadata_mut(), &fixed, 7, Some(&credentials));
+        let config = GrpcClientConfig::new("127.0.0.1:1")
+            .with_credentials(mq_client_api::acl::Credentials::new("ak", "sk"));
+        let mut md = fixed_headers(&config);
+        call_metadata(&mut md, 7, config.credentials.as_ref());
+        let request = call_request(md, (), Duration::from_secs(3));
         let md = request.metadata();
         let sensitive = |key: &str| md.get(key).map(AsciiMetadataValue::is_sensitive);
         assert_eq!(
@@ -1017,7 +1016,16 @@ mod tests {
         ] {
             assert_eq!(sensitive(key), Some(true), "{key}");
         }
-        for key in ["x-mq-client-id", "x-mq-language"] {
+        assert_eq!(
+            md.get("x-mq-client-id").map(|v| v.as_encoded_bytes()),
+            Some(config.client_id.as_bytes())
+        );
+        for key in [
+            "x-mq-client-id",
+            "x-mq-language",
+            "x-mq-protocol",
+            "x-mq-client-version",
+        ] {
             assert_eq!(sensitive(key), Some(false), "{key}");
         }
     }
