@@ -197,15 +197,26 @@ impl ClientApi {
         &self.config
     }
 
-    /// A request with `code` and `header`, in the configured serialisation.
+    /// A request with `code` and `header`, in the configured serialisation (see
+    /// [`ClientApi::header_type`]).
     pub fn request(&self, code: RequestCode, header: &impl CommandHeader) -> RemotingCommand {
-        RemotingCommand::request(code.0)
-            .with_serialize_type(self.config.serialize_type)
+        self.bare_request(code)
             .with_ext_fields(header.to_ext_fields())
     }
 
     fn bare_request(&self, code: RequestCode) -> RemotingCommand {
-        RemotingCommand::request(code.0).with_serialize_type(self.config.serialize_type)
+        RemotingCommand::request(code.0).with_serialize_type(self.header_type(code))
+    }
+
+    /// The header serialisation of a request with `code`: the configured one, except that a
+    /// code a ROCKETMQ header cannot hold (it has 16 bits for it: the 5.x pop codes, 200050
+    /// and up) goes with a JSON header, which brokers read whatever their clients' type. (Java
+    /// cuts such a code to 16 bits, which a 5.3 broker does not know.)
+    pub fn header_type(&self, code: RequestCode) -> SerializeType {
+        match self.config.serialize_type {
+            SerializeType::RocketMq if i16::try_from(code.0).is_err() => SerializeType::Json,
+            ty => ty,
+        }
     }
 
     async fn call(
@@ -364,7 +375,7 @@ impl ClientApi {
 
     fn send_command_with(&self, code: RequestCode, ext: ExtFields, body: Bytes) -> RemotingCommand {
         RemotingCommand::request(code.0)
-            .with_serialize_type(self.config.serialize_type)
+            .with_serialize_type(self.header_type(code))
             .with_ext_fields(ext)
             .with_body(body)
     }

@@ -236,7 +236,8 @@ impl ClientConfig {
         self
     }
 
-    /// Sets the header codec (default JSON).
+    /// Sets the header codec (default JSON). With ROCKETMQ, requests whose code a binary
+    /// header cannot hold (the 5.x pop codes) still go with JSON headers.
     #[must_use]
     pub fn with_serialize_type(mut self, ty: SerializeType) -> Self {
         self.serialize_type = ty;

@@ -306,3 +306,63 @@ async fn pops_and_acks_that_cannot_be_served_are_refused_with_the_reason() {
     assert_eq!(none.status, PopStatus::NoNewMsg);
     let _ = b.shutdown(T).await;
 }
+
+/// A client that sends ROCKETMQ headers (`-Drocketmq.serialize.type=ROCKETMQ` in Java) pops,
+/// acknowledges and hands back messages too, although the pop codes (200050 and up) do not
+/// fit a ROCKETMQ header's 16-bit code: those requests go with JSON headers, and every other
+/// request of the same client keeps its binary headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_of_rocketmq_headers_pops_acks_and_hands_back() {
+    use mq_client_api::ApiConfig;
+    use mq_remoting::{ClientConfig, RemotingClient, SerializeType};
+
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path(), |c| c).await;
+    let addr = b.local_addr().to_string();
+    let api = ClientApi::new(
+        RemotingClient::new(ClientConfig::default()),
+        ApiConfig::default().with_serialize_type(SerializeType::RocketMq),
+    );
+    assert_eq!(
+        api.header_type(RequestCode::POP_MESSAGE),
+        SerializeType::Json
+    );
+    assert_eq!(
+        api.header_type(RequestCode::SEND_MESSAGE_V2),
+        SerializeType::RocketMq
+    );
+    for i in 0..2 {
+        api.send(&addr, send_request("PopBin", 1, &msg("PopBin", i)), T)
+            .await
+            .unwrap();
+    }
+    let invisible = Duration::from_secs(60);
+    let first = pop(&api, &addr, &pop_header("PopBin", -1, 32, invisible)).await;
+    assert_eq!(ids(&first), ["U0000", "U0001"]);
+    api.ack_message(&addr, &ack_header(&first.messages[0]), T)
+        .await
+        .unwrap();
+    let m = &first.messages[1];
+    api.change_invisible_time(
+        &addr,
+        &ChangeInvisibleTimeRequestHeader {
+            consumer_group: "pop-g".into(),
+            topic: "PopBin".into(),
+            queue_id: m.message.queue_id,
+            extra_info: m.checkpoint.to_string(),
+            offset: m.message.queue_offset,
+            invisible_time: 0,
+        },
+        T,
+    )
+    .await
+    .unwrap();
+    let again = pop(&api, &addr, &pop_header("PopBin", -1, 32, invisible)).await;
+    assert_eq!(
+        ids(&again),
+        ["U0001"],
+        "handed back at once, the acked one gone"
+    );
+    assert_eq!(committed(&api, &addr, "PopBin", 1).await, 1);
+    let _ = b.shutdown(T).await;
+}
