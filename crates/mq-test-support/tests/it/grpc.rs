@@ -18,15 +18,22 @@ use mq_producer::{
     BatchingConfig, GrpcProducer, GrpcProducerConfig, LocalTransactionState, Producer,
     ProducerConfig, ProducerError, TransactionListener,
 };
+use mq_remoting::SerializeType;
 use mq_test_support::{Cluster, Fault};
 
+fn proxy_config(cluster: &Cluster) -> GrpcProxyConfig {
+    GrpcProxyConfig::new(&cluster.namesrv_addr()).with_listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
 async fn proxy(cluster: &Cluster) -> GrpcProxy {
-    GrpcProxy::start(
-        GrpcProxyConfig::new(&cluster.namesrv_addr())
-            .with_listen(SocketAddr::from(([127, 0, 0, 1], 0))),
-    )
-    .await
-    .unwrap()
+    GrpcProxy::start(proxy_config(cluster)).await.unwrap()
+}
+
+/// A proxy in front of `cluster` whose requests to it carry `headers`.
+async fn proxy_with(cluster: &Cluster, headers: SerializeType) -> GrpcProxy {
+    GrpcProxy::start(proxy_config(cluster).with_cluster_headers(headers))
+        .await
+        .unwrap()
 }
 
 /// A cluster, a proxy in front of it, the proxy's endpoint and a gRPC producer announcing
@@ -153,6 +160,69 @@ async fn the_simple_consumer_receives_acks_and_gets_back_what_it_did_not_ack() {
     consumer.shutdown().await;
     proxy.shutdown().await;
     cluster.shutdown().await;
+}
+
+/// Records the code and header type of every request a server reads.
+#[derive(Default)]
+struct HeaderTypes(parking_lot::Mutex<Vec<(i32, SerializeType)>>);
+
+impl HeaderTypes {
+    /// The header types of the requests with `code`.
+    fn of(&self, code: i32) -> Vec<SerializeType> {
+        let seen = self.0.lock();
+        seen.iter()
+            .filter(|(c, _)| *c == code)
+            .map(|(_, t)| *t)
+            .collect()
+    }
+}
+
+impl mq_remoting::RpcHook for HeaderTypes {
+    fn before_request(
+        &self,
+        _ctx: &mq_remoting::RequestContext,
+        request: &mq_remoting::RemotingCommand,
+    ) -> futures_util::future::BoxFuture<'static, mq_remoting::HookAction> {
+        self.0.lock().push((request.code, request.serialize_type));
+        Box::pin(async { mq_remoting::HookAction::Continue })
+    }
+}
+
+/// The proxy's requests to the cluster carry the header type it is configured with (ROCKETMQ
+/// by default): its sends, and the pulls that serve its consumers' receives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_speaks_to_the_cluster_in_its_header_type() {
+    use mq_client_api::RequestCode;
+    for headers in [SerializeType::RocketMq, SerializeType::Json] {
+        let cluster = Cluster::builder().start().await.unwrap();
+        let seen = std::sync::Arc::new(HeaderTypes::default());
+        cluster.broker(0).add_rpc_hook(seen.clone());
+        let proxy = proxy_with(&cluster, headers).await;
+        let endpoint = proxy.local_addr().to_string();
+        let producer =
+            GrpcProducer::start(GrpcProducerConfig::new(&endpoint).with_topic("GrpcHeaders"))
+                .await
+                .unwrap();
+        producer
+            .send(Message::new("GrpcHeaders", "h").with_tags("TagA"))
+            .await
+            .unwrap();
+        let (consumer, read) =
+            read_back(&endpoint, "grpc_headers_cg", "GrpcHeaders", "TagA", 1).await;
+        assert_eq!(read.len(), 1, "{headers:?}");
+        for code in [RequestCode::SEND_MESSAGE_V2, RequestCode::PULL_MESSAGE] {
+            let types = seen.of(code.0);
+            assert!(
+                !types.is_empty() && types.iter().all(|t| *t == headers),
+                "{headers:?}, code {}: {types:?}",
+                code.0
+            );
+        }
+        consumer.shutdown().await;
+        producer.shutdown().await;
+        proxy.shutdown().await;
+        cluster.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
