@@ -923,6 +923,8 @@ fn bench(args: &[String]) -> Result {
             "1024",
             "--count",
             if quick { "20000" } else { "100000" },
+            "--broker-pid",
+            &serve.pid,
             "--json",
             "--plot",
             &plot,
@@ -1000,7 +1002,11 @@ fn bench(args: &[String]) -> Result {
     md.push_str(
         "Batch rows count messages (16 per request). Consume latency is from the producer's born ",
     );
-    md.push_str("timestamp to the listener, after a preload, so it mostly measures the backlog. ");
+    md.push_str(
+        "timestamp to the listener, after a preload, so it mostly measures the backlog; its CPU \
+         is the push consumer's (start, pulls, listener) and the broker's over the consuming \
+         window, per message consumed. ",
+    );
     md.push_str(
         "CPU per message is user + system time over the measured window (from `/proc/PID/stat`, \
          10 ms ticks) divided by the messages acknowledged: the client's is `mq bench`'s own \

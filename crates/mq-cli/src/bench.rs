@@ -110,6 +110,11 @@ pub(crate) struct BenchArgs {
     /// measured window is reported per message beside ours.
     #[arg(long)]
     broker_pid: Option<u32>,
+    /// `consume` only: the topic already holds the messages (from an earlier `mq bench
+    /// produce --topic`), so none are sent first; the consumer reads --count of them from the
+    /// first offset.
+    #[arg(long)]
+    preloaded: bool,
 }
 
 /// Counters of a run.
@@ -689,18 +694,15 @@ fn cpu_scope(args: &BenchArgs) -> &'static str {
     }
 }
 
-/// `mq bench consume`: preloads `count` (default 100 000) messages, then measures how fast a
-/// push consumer takes them; latency is send-to-consume (born timestamp to listener).
-pub(crate) async fn consume(args: BenchArgs) -> Result<(), String> {
-    let cluster = cluster(args.namesrv.as_deref()).await?;
-    let producer = Producer::new(producer_config(&args, &cluster.addr, None)?);
+/// Sends `total` messages of `args.size` bytes to `args.topic`, from `args.tasks` senders.
+async fn preload(args: &BenchArgs, namesrv: &str, total: u64) -> Result<(), String> {
+    let producer = Producer::new(producer_config(args, namesrv, None)?);
     producer.start().await.map_err(|e| e.to_string())?;
-    let total = args.count.unwrap_or(100_000);
     let body = bytes::Bytes::from(vec![b'x'; args.size.max(1)]);
     let mut senders = tokio::task::JoinSet::new();
-    for lane in 0..args.tasks.max(1) as u64 {
-        let n =
-            total / args.tasks.max(1) as u64 + u64::from(lane < total % args.tasks.max(1) as u64);
+    let tasks = args.tasks.max(1) as u64;
+    for lane in 0..tasks {
+        let n = total / tasks + u64::from(lane < total % tasks);
         let (p, body, topic) = (producer.clone(), body.clone(), args.topic.clone());
         senders.spawn(async move {
             for _ in 0..n {
@@ -715,7 +717,22 @@ pub(crate) async fn consume(args: BenchArgs) -> Result<(), String> {
         r.map_err(|e| e.to_string())??;
     }
     producer.shutdown().await;
+    Ok(())
+}
+
+/// `mq bench consume`: preloads `count` (default 100 000) messages (unless `--preloaded`),
+/// then measures how fast a push consumer takes them; latency is send-to-consume (born
+/// timestamp to listener).
+pub(crate) async fn consume(args: BenchArgs) -> Result<(), String> {
+    let cluster = cluster(args.namesrv.as_deref()).await?;
+    let total = args.count.unwrap_or(100_000);
+    if !args.preloaded {
+        preload(&args, &cluster.addr, total).await?;
+    }
     let stats = Stats::new();
+    // CPU from here on: the consumer's start, its pulls and its listener, not the preload.
+    let cpu_start = process_cpu();
+    let broker_start = args.broker_pid.map(cpu_of);
     let consumer = PushConsumer::new(
         ConsumerConfig::new(
             format!("mq_bench_consumer_{}", std::process::id()),
@@ -758,8 +775,16 @@ pub(crate) async fn consume(args: BenchArgs) -> Result<(), String> {
         }
     });
     let (samples, elapsed) = report_loop(&args, &stats, &mut waiter, "Consume").await;
+    let cpu = CpuUse {
+        client: process_cpu().saturating_sub(cpu_start),
+        scope: cpu_scope(&args),
+        broker: args
+            .broker_pid
+            .zip(broker_start)
+            .map(|(pid, start)| cpu_of(pid).saturating_sub(start)),
+    };
     consumer.shutdown().await;
-    finish(&args, "consume", &stats, &samples, elapsed, None, None)?;
+    finish(&args, "consume", &stats, &samples, elapsed, None, Some(cpu))?;
     cluster.shutdown().await;
     Ok(())
 }

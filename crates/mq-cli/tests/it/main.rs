@@ -865,6 +865,24 @@ fn separate_name_server_and_broker_processes_make_a_cluster() {
     let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(report["ok"], 2000, "{out}");
     assert_eq!(report["send_failed"], 0, "{out}");
+    // Again, from the messages already there (a group of its own reads them from the first
+    // offset), with the consumer's CPU per message.
+    let (ok, out, err) = mq(&[
+        "bench",
+        "consume",
+        "--namesrv",
+        ns,
+        "--topic",
+        "BenchSpread",
+        "--count",
+        "2000",
+        "--preloaded",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["ok"], 2000, "{out}");
+    assert!(report["cpu_us_per_msg"].as_f64().is_some(), "{out}");
 }
 
 /// `mq send` of one message with `extra` flags and a 3 s deadline.
