@@ -536,7 +536,6 @@ impl ExtFields {
     /// as in a map.
     fn finish_decoded(&mut self) {
         let mut entries = std::mem::take(&mut self.entries);
-        let key = |e: &Entry| self.key_text(e.key);
         // Our own output (and any sorted sender's) is already in order, without repeats:
         // checked on the raw bytes, without going through `text` for every key.
         let arena = self.arena.as_bytes();
@@ -549,9 +548,10 @@ impl ExtFields {
             .all(|w| key_before(raw(&w[0]), raw(&w[1])));
         if !sorted {
             // Stable: repeated keys keep their arrival order, so the last is the one kept.
-            entries.sort_by(|x, y| key(x).cmp(key(y)));
+            // Compared as bytes, the order of `str`, without a char-boundary check per key.
+            entries.sort_by(|x, y| raw(x).cmp(raw(y)));
             entries.dedup_by(|later, kept| {
-                let same = key(later) == key(kept);
+                let same = raw(later) == raw(kept);
                 if same {
                     kept.value = later.value;
                 }
