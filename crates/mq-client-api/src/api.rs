@@ -628,8 +628,8 @@ impl ClientApi {
         };
         for m in &mut messages {
             let msg = &mut m.message;
-            msg.set_property(property::MIN_OFFSET, h.min_offset.to_string());
-            msg.set_property(property::MAX_OFFSET, h.max_offset.to_string());
+            msg.set_reserved_int(property::MIN_OFFSET, h.min_offset);
+            msg.set_reserved_int(property::MAX_OFFSET, h.max_offset);
             if msg.is_transaction_prepared() {
                 msg.transaction_id = msg.uniq_key().map(str::to_owned);
             }

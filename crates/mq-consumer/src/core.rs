@@ -41,7 +41,9 @@ pub(crate) struct Delivery {
 /// What is pulled but not yet acknowledged for one queue. Java: `ProcessQueue`.
 #[derive(Debug)]
 pub(crate) struct ProcessQueue {
-    msgs: Mutex<BTreeMap<i64, MessageExt>>,
+    /// The offsets in flight, each with its message's body size: all the queue needs of a
+    /// message (the listener has the message itself), so none is copied to be held here.
+    msgs: Mutex<BTreeMap<i64, usize>>,
     bytes: AtomicUsize,
     /// One past the highest offset pulled.
     pulled_end: AtomicI64,
@@ -63,9 +65,11 @@ impl ProcessQueue {
     fn put(&self, msgs: &[MessageExt]) {
         let mut held = self.msgs.lock();
         for m in msgs {
-            self.bytes
-                .fetch_add(m.message.body.len(), Ordering::Relaxed);
-            held.insert(m.queue_offset, m.clone());
+            let size = m.message.body.len();
+            // An offset pulled again (after an offset reset) is counted once.
+            let before = held.insert(m.queue_offset, size).unwrap_or(0);
+            self.bytes.fetch_add(size, Ordering::Relaxed);
+            self.bytes.fetch_sub(before, Ordering::Relaxed);
             self.pulled_end
                 .fetch_max(m.queue_offset + 1, Ordering::Relaxed);
         }
@@ -78,9 +82,8 @@ impl ProcessQueue {
         let next = {
             let mut held = self.msgs.lock();
             for o in offsets {
-                if let Some(m) = held.remove(o) {
-                    self.bytes
-                        .fetch_sub(m.message.body.len(), Ordering::Relaxed);
+                if let Some(size) = held.remove(o) {
+                    self.bytes.fetch_sub(size, Ordering::Relaxed);
                 }
             }
             let next = held
@@ -823,4 +826,45 @@ pub(crate) fn restore_retry_topic(group: &str, msg: &mut MessageExt) {
 /// The time left until `deadline` (zero once it has passed).
 fn left(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(offset: i64, body: &str) -> MessageExt {
+        let mut m = MessageExt {
+            queue_offset: offset,
+            ..MessageExt::default()
+        };
+        m.message.body = bytes::Bytes::copy_from_slice(body.as_bytes());
+        m
+    }
+
+    /// The queue counts each offset in flight once, with its body's size, so that pulling an
+    /// offset again (after an offset reset) does not hold up its fetching for good.
+    #[test]
+    fn a_process_queue_counts_each_offset_once() {
+        let pq = ProcessQueue::new(0, &CancellationToken::new());
+        pq.put(&[message(0, "aaaa"), message(1, "bb")]);
+        pq.put(&[message(1, "bb"), message(2, "c")]);
+        assert_eq!(pq.len(), 3);
+        assert_eq!(pq.bytes.load(Ordering::Relaxed), 7);
+        assert!(!pq.over_limit(4, 8) && pq.over_limit(3, 8) && pq.over_limit(4, 7));
+        let mut recorded = None;
+        let next = pq.remove_and_record(&[0, 1], |n| recorded = Some(n));
+        assert_eq!(
+            (next, recorded),
+            (2, Some(2)),
+            "the lowest offset still in flight"
+        );
+        assert_eq!(pq.bytes.load(Ordering::Relaxed), 1);
+        pq.remove_and_record(&[2], |_| {});
+        assert_eq!(pq.bytes.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            pq.remove_and_record(&[], |_| {}),
+            3,
+            "everything pulled so far"
+        );
+    }
 }

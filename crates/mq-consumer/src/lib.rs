@@ -50,6 +50,7 @@ pub mod config;
 mod core;
 pub mod error;
 pub mod offset;
+mod pool;
 pub mod pull;
 pub mod push;
 pub mod simple;

@@ -82,7 +82,9 @@ impl OffsetStore {
 pub struct RemoteOffsetStore {
     instance: Arc<ClientInstance>,
     group: String,
-    cache: Mutex<HashMap<MessageQueue, i64>>,
+    /// Found with the queue itself, which is copied only when first seen (an update per
+    /// acknowledged batch hashed two strings with SipHash and copied them).
+    cache: Mutex<HashMap<MessageQueue, i64, foldhash::fast::RandomState>>,
     timeout: Duration,
 }
 
@@ -93,7 +95,7 @@ impl RemoteOffsetStore {
         Self {
             instance,
             group,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::default(),
             timeout,
         }
     }
@@ -135,7 +137,13 @@ impl RemoteOffsetStore {
     }
 
     fn update(&self, mq: &MessageQueue, offset: i64) {
-        self.cache.lock().insert(mq.clone(), offset);
+        let mut cache = self.cache.lock();
+        match cache.get_mut(mq) {
+            Some(o) => *o = offset,
+            None => {
+                cache.insert(mq.clone(), offset);
+            }
+        }
     }
 
     async fn persist(&self, mqs: &[MessageQueue]) {

@@ -21,6 +21,7 @@ use tracing::{Instrument, debug, warn};
 use crate::config::ConsumerConfig;
 use crate::core::{Core, Delivery, Handle, restore_retry_topic};
 use crate::error::ConsumerError;
+use crate::pool::{Call, CallPool};
 
 /// What the listener did with a batch.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
@@ -111,7 +112,7 @@ where
 
 /// The listener a consumer was started with.
 #[derive(Clone)]
-enum Listener {
+pub(crate) enum Listener {
     Blocking(Arc<dyn MessageListener>),
     Async(Arc<dyn AsyncMessageListener>),
 }
@@ -121,17 +122,19 @@ impl Listener {
     /// have set a delay level).
     async fn call(
         &self,
-        msgs: Vec<MessageExt>,
+        msgs: &[MessageExt],
         mut ctx: ConsumeContext,
     ) -> (ConsumeStatus, ConsumeContext) {
         let queue = ctx.queue.clone();
         let outcome = match self {
             Self::Blocking(l) => {
+                // A call of its own on the blocking pool: only batches consumed again after a
+                // failed send-back come here (the others run on the consumer's `CallPool`).
                 let l = Arc::clone(l);
-                on_blocking_pool(msgs, ctx, move |msgs, ctx| l.consume(msgs, ctx)).await
+                on_blocking_pool(msgs.to_vec(), ctx, move |msgs, ctx| l.consume(msgs, ctx)).await
             }
             Self::Async(l) => {
-                let run = async { l.consume(&msgs, &mut ctx).await };
+                let run = async { l.consume(msgs, &mut ctx).await };
                 match AssertUnwindSafe(run).catch_unwind().await {
                     Ok(status) => Ok((status, ctx)),
                     Err(_) => Err("the listener panicked".to_owned()),
@@ -347,6 +350,12 @@ impl PushConsumer {
 
 async fn dispatch(core: Arc<Core>, mut rx: mpsc::Receiver<Delivery>, listener: Listener) {
     let workers = Arc::new(Semaphore::new(core.config.workers));
+    // A blocking listener runs on threads of the consumer's own (`CallPool`), closed when
+    // this loop ends: they finish what is queued.
+    let pool = match &listener {
+        Listener::Blocking(l) => Some(CallPool::new(&core, l)),
+        Listener::Async(_) => None,
+    };
     loop {
         let delivery = tokio::select! {
             () = core.token.cancelled() => break,
@@ -355,7 +364,16 @@ async fn dispatch(core: Arc<Core>, mut rx: mpsc::Receiver<Delivery>, listener: L
                 None => break,
             },
         };
-        for chunk in delivery.msgs.chunks(core.config.consume_batch_size) {
+        let Delivery { mq, pq, msgs } = delivery;
+        let mq = Arc::new(mq);
+        // Each message moves into its batch: none is copied.
+        let mut msgs = msgs.into_iter();
+        loop {
+            let batch: Vec<MessageExt> =
+                msgs.by_ref().take(core.config.consume_batch_size).collect();
+            if batch.is_empty() {
+                break;
+            }
             let permit = tokio::select! {
                 () = core.token.cancelled() => return,
                 p = Arc::clone(&workers).acquire_owned() => match p {
@@ -363,19 +381,43 @@ async fn dispatch(core: Arc<Core>, mut rx: mpsc::Receiver<Delivery>, listener: L
                     Err(_) => return,
                 },
             };
-            let (core2, listener, mq, pq) = (
-                Arc::clone(&core),
-                listener.clone(),
-                delivery.mq.clone(),
-                Arc::clone(&delivery.pq),
-            );
-            let batch = chunk.to_vec();
-            core.tasks.spawn(async move {
-                consume_batch(&core2, &listener, &mq, &pq, batch).await;
-                drop(permit);
-            });
+            let (mq, pq) = (Arc::clone(&mq), Arc::clone(&pq));
+            match &pool {
+                Some(pool) => pool.submit(Call {
+                    mq,
+                    pq,
+                    batch,
+                    permit,
+                }),
+                None => {
+                    let (core2, listener) = (Arc::clone(&core), listener.clone());
+                    core.tasks.spawn(async move {
+                        consume_batch(&core2, &listener, &mq, &pq, batch).await;
+                        drop(permit);
+                    });
+                }
+            }
         }
     }
+}
+
+/// `batch` as the listener sees it when some of it came from the group's retry topic: a copy
+/// with their original topics back; `None` when none did (the listener sees `batch` itself).
+pub(crate) fn shown(core: &Core, batch: &[MessageExt]) -> Option<Vec<MessageExt>> {
+    let retried = |m: &MessageExt| {
+        m.message
+            .topic
+            .starts_with(mq_client_api::names::RETRY_PREFIX)
+    };
+    if !batch.iter().any(retried) {
+        return None;
+    }
+    let group = core.group.read().clone();
+    let mut shown = batch.to_vec();
+    for m in &mut shown {
+        restore_retry_topic(&group, m);
+    }
+    Some(shown)
 }
 
 /// Runs the listener on `batch` until every message is consumed or handed back to the broker.
@@ -386,54 +428,60 @@ async fn consume_batch(
     listener: &Listener,
     mq: &MessageQueue,
     pq: &Arc<crate::core::ProcessQueue>,
-    mut batch: Vec<MessageExt>,
+    batch: Vec<MessageExt>,
 ) {
-    let group = core.group.read().clone();
-    loop {
-        if pq.dropped.is_cancelled() || batch.is_empty() {
-            return;
-        }
-        let mut shown = batch.clone();
-        for m in &mut shown {
-            restore_retry_topic(&group, m);
-        }
-        let ctx = ConsumeContext {
-            queue: mq.clone(),
-            delay_level: 0,
-        };
-        let (status, ctx) = listener.call(shown, ctx).await;
-        if status == ConsumeStatus::Success
-            || core.config.message_model == MessageModel::Broadcasting
-        {
-            core.ack(mq, pq, &batch);
-            return;
-        }
-        if core.instance().is_err() {
-            return;
-        }
-        let mut kept = Vec::new();
-        for m in batch {
-            let sent = core
-                .send_back(mq, &m, &m.message.topic, ctx.delay_level)
-                .await;
-            match sent {
-                Ok(()) => core.ack(mq, pq, std::slice::from_ref(&m)),
-                Err(e) => {
-                    warn!(queue = %mq, offset = m.queue_offset, cause = %e, "send-back failed; consuming again locally");
-                    kept.push(m);
-                }
+    if pq.dropped.is_cancelled() || batch.is_empty() {
+        return;
+    }
+    let restored = shown(core, &batch);
+    let ctx = ConsumeContext {
+        queue: mq.clone(),
+        delay_level: 0,
+    };
+    let (status, ctx) = listener
+        .call(restored.as_deref().unwrap_or(&batch), ctx)
+        .await;
+    if status == ConsumeStatus::Success || core.config.message_model == MessageModel::Broadcasting {
+        core.ack(mq, pq, &batch);
+        return;
+    }
+    settle_failed(core, listener, mq, pq, batch, ctx.delay_level).await;
+}
+
+/// A batch the listener did not consume: each message is sent back to the broker for a
+/// delayed retry (`delay_level`), and those whose send-back fails are consumed again here
+/// after a pause.
+pub(crate) async fn settle_failed(
+    core: &Arc<Core>,
+    listener: &Listener,
+    mq: &MessageQueue,
+    pq: &Arc<crate::core::ProcessQueue>,
+    batch: Vec<MessageExt>,
+    delay_level: i32,
+) {
+    if core.instance().is_err() {
+        return;
+    }
+    let mut kept = Vec::new();
+    for m in batch {
+        let sent = core.send_back(mq, &m, &m.message.topic, delay_level).await;
+        match sent {
+            Ok(()) => core.ack(mq, pq, std::slice::from_ref(&m)),
+            Err(e) => {
+                warn!(queue = %mq, offset = m.queue_offset, cause = %e, "send-back failed; consuming again locally");
+                kept.push(m);
             }
         }
-        if kept.is_empty() {
-            return;
-        }
-        debug!(queue = %mq, count = kept.len(), "retrying locally");
-        tokio::select! {
-            () = pq.dropped.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-        batch = kept;
     }
+    if kept.is_empty() {
+        return;
+    }
+    debug!(queue = %mq, count = kept.len(), "retrying locally");
+    tokio::select! {
+        () = pq.dropped.cancelled() => return,
+        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+    }
+    Box::pin(consume_batch(core, listener, mq, pq, kept)).await;
 }
 
 /// Routes each queue's deliveries to that queue's single worker, in arrival order.

@@ -387,6 +387,12 @@ impl Message {
         seen.traits()
     }
 
+    /// Sets a reserved property (a name the program holds) to a number: its digits written
+    /// straight into the properties' text, the name not copied.
+    pub(crate) fn set_reserved_int(&mut self, name: &'static str, value: i64) {
+        self.properties.0.insert_int(name, value);
+    }
+
     /// Sets the client unique id (`UNIQ_KEY`), as a send does to a message without one.
     pub fn set_uniq_key(&mut self, id: &str) {
         // The name is the program's: kept by reference, not copied into the text.

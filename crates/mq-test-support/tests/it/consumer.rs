@@ -294,6 +294,79 @@ async fn failures_come_back_with_reconsume_times_then_land_in_the_dlq() {
     cluster.shutdown().await;
 }
 
+/// A blocking listener gets up to `workers` calls at once (slow code does not hold up the
+/// other messages), and a call that panics has its message delivered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_listener_gets_workers_calls_at_once_and_a_panic_is_retried() {
+    const WORKERS: usize = 4;
+    let cluster = fast_retry_cluster().await;
+    let p = producer(&cluster).await;
+    let sent = produce(&p, "Workers", "w", 0..8).await;
+    // The first WORKERS calls wait (at most 20 s) until WORKERS are running together.
+    let running = Arc::new((
+        std::sync::Mutex::new((0usize, 0usize)),
+        std::sync::Condvar::new(),
+    ));
+    let attempts: Arc<Mutex<Vec<(String, i32)>>> = Arc::default();
+    let done = Arc::new(Collector::default());
+    done.expect(8);
+    let (r, a, d) = (
+        Arc::clone(&running),
+        Arc::clone(&attempts),
+        Arc::clone(&done),
+    );
+    let listener = Arc::new(move |msgs: &[MessageExt], _ctx: &mut ConsumeContext| {
+        let (lock, all_in) = &*r;
+        let mut state = lock.lock().unwrap();
+        let (calls, together) = &mut *state;
+        *calls += 1;
+        if *calls <= WORKERS {
+            *together += 1;
+            if *together == WORKERS {
+                all_in.notify_all();
+            }
+            let wait = Duration::from_secs(20);
+            state = all_in
+                .wait_timeout_while(state, wait, |(_, n)| *n < WORKERS)
+                .unwrap()
+                .0;
+        }
+        drop(state);
+        let m = &msgs[0];
+        let body = String::from_utf8_lossy(&m.message.body).into_owned();
+        a.lock().push((body.clone(), m.reconsume_times));
+        assert!(
+            !(body == "w-5" && m.reconsume_times == 0),
+            "the first delivery of w-5 fails"
+        );
+        d.record(msgs);
+        ConsumeStatus::Success
+    });
+    let c = PushConsumer::new(consumer_config(&cluster, "workers").with_workers(WORKERS));
+    c.subscribe("Workers", "*").unwrap();
+    c.start(listener).await.unwrap();
+    done.wait().await;
+    c.shutdown().await;
+    assert_eq!(
+        running.0.lock().unwrap().1,
+        WORKERS,
+        "{WORKERS} calls ran together"
+    );
+    assert_eq!(
+        done.seen.lock().keys().cloned().collect::<HashSet<_>>(),
+        sent
+    );
+    let w5: Vec<i32> = attempts
+        .lock()
+        .iter()
+        .filter(|(b, _)| b == "w-5")
+        .map(|(_, r)| *r)
+        .collect();
+    assert_eq!(w5, [0, 1], "the panicked call's message came again");
+    p.shutdown().await;
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcasting_delivers_every_message_to_every_member() {
     let cluster = Cluster::builder().start().await.unwrap();
