@@ -622,14 +622,16 @@ impl ClientApi {
         };
         let h: PullMessageResponseHeader = decode_header(addr, &response)?;
         let mut messages = if status == PullStatus::Found {
-            decode_records(&response.body, false, true)
+            let offsets = [
+                (property::MIN_OFFSET, h.min_offset),
+                (property::MAX_OFFSET, h.max_offset),
+            ];
+            crate::message::decode_records_with(&response.body, false, true, &offsets)
         } else {
             Vec::new()
         };
         for m in &mut messages {
             let msg = &mut m.message;
-            msg.set_reserved_int(property::MIN_OFFSET, h.min_offset);
-            msg.set_reserved_int(property::MAX_OFFSET, h.max_offset);
             if msg.is_transaction_prepared() {
                 msg.transaction_id = msg.uniq_key().map(str::to_owned);
             }

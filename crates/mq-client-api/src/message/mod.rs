@@ -25,6 +25,7 @@ pub use id::{
     parse_unique_id, push_offset_msg_id,
 };
 pub use recall::{RecallHandle, RecallHandleError};
+pub(crate) use record::decode_records_with;
 pub use record::{
     MAGIC_BLANK, MAGIC_V1, MAGIC_V2, MessageExt, PreparedRecord, RecordError, body_crc,
     decode_record, decode_records, encode_record,
@@ -387,12 +388,6 @@ impl Message {
         seen.traits()
     }
 
-    /// Sets a reserved property (a name the program holds) to a number: its digits written
-    /// straight into the properties' text, the name not copied.
-    pub(crate) fn set_reserved_int(&mut self, name: &'static str, value: i64) {
-        self.properties.0.insert_int(name, value);
-    }
-
     /// Sets the client unique id (`UNIQ_KEY`), as a send does to a message without one.
     pub fn set_uniq_key(&mut self, id: &str) {
         // The name is the program's: kept by reference, not copied into the text.
@@ -667,9 +662,15 @@ pub fn put_properties(props: &Properties, dst: &mut impl bytes::BufMut) {
 /// first `\x01`, which must be neither the first nor the last character; other segments are
 /// ignored. Values may contain further `\x01`.
 pub fn decode_properties(s: &str) -> Properties {
+    decode_properties_with(s, &[])
+}
+
+/// [`decode_properties`], with `extra` numeric properties set (the later value of a name
+/// given twice).
+pub(crate) fn decode_properties_with(s: &str, extra: &[(&'static str, i64)]) -> Properties {
     // Room is left for a few more that the receiver sets (the broker's CLUSTER, a consumer's
     // ARRIVE_TIME).
-    Properties(ExtFields::from_properties_string(s, 64))
+    Properties(ExtFields::from_properties_string_with(s, 64, extra))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::id::encode_offset_msg_id;
-use super::{Message, decode_properties, properties_len, put_properties, sys_flag};
+use super::{Message, properties_len, put_properties, sys_flag};
 
 /// Magic of a V1 record (1-byte topic length).
 pub const MAGIC_V1: i32 = 0xDAA3_20A7_u32 as i32;
@@ -340,6 +340,18 @@ pub fn decode_record(
     check_crc: bool,
     decompress: bool,
 ) -> Result<MessageExt, RecordError> {
+    decode_record_with(src, check_crc, decompress, &[])
+}
+
+/// [`decode_record`], with `extra` numeric properties set on the message (a pull's
+/// MIN_OFFSET and MAX_OFFSET) as its properties are read, rather than inserted one by one
+/// afterwards.
+fn decode_record_with(
+    src: &mut Bytes,
+    check_crc: bool,
+    decompress: bool,
+    extra: &[(&'static str, i64)],
+) -> Result<MessageExt, RecordError> {
     let mut r = src.clone();
     let need = |n: usize, r: &Bytes| {
         if r.remaining() < n {
@@ -398,9 +410,8 @@ pub fn decode_record(
     need(2, &r)?;
     let props_len = usize::from(r.get_u16());
     need(props_len, &r)?;
-    let props = std::str::from_utf8(&r.split_to(props_len))
-        .map_err(|_| RecordError::Utf8)?
-        .to_owned();
+    let props_text = r.split_to(props_len);
+    let props = std::str::from_utf8(&props_text).map_err(|_| RecordError::Utf8)?;
     let consumed = src.remaining() - r.remaining();
     if consumed != total_len {
         return Err(RecordError::SizeMismatch {
@@ -434,7 +445,7 @@ pub fn decode_record(
         message: Message {
             topic,
             flag,
-            properties: decode_properties(&props),
+            properties: super::decode_properties_with(props, extra),
             body,
             transaction_id: None,
         },
@@ -478,10 +489,20 @@ fn get_host(r: &mut Bytes, v6: bool) -> Result<SocketAddr, RecordError> {
 /// Decodes a concatenation of records (a PULL or QUERY_MESSAGE body), stopping at the end or
 /// at the first record that does not decode, as Java does.
 pub fn decode_records(body: &Bytes, check_crc: bool, decompress: bool) -> Vec<MessageExt> {
+    decode_records_with(body, check_crc, decompress, &[])
+}
+
+/// [`decode_records`], each message with the `extra` numeric properties set.
+pub(crate) fn decode_records_with(
+    body: &Bytes,
+    check_crc: bool,
+    decompress: bool,
+    extra: &[(&'static str, i64)],
+) -> Vec<MessageExt> {
     let mut src = body.clone();
     let mut out = Vec::new();
     while src.has_remaining() {
-        match decode_record(&mut src, check_crc, decompress) {
+        match decode_record_with(&mut src, check_crc, decompress, extra) {
             Ok(m) => out.push(m),
             Err(_) => break,
         }

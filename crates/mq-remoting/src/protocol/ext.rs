@@ -476,6 +476,17 @@ impl ExtFields {
     /// fields set later. A segment with an empty name or value, or without `\u{1}`, is
     /// skipped; a value may hold `\u{1}` itself; of repeated names the last wins.
     pub fn from_properties_string(text: &str, room: usize) -> Self {
+        Self::from_properties_string_with(text, room, &[])
+    }
+
+    /// [`ExtFields::from_properties_string`], with `extra` fields of numbers set as well (the
+    /// later value of a key given twice, as [`ExtFields::insert_int`] after the read would):
+    /// read into the same arena and sorted with the rest, rather than inserted one by one.
+    pub fn from_properties_string_with(
+        text: &str,
+        room: usize,
+        extra: &[(&'static str, i64)],
+    ) -> Self {
         const NAME_VALUE: u8 = 1;
         const PAIR: u8 = 2;
         let mut arena = String::with_capacity(text.len() + room);
@@ -514,6 +525,18 @@ impl ExtFields {
         if start < bytes.len() {
             segment_end(start, split, bytes.len());
         }
+        for &(name, value) in extra {
+            let key = name.as_bytes();
+            sorted &= entries.is_empty() || key_before(prev, key);
+            prev = key;
+            let mut digits = itoa::Buffer::new();
+            let at = arena.len();
+            arena.push_str(digits.format(value));
+            entries.push(Entry {
+                key: Key::Static(name),
+                value: span_at(at, arena.len() - at),
+            });
+        }
         Self::from_decoded(arena, entries, sorted)
     }
 
@@ -548,8 +571,9 @@ impl ExtFields {
             .all(|w| key_before(raw(&w[0]), raw(&w[1])));
         if !sorted {
             // Stable: repeated keys keep their arrival order, so the last is the one kept.
-            // Compared as bytes, the order of `str`, without a char-boundary check per key.
-            entries.sort_by(|x, y| raw(x).cmp(raw(y)));
+            // Compared as bytes, the order of `str`, without a char-boundary check per key
+            // and mostly without a call to `memcmp` (`key_cmp`).
+            entries.sort_by(|x, y| key_cmp(raw(x), raw(y)));
             entries.dedup_by(|later, kept| {
                 let same = raw(later) == raw(kept);
                 if same {
@@ -859,6 +883,38 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Numbers read with a properties string are what inserting them after the read
+        /// gives: sorted in, replacing a value the string had under the same name.
+        #[test]
+        fn numbers_read_with_properties_are_as_if_inserted_after(
+            pairs in proptest::collection::vec(
+                (
+                    proptest::prop_oneof![
+                        "[A-Z]{1,3}",
+                        proptest::prelude::Just("MAX_OFFSET".to_owned()),
+                        proptest::prelude::Just("MIN_OFFSET".to_owned()),
+                        proptest::prelude::Just("ZZ".to_owned()),
+                    ],
+                    "[a-z0-9]{1,4}",
+                ),
+                0..8,
+            ),
+            min in proptest::prelude::any::<i64>(),
+            max in proptest::prelude::any::<i64>(),
+        ) {
+            let text: String = pairs.iter().map(|(k, v)| format!("{k}\u{1}{v}\u{2}")).collect();
+            let extra = [("MIN_OFFSET", min), ("MAX_OFFSET", max)];
+            let read = ExtFields::from_properties_string_with(&text, 16, &extra);
+            let mut expected = ExtFields::from_properties_string(&text, 16);
+            for (k, v) in extra {
+                expected.insert_int(k, v);
+            }
+            proptest::prop_assert_eq!(
+                read.iter().collect::<Vec<_>>(),
+                expected.iter().collect::<Vec<_>>()
+            );
+        }
+
         #[test]
         fn any_integer_reads_as_java_writes_it(v in proptest::prelude::any::<i64>()) {
             let mut ext = ExtFields::new();
