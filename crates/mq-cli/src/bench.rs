@@ -15,7 +15,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mq_broker::{Broker, BrokerConfig};
 use mq_client_api::{Message, MessageExt};
 use mq_client_instance::ClientConfig;
-use mq_consumer::{ConsumeContext, ConsumeFrom, ConsumeStatus, ConsumerConfig, PushConsumer};
+use mq_consumer::{
+    ConsumeContext, ConsumeFrom, ConsumeOrderlyContext, ConsumeOrderlyStatus, ConsumeStatus,
+    ConsumerConfig, PushConsumer,
+};
 use mq_namesrv::{NameServer, NamesrvConfig};
 use mq_producer::{Producer, ProducerConfig};
 use parking_lot::Mutex;
@@ -115,6 +118,10 @@ pub(crate) struct BenchArgs {
     /// first offset.
     #[arg(long)]
     preloaded: bool,
+    /// `consume` only: an orderly listener (`PushConsumer::start_orderly`: each queue locked
+    /// on its broker, one call at a time per queue).
+    #[arg(long)]
+    orderly: bool,
 }
 
 /// Counters of a run.
@@ -750,19 +757,34 @@ pub(crate) async fn consume(args: BenchArgs) -> Result<(), String> {
         .subscribe(&args.topic, "*")
         .map_err(|e| e.to_string())?;
     let s = Arc::clone(&stats);
-    consumer
-        .start(Arc::new(
-            move |msgs: &[MessageExt], _ctx: &mut ConsumeContext| {
-                let now = mq_client_api::wire_time::now_millis();
-                for m in msgs {
-                    let ms = u64::try_from((now - m.born_timestamp).max(0)).unwrap_or(0);
-                    s.record(Duration::from_millis(ms), 1);
-                }
-                ConsumeStatus::Success
-            },
-        ))
-        .await
-        .map_err(|e| e.to_string())?;
+    // Latency from each message's born timestamp.
+    let record = move |msgs: &[MessageExt]| {
+        let now = mq_client_api::wire_time::now_millis();
+        for m in msgs {
+            let ms = u64::try_from((now - m.born_timestamp).max(0)).unwrap_or(0);
+            s.record(Duration::from_millis(ms), 1);
+        }
+    };
+    let started = if args.orderly {
+        consumer
+            .start_orderly(Arc::new(
+                move |msgs: &[MessageExt], _ctx: &mut ConsumeOrderlyContext| {
+                    record(msgs);
+                    ConsumeOrderlyStatus::Success
+                },
+            ))
+            .await
+    } else {
+        consumer
+            .start(Arc::new(
+                move |msgs: &[MessageExt], _ctx: &mut ConsumeContext| {
+                    record(msgs);
+                    ConsumeStatus::Success
+                },
+            ))
+            .await
+    };
+    started.map_err(|e| e.to_string())?;
     let mut waiter = tokio::task::JoinSet::new();
     let (s, limit) = (
         Arc::clone(&stats),
@@ -784,7 +806,12 @@ pub(crate) async fn consume(args: BenchArgs) -> Result<(), String> {
             .map(|(pid, start)| cpu_of(pid).saturating_sub(start)),
     };
     consumer.shutdown().await;
-    finish(&args, "consume", &stats, &samples, elapsed, None, Some(cpu))?;
+    let name = if args.orderly {
+        "consume orderly"
+    } else {
+        "consume"
+    };
+    finish(&args, name, &stats, &samples, elapsed, None, Some(cpu))?;
     cluster.shutdown().await;
     Ok(())
 }

@@ -883,6 +883,24 @@ fn separate_name_server_and_broker_processes_make_a_cluster() {
     let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(report["ok"], 2000, "{out}");
     assert!(report["cpu_us_per_msg"].as_f64().is_some(), "{out}");
+    // And with an orderly listener.
+    let (ok, out, err) = mq(&[
+        "bench",
+        "consume",
+        "--namesrv",
+        ns,
+        "--topic",
+        "BenchSpread",
+        "--count",
+        "2000",
+        "--preloaded",
+        "--orderly",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["bench"], "consume orderly", "{out}");
+    assert_eq!(report["ok"], 2000, "{out}");
 }
 
 /// `mq send` of one message with `extra` flags and a 3 s deadline.
