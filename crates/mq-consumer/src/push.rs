@@ -526,79 +526,169 @@ async fn orderly_worker(
     listener: Arc<dyn MessageListenerOrderly>,
     mut rx: mpsc::UnboundedReceiver<Delivery>,
 ) {
-    let group = core.group.read().clone();
+    let size = core.config.consume_batch_size;
     while let Some(d) = rx.recv().await {
-        for chunk in d.msgs.chunks(core.config.consume_batch_size) {
-            let mut attempts = 0;
-            loop {
-                if d.pq.dropped.is_cancelled() {
-                    return;
-                }
-                let mut shown = chunk.to_vec();
-                for m in &mut shown {
-                    restore_retry_topic(&group, m);
-                    m.reconsume_times += attempts;
-                }
-                let ctx = ConsumeOrderlyContext {
-                    queue: d.mq.clone(),
-                    suspend: Duration::from_secs(1),
-                };
-                // A panic suspends the queue.
-                let l = Arc::clone(&listener);
-                let (status, ctx) =
-                    on_blocking_pool(shown, ctx, move |msgs, ctx| l.consume(msgs, ctx))
-                        .await
-                        .unwrap_or_else(|e| {
-                            warn!(queue = %d.mq, cause = %e, "orderly listener failed; suspending");
-                            (
-                                ConsumeOrderlyStatus::SuspendCurrentQueueAMoment,
-                                ConsumeOrderlyContext {
-                                    queue: d.mq.clone(),
-                                    suspend: Duration::from_secs(1),
-                                },
-                            )
-                        });
-                if status == ConsumeOrderlyStatus::Success {
-                    core.ack(&d.mq, &d.pq, chunk);
-                    break;
-                }
-                attempts += 1;
-                if attempts > core.config.max_reconsume_times {
-                    // Give up on these messages: dead-letter them and move on, in order.
-                    if let Ok(instance) = core.instance()
-                        && let Some(addr) = instance.broker_master(&d.mq.broker_name)
-                    {
-                        for m in chunk {
-                            let header = ConsumerSendMsgBackRequestHeader {
-                                offset: m.commit_log_offset,
-                                group: group.clone(),
-                                delay_level: -1,
-                                origin_msg_id: Some(m.msg_id()),
-                                origin_topic: Some(m.message.topic.clone()),
-                                unit_mode: false,
-                                max_reconsume_times: Some(core.config.max_reconsume_times),
-                            };
-                            if let Err(e) = instance
-                                .api()
-                                .consumer_send_back(
-                                    &addr,
-                                    &header,
-                                    instance.config().request_timeout,
-                                )
-                                .await
-                            {
-                                warn!(queue = %d.mq, cause = %e, "dead-lettering failed");
-                            }
-                        }
+        let Delivery { mq, pq, msgs } = d;
+        let (mq, msgs) = (Arc::new(mq), Arc::new(msgs));
+        let chunks = msgs.len().div_ceil(size);
+        let mut next = 0;
+        while next < chunks {
+            // The batches from `next` on, in order, in one call of the blocking pool, until one
+            // is not consumed at the first try: a hand-off to another thread per delivery
+            // rather than per batch.
+            let (c, l, m, q, p) = (
+                Arc::clone(&core),
+                Arc::clone(&listener),
+                Arc::clone(&msgs),
+                Arc::clone(&mq),
+                Arc::clone(&pq),
+            );
+            let run =
+                tokio::task::spawn_blocking(move || consume_in_order(&c, &*l, &m, next, &q, &p));
+            let Ok((at, stop)) = run.await else {
+                return;
+            };
+            match stop {
+                InOrder::Done => break,
+                InOrder::Dropped => return,
+                InOrder::Suspended(suspend) => {
+                    let Some(chunk) = msgs.chunks(size).nth(at) else {
+                        break;
+                    };
+                    if !retry_in_order(&core, &listener, &mq, &pq, chunk, suspend).await {
+                        return;
                     }
-                    core.ack(&d.mq, &d.pq, chunk);
-                    break;
-                }
-                tokio::select! {
-                    () = d.pq.dropped.cancelled() => return,
-                    () = tokio::time::sleep(ctx.suspend) => {}
+                    next = at + 1;
                 }
             }
         }
+    }
+}
+
+/// Where [`consume_in_order`] stopped.
+enum InOrder {
+    /// Every batch was consumed.
+    Done,
+    /// The queue was dropped (rebalanced away).
+    Dropped,
+    /// The listener suspended the queue (or panicked) on the batch it stopped at; the queue
+    /// pauses for this long.
+    Suspended(Duration),
+}
+
+/// Runs the orderly listener on the batches of `msgs` from the `from`th on, acknowledging each
+/// it consumes; returns the batch it stopped at and why.
+fn consume_in_order(
+    core: &Core,
+    listener: &dyn MessageListenerOrderly,
+    msgs: &[MessageExt],
+    from: usize,
+    mq: &MessageQueue,
+    pq: &crate::core::ProcessQueue,
+) -> (usize, InOrder) {
+    let chunks = msgs.chunks(core.config.consume_batch_size);
+    for (at, chunk) in chunks.enumerate().skip(from) {
+        if pq.dropped.is_cancelled() {
+            return (at, InOrder::Dropped);
+        }
+        let restored = shown(core, chunk);
+        let mut ctx = ConsumeOrderlyContext {
+            queue: mq.clone(),
+            suspend: Duration::from_secs(1),
+        };
+        let view = restored.as_deref().unwrap_or(chunk);
+        // A panic suspends the queue.
+        let status = std::panic::catch_unwind(AssertUnwindSafe(|| listener.consume(view, &mut ctx)))
+            .unwrap_or_else(|_| {
+                warn!(queue = %mq, cause = "the listener panicked", "orderly listener failed; suspending");
+                ctx.suspend = Duration::from_secs(1);
+                ConsumeOrderlyStatus::SuspendCurrentQueueAMoment
+            });
+        if status != ConsumeOrderlyStatus::Success {
+            return (at, InOrder::Suspended(ctx.suspend));
+        }
+        core.ack(mq, pq, chunk);
+    }
+    (msgs.len(), InOrder::Done)
+}
+
+/// A batch the orderly listener suspended once: after each pause it is consumed again (its
+/// reconsume times raised by the attempts so far), until consumed, or dead-lettered after max
+/// reconsume times; later messages of the queue wait. `false` when the queue was dropped
+/// meanwhile.
+async fn retry_in_order(
+    core: &Arc<Core>,
+    listener: &Arc<dyn MessageListenerOrderly>,
+    mq: &MessageQueue,
+    pq: &Arc<crate::core::ProcessQueue>,
+    chunk: &[MessageExt],
+    mut suspend: Duration,
+) -> bool {
+    let group = core.group.read().clone();
+    let mut attempts = 1;
+    loop {
+        if attempts > core.config.max_reconsume_times {
+            // Give up on these messages: dead-letter them and move on, in order.
+            if let Ok(instance) = core.instance()
+                && let Some(addr) = instance.broker_master(&mq.broker_name)
+            {
+                for m in chunk {
+                    let header = ConsumerSendMsgBackRequestHeader {
+                        offset: m.commit_log_offset,
+                        group: group.clone(),
+                        delay_level: -1,
+                        origin_msg_id: Some(m.msg_id()),
+                        origin_topic: Some(m.message.topic.clone()),
+                        unit_mode: false,
+                        max_reconsume_times: Some(core.config.max_reconsume_times),
+                    };
+                    if let Err(e) = instance
+                        .api()
+                        .consumer_send_back(&addr, &header, instance.config().request_timeout)
+                        .await
+                    {
+                        warn!(queue = %mq, cause = %e, "dead-lettering failed");
+                    }
+                }
+            }
+            core.ack(mq, pq, chunk);
+            return true;
+        }
+        tokio::select! {
+            () = pq.dropped.cancelled() => return false,
+            () = tokio::time::sleep(suspend) => {}
+        }
+        if pq.dropped.is_cancelled() {
+            return false;
+        }
+        let mut shown = chunk.to_vec();
+        for m in &mut shown {
+            restore_retry_topic(&group, m);
+            m.reconsume_times += attempts;
+        }
+        let ctx = ConsumeOrderlyContext {
+            queue: mq.clone(),
+            suspend: Duration::from_secs(1),
+        };
+        // A panic suspends the queue.
+        let l = Arc::clone(listener);
+        let (status, ctx) = on_blocking_pool(shown, ctx, move |msgs, ctx| l.consume(msgs, ctx))
+            .await
+            .unwrap_or_else(|e| {
+                warn!(queue = %mq, cause = %e, "orderly listener failed; suspending");
+                (
+                    ConsumeOrderlyStatus::SuspendCurrentQueueAMoment,
+                    ConsumeOrderlyContext {
+                        queue: mq.clone(),
+                        suspend: Duration::from_secs(1),
+                    },
+                )
+            });
+        if status == ConsumeOrderlyStatus::Success {
+            core.ack(mq, pq, chunk);
+            return true;
+        }
+        attempts += 1;
+        suspend = ctx.suspend;
     }
 }

@@ -477,10 +477,12 @@ async fn orderly_consumption_keeps_per_key_order_through_suspends() {
     }
     let consumed: Arc<Mutex<HashMap<String, Vec<u32>>>> = Arc::default();
     let suspended: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let panicked: Arc<Mutex<HashSet<String>>> = Arc::default();
     let done = Arc::new(Notify::new());
-    let (c_, s_, d_) = (
+    let (c_, s_, p_, d_) = (
         Arc::clone(&consumed),
         Arc::clone(&suspended),
+        Arc::clone(&panicked),
         Arc::clone(&done),
     );
     let listener = Arc::new(
@@ -493,6 +495,9 @@ async fn orderly_consumption_keeps_per_key_order_through_suspends() {
                 ctx.suspend = Duration::from_millis(10);
                 return ConsumeOrderlyStatus::SuspendCurrentQueueAMoment;
             }
+            // A panic suspends the queue as well: message 55 of every key comes again too.
+            let first = seq == 55 && p_.lock().insert(key.to_owned());
+            assert!(!first, "the first delivery of {key}:55 fails");
             let mut c = c_.lock();
             c.entry(key.to_owned()).or_default().push(seq);
             if c.values().map(Vec::len).sum::<usize>() == keys.len() * per_key as usize {
@@ -517,6 +522,7 @@ async fn orderly_consumption_keeps_per_key_order_through_suspends() {
         );
     }
     assert_eq!(suspended.lock().len(), 4);
+    assert_eq!(panicked.lock().len(), 4);
     c.shutdown().await;
     p.shutdown().await;
     cluster.shutdown().await;
