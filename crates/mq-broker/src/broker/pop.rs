@@ -147,10 +147,7 @@ impl CoreHandle {
             if popped.count == 0 && !appended.is_empty() && now < deadline {
                 // Wake at an append, when something in flight becomes visible again, or at
                 // the end of the poll time.
-                let wake = popped
-                    .next_visible
-                    .and_then(|t| t.duration_since(SystemTime::now()).ok())
-                    .map_or(deadline, |d| deadline.min(now + d));
+                let wake = wake_at(popped.next_visible, SystemTime::now(), now, deadline);
                 tokio::select! {
                     () = self.0.token.cancelled() => {}
                     _ = tokio::time::timeout_at(wake, select_all(appended)) => continue,
@@ -397,5 +394,41 @@ impl CoreHandle {
             ));
         }
         PopExtraInfo::parse(extra_info).map_err(|e| (ResponseCode::MESSAGE_ILLEGAL, e.to_string()))
+    }
+}
+
+/// When a pop that found nothing wakes to look again: when the first message in flight
+/// becomes visible (`next_visible`), or at `deadline`. A time that passed while the pop looked
+/// (the pop reads the clock in whole milliseconds) means a millisecond from `now`, not the
+/// deadline: such a pop waited out its whole poll time for a message visible all along.
+fn wake_at(
+    next_visible: Option<SystemTime>,
+    now: SystemTime,
+    now_instant: Instant,
+    deadline: Instant,
+) -> Instant {
+    next_visible.map_or(deadline, |t| {
+        let after = t.duration_since(now).unwrap_or(Duration::from_millis(1));
+        deadline.min(now_instant + after)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pop_looks_again_when_a_message_becomes_visible_even_one_visible_already() {
+        let (now, at) = (SystemTime::now(), Instant::now());
+        let deadline = at + Duration::from_secs(15);
+        let ms = Duration::from_millis;
+        assert_eq!(wake_at(None, now, at, deadline), deadline);
+        assert_eq!(wake_at(Some(now + ms(20)), now, at, deadline), at + ms(20));
+        assert_eq!(
+            wake_at(Some(now - ms(1)), now, at, deadline),
+            at + ms(1),
+            "visible since the pop looked: look again at once"
+        );
+        assert_eq!(wake_at(Some(now + ms(60_000)), now, at, deadline), deadline);
     }
 }
