@@ -357,7 +357,10 @@ async fn a_client_of_rocketmq_headers_pops_acks_and_hands_back() {
     )
     .await
     .unwrap();
-    let again = pop(&api, &addr, &pop_header("PopBin", -1, 32, invisible)).await;
+    // Visible again from now on: a pop that may wait is woken when it is.
+    let mut waiting = pop_header("PopBin", -1, 32, invisible);
+    waiting.poll_time = 15_000;
+    let again = pop(&api, &addr, &waiting).await;
     assert_eq!(
         ids(&again),
         ["U0001"],
