@@ -846,61 +846,37 @@ fn separate_name_server_and_broker_processes_make_a_cluster() {
     assert_eq!(bodies, expected, "{out}");
     // `mq bench consume` feeds a topic of both brokers and drains it again.
     create_topic(ns, "BenchSpread", "2", &[]);
-    let (ok, out, err) = mq(&[
-        "bench",
-        "consume",
-        "--namesrv",
-        ns,
-        "--topic",
-        "BenchSpread",
-        "--count",
-        "2000",
-        "--tasks",
-        "4",
-        "--size",
-        "100",
-        "--json",
-    ]);
-    assert!(ok, "{err}");
-    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(report["ok"], 2000, "{out}");
-    assert_eq!(report["send_failed"], 0, "{out}");
+    let report = bench_consume(ns, "BenchSpread", &["--tasks", "4", "--size", "100"]);
+    assert_eq!(report["ok"], 2000, "{report}");
+    assert_eq!(report["send_failed"], 0, "{report}");
     // Again, from the messages already there (a group of its own reads them from the first
     // offset), with the consumer's CPU per message.
-    let (ok, out, err) = mq(&[
-        "bench",
-        "consume",
-        "--namesrv",
-        ns,
-        "--topic",
-        "BenchSpread",
-        "--count",
-        "2000",
-        "--preloaded",
-        "--json",
-    ]);
-    assert!(ok, "{err}");
-    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(report["ok"], 2000, "{out}");
-    assert!(report["cpu_us_per_msg"].as_f64().is_some(), "{out}");
+    let report = bench_consume(ns, "BenchSpread", &["--preloaded"]);
+    assert_eq!(report["ok"], 2000, "{report}");
+    assert!(report["cpu_us_per_msg"].as_f64().is_some(), "{report}");
     // And with an orderly listener.
-    let (ok, out, err) = mq(&[
+    let report = bench_consume(ns, "BenchSpread", &["--preloaded", "--orderly"]);
+    assert_eq!(report["bench"], "consume orderly", "{report}");
+    assert_eq!(report["ok"], 2000, "{report}");
+}
+
+/// The JSON report of `mq bench consume` of 2000 messages of `topic`, with `extra` flags.
+fn bench_consume(ns: &str, topic: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
         "bench",
         "consume",
         "--namesrv",
         ns,
         "--topic",
-        "BenchSpread",
+        topic,
         "--count",
         "2000",
-        "--preloaded",
-        "--orderly",
         "--json",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let (ok, out, err) = mq(&args);
     assert!(ok, "{err}");
-    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(report["bench"], "consume orderly", "{out}");
-    assert_eq!(report["ok"], 2000, "{out}");
+    serde_json::from_str(out.trim()).unwrap()
 }
 
 /// `mq send` of one message with `extra` flags and a 3 s deadline.
