@@ -2,9 +2,10 @@
 //!
 //! Up to `workers` threads of tokio's blocking pool, started as calls come and kept while
 //! calls keep coming, each take the next call from one queue. Handing a call to a thread that
-//! is running costs a lock; to a waiting one, one wake-up. A call of its own on the blocking
-//! pool (`spawn_blocking` for each batch) cost a hand-off to another thread and back for
-//! every message: about 2.4 context switches per message, most of a consumed message's CPU.
+//! is running costs a lock; to a waiting one, one wake-up, and one thread at a time is woken
+//! (see [`Pool::wake`]). A call of its own on the blocking pool (`spawn_blocking` for each
+//! batch) cost a hand-off to another thread and back for every message: about 2.4 context
+//! switches per message, most of a consumed message's CPU.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -36,6 +37,11 @@ struct Queue {
     /// Threads running, and how many of them wait for a call.
     threads: usize,
     waiting: usize,
+    /// Waiting threads woken for a call that have not yet looked at the queue.
+    notified: usize,
+    /// Threads woken or started for a call that have not yet taken one: at most one, except
+    /// for a moment.
+    searching: usize,
 }
 
 #[derive(Default)]
@@ -51,7 +57,12 @@ const KEEP_ALIVE: Duration = Duration::from_secs(10);
 /// The threads; [`CallPool::close`] (or dropping it) lets them finish the calls queued and
 /// end.
 pub(crate) struct CallPool {
-    shared: Arc<Shared>,
+    pool: Arc<Pool>,
+}
+
+/// What the pool's threads share, and start more threads with.
+struct Pool {
+    shared: Shared,
     core: Arc<Core>,
     listener: Arc<dyn MessageListener>,
 }
@@ -61,44 +72,31 @@ impl CallPool {
     /// come and owned by the consumer's task tracker (its shutdown waits for them).
     pub(crate) fn new(core: &Arc<Core>, listener: &Arc<dyn MessageListener>) -> Self {
         Self {
-            shared: Arc::default(),
-            core: Arc::clone(core),
-            listener: Arc::clone(listener),
+            pool: Arc::new(Pool {
+                shared: Shared::default(),
+                core: Arc::clone(core),
+                listener: Arc::clone(listener),
+            }),
         }
     }
 
-    /// Queues `call` for the next free thread, starting one when every thread is busy and
-    /// there are fewer than `workers`.
+    /// Queues `call` for the next free thread, waking or starting one unless one is already
+    /// on its way to the queue.
     pub(crate) fn submit(&self, call: Call) {
         let start = {
-            let mut queue = self.shared.queue.lock();
+            let mut queue = self.pool.shared.queue.lock();
             queue.calls.push_back(call);
-            // More calls queued than threads waiting for one: one more thread, if allowed.
-            let start =
-                queue.calls.len() > queue.waiting && queue.threads < self.core.config.workers;
-            if start {
-                queue.threads += 1;
-            }
-            start
+            self.pool.wake(&mut queue)
         };
         if start {
-            let (shared, core, listener) = (
-                Arc::clone(&self.shared),
-                Arc::clone(&self.core),
-                Arc::clone(&self.listener),
-            );
-            self.core
-                .tasks
-                .spawn_blocking(move || work(&shared, &core, &listener));
-        } else {
-            self.shared.ready.notify_one();
+            Pool::start(&self.pool);
         }
     }
 
     /// No more calls: the threads finish those queued, then end.
     pub(crate) fn close(&self) {
-        self.shared.queue.lock().closed = true;
-        self.shared.ready.notify_all();
+        self.pool.shared.queue.lock().closed = true;
+        self.pool.shared.ready.notify_all();
     }
 }
 
@@ -108,30 +106,90 @@ impl Drop for CallPool {
     }
 }
 
-/// A thread's loop: the next call, until the pool is closed and its queue empty, or nothing
-/// came for [`KEEP_ALIVE`].
-fn work(shared: &Shared, core: &Arc<Core>, listener: &Arc<dyn MessageListener>) {
-    loop {
-        let call = {
-            let mut queue = shared.queue.lock();
-            loop {
-                if let Some(call) = queue.calls.pop_front() {
-                    break call;
+impl Pool {
+    /// Sends a thread to the queue, which holds a call, unless one is on its way already:
+    /// wakes a waiting one, or says to start one (returns `true`) when there is none and fewer
+    /// than `workers` run.
+    ///
+    /// One thread at a time is sent: a thread that takes a call and sees more queued sends
+    /// the next (`work`). Calls of a fast listener are then mostly taken by threads that
+    /// just finished one, without a wake-up each (a burst of a pull's 32 messages woke up to
+    /// 32 threads, most of a consumed message's CPU); those of a slow one still reach
+    /// `workers` threads, one wake-up after another.
+    fn wake(&self, queue: &mut Queue) -> bool {
+        if queue.searching > 0 {
+            return false;
+        }
+        if queue.waiting > queue.notified && self.shared.ready.notify_one() {
+            queue.notified += 1;
+            queue.searching += 1;
+            return false;
+        }
+        if queue.threads < self.core.config.workers {
+            queue.threads += 1;
+            queue.searching += 1;
+            return true;
+        }
+        // Every thread is busy: the first to finish takes the call.
+        false
+    }
+
+    /// Starts a thread, already counted in `threads` and `searching`.
+    fn start(pool: &Arc<Self>) {
+        let pool2 = Arc::clone(pool);
+        pool.core.tasks.spawn_blocking(move || pool2.work());
+    }
+
+    /// A thread's loop: the next call, until the pool is closed and its queue empty, or
+    /// nothing came for [`KEEP_ALIVE`].
+    fn work(self: &Arc<Self>) {
+        // Started for a call.
+        let mut searching = true;
+        let mut idle = false;
+        loop {
+            let (call, start) = {
+                let mut queue = self.shared.queue.lock();
+                loop {
+                    if let Some(call) = queue.calls.pop_front() {
+                        let mut start = false;
+                        if searching {
+                            searching = false;
+                            queue.searching -= 1;
+                            if !queue.calls.is_empty() {
+                                start = self.wake(&mut queue);
+                            }
+                        }
+                        break (call, start);
+                    }
+                    if searching {
+                        searching = false;
+                        queue.searching -= 1;
+                    }
+                    if queue.closed || idle {
+                        queue.threads -= 1;
+                        return;
+                    }
+                    queue.waiting += 1;
+                    idle = self
+                        .shared
+                        .ready
+                        .wait_for(&mut queue, KEEP_ALIVE)
+                        .timed_out();
+                    queue.waiting -= 1;
+                    if queue.notified > 0 {
+                        // This thread stands for the one woken (which may be another, just
+                        // timed out: either goes on looking, and the count stays right).
+                        queue.notified -= 1;
+                        searching = true;
+                    }
                 }
-                if queue.closed {
-                    queue.threads -= 1;
-                    return;
-                }
-                queue.waiting += 1;
-                let idle = shared.ready.wait_for(&mut queue, KEEP_ALIVE).timed_out();
-                queue.waiting -= 1;
-                if idle && queue.calls.is_empty() {
-                    queue.threads -= 1;
-                    return;
-                }
+            };
+            idle = false;
+            if start {
+                Self::start(self);
             }
-        };
-        run(call, core, listener);
+            run(call, &self.core, &self.listener);
+        }
     }
 }
 

@@ -296,15 +296,76 @@ async fn failures_come_back_with_reconsume_times_then_land_in_the_dlq() {
 
 /// A blocking listener gets up to `workers` calls at once (slow code does not hold up the
 /// other messages), and a call that panics has its message delivered again.
+/// A listener that holds one message's call until a later message is consumed: the later
+/// message, pulled while the first call runs, gets a thread of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_holding_one_message_still_gets_the_next() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let p = producer(&cluster).await;
+    p.send(mq_client_api::Message::new("Held", "first"))
+        .await
+        .unwrap();
+    // Whether "second" was consumed, and whether the call of "first" gave up waiting for it.
+    let second = Arc::new((
+        std::sync::Mutex::new((false, false)),
+        std::sync::Condvar::new(),
+    ));
+    let first_in = Arc::new(Notify::new());
+    let done = Arc::new(Collector::default());
+    done.expect(2);
+    let (s, f, d) = (
+        Arc::clone(&second),
+        Arc::clone(&first_in),
+        Arc::clone(&done),
+    );
+    let listener = Arc::new(move |msgs: &[MessageExt], _ctx: &mut ConsumeContext| {
+        let (lock, consumed) = &*s;
+        for m in msgs {
+            if m.message.body.as_ref() == b"first" {
+                f.notify_one();
+                let state = lock.lock().unwrap();
+                let (mut state, timeout) = consumed
+                    .wait_timeout_while(state, Duration::from_secs(20), |(seen, _)| !*seen)
+                    .unwrap();
+                state.1 |= timeout.timed_out();
+            } else {
+                lock.lock().unwrap().0 = true;
+                consumed.notify_all();
+            }
+        }
+        d.record(msgs);
+        ConsumeStatus::Success
+    });
+    let c = PushConsumer::new(consumer_config(&cluster, "held").with_workers(2));
+    c.subscribe("Held", "*").unwrap();
+    c.start(listener).await.unwrap();
+    tokio::time::timeout(T, first_in.notified())
+        .await
+        .expect("the first message was consumed");
+    p.send(mq_client_api::Message::new("Held", "second"))
+        .await
+        .unwrap();
+    done.wait().await;
+    c.shutdown().await;
+    assert_eq!(
+        *second.0.lock().unwrap(),
+        (true, false),
+        "the second message was consumed while the first one's call waited"
+    );
+    p.shutdown().await;
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocking_listener_gets_workers_calls_at_once_and_a_panic_is_retried() {
     const WORKERS: usize = 4;
     let cluster = fast_retry_cluster().await;
     let p = producer(&cluster).await;
     let sent = produce(&p, "Workers", "w", 0..8).await;
-    // The first WORKERS calls wait (at most 20 s) until WORKERS are running together.
+    // The first WORKERS calls wait (at most 20 s) until WORKERS are running together: calls
+    // so far, calls among the first WORKERS that have come, whether one of them gave up.
     let running = Arc::new((
-        std::sync::Mutex::new((0usize, 0usize)),
+        std::sync::Mutex::new((0usize, 0usize, false)),
         std::sync::Condvar::new(),
     ));
     let attempts: Arc<Mutex<Vec<(String, i32)>>> = Arc::default();
@@ -318,7 +379,7 @@ async fn a_blocking_listener_gets_workers_calls_at_once_and_a_panic_is_retried()
     let listener = Arc::new(move |msgs: &[MessageExt], _ctx: &mut ConsumeContext| {
         let (lock, all_in) = &*r;
         let mut state = lock.lock().unwrap();
-        let (calls, together) = &mut *state;
+        let (calls, together, _) = &mut *state;
         *calls += 1;
         if *calls <= WORKERS {
             *together += 1;
@@ -326,10 +387,11 @@ async fn a_blocking_listener_gets_workers_calls_at_once_and_a_panic_is_retried()
                 all_in.notify_all();
             }
             let wait = Duration::from_secs(20);
-            state = all_in
-                .wait_timeout_while(state, wait, |(_, n)| *n < WORKERS)
-                .unwrap()
-                .0;
+            let (mut waited, timeout) = all_in
+                .wait_timeout_while(state, wait, |(_, n, _)| *n < WORKERS)
+                .unwrap();
+            waited.2 |= timeout.timed_out();
+            state = waited;
         }
         drop(state);
         let m = &msgs[0];
@@ -347,9 +409,9 @@ async fn a_blocking_listener_gets_workers_calls_at_once_and_a_panic_is_retried()
     c.start(listener).await.unwrap();
     done.wait().await;
     c.shutdown().await;
-    assert_eq!(
-        running.0.lock().unwrap().1,
-        WORKERS,
+    let (_, together, gave_up) = *running.0.lock().unwrap();
+    assert!(
+        together == WORKERS && !gave_up,
         "{WORKERS} calls ran together"
     );
     assert_eq!(
