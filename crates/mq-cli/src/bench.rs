@@ -50,10 +50,25 @@ pub(crate) enum Transport {
     Grpc,
 }
 
-/// One send of the load: how many messages it carried, or whether its failure may have stored
-/// them.
-type SendFn =
-    Arc<dyn Fn(bytes::Bytes) -> mq_remoting::BoxFuture<'static, Result<u64, bool>> + Send + Sync>;
+/// One send of the load: how many messages it carried, or why it failed.
+type SendFn = Arc<
+    dyn Fn(bytes::Bytes) -> mq_remoting::BoxFuture<'static, Result<u64, SendFailed>> + Send + Sync,
+>;
+
+/// Why a send of the load failed: whether it may have stored its messages, and the error.
+struct SendFailed {
+    maybe_stored: bool,
+    cause: String,
+}
+
+impl SendFailed {
+    fn producer(e: &mq_producer::ProducerError) -> Self {
+        Self {
+            maybe_stored: e.possibly_delivered(),
+            cause: e.to_string(),
+        }
+    }
+}
 
 /// Baselines.
 #[derive(Clone, Copy, Debug, Eq, PartialEq, clap::ValueEnum)]
@@ -407,9 +422,10 @@ pub(crate) async fn produce(
         }
     };
     // Warm the route (and let the broker create the topic) before measuring.
-    send(warm)
-        .await
-        .map_err(|_| "warm-up send failed".to_owned())?;
+    if let Err(e) = send(warm).await {
+        stop.shutdown().await;
+        return Err(format!("warm-up send failed: {}", e.cause));
+    }
     let stats = Stats::new();
     let body = bytes::Bytes::from(vec![b'x'; args.size.max(1)]);
     let requests_start = requests.as_ref().map(|c| c.count());
@@ -445,12 +461,12 @@ pub(crate) async fn produce(
                 };
                 (!exhausted).then_some(t)
             };
-            let mut outcome = |r: Result<u64, bool>, t: Instant, latency: Duration| match r {
+            let mut outcome = |r: Result<u64, SendFailed>, t: Instant, latency: Duration| match r {
                 Ok(n) => mine.record(&s, t, latency, n),
-                Err(true) => {
+                Err(e) if e.maybe_stored => {
                     s.response_failed.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(false) => {
+                Err(_) => {
                     s.send_failed.fetch_add(1, Ordering::Relaxed);
                 }
             };
@@ -540,7 +556,6 @@ fn remoting_send(producer: &Producer, topic: &str, mode: Mode) -> SendFn {
     let (p, topic) = (producer.clone(), topic.to_owned());
     Arc::new(move |body| {
         let m = Message::new(topic.clone(), body);
-        let delivered = |e: mq_producer::ProducerError| e.possibly_delivered();
         match mode {
             Mode::Sync => {
                 let p = p.clone();
@@ -548,12 +563,16 @@ fn remoting_send(producer: &Producer, topic: &str, mode: Mode) -> SendFn {
                     p.send(m)
                         .await
                         .map(|_| 1)
-                        .map_err(|e| delivered(e.into_error()))
+                        .map_err(|e| SendFailed::producer(&e.into_error()))
                 })
             }
             Mode::Async | Mode::AutoBatch => {
                 let f = p.send_async(m);
-                Box::pin(async move { f.await.map(|_| 1).map_err(|e| delivered(e.into_error())) })
+                Box::pin(async move {
+                    f.await
+                        .map(|_| 1)
+                        .map_err(|e| SendFailed::producer(&e.into_error()))
+                })
             }
             Mode::Oneway => {
                 let p = p.clone();
@@ -561,7 +580,7 @@ fn remoting_send(producer: &Producer, topic: &str, mode: Mode) -> SendFn {
                     p.send_oneway(m)
                         .await
                         .map(|()| 1)
-                        .map_err(|e| delivered(e.into_error()))
+                        .map_err(|e| SendFailed::producer(&e.into_error()))
                 })
             }
             Mode::Batch => {
@@ -571,7 +590,7 @@ fn remoting_send(producer: &Producer, topic: &str, mode: Mode) -> SendFn {
                     p.send_batch(msgs)
                         .await
                         .map(|_| 16)
-                        .map_err(|e| delivered(e.into_error()))
+                        .map_err(|e| SendFailed::producer(&e.into_error()))
                 })
             }
         }
@@ -628,7 +647,7 @@ async fn grpc_send(
             Box::pin(async move {
                 match producer.send(Message::new(topic, body)).await {
                     Ok(_) => Ok(1),
-                    Err(e) => Err(e.error().possibly_delivered()),
+                    Err(e) => Err(SendFailed::producer(e.error())),
                 }
             })
         });
@@ -660,8 +679,14 @@ async fn grpc_send(
                     Ok(u64::try_from(per_request).unwrap_or(1))
                 }
                 // Refused with a status: not stored. A transport failure: maybe stored.
-                Ok(_) => Err(false),
-                Err(_) => Err(true),
+                Ok(r) => Err(SendFailed {
+                    maybe_stored: false,
+                    cause: format!("refused: {:?}", r.get_ref().status),
+                }),
+                Err(status) => Err(SendFailed {
+                    maybe_stored: true,
+                    cause: status.to_string(),
+                }),
             }
         })
     });

@@ -556,6 +556,30 @@ fn an_unreachable_name_server_is_one_clear_line() {
     assert!(err.starts_with("mq: could not connect"), "{err}");
 }
 
+/// A bench whose first send fails says why, in one line, and exits non-zero.
+#[test]
+fn a_bench_whose_warm_up_send_fails_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_with(dir.path(), &["--auto-create-topic", "false"]);
+    let (ok, _, err) = mq(&[
+        "bench",
+        "produce",
+        "--namesrv",
+        &server.namesrv,
+        "--topic",
+        "NoSuchTopic",
+        "--count",
+        "1",
+        "--json",
+    ]);
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("mq: warm-up send failed: no route info of this topic NoSuchTopic"),
+        "{err}"
+    );
+}
+
 #[test]
 fn bench_json_reports_sane_numbers_and_a_plot() {
     let dir = tempfile::tempdir().unwrap();
