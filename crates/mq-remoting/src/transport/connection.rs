@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::FutureExt;
 use parking_lot::RwLock;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -34,6 +34,8 @@ const DIRECT_WRITE_THRESHOLD: usize = 32 * 1024;
 /// An outgoing buffer that grew past this is not kept for reuse.
 const KEEP_BUFFER_LIMIT: usize = 4 * 1024 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
+/// A frame at least this large is read up to its end and no further (`read_limit`).
+const LARGE_FRAME: usize = 32 * 1024;
 /// The most ordered requests handed to a processor as one group.
 const ORDERED_GROUP_MAX: usize = 64;
 
@@ -457,8 +459,13 @@ impl Connection {
 
     async fn read_loop<R: AsyncRead + Unpin>(self: Arc<Self>, mut read: R) {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        // Whether the last frame seen was large: the next one likely is too (pull responses).
+        let mut large = false;
         let reason = 'outer: loop {
             loop {
+                if let Some(len) = frame_len(&buf) {
+                    large = len >= LARGE_FRAME;
+                }
                 match self.endpoint.codec.decode(&mut buf) {
                     Ok(Some(cmd)) => self.route(cmd),
                     Ok(None) => break,
@@ -468,14 +475,24 @@ impl Connection {
                     }
                 }
             }
-            if buf.capacity() - buf.len() < 4096 {
+            // After a large frame, read up to its end (`read_limit`), the next one starts a
+            // buffer with room for it: started in what room was left, it would be copied out
+            // when the buffer grows for it.
+            let least = if large && buf.is_empty() {
+                READ_CHUNK
+            } else {
+                4096
+            };
+            if buf.capacity() - buf.len() < least {
                 buf.reserve(READ_CHUNK);
             }
+            let limit = read_limit(&buf);
+            let mut room = (&mut buf).limit(limit);
             tokio::select! {
                 biased;
                 () = self.closed.cancelled() => break "closed",
                 () = self.endpoint.drain.cancelled() => break "draining",
-                r = read.read_buf(&mut buf) => match r {
+                r = read.read_buf(&mut room) => match r {
                     Ok(0) => break "eof",
                     Ok(_) => {}
                     Err(e) => {
@@ -993,5 +1010,52 @@ impl ConnectionWatches {
             }
             watched.lock().remove(&id);
         });
+    }
+}
+
+/// How much the next read may take into `buf`, whose front holds what has come of a frame.
+///
+/// All of its room, unless that frame is large and not complete: then only the bytes it
+/// still lacks. Read further, the start of the next frame would sit behind it, and be copied
+/// into a new buffer when the buffer grows for that frame, since the messages cut from the
+/// large one (a pull's, say) still hold the old buffer: about every byte of a stream of pull
+/// responses was copied once so.
+fn read_limit(buf: &BytesMut) -> usize {
+    match frame_len(buf) {
+        Some(len) if len >= LARGE_FRAME && len > buf.len() => len - buf.len(),
+        _ => usize::MAX,
+    }
+}
+
+/// The length of the frame at the front of `buf`, prefix included, once its prefix is in.
+fn frame_len(buf: &[u8]) -> Option<usize> {
+    let &[a, b, c, d, ..] = buf else {
+        return None;
+    };
+    Some(u32::from_be_bytes([a, b, c, d]) as usize + 4)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::{BufMut, BytesMut};
+
+    use super::{LARGE_FRAME, read_limit};
+
+    /// `len` bytes of a frame of `total` bytes (prefix included).
+    fn partial(total: usize, len: usize) -> BytesMut {
+        let mut buf = BytesMut::new();
+        buf.put_u32(u32::try_from(total - 4).unwrap());
+        buf.resize(len, 0);
+        buf
+    }
+
+    #[test]
+    fn a_large_frame_is_read_up_to_its_end_and_no_further() {
+        assert_eq!(read_limit(&partial(LARGE_FRAME, 100)), LARGE_FRAME - 100);
+        assert_eq!(read_limit(&partial(100_000, 99_999)), 1);
+        // Small frames, a complete one, and a prefix not yet in: reads take all the room.
+        assert_eq!(read_limit(&partial(LARGE_FRAME - 1, 100)), usize::MAX);
+        assert_eq!(read_limit(&partial(LARGE_FRAME, LARGE_FRAME)), usize::MAX);
+        assert_eq!(read_limit(&BytesMut::from(&[0u8, 1, 0][..])), usize::MAX);
     }
 }

@@ -78,6 +78,57 @@ async fn ten_thousand_concurrent_requests_reach_the_right_callers() {
     let _ = server.shutdown(LONG).await;
 }
 
+/// Requests and answers of sizes on both sides of the read loop's limits (a large frame read
+/// up to its end, a buffer of 64 KiB), many in flight at once and all kept until the end (so
+/// that the buffers they were cut from stay shared), come back whole to their callers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_of_every_size_around_the_read_limits_arrive_whole() {
+    const SIZES: [usize; 9] = [
+        100,
+        4095,
+        32 * 1024 - 40,
+        32 * 1024,
+        40 * 1024,
+        64 * 1024 - 10,
+        64 * 1024 + 10,
+        100 * 1024,
+        300 * 1024,
+    ];
+    let server = echo_server().await;
+    let addr = server.local_addr().to_string();
+    let client = client();
+    let mut tasks = tokio::task::JoinSet::new();
+    for lane in 0..32usize {
+        let (client, addr) = (client.clone(), addr.clone());
+        tasks.spawn(async move {
+            let mut kept = Vec::new();
+            for n in 0..12usize {
+                let size = SIZES[(lane + n) % SIZES.len()];
+                let body: Vec<u8> = (0..size).map(|i| (i * 7 + lane + n) as u8).collect();
+                let req = RemotingCommand::request(ECHO).with_body(body.clone());
+                let resp = client.invoke(&addr, req, LONG).await.unwrap();
+                kept.push((body, resp));
+            }
+            kept
+        });
+    }
+    let mut seen = 0;
+    while let Some(r) = tasks.join_next().await {
+        for (body, resp) in r.unwrap() {
+            assert_eq!(resp.code, sys_code::SUCCESS);
+            assert!(
+                resp.body[..] == body[..],
+                "a body of {} bytes came back whole",
+                body.len()
+            );
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 32 * 12);
+    assert!(client.shutdown(LONG).await.completed);
+    let _ = server.shutdown(LONG).await;
+}
+
 /// With coalesced writes, many callers that each await one request at a time, and then one
 /// caller alone (whose waits gain nothing, so that the writer mostly stops waiting), all get
 /// their own answers, within a bound that a writer holding a frame back would miss.
