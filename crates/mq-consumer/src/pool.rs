@@ -145,6 +145,7 @@ impl Pool {
     fn work(self: &Arc<Self>) {
         // Started for a call.
         let mut searching = true;
+        let mut last = None;
         let mut idle = false;
         loop {
             let (call, start) = {
@@ -188,14 +189,22 @@ impl Pool {
             if start {
                 Self::start(self);
             }
-            run(call, &self.core, &self.listener);
+            run(call, &self.core, &self.listener, &mut last);
         }
     }
 }
 
 /// Calls the listener on a batch and settles it: acknowledged when consumed, else handed to
 /// the runtime to be sent back to the broker (or consumed again here later).
-fn run(call: Call, core: &Arc<Core>, listener: &Arc<dyn MessageListener>) {
+///
+/// `last` is the thread's context of its last call: it serves again for a call of the same
+/// queue (a pull's messages come one call each), without a copy of the queue's names.
+fn run(
+    call: Call,
+    core: &Arc<Core>,
+    listener: &Arc<dyn MessageListener>,
+    last: &mut Option<ConsumeContext>,
+) {
     let Call {
         mq,
         pq,
@@ -205,15 +214,19 @@ fn run(call: Call, core: &Arc<Core>, listener: &Arc<dyn MessageListener>) {
     if pq.dropped.is_cancelled() || batch.is_empty() {
         return;
     }
-    let mut ctx = ConsumeContext {
-        queue: MessageQueue::clone(&mq),
-        delay_level: 0,
+    let ctx = match last {
+        Some(ctx) if ctx.queue == *mq => {
+            ctx.delay_level = 0;
+            ctx
+        }
+        _ => last.insert(ConsumeContext {
+            queue: MessageQueue::clone(&mq),
+            delay_level: 0,
+        }),
     };
     let restored = shown(core, &batch);
     let msgs = restored.as_deref().unwrap_or(&batch);
-    let status = match std::panic::catch_unwind(AssertUnwindSafe(|| {
-        listener.consume(msgs, &mut ctx)
-    })) {
+    let status = match std::panic::catch_unwind(AssertUnwindSafe(|| listener.consume(msgs, ctx))) {
         Ok(status) => status,
         Err(_) => {
             warn!(queue = %mq, cause = "the listener panicked", "listener failed; reconsuming later");
@@ -228,8 +241,9 @@ fn run(call: Call, core: &Arc<Core>, listener: &Arc<dyn MessageListener>) {
     // Sending back is async: on the runtime, whose context this thread of its blocking pool
     // has.
     let (core2, listener) = (Arc::clone(core), Listener::Blocking(Arc::clone(listener)));
+    let delay_level = ctx.delay_level;
     core.tasks.spawn(async move {
-        settle_failed(&core2, &listener, &mq, &pq, batch, ctx.delay_level).await;
+        settle_failed(&core2, &listener, &mq, &pq, batch, delay_level).await;
         drop(permit);
     });
 }

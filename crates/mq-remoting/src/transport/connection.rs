@@ -475,9 +475,9 @@ impl Connection {
                     }
                 }
             }
-            // After a large frame, read up to its end (`read_limit`), the next one starts a
-            // buffer with room for it: started in what room was left, it would be copied out
-            // when the buffer grows for it.
+            // A large frame is read up to its end (`read_limit`), and the frame after it
+            // starts a buffer with room for it: started in the room left behind the last one,
+            // it would be copied out when the buffer grows for it.
             let least = if large && buf.is_empty() {
                 READ_CHUNK
             } else {

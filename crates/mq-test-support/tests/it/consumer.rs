@@ -296,6 +296,45 @@ async fn failures_come_back_with_reconsume_times_then_land_in_the_dlq() {
 
 /// A blocking listener gets up to `workers` calls at once (slow code does not hold up the
 /// other messages), and a call that panics has its message delivered again.
+/// Each call's context names the queue its messages came from, also when one thread takes
+/// the calls of several queues in turn (it keeps its context from one call to the next).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_call_sees_the_queue_of_its_messages() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let p = producer(&cluster).await;
+    let sent = produce(&p, "Queues", "q", 0..16).await;
+    // (queue id the context named, queue id of the message), for every message.
+    let seen: Arc<Mutex<Vec<(i32, i32)>>> = Arc::default();
+    let done = Arc::new(Collector::default());
+    done.expect(16);
+    let (s, d) = (Arc::clone(&seen), Arc::clone(&done));
+    let listener = Arc::new(move |msgs: &[MessageExt], ctx: &mut ConsumeContext| {
+        assert_eq!(ctx.queue.topic, "Queues");
+        s.lock()
+            .extend(msgs.iter().map(|m| (ctx.queue.queue_id, m.queue_id)));
+        d.record(msgs);
+        ConsumeStatus::Success
+    });
+    let c = PushConsumer::new(consumer_config(&cluster, "queues").with_workers(1));
+    c.subscribe("Queues", "*").unwrap();
+    c.start(listener).await.unwrap();
+    done.wait().await;
+    c.shutdown().await;
+    assert_eq!(
+        done.seen.lock().keys().cloned().collect::<HashSet<_>>(),
+        sent
+    );
+    let seen = std::mem::take(&mut *seen.lock());
+    let queues: HashSet<i32> = seen.iter().map(|&(_, q)| q).collect();
+    assert!(queues.len() > 1, "the messages came from several queues");
+    assert!(
+        seen.iter().all(|&(named, from)| named == from),
+        "each context named its messages' queue: {seen:?}"
+    );
+    p.shutdown().await;
+    cluster.shutdown().await;
+}
+
 /// A listener that holds one message's call until a later message is consumed: the later
 /// message, pulled while the first call runs, gets a thread of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
