@@ -587,15 +587,21 @@ fn consume_in_order(
     pq: &crate::core::ProcessQueue,
 ) -> (usize, InOrder) {
     let chunks = msgs.chunks(core.config.consume_batch_size);
+    // One context for the delivery's batches: its queue is copied again only if the listener
+    // changed it.
+    let mut ctx = ConsumeOrderlyContext {
+        queue: mq.clone(),
+        suspend: Duration::from_secs(1),
+    };
     for (at, chunk) in chunks.enumerate().skip(from) {
         if pq.dropped.is_cancelled() {
             return (at, InOrder::Dropped);
         }
         let restored = shown(core, chunk);
-        let mut ctx = ConsumeOrderlyContext {
-            queue: mq.clone(),
-            suspend: Duration::from_secs(1),
-        };
+        if ctx.queue != *mq {
+            ctx.queue = mq.clone();
+        }
+        ctx.suspend = Duration::from_secs(1);
         let view = restored.as_deref().unwrap_or(chunk);
         // A panic suspends the queue.
         let status = std::panic::catch_unwind(AssertUnwindSafe(|| listener.consume(view, &mut ctx)))
