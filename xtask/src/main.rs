@@ -526,9 +526,12 @@ fn one_at_a_time_section(rows: &[(&str, serde_json::Value)]) -> String {
          against an echo served in the bench's own process (`--baseline echo`) or by a process \
          of its own, as our broker is (`--baseline echo-process`): a round trip between two \
          processes also waits for the other one to be woken, which on a virtual machine whose \
-         other CPU is idle costs tens of microseconds each way.\n\n\
-         | client | echo | msg/s | p50 µs | p99 µs | echo round trip µs | p50 / echo round trip | client CPU µs/msg | broker CPU µs/msg |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+         other CPU is idle costs tens of microseconds each way. The echo's CPU per round trip \
+         is the bench process's over the echo's run (both ends when the echo is served there), \
+         and the echo process's: the last column is the broker's CPU per message over the \
+         latter, what the same wake-ups cost a server that does nothing but answer.\n\n\
+         | client | echo | msg/s | p50 µs | p99 µs | echo round trip µs | p50 / echo round trip | client CPU µs/msg | broker CPU µs/msg | echo CPU µs/round trip | broker / echo server CPU |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for (name, v) in rows {
         let num = |k: &str| v[k].as_f64();
@@ -538,8 +541,17 @@ fn one_at_a_time_section(rows: &[(&str, serde_json::Value)]) -> String {
         let us = |k: &str| num(k).map(|ms| ms * 1000.0);
         let echo_rtt = num("echo_tps").filter(|t| *t > 0.0).map(|t| 1e6 / t);
         let ratio = us("p50_ms").zip(echo_rtt).map(|(p50, rtt)| p50 / rtt);
+        let echo_server = num("echo_server_cpu_us_per_round_trip");
+        let echo_cpu = match (num("echo_cpu_us_per_round_trip"), echo_server) {
+            (Some(client), Some(server)) => format!("{client:.1} client + {server:.1} server"),
+            (Some(both), None) => format!("{both:.1} (both ends)"),
+            (None, _) => "-".to_owned(),
+        };
+        let broker_to_echo = num("broker_cpu_us_per_msg")
+            .zip(echo_server.filter(|us| *us > 0.0))
+            .map(|(broker, echo)| broker / echo);
         md.push_str(&format!(
-            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {echo_cpu} | {} |\n",
             v["echo"].as_str().unwrap_or("-"),
             show(num("tps"), 0),
             show(us("p50_ms"), 0),
@@ -548,6 +560,7 @@ fn one_at_a_time_section(rows: &[(&str, serde_json::Value)]) -> String {
             show(ratio, 2),
             show(num("cpu_us_per_msg"), 1),
             show(num("broker_cpu_us_per_msg"), 1),
+            show(broker_to_echo, 2),
         ));
     }
     md
@@ -957,8 +970,8 @@ fn bench(args: &[String]) -> Result {
     md.push_str(
         "Every row runs against an `mq serve` of its own, started on an empty store: on these machines a broker's writes slow down once its store holds some 5 GB (its CPU per 1 KiB message about doubles, in the kernel's copy into the page cache), which rows run later on one long-lived server would otherwise pay and the first ones not.\n\n",
     );
-    md.push_str("| bench | size (B) | msg/s | p50 ms | p99 ms | p999 ms | echo msg/s | ratio to echo | client CPU µs/msg | broker CPU µs/msg | plot |\n");
-    md.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    md.push_str("| bench | size (B) | msg/s | p50 ms | p99 ms | p999 ms | echo msg/s | ratio to echo | client CPU µs/msg | broker CPU µs/msg | echo CPU µs/round trip | plot |\n");
+    md.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
     for (name, size, v, plot) in &rows {
         let f = |k: &str| {
             v[k].as_f64()
@@ -975,13 +988,14 @@ fn bench(args: &[String]) -> Result {
                 .map_or_else(|| "-".to_owned(), |x| format!("{x:.1}"))
         };
         md.push_str(&format!(
-            "| {name} | {size} | {tps} | {} | {} | {} | {echo} | {} | {} | {} | [svg]({plot}) |\n",
+            "| {name} | {size} | {tps} | {} | {} | {} | {echo} | {} | {} | {} | {} | [svg]({plot}) |\n",
             f("p50_ms"),
             f("p99_ms"),
             f("p999_ms"),
             f("ratio_to_echo"),
             one("cpu_us_per_msg"),
             one("broker_cpu_us_per_msg"),
+            one("echo_cpu_us_per_round_trip"),
         ));
     }
     md.push_str(
@@ -1010,7 +1024,9 @@ fn bench(args: &[String]) -> Result {
     md.push_str(
         "CPU per message is user + system time over the measured window (from `/proc/PID/stat`, \
          10 ms ticks) divided by the messages acknowledged: the client's is `mq bench`'s own \
-         process, the broker's is the `mq serve` process (name server included, idle here).\n",
+         process, the broker's is the `mq serve` process (name server included, idle here). \
+         The echo's CPU is `mq bench`'s over the echo's run, both its ends, per round trip: \
+         compare it with the client's and the broker's together.\n",
     );
     md.push_str(&one_at_a_time_section(&one_at_a_time));
     md.push_str(&memory_section(&memory, long));

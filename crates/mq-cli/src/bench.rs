@@ -910,7 +910,7 @@ async fn report_loop(
 /// the same time, served here or by a child process (`which`); returns what it measured.
 async fn echo_baseline(args: &BenchArgs, which: Baseline) -> Result<Echoed, String> {
     // The child, when there is one, lives as long as this value (killed on drop).
-    let (addr, _child) = match which {
+    let (addr, child) = match which {
         Baseline::Echo => (mq_benches::raw_echo_server().await, None),
         Baseline::EchoProcess => {
             let (addr, child) = echo_process().await?;
@@ -927,13 +927,22 @@ async fn echo_baseline(args: &BenchArgs, which: Baseline) -> Result<Echoed, Stri
             ((per_sec * args.duration.clamp(1, 10) as f64) as u64).max(10_000)
         }
     };
+    let (served, cpu_scope) = match which {
+        Baseline::Echo => ("in-process", "client+server"),
+        Baseline::EchoProcess => ("separate-process", "client"),
+    };
+    let server_pid = child.as_ref().and_then(tokio::process::Child::id);
+    let (cpu_start, server_start) = (process_cpu(), server_pid.map(cpu_of));
     let took = mq_benches::raw_echo_run(addr, args.size, depth, count).await;
+    let per_round_trip = |used: Duration| used.as_secs_f64() * 1e6 / count as f64;
     Ok(Echoed {
         tps: count as f64 / took.as_secs_f64().max(1e-9),
-        served: match which {
-            Baseline::Echo => "in-process",
-            Baseline::EchoProcess => "separate-process",
-        },
+        served,
+        cpu_scope,
+        cpu_us: per_round_trip(process_cpu().saturating_sub(cpu_start)),
+        server_cpu_us: server_pid
+            .zip(server_start)
+            .map(|(pid, start)| per_round_trip(cpu_of(pid).saturating_sub(start))),
     })
 }
 
@@ -944,6 +953,13 @@ struct Echoed {
     tps: f64,
     /// Where the echo ran: `in-process` or `separate-process`.
     served: &'static str,
+    /// Whose CPU [`Echoed::cpu_us`] covers: `client+server` when the echo is served here,
+    /// `client` when a process of its own serves it.
+    cpu_scope: &'static str,
+    /// This process's CPU µs per round trip.
+    cpu_us: f64,
+    /// The echo server process's CPU µs per round trip, when it has one.
+    server_cpu_us: Option<f64>,
 }
 
 /// How long a child echo server may take to say where it listens.
@@ -1095,9 +1111,12 @@ fn finish(
         if let (Some(b), Some(r)) = (baseline, ratio) {
             let _ = write!(
                 out,
-                ",\"echo_tps\":{:.1},\"echo\":\"{}\",\"ratio_to_echo\":{r:.3}",
-                b.tps, b.served
+                ",\"echo_tps\":{:.1},\"echo\":\"{}\",\"ratio_to_echo\":{r:.3},\"echo_cpu_us_per_round_trip\":{:.2},\"echo_cpu_scope\":\"{}\"",
+                b.tps, b.served, b.cpu_us, b.cpu_scope
             );
+            if let Some(us) = b.server_cpu_us {
+                let _ = write!(out, ",\"echo_server_cpu_us_per_round_trip\":{us:.2}");
+            }
         }
         if let Some((us, scope)) = cpu_per_msg {
             let _ = write!(out, ",\"cpu_us_per_msg\":{us:.2},\"cpu_scope\":\"{scope}\"");
@@ -1146,6 +1165,13 @@ fn finish(
                 "raw framed TCP echo ({}): {:.0} msg/s; ratio {r:.3}",
                 b.served, b.tps
             );
+            println!(
+                "echo CPU per round trip ({}): {:.1} µs",
+                b.cpu_scope, b.cpu_us
+            );
+            if let Some(us) = b.server_cpu_us {
+                println!("echo server CPU per round trip: {us:.1} µs");
+            }
         }
     }
     Ok(())

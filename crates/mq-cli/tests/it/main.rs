@@ -610,6 +610,10 @@ fn bench_json_reports_sane_numbers_and_a_plot() {
     assert!(p50 > 0.0 && p50 <= p99, "{v}");
     assert!(v["ratio_to_echo"].as_f64().unwrap() > 0.0);
     assert_eq!(v["echo"], "in-process", "{v}");
+    // The echo's CPU, both its ends in this process (10 ms ticks: a short run may read 0).
+    assert_eq!(v["echo_cpu_scope"], "client+server", "{v}");
+    assert!(v["echo_cpu_us_per_round_trip"].as_f64().is_some(), "{v}");
+    assert!(v["echo_server_cpu_us_per_round_trip"].is_null(), "{v}");
     // The process's memory, read at the end (Linux).
     #[cfg(target_os = "linux")]
     assert!(v["rss_mb"].as_f64().is_some_and(|mb| mb > 0.0), "{v}");
@@ -675,6 +679,13 @@ fn bench_json_reports_sane_numbers_and_a_plot() {
     assert_eq!(v["echo"], "separate-process", "{v}");
     assert!(v["echo_tps"].as_f64().unwrap() > 0.0, "{v}");
     assert!(v["ratio_to_echo"].as_f64().unwrap() > 0.0, "{v}");
+    // Each end's CPU: this process's, and the echo process's.
+    assert_eq!(v["echo_cpu_scope"], "client", "{v}");
+    assert!(v["echo_cpu_us_per_round_trip"].as_f64().is_some(), "{v}");
+    assert!(
+        v["echo_server_cpu_us_per_round_trip"].as_f64().is_some(),
+        "{v}"
+    );
     let (ok, _, err) = mq(&["bench", "produce", "--mode", "sideways"]);
     assert!(!ok && err.contains("invalid value 'sideways'"));
     // Over gRPC, through a proxy started in front of the embedded cluster, one by one and
