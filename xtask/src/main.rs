@@ -1026,7 +1026,10 @@ fn bench(args: &[String]) -> Result {
          10 ms ticks) divided by the messages acknowledged: the client's is `mq bench`'s own \
          process, the broker's is the `mq serve` process (name server included, idle here). \
          The echo's CPU is `mq bench`'s over the echo's run, both its ends, per round trip: \
-         compare it with the client's and the broker's together.\n",
+         compare it with the client's and the broker's together. The echo's client is a task \
+         of the bench's runtime that reads the answers, and a writer task that writes each \
+         frame with a write of its own as answers make room: it gathers no frames, where our \
+         client and broker do.\n",
     );
     md.push_str(&one_at_a_time_section(&one_at_a_time));
     md.push_str(&memory_section(&memory, long));
