@@ -110,8 +110,15 @@ pub(crate) struct BenchArgs {
     /// Body compression (bodies of 4 KiB and more).
     #[arg(long, value_enum, default_value = "none")]
     compress: Compress,
-    /// Coalesce the client's writes (`ClientConfig::with_coalesced_writes`).
-    #[arg(long)]
+    /// Coalesce the client's writes (`ClientConfig::with_coalesced_writes`, on by default):
+    /// `--coalesce-writes false` writes as soon as the writer is woken.
+    #[arg(
+        long,
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
     coalesce_writes: bool,
     /// Print the results as JSON on stdout (and no periodic lines).
     #[arg(long)]

@@ -44,7 +44,7 @@ pub struct ClientConfig {
     pub credentials: Option<Credentials>,
     /// TLS to every name server and broker (Java `tls.enable`). Default none: plain TCP.
     pub tls: Option<ClientTls>,
-    /// Coalesce each connection's writes (default false); see
+    /// Coalesce each connection's writes (default true); see
     /// [`ClientConfig::with_coalesced_writes`].
     pub coalesce_writes: bool,
 }
@@ -64,7 +64,7 @@ impl Default for ClientConfig {
             request_timeout: Duration::from_secs(3),
             credentials: None,
             tls: None,
-            coalesce_writes: false,
+            coalesce_writes: true,
         }
     }
 }
@@ -251,11 +251,12 @@ impl ClientConfig {
         self
     }
 
-    /// Coalesces each connection's writes (default off): before a write, the tasks that are
-    /// ready queue their requests too, so that one write carries them all. Pays for services
-    /// where many tasks each await one send at a time (fewer syscalls, less CPU per message);
-    /// costs throughput for pipelined async sends, whose writes are full already. See
-    /// `docs/performance.md` for both.
+    /// Coalesces each connection's writes (default on): before a write, the tasks that are
+    /// ready queue their requests too, so that one write carries them all, while at most 128
+    /// requests await answers (deeper pipelines write at once, their writes being full
+    /// already). Pays for services where many tasks each await one send at a time: fewer
+    /// syscalls, about a quarter less CPU per message on each side, more messages a second.
+    /// Off, the writer writes as soon as it is woken. See `docs/performance.md` for both.
     #[must_use]
     pub fn with_coalesced_writes(mut self, on: bool) -> Self {
         self.coalesce_writes = on;

@@ -647,18 +647,23 @@ fn bench_json_reports_sane_numbers_and_a_plot() {
         (each * requests as f64 - 2000.0).abs() < requests as f64 * 0.1,
         "{v}"
     );
-    // One send at a time per task (sync, window 1, each send awaited): every send counted once.
-    let (ok, out, err) = mq(&[
-        "bench", "produce", "--count", "300", "--tasks", "3", "--mode", "sync", "--window", "1",
-        "--json",
-    ]);
-    assert!(ok, "{err}");
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(
-        (v["ok"].as_u64(), v["send_failed"].as_u64()),
-        (Some(300), Some(0)),
-        "{v}"
-    );
+    // One send at a time per task (sync, window 1, each send awaited): every send counted once,
+    // with the writes coalesced (the default) and not.
+    for writes in [&[][..], &["--coalesce-writes", "false"][..]] {
+        let mut args = vec![
+            "bench", "produce", "--count", "300", "--tasks", "3", "--mode", "sync", "--window",
+            "1", "--json",
+        ];
+        args.extend(writes);
+        let (ok, out, err) = mq(&args);
+        assert!(ok, "{writes:?}: {err}");
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(
+            (v["ok"].as_u64(), v["send_failed"].as_u64()),
+            (Some(300), Some(0)),
+            "{writes:?}: {v}"
+        );
+    }
     // The echo served by a process of its own: named and measured. (The child shares the
     // bench's stderr, so `output()` returns only once the child has gone too.)
     let (ok, out, err) = mq(&[

@@ -52,10 +52,10 @@ pub struct ClientConfig {
     /// Speak TLS to every server (Java `tls.enable`). Default none: plain TCP.
     pub tls: Option<ClientTls>,
     /// Before each write, let the tasks that are ready now queue their frames too, so that
-    /// one write carries them all. Default false. Pays when many tasks each await one
+    /// one write carries them all. Default true. Pays when many tasks each await one
     /// request at a time (fewer, larger writes: less CPU per request, more requests per
-    /// second); costs throughput where requests are already pipelined and writes full. See
-    /// [`ClientConfig::with_coalesced_writes`].
+    /// second); skipped while more than 128 requests await answers, where writes are full
+    /// already. See [`ClientConfig::with_coalesced_writes`].
     pub coalesce_writes: bool,
 }
 
@@ -71,7 +71,7 @@ impl Default for ClientConfig {
             response_serialize: None,
             request_hook: None,
             tls: None,
-            coalesce_writes: false,
+            coalesce_writes: true,
         }
     }
 }
@@ -121,14 +121,14 @@ impl ClientConfig {
         self
     }
 
-    /// Coalesces writes (default off): woken by a first frame while little is queued, a
+    /// Coalesces writes (default on): woken by a first frame while little is queued, a
     /// connection's writer lets the tasks that are ready now queue theirs before it writes.
     /// With many tasks that each await one request at a time, writes then carry tens of
-    /// frames instead of one or two. Where waiting gains no frame (one caller, one request at a
-    /// time), the writer stops waiting and tries again only now and then; a lone caller's
-    /// latency was not hurt by that in our runs (its p50 was lower, see
-    /// `docs/performance.md`). Where requests are already pipelined (many in flight per task),
-    /// the wait costs throughput: leave it off there.
+    /// frames instead of one or two. Where waiting gains no frame, the writer stops waiting
+    /// and tries again only now and then; a lone caller's latency was not hurt by that in our
+    /// runs (its p50 was lower, see `docs/performance.md`). While more than 128 requests
+    /// await answers (pipelined sends, many in flight per task) it writes at once: there the
+    /// wait lasted until every ready task had run, and cost throughput.
     #[must_use]
     pub fn with_coalesced_writes(mut self, on: bool) -> Self {
         self.coalesce_writes = on;

@@ -813,7 +813,7 @@ impl Connection {
                     // Flush what was queued before the close, then stop.
                     () = self.closed.cancelled() => true,
                 };
-                if !last && coalescing.wait_now() {
+                if !last && coalescing.wait_now(|| self.endpoint.pending.len()) {
                     let queued = self.out.lock().buf.len();
                     if queued < COALESCE_BELOW {
                         // The runtime runs a woken task next: the writer, woken by the first
@@ -866,12 +866,21 @@ impl Connection {
 /// Queued bytes below which a coalescing writer waits for ready tasks before it writes.
 const COALESCE_BELOW: usize = 4 * 1024;
 
+/// Requests awaiting answers (on the endpoint) above which a coalescing writer does not wait.
+///
+/// Its wait (`yield_now`) lasts until its worker has run every other task that is ready. With
+/// few requests in flight that is the tasks an answer just woke, whose requests then share a
+/// write. With many, the worker always has more to run: writes came seldom and large, and
+/// 64 tasks of 16 sends each went 2–15 % slower than with no wait. At 128 and below, 64
+/// tasks of 1 or 2 sends each went 20–33 % faster, for about a quarter less CPU a message.
+const COALESCE_IN_FLIGHT: usize = 128;
+
 /// While waiting gains no frame, a coalescing writer waits once in this many wake-ups.
 const COALESCE_PROBE: u32 = 16;
 
-/// When a coalescing writer waits before a write ([`Endpoint::coalesce_writes`]): at every
-/// wake-up while waiting gains frames, else once in [`COALESCE_PROBE`] wake-ups, to notice
-/// when it pays again.
+/// When a coalescing writer waits before a write ([`Endpoint::coalesce_writes`]): while at
+/// most [`COALESCE_IN_FLIGHT`] requests await answers, at every wake-up while waiting gains
+/// frames, else once in [`COALESCE_PROBE`] wake-ups, to notice when it pays again.
 struct Coalescing {
     on: bool,
     pays: bool,
@@ -887,10 +896,13 @@ impl Coalescing {
         }
     }
 
-    /// Whether to wait at this wake-up.
-    fn wait_now(&mut self) -> bool {
+    /// Whether to wait at this wake-up, with `in_flight` counting the requests that await
+    /// answers (asked only when the rest says to wait).
+    fn wait_now(&mut self, in_flight: impl FnOnce() -> usize) -> bool {
         self.wakes = self.wakes.wrapping_add(1);
-        self.on && (self.pays || self.wakes.is_multiple_of(COALESCE_PROBE))
+        self.on
+            && (self.pays || self.wakes.is_multiple_of(COALESCE_PROBE))
+            && in_flight() <= COALESCE_IN_FLIGHT
     }
 
     /// Notes whether the last wait gained frames.
@@ -1039,7 +1051,7 @@ fn frame_len(buf: &[u8]) -> Option<usize> {
 mod tests {
     use bytes::{BufMut, BytesMut};
 
-    use super::{LARGE_FRAME, read_limit};
+    use super::{COALESCE_IN_FLIGHT, COALESCE_PROBE, Coalescing, LARGE_FRAME, read_limit};
 
     /// `len` bytes of a frame of `total` bytes (prefix included).
     fn partial(total: usize, len: usize) -> BytesMut {
@@ -1057,5 +1069,23 @@ mod tests {
         assert_eq!(read_limit(&partial(LARGE_FRAME - 1, 100)), usize::MAX);
         assert_eq!(read_limit(&partial(LARGE_FRAME, LARGE_FRAME)), usize::MAX);
         assert_eq!(read_limit(&BytesMut::from(&[0u8, 1, 0][..])), usize::MAX);
+    }
+
+    #[test]
+    fn a_coalescing_writer_waits_only_while_few_requests_await_answers_and_waiting_pays() {
+        let few = || COALESCE_IN_FLIGHT;
+        let many = || COALESCE_IN_FLIGHT + 1;
+        let mut off = Coalescing::new(false);
+        assert!(!off.wait_now(few));
+        let mut c = Coalescing::new(true);
+        assert!(c.wait_now(few));
+        // A deep pipeline writes at once.
+        assert!(!c.wait_now(many));
+        // A wait that gained no frame: the next ones are skipped, but for one in a few.
+        c.gained(false);
+        let waits = (0..COALESCE_PROBE * 2).filter(|_| c.wait_now(few)).count();
+        assert_eq!(waits, 2);
+        c.gained(true);
+        assert!(c.wait_now(few));
     }
 }
