@@ -150,6 +150,16 @@ impl Endpoint {
         self.opaque.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Requests this endpoint's callers have in flight: the permits taken, each held until its
+    /// request is answered (or, oneway, written). Read without a lock, unlike the pending
+    /// table's count.
+    fn in_flight(&self) -> usize {
+        let taken = |permits: &Permits, size: usize| size.saturating_sub(permits.available());
+        taken(&self.sync_permits, self.permits.sync)
+            + taken(&self.async_permits, self.permits.async_)
+            + taken(&self.oneway_permits, self.permits.oneway)
+    }
+
     /// Waits up to `timeout` for a permit of `kind`.
     pub(crate) async fn acquire(
         &self,
@@ -813,7 +823,7 @@ impl Connection {
                     // Flush what was queued before the close, then stop.
                     () = self.closed.cancelled() => true,
                 };
-                if !last && coalescing.wait_now(|| self.endpoint.pending.len()) {
+                if !last && coalescing.wait_now(|| self.endpoint.in_flight()) {
                     let queued = self.out.lock().buf.len();
                     if queued < COALESCE_BELOW {
                         // The runtime runs a woken task next: the writer, woken by the first
@@ -866,7 +876,7 @@ impl Connection {
 /// Queued bytes below which a coalescing writer waits for ready tasks before it writes.
 const COALESCE_BELOW: usize = 4 * 1024;
 
-/// Requests awaiting answers (on the endpoint) above which a coalescing writer does not wait.
+/// Requests in flight (on the endpoint) above which a coalescing writer does not wait.
 ///
 /// Its wait (`yield_now`) lasts until its worker has run every other task that is ready. With
 /// few requests in flight that is the tasks an answer just woke, whose requests then share a
@@ -879,7 +889,7 @@ const COALESCE_IN_FLIGHT: usize = 128;
 const COALESCE_PROBE: u32 = 16;
 
 /// When a coalescing writer waits before a write ([`Endpoint::coalesce_writes`]): while at
-/// most [`COALESCE_IN_FLIGHT`] requests await answers, at every wake-up while waiting gains
+/// most [`COALESCE_IN_FLIGHT`] requests are in flight, at every wake-up while waiting gains
 /// frames, else once in [`COALESCE_PROBE`] wake-ups, to notice when it pays again.
 struct Coalescing {
     on: bool,
@@ -896,8 +906,8 @@ impl Coalescing {
         }
     }
 
-    /// Whether to wait at this wake-up, with `in_flight` counting the requests that await
-    /// answers (asked only when the rest says to wait).
+    /// Whether to wait at this wake-up, with `in_flight` counting the requests in flight
+    /// (asked only when the rest says to wait).
     fn wait_now(&mut self, in_flight: impl FnOnce() -> usize) -> bool {
         self.wakes = self.wakes.wrapping_add(1);
         self.on
