@@ -255,7 +255,7 @@ impl ClientConfig {
     /// ready queue their requests too, so that one write carries them all, while at most 128
     /// requests await answers (deeper pipelines write at once, their writes being full
     /// already). Pays for services where many tasks each await one send at a time: fewer
-    /// syscalls, about a quarter less CPU per message on each side, more messages a second.
+    /// syscalls, about a third less CPU per message on each side, more messages a second.
     /// Off, the writer writes as soon as it is woken. See `docs/performance.md` for both.
     #[must_use]
     pub fn with_coalesced_writes(mut self, on: bool) -> Self {

@@ -294,8 +294,6 @@ async fn failures_come_back_with_reconsume_times_then_land_in_the_dlq() {
     cluster.shutdown().await;
 }
 
-/// A blocking listener gets up to `workers` calls at once (slow code does not hold up the
-/// other messages), and a call that panics has its message delivered again.
 /// Each call's context names the queue its messages came from, also when one thread takes
 /// the calls of several queues in turn (it keeps its context from one call to the next).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -395,6 +393,8 @@ async fn a_listener_holding_one_message_still_gets_the_next() {
     cluster.shutdown().await;
 }
 
+/// A blocking listener gets up to `workers` calls at once (slow code does not hold up the
+/// other messages), and a call that panics has its message delivered again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocking_listener_gets_workers_calls_at_once_and_a_panic_is_retried() {
     const WORKERS: usize = 4;
