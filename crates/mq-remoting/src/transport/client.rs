@@ -157,6 +157,18 @@ struct Inner {
     name_servers: NameServerList,
 }
 
+/// A client dropped without [`RemotingClient::shutdown`] still ends what it started: its
+/// connections' tasks hold the endpoint, not the client, and would otherwise keep the
+/// connections (and, through the endpoint, the callback threads) for as long as the peers do.
+/// Cancelling is enough: the loops end on their own, failing what is pending on them with
+/// [`RemotingError::ConnectionClosed`] (a pending call's future borrows the client, so only
+/// callbacks can be left waiting, and they hear of it).
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.endpoint.stop();
+    }
+}
+
 impl RemotingClient {
     /// A client with `config`. Needs no runtime until the first request.
     pub fn new(config: ClientConfig) -> Self {

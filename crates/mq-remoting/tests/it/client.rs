@@ -332,6 +332,31 @@ async fn client_reconnects_after_the_connection_closes() {
     assert_ne!(first.id(), second.id());
 }
 
+/// A client dropped without being shut down closes its connections: a handle on one sees it
+/// close, and so does the server (before, the connection lived on as long as the server kept
+/// it, with its tasks and the client's callback threads).
+#[tokio::test]
+async fn a_dropped_client_closes_its_connections() {
+    let server = echo_server().await;
+    let addr = server.local_addr().to_string();
+    let client = client();
+    let ours = client.connect(&addr, LONG).await.unwrap();
+    client
+        .invoke(&addr, RemotingCommand::request(ECHO), LONG)
+        .await
+        .unwrap();
+    let theirs = server.connections();
+    assert_eq!(theirs.len(), 1);
+    drop(client);
+    let bound = Duration::from_secs(10);
+    tokio::time::timeout(bound, ours.closed())
+        .await
+        .expect("the dropped client's connection closes");
+    tokio::time::timeout(bound, theirs[0].closed())
+        .await
+        .expect("the server sees the connection close");
+}
+
 #[tokio::test]
 async fn unknown_code_is_answered_not_supported() {
     let server = echo_server().await;
