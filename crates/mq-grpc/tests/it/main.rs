@@ -1316,9 +1316,12 @@ async fn the_proxy_serves_tls_by_its_mode_and_our_session_speaks_it() {
     );
     session.close();
 
-    // Enforced: a plain client gets no answer, only an error.
-    let refused = plain_route(&endpoint, "TlsTopic").await;
-    assert!(refused.is_err(), "{refused:?}");
+    // Enforced: a plain client gets no answer: an error, or nothing in time. One soak run in
+    // several hundred never ended; the sockets it left (this proxy still listening, holding
+    // only the TLS session's connection, the plain one closed at its first byte) put it here,
+    // in tonic's client, whose wait had no bound.
+    let refused = tokio::time::timeout(T, plain_route(&endpoint, "TlsTopic")).await;
+    assert!(!matches!(refused, Ok(Ok(_))), "{refused:?}");
     // A client trusting another certificate does not connect.
     let stranger = ClientTls::with_roots_pem(TestCert::loopback().cert_pem.as_bytes()).unwrap();
     let untrusted = GrpcSession::connect(
@@ -1328,9 +1331,12 @@ async fn the_proxy_serves_tls_by_its_mode_and_our_session_speaks_it() {
     )
     .await;
     assert!(untrusted.is_err());
-    proxy.shutdown().await;
+    tokio::time::timeout(T, proxy.shutdown())
+        .await
+        .expect("the proxy shuts down in time");
 
-    // Permissive: plain and TLS clients both.
+    // Permissive: plain and TLS clients both, in time of their own.
+    let deadline = std::time::Instant::now() + T;
     let proxy = GrpcProxy::start(
         GrpcProxyConfig::new(&cluster.namesrv_addr())
             .with_listen(SocketAddr::from(([127, 0, 0, 1], 0)))
@@ -1339,7 +1345,10 @@ async fn the_proxy_serves_tls_by_its_mode_and_our_session_speaks_it() {
     .await
     .unwrap();
     let endpoint = proxy.local_addr().to_string();
-    let route = plain_route(&endpoint, "TlsTopic").await.unwrap();
+    let route = tokio::time::timeout(T, plain_route(&endpoint, "TlsTopic"))
+        .await
+        .expect("a plain client is answered in time")
+        .unwrap();
     assert_eq!(code(route.status.as_ref()), v2::Code::Ok);
     let session = GrpcSession::connect(
         GrpcClientConfig::new(&endpoint).with_tls(trusted),
@@ -1351,7 +1360,9 @@ async fn the_proxy_serves_tls_by_its_mode_and_our_session_speaks_it() {
     let routed = session.query_route("TlsTopic", deadline).await.unwrap();
     assert!(!routed.is_empty());
     session.close();
-    proxy.shutdown().await;
+    tokio::time::timeout(T, proxy.shutdown())
+        .await
+        .expect("the proxy shuts down in time");
     cluster.shutdown().await;
 }
 
