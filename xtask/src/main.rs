@@ -8,9 +8,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 mod instructions;
 mod interop;
@@ -174,7 +175,7 @@ const EXAMPLES: &[(&str, &str)] = &[
 ];
 
 /// How long one example may run.
-const EXAMPLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+const EXAMPLE_LIMIT: Duration = Duration::from_secs(60);
 
 /// Builds `mq` and the client crates' examples, starts `mq serve` on free loopback ports with
 /// a fresh store, and runs every example against it (`NAMESRV_ADDR`); each must exit 0 within
@@ -201,19 +202,11 @@ fn examples() -> Result {
             .stderr(err)
             .spawn()
             .map_err(|e| format!("cannot run example {krate}/{name}: {e}"))?;
-        let status = loop {
-            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-                break status;
-            }
-            if started.elapsed() > EXAMPLE_LIMIT {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "example {krate}/{name} ran past {EXAMPLE_LIMIT:?}; see {}",
-                    out.display()
-                ));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+        let Some(status) = wait_within(&mut child, started, EXAMPLE_LIMIT)? else {
+            return Err(format!(
+                "example {krate}/{name} ran past {EXAMPLE_LIMIT:?}; see {}",
+                out.display()
+            ));
         };
         if !status.success() {
             return Err(format!(
@@ -341,14 +334,10 @@ fn soak_tests(args: &[String]) -> Result {
         let started = Instant::now();
         let mut failed = 0;
         for run in 1..=runs {
-            let out = Command::new(exe)
-                .current_dir(dir)
-                .env("RUST_BACKTRACE", "0")
-                .output()
-                .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
-            if !out.status.success() {
+            let (success, stdout) = run_bounded(exe, dir, SOAK_RUN_LIMIT)?;
+            if !success {
                 failed += 1;
-                let text = String::from_utf8_lossy(&out.stdout);
+                let text = String::from_utf8_lossy(&stdout);
                 let failing: Vec<&str> = text
                     .lines()
                     .filter(|l| l.starts_with("test ") && l.ends_with("FAILED"))
@@ -380,6 +369,86 @@ fn soak_tests(args: &[String]) -> Result {
         Ok(())
     } else {
         Err(failures.join("; "))
+    }
+}
+
+/// How long one run of a test binary may take in `soak-tests` (the longest takes about 15 s).
+const SOAK_RUN_LIMIT: Duration = Duration::from_secs(300);
+
+/// Runs the test binary `exe` in `dir`: whether it passed, and what it printed. A run still
+/// going after `limit` is killed and counts as failed; its output then ends with the tests
+/// that had not finished (those `--list` names and the run never reported), since a hang
+/// otherwise says nothing of where it is.
+fn run_bounded(exe: &Path, dir: &Path, limit: Duration) -> Result<(bool, Vec<u8>)> {
+    let cannot = |e: std::io::Error| format!("cannot run {}: {e}", exe.display());
+    // A group of its own: a run killed for its time takes the servers it started with it.
+    let mut child = Command::new(exe)
+        .current_dir(dir)
+        .env("RUST_BACKTRACE", "0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(cannot)?;
+    // Read on a thread of its own, so that a full pipe never stalls the tests.
+    let mut pipe = child.stdout.take().ok_or("no stdout of the test binary")?;
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut pipe, &mut out);
+        out
+    });
+    let status = wait_within(&mut child, Instant::now(), limit)?;
+    let mut out = reader.join().map_err(|_| "the output reader panicked")?;
+    let Some(status) = status else {
+        let listed = Command::new(exe)
+            .current_dir(dir)
+            .args(["--list", "--format", "terse"])
+            .output()
+            .map_err(cannot)?;
+        let done = String::from_utf8_lossy(&out).into_owned();
+        let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+        let unfinished: Vec<&str> = listed
+            .lines()
+            .filter_map(|l| l.strip_suffix(": test"))
+            .filter(|name| !done.contains(&format!("test {name} ... ")))
+            .collect();
+        // As libtest reports failures: a line per test, then what happened.
+        let mut report = String::from("\n");
+        for name in &unfinished {
+            report.push_str(&format!("test {name} ... FAILED\n"));
+        }
+        report.push_str(&format!(
+            "---- killed after {limit:?}, these still running: {}\n",
+            unfinished.join(", ")
+        ));
+        out.extend(report.into_bytes());
+        return Ok((false, out));
+    };
+    Ok((status.success(), out))
+}
+
+/// Waits for `child`, started at `started`, until `limit` has passed since; kills it then
+/// (`None`).
+fn wait_within(
+    child: &mut std::process::Child,
+    started: Instant,
+    limit: Duration,
+) -> Result<Option<std::process::ExitStatus>> {
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Ok(Some(status));
+        }
+        if started.elapsed() > limit {
+            // The child's group when it leads one (soak runs), else the child alone.
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .stderr(std::process::Stdio::null())
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
